@@ -1,0 +1,23 @@
+//! What can happen and what did happen in taskledger: the event envelope, the
+//! [`EventStore`] trait and its PostgreSQL implementation with a gapless,
+//! hash-chained global order.
+//!
+//! The crate knows nothing of HTTP, RabbitMQ, Docker or configuration; it is
+//! the bottom of the dependency graph (`events` ← `projections` ← `replay` ←
+//! the binary).
+
+pub mod chain;
+pub mod envelope;
+pub mod error;
+pub mod migrate;
+pub mod postgres;
+pub mod store;
+pub mod stream_id;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod upcast;
+
+pub use envelope::{AppendResult, Direction, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+pub use error::{AppendError, InvalidInput, StoreError};
+pub use store::{EventStore, Subscription};
+pub use stream_id::StreamId;

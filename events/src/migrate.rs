@@ -1,0 +1,122 @@
+//! Schema migrations for every table taskledger owns, applied in order, once,
+//! under a session advisory lock so that several processes starting together
+//! do not race. The SQL lives in the repository's `migrations/` folder.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+use crate::error::StoreError;
+
+/// One migration: a number, a name and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Applied in ascending order; never reused.
+    pub version: i64,
+    /// A short name, for logs.
+    pub name: &'static str,
+    /// The SQL, run in one transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "event_store",
+    sql: include_str!("../../migrations/0001_event_store.sql"),
+}];
+
+/// Held while migrating, so concurrent start-ups apply each migration once.
+const MIGRATION_LOCK_KEY: i64 = 0x746c_6d69_6772_6174; // "tlmigrat"
+
+impl Migration {
+    fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+/// A fingerprint of all migrations: changes whenever one is added or edited.
+/// Test helpers name their template database after it.
+pub fn fingerprint() -> String {
+    let mut hasher = Sha256::new();
+    for migration in MIGRATIONS {
+        hasher.update(migration.version.to_be_bytes());
+        hasher.update(migration.sql.as_bytes());
+    }
+    hex::encode(hasher.finalize())[..16].to_owned()
+}
+
+/// Applies every migration the database does not have yet and returns the
+/// versions it applied (empty when the schema was current).
+///
+/// # Errors
+/// [`StoreError::Migration`] when a migration fails or an applied one was
+/// edited afterwards (its checksum no longer matches); [`StoreError::Database`]
+/// when the database cannot be reached.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(StoreError::db("taking the migration lock"))?;
+    let result = apply_pending(client).await;
+    // Released explicitly; the lock would also go with the session.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(StoreError::db("releasing the migration lock"));
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_pending(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    bigint      PRIMARY KEY,
+                 name       text        NOT NULL,
+                 checksum   text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(StoreError::db("creating schema_migrations"))?;
+    let rows = client
+        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .await
+        .map_err(StoreError::db("reading schema_migrations"))?;
+    let applied: std::collections::HashMap<i64, String> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let mut newly_applied = Vec::new();
+    for migration in MIGRATIONS {
+        if let Some(checksum) = applied.get(&migration.version) {
+            if *checksum != migration.checksum() {
+                return Err(StoreError::Migration {
+                    version: migration.version,
+                    name: migration.name,
+                    reason: "it was changed after it had been applied; add a new migration instead"
+                        .into(),
+                });
+            }
+            continue;
+        }
+        let failed = |error: tokio_postgres::Error| StoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            reason: error
+                .as_db_error()
+                .map_or_else(|| error.to_string(), |db| db.message().to_owned()),
+        };
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(migration.sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &migration.checksum()],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        newly_applied.push(migration.version);
+    }
+    Ok(newly_applied)
+}

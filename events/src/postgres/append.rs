@@ -1,0 +1,455 @@
+//! Appending: the group-committing appender task and the transaction-level
+//! protocol it runs ([`append_in_transaction`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{to_i64, to_u64, StoreOptions, EVENTS_CHANNEL, LOG_LOCK_KEY};
+use crate::chain::{canonical_json, canonical_metadata, event_hash, HashInput, GENESIS_HASH};
+use crate::envelope::{AppendResult, ExpectedVersion, NewEvent};
+use crate::error::{AppendError, InvalidInput, StoreError};
+use crate::stream_id::StreamId;
+
+/// One validated append: a stream, an expectation and at least one event.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    stream_id: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+}
+
+impl AppendRequest {
+    /// Validates the events.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] for an empty batch, an event that is not well formed,
+    /// or an event id that appears twice.
+    pub fn new(
+        stream_id: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Self, InvalidInput> {
+        if events.is_empty() {
+            return Err(InvalidInput::EmptyBatch);
+        }
+        let mut seen = HashSet::with_capacity(events.len());
+        for event in &events {
+            event.validate()?;
+            if !seen.insert(event.event_id) {
+                return Err(InvalidInput::RepeatedEventId {
+                    event_id: event.event_id,
+                });
+            }
+        }
+        Ok(Self {
+            stream_id,
+            expected,
+            events,
+        })
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Always false: a request holds at least one event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+pub(super) struct PendingAppend {
+    pub(super) request: AppendRequest,
+    pub(super) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+}
+
+/// Where an event id is stored (or was just placed in this batch).
+#[derive(Debug, Clone)]
+struct Placement {
+    stream_id: String,
+    version: u64,
+    global_position: u64,
+}
+
+/// Columns of the rows to insert, one vector per column (sent with `unnest`).
+#[derive(Default)]
+struct Rows {
+    positions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    data: Vec<String>,
+    metadata: Vec<String>,
+    hashes: Vec<Vec<u8>>,
+}
+
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+const HEAD_SQL: &str = "SELECT clock_timestamp(), head.global_position, head.hash
+     FROM (SELECT 1) AS one
+     LEFT JOIN LATERAL (
+         SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1
+     ) AS head ON true";
+const VERSIONS_SQL: &str = "SELECT s.stream_id,
+         (SELECT e.version FROM events e WHERE e.stream_id = s.stream_id
+          ORDER BY e.version DESC LIMIT 1)
+     FROM unnest($1::text[]) AS s(stream_id)";
+const EXISTING_SQL: &str =
+    "SELECT event_id, stream_id, version, global_position FROM events WHERE event_id = ANY($1)";
+const INSERT_SQL: &str = "INSERT INTO events
+         (global_position, event_id, stream_id, version, event_type, schema_version,
+          data, metadata, recorded_at, hash)
+     SELECT r.position, r.event_id, r.stream_id, r.version, r.event_type, r.schema_version,
+            r.data::json, r.metadata::json, $9, r.hash
+     FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                 $6::integer[], $7::text[], $8::text[], $10::bytea[])
+          AS r(position, event_id, stream_id, version, event_type, schema_version,
+               data, metadata, hash)";
+const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+
+/// Appends `requests`, in order, inside `tx`, and returns one outcome per
+/// request. A request whose expectation fails or whose event ids are stored
+/// elsewhere gets its error and writes nothing; the others are written.
+///
+/// This takes the log's transaction-scoped advisory lock, which is held until
+/// `tx` commits or rolls back: the caller must finish the transaction promptly,
+/// and nothing is visible to readers (or final) until it commits. Rolling back
+/// leaves no trace in the global order.
+///
+/// Round trips: the lock, head, stream-version and event-id queries are
+/// pipelined (each still runs after the lock is granted, with its own
+/// snapshot), then the insert and the notification are pipelined.
+///
+/// # Errors
+/// [`StoreError::Database`] when a query fails; the transaction is then
+/// unusable and must be rolled back.
+pub async fn append_in_transaction(
+    tx: &Transaction<'_>,
+    requests: &[AppendRequest],
+) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+    let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let event_ids: Vec<Uuid> = requests
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.event_id))
+        .collect();
+
+    let (lock, head, versions, existing) = futures::try_join!(
+        tx.prepare_cached(LOCK_SQL),
+        tx.prepare_cached(HEAD_SQL),
+        tx.prepare_cached(VERSIONS_SQL),
+        tx.prepare_cached(EXISTING_SQL),
+    )
+    .map_err(StoreError::db("preparing the append statements"))?;
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&LOG_LOCK_KEY];
+    let streams_params: [&(dyn ToSql + Sync); 1] = [&streams];
+    let ids_params: [&(dyn ToSql + Sync); 1] = [&event_ids];
+    let (_, head, versions, existing) = futures::try_join!(
+        tx.execute(&lock, &lock_params),
+        tx.query_one(&head, &[]),
+        tx.query(&versions, &streams_params),
+        tx.query(&existing, &ids_params),
+    )
+    .map_err(StoreError::db("reading the log head under the log lock"))?;
+
+    let recorded_at: DateTime<Utc> = head.get(0);
+    let mut next_position = head.get::<_, Option<i64>>(1).map_or(1, |p| to_u64(p) + 1);
+    let mut previous_hash = match head.get::<_, Option<Vec<u8>>>(2) {
+        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StoreError::Corrupt {
+            global_position: next_position - 1,
+            reason: "the stored hash is not 32 bytes".into(),
+        })?,
+        None => GENESIS_HASH,
+    };
+    let mut stream_versions: HashMap<String, u64> = versions
+        .iter()
+        .map(|row| {
+            let version: Option<i64> = row.get(1);
+            (row.get(0), version.map_or(0, to_u64))
+        })
+        .collect();
+    let mut placements: HashMap<Uuid, Placement> = existing
+        .iter()
+        .map(|row| {
+            (
+                row.get(0),
+                Placement {
+                    stream_id: row.get(1),
+                    version: to_u64(row.get(2)),
+                    global_position: to_u64(row.get(3)),
+                },
+            )
+        })
+        .collect();
+
+    let mut rows = Rows::default();
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        if request
+            .events
+            .iter()
+            .any(|event| placements.contains_key(&event.event_id))
+        {
+            outcomes.push(replayed(request, &placements));
+            continue;
+        }
+        let stream = request.stream_id.as_str();
+        let actual = stream_versions.get(stream).copied().unwrap_or(0);
+        if !request.expected.accepts(actual) {
+            outcomes.push(Err(AppendError::WrongExpectedVersion {
+                stream_id: stream.to_owned(),
+                expected: request.expected,
+                actual,
+            }));
+            continue;
+        }
+        let first_position = next_position;
+        for (offset, event) in request.events.iter().enumerate() {
+            let version = actual + 1 + offset as u64;
+            let data_json = canonical_json(&event.data);
+            let metadata_json = canonical_metadata(&event.metadata);
+            let hash = event_hash(
+                &previous_hash,
+                &HashInput {
+                    global_position: next_position,
+                    event_id: event.event_id,
+                    stream_id: stream,
+                    version,
+                    event_type: &event.event_type,
+                    schema_version: event.schema_version,
+                    data_json: &data_json,
+                    metadata_json: &metadata_json,
+                    recorded_at_micros: recorded_at.timestamp_micros(),
+                },
+            );
+            placements.insert(
+                event.event_id,
+                Placement {
+                    stream_id: stream.to_owned(),
+                    version,
+                    global_position: next_position,
+                },
+            );
+            rows.positions.push(to_i64(next_position));
+            rows.event_ids.push(event.event_id);
+            rows.stream_ids.push(stream.to_owned());
+            rows.versions.push(to_i64(version));
+            rows.event_types.push(event.event_type.clone());
+            rows.schema_versions
+                .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            rows.data.push(data_json);
+            rows.metadata.push(metadata_json);
+            rows.hashes.push(hash.to_vec());
+            previous_hash = hash;
+            next_position += 1;
+        }
+        let count = request.events.len() as u64;
+        stream_versions.insert(stream.to_owned(), actual + count);
+        outcomes.push(Ok(AppendResult {
+            stream_id: stream.to_owned(),
+            first_version: actual + 1,
+            stream_version: actual + count,
+            first_position,
+            last_position: next_position - 1,
+            already_stored: false,
+        }));
+    }
+
+    if !rows.positions.is_empty() {
+        let last_position = (next_position - 1).to_string();
+        let (insert, notify) = futures::try_join!(
+            tx.prepare_cached(INSERT_SQL),
+            tx.prepare_cached(NOTIFY_SQL),
+        )
+        .map_err(StoreError::db("preparing the insert"))?;
+        let insert_params: [&(dyn ToSql + Sync); 10] = [
+            &rows.positions,
+            &rows.event_ids,
+            &rows.stream_ids,
+            &rows.versions,
+            &rows.event_types,
+            &rows.schema_versions,
+            &rows.data,
+            &rows.metadata,
+            &recorded_at,
+            &rows.hashes,
+        ];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&EVENTS_CHANNEL, &last_position];
+        futures::try_join!(
+            tx.execute(&insert, &insert_params),
+            tx.execute(&notify, &notify_params),
+        )
+        .map_err(StoreError::db("inserting events"))?;
+    }
+    Ok(outcomes)
+}
+
+/// The outcome for a request some of whose event ids are already placed: the
+/// original result if all of them sit, in order, where this request would
+/// have put them; otherwise a duplicate-id error.
+fn replayed(
+    request: &AppendRequest,
+    placements: &HashMap<Uuid, Placement>,
+) -> Result<AppendResult, AppendError> {
+    let stream = request.stream_id.as_str();
+    let first = placements.get(&request.events[0].event_id);
+    let mut mismatch = None;
+    for (offset, event) in request.events.iter().enumerate() {
+        let placed = placements.get(&event.event_id);
+        let in_place = match (placed, first) {
+            (Some(placed), Some(first)) => {
+                placed.stream_id == stream
+                    && placed.version == first.version + offset as u64
+                    && placed.global_position == first.global_position + offset as u64
+            }
+            _ => false,
+        };
+        if !in_place {
+            mismatch = Some(event.event_id);
+            break;
+        }
+    }
+    let in_place_first = first.filter(|first| {
+        mismatch.is_none() && request.expected.accepts(first.version - 1)
+    });
+    match in_place_first {
+        Some(first) => {
+            let count = request.events.len() as u64;
+            Ok(AppendResult {
+                stream_id: stream.to_owned(),
+                first_version: first.version,
+                stream_version: first.version + count - 1,
+                first_position: first.global_position,
+                last_position: first.global_position + count - 1,
+                already_stored: true,
+            })
+        }
+        None => {
+            // Name an id that really is stored, and where. The caller only
+            // asks about requests with at least one placed id.
+            let (event_id, placed) = request
+                .events
+                .iter()
+                .find_map(|event| placements.get(&event.event_id).map(|p| (event.event_id, p)))
+                .expect("replayed() is called for requests with a stored event id");
+            Err(AppendError::DuplicateEventId {
+                event_id,
+                stored_stream_id: placed.stream_id.clone(),
+                stored_version: placed.version,
+            })
+        }
+    }
+}
+
+/// The appender task: takes every append waiting on the channel (up to the
+/// batch limits), commits them together, answers each caller, repeats. Ends
+/// when every sender is gone.
+pub(super) async fn run_appender(
+    pool: Pool,
+    mut receiver: mpsc::Receiver<PendingAppend>,
+    options: StoreOptions,
+    alive: Arc<AtomicBool>,
+) {
+    // Marks the appender dead however the task ends, panics included.
+    struct AliveGuard(Arc<AtomicBool>);
+    impl Drop for AliveGuard {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _guard = AliveGuard(alive);
+
+    let max_appends = if options.group_commit {
+        options.max_batch_appends.max(1)
+    } else {
+        1
+    };
+    while let Some(first) = receiver.recv().await {
+        let mut events = first.request.len();
+        let mut batch = vec![first];
+        while batch.len() < max_appends && events < options.max_batch_events {
+            match receiver.try_recv() {
+                Ok(pending) => {
+                    events += pending.request.len();
+                    batch.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&pool, batch).await;
+    }
+}
+
+async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
+    let (requests, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.request, pending.reply))
+        .unzip();
+    let span = tracing::debug_span!("append_batch", appends = requests.len());
+    match commit(pool, &requests).instrument(span).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that stopped waiting is fine: its append stands.
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) if requests.len() > 1 && error_is_statement_level(&error) => {
+            // One request may have tripped the database (a check or a unique
+            // index outside the lock protocol); commit each alone so the
+            // others are not punished for it.
+            tracing::warn!(error = %error, appends = requests.len(), "batch append failed; retrying appends one by one");
+            for (request, reply) in requests.into_iter().zip(replies) {
+                let outcome = match commit(pool, std::slice::from_ref(&request)).await {
+                    Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(AppendError::Store(
+                        StoreError::AppenderStopped,
+                    ))),
+                    Err(error) => Err(AppendError::Store(error)),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, appends = requests.len(), "append batch failed");
+            let shared = Arc::new(error);
+            for reply in replies {
+                let _ = reply.send(Err(AppendError::Store(StoreError::Shared(shared.clone()))));
+            }
+        }
+    }
+}
+
+async fn commit(
+    pool: &Pool,
+    requests: &[AppendRequest],
+) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StoreError::db("beginning an append"))?;
+    let outcomes = append_in_transaction(&tx, requests).await?;
+    tx.commit()
+        .await
+        .map_err(StoreError::db("committing appended events"))?;
+    Ok(outcomes)
+}
+
+/// True for errors the database raised about a statement (as opposed to a
+/// lost connection), where retrying the requests one by one can help.
+fn error_is_statement_level(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database { source, .. } => source.as_db_error().is_some(),
+        _ => false,
+    }
+}

@@ -1,0 +1,282 @@
+//! The PostgreSQL event store.
+//!
+//! # How the global order is kept
+//!
+//! Appends are **group-committed under one transaction-scoped advisory lock**
+//! ([`append`] has the details). Each process has one appender task; callers
+//! hand it their appends and it writes everything waiting in one transaction:
+//! take the log lock, read the head (last position and hash), check every
+//! append's expected version, insert the rows with consecutive positions and
+//! chained hashes, `NOTIFY`, commit. Because the lock is released only after
+//! the commit has become visible, commit order is position order, which gives
+//! the four properties ARCHITECTURE.md asks for:
+//!
+//! 1. *Never skip*: position `n + 1` cannot commit before `n` is visible, so a
+//!    reader that sees `n + 1` has already been able to see `n`.
+//! 2. *Never stall*: positions are taken from the head under the lock, not
+//!    from a sequence, so a rolled-back transaction leaves no hole; readers
+//!    never wait on a lock (only writers do, and only while one batch commits).
+//! 3. *Gapless and total*, with the SHA-256 chain of [`crate::chain`] computed
+//!    in the same transaction.
+//! 4. *No queue of writers on the lock*: within a process, writers queue on a
+//!    channel and share one commit, so at most one connection per process
+//!    waits for the lock. The alternative ARCHITECTURE.md names (writers insert
+//!    without a position; a leader-elected sequencer numbers rows below
+//!    `pg_snapshot_xmin` afterwards) writes every row twice and adds a
+//!    sequencer hop to subscriber lag; it is bounded by the one-row-per-commit
+//!    rate that group commit beats (`taskledger bench append` prints both
+//!    modes). Several processes do take turns on the lock, one batch each.
+//!
+//! The tests in `events/tests/it` prove 1–3 under 32+ concurrent writers,
+//! including writers that hold the lock while they sleep and writers that roll
+//! back.
+
+mod append;
+mod read;
+mod subscribe;
+pub mod verify;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::NoTls;
+
+pub use append::{append_in_transaction, AppendRequest};
+
+use crate::envelope::{AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent};
+use crate::error::{AppendError, StoreError};
+use crate::store::{EventStore, Subscription};
+use crate::stream_id::StreamId;
+use crate::upcast::Upcasters;
+
+/// The channel every commit that appended events notifies, with the last new
+/// position as payload.
+pub const EVENTS_CHANNEL: &str = "taskledger_events";
+
+/// The transaction-scoped advisory lock that orders all appends.
+pub const LOG_LOCK_KEY: i64 = 0x746c_6c6f_675f_6c6b; // "tllog_lk"
+
+/// Tuning for [`PgEventStore`]; the defaults suit most installations.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool (readers and the appender share it).
+    pub pool_size: usize,
+    /// At most this many appends share one commit.
+    pub max_batch_appends: usize,
+    /// A commit is closed once it holds this many events (a single larger
+    /// append still goes in whole).
+    pub max_batch_events: usize,
+    /// Appends that may wait for the appender before `append` itself waits.
+    pub queue_capacity: usize,
+    /// Events a subscription reads per query while catching up.
+    pub subscription_batch: usize,
+    /// How often a subscription looks for new events when no notification
+    /// came (the fallback for lost notifications and a lost listener).
+    pub poll_interval: Duration,
+    /// Whether concurrent appends share commits. Off, every append commits on
+    /// its own (for comparison in benchmarks).
+    pub group_commit: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            max_batch_appends: 512,
+            max_batch_events: 5_000,
+            queue_capacity: 10_000,
+            subscription_batch: 1_000,
+            poll_interval: Duration::from_millis(500),
+            group_commit: true,
+        }
+    }
+}
+
+/// The PostgreSQL [`EventStore`]. Cheap to clone; clones share the pool and
+/// the appender. The appender task stops when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    appender: mpsc::Sender<append::PendingAppend>,
+    appender_alive: Arc<AtomicBool>,
+    upcasters: Upcasters,
+    options: StoreOptions,
+}
+
+impl PgEventStore {
+    /// Connects to the database at `url` (a `postgres://` URL or key=value
+    /// string) and starts the appender. The schema must already be migrated
+    /// ([`crate::migrate::migrate`]). Connections are opened lazily.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] when the URL cannot be parsed or the pool built.
+    /// Must be called inside a Tokio runtime.
+    pub fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error: tokio_postgres::Error| StoreError::Pool(format!("bad database URL: {error}")))?;
+        Self::from_config(config, options, Upcasters::new())
+    }
+
+    /// Like [`PgEventStore::connect`], from a parsed configuration and with
+    /// upcasters for reading.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] when the pool cannot be built.
+    pub fn from_config(
+        config: tokio_postgres::Config,
+        options: StoreOptions,
+        upcasters: Upcasters,
+    ) -> Result<Self, StoreError> {
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .build()
+            .map_err(|error| StoreError::Pool(error.to_string()))?;
+        let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let appender_alive = Arc::new(AtomicBool::new(true));
+        tokio::spawn(append::run_appender(
+            pool.clone(),
+            receiver,
+            options.clone(),
+            appender_alive.clone(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                config,
+                appender: sender,
+                appender_alive,
+                upcasters,
+                options,
+            }),
+        })
+    }
+
+    /// The connection pool, for callers that need their own transaction (see
+    /// [`append_in_transaction`]).
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The connection settings the store was built from.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.inner.config
+    }
+
+    /// Whether the appender task, which orders the log for this process, is
+    /// still running.
+    pub fn appender_alive(&self) -> bool {
+        self.inner.appender_alive.load(Ordering::Acquire) && !self.inner.appender.is_closed()
+    }
+
+    /// Events of the global order as stored, without upcasting (what the hash
+    /// chain covers).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails.
+    pub async fn read_all_as_stored(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.inner.pool.get().await?;
+        read::read_all(&client, after_position, limit).await
+    }
+
+    /// Checks the database answers a trivial query.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.inner.pool.get().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(StoreError::db("pinging the database"))?;
+        Ok(())
+    }
+
+    fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+        events
+            .into_iter()
+            .map(|event| self.inner.upcasters.upcast(event))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    #[tracing::instrument(skip_all, fields(stream = %stream_id, events = events.len()), err(level = "debug"))]
+    async fn append(
+        &self,
+        stream_id: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let request = AppendRequest::new(stream_id.clone(), expected, events)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .appender
+            .send(append::PendingAppend { request, reply })
+            .await
+            .map_err(|_| StoreError::AppenderStopped)?;
+        answer.await.map_err(|_| StoreError::AppenderStopped)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        from_version: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.inner.pool.get().await?;
+        let events = read::read_stream(&client, stream_id, from_version, direction, limit).await?;
+        self.upcast_all(events)
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.read_all_as_stored(after_position, limit).await?;
+        self.upcast_all(events)
+    }
+
+    fn subscribe_all(&self, after_position: u64) -> Subscription {
+        subscribe::start(self.clone(), after_position)
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let client = self.inner.pool.get().await?;
+        read::head_position(&client).await
+    }
+}
+
+/// Converts a stored `bigint` that the schema keeps positive.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Converts a count or position for a `bigint` parameter.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

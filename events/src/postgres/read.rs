@@ -1,0 +1,103 @@
+//! Reading stored events: one stream, or the global order.
+
+use deadpool_postgres::Client;
+use tokio_postgres::Row;
+
+use super::{to_i64, to_u64};
+use crate::envelope::{Direction, Metadata, RecordedEvent};
+use crate::error::StoreError;
+use crate::stream_id::StreamId;
+
+const COLUMNS: &str = "global_position, event_id, stream_id, version, event_type, \
+                       schema_version, data, metadata, recorded_at, hash";
+
+pub(super) async fn read_all(
+    client: &Client,
+    after_position: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE global_position > $1 \
+             ORDER BY global_position LIMIT $2"
+        ))
+        .await
+        .map_err(StoreError::db("preparing a read of the global order"))?;
+    let rows = client
+        .query(&statement, &[&to_i64(after_position), &limit_param(limit)])
+        .await
+        .map_err(StoreError::db("reading the global order"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn read_stream(
+    client: &Client,
+    stream_id: &StreamId,
+    from_version: u64,
+    direction: Direction,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = match direction {
+        Direction::Forward => format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 \
+             ORDER BY version LIMIT $3"
+        ),
+        Direction::Backward => format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version <= $2 \
+             ORDER BY version DESC LIMIT $3"
+        ),
+    };
+    let statement = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(StoreError::db("preparing a stream read"))?;
+    let rows = client
+        .query(
+            &statement,
+            &[&stream_id.as_str(), &to_i64(from_version), &limit_param(limit)],
+        )
+        .await
+        .map_err(StoreError::db("reading a stream"))?;
+    rows.iter().map(from_row).collect()
+}
+
+pub(super) async fn head_position(client: &Client) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("SELECT coalesce(max(global_position), 0) FROM events", &[])
+        .await
+        .map_err(StoreError::db("reading the log head"))?;
+    Ok(to_u64(row.get(0)))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Turns a row selected with [`COLUMNS`] into an event.
+pub(crate) fn from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let global_position = to_u64(row.get(0));
+    let corrupt = |reason: String| StoreError::Corrupt {
+        global_position,
+        reason,
+    };
+    let metadata: serde_json::Value = row.get(7);
+    let metadata: Metadata = serde_json::from_value(metadata)
+        .map_err(|error| corrupt(format!("metadata: {error}")))?;
+    let hash: Vec<u8> = row.get(9);
+    let hash = <[u8; 32]>::try_from(hash.as_slice())
+        .map_err(|_| corrupt(format!("hash is {} bytes, not 32", hash.len())))?;
+    let schema_version: i32 = row.get(5);
+    Ok(RecordedEvent {
+        global_position,
+        event_id: row.get(1),
+        stream_id: row.get(2),
+        version: to_u64(row.get(3)),
+        event_type: row.get(4),
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| corrupt(format!("schema version {schema_version}")))?,
+        data: row.get(6),
+        metadata,
+        recorded_at: row.get(8),
+        hash,
+    })
+}

@@ -1,0 +1,160 @@
+//! Test helpers (feature `testing`): a fresh, migrated PostgreSQL database per
+//! test, copied from a template that is migrated once per set of migrations.
+//!
+//! The server is taken from `TEST_DATABASE_URL` (any database on the server;
+//! default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use tokio_postgres::NoTls;
+
+use crate::migrate;
+
+/// The server tests use when `TEST_DATABASE_URL` is not set.
+pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+const TEMPLATE_LOCK_KEY: i64 = 0x746c_7465_6d70_6c74; // "tltemplt"
+
+/// A database that exists for one test. Call [`TestDatabase::drop_database`]
+/// at the end of the test; `scripts/test.sh` removes any a failed test left.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its name (`tl_test_…`).
+    pub name: String,
+    /// A URL for it.
+    pub url: String,
+    server: tokio_postgres::Config,
+}
+
+fn server_config() -> tokio_postgres::Config {
+    let url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER.to_owned());
+    url.parse()
+        .unwrap_or_else(|error| panic!("TEST_DATABASE_URL {url:?} is not a valid PostgreSQL URL: {error}"))
+}
+
+async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config.connect(NoTls).await.unwrap_or_else(|error| {
+        panic!(
+            "cannot reach PostgreSQL for tests at {:?}:{:?} ({error}); \
+             start it with scripts/services.sh or set TEST_DATABASE_URL",
+            config.get_hosts(),
+            config.get_ports()
+        )
+    });
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+impl TestDatabase {
+    /// Creates a new database with every migration applied.
+    ///
+    /// # Panics
+    /// When PostgreSQL cannot be reached or the database cannot be created;
+    /// the message says how to start the server.
+    pub async fn create() -> Self {
+        let server = server_config();
+        let admin = connect(&server).await;
+        let template = format!("tl_template_{}", migrate::fingerprint());
+        ensure_template(&server, &admin, &template).await;
+        let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .unwrap_or_else(|error| panic!("creating test database {name}: {error}"));
+        let mut config = server.clone();
+        config.dbname(&name);
+        Self {
+            url: config_to_url(&config),
+            name,
+            server,
+        }
+    }
+
+    /// A client connected to this database.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let config: tokio_postgres::Config = self.url.parse().expect("test database URL");
+        connect(&config).await
+    }
+
+    /// Drops the database, closing any connections still open to it.
+    pub async fn drop_database(self) {
+        let admin = connect(&self.server).await;
+        if let Err(error) = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .await
+        {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+async fn ensure_template(server: &tokio_postgres::Config, admin: &tokio_postgres::Client, template: &str) {
+    if template_exists(admin, template).await {
+        return;
+    }
+    // One test process builds it; the others wait on the lock and find it.
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK_KEY])
+        .await
+        .expect("taking the template lock");
+    if !template_exists(admin, template).await {
+        // A template left half-made by an interrupted run is rebuilt.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {template} WITH (FORCE)"),
+            format!("CREATE DATABASE {template}"),
+        ] {
+            admin
+                .batch_execute(&statement)
+                .await
+                .unwrap_or_else(|error| panic!("{statement}: {error}"));
+        }
+        let mut config = server.clone();
+        config.dbname(template);
+        {
+            let mut client = connect(&config).await;
+            migrate::migrate(&mut client)
+                .await
+                .unwrap_or_else(|error| panic!("migrating the template database: {error}"));
+        }
+        // The template must have no connections when it is copied.
+        admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}';
+                 ALTER DATABASE {template} IS_TEMPLATE true"
+            ))
+            .await
+            .expect("marking the template database");
+    }
+    admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK_KEY])
+        .await
+        .expect("releasing the template lock");
+}
+
+async fn template_exists(admin: &tokio_postgres::Client, template: &str) -> bool {
+    admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate",
+            &[&template],
+        )
+        .await
+        .expect("looking up the template database")
+        .is_some()
+}
+
+/// A `postgres://` URL for a parsed configuration (host, port, user,
+/// password, database).
+pub fn config_to_url(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|password| format!(":{}", String::from_utf8_lossy(password)))
+        .unwrap_or_default();
+    let dbname = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{dbname}")
+}

@@ -1,0 +1,42 @@
+//! Shared set-up for the store tests.
+
+use std::time::Duration;
+
+use serde_json::json;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::testing::TestDatabase;
+use taskledger_events::{NewEvent, StreamId};
+
+pub(crate) async fn store() -> (PgEventStore, TestDatabase) {
+    store_with(StoreOptions::default()).await
+}
+
+pub(crate) async fn store_with(options: StoreOptions) -> (PgEventStore, TestDatabase) {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, options).expect("store");
+    (store, database)
+}
+
+pub(crate) fn stream(name: &str) -> StreamId {
+    StreamId::new(name).unwrap()
+}
+
+pub(crate) fn event(n: u64) -> NewEvent {
+    NewEvent::new("Counted", json!({ "n": n }))
+}
+
+/// Polls `check` every 10 ms until it is true or `within` has passed.
+pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

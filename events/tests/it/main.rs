@@ -1,0 +1,7 @@
+//! Integration tests of the PostgreSQL event store, each in its own database.
+
+mod append;
+mod concurrency;
+mod helpers;
+mod subscribe;
+mod upcast;

@@ -1,0 +1,92 @@
+//! Subscriptions: catch up, follow live, and survive lost connections.
+
+use std::time::Duration;
+
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::{EventStore, ExpectedVersion, RecordedEvent, Subscription};
+
+use crate::helpers::{event, store_with, stream};
+
+async fn next(feed: &mut Subscription) -> RecordedEvent {
+    tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the feed delivered nothing within 10 s")
+        .expect("the feed ended")
+        .expect("the feed failed")
+}
+
+async fn append_numbers(store: &PgEventStore, numbers: std::ops::Range<u64>) {
+    for n in numbers {
+        store.append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)]).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_up_in_batches_then_follows_live_from_any_position() {
+    let options = StoreOptions {
+        subscription_batch: 7,
+        // Long enough that following live must come from notifications.
+        poll_interval: Duration::from_secs(60),
+        ..StoreOptions::default()
+    };
+    let (store, database) = store_with(options).await;
+    append_numbers(&store, 0..20).await;
+
+    let mut feed = store.subscribe_all(5);
+    for position in 6..=20 {
+        assert_eq!(next(&mut feed).await.global_position, position);
+    }
+    append_numbers(&store, 20..25).await;
+    for position in 21..=25 {
+        let event = next(&mut feed).await;
+        assert_eq!((event.global_position, event.data["n"].as_u64()), (position, Some(position - 1)));
+    }
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_the_database_dropping_every_connection() {
+    let options = StoreOptions {
+        poll_interval: Duration::from_millis(200),
+        ..StoreOptions::default()
+    };
+    let (store, database) = store_with(options).await;
+    append_numbers(&store, 0..3).await;
+    let mut feed = store.subscribe_all(0);
+    for position in 1..=3 {
+        assert_eq!(next(&mut feed).await.global_position, position);
+    }
+
+    // What a server restart does to us: every connection to the database is
+    // cut, the listener's included.
+    let admin = database.client().await;
+    let killed = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(killed.len() >= 2, "expected the listener and a pooled connection, killed {}", killed.len());
+
+    // Appends recover (the first may meet a dead pooled connection).
+    let mut appended = 0;
+    for n in 3..40 {
+        if appended == 3 {
+            break;
+        }
+        if store.append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)]).await.is_ok() {
+            appended += 1;
+        }
+    }
+    assert_eq!(appended, 3, "appends did not recover after the connections were cut");
+    for position in 4..=6 {
+        assert_eq!(next(&mut feed).await.global_position, position);
+    }
+    // And the feed is live again (notified or polled).
+    append_numbers(&store, 100..101).await;
+    assert_eq!(next(&mut feed).await.global_position, 7);
+    drop(admin);
+    database.drop_database().await;
+}

@@ -144,7 +144,11 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 fn write_string(text: &str, out: &mut String) {
-    out.push_str(&Value::String(text.to_owned()).to_string());
+    // serde_json's string escaping, without building a `Value` per string.
+    let mut escaped = Vec::with_capacity(text.len() + 2);
+    if serde_json::to_writer(&mut escaped, text).is_ok() {
+        out.push_str(&String::from_utf8_lossy(&escaped));
+    }
 }
 
 /// The first place where a run of stored events breaks the chain or the
@@ -236,17 +240,45 @@ mod tests {
         };
         let original = event_hash(&GENESIS_HASH, &base);
         let variants = [
-            HashInput { global_position: 2, ..base },
-            HashInput { event_id: uuid::Uuid::max(), ..base },
-            HashInput { stream_id: "t", ..base },
+            HashInput {
+                global_position: 2,
+                ..base
+            },
+            HashInput {
+                event_id: uuid::Uuid::max(),
+                ..base
+            },
+            HashInput {
+                stream_id: "t",
+                ..base
+            },
             HashInput { version: 2, ..base },
-            HashInput { event_type: "U", ..base },
-            HashInput { schema_version: 2, ..base },
-            HashInput { data_json: r#"{"a":1}"#, ..base },
-            HashInput { metadata_json: r#"{"a":1}"#, ..base },
-            HashInput { recorded_at_micros: 1, ..base },
+            HashInput {
+                event_type: "U",
+                ..base
+            },
+            HashInput {
+                schema_version: 2,
+                ..base
+            },
+            HashInput {
+                data_json: r#"{"a":1}"#,
+                ..base
+            },
+            HashInput {
+                metadata_json: r#"{"a":1}"#,
+                ..base
+            },
+            HashInput {
+                recorded_at_micros: 1,
+                ..base
+            },
             // Length prefixes keep field boundaries apart.
-            HashInput { stream_id: "sT", event_type: "", ..base },
+            HashInput {
+                stream_id: "sT",
+                event_type: "",
+                ..base
+            },
         ];
         for variant in variants {
             assert_ne!(event_hash(&GENESIS_HASH, &variant), original, "{variant:?}");

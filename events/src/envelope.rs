@@ -132,11 +132,16 @@ pub struct RecordedEvent {
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &[u8; 32],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&hex::encode(bytes))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(deserializer)?;
         let mut bytes = [0_u8; 32];
         hex::decode_to_slice(text, &mut bytes).map_err(serde::de::Error::custom)?;
@@ -230,12 +235,19 @@ mod tests {
         let mut event = NewEvent::new("Thing", json!([1, 2]));
         assert!(matches!(
             event.validate(),
-            Err(InvalidInput::NotAnObject { field: "data", found: "an array", .. })
+            Err(InvalidInput::NotAnObject {
+                field: "data",
+                found: "an array",
+                ..
+            })
         ));
         event.data = json!({"a": 1});
         assert!(event.validate().is_ok());
         event.event_type = String::new();
-        assert!(matches!(event.validate(), Err(InvalidInput::EventType { length: 0, .. })));
+        assert!(matches!(
+            event.validate(),
+            Err(InvalidInput::EventType { length: 0, .. })
+        ));
     }
 
     #[test]

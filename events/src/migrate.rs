@@ -115,7 +115,11 @@ async fn apply_pending(client: &mut Client) -> Result<Vec<i64>, StoreError> {
         .await
         .map_err(failed)?;
         tx.commit().await.map_err(failed)?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         newly_applied.push(migration.version);
     }
     Ok(newly_applied)

@@ -26,8 +26,9 @@ pub struct TestDatabase {
 
 fn server_config() -> tokio_postgres::Config {
     let url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER.to_owned());
-    url.parse()
-        .unwrap_or_else(|error| panic!("TEST_DATABASE_URL {url:?} is not a valid PostgreSQL URL: {error}"))
+    url.parse().unwrap_or_else(|error| {
+        panic!("TEST_DATABASE_URL {url:?} is not a valid PostgreSQL URL: {error}")
+    })
 }
 
 async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
@@ -80,7 +81,10 @@ impl TestDatabase {
     pub async fn drop_database(self) {
         let admin = connect(&self.server).await;
         if let Err(error) = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await
         {
             eprintln!("could not drop test database {}: {error}", self.name);
@@ -88,7 +92,11 @@ impl TestDatabase {
     }
 }
 
-async fn ensure_template(server: &tokio_postgres::Config, admin: &tokio_postgres::Client, template: &str) {
+async fn ensure_template(
+    server: &tokio_postgres::Config,
+    admin: &tokio_postgres::Client,
+    template: &str,
+) {
     if template_exists(admin, template).await {
         return;
     }

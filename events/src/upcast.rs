@@ -131,6 +131,9 @@ mod tests {
     fn a_failing_step_names_the_event() {
         let upcasters = Upcasters::new().register("Bad", 1, |_| Err("no".into()));
         let error = upcasters.upcast(stored("Bad", 1, json!({}))).unwrap_err();
-        assert!(error.to_string().contains("Bad v1 at global position 1"), "{error}");
+        assert!(
+            error.to_string().contains("Bad v1 at global position 1"),
+            "{error}"
+        );
     }
 }

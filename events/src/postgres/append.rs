@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use tracing::Instrument;
@@ -83,6 +83,7 @@ struct Placement {
 /// Columns of the rows to insert, one vector per column (sent with `unnest`).
 #[derive(Default)]
 struct Rows {
+    recorded_at: DateTime<Utc>,
     positions: Vec<i64>,
     event_ids: Vec<Uuid>,
     stream_ids: Vec<String>,
@@ -126,10 +127,6 @@ const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
 /// and nothing is visible to readers (or final) until it commits. Rolling back
 /// leaves no trace in the global order.
 ///
-/// Round trips: the lock, head, stream-version and event-id queries are
-/// pipelined (each still runs after the lock is granted, with its own
-/// snapshot), then the insert and the notification are pipelined.
-///
 /// # Errors
 /// [`StoreError::Database`] when a query fails; the transaction is then
 /// unusable and must be rolled back.
@@ -137,6 +134,51 @@ pub async fn append_in_transaction(
     tx: &Transaction<'_>,
     requests: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+    let snapshot = lock_and_read(tx, Begin::AlreadyInTransaction, requests).await?;
+    let (rows, outcomes) = plan(snapshot, requests);
+    write_rows(tx, &rows, Commit::LeaveOpen).await?;
+    Ok(outcomes)
+}
+
+/// Whether [`lock_and_read`] opens the transaction itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// Send `BEGIN` in the same pipeline as the reads.
+    Pipelined,
+    /// The caller's transaction is already open.
+    AlreadyInTransaction,
+}
+
+/// Whether [`write_rows`] commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Send `COMMIT` in the same pipeline as the insert. If the insert fails,
+    /// the server turns that `COMMIT` into a rollback.
+    Pipelined,
+    /// The caller commits.
+    LeaveOpen,
+}
+
+/// The log as seen under the lock: what [`plan`] decides on.
+struct Snapshot {
+    recorded_at: DateTime<Utc>,
+    head_position: u64,
+    head_hash: [u8; 32],
+    stream_versions: HashMap<String, u64>,
+    placements: HashMap<Uuid, Placement>,
+}
+
+/// Takes the log lock and reads the head, the current version of every stream
+/// the requests touch, and where any of their event ids are already stored.
+///
+/// The statements go out in one pipeline (one round trip). Each runs after
+/// the one before it has finished, with a snapshot of its own, so the reads
+/// see every commit made before the lock was granted.
+async fn lock_and_read<C: GenericClient + Sync>(
+    client: &C,
+    begin: Begin,
+    requests: &[AppendRequest],
+) -> Result<Snapshot, StoreError> {
     let mut streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -146,54 +188,85 @@ pub async fn append_in_transaction(
         .collect();
 
     let (lock, head, versions, existing) = futures::try_join!(
-        tx.prepare_cached(LOCK_SQL),
-        tx.prepare_cached(HEAD_SQL),
-        tx.prepare_cached(VERSIONS_SQL),
-        tx.prepare_cached(EXISTING_SQL),
+        client.prepare_cached(LOCK_SQL),
+        client.prepare_cached(HEAD_SQL),
+        client.prepare_cached(VERSIONS_SQL),
+        client.prepare_cached(EXISTING_SQL),
     )
     .map_err(StoreError::db("preparing the append statements"))?;
     let lock_params: [&(dyn ToSql + Sync); 1] = [&LOG_LOCK_KEY];
     let streams_params: [&(dyn ToSql + Sync); 1] = [&streams];
     let ids_params: [&(dyn ToSql + Sync); 1] = [&event_ids];
-    let (_, head, versions, existing) = futures::try_join!(
-        tx.execute(&lock, &lock_params),
-        tx.query_one(&head, &[]),
-        tx.query(&versions, &streams_params),
-        tx.query(&existing, &ids_params),
+    let begin = async {
+        match begin {
+            Begin::Pipelined => client.batch_execute("BEGIN").await,
+            Begin::AlreadyInTransaction => Ok(()),
+        }
+    };
+    let ((), _, head, versions, existing) = futures::try_join!(
+        begin,
+        client.execute(&lock, &lock_params),
+        client.query_one(&head, &[]),
+        client.query(&versions, &streams_params),
+        client.query(&existing, &ids_params),
     )
     .map_err(StoreError::db("reading the log head under the log lock"))?;
 
-    let recorded_at: DateTime<Utc> = head.get(0);
-    let mut next_position = head.get::<_, Option<i64>>(1).map_or(1, |p| to_u64(p) + 1);
-    let mut previous_hash = match head.get::<_, Option<Vec<u8>>>(2) {
+    let head_position = head.get::<_, Option<i64>>(1).map_or(0, to_u64);
+    let head_hash = match head.get::<_, Option<Vec<u8>>>(2) {
         Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StoreError::Corrupt {
-            global_position: next_position - 1,
+            global_position: head_position,
             reason: "the stored hash is not 32 bytes".into(),
         })?,
         None => GENESIS_HASH,
     };
-    let mut stream_versions: HashMap<String, u64> = versions
-        .iter()
-        .map(|row| {
-            let version: Option<i64> = row.get(1);
-            (row.get(0), version.map_or(0, to_u64))
-        })
-        .collect();
-    let mut placements: HashMap<Uuid, Placement> = existing
-        .iter()
-        .map(|row| {
-            (
-                row.get(0),
-                Placement {
-                    stream_id: row.get(1),
-                    version: to_u64(row.get(2)),
-                    global_position: to_u64(row.get(3)),
-                },
-            )
-        })
-        .collect();
+    Ok(Snapshot {
+        recorded_at: head.get(0),
+        head_position,
+        head_hash,
+        stream_versions: versions
+            .iter()
+            .map(|row| {
+                let version: Option<i64> = row.get(1);
+                (row.get(0), version.map_or(0, to_u64))
+            })
+            .collect(),
+        placements: existing
+            .iter()
+            .map(|row| {
+                (
+                    row.get(0),
+                    Placement {
+                        stream_id: row.get(1),
+                        version: to_u64(row.get(2)),
+                        global_position: to_u64(row.get(3)),
+                    },
+                )
+            })
+            .collect(),
+    })
+}
 
-    let mut rows = Rows::default();
+/// Decides every request against the snapshot, in order, and builds the rows
+/// to insert: consecutive positions after the head, consecutive versions per
+/// stream, and the hash chain. Pure: no IO.
+fn plan(
+    snapshot: Snapshot,
+    requests: &[AppendRequest],
+) -> (Rows, Vec<Result<AppendResult, AppendError>>) {
+    let Snapshot {
+        recorded_at,
+        head_position,
+        head_hash,
+        mut stream_versions,
+        mut placements,
+    } = snapshot;
+    let mut next_position = head_position + 1;
+    let mut previous_hash = head_hash;
+    let mut rows = Rows {
+        recorded_at,
+        ..Rows::default()
+    };
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         if request
@@ -265,34 +338,54 @@ pub async fn append_in_transaction(
             already_stored: false,
         }));
     }
+    (rows, outcomes)
+}
 
-    if !rows.positions.is_empty() {
-        let last_position = (next_position - 1).to_string();
-        let (insert, notify) = futures::try_join!(
-            tx.prepare_cached(INSERT_SQL),
-            tx.prepare_cached(NOTIFY_SQL),
-        )
-        .map_err(StoreError::db("preparing the insert"))?;
-        let insert_params: [&(dyn ToSql + Sync); 10] = [
-            &rows.positions,
-            &rows.event_ids,
-            &rows.stream_ids,
-            &rows.versions,
-            &rows.event_types,
-            &rows.schema_versions,
-            &rows.data,
-            &rows.metadata,
-            &recorded_at,
-            &rows.hashes,
-        ];
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&EVENTS_CHANNEL, &last_position];
-        futures::try_join!(
-            tx.execute(&insert, &insert_params),
-            tx.execute(&notify, &notify_params),
-        )
-        .map_err(StoreError::db("inserting events"))?;
-    }
-    Ok(outcomes)
+/// Inserts the planned rows and notifies subscribers (both in one pipeline,
+/// with `COMMIT` when asked).
+async fn write_rows<C: GenericClient + Sync>(
+    client: &C,
+    rows: &Rows,
+    commit: Commit,
+) -> Result<(), StoreError> {
+    let commit = async {
+        match commit {
+            Commit::Pipelined => client.batch_execute("COMMIT").await,
+            Commit::LeaveOpen => Ok(()),
+        }
+    };
+    let Some(last_position) = rows.positions.last() else {
+        // Every request was refused or already stored: nothing to write.
+        return commit
+            .await
+            .map_err(StoreError::db("ending an append that wrote nothing"));
+    };
+    let last_position = last_position.to_string();
+    let (insert, notify) = futures::try_join!(
+        client.prepare_cached(INSERT_SQL),
+        client.prepare_cached(NOTIFY_SQL),
+    )
+    .map_err(StoreError::db("preparing the insert"))?;
+    let insert_params: [&(dyn ToSql + Sync); 10] = [
+        &rows.positions,
+        &rows.event_ids,
+        &rows.stream_ids,
+        &rows.versions,
+        &rows.event_types,
+        &rows.schema_versions,
+        &rows.data,
+        &rows.metadata,
+        &rows.recorded_at,
+        &rows.hashes,
+    ];
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&EVENTS_CHANNEL, &last_position];
+    futures::try_join!(
+        client.execute(&insert, &insert_params),
+        client.execute(&notify, &notify_params),
+        commit,
+    )
+    .map_err(StoreError::db("inserting events"))?;
+    Ok(())
 }
 
 /// The outcome for a request some of whose event ids are already placed: the
@@ -320,9 +413,8 @@ fn replayed(
             break;
         }
     }
-    let in_place_first = first.filter(|first| {
-        mismatch.is_none() && request.expected.accepts(first.version - 1)
-    });
+    let in_place_first =
+        first.filter(|first| mismatch.is_none() && request.expected.accepts(first.version - 1));
     match in_place_first {
         Some(first) => {
             let count = request.events.len() as u64;
@@ -352,6 +444,10 @@ fn replayed(
     }
 }
 
+/// Scheduler turns the appender gives waiting writers before it closes a
+/// batch that nothing more has joined.
+const YIELD_ROUNDS: u32 = 4;
+
 /// The appender task: takes every append waiting on the channel (up to the
 /// batch limits), commits them together, answers each caller, repeats. Ends
 /// when every sender is gone.
@@ -378,11 +474,20 @@ pub(super) async fn run_appender(
     while let Some(first) = receiver.recv().await {
         let mut events = first.request.len();
         let mut batch = vec![first];
+        // Writers answered by the last commit are runnable now; letting them
+        // run before the batch is closed is what makes batches large. Stop
+        // yielding once a round brings nothing new.
+        let mut quiet_rounds = 0;
         while batch.len() < max_appends && events < options.max_batch_events {
             match receiver.try_recv() {
                 Ok(pending) => {
                     events += pending.request.len();
                     batch.push(pending);
+                    quiet_rounds = 0;
+                }
+                Err(_) if max_appends > 1 && quiet_rounds < YIELD_ROUNDS => {
+                    quiet_rounds += 1;
+                    tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
@@ -411,9 +516,9 @@ async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
             tracing::warn!(error = %error, appends = requests.len(), "batch append failed; retrying appends one by one");
             for (request, reply) in requests.into_iter().zip(replies) {
                 let outcome = match commit(pool, std::slice::from_ref(&request)).await {
-                    Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(AppendError::Store(
-                        StoreError::AppenderStopped,
-                    ))),
+                    Ok(mut outcomes) => outcomes
+                        .pop()
+                        .unwrap_or(Err(AppendError::Store(StoreError::AppenderStopped))),
                     Err(error) => Err(AppendError::Store(error)),
                 };
                 let _ = reply.send(outcome);
@@ -429,19 +534,24 @@ async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
     }
 }
 
+/// One append transaction on a pooled connection, in two round trips:
+/// `BEGIN` + lock + reads, then insert + notify + `COMMIT`.
 async fn commit(
     pool: &Pool,
     requests: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
-    let mut client = pool.get().await?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(StoreError::db("beginning an append"))?;
-    let outcomes = append_in_transaction(&tx, requests).await?;
-    tx.commit()
-        .await
-        .map_err(StoreError::db("committing appended events"))?;
+    let client = pool.get().await?;
+    let snapshot = match lock_and_read(&client, Begin::Pipelined, requests).await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            // Leave the connection outside any transaction before it goes back
+            // to the pool (a broken one is dropped by the pool anyway).
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(error);
+        }
+    };
+    let (rows, outcomes) = plan(snapshot, requests);
+    write_rows(&client, &rows, Commit::Pipelined).await?;
     Ok(outcomes)
 }
 

@@ -122,9 +122,10 @@ impl PgEventStore {
     /// [`StoreError::Pool`] when the URL cannot be parsed or the pool built.
     /// Must be called inside a Tokio runtime.
     pub fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|error: tokio_postgres::Error| StoreError::Pool(format!("bad database URL: {error}")))?;
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|error: tokio_postgres::Error| {
+                StoreError::Pool(format!("bad database URL: {error}"))
+            })?;
         Self::from_config(config, options, Upcasters::new())
     }
 

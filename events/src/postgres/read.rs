@@ -54,7 +54,11 @@ pub(super) async fn read_stream(
     let rows = client
         .query(
             &statement,
-            &[&stream_id.as_str(), &to_i64(from_version), &limit_param(limit)],
+            &[
+                &stream_id.as_str(),
+                &to_i64(from_version),
+                &limit_param(limit),
+            ],
         )
         .await
         .map_err(StoreError::db("reading a stream"))?;
@@ -81,8 +85,8 @@ pub(crate) fn from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
         reason,
     };
     let metadata: serde_json::Value = row.get(7);
-    let metadata: Metadata = serde_json::from_value(metadata)
-        .map_err(|error| corrupt(format!("metadata: {error}")))?;
+    let metadata: Metadata =
+        serde_json::from_value(metadata).map_err(|error| corrupt(format!("metadata: {error}")))?;
     let hash: Vec<u8> = row.get(9);
     let hash = <[u8; 32]>::try_from(hash.as_slice())
         .map_err(|_| corrupt(format!("hash is {} bytes, not 32", hash.len())))?;

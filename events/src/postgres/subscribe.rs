@@ -34,7 +34,10 @@ struct Listener {
     connection: JoinHandle<()>,
 }
 
-async fn listen(store: &PgEventStore, wake: Arc<Notify>) -> Result<Listener, tokio_postgres::Error> {
+async fn listen(
+    store: &PgEventStore,
+    wake: Arc<Notify>,
+) -> Result<Listener, tokio_postgres::Error> {
     let (client, mut connection) = store.inner.config.connect(NoTls).await?;
     let connection = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

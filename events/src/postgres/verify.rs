@@ -48,9 +48,10 @@ impl Defect {
     pub fn global_position(&self) -> u64 {
         match self {
             Self::MissingPosition { expected, .. } => *expected,
-            Self::HashMismatch { global_position } | Self::StreamVersionGap { global_position, .. } => {
-                *global_position
-            }
+            Self::HashMismatch { global_position }
+            | Self::StreamVersionGap {
+                global_position, ..
+            } => *global_position,
         }
     }
 }
@@ -112,7 +113,10 @@ pub async fn verify_range(
         GENESIS_HASH
     } else {
         let row = client
-            .query_opt("SELECT hash FROM events WHERE global_position = $1", &[&to_i64(from - 1)])
+            .query_opt(
+                "SELECT hash FROM events WHERE global_position = $1",
+                &[&to_i64(from - 1)],
+            )
             .await
             .map_err(StoreError::db("reading the hash before the range"))?;
         match row {
@@ -124,7 +128,10 @@ pub async fn verify_range(
                 return Ok(Verification {
                     checked: 0,
                     last_position: from - 1,
-                    defect: Some(Defect::MissingPosition { expected: from - 1, found: None }),
+                    defect: Some(Defect::MissingPosition {
+                        expected: from - 1,
+                        found: None,
+                    }),
                 })
             }
         }
@@ -143,14 +150,24 @@ pub async fn verify_range(
     let mut checked = 0_u64;
     while expected <= to {
         let rows = client
-            .query(&statement, &[&to_i64(expected), &to_i64(to), &i64::try_from(batch.max(1)).unwrap_or(1000)])
+            .query(
+                &statement,
+                &[
+                    &to_i64(expected),
+                    &to_i64(to),
+                    &i64::try_from(batch.max(1)).unwrap_or(1000),
+                ],
+            )
             .await
             .map_err(StoreError::db("reading events to verify"))?;
         if rows.is_empty() {
             return Ok(Verification {
                 checked,
                 last_position: expected - 1,
-                defect: Some(Defect::MissingPosition { expected, found: None }),
+                defect: Some(Defect::MissingPosition {
+                    expected,
+                    found: None,
+                }),
             });
         }
         for row in &rows {
@@ -161,7 +178,10 @@ pub async fn verify_range(
                 defect: Some(defect),
             };
             if position != expected {
-                return Ok(defect_at(Defect::MissingPosition { expected, found: Some(position) }));
+                return Ok(defect_at(Defect::MissingPosition {
+                    expected,
+                    found: Some(position),
+                }));
             }
             let stream_id: String = row.get(2);
             let version = to_u64(row.get(3));
@@ -200,7 +220,9 @@ pub async fn verify_range(
                 },
             );
             if stored_hash.as_slice() != recomputed.as_slice() {
-                return Ok(defect_at(Defect::HashMismatch { global_position: position }));
+                return Ok(defect_at(Defect::HashMismatch {
+                    global_position: position,
+                }));
             }
             previous_hash = recomputed;
             stream_versions.insert(stream_id, version);
@@ -216,7 +238,11 @@ pub async fn verify_range(
     })
 }
 
-async fn previous_version(client: &Client, stream_id: &str, before: u64) -> Result<u64, StoreError> {
+async fn previous_version(
+    client: &Client,
+    stream_id: &str,
+    before: u64,
+) -> Result<u64, StoreError> {
     let row = client
         .query_one(
             "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1 AND global_position < $2",

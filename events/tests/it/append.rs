@@ -13,46 +13,107 @@ async fn every_expected_version_case() {
     let s = stream("task-expected");
 
     // NoStream on a new stream, then not again.
-    let first = store.append(&s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
-    assert_eq!((first.first_version, first.stream_version, first.first_position), (1, 1, 1));
-    let error = store.append(&s, ExpectedVersion::NoStream, vec![event(2)]).await.unwrap_err();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.first_version,
+            first.stream_version,
+            first.first_position
+        ),
+        (1, 1, 1)
+    );
+    let error = store
+        .append(&s, ExpectedVersion::NoStream, vec![event(2)])
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, AppendError::WrongExpectedVersion { actual: 1, expected: ExpectedVersion::NoStream, .. }),
+        matches!(
+            error,
+            AppendError::WrongExpectedVersion {
+                actual: 1,
+                expected: ExpectedVersion::NoStream,
+                ..
+            }
+        ),
         "{error:?}"
     );
 
     // StreamExists: refused on a new stream, accepted on an existing one.
     let other = stream("task-other");
-    let error = store.append(&other, ExpectedVersion::StreamExists, vec![event(1)]).await.unwrap_err();
-    assert!(matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. }), "{error:?}");
-    let result = store.append(&s, ExpectedVersion::StreamExists, vec![event(2), event(3)]).await.unwrap();
+    let error = store
+        .append(&other, ExpectedVersion::StreamExists, vec![event(1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. }),
+        "{error:?}"
+    );
+    let result = store
+        .append(&s, ExpectedVersion::StreamExists, vec![event(2), event(3)])
+        .await
+        .unwrap();
     assert_eq!((result.first_version, result.stream_version), (2, 3));
     assert_eq!((result.first_position, result.last_position), (2, 3));
 
     // Exact: the right version works, a stale one reports the actual version.
-    let result = store.append(&s, ExpectedVersion::Exact(3), vec![event(4)]).await.unwrap();
+    let result = store
+        .append(&s, ExpectedVersion::Exact(3), vec![event(4)])
+        .await
+        .unwrap();
     assert_eq!(result.stream_version, 4);
-    let error = store.append(&s, ExpectedVersion::Exact(2), vec![event(5)]).await.unwrap_err();
+    let error = store
+        .append(&s, ExpectedVersion::Exact(2), vec![event(5)])
+        .await
+        .unwrap_err();
     match error {
-        AppendError::WrongExpectedVersion { stream_id, expected, actual } => {
-            assert_eq!((stream_id.as_str(), expected, actual), ("task-expected", ExpectedVersion::Exact(2), 4));
+        AppendError::WrongExpectedVersion {
+            stream_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(
+                (stream_id.as_str(), expected, actual),
+                ("task-expected", ExpectedVersion::Exact(2), 4)
+            );
         }
         other => panic!("expected a version conflict, got {other:?}"),
     }
     // Exact(0) is the same as NoStream.
-    let result = store.append(&other, ExpectedVersion::Exact(0), vec![event(1)]).await.unwrap();
+    let result = store
+        .append(&other, ExpectedVersion::Exact(0), vec![event(1)])
+        .await
+        .unwrap();
     assert_eq!(result.stream_version, 1);
 
     // Any: always appends.
-    let result = store.append(&s, ExpectedVersion::Any, vec![event(5)]).await.unwrap();
+    let result = store
+        .append(&s, ExpectedVersion::Any, vec![event(5)])
+        .await
+        .unwrap();
     assert_eq!(result.stream_version, 5);
 
     // Nothing was written by the refused appends.
-    let events = store.read_stream(&s, 1, Direction::Forward, 100).await.unwrap();
-    let numbers: Vec<u64> = events.iter().map(|e| e.data["n"].as_u64().unwrap()).collect();
+    let events = store
+        .read_stream(&s, 1, Direction::Forward, 100)
+        .await
+        .unwrap();
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|e| e.data["n"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5]);
-    assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert_eq!(store.head_position().await.unwrap(), 6, "five events in one stream, one in the other");
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        6,
+        "five events in one stream, one in the other"
+    );
     database.drop_database().await;
 }
 
@@ -60,39 +121,93 @@ async fn every_expected_version_case() {
 async fn retrying_the_same_append_returns_the_original_result() {
     let (store, database) = store().await;
     let s = stream("task-retry");
-    store.append(&s, ExpectedVersion::NoStream, vec![event(0)]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
     let batch = vec![event(1), event(2)];
-    let original = store.append(&s, ExpectedVersion::Exact(1), batch.clone()).await.unwrap();
+    let original = store
+        .append(&s, ExpectedVersion::Exact(1), batch.clone())
+        .await
+        .unwrap();
     assert!(!original.already_stored);
 
     // The stream moves on; the retry still answers as the original did.
-    store.append(&s, ExpectedVersion::Any, vec![event(3)]).await.unwrap();
-    let retry = store.append(&s, ExpectedVersion::Exact(1), batch.clone()).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, vec![event(3)])
+        .await
+        .unwrap();
+    let retry = store
+        .append(&s, ExpectedVersion::Exact(1), batch.clone())
+        .await
+        .unwrap();
     assert!(retry.already_stored);
     assert_eq!(
-        (retry.first_version, retry.stream_version, retry.first_position, retry.last_position),
-        (original.first_version, original.stream_version, original.first_position, original.last_position)
+        (
+            retry.first_version,
+            retry.stream_version,
+            retry.first_position,
+            retry.last_position
+        ),
+        (
+            original.first_version,
+            original.stream_version,
+            original.first_position,
+            original.last_position
+        )
     );
-    let retry_any = store.append(&s, ExpectedVersion::Any, batch.clone()).await.unwrap();
+    let retry_any = store
+        .append(&s, ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
     assert!(retry_any.already_stored);
-    assert_eq!(store.head_position().await.unwrap(), 4, "a retry writes nothing");
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        4,
+        "a retry writes nothing"
+    );
 
     // The same ids anywhere else are an error.
-    let error = store.append(&stream("task-elsewhere"), ExpectedVersion::Any, batch.clone()).await.unwrap_err();
+    let error = store
+        .append(
+            &stream("task-elsewhere"),
+            ExpectedVersion::Any,
+            batch.clone(),
+        )
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 2, .. } if stored_stream_id == "task-retry"),
         "{error:?}"
     );
     // ... including at another expected version of the same stream,
-    let error = store.append(&s, ExpectedVersion::Exact(3), batch.clone()).await.unwrap_err();
-    assert!(matches!(error, AppendError::DuplicateEventId { .. }), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Exact(3), batch.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::DuplicateEventId { .. }),
+        "{error:?}"
+    );
     // ... in another order,
     let reversed = vec![batch[1].clone(), batch[0].clone()];
-    let error = store.append(&s, ExpectedVersion::Any, reversed).await.unwrap_err();
-    assert!(matches!(error, AppendError::DuplicateEventId { .. }), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Any, reversed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::DuplicateEventId { .. }),
+        "{error:?}"
+    );
     // ... or mixed with a new event.
-    let error = store.append(&s, ExpectedVersion::Any, vec![batch[0].clone(), event(9)]).await.unwrap_err();
-    assert!(matches!(error, AppendError::DuplicateEventId { .. }), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Any, vec![batch[0].clone(), event(9)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::DuplicateEventId { .. }),
+        "{error:?}"
+    );
     assert_eq!(store.head_position().await.unwrap(), 4);
     database.drop_database().await;
 }
@@ -111,7 +226,9 @@ async fn concurrent_identical_retries_store_the_events_once() {
     let results: Vec<_> = futures::future::join_all(attempts).await;
     let results: Vec<_> = results.into_iter().map(|r| r.unwrap().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| !r.already_stored).count(), 1);
-    assert!(results.iter().all(|r| r.first_position == 1 && r.stream_version == 1));
+    assert!(results
+        .iter()
+        .all(|r| r.first_position == 1 && r.stream_version == 1));
     assert_eq!(store.head_position().await.unwrap(), 1);
     database.drop_database().await;
 }
@@ -125,25 +242,53 @@ async fn bad_input_is_refused_and_writes_nothing() {
     assert!(taskledger_events::StreamId::new("x".repeat(201)).is_err());
 
     let s = stream("task-bad");
-    let error = store.append(&s, ExpectedVersion::Any, vec![]).await.unwrap_err();
-    assert!(matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch)), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Any, vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch)),
+        "{error:?}"
+    );
     for data in [json!([1]), json!("text"), json!(null), json!(3)] {
         let error = store
-            .append(&s, ExpectedVersion::Any, vec![NewEvent::new("Bad", data.clone())])
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Bad", data.clone())],
+            )
             .await
             .unwrap_err();
         assert!(
-            matches!(error, AppendError::Invalid(InvalidInput::NotAnObject { field: "data", .. })),
+            matches!(
+                error,
+                AppendError::Invalid(InvalidInput::NotAnObject { field: "data", .. })
+            ),
             "{data}: {error:?}"
         );
     }
     let twice = event(1);
-    let error = store.append(&s, ExpectedVersion::Any, vec![twice.clone(), twice]).await.unwrap_err();
-    assert!(matches!(error, AppendError::Invalid(InvalidInput::RepeatedEventId { .. })), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Any, vec![twice.clone(), twice])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            AppendError::Invalid(InvalidInput::RepeatedEventId { .. })
+        ),
+        "{error:?}"
+    );
     let mut untyped = event(1);
     untyped.event_type = String::new();
-    let error = store.append(&s, ExpectedVersion::Any, vec![untyped]).await.unwrap_err();
-    assert!(matches!(error, AppendError::Invalid(InvalidInput::EventType { .. })), "{error:?}");
+    let error = store
+        .append(&s, ExpectedVersion::Any, vec![untyped])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AppendError::Invalid(InvalidInput::EventType { .. })),
+        "{error:?}"
+    );
     assert_eq!(store.head_position().await.unwrap(), 0);
     database.drop_database().await;
 }
@@ -153,16 +298,27 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     let (store, database) = store().await;
     let s = stream("task-envelope");
     let correlation = uuid::Uuid::new_v4();
-    let mut first = NewEvent::new("TaskSubmitted", json!({"kind": "url", "nested": {"b": 1, "a": [1.5, "\u{0}x"]}}));
+    let mut first = NewEvent::new(
+        "TaskSubmitted",
+        json!({"kind": "url", "nested": {"b": 1, "a": [1.5, "\u{0}x"]}}),
+    );
     first.metadata = Metadata {
         correlation_id: Some(correlation),
         actor: Some("key-7".into()),
         ..Metadata::default()
     };
-    let events: Vec<NewEvent> = std::iter::once(first.clone()).chain((2..=5).map(event)).collect();
-    store.append(&s, ExpectedVersion::NoStream, events).await.unwrap();
+    let events: Vec<NewEvent> = std::iter::once(first.clone())
+        .chain((2..=5).map(event))
+        .collect();
+    store
+        .append(&s, ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
 
-    let stored = store.read_stream(&s, 1, Direction::Forward, 2).await.unwrap();
+    let stored = store
+        .read_stream(&s, 1, Direction::Forward, 2)
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0].event_id, first.event_id);
     assert_eq!(stored[0].event_type, "TaskSubmitted");
@@ -173,18 +329,44 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     assert_eq!(stored[0].stream_id, "task-envelope");
     assert!(stored[0].recorded_at <= chrono::Utc::now());
 
-    let backward = store.read_stream(&s, u64::MAX, Direction::Backward, 3).await.unwrap();
-    assert_eq!(backward.iter().map(|e| e.version).collect::<Vec<_>>(), [5, 4, 3]);
-    let middle = store.read_stream(&s, 3, Direction::Backward, 10).await.unwrap();
-    assert_eq!(middle.iter().map(|e| e.version).collect::<Vec<_>>(), [3, 2, 1]);
-    let tail = store.read_stream(&s, 4, Direction::Forward, 10).await.unwrap();
+    let backward = store
+        .read_stream(&s, u64::MAX, Direction::Backward, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        backward.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [5, 4, 3]
+    );
+    let middle = store
+        .read_stream(&s, 3, Direction::Backward, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        middle.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+    let tail = store
+        .read_stream(&s, 4, Direction::Forward, 10)
+        .await
+        .unwrap();
     assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
-    assert!(store.read_stream(&stream("nobody"), 1, Direction::Forward, 10).await.unwrap().is_empty());
+    assert!(store
+        .read_stream(&stream("nobody"), 1, Direction::Forward, 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     let all = store.read_all(2, 10).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.global_position).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(
+        all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
     let verification = taskledger_events::postgres::verify::verify_range(
-        &store.pool().get().await.unwrap(), 1, None, 2, |_| {},
+        &store.pool().get().await.unwrap(),
+        1,
+        None,
+        2,
+        |_| {},
     )
     .await
     .unwrap();

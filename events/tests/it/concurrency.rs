@@ -24,7 +24,11 @@ async fn writer(store: PgEventStore, seed: usize) -> Committed {
     for i in 0..APPENDS_PER_WRITER {
         let (stream_index, count, exact) = {
             let mut rng = rand::rng();
-            (rng.random_range(0..STREAMS), rng.random_range(1..=3_u64), rng.random_bool(0.3))
+            (
+                rng.random_range(0..STREAMS),
+                rng.random_range(1..=3_u64),
+                rng.random_bool(0.3),
+            )
         };
         let s = stream(&format!("task-{stream_index}"));
         let expected = if exact {
@@ -37,7 +41,9 @@ async fn writer(store: PgEventStore, seed: usize) -> Committed {
         } else {
             ExpectedVersion::Any
         };
-        let events: Vec<_> = (0..count).map(|n| event((seed * 10_000 + i * 10) as u64 + n)).collect();
+        let events: Vec<_> = (0..count)
+            .map(|n| event((seed * 10_000 + i * 10) as u64 + n))
+            .collect();
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         match store.append(&s, expected, events).await {
             Ok(result) => {
@@ -60,7 +66,11 @@ async fn disruptor(store: PgEventStore, seed: usize, rounds: usize) -> Committed
     for round in 0..rounds {
         let (sleep_ms, roll_back, stream_index) = {
             let mut rng = rand::rng();
-            (rng.random_range(5..40), rng.random_bool(0.5), rng.random_range(0..STREAMS))
+            (
+                rng.random_range(5..40),
+                rng.random_bool(0.5),
+                rng.random_range(0..STREAMS),
+            )
         };
         let s = stream(&format!("task-{stream_index}"));
         let events = vec![event((900_000 + seed * 1_000 + round) as u64), event(1)];
@@ -68,7 +78,9 @@ async fn disruptor(store: PgEventStore, seed: usize, rounds: usize) -> Committed
         let request = AppendRequest::new(s.clone(), ExpectedVersion::Any, events).unwrap();
         let mut client = store.pool().get().await.unwrap();
         let tx = client.transaction().await.unwrap();
-        let outcomes = append_in_transaction(&tx, std::slice::from_ref(&request)).await.unwrap();
+        let outcomes = append_in_transaction(&tx, std::slice::from_ref(&request))
+            .await
+            .unwrap();
         assert!(outcomes[0].is_ok());
         tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
         if roll_back {
@@ -83,9 +95,15 @@ async fn disruptor(store: PgEventStore, seed: usize, rounds: usize) -> Committed
     committed
 }
 
-async fn collect(mut feed: taskledger_events::Subscription, sink: tokio::sync::mpsc::UnboundedSender<RecordedEvent>) {
+async fn collect(
+    mut feed: taskledger_events::Subscription,
+    sink: tokio::sync::mpsc::UnboundedSender<RecordedEvent>,
+) {
     while let Some(event) = feed.next().await {
-        if sink.send(event.expect("the feed delivers every event")).is_err() {
+        if sink
+            .send(event.expect("the feed delivers every event"))
+            .is_err()
+        {
             return;
         }
     }
@@ -108,44 +126,74 @@ async fn run(disruptors: usize) {
         committed.extend(task.await.unwrap());
     }
     let total = committed.len() as u64;
-    assert!(total >= 2_000, "the test should append thousands of events, got {total}");
+    assert!(
+        total >= 2_000,
+        "the test should append thousands of events, got {total}"
+    );
 
     // The subscriber follows live and ends up with exactly the log, in order.
     let mut delivered: Vec<RecordedEvent> = Vec::new();
-    eventually(Duration::from_secs(30), "the subscriber to see every event", || {
-        while let Ok(event) = seen.try_recv() {
-            delivered.push(event);
-        }
-        let done = delivered.len() as u64 >= total;
-        async move { done }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the subscriber to see every event",
+        || {
+            while let Ok(event) = seen.try_recv() {
+                delivered.push(event);
+            }
+            let done = delivered.len() as u64 >= total;
+            async move { done }
+        },
+    )
     .await;
     follower.abort();
 
     let log = read_everything(&store).await;
     // Gapless global order holding every committed event exactly once.
     let positions: Vec<u64> = log.iter().map(|e| e.global_position).collect();
-    assert_eq!(positions, (1..=total).collect::<Vec<_>>(), "the global order has holes or extra rows");
+    assert_eq!(
+        positions,
+        (1..=total).collect::<Vec<_>>(),
+        "the global order has holes or extra rows"
+    );
     let stored_ids: HashSet<Uuid> = log.iter().map(|e| e.event_id).collect();
     assert_eq!(stored_ids.len() as u64, total);
-    assert_eq!(stored_ids, committed.keys().copied().collect::<HashSet<_>>());
+    assert_eq!(
+        stored_ids,
+        committed.keys().copied().collect::<HashSet<_>>()
+    );
     for event in &log {
         assert_eq!(committed[&event.event_id], event.stream_id);
     }
     // Every stream's versions are gapless.
     let mut versions: HashMap<&str, Vec<u64>> = HashMap::new();
     for event in &log {
-        versions.entry(&event.stream_id).or_default().push(event.version);
+        versions
+            .entry(&event.stream_id)
+            .or_default()
+            .push(event.version);
     }
     for (stream, versions) in versions {
         let mut sorted = versions.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (1..=versions.len() as u64).collect::<Vec<_>>(), "stream {stream}");
-        assert_eq!(sorted, versions, "stream {stream}'s versions follow the global order");
+        assert_eq!(
+            sorted,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "stream {stream}"
+        );
+        assert_eq!(
+            sorted, versions,
+            "stream {stream}'s versions follow the global order"
+        );
     }
     // The subscriber saw exactly that sequence, in that order.
-    let delivered_ids: Vec<(u64, Uuid)> = delivered.iter().map(|e| (e.global_position, e.event_id)).collect();
-    let log_ids: Vec<(u64, Uuid)> = log.iter().map(|e| (e.global_position, e.event_id)).collect();
+    let delivered_ids: Vec<(u64, Uuid)> = delivered
+        .iter()
+        .map(|e| (e.global_position, e.event_id))
+        .collect();
+    let log_ids: Vec<(u64, Uuid)> = log
+        .iter()
+        .map(|e| (e.global_position, e.event_id))
+        .collect();
     assert_eq!(delivered_ids, log_ids);
     // The hash chain verifies, from the envelopes and from the stored text.
     chain::verify_run(0, chain::GENESIS_HASH, &log).expect("hash chain");
@@ -183,17 +231,30 @@ async fn slow_and_rolled_back_transactions_neither_get_skipped_nor_stall_readers
 async fn an_open_transaction_does_not_block_readers_and_a_rollback_leaves_no_hole() {
     let (store, database) = store().await;
     let s = stream("task-open");
-    store.append(&s, ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, vec![event(1)])
+        .await
+        .unwrap();
 
     let mut client = store.pool().get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     let request = AppendRequest::new(s.clone(), ExpectedVersion::Any, vec![event(2)]).unwrap();
-    let outcome = append_in_transaction(&tx, &[request]).await.unwrap().pop().unwrap().unwrap();
+    let outcome = append_in_transaction(&tx, &[request])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome.first_position, 2);
 
     // Readers answer at once while the transaction is open, without its row.
     let read = tokio::time::timeout(Duration::from_secs(2), store.read_all(0, 10)).await;
-    assert_eq!(read.expect("a reader waited on an open append").unwrap().len(), 1);
+    assert_eq!(
+        read.expect("a reader waited on an open append")
+            .unwrap()
+            .len(),
+        1
+    );
     // A writer queued behind it goes in once it ends.
     let waiting = tokio::spawn({
         let store = store.clone();
@@ -201,13 +262,23 @@ async fn an_open_transaction_does_not_block_readers_and_a_rollback_leaves_no_hol
         async move { store.append(&s, ExpectedVersion::Any, vec![event(3)]).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "the second writer must wait for the open append");
+    assert!(
+        !waiting.is_finished(),
+        "the second writer must wait for the open append"
+    );
     tx.rollback().await.unwrap();
     drop(client);
     let result = waiting.await.unwrap().unwrap();
-    assert_eq!((result.first_position, result.stream_version), (2, 2), "the rolled-back position is reused");
+    assert_eq!(
+        (result.first_position, result.stream_version),
+        (2, 2),
+        "the rolled-back position is reused"
+    );
     let all = store.read_all(0, 10).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.global_position).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(chain::verify_run(0, chain::GENESIS_HASH, &all).is_ok());
     database.drop_database().await;
 }

@@ -17,7 +17,10 @@ async fn next(feed: &mut Subscription) -> RecordedEvent {
 
 async fn append_numbers(store: &PgEventStore, numbers: std::ops::Range<u64>) {
     for n in numbers {
-        store.append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)]).await.unwrap();
+        store
+            .append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)])
+            .await
+            .unwrap();
     }
 }
 
@@ -39,7 +42,10 @@ async fn catches_up_in_batches_then_follows_live_from_any_position() {
     append_numbers(&store, 20..25).await;
     for position in 21..=25 {
         let event = next(&mut feed).await;
-        assert_eq!((event.global_position, event.data["n"].as_u64()), (position, Some(position - 1)));
+        assert_eq!(
+            (event.global_position, event.data["n"].as_u64()),
+            (position, Some(position - 1))
+        );
     }
     database.drop_database().await;
 }
@@ -68,7 +74,11 @@ async fn survives_the_database_dropping_every_connection() {
         )
         .await
         .unwrap();
-    assert!(killed.len() >= 2, "expected the listener and a pooled connection, killed {}", killed.len());
+    assert!(
+        killed.len() >= 2,
+        "expected the listener and a pooled connection, killed {}",
+        killed.len()
+    );
 
     // Appends recover (the first may meet a dead pooled connection).
     let mut appended = 0;
@@ -76,11 +86,18 @@ async fn survives_the_database_dropping_every_connection() {
         if appended == 3 {
             break;
         }
-        if store.append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)]).await.is_ok() {
+        if store
+            .append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)])
+            .await
+            .is_ok()
+        {
             appended += 1;
         }
     }
-    assert_eq!(appended, 3, "appends did not recover after the connections were cut");
+    assert_eq!(
+        appended, 3,
+        "appends did not recover after the connections were cut"
+    );
     for position in 4..=6 {
         assert_eq!(next(&mut feed).await.global_position, position);
     }

@@ -1,0 +1,287 @@
+//! `taskledger bench append`: appends per second, append latency and the lag
+//! from commit to delivery on a live subscription.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+
+use crate::settings::Settings;
+
+/// Options of `bench append`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppendBenchArgs {
+    /// Numbers of concurrent writers to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub writers: Vec<usize>,
+    /// Events per append to run, comma-separated.
+    #[arg(long = "batch", value_delimiter = ',', default_value = "1,100")]
+    pub batches: Vec<usize>,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Commit every append on its own instead of sharing commits between
+    /// concurrent appends (to see what group commit buys).
+    #[arg(long)]
+    pub no_group_commit: bool,
+    /// Streams each writer spreads its appends over.
+    #[arg(long, default_value_t = 8)]
+    pub streams_per_writer: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct AppendRun {
+    /// Concurrent writers.
+    pub writers: usize,
+    /// Events per append.
+    pub batch: usize,
+    /// Events committed per second.
+    pub events_per_s: f64,
+    /// Median append latency.
+    pub p50: Duration,
+    /// 99th percentile append latency.
+    pub p99: Duration,
+    /// 99th percentile of commit-to-delivery lag on a live subscription.
+    pub lag_p99: Duration,
+}
+
+impl std::fmt::Display for AppendRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "writers={} batch={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} lag_p99_ms={:.2}",
+            self.writers,
+            self.batch,
+            self.events_per_s,
+            millis(self.p50),
+            millis(self.p99),
+            millis(self.lag_p99)
+        )
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+/// Runs every combination of writers and batch size and prints a line each.
+///
+/// # Errors
+/// When the database fails during a run.
+pub async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyhow::Result<()> {
+    let config: tokio_postgres::Config = settings
+        .database_url
+        .parse()
+        .context("DATABASE_URL does not parse")?;
+    println!(
+        "# bench append against {}: {} s per run, {}; appends use ExpectedVersion::Exact on {} streams per writer",
+        crate::database::describe(&config),
+        args.seconds,
+        if args.no_group_commit { "one commit per append" } else { "group commit" },
+        args.streams_per_writer
+    );
+    for &batch in &args.batches {
+        for &writers in &args.writers {
+            let run = append_run(settings, args, writers.max(1), batch.max(1)).await?;
+            println!("{run}");
+        }
+    }
+    Ok(())
+}
+
+/// One run: `writers` tasks append `batch` events at a time for the
+/// configured time while a subscriber follows the log live.
+///
+/// # Errors
+/// When the database fails.
+pub async fn append_run(
+    settings: &Settings,
+    args: &AppendBenchArgs,
+    writers: usize,
+    batch: usize,
+) -> anyhow::Result<AppendRun> {
+    let options = StoreOptions {
+        pool_size: settings.db_pool_size,
+        group_commit: !args.no_group_commit,
+        ..StoreOptions::default()
+    };
+    let store = PgEventStore::connect(&settings.database_url, options)?;
+    let head = store
+        .head_position()
+        .await
+        .context("reading the log head")?;
+
+    // The subscriber notes when each position arrives, until it has seen the
+    // last one the writers committed.
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let target_set = Arc::new(tokio::sync::Notify::new());
+    let subscriber = {
+        let mut feed = store.subscribe_all(head);
+        let target = target.clone();
+        let target_set = target_set.clone();
+        tokio::spawn(async move {
+            let mut arrivals: HashMap<u64, Instant> = HashMap::new();
+            let mut newest = head;
+            while newest < target.load(Ordering::Acquire) {
+                tokio::select! {
+                    event = feed.next() => match event {
+                        Some(Ok(event)) => {
+                            arrivals.insert(event.global_position, Instant::now());
+                            newest = event.global_position;
+                        }
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                    () = target_set.notified() => {}
+                }
+            }
+            arrivals
+        })
+    };
+
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let tasks: Vec<_> = (0..writers)
+        .map(|writer| {
+            let store = store.clone();
+            let run_id = run_id.clone();
+            let streams = args.streams_per_writer.max(1);
+            tokio::spawn(async move {
+                write_until(store, &run_id, writer, streams, batch, deadline).await
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut commits = Vec::new();
+    let mut events = 0_u64;
+    for task in tasks {
+        let outcome = task.await.context("a writer panicked")??;
+        latencies.extend(outcome.latencies);
+        commits.extend(outcome.commits);
+        events += outcome.events;
+    }
+    let elapsed = started.elapsed();
+    let last = commits
+        .iter()
+        .map(|(position, _)| *position)
+        .max()
+        .unwrap_or(head);
+    target.store(last, Ordering::Release);
+    target_set.notify_one();
+    let arrivals = tokio::time::timeout(Duration::from_secs(60), subscriber)
+        .await
+        .context("the subscriber did not receive every event within 60 s")?
+        .context("the subscriber panicked")?;
+    let mut lags: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(position, committed)| {
+            arrivals
+                .get(position)
+                .map(|arrived| arrived.saturating_duration_since(*committed))
+        })
+        .collect();
+    anyhow::ensure!(
+        lags.len() == commits.len(),
+        "the subscriber missed {} of {} appends",
+        commits.len() - lags.len(),
+        commits.len()
+    );
+    latencies.sort_unstable();
+    lags.sort_unstable();
+    Ok(AppendRun {
+        writers,
+        batch,
+        events_per_s: events as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        lag_p99: percentile(&lags, 0.99),
+    })
+}
+
+struct WriterOutcome {
+    latencies: Vec<Duration>,
+    /// (last global position of the append, when the writer saw it commit).
+    commits: Vec<(u64, Instant)>,
+    events: u64,
+}
+
+async fn write_until(
+    store: PgEventStore,
+    run_id: &str,
+    writer: usize,
+    streams: usize,
+    batch: usize,
+    deadline: Instant,
+) -> anyhow::Result<WriterOutcome> {
+    let stream_ids: Vec<StreamId> = (0..streams)
+        .map(|n| StreamId::new(format!("bench-{run_id}-{writer}-{n}")))
+        .collect::<Result<_, _>>()?;
+    let mut versions = vec![0_u64; streams];
+    let mut outcome = WriterOutcome {
+        latencies: Vec::new(),
+        commits: Vec::new(),
+        events: 0,
+    };
+    let mut round = 0_usize;
+    while Instant::now() < deadline {
+        let index = round % streams;
+        let events: Vec<NewEvent> = (0..batch)
+            .map(|n| {
+                NewEvent::new(
+                    "BenchTaskSubmitted",
+                    json!({
+                        "kind": "url-analysis",
+                        "frontend_id": format!("frontend-{writer}"),
+                        "params": { "url": format!("https://example.test/{round}/{n}"), "useragent": "winxpie60" },
+                        "priority": 0,
+                    }),
+                )
+            })
+            .collect();
+        let began = Instant::now();
+        let result = store
+            .append(
+                &stream_ids[index],
+                ExpectedVersion::Exact(versions[index]),
+                events,
+            )
+            .await
+            .with_context(|| format!("writer {writer} appending"))?;
+        let committed = Instant::now();
+        outcome.latencies.push(committed - began);
+        outcome.commits.push((result.last_position, committed));
+        outcome.events += batch as u64;
+        versions[index] = result.stream_version;
+        round += 1;
+    }
+    Ok(outcome)
+}
+
+/// The value at quantile `q` of sorted `values` (zero when empty).
+fn percentile(values: &[Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((values.len() as f64 - 1.0) * q).round() as usize;
+    values[index.min(values.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_by_rank() {
+        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.99), Duration::ZERO);
+    }
+}

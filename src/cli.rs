@@ -1,0 +1,78 @@
+//! The command line: `serve`, `migrate`, `bench`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::bench::{self, AppendBenchArgs};
+use crate::database;
+use crate::settings::Settings;
+use crate::shutdown;
+use crate::startup::Application;
+
+/// taskledger: an event-sourced task backend on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "taskledger", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: Settings,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: migrate the database, then serve the HTTP API until
+    /// SIGTERM or Ctrl-C.
+    Serve,
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+    /// Measure performance against the database in DATABASE_URL.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Appends per second, append latency and live-subscriber lag for several
+    /// writer counts and batch sizes.
+    Append(AppendBenchArgs),
+}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with, with context.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let (trigger, signal) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            let application = Application::build(&cli.settings, signal).await?;
+            application.run_until_stopped().await
+        }
+        Command::Migrate => {
+            let applied = database::prepare(&cli.settings).await?;
+            if applied.is_empty() {
+                println!("the database is up to date; no migration to apply");
+            } else {
+                println!("applied migrations: {applied:?}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            which: BenchCommand::Append(args),
+        } => {
+            database::prepare(&cli.settings)
+                .await
+                .context("preparing the benchmark database")?;
+            bench::append(&cli.settings, &args).await
+        }
+    }
+}

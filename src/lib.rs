@@ -1,0 +1,12 @@
+//! The taskledger service: command line, configuration, HTTP API and the
+//! workers, wired on top of the `events`, `projections` and `replay` crates.
+//! Only this crate reads configuration or knows axum.
+
+pub mod bench;
+pub mod cli;
+pub mod database;
+pub mod http;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,19 @@
+//! The `taskledger` command: parses the command line, sets up logging and
+//! hands over to the library.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = taskledger::cli::Cli::parse();
+    taskledger::telemetry::init(&cli.settings.log_filter);
+    match taskledger::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line.
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Building and running the service: [`Application::build`] prepares the
+//! database and binds the listener; [`Application::run_until_stopped`] serves
+//! until the shutdown signal.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use taskledger_events::postgres::PgEventStore;
+use tokio::net::TcpListener;
+
+use crate::database;
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+use crate::shutdown::Shutdown;
+
+/// A built, not yet running, service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    store: PgEventStore,
+    shutdown: Shutdown,
+    log_lock_stall: Duration,
+}
+
+impl Application {
+    /// Creates the database if needed, applies migrations, opens the store
+    /// and binds the listen address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the database cannot be prepared or the address cannot be bound.
+    pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        let applied = database::prepare(settings).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "database migrated");
+        }
+        let store = database::open_store(settings)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let log_lock_stall = Duration::try_from_secs_f64(settings.log_lock_stall_seconds).context(
+            "TASKLEDGER_LOG_LOCK_STALL_SECONDS must be a non-negative number of seconds",
+        )?;
+        Ok(Self {
+            listener,
+            store,
+            shutdown,
+            log_lock_stall,
+        })
+    }
+
+    /// The address actually bound.
+    ///
+    /// # Errors
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    /// The event store the service uses.
+    pub fn store(&self) -> &PgEventStore {
+        &self.store
+    }
+
+    /// Serves until the shutdown signal, then lets in-flight requests finish.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let address = self.local_addr()?;
+        tracing::info!(%address, "taskledger listening");
+        let router = http::router(AppState {
+            store: self.store,
+            log_lock_stall: self.log_lock_stall,
+        });
+        let mut shutdown = self.shutdown;
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("taskledger stopped");
+        Ok(())
+    }
+}

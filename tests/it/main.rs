@@ -1,0 +1,5 @@
+//! Integration tests of the service over real HTTP against real PostgreSQL.
+
+mod helpers;
+mod probes;
+mod process;

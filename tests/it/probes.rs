@@ -1,0 +1,123 @@
+//! `/healthz` and `/readyz`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use taskledger_events::postgres::{append_in_transaction, AppendRequest};
+use taskledger_events::{ExpectedVersion, NewEvent, StreamId};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn healthz_answers_and_readyz_reports_each_check() {
+    let app = TestApp::spawn().await;
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    for check in ["database", "log_appender", "log_lock"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{check}: {body}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_database_goes_away() {
+    let app = TestApp::spawn().await;
+    let admin = {
+        let mut config: tokio_postgres::Config = app.database.url.parse().unwrap();
+        config.dbname("postgres");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    // Renaming the database away cuts the service off from it (its pooled
+    // connections are terminated and new ones find no database).
+    let name = app.database.name.clone();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';
+             ALTER DATABASE {name} RENAME TO {name}_away"
+        ))
+        .await
+        .unwrap();
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["checks"]["database"]["ok"], false, "{body}");
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name}_away RENAME TO {name}"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
+    let app = TestApp::spawn_with(|settings| settings.log_lock_stall_seconds = 0.3).await;
+    let store =
+        taskledger_events::postgres::PgEventStore::connect(&app.database.url, Default::default())
+            .unwrap();
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let request = AppendRequest::new(
+        StreamId::new("task-stuck").unwrap(),
+        ExpectedVersion::Any,
+        vec![NewEvent::new("Stuck", serde_json::json!({}))],
+    )
+    .unwrap();
+    append_in_transaction(&tx, &[request]).await.unwrap();
+
+    let readyz = || async {
+        let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = readyz().await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(body["checks"]["log_lock"]["ok"], true, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never noticed the held lock: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["checks"]["log_lock"]["ok"], false, "{body}");
+    assert!(body["checks"]["log_lock"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("held the log lock"));
+    assert!(
+        body["checks"]["oldest_transaction_seconds"]
+            .as_f64()
+            .unwrap()
+            >= 0.3,
+        "{body}"
+    );
+
+    tx.rollback().await.unwrap();
+    let (status, body) = readyz().await;
+    assert_eq!(status, 200, "ready again once the lock is released: {body}");
+    app.finish().await;
+}

@@ -1,0 +1,138 @@
+//! The real binary: `migrate`, and `serve` creating its database, serving
+//! and stopping cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use taskledger_events::testing::{config_to_url, DEFAULT_TEST_SERVER};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+
+fn server_url(dbname: &str) -> String {
+    let base =
+        std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER.to_owned());
+    let mut config: tokio_postgres::Config = base.parse().unwrap();
+    config.dbname(dbname);
+    config_to_url(&config)
+}
+
+async fn drop_database(name: &str) {
+    let (client, connection) = server_url("postgres")
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_is_idempotent() {
+    let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
+    let url = server_url(&name);
+    let first = Command::new(BINARY)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations: [1]"));
+    let second = Command::new(BINARY)
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
+    drop_database(&name).await;
+}
+
+#[tokio::test]
+async fn a_bad_database_url_fails_with_a_clear_message() {
+    let output = Command::new(BINARY)
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_creates_its_database_serves_and_stops_on_sigterm() {
+    let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .env("DATABASE_URL", server_url(&name))
+        .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if matches!(&ready, Ok(response) if response.status() == 200) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            panic!("serve exited with {status} before it was ready: {stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve was not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "serve exited with {exit}: {stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(stderr.contains("taskledger stopped"), "{stderr}");
+    drop_database(&name).await;
+}

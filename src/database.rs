@@ -26,12 +26,14 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Vec<i64>> {
                 .await
                 .with_context(|| format!("connecting to the new database {}", describe(&config)))?
         }
-        Err(error) => return Err(error).with_context(|| {
-            format!(
+        Err(error) => {
+            return Err(error).with_context(|| {
+                format!(
                 "cannot connect to PostgreSQL at {} (is it running? scripts/services.sh starts it)",
                 describe(&config)
             )
-        }),
+            })
+        }
     };
     let applied = migrate::migrate(&mut client)
         .await

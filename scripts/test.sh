@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# scripts/test.sh — taskledger's one test command (CI runs exactly this, via .ci/run).
+#
+#   1. services   scripts/services.sh: PostgreSQL, RabbitMQ, Docker + the offline
+#                 test image taskledger-test-busybox:latest
+#   2. toolchain  rustfmt and clippy present (rustup component add only if missing)
+#   3. cleanup    drop leftover tl_test_* databases from interrupted runs
+#                 (tl_template_* templates are kept)
+#   4. fmt        cargo fmt --all -- --check
+#   5. clippy     cargo clippy --workspace --all-targets -- -D warnings
+#   6. test       cargo test --workspace [ARGS...]
+#
+# Stops at the first failing phase. Extra arguments go to cargo test, e.g.
+#   scripts/test.sh -- --nocapture
+#   scripts/test.sh -p taskledger-events
+#
+# Environment (defaults shown), exported to the tests:
+#   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
+#   TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f
+#   TASKLEDGER_TEST_IMAGE=taskledger-test-busybox:latest
+#   CARGO_TERM_COLOR=never when CI is set
+# Non-interactive: safe with CI=true and no stdin.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+export TEST_DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export TEST_AMQP_URL=${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export TASKLEDGER_TEST_IMAGE=taskledger-test-busybox:latest
+if [[ -n ${CI:-} ]]; then
+  export CARGO_TERM_COLOR=never # (rustfmt's diff colour is switched off below)
+fi
+
+say() { printf 'test.sh: %s\n' "$*"; }
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+T_START=$(now)
+TIMINGS=()
+
+# phase NAME COMMAND...: banner, run, record the duration; stop the script on failure.
+phase() {
+  local name=$1 t0 rc=0
+  shift
+  printf '\n==== test.sh: [%s] %s\n' "$name" "$*"
+  t0=$(now)
+  "$@" </dev/null || rc=$?
+  local took
+  took=$(elapsed "$t0")
+  TIMINGS+=("$(printf '%-10s %s' "$name" "$took")")
+  if ((rc != 0)); then
+    printf '\n' >&2
+    say "FAILED in phase '$name' after $took (exit $rc): $*" >&2
+    say "total $(elapsed "$T_START")" >&2
+    exit "$rc"
+  fi
+  say "[$name] ok in $took"
+}
+
+start_services() {
+  # Sourced (see its header) so that TASKLEDGER_DOCKER_BIN — the docker client
+  # that can talk to the daemon — is exported to the tests as well.
+  # shellcheck source=scripts/services.sh
+  source "$ROOT/scripts/services.sh"
+}
+
+ensure_toolchain() {
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if ((${#missing[@]})); then
+    say "installing missing toolchain components: ${missing[*]}"
+    rustup component add "${missing[@]}"
+  fi
+  say "$(rustc --version); $(cargo fmt --version); $(cargo clippy --version)"
+}
+
+drop_stale_test_databases() {
+  local -a psql=(psql -X -w -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
+  local sel="FROM pg_database WHERE datname LIKE 'tl\\_test\\_%'"
+  local names
+  names=$(PGCONNECT_TIMEOUT=10 "${psql[@]}" -Atc "SELECT datname $sel ORDER BY datname")
+  if [[ -z $names ]]; then
+    say "no leftover tl_test_* databases"
+    return 0
+  fi
+  say "dropping $(wc -l <<<"$names") leftover test database(s): $(paste -sd' ' <<<"$names")"
+  # \gexec runs each generated statement on its own (DROP DATABASE cannot run in a transaction).
+  printf '%s\n' "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', datname) $sel \\gexec" |
+    PGCONNECT_TIMEOUT=10 "${psql[@]}"
+}
+
+say "repo root $ROOT"
+say "TEST_DATABASE_URL=$TEST_DATABASE_URL"
+say "TEST_AMQP_URL=$TEST_AMQP_URL"
+say "TASKLEDGER_TEST_IMAGE=$TASKLEDGER_TEST_IMAGE${CI:+ (CI=$CI, CARGO_TERM_COLOR=never)}"
+
+phase services start_services
+phase toolchain ensure_toolchain
+phase cleanup drop_stale_test_databases
+FMT_COLOR=()
+if [[ -n ${CI:-} ]]; then FMT_COLOR=(--color never); fi # rustfmt ignores CARGO_TERM_COLOR
+phase fmt cargo fmt --all -- --check "${FMT_COLOR[@]}"
+phase clippy cargo clippy --workspace --all-targets -- -D warnings
+phase test cargo test --workspace "$@"
+
+printf '\n'
+say "phase timings:"
+for t in "${TIMINGS[@]}"; do printf '  %s\n' "$t"; done
+printf '  %-10s %s\n' total "$(elapsed "$T_START")"
+say "all checks passed"

@@ -95,28 +95,40 @@ struct Rows {
     hashes: Vec<Vec<u8>>,
 }
 
-const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
-const HEAD_SQL: &str = "SELECT clock_timestamp(), head.global_position, head.hash
+/// Everything the append decides on, read in one statement (one snapshot,
+/// taken after the lock was granted). Rows of kind 0: the head (position,
+/// hash, the time to record); kind 1: a stream's current version; kind 2: an
+/// event id that is already stored, and where.
+const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position, head.hash,
+            clock_timestamp(), NULL::uuid
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
          SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1
-     ) AS head ON true";
-const VERSIONS_SQL: &str = "SELECT s.stream_id,
-         (SELECT e.version FROM events e WHERE e.stream_id = s.stream_id
-          ORDER BY e.version DESC LIMIT 1)
-     FROM unnest($1::text[]) AS s(stream_id)";
-const EXISTING_SQL: &str =
-    "SELECT event_id, stream_id, version, global_position FROM events WHERE event_id = ANY($1)";
-const INSERT_SQL: &str = "INSERT INTO events
-         (global_position, event_id, stream_id, version, event_type, schema_version,
-          data, metadata, recorded_at, hash)
-     SELECT r.position, r.event_id, r.stream_id, r.version, r.event_type, r.schema_version,
-            r.data::json, r.metadata::json, $9, r.hash
-     FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
-                 $6::integer[], $7::text[], $8::text[], $10::bytea[])
-          AS r(position, event_id, stream_id, version, event_type, schema_version,
-               data, metadata, hash)";
-const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+     ) AS head ON true
+     UNION ALL
+     SELECT 1, s.stream_id,
+            (SELECT e.version FROM events e WHERE e.stream_id = s.stream_id
+             ORDER BY e.version DESC LIMIT 1),
+            NULL, NULL, NULL, NULL
+     FROM unnest($1::text[]) AS s(stream_id)
+     UNION ALL
+     SELECT 2, stream_id, version, global_position, NULL, NULL, event_id
+     FROM events WHERE event_id = ANY($2)";
+/// Inserts the batch and notifies subscribers with its last position, in one
+/// statement (the notification is delivered at commit).
+const INSERT_SQL: &str = "WITH inserted AS (
+         INSERT INTO events
+             (global_position, event_id, stream_id, version, event_type, schema_version,
+              data, metadata, recorded_at, hash)
+         SELECT r.position, r.event_id, r.stream_id, r.version, r.event_type, r.schema_version,
+                r.data::json, r.metadata::json, $9, r.hash
+         FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                     $6::integer[], $7::text[], $8::text[], $10::bytea[])
+              AS r(position, event_id, stream_id, version, event_type, schema_version,
+                   data, metadata, hash)
+         RETURNING global_position
+     )
+     SELECT pg_notify($11, max(global_position)::text) FROM inserted";
 
 /// Appends `requests`, in order, inside `tx`, and returns one outcome per
 /// request. A request whose expectation fails or whose event ids are stored
@@ -187,64 +199,58 @@ async fn lock_and_read<C: GenericClient + Sync>(
         .flat_map(|r| r.events.iter().map(|e| e.event_id))
         .collect();
 
-    let (lock, head, versions, existing) = futures::try_join!(
-        client.prepare_cached(LOCK_SQL),
-        client.prepare_cached(HEAD_SQL),
-        client.prepare_cached(VERSIONS_SQL),
-        client.prepare_cached(EXISTING_SQL),
-    )
-    .map_err(StoreError::db("preparing the append statements"))?;
-    let lock_params: [&(dyn ToSql + Sync); 1] = [&LOG_LOCK_KEY];
-    let streams_params: [&(dyn ToSql + Sync); 1] = [&streams];
-    let ids_params: [&(dyn ToSql + Sync); 1] = [&event_ids];
-    let begin = async {
-        match begin {
-            Begin::Pipelined => client.batch_execute("BEGIN").await,
-            Begin::AlreadyInTransaction => Ok(()),
-        }
+    let read = client
+        .prepare_cached(READ_SQL)
+        .await
+        .map_err(StoreError::db("preparing the append read"))?;
+    // The lock goes as a simple query (with `BEGIN` when we open the
+    // transaction), the read right behind it in the same round trip; the
+    // server runs the read, with its own snapshot, only once the lock is held.
+    let lock = match begin {
+        Begin::Pipelined => format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
+        Begin::AlreadyInTransaction => format!("SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
     };
-    let ((), _, head, versions, existing) = futures::try_join!(
-        begin,
-        client.execute(&lock, &lock_params),
-        client.query_one(&head, &[]),
-        client.query(&versions, &streams_params),
-        client.query(&existing, &ids_params),
-    )
-    .map_err(StoreError::db("reading the log head under the log lock"))?;
+    let read_params: [&(dyn ToSql + Sync); 2] = [&streams, &event_ids];
+    let ((), rows) = futures::try_join!(client.batch_execute(&lock), client.query(&read, &read_params))
+        .map_err(StoreError::db("reading the log head under the log lock"))?;
 
-    let head_position = head.get::<_, Option<i64>>(1).map_or(0, to_u64);
-    let head_hash = match head.get::<_, Option<Vec<u8>>>(2) {
-        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StoreError::Corrupt {
-            global_position: head_position,
-            reason: "the stored hash is not 32 bytes".into(),
-        })?,
-        None => GENESIS_HASH,
+    let mut snapshot = Snapshot {
+        recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+        head_position: 0,
+        head_hash: GENESIS_HASH,
+        stream_versions: HashMap::with_capacity(streams.len()),
+        placements: HashMap::new(),
     };
-    Ok(Snapshot {
-        recorded_at: head.get(0),
-        head_position,
-        head_hash,
-        stream_versions: versions
-            .iter()
-            .map(|row| {
-                let version: Option<i64> = row.get(1);
-                (row.get(0), version.map_or(0, to_u64))
-            })
-            .collect(),
-        placements: existing
-            .iter()
-            .map(|row| {
-                (
-                    row.get(0),
+    for row in &rows {
+        match row.get::<_, i32>(0) {
+            0 => {
+                snapshot.recorded_at = row.get(5);
+                if let Some(position) = row.get::<_, Option<i64>>(3) {
+                    snapshot.head_position = to_u64(position);
+                    let hash: Vec<u8> = row.get(4);
+                    snapshot.head_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt {
+                        global_position: snapshot.head_position,
+                        reason: "the stored hash is not 32 bytes".into(),
+                    })?;
+                }
+            }
+            1 => {
+                let version: Option<i64> = row.get(2);
+                snapshot.stream_versions.insert(row.get(1), version.map_or(0, to_u64));
+            }
+            _ => {
+                snapshot.placements.insert(
+                    row.get(6),
                     Placement {
                         stream_id: row.get(1),
                         version: to_u64(row.get(2)),
                         global_position: to_u64(row.get(3)),
                     },
-                )
-            })
-            .collect(),
-    })
+                );
+            }
+        }
+    }
+    Ok(snapshot)
 }
 
 /// Decides every request against the snapshot, in order, and builds the rows
@@ -354,19 +360,17 @@ async fn write_rows<C: GenericClient + Sync>(
             Commit::LeaveOpen => Ok(()),
         }
     };
-    let Some(last_position) = rows.positions.last() else {
+    if rows.positions.is_empty() {
         // Every request was refused or already stored: nothing to write.
         return commit
             .await
             .map_err(StoreError::db("ending an append that wrote nothing"));
-    };
-    let last_position = last_position.to_string();
-    let (insert, notify) = futures::try_join!(
-        client.prepare_cached(INSERT_SQL),
-        client.prepare_cached(NOTIFY_SQL),
-    )
-    .map_err(StoreError::db("preparing the insert"))?;
-    let insert_params: [&(dyn ToSql + Sync); 10] = [
+    }
+    let insert = client
+        .prepare_cached(INSERT_SQL)
+        .await
+        .map_err(StoreError::db("preparing the insert"))?;
+    let insert_params: [&(dyn ToSql + Sync); 11] = [
         &rows.positions,
         &rows.event_ids,
         &rows.stream_ids,
@@ -377,13 +381,9 @@ async fn write_rows<C: GenericClient + Sync>(
         &rows.metadata,
         &rows.recorded_at,
         &rows.hashes,
+        &EVENTS_CHANNEL,
     ];
-    let notify_params: [&(dyn ToSql + Sync); 2] = [&EVENTS_CHANNEL, &last_position];
-    futures::try_join!(
-        client.execute(&insert, &insert_params),
-        client.execute(&notify, &notify_params),
-        commit,
-    )
+    futures::try_join!(client.execute(&insert, &insert_params), commit)
     .map_err(StoreError::db("inserting events"))?;
     Ok(())
 }

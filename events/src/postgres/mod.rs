@@ -139,6 +139,16 @@ impl PgEventStore {
         options: StoreOptions,
         upcasters: Upcasters,
     ) -> Result<Self, StoreError> {
+        // Plan every execution for the table as it is now. A generic plan
+        // cached while `events` was small (a new install, a test) scans the
+        // whole table and stays cached until the next ANALYZE; planning these
+        // short statements afresh costs microseconds.
+        let mut config = config;
+        let session_options = match config.get_options() {
+            Some(existing) => format!("{existing} -c plan_cache_mode=force_custom_plan"),
+            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        };
+        config.options(&session_options);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

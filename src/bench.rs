@@ -195,6 +195,12 @@ pub async fn append_run(
     );
     latencies.sort_unstable();
     lags.sort_unstable();
+    let (fast, full) = store.commit_counts();
+    tracing::info!(
+        commits_one_round_trip = fast,
+        commits_full = full,
+        "append commits"
+    );
     Ok(AppendRun {
         writers,
         batch,

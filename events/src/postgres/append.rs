@@ -2,8 +2,9 @@
 //! protocol it runs ([`append_in_transaction`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
@@ -97,13 +98,28 @@ struct Rows {
 
 /// Everything the append decides on, read in one statement (one snapshot,
 /// taken after the lock was granted). Rows of kind 0: the head (position,
-/// hash, the time to record); kind 1: a stream's current version; kind 2: an
+/// hash, and the time to record: the database clock, but never earlier than
+/// the head's, so `recorded_at` never decreases along the log); kind 1: a stream's current version; kind 2: an
 /// event id that is already stored, and where.
+impl Rows {
+    /// The head after these rows (None when there are none).
+    fn new_head(&self) -> Option<LogHead> {
+        let position = *self.positions.last()?;
+        let hash = <[u8; 32]>::try_from(self.hashes.last()?.as_slice()).ok()?;
+        Some(LogHead {
+            position: to_u64(position),
+            hash,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
 const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position, head.hash,
-            clock_timestamp(), NULL::uuid
+            greatest(clock_timestamp(), head.recorded_at), NULL::uuid
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
-         SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1
+         SELECT global_position, hash, recorded_at FROM events
+         ORDER BY global_position DESC LIMIT 1
      ) AS head ON true
      UNION ALL
      SELECT 1, s.stream_id,
@@ -129,6 +145,35 @@ const INSERT_SQL: &str = "WITH inserted AS (
          RETURNING global_position
      )
      SELECT pg_notify($11, max(global_position)::text) FROM inserted";
+/// The one-round-trip insert (see [`commit`]): inserts the batch only if,
+/// under the lock, the log head is still at `$12` and every stream in `$13`
+/// is still at the version in `$14`; returns how many rows it inserted (0 when
+/// the guard failed) and notifies subscribers when it inserted any.
+const GUARDED_INSERT_SQL: &str = "WITH guard AS MATERIALIZED (
+         SELECT coalesce((SELECT global_position FROM events
+                          ORDER BY global_position DESC LIMIT 1), 0) = $12
+            AND NOT EXISTS (
+                SELECT 1 FROM unnest($13::text[], $14::bigint[]) AS g(stream_id, version)
+                WHERE coalesce((SELECT e.version FROM events e WHERE e.stream_id = g.stream_id
+                                ORDER BY e.version DESC LIMIT 1), 0) <> g.version
+            ) AS ok
+     ),
+     inserted AS (
+         INSERT INTO events
+             (global_position, event_id, stream_id, version, event_type, schema_version,
+              data, metadata, recorded_at, hash)
+         SELECT r.position, r.event_id, r.stream_id, r.version, r.event_type, r.schema_version,
+                r.data::json, r.metadata::json, $9, r.hash
+         FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
+                     $6::integer[], $7::text[], $8::text[], $10::bytea[])
+              AS r(position, event_id, stream_id, version, event_type, schema_version,
+                   data, metadata, hash)
+         WHERE (SELECT ok FROM guard)
+         RETURNING global_position
+     )
+     SELECT (SELECT count(*) FROM inserted),
+            (SELECT count(*) FROM (SELECT pg_notify($11, max(global_position)::text)
+                                   FROM inserted HAVING count(*) > 0) AS notified)";
 
 /// Appends `requests`, in order, inside `tx`, and returns one outcome per
 /// request. A request whose expectation fails or whose event ids are stored
@@ -211,8 +256,11 @@ async fn lock_and_read<C: GenericClient + Sync>(
         Begin::AlreadyInTransaction => format!("SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
     };
     let read_params: [&(dyn ToSql + Sync); 2] = [&streams, &event_ids];
-    let ((), rows) = futures::try_join!(client.batch_execute(&lock), client.query(&read, &read_params))
-        .map_err(StoreError::db("reading the log head under the log lock"))?;
+    let ((), rows) = futures::try_join!(
+        client.batch_execute(&lock),
+        client.query(&read, &read_params)
+    )
+    .map_err(StoreError::db("reading the log head under the log lock"))?;
 
     let mut snapshot = Snapshot {
         recorded_at: DateTime::<Utc>::UNIX_EPOCH,
@@ -228,15 +276,18 @@ async fn lock_and_read<C: GenericClient + Sync>(
                 if let Some(position) = row.get::<_, Option<i64>>(3) {
                     snapshot.head_position = to_u64(position);
                     let hash: Vec<u8> = row.get(4);
-                    snapshot.head_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt {
-                        global_position: snapshot.head_position,
-                        reason: "the stored hash is not 32 bytes".into(),
-                    })?;
+                    snapshot.head_hash =
+                        <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt {
+                            global_position: snapshot.head_position,
+                            reason: "the stored hash is not 32 bytes".into(),
+                        })?;
                 }
             }
             1 => {
                 let version: Option<i64> = row.get(2);
-                snapshot.stream_versions.insert(row.get(1), version.map_or(0, to_u64));
+                snapshot
+                    .stream_versions
+                    .insert(row.get(1), version.map_or(0, to_u64));
             }
             _ => {
                 snapshot.placements.insert(
@@ -384,7 +435,7 @@ async fn write_rows<C: GenericClient + Sync>(
         &EVENTS_CHANNEL,
     ];
     futures::try_join!(client.execute(&insert, &insert_params), commit)
-    .map_err(StoreError::db("inserting events"))?;
+        .map_err(StoreError::db("inserting events"))?;
     Ok(())
 }
 
@@ -448,6 +499,10 @@ fn replayed(
 /// batch that nothing more has joined.
 const YIELD_ROUNDS: u32 = 4;
 
+/// How long the appender waits for a batch to grow back to the size of the
+/// previous one.
+const GATHER_WAIT: Duration = Duration::from_micros(300);
+
 /// The appender task: takes every append waiting on the channel (up to the
 /// batch limits), commits them together, answers each caller, repeats. Ends
 /// when every sender is gone.
@@ -456,6 +511,7 @@ pub(super) async fn run_appender(
     mut receiver: mpsc::Receiver<PendingAppend>,
     options: StoreOptions,
     alive: Arc<AtomicBool>,
+    counters: Arc<CommitCounters>,
 ) {
     // Marks the appender dead however the task ends, panics included.
     struct AliveGuard(Arc<AtomicBool>);
@@ -466,17 +522,21 @@ pub(super) async fn run_appender(
     }
     let _guard = AliveGuard(alive);
 
+    let mut head: Option<LogHead> = None;
     let max_appends = if options.group_commit {
         options.max_batch_appends.max(1)
     } else {
         1
     };
+    let mut previous_batch = 1;
     while let Some(first) = receiver.recv().await {
         let mut events = first.request.len();
         let mut batch = vec![first];
-        // Writers answered by the last commit are runnable now; letting them
-        // run before the batch is closed is what makes batches large. Stop
-        // yielding once a round brings nothing new.
+        // The writers the last commit answered are probably about to append
+        // again; give them a moment (up to `GATHER_WAIT`) to make the batch as
+        // large as the last one. Past that, stop once a few scheduler turns
+        // bring nothing new.
+        let gathering_since = Instant::now();
         let mut quiet_rounds = 0;
         while batch.len() < max_appends && events < options.max_batch_events {
             match receiver.try_recv() {
@@ -485,24 +545,39 @@ pub(super) async fn run_appender(
                     batch.push(pending);
                     quiet_rounds = 0;
                 }
-                Err(_) if max_appends > 1 && quiet_rounds < YIELD_ROUNDS => {
+                Err(_) if max_appends == 1 => break,
+                Err(_)
+                    if batch.len() < previous_batch && gathering_since.elapsed() < GATHER_WAIT =>
+                {
+                    tokio::task::yield_now().await;
+                }
+                Err(_) if quiet_rounds < YIELD_ROUNDS => {
                     quiet_rounds += 1;
                     tokio::task::yield_now().await;
                 }
                 Err(_) => break,
             }
         }
-        commit_batch(&pool, batch).await;
+        previous_batch = batch.len();
+        commit_batch(&pool, batch, &mut head, &counters).await;
     }
 }
 
-async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
+async fn commit_batch(
+    pool: &Pool,
+    batch: Vec<PendingAppend>,
+    head: &mut Option<LogHead>,
+    counters: &CommitCounters,
+) {
     let (requests, replies): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|pending| (pending.request, pending.reply))
         .unzip();
     let span = tracing::debug_span!("append_batch", appends = requests.len());
-    match commit(pool, &requests).instrument(span).await {
+    let outcome = commit(pool, &requests, head, counters)
+        .instrument(span)
+        .await;
+    match outcome {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // A caller that stopped waiting is fine: its append stands.
@@ -515,12 +590,13 @@ async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
             // others are not punished for it.
             tracing::warn!(error = %error, appends = requests.len(), "batch append failed; retrying appends one by one");
             for (request, reply) in requests.into_iter().zip(replies) {
-                let outcome = match commit(pool, std::slice::from_ref(&request)).await {
-                    Ok(mut outcomes) => outcomes
-                        .pop()
-                        .unwrap_or(Err(AppendError::Store(StoreError::AppenderStopped))),
-                    Err(error) => Err(AppendError::Store(error)),
-                };
+                let outcome =
+                    match commit(pool, std::slice::from_ref(&request), head, counters).await {
+                        Ok(mut outcomes) => outcomes
+                            .pop()
+                            .unwrap_or(Err(AppendError::Store(StoreError::AppenderStopped))),
+                        Err(error) => Err(AppendError::Store(error)),
+                    };
                 let _ = reply.send(outcome);
             }
         }
@@ -534,25 +610,160 @@ async fn commit_batch(pool: &Pool, batch: Vec<PendingAppend>) {
     }
 }
 
-/// One append transaction on a pooled connection, in two round trips:
-/// `BEGIN` + lock + reads, then insert + notify + `COMMIT`.
+/// The head of the log as this appender last wrote or read it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogHead {
+    position: u64,
+    hash: [u8; 32],
+    recorded_at: DateTime<Utc>,
+}
+
+/// Commits that took one round trip, and commits that took the full path.
+#[derive(Debug, Default)]
+pub(super) struct CommitCounters {
+    pub(super) fast: AtomicU64,
+    pub(super) full: AtomicU64,
+}
+
+/// One append transaction on a pooled connection.
+///
+/// The fast path, one round trip: when this appender knows the log head (it
+/// wrote or read it last) and every request says which version its stream is
+/// at (`Exact` or `NoStream`), the rows and hashes are computed from that
+/// knowledge and sent with `BEGIN`, the lock and `COMMIT` in one pipeline. The
+/// insert is guarded: under the lock it checks that the head and every
+/// stream's version are what was assumed, and inserts nothing if not.
+///
+/// The full path, two round trips: `BEGIN` + lock + read what the log holds,
+/// then insert + `COMMIT`. Taken when the fast path does not apply, its guard
+/// failed (another process appended, or an expectation is wrong), or the
+/// database refused its insert (an event id already stored); it gives every
+/// request its precise outcome.
 async fn commit(
     pool: &Pool,
     requests: &[AppendRequest],
+    head: &mut Option<LogHead>,
+    counters: &CommitCounters,
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
     let client = pool.get().await?;
+    if let Some(known) = *head {
+        match commit_fast(&client, requests, known).await {
+            Ok(Some((outcomes, new_head))) => {
+                *head = Some(new_head);
+                counters.fast.fetch_add(1, Ordering::Relaxed);
+                return Ok(outcomes);
+            }
+            // The guard failed or the path does not apply: nothing written.
+            Ok(None) => {}
+            // Refused by the database (e.g. an event id stored elsewhere):
+            // nothing written; the full path tells each request why.
+            Err(error) if error_is_statement_level(&error) => {}
+            Err(error) => {
+                *head = None;
+                return Err(error);
+            }
+        }
+    }
     let snapshot = match lock_and_read(&client, Begin::Pipelined, requests).await {
         Ok(snapshot) => snapshot,
         Err(error) => {
+            *head = None;
             // Leave the connection outside any transaction before it goes back
             // to the pool (a broken one is dropped by the pool anyway).
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(error);
         }
     };
+    let read_head = LogHead {
+        position: snapshot.head_position,
+        hash: snapshot.head_hash,
+        recorded_at: snapshot.recorded_at,
+    };
     let (rows, outcomes) = plan(snapshot, requests);
-    write_rows(&client, &rows, Commit::Pipelined).await?;
+    if let Err(error) = write_rows(&client, &rows, Commit::Pipelined).await {
+        *head = None;
+        return Err(error);
+    }
+    *head = Some(rows.new_head().unwrap_or(read_head));
+    counters.full.fetch_add(1, Ordering::Relaxed);
     Ok(outcomes)
+}
+
+/// The fast path of [`commit`]: `Ok(None)` when it does not apply or its
+/// guard failed, in both cases with nothing written.
+async fn commit_fast(
+    client: &deadpool_postgres::Client,
+    requests: &[AppendRequest],
+    head: LogHead,
+) -> Result<Option<(Vec<Result<AppendResult, AppendError>>, LogHead)>, StoreError> {
+    // What each stream is assumed to be at: the first request's expectation.
+    let mut stream_versions: HashMap<String, u64> = HashMap::new();
+    for request in requests {
+        let assumed = match request.expected {
+            ExpectedVersion::Exact(version) => version,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
+        };
+        stream_versions
+            .entry(request.stream_id.as_str().to_owned())
+            .or_insert(assumed);
+    }
+    let (guard_streams, guard_versions): (Vec<String>, Vec<i64>) = stream_versions
+        .iter()
+        .map(|(stream, version)| (stream.clone(), to_i64(*version)))
+        .unzip();
+    // The client clock, never earlier than the head's time (the full path
+    // keeps the same rule with the database clock).
+    let now = DateTime::<Utc>::from_timestamp_micros(Utc::now().timestamp_micros())
+        .unwrap_or(head.recorded_at);
+    let snapshot = Snapshot {
+        recorded_at: now.max(head.recorded_at),
+        head_position: head.position,
+        head_hash: head.hash,
+        stream_versions,
+        placements: HashMap::new(),
+    };
+    let (rows, outcomes) = plan(snapshot, requests);
+    let Some(new_head) = rows.new_head() else {
+        // Everything was refused against assumed versions: let the full path
+        // confirm against what is stored.
+        return Ok(None);
+    };
+    let insert = client
+        .prepare_cached(GUARDED_INSERT_SQL)
+        .await
+        .map_err(StoreError::db("preparing the guarded insert"))?;
+    let head_position = to_i64(head.position);
+    let params: [&(dyn ToSql + Sync); 14] = [
+        &rows.positions,
+        &rows.event_ids,
+        &rows.stream_ids,
+        &rows.versions,
+        &rows.event_types,
+        &rows.schema_versions,
+        &rows.data,
+        &rows.metadata,
+        &rows.recorded_at,
+        &rows.hashes,
+        &EVENTS_CHANNEL,
+        &head_position,
+        &guard_streams,
+        &guard_versions,
+    ];
+    let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})");
+    // If the insert fails, the server turns this COMMIT into a rollback.
+    let (_, inserted, _) = futures::try_join!(
+        client.batch_execute(&lock),
+        client.query_one(&insert, &params),
+        client.batch_execute("COMMIT"),
+    )
+    .map_err(StoreError::db("appending (one round trip)"))?;
+    let inserted: i64 = inserted.get(0);
+    if usize::try_from(inserted).ok() == Some(rows.positions.len()) {
+        Ok(Some((outcomes, new_head)))
+    } else {
+        Ok(None)
+    }
 }
 
 /// True for errors the database raised about a statement (as opposed to a

@@ -373,3 +373,158 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     assert_eq!((verification.checked, verification.defect), (5, None));
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn two_stores_on_one_log_interleave_correctly() {
+    // Two processes' appenders: each one's cached head goes stale whenever
+    // the other appends, so their one-round-trip commits must notice and
+    // take the full path.
+    let (first, database) = store().await;
+    let second =
+        taskledger_events::postgres::PgEventStore::connect(&database.url, Default::default())
+            .unwrap();
+    let s = stream("task-shared");
+    let mut version = 0;
+    for round in 0..20_u64 {
+        let store = if round % 2 == 0 { &first } else { &second };
+        let result = store
+            .append(&s, ExpectedVersion::Exact(version), vec![event(round)])
+            .await
+            .unwrap();
+        assert_eq!(
+            (result.stream_version, result.first_position),
+            (version + 1, round + 1)
+        );
+        version = result.stream_version;
+        // A stale expectation is still refused with the actual version.
+        let error = store
+            .append(&s, ExpectedVersion::Exact(version - 1), vec![event(99)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, AppendError::WrongExpectedVersion { actual, .. } if actual == version),
+            "{error:?}"
+        );
+    }
+    let (fast, full) = first.commit_counts();
+    assert!(
+        full >= 10,
+        "stale heads must fall back to the full path (fast {fast}, full {full})"
+    );
+    let verification = taskledger_events::postgres::verify::verify_range(
+        &first.pool().get().await.unwrap(),
+        1,
+        None,
+        100,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!((verification.checked, verification.defect), (20, None));
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_single_writer_commits_in_one_round_trip_and_duplicates_still_fail_cleanly() {
+    let (store, database) = store().await;
+    let s = stream("task-fast");
+    for version in 0..10 {
+        store
+            .append(&s, ExpectedVersion::Exact(version), vec![event(version)])
+            .await
+            .unwrap();
+    }
+    let (fast, full) = store.commit_counts();
+    assert!(
+        fast >= 9,
+        "appends after the first should take one round trip (fast {fast}, full {full})"
+    );
+
+    // An id already stored elsewhere, appended where the fast path's guard
+    // passes: the unique index refuses it and the full path says why.
+    let stored = store
+        .read_stream(&s, 1, Direction::Forward, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut copy = event(1);
+    copy.event_id = stored.event_id;
+    let error = store
+        .append(&stream("task-new"), ExpectedVersion::NoStream, vec![copy])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 1, .. } if stored_stream_id == "task-fast"),
+        "{error:?}"
+    );
+    // The appender goes on working.
+    let next = store
+        .append(&s, ExpectedVersion::Exact(10), vec![event(10)])
+        .await
+        .unwrap();
+    assert_eq!((next.stream_version, next.first_position), (11, 11));
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn recorded_at_never_decreases_along_the_log() {
+    let (store, database) = store().await;
+    for n in 0..30 {
+        let expected = if n % 3 == 0 {
+            ExpectedVersion::Any
+        } else {
+            ExpectedVersion::Exact(n)
+        };
+        store
+            .append(&stream("task-time"), expected, vec![event(n)])
+            .await
+            .unwrap();
+    }
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(all.len(), 30);
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].recorded_at <= pair[1].recorded_at,
+            "{:?} > {:?}",
+            pair[0].recorded_at,
+            pair[1].recorded_at
+        );
+    }
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn the_table_itself_refuses_data_that_is_not_an_object() {
+    // Defence in depth for writers that bypass the store.
+    let database = taskledger_events::testing::TestDatabase::create().await;
+    let client = database.client().await;
+    for bad in ["[1]", "\"text\"", "3", " {\"a\":1}", "{not json"] {
+        let result = client
+            .execute(
+                "INSERT INTO events VALUES (1, gen_random_uuid(), 's', 1, 'T', 1, $1::text::json, '{}', now(), \
+                 decode(repeat('00', 32), 'hex'))",
+                &[&bad],
+            )
+            .await;
+        assert!(result.is_err(), "{bad:?} was accepted");
+    }
+    client
+        .execute(
+            "INSERT INTO events VALUES (1, gen_random_uuid(), 's', 1, 'T', 1, '{\"a\":1}', '{}', now(), \
+             decode(repeat('00', 32), 'hex'))",
+            &[],
+        )
+        .await
+        .expect("an object is accepted");
+    let refused = client.execute("UPDATE events SET version = 2", &[]).await;
+    let error = refused.unwrap_err();
+    let message = error
+        .as_db_error()
+        .map(|db| db.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("append-only"), "{error:?}");
+    let refused = client.execute("DELETE FROM events", &[]).await;
+    assert!(refused.is_err());
+    drop(client);
+    database.drop_database().await;
+}

@@ -130,25 +130,12 @@ const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position
      UNION ALL
      SELECT 2, stream_id, version, global_position, NULL, NULL, event_id
      FROM events WHERE event_id = ANY($2)";
-/// Inserts the batch and notifies subscribers with its last position, in one
-/// statement (the notification is delivered at commit).
-const INSERT_SQL: &str = "WITH inserted AS (
-         INSERT INTO events
-             (global_position, event_id, stream_id, version, event_type, schema_version,
-              data, metadata, recorded_at, hash)
-         SELECT r.position, r.event_id, r.stream_id, r.version, r.event_type, r.schema_version,
-                r.data::json, r.metadata::json, $9, r.hash
-         FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],
-                     $6::integer[], $7::text[], $8::text[], $10::bytea[])
-              AS r(position, event_id, stream_id, version, event_type, schema_version,
-                   data, metadata, hash)
-         RETURNING global_position
-     )
-     SELECT pg_notify($11, max(global_position)::text) FROM inserted";
-/// The one-round-trip insert (see [`commit`]): inserts the batch only if,
-/// under the lock, the log head is still at `$12` and every stream in `$13`
-/// is still at the version in `$14`; returns how many rows it inserted (0 when
-/// the guard failed) and notifies subscribers when it inserted any.
+/// Inserts the batch only if, under the lock, the log head is still at `$12`
+/// and every stream in `$13` is still at the version in `$14`; returns how
+/// many rows it inserted (0 when the guard failed) and notifies subscribers
+/// (delivered at commit) when it inserted any. The full path reads under the
+/// lock just before, so there the guard always holds; the one-round-trip
+/// path relies on it.
 const GUARDED_INSERT_SQL: &str = "WITH guard AS MATERIALIZED (
          SELECT coalesce((SELECT global_position FROM events
                           ORDER BY global_position DESC LIMIT 1), 0) = $12
@@ -192,8 +179,12 @@ pub async fn append_in_transaction(
     requests: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
     let snapshot = lock_and_read(tx, Begin::AlreadyInTransaction, requests).await?;
+    let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
-    write_rows(tx, &rows, Commit::LeaveOpen).await?;
+    let inserted = insert_rows(tx, None, &rows, &guard, Commit::LeaveOpen).await?;
+    if inserted != rows.positions.len() {
+        return Err(moved_under_lock(&guard));
+    }
     Ok(outcomes)
 }
 
@@ -206,7 +197,7 @@ enum Begin {
     AlreadyInTransaction,
 }
 
-/// Whether [`write_rows`] commits.
+/// Whether [`insert_rows`] commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
     /// Send `COMMIT` in the same pipeline as the insert. If the insert fails,
@@ -398,13 +389,55 @@ fn plan(
     (rows, outcomes)
 }
 
-/// Inserts the planned rows and notifies subscribers (both in one pipeline,
-/// with `COMMIT` when asked).
-async fn write_rows<C: GenericClient + Sync>(
+/// What the guarded insert checks under the lock: the head and each stream's
+/// version that the rows were planned against.
+struct Guard {
+    head_position: i64,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+}
+
+impl Guard {
+    fn of(snapshot: &Snapshot) -> Self {
+        let (streams, versions) = snapshot
+            .stream_versions
+            .iter()
+            .map(|(stream, version)| (stream.clone(), to_i64(*version)))
+            .unzip();
+        Self {
+            head_position: to_i64(snapshot.head_position),
+            streams,
+            versions,
+        }
+    }
+}
+
+/// The error for a guard that failed although the head was read under the
+/// lock: impossible while every writer takes the log lock.
+fn moved_under_lock(guard: &Guard) -> StoreError {
+    StoreError::Corrupt {
+        global_position: u64::try_from(guard.head_position).unwrap_or(0),
+        reason: "the log changed under the log lock; is something appending without it?".into(),
+    }
+}
+
+/// Sends `before` (if any), the guarded insert of `rows`, and `COMMIT` (if
+/// asked) in one pipeline, and returns how many rows were inserted: all of
+/// them, or none when the guard failed. Rows that are empty insert nothing
+/// and only end the transaction when asked.
+async fn insert_rows<C: GenericClient + Sync>(
     client: &C,
+    before: Option<&str>,
     rows: &Rows,
+    guard: &Guard,
     commit: Commit,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
+    let before = async {
+        match before {
+            Some(statements) => client.batch_execute(statements).await,
+            None => Ok(()),
+        }
+    };
     let commit = async {
         match commit {
             Commit::Pipelined => client.batch_execute("COMMIT").await,
@@ -413,15 +446,15 @@ async fn write_rows<C: GenericClient + Sync>(
     };
     if rows.positions.is_empty() {
         // Every request was refused or already stored: nothing to write.
-        return commit
-            .await
-            .map_err(StoreError::db("ending an append that wrote nothing"));
+        futures::try_join!(before, commit)
+            .map_err(StoreError::db("ending an append that wrote nothing"))?;
+        return Ok(0);
     }
     let insert = client
-        .prepare_cached(INSERT_SQL)
+        .prepare_cached(GUARDED_INSERT_SQL)
         .await
         .map_err(StoreError::db("preparing the insert"))?;
-    let insert_params: [&(dyn ToSql + Sync); 11] = [
+    let params: [&(dyn ToSql + Sync); 14] = [
         &rows.positions,
         &rows.event_ids,
         &rows.stream_ids,
@@ -433,10 +466,16 @@ async fn write_rows<C: GenericClient + Sync>(
         &rows.recorded_at,
         &rows.hashes,
         &EVENTS_CHANNEL,
+        &guard.head_position,
+        &guard.streams,
+        &guard.versions,
     ];
-    futures::try_join!(client.execute(&insert, &insert_params), commit)
+    // If the insert fails, the server turns a pipelined COMMIT into a
+    // rollback.
+    let ((), inserted, ()) = futures::try_join!(before, client.query_one(&insert, &params), commit)
         .map_err(StoreError::db("inserting events"))?;
-    Ok(())
+    let inserted: i64 = inserted.get(0);
+    Ok(usize::try_from(inserted).unwrap_or(0))
 }
 
 /// The outcome for a request some of whose event ids are already placed: the
@@ -679,10 +718,18 @@ async fn commit(
         hash: snapshot.head_hash,
         recorded_at: snapshot.recorded_at,
     };
+    let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
-    if let Err(error) = write_rows(&client, &rows, Commit::Pipelined).await {
-        *head = None;
-        return Err(error);
+    match insert_rows(&client, None, &rows, &guard, Commit::Pipelined).await {
+        Ok(inserted) if inserted == rows.positions.len() => {}
+        Ok(_) => {
+            *head = None;
+            return Err(moved_under_lock(&guard));
+        }
+        Err(error) => {
+            *head = None;
+            return Err(error);
+        }
     }
     *head = Some(rows.new_head().unwrap_or(read_head));
     counters.full.fetch_add(1, Ordering::Relaxed);
@@ -708,10 +755,6 @@ async fn commit_fast(
             .entry(request.stream_id.as_str().to_owned())
             .or_insert(assumed);
     }
-    let (guard_streams, guard_versions): (Vec<String>, Vec<i64>) = stream_versions
-        .iter()
-        .map(|(stream, version)| (stream.clone(), to_i64(*version)))
-        .unzip();
     // The client clock, never earlier than the head's time (the full path
     // keeps the same rule with the database clock).
     let now = DateTime::<Utc>::from_timestamp_micros(Utc::now().timestamp_micros())
@@ -723,47 +766,16 @@ async fn commit_fast(
         stream_versions,
         placements: HashMap::new(),
     };
+    let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
     let Some(new_head) = rows.new_head() else {
         // Everything was refused against assumed versions: let the full path
         // confirm against what is stored.
         return Ok(None);
     };
-    let insert = client
-        .prepare_cached(GUARDED_INSERT_SQL)
-        .await
-        .map_err(StoreError::db("preparing the guarded insert"))?;
-    let head_position = to_i64(head.position);
-    let params: [&(dyn ToSql + Sync); 14] = [
-        &rows.positions,
-        &rows.event_ids,
-        &rows.stream_ids,
-        &rows.versions,
-        &rows.event_types,
-        &rows.schema_versions,
-        &rows.data,
-        &rows.metadata,
-        &rows.recorded_at,
-        &rows.hashes,
-        &EVENTS_CHANNEL,
-        &head_position,
-        &guard_streams,
-        &guard_versions,
-    ];
     let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})");
-    // If the insert fails, the server turns this COMMIT into a rollback.
-    let (_, inserted, _) = futures::try_join!(
-        client.batch_execute(&lock),
-        client.query_one(&insert, &params),
-        client.batch_execute("COMMIT"),
-    )
-    .map_err(StoreError::db("appending (one round trip)"))?;
-    let inserted: i64 = inserted.get(0);
-    if usize::try_from(inserted).ok() == Some(rows.positions.len()) {
-        Ok(Some((outcomes, new_head)))
-    } else {
-        Ok(None)
-    }
+    let inserted = insert_rows(client, Some(&lock), &rows, &guard, Commit::Pipelined).await?;
+    Ok((inserted == rows.positions.len()).then_some((outcomes, new_head)))
 }
 
 /// True for errors the database raised about a statement (as opposed to a

@@ -14,7 +14,8 @@ use crate::error::InvalidInput;
 pub const MAX_EVENT_TYPE_BYTES: usize = 200;
 
 /// Who and what caused an event. Stored as a JSON object beside the data;
-/// unknown keys written by a newer version are kept in `extra`.
+/// unknown keys written by a newer version are kept in `extra` (which must
+/// not use the names of the typed fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// Ties together everything done for one outside request.
@@ -37,6 +38,17 @@ pub struct Metadata {
     pub extra: serde_json::Map<String, Value>,
 }
 
+impl Metadata {
+    /// The keys of the typed fields.
+    pub const KNOWN_KEYS: [&'static str; 5] = [
+        "correlation_id",
+        "causation_id",
+        "actor",
+        "command_id",
+        "trace_id",
+    ];
+}
+
 /// An event to append. The writer chooses `event_id`, so a retry of the same
 /// append is recognised and answered with the original result.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +57,7 @@ pub struct NewEvent {
     pub event_id: Uuid,
     /// The stable stored name, e.g. `TaskSubmitted`.
     pub event_type: String,
-    /// The version of `data`'s shape for this type, starting at 1.
+    /// The version of `data`'s shape for this type, from 1 to `i32::MAX`.
     pub schema_version: u32,
     /// The event's content; must be a JSON object.
     pub data: Value,
@@ -74,9 +86,23 @@ impl NewEvent {
                 length: self.event_type.len(),
             });
         }
-        if self.schema_version == 0 {
+        // Stored as a PostgreSQL integer.
+        if self.schema_version == 0 || i32::try_from(self.schema_version).is_err() {
             return Err(InvalidInput::SchemaVersion {
                 event_id: self.event_id,
+            });
+        }
+        if let Some(key) = self
+            .metadata
+            .extra
+            .keys()
+            .find(|key| Metadata::KNOWN_KEYS.contains(&key.as_str()))
+        {
+            // It would be stored in place of (or beside) the typed field and
+            // make the event unreadable.
+            return Err(InvalidInput::MetadataKey {
+                event_id: self.event_id,
+                key: key.clone(),
             });
         }
         if !self.data.is_object() {
@@ -121,10 +147,14 @@ pub struct RecordedEvent {
     pub data: Value,
     /// Who and what caused it.
     pub metadata: Metadata,
-    /// When the store recorded it (the database clock, microseconds).
+    /// When the store recorded it, in microseconds: the database clock (or,
+    /// for commits made in one round trip, the appender's clock corrected by
+    /// its measured offset to the database clock), never earlier than the
+    /// event before it in the global order.
     pub recorded_at: DateTime<Utc>,
     /// `sha256(previous event's hash || canonical bytes of this event)`; see
-    /// [`crate::chain`]. Always the hash of the event *as stored*.
+    /// [`crate::chain`]. Always the hash of the event *as stored*: recompute
+    /// it from events read without upcasting.
     #[serde(with = "hex_bytes")]
     pub hash: [u8; 32],
 }

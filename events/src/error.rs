@@ -38,11 +38,19 @@ pub enum InvalidInput {
         /// Its type's length in bytes.
         length: usize,
     },
-    /// A schema version of zero.
-    #[error("event {event_id}: schema version must be 1 or more")]
+    /// A schema version of zero or above `i32::MAX`.
+    #[error("event {event_id}: schema version must be from 1 to 2147483647")]
     SchemaVersion {
         /// The event's id.
         event_id: Uuid,
+    },
+    /// A metadata `extra` key that shadows a typed metadata field.
+    #[error("event {event_id}: metadata key {key:?} must be set through its typed field, not as an extra key")]
+    MetadataKey {
+        /// The event's id.
+        event_id: Uuid,
+        /// The key.
+        key: String,
     },
     /// The same event id twice in one append.
     #[error("event id {event_id} appears twice in one append")]
@@ -133,6 +141,10 @@ pub enum StoreError {
     /// The failure of a group commit, shared by every append in it.
     #[error(transparent)]
     Shared(std::sync::Arc<StoreError>),
+    /// The store was used in a way it does not support (e.g. appending in a
+    /// transaction that is not READ COMMITTED).
+    #[error("{0}")]
+    Misuse(String),
     /// A migration could not be applied.
     #[error("migration {version} ({name}): {reason}")]
     Migration {

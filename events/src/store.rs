@@ -51,9 +51,11 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Up to `limit` events of the global order with positions after
-    /// `after_position` (0 reads from the start), in order.
+    /// `after_position` (0 reads from the start), in order. A read stops
+    /// before an event that cannot be read; the read that starts at it fails.
     ///
     /// # Errors
+    /// [`StoreError::Corrupt`] when the first event cannot be read;
     /// [`StoreError`] when the database fails.
     async fn read_all(
         &self,
@@ -72,9 +74,11 @@ pub trait EventStore: Send + Sync {
     async fn head_position(&self) -> Result<u64, StoreError>;
 }
 
-/// A live feed of the global order. Yields events in order, each once; an
-/// `Err` item reports a failure the feed is recovering from (it goes on from
-/// where it was). Dropping it stops the feed.
+/// A live feed of the global order. Yields events in order, each once.
+/// Passing failures (a lost connection, a database restart) are retried
+/// inside the feed with backoff and logged. An event that cannot be read or
+/// upcast is yielded as an `Err` and ends the feed: it is never skipped.
+/// Dropping the subscription stops the feed.
 #[derive(Debug)]
 pub struct Subscription {
     receiver: mpsc::Receiver<Result<RecordedEvent, StoreError>>,

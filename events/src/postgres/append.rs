@@ -110,9 +110,17 @@ impl Rows {
             position: to_u64(position),
             hash,
             recorded_at: self.recorded_at,
+            clock_offset: chrono::TimeDelta::zero(),
         })
     }
 }
+
+/// Opens an append transaction and takes the log lock. READ COMMITTED is
+/// required whatever the server's default: each later statement must take a
+/// fresh snapshot *after* the lock is granted.
+static BEGIN_AND_LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+});
 
 const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position, head.hash,
             greatest(clock_timestamp(), head.recorded_at), NULL::uuid
@@ -131,14 +139,18 @@ const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position
      SELECT 2, stream_id, version, global_position, NULL, NULL, event_id
      FROM events WHERE event_id = ANY($2)";
 /// Inserts the batch only if, under the lock, the log head is still at `$12`
-/// and every stream in `$13` is still at the version in `$14`; returns how
+/// with hash `$15` (the position alone could be refilled by other rows after
+/// a failover lost commits) and every stream in `$13` is still at the version in `$14`; returns how
 /// many rows it inserted (0 when the guard failed) and notifies subscribers
 /// (delivered at commit) when it inserted any. The full path reads under the
 /// lock just before, so there the guard always holds; the one-round-trip
 /// path relies on it.
-const GUARDED_INSERT_SQL: &str = "WITH guard AS MATERIALIZED (
-         SELECT coalesce((SELECT global_position FROM events
-                          ORDER BY global_position DESC LIMIT 1), 0) = $12
+const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
+         SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1
+     ),
+     guard AS MATERIALIZED (
+         SELECT coalesce((SELECT global_position FROM head), 0) = $12
+            AND coalesce((SELECT hash FROM head), $15) = $15
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($13::text[], $14::bigint[]) AS g(stream_id, version)
                 WHERE coalesce((SELECT e.version FROM events e WHERE e.stream_id = g.stream_id
@@ -171,13 +183,28 @@ const GUARDED_INSERT_SQL: &str = "WITH guard AS MATERIALIZED (
 /// and nothing is visible to readers (or final) until it commits. Rolling back
 /// leaves no trace in the global order.
 ///
+/// `tx` must be READ COMMITTED (PostgreSQL's default).
+///
 /// # Errors
+/// [`StoreError::Misuse`] for another isolation level;
 /// [`StoreError::Database`] when a query fails; the transaction is then
 /// unusable and must be rolled back.
 pub async fn append_in_transaction(
     tx: &Transaction<'_>,
     requests: &[AppendRequest],
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
+    let isolation = tx
+        .query_one("SELECT current_setting('transaction_isolation')", &[])
+        .await
+        .map_err(StoreError::db("checking the transaction's isolation level"))?;
+    let isolation: String = isolation.get(0);
+    if isolation != "read committed" {
+        // Under a snapshot taken before the lock was granted, the head read
+        // could be stale.
+        return Err(StoreError::Misuse(format!(
+            "appending needs a READ COMMITTED transaction; this one is {isolation}"
+        )));
+    }
     let snapshot = lock_and_read(tx, Begin::AlreadyInTransaction, requests).await?;
     let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
@@ -243,7 +270,7 @@ async fn lock_and_read<C: GenericClient + Sync>(
     // transaction), the read right behind it in the same round trip; the
     // server runs the read, with its own snapshot, only once the lock is held.
     let lock = match begin {
-        Begin::Pipelined => format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
+        Begin::Pipelined => BEGIN_AND_LOCK.clone(),
         Begin::AlreadyInTransaction => format!("SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
     };
     let read_params: [&(dyn ToSql + Sync); 2] = [&streams, &event_ids];
@@ -393,6 +420,7 @@ fn plan(
 /// version that the rows were planned against.
 struct Guard {
     head_position: i64,
+    head_hash: Vec<u8>,
     streams: Vec<String>,
     versions: Vec<i64>,
 }
@@ -406,6 +434,7 @@ impl Guard {
             .unzip();
         Self {
             head_position: to_i64(snapshot.head_position),
+            head_hash: snapshot.head_hash.to_vec(),
             streams,
             versions,
         }
@@ -454,7 +483,7 @@ async fn insert_rows<C: GenericClient + Sync>(
         .prepare_cached(GUARDED_INSERT_SQL)
         .await
         .map_err(StoreError::db("preparing the insert"))?;
-    let params: [&(dyn ToSql + Sync); 14] = [
+    let params: [&(dyn ToSql + Sync); 15] = [
         &rows.positions,
         &rows.event_ids,
         &rows.stream_ids,
@@ -469,6 +498,7 @@ async fn insert_rows<C: GenericClient + Sync>(
         &guard.head_position,
         &guard.streams,
         &guard.versions,
+        &guard.head_hash,
     ];
     // If the insert fails, the server turns a pipelined COMMIT into a
     // rollback.
@@ -655,6 +685,8 @@ pub(super) struct LogHead {
     position: u64,
     hash: [u8; 32],
     recorded_at: DateTime<Utc>,
+    /// The database clock minus this process's clock, as last measured.
+    clock_offset: chrono::TimeDelta,
 }
 
 /// Commits that took one round trip, and commits that took the full path.
@@ -684,7 +716,14 @@ async fn commit(
     head: &mut Option<LogHead>,
     counters: &CommitCounters,
 ) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
-    let client = pool.get().await?;
+    let mut client = pool.get().await?;
+    // Prepared before any transaction is opened, so that a failure to prepare
+    // cannot leave a transaction (and the log lock) open.
+    futures::try_join!(
+        client.prepare_cached(READ_SQL),
+        client.prepare_cached(GUARDED_INSERT_SQL)
+    )
+    .map_err(StoreError::db("preparing the append statements"))?;
     if let Some(known) = *head {
         match commit_fast(&client, requests, known).await {
             Ok(Some((outcomes, new_head))) => {
@@ -692,48 +731,68 @@ async fn commit(
                 counters.fast.fetch_add(1, Ordering::Relaxed);
                 return Ok(outcomes);
             }
-            // The guard failed or the path does not apply: nothing written.
+            // The path does not apply or its guard failed: nothing written.
             Ok(None) => {}
-            // Refused by the database (e.g. an event id stored elsewhere):
-            // nothing written; the full path tells each request why.
-            Err(error) if error_is_statement_level(&error) => {}
             Err(error) => {
-                *head = None;
-                return Err(error);
+                // The transaction's state is unknown: never pool this
+                // connection again.
+                discard(client);
+                // Refused by the database (e.g. an event id stored
+                // elsewhere): nothing written; the full path tells each
+                // request why.
+                if !error_is_statement_level(&error) {
+                    *head = None;
+                    return Err(error);
+                }
+                client = pool.get().await?;
             }
         }
     }
-    let snapshot = match lock_and_read(&client, Begin::Pipelined, requests).await {
-        Ok(snapshot) => snapshot,
+    match commit_full(&client, requests).await {
+        Ok((outcomes, new_head)) => {
+            *head = Some(new_head);
+            counters.full.fetch_add(1, Ordering::Relaxed);
+            Ok(outcomes)
+        }
         Err(error) => {
             *head = None;
-            // Leave the connection outside any transaction before it goes back
-            // to the pool (a broken one is dropped by the pool anyway).
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(error);
+            discard(client);
+            Err(error)
         }
-    };
+    }
+}
+
+/// The full path of [`commit`]: read under the lock, then insert and commit.
+async fn commit_full(
+    client: &deadpool_postgres::Client,
+    requests: &[AppendRequest],
+) -> Result<(Vec<Result<AppendResult, AppendError>>, LogHead), StoreError> {
+    let snapshot = lock_and_read(client, Begin::Pipelined, requests).await?;
+    let clock_offset = snapshot.recorded_at - Utc::now();
     let read_head = LogHead {
         position: snapshot.head_position,
         hash: snapshot.head_hash,
         recorded_at: snapshot.recorded_at,
+        clock_offset,
     };
     let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
-    match insert_rows(&client, None, &rows, &guard, Commit::Pipelined).await {
-        Ok(inserted) if inserted == rows.positions.len() => {}
-        Ok(_) => {
-            *head = None;
-            return Err(moved_under_lock(&guard));
-        }
-        Err(error) => {
-            *head = None;
-            return Err(error);
-        }
+    let inserted = insert_rows(client, None, &rows, &guard, Commit::Pipelined).await?;
+    if inserted != rows.positions.len() {
+        return Err(moved_under_lock(&guard));
     }
-    *head = Some(rows.new_head().unwrap_or(read_head));
-    counters.full.fetch_add(1, Ordering::Relaxed);
-    Ok(outcomes)
+    let new_head = rows.new_head().map_or(read_head, |head| LogHead {
+        clock_offset,
+        ..head
+    });
+    Ok((outcomes, new_head))
+}
+
+/// Closes a connection instead of returning it to the pool: its transaction
+/// may still be open (and hold the log lock). The server rolls it back when
+/// the connection goes.
+fn discard(client: deadpool_postgres::Client) {
+    drop(deadpool_postgres::Object::take(client));
 }
 
 /// The fast path of [`commit`]: `Ok(None)` when it does not apply or its
@@ -747,6 +806,9 @@ async fn commit_fast(
     let mut stream_versions: HashMap<String, u64> = HashMap::new();
     for request in requests {
         let assumed = match request.expected {
+            // A version past what the table can hold is wrong anyway; the
+            // full path says so with the actual version.
+            ExpectedVersion::Exact(version) if i64::try_from(version).is_err() => return Ok(None),
             ExpectedVersion::Exact(version) => version,
             ExpectedVersion::NoStream => 0,
             ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
@@ -755,10 +817,12 @@ async fn commit_fast(
             .entry(request.stream_id.as_str().to_owned())
             .or_insert(assumed);
     }
-    // The client clock, never earlier than the head's time (the full path
-    // keeps the same rule with the database clock).
-    let now = DateTime::<Utc>::from_timestamp_micros(Utc::now().timestamp_micros())
-        .unwrap_or(head.recorded_at);
+    // This process's clock corrected to the database's, never earlier than
+    // the head's time (the full path keeps the same rule with the database
+    // clock itself).
+    let now = Utc::now() + head.clock_offset;
+    let now =
+        DateTime::<Utc>::from_timestamp_micros(now.timestamp_micros()).unwrap_or(head.recorded_at);
     let snapshot = Snapshot {
         recorded_at: now.max(head.recorded_at),
         head_position: head.position,
@@ -768,13 +832,27 @@ async fn commit_fast(
     };
     let guard = Guard::of(&snapshot);
     let (rows, outcomes) = plan(snapshot, requests);
+    if outcomes.iter().any(Result::is_err) {
+        // A refusal decided against assumed versions could be wrong (an
+        // idempotent retry, an id stored elsewhere): only the full path,
+        // which reads what is stored, may refuse.
+        return Ok(None);
+    }
     let Some(new_head) = rows.new_head() else {
-        // Everything was refused against assumed versions: let the full path
-        // confirm against what is stored.
         return Ok(None);
     };
-    let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})");
-    let inserted = insert_rows(client, Some(&lock), &rows, &guard, Commit::Pipelined).await?;
+    let new_head = LogHead {
+        clock_offset: head.clock_offset,
+        ..new_head
+    };
+    let inserted = insert_rows(
+        client,
+        Some(BEGIN_AND_LOCK.as_str()),
+        &rows,
+        &guard,
+        Commit::Pipelined,
+    )
+    .await?;
     Ok((inserted == rows.positions.len()).then_some((outcomes, new_head)))
 }
 

@@ -33,7 +33,17 @@ pub(super) async fn read_all(
         .query(&statement, &[&to_i64(after_position), &to_i64(up_to)])
         .await
         .map_err(StoreError::db("reading the global order"))?;
-    rows.iter().map(from_row).collect()
+    // Stop before an unreadable event: the readable ones before it are
+    // returned, and the next read (which starts at it) reports it.
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match from_row(row) {
+            Ok(event) => events.push(event),
+            Err(error) if events.is_empty() => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(events)
 }
 
 pub(super) async fn read_stream(

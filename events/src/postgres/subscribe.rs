@@ -109,6 +109,13 @@ async fn run_feed(
                         break true;
                     }
                 }
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    // An event that cannot be read must not be skipped: hand
+                    // the error to the subscriber and end the feed.
+                    tracing::error!(%error, after_position, "event feed stopped at an unreadable event");
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
                 Err(error) => {
                     failures += 1;
                     if failures == 1 || failures % 20 == 0 {

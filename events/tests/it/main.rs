@@ -3,5 +3,6 @@
 mod append;
 mod concurrency;
 mod helpers;
+mod regressions;
 mod subscribe;
 mod upcast;

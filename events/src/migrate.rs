@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "event_store",
-    sql: include_str!("../../migrations/0001_event_store.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../../migrations/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "projector_checkpoints",
+        sql: include_str!("../../migrations/0002_projector_checkpoints.sql"),
+    },
+];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.
 const MIGRATION_LOCK_KEY: i64 = 0x746c_6d69_6772_6174; // "tlmigrat"

@@ -90,9 +90,16 @@ impl Subscription {
         Self { receiver }
     }
 
-    /// The next event or recoverable error; `None` once the feed has ended.
+    /// The next event, or the error that ended the feed; `None` once the
+    /// feed has ended.
     pub async fn next(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
         self.receiver.recv().await
+    }
+
+    /// The next item if one is ready now, without waiting (for gathering a
+    /// batch after [`Subscription::next`]).
+    pub fn try_next(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
+        self.receiver.try_recv().ok()
     }
 }
 

@@ -1,7 +1,12 @@
-//! The read side of taskledger: the projector runtime (checkpoints stored with
-//! the rows they cover, one active instance per projector, rebuilds) and the
-//! read models built from the global order.
+//! The read side of taskledger: the projector runtime ([`runtime`]) — batches
+//! of the global order applied with the checkpoint in the same transaction,
+//! one active instance per projector across processes — and the read models
+//! built with it.
 //!
-//! The runtime and the read models arrive with the task API (issue 3); this
-//! crate already sits in its place in the dependency graph
-//! (`events` ← `projections` ← `replay` ← the binary).
+//! Projectors are deterministic: no clock, no network; everything they need
+//! is in the events, so every projection can be thrown away and rebuilt from
+//! the log with the same result.
+
+pub mod runtime;
+
+pub use runtime::{Projector, ProjectorError, ProjectorRuntime, ProjectorState, ProjectorStatus};

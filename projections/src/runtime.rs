@@ -1,0 +1,417 @@
+//! The projector runtime.
+//!
+//! A [`Projector`] is a name, a version, the tables it owns and a
+//! deterministic handler. [`ProjectorRuntime::run`] keeps it up to date:
+//!
+//! - **One active instance** per projector across all processes: the runtime
+//!   opens a dedicated connection and takes a session advisory lock keyed by
+//!   the projector's name. Instances that do not get it wait and try again
+//!   every [`RuntimeOptions::standby_retry`]; when the holder dies its session
+//!   ends, the lock is released and a standby takes over within that time.
+//! - **Exactly-once effect**: the handler's writes and the checkpoint move
+//!   happen in one transaction *on the connection that holds the lock*. An
+//!   instance that lost its connection has lost its lock and cannot write;
+//!   the checkpoint update is also guarded by the position it started from.
+//! - **Batches and wake-ups**: it reads the global order from its checkpoint
+//!   through a store subscription (catch-up in batches, then `NOTIFY`), and
+//!   applies whatever is ready, up to [`RuntimeOptions::batch_size`] events, in
+//!   one transaction.
+//! - **Never skips**: when the handler fails on an event, the transaction
+//!   rolls back, the failure is recorded (in `projector_checkpoints` and the
+//!   status), and the runtime tries the same event again after
+//!   [`RuntimeOptions::failure_retry`] — so it resumes once the cause is fixed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use taskledger_events::postgres::PgEventStore;
+use taskledger_events::{EventStore, RecordedEvent};
+use tokio::sync::watch;
+use tokio_postgres::{NoTls, Transaction};
+
+/// A read model kept up to date from the global order.
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// A stable name, unique among projectors (also the lock key).
+    fn name(&self) -> &'static str;
+    /// The version of the projection's shape; bump it when the handler or
+    /// tables change meaning (a rebuild then starts from zero).
+    fn version(&self) -> u32;
+    /// The tables the projector owns (and nothing else writes).
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies `events` (consecutive, in global order) inside `tx`. Must be
+    /// deterministic: no clock, no randomness, no network.
+    ///
+    /// # Errors
+    /// Anything that should stop the projector at this batch; it is retried.
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectorError>;
+}
+
+/// Why a projector could not apply a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// The database refused a write or failed.
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// An event could not be interpreted.
+    #[error("cannot project event at global position {global_position}: {reason}")]
+    Event {
+        /// The event.
+        global_position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Tuning for [`ProjectorRuntime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// At most this many events per transaction.
+    pub batch_size: usize,
+    /// How often a standby instance tries to become the active one.
+    pub standby_retry: Duration,
+    /// How long to wait before trying a failed batch again.
+    pub failure_retry: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            standby_retry: Duration::from_secs(2),
+            failure_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a projector instance is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectorState {
+    /// Not started yet, or connecting.
+    Starting,
+    /// Another instance is active; this one waits to take over.
+    Standby,
+    /// Active and applying events.
+    Running,
+    /// Active, but the handler fails on the event after `position`.
+    Failed {
+        /// The event it fails on.
+        global_position: u64,
+        /// The handler's error.
+        error: String,
+    },
+    /// Stopped by shutdown.
+    Stopped,
+}
+
+/// A projector instance's status, for lag and readiness reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorStatus {
+    /// The projector's name.
+    pub name: &'static str,
+    /// Its version.
+    pub version: u32,
+    /// The last global position applied (as this instance knows it).
+    pub position: u64,
+    /// When the last applied event was recorded.
+    pub position_recorded_at: Option<DateTime<Utc>>,
+    /// What the instance is doing.
+    pub state: ProjectorState,
+}
+
+/// Runs one projector. Cheap to clone the status receiver from.
+#[derive(Debug)]
+pub struct ProjectorRuntime<P: Projector> {
+    store: PgEventStore,
+    projector: Arc<P>,
+    options: RuntimeOptions,
+    status: watch::Sender<ProjectorStatus>,
+}
+
+impl<P: Projector> ProjectorRuntime<P> {
+    /// A runtime for `projector` reading from `store`.
+    pub fn new(store: PgEventStore, projector: P, options: RuntimeOptions) -> Self {
+        let status = watch::Sender::new(ProjectorStatus {
+            name: projector.name(),
+            version: projector.version(),
+            position: 0,
+            position_recorded_at: None,
+            state: ProjectorState::Starting,
+        });
+        Self {
+            store,
+            projector: Arc::new(projector),
+            options,
+            status,
+        }
+    }
+
+    /// Follows this instance's status.
+    pub fn status(&self) -> watch::Receiver<ProjectorStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `stop` completes: waits to become the active instance,
+    /// then applies the global order. Connection failures are logged and
+    /// retried; nothing here ends the loop but `stop`.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()> + Send) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                result = self.run_once() => {
+                    if let Err(error) = result {
+                        tracing::warn!(projector = self.projector.name(), %error, "projector lost its connection; retrying");
+                    }
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(self.options.standby_retry) => {}
+                    }
+                }
+            }
+        }
+        self.status
+            .send_modify(|status| status.state = ProjectorState::Stopped);
+    }
+
+    /// One life of a connection: become active, then project until the
+    /// connection fails. Returns only with an error.
+    async fn run_once(&self) -> Result<(), tokio_postgres::Error> {
+        let name = self.projector.name();
+        let (mut client, connection) = self.store.config().connect(NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let _abort = AbortOnDrop(connection);
+
+        // Wait to be the one active instance.
+        loop {
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+                .await?;
+            if row.get::<_, bool>(0) {
+                break;
+            }
+            self.status
+                .send_modify(|status| status.state = ProjectorState::Standby);
+            tokio::time::sleep(self.options.standby_retry).await;
+        }
+        tracing::info!(projector = name, "projector active");
+
+        client
+            .execute(
+                "INSERT INTO projector_checkpoints (projector, version) VALUES ($1, $2)
+                 ON CONFLICT (projector) DO NOTHING",
+                &[
+                    &name,
+                    &i32::try_from(self.projector.version()).unwrap_or(i32::MAX),
+                ],
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT position FROM projector_checkpoints WHERE projector = $1",
+                &[&name],
+            )
+            .await?;
+        let mut position = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        self.status.send_modify(|status| {
+            status.position = position;
+            status.state = ProjectorState::Running;
+        });
+
+        let mut feed = self.store.subscribe_all(position);
+        loop {
+            let Some(first) = feed.next().await else {
+                // The feed only ends on an unreadable event; wait and start over.
+                tracing::error!(projector = name, position, "the event feed ended");
+                tokio::time::sleep(self.options.failure_retry).await;
+                feed = self.store.subscribe_all(position);
+                continue;
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.options.batch_size.max(1) {
+                match feed.try_next() {
+                    Some(item) => batch.push(item),
+                    None => break,
+                }
+            }
+            let events: Vec<RecordedEvent> = match batch.into_iter().collect() {
+                Ok(events) => events,
+                Err(error) => {
+                    self.record_failure(&client, position + 1, &error.to_string())
+                        .await?;
+                    tokio::time::sleep(self.options.failure_retry).await;
+                    feed = self.store.subscribe_all(position);
+                    continue;
+                }
+            };
+            match self.apply_batch(&mut client, position, &events).await? {
+                Ok(()) => self.advance(&mut position, &events),
+                Err(_) if events.len() > 1 => {
+                    // Find the event that fails: apply one per transaction,
+                    // so everything before it lands.
+                    let mut failure = None;
+                    for event in events.chunks(1) {
+                        match self.apply_batch(&mut client, position, event).await? {
+                            Ok(()) => self.advance(&mut position, event),
+                            Err(error) => {
+                                failure = Some((event[0].global_position, error));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some((failed_at, error)) = failure {
+                        self.stop_at(&client, failed_at, &error).await?;
+                        feed = self.store.subscribe_all(position);
+                    }
+                }
+                Err(error) => {
+                    let failed_at = events.first().map_or(position + 1, |e| e.global_position);
+                    self.stop_at(&client, failed_at, &error).await?;
+                    feed = self.store.subscribe_all(position);
+                }
+            }
+        }
+    }
+
+    fn advance(&self, position: &mut u64, applied: &[RecordedEvent]) {
+        let Some(last) = applied.last() else { return };
+        *position = last.global_position;
+        self.status.send_modify(|status| {
+            status.position = last.global_position;
+            status.position_recorded_at = Some(last.recorded_at);
+            status.state = ProjectorState::Running;
+        });
+    }
+
+    /// Never skip: record the failure, wait, and let the caller read from the
+    /// same place again.
+    async fn stop_at(
+        &self,
+        client: &tokio_postgres::Client,
+        failed_at: u64,
+        error: &ProjectorError,
+    ) -> Result<(), tokio_postgres::Error> {
+        tracing::error!(projector = self.projector.name(), global_position = failed_at, %error, "projector handler failed; will retry");
+        self.record_failure(client, failed_at, &error.to_string())
+            .await?;
+        tokio::time::sleep(self.options.failure_retry).await;
+        Ok(())
+    }
+
+    /// Applies one batch and moves the checkpoint, in one transaction. The
+    /// outer error is the connection's (give up this life); the inner one is
+    /// the handler's (retry the batch later).
+    async fn apply_batch(
+        &self,
+        client: &mut tokio_postgres::Client,
+        position: u64,
+        events: &[RecordedEvent],
+    ) -> Result<Result<(), ProjectorError>, tokio_postgres::Error> {
+        let name = self.projector.name();
+        let last = events.last().map_or(position, |e| e.global_position);
+        let tx = client.transaction().await?;
+        if let Err(error) = self.projector.apply(&tx, events).await {
+            tx.rollback().await?;
+            return Ok(Err(error));
+        }
+        let moved = tx
+            .execute(
+                "UPDATE projector_checkpoints
+                 SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
+                 WHERE projector = $1 AND position = $3",
+                &[&name, &to_i64(last), &to_i64(position)],
+            )
+            .await?;
+        if moved != 1 {
+            // Someone else moved it (should be impossible under the lock).
+            tx.rollback().await?;
+            return Ok(Err(ProjectorError::Event {
+                global_position: position + 1,
+                reason:
+                    "the checkpoint moved under this instance; is another writing without the lock?"
+                        .into(),
+            }));
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    async fn record_failure(
+        &self,
+        client: &tokio_postgres::Client,
+        global_position: u64,
+        error: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        client
+            .execute(
+                "UPDATE projector_checkpoints SET failed_position = $2, failure = $3 WHERE projector = $1",
+                &[&self.projector.name(), &to_i64(global_position), &error],
+            )
+            .await?;
+        self.status.send_modify(|status| {
+            status.state = ProjectorState::Failed {
+                global_position,
+                error: error.to_owned(),
+            };
+        });
+        Ok(())
+    }
+}
+
+/// The advisory lock key of a projector: a stable 64-bit hash of its name
+/// (FNV-1a; any process computes the same key).
+pub fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"taskledger-projector:".iter().chain(name.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Stops the connection task when the runtime's life ends (which closes the
+/// connection and releases the lock).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The projector's lag behind `head`: events not yet applied, and seconds
+/// since the oldest of them was recorded (0 when caught up).
+pub fn lag(
+    status: &ProjectorStatus,
+    head: u64,
+    oldest_pending_recorded_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (u64, f64) {
+    let events = head.saturating_sub(status.position);
+    let seconds = match (events, oldest_pending_recorded_at) {
+        (0, _) | (_, None) => 0.0,
+        (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
+    };
+    (events, seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("tasks"), lock_key("tasks"));
+        assert_ne!(lock_key("tasks"), lock_key("results"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the projector runtime against real PostgreSQL.
+
+mod runtime;

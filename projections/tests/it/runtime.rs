@@ -1,0 +1,298 @@
+//! The runtime: exactly-once application, one active instance, takeover,
+//! and stopping (not skipping) at a failing event.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::testing::TestDatabase;
+use taskledger_events::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use taskledger_projections::runtime::{lock_key, RuntimeOptions};
+use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
+use tokio_postgres::Transaction;
+
+/// Records every event it applies; the primary key makes a second
+/// application of any event fail loudly.
+struct Recorder {
+    fail_on: Option<u64>,
+    fixed: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Projector for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["recorded"]
+    }
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectorError> {
+        for event in events {
+            if Some(event.global_position) == self.fail_on && !self.fixed.load(Ordering::SeqCst) {
+                return Err(ProjectorError::Event {
+                    global_position: event.global_position,
+                    reason: "the handler cannot take this one yet".into(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO recorded (global_position, stream_id) VALUES ($1, $2)",
+                &[
+                    &i64::try_from(event.global_position).unwrap(),
+                    &event.stream_id,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn recorder() -> Recorder {
+    Recorder {
+        fail_on: None,
+        fixed: Arc::new(AtomicBool::new(true)),
+    }
+}
+
+fn fast() -> RuntimeOptions {
+    RuntimeOptions {
+        batch_size: 50,
+        standby_retry: Duration::from_millis(200),
+        failure_retry: Duration::from_millis(200),
+    }
+}
+
+async fn setup() -> (PgEventStore, TestDatabase, tokio_postgres::Client) {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)",
+        )
+        .await
+        .unwrap();
+    (store, database, client)
+}
+
+async fn append(store: &PgEventStore, count: u64) {
+    for n in 0..count {
+        let stream = StreamId::new(format!("task-{}", n % 7)).unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Counted", json!({ "n": n }))],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn recorded(client: &tokio_postgres::Client) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(max(global_position), 0) FROM recorded",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn checkpoint(client: &tokio_postgres::Client) -> Option<(i64, Option<i64>, Option<String>)> {
+    client
+        .query_opt(
+            "SELECT position, failed_position, failure FROM projector_checkpoints WHERE projector = 'recorder'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+}
+
+async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+type Stop = tokio::sync::oneshot::Sender<()>;
+
+fn start(
+    store: &PgEventStore,
+    projector: Recorder,
+) -> (
+    Stop,
+    tokio::task::JoinHandle<()>,
+    tokio::sync::watch::Receiver<taskledger_projections::ProjectorStatus>,
+) {
+    let runtime = ProjectorRuntime::new(store.clone(), projector, fast());
+    let status = runtime.status();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run(async move {
+        let _ = stopped.await;
+    }));
+    (stop, task, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
+    let (store, database, client) = setup().await;
+    append(&store, 120).await;
+    let (stop, task, status) = start(&store, recorder());
+    wait_until(
+        "the projector to catch up",
+        Duration::from_secs(20),
+        async || recorded(&client).await == (120, 120),
+    )
+    .await;
+    assert_eq!(checkpoint(&client).await.unwrap().0, 120);
+    assert_eq!(status.borrow().position, 120);
+    // Live events are applied as they come.
+    append(&store, 30).await;
+    wait_until("live events", Duration::from_secs(20), async || {
+        recorded(&client).await == (150, 150)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(status.borrow().state, ProjectorState::Stopped);
+
+    // A new instance continues from the checkpoint: nothing is applied twice
+    // (the primary key would fail the batch).
+    append(&store, 10).await;
+    let (stop, task, _status) = start(&store, recorder());
+    wait_until(
+        "the restarted projector",
+        Duration::from_secs(20),
+        async || recorded(&client).await == (160, 160),
+    )
+    .await;
+    assert_eq!(checkpoint(&client).await.unwrap(), (160, None, None));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_is_active_and_a_standby_takes_over_when_it_dies() {
+    let (store, database, client) = setup().await;
+    append(&store, 40).await;
+    let (stop_a, task_a, status_a) = start(&store, recorder());
+    wait_until(
+        "the first instance to be active",
+        Duration::from_secs(20),
+        async || status_a.borrow().state == ProjectorState::Running,
+    )
+    .await;
+    let (stop_b, task_b, status_b) = start(&store, recorder());
+    wait_until(
+        "the second instance to stand by",
+        Duration::from_secs(20),
+        async || status_b.borrow().state == ProjectorState::Standby,
+    )
+    .await;
+    wait_until("catch-up", Duration::from_secs(20), async || {
+        recorded(&client).await == (40, 40)
+    })
+    .await;
+
+    // Kill the active instance's connection, as a crashed process would.
+    let killed = client
+        .query(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+            &[&lock_key("recorder")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 1);
+    append(&store, 25).await;
+    wait_until(
+        "the standby to take over and catch up",
+        Duration::from_secs(10),
+        async || recorded(&client).await == (65, 65),
+    )
+    .await;
+    assert_eq!(
+        status_b.borrow().state,
+        ProjectorState::Running,
+        "b took over"
+    );
+    assert_eq!(checkpoint(&client).await.unwrap().0, 65);
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    task_a.await.unwrap();
+    task_b.await.unwrap();
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
+    let (store, database, client) = setup().await;
+    append(&store, 30).await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let projector = Recorder {
+        fail_on: Some(17),
+        fixed: fixed.clone(),
+    };
+    let (stop, task, status) = start(&store, projector);
+    wait_until(
+        "the failure to be reported",
+        Duration::from_secs(20),
+        async || {
+            matches!(
+                status.borrow().state,
+                ProjectorState::Failed {
+                    global_position: 17,
+                    ..
+                }
+            )
+        },
+    )
+    .await;
+    // Everything before it is applied; nothing at or after it.
+    wait_until(
+        "the failure to be recorded",
+        Duration::from_secs(5),
+        async || matches!(checkpoint(&client).await, Some((_, Some(17), Some(_)))),
+    )
+    .await;
+    let (count, max) = recorded(&client).await;
+    assert!(
+        max < 17 && count == max,
+        "applied up to {max} ({count} rows)"
+    );
+    assert!(checkpoint(&client).await.unwrap().0 < 17);
+
+    fixed.store(true, Ordering::SeqCst);
+    wait_until(
+        "the projector to resume",
+        Duration::from_secs(20),
+        async || recorded(&client).await == (30, 30),
+    )
+    .await;
+    assert_eq!(checkpoint(&client).await.unwrap(), (30, None, None));
+    assert_eq!(status.borrow().state, ProjectorState::Running);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    database.drop_database().await;
+}

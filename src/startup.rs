@@ -9,6 +9,7 @@ use anyhow::Context;
 use taskledger_events::postgres::PgEventStore;
 use tokio::net::TcpListener;
 
+use crate::config::FileConfig;
 use crate::database;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
@@ -17,6 +18,7 @@ use crate::shutdown::Shutdown;
 /// A built, not yet running, service.
 #[derive(Debug)]
 pub struct Application {
+    config: FileConfig,
     listener: TcpListener,
     store: PgEventStore,
     shutdown: Shutdown,
@@ -30,6 +32,12 @@ impl Application {
     /// # Errors
     /// When the database cannot be prepared or the address cannot be bound.
     pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Self> {
+        // A bad configuration stops start-up before anything else happens.
+        let config = match &settings.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        tracing::info!(kinds = ?config.kinds.keys().collect::<Vec<_>>(), "task kinds configured");
         let applied = database::prepare(settings).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
@@ -42,6 +50,7 @@ impl Application {
             "TASKLEDGER_LOG_LOCK_STALL_SECONDS must be a non-negative number of seconds",
         )?;
         Ok(Self {
+            config,
             listener,
             store,
             shutdown,
@@ -57,6 +66,11 @@ impl Application {
         self.listener
             .local_addr()
             .context("reading the bound address")
+    }
+
+    /// The structured configuration (task kinds).
+    pub fn config(&self) -> &FileConfig {
+        &self.config
     }
 
     /// The event store the service uses.

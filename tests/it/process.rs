@@ -136,3 +136,32 @@ async fn serve_creates_its_database_serves_and_stops_on_sigterm() {
     assert!(stderr.contains("taskledger stopped"), "{stderr}");
     drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn serve_refuses_a_bad_configuration_file_and_says_why() {
+    let path = std::env::temp_dir().join(format!(
+        "taskledger-bad-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &path,
+        "[kinds.k]\nimage = \"i\"\ncommand = [\"run\", \"{target}\"]\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .env("TASKLEDGER_CONFIG", &path)
+        .env(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/never-reached",
+        )
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("task kind \"k\"") && stderr.contains("{target}"),
+        "{stderr}"
+    );
+}

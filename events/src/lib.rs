@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod store;
 pub mod stream_id;
+pub mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "projector_checkpoints",
         sql: include_str!("../../migrations/0002_projector_checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "task_read_models",
+        sql: include_str!("../../migrations/0003_task_read_models.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

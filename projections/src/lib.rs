@@ -8,5 +8,6 @@
 //! the log with the same result.
 
 pub mod runtime;
+pub mod tasks;
 
 pub use runtime::{Projector, ProjectorError, ProjectorRuntime, ProjectorState, ProjectorStatus};

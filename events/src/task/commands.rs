@@ -1,0 +1,213 @@
+//! What a task can be asked to do: one struct per command, the
+//! [`TaskCommand`] enum over them, and the limits [`decide`](super::decide)
+//! checks them against.
+
+use std::ops::RangeInclusive;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::TaskId;
+
+/// The longest task kind, in bytes.
+pub const MAX_KIND_BYTES: usize = 100;
+/// The longest frontend id, in bytes.
+pub const MAX_FRONTEND_ID_BYTES: usize = 200;
+/// The longest client task id, in bytes.
+pub const MAX_CLIENT_TASK_ID_BYTES: usize = 200;
+/// The longest worker id, in bytes.
+pub const MAX_WORKER_ID_BYTES: usize = 200;
+/// The longest artifact name, in bytes (the longest file name on Linux).
+pub const MAX_ARTIFACT_NAME_BYTES: usize = 255;
+/// The priorities a task may have; higher runs first.
+pub const PRIORITIES: RangeInclusive<i32> = -1000..=1000;
+/// The longest time one attempt may run: seven days.
+pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86_400;
+/// The most attempts a task may be given.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Any command to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskCommand {
+    /// See [`SubmitTask`].
+    Submit(SubmitTask),
+    /// See [`CancelTask`].
+    Cancel(CancelTask),
+    /// See [`StartTask`].
+    Start(StartTask),
+    /// See [`RecordTaskProgress`].
+    RecordProgress(RecordTaskProgress),
+    /// See [`CompleteTask`].
+    Complete(CompleteTask),
+    /// See [`FailTask`].
+    Fail(FailTask),
+    /// See [`TimeOutTask`].
+    TimeOut(TimeOutTask),
+    /// See [`RetryTask`].
+    Retry(RetryTask),
+}
+
+impl TaskCommand {
+    /// The task the command is for: load the stream of this task
+    /// ([`TaskId::stream_id`]) before deciding.
+    pub fn task_id(&self) -> TaskId {
+        match self {
+            Self::Submit(command) => command.task_id,
+            Self::Cancel(command) => command.task_id,
+            Self::Start(command) => command.task_id,
+            Self::RecordProgress(command) => command.task_id,
+            Self::Complete(command) => command.task_id,
+            Self::Fail(command) => command.task_id,
+            Self::TimeOut(command) => command.task_id,
+            Self::Retry(command) => command.task_id,
+        }
+    }
+}
+
+/// Create a task and queue it for its first attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmitTask {
+    /// The new task's id.
+    pub task_id: TaskId,
+    /// What to run: selects the work queue and the container image. 1 to
+    /// [`MAX_KIND_BYTES`] bytes, no control characters.
+    pub kind: String,
+    /// The task's input, handed to the runner as given.
+    pub params: Map<String, Value>,
+    /// The frontend that submitted the task and reads its result. 1 to
+    /// [`MAX_FRONTEND_ID_BYTES`] bytes, no control characters.
+    pub frontend_id: String,
+    /// The frontend's own id for the task, if it has one. 1 to
+    /// [`MAX_CLIENT_TASK_ID_BYTES`] bytes, no control characters.
+    pub client_task_id: Option<String>,
+    /// In [`PRIORITIES`]; higher runs first.
+    pub priority: i32,
+    /// How long one attempt may run: 1 to [`MAX_TIMEOUT_SECONDS`].
+    pub timeout_seconds: u64,
+    /// How many attempts the task gets in all: 1 to [`MAX_ATTEMPTS`].
+    pub max_attempts: u32,
+    /// When the submission was accepted.
+    pub submitted_at: DateTime<Utc>,
+    /// The API key id that submitted it, if known.
+    pub submitted_by: Option<String>,
+}
+
+/// Stop a task that is queued or running; a running task's worker should stop
+/// its container when it sees the cancellation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CancelTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// Why, in words, if the caller gave a reason.
+    pub reason: Option<String>,
+    /// When the cancellation was accepted.
+    pub canceled_at: DateTime<Utc>,
+}
+
+/// A worker claims a queued task and starts its next attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// The worker that runs the attempt. 1 to [`MAX_WORKER_ID_BYTES`] bytes,
+    /// no control characters.
+    pub worker_id: String,
+    /// The attempt being started: one more than the attempts started so far.
+    pub attempt: u32,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// A worker reports how far the current attempt has got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordTaskProgress {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt the worker is running.
+    pub attempt: u32,
+    /// How far, from 0 to 100, if the worker knows.
+    pub percent: Option<f64>,
+    /// What the attempt is doing, in words.
+    pub message: Option<String>,
+    /// When the worker saw this progress.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A worker reports that the current attempt succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompleteTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// The result document (`/out/result.json`).
+    pub result: Map<String, Value>,
+    /// The container's exit code.
+    pub exit_code: i32,
+    /// The files the attempt produced, each with a unique name.
+    pub artifacts: Vec<Artifact>,
+    /// When the attempt finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A worker reports that the current attempt failed.
+///
+/// A `retryable` failure while attempts remain queues the task again (the
+/// decision is [`TaskRetried`](super::TaskRetried)); otherwise the task fails
+/// for good ([`TaskFailed`](super::TaskFailed)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// What went wrong, in words.
+    pub error: String,
+    /// The container's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Whether another attempt might succeed (e.g. a lost connection, not bad
+    /// input).
+    pub retryable: bool,
+    /// When the attempt failed.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A worker reports that the current attempt ran past the task's timeout.
+/// The task ends timed out; it is not retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeOutTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt that timed out.
+    pub attempt: u32,
+    /// When the worker stopped it.
+    pub timed_out_at: DateTime<Utc>,
+}
+
+/// A job was redelivered because the runner of the current attempt died: end
+/// that attempt and queue the task again if attempts remain, or fail it
+/// ("gave up after N attempts: {reason}") if not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// Why the attempt ended, in words (e.g. "the runner stopped responding").
+    pub reason: String,
+    /// When the retry was decided.
+    pub retried_at: DateTime<Utc>,
+}
+
+/// A file an attempt produced, stored by its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The file's name: 1 to [`MAX_ARTIFACT_NAME_BYTES`] bytes, no `/` or NUL,
+    /// not `.` or `..`, unique within the task's artifacts.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The SHA-256 of its content: 64 lowercase hexadecimal digits.
+    pub sha256: String,
+    /// Its media type, e.g. `application/json`; not empty.
+    pub media_type: String,
+}

@@ -1,0 +1,377 @@
+//! The task's rules: which command is allowed in which state, and which
+//! events it produces ([`decide`]).
+
+use std::collections::HashSet;
+
+use super::commands::{
+    Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask, StartTask,
+    SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
+    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_KIND_BYTES, MAX_TIMEOUT_SECONDS,
+    MAX_WORKER_ID_BYTES, PRIORITIES,
+};
+use super::events::{
+    TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
+    TaskSubmitted, TaskSucceeded, TaskTimedOut,
+};
+use super::{DomainError, Task, TaskId, TaskState, TaskStatus};
+
+/// The events `command` produces in `state`, or why it is refused. Pure: the
+/// same state and command always give the same answer.
+///
+/// Checks run in this order and the first refusal is returned: the task
+/// exists (or, for [`SubmitTask`], does not); its status allows the command;
+/// the command's attempt is the current one (the next one for
+/// [`StartTask`]); the command's own fields are valid.
+///
+/// Outcomes:
+/// - [`SubmitTask`] → `TaskSubmitted`; the task is queued.
+/// - [`CancelTask`] (queued or running) → `TaskCanceled`, with `was_running`.
+/// - [`StartTask`] (queued) → `TaskStarted`.
+/// - [`RecordTaskProgress`] (running) → `TaskProgressRecorded`.
+/// - [`CompleteTask`] (running) → `TaskSucceeded`.
+/// - [`FailTask`] (running) → `TaskRetried` when the failure is retryable and
+///   attempts remain (`attempts_started < max_attempts`), the task going back
+///   to queued; otherwise `TaskFailed`, with the worker's error as given.
+/// - [`TimeOutTask`] (running) → `TaskTimedOut`; never retried.
+/// - [`RetryTask`] (running) → `TaskRetried` when attempts remain; otherwise
+///   `TaskFailed` with the error "gave up after N attempts: {reason}".
+///
+/// # Errors
+/// A [`DomainError`] whose [`kind`](DomainError::kind) is
+/// - `NotFound` when the state holds no task, or holds a different task than
+///   the command names (the caller loaded the wrong stream; nothing is known
+///   of the command's task);
+/// - `AlreadyExists` for a [`SubmitTask`] when the task exists;
+/// - `InvalidTransition` when the status does not allow the command, or the
+///   command's attempt is stale, not yet started, or not the next one;
+/// - `Invalid` when a field of the command is out of bounds (see the limits
+///   in the command's documentation).
+pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, DomainError> {
+    let event = match command {
+        TaskCommand::Submit(submit) => submit_task(state, submit)?,
+        TaskCommand::Cancel(cancel) => cancel_task(existing(state, cancel.task_id)?, cancel)?,
+        TaskCommand::Start(start) => start_task(existing(state, start.task_id)?, start)?,
+        TaskCommand::RecordProgress(progress) => {
+            record_progress(existing(state, progress.task_id)?, progress)?
+        }
+        TaskCommand::Complete(complete) => {
+            complete_task(existing(state, complete.task_id)?, complete)?
+        }
+        TaskCommand::Fail(fail) => fail_task(existing(state, fail.task_id)?, fail)?,
+        TaskCommand::TimeOut(time_out) => {
+            time_out_task(existing(state, time_out.task_id)?, time_out)?
+        }
+        TaskCommand::Retry(retry) => retry_task(existing(state, retry.task_id)?, retry)?,
+    };
+    Ok(vec![event])
+}
+
+fn existing(state: &TaskState, task_id: TaskId) -> Result<&Task, DomainError> {
+    match state {
+        Some(task) if task.id == task_id => Ok(task),
+        _ => Err(DomainError::not_found(task_id)),
+    }
+}
+
+fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, DomainError> {
+    let task_id = submit.task_id;
+    if state.is_some() {
+        return Err(DomainError::already_exists(task_id));
+    }
+    check_text(task_id, "kind", &submit.kind, MAX_KIND_BYTES)?;
+    check_text(
+        task_id,
+        "frontend_id",
+        &submit.frontend_id,
+        MAX_FRONTEND_ID_BYTES,
+    )?;
+    if let Some(client_task_id) = &submit.client_task_id {
+        check_text(
+            task_id,
+            "client_task_id",
+            client_task_id,
+            MAX_CLIENT_TASK_ID_BYTES,
+        )?;
+    }
+    if !PRIORITIES.contains(&submit.priority) {
+        return Err(DomainError::invalid(
+            task_id,
+            format!(
+                "priority must be from {} to {}; got {}",
+                PRIORITIES.start(),
+                PRIORITIES.end(),
+                submit.priority
+            ),
+        ));
+    }
+    if !(1..=MAX_TIMEOUT_SECONDS).contains(&submit.timeout_seconds) {
+        return Err(DomainError::invalid(
+            task_id,
+            format!(
+                "timeout_seconds must be from 1 to {MAX_TIMEOUT_SECONDS} (7 days); got {}",
+                submit.timeout_seconds
+            ),
+        ));
+    }
+    if !(1..=MAX_ATTEMPTS).contains(&submit.max_attempts) {
+        return Err(DomainError::invalid(
+            task_id,
+            format!(
+                "max_attempts must be from 1 to {MAX_ATTEMPTS}; got {}",
+                submit.max_attempts
+            ),
+        ));
+    }
+    Ok(TaskEvent::Submitted(TaskSubmitted {
+        task_id,
+        kind: submit.kind,
+        params: submit.params,
+        frontend_id: submit.frontend_id,
+        client_task_id: submit.client_task_id,
+        priority: submit.priority,
+        timeout_seconds: submit.timeout_seconds,
+        max_attempts: submit.max_attempts,
+        submitted_at: submit.submitted_at,
+        submitted_by: submit.submitted_by,
+    }))
+}
+
+fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, DomainError> {
+    let was_running = match task.status {
+        TaskStatus::Queued => false,
+        TaskStatus::Running => true,
+        _ => return Err(cannot(task, "be canceled")),
+    };
+    Ok(TaskEvent::Canceled(TaskCanceled {
+        reason: cancel.reason,
+        canceled_at: cancel.canceled_at,
+        was_running,
+    }))
+}
+
+fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, DomainError> {
+    match task.status {
+        TaskStatus::Queued => {}
+        TaskStatus::Running => return Err(cannot(task, "be started again")),
+        _ => return Err(cannot(task, "be started")),
+    }
+    let next = task.attempts_started.saturating_add(1);
+    if start.attempt != next {
+        return Err(DomainError::invalid_transition(
+            task.id,
+            format!(
+                "attempt {} is not next; the task has started {}",
+                start.attempt,
+                attempts(task.attempts_started)
+            ),
+        ));
+    }
+    if start.attempt > task.max_attempts {
+        // Not reached through decide (a task with no attempts left is never
+        // queued), but a hand-built state must not start a forbidden attempt.
+        return Err(DomainError::invalid_transition(
+            task.id,
+            format!(
+                "attempt {} is beyond the task's limit of {}",
+                start.attempt,
+                attempts(task.max_attempts)
+            ),
+        ));
+    }
+    check_text(task.id, "worker_id", &start.worker_id, MAX_WORKER_ID_BYTES)?;
+    Ok(TaskEvent::Started(TaskStarted {
+        worker_id: start.worker_id,
+        attempt: start.attempt,
+        started_at: start.started_at,
+    }))
+}
+
+fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEvent, DomainError> {
+    check_current_attempt(task, progress.attempt, "record progress")?;
+    if let Some(percent) = progress.percent {
+        // NaN is not contained in any range, so it is refused here too.
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(DomainError::invalid(
+                task.id,
+                format!("percent must be from 0 to 100; got {percent}"),
+            ));
+        }
+    }
+    Ok(TaskEvent::ProgressRecorded(TaskProgressRecorded {
+        attempt: progress.attempt,
+        percent: progress.percent,
+        message: progress.message,
+        recorded_at: progress.recorded_at,
+    }))
+}
+
+fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, DomainError> {
+    check_current_attempt(task, complete.attempt, "be completed")?;
+    check_artifacts(task.id, &complete.artifacts)?;
+    Ok(TaskEvent::Succeeded(TaskSucceeded {
+        attempt: complete.attempt,
+        result: complete.result,
+        exit_code: complete.exit_code,
+        artifacts: complete.artifacts,
+        finished_at: complete.finished_at,
+    }))
+}
+
+fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
+    check_current_attempt(task, fail.attempt, "be failed")?;
+    if fail.retryable && attempts_remain(task) {
+        return Ok(TaskEvent::Retried(TaskRetried {
+            attempt: fail.attempt,
+            reason: fail.error,
+            exit_code: fail.exit_code,
+            retried_at: fail.failed_at,
+        }));
+    }
+    Ok(TaskEvent::Failed(TaskFailed {
+        attempt: fail.attempt,
+        error: fail.error,
+        exit_code: fail.exit_code,
+        failed_at: fail.failed_at,
+    }))
+}
+
+fn time_out_task(task: &Task, time_out: TimeOutTask) -> Result<TaskEvent, DomainError> {
+    check_current_attempt(task, time_out.attempt, "be timed out")?;
+    Ok(TaskEvent::TimedOut(TaskTimedOut {
+        attempt: time_out.attempt,
+        timed_out_at: time_out.timed_out_at,
+    }))
+}
+
+fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, DomainError> {
+    if task.status != TaskStatus::Running {
+        return Err(cannot(task, "be retried"));
+    }
+    let attempt = task.attempts_started;
+    if attempts_remain(task) {
+        return Ok(TaskEvent::Retried(TaskRetried {
+            attempt,
+            reason: retry.reason,
+            exit_code: None,
+            retried_at: retry.retried_at,
+        }));
+    }
+    Ok(TaskEvent::Failed(TaskFailed {
+        attempt,
+        error: format!("gave up after {}: {}", attempts(attempt), retry.reason),
+        exit_code: None,
+        failed_at: retry.retried_at,
+    }))
+}
+
+fn attempts_remain(task: &Task) -> bool {
+    task.attempts_started < task.max_attempts
+}
+
+/// Refuses a worker's command unless the task is running `attempt`.
+/// `action` completes "it cannot …".
+fn check_current_attempt(task: &Task, attempt: u32, action: &str) -> Result<(), DomainError> {
+    if task.status != TaskStatus::Running {
+        return Err(cannot(task, action));
+    }
+    let current = task.attempts_started;
+    let problem = if attempt < current {
+        "is no longer current"
+    } else if attempt > current {
+        "has not started"
+    } else {
+        return Ok(());
+    };
+    Err(DomainError::invalid_transition(
+        task.id,
+        format!("attempt {attempt} {problem}; the task is on attempt {current}"),
+    ))
+}
+
+/// "task 3f2a1b4c… is already succeeded; it cannot be canceled".
+fn cannot(task: &Task, action: &str) -> DomainError {
+    let status = match task.status {
+        TaskStatus::Queued => "queued".to_owned(),
+        TaskStatus::Running => format!("running attempt {}", task.attempts_started),
+        done => format!("already {done}"),
+    };
+    DomainError::invalid_transition(
+        task.id,
+        format!("task {} is {status}; it cannot {action}", task.id.short()),
+    )
+}
+
+/// "1 attempt", "3 attempts".
+fn attempts(count: u32) -> String {
+    if count == 1 {
+        "1 attempt".to_owned()
+    } else {
+        format!("{count} attempts")
+    }
+}
+
+/// A name-like field: 1 to `max_bytes` bytes without control characters.
+fn check_text(
+    task_id: TaskId,
+    field: &str,
+    value: &str,
+    max_bytes: usize,
+) -> Result<(), DomainError> {
+    let problem = if value.is_empty() {
+        format!("{field} must not be empty")
+    } else if value.len() > max_bytes {
+        format!(
+            "{field} is {} bytes long; the limit is {max_bytes}",
+            value.len()
+        )
+    } else if value.chars().any(char::is_control) {
+        format!("{field} must not contain control characters")
+    } else {
+        return Ok(());
+    };
+    Err(DomainError::invalid(task_id, problem))
+}
+
+fn check_artifacts(task_id: TaskId, artifacts: &[Artifact]) -> Result<(), DomainError> {
+    let mut names = HashSet::with_capacity(artifacts.len());
+    for (index, artifact) in artifacts.iter().enumerate() {
+        let name = artifact.name.as_str();
+        let problem = if name.is_empty() {
+            Some(format!("artifact {index} has an empty name"))
+        } else if name.len() > MAX_ARTIFACT_NAME_BYTES {
+            Some(format!(
+                "artifact {index} has a name of {} bytes; the limit is {MAX_ARTIFACT_NAME_BYTES}",
+                name.len()
+            ))
+        } else if name.contains('/') {
+            Some(format!("artifact name {name:?} must not contain '/'"))
+        } else if name.contains('\0') {
+            Some(format!(
+                "artifact name {name:?} must not contain a NUL character"
+            ))
+        } else if name == "." || name == ".." {
+            Some(format!("artifact name {name:?} is not a file name"))
+        } else if !names.insert(name) {
+            Some(format!("artifact name {name:?} appears more than once"))
+        } else if !is_lowercase_sha256(&artifact.sha256) {
+            Some(format!(
+                "artifact {name:?}: sha256 must be 64 lowercase hexadecimal digits"
+            ))
+        } else if artifact.media_type.is_empty() {
+            Some(format!("artifact {name:?}: media_type must not be empty"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(DomainError::invalid(task_id, problem));
+        }
+    }
+    Ok(())
+}
+
+fn is_lowercase_sha256(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}

@@ -1,0 +1,365 @@
+//! What happened to a task: one struct per event, the [`TaskEvent`] enum over
+//! them, and their stored form in the envelope ([`TaskEvent::to_new_event`],
+//! [`TaskEvent::from_recorded`]).
+//!
+//! The stored names (`TaskSubmitted`, ...) are fixed by the explicit serde
+//! renames and [`TaskEvent::event_type`], never by Rust type names. A change
+//! to an event's shape gets a new schema version; the old shape is upcast on
+//! read (see [`crate::upcast`]), never rewritten.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Artifact, TaskId};
+use crate::envelope::json_type_name;
+use crate::{Metadata, NewEvent, RecordedEvent};
+
+/// Anything that can happen to a task.
+///
+/// Serialized with its stored name in a `type` field beside the event's own
+/// fields: `{"type": "TaskStarted", "worker_id": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TaskEvent {
+    /// See [`TaskSubmitted`].
+    #[serde(rename = "TaskSubmitted")]
+    Submitted(TaskSubmitted),
+    /// See [`TaskCanceled`].
+    #[serde(rename = "TaskCanceled")]
+    Canceled(TaskCanceled),
+    /// See [`TaskStarted`].
+    #[serde(rename = "TaskStarted")]
+    Started(TaskStarted),
+    /// See [`TaskProgressRecorded`].
+    #[serde(rename = "TaskProgressRecorded")]
+    ProgressRecorded(TaskProgressRecorded),
+    /// See [`TaskSucceeded`].
+    #[serde(rename = "TaskSucceeded")]
+    Succeeded(TaskSucceeded),
+    /// See [`TaskFailed`].
+    #[serde(rename = "TaskFailed")]
+    Failed(TaskFailed),
+    /// See [`TaskTimedOut`].
+    #[serde(rename = "TaskTimedOut")]
+    TimedOut(TaskTimedOut),
+    /// See [`TaskRetried`].
+    #[serde(rename = "TaskRetried")]
+    Retried(TaskRetried),
+}
+
+/// A task was created and queued for its first attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSubmitted {
+    /// The task.
+    pub task_id: TaskId,
+    /// What to run.
+    pub kind: String,
+    /// The task's input.
+    pub params: Map<String, Value>,
+    /// The frontend that submitted it.
+    pub frontend_id: String,
+    /// The frontend's own id for it.
+    pub client_task_id: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How long one attempt may run.
+    pub timeout_seconds: u64,
+    /// How many attempts it gets in all.
+    pub max_attempts: u32,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// The API key id that submitted it.
+    pub submitted_by: Option<String>,
+}
+
+/// A queued or running task was canceled; it is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCanceled {
+    /// Why, if a reason was given.
+    pub reason: Option<String>,
+    /// When.
+    pub canceled_at: DateTime<Utc>,
+    /// Whether an attempt was running (its worker should stop it).
+    pub was_running: bool,
+}
+
+/// A worker started an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStarted {
+    /// The worker running it.
+    pub worker_id: String,
+    /// The attempt, counted from 1.
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// The running attempt reported progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgressRecorded {
+    /// The attempt.
+    pub attempt: u32,
+    /// How far, from 0 to 100, if known.
+    pub percent: Option<f64>,
+    /// What it is doing, in words.
+    pub message: Option<String>,
+    /// When.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The running attempt succeeded; the task is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSucceeded {
+    /// The attempt.
+    pub attempt: u32,
+    /// The result document.
+    pub result: Map<String, Value>,
+    /// The container's exit code.
+    pub exit_code: i32,
+    /// The files it produced.
+    pub artifacts: Vec<Artifact>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The running attempt failed and no attempt follows; the task is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailed {
+    /// The attempt.
+    pub attempt: u32,
+    /// What went wrong, in words.
+    pub error: String,
+    /// The container's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// When.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The running attempt ran past the task's timeout; the task is final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTimedOut {
+    /// The attempt.
+    pub attempt: u32,
+    /// When the worker stopped it.
+    pub timed_out_at: DateTime<Utc>,
+}
+
+/// The running attempt ended without a result and the task is queued again
+/// for the next attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRetried {
+    /// The attempt that ended.
+    pub attempt: u32,
+    /// Why it ended, in words.
+    pub reason: String,
+    /// The container's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// When.
+    pub retried_at: DateTime<Utc>,
+}
+
+impl TaskSubmitted {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskSubmitted";
+}
+impl TaskCanceled {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskCanceled";
+}
+impl TaskStarted {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskStarted";
+}
+impl TaskProgressRecorded {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskProgressRecorded";
+}
+impl TaskSucceeded {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskSucceeded";
+}
+impl TaskFailed {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskFailed";
+}
+impl TaskTimedOut {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskTimedOut";
+}
+impl TaskRetried {
+    /// The stored event type.
+    pub const EVENT_TYPE: &'static str = "TaskRetried";
+}
+
+impl TaskEvent {
+    /// The schema version every task event is written with, and the only one
+    /// [`TaskEvent::from_recorded`] reads (older ones must be upcast first).
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// Every stored task event type, e.g. for a projector's filter.
+    pub const EVENT_TYPES: [&'static str; 8] = [
+        TaskSubmitted::EVENT_TYPE,
+        TaskCanceled::EVENT_TYPE,
+        TaskStarted::EVENT_TYPE,
+        TaskProgressRecorded::EVENT_TYPE,
+        TaskSucceeded::EVENT_TYPE,
+        TaskFailed::EVENT_TYPE,
+        TaskTimedOut::EVENT_TYPE,
+        TaskRetried::EVENT_TYPE,
+    ];
+
+    /// The stored name of this event, equal to the `type` tag of its serde
+    /// form.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Submitted(_) => TaskSubmitted::EVENT_TYPE,
+            Self::Canceled(_) => TaskCanceled::EVENT_TYPE,
+            Self::Started(_) => TaskStarted::EVENT_TYPE,
+            Self::ProgressRecorded(_) => TaskProgressRecorded::EVENT_TYPE,
+            Self::Succeeded(_) => TaskSucceeded::EVENT_TYPE,
+            Self::Failed(_) => TaskFailed::EVENT_TYPE,
+            Self::TimedOut(_) => TaskTimedOut::EVENT_TYPE,
+            Self::Retried(_) => TaskRetried::EVENT_TYPE,
+        }
+    }
+
+    /// The event ready to append: its [`event_type`](Self::event_type),
+    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), and as `data` the event's own
+    /// fields as a JSON object *without* a `type` field (the envelope already
+    /// says it). The caller chooses `event_id`, so a retried append of the same
+    /// decision is recognised by the store.
+    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        NewEvent {
+            event_id,
+            event_type: self.event_type().to_owned(),
+            schema_version: Self::SCHEMA_VERSION,
+            data: self.data(),
+            metadata,
+        }
+    }
+
+    /// Reads a stored task event from its `event_type` and `data` (a `type`
+    /// field in `data`, if any, is ignored; the envelope's type decides).
+    /// Fields added by a later version are ignored; a missing optional field
+    /// reads as `None`.
+    ///
+    /// # Errors
+    /// - [`DecodeError::UnknownType`] when `event_type` is not one of
+    ///   [`EVENT_TYPES`](Self::EVENT_TYPES);
+    /// - [`DecodeError::UnsupportedSchemaVersion`] when `schema_version` is not
+    ///   [`SCHEMA_VERSION`](Self::SCHEMA_VERSION) (read it through an
+    ///   upcasting reader);
+    /// - [`DecodeError::NotAnObject`] when `data` is not a JSON object;
+    /// - [`DecodeError::Malformed`] when a field is missing or has the wrong
+    ///   type.
+    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
+        let event_type = recorded.event_type.as_str();
+        let unknown = || DecodeError::UnknownType {
+            global_position: recorded.global_position,
+            event_type: recorded.event_type.clone(),
+        };
+        if !Self::EVENT_TYPES.contains(&event_type) {
+            return Err(unknown());
+        }
+        if recorded.schema_version != Self::SCHEMA_VERSION {
+            return Err(DecodeError::UnsupportedSchemaVersion {
+                global_position: recorded.global_position,
+                event_type: recorded.event_type.clone(),
+                schema_version: recorded.schema_version,
+            });
+        }
+        if !recorded.data.is_object() {
+            // A struct would also deserialize from an array, field by field.
+            return Err(DecodeError::NotAnObject {
+                global_position: recorded.global_position,
+                event_type: recorded.event_type.clone(),
+                found: json_type_name(&recorded.data),
+            });
+        }
+        Ok(match event_type {
+            TaskSubmitted::EVENT_TYPE => Self::Submitted(read_data(recorded)?),
+            TaskCanceled::EVENT_TYPE => Self::Canceled(read_data(recorded)?),
+            TaskStarted::EVENT_TYPE => Self::Started(read_data(recorded)?),
+            TaskProgressRecorded::EVENT_TYPE => Self::ProgressRecorded(read_data(recorded)?),
+            TaskSucceeded::EVENT_TYPE => Self::Succeeded(read_data(recorded)?),
+            TaskFailed::EVENT_TYPE => Self::Failed(read_data(recorded)?),
+            TaskTimedOut::EVENT_TYPE => Self::TimedOut(read_data(recorded)?),
+            TaskRetried::EVENT_TYPE => Self::Retried(read_data(recorded)?),
+            _ => return Err(unknown()),
+        })
+    }
+
+    fn data(&self) -> Value {
+        let data = match self {
+            Self::Submitted(event) => serde_json::to_value(event),
+            Self::Canceled(event) => serde_json::to_value(event),
+            Self::Started(event) => serde_json::to_value(event),
+            Self::ProgressRecorded(event) => serde_json::to_value(event),
+            Self::Succeeded(event) => serde_json::to_value(event),
+            Self::Failed(event) => serde_json::to_value(event),
+            Self::TimedOut(event) => serde_json::to_value(event),
+            Self::Retried(event) => serde_json::to_value(event),
+        };
+        // Structs of strings, numbers, times and string-keyed maps: to_value
+        // cannot fail, and a struct always becomes an object.
+        data.expect("a task event always serializes to a JSON object")
+    }
+}
+
+fn read_data<T: DeserializeOwned>(recorded: &RecordedEvent) -> Result<T, DecodeError> {
+    T::deserialize(&recorded.data).map_err(|source| DecodeError::Malformed {
+        global_position: recorded.global_position,
+        event_type: recorded.event_type.clone(),
+        source,
+    })
+}
+
+/// Why a stored event could not be read as a [`TaskEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The event's type is not a task event type.
+    #[error("event at global position {global_position} has type {event_type:?}, which is not a task event")]
+    UnknownType {
+        /// Where.
+        global_position: u64,
+        /// The stored type.
+        event_type: String,
+    },
+    /// The event's schema version is not the one this code reads.
+    #[error(
+        "{event_type} at global position {global_position} has schema version {schema_version}; \
+         only version 1 can be read (upcast older versions on read)"
+    )]
+    UnsupportedSchemaVersion {
+        /// Where.
+        global_position: u64,
+        /// The stored type.
+        event_type: String,
+        /// The stored schema version.
+        schema_version: u32,
+    },
+    /// The event's data is not a JSON object.
+    #[error("{event_type} at global position {global_position}: data must be a JSON object, not {found}")]
+    NotAnObject {
+        /// Where.
+        global_position: u64,
+        /// The stored type.
+        event_type: String,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// The event's data does not have the fields its type needs.
+    #[error("{event_type} at global position {global_position} is malformed: {source}")]
+    Malformed {
+        /// Where.
+        global_position: u64,
+        /// The stored type.
+        event_type: String,
+        /// What serde found wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+}

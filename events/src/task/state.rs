@@ -1,0 +1,218 @@
+//! A task as its events leave it ([`Task`], [`TaskState`]) and the fold that
+//! builds it ([`apply`], [`fold`]).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Artifact, TaskEvent, TaskId};
+
+/// The state of one task stream: `None` until the task is submitted.
+pub type TaskState = Option<Task>;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for a worker to start its next attempt.
+    Queued,
+    /// A worker is running an attempt.
+    Running,
+    /// An attempt succeeded (final).
+    Succeeded,
+    /// The last attempt failed and no attempt follows (final).
+    Failed,
+    /// An attempt ran past the timeout (final).
+    TimedOut,
+    /// Canceled while queued or running (final).
+    Canceled,
+}
+
+impl TaskStatus {
+    /// The stable snake_case name, as serialized (`timed_out`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Whether nothing more can happen to a task with this status.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::TimedOut | Self::Canceled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    /// The status in words, for messages: `timed out`, not `timed_out`
+    /// (use [`TaskStatus::as_str`] for the stored name).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut => f.write_str("timed out"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// The latest progress reported by the running attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// How far, from 0 to 100, if known.
+    pub percent: Option<f64>,
+    /// What it is doing, in words.
+    pub message: Option<String>,
+    /// When it was reported.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A submitted task, as its events leave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// What to run.
+    pub kind: String,
+    /// Its input.
+    pub params: Map<String, Value>,
+    /// The frontend that submitted it.
+    pub frontend_id: String,
+    /// The frontend's own id for it.
+    pub client_task_id: Option<String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How long one attempt may run.
+    pub timeout_seconds: u64,
+    /// How many attempts it gets in all.
+    pub max_attempts: u32,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// The API key id that submitted it.
+    pub submitted_by: Option<String>,
+    /// Where it is in its life.
+    pub status: TaskStatus,
+    /// How many attempts have started; while running, the number of the
+    /// current attempt.
+    pub attempts_started: u32,
+    /// The worker that started the latest attempt (`None` before the first).
+    pub worker_id: Option<String>,
+    /// When the latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest progress of the current attempt; cleared when an attempt
+    /// starts or ends in a retry.
+    pub progress: Option<Progress>,
+    /// When it reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The error of the latest attempt that failed or was retried (kept while
+    /// a later attempt runs).
+    pub error: Option<String>,
+    /// The exit code of the latest attempt that ended, if its container
+    /// exited.
+    pub exit_code: Option<i32>,
+    /// The result document, once it succeeded.
+    pub result: Option<Map<String, Value>>,
+    /// The files it produced, once it succeeded.
+    pub artifacts: Vec<Artifact>,
+    /// Why it was canceled, if it was and a reason was given.
+    pub cancel_reason: Option<String>,
+}
+
+/// The state after `event`. Total: it never fails.
+///
+/// An event that does not fit the state — anything before `TaskSubmitted`, a
+/// second `TaskSubmitted`, or an event the current status cannot be followed
+/// by (e.g. `TaskStarted` for a task that is not queued) — leaves the state as
+/// it was. [`decide`](super::decide) never produces such an event, and the
+/// store's expected versions keep decisions in order, so one can only come
+/// from a stream written by other code; the auditor's replay, not this fold,
+/// is the place to report it.
+pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
+    let Some(mut task) = state else {
+        return match event {
+            TaskEvent::Submitted(submitted) => Some(Task {
+                id: submitted.task_id,
+                kind: submitted.kind.clone(),
+                params: submitted.params.clone(),
+                frontend_id: submitted.frontend_id.clone(),
+                client_task_id: submitted.client_task_id.clone(),
+                priority: submitted.priority,
+                timeout_seconds: submitted.timeout_seconds,
+                max_attempts: submitted.max_attempts,
+                submitted_at: submitted.submitted_at,
+                submitted_by: submitted.submitted_by.clone(),
+                status: TaskStatus::Queued,
+                attempts_started: 0,
+                worker_id: None,
+                started_at: None,
+                progress: None,
+                finished_at: None,
+                error: None,
+                exit_code: None,
+                result: None,
+                artifacts: Vec::new(),
+                cancel_reason: None,
+            }),
+            _ => None,
+        };
+    };
+    match (task.status, event) {
+        (TaskStatus::Queued, TaskEvent::Started(started)) => {
+            task.status = TaskStatus::Running;
+            task.attempts_started = started.attempt;
+            task.worker_id = Some(started.worker_id.clone());
+            task.started_at = Some(started.started_at);
+            task.progress = None;
+        }
+        (TaskStatus::Running, TaskEvent::ProgressRecorded(progress)) => {
+            task.progress = Some(Progress {
+                percent: progress.percent,
+                message: progress.message.clone(),
+                recorded_at: progress.recorded_at,
+            });
+        }
+        (TaskStatus::Running, TaskEvent::Succeeded(succeeded)) => {
+            task.status = TaskStatus::Succeeded;
+            task.result = Some(succeeded.result.clone());
+            task.exit_code = Some(succeeded.exit_code);
+            task.artifacts = succeeded.artifacts.clone();
+            task.finished_at = Some(succeeded.finished_at);
+        }
+        (TaskStatus::Running, TaskEvent::Failed(failed)) => {
+            task.status = TaskStatus::Failed;
+            task.error = Some(failed.error.clone());
+            task.exit_code = failed.exit_code;
+            task.finished_at = Some(failed.failed_at);
+        }
+        (TaskStatus::Running, TaskEvent::TimedOut(timed_out)) => {
+            task.status = TaskStatus::TimedOut;
+            task.finished_at = Some(timed_out.timed_out_at);
+        }
+        (TaskStatus::Running, TaskEvent::Retried(retried)) => {
+            task.status = TaskStatus::Queued;
+            task.error = Some(retried.reason.clone());
+            task.exit_code = retried.exit_code;
+            task.progress = None;
+        }
+        (TaskStatus::Queued | TaskStatus::Running, TaskEvent::Canceled(canceled)) => {
+            task.status = TaskStatus::Canceled;
+            task.cancel_reason = canceled.reason.clone();
+            task.finished_at = Some(canceled.canceled_at);
+        }
+        // Does not fit: see the function's documentation.
+        _ => {}
+    }
+    Some(task)
+}
+
+/// The state after all of `events`, in order, starting from no task.
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a TaskEvent>) -> TaskState {
+    events.into_iter().fold(None, apply)
+}

@@ -1,0 +1,1111 @@
+//! Given these events, when this command, expect these events or this error.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::*;
+use crate::{Metadata, RecordedEvent};
+
+const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
+const SHORT: &str = "3f2a1b4c…";
+
+fn task_id() -> TaskId {
+    TaskId(ID)
+}
+
+/// A fixed instant, `second` seconds after a fixed origin.
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+// ---- the framework -------------------------------------------------------
+
+struct Given {
+    state: TaskState,
+}
+
+struct Then {
+    state: TaskState,
+    command: TaskCommand,
+    result: Result<Vec<TaskEvent>, DomainError>,
+}
+
+fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given {
+    let history: Vec<TaskEvent> = history.into_iter().collect();
+    Given {
+        state: fold(&history),
+    }
+}
+
+/// Starts from a state that no history produces (to test guards).
+fn given_state(state: TaskState) -> Given {
+    Given { state }
+}
+
+impl Given {
+    fn when(self, command: TaskCommand) -> Then {
+        let result = decide(&self.state, command.clone());
+        Then {
+            state: self.state,
+            command,
+            result,
+        }
+    }
+}
+
+impl Then {
+    /// Asserts the decision and returns the task after applying it. Every
+    /// decided event must change the state (an event `apply` ignores would be
+    /// a decision the fold cannot see).
+    #[track_caller]
+    fn then_expect(self, expected: Vec<TaskEvent>) -> Task {
+        let events = match self.result {
+            Ok(events) => events,
+            Err(error) => panic!("{:?} was refused: {error}", self.command),
+        };
+        assert_eq!(events, expected, "for {:?}", self.command);
+        let mut state = self.state;
+        for event in &events {
+            let next = apply(state.clone(), event);
+            assert_ne!(next, state, "apply ignored {event:?}");
+            state = next;
+        }
+        state.expect("a decision leaves a task")
+    }
+
+    /// Asserts a refusal of `kind` whose message contains `message_part`.
+    #[track_caller]
+    fn then_error(self, kind: DomainErrorKind, message_part: &str) -> DomainError {
+        let error = match self.result {
+            Ok(events) => panic!("{:?} was accepted: {events:?}", self.command),
+            Err(error) => error,
+        };
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(
+            error.message().contains(message_part),
+            "{:?} not in {:?}",
+            message_part,
+            error.message()
+        );
+        assert_eq!(error.to_string(), error.message());
+        assert_eq!(error.task_id(), self.command.task_id());
+        error
+    }
+}
+
+// ---- commands --------------------------------------------------------------
+
+fn submit_task() -> SubmitTask {
+    SubmitTask {
+        task_id: task_id(),
+        kind: "url-analysis".into(),
+        params: object(json!({"url": "https://example.com", "depth": 2})),
+        frontend_id: "web".into(),
+        client_task_id: Some("client-7".into()),
+        priority: 5,
+        timeout_seconds: 300,
+        max_attempts: 3,
+        submitted_at: at(0),
+        submitted_by: Some("key-1".into()),
+    }
+}
+
+fn submit() -> TaskCommand {
+    TaskCommand::Submit(submit_task())
+}
+
+fn cancel() -> TaskCommand {
+    TaskCommand::Cancel(CancelTask {
+        task_id: task_id(),
+        reason: Some("no longer needed".into()),
+        canceled_at: at(900),
+    })
+}
+
+fn start(attempt: u32) -> TaskCommand {
+    TaskCommand::Start(StartTask {
+        task_id: task_id(),
+        worker_id: format!("worker-{attempt}"),
+        attempt,
+        started_at: at(i64::from(attempt) * 100),
+    })
+}
+
+fn progress(attempt: u32, percent: Option<f64>) -> TaskCommand {
+    TaskCommand::RecordProgress(RecordTaskProgress {
+        task_id: task_id(),
+        attempt,
+        percent,
+        message: Some("downloading".into()),
+        recorded_at: at(i64::from(attempt) * 100 + 10),
+    })
+}
+
+fn artifact(name: &str) -> Artifact {
+    Artifact {
+        name: name.into(),
+        size: 42,
+        sha256: "ab".repeat(32),
+        media_type: "application/json".into(),
+    }
+}
+
+fn complete_with(attempt: u32, artifacts: Vec<Artifact>) -> TaskCommand {
+    TaskCommand::Complete(CompleteTask {
+        task_id: task_id(),
+        attempt,
+        result: object(json!({"links": 12})),
+        exit_code: 0,
+        artifacts,
+        finished_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn complete(attempt: u32) -> TaskCommand {
+    complete_with(attempt, vec![artifact("report.json")])
+}
+
+fn fail(attempt: u32, retryable: bool) -> TaskCommand {
+    TaskCommand::Fail(FailTask {
+        task_id: task_id(),
+        attempt,
+        error: "connection reset".into(),
+        exit_code: Some(2),
+        retryable,
+        failed_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn time_out(attempt: u32) -> TaskCommand {
+    TaskCommand::TimeOut(TimeOutTask {
+        task_id: task_id(),
+        attempt,
+        timed_out_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn retry(second: i64) -> TaskCommand {
+    TaskCommand::Retry(RetryTask {
+        task_id: task_id(),
+        reason: "the runner stopped responding".into(),
+        retried_at: at(second),
+    })
+}
+
+// ---- events ------------------------------------------------------------------
+
+fn submitted_with(max_attempts: u32) -> TaskEvent {
+    TaskEvent::Submitted(TaskSubmitted {
+        task_id: task_id(),
+        kind: "url-analysis".into(),
+        params: object(json!({"url": "https://example.com", "depth": 2})),
+        frontend_id: "web".into(),
+        client_task_id: Some("client-7".into()),
+        priority: 5,
+        timeout_seconds: 300,
+        max_attempts,
+        submitted_at: at(0),
+        submitted_by: Some("key-1".into()),
+    })
+}
+
+fn submitted() -> TaskEvent {
+    submitted_with(3)
+}
+
+fn started(attempt: u32) -> TaskEvent {
+    TaskEvent::Started(TaskStarted {
+        worker_id: format!("worker-{attempt}"),
+        attempt,
+        started_at: at(i64::from(attempt) * 100),
+    })
+}
+
+fn progressed(attempt: u32, percent: Option<f64>) -> TaskEvent {
+    TaskEvent::ProgressRecorded(TaskProgressRecorded {
+        attempt,
+        percent,
+        message: Some("downloading".into()),
+        recorded_at: at(i64::from(attempt) * 100 + 10),
+    })
+}
+
+fn succeeded(attempt: u32) -> TaskEvent {
+    TaskEvent::Succeeded(TaskSucceeded {
+        attempt,
+        result: object(json!({"links": 12})),
+        exit_code: 0,
+        artifacts: vec![artifact("report.json")],
+        finished_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn failed(attempt: u32) -> TaskEvent {
+    TaskEvent::Failed(TaskFailed {
+        attempt,
+        error: "connection reset".into(),
+        exit_code: Some(2),
+        failed_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn retried_after_failure(attempt: u32) -> TaskEvent {
+    TaskEvent::Retried(TaskRetried {
+        attempt,
+        reason: "connection reset".into(),
+        exit_code: Some(2),
+        retried_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn retried_after_redelivery(attempt: u32, second: i64) -> TaskEvent {
+    TaskEvent::Retried(TaskRetried {
+        attempt,
+        reason: "the runner stopped responding".into(),
+        exit_code: None,
+        retried_at: at(second),
+    })
+}
+
+fn timed_out(attempt: u32) -> TaskEvent {
+    TaskEvent::TimedOut(TaskTimedOut {
+        attempt,
+        timed_out_at: at(i64::from(attempt) * 100 + 50),
+    })
+}
+
+fn canceled(was_running: bool) -> TaskEvent {
+    TaskEvent::Canceled(TaskCanceled {
+        reason: Some("no longer needed".into()),
+        canceled_at: at(900),
+        was_running,
+    })
+}
+
+// ---- histories -----------------------------------------------------------------
+
+fn queued() -> Vec<TaskEvent> {
+    vec![submitted()]
+}
+
+fn running() -> Vec<TaskEvent> {
+    vec![submitted(), started(1)]
+}
+
+/// Attempt 1 failed retryably; attempt 2 is running.
+fn running_second_attempt() -> Vec<TaskEvent> {
+    vec![
+        submitted(),
+        started(1),
+        retried_after_failure(1),
+        started(2),
+    ]
+}
+
+/// Every final status, with its word in messages.
+fn final_histories() -> Vec<(Vec<TaskEvent>, &'static str)> {
+    vec![
+        (vec![submitted(), started(1), succeeded(1)], "succeeded"),
+        (vec![submitted(), started(1), failed(1)], "failed"),
+        (vec![submitted(), started(1), timed_out(1)], "timed out"),
+        (vec![submitted(), canceled(false)], "canceled"),
+    ]
+}
+
+/// Every command but SubmitTask, with the action named in its refusal.
+/// Worker commands name attempt 1.
+fn commands_to_an_existing_task() -> Vec<(TaskCommand, &'static str)> {
+    vec![
+        (cancel(), "be canceled"),
+        (start(1), "be started"),
+        (progress(1, Some(50.0)), "record progress"),
+        (complete(1), "be completed"),
+        (fail(1, false), "be failed"),
+        (time_out(1), "be timed out"),
+        (retry(150), "be retried"),
+    ]
+}
+
+// ---- submit ----------------------------------------------------------------------
+
+#[test]
+fn submit_queues_a_new_task() {
+    let task = given([]).when(submit()).then_expect(vec![submitted()]);
+    assert_eq!(task.id, task_id());
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.attempts_started, 0);
+    assert_eq!(task.kind, "url-analysis");
+    assert_eq!(task.params["depth"], json!(2));
+    assert_eq!(task.frontend_id, "web");
+    assert_eq!(task.client_task_id.as_deref(), Some("client-7"));
+    assert_eq!(task.priority, 5);
+    assert_eq!(task.timeout_seconds, 300);
+    assert_eq!(task.max_attempts, 3);
+    assert_eq!(task.submitted_at, at(0));
+    assert_eq!(task.submitted_by.as_deref(), Some("key-1"));
+    assert_eq!(task.worker_id, None);
+    assert_eq!(task.finished_at, None);
+}
+
+#[test]
+fn submit_of_an_existing_task_is_refused() {
+    for (history, _) in final_histories().into_iter().chain([(queued(), "")]) {
+        given(history).when(submit()).then_error(
+            DomainErrorKind::AlreadyExists,
+            &format!("task {SHORT} already exists"),
+        );
+    }
+}
+
+/// A change to a good SubmitTask.
+type Change = fn(&mut SubmitTask);
+
+#[test]
+fn submit_refuses_each_bad_field_with_its_own_message() {
+    let cases: Vec<(Change, &str)> = vec![
+        (|c| c.kind = String::new(), "kind must not be empty"),
+        (
+            |c| c.kind = "k".repeat(101),
+            "kind is 101 bytes long; the limit is 100",
+        ),
+        (
+            |c| c.kind = "url\nanalysis".into(),
+            "kind must not contain control characters",
+        ),
+        (
+            |c| c.frontend_id = String::new(),
+            "frontend_id must not be empty",
+        ),
+        (
+            |c| c.frontend_id = "f".repeat(201),
+            "frontend_id is 201 bytes long; the limit is 200",
+        ),
+        (
+            |c| c.client_task_id = Some(String::new()),
+            "client_task_id must not be empty",
+        ),
+        (
+            |c| c.client_task_id = Some("c".repeat(201)),
+            "client_task_id is 201 bytes long; the limit is 200",
+        ),
+        (
+            |c| c.priority = 1001,
+            "priority must be from -1000 to 1000; got 1001",
+        ),
+        (
+            |c| c.priority = -1001,
+            "priority must be from -1000 to 1000; got -1001",
+        ),
+        (
+            |c| c.timeout_seconds = 0,
+            "timeout_seconds must be from 1 to 604800 (7 days); got 0",
+        ),
+        (
+            |c| c.timeout_seconds = 604_801,
+            "timeout_seconds must be from 1 to 604800 (7 days); got 604801",
+        ),
+        (
+            |c| c.max_attempts = 0,
+            "max_attempts must be from 1 to 100; got 0",
+        ),
+        (
+            |c| c.max_attempts = 101,
+            "max_attempts must be from 1 to 100; got 101",
+        ),
+    ];
+    for (spoil, message) in cases {
+        let mut command = submit_task();
+        spoil(&mut command);
+        let error = given([])
+            .when(TaskCommand::Submit(command))
+            .then_error(DomainErrorKind::Invalid, message);
+        assert_eq!(error.message(), message);
+    }
+}
+
+#[test]
+fn submit_accepts_every_limit_exactly() {
+    let edges: Vec<Change> = vec![
+        |c| c.kind = "k".repeat(MAX_KIND_BYTES),
+        |c| c.frontend_id = "f".repeat(MAX_FRONTEND_ID_BYTES),
+        |c| c.client_task_id = Some("c".repeat(MAX_CLIENT_TASK_ID_BYTES)),
+        |c| c.client_task_id = None,
+        |c| c.priority = *PRIORITIES.start(),
+        |c| c.priority = *PRIORITIES.end(),
+        |c| c.timeout_seconds = 1,
+        |c| c.timeout_seconds = MAX_TIMEOUT_SECONDS,
+        |c| c.max_attempts = 1,
+        |c| c.max_attempts = MAX_ATTEMPTS,
+    ];
+    for edge in edges {
+        let mut command = submit_task();
+        edge(&mut command);
+        let result = decide(&None, TaskCommand::Submit(command.clone()));
+        assert!(result.is_ok(), "{command:?}: {result:?}");
+    }
+}
+
+// ---- existence -------------------------------------------------------------------
+
+#[test]
+fn commands_to_a_task_that_does_not_exist_are_refused() {
+    for (command, _) in commands_to_an_existing_task() {
+        given([]).when(command).then_error(
+            DomainErrorKind::NotFound,
+            &format!("task {SHORT} does not exist"),
+        );
+    }
+}
+
+#[test]
+fn a_command_for_another_task_than_the_state_is_not_found() {
+    let mut other = submit_task();
+    other.task_id = TaskId(Uuid::from_u128(7));
+    let state = decide(&None, TaskCommand::Submit(other))
+        .unwrap()
+        .iter()
+        .fold(None, apply);
+    given_state(state).when(cancel()).then_error(
+        DomainErrorKind::NotFound,
+        &format!("task {SHORT} does not exist"),
+    );
+}
+
+// ---- cancel ------------------------------------------------------------------------
+
+#[test]
+fn cancel_of_a_queued_task() {
+    let task = given(queued())
+        .when(cancel())
+        .then_expect(vec![canceled(false)]);
+    assert_eq!(task.status, TaskStatus::Canceled);
+    assert_eq!(task.finished_at, Some(at(900)));
+    assert_eq!(task.cancel_reason.as_deref(), Some("no longer needed"));
+}
+
+#[test]
+fn cancel_of_a_running_task_says_it_was_running() {
+    let task = given(running())
+        .when(cancel())
+        .then_expect(vec![canceled(true)]);
+    assert_eq!(task.status, TaskStatus::Canceled);
+}
+
+// ---- every command on a final task ---------------------------------------------------
+
+#[test]
+fn nothing_happens_to_a_final_task() {
+    for (history, status) in final_histories() {
+        for (command, action) in commands_to_an_existing_task() {
+            let error = given(history.clone())
+                .when(command)
+                .then_error(DomainErrorKind::InvalidTransition, "");
+            assert_eq!(
+                error.message(),
+                format!("task {SHORT} is already {status}; it cannot {action}")
+            );
+        }
+    }
+}
+
+#[test]
+fn worker_commands_to_a_queued_task_are_refused() {
+    for (command, action) in commands_to_an_existing_task() {
+        if matches!(command, TaskCommand::Cancel(_) | TaskCommand::Start(_)) {
+            continue;
+        }
+        let error = given(queued())
+            .when(command)
+            .then_error(DomainErrorKind::InvalidTransition, "");
+        assert_eq!(
+            error.message(),
+            format!("task {SHORT} is queued; it cannot {action}")
+        );
+    }
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+#[test]
+fn start_runs_the_first_attempt() {
+    let task = given(queued()).when(start(1)).then_expect(vec![started(1)]);
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(task.attempts_started, 1);
+    assert_eq!(task.worker_id.as_deref(), Some("worker-1"));
+    assert_eq!(task.started_at, Some(at(100)));
+}
+
+#[test]
+fn start_of_a_running_task_is_refused() {
+    let error = given(running())
+        .when(start(2))
+        .then_error(DomainErrorKind::InvalidTransition, "");
+    assert_eq!(
+        error.message(),
+        format!("task {SHORT} is running attempt 1; it cannot be started again")
+    );
+}
+
+#[test]
+fn start_must_name_the_next_attempt() {
+    given(queued()).when(start(2)).then_error(
+        DomainErrorKind::InvalidTransition,
+        "attempt 2 is not next; the task has started 0 attempts",
+    );
+    given(queued()).when(start(0)).then_error(
+        DomainErrorKind::InvalidTransition,
+        "attempt 0 is not next; the task has started 0 attempts",
+    );
+    let after_one_retry = vec![submitted(), started(1), retried_after_failure(1)];
+    given(after_one_retry.clone()).when(start(3)).then_error(
+        DomainErrorKind::InvalidTransition,
+        "attempt 3 is not next; the task has started 1 attempt",
+    );
+    given(after_one_retry.clone()).when(start(1)).then_error(
+        DomainErrorKind::InvalidTransition,
+        "attempt 1 is not next; the task has started 1 attempt",
+    );
+    let task = given(after_one_retry)
+        .when(start(2))
+        .then_expect(vec![started(2)]);
+    assert_eq!(task.attempts_started, 2);
+    assert_eq!(task.worker_id.as_deref(), Some("worker-2"));
+}
+
+#[test]
+fn start_never_goes_beyond_max_attempts() {
+    // No history leaves a task queued with no attempts left; build one.
+    let mut task = fold(&queued()).unwrap();
+    task.attempts_started = 3;
+    given_state(Some(task)).when(start(4)).then_error(
+        DomainErrorKind::InvalidTransition,
+        "attempt 4 is beyond the task's limit of 3 attempts",
+    );
+}
+
+#[test]
+fn start_needs_a_worker_id() {
+    for (worker_id, message) in [
+        (String::new(), "worker_id must not be empty"),
+        (
+            "w".repeat(201),
+            "worker_id is 201 bytes long; the limit is 200",
+        ),
+        (
+            "worker\t1".into(),
+            "worker_id must not contain control characters",
+        ),
+    ] {
+        given(queued())
+            .when(TaskCommand::Start(StartTask {
+                task_id: task_id(),
+                worker_id,
+                attempt: 1,
+                started_at: at(100),
+            }))
+            .then_error(DomainErrorKind::Invalid, message);
+    }
+}
+
+// ---- progress ---------------------------------------------------------------------------
+
+#[test]
+fn progress_is_recorded_for_the_running_attempt() {
+    for percent in [None, Some(0.0), Some(37.5), Some(100.0)] {
+        let task = given(running())
+            .when(progress(1, percent))
+            .then_expect(vec![progressed(1, percent)]);
+        let recorded = task.progress.expect("progress is kept");
+        assert_eq!(recorded.percent, percent);
+        assert_eq!(recorded.message.as_deref(), Some("downloading"));
+        assert_eq!(task.status, TaskStatus::Running);
+    }
+}
+
+#[test]
+fn progress_out_of_range_is_refused() {
+    for (percent, shown) in [(-0.5, "-0.5"), (100.1, "100.1"), (f64::NAN, "NaN")] {
+        given(running())
+            .when(progress(1, Some(percent)))
+            .then_error(
+                DomainErrorKind::Invalid,
+                &format!("percent must be from 0 to 100; got {shown}"),
+            );
+    }
+}
+
+// ---- complete -------------------------------------------------------------------------------
+
+#[test]
+fn complete_succeeds_the_task_with_its_result() {
+    let task = given(running())
+        .when(complete(1))
+        .then_expect(vec![succeeded(1)]);
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.result, Some(object(json!({"links": 12}))));
+    assert_eq!(task.exit_code, Some(0));
+    assert_eq!(task.artifacts, vec![artifact("report.json")]);
+    assert_eq!(task.finished_at, Some(at(150)));
+}
+
+#[test]
+fn complete_without_artifacts_is_fine() {
+    let task = given(running())
+        .when(complete_with(1, Vec::new()))
+        .then_expect(vec![TaskEvent::Succeeded(TaskSucceeded {
+            attempt: 1,
+            result: object(json!({"links": 12})),
+            exit_code: 0,
+            artifacts: Vec::new(),
+            finished_at: at(150),
+        })]);
+    assert!(task.artifacts.is_empty());
+}
+
+#[test]
+fn complete_refuses_bad_artifacts() {
+    let with = |change: fn(&mut Artifact)| {
+        let mut bad = artifact("data.bin");
+        change(&mut bad);
+        vec![artifact("report.json"), bad]
+    };
+    let cases: Vec<(Vec<Artifact>, &str)> = vec![
+        (
+            with(|a| a.name = String::new()),
+            "artifact 1 has an empty name",
+        ),
+        (
+            with(|a| a.name = "n".repeat(256)),
+            "artifact 1 has a name of 256 bytes; the limit is 255",
+        ),
+        (
+            with(|a| a.name = "out/data.bin".into()),
+            r#"artifact name "out/data.bin" must not contain '/'"#,
+        ),
+        (
+            with(|a| a.name = "data\0.bin".into()),
+            r#"artifact name "data\0.bin" must not contain a NUL character"#,
+        ),
+        (
+            with(|a| a.name = "..".into()),
+            r#"artifact name ".." is not a file name"#,
+        ),
+        (
+            with(|a| a.name = "report.json".into()),
+            r#"artifact name "report.json" appears more than once"#,
+        ),
+        (
+            with(|a| a.sha256 = "AB".repeat(32)),
+            r#"artifact "data.bin": sha256 must be 64 lowercase hexadecimal digits"#,
+        ),
+        (
+            with(|a| a.sha256 = "ab".repeat(31)),
+            r#"artifact "data.bin": sha256 must be 64 lowercase hexadecimal digits"#,
+        ),
+        (
+            with(|a| a.sha256 = "g".repeat(64)),
+            r#"artifact "data.bin": sha256 must be 64 lowercase hexadecimal digits"#,
+        ),
+        (
+            with(|a| a.media_type = String::new()),
+            r#"artifact "data.bin": media_type must not be empty"#,
+        ),
+    ];
+    for (artifacts, message) in cases {
+        let error = given(running())
+            .when(complete_with(1, artifacts))
+            .then_error(DomainErrorKind::Invalid, message);
+        assert_eq!(error.message(), message);
+    }
+    let fine = with(|a| a.name = "n".repeat(MAX_ARTIFACT_NAME_BYTES));
+    assert!(decide(&fold(&running()), complete_with(1, fine)).is_ok());
+}
+
+// ---- fail, retry, time out --------------------------------------------------------------------
+
+#[test]
+fn a_failure_that_is_not_retryable_is_final() {
+    let task = given(running())
+        .when(fail(1, false))
+        .then_expect(vec![failed(1)]);
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.error.as_deref(), Some("connection reset"));
+    assert_eq!(task.exit_code, Some(2));
+    assert_eq!(task.finished_at, Some(at(150)));
+}
+
+#[test]
+fn a_retryable_failure_queues_the_task_again_while_attempts_remain() {
+    let task = given([submitted(), started(1), progressed(1, Some(40.0))])
+        .when(fail(1, true))
+        .then_expect(vec![retried_after_failure(1)]);
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.attempts_started, 1);
+    assert_eq!(task.error.as_deref(), Some("connection reset"));
+    assert_eq!(task.progress, None);
+    assert_eq!(task.finished_at, None);
+}
+
+#[test]
+fn a_retryable_failure_of_the_last_attempt_is_final() {
+    let history = vec![
+        submitted(),
+        started(1),
+        retried_after_failure(1),
+        started(2),
+        retried_after_failure(2),
+        started(3),
+    ];
+    let task = given(history)
+        .when(fail(3, true))
+        .then_expect(vec![failed(3)]);
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.error.as_deref(), Some("connection reset"));
+}
+
+#[test]
+fn redelivery_retries_until_attempts_are_exhausted() {
+    let mut history = vec![submitted()];
+    for attempt in 1..=2 {
+        given(history.clone())
+            .when(start(attempt))
+            .then_expect(vec![started(attempt)]);
+        history.push(started(attempt));
+        let second = i64::from(attempt) * 100 + 70;
+        let task = given(history.clone())
+            .when(retry(second))
+            .then_expect(vec![retried_after_redelivery(attempt, second)]);
+        assert_eq!(task.status, TaskStatus::Queued);
+        history.push(retried_after_redelivery(attempt, second));
+    }
+    history.push(started(3));
+    let task = given(history.clone())
+        .when(retry(370))
+        .then_expect(vec![TaskEvent::Failed(TaskFailed {
+            attempt: 3,
+            error: "gave up after 3 attempts: the runner stopped responding".into(),
+            exit_code: None,
+            failed_at: at(370),
+        })]);
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.attempts_started, 3);
+    history.push(failed(3));
+    given(history).when(start(4)).then_error(
+        DomainErrorKind::InvalidTransition,
+        &format!("task {SHORT} is already failed; it cannot be started"),
+    );
+}
+
+#[test]
+fn redelivery_of_a_single_attempt_task_gives_up_at_once() {
+    given([submitted_with(1), started(1)])
+        .when(retry(170))
+        .then_expect(vec![TaskEvent::Failed(TaskFailed {
+            attempt: 1,
+            error: "gave up after 1 attempt: the runner stopped responding".into(),
+            exit_code: None,
+            failed_at: at(170),
+        })]);
+}
+
+#[test]
+fn a_time_out_is_final_even_with_attempts_left() {
+    let task = given(running())
+        .when(time_out(1))
+        .then_expect(vec![timed_out(1)]);
+    assert_eq!(task.status, TaskStatus::TimedOut);
+    assert_eq!(task.finished_at, Some(at(150)));
+}
+
+// ---- stale attempts ---------------------------------------------------------------------------
+
+#[test]
+fn a_worker_of_an_earlier_attempt_is_told_it_is_stale() {
+    for command in [progress(1, None), complete(1), fail(1, true), time_out(1)] {
+        given(running_second_attempt()).when(command).then_error(
+            DomainErrorKind::InvalidTransition,
+            "attempt 1 is no longer current; the task is on attempt 2",
+        );
+    }
+}
+
+#[test]
+fn a_worker_cannot_report_an_attempt_that_has_not_started() {
+    for command in [progress(3, None), complete(3), fail(3, false), time_out(3)] {
+        given(running_second_attempt()).when(command).then_error(
+            DomainErrorKind::InvalidTransition,
+            "attempt 3 has not started; the task is on attempt 2",
+        );
+    }
+}
+
+#[test]
+fn a_stale_worker_of_a_requeued_task_is_told_the_status() {
+    given([submitted(), started(1), retried_after_failure(1)])
+        .when(complete(1))
+        .then_error(
+            DomainErrorKind::InvalidTransition,
+            &format!("task {SHORT} is queued; it cannot be completed"),
+        );
+}
+
+#[test]
+fn the_current_attempt_after_a_retry_can_finish() {
+    let task = given(running_second_attempt())
+        .when(complete(2))
+        .then_expect(vec![succeeded(2)]);
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.attempts_started, 2);
+    assert_eq!(task.exit_code, Some(0));
+    // The first attempt's error is kept for the record.
+    assert_eq!(task.error.as_deref(), Some("connection reset"));
+}
+
+// ---- apply --------------------------------------------------------------------------------------
+
+#[test]
+fn apply_leaves_the_state_alone_for_events_that_do_not_fit() {
+    assert_eq!(fold(&[started(1)]), None);
+    let queued_task = fold(&queued());
+    for misfit in [
+        submitted_with(9),
+        progressed(1, None),
+        succeeded(1),
+        failed(1),
+        timed_out(1),
+        retried_after_failure(1),
+    ] {
+        assert_eq!(
+            apply(queued_task.clone(), &misfit),
+            queued_task,
+            "{misfit:?}"
+        );
+    }
+    let running_task = fold(&running());
+    assert_eq!(apply(running_task.clone(), &started(2)), running_task);
+    for (history, _) in final_histories() {
+        let final_task = fold(&history);
+        for event in [
+            started(2),
+            canceled(true),
+            succeeded(1),
+            retried_after_failure(1),
+        ] {
+            assert_eq!(apply(final_task.clone(), &event), final_task, "{event:?}");
+        }
+    }
+}
+
+// ---- the stored form ----------------------------------------------------------------------------
+
+fn every_event() -> Vec<TaskEvent> {
+    vec![
+        submitted(),
+        canceled(true),
+        started(1),
+        progressed(1, Some(12.25)),
+        progressed(1, None),
+        succeeded(1),
+        failed(1),
+        timed_out(1),
+        retried_after_failure(1),
+        retried_after_redelivery(1, 170),
+    ]
+}
+
+fn recorded(new_event: crate::NewEvent) -> RecordedEvent {
+    RecordedEvent {
+        global_position: 41,
+        event_id: new_event.event_id,
+        stream_id: task_id().stream_id().to_string(),
+        version: 1,
+        event_type: new_event.event_type,
+        schema_version: new_event.schema_version,
+        data: new_event.data,
+        metadata: new_event.metadata,
+        recorded_at: at(1000),
+        hash: [0; 32],
+    }
+}
+
+#[test]
+fn every_event_round_trips_through_serde_and_the_envelope() {
+    let mut types = std::collections::BTreeSet::new();
+    for event in every_event() {
+        let serialized = serde_json::to_value(&event).unwrap();
+        assert_eq!(serialized["type"], json!(event.event_type()), "{event:?}");
+        let back: TaskEvent = serde_json::from_value(serialized.clone()).unwrap();
+        assert_eq!(back, event);
+
+        let metadata = Metadata {
+            actor: Some("worker-1".into()),
+            ..Metadata::default()
+        };
+        let new_event = event.to_new_event(Uuid::from_u128(99), metadata.clone());
+        assert_eq!(new_event.event_id, Uuid::from_u128(99));
+        assert_eq!(new_event.event_type, event.event_type());
+        assert_eq!(new_event.schema_version, TaskEvent::SCHEMA_VERSION);
+        assert_eq!(new_event.metadata, metadata);
+        let mut without_tag = object(serialized);
+        without_tag.remove("type");
+        assert_eq!(new_event.data, Value::Object(without_tag));
+
+        let read = TaskEvent::from_recorded(&recorded(new_event)).unwrap();
+        assert_eq!(read, event);
+        types.insert(event.event_type());
+    }
+    let all: std::collections::BTreeSet<_> = TaskEvent::EVENT_TYPES.into_iter().collect();
+    assert_eq!(types, all, "every type is covered, and only these");
+}
+
+#[test]
+fn the_stored_shape_is_stable() {
+    let started = started(2).to_new_event(Uuid::nil(), Metadata::default());
+    assert_eq!(started.event_type, "TaskStarted");
+    assert_eq!(
+        started.data,
+        json!({"worker_id": "worker-2", "attempt": 2, "started_at": "2023-11-14T22:16:40Z"})
+    );
+    let canceled = canceled(false).to_new_event(Uuid::nil(), Metadata::default());
+    assert_eq!(canceled.event_type, "TaskCanceled");
+    assert_eq!(
+        canceled.data,
+        json!({"reason": "no longer needed", "canceled_at": "2023-11-14T22:28:20Z", "was_running": false})
+    );
+    assert_eq!(
+        TaskEvent::EVENT_TYPES,
+        [
+            "TaskSubmitted",
+            "TaskCanceled",
+            "TaskStarted",
+            "TaskProgressRecorded",
+            "TaskSucceeded",
+            "TaskFailed",
+            "TaskTimedOut",
+            "TaskRetried",
+        ]
+    );
+}
+
+#[test]
+fn from_recorded_reads_missing_optional_fields_as_none() {
+    let mut stored = recorded(failed(1).to_new_event(Uuid::nil(), Metadata::default()));
+    stored.data = json!({"attempt": 1, "error": "x", "failed_at": "2023-11-14T22:16:40Z", "added_later": true});
+    let TaskEvent::Failed(event) = TaskEvent::from_recorded(&stored).unwrap() else {
+        panic!("not a TaskFailed");
+    };
+    assert_eq!(event.exit_code, None);
+}
+
+#[test]
+fn from_recorded_refuses_what_is_not_a_task_event() {
+    let good = recorded(started(1).to_new_event(Uuid::nil(), Metadata::default()));
+
+    let mut unknown = good.clone();
+    unknown.event_type = "DeviceMessageSent".into();
+    let error = TaskEvent::from_recorded(&unknown).unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::UnknownType { event_type, global_position: 41 } if event_type == "DeviceMessageSent"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        r#"event at global position 41 has type "DeviceMessageSent", which is not a task event"#
+    );
+
+    let mut newer = good.clone();
+    newer.schema_version = 2;
+    assert!(matches!(
+        TaskEvent::from_recorded(&newer),
+        Err(DecodeError::UnsupportedSchemaVersion {
+            schema_version: 2,
+            ..
+        })
+    ));
+
+    let mut array = good.clone();
+    array.data = json!(["worker-1", 1, "2023-11-14T22:16:40Z"]);
+    assert!(matches!(
+        TaskEvent::from_recorded(&array),
+        Err(DecodeError::NotAnObject {
+            found: "an array",
+            ..
+        })
+    ));
+
+    let mut missing = good;
+    missing.data = json!({"worker_id": "worker-1"});
+    let error = TaskEvent::from_recorded(&missing).unwrap_err();
+    assert!(matches!(error, DecodeError::Malformed { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("missing field `attempt`"),
+        "{error}"
+    );
+}
+
+// ---- ids, statuses, errors ------------------------------------------------------------------------
+
+#[test]
+fn task_ids_name_their_streams() {
+    let id = task_id();
+    assert_eq!(id.to_string(), "3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8");
+    assert_eq!(
+        id.stream_id().as_str(),
+        "task-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"
+    );
+    assert_eq!(id.short(), SHORT);
+    assert_eq!(TaskId::from_stream_id(id.stream_id().as_str()), Some(id));
+    assert_eq!(TaskId::from_stream_id("device-300234010753370"), None);
+    assert_eq!(TaskId::from_stream_id("task-not-a-uuid"), None);
+    assert_eq!(serde_json::to_value(id).unwrap(), json!(id.to_string()));
+}
+
+#[test]
+fn statuses_have_a_stored_name_and_words() {
+    assert_eq!(TaskStatus::TimedOut.as_str(), "timed_out");
+    assert_eq!(TaskStatus::TimedOut.to_string(), "timed out");
+    assert_eq!(
+        serde_json::to_value(TaskStatus::TimedOut).unwrap(),
+        json!("timed_out")
+    );
+    for status in [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::TimedOut,
+        TaskStatus::Canceled,
+    ] {
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            json!(status.as_str())
+        );
+        assert_eq!(
+            status.is_final(),
+            !matches!(status, TaskStatus::Queued | TaskStatus::Running)
+        );
+    }
+}
+
+#[test]
+fn errors_keep_the_full_task_id_and_a_kind_name() {
+    let error = given([])
+        .when(cancel())
+        .then_error(DomainErrorKind::NotFound, "");
+    assert_eq!(error.task_id(), task_id());
+    assert_eq!(error.kind().as_str(), "not_found");
+    assert_eq!(DomainErrorKind::AlreadyExists.as_str(), "already_exists");
+    assert_eq!(
+        DomainErrorKind::InvalidTransition.to_string(),
+        "invalid_transition"
+    );
+    assert_eq!(DomainErrorKind::Invalid.as_str(), "invalid");
+}

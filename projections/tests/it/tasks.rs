@@ -1,0 +1,264 @@
+//! The `tasks` projector: rows follow a task's life, and a rebuild from
+//! scratch gives the same rows.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{
+    Artifact, TaskCanceled, TaskEvent, TaskFailed, TaskId, TaskRetried, TaskStarted, TaskSubmitted,
+    TaskSucceeded,
+};
+use taskledger_events::testing::TestDatabase;
+use taskledger_events::{EventStore, ExpectedVersion, Metadata};
+use taskledger_projections::runtime::RuntimeOptions;
+use taskledger_projections::tasks::TasksProjector;
+use taskledger_projections::ProjectorRuntime;
+
+fn at(second: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, second).unwrap()
+}
+
+fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
+    TaskEvent::Submitted(TaskSubmitted {
+        task_id,
+        kind: "batch".into(),
+        params: json!({ "script": "echo hi" }).as_object().unwrap().clone(),
+        frontend_id: frontend.into(),
+        client_task_id: Some("client-1".into()),
+        priority: 5,
+        timeout_seconds: 60,
+        max_attempts: 2,
+        submitted_at: at(0),
+        submitted_by: Some("key-1".into()),
+    })
+}
+
+async fn record(store: &PgEventStore, task_id: TaskId, events: &[TaskEvent]) {
+    let new_events = events
+        .iter()
+        .map(|event| event.to_new_event(uuid::Uuid::now_v7(), Metadata::default()))
+        .collect();
+    store
+        .append(&task_id.stream_id(), ExpectedVersion::Any, new_events)
+        .await
+        .unwrap();
+}
+
+async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT row_to_json(t)::text FROM (SELECT * FROM tasks ORDER BY task_id) t
+             UNION ALL
+             SELECT row_to_json(r)::text FROM (SELECT * FROM results ORDER BY task_id) r",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+async fn run_until(store: &PgEventStore, client: &tokio_postgres::Client, head: u64) {
+    let runtime = ProjectorRuntime::new(
+        store.clone(),
+        TasksProjector,
+        RuntimeOptions {
+            standby_retry: Duration::from_millis(100),
+            failure_retry: Duration::from_millis(100),
+            ..RuntimeOptions::default()
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT position, failure FROM projector_checkpoints WHERE projector = 'tasks'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = &row {
+            let failure: Option<String> = row.get(1);
+            assert!(failure.is_none(), "the projector failed: {failure:?}");
+            if row.get::<_, i64>(0) == i64::try_from(head).unwrap() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tasks projector did not reach {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let client = database.client().await;
+
+    let done = TaskId(uuid::Uuid::new_v4());
+    let artifact = Artifact {
+        name: "report.json".into(),
+        size: 12,
+        sha256: "a".repeat(64),
+        media_type: "application/json".into(),
+    };
+    record(
+        &store,
+        done,
+        &[
+            submitted(done, "frontend-a"),
+            TaskEvent::Started(TaskStarted {
+                worker_id: "w1".into(),
+                attempt: 1,
+                started_at: at(1),
+            }),
+            TaskEvent::Retried(TaskRetried {
+                attempt: 1,
+                reason: "runner died".into(),
+                exit_code: None,
+                retried_at: at(2),
+            }),
+            TaskEvent::Started(TaskStarted {
+                worker_id: "w2".into(),
+                attempt: 2,
+                started_at: at(3),
+            }),
+            TaskEvent::Succeeded(TaskSucceeded {
+                attempt: 2,
+                result: json!({ "verdict": "clean" }).as_object().unwrap().clone(),
+                exit_code: 0,
+                artifacts: vec![artifact],
+                finished_at: at(4),
+            }),
+        ],
+    )
+    .await;
+    let failed = TaskId(uuid::Uuid::new_v4());
+    record(
+        &store,
+        failed,
+        &[
+            submitted(failed, "frontend-b"),
+            TaskEvent::Started(TaskStarted {
+                worker_id: "w1".into(),
+                attempt: 1,
+                started_at: at(5),
+            }),
+            TaskEvent::Failed(TaskFailed {
+                attempt: 1,
+                error: "exit 3".into(),
+                exit_code: Some(3),
+                failed_at: at(6),
+            }),
+        ],
+    )
+    .await;
+    let canceled = TaskId(uuid::Uuid::new_v4());
+    record(
+        &store,
+        canceled,
+        &[
+            submitted(canceled, "frontend-a"),
+            TaskEvent::Canceled(TaskCanceled {
+                reason: None,
+                canceled_at: at(7),
+                was_running: false,
+            }),
+        ],
+    )
+    .await;
+    let queued = TaskId(uuid::Uuid::new_v4());
+    record(&store, queued, &[submitted(queued, "frontend-c")]).await;
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head).await;
+
+    let status = |id: TaskId| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1",
+                    &[&id.0],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, String>(0),
+                row.get::<_, i32>(1),
+                row.get::<_, Option<String>>(2),
+                row.get::<_, Option<String>>(3),
+                row.get::<_, Option<i32>>(4),
+                row.get::<_, i64>(5),
+            )
+        }
+    };
+    assert_eq!(
+        status(done).await,
+        ("succeeded".into(), 2, Some("w2".into()), None, Some(0), 5)
+    );
+    assert_eq!(
+        status(failed).await,
+        (
+            "failed".into(),
+            1,
+            Some("w1".into()),
+            Some("exit 3".into()),
+            Some(3),
+            3
+        )
+    );
+    assert_eq!(
+        status(canceled).await,
+        ("canceled".into(), 0, None, Some("canceled".into()), None, 2)
+    );
+    assert_eq!(
+        status(queued).await,
+        ("queued".into(), 0, None, None, None, 1)
+    );
+    let result = client
+        .query_one(
+            "SELECT result, exit_code, artifacts FROM results WHERE task_id = $1",
+            &[&done.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result.get::<_, serde_json::Value>(0),
+        json!({ "verdict": "clean" })
+    );
+    assert_eq!(
+        result.get::<_, serde_json::Value>(2)[0]["name"],
+        "report.json"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT count(*) FROM results", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+
+    // Rebuilt from scratch, the projection is the same, row for row.
+    let live = rows(&client).await;
+    client
+        .batch_execute("TRUNCATE tasks, results; UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'")
+        .await
+        .unwrap();
+    run_until(&store, &client, head).await;
+    assert_eq!(rows(&client).await, live);
+    drop(client);
+    database.drop_database().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod database;
 pub mod http;

@@ -1,4 +1,7 @@
-//! The HTTP surface. For now: liveness and readiness probes.
+//! The HTTP surface: liveness and readiness probes, and the problem+json
+//! error type every route uses ([`problem`]).
+
+pub mod problem;
 
 use std::time::Duration;
 

@@ -1,0 +1,328 @@
+//! RFC 9457 problem details: the one error body of the API, and a JSON
+//! extractor whose rejections use it.
+//!
+//! Every error the API returns is `application/problem+json` with `type`,
+//! `title`, `status` and `detail`. Domain refusals are 4xx, version
+//! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
+//! 500 whose cause is logged where it happened (never sent to the client).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Where the problem types are documented (relative URIs are allowed).
+const TYPE_BASE: &str = "/v1/problems/";
+
+/// A problem details body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// A URI reference naming the problem type, e.g. `/v1/problems/not-found`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time, for a person.
+    pub detail: String,
+    /// Seconds after which to retry (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem of type `slug` (e.g. `not-found`) with `status`.
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("{TYPE_BASE}{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
+    }
+
+    /// 401: no valid API key.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
+    }
+
+    /// 403: the key lacks a scope.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 404: no such resource.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// 409: the resource's state does not allow it, or it kept changing.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
+    /// 422: well-formed but invalid.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "Invalid request",
+            detail,
+        )
+    }
+
+    /// 503 with `Retry-After`: try again shortly.
+    pub fn unavailable(detail: impl Into<String>, retry_after_seconds: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                detail,
+            )
+        }
+    }
+
+    /// 500 with nothing about the cause (log it where it happened).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed to handle the request; it has been logged",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// `Json<T>` whose rejections are problems: a wrong content type is 415, a
+/// body over the limit 413, malformed JSON 400, and JSON of the wrong shape
+/// (a missing, unknown or mistyped field) 422 — with serde's explanation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(problem_for(&rejection)),
+        }
+    }
+}
+
+fn problem_for(rejection: &JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        JsonRejection::JsonDataError(error) => Problem::unprocessable(body_text(error.body_text())),
+        JsonRejection::JsonSyntaxError(error) => Problem::bad_request(body_text(error.body_text())),
+        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request body too large",
+                "the request body is larger than this endpoint accepts",
+            )
+        }
+        other => Problem::new(
+            other.status(),
+            "bad-request",
+            "Bad request",
+            other.body_text(),
+        ),
+    }
+}
+
+/// axum's messages start with a generic sentence; keep serde's part.
+fn body_text(text: String) -> String {
+    text.split_once(": ")
+        .map_or_else(|| text.clone(), |(_, rest)| rest.to_owned())
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::post;
+    use axum::Router;
+    use serde::Deserialize;
+    use tower::ServiceExt;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Input {
+        name: String,
+        count: u32,
+    }
+
+    async fn echo(ApiJson(input): ApiJson<Input>) -> String {
+        format!("{} x{}", input.name, input.count)
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route("/", post(echo))
+            .layer(axum::extract::DefaultBodyLimit::max(64))
+    }
+
+    async fn send(
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Option<String>, serde_json::Value) {
+        let mut request = Request::post("/");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let response = app()
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_json_rejection_is_a_problem() {
+        let json = Some("application/json");
+        let cases = [
+            (json, r#"{"name":"a","count":1}"#, StatusCode::OK, None),
+            (
+                json,
+                r#"{"name":"a","count":"#,
+                StatusCode::BAD_REQUEST,
+                Some("EOF"),
+            ),
+            (
+                json,
+                r#"{"name":"a","count":1,"extra":2}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("unknown field `extra`"),
+            ),
+            (
+                json,
+                r#"{"name":"a"}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("missing field `count`"),
+            ),
+            (
+                json,
+                r#"{"name":"a","count":-1}"#,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("invalid value"),
+            ),
+            (
+                Some("text/plain"),
+                r#"{"name":"a","count":1}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("Content-Type"),
+            ),
+            (
+                None,
+                r#"{"name":"a","count":1}"#,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("Content-Type"),
+            ),
+            (
+                json,
+                &format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(100)),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("larger"),
+            ),
+        ];
+        for (content_type, body, status, detail) in cases {
+            let (got, got_type, problem) = send(content_type, body).await;
+            assert_eq!(got, status, "{body}: {problem}");
+            if let Some(detail) = detail {
+                assert_eq!(
+                    got_type.as_deref(),
+                    Some("application/problem+json"),
+                    "{body}"
+                );
+                assert_eq!(problem["status"], status.as_u16(), "{problem}");
+                assert!(
+                    problem["type"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("/v1/problems/"),
+                    "{problem}"
+                );
+                assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
+                assert!(
+                    problem["detail"].as_str().unwrap().contains(detail),
+                    "{body}: {problem}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unavailable_carries_retry_after() {
+        let response = Problem::unavailable("the projection is catching up", 2).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+}

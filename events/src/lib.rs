@@ -6,6 +6,7 @@
 //! the bottom of the dependency graph (`events` ← `projections` ← `replay` ←
 //! the binary).
 
+pub mod apikey;
 pub mod chain;
 pub mod envelope;
 pub mod error;

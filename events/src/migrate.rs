@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_read_models",
         sql: include_str!("../../migrations/0003_task_read_models.sql"),
     },
+    Migration {
+        version: 4,
+        name: "api_keys",
+        sql: include_str!("../../migrations/0004_api_keys.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -7,6 +7,7 @@
 //! is in the events, so every projection can be thrown away and rebuilt from
 //! the log with the same result.
 
+pub mod api_keys;
 pub mod runtime;
 pub mod tasks;
 

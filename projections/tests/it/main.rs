@@ -1,4 +1,5 @@
 //! Integration tests of the projector runtime against real PostgreSQL.
 
+mod api_keys;
 mod runtime;
 mod tasks;

@@ -1,0 +1,104 @@
+//! The API key's rules: which command is allowed in which state, and which
+//! events it produces ([`decide`]).
+
+use super::commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
+use super::events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked};
+use super::{ApiKey, ApiKeyId, ApiKeyState, DomainError};
+
+/// The events `command` produces in `state`, or why it is refused. Pure: the
+/// same state and command always give the same answer.
+///
+/// Checks run in this order and the first refusal is returned: the key
+/// exists (or, for [`CreateApiKey`], does not); it is active; the command's
+/// own fields are valid.
+///
+/// Outcomes:
+/// - [`CreateApiKey`] → `ApiKeyCreated`; the key is active.
+/// - [`RevokeApiKey`] (active) → `ApiKeyRevoked`; the key is revoked for
+///   good.
+///
+/// # Errors
+/// A [`DomainError`] whose [`kind`](DomainError::kind) is
+/// - `NotFound` for a [`RevokeApiKey`] when the state holds no key, or holds
+///   a different key than the command names (the caller loaded the wrong
+///   stream);
+/// - `AlreadyExists` for a [`CreateApiKey`] when the key exists (revoked or
+///   not: a key id is never reused);
+/// - `InvalidTransition` for a [`RevokeApiKey`] when the key is already
+///   revoked;
+/// - `Invalid` when a field of [`CreateApiKey`] is malformed: the name is
+///   empty, longer than [`MAX_NAME_BYTES`] or has control characters; there
+///   are no scopes; the hash is not 64 lowercase hexadecimal digits.
+pub fn decide(
+    state: &ApiKeyState,
+    command: ApiKeyCommand,
+) -> Result<Vec<ApiKeyEvent>, DomainError> {
+    let event = match command {
+        ApiKeyCommand::Create(create) => create_api_key(state, create)?,
+        ApiKeyCommand::Revoke(revoke) => revoke_api_key(existing(state, revoke.key_id)?, revoke)?,
+    };
+    Ok(vec![event])
+}
+
+fn existing(state: &ApiKeyState, key_id: ApiKeyId) -> Result<&ApiKey, DomainError> {
+    match state {
+        Some(key) if key.id == key_id => Ok(key),
+        _ => Err(DomainError::not_found(key_id)),
+    }
+}
+
+fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEvent, DomainError> {
+    let key_id = create.key_id;
+    if state.is_some() {
+        return Err(DomainError::already_exists(key_id));
+    }
+    let name = create.name.as_str();
+    let problem = if name.is_empty() {
+        Some("name must not be empty".to_owned())
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(format!(
+            "name is {} bytes long; the limit is {MAX_NAME_BYTES}",
+            name.len()
+        ))
+    } else if name.chars().any(char::is_control) {
+        Some("name must not contain control characters".to_owned())
+    } else if create.scopes.is_empty() {
+        Some("scopes must name at least one scope".to_owned())
+    } else if !is_lowercase_sha256(&create.key_hash) {
+        Some(
+            "key_hash must be 64 lowercase hexadecimal digits (the SHA-256 of the secret)"
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(DomainError::invalid(key_id, problem));
+    }
+    Ok(ApiKeyEvent::Created(ApiKeyCreated {
+        key_id,
+        name: create.name,
+        scopes: create.scopes,
+        key_hash: create.key_hash,
+        created_at: create.created_at,
+        created_by: create.created_by,
+    }))
+}
+
+fn revoke_api_key(key: &ApiKey, revoke: RevokeApiKey) -> Result<ApiKeyEvent, DomainError> {
+    if !key.is_active() {
+        return Err(DomainError::already_revoked(key.id));
+    }
+    Ok(ApiKeyEvent::Revoked(ApiKeyRevoked {
+        reason: revoke.reason,
+        revoked_at: revoke.revoked_at,
+        revoked_by: revoke.revoked_by,
+    }))
+}
+
+fn is_lowercase_sha256(text: &str) -> bool {
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+}

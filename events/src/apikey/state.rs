@@ -1,0 +1,84 @@
+//! An API key as its events leave it ([`ApiKey`], [`ApiKeyState`]) and the
+//! fold that builds it ([`apply`], [`fold`]).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::{ApiKeyEvent, ApiKeyId, Scope};
+
+/// The state of one API key stream: `None` until the key is created.
+pub type ApiKeyState = Option<ApiKey>;
+
+/// A created API key, as its events leave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// Its id.
+    pub id: ApiKeyId,
+    /// What it is for.
+    pub name: String,
+    /// What it may do.
+    pub scopes: BTreeSet<Scope>,
+    /// The SHA-256 of its secret.
+    pub key_hash: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Who created it.
+    pub created_by: Option<String>,
+    /// When it was revoked; `None` while it is active.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Why it was revoked, if it was and a reason was given.
+    pub revoked_reason: Option<String>,
+    /// Who revoked it, if it was and that is known.
+    pub revoked_by: Option<String>,
+}
+
+impl ApiKey {
+    /// Whether the key has not been revoked (requests with its secret are
+    /// accepted, within its scopes).
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// The state after `event`. Total: it never fails.
+///
+/// An event that does not fit the state — `ApiKeyRevoked` before
+/// `ApiKeyCreated` or after an earlier `ApiKeyRevoked`, or a second
+/// `ApiKeyCreated` — leaves the state as it was. [`decide`](super::decide)
+/// never produces such an event, and the store's expected versions keep
+/// decisions in order, so one can only come from a stream written by other
+/// code; the auditor's replay, not this fold, is the place to report it.
+pub fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
+    let Some(mut key) = state else {
+        return match event {
+            ApiKeyEvent::Created(created) => Some(ApiKey {
+                id: created.key_id,
+                name: created.name.clone(),
+                scopes: created.scopes.clone(),
+                key_hash: created.key_hash.clone(),
+                created_at: created.created_at,
+                created_by: created.created_by.clone(),
+                revoked_at: None,
+                revoked_reason: None,
+                revoked_by: None,
+            }),
+            ApiKeyEvent::Revoked(_) => None,
+        };
+    };
+    match event {
+        ApiKeyEvent::Revoked(revoked) if key.is_active() => {
+            key.revoked_at = Some(revoked.revoked_at);
+            key.revoked_reason = revoked.reason.clone();
+            key.revoked_by = revoked.revoked_by.clone();
+        }
+        // Does not fit: see the function's documentation.
+        _ => {}
+    }
+    Some(key)
+}
+
+/// The state after all of `events`, in order, starting from no key.
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a ApiKeyEvent>) -> ApiKeyState {
+    events.into_iter().fold(None, apply)
+}

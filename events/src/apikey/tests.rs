@@ -1,0 +1,591 @@
+//! Given these events, when this command, expect these events or this error;
+//! and the secret helpers against known vectors.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use crate::{Metadata, RecordedEvent};
+
+const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
+const SHORT: &str = "3f2a1b4c…";
+
+fn key_id() -> ApiKeyId {
+    ApiKeyId(ID)
+}
+
+/// A fixed instant, `second` seconds after a fixed origin.
+fn at(second: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+}
+
+fn scopes(names: &[Scope]) -> BTreeSet<Scope> {
+    names.iter().copied().collect()
+}
+
+fn key_hash() -> String {
+    hash_secret(&generate_secret([7; 32]))
+}
+
+// ---- the framework -------------------------------------------------------
+
+struct Given {
+    state: ApiKeyState,
+}
+
+struct Then {
+    state: ApiKeyState,
+    command: ApiKeyCommand,
+    result: Result<Vec<ApiKeyEvent>, DomainError>,
+}
+
+fn given(history: impl IntoIterator<Item = ApiKeyEvent>) -> Given {
+    let history: Vec<ApiKeyEvent> = history.into_iter().collect();
+    Given {
+        state: fold(&history),
+    }
+}
+
+impl Given {
+    fn when(self, command: ApiKeyCommand) -> Then {
+        let result = decide(&self.state, command.clone());
+        Then {
+            state: self.state,
+            command,
+            result,
+        }
+    }
+}
+
+impl Then {
+    /// Asserts the decision and returns the key after applying it. Every
+    /// decided event must change the state.
+    #[track_caller]
+    fn then_expect(self, expected: Vec<ApiKeyEvent>) -> ApiKey {
+        let events = match self.result {
+            Ok(events) => events,
+            Err(error) => panic!("{:?} was refused: {error}", self.command),
+        };
+        assert_eq!(events, expected, "for {:?}", self.command);
+        let mut state = self.state;
+        for event in &events {
+            let next = apply(state.clone(), event);
+            assert_ne!(next, state, "apply ignored {event:?}");
+            state = next;
+        }
+        state.expect("a decision leaves a key")
+    }
+
+    /// Asserts a refusal of `kind` whose message contains `message_part`.
+    #[track_caller]
+    fn then_error(self, kind: DomainErrorKind, message_part: &str) -> DomainError {
+        let error = match self.result {
+            Ok(events) => panic!("{:?} was accepted: {events:?}", self.command),
+            Err(error) => error,
+        };
+        assert_eq!(error.kind(), kind, "{error}");
+        assert!(
+            error.message().contains(message_part),
+            "{:?} not in {:?}",
+            message_part,
+            error.message()
+        );
+        assert_eq!(error.to_string(), error.message());
+        assert_eq!(error.key_id(), self.command.key_id());
+        error
+    }
+
+    /// Like [`Then::then_expect`] for a decision whose events the test does
+    /// not spell out.
+    #[track_caller]
+    fn then_expect_any(self) -> ApiKey {
+        let expected = self.result.clone().expect("accepted");
+        self.then_expect(expected)
+    }
+}
+
+// ---- commands and events -------------------------------------------------------
+
+fn create_api_key() -> CreateApiKey {
+    CreateApiKey {
+        key_id: key_id(),
+        name: "ci deploys".into(),
+        scopes: scopes(&[Scope::TasksWrite, Scope::TasksRead]),
+        key_hash: key_hash(),
+        created_at: at(0),
+        created_by: Some("admin-key".into()),
+    }
+}
+
+fn create() -> ApiKeyCommand {
+    ApiKeyCommand::Create(create_api_key())
+}
+
+fn revoke() -> ApiKeyCommand {
+    ApiKeyCommand::Revoke(RevokeApiKey {
+        key_id: key_id(),
+        reason: Some("leaked in a build log".into()),
+        revoked_at: at(60),
+        revoked_by: Some("admin-key".into()),
+    })
+}
+
+fn created() -> ApiKeyEvent {
+    ApiKeyEvent::Created(ApiKeyCreated {
+        key_id: key_id(),
+        name: "ci deploys".into(),
+        scopes: scopes(&[Scope::TasksWrite, Scope::TasksRead]),
+        key_hash: key_hash(),
+        created_at: at(0),
+        created_by: Some("admin-key".into()),
+    })
+}
+
+fn revoked() -> ApiKeyEvent {
+    ApiKeyEvent::Revoked(ApiKeyRevoked {
+        reason: Some("leaked in a build log".into()),
+        revoked_at: at(60),
+        revoked_by: Some("admin-key".into()),
+    })
+}
+
+// ---- create ----------------------------------------------------------------------
+
+#[test]
+fn create_makes_an_active_key() {
+    let key = given([]).when(create()).then_expect(vec![created()]);
+    assert_eq!(
+        key,
+        ApiKey {
+            id: key_id(),
+            name: "ci deploys".into(),
+            scopes: scopes(&[Scope::TasksWrite, Scope::TasksRead]),
+            key_hash: key_hash(),
+            created_at: at(0),
+            created_by: Some("admin-key".into()),
+            revoked_at: None,
+            revoked_reason: None,
+            revoked_by: None,
+        }
+    );
+    assert!(key.is_active());
+}
+
+#[test]
+fn create_happens_only_once() {
+    given([created()]).when(create()).then_error(
+        DomainErrorKind::AlreadyExists,
+        "api key 3f2a1b4c… already exists",
+    );
+    // A revoked key's id is not free again.
+    given([created(), revoked()])
+        .when(create())
+        .then_error(DomainErrorKind::AlreadyExists, "already exists");
+}
+
+/// Makes one field of a valid command invalid.
+type Spoil = fn(&mut CreateApiKey);
+
+#[test]
+fn create_refuses_each_bad_field_with_its_own_message() {
+    let cases: [(Spoil, &str); 11] = [
+        (|c| c.name = String::new(), "name must not be empty"),
+        (
+            |c| c.name = "n".repeat(MAX_NAME_BYTES + 1),
+            "name is 101 bytes long; the limit is 100",
+        ),
+        // 34 three-byte characters: 102 bytes, though only 34 characters.
+        (
+            |c| c.name = "€".repeat(34),
+            "name is 102 bytes long; the limit is 100",
+        ),
+        (
+            |c| c.name = "ci\ndeploys".into(),
+            "name must not contain control characters",
+        ),
+        (|c| c.scopes.clear(), "scopes must name at least one scope"),
+        (
+            |c| c.key_hash = String::new(),
+            "key_hash must be 64 lowercase",
+        ),
+        (
+            |c| c.key_hash = c.key_hash.to_uppercase(),
+            "key_hash must be 64 lowercase",
+        ),
+        (|c| c.key_hash.truncate(63), "key_hash must be 64 lowercase"),
+        (|c| c.key_hash.push('0'), "key_hash must be 64 lowercase"),
+        (
+            |c| c.key_hash = "g".repeat(64),
+            "key_hash must be 64 lowercase",
+        ),
+        // The secret instead of its hash.
+        (
+            |c| c.key_hash = generate_secret([7; 32]),
+            "key_hash must be 64 lowercase",
+        ),
+    ];
+    for (spoil, message) in cases {
+        let mut command = create_api_key();
+        spoil(&mut command);
+        given([])
+            .when(ApiKeyCommand::Create(command))
+            .then_error(DomainErrorKind::Invalid, message);
+    }
+}
+
+#[test]
+fn create_accepts_every_limit_exactly() {
+    let mut command = create_api_key();
+    command.name = "n".repeat(MAX_NAME_BYTES);
+    command.scopes = scopes(&[Scope::AuditRead]);
+    command.created_by = None;
+    let key = given([])
+        .when(ApiKeyCommand::Create(command.clone()))
+        .then_expect(vec![ApiKeyEvent::Created(ApiKeyCreated {
+            key_id: key_id(),
+            name: command.name.clone(),
+            scopes: scopes(&[Scope::AuditRead]),
+            key_hash: key_hash(),
+            created_at: at(0),
+            created_by: None,
+        })]);
+    assert_eq!(key.name.len(), MAX_NAME_BYTES);
+
+    command.scopes = Scope::ALL.into_iter().collect();
+    let key = given([])
+        .when(ApiKeyCommand::Create(command))
+        .then_expect_any();
+    assert_eq!(key.scopes.len(), 6);
+}
+
+// ---- revoke -------------------------------------------------------------------------
+
+#[test]
+fn revoke_ends_an_active_key() {
+    let key = given([created()])
+        .when(revoke())
+        .then_expect(vec![revoked()]);
+    assert!(!key.is_active());
+    assert_eq!(key.revoked_at, Some(at(60)));
+    assert_eq!(key.revoked_reason.as_deref(), Some("leaked in a build log"));
+    assert_eq!(key.revoked_by.as_deref(), Some("admin-key"));
+    assert_eq!(key.key_hash, key_hash(), "the hash stays for the record");
+}
+
+#[test]
+fn revoke_without_a_reason_or_actor() {
+    let command = ApiKeyCommand::Revoke(RevokeApiKey {
+        key_id: key_id(),
+        reason: None,
+        revoked_at: at(5),
+        revoked_by: None,
+    });
+    let key = given([created()])
+        .when(command)
+        .then_expect(vec![ApiKeyEvent::Revoked(ApiKeyRevoked {
+            reason: None,
+            revoked_at: at(5),
+            revoked_by: None,
+        })]);
+    assert!(!key.is_active());
+}
+
+#[test]
+fn revoke_of_a_revoked_key_is_refused() {
+    given([created(), revoked()]).when(revoke()).then_error(
+        DomainErrorKind::InvalidTransition,
+        "api key 3f2a1b4c… is already revoked",
+    );
+}
+
+#[test]
+fn revoke_of_an_unknown_key_is_not_found() {
+    given([]).when(revoke()).then_error(
+        DomainErrorKind::NotFound,
+        "api key 3f2a1b4c… does not exist",
+    );
+}
+
+#[test]
+fn a_command_for_another_key_than_the_state_is_not_found() {
+    let other = ApiKeyId(Uuid::from_u128(7));
+    let command = ApiKeyCommand::Revoke(RevokeApiKey {
+        key_id: other,
+        reason: None,
+        revoked_at: at(5),
+        revoked_by: None,
+    });
+    let error = given([created()])
+        .when(command)
+        .then_error(DomainErrorKind::NotFound, "does not exist");
+    assert_eq!(error.key_id(), other);
+}
+
+// ---- apply ---------------------------------------------------------------------------
+
+#[test]
+fn apply_leaves_the_state_alone_for_events_that_do_not_fit() {
+    assert_eq!(apply(None, &revoked()), None);
+    let active = fold(&[created()]);
+    assert_eq!(apply(active.clone(), &created()), active);
+    let done = fold(&[created(), revoked()]);
+    let later = ApiKeyEvent::Revoked(ApiKeyRevoked {
+        reason: Some("again".into()),
+        revoked_at: at(99),
+        revoked_by: None,
+    });
+    assert_eq!(apply(done.clone(), &later), done);
+}
+
+// ---- the stored form -------------------------------------------------------------------
+
+fn recorded(new_event: crate::NewEvent) -> RecordedEvent {
+    RecordedEvent {
+        global_position: 41,
+        stream_id: key_id().stream_id().to_string(),
+        version: 1,
+        event_id: new_event.event_id,
+        event_type: new_event.event_type,
+        schema_version: new_event.schema_version,
+        data: new_event.data,
+        metadata: new_event.metadata,
+        recorded_at: at(1),
+        hash: [0; 32],
+    }
+}
+
+#[test]
+fn every_event_round_trips_through_serde_and_the_envelope() {
+    for event in [created(), revoked()] {
+        let tagged = serde_json::to_value(&event).unwrap();
+        assert_eq!(tagged["type"], event.event_type());
+        assert_eq!(
+            serde_json::from_value::<ApiKeyEvent>(tagged).unwrap(),
+            event
+        );
+
+        let new_event = event.to_new_event(Uuid::from_u128(9), Metadata::default());
+        assert_eq!(new_event.event_type, event.event_type());
+        assert_eq!(new_event.schema_version, ApiKeyEvent::SCHEMA_VERSION);
+        assert_eq!(new_event.event_id, Uuid::from_u128(9));
+        assert!(
+            new_event.data.get("type").is_none(),
+            "the envelope has the type"
+        );
+        assert_eq!(
+            ApiKeyEvent::from_recorded(&recorded(new_event)).unwrap(),
+            event
+        );
+    }
+    assert_eq!(
+        ApiKeyEvent::EVENT_TYPES,
+        [created().event_type(), revoked().event_type()]
+    );
+}
+
+#[test]
+fn the_stored_shape_is_stable() {
+    let created = created().to_new_event(Uuid::nil(), Metadata::default());
+    assert_eq!(created.event_type, "ApiKeyCreated");
+    assert_eq!(
+        created.data,
+        json!({
+            "key_id": "3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8",
+            "name": "ci deploys",
+            "scopes": ["tasks:write", "tasks:read"],
+            "key_hash": key_hash(),
+            "created_at": "2023-11-14T22:13:20Z",
+            "created_by": "admin-key",
+        })
+    );
+    let revoked = revoked().to_new_event(Uuid::nil(), Metadata::default());
+    assert_eq!(revoked.event_type, "ApiKeyRevoked");
+    assert_eq!(
+        revoked.data,
+        json!({
+            "reason": "leaked in a build log",
+            "revoked_at": "2023-11-14T22:14:20Z",
+            "revoked_by": "admin-key",
+        })
+    );
+}
+
+#[test]
+fn from_recorded_reads_missing_optional_fields_as_none() {
+    let mut stored = recorded(revoked().to_new_event(Uuid::nil(), Metadata::default()));
+    stored.data = json!({"revoked_at": "2023-11-14T22:14:20Z", "added_later": true});
+    let ApiKeyEvent::Revoked(event) = ApiKeyEvent::from_recorded(&stored).unwrap() else {
+        panic!("not an ApiKeyRevoked");
+    };
+    assert_eq!(event.reason, None);
+    assert_eq!(event.revoked_by, None);
+}
+
+#[test]
+fn from_recorded_refuses_what_is_not_an_api_key_event() {
+    let good = recorded(created().to_new_event(Uuid::nil(), Metadata::default()));
+
+    let mut unknown = good.clone();
+    unknown.event_type = "TaskSubmitted".into();
+    let error = ApiKeyEvent::from_recorded(&unknown).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        r#"event at global position 41 has type "TaskSubmitted", which is not an api key event"#
+    );
+
+    let mut newer = good.clone();
+    newer.schema_version = 2;
+    assert!(matches!(
+        ApiKeyEvent::from_recorded(&newer),
+        Err(DecodeError::UnsupportedSchemaVersion {
+            schema_version: 2,
+            ..
+        })
+    ));
+
+    let mut array = good.clone();
+    array.data = json!(["x"]);
+    assert!(matches!(
+        ApiKeyEvent::from_recorded(&array),
+        Err(DecodeError::NotAnObject {
+            found: "an array",
+            ..
+        })
+    ));
+
+    let mut bad_scope = good;
+    bad_scope.data["scopes"] = json!(["tasks:write", "everything"]);
+    let error = ApiKeyEvent::from_recorded(&bad_scope).unwrap_err();
+    assert!(matches!(error, DecodeError::Malformed { .. }), "{error:?}");
+    assert!(error.to_string().contains("everything"), "{error}");
+}
+
+// ---- scopes ---------------------------------------------------------------------------
+
+#[test]
+fn scopes_have_stable_names_both_ways() {
+    let names = [
+        "tasks:write",
+        "tasks:read",
+        "devices:write",
+        "devices:read",
+        "audit:read",
+        "admin",
+    ];
+    for (scope, name) in Scope::ALL.into_iter().zip(names) {
+        assert_eq!(scope.as_str(), name);
+        assert_eq!(scope.to_string(), name);
+        assert_eq!(name.parse::<Scope>(), Ok(scope));
+        assert_eq!(serde_json::to_value(scope).unwrap(), json!(name));
+        assert_eq!(serde_json::from_value::<Scope>(json!(name)).unwrap(), scope);
+    }
+}
+
+#[test]
+fn an_unknown_scope_is_refused_with_the_valid_ones() {
+    for name in ["tasks", "Tasks:Write", " admin", "", "tasks:delete"] {
+        let error = name.parse::<Scope>().unwrap_err();
+        assert_eq!(error.name, name);
+        let message = error.to_string();
+        assert!(message.contains(&format!("{name:?}")), "{message}");
+        for scope in Scope::ALL {
+            assert!(message.contains(scope.as_str()), "{message}");
+        }
+    }
+    assert_eq!(
+        "everything".parse::<Scope>().unwrap_err().to_string(),
+        "unknown scope \"everything\"; valid scopes are tasks:write, tasks:read, \
+         devices:write, devices:read, audit:read, admin"
+    );
+    assert!(serde_json::from_value::<Scope>(json!("everything")).is_err());
+}
+
+// ---- secrets -------------------------------------------------------------------------
+
+#[test]
+fn secrets_are_the_prefix_and_base64url_of_the_random_bytes() {
+    let counting: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap());
+    // Known vectors (Python: base64.urlsafe_b64encode(bytes).rstrip(b"=")).
+    let vectors = [
+        (counting, "tlk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
+        ([0; 32], "tlk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        (
+            [0xff; 32],
+            "tlk___________________________________________8",
+        ),
+        (
+            [0xfb; 32],
+            "tlk_-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s",
+        ),
+    ];
+    for (random, secret) in vectors {
+        assert_eq!(generate_secret(random), secret);
+        assert_eq!(secret.len(), SECRET_LENGTH);
+    }
+    assert!(generate_secret(counting).starts_with(SECRET_PREFIX));
+    assert_ne!(generate_secret([1; 32]), generate_secret([2; 32]));
+}
+
+#[test]
+fn a_secret_is_kept_only_as_its_sha256() {
+    // Known vectors (FIPS 180-2 and Python's hashlib).
+    assert_eq!(
+        hash_secret(""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        hash_secret("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let counting: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap());
+    assert_eq!(
+        hash_secret(&generate_secret(counting)),
+        "dc56f2eeecd10f4322ac1c65dcdf7c9b0d07f68130e94f313ab42cc3d538356e"
+    );
+    // A generated secret's hash is what CreateApiKey accepts.
+    let mut command = create_api_key();
+    command.key_hash = hash_secret(&generate_secret(counting));
+    given([])
+        .when(ApiKeyCommand::Create(command))
+        .then_expect_any();
+}
+
+// ---- ids, errors ------------------------------------------------------------------------
+
+#[test]
+fn key_ids_name_their_streams() {
+    let id = key_id();
+    assert_eq!(id.to_string(), "3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8");
+    assert_eq!(
+        id.stream_id().as_str(),
+        "apikey-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"
+    );
+    assert!(id.stream_id().as_str().starts_with(ApiKeyId::STREAM_PREFIX));
+    assert_eq!(id.short(), SHORT);
+    assert_eq!(ApiKeyId::from_stream_id(id.stream_id().as_str()), Some(id));
+    assert_eq!(
+        ApiKeyId::from_stream_id("task-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"),
+        None
+    );
+    assert_eq!(ApiKeyId::from_stream_id("apikey-not-a-uuid"), None);
+    assert_eq!(serde_json::to_value(id).unwrap(), json!(id.to_string()));
+    assert_eq!(ApiKeyId::from(ID), id);
+}
+
+#[test]
+fn errors_keep_the_full_key_id_and_a_kind_name() {
+    let error = given([])
+        .when(revoke())
+        .then_error(DomainErrorKind::NotFound, "");
+    assert_eq!(error.key_id(), key_id());
+    assert_eq!(error.kind().as_str(), "not_found");
+    assert_eq!(DomainErrorKind::AlreadyExists.as_str(), "already_exists");
+    assert_eq!(
+        DomainErrorKind::InvalidTransition.to_string(),
+        "invalid_transition"
+    );
+    assert_eq!(DomainErrorKind::Invalid.as_str(), "invalid");
+}

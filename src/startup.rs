@@ -9,6 +9,11 @@ use anyhow::Context;
 use taskledger_events::postgres::PgEventStore;
 use tokio::net::TcpListener;
 
+use taskledger_projections::api_keys::ApiKeysProjector;
+use taskledger_projections::runtime::RuntimeOptions;
+use taskledger_projections::tasks::TasksProjector;
+use taskledger_projections::{Projector, ProjectorRuntime};
+
 use crate::config::FileConfig;
 use crate::database;
 use crate::http::{self, AppState};
@@ -85,16 +90,38 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
         tracing::info!(%address, "taskledger listening");
+        // The projectors: each active in one process at a time, standing by
+        // in the others; all stop on the same signal as the server.
+        let projectors = vec![
+            spawn_projector(&self.store, TasksProjector, &self.shutdown),
+            spawn_projector(&self.store, ApiKeysProjector, &self.shutdown),
+        ];
         let router = http::router(AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,
         });
         let mut shutdown = self.shutdown;
-        axum::serve(self.listener, router)
+        let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
-            .context("serving HTTP")?;
+            .context("serving HTTP");
+        for projector in projectors {
+            if let Err(error) = projector.await {
+                tracing::error!(%error, "a projector task failed");
+            }
+        }
+        served?;
         tracing::info!("taskledger stopped");
         Ok(())
     }
+}
+
+fn spawn_projector<P: Projector>(
+    store: &PgEventStore,
+    projector: P,
+    shutdown: &Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let runtime = ProjectorRuntime::new(store.clone(), projector, RuntimeOptions::default());
+    let mut stop = shutdown.clone();
+    tokio::spawn(runtime.run(async move { stop.wait().await }))
 }

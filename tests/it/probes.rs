@@ -37,13 +37,27 @@ async fn readyz_fails_when_the_database_goes_away() {
     // Renaming the database away cuts the service off from it (its pooled
     // connections are terminated and new ones find no database).
     let name = app.database.name.clone();
-    admin
-        .batch_execute(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';
-             ALTER DATABASE {name} RENAME TO {name}_away"
-        ))
-        .await
-        .unwrap();
+    // The service's projectors and feeds reconnect at once; cut them off
+    // until the rename gets through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let renamed = admin
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';
+                 ALTER DATABASE {name} RENAME TO {name}_away"
+            ))
+            .await;
+        match renamed {
+            Ok(()) => break,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "could not take the database away: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
@@ -119,5 +133,67 @@ async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
     tx.rollback().await.unwrap();
     let (status, body) = readyz().await;
     assert_eq!(status, 200, "ready again once the lock is released: {body}");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_runs_the_projectors() {
+    use taskledger_events::task::{TaskEvent, TaskId, TaskSubmitted};
+    use taskledger_events::EventStore;
+
+    let app = TestApp::spawn().await;
+    let store =
+        taskledger_events::postgres::PgEventStore::connect(&app.database.url, Default::default())
+            .unwrap();
+    let task_id = TaskId(uuid::Uuid::new_v4());
+    let submitted = TaskEvent::Submitted(TaskSubmitted {
+        task_id,
+        kind: "batch".into(),
+        params: serde_json::Map::new(),
+        frontend_id: "frontend-1".into(),
+        client_task_id: None,
+        priority: 0,
+        timeout_seconds: 10,
+        max_attempts: 1,
+        submitted_at: chrono::Utc::now(),
+        submitted_by: None,
+    });
+    store
+        .append(
+            &task_id.stream_id(),
+            ExpectedVersion::NoStream,
+            vec![submitted.to_new_event(uuid::Uuid::new_v4(), Default::default())],
+        )
+        .await
+        .unwrap();
+    let client = app.database.client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = client
+            .query_opt("SELECT status FROM tasks WHERE task_id = $1", &[&task_id.0])
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            assert_eq!(row.get::<_, String>(0), "queued");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tasks projector did not run in the service"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let checkpoints: Vec<String> = client
+        .query(
+            "SELECT projector FROM projector_checkpoints ORDER BY projector",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(checkpoints, ["api_keys", "tasks"]);
+    drop(client);
     app.finish().await;
 }

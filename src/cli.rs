@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
+use crate::keys::{self, KeysCommand};
 use crate::settings::Settings;
 use crate::shutdown;
 use crate::startup::Application;
@@ -29,6 +30,12 @@ pub enum Command {
     Serve,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Create, list and revoke API keys.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Measure performance against the database in DATABASE_URL.
     Bench {
         /// Which benchmark.
@@ -65,6 +72,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("applied migrations: {applied:?}");
             }
             Ok(())
+        }
+        Command::Keys { command } => {
+            database::prepare(&cli.settings).await?;
+            let store = database::open_store(&cli.settings)?;
+            keys::run(&store, command).await
         }
         Command::Bench {
             which: BenchCommand::Append(args),

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use taskledger_events::apikey;
 use taskledger_events::task::{self, DomainError, TaskEvent};
 use taskledger_events::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
@@ -73,6 +74,36 @@ impl Aggregate for Tasks {
     }
 
     fn encode(event: &TaskEvent, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        event.to_new_event(event_id, metadata)
+    }
+}
+
+/// The API key aggregate of `taskledger_events::apikey`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeys;
+
+impl Aggregate for ApiKeys {
+    type State = apikey::ApiKeyState;
+    type Command = apikey::ApiKeyCommand;
+    type Event = apikey::ApiKeyEvent;
+    type Error = apikey::DomainError;
+
+    fn apply(state: Self::State, event: &Self::Event) -> Self::State {
+        apikey::apply(state, event)
+    }
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Error> {
+        apikey::decide(state, command)
+    }
+
+    fn decode(recorded: &RecordedEvent) -> Result<Self::Event, String> {
+        apikey::ApiKeyEvent::from_recorded(recorded).map_err(|error| error.to_string())
+    }
+
+    fn encode(event: &Self::Event, event_id: Uuid, metadata: Metadata) -> NewEvent {
         event.to_new_event(event_id, metadata)
     }
 }

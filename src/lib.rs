@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod http;
+pub mod keys;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

@@ -69,6 +69,29 @@ pub enum ProjectorError {
     },
 }
 
+/// Why [`ProjectorRuntime::catch_up`] could not bring a projection up to
+/// date.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// The event store failed.
+    #[error("event store error: {0}")]
+    Store(String),
+    /// The handler failed on an event.
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    /// Another instance is active but did not reach the head in time.
+    #[error("the projection is at {position} and the log at {head}; the active projector did not catch up in time")]
+    Behind {
+        /// Where the projection is.
+        position: u64,
+        /// Where the log is.
+        head: u64,
+    },
+}
+
 /// Tuning for [`ProjectorRuntime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
@@ -202,23 +225,8 @@ impl<P: Projector> ProjectorRuntime<P> {
         }
         tracing::info!(projector = name, "projector active");
 
-        client
-            .execute(
-                "INSERT INTO projector_checkpoints (projector, version) VALUES ($1, $2)
-                 ON CONFLICT (projector) DO NOTHING",
-                &[
-                    &name,
-                    &i32::try_from(self.projector.version()).unwrap_or(i32::MAX),
-                ],
-            )
-            .await?;
-        let row = client
-            .query_one(
-                "SELECT position FROM projector_checkpoints WHERE projector = $1",
-                &[&name],
-            )
-            .await?;
-        let mut position = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        ensure_checkpoint(&client, name, self.projector.version()).await?;
+        let mut position = read_checkpoint(&client, name).await?;
         self.status.send_modify(|status| {
             status.position = position;
             status.state = ProjectorState::Running;
@@ -304,6 +312,57 @@ impl<P: Projector> ProjectorRuntime<P> {
         Ok(())
     }
 
+    /// Brings the projection up to the log's current head and returns: a
+    /// command-line tool's way to read a fresh projection. If no instance is
+    /// active, this one takes the lock, applies what is pending and lets go;
+    /// otherwise it waits for the active one, up to `timeout`.
+    ///
+    /// # Errors
+    /// When the database fails, the handler fails (the message says where),
+    /// or the active instance does not catch up in time.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<u64, CatchUpError> {
+        let name = self.projector.name();
+        let head = self
+            .store
+            .head_position()
+            .await
+            .map_err(|error| CatchUpError::Store(error.to_string()))?;
+        let (mut client, connection) = self.store.config().connect(NoTls).await?;
+        let _connection = AbortOnDrop(tokio::spawn(connection));
+        ensure_checkpoint(&client, name, self.projector.version()).await?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
+            .await?
+            .get(0);
+        if !locked {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let position = read_checkpoint(&client, name).await?;
+                if position >= head {
+                    return Ok(position);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(CatchUpError::Behind { position, head });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut position = read_checkpoint(&client, name).await?;
+        while position < head {
+            let events = self
+                .store
+                .read_all(position, self.options.batch_size.max(1))
+                .await
+                .map_err(|error| CatchUpError::Store(error.to_string()))?;
+            if events.is_empty() {
+                break;
+            }
+            self.apply_batch(&mut client, position, &events).await??;
+            position = events.last().map_or(position, |e| e.global_position);
+        }
+        Ok(position)
+    }
+
     /// Applies one batch and moves the checkpoint, in one transaction. The
     /// outer error is the connection's (give up this life); the inner one is
     /// the handler's (retry the batch later).
@@ -362,6 +421,36 @@ impl<P: Projector> ProjectorRuntime<P> {
         });
         Ok(())
     }
+}
+
+/// Makes sure the projector has a checkpoint row (at 0 for a new one).
+async fn ensure_checkpoint(
+    client: &tokio_postgres::Client,
+    name: &str,
+    version: u32,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO projector_checkpoints (projector, version) VALUES ($1, $2)
+             ON CONFLICT (projector) DO NOTHING",
+            &[&name, &i32::try_from(version).unwrap_or(i32::MAX)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The projector's checkpoint.
+async fn read_checkpoint(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT position FROM projector_checkpoints WHERE projector = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// The advisory lock key of a projector: a stable 64-bit hash of its name

@@ -2,5 +2,6 @@
 
 mod commands;
 mod helpers;
+mod keys;
 mod probes;
 mod process;

@@ -1,0 +1,164 @@
+//! `taskledger keys create|list|revoke`: API keys from the command line.
+//! Creation and revocation are events (so access changes are audited); only
+//! a SHA-256 of each key is stored, and the key itself is shown once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use rand::Rng;
+use taskledger_events::apikey::{
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, RevokeApiKey, Scope,
+};
+use taskledger_events::postgres::PgEventStore;
+use taskledger_events::Metadata;
+use taskledger_projections::api_keys::ApiKeysProjector;
+use taskledger_projections::runtime::RuntimeOptions;
+use taskledger_projections::ProjectorRuntime;
+use uuid::Uuid;
+
+use crate::commands::{execute, ApiKeys, CommandError};
+
+/// How long `keys list` waits for a running service's projector.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// The `keys` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once, alone on the last line of output.
+    Create {
+        /// What the key is for (1 to 100 bytes).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: tasks:write, tasks:read, devices:write,
+        /// devices:read, audit:read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its id.
+    Revoke {
+        /// The key's id (from `keys create` or `keys list`).
+        key_id: Uuid,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// Runs a `keys` subcommand against `store`.
+///
+/// # Errors
+/// Bad scopes or names, an unknown or already revoked key, or a database
+/// failure, each with a message that says which.
+pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|scope| scope.trim().parse::<Scope>())
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            let mut random = [0_u8; 32];
+            rand::rng().fill(&mut random);
+            let secret = generate_secret(random);
+            let key_id = ApiKeyId(Uuid::new_v4());
+            let command = ApiKeyCommand::Create(CreateApiKey {
+                key_id,
+                name: name.clone(),
+                scopes: scopes.clone(),
+                key_hash: hash_secret(&secret),
+                created_at: Utc::now(),
+                created_by: Some("cli".into()),
+            });
+            execute::<ApiKeys>(
+                store,
+                &key_id.stream_id(),
+                command,
+                Uuid::new_v4(),
+                cli_metadata(),
+            )
+            .await
+            .map_err(describe)?;
+            let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            println!(
+                "created API key {key_id} ({name}) with scopes {}",
+                scopes.join(",")
+            );
+            println!("send it as 'Authorization: Bearer <key>'; it is shown only now:");
+            println!("{secret}");
+            Ok(())
+        }
+        KeysCommand::List => {
+            ProjectorRuntime::new(store.clone(), ApiKeysProjector, RuntimeOptions::default())
+                .catch_up(CATCH_UP)
+                .await
+                .context("bringing the api_keys projection up to date")?;
+            let client = store
+                .pool()
+                .get()
+                .await
+                .context("connecting to the database")?;
+            let rows = client
+                .query(
+                    "SELECT key_id, name, array_to_string(scopes, ','), created_at, revoked_at
+                     FROM api_keys ORDER BY created_at, key_id",
+                    &[],
+                )
+                .await
+                .context("reading api_keys")?;
+            println!(
+                "{:<36}  {:<20}  {:<40}  {:<20}  status",
+                "id", "name", "scopes", "created"
+            );
+            for row in rows {
+                let key_id: Uuid = row.get(0);
+                let name: String = row.get(1);
+                let scopes: String = row.get(2);
+                let created: chrono::DateTime<Utc> = row.get(3);
+                let revoked: Option<chrono::DateTime<Utc>> = row.get(4);
+                let status = revoked.map_or_else(
+                    || "active".to_owned(),
+                    |at| format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                );
+                println!(
+                    "{key_id:<36}  {name:<20}  {scopes:<40}  {:<20}  {status}",
+                    created.format("%Y-%m-%d %H:%M")
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { key_id, reason } => {
+            let key_id = ApiKeyId(key_id);
+            let command = ApiKeyCommand::Revoke(RevokeApiKey {
+                key_id,
+                reason,
+                revoked_at: Utc::now(),
+                revoked_by: Some("cli".into()),
+            });
+            execute::<ApiKeys>(
+                store,
+                &key_id.stream_id(),
+                command,
+                Uuid::new_v4(),
+                cli_metadata(),
+            )
+            .await
+            .map_err(describe)?;
+            println!("revoked API key {key_id}");
+            Ok(())
+        }
+    }
+}
+
+fn cli_metadata() -> Metadata {
+    Metadata {
+        actor: Some("cli".into()),
+        ..Metadata::default()
+    }
+}
+
+fn describe<E: std::fmt::Display>(error: CommandError<E>) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}

@@ -1,0 +1,136 @@
+//! `taskledger keys`: the real binary against a real database.
+
+use std::process::{Command, Output};
+
+use taskledger_events::apikey::hash_secret;
+use taskledger_events::testing::TestDatabase;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+
+fn keys(database: &TestDatabase, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", &database.url)
+        .env("TASKLEDGER_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn create_list_and_revoke_keys_storing_only_hashes() {
+    let database = TestDatabase::create().await;
+    let created = keys(
+        &database,
+        &[
+            "create",
+            "--name",
+            "frontend-a",
+            "--scopes",
+            "tasks:write,tasks:read",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let out = stdout(&created);
+    let secret = out.lines().last().unwrap().to_owned();
+    assert!(
+        secret.starts_with("tlk_") && secret.len() == 47,
+        "the key alone on the last line: {out:?}"
+    );
+    let key_id = out.split_whitespace().nth(3).unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&key_id).is_ok(), "{out}");
+
+    let listed = keys(&database, &["list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let list = stdout(&listed);
+    assert!(
+        list.contains(&key_id)
+            && list.contains("frontend-a")
+            && list.contains("tasks:write,tasks:read"),
+        "{list}"
+    );
+    assert!(list.contains("active") && !list.contains(&secret), "{list}");
+
+    // Only the hash is stored, in the log and in the read model.
+    let client = database.client().await;
+    let row = client
+        .query_one("SELECT key_hash FROM api_keys", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), hash_secret(&secret));
+    let leaked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE data::text LIKE '%' || $1 || '%'",
+            &[&secret],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+
+    let revoked = keys(&database, &["revoke", &key_id, "--reason", "rotated"]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let list = stdout(&keys(&database, &["list"]));
+    assert!(list.contains("revoked"), "{list}");
+    let again = keys(&database, &["revoke", &key_id]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already revoked"),
+        "{}",
+        stderr(&again)
+    );
+    drop(client);
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
+    let database = TestDatabase::create().await;
+    let bad_scope = keys(
+        &database,
+        &[
+            "create",
+            "--name",
+            "x",
+            "--scopes",
+            "tasks:write,tasks:delete",
+        ],
+    );
+    assert!(!bad_scope.status.success());
+    assert!(
+        stderr(&bad_scope).contains("unknown scope \"tasks:delete\""),
+        "{}",
+        stderr(&bad_scope)
+    );
+    assert!(
+        stderr(&bad_scope).contains("tasks:read"),
+        "lists the valid scopes: {}",
+        stderr(&bad_scope)
+    );
+    let empty_name = keys(&database, &["create", "--name", "", "--scopes", "admin"]);
+    assert!(!empty_name.status.success());
+    let unknown = keys(&database, &["revoke", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("does not exist"),
+        "{}",
+        stderr(&unknown)
+    );
+    let client = database.client().await;
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 0, "nothing was written");
+    drop(client);
+    database.drop_database().await;
+}

@@ -8,6 +8,8 @@
 
 pub mod apikey;
 pub mod chain;
+pub mod codec;
+pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod migrate;

@@ -1,44 +1,9 @@
 //! A command the API key aggregate refused: [`DomainError`], with a kind for
 //! the HTTP layer and a message for the person who sent the command.
 
-use std::fmt;
+pub use crate::domain::DomainErrorKind;
 
 use super::ApiKeyId;
-
-/// Why a command was refused, in a form a program can act on. The same
-/// kinds, with the same names, as the task aggregate's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DomainErrorKind {
-    /// The key does not exist (HTTP 404).
-    NotFound,
-    /// A key with this id already exists (HTTP 409).
-    AlreadyExists,
-    /// The key exists but its state does not allow the command: it is
-    /// already revoked (HTTP 409).
-    InvalidTransition,
-    /// The command itself is malformed: a field is empty, too long or not in
-    /// the required form (HTTP 422).
-    Invalid,
-}
-
-impl DomainErrorKind {
-    /// A stable snake_case name, e.g. for a problem+json `code` field:
-    /// `not_found`, `already_exists`, `invalid_transition`, `invalid`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
-            Self::AlreadyExists => "already_exists",
-            Self::InvalidTransition => "invalid_transition",
-            Self::Invalid => "invalid",
-        }
-    }
-}
-
-impl fmt::Display for DomainErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A command the API key aggregate refused; nothing happened to the key.
 ///

@@ -10,13 +10,12 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ApiKeyId, Scope};
-use crate::envelope::json_type_name;
+pub use crate::codec::DecodeError;
+use crate::codec::{self, DomainEvent};
 use crate::{Metadata, NewEvent, RecordedEvent};
 
 /// Anything that can happen to an API key.
@@ -98,13 +97,7 @@ impl ApiKeyEvent {
     /// says it). The caller chooses `event_id`, so a retried append of the same
     /// decision is recognised by the store.
     pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        NewEvent {
-            event_id,
-            event_type: self.event_type().to_owned(),
-            schema_version: Self::SCHEMA_VERSION,
-            data: self.data(),
-            metadata,
-        }
+        codec::encode(self, event_id, metadata)
     }
 
     /// Reads a stored API key event from its `event_type` and `data` (a `type`
@@ -122,98 +115,16 @@ impl ApiKeyEvent {
     /// - [`DecodeError::Malformed`] when a field is missing or has the wrong
     ///   type (an unknown scope name included).
     pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        let event_type = recorded.event_type.as_str();
-        let unknown = || DecodeError::UnknownType {
-            global_position: recorded.global_position,
-            event_type: recorded.event_type.clone(),
-        };
-        if !Self::EVENT_TYPES.contains(&event_type) {
-            return Err(unknown());
-        }
-        if recorded.schema_version != Self::SCHEMA_VERSION {
-            return Err(DecodeError::UnsupportedSchemaVersion {
-                global_position: recorded.global_position,
-                event_type: recorded.event_type.clone(),
-                schema_version: recorded.schema_version,
-            });
-        }
-        if !recorded.data.is_object() {
-            // A struct would also deserialize from an array, field by field.
-            return Err(DecodeError::NotAnObject {
-                global_position: recorded.global_position,
-                event_type: recorded.event_type.clone(),
-                found: json_type_name(&recorded.data),
-            });
-        }
-        Ok(match event_type {
-            ApiKeyCreated::EVENT_TYPE => Self::Created(read_data(recorded)?),
-            ApiKeyRevoked::EVENT_TYPE => Self::Revoked(read_data(recorded)?),
-            _ => return Err(unknown()),
-        })
-    }
-
-    fn data(&self) -> Value {
-        let data = match self {
-            Self::Created(event) => serde_json::to_value(event),
-            Self::Revoked(event) => serde_json::to_value(event),
-        };
-        // Structs of strings, times and a set of unit variants: to_value
-        // cannot fail, and a struct always becomes an object.
-        data.expect("an api key event always serializes to a JSON object")
+        codec::decode(recorded)
     }
 }
 
-fn read_data<T: DeserializeOwned>(recorded: &RecordedEvent) -> Result<T, DecodeError> {
-    T::deserialize(&recorded.data).map_err(|source| DecodeError::Malformed {
-        global_position: recorded.global_position,
-        event_type: recorded.event_type.clone(),
-        source,
-    })
-}
+impl DomainEvent for ApiKeyEvent {
+    const AGGREGATE: &'static str = "an api key";
+    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
+    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
 
-/// Why a stored event could not be read as an [`ApiKeyEvent`].
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The event's type is not an API key event type.
-    #[error("event at global position {global_position} has type {event_type:?}, which is not an api key event")]
-    UnknownType {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-    },
-    /// The event's schema version is not the one this code reads.
-    #[error(
-        "{event_type} at global position {global_position} has schema version {schema_version}; \
-         only version 1 can be read (upcast older versions on read)"
-    )]
-    UnsupportedSchemaVersion {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// The stored schema version.
-        schema_version: u32,
-    },
-    /// The event's data is not a JSON object.
-    #[error("{event_type} at global position {global_position}: data must be a JSON object, not {found}")]
-    NotAnObject {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// The JSON type found instead.
-        found: &'static str,
-    },
-    /// The event's data does not have the fields its type needs.
-    #[error("{event_type} at global position {global_position} is malformed: {source}")]
-    Malformed {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// What serde found wrong.
-        #[source]
-        source: serde_json::Error,
-    },
+    fn stored_type(&self) -> &'static str {
+        self.event_type()
+    }
 }

@@ -1,43 +1,9 @@
 //! A command the task aggregate refused: [`DomainError`], with a kind for the
 //! HTTP layer and a message for the person who sent the command.
 
-use std::fmt;
+pub use crate::domain::DomainErrorKind;
 
 use super::TaskId;
-
-/// Why a command was refused, in a form a program can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DomainErrorKind {
-    /// The task does not exist (HTTP 404).
-    NotFound,
-    /// A task with this id already exists (HTTP 409).
-    AlreadyExists,
-    /// The task exists but its status (or current attempt) does not allow the
-    /// command (HTTP 409). Reloading will not help unless the task moves on.
-    InvalidTransition,
-    /// The command itself is malformed: a field is empty, too long or out of
-    /// range (HTTP 422).
-    Invalid,
-}
-
-impl DomainErrorKind {
-    /// A stable snake_case name, e.g. for a problem+json `code` field:
-    /// `not_found`, `already_exists`, `invalid_transition`, `invalid`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
-            Self::AlreadyExists => "already_exists",
-            Self::InvalidTransition => "invalid_transition",
-            Self::Invalid => "invalid",
-        }
-    }
-}
-
-impl fmt::Display for DomainErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A command the task aggregate refused; nothing happened to the task.
 ///

@@ -8,13 +8,13 @@
 //! read (see [`crate::upcast`]), never rewritten.
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{Artifact, TaskId};
-use crate::envelope::json_type_name;
+pub use crate::codec::DecodeError;
+use crate::codec::{self, DomainEvent};
 use crate::{Metadata, NewEvent, RecordedEvent};
 
 /// Anything that can happen to a task.
@@ -232,13 +232,7 @@ impl TaskEvent {
     /// says it). The caller chooses `event_id`, so a retried append of the same
     /// decision is recognised by the store.
     pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        NewEvent {
-            event_id,
-            event_type: self.event_type().to_owned(),
-            schema_version: Self::SCHEMA_VERSION,
-            data: self.data(),
-            metadata,
-        }
+        codec::encode(self, event_id, metadata)
     }
 
     /// Reads a stored task event from its `event_type` and `data` (a `type`
@@ -256,110 +250,16 @@ impl TaskEvent {
     /// - [`DecodeError::Malformed`] when a field is missing or has the wrong
     ///   type.
     pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        let event_type = recorded.event_type.as_str();
-        let unknown = || DecodeError::UnknownType {
-            global_position: recorded.global_position,
-            event_type: recorded.event_type.clone(),
-        };
-        if !Self::EVENT_TYPES.contains(&event_type) {
-            return Err(unknown());
-        }
-        if recorded.schema_version != Self::SCHEMA_VERSION {
-            return Err(DecodeError::UnsupportedSchemaVersion {
-                global_position: recorded.global_position,
-                event_type: recorded.event_type.clone(),
-                schema_version: recorded.schema_version,
-            });
-        }
-        if !recorded.data.is_object() {
-            // A struct would also deserialize from an array, field by field.
-            return Err(DecodeError::NotAnObject {
-                global_position: recorded.global_position,
-                event_type: recorded.event_type.clone(),
-                found: json_type_name(&recorded.data),
-            });
-        }
-        Ok(match event_type {
-            TaskSubmitted::EVENT_TYPE => Self::Submitted(read_data(recorded)?),
-            TaskCanceled::EVENT_TYPE => Self::Canceled(read_data(recorded)?),
-            TaskStarted::EVENT_TYPE => Self::Started(read_data(recorded)?),
-            TaskProgressRecorded::EVENT_TYPE => Self::ProgressRecorded(read_data(recorded)?),
-            TaskSucceeded::EVENT_TYPE => Self::Succeeded(read_data(recorded)?),
-            TaskFailed::EVENT_TYPE => Self::Failed(read_data(recorded)?),
-            TaskTimedOut::EVENT_TYPE => Self::TimedOut(read_data(recorded)?),
-            TaskRetried::EVENT_TYPE => Self::Retried(read_data(recorded)?),
-            _ => return Err(unknown()),
-        })
-    }
-
-    fn data(&self) -> Value {
-        let data = match self {
-            Self::Submitted(event) => serde_json::to_value(event),
-            Self::Canceled(event) => serde_json::to_value(event),
-            Self::Started(event) => serde_json::to_value(event),
-            Self::ProgressRecorded(event) => serde_json::to_value(event),
-            Self::Succeeded(event) => serde_json::to_value(event),
-            Self::Failed(event) => serde_json::to_value(event),
-            Self::TimedOut(event) => serde_json::to_value(event),
-            Self::Retried(event) => serde_json::to_value(event),
-        };
-        // Structs of strings, numbers, times and string-keyed maps: to_value
-        // cannot fail, and a struct always becomes an object.
-        data.expect("a task event always serializes to a JSON object")
+        codec::decode(recorded)
     }
 }
 
-fn read_data<T: DeserializeOwned>(recorded: &RecordedEvent) -> Result<T, DecodeError> {
-    T::deserialize(&recorded.data).map_err(|source| DecodeError::Malformed {
-        global_position: recorded.global_position,
-        event_type: recorded.event_type.clone(),
-        source,
-    })
-}
+impl DomainEvent for TaskEvent {
+    const AGGREGATE: &'static str = "a task";
+    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
+    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
 
-/// Why a stored event could not be read as a [`TaskEvent`].
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The event's type is not a task event type.
-    #[error("event at global position {global_position} has type {event_type:?}, which is not a task event")]
-    UnknownType {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-    },
-    /// The event's schema version is not the one this code reads.
-    #[error(
-        "{event_type} at global position {global_position} has schema version {schema_version}; \
-         only version 1 can be read (upcast older versions on read)"
-    )]
-    UnsupportedSchemaVersion {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// The stored schema version.
-        schema_version: u32,
-    },
-    /// The event's data is not a JSON object.
-    #[error("{event_type} at global position {global_position}: data must be a JSON object, not {found}")]
-    NotAnObject {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// The JSON type found instead.
-        found: &'static str,
-    },
-    /// The event's data does not have the fields its type needs.
-    #[error("{event_type} at global position {global_position} is malformed: {source}")]
-    Malformed {
-        /// Where.
-        global_position: u64,
-        /// The stored type.
-        event_type: String,
-        /// What serde found wrong.
-        #[source]
-        source: serde_json::Error,
-    },
+    fn stored_type(&self) -> &'static str {
+        self.event_type()
+    }
 }

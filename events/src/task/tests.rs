@@ -1013,7 +1013,7 @@ fn from_recorded_refuses_what_is_not_a_task_event() {
     unknown.event_type = "DeviceMessageSent".into();
     let error = TaskEvent::from_recorded(&unknown).unwrap_err();
     assert!(
-        matches!(&error, DecodeError::UnknownType { event_type, global_position: 41 } if event_type == "DeviceMessageSent"),
+        matches!(&error, DecodeError::UnknownType { event_type, global_position: 41, aggregate: "a task" } if event_type == "DeviceMessageSent"),
         "{error:?}"
     );
     assert_eq!(

@@ -1,6 +1,7 @@
 //! The HTTP surface: liveness and readiness probes, and the problem+json
 //! error type every route uses ([`problem`]).
 
+pub mod auth;
 pub mod problem;
 
 use std::time::Duration;
@@ -23,6 +24,12 @@ pub struct AppState {
     /// A transaction that has held the log lock this long makes the service
     /// not ready: every append in every process waits behind it.
     pub log_lock_stall: Duration,
+}
+
+impl auth::KeyStore for AppState {
+    fn key_store(&self) -> &PgEventStore {
+        &self.store
+    }
 }
 
 /// The router with every route.

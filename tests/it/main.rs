@@ -1,5 +1,6 @@
 //! Integration tests of the service over real HTTP against real PostgreSQL.
 
+mod auth;
 mod commands;
 mod helpers;
 mod keys;

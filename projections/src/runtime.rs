@@ -478,22 +478,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The projector's lag behind `head`: events not yet applied, and seconds
-/// since the oldest of them was recorded (0 when caught up).
-pub fn lag(
-    status: &ProjectorStatus,
-    head: u64,
-    oldest_pending_recorded_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> (u64, f64) {
-    let events = head.saturating_sub(status.position);
-    let seconds = match (events, oldest_pending_recorded_at) {
-        (0, _) | (_, None) => 0.0,
-        (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
-    };
-    (events, seconds)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ impl Projector for TasksProjector {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
         for recorded in events {
-            let Some(task_id) = task_id_of(&recorded.stream_id) else {
+            let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
             };
             let event =
@@ -80,13 +80,6 @@ impl Projector for TasksProjector {
         }
         Ok(())
     }
-}
-
-/// The task id of a `task-{uuid}` stream; None for other streams.
-fn task_id_of(stream_id: &str) -> Option<Uuid> {
-    stream_id
-        .strip_prefix(TaskId::STREAM_PREFIX)
-        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 async fn apply_one(

@@ -118,6 +118,9 @@ pub struct Executed<A: Aggregate> {
     /// The stream's version after the command (read-your-writes waits for
     /// it).
     pub stream_version: u64,
+    /// The global position of the stream's last event after the command (a
+    /// projection whose checkpoint reached it shows the command's effect).
+    pub position: u64,
     /// The append's result, when something was appended.
     pub appended: Option<AppendResult>,
 }
@@ -170,7 +173,19 @@ impl<E: std::error::Error + 'static> std::error::Error for CommandError<E> {
     }
 }
 
-/// Loads `stream_id` and folds it: the state and the stream's version.
+/// A stream, folded.
+#[derive(Debug)]
+pub struct Loaded<A: Aggregate> {
+    /// The state after every event of the stream.
+    pub state: A::State,
+    /// The stream's version: its last event's (0 for an empty stream).
+    pub version: u64,
+    /// The global position of the stream's last event (0 for an empty
+    /// stream); a projection whose checkpoint reached it shows the state.
+    pub position: u64,
+}
+
+/// Loads `stream_id` and folds it.
 ///
 /// # Errors
 /// [`CommandError::Corrupt`] for an event that is not the aggregate's;
@@ -178,12 +193,15 @@ impl<E: std::error::Error + 'static> std::error::Error for CommandError<E> {
 pub async fn load<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
-) -> Result<(A::State, u64), CommandError<A::Error>> {
-    let mut state = A::State::default();
-    let mut version = 0;
+) -> Result<Loaded<A>, CommandError<A::Error>> {
+    let mut loaded = Loaded::<A> {
+        state: A::State::default(),
+        version: 0,
+        position: 0,
+    };
     loop {
         let page = store
-            .read_stream(stream_id, version + 1, Direction::Forward, LOAD_PAGE)
+            .read_stream(stream_id, loaded.version + 1, Direction::Forward, LOAD_PAGE)
             .await
             .map_err(CommandError::Store)?;
         let full = page.len() == LOAD_PAGE;
@@ -194,11 +212,12 @@ pub async fn load<A: Aggregate>(
                     recorded.version
                 ))
             })?;
-            state = A::apply(state, &event);
-            version = recorded.version;
+            loaded.state = A::apply(loaded.state, &event);
+            loaded.version = recorded.version;
+            loaded.position = recorded.global_position;
         }
         if !full {
-            return Ok((state, version));
+            return Ok(loaded);
         }
     }
 }
@@ -222,13 +241,18 @@ pub async fn execute<A: Aggregate>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (state, version) = load::<A>(store, stream_id).await?;
+        let Loaded {
+            state,
+            version,
+            position,
+        } = load::<A>(store, stream_id).await?;
         let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed {
                 events,
                 state,
                 stream_version: version,
+                position,
                 appended: None,
             });
         }
@@ -251,6 +275,7 @@ pub async fn execute<A: Aggregate>(
                     events,
                     state,
                     stream_version: appended.stream_version,
+                    position: appended.last_position,
                     appended: Some(appended),
                 });
             }

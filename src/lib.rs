@@ -12,4 +12,5 @@ pub mod keys;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;
+pub mod submission;
 pub mod telemetry;

@@ -65,6 +65,16 @@ pub struct Settings {
         global = true
     )]
     pub log_lock_stall_seconds: f64,
+
+    /// How long a read given `min_version` or `min_position` waits for the
+    /// read model to catch up before answering 503 with Retry-After.
+    #[arg(
+        long,
+        env = "TASKLEDGER_READ_WAIT_MS",
+        default_value_t = 2_000,
+        global = true
+    )]
+    pub read_wait_ms: u64,
 }
 
 impl Settings {
@@ -80,6 +90,7 @@ impl Settings {
             log_filter: "info".into(),
             db_pool_size: 16,
             log_lock_stall_seconds: 30.0,
+            read_wait_ms: 2_000,
         }
     }
 }

@@ -3,11 +3,14 @@
 //! until the shutdown signal.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use taskledger_events::postgres::PgEventStore;
+use taskledger_projections::runtime::ProjectorStatus;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::runtime::RuntimeOptions;
@@ -28,6 +31,7 @@ pub struct Application {
     store: PgEventStore,
     shutdown: Shutdown,
     log_lock_stall: Duration,
+    read_wait: Duration,
 }
 
 impl Application {
@@ -60,6 +64,7 @@ impl Application {
             store,
             shutdown,
             log_lock_stall,
+            read_wait: Duration::from_millis(settings.read_wait_ms),
         })
     }
 
@@ -92,13 +97,15 @@ impl Application {
         tracing::info!(%address, "taskledger listening");
         // The projectors: each active in one process at a time, standing by
         // in the others; all stop on the same signal as the server.
-        let projectors = vec![
-            spawn_projector(&self.store, TasksProjector, &self.shutdown),
-            spawn_projector(&self.store, ApiKeysProjector, &self.shutdown),
-        ];
+        let (tasks, tasks_status) = spawn_projector(&self.store, TasksProjector, &self.shutdown);
+        let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
+        let projectors = [tasks, api_keys];
         let router = http::router(AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,
+            config: Arc::new(self.config),
+            read_wait: self.read_wait,
+            tasks_projection: Some(tasks_status),
         });
         let mut shutdown = self.shutdown;
         let served = axum::serve(self.listener, router)
@@ -120,8 +127,15 @@ fn spawn_projector<P: Projector>(
     store: &PgEventStore,
     projector: P,
     shutdown: &Shutdown,
-) -> tokio::task::JoinHandle<()> {
+) -> (
+    tokio::task::JoinHandle<()>,
+    watch::Receiver<ProjectorStatus>,
+) {
     let runtime = ProjectorRuntime::new(store.clone(), projector, RuntimeOptions::default());
+    let status = runtime.status();
     let mut stop = shutdown.clone();
-    tokio::spawn(runtime.run(async move { stop.wait().await }))
+    (
+        tokio::spawn(runtime.run(async move { stop.wait().await })),
+        status,
+    )
 }

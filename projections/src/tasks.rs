@@ -46,7 +46,7 @@ const TIMED_OUT: &str = "UPDATE tasks SET status = 'timed_out', error = $2, fini
         updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
 const RETRIED: &str =
     "UPDATE tasks SET status = 'queued', error = $2, exit_code = $3, worker_id = NULL,
-        updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
+        progress_percent = NULL, progress_message = NULL, updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
 
 #[async_trait]
 impl Projector for TasksProjector {

@@ -6,6 +6,8 @@
 //! secret is never held longer than the request and never compared byte by
 //! byte.
 
+use std::marker::PhantomData;
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -35,6 +37,25 @@ impl Caller {
         } else {
             Err(Problem::forbidden(format!(
                 "this API key lacks the scope {scope}; ask an operator for a key with it"
+            )))
+        }
+    }
+}
+
+impl Caller {
+    /// Checks the caller holds at least one of `scopes` (`admin` holds
+    /// every scope).
+    ///
+    /// # Errors
+    /// A 403 problem naming the scopes that would do.
+    pub fn require_any(&self, scopes: &[Scope]) -> Result<(), Problem> {
+        if scopes.iter().any(|scope| self.require(*scope).is_ok()) {
+            Ok(())
+        } else {
+            let names: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+            Err(Problem::forbidden(format!(
+                "this API key lacks the scopes {}; one of them is needed",
+                names.join(" and ")
             )))
         }
     }
@@ -89,6 +110,59 @@ where
                 .split(',')
                 .filter_map(|scope| scope.parse().ok())
                 .collect(),
+        })
+    }
+}
+
+/// The scopes a route needs: one of them suffices.
+pub trait RequiredScopes {
+    /// The scopes, any one of which admits the caller.
+    const SCOPES: &'static [Scope];
+}
+
+/// Routes that read tasks.
+#[derive(Debug)]
+pub enum ReadTasks {}
+impl RequiredScopes for ReadTasks {
+    const SCOPES: &'static [Scope] = &[Scope::TasksRead];
+}
+
+/// Routes that submit or cancel tasks.
+#[derive(Debug)]
+pub enum WriteTasks {}
+impl RequiredScopes for WriteTasks {
+    const SCOPES: &'static [Scope] = &[Scope::TasksWrite];
+}
+
+/// Routes that read a task's history: frontends and auditors.
+#[derive(Debug)]
+pub enum ReadHistory {}
+impl RequiredScopes for ReadHistory {
+    const SCOPES: &'static [Scope] = &[Scope::TasksRead, Scope::AuditRead];
+}
+
+/// A caller holding one of `R`'s scopes. As an extractor it runs before the
+/// body is read, so a caller without the scope gets 403 whatever they sent.
+#[derive(Debug)]
+pub struct Authorized<R> {
+    /// Who is calling.
+    pub caller: Caller,
+    scopes: PhantomData<R>,
+}
+
+impl<S, R> FromRequestParts<S> for Authorized<R>
+where
+    S: KeyStore + Send + Sync,
+    R: RequiredScopes,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_any(R::SCOPES)?;
+        Ok(Self {
+            caller,
+            scopes: PhantomData,
         })
     }
 }

@@ -1,20 +1,39 @@
-//! The HTTP surface: liveness and readiness probes, and the problem+json
-//! error type every route uses ([`problem`]).
+//! The HTTP surface: the `/v1` API ([`tasks`]), liveness and readiness
+//! probes, the OpenAPI document, and the problem+json error type every route
+//! uses ([`problem`]).
+//!
+//! Routes and their OpenAPI description come from one place: each handler's
+//! `#[utoipa::path]` is registered through [`api_router`], so a route cannot
+//! be served without being documented, nor documented without being served.
 
 pub mod auth;
+mod consistency;
 pub mod problem;
+pub mod tasks;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
+use taskledger_projections::runtime::ProjectorStatus;
+use tokio::sync::watch;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::FileConfig;
+use problem::Problem;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The largest request body any route accepts.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -24,6 +43,29 @@ pub struct AppState {
     /// A transaction that has held the log lock this long makes the service
     /// not ready: every append in every process waits behind it.
     pub log_lock_stall: Duration,
+    /// Task kinds and the rest of the configuration file.
+    pub config: Arc<FileConfig>,
+    /// How long a read with `min_version` / `min_position` waits for the
+    /// read model before answering 503.
+    pub read_wait: Duration,
+    /// This process's tasks projector, when it runs one: read-your-writes
+    /// waits wake when it moves (they poll as well, for a projector that is
+    /// active in another process).
+    pub tasks_projection: Option<watch::Receiver<ProjectorStatus>>,
+}
+
+impl AppState {
+    /// State for `store` with the default settings and no task kinds (for
+    /// tests and tools; the service builds its own from [`crate::settings`]).
+    pub fn new(store: PgEventStore) -> Self {
+        Self {
+            store,
+            log_lock_stall: Duration::from_secs(30),
+            config: Arc::new(FileConfig::default()),
+            read_wait: Duration::from_secs(2),
+            tasks_projection: None,
+        }
+    }
 }
 
 impl auth::KeyStore for AppState {
@@ -32,15 +74,102 @@ impl auth::KeyStore for AppState {
     }
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "taskledger",
+        description = "An event-sourced task backend. Every route under /v1 takes an API key as \
+                       `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."
+    ),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "tasks", description = "Submit, list, read and cancel tasks"),
+        (name = "service", description = "Probes and this document")
+    )
+)]
+struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Every route with its OpenAPI description, not yet given its state.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(tasks::submit_task, tasks::list_tasks))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::get_result))
+        .routes(routes!(tasks::cancel_task))
+        .routes(routes!(tasks::task_events))
+}
+
+/// The OpenAPI document of every route (served at `/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+async fn not_found() -> Problem {
+    Problem::not_found("no such route; the routes are listed in /v1/openapi.json")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not accept that method; see /v1/openapi.json",
+    )
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Response {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str(),
+    )
+        .into_response()
+}
+
 /// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    responses((status = 200, description = "The process answers", body = String, content_type = "text/plain"))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -88,6 +217,15 @@ impl Check {
 
 /// Readiness: the database answers, the log's ordering machinery runs, and
 /// nothing holds the log lock for too long. 200 when all hold, else 503.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Ready: every check passed", content_type = "application/json"),
+        (status = 503, description = "Not ready: the body names the failed check", content_type = "application/json"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let log_appender = if state.store.appender_alive() {
         Check::ok()

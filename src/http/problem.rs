@@ -6,8 +6,10 @@
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
 //! 500 whose cause is logged where it happened (never sent to the client).
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -17,7 +19,7 @@ use serde::Serialize;
 const TYPE_BASE: &str = "/v1/problems/";
 
 /// A problem details body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI reference naming the problem type, e.g. `/v1/problems/not-found`.
     #[serde(rename = "type")]
@@ -155,12 +157,7 @@ where
 
 fn problem_for(rejection: &JsonRejection) -> Problem {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the body as JSON with Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::JsonDataError(error) => Problem::unprocessable(body_text(error.body_text())),
         JsonRejection::JsonSyntaxError(error) => Problem::bad_request(body_text(error.body_text())),
         JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -184,6 +181,72 @@ fn problem_for(rejection: &JsonRejection) -> Problem {
 fn body_text(text: String) -> String {
     text.split_once(": ")
         .map_or_else(|| text.clone(), |(_, rest)| rest.to_owned())
+}
+
+/// An optional JSON body: empty means `T::default()`; anything else must be
+/// JSON (415 otherwise) of the right shape (400 or 422, as [`ApiJson`]).
+///
+/// # Errors
+/// The problem, as [`ApiJson`] would report it.
+pub fn optional_json<T>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem>
+where
+    T: DeserializeOwned + Default,
+{
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| {
+            let media = media.trim();
+            media.eq_ignore_ascii_case("application/json")
+                || (media.starts_with("application/") && media.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(unsupported_media_type());
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let detail = error.to_string();
+        match error.inner().classify() {
+            serde_json::error::Category::Data => Problem::unprocessable(detail),
+            _ => Problem::bad_request(detail),
+        }
+    })
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "send the body as JSON with Content-Type: application/json",
+    )
+}
+
+/// `Query<T>` whose rejection is a 400 problem naming the bad parameter
+/// (an unknown one too, when `T` denies unknown fields).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
+                Err(Problem::bad_request(body_text(error.body_text())))
+            }
+            Err(other) => Err(Problem::bad_request(other.body_text())),
+        }
+    }
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {

@@ -9,12 +9,12 @@ use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
 use taskledger::commands::{execute, ApiKeys};
+
+use crate::helpers::create_key;
 use taskledger::http::auth::Caller;
 use taskledger::http::problem::Problem;
 use taskledger::http::AppState;
-use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, RevokeApiKey, Scope,
-};
+use taskledger_events::apikey::{generate_secret, ApiKeyCommand, RevokeApiKey, Scope};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
@@ -23,29 +23,6 @@ use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::ProjectorRuntime;
 use tower::ServiceExt;
 use uuid::Uuid;
-
-async fn create(store: &PgEventStore, scopes: &[Scope], seed: u8) -> (ApiKeyId, String) {
-    let secret = generate_secret([seed; 32]);
-    let key_id = ApiKeyId(Uuid::new_v4());
-    let command = ApiKeyCommand::Create(CreateApiKey {
-        key_id,
-        name: format!("key-{seed}"),
-        scopes: scopes.iter().copied().collect(),
-        key_hash: hash_secret(&secret),
-        created_at: Utc::now(),
-        created_by: None,
-    });
-    execute::<ApiKeys>(
-        store,
-        &key_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
-    (key_id, secret)
-}
 
 async fn read_tasks(caller: Caller) -> Result<String, Problem> {
     caller.require(Scope::TasksRead)?;
@@ -73,10 +50,10 @@ async fn call(app: &Router, authorization: Option<&str>) -> (StatusCode, String)
 async fn keys_are_checked_by_hash_revocation_and_scope() {
     let database = TestDatabase::create().await;
     let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let (reader, reader_secret) = create(&store, &[Scope::TasksRead], 1).await;
-    let (_, writer_secret) = create(&store, &[Scope::TasksWrite], 2).await;
-    let (admin, admin_secret) = create(&store, &[Scope::Admin], 3).await;
-    let (revoked, revoked_secret) = create(&store, &[Scope::TasksRead], 4).await;
+    let (reader, reader_secret) = create_key(&store, &[Scope::TasksRead], [1; 32]).await;
+    let (_, writer_secret) = create_key(&store, &[Scope::TasksWrite], [2; 32]).await;
+    let (admin, admin_secret) = create_key(&store, &[Scope::Admin], [3; 32]).await;
+    let (revoked, revoked_secret) = create_key(&store, &[Scope::TasksRead], [4; 32]).await;
     let revoke = ApiKeyCommand::Revoke(RevokeApiKey {
         key_id: revoked,
         reason: None,
@@ -99,10 +76,7 @@ async fn keys_are_checked_by_hash_revocation_and_scope() {
 
     let app = Router::new()
         .route("/v1/tasks", get(read_tasks))
-        .with_state(AppState {
-            store: store.clone(),
-            log_lock_stall: Duration::from_secs(30),
-        });
+        .with_state(AppState::new(store.clone()));
     let bearer = |secret: &str| format!("Bearer {secret}");
     assert_eq!(
         call(&app, Some(&bearer(&reader_secret))).await,

@@ -116,7 +116,8 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
         }
         other => panic!("expected a refusal, got {other}"),
     }
-    let (state, version) = load::<Tasks>(&store, &stream).await.unwrap();
+    let loaded = load::<Tasks>(&store, &stream).await.unwrap();
+    let (state, version) = (loaded.state, loaded.version);
     assert_eq!((state.unwrap().status, version), (TaskStatus::Succeeded, 3));
     database.drop_database().await;
 }
@@ -164,7 +165,7 @@ async fn of_eight_runners_claiming_one_task_exactly_one_wins() {
             Ok(_) => unreachable!(),
         }
     }
-    let (_, version) = load::<Tasks>(&store, &stream).await.unwrap();
+    let version = load::<Tasks>(&store, &stream).await.unwrap().version;
     assert_eq!(version, 2, "one TaskStarted");
     database.drop_database().await;
 }
@@ -258,7 +259,7 @@ async fn conflicts_are_retried_a_bounded_number_of_times() {
         load::<Tasks>(&store, &other.stream_id())
             .await
             .unwrap()
-            .0
+            .state
             .is_none(),
         "nothing written"
     );

@@ -1,12 +1,70 @@
 //! Starting the service on a fresh database for a test.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use chrono::Utc;
+use taskledger::commands::{execute, ApiKeys};
 use taskledger::settings::Settings;
 use taskledger::shutdown::{self, ShutdownTrigger};
 use taskledger::startup::Application;
+use taskledger_events::apikey::{
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, Scope,
+};
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
+use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Task kinds for tests: `echo` (a required and an optional parameter) and
+/// a URL-analysis kind with defaults.
+pub(crate) const KINDS: &str = r#"
+[kinds.echo]
+image = "taskledger-test-busybox:latest"
+command = ["echo", "{message}", ["--color", "{color}"]]
+required_params = ["message"]
+optional_params = ["color"]
+timeout_seconds = 60
+max_attempts = 2
+
+[kinds.url-analysis]
+image = "thug:latest"
+command = ["thug", "-u", "{useragent}", "{url}"]
+required_params = ["url"]
+defaults = { useragent = "winxpie60" }
+timeout_seconds = 600
+max_attempts = 3
+"#;
+
+/// Creates an API key with `scopes` through the aggregate (the projection
+/// picks it up asynchronously); `random` makes the secret.
+pub(crate) async fn create_key(
+    store: &PgEventStore,
+    scopes: &[Scope],
+    random: [u8; 32],
+) -> (ApiKeyId, String) {
+    let secret = generate_secret(random);
+    let key_id = ApiKeyId(Uuid::new_v4());
+    let command = ApiKeyCommand::Create(CreateApiKey {
+        key_id,
+        name: format!("key-{}", random[0]),
+        scopes: scopes.iter().copied().collect(),
+        key_hash: hash_secret(&secret),
+        created_at: Utc::now(),
+        created_by: None,
+    });
+    execute::<ApiKeys>(
+        store,
+        &key_id.stream_id(),
+        command,
+        Uuid::new_v4(),
+        Metadata::default(),
+    )
+    .await
+    .unwrap();
+    (key_id, secret)
+}
 
 /// A running service and its database.
 pub(crate) struct TestApp {
@@ -41,18 +99,72 @@ impl TestApp {
         }
     }
 
+    /// A service whose configuration holds [`KINDS`].
+    pub(crate) async fn spawn_with_kinds(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let path = std::env::temp_dir().join(format!("taskledger-kinds-{}.toml", Uuid::new_v4()));
+        std::fs::write(&path, KINDS).unwrap();
+        Self::spawn_with(|settings| {
+            settings.config = Some(path);
+            adjust(settings);
+        })
+        .await
+    }
+
+    /// A store on the service's database (a second appender, as another
+    /// process would have).
+    pub(crate) fn store(&self) -> PgEventStore {
+        PgEventStore::connect(&self.database.url, StoreOptions::default()).unwrap()
+    }
+
+    /// A new API key with `scopes`, once the service accepts it.
+    pub(crate) async fn key(&self, scopes: &[Scope]) -> String {
+        let (_, secret) = create_key(&self.store(), scopes, random_bytes()).await;
+        let client = self.database.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let known = client
+                .query_opt(
+                    "SELECT 1 FROM api_keys WHERE key_hash = $1",
+                    &[&hash_secret(&secret)],
+                )
+                .await
+                .unwrap();
+            if known.is_some() {
+                return secret;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the api_keys projection did not show a new key within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
 
-    /// Stops the server (it must stop cleanly) and drops the database.
-    pub(crate) async fn finish(self) {
+    /// Stops the server (it must stop cleanly) and keeps the database.
+    pub(crate) async fn stop(self) -> TestDatabase {
         self.stop.trigger();
-        tokio::time::timeout(std::time::Duration::from_secs(10), self.server)
+        tokio::time::timeout(Duration::from_secs(10), self.server)
             .await
             .expect("the server did not stop within 10 s of the shutdown signal")
             .expect("the server task panicked")
             .expect("the server failed");
-        self.database.drop_database().await;
+        self.database
     }
+
+    /// Stops the server (it must stop cleanly) and drops the database.
+    pub(crate) async fn finish(self) {
+        self.stop().await.drop_database().await;
+    }
+}
+
+/// 32 random bytes (for a key's secret).
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0; 32];
+    bytes[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    bytes
 }

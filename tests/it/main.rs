@@ -6,3 +6,5 @@ mod helpers;
 mod keys;
 mod probes;
 mod process;
+mod routes;
+mod tasks;

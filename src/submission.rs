@@ -1,0 +1,313 @@
+//! Submitting a task on a frontend's behalf: the kind's configuration fills
+//! in defaults and checks the parameters, and the task's id is derived so
+//! that a retried submission finds the first task instead of making a second.
+//!
+//! A task's id is, in order of preference:
+//! - derived from `(frontend_id, client_task_id)` when the frontend names the
+//!   task itself: the same client task id always means the same task;
+//! - derived from `(API key, Idempotency-Key)` when the request carries the
+//!   header: a retry with the same key means the same task;
+//! - a fresh time-ordered UUID otherwise.
+//!
+//! Derived ids are name-based (v5) UUIDs, so no lookup table is needed: the
+//! task's stream *is* the idempotency record, and concurrent retries meet at
+//! the store's expected-version check. A retry whose request differs from the
+//! stored task is refused instead of silently answered with a task that is
+//! not what was asked for.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use taskledger_events::task::{
+    DomainError, DomainErrorKind, SubmitTask, Task, TaskCommand, TaskId,
+};
+use taskledger_events::{EventStore, Metadata};
+use uuid::Uuid;
+
+use crate::commands::{execute, load, CommandError, Tasks};
+use crate::config::{FileConfig, KindError};
+
+/// The namespace of derived task ids (a fixed random UUID; changing it would
+/// make retries of old submissions create new tasks).
+const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1e_5a0f_9b7d_4e2a_8f31_0c5d_2b9e_7a44);
+
+/// The longest `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// What a frontend asks for; unset limits come from the kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// A configured task kind.
+    pub kind: String,
+    /// The kind's parameters (scalars only).
+    pub params: Map<String, Value>,
+    /// The submitting frontend.
+    pub frontend_id: String,
+    /// The frontend's own id for the task.
+    pub client_task_id: Option<String>,
+    /// Higher runs first; 0 when unset.
+    pub priority: Option<i32>,
+    /// The kind's `timeout_seconds` when unset.
+    pub timeout_seconds: Option<u64>,
+    /// The kind's `max_attempts` when unset.
+    pub max_attempts: Option<u32>,
+}
+
+/// Who submits, and the retry key they sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Submitter<'a> {
+    /// The API key's id (recorded as the actor and scoping idempotency keys).
+    pub key_id: Uuid,
+    /// The `Idempotency-Key` header, if sent (already checked by
+    /// [`check_idempotency_key`]).
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// A submission that is stored.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task as stored.
+    pub task: Task,
+    /// Its stream's version.
+    pub stream_version: u64,
+    /// The global position of its latest event.
+    pub position: u64,
+    /// `false` when the task already existed and this was a retry.
+    pub created: bool,
+}
+
+/// Why a submission was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Unknown kind, or parameters the kind does not accept.
+    #[error(transparent)]
+    Kind(#[from] KindError),
+    /// The same `Idempotency-Key` was used for a different submission.
+    #[error("the Idempotency-Key was already used for task {task_id} with a different request; use a new key for a new task")]
+    IdempotencyKeyReused {
+        /// The task the key made.
+        task_id: TaskId,
+    },
+    /// The client task id already names a task with different contents.
+    #[error("client_task_id {client_task_id:?} of frontend {frontend_id:?} already names task {task_id}, submitted with a different request")]
+    ClientTaskIdTaken {
+        /// The frontend.
+        frontend_id: String,
+        /// Its id.
+        client_task_id: String,
+        /// The task it names.
+        task_id: TaskId,
+    },
+    /// The command failed (a refused field, a conflict, the store).
+    #[error(transparent)]
+    Command(#[from] CommandError<DomainError>),
+}
+
+/// Checks an `Idempotency-Key` header value: 1 to
+/// [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes of visible ASCII.
+///
+/// # Errors
+/// What is wrong with it, for a 400.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        ));
+    }
+    if !key.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err("Idempotency-Key must be visible ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+/// The id a submission's task gets (see the module documentation).
+pub fn task_id_for(submission: &Submission, submitter: Submitter<'_>) -> TaskId {
+    let name = match (&submission.client_task_id, submitter.idempotency_key) {
+        // Lengths first, so no two different pairs give the same name.
+        (Some(client_task_id), _) => Some(format!(
+            "client:{}:{}:{client_task_id}",
+            submission.frontend_id.len(),
+            submission.frontend_id
+        )),
+        (None, Some(key)) => Some(format!("idempotency:{}:{key}", submitter.key_id)),
+        (None, None) => None,
+    };
+    TaskId(name.map_or_else(Uuid::now_v7, |name| {
+        Uuid::new_v5(&TASK_ID_NAMESPACE, name.as_bytes())
+    }))
+}
+
+/// Submits a task, or finds the one an earlier try of the same submission
+/// stored.
+///
+/// # Errors
+/// See [`SubmitError`]; nothing is stored when it fails.
+pub async fn submit(
+    store: &impl EventStore,
+    config: &FileConfig,
+    submission: Submission,
+    submitter: Submitter<'_>,
+    now: DateTime<Utc>,
+) -> Result<Submitted, SubmitError> {
+    let kind = config.kind(&submission.kind)?;
+    kind.check_params(&submission.kind, &submission.params)?;
+    let task_id = task_id_for(&submission, submitter);
+    let command = SubmitTask {
+        task_id,
+        kind: submission.kind.clone(),
+        params: submission.params.clone(),
+        frontend_id: submission.frontend_id.clone(),
+        client_task_id: submission.client_task_id.clone(),
+        priority: submission.priority.unwrap_or(0),
+        timeout_seconds: submission.timeout_seconds.unwrap_or(kind.timeout_seconds),
+        max_attempts: submission.max_attempts.unwrap_or(kind.max_attempts),
+        submitted_at: now,
+        submitted_by: Some(submitter.key_id.to_string()),
+    };
+    let stream_id = task_id.stream_id();
+    let metadata = Metadata {
+        actor: Some(submitter.key_id.to_string()),
+        ..Metadata::default()
+    };
+    // The same command id for every try of the same task, so two tries that
+    // race produce the same event ids and the store keeps one.
+    let command_id = Uuid::new_v5(&task_id.0, b"submit");
+    match execute::<Tasks>(
+        store,
+        &stream_id,
+        TaskCommand::Submit(command.clone()),
+        command_id,
+        metadata,
+    )
+    .await
+    {
+        Ok(executed)
+            if executed
+                .appended
+                .as_ref()
+                .is_some_and(|a| !a.already_stored) =>
+        {
+            Ok(Submitted {
+                task: executed.state.expect("a submitted task exists"),
+                stream_version: executed.stream_version,
+                position: executed.position,
+                created: true,
+            })
+        }
+        // A concurrent try stored its events first (`already_stored`), or
+        // the task existed before this try: answer with what is stored.
+        Ok(_) => existing(store, &command, submitter).await,
+        Err(CommandError::Rejected(error)) if error.kind() == DomainErrorKind::AlreadyExists => {
+            existing(store, &command, submitter).await
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The stored task `command` would have created, if it is the same request.
+async fn existing(
+    store: &impl EventStore,
+    command: &SubmitTask,
+    submitter: Submitter<'_>,
+) -> Result<Submitted, SubmitError> {
+    let loaded = load::<Tasks>(store, &command.task_id.stream_id()).await?;
+    let task = loaded
+        .state
+        .expect("the task exists: its submission was refused as a duplicate");
+    let same = task.kind == command.kind
+        && task.params == command.params
+        && task.frontend_id == command.frontend_id
+        && task.client_task_id == command.client_task_id
+        && task.priority == command.priority
+        && task.timeout_seconds == command.timeout_seconds
+        && task.max_attempts == command.max_attempts;
+    if !same {
+        return Err(match &command.client_task_id {
+            Some(client_task_id) => SubmitError::ClientTaskIdTaken {
+                frontend_id: command.frontend_id.clone(),
+                client_task_id: client_task_id.clone(),
+                task_id: task.id,
+            },
+            None if submitter.idempotency_key.is_some() => {
+                SubmitError::IdempotencyKeyReused { task_id: task.id }
+            }
+            // A fresh v7 id does not collide; if it ever did, the caller
+            // may simply try again and get a new one.
+            None => SubmitError::Command(CommandError::Conflict {
+                stream_id: command.task_id.stream_id().to_string(),
+                attempts: 1,
+            }),
+        });
+    }
+    Ok(Submitted {
+        task,
+        stream_version: loaded.version,
+        position: loaded.position,
+        created: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(client_task_id: Option<&str>) -> Submission {
+        Submission {
+            kind: "echo".into(),
+            params: Map::new(),
+            frontend_id: "web".into(),
+            client_task_id: client_task_id.map(str::to_owned),
+            priority: None,
+            timeout_seconds: None,
+            max_attempts: None,
+        }
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_scoped() {
+        let key = Uuid::new_v4();
+        let plain = Submitter {
+            key_id: key,
+            idempotency_key: None,
+        };
+        let keyed = Submitter {
+            key_id: key,
+            idempotency_key: Some("retry-1"),
+        };
+        let client = submission(Some("order-7"));
+        assert_eq!(task_id_for(&client, plain), task_id_for(&client, plain));
+        // The client task id wins over the header: one client id, one task.
+        assert_eq!(task_id_for(&client, plain), task_id_for(&client, keyed));
+        let mut other_frontend = client.clone();
+        other_frontend.frontend_id = "mobile".into();
+        assert_ne!(
+            task_id_for(&client, plain),
+            task_id_for(&other_frontend, plain)
+        );
+        let anonymous = submission(None);
+        assert_eq!(
+            task_id_for(&anonymous, keyed),
+            task_id_for(&anonymous, keyed)
+        );
+        let other_key = Submitter {
+            key_id: Uuid::new_v4(),
+            idempotency_key: Some("retry-1"),
+        };
+        assert_ne!(
+            task_id_for(&anonymous, keyed),
+            task_id_for(&anonymous, other_key)
+        );
+        assert_ne!(
+            task_id_for(&anonymous, plain),
+            task_id_for(&anonymous, plain)
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert!(check_idempotency_key("a1-B2_c3").is_ok());
+        assert!(check_idempotency_key("").is_err());
+        assert!(check_idempotency_key("has space").is_err());
+        assert!(check_idempotency_key("ünïcode").is_err());
+        assert!(check_idempotency_key(&"k".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! Every route, through the router (`oneshot`): the OpenAPI document lists
+//! exactly the routes served, and each route admits exactly the scopes it
+//! should (401 without a key, 403 with a key lacking the scope).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use taskledger::config::FileConfig;
+use taskledger::http::{self, AppState};
+use taskledger_events::apikey::Scope;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::testing::TestDatabase;
+use taskledger_projections::api_keys::ApiKeysProjector;
+use taskledger_projections::runtime::RuntimeOptions;
+use taskledger_projections::ProjectorRuntime;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::helpers::{create_key, KINDS};
+
+/// Who may call a route: nobody needs a key, or a key with one of these
+/// scopes (admin always may).
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    Public,
+    AnyOf(&'static [Scope]),
+}
+
+/// Every route the service serves, with its access. Adding a route means
+/// adding it here, which the tests below hold to the OpenAPI document.
+const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/v1/openapi.json", Access::Public),
+    ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
+    ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
+    ("GET", "/v1/tasks/{id}", Access::AnyOf(&[Scope::TasksRead])),
+    (
+        "GET",
+        "/v1/tasks/{id}/result",
+        Access::AnyOf(&[Scope::TasksRead]),
+    ),
+    (
+        "POST",
+        "/v1/tasks/{id}/cancel",
+        Access::AnyOf(&[Scope::TasksWrite]),
+    ),
+    (
+        "GET",
+        "/v1/tasks/{id}/events",
+        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
+    ),
+];
+
+fn documented_operations() -> BTreeSet<(String, String)> {
+    let document = serde_json::to_value(http::openapi()).unwrap();
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if [
+                "get", "post", "put", "patch", "delete", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    operations
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes() {
+    let listed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(method, path, _)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    assert_eq!(documented_operations(), listed);
+
+    let document = serde_json::to_value(http::openapi()).unwrap();
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    for (method, path, access) in ROUTES {
+        let operation = &document["paths"][path][method.to_lowercase()];
+        match access {
+            Access::Public => assert!(operation.get("security").is_none(), "{method} {path}"),
+            Access::AnyOf(scopes) => {
+                let documented: BTreeSet<String> = operation["security"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{method} {path} documents no security"))
+                    .iter()
+                    .flat_map(|requirement| requirement["api_key"].as_array().unwrap().clone())
+                    .map(|scope| scope.as_str().unwrap().to_owned())
+                    .collect();
+                let expected: BTreeSet<String> = scopes.iter().map(ToString::to_string).collect();
+                assert_eq!(documented, expected, "{method} {path}");
+                for status in ["401", "403"] {
+                    assert!(
+                        operation["responses"].get(status).is_some(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", &Uuid::new_v4().to_string())
+}
+
+async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> StatusCode {
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(concrete(path));
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let body = if method == "POST" && path == "/v1/tasks" {
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"kind":"echo","params":{"message":"hi"},"frontend_id":"matrix"}"#)
+    } else {
+        Body::empty()
+    };
+    app.clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_admits_exactly_its_scopes() {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let mut keys = Vec::new();
+    for (index, scope) in Scope::ALL.into_iter().enumerate() {
+        let (_, secret) =
+            create_key(&store, &[scope], [u8::try_from(index).unwrap() + 1; 32]).await;
+        keys.push((scope, secret));
+    }
+    ProjectorRuntime::new(store.clone(), ApiKeysProjector, RuntimeOptions::default())
+        .catch_up(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let app = http::router(AppState {
+        config: Arc::new(FileConfig::parse(KINDS).unwrap()),
+        ..AppState::new(store)
+    });
+
+    for (method, path, access) in ROUTES {
+        let anonymous = call(&app, method, path, None).await;
+        match access {
+            Access::Public => {
+                assert_eq!(anonymous, StatusCode::OK, "{method} {path}");
+                continue;
+            }
+            Access::AnyOf(scopes) => {
+                assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{method} {path}");
+                let bad = call(&app, method, path, Some("tl_not-a-real-key")).await;
+                assert_eq!(bad, StatusCode::UNAUTHORIZED, "{method} {path}");
+                for (scope, secret) in &keys {
+                    let status = call(&app, method, path, Some(secret)).await;
+                    let admitted = scopes.contains(scope) || *scope == Scope::Admin;
+                    if admitted {
+                        // The route ran: a made-up task id is not found,
+                        // anything else succeeds.
+                        let expected_ok = if path.contains("{id}") {
+                            status == StatusCode::NOT_FOUND
+                        } else {
+                            status.is_success()
+                        };
+                        assert!(expected_ok, "{method} {path} with {scope}: {status}");
+                    } else {
+                        assert_eq!(
+                            status,
+                            StatusCode::FORBIDDEN,
+                            "{method} {path} with {scope}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_are_problems() {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let app = http::router(AppState::new(store));
+    for (method, path, status) in [
+        ("GET", "/v1/nothing-here", StatusCode::NOT_FOUND),
+        ("DELETE", "/v1/tasks", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    database.drop_database().await;
+}

@@ -1,0 +1,860 @@
+//! `/v1/tasks` over real HTTP against real PostgreSQL: submit, read, list,
+//! filter, page, export CSV, cancel, the worker commands' lifecycle,
+//! idempotent retries, read-your-writes, and a rebuilt projection equal to
+//! the live one.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Map, Value};
+use taskledger::commands::{execute, Tasks};
+use taskledger_events::apikey::Scope;
+use taskledger_events::task::{
+    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId,
+    TimeOutTask,
+};
+use taskledger_events::Metadata;
+use taskledger_projections::runtime::RuntimeOptions;
+use taskledger_projections::tasks::TasksProjector;
+use taskledger_projections::ProjectorRuntime;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+/// A client with a key for frontends (`tasks:read`, `tasks:write`).
+struct Frontend {
+    app: TestApp,
+    key: String,
+}
+
+impl Frontend {
+    async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    async fn spawn_with(adjust: impl FnOnce(&mut taskledger::settings::Settings)) -> Self {
+        let app = TestApp::spawn_with_kinds(adjust).await;
+        let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+        Self { app, key }
+    }
+
+    async fn submit(&self, body: &Value) -> Response {
+        self.submit_with(body, None).await
+    }
+
+    async fn submit_with(&self, body: &Value, idempotency_key: Option<&str>) -> Response {
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url("/v1/tasks"))
+            .bearer_auth(&self.key)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Submits and expects 201; the task as answered.
+    async fn created(&self, body: &Value) -> Value {
+        let response = self.submit(body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.app
+            .http
+            .get(self.app.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    async fn cancel(&self, id: &str, body: Option<Value>) -> Response {
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url(&format!("/v1/tasks/{id}/cancel")))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Every task the listing with `query` returns, following cursors with
+    /// pages of `limit`.
+    async fn list_all(&self, query: &str, limit: u32) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/tasks?limit={limit}");
+            if !query.is_empty() {
+                path.push('&');
+                path.push_str(query);
+            }
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self.get_json(&path).await;
+            let page_items = page["items"].as_array().unwrap();
+            assert!(page_items.len() <= limit as usize);
+            items.extend(page_items.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => {
+                    assert_eq!(
+                        page_items.len(),
+                        limit as usize,
+                        "only full pages have a next page"
+                    );
+                    cursor = Some(next.to_owned());
+                }
+                None => return items,
+            }
+        }
+    }
+}
+
+fn echo(message: &str, frontend: &str) -> Value {
+    json!({"kind": "echo", "params": {"message": message}, "frontend_id": frontend})
+}
+
+async fn problem(response: Response, status: StatusCode, needle: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains(needle),
+        "expected {needle:?} in {body}"
+    );
+    body
+}
+
+async fn worker(app: &TestApp, id: &str, command: TaskCommand) -> u64 {
+    let task_id = TaskId(Uuid::parse_str(id).unwrap());
+    let executed = execute::<Tasks>(
+        &app.store(),
+        &task_id.stream_id(),
+        command,
+        Uuid::new_v4(),
+        Metadata {
+            actor: Some("worker-1".into()),
+            ..Metadata::default()
+        },
+    )
+    .await
+    .unwrap();
+    executed.stream_version
+}
+
+fn task_id(task: &Value) -> TaskId {
+    TaskId(Uuid::parse_str(task["id"].as_str().unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_read_cancel_and_history() {
+    let frontend = Frontend::spawn().await;
+    let response = frontend.submit(&echo("hello", "web")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let submitted: Value = response.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/tasks/{}", submitted["id"].as_str().unwrap())
+    );
+    assert_eq!(submitted["status"], "queued");
+    assert_eq!(submitted["kind"], "echo");
+    assert_eq!(submitted["params"], json!({"message": "hello"}));
+    assert_eq!(submitted["stream_version"], 1);
+    // The kind's limits fill what the submission left out.
+    assert_eq!(submitted["timeout_seconds"], 60);
+    assert_eq!(submitted["max_attempts"], 2);
+    assert_eq!(submitted["priority"], 0);
+
+    // Read-your-writes: the projection's answer equals the command's.
+    let read = frontend
+        .get_json(&format!("{location}?min_version=1"))
+        .await;
+    assert_eq!(read, submitted);
+
+    let id = submitted["id"].as_str().unwrap();
+    let canceled = frontend
+        .cancel(id, Some(json!({"reason": "not needed"})))
+        .await;
+    assert_eq!(canceled.status(), StatusCode::OK);
+    let canceled: Value = canceled.json().await.unwrap();
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(canceled["error"], "not needed");
+    assert_eq!(canceled["stream_version"], 2);
+    let read = frontend
+        .get_json(&format!("{location}?min_version=2"))
+        .await;
+    assert_eq!(read, canceled);
+
+    let again = frontend.cancel(id, None).await;
+    problem(again, StatusCode::CONFLICT, "already canceled").await;
+    let result = frontend.get(&format!("{location}/result")).await;
+    let body = problem(result, StatusCode::NOT_FOUND, "canceled").await;
+    assert_eq!(body["type"], "/v1/problems/no-result");
+
+    let history = frontend.get_json(&format!("{location}/events")).await;
+    let types: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["TaskSubmitted", "TaskCanceled"]);
+    assert_eq!(history["next_cursor"], Value::Null);
+    let first = &history["items"][0];
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["hash"].as_str().unwrap().len(), 64);
+    assert!(first["metadata"]["actor"].is_string(), "{first}");
+    // Paged one event at a time, the history is the same.
+    let page = frontend
+        .get_json(&format!("{location}/events?limit=1"))
+        .await;
+    assert_eq!(page["items"][0], history["items"][0]);
+    let next = page["next_cursor"].as_str().unwrap();
+    let page = frontend
+        .get_json(&format!("{location}/events?limit=1&cursor={next}"))
+        .await;
+    assert_eq!(page["items"][0], history["items"][1]);
+
+    let missing = Uuid::new_v4();
+    for path in [
+        format!("/v1/tasks/{missing}"),
+        format!("/v1/tasks/{missing}/result"),
+        format!("/v1/tasks/{missing}/events"),
+    ] {
+        problem(
+            frontend.get(&path).await,
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        )
+        .await;
+    }
+    problem(
+        frontend.cancel(&missing.to_string(), None).await,
+        StatusCode::NOT_FOUND,
+        "does not exist",
+    )
+    .await;
+    problem(
+        frontend.get("/v1/tasks/not-a-uuid").await,
+        StatusCode::BAD_REQUEST,
+        "not a task id",
+    )
+    .await;
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_submissions_are_refused_and_store_nothing() {
+    let frontend = Frontend::spawn().await;
+    let url = frontend.app.url("/v1/tasks");
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            json!({"kind": "nope", "params": {}, "frontend_id": "web"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown task kind \"nope\"",
+        ),
+        (
+            json!({"kind": "echo", "params": {}, "frontend_id": "web"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "needs the parameter \"message\"",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x", "colour": "red"}, "frontend_id": "web"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "has no parameter \"colour\"",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": {"nested": 1}}, "frontend_id": "web"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "must be a string, number or boolean",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "urgent": true}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `urgent`",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field `frontend_id`",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "priority": 5000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority must be from -1000 to 1000",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "frontend_id",
+        ),
+        (
+            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "timeout_seconds": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "timeout_seconds",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        problem(frontend.submit(&body).await, status, needle).await;
+    }
+    let malformed = frontend
+        .app
+        .http
+        .post(&url)
+        .bearer_auth(&frontend.key)
+        .header("content-type", "application/json")
+        .body(r#"{"kind": "echo","#)
+        .send()
+        .await
+        .unwrap();
+    problem(malformed, StatusCode::BAD_REQUEST, "EOF").await;
+    let not_json = frontend
+        .app
+        .http
+        .post(&url)
+        .bearer_auth(&frontend.key)
+        .header("content-type", "text/plain")
+        .body(echo("x", "web").to_string())
+        .send()
+        .await
+        .unwrap();
+    problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type").await;
+    let huge = echo(&"x".repeat(300 * 1024), "web");
+    problem(
+        frontend.submit(&huge).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "larger",
+    )
+    .await;
+    problem(
+        frontend
+            .submit_with(&echo("x", "web"), Some("has space"))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "Idempotency-Key",
+    )
+    .await;
+
+    let client = frontend.app.database.client().await;
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE stream_id LIKE 'task-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "a refused submission stored an event");
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_submissions_return_the_same_task() {
+    let frontend = Frontend::spawn().await;
+    let with_client_id = json!({
+        "kind": "echo", "params": {"message": "once"}, "frontend_id": "web",
+        "client_task_id": "order-17"
+    });
+    let first = frontend.created(&with_client_id).await;
+    let retry = frontend.submit(&with_client_id).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], first["id"]);
+    assert_eq!(retry["stream_version"], 1);
+    // The same client id from another frontend is another task.
+    let mut other_frontend = with_client_id.clone();
+    other_frontend["frontend_id"] = json!("mobile");
+    let other = frontend.created(&other_frontend).await;
+    assert_ne!(other["id"], first["id"]);
+    // The same client id with different contents is refused.
+    let mut changed = with_client_id.clone();
+    changed["params"]["message"] = json!("twice");
+    problem(
+        frontend.submit(&changed).await,
+        StatusCode::CONFLICT,
+        "order-17",
+    )
+    .await;
+
+    // Eight concurrent tries with one Idempotency-Key: one task, one 201.
+    let body = echo("concurrent", "web");
+    let tries = (0..8).map(|_| frontend.submit_with(&body, Some("retry-abc")));
+    let responses = futures::future::join_all(tries).await;
+    let mut created = 0;
+    let mut ids = BTreeSet::new();
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::OK => {}
+            other => panic!("unexpected {other}"),
+        }
+        let task: Value = response.json().await.unwrap();
+        ids.insert(task["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    let reused = frontend
+        .submit_with(&echo("something else", "web"), Some("retry-abc"))
+        .await;
+    let body = problem(reused, StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key").await;
+    assert_eq!(body["type"], "/v1/problems/idempotency-key-reused");
+
+    let client = frontend.app.database.client().await;
+    let streams: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'task-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(streams, 3, "order-17, order-17 from mobile, and retry-abc");
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_pages_and_exports_csv() {
+    let frontend = Frontend::spawn().await;
+    let mut submitted = Vec::new();
+    for index in 0..23 {
+        let body = if index % 3 == 0 {
+            json!({"kind": "url-analysis", "params": {"url": format!("http://example.test/{index}")},
+                   "frontend_id": "mobile"})
+        } else {
+            echo(&format!("message, \"quoted\" {index}"), "web")
+        };
+        submitted.push(frontend.created(&body).await);
+    }
+    let cut = submitted[10]["submitted_at"].as_str().unwrap().to_owned();
+    // Start two, cancel one.
+    for task in &submitted[..2] {
+        worker(
+            &frontend.app,
+            task["id"].as_str().unwrap(),
+            TaskCommand::Start(StartTask {
+                task_id: task_id(task),
+                worker_id: "worker-1".into(),
+                attempt: 1,
+                started_at: Utc::now(),
+            }),
+        )
+        .await;
+    }
+    let canceled: Value = frontend
+        .cancel(submitted[2]["id"].as_str().unwrap(), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let position = canceled["position"].as_u64().unwrap();
+    // A list waits for its writer's position; afterwards everything shows.
+    let all = frontend
+        .list_all(&format!("min_position={position}"), 7)
+        .await;
+    assert_eq!(all.len(), 23);
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|task| task["id"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), 23, "a task appeared on two pages");
+    // Newest first.
+    let mut expected: Vec<&Value> = submitted.iter().collect();
+    expected.reverse();
+    let expected_ids: Vec<&str> = expected
+        .iter()
+        .map(|task| task["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, expected_ids);
+
+    let count = |items: &[Value], check: &dyn Fn(&Value) -> bool| {
+        items.iter().filter(|task| check(task)).count()
+    };
+    let running = frontend.list_all("status=running", 5).await;
+    assert_eq!(running.len(), 2);
+    let open = frontend.list_all("status=running,canceled", 5).await;
+    assert_eq!(open.len(), 3);
+    let mobile = frontend.list_all("frontend_id=mobile", 3).await;
+    assert_eq!(mobile.len(), 8);
+    assert_eq!(count(&mobile, &|task| task["kind"] == "url-analysis"), 8);
+    let echo_queued = frontend.list_all("kind=echo&status=queued", 100).await;
+    // 15 echo tasks, of which #1 runs and #2 is canceled.
+    assert_eq!(echo_queued.len(), 13);
+    assert_eq!(
+        count(&all, &|task| task["kind"] == "echo"
+            && task["status"] == "queued"),
+        13
+    );
+    let after = frontend
+        .list_all(&format!("submitted_after={}", cut.replace('+', "%2B")), 4)
+        .await;
+    assert_eq!(after.len(), 12, "tasks 11 to 22");
+
+    // CSV: every matching task, in the same order, with quoting intact.
+    let response = frontend
+        .app
+        .http
+        .get(frontend.app.url("/v1/tasks?kind=echo"))
+        .bearer_auth(&frontend.key)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header[0], "id");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let json_echo = frontend.list_all("kind=echo", 1000).await;
+    assert_eq!(rows.len(), json_echo.len());
+    let params_column = header.iter().position(|name| name == "params").unwrap();
+    for (row, task) in rows.iter().zip(&json_echo) {
+        assert_eq!(&row[0], task["id"].as_str().unwrap());
+        let params: Value = serde_json::from_str(&row[params_column]).unwrap();
+        assert_eq!(params, task["params"]);
+    }
+    // A CSV export honours limit.
+    let limited = frontend
+        .app
+        .http
+        .get(frontend.app.url("/v1/tasks?limit=3"))
+        .bearer_auth(&frontend.key)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(limited.lines().count(), 4, "{limited}");
+
+    for (query, needle) in [
+        ("status=done", "unknown status"),
+        ("cursor=garbage", "cursor"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("submitted_after=yesterday", "RFC 3339"),
+        ("stauts=queued", "stauts"),
+    ] {
+        problem(
+            frontend.get(&format!("/v1/tasks?{query}")).await,
+            StatusCode::BAD_REQUEST,
+            needle,
+        )
+        .await;
+    }
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_commands_move_a_task_through_its_life() {
+    let frontend = Frontend::spawn().await;
+    let task = frontend.created(&echo("work", "web")).await;
+    let id = task["id"].as_str().unwrap();
+    let the_task = task_id(&task);
+    let app = &frontend.app;
+    let start = |attempt| {
+        TaskCommand::Start(StartTask {
+            task_id: the_task,
+            worker_id: format!("worker-{attempt}"),
+            attempt,
+            started_at: Utc::now(),
+        })
+    };
+    worker(app, id, start(1)).await;
+    let version = worker(
+        app,
+        id,
+        TaskCommand::RecordProgress(RecordTaskProgress {
+            task_id: the_task,
+            attempt: 1,
+            percent: Some(40.0),
+            message: Some("fetching".into()),
+            recorded_at: Utc::now(),
+        }),
+    )
+    .await;
+    let running = frontend
+        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .await;
+    assert_eq!(running["status"], "running");
+    assert_eq!(running["worker_id"], "worker-1");
+    assert_eq!(
+        running["progress"],
+        json!({"percent": 40.0, "message": "fetching"})
+    );
+
+    // A retryable failure with an attempt left queues it again.
+    let version = worker(
+        app,
+        id,
+        TaskCommand::Fail(FailTask {
+            task_id: the_task,
+            attempt: 1,
+            error: "connection reset".into(),
+            exit_code: Some(2),
+            retryable: true,
+            failed_at: Utc::now(),
+        }),
+    )
+    .await;
+    let queued = frontend
+        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .await;
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["attempts"], 1);
+    assert_eq!(queued["error"], "connection reset");
+    assert_eq!(queued["progress"], Value::Null);
+
+    worker(app, id, start(2)).await;
+    let mut result = Map::new();
+    result.insert("verdict".into(), json!("clean"));
+    let artifact = Artifact {
+        name: "report.txt".into(),
+        size: 5,
+        sha256: "a".repeat(64),
+        media_type: "text/plain".into(),
+    };
+    let version = worker(
+        app,
+        id,
+        TaskCommand::Complete(CompleteTask {
+            task_id: the_task,
+            attempt: 2,
+            result: result.clone(),
+            exit_code: 0,
+            artifacts: vec![artifact],
+            finished_at: Utc::now(),
+        }),
+    )
+    .await;
+    let done = frontend
+        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["exit_code"], 0);
+    assert!(done["finished_at"].is_string());
+    let outcome = frontend
+        .get_json(&format!("/v1/tasks/{id}/result?min_version={version}"))
+        .await;
+    assert_eq!(outcome["result"], json!({"verdict": "clean"}));
+    assert_eq!(outcome["attempt"], 2);
+    assert_eq!(
+        outcome["artifacts"],
+        json!([{"name": "report.txt", "size": 5, "sha256": "a".repeat(64), "media_type": "text/plain"}])
+    );
+    problem(
+        frontend.cancel(id, None).await,
+        StatusCode::CONFLICT,
+        "already succeeded",
+    )
+    .await;
+
+    // Another task times out.
+    let slow = frontend.created(&echo("slow", "web")).await;
+    let slow_id = slow["id"].as_str().unwrap();
+    let slow_task = task_id(&slow);
+    worker(
+        app,
+        slow_id,
+        TaskCommand::Start(StartTask {
+            task_id: slow_task,
+            worker_id: "worker-9".into(),
+            attempt: 1,
+            started_at: Utc::now(),
+        }),
+    )
+    .await;
+    let version = worker(
+        app,
+        slow_id,
+        TaskCommand::TimeOut(TimeOutTask {
+            task_id: slow_task,
+            attempt: 1,
+            timed_out_at: Utc::now(),
+        }),
+    )
+    .await;
+    let timed_out = frontend
+        .get_json(&format!("/v1/tasks/{slow_id}?min_version={version}"))
+        .await;
+    assert_eq!(timed_out["status"], "timed_out");
+    assert_eq!(timed_out["error"], "attempt 1 ran past the task's timeout");
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_their_version_and_say_when_they_cannot() {
+    let frontend = Frontend::spawn_with(|settings| settings.read_wait_ms = 300).await;
+    let task = frontend.created(&echo("wait", "web")).await;
+    let id = task["id"].as_str().unwrap();
+    // A version the task does not have is the caller's mistake.
+    problem(
+        frontend.get(&format!("/v1/tasks/{id}?min_version=5")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "at version 1",
+    )
+    .await;
+
+    // Hold the projector back: it cannot write `tasks` while this lock lasts.
+    let mut blocker = frontend.app.database.client().await;
+    let transaction = blocker.transaction().await.unwrap();
+    transaction
+        .execute("LOCK TABLE tasks IN EXCLUSIVE MODE", &[])
+        .await
+        .unwrap();
+    let canceled: Value = frontend.cancel(id, None).await.json().await.unwrap();
+    assert_eq!(canceled["stream_version"], 2);
+    let late = frontend.get(&format!("/v1/tasks/{id}?min_version=2")).await;
+    assert_eq!(late.headers()["retry-after"], "1");
+    problem(late, StatusCode::SERVICE_UNAVAILABLE, "has not caught up").await;
+    let position = canceled["position"].as_u64().unwrap();
+    let late_list = frontend
+        .get(&format!("/v1/tasks?min_position={position}"))
+        .await;
+    problem(
+        late_list,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "has not caught up",
+    )
+    .await;
+
+    // Released, the same read waits and answers.
+    let path = format!("/v1/tasks/{id}?min_version=2");
+    let waiting = frontend.get(&path);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        transaction.rollback().await.unwrap();
+    };
+    let (response, ()) = tokio::join!(waiting, release);
+    assert_eq!(response.status(), StatusCode::OK);
+    let read: Value = response.json().await.unwrap();
+    assert_eq!(read, canceled);
+    frontend.app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_projection_equals_the_live_one() {
+    let frontend = Frontend::spawn().await;
+    let mut last_position = 0;
+    for index in 0..12 {
+        let task = frontend.created(&echo(&format!("m{index}"), "web")).await;
+        let id = task["id"].as_str().unwrap().to_owned();
+        last_position = task["position"].as_u64().unwrap();
+        if index % 2 == 0 {
+            worker(
+                &frontend.app,
+                &id,
+                TaskCommand::Start(StartTask {
+                    task_id: task_id(&task),
+                    worker_id: "w".into(),
+                    attempt: 1,
+                    started_at: Utc::now(),
+                }),
+            )
+            .await;
+        }
+        if index % 4 == 0 {
+            worker(
+                &frontend.app,
+                &id,
+                TaskCommand::Complete(CompleteTask {
+                    task_id: task_id(&task),
+                    attempt: 1,
+                    result: Map::new(),
+                    exit_code: 0,
+                    artifacts: Vec::new(),
+                    finished_at: Utc::now(),
+                }),
+            )
+            .await;
+        }
+        if index % 3 == 1 && index % 4 != 0 {
+            let canceled: Value = frontend.cancel(&id, None).await.json().await.unwrap();
+            last_position = canceled["position"].as_u64().unwrap();
+        }
+    }
+    let store = frontend.app.store();
+    let head = taskledger_events::EventStore::head_position(&store)
+        .await
+        .unwrap();
+    assert!(head >= last_position);
+    frontend
+        .get_json(&format!("/v1/tasks?min_position={head}&limit=1"))
+        .await;
+    let database = frontend.app.stop().await;
+    let client = database.client().await;
+    let snapshot = || async {
+        let tasks: Vec<String> = client
+            .query(
+                "SELECT row_to_json(t)::text FROM tasks t ORDER BY task_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let results: Vec<String> = client
+            .query(
+                "SELECT row_to_json(r)::text FROM results r ORDER BY task_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        (tasks, results)
+    };
+    let live = snapshot().await;
+    assert_eq!(live.0.len(), 12);
+    assert_eq!(live.1.len(), 3);
+    client
+        .batch_execute(
+            "TRUNCATE tasks, results;
+             UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'",
+        )
+        .await
+        .unwrap();
+    ProjectorRuntime::new(store, TasksProjector, RuntimeOptions::default())
+        .catch_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let rebuilt = snapshot().await;
+    assert_eq!(rebuilt, live);
+    database.drop_database().await;
+}

@@ -1,5 +1,8 @@
 //! `taskledger bench append`: appends per second, append latency and the lag
-//! from commit to delivery on a live subscription.
+//! from commit to delivery on a live subscription; `bench api` is in
+//! [`api`].
+
+pub mod api;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +69,7 @@ impl std::fmt::Display for AppendRun {
     }
 }
 
-fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
 }
 
@@ -271,7 +274,7 @@ async fn write_until(
 }
 
 /// The value at quantile `q` of sorted `values` (zero when empty).
-fn percentile(values: &[Duration], q: f64) -> Duration {
+pub(crate) fn percentile(values: &[Duration], q: f64) -> Duration {
     if values.is_empty() {
         return Duration::ZERO;
     }

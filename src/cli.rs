@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::bench::api::ApiBenchArgs;
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
@@ -50,6 +51,10 @@ pub enum BenchCommand {
     /// Appends per second, append latency and live-subscriber lag for several
     /// writer counts and batch sizes.
     Append(AppendBenchArgs),
+    /// Requests/s and latency of POST /v1/tasks and GET /v1/tasks/{id} at
+    /// several connection counts, and the time from a 201 to the task being
+    /// visible. Serves the API itself on a loopback port.
+    Api(ApiBenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -86,5 +91,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("preparing the benchmark database")?;
             bench::append(&cli.settings, &args).await
         }
+        Command::Bench {
+            which: BenchCommand::Api(args),
+        } => bench::api::api(&cli.settings, &args).await,
     }
 }

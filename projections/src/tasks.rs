@@ -5,12 +5,14 @@
 //! Deterministic: every value comes from the events (`updated_at` is the
 //! event's `recorded_at`), so a rebuild gives the same rows.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use crate::runtime::{Projector, ProjectorError};
@@ -67,6 +69,7 @@ impl Projector for TasksProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
+        let mut writes = Vec::with_capacity(events.len() + 8);
         for recorded in events {
             let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
@@ -76,177 +79,198 @@ impl Projector for TasksProjector {
                     global_position: recorded.global_position,
                     reason: error.to_string(),
                 })?;
-            apply_one(tx, task_id, recorded, &event).await?;
+            writes.extend(writes_for(task_id, recorded, &event)?);
+        }
+        // Each statement is prepared once per batch, and the writes are
+        // pipelined: sent in order without waiting for each answer, and run
+        // by the server in that order, so a task's rows change in event
+        // order. One round trip per batch instead of two per event.
+        let mut statements: HashMap<&'static str, Statement> = HashMap::new();
+        for write in &writes {
+            if !statements.contains_key(write.sql) {
+                statements.insert(write.sql, tx.prepare(write.sql).await?);
+            }
+        }
+        let results = futures::future::join_all(writes.iter().map(|write| {
+            let params: Vec<&(dyn ToSql + Sync)> = write
+                .params
+                .iter()
+                .map(|param| param.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let statement = &statements[write.sql];
+            async move { tx.execute(statement, &params).await }
+        }))
+        .await;
+        for (write, changed) in writes.iter().zip(results) {
+            let changed = changed?;
+            if changed != 1 {
+                // A later event for a task the projection does not have: the
+                // log and the projection disagree; stop rather than guess.
+                return Err(ProjectorError::Event {
+                    global_position: write.global_position,
+                    reason: format!(
+                        "no task row for {} to apply {}",
+                        write.task_id, write.event_type
+                    ),
+                });
+            }
         }
         Ok(())
     }
 }
 
-async fn apply_one(
-    tx: &Transaction<'_>,
+/// One row change: a statement, its parameters, and the event it is for.
+struct Write {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    task_id: Uuid,
+    global_position: u64,
+    event_type: &'static str,
+}
+
+/// The row changes `event` makes (each must change exactly one row).
+fn writes_for(
     task_id: Uuid,
     recorded: &RecordedEvent,
     event: &TaskEvent,
-) -> Result<(), ProjectorError> {
+) -> Result<Vec<Write>, ProjectorError> {
     let version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
     let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
     let at = recorded.recorded_at;
-    let changed = match event {
-        TaskEvent::Submitted(submitted) => {
-            let params = Value::Object(submitted.params.clone());
-            let timeout = i64::try_from(submitted.timeout_seconds).unwrap_or(i64::MAX);
-            let attempts = i32::try_from(submitted.max_attempts).unwrap_or(i32::MAX);
-            let values: [&(dyn ToSql + Sync); 13] = [
-                &task_id,
-                &submitted.kind,
-                &submitted.frontend_id,
-                &submitted.client_task_id,
-                &params,
-                &submitted.priority,
-                &timeout,
-                &attempts,
-                &submitted.submitted_at,
-                &submitted.submitted_by,
-                &at,
-                &version,
-                &position,
-            ];
-            tx.execute(SUBMITTED, &values).await?
-        }
-        TaskEvent::Canceled(canceled) => {
-            let reason = canceled
-                .reason
-                .clone()
-                .unwrap_or_else(|| "canceled".to_owned());
-            tx.execute(
-                CANCELED,
-                &[
-                    &task_id,
-                    &canceled.canceled_at,
-                    &reason,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
-        TaskEvent::Started(started) => {
-            let attempt = i32::try_from(started.attempt).unwrap_or(i32::MAX);
-            tx.execute(
-                STARTED,
-                &[
-                    &task_id,
-                    &attempt,
-                    &started.worker_id,
-                    &started.started_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
-        TaskEvent::ProgressRecorded(progress) => {
-            tx.execute(
-                PROGRESS,
-                &[
-                    &task_id,
-                    &progress.percent,
-                    &progress.message,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
+    let write = |sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>| Write {
+        sql,
+        params,
+        task_id,
+        global_position: recorded.global_position,
+        event_type: event.event_type(),
+    };
+    let writes = match event {
+        TaskEvent::Submitted(submitted) => vec![write(
+            SUBMITTED,
+            vec![
+                Box::new(task_id),
+                Box::new(submitted.kind.clone()),
+                Box::new(submitted.frontend_id.clone()),
+                Box::new(submitted.client_task_id.clone()),
+                Box::new(Value::Object(submitted.params.clone())),
+                Box::new(submitted.priority),
+                Box::new(i64::try_from(submitted.timeout_seconds).unwrap_or(i64::MAX)),
+                Box::new(i32::try_from(submitted.max_attempts).unwrap_or(i32::MAX)),
+                Box::new(submitted.submitted_at),
+                Box::new(submitted.submitted_by.clone()),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
+        TaskEvent::Canceled(canceled) => vec![write(
+            CANCELED,
+            vec![
+                Box::new(task_id),
+                Box::new(canceled.canceled_at),
+                Box::new(
+                    canceled
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "canceled".to_owned()),
+                ),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
+        TaskEvent::Started(started) => vec![write(
+            STARTED,
+            vec![
+                Box::new(task_id),
+                Box::new(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
+                Box::new(started.worker_id.clone()),
+                Box::new(started.started_at),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
+        TaskEvent::ProgressRecorded(progress) => vec![write(
+            PROGRESS,
+            vec![
+                Box::new(task_id),
+                Box::new(progress.percent),
+                Box::new(progress.message.clone()),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
         TaskEvent::Succeeded(succeeded) => {
-            let attempt = i32::try_from(succeeded.attempt).unwrap_or(i32::MAX);
-            let result = Value::Object(succeeded.result.clone());
             let artifacts = serde_json::to_value(&succeeded.artifacts).map_err(|error| {
                 ProjectorError::Event {
                     global_position: recorded.global_position,
                     reason: error.to_string(),
                 }
             })?;
-            tx.execute(
-                RESULT,
-                &[
-                    &task_id,
-                    &attempt,
-                    &result,
-                    &succeeded.exit_code,
-                    &artifacts,
-                    &succeeded.finished_at,
-                ],
-            )
-            .await?;
-            tx.execute(
-                SUCCEEDED,
-                &[
-                    &task_id,
-                    &succeeded.exit_code,
-                    &succeeded.finished_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            vec![
+                write(
+                    RESULT,
+                    vec![
+                        Box::new(task_id),
+                        Box::new(i32::try_from(succeeded.attempt).unwrap_or(i32::MAX)),
+                        Box::new(Value::Object(succeeded.result.clone())),
+                        Box::new(succeeded.exit_code),
+                        Box::new(artifacts),
+                        Box::new(succeeded.finished_at),
+                    ],
+                ),
+                write(
+                    SUCCEEDED,
+                    vec![
+                        Box::new(task_id),
+                        Box::new(succeeded.exit_code),
+                        Box::new(succeeded.finished_at),
+                        Box::new(at),
+                        Box::new(version),
+                        Box::new(position),
+                    ],
+                ),
+            ]
         }
-        TaskEvent::Failed(failed) => {
-            tx.execute(
-                FAILED,
-                &[
-                    &task_id,
-                    &failed.error,
-                    &failed.exit_code,
-                    &failed.failed_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
-        TaskEvent::TimedOut(timed_out) => {
-            let error = format!("attempt {} ran past the task's timeout", timed_out.attempt);
-            tx.execute(
-                TIMED_OUT,
-                &[
-                    &task_id,
-                    &error,
-                    &timed_out.timed_out_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
-        TaskEvent::Retried(retried) => {
-            tx.execute(
-                RETRIED,
-                &[
-                    &task_id,
-                    &retried.reason,
-                    &retried.exit_code,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
-        }
+        TaskEvent::Failed(failed) => vec![write(
+            FAILED,
+            vec![
+                Box::new(task_id),
+                Box::new(failed.error.clone()),
+                Box::new(failed.exit_code),
+                Box::new(failed.failed_at),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
+        TaskEvent::TimedOut(timed_out) => vec![write(
+            TIMED_OUT,
+            vec![
+                Box::new(task_id),
+                Box::new(format!(
+                    "attempt {} ran past the task's timeout",
+                    timed_out.attempt
+                )),
+                Box::new(timed_out.timed_out_at),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
+        TaskEvent::Retried(retried) => vec![write(
+            RETRIED,
+            vec![
+                Box::new(task_id),
+                Box::new(retried.reason.clone()),
+                Box::new(retried.exit_code),
+                Box::new(at),
+                Box::new(version),
+                Box::new(position),
+            ],
+        )],
     };
-    if changed != 1 {
-        // A later event for a task the projection does not have: the log and
-        // the projection disagree; stop rather than guess.
-        return Err(ProjectorError::Event {
-            global_position: recorded.global_position,
-            reason: format!("no task row for {task_id} to apply {}", event.event_type()),
-        });
-    }
-    Ok(())
+    Ok(writes)
 }

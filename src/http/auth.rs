@@ -90,17 +90,22 @@ where
             tracing::error!(%error, "no database connection to check an API key");
             Problem::unavailable("the service cannot check API keys right now", 1)
         })?;
-        let row = client
-            .query_opt(
+        let lookup_failed = |error: tokio_postgres::Error| {
+            tracing::error!(%error, "looking up an API key failed");
+            Problem::unavailable("the service cannot check API keys right now", 1)
+        };
+        // Prepared once per connection: one round trip per lookup.
+        let statement = client
+            .prepare_cached(
                 "SELECT key_id, array_to_string(scopes, ',') FROM api_keys
                  WHERE key_hash = $1 AND revoked_at IS NULL",
-                &[&hash_secret(secret)],
             )
             .await
-            .map_err(|error| {
-                tracing::error!(%error, "looking up an API key failed");
-                Problem::internal()
-            })?
+            .map_err(lookup_failed)?;
+        let row = client
+            .query_opt(&statement, &[&hash_secret(secret)])
+            .await
+            .map_err(lookup_failed)?
             .ok_or_else(|| Problem::unauthorized("this API key is unknown or revoked"))?;
         let scopes: String = row.get(1);
         Ok(Self {

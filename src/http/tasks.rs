@@ -605,12 +605,15 @@ pub async fn get_result(
     let task_id = parse_task_id(&id)?;
     let task = read_task(&state, task_id, query.min_version).await?;
     let client = connection(&state).await?;
-    let row = client
-        .query_opt(
+    let statement = client
+        .prepare_cached(
             "SELECT attempt, result, exit_code, artifacts, finished_at FROM results
              WHERE task_id = $1",
-            &[&task_id.0],
         )
+        .await
+        .map_err(database_error("preparing a result read"))?;
+    let row = client
+        .query_opt(&statement, &[&task_id.0])
         .await
         .map_err(database_error("reading a result"))?;
     let Some(row) = row else {
@@ -861,11 +864,12 @@ async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView
 /// later.
 async fn projection_reached(state: &AppState, position: u64) -> Result<Option<()>, Problem> {
     let client = connection(state).await?;
+    let statement = client
+        .prepare_cached("SELECT position FROM projector_checkpoints WHERE projector = 'tasks'")
+        .await
+        .map_err(database_error("preparing a checkpoint read"))?;
     let row = client
-        .query_opt(
-            "SELECT position FROM projector_checkpoints WHERE projector = 'tasks'",
-            &[],
-        )
+        .query_opt(&statement, &[])
         .await
         .map_err(database_error("reading the tasks projection's checkpoint"))?;
     let reached = row.is_some_and(|row| unsigned::<i64, u64>(row.get(0)) >= position);

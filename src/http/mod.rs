@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
-use taskledger_projections::runtime::ProjectorStatus;
+use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
 use tokio::sync::watch;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -190,6 +190,22 @@ struct Checks {
     log_lock: Check,
     /// Age of the oldest open transaction in the database, in seconds.
     oldest_transaction_seconds: Option<f64>,
+    /// Each projector's distance behind the log, and its failure if it is
+    /// stuck on an event. Reported, not counted against readiness: the
+    /// write path works while a read model lags, and every instance shares
+    /// the same projections, so failing readiness would only add an outage.
+    projections: Vec<ProjectionCheck>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProjectionCheck {
+    name: String,
+    ok: bool,
+    position: u64,
+    lag_events: u64,
+    lag_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -232,9 +248,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         Check::failed("the appender task has stopped; appends cannot be made")
     };
-    let (database, log_lock, oldest) =
-        match tokio::time::timeout(CHECK_TIMEOUT, transaction_ages(&state.store)).await {
-            Ok(Ok((lock_held, oldest))) => {
+    let (database, log_lock, oldest, projections) =
+        match tokio::time::timeout(CHECK_TIMEOUT, database_checks(&state.store)).await {
+            Ok(Ok((lock_held, oldest, projections))) => {
                 let log_lock = match lock_held {
                     Some(seconds) if seconds > state.log_lock_stall.as_secs_f64() => {
                         Check::failed(format!(
@@ -243,17 +259,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
                     }
                     _ => Check::ok(),
                 };
-                (Check::ok(), log_lock, oldest)
+                (Check::ok(), log_lock, oldest, projections)
             }
             Ok(Err(error)) => (
                 Check::failed(format!("{error}")),
                 Check::failed("unknown: the database does not answer"),
                 None,
+                Vec::new(),
             ),
             Err(_) => (
                 Check::failed(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
                 Check::failed("unknown: the database does not answer"),
                 None,
+                Vec::new(),
             ),
         };
     let ready = database.ok && log_appender.ok && log_lock.ok;
@@ -264,6 +282,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
             log_appender,
             log_lock,
             oldest_transaction_seconds: oldest,
+            projections: projections
+                .into_iter()
+                .map(|lag| ProjectionCheck {
+                    ok: lag.failure.is_none(),
+                    detail: lag.failure.map(|(position, error)| {
+                        format!("stopped at the event at position {position}: {error}")
+                    }),
+                    name: lag.name,
+                    position: lag.position,
+                    lag_events: lag.lag_events,
+                    lag_seconds: lag.lag_seconds,
+                })
+                .collect(),
         },
     };
     let status = if ready {
@@ -274,11 +305,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// How long the log lock has been held (if it is), and the age of the oldest
-/// open transaction in this database, in seconds.
-async fn transaction_ages(
+/// How long the log lock has been held (if it is), the age of the oldest
+/// open transaction in this database, in seconds, and the projectors' lags.
+async fn database_checks(
     store: &PgEventStore,
-) -> Result<(Option<f64>, Option<f64>), taskledger_events::StoreError> {
+) -> Result<(Option<f64>, Option<f64>, Vec<ProjectorLag>), taskledger_events::StoreError> {
     let client = store.pool().get().await?;
     let row = client
         .query_one(
@@ -299,5 +330,11 @@ async fn transaction_ages(
             context: "checking transaction ages",
             source,
         })?;
-    Ok((row.get(0), row.get(1)))
+    let lags = taskledger_projections::runtime::lags(&client)
+        .await
+        .map_err(|source| taskledger_events::StoreError::Database {
+            context: "reading the projectors' checkpoints",
+            source,
+        })?;
+    Ok((row.get(0), row.get(1), lags))
 }

@@ -282,6 +282,18 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
         "applied up to {max} ({count} rows)"
     );
     assert!(checkpoint(&client).await.unwrap().0 < 17);
+    // The lag report names the stuck event and counts what waits behind it.
+    let lag = taskledger_projections::runtime::lags(&client)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|lag| lag.name == "recorder")
+        .unwrap();
+    assert_eq!(lag.head, 30);
+    assert_eq!(lag.position, 16);
+    assert_eq!(lag.lag_events, 14);
+    assert!(lag.lag_seconds > 0.0, "{lag:?}");
+    assert_eq!(lag.failure.as_ref().map(|(at, _)| *at), Some(17));
 
     fixed.store(true, Ordering::SeqCst);
     wait_until(
@@ -292,6 +304,18 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
     .await;
     assert_eq!(checkpoint(&client).await.unwrap(), (30, None, None));
     assert_eq!(status.borrow().state, ProjectorState::Running);
+    let lags = taskledger_projections::runtime::lags(&client)
+        .await
+        .unwrap();
+    assert_eq!(lags.len(), 1);
+    assert_eq!(
+        (
+            lags[0].lag_events,
+            lags[0].lag_seconds,
+            lags[0].failure.clone()
+        ),
+        (0, 0.0, None)
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
     database.drop_database().await;

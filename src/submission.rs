@@ -195,18 +195,21 @@ pub async fn submit(
         }
         // A concurrent try stored its events first (`already_stored`), or
         // the task existed before this try: answer with what is stored.
-        Ok(_) => existing(store, &command, submitter).await,
+        Ok(_) => existing(store, &command, &submission, submitter).await,
         Err(CommandError::Rejected(error)) if error.kind() == DomainErrorKind::AlreadyExists => {
-            existing(store, &command, submitter).await
+            existing(store, &command, &submission, submitter).await
         }
         Err(error) => Err(error.into()),
     }
 }
 
 /// The stored task `command` would have created, if it is the same request.
+/// Limits the submission left to its kind are not compared: an operator may
+/// have changed the kind's defaults since the first try.
 async fn existing(
     store: &impl EventStore,
     command: &SubmitTask,
+    submission: &Submission,
     submitter: Submitter<'_>,
 ) -> Result<Submitted, SubmitError> {
     let loaded = load::<Tasks>(store, &command.task_id.stream_id()).await?;
@@ -218,8 +221,9 @@ async fn existing(
         && task.frontend_id == command.frontend_id
         && task.client_task_id == command.client_task_id
         && task.priority == command.priority
-        && task.timeout_seconds == command.timeout_seconds
-        && task.max_attempts == command.max_attempts;
+        && (submission.timeout_seconds.is_none()
+            || task.timeout_seconds == command.timeout_seconds)
+        && (submission.max_attempts.is_none() || task.max_attempts == command.max_attempts);
     if !same {
         return Err(match &command.client_task_id {
             Some(client_task_id) => SubmitError::ClientTaskIdTaken {

@@ -77,11 +77,13 @@ where
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             Problem::unauthorized("send an API key as 'Authorization: Bearer <key>'")
         })?;
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
         let secret = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim())
             .filter(|secret| !secret.is_empty())
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")

@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -214,6 +214,8 @@ impl TaskView {
                 "attempt {} ran past the task's timeout",
                 task.attempts_started
             )),
+            // The projection clears an earlier attempt's error on success.
+            TaskStatus::Succeeded => None,
             _ => task.error.clone(),
         };
         let worker_id = match task.status {
@@ -522,22 +524,18 @@ pub async fn list_tasks(
 ) -> Result<Response, Problem> {
     let filter = Arc::new(TaskFilter::parse(&query)?);
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
-    if let Some(position) = query.min_position {
-        wait_for(
-            &state,
-            || format!("global position {position}"),
-            || projection_reached(&state, position),
-        )
-        .await?;
-    }
-    if wants_csv(&headers) {
-        return Ok(csv_export(state, filter, cursor, query.limit));
-    }
+    let csv = wants_csv(&headers);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
+    if !csv && !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}; got {limit}"
         )));
+    }
+    if let Some(position) = query.min_position {
+        wait_for_position(&state, position).await?;
+    }
+    if csv {
+        return Ok(csv_export(state, filter, cursor, query.limit));
     }
     // One more than asked, to know whether another page follows.
     let mut items = filter
@@ -726,17 +724,17 @@ pub async fn task_events(
             "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
         )));
     }
+    let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
     let after: u64 = match query.cursor.as_deref() {
         None => 0,
-        Some(cursor) => cursor.parse().map_err(|_| {
-            Problem::bad_request("cursor must be the next_cursor of an earlier page")
-        })?,
+        Some(cursor) => cursor.parse().map_err(|_| bad_cursor())?,
     };
+    let from = after.checked_add(1).ok_or_else(bad_cursor)?;
     let mut events = state
         .store
         .read_stream(
             &task_id.stream_id(),
-            after + 1,
+            from,
             Direction::Forward,
             limit as usize + 1,
         )
@@ -831,14 +829,14 @@ async fn read_task(
                 .store
                 .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
                 .await
-                .ok()
-                .and_then(|events| events.first().map(|event| event.version));
+                .map(|events| events.first().map(|event| event.version));
             match newest {
-                Some(version) if version < min_version => Err(Problem::unprocessable(format!(
+                Ok(Some(version)) if version < min_version => Err(Problem::unprocessable(format!(
                     "min_version {min_version} is beyond task {task_id}, which is at version {version}"
                 ))),
-                None => Err(not_found(task_id)),
-                Some(_) => Err(problem),
+                Ok(None) => Err(not_found(task_id)),
+                // The store cannot tell either: the read model's lag stands.
+                Ok(Some(_)) | Err(_) => Err(problem),
             }
         }
         other => other,
@@ -858,6 +856,28 @@ async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView
         .await
         .map_err(database_error("reading a task"))?;
     row.as_ref().map(TaskView::from_row).transpose()
+}
+
+/// Waits for the tasks projection to reach `position`; a position the log
+/// does not have yet is the caller's mistake (422), not lag.
+async fn wait_for_position(state: &AppState, position: u64) -> Result<(), Problem> {
+    let waited = wait_for(
+        state,
+        || format!("global position {position}"),
+        || projection_reached(state, position),
+    )
+    .await;
+    match waited {
+        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
+            match state.store.head_position().await {
+                Ok(head) if head < position => Err(Problem::unprocessable(format!(
+                    "min_position {position} is beyond the log, which ends at position {head}"
+                ))),
+                _ => Err(problem),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `Some(())` once the tasks projection's checkpoint is at `position` or
@@ -933,6 +953,16 @@ impl TaskFilter {
                     })
             })
             .transpose()?;
+        for (name, value) in [("kind", &query.kind), ("frontend_id", &query.frontend_id)] {
+            if value
+                .as_deref()
+                .is_some_and(|value| value.chars().any(char::is_control))
+            {
+                return Err(Problem::bad_request(format!(
+                    "{name} must not contain control characters"
+                )));
+            }
+        }
         Ok(Self {
             statuses,
             kind: query.kind.clone(),
@@ -1019,8 +1049,14 @@ impl Cursor {
         let bad = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
         let (micros, id) = text.split_once('_').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let submitted_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        // Cursors come from submission times; anything outside years 1 to
+        // 9999 was not made here (and PostgreSQL would refuse some of it).
+        if !(1..=9999).contains(&submitted_at.year()) {
+            return Err(bad());
+        }
         Ok(Self {
-            submitted_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            submitted_at,
             task_id: Uuid::parse_str(id).map_err(|_| bad())?,
         })
     }
@@ -1044,10 +1080,19 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|media| {
-            media
-                .split(';')
+            let mut parts = media.split(';');
+            let is_csv = parts
                 .next()
-                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/csv"))
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/csv"));
+            // `q=0` means "not acceptable".
+            let refused = parts.any(|parameter| {
+                parameter
+                    .trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            is_csv && !refused
         })
 }
 
@@ -1160,15 +1205,26 @@ fn csv_export(
     response
 }
 
+/// Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a
+/// leading tab or carriage return) gets a leading `'`, as OWASP advises for
+/// CSV exports; numbers and times are never touched.
+fn spreadsheet_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
 fn csv_record(task: &TaskView) -> [String; 18] {
-    let optional = |value: &Option<String>| value.clone().unwrap_or_default();
+    let optional = |value: &Option<String>| spreadsheet_safe(value.as_deref().unwrap_or_default());
     let instant =
         |value: &Option<DateTime<Utc>>| value.map(|at| at.to_rfc3339()).unwrap_or_default();
     [
         task.id.to_string(),
-        task.kind.clone(),
+        spreadsheet_safe(&task.kind),
         task.status.as_str().to_owned(),
-        task.frontend_id.clone(),
+        spreadsheet_safe(&task.frontend_id),
         optional(&task.client_task_id),
         task.priority.to_string(),
         task.attempts.to_string(),
@@ -1236,6 +1292,11 @@ mod tests {
             task_id: Uuid::new_v4(),
         };
         assert_eq!(Cursor::parse(&cursor.to_string()).unwrap(), cursor);
+        let far = Cursor {
+            submitted_at: DateTime::from_timestamp_micros(i64::MIN / 2).unwrap(),
+            task_id: Uuid::nil(),
+        };
+        assert_eq!(Cursor::parse(&far.to_string()).unwrap_err().status, 400);
         for garbage in [
             "",
             "12",
@@ -1263,6 +1324,18 @@ mod tests {
             HeaderValue::from_static("application/json;q=0.5, Text/CSV;q=0.9"),
         );
         assert!(wants_csv(&headers));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/csv;q=0, application/json"),
+        );
+        assert!(!wants_csv(&headers));
+    }
+
+    #[test]
+    fn formulas_are_defused_in_text_cells() {
+        assert_eq!(spreadsheet_safe("=cmd()"), "'=cmd()");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("web"), "web");
     }
 
     #[test]

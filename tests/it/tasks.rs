@@ -163,6 +163,21 @@ async fn worker(app: &TestApp, id: &str, command: TaskCommand) -> u64 {
     executed.stream_version
 }
 
+/// How many task events and task streams the log holds.
+async fn task_events_and_streams(app: &TestApp) -> (i64, i64) {
+    let row = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*), count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'task-%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 fn task_id(task: &Value) -> TaskId {
     TaskId(Uuid::parse_str(task["id"].as_str().unwrap()).unwrap())
 }
@@ -194,6 +209,20 @@ async fn submit_read_cancel_and_history() {
     assert_eq!(read, submitted);
 
     let id = submitted["id"].as_str().unwrap();
+    problem(
+        frontend
+            .cancel(id, Some(json!({"reason": "bad\u{0}reason"})))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "NUL",
+    )
+    .await;
+    problem(
+        frontend.cancel(id, Some(json!({"reasons": "typo"}))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown field `reasons`",
+    )
+    .await;
     let canceled = frontend
         .cancel(id, Some(json!({"reason": "not needed"})))
         .await;
@@ -236,6 +265,31 @@ async fn submit_read_cancel_and_history() {
         .get_json(&format!("{location}/events?limit=1&cursor={next}"))
         .await;
     assert_eq!(page["items"][0], history["items"][1]);
+    problem(
+        frontend
+            .get(&format!("{location}/events?cursor={}", u64::MAX))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "cursor",
+    )
+    .await;
+    // A position the log does not have is the caller's mistake, not lag.
+    problem(
+        frontend.get("/v1/tasks?min_position=999999").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "beyond the log",
+    )
+    .await;
+    // The scheme name is case-insensitive.
+    let lowercase = frontend
+        .app
+        .http
+        .get(frontend.app.url(&location))
+        .header("authorization", format!("bearer {}", frontend.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), StatusCode::OK);
 
     let missing = Uuid::new_v4();
     for path in [
@@ -315,6 +369,13 @@ async fn bad_submissions_are_refused_and_store_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "timeout_seconds",
         ),
+        // PostgreSQL's jsonb cannot hold \u0000: stored, it would stop the
+        // tasks projector for good.
+        (
+            json!({"kind": "echo", "params": {"message": "a\u{0}b"}, "frontend_id": "web"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "NUL",
+        ),
     ];
     for (body, status, needle) in cases {
         problem(frontend.submit(&body).await, status, needle).await;
@@ -357,16 +418,8 @@ async fn bad_submissions_are_refused_and_store_nothing() {
     )
     .await;
 
-    let client = frontend.app.database.client().await;
-    let stored: i64 = client
-        .query_one(
-            "SELECT count(*) FROM events WHERE stream_id LIKE 'task-%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 0, "a refused submission stored an event");
+    let (events, _) = task_events_and_streams(&frontend.app).await;
+    assert_eq!(events, 0, "a refused submission stored an event");
     frontend.app.finish().await;
 }
 
@@ -421,16 +474,9 @@ async fn retried_submissions_return_the_same_task() {
     let body = problem(reused, StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key").await;
     assert_eq!(body["type"], "/v1/problems/idempotency-key-reused");
 
-    let client = frontend.app.database.client().await;
-    let streams: i64 = client
-        .query_one(
-            "SELECT count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'task-%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (events, streams) = task_events_and_streams(&frontend.app).await;
     assert_eq!(streams, 3, "order-17, order-17 from mobile, and retry-abc");
+    assert_eq!(events, 3, "one TaskSubmitted each");
     frontend.app.finish().await;
 }
 
@@ -567,6 +613,7 @@ async fn list_filters_pages_and_exports_csv() {
         ("limit=5000", "limit"),
         ("submitted_after=yesterday", "RFC 3339"),
         ("stauts=queued", "stauts"),
+        ("kind=%00", "control characters"),
     ] {
         problem(
             frontend.get(&format!("/v1/tasks?{query}")).await,

@@ -20,6 +20,9 @@ pub const MAX_CLIENT_TASK_ID_BYTES: usize = 200;
 pub const MAX_WORKER_ID_BYTES: usize = 200;
 /// The longest artifact name, in bytes (the longest file name on Linux).
 pub const MAX_ARTIFACT_NAME_BYTES: usize = 255;
+/// The longest free-text field (a cancel reason, an error, a progress
+/// message), in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 10_000;
 /// The priorities a task may have; higher runs first.
 pub const PRIORITIES: RangeInclusive<i32> = -1000..=1000;
 /// The longest time one attempt may run: seven days.

@@ -3,11 +3,13 @@
 
 use std::collections::HashSet;
 
+use serde_json::{Map, Value};
+
 use super::commands::{
     Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask, StartTask,
     SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
-    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_KIND_BYTES, MAX_TIMEOUT_SECONDS,
-    MAX_WORKER_ID_BYTES, PRIORITIES,
+    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES,
+    MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 use super::events::{
     TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
@@ -122,6 +124,10 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Domai
             ),
         ));
     }
+    check_document(task_id, "params", &submit.params)?;
+    if let Some(submitted_by) = &submit.submitted_by {
+        check_message(task_id, "submitted_by", submitted_by)?;
+    }
     Ok(TaskEvent::Submitted(TaskSubmitted {
         task_id,
         kind: submit.kind,
@@ -142,6 +148,9 @@ fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, DomainError
         TaskStatus::Running => true,
         _ => return Err(cannot(task, "be canceled")),
     };
+    if let Some(reason) = &cancel.reason {
+        check_message(task.id, "reason", reason)?;
+    }
     Ok(TaskEvent::Canceled(TaskCanceled {
         reason: cancel.reason,
         canceled_at: cancel.canceled_at,
@@ -197,6 +206,9 @@ fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEven
             ));
         }
     }
+    if let Some(message) = &progress.message {
+        check_message(task.id, "message", message)?;
+    }
     Ok(TaskEvent::ProgressRecorded(TaskProgressRecorded {
         attempt: progress.attempt,
         percent: progress.percent,
@@ -208,6 +220,7 @@ fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEven
 fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, DomainError> {
     check_current_attempt(task, complete.attempt, "be completed")?;
     check_artifacts(task.id, &complete.artifacts)?;
+    check_document(task.id, "result", &complete.result)?;
     Ok(TaskEvent::Succeeded(TaskSucceeded {
         attempt: complete.attempt,
         result: complete.result,
@@ -219,6 +232,7 @@ fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, Domai
 
 fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
     check_current_attempt(task, fail.attempt, "be failed")?;
+    check_message(task.id, "error", &fail.error)?;
     if fail.retryable && attempts_remain(task) {
         return Ok(TaskEvent::Retried(TaskRetried {
             attempt: fail.attempt,
@@ -247,6 +261,7 @@ fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, DomainError> {
     if task.status != TaskStatus::Running {
         return Err(cannot(task, "be retried"));
     }
+    check_message(task.id, "reason", &retry.reason)?;
     let attempt = task.attempts_started;
     if attempts_remain(task) {
         return Ok(TaskEvent::Retried(TaskRetried {
@@ -332,6 +347,52 @@ fn check_text(
     Err(DomainError::invalid(task_id, problem))
 }
 
+/// Free text (a reason, an error, a progress message): at most
+/// [`MAX_MESSAGE_BYTES`], and no NUL character, which PostgreSQL's `text`
+/// cannot hold (the read models could never show such an event).
+fn check_message(task_id: TaskId, field: &str, value: &str) -> Result<(), DomainError> {
+    let problem = if value.len() > MAX_MESSAGE_BYTES {
+        format!(
+            "{field} is {} bytes long; the limit is {MAX_MESSAGE_BYTES}",
+            value.len()
+        )
+    } else if value.contains('\0') {
+        format!("{field} must not contain a NUL character")
+    } else {
+        return Ok(());
+    };
+    Err(DomainError::invalid(task_id, problem))
+}
+
+/// A JSON document kept in a read model: no NUL character in any key or
+/// string, which PostgreSQL's `jsonb` cannot hold.
+fn check_document(
+    task_id: TaskId,
+    field: &str,
+    document: &Map<String, Value>,
+) -> Result<(), DomainError> {
+    fn has_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map
+                .iter()
+                .any(|(key, value)| key.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+    if document
+        .iter()
+        .any(|(key, value)| key.contains('\0') || has_nul(value))
+    {
+        return Err(DomainError::invalid(
+            task_id,
+            format!("{field} must not contain a NUL character (\\u0000)"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_artifacts(task_id: TaskId, artifacts: &[Artifact]) -> Result<(), DomainError> {
     let mut names = HashSet::with_capacity(artifacts.len());
     for (index, artifact) in artifacts.iter().enumerate() {
@@ -359,6 +420,12 @@ fn check_artifacts(task_id: TaskId, artifacts: &[Artifact]) -> Result<(), Domain
             ))
         } else if artifact.media_type.is_empty() {
             Some(format!("artifact {name:?}: media_type must not be empty"))
+        } else if artifact.media_type.len() > 255
+            || artifact.media_type.chars().any(char::is_control)
+        {
+            Some(format!(
+                "artifact {name:?}: media_type must be at most 255 bytes without control characters"
+            ))
         } else {
             None
         };

@@ -1109,3 +1109,69 @@ fn errors_keep_the_full_task_id_and_a_kind_name() {
     );
     assert_eq!(DomainErrorKind::Invalid.as_str(), "invalid");
 }
+
+#[test]
+fn text_the_read_models_cannot_hold_is_refused() {
+    let mut nul_params = submit_task();
+    nul_params
+        .params
+        .insert("nested".into(), json!({"list": ["ok", "bad\u{0}"]}));
+    given([])
+        .when(TaskCommand::Submit(nul_params))
+        .then_error(DomainErrorKind::Invalid, "params must not contain a NUL");
+    let mut nul_key = submit_task();
+    nul_key.params.insert("k\u{0}".into(), json!(1));
+    given([])
+        .when(TaskCommand::Submit(nul_key))
+        .then_error(DomainErrorKind::Invalid, "params must not contain a NUL");
+    given([submitted()])
+        .when(TaskCommand::Cancel(CancelTask {
+            task_id: task_id(),
+            reason: Some("a\u{0}".into()),
+            canceled_at: at(1),
+        }))
+        .then_error(DomainErrorKind::Invalid, "reason must not contain a NUL");
+    given([submitted()])
+        .when(TaskCommand::Cancel(CancelTask {
+            task_id: task_id(),
+            reason: Some("x".repeat(MAX_MESSAGE_BYTES + 1)),
+            canceled_at: at(1),
+        }))
+        .then_error(DomainErrorKind::Invalid, "the limit is 10000");
+    given([submitted(), started(1)])
+        .when(TaskCommand::Fail(FailTask {
+            task_id: task_id(),
+            attempt: 1,
+            error: "oops\u{0}".into(),
+            exit_code: None,
+            retryable: false,
+            failed_at: at(2),
+        }))
+        .then_error(DomainErrorKind::Invalid, "error must not contain a NUL");
+    given([submitted(), started(1)])
+        .when(TaskCommand::Complete(CompleteTask {
+            task_id: task_id(),
+            attempt: 1,
+            result: object(json!({"verdict": "\u{0}"})),
+            exit_code: 0,
+            artifacts: Vec::new(),
+            finished_at: at(2),
+        }))
+        .then_error(DomainErrorKind::Invalid, "result must not contain a NUL");
+    given([submitted(), started(1)])
+        .when(TaskCommand::RecordProgress(RecordTaskProgress {
+            task_id: task_id(),
+            attempt: 1,
+            percent: None,
+            message: Some("\u{0}".into()),
+            recorded_at: at(2),
+        }))
+        .then_error(DomainErrorKind::Invalid, "message must not contain a NUL");
+    given([submitted(), started(1)])
+        .when(TaskCommand::Retry(RetryTask {
+            task_id: task_id(),
+            reason: "\u{0}".into(),
+            retried_at: at(2),
+        }))
+        .then_error(DomainErrorKind::Invalid, "reason must not contain a NUL");
+}

@@ -66,6 +66,36 @@ pub struct TaskKind {
     /// Memory limit of the container.
     #[serde(default = "default_memory")]
     pub memory_mb: u64,
+    /// CPUs the container may use (fractions allowed).
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// The most processes the container may run.
+    #[serde(default = "default_pids")]
+    pub pids_limit: i64,
+    /// Bytes of stdout and of stderr kept (each); the rest is dropped and
+    /// the log says so.
+    #[serde(default = "default_log_limit")]
+    pub log_limit_bytes: u64,
+    /// Bytes of files under `/out` collected at most; more fails the task.
+    #[serde(default = "default_files_limit")]
+    pub files_limit_bytes: u64,
+    /// How the command runs: `docker` (default: a sandboxed container) or
+    /// `local` (a plain child process, for development without a Docker
+    /// engine; `image`, `network` and the limits do not apply).
+    #[serde(default)]
+    pub executor: Executor,
+}
+
+/// What runs a kind's command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// A container through the Docker API (the default).
+    #[default]
+    Docker,
+    /// A child process of the runner, with `TASKLEDGER_OUT` naming a
+    /// fresh directory that plays `/out`. Development only: no sandbox.
+    Local,
 }
 
 /// One element of a command template.
@@ -106,6 +136,18 @@ fn default_attempts() -> u32 {
 }
 fn default_memory() -> u64 {
     512
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_pids() -> i64 {
+    256
+}
+fn default_log_limit() -> u64 {
+    1024 * 1024
+}
+fn default_files_limit() -> u64 {
+    64 * 1024 * 1024
 }
 
 /// Why a submission's kind or parameters are refused (an HTTP 422).
@@ -201,6 +243,15 @@ impl TaskKind {
             "max_attempts must be 1 to 100"
         );
         anyhow::ensure!(self.memory_mb >= 6, "memory_mb must be at least 6");
+        anyhow::ensure!(
+            self.cpus > 0.0 && self.cpus <= 1024.0,
+            "cpus must be above 0 and at most 1024"
+        );
+        anyhow::ensure!(self.pids_limit >= 1, "pids_limit must be at least 1");
+        anyhow::ensure!(
+            self.log_limit_bytes >= 1024,
+            "log_limit_bytes must be at least 1024"
+        );
         let declared = self.declared_params();
         for element in self.command.iter().flat_map(ArgTemplate::parts) {
             for param in placeholders(element) {

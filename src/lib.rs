@@ -3,12 +3,16 @@
 //! Only this crate reads configuration or knows axum.
 
 pub mod bench;
+pub mod blobs;
+pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
 pub mod http;
 pub mod keys;
+pub mod relay;
+pub mod runner;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

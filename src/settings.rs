@@ -75,11 +75,60 @@ pub struct Settings {
         global = true
     )]
     pub read_wait_ms: u64,
+
+    /// What this process does, comma-separated: `api` (the HTTP API; without
+    /// it only /healthz and /readyz are served), `projector` (the read
+    /// models), `relay` (log → RabbitMQ), `runner` (runs tasks). Several
+    /// processes with different roles share the work safely.
+    #[arg(
+        long,
+        env = "TASKLEDGER_ROLES",
+        value_delimiter = ',',
+        default_value = "api,projector,relay,runner",
+        global = true
+    )]
+    pub roles: Vec<Role>,
+
+    /// Prefix of every RabbitMQ exchange and queue name.
+    #[arg(
+        long,
+        env = "TASKLEDGER_AMQP_PREFIX",
+        default_value = "taskledger",
+        global = true
+    )]
+    pub amqp_prefix: String,
+
+    /// Attempts a runner process runs at once (also its prefetch).
+    #[arg(
+        long,
+        env = "TASKLEDGER_RUNNER_SLOTS",
+        default_value_t = 2,
+        global = true
+    )]
+    pub runner_slots: usize,
+
+    /// This runner's name in the log (default: `runner-` and a random id).
+    #[arg(long, env = "TASKLEDGER_WORKER_ID", global = true)]
+    pub worker_id: Option<String>,
+}
+
+/// A part of the service a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API.
+    Api,
+    /// The projectors (read models).
+    Projector,
+    /// The relay from the log to RabbitMQ.
+    Relay,
+    /// The task runner.
+    Runner,
 }
 
 impl Settings {
-    /// Settings for tests and embedding: the given database, everything else
-    /// at its default, listening on an ephemeral loopback port.
+    /// Settings for tests and embedding: the given database, the `api` and
+    /// `projector` roles only, everything else at its default, listening on
+    /// an ephemeral loopback port.
     pub fn for_database(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -91,6 +140,11 @@ impl Settings {
             db_pool_size: 16,
             log_lock_stall_seconds: 30.0,
             read_wait_ms: 2_000,
+            // Tests of the API must not have their tasks run.
+            roles: vec![Role::Api, Role::Projector],
+            amqp_prefix: "taskledger".into(),
+            runner_slots: 2,
+            worker_id: None,
         }
     }
 }

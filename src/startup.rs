@@ -17,9 +17,16 @@ use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::{Projector, ProjectorRuntime};
 
+use uuid::Uuid;
+
+use crate::blobs::BlobStore;
+use crate::broker::Topology;
 use crate::config::FileConfig;
 use crate::database;
 use crate::http::{self, AppState};
+use crate::relay::{self, RelayOptions, RelayStatus};
+use crate::runner::{self, RunnerOptions};
+use crate::settings::Role;
 use crate::settings::Settings;
 use crate::shutdown::Shutdown;
 
@@ -32,6 +39,7 @@ pub struct Application {
     shutdown: Shutdown,
     log_lock_stall: Duration,
     read_wait: Duration,
+    settings: Settings,
 }
 
 impl Application {
@@ -65,6 +73,7 @@ impl Application {
             shutdown,
             log_lock_stall,
             read_wait: Duration::from_millis(settings.read_wait_ms),
+            settings: settings.clone(),
         })
     }
 
@@ -94,27 +103,83 @@ impl Application {
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let address = self.local_addr()?;
-        tracing::info!(%address, "taskledger listening");
+        let roles = &self.settings.roles;
+        tracing::info!(%address, ?roles, "taskledger listening");
+        let config = Arc::new(self.config);
+        let mut workers = Vec::new();
         // The projectors: each active in one process at a time, standing by
         // in the others; all stop on the same signal as the server.
-        let (tasks, tasks_status) = spawn_projector(&self.store, TasksProjector, &self.shutdown);
-        let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
-        let projectors = [tasks, api_keys];
-        let router = http::router(AppState {
+        let mut tasks_projection = None;
+        if roles.contains(&Role::Projector) {
+            let (tasks, tasks_status) =
+                spawn_projector(&self.store, TasksProjector, &self.shutdown);
+            let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
+            workers.extend([tasks, api_keys]);
+            tasks_projection = Some(tasks_status);
+        }
+        let topology = Topology::new(self.settings.amqp_prefix.clone());
+        if roles.contains(&Role::Relay) {
+            match &self.settings.amqp_url {
+                Some(amqp_url) => {
+                    let options = RelayOptions {
+                        amqp_url: amqp_url.clone(),
+                        topology: topology.clone(),
+                        kinds: config.kinds.keys().cloned().collect(),
+                    };
+                    let (status, _) = watch::channel(RelayStatus::default());
+                    let mut stop = self.shutdown.clone();
+                    workers.push(tokio::spawn(relay::run(
+                        self.store.clone(),
+                        options,
+                        status,
+                        async move { stop.wait().await },
+                    )));
+                }
+                None => tracing::info!(
+                    "no AMQP_URL: the relay is not needed; runners take jobs in-process"
+                ),
+            }
+        }
+        if roles.contains(&Role::Runner) {
+            let options = RunnerOptions {
+                amqp_url: self.settings.amqp_url.clone(),
+                topology,
+                config: config.clone(),
+                slots: self.settings.runner_slots,
+                worker_id: self.settings.worker_id.clone().unwrap_or_else(|| {
+                    format!("runner-{}", &Uuid::new_v4().simple().to_string()[..12])
+                }),
+                blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
+                work_dir: self.settings.data_dir.join("work"),
+            };
+            let mut stop = self.shutdown.clone();
+            workers.push(tokio::spawn(runner::run(
+                self.store.clone(),
+                options,
+                async move { stop.wait().await },
+            )));
+        }
+        let state = AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,
-            config: Arc::new(self.config),
+            config,
             read_wait: self.read_wait,
-            tasks_projection: Some(tasks_status),
-        });
+            tasks_projection,
+            blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
+        };
+        let router = if roles.contains(&Role::Api) {
+            http::router(state)
+        } else {
+            http::probes_router(state)
+        };
         let mut shutdown = self.shutdown;
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .context("serving HTTP");
-        for projector in projectors {
-            if let Err(error) = projector.await {
-                tracing::error!(%error, "a projector task failed");
+        for worker in workers {
+            if let Err(error) = worker.await {
+                tracing::error!(%error, "a worker task failed");
             }
         }
         served?;

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_keys",
         sql: include_str!("../../migrations/0004_api_keys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "relay_checkpoints",
+        sql: include_str!("../../migrations/0005_relay_checkpoints.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -6,6 +6,7 @@
 //! `#[utoipa::path]` is registered through [`api_router`], so a route cannot
 //! be served without being documented, nor documented without being served.
 
+pub mod artifacts;
 pub mod auth;
 mod consistency;
 pub mod problem;
@@ -27,6 +28,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::blobs::BlobStore;
 use crate::config::FileConfig;
 use problem::Problem;
 
@@ -52,6 +54,8 @@ pub struct AppState {
     /// waits wake when it moves (they poll as well, for a projector that is
     /// active in another process).
     pub tasks_projection: Option<watch::Receiver<ProjectorStatus>>,
+    /// Where artifacts are stored.
+    pub blobs: BlobStore,
 }
 
 impl AppState {
@@ -64,6 +68,7 @@ impl AppState {
             config: Arc::new(FileConfig::default()),
             read_wait: Duration::from_secs(2),
             tasks_projection: None,
+            blobs: BlobStore::new("./data/blobs"),
         }
     }
 }
@@ -112,6 +117,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get_result))
         .routes(routes!(tasks::cancel_task))
         .routes(routes!(tasks::task_events))
+        .routes(routes!(artifacts::list_artifacts))
+        .routes(routes!(artifacts::get_artifact))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).
@@ -127,6 +134,15 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Only `/healthz` and `/readyz`, for a process without the `api` role.
+pub fn probes_router(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .split_for_parts();
+    router.fallback(not_found).with_state(state)
 }
 
 async fn not_found() -> Problem {

@@ -101,8 +101,16 @@ impl TestApp {
 
     /// A service whose configuration holds [`KINDS`].
     pub(crate) async fn spawn_with_kinds(adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_with_config(KINDS, adjust).await
+    }
+
+    /// A service whose configuration file holds `config`.
+    pub(crate) async fn spawn_with_config(
+        config: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let path = std::env::temp_dir().join(format!("taskledger-kinds-{}.toml", Uuid::new_v4()));
-        std::fs::write(&path, KINDS).unwrap();
+        std::fs::write(&path, config).unwrap();
         Self::spawn_with(|settings| {
             settings.config = Some(path);
             adjust(settings);

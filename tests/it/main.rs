@@ -7,4 +7,5 @@ mod keys;
 mod probes;
 mod process;
 mod routes;
+mod running;
 mod tasks;

@@ -54,6 +54,16 @@ const ROUTES: &[(&str, &str, Access)] = &[
         "/v1/tasks/{id}/events",
         Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
     ),
+    (
+        "GET",
+        "/v1/tasks/{id}/artifacts",
+        Access::AnyOf(&[Scope::TasksRead]),
+    ),
+    (
+        "GET",
+        "/v1/tasks/{id}/artifacts/{name}",
+        Access::AnyOf(&[Scope::TasksRead]),
+    ),
 ];
 
 fn documented_operations() -> BTreeSet<(String, String)> {
@@ -113,6 +123,7 @@ fn the_document_lists_exactly_the_routes() {
 
 fn concrete(path: &str) -> String {
     path.replace("{id}", &Uuid::new_v4().to_string())
+        .replace("{name}", "report.txt")
 }
 
 async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> StatusCode {

@@ -1,0 +1,252 @@
+//! RabbitMQ: the topology taskledger declares, the job message runners
+//! consume, and connecting.
+//!
+//! Names start with a prefix (`taskledger` unless `TASKLEDGER_AMQP_PREFIX`
+//! says otherwise, so tests and installations can share a broker):
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `{prefix}.events` | topic exchange, durable | every event, routing key = event type |
+//! | `{prefix}.jobs` | direct exchange, durable | one job per `TaskSubmitted` / `TaskRetried`, routing key = task kind |
+//! | `{prefix}.jobs.{kind}` | classic queue, durable | the jobs of one kind; dead-letters to `{prefix}.dead` |
+//! | `{prefix}.dead` | fanout exchange + queue, durable | rejected jobs, and jobs of kinds no queue is bound for |
+//!
+//! Messages are persistent; `message_id` is the event id, and the headers
+//! carry `sequence` (global position), `stream`, `version` and `hash`.
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use taskledger_events::task::TaskEvent;
+use taskledger_events::RecordedEvent;
+use uuid::Uuid;
+
+/// The exchange and queue names of one installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// Names starting with `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The topic exchange every event is published to.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// The direct exchange jobs are published to (routing key: the kind).
+    pub fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// The work queue of `kind`.
+    pub fn jobs_queue(&self, kind: &str) -> String {
+        format!("{}.jobs.{kind}", self.prefix)
+    }
+
+    /// The dead-letter exchange and its queue (same name).
+    pub fn dead_letters(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    /// Declares the exchanges, the dead-letter queue and a work queue for
+    /// each of `kinds` (idempotent: safe on every start).
+    ///
+    /// # Errors
+    /// When the broker refuses a declaration (e.g. an existing queue with
+    /// other arguments).
+    pub async fn declare(&self, channel: &Channel, kinds: &[String]) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let dead = self.dead_letters();
+        channel
+            .exchange_declare(
+                dead.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                dead.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                dead.as_str().into(),
+                dead.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.events_exchange().as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        // A job whose kind has no queue goes to the dead letters instead of
+        // vanishing.
+        let mut jobs_arguments = FieldTable::default();
+        jobs_arguments.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString(LongString::from(dead.as_str())),
+        );
+        channel
+            .exchange_declare(
+                self.jobs_exchange().as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                jobs_arguments,
+            )
+            .await?;
+        for kind in kinds {
+            let queue = self.jobs_queue(kind);
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(LongString::from(dead.as_str())),
+            );
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    arguments,
+                )
+                .await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.jobs_exchange().as_str().into(),
+                    kind.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything [`Topology::declare`] made for `kinds` (tests).
+    ///
+    /// # Errors
+    /// When the broker refuses.
+    pub async fn delete(&self, channel: &Channel, kinds: &[String]) -> lapin::Result<()> {
+        for queue in kinds
+            .iter()
+            .map(|kind| self.jobs_queue(kind))
+            .chain([self.dead_letters()])
+        {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for exchange in [
+            self.jobs_exchange(),
+            self.events_exchange(),
+            self.dead_letters(),
+        ] {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Connects to `url`, naming the connection (shown by `rabbitmqctl
+/// list_connections`).
+///
+/// # Errors
+/// When the broker cannot be reached or refuses the credentials.
+pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
+    Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name(LongString::from(name)),
+    )
+    .await
+}
+
+/// A job: "run the next attempt of this task". Runners load the task itself
+/// from the log; the job only says which task and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The task.
+    pub task_id: Uuid,
+    /// Its kind (the queue it came from).
+    pub kind: String,
+    /// The attempt this job is for (1 for a submission, n + 1 after attempt
+    /// n was retried).
+    pub attempt: u32,
+    /// The event that made the job.
+    pub event_id: Uuid,
+    /// That event's global position.
+    pub position: u64,
+}
+
+impl Job {
+    /// The job an event of a task of `kind` makes, if any: `TaskSubmitted`
+    /// and `TaskRetried` do.
+    pub fn for_event(recorded: &RecordedEvent, event: &TaskEvent, kind: &str) -> Option<Self> {
+        let attempt = match event {
+            TaskEvent::Submitted(_) => 1,
+            TaskEvent::Retried(retried) => retried.attempt.saturating_add(1),
+            _ => return None,
+        };
+        let task_id = taskledger_events::task::TaskId::from_stream_id(&recorded.stream_id)?;
+        Some(Self {
+            task_id: task_id.0,
+            kind: kind.to_owned(),
+            attempt,
+            event_id: recorded.event_id,
+            position: recorded.global_position,
+        })
+    }
+}
+
+/// The properties of a message about `recorded`: persistent, its event id as
+/// the message id, and the envelope's place in the headers.
+pub fn properties(recorded: &RecordedEvent, content_type: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "sequence".into(),
+        AMQPValue::LongLongInt(i64::try_from(recorded.global_position).unwrap_or(i64::MAX)),
+    );
+    headers.insert(
+        "stream".into(),
+        AMQPValue::LongString(LongString::from(recorded.stream_id.as_str())),
+    );
+    headers.insert(
+        "version".into(),
+        AMQPValue::LongLongInt(i64::try_from(recorded.version).unwrap_or(i64::MAX)),
+    );
+    headers.insert(
+        "hash".into(),
+        AMQPValue::LongString(LongString::from(hex::encode(recorded.hash))),
+    );
+    BasicProperties::default()
+        .with_message_id(ShortString::from(recorded.event_id.to_string()))
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from(content_type))
+        .with_type(ShortString::from(recorded.event_type.as_str()))
+        .with_timestamp(u64::try_from(recorded.recorded_at.timestamp()).unwrap_or(0))
+        .with_headers(headers)
+}

@@ -1,0 +1,259 @@
+//! `/v1/tasks/{id}/artifacts`: the files a succeeded task produced, listed
+//! from the `results` read model and served from the blob store with their
+//! media type, length, `ETag` (the SHA-256) and byte ranges.
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Authorized, ReadTasks};
+use super::problem::{ApiJson, Problem};
+use super::tasks::ArtifactView;
+use super::AppState;
+
+/// A task's files.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ArtifactPage {
+    /// The files, by name.
+    pub items: Vec<ArtifactView>,
+    /// Always `null`: a task's files fit one page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists a succeeded task's files.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/artifacts",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The files", body = ArtifactPage),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or it has no result", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]))
+)]
+pub async fn list_artifacts(
+    State(state): State<AppState>,
+    _: Authorized<ReadTasks>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ArtifactPage>, Problem> {
+    let task_id = parse(&id)?;
+    Ok(ApiJson(ArtifactPage {
+        items: artifacts_of(&state, task_id).await?,
+        next_cursor: None,
+    }))
+}
+
+/// Downloads one file (`Range: bytes=…` and `If-None-Match` supported).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/artifacts/{name}",
+    tag = "tasks",
+    params(
+        ("id" = Uuid, Path, description = "The task's id"),
+        ("name" = String, Path, description = "The file's name"),
+        ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023"),
+    ),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 304, description = "Unchanged (If-None-Match)"),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task or file", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]))
+)]
+pub async fn get_artifact(
+    State(state): State<AppState>,
+    _: Authorized<ReadTasks>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let task_id = parse(&id)?;
+    let artifact = artifacts_of(&state, task_id)
+        .await?
+        .into_iter()
+        .find(|artifact| artifact.name == name)
+        .ok_or_else(|| {
+            Problem::not_found(format!("task {task_id} has no artifact named {name:?}"))
+        })?;
+    let etag = format!("\"{}\"", artifact.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        })
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let path = state
+        .blobs
+        .path(&artifact.sha256)
+        .ok_or_else(Problem::internal)?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(|error| {
+        tracing::error!(%error, path = %path.display(), "an artifact's blob is missing");
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "blob-missing",
+            "Artifact content missing",
+            format!("the content of {name:?} is not in this server's blob store"),
+        )
+    })?;
+    let size = artifact.size;
+    let range = match headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    {
+        None => None,
+        Some(value) => match parse_range(value, size) {
+            Ok(range) => range,
+            Err(()) => {
+                let mut response = Problem::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range-not-satisfiable",
+                    "Range not satisfiable",
+                    format!("the file has {size} bytes; ask for one range inside them"),
+                )
+                .into_response();
+                if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return Ok(response);
+            }
+        },
+    };
+    let (status, start, length) = match range {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    file.seek(SeekFrom::Start(start)).await.map_err(|error| {
+        tracing::error!(%error, "seeking in an artifact failed");
+        Problem::internal()
+    })?;
+    let body = Body::from_stream(ReaderStream::new(file.take(length)));
+    let mut response = (status, body).into_response();
+    let response_headers = response.headers_mut();
+    let text = |value: String| HeaderValue::try_from(value).map_err(|_| Problem::internal());
+    response_headers.insert(header::CONTENT_TYPE, text(artifact.media_type.clone())?);
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response_headers.insert(header::ETAG, text(etag)?);
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        response_headers.insert(
+            header::CONTENT_RANGE,
+            text(format!("bytes {start}-{}/{size}", start + length - 1))?,
+        );
+    }
+    Ok(response)
+}
+
+fn parse(id: &str) -> Result<taskledger_events::task::TaskId, Problem> {
+    Uuid::parse_str(id)
+        .map(taskledger_events::task::TaskId)
+        .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))
+}
+
+/// One `bytes=` range of a file of `size` bytes, as inclusive offsets.
+/// `Ok(None)` for a header this server ignores (another unit, several
+/// ranges: the whole file is sent); `Err` for a range outside the file.
+fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", "") => return Ok(None),
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            if suffix == 0 || size == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(suffix), size - 1)
+        }
+        (start, "") => (start.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (start, end) => {
+            let start: u64 = start.parse().map_err(|_| ())?;
+            let end: u64 = end.parse().map_err(|_| ())?;
+            (start, end.min(size.saturating_sub(1)))
+        }
+    };
+    if size == 0 || start >= size || end < start {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// The task's artifacts from `results`; 404 when it has no result.
+async fn artifacts_of(
+    state: &AppState,
+    task_id: taskledger_events::task::TaskId,
+) -> Result<Vec<ArtifactView>, Problem> {
+    let client = state.store.pool().get().await.map_err(|error| {
+        tracing::error!(%error, "no database connection for an artifact read");
+        Problem::unavailable("the database is unavailable right now", 1)
+    })?;
+    let statement = client
+        .prepare_cached("SELECT artifacts FROM results WHERE task_id = $1")
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "preparing an artifact read failed");
+            Problem::unavailable("the database could not answer right now", 1)
+        })?;
+    let row = client
+        .query_opt(&statement, &[&task_id.0])
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reading artifacts failed");
+            Problem::unavailable("the database could not answer right now", 1)
+        })?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "task {task_id} has no result (it does not exist or has not succeeded)"
+            ))
+        })?;
+    serde_json::from_value(row.get(0)).map_err(|error| {
+        tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
+        Problem::internal()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_parsed_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 99))));
+        assert_eq!(parse_range("bytes=95-200", 100), Ok(Some((95, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+    }
+}

@@ -1,0 +1,488 @@
+//! Running one attempt's command: in a sandboxed Docker container
+//! ([`run_docker`]) or, for development, as a child process ([`run_local`]).
+//! Both stream stdout and stderr into size-capped buffers, stop the command
+//! at the timeout or on cancellation, and collect the files written to
+//! `/out` (top-level regular files).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::config::{Network, TaskKind};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The container's name (unique per task and attempt).
+    pub name: String,
+    /// The kind's settings (image, limits, network).
+    pub kind: TaskKind,
+    /// The argv, parameters already substituted.
+    pub argv: Vec<String>,
+    /// The attempt's wall-clock limit.
+    pub timeout: Duration,
+    /// Labels for the container (task id, attempt, worker).
+    pub labels: HashMap<String, String>,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// It exited with this code.
+    Exited(i64),
+    /// It ran past the timeout and was killed.
+    TimedOut,
+    /// The task was canceled and the command killed.
+    Canceled,
+}
+
+/// A captured output stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The bytes kept (at most the kind's `log_limit_bytes`).
+    pub bytes: Vec<u8>,
+    /// How many bytes the stream had in all.
+    pub total: u64,
+}
+
+impl Captured {
+    fn push(&mut self, chunk: &[u8], limit: u64) {
+        self.total += chunk.len() as u64;
+        let room = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.bytes.len());
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    /// Whether bytes were dropped.
+    pub fn truncated(&self) -> bool {
+        self.total > self.bytes.len() as u64
+    }
+
+    /// The kept bytes, with a last line saying what was dropped.
+    pub fn into_log(self) -> Vec<u8> {
+        let truncated = self.truncated();
+        let kept = self.bytes.len();
+        let mut bytes = self.bytes;
+        if truncated {
+            bytes.extend_from_slice(
+                format!(
+                    "\n[taskledger: output truncated: kept {kept} of {} bytes]\n",
+                    self.total
+                )
+                .as_bytes(),
+            );
+        }
+        bytes
+    }
+}
+
+/// What an attempt produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How it ended.
+    pub end: End,
+    /// Its standard output.
+    pub stdout: Captured,
+    /// Its standard error.
+    pub stderr: Captured,
+    /// The top-level regular files under `/out`: name and content (empty
+    /// when it did not exit).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Why an attempt could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The image is not on the engine (runners never pull).
+    #[error("image {image:?} is not present on the Docker engine; build or load it there (runners do not pull images)")]
+    MissingImage {
+        /// The image.
+        image: String,
+    },
+    /// The command's output broke a limit or was unreadable.
+    #[error("{0}")]
+    Output(String),
+    /// The command could not be started (a local executor's program).
+    #[error("the command could not be started: {0}")]
+    Start(String),
+    /// The Docker engine failed; another attempt may succeed.
+    #[error("the Docker engine failed: {0}")]
+    Engine(String),
+}
+
+impl RunError {
+    /// Whether another attempt may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Engine(_))
+    }
+}
+
+impl From<DockerError> for RunError {
+    fn from(error: DockerError) -> Self {
+        Self::Engine(error.to_string())
+    }
+}
+
+/// Runs `spec` in a container: no network unless the kind allows it, every
+/// capability dropped, no new privileges, read-only root with a `/tmp`
+/// tmpfs, memory, CPU and process limits, and `/out` as an anonymous
+/// volume that is copied out after the exit. The container is always
+/// removed (with its volume).
+///
+/// # Errors
+/// See [`RunError`].
+pub async fn run_docker(
+    docker: &Docker,
+    spec: &RunSpec,
+    mut canceled: watch::Receiver<bool>,
+) -> Result<Outcome, RunError> {
+    match docker.inspect_image(&spec.kind.image).await {
+        Ok(_) => {}
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(RunError::MissingImage {
+                image: spec.kind.image.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let body = ContainerCreateBody {
+        image: Some(spec.kind.image.clone()),
+        cmd: Some(spec.argv.clone()),
+        labels: Some(spec.labels.clone()),
+        volumes: Some(vec!["/out".to_owned()]),
+        host_config: Some(HostConfig {
+            network_mode: Some(
+                match spec.kind.network {
+                    Network::None => "none",
+                    Network::Bridge => "bridge",
+                }
+                .to_owned(),
+            ),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            memory: Some(i64::try_from(spec.kind.memory_mb * 1024 * 1024).unwrap_or(i64::MAX)),
+            memory_swap: Some(i64::try_from(spec.kind.memory_mb * 1024 * 1024).unwrap_or(i64::MAX)),
+            nano_cpus: Some((spec.kind.cpus * 1e9) as i64),
+            pids_limit: Some(spec.kind.pids_limit),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                "rw,noexec,nosuid,size=64m".to_owned(),
+            )])),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    // A container of the same name is a leftover of a runner that died
+    // running this very attempt: remove it first.
+    remove(docker, &spec.name).await;
+    let options = CreateContainerOptionsBuilder::default()
+        .name(&spec.name)
+        .build();
+    let created = docker.create_container(Some(options), body).await?;
+    let outcome = run_created(docker, &created.id, spec, &mut canceled).await;
+    remove(docker, &created.id).await;
+    outcome
+}
+
+async fn run_created(
+    docker: &Docker,
+    id: &str,
+    spec: &RunSpec,
+    canceled: &mut watch::Receiver<bool>,
+) -> Result<Outcome, RunError> {
+    docker.start_container(id, None).await?;
+    let limit = spec.kind.log_limit_bytes;
+    let logs = {
+        let docker = docker.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            let options = LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut stream = docker.logs(&id, Some(options));
+            let (mut stdout, mut stderr) = (Captured::default(), Captured::default());
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                        stdout.push(&message, limit);
+                    }
+                    Ok(LogOutput::StdErr { message }) => stderr.push(&message, limit),
+                    Ok(LogOutput::StdIn { .. }) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reading a container's logs failed");
+                        break;
+                    }
+                }
+            }
+            (stdout, stderr)
+        })
+    };
+    let wait = async {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match docker.wait_container(id, Some(options)).next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(error)) => Err(RunError::from(error)),
+            None => Err(RunError::Engine(
+                "the wait for the container ended early".into(),
+            )),
+        }
+    };
+    let end = tokio::select! {
+        code = wait => End::Exited(code?),
+        () = tokio::time::sleep(spec.timeout) => End::TimedOut,
+        () = wait_canceled(canceled) => End::Canceled,
+    };
+    if !matches!(end, End::Exited(_)) {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("KILL")
+            .build();
+        if let Err(error) = docker.kill_container(id, Some(options)).await {
+            tracing::debug!(%error, "killing a container that may have exited");
+        }
+    }
+    let (stdout, stderr) = match tokio::time::timeout(Duration::from_secs(10), logs).await {
+        Ok(Ok(captured)) => captured,
+        _ => (Captured::default(), Captured::default()),
+    };
+    let files = match end {
+        End::Exited(_) => copy_out(docker, id, spec.kind.files_limit_bytes).await?,
+        End::TimedOut | End::Canceled => Vec::new(),
+    };
+    Ok(Outcome {
+        end,
+        stdout,
+        stderr,
+        files,
+    })
+}
+
+async fn wait_canceled(canceled: &mut watch::Receiver<bool>) {
+    if canceled.wait_for(|canceled| *canceled).await.is_err() {
+        // The watcher is gone: never canceled.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The top-level regular files under the container's `/out`.
+async fn copy_out(
+    docker: &Docker,
+    id: &str,
+    limit: u64,
+) -> Result<Vec<(String, Vec<u8>)>, RunError> {
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path("/out")
+        .build();
+    let mut stream = docker.download_from_container(id, Some(options));
+    let mut archive = Vec::new();
+    // Tar framing adds 512 bytes per file and some padding.
+    let ceiling = limit.saturating_add(1024 * 1024);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        archive.extend_from_slice(&chunk);
+        if archive.len() as u64 > ceiling {
+            return Err(RunError::Output(format!(
+                "the files in /out exceed the kind's files_limit_bytes ({limit} bytes)"
+            )));
+        }
+    }
+    let mut files = Vec::new();
+    let mut total = 0_u64;
+    let mut reader = tar::Archive::new(archive.as_slice());
+    let entries = reader
+        .entries()
+        .map_err(|error| RunError::Output(format!("/out could not be read: {error}")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|error| RunError::Output(format!("/out could not be read: {error}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|error| RunError::Output(format!("/out holds an unreadable name: {error}")))?
+            .into_owned();
+        let mut parts = path.components();
+        // Entries are `out/<name>`; deeper files are not collected.
+        let (Some(_), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(name) = name.as_os_str().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)
+            .map_err(|error| RunError::Output(format!("/out/{name} could not be read: {error}")))?;
+        total += bytes.len() as u64;
+        if total > limit {
+            return Err(RunError::Output(format!(
+                "the files in /out exceed the kind's files_limit_bytes ({limit} bytes)"
+            )));
+        }
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// Kills and removes a container and its volumes; a missing one is fine.
+pub async fn remove(docker: &Docker, id_or_name: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id_or_name, Some(options)).await {
+        Ok(())
+        | Err(DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(error) => tracing::warn!(%error, container = id_or_name, "removing a container failed"),
+    }
+}
+
+/// Runs `spec`'s argv as a child process in a fresh directory (named by
+/// `TASKLEDGER_OUT`, playing `/out`) under `work_root`. For development
+/// without a Docker engine: there is no sandbox.
+///
+/// # Errors
+/// See [`RunError`].
+pub async fn run_local(
+    spec: &RunSpec,
+    work_root: &std::path::Path,
+    mut canceled: watch::Receiver<bool>,
+) -> Result<Outcome, RunError> {
+    let out: PathBuf = work_root.join(&spec.name);
+    tokio::fs::create_dir_all(&out)
+        .await
+        .map_err(|error| RunError::Start(format!("creating {}: {error}", out.display())))?;
+    let outcome = run_local_in(spec, &out, &mut canceled).await;
+    let _ = tokio::fs::remove_dir_all(&out).await;
+    outcome
+}
+
+async fn run_local_in(
+    spec: &RunSpec,
+    out: &std::path::Path,
+    canceled: &mut watch::Receiver<bool>,
+) -> Result<Outcome, RunError> {
+    let (program, arguments) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| RunError::Start("the command is empty".into()))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(arguments)
+        .env("TASKLEDGER_OUT", out)
+        .current_dir(out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| RunError::Start(format!("{program}: {error}")))?;
+    let limit = spec.kind.log_limit_bytes;
+    let stdout = tokio::spawn(capture(child.stdout.take(), limit));
+    let stderr = tokio::spawn(capture(child.stderr.take(), limit));
+    let end = tokio::select! {
+        status = child.wait() => {
+            let status = status.map_err(|error| RunError::Start(error.to_string()))?;
+            End::Exited(i64::from(status.code().unwrap_or(-1)))
+        }
+        () = tokio::time::sleep(spec.timeout) => End::TimedOut,
+        () = wait_canceled(canceled) => End::Canceled,
+    };
+    if !matches!(end, End::Exited(_)) {
+        let _ = child.kill().await;
+    }
+    let stdout = stdout.await.unwrap_or_default();
+    let stderr = stderr.await.unwrap_or_default();
+    let mut files = Vec::new();
+    if matches!(end, End::Exited(_)) {
+        let mut total = 0_u64;
+        let mut directory = tokio::fs::read_dir(out)
+            .await
+            .map_err(|error| RunError::Output(error.to_string()))?;
+        while let Some(entry) = directory
+            .next_entry()
+            .await
+            .map_err(|error| RunError::Output(error.to_string()))?
+        {
+            let is_file = entry.file_type().await.is_ok_and(|kind| kind.is_file());
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_file {
+                continue;
+            }
+            let bytes = tokio::fs::read(entry.path())
+                .await
+                .map_err(|error| RunError::Output(format!("{name}: {error}")))?;
+            total += bytes.len() as u64;
+            if total > spec.kind.files_limit_bytes {
+                return Err(RunError::Output(format!(
+                    "the files in the output directory exceed the kind's files_limit_bytes ({} bytes)",
+                    spec.kind.files_limit_bytes
+                )));
+            }
+            files.push((name, bytes));
+        }
+    }
+    Ok(Outcome {
+        end,
+        stdout,
+        stderr,
+        files,
+    })
+}
+
+async fn capture(stream: Option<impl AsyncRead + Unpin>, limit: u64) -> Captured {
+    let mut captured = Captured::default();
+    let Some(mut stream) = stream else {
+        return captured;
+    };
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(read) = stream.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        captured.push(&buffer[..read], limit);
+    }
+    captured
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_limit_and_says_what_it_dropped() {
+        let mut captured = Captured::default();
+        captured.push(b"hello ", 8);
+        captured.push(b"world", 8);
+        assert_eq!(captured.bytes, b"hello wo");
+        assert_eq!(captured.total, 11);
+        assert!(captured.truncated());
+        let log = String::from_utf8(captured.into_log()).unwrap();
+        assert!(log.starts_with("hello wo\n[taskledger: output truncated: kept 8 of 11 bytes]"));
+    }
+}

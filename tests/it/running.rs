@@ -1,0 +1,876 @@
+//! Tasks run for real: the relay publishes jobs to RabbitMQ, runners take
+//! them and run the busybox test image on the Docker engine. Each test has
+//! its own database and its own exchange and queue names.
+//!
+//! Needs `scripts/services.sh` (RabbitMQ, dockerd and the image
+//! `taskledger-test-busybox:latest`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use taskledger::blobs::BlobStore;
+use taskledger::broker::{self, Topology};
+use taskledger::commands::{execute, load, Tasks};
+use taskledger::config::FileConfig;
+use taskledger::relay::{self, RelayOptions, RelayStatus};
+use taskledger::runner::{self, RunnerOptions};
+use taskledger::submission::{self, Submission, Submitter};
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus};
+use taskledger_events::testing::TestDatabase;
+use taskledger_events::{Direction, EventStore, Metadata};
+use tokio::sync::{oneshot, watch, RwLock};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// The broker is restarted by one test; the others hold this for reading
+/// so the restart happens while none of them runs.
+pub(crate) static BROKER: RwLock<()> = RwLock::const_new(());
+
+pub(crate) fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+const IMAGE: &str = "taskledger-test-busybox:latest";
+
+fn kinds() -> String {
+    format!(
+        r#"
+[kinds.sh]
+image = "{IMAGE}"
+command = ["sh", "-c", "{{script}}"]
+required_params = ["script"]
+timeout_seconds = 60
+max_attempts = 2
+memory_mb = 64
+log_limit_bytes = 4096
+files_limit_bytes = 65536
+
+[kinds.ghost]
+image = "taskledger-no-such-image:latest"
+command = ["true"]
+max_attempts = 1
+"#
+    )
+}
+
+/// A database, a topology, and relays and runners started and stopped at
+/// will.
+pub(crate) struct Cluster {
+    pub(crate) database: TestDatabase,
+    pub(crate) store: PgEventStore,
+    pub(crate) topology: Topology,
+    pub(crate) config: Arc<FileConfig>,
+    pub(crate) blobs: PathBuf,
+    pub(crate) relay: Option<(
+        oneshot::Sender<()>,
+        JoinHandle<()>,
+        watch::Receiver<RelayStatus>,
+    )>,
+    pub(crate) runners: Vec<(String, oneshot::Sender<()>, JoinHandle<()>)>,
+    pub(crate) runners_started: usize,
+}
+
+impl Cluster {
+    pub(crate) async fn start() -> Self {
+        let database = TestDatabase::create().await;
+        let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+        let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
+        let mut cluster = Self {
+            database,
+            store,
+            topology: Topology::new(prefix),
+            config: Arc::new(FileConfig::parse(&kinds()).unwrap()),
+            blobs: std::env::temp_dir().join(format!("tl-blobs-{}", Uuid::new_v4())),
+            relay: None,
+            runners: Vec::new(),
+            runners_started: 0,
+        };
+        cluster.start_relay();
+        cluster
+    }
+
+    pub(crate) fn start_relay(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (status, watch) = watch::channel(RelayStatus::default());
+        let options = RelayOptions {
+            amqp_url: amqp_url(),
+            topology: self.topology.clone(),
+            kinds: self.config.kinds.keys().cloned().collect(),
+        };
+        let handle = tokio::spawn(relay::run(
+            self.store.clone(),
+            options,
+            status,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        self.relay = Some((stop, handle, watch));
+    }
+
+    pub(crate) async fn stop_relay(&mut self) {
+        if let Some((stop, handle, _)) = self.relay.take() {
+            let _ = stop.send(());
+            handle.await.unwrap();
+        }
+    }
+
+    pub(crate) fn start_runner(&mut self, slots: usize) -> String {
+        self.runners_started += 1;
+        let worker_id = format!("runner-{}", self.runners_started);
+        let options = RunnerOptions {
+            amqp_url: Some(amqp_url()),
+            topology: self.topology.clone(),
+            config: self.config.clone(),
+            slots,
+            worker_id: worker_id.clone(),
+            blobs: BlobStore::new(&self.blobs),
+            work_dir: self.blobs.join("work"),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(runner::run(self.store.clone(), options, async move {
+            let _ = stopped.await;
+        }));
+        self.runners.push((worker_id.clone(), stop, handle));
+        worker_id
+    }
+
+    pub(crate) async fn submit(
+        &self,
+        kind: &str,
+        params: Value,
+        timeout_seconds: Option<u64>,
+    ) -> TaskId {
+        let Value::Object(params) = params else {
+            panic!("params must be an object")
+        };
+        submission::submit(
+            &self.store,
+            &self.config,
+            Submission {
+                kind: kind.into(),
+                params,
+                frontend_id: "tests".into(),
+                client_task_id: None,
+                priority: None,
+                timeout_seconds,
+                max_attempts: None,
+            },
+            Submitter {
+                key_id: Uuid::nil(),
+                idempotency_key: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .task
+        .id
+    }
+
+    pub(crate) async fn task(&self, task_id: TaskId) -> Task {
+        load::<Tasks>(&self.store, &task_id.stream_id())
+            .await
+            .unwrap()
+            .state
+            .unwrap()
+    }
+
+    /// Polls the log until `check` holds for the task.
+    pub(crate) async fn wait_for(
+        &self,
+        task_id: TaskId,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Task) -> bool,
+    ) -> Task {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let task = self.task(task_id).await;
+            if check(&task) {
+                return task;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {task_id} did not reach {what} within {within:?}; it is {:?} after {} attempts (error: {:?})",
+                task.status,
+                task.attempts_started,
+                task.error
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) async fn wait_final(&self, task_id: TaskId, within: Duration) -> Task {
+        self.wait_for(task_id, "a final status", within, |task| {
+            task.status.is_final()
+        })
+        .await
+    }
+
+    /// The task's event types, in order.
+    pub(crate) async fn history(&self, task_id: TaskId) -> Vec<String> {
+        self.store
+            .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.event_type)
+            .collect()
+    }
+
+    pub(crate) async fn finish(mut self) {
+        for (_, stop, handle) in self.runners.drain(..) {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+        self.stop_relay().await;
+        let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let kinds: Vec<String> = self.config.kinds.keys().cloned().collect();
+        self.topology.delete(&channel, &kinds).await.unwrap();
+        let _ = connection.close(200, "done".into()).await;
+        let _ = std::fs::remove_dir_all(&self.blobs);
+        self.database.drop_database().await;
+    }
+}
+
+const FINAL: &[&str] = &[
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskTimedOut",
+    "TaskCanceled",
+];
+
+fn terminal_events(history: &[String]) -> usize {
+    history
+        .iter()
+        .filter(|event| FINAL.contains(&event.as_str()))
+        .count()
+}
+
+/// Names of containers (running or not) labelled with `task_id`.
+async fn containers_of(task_id: TaskId) -> Vec<String> {
+    let output = tokio::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=taskledger.task={task_id}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .await
+        .expect("the docker CLI runs (scripts/services.sh installs it)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_no_containers(task_id: TaskId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = containers_of(task_id).await;
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers of {task_id} left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(2);
+    let script = r#"
+        echo "to stdout"; echo "to stderr" >&2
+        printf 'report body' > /out/report.txt
+        caps=$(grep CapEff /proc/self/status | cut -f2)
+        if touch /rootfs-probe 2>/dev/null; then root=writable; else root=readonly; fi
+        nets=$(ls /sys/class/net | tr '\n' ' ')
+        printf '{"answer": 42, "caps": "%s", "root": "%s", "nets": "%s"}' "$caps" "$root" "$nets" > /out/result.json
+    "#;
+    let task_id = cluster
+        .submit("sh", json!({ "script": script }), None)
+        .await;
+    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let result = task.result.clone().unwrap();
+    assert_eq!(result["answer"], 42);
+    assert_eq!(
+        result["caps"], "0000000000000000",
+        "every capability dropped"
+    );
+    assert_eq!(result["root"], "readonly");
+    assert_eq!(
+        result["nets"].as_str().unwrap().trim(),
+        "lo",
+        "network mode none"
+    );
+    let names: BTreeSet<&str> = task.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["report.txt", "result.json", "stderr.log", "stdout.log"])
+    );
+    let blobs = BlobStore::new(&cluster.blobs);
+    for artifact in &task.artifacts {
+        let bytes = std::fs::read(blobs.path(&artifact.sha256).unwrap()).unwrap();
+        assert_eq!(bytes.len() as u64, artifact.size, "{}", artifact.name);
+        let expected = match artifact.name.as_str() {
+            "report.txt" => Some("report body"),
+            "stdout.log" => Some("to stdout\n"),
+            "stderr.log" => Some("to stderr\n"),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            assert_eq!(String::from_utf8(bytes).unwrap(), expected);
+        }
+    }
+    assert_eq!(
+        cluster.history(task_id).await,
+        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
+    );
+    wait_no_containers(task_id).await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_timeouts_missing_images_and_big_output() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(4);
+    let failing = cluster
+        .submit("sh", json!({"script": "echo boom >&2; exit 3"}), None)
+        .await;
+    let slow = cluster
+        .submit("sh", json!({"script": "sleep 30"}), Some(1))
+        .await;
+    let ghost = cluster.submit("ghost", json!({}), None).await;
+    let loud = cluster
+        .submit(
+            "sh",
+            json!({"script": "i=0; while [ $i -lt 400 ]; do echo 0123456789abcdefghijklmnopqrstu; i=$((i+1)); done"}),
+            None,
+        )
+        .await;
+
+    let task = cluster.wait_final(failing, Duration::from_secs(60)).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.exit_code, Some(3));
+    let error = task.error.unwrap();
+    assert!(
+        error.contains("exited with code 3") && error.contains("boom"),
+        "{error}"
+    );
+    assert_eq!(task.attempts_started, 1, "a non-zero exit is not retried");
+
+    let task = cluster.wait_final(slow, Duration::from_secs(30)).await;
+    assert_eq!(task.status, TaskStatus::TimedOut);
+    wait_no_containers(slow).await;
+
+    let task = cluster.wait_final(ghost, Duration::from_secs(30)).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    let error = task.error.unwrap();
+    assert!(
+        error.contains("taskledger-no-such-image:latest") && error.contains("not present"),
+        "{error}"
+    );
+
+    let task = cluster.wait_final(loud, Duration::from_secs(60)).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let stdout = task
+        .artifacts
+        .iter()
+        .find(|a| a.name == "stdout.log")
+        .unwrap();
+    let bytes =
+        std::fs::read(BlobStore::new(&cluster.blobs).path(&stdout.sha256).unwrap()).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(
+        text.ends_with("[taskledger: output truncated: kept 4096 of 12800 bytes]\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    for task_id in [failing, slow, ghost, loud] {
+        assert_eq!(terminal_events(&cluster.history(task_id).await), 1);
+    }
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canceling_a_running_task_stops_its_container() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(1);
+    let task_id = cluster
+        .submit("sh", json!({"script": "sleep 60"}), None)
+        .await;
+    cluster
+        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Running
+        })
+        .await;
+    // Wait for its container, then cancel.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while containers_of(task_id).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no container appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    execute::<Tasks>(
+        &cluster.store,
+        &task_id.stream_id(),
+        TaskCommand::Cancel(CancelTask {
+            task_id,
+            reason: Some("changed my mind".into()),
+            canceled_at: Utc::now(),
+        }),
+        Uuid::new_v4(),
+        Metadata::default(),
+    )
+    .await
+    .unwrap();
+    wait_no_containers(task_id).await;
+    // The runner has nothing to add: canceled is final.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.history(task_id).await,
+        ["TaskSubmitted", "TaskStarted", "TaskCanceled"]
+    );
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_on_one_queue_claim_each_task_once() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(2);
+    cluster.start_runner(2);
+    let mut tasks = Vec::new();
+    for index in 0..8 {
+        let script =
+            format!("echo task {index}; printf '{{\"index\": {index}}}' > /out/result.json");
+        tasks.push(
+            cluster
+                .submit("sh", json!({ "script": script }), None)
+                .await,
+        );
+    }
+    let mut workers = BTreeSet::new();
+    for (index, task_id) in tasks.iter().enumerate() {
+        let task = cluster.wait_final(*task_id, Duration::from_secs(120)).await;
+        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        assert_eq!(task.result.unwrap()["index"], index);
+        workers.insert(task.worker_id.unwrap());
+        let history = cluster.history(*task_id).await;
+        assert_eq!(history, ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]);
+    }
+    assert!(!workers.is_empty());
+    cluster.finish().await;
+}
+
+/// Closes the broker connection whose name is `name`, if it is still open
+/// (as RabbitMQ does to a client whose host died).
+async fn close_connection(name: &str) {
+    let listed = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .await
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let Some(pid) = text
+        .lines()
+        .find(|line| line.contains(&format!("\"{name}\"")))
+        .and_then(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+    else {
+        // Already gone: dropping the runner closed its connection.
+        return;
+    };
+    let closed = tokio::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test: runner died"])
+        .output()
+        .await
+        .unwrap();
+    assert!(closed.status.success(), "{closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    let first = cluster.start_runner(1);
+    let task_id = cluster
+        .submit(
+            "sh",
+            json!({"script": "sleep 4; printf '{\"done\": true}' > /out/result.json"}),
+            None,
+        )
+        .await;
+    cluster
+        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Running
+        })
+        .await;
+    // The first runner dies: its work stops and the broker drops it.
+    let (_, _, handle) = cluster.runners.remove(0);
+    handle.abort();
+    let _ = handle.await;
+    close_connection(&format!("taskledger-runner-{first}")).await;
+    cluster.start_runner(1);
+    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    assert_eq!(task.attempts_started, 2);
+    assert_eq!(task.worker_id.as_deref(), Some("runner-2"));
+    let history = cluster.history(task_id).await;
+    assert_eq!(
+        history,
+        [
+            "TaskSubmitted",
+            "TaskStarted",
+            "TaskRetried",
+            "TaskStarted",
+            "TaskSucceeded"
+        ]
+    );
+    // The dead runner's container of attempt 1 is an orphan; remove it.
+    for name in containers_of(task_id).await {
+        let _ = tokio::process::Command::new("docker")
+            .args(["rm", "-f", "-v", &name])
+            .output()
+            .await;
+    }
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
+    let _broker = BROKER.write().await;
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(2);
+    let mut tasks = Vec::new();
+    for index in 0..4 {
+        let script = format!("sleep 2; printf '{{\"index\": {index}}}' > /out/result.json");
+        tasks.push(
+            cluster
+                .submit("sh", json!({ "script": script }), None)
+                .await,
+        );
+    }
+    cluster
+        .wait_for(tasks[0], "running", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Running
+        })
+        .await;
+    for step in ["stop_app", "start_app"] {
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .arg(step)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        if step == "stop_app" {
+            assert!(
+                broker::connect(&amqp_url(), "taskledger-test-probe")
+                    .await
+                    .is_err(),
+                "the broker still accepts connections after stop_app"
+            );
+        }
+    }
+    // Submitted while the relay reconnects.
+    for index in 4..6 {
+        let script = format!("printf '{{\"index\": {index}}}' > /out/result.json");
+        tasks.push(
+            cluster
+                .submit("sh", json!({ "script": script }), None)
+                .await,
+        );
+    }
+    for (index, task_id) in tasks.iter().enumerate() {
+        let task = cluster.wait_final(*task_id, Duration::from_secs(120)).await;
+        assert_eq!(
+            task.status,
+            TaskStatus::Succeeded,
+            "task {index}: {:?}",
+            task.error
+        );
+        assert_eq!(task.result.unwrap()["index"], index);
+        let history = cluster.history(*task_id).await;
+        assert_eq!(terminal_events(&history), 1, "{history:?}");
+    }
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    // A consumer of the events exchange, bound before anything is published.
+    let connection = broker::connect(&amqp_url(), "taskledger-test-consumer")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    cluster
+        .topology
+        .declare(
+            &channel,
+            &cluster.config.kinds.keys().cloned().collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let queue = format!("{}.test-feed", cluster.topology.events_exchange());
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            cluster.topology.events_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "test-feed".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for index in 0..5 {
+        cluster
+            .submit("sh", json!({"script": format!("echo {index}")}), None)
+            .await;
+    }
+    // The relay restarts half way: it may publish some events again, never
+    // skip or reorder one (a consumer that dedupes by id sees each once).
+    cluster.stop_relay().await;
+    for index in 5..10 {
+        cluster
+            .submit("sh", json!({"script": format!("echo {index}")}), None)
+            .await;
+    }
+    cluster.start_relay();
+    let head = cluster.store.head_position().await.unwrap();
+    let mut seen = Vec::new();
+    let mut last = 0_i64;
+    while seen.len() < usize::try_from(head).unwrap() {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("the events did not all arrive within 30 s")
+            .unwrap()
+            .unwrap();
+        let headers = delivery.properties.headers().clone().unwrap();
+        let Some(AMQPValue::LongLongInt(sequence)) = headers.inner().get("sequence").cloned()
+        else {
+            panic!("no sequence header")
+        };
+        assert!(headers.inner().contains_key("hash"));
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        let id = delivery
+            .properties
+            .message_id()
+            .clone()
+            .unwrap()
+            .to_string();
+        assert_eq!(body["event_id"].as_str().unwrap(), id);
+        assert_eq!(body["global_position"], sequence);
+        if sequence <= last {
+            // A republished event after the relay's restart: same id, same
+            // place, and it restarts from the checkpoint in order.
+            assert!(seen.contains(&id));
+            continue;
+        }
+        assert_eq!(sequence, last + 1, "an event was skipped");
+        last = sequence;
+        seen.push(id);
+    }
+    let stored: Vec<String> = cluster
+        .store
+        .read_all(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_id.to_string())
+        .collect();
+    assert_eq!(seen, stored);
+    let _ = connection.close(200, "done".into()).await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn artifacts_are_served_with_type_length_etag_and_ranges() {
+    use reqwest::StatusCode;
+    use taskledger::settings::Role;
+
+    let _broker = BROKER.read().await;
+    let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = crate::helpers::TestApp::spawn_with_config(&kinds(), |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+        settings.amqp_url = Some(amqp_url());
+        settings.amqp_prefix = prefix.clone();
+        settings.data_dir = data_dir.clone();
+    })
+    .await;
+    let key = app
+        .key(&[
+            taskledger_events::apikey::Scope::TasksRead,
+            taskledger_events::apikey::Scope::TasksWrite,
+        ])
+        .await;
+    let submitted: Value = app
+        .http
+        .post(app.url("/v1/tasks"))
+        .bearer_auth(&key)
+        .json(&json!({"kind": "sh", "frontend_id": "web",
+                      "params": {"script": "printf 0123456789 > /out/digits.txt"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task: Value = app
+            .http
+            .get(app.url(&format!("/v1/tasks/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["status"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline && task["status"] != "failed",
+            "{task}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list: Value = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{id}/artifacts")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let digits = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["name"] == "digits.txt")
+        .unwrap()
+        .clone();
+    assert_eq!(digits["size"], 10);
+    assert_eq!(list["next_cursor"], Value::Null);
+    let url = app.url(&format!("/v1/tasks/{id}/artifacts/digits.txt"));
+    let whole = app.http.get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(whole.headers()["content-length"], "10");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", digits["sha256"].as_str().unwrap()));
+    assert_eq!(whole.text().await.unwrap(), "0123456789");
+    let part = app
+        .http
+        .get(&url)
+        .bearer_auth(&key)
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()["content-range"], "bytes 2-5/10");
+    assert_eq!(part.text().await.unwrap(), "2345");
+    let cached = app
+        .http
+        .get(&url)
+        .bearer_auth(&key)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    let outside = app
+        .http
+        .get(&url)
+        .bearer_auth(&key)
+        .header("range", "bytes=50-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.headers()["content-range"], "bytes */10");
+    let missing = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{id}/artifacts/nope.txt")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    app.finish().await;
+    let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let kinds: Vec<String> = FileConfig::parse(&kinds())
+        .unwrap()
+        .kinds
+        .keys()
+        .cloned()
+        .collect();
+    Topology::new(prefix)
+        .delete(&channel, &kinds)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -3,6 +3,7 @@
 //! [`api`].
 
 pub mod api;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

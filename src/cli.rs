@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::bench::api::ApiBenchArgs;
+use crate::bench::tasks::TasksBenchArgs;
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
@@ -55,6 +56,10 @@ pub enum BenchCommand {
     /// several connection counts, and the time from a 201 to the task being
     /// visible. Serves the API itself on a loopback port.
     Api(ApiBenchArgs),
+    /// Tasks/s end to end (submit → RabbitMQ → runner → container →
+    /// succeeded) at several runner slot counts, and the relay's events/s
+    /// with publisher confirms. Needs RabbitMQ and a Docker engine.
+    Tasks(TasksBenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -94,5 +99,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Api(args),
         } => bench::api::api(&cli.settings, &args).await,
+        Command::Bench {
+            which: BenchCommand::Tasks(args),
+        } => {
+            database::prepare(&cli.settings)
+                .await
+                .context("preparing the benchmark database")?;
+            bench::tasks::tasks(&cli.settings, &args).await
+        }
     }
 }

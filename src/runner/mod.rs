@@ -103,7 +103,7 @@ pub async fn run(
     options: RunnerOptions,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    let docker = match Docker::connect_with_local_defaults() {
+    let docker = match Docker::connect_with_defaults() {
         Ok(docker) => Some(docker),
         Err(error) => {
             tracing::warn!(%error, "no Docker engine; kinds with executor = \"docker\" will fail");

@@ -874,3 +874,84 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_broker_jobs_pass_in_process_to_a_local_executor() {
+    use taskledger::settings::Role;
+
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let config = r#"
+[kinds.local-sh]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 30
+"#;
+    let app = crate::helpers::TestApp::spawn_with_config(config, |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+        settings.amqp_url = None;
+        settings.data_dir = data_dir.clone();
+    })
+    .await;
+    let store = app.store();
+    let config = Arc::new(FileConfig::parse(config).unwrap());
+    let submit = |script: &'static str| {
+        let store = store.clone();
+        let config = config.clone();
+        async move {
+            submission::submit(
+                &store,
+                &config,
+                Submission {
+                    kind: "local-sh".into(),
+                    params: json!({ "script": script }).as_object().unwrap().clone(),
+                    frontend_id: "tests".into(),
+                    client_task_id: None,
+                    priority: None,
+                    timeout_seconds: None,
+                    max_attempts: None,
+                },
+                Submitter {
+                    key_id: Uuid::nil(),
+                    idempotency_key: None,
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap()
+            .task
+            .id
+        }
+    };
+    let ok = submit(r#"echo hi; printf '{"local": true}' > "$TASKLEDGER_OUT/result.json""#).await;
+    let bad = submit("exit 7").await;
+    for (task_id, status) in [(ok, TaskStatus::Succeeded), (bad, TaskStatus::Failed)] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let task = loop {
+            let task = load::<Tasks>(&store, &task_id.stream_id())
+                .await
+                .unwrap()
+                .state
+                .unwrap();
+            if task.status.is_final() {
+                break task;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{task:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(task.status, status, "{:?}", task.error);
+        if status == TaskStatus::Succeeded {
+            assert_eq!(task.result.unwrap()["local"], true);
+            let names: BTreeSet<String> = task.artifacts.into_iter().map(|a| a.name).collect();
+            assert_eq!(
+                names,
+                BTreeSet::from(["result.json".into(), "stdout.log".into()])
+            );
+        } else {
+            assert_eq!(task.exit_code, Some(7));
+        }
+    }
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

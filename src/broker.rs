@@ -39,6 +39,13 @@ impl Topology {
         }
     }
 
+    /// The prefix: it names the installation (containers are labelled with
+    /// it, so runners of different installations on one engine never touch
+    /// each other's).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The topic exchange every event is published to.
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.prefix)

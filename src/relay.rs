@@ -181,7 +181,27 @@ async fn relay_once(
                     )
                     .await?,
             );
-            if let Some(job) = job_for(store, &mut kinds, recorded).await? {
+            let job = match job_for(store, &mut kinds, recorded).await {
+                Ok(job) => job,
+                Err(error)
+                    if error
+                        .downcast_ref::<taskledger_events::StoreError>()
+                        .is_some() =>
+                {
+                    return Err(error)
+                }
+                Err(error) => {
+                    // The event itself is published; only its job cannot be
+                    // made. Stopping here would hold back every later event.
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        position = recorded.global_position,
+                        "no job can be made from this task event; the task will not run"
+                    );
+                    None
+                }
+            };
+            if let Some(job) = job {
                 let body = serde_json::to_vec(&job)?;
                 confirms.push(
                     channel

@@ -151,6 +151,7 @@ impl Application {
                 }),
                 blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
                 work_dir: self.settings.data_dir.join("work"),
+                lease_ttl: crate::runner::DEFAULT_LEASE_TTL,
             };
             let mut stop = self.shutdown.clone();
             workers.push(tokio::spawn(runner::run(

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "relay_checkpoints",
         sql: include_str!("../../migrations/0005_relay_checkpoints.sql"),
     },
+    Migration {
+        version: 6,
+        name: "attempt_leases",
+        sql: include_str!("../../migrations/0006_attempt_leases.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -79,6 +79,7 @@ pub async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow::Result
                 worker_id: format!("bench-runner-{slots}"),
                 blobs: BlobStore::new(data_dir.join("blobs")),
                 work_dir: data_dir.join("work"),
+                lease_ttl: crate::runner::DEFAULT_LEASE_TTL,
             },
             async move {
                 let _ = runner_stopped.await;

@@ -155,6 +155,23 @@ pub async fn get_artifact(
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response_headers.insert(header::ETAG, text(etag)?);
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Task output is untrusted: never let a browser render it as part of
+    // this origin.
+    response_headers.insert(
+        header::CONTENT_DISPOSITION,
+        text(format!(
+            "attachment; filename=\"{}\"",
+            name.replace(|c: char| c == '"' || c == '\\' || c.is_control(), "_")
+        ))?,
+    );
+    response_headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
         response_headers.insert(
             header::CONTENT_RANGE,
@@ -172,8 +189,14 @@ fn parse(id: &str) -> Result<taskledger_events::task::TaskId, Problem> {
 
 /// One `bytes=` range of a file of `size` bytes, as inclusive offsets.
 /// `Ok(None)` for a header this server ignores (another unit, several
-/// ranges: the whole file is sent); `Err` for a range outside the file.
+/// ranges, or a malformed one: RFC 9110 says to send the whole file);
+/// `Err` for a well-formed range outside the file.
 fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let digits = |text: &str| -> Option<u64> {
+        (!text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -186,16 +209,27 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let (start, end) = match (first.trim(), last.trim()) {
         ("", "") => return Ok(None),
         ("", suffix) => {
-            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            let Some(suffix) = digits(suffix) else {
+                return Ok(None);
+            };
             if suffix == 0 || size == 0 {
                 return Err(());
             }
             (size.saturating_sub(suffix), size - 1)
         }
-        (start, "") => (start.parse().map_err(|_| ())?, size.saturating_sub(1)),
+        (start, "") => {
+            let Some(start) = digits(start) else {
+                return Ok(None);
+            };
+            (start, size.saturating_sub(1))
+        }
         (start, end) => {
-            let start: u64 = start.parse().map_err(|_| ())?;
-            let end: u64 = end.parse().map_err(|_| ())?;
+            let (Some(start), Some(end)) = (digits(start), digits(end)) else {
+                return Ok(None);
+            };
+            if end < start {
+                return Ok(None);
+            }
             (start, end.min(size.saturating_sub(1)))
         }
     };
@@ -251,9 +285,10 @@ mod tests {
         assert_eq!(parse_range("bytes=-500", 100), Ok(Some((0, 99))));
         assert_eq!(parse_range("bytes=95-200", 100), Ok(Some((95, 99))));
         assert_eq!(parse_range("bytes=100-", 100), Err(()));
-        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-2", 100), Ok(None));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(parse_range("items=0-1", 100), Ok(None));
-        assert_eq!(parse_range("bytes=x-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=+5-9", 100), Ok(None));
     }
 }

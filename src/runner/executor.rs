@@ -263,9 +263,13 @@ async fn run_created(
             tracing::debug!(%error, "killing a container that may have exited");
         }
     }
+    let abort_logs = logs.abort_handle();
     let (stdout, stderr) = match tokio::time::timeout(Duration::from_secs(10), logs).await {
         Ok(Ok(captured)) => captured,
-        _ => (Captured::default(), Captured::default()),
+        _ => {
+            abort_logs.abort();
+            (Captured::default(), Captured::default())
+        }
     };
     let files = match end {
         End::Exited(_) => copy_out(docker, id, spec.kind.files_limit_bytes).await?,
@@ -414,8 +418,20 @@ async fn run_local_in(
     if !matches!(end, End::Exited(_)) {
         let _ = child.kill().await;
     }
-    let stdout = stdout.await.unwrap_or_default();
-    let stderr = stderr.await.unwrap_or_default();
+    // A background grandchild can keep the pipes open after the command
+    // ended: do not wait for it for long.
+    let drain = |handle: tokio::task::JoinHandle<Captured>| async move {
+        let abort = handle.abort_handle();
+        match tokio::time::timeout(Duration::from_secs(5), handle).await {
+            Ok(Ok(captured)) => captured,
+            _ => {
+                abort.abort();
+                Captured::default()
+            }
+        }
+    };
+    let stdout = drain(stdout).await;
+    let stderr = drain(stderr).await;
     let mut files = Vec::new();
     if matches!(end, End::Exited(_)) {
         let mut total = 0_u64;

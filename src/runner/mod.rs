@@ -19,12 +19,13 @@
 
 pub mod executor;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use chrono::{SubsecRound, Utc};
 use futures::StreamExt;
@@ -33,11 +34,12 @@ use lapin::types::FieldTable;
 use serde_json::{Map, Value};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
-    Artifact, CompleteTask, FailTask, RetryTask, StartTask, TaskCommand, TaskEvent, TaskId,
-    TaskStatus, TimeOutTask,
+    Artifact, CompleteTask, DomainErrorKind, FailTask, RetryTask, StartTask, TaskCommand,
+    TaskEvent, TaskId, TaskStatus, TimeOutTask,
 };
 use taskledger_events::{Direction, EventStore, Metadata};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::blobs::BlobStore;
@@ -46,6 +48,8 @@ use crate::commands::{execute, load, CommandError, Tasks};
 use crate::config::{Executor, FileConfig};
 use executor::{End, Outcome, RunError, RunSpec};
 
+/// The default [`RunnerOptions::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a running attempt checks whether its task was canceled.
@@ -53,6 +57,9 @@ const CANCEL_POLL: Duration = Duration::from_millis(500);
 /// How long a stopping runner lets running attempts finish before it
 /// abandons them (their jobs are redelivered and retried).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a job that must be put back waits first (so a redelivery loop
+/// while another runner's lease is fresh does not spin).
+const REQUEUE_DELAY: Duration = Duration::from_secs(1);
 /// How many bytes of stderr a failure's message quotes.
 const ERROR_TAIL_BYTES: usize = 500;
 
@@ -73,6 +80,9 @@ pub struct RunnerOptions {
     pub blobs: BlobStore,
     /// Where local-executor attempts get their output directories.
     pub work_dir: PathBuf,
+    /// A running attempt's lease is renewed every third of this; a job the
+    /// broker redelivers is retried only once its lease is this old.
+    pub lease_ttl: Duration,
 }
 
 /// What the runner shares with its attempts.
@@ -81,8 +91,9 @@ struct Context {
     store: PgEventStore,
     options: RunnerOptions,
     docker: Option<Docker>,
-    /// Tasks this process is running right now.
-    running: Arc<Mutex<HashSet<Uuid>>>,
+    /// Tasks this process is running right now, with their containers'
+    /// names.
+    running: Arc<Mutex<HashMap<Uuid, String>>>,
     /// Free slots.
     slots: Arc<Semaphore>,
 }
@@ -96,8 +107,14 @@ enum Disposition {
     Requeue,
 }
 
-/// Runs the runner until `stop` resolves, then lets running attempts
-/// finish for up to [`SHUTDOWN_GRACE`].
+/// Runs the runner until `stop` resolves. Then it takes no new job, lets
+/// running attempts finish for up to [`SHUTDOWN_GRACE`] (still connected,
+/// so their jobs are acknowledged), and abandons the rest: their
+/// containers are removed and their leases dropped, so their redelivered
+/// jobs are retried at once.
+///
+/// Attempts run as tasks owned by the runner: dropping (aborting) the
+/// runner stops them too, as a crash would.
 pub async fn run(
     store: PgEventStore,
     options: RunnerOptions,
@@ -115,51 +132,96 @@ pub async fn run(
         store,
         options,
         docker,
-        running: Arc::new(Mutex::new(HashSet::new())),
+        running: Arc::new(Mutex::new(HashMap::new())),
     };
-    tokio::pin!(stop);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let outcome = tokio::select! {
-            () = &mut stop => break,
-            outcome = consume(&context) => outcome,
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "runner interrupted; reconnecting");
+    sweep_containers(&context).await;
+    let (stopping_sender, stopping) = watch::channel(false);
+    let mut jobs = JoinSet::new();
+    let work = async {
+        let mut backoff = Duration::from_millis(100);
+        while !*stopping.borrow() {
+            let began = tokio::time::Instant::now();
+            let outcome = consume(&context, &mut jobs, stopping.clone()).await;
+            if *stopping.borrow() {
+                break;
+            }
+            if began.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(100);
+            }
+            if let Err(error) = outcome {
+                tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "runner interrupted; reconnecting");
+            }
+            let mut stopping = stopping.clone();
+            tokio::select! {
+                _ = stopping.wait_for(|stopping| *stopping) => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        tokio::select! {
-            () = &mut stop => break,
-            () = tokio::time::sleep(backoff) => {}
+        // Stopped while not connected: finish what runs all the same.
+        finish_jobs(&context, &mut jobs).await;
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        () = stop => {
+            let _ = stopping_sender.send(true);
+            work.await;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-    // Wait for running attempts to finish, for a while.
-    let all = u32::try_from(context.options.slots.max(1)).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, context.slots.acquire_many(all))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            running = context
-                .running
-                .lock()
-                .map(|running| running.len())
-                .unwrap_or(0),
-            "stopping with attempts still running; their jobs will be retried"
-        );
+        () = &mut work => {}
     }
     tracing::info!("runner stopped");
 }
 
-/// Takes jobs until the source fails.
-async fn consume(context: &Context) -> anyhow::Result<()> {
+/// Waits up to [`SHUTDOWN_GRACE`] for running attempts, then abandons the
+/// rest (see [`run`]).
+async fn finish_jobs(context: &Context, jobs: &mut JoinSet<()>) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while !jobs.is_empty() {
+        match tokio::time::timeout_at(deadline, jobs.join_next()).await {
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    jobs.abort_all();
+    let abandoned: Vec<(Uuid, String)> = context
+        .running
+        .lock()
+        .map(|mut running| running.drain().collect())
+        .unwrap_or_default();
+    tracing::warn!(
+        running = abandoned.len(),
+        "stopping with attempts still running; removing their containers (their jobs will be retried)"
+    );
+    for (task_id, name) in abandoned {
+        if let Some(docker) = &context.docker {
+            executor::remove(docker, &name).await;
+        }
+        release_lease(context, TaskId(task_id)).await;
+    }
+    while jobs.join_next().await.is_some() {}
+}
+
+/// Takes jobs until the source fails or the runner stops.
+async fn consume(
+    context: &Context,
+    jobs: &mut JoinSet<()>,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     match &context.options.amqp_url {
-        Some(url) => consume_amqp(context, url).await,
-        None => consume_local(context).await,
+        Some(url) => consume_amqp(context, url, jobs, stopping).await,
+        None => consume_local(context, jobs, stopping).await,
     }
 }
 
-async fn consume_amqp(context: &Context, url: &str) -> anyhow::Result<()> {
+async fn consume_amqp(
+    context: &Context,
+    url: &str,
+    jobs: &mut JoinSet<()>,
+    mut stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let kinds: Vec<String> = context.options.config.kinds.keys().cloned().collect();
     let connection = broker::connect(
         url,
@@ -169,8 +231,10 @@ async fn consume_amqp(context: &Context, url: &str) -> anyhow::Result<()> {
     .context("connecting to RabbitMQ")?;
     let channel = connection.create_channel().await?;
     let prefetch = u16::try_from(context.options.slots.max(1)).unwrap_or(u16::MAX);
+    // Global: the limit is shared by this channel's consumers (one per
+    // kind), so a runner holds at most `slots` jobs in all.
     channel
-        .basic_qos(prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions { global: true })
         .await?;
     context.options.topology.declare(&channel, &kinds).await?;
     let mut consumers = Vec::with_capacity(kinds.len());
@@ -190,11 +254,19 @@ async fn consume_amqp(context: &Context, url: &str) -> anyhow::Result<()> {
     }
     tracing::info!(kinds = ?kinds, worker = %context.options.worker_id, "runner consuming");
     let mut deliveries = futures::stream::select_all(consumers);
-    while let Some(delivery) = deliveries.next().await {
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let delivery = tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => break,
+            delivery = deliveries.next() => delivery,
+        };
+        let Some(delivery) = delivery else {
+            anyhow::bail!("the broker closed the job stream");
+        };
         let delivery = delivery.context("the job stream failed")?;
         let permit = context.slots.clone().acquire_owned().await?;
         let context = context.clone();
-        tokio::spawn(async move {
+        jobs.spawn(async move {
             let disposition = match serde_json::from_slice::<Job>(&delivery.data) {
                 Ok(job) => handle(&context, job, delivery.redelivered).await,
                 Err(error) => {
@@ -211,7 +283,7 @@ async fn consume_amqp(context: &Context, url: &str) -> anyhow::Result<()> {
             let acked = match disposition {
                 Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                 Disposition::Requeue => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(REQUEUE_DELAY).await;
                     delivery
                         .nack(BasicNackOptions {
                             requeue: true,
@@ -220,21 +292,32 @@ async fn consume_amqp(context: &Context, url: &str) -> anyhow::Result<()> {
                         .await
                 }
             };
-            if let Err(error) = acked {
-                // The channel is gone; the broker redelivers the job, and the
-                // task's state decides what that delivery does.
-                tracing::debug!(%error, "acknowledging a job failed");
+            match acked {
+                Ok(true) => {}
+                // The channel is gone; the broker redelivers the job, and
+                // the task's state decides what that delivery does.
+                Ok(false) => tracing::debug!("a job's channel closed before its acknowledgement"),
+                Err(error) => tracing::debug!(%error, "acknowledging a job failed"),
             }
             drop(permit);
         });
     }
-    anyhow::bail!("the broker closed the job stream")
+    // Stopping: keep the connection while running attempts finish, so
+    // their acknowledgements reach the broker.
+    finish_jobs(context, jobs).await;
+    let _ = connection.close(200, "runner stopping".into()).await;
+    Ok(())
 }
 
 /// Jobs without a broker: every queued task found at start (and every
 /// running one, left by a process that died), then every new
-/// `TaskSubmitted` / `TaskRetried` as it is appended.
-async fn consume_local(context: &Context) -> anyhow::Result<()> {
+/// `TaskSubmitted` / `TaskRetried` as it is appended. A job that must be
+/// put back is sent again after [`REQUEUE_DELAY`]. One process only.
+async fn consume_local(
+    context: &Context,
+    jobs: &mut JoinSet<()>,
+    mut stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let store = &context.store;
     let head = store.head_position().await?;
     let (sender, mut receiver) = mpsc::channel::<(Job, bool)>(1024);
@@ -254,8 +337,10 @@ async fn consume_local(context: &Context) -> anyhow::Result<()> {
                 if !matches!(event, TaskEvent::Submitted(_) | TaskEvent::Retried(_)) {
                     continue;
                 }
+                // A failed load ends the feed, and with it this intake: the
+                // runner starts again and rescans, so no job is lost.
                 let Ok(loaded) = load::<Tasks>(&store, &task_id.stream_id()).await else {
-                    continue;
+                    break;
                 };
                 let Some(task) = loaded.state else { continue };
                 if let Some(job) = Job::for_event(&recorded, &event, &task.kind) {
@@ -266,6 +351,7 @@ async fn consume_local(context: &Context) -> anyhow::Result<()> {
             }
         })
     };
+    let _feed = AbortOnDrop(feed);
     // Tasks waiting from before: read from the log, not a read model that
     // may lag (streams are few enough in a one-process installation).
     let client = store.pool().get().await?;
@@ -298,23 +384,91 @@ async fn consume_local(context: &Context) -> anyhow::Result<()> {
         };
         sender.send((job, redelivered)).await?;
     }
-    drop(sender);
     tracing::info!(worker = %context.options.worker_id, "runner taking jobs in-process (no AMQP_URL)");
-    while let Some((job, redelivered)) = receiver.recv().await {
+    loop {
+        while jobs.try_join_next().is_some() {}
+        let next = tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => break,
+            next = receiver.recv() => next,
+        };
+        let Some((job, redelivered)) = next else {
+            anyhow::bail!("the in-process job feed ended");
+        };
         if !context.options.config.kinds.contains_key(&job.kind) {
             continue;
         }
         let permit = context.slots.clone().acquire_owned().await?;
         let context = context.clone();
-        tokio::spawn(async move {
-            if handle(&context, job.clone(), redelivered).await == Disposition::Requeue {
-                tracing::warn!(task = %job.task_id, "an in-process job could not be handled; it is taken up again at the next start");
-            }
+        let again = sender.clone();
+        jobs.spawn(async move {
+            let disposition = handle(&context, job.clone(), redelivered).await;
             drop(permit);
+            if disposition == Disposition::Requeue {
+                tokio::time::sleep(REQUEUE_DELAY).await;
+                let _ = again.send((job, true)).await;
+            }
         });
     }
-    feed.abort();
-    anyhow::bail!("the in-process job feed ended")
+    finish_jobs(context, jobs).await;
+    Ok(())
+}
+
+/// Removes containers of attempts that no runner holds any more (left by a
+/// runner that crashed): their task is not running that attempt, or its
+/// lease has expired.
+async fn sweep_containers(context: &Context) {
+    let Some(docker) = &context.docker else {
+        return;
+    };
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&HashMap::from([(
+            "label",
+            vec![format!(
+                "taskledger.installation={}",
+                context.options.topology.prefix()
+            )],
+        )]))
+        .build();
+    let containers = match docker.list_containers(Some(options)).await {
+        Ok(containers) => containers,
+        Err(error) => {
+            tracing::warn!(%error, "listing containers to sweep failed");
+            return;
+        }
+    };
+    for container in containers {
+        let labels = container.labels.unwrap_or_default();
+        let (Some(task), Some(attempt)) = (
+            labels
+                .get("taskledger.task")
+                .and_then(|task| Uuid::parse_str(task).ok()),
+            labels
+                .get("taskledger.attempt")
+                .and_then(|attempt| attempt.parse::<u32>().ok()),
+        ) else {
+            continue;
+        };
+        let held = match load::<Tasks>(&context.store, &TaskId(task).stream_id()).await {
+            Ok(loaded) => match loaded.state {
+                Some(state)
+                    if state.status == TaskStatus::Running && state.attempts_started == attempt =>
+                {
+                    lease_is_fresh(context, TaskId(task), attempt).await
+                }
+                Some(_) => false,
+                // Not a task of this database: not ours to judge.
+                None => true,
+            },
+            Err(_) => true,
+        };
+        if !held {
+            if let Some(id) = container.id {
+                tracing::info!(task = %task, attempt, "removing a container no runner holds");
+                executor::remove(docker, &id).await;
+            }
+        }
+    }
 }
 
 /// Handles one job; see the module documentation.
@@ -335,13 +489,23 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     let ours = context
         .running
         .lock()
-        .map(|running| running.contains(&job.task_id))
+        .map(|running| running.contains_key(&job.task_id))
         .unwrap_or(false);
     match task.status {
         TaskStatus::Queued if task.attempts_started + 1 == job.attempt => {}
         TaskStatus::Running if redelivered && !ours && task.attempts_started == job.attempt => {
+            // The broker took the job back from its runner. If that runner
+            // still renews its lease it is alive (only its connection
+            // dropped): put the job back until the attempt ends. Otherwise
+            // it died: clean up after it and record a retry.
+            if lease_is_fresh(context, task_id, job.attempt).await {
+                return Disposition::Requeue;
+            }
+            if let Some(docker) = &context.docker {
+                executor::remove(docker, &container_name(task_id, job.attempt)).await;
+            }
             let reason = format!(
-                "the runner of attempt {} stopped before reporting (its job was redelivered)",
+                "the runner of attempt {} stopped responding before reporting",
                 job.attempt
             );
             let command = TaskCommand::Retry(RetryTask {
@@ -349,10 +513,9 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 reason,
                 retried_at: now(),
             });
-            return match report(context, task_id, command).await {
-                Ok(()) => Disposition::Ack,
-                Err(()) => Disposition::Requeue,
-            };
+            report(context, task_id, command).await;
+            release_lease(context, task_id).await;
+            return Disposition::Ack;
         }
         // A duplicate, a stale job, or a task that is ours or finished.
         _ => return Disposition::Ack,
@@ -383,8 +546,13 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         }
     };
     if let Ok(mut running) = context.running.lock() {
-        running.insert(job.task_id);
+        running.insert(job.task_id, container_name(task_id, job.attempt));
     }
+    let heartbeat = AbortOnDrop(tokio::spawn(hold_lease(
+        context.clone(),
+        task_id,
+        job.attempt,
+    )));
     let outcome = attempt(context, &task, job.attempt, started.stream_version).await;
     let command = match outcome {
         Ok(outcome) => outcome_command(context, task_id, job.attempt, outcome).await,
@@ -397,16 +565,87 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             failed_at: now(),
         })),
     };
-    let reported = match command {
-        Some(command) => report(context, task_id, command).await,
-        None => Ok(()),
-    };
+    if let Some(command) = command {
+        report(context, task_id, command).await;
+    }
+    drop(heartbeat);
+    release_lease(context, task_id).await;
     if let Ok(mut running) = context.running.lock() {
         running.remove(&job.task_id);
     }
-    match reported {
-        Ok(()) => Disposition::Ack,
-        Err(()) => Disposition::Requeue,
+    Disposition::Ack
+}
+
+/// Holds the attempt's lease: takes it, then renews it every third of
+/// [`RunnerOptions::lease_ttl`] until aborted.
+async fn hold_lease(context: Context, task_id: TaskId, attempt: u32) {
+    let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+    let mut first = true;
+    loop {
+        let renewed = async {
+            let client = context.store.pool().get().await.ok()?;
+            let sql = if first {
+                "INSERT INTO attempt_leases (task_id, attempt, worker_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (task_id) DO UPDATE
+                 SET attempt = $2, worker_id = $3, renewed_at = now()"
+            } else {
+                "UPDATE attempt_leases SET renewed_at = now()
+                 WHERE task_id = $1 AND attempt = $2 AND worker_id = $3"
+            };
+            client
+                .execute(sql, &[&task_id.0, &attempt, &context.options.worker_id])
+                .await
+                .ok()
+        }
+        .await;
+        if renewed.is_some() {
+            first = false;
+        } else {
+            tracing::warn!(task = %task_id, "renewing an attempt's lease failed");
+        }
+        tokio::time::sleep(context.options.lease_ttl / 3).await;
+    }
+}
+
+/// Whether a runner renewed the lease of this attempt within the TTL.
+async fn lease_is_fresh(context: &Context, task_id: TaskId, attempt: u32) -> bool {
+    let Ok(client) = context.store.pool().get().await else {
+        // Cannot tell: assume alive; the job comes back later.
+        return true;
+    };
+    let ttl = context.options.lease_ttl.as_secs_f64();
+    client
+        .query_opt(
+            "SELECT 1 FROM attempt_leases
+             WHERE task_id = $1 AND attempt = $2
+               AND renewed_at > now() - make_interval(secs => $3)",
+            &[
+                &task_id.0,
+                &i32::try_from(attempt).unwrap_or(i32::MAX),
+                &ttl,
+            ],
+        )
+        .await
+        .map_or(true, |row| row.is_some())
+}
+
+async fn release_lease(context: &Context, task_id: TaskId) {
+    if let Ok(client) = context.store.pool().get().await {
+        let _ = client
+            .execute(
+                "DELETE FROM attempt_leases WHERE task_id = $1",
+                &[&task_id.0],
+            )
+            .await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -430,7 +669,7 @@ async fn attempt(
         })?
         .clone();
     let spec = RunSpec {
-        name: format!("taskledger-{}-{attempt}", task.id),
+        name: container_name(task.id, attempt),
         argv: kind.argv(&task.params),
         timeout: Duration::from_secs(task.timeout_seconds),
         labels: [
@@ -439,6 +678,10 @@ async fn attempt(
             (
                 "taskledger.worker".to_owned(),
                 context.options.worker_id.clone(),
+            ),
+            (
+                "taskledger.installation".to_owned(),
+                context.options.topology.prefix().to_owned(),
             ),
         ]
         .into(),
@@ -629,35 +872,67 @@ fn stderr_tail(stderr: &[u8]) -> String {
     format!("; stderr ends: {}", &text[start..])
 }
 
-/// Appends a worker command, retrying store failures for a while (the
-/// outcome is lost to the log otherwise). A refusal (the task was canceled
-/// meanwhile, or the attempt is stale) is logged and is not an error.
-async fn report(context: &Context, task_id: TaskId, command: TaskCommand) -> Result<(), ()> {
+/// Appends a worker command. Store failures are retried until it is
+/// stored (the attempt's outcome exists nowhere else); the job stays
+/// unacknowledged meanwhile and the lease renewed. A refusal because the
+/// task moved on (canceled, or the attempt is stale) is the end of it; a
+/// refusal of the outcome itself (e.g. a result the log cannot hold) is
+/// recorded as the attempt's failure instead, so the task never stays
+/// running.
+async fn report(context: &Context, task_id: TaskId, command: TaskCommand) {
     let stream = task_id.stream_id();
+    let mut command = command;
+    let mut command_id = Uuid::new_v4();
     let mut pause = Duration::from_millis(200);
-    for _ in 0..8 {
+    loop {
         match execute::<Tasks>(
             &context.store,
             &stream,
             command.clone(),
-            Uuid::new_v4(),
+            command_id,
             metadata(context),
         )
         .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return,
+            Err(CommandError::Rejected(error)) if error.kind() == DomainErrorKind::Invalid => {
+                let attempt = match &command {
+                    TaskCommand::Complete(complete) => complete.attempt,
+                    TaskCommand::Fail(fail) => fail.attempt,
+                    TaskCommand::RecordProgress(progress) => progress.attempt,
+                    TaskCommand::TimeOut(time_out) => time_out.attempt,
+                    _ => {
+                        tracing::error!(%error, task = %task_id, "a worker command was refused as invalid");
+                        return;
+                    }
+                };
+                if matches!(&command, TaskCommand::Fail(fail) if fail.error.starts_with("the attempt's outcome was refused"))
+                {
+                    tracing::error!(%error, task = %task_id, "even the failure report was refused");
+                    return;
+                }
+                tracing::warn!(%error, task = %task_id, "an attempt's outcome was refused; recording it as a failure");
+                command = TaskCommand::Fail(FailTask {
+                    task_id,
+                    attempt,
+                    error: format!("the attempt's outcome was refused: {}", error.message()),
+                    exit_code: None,
+                    retryable: false,
+                    failed_at: now(),
+                });
+                command_id = Uuid::new_v4();
+            }
             Err(CommandError::Rejected(error)) => {
                 tracing::info!(%error, task = %task_id, "an attempt's report was refused");
-                return Ok(());
+                return;
             }
             Err(error) => {
-                tracing::warn!(%error, task = %task_id, "recording an attempt's outcome failed; retrying");
+                tracing::warn!(%error, task = %task_id, retry_in = ?pause, "recording an attempt's outcome failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_BACKOFF);
             }
         }
     }
-    Err(())
 }
 
 fn metadata(context: &Context) -> Metadata {
@@ -665,6 +940,11 @@ fn metadata(context: &Context) -> Metadata {
         actor: Some(context.options.worker_id.clone()),
         ..Metadata::default()
     }
+}
+
+/// The container (or local work directory) of a task's attempt.
+fn container_name(task_id: TaskId, attempt: u32) -> String {
+    format!("taskledger-{task_id}-{attempt}")
 }
 
 /// Now, at the database's precision.

@@ -132,6 +132,7 @@ impl Cluster {
             worker_id: worker_id.clone(),
             blobs: BlobStore::new(&self.blobs),
             work_dir: self.blobs.join("work"),
+            lease_ttl: std::time::Duration::from_secs(3),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(runner::run(self.store.clone(), options, async move {
@@ -550,13 +551,43 @@ async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
             "TaskSucceeded"
         ]
     );
-    // The dead runner's container of attempt 1 is an orphan; remove it.
-    for name in containers_of(task_id).await {
-        let _ = tokio::process::Command::new("docker")
-            .args(["rm", "-f", "-v", &name])
-            .output()
-            .await;
-    }
+    // The dead runner's container of attempt 1 was removed with the retry.
+    wait_no_containers(task_id).await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
+    let _broker = BROKER.read().await;
+    let mut cluster = Cluster::start().await;
+    let first = cluster.start_runner(1);
+    let task_id = cluster
+        .submit(
+            "sh",
+            json!({"script": "sleep 5; printf '{\"done\": true}' > /out/result.json"}),
+            None,
+        )
+        .await;
+    cluster
+        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Running
+        })
+        .await;
+    cluster.start_runner(1);
+    // The broker drops the first runner (a network blip); its attempt goes
+    // on, and its lease tells the other runner it is alive.
+    close_connection(&format!("taskledger-runner-{first}")).await;
+    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    assert_eq!(task.attempts_started, 1);
+    assert_eq!(task.worker_id.as_deref(), Some(first.as_str()));
+    // The redelivered job is acknowledged once the task has ended; nothing
+    // else happens to the task.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cluster.history(task_id).await,
+        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
+    );
     cluster.finish().await;
 }
 

@@ -52,6 +52,26 @@ pub struct Submission {
     pub max_attempts: Option<u32>,
 }
 
+impl Submission {
+    /// A submission of `kind` with `params` from `frontend_id`, everything
+    /// else left to the kind.
+    pub fn new(
+        kind: impl Into<String>,
+        params: Map<String, Value>,
+        frontend_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            params,
+            frontend_id: frontend_id.into(),
+            client_task_id: None,
+            priority: None,
+            timeout_seconds: None,
+            max_attempts: None,
+        }
+    }
+}
+
 /// Who submits, and the retry key they sent.
 #[derive(Debug, Clone, Copy)]
 pub struct Submitter<'a> {

@@ -92,15 +92,7 @@ pub async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow::Result
             let submitted = submission::submit(
                 &store,
                 &config,
-                Submission {
-                    kind: "bench-true".into(),
-                    params: Map::new(),
-                    frontend_id: "bench".into(),
-                    client_task_id: None,
-                    priority: None,
-                    timeout_seconds: None,
-                    max_attempts: None,
-                },
+                Submission::new("bench-true", Map::new(), "bench"),
                 Submitter {
                     key_id: Uuid::nil(),
                     idempotency_key: None,

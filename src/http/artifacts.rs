@@ -12,11 +12,10 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, Problem};
-use super::tasks::ArtifactView;
+use super::tasks::{parse_task_id, ArtifactView};
 use super::AppState;
 
 /// A task's files.
@@ -48,7 +47,7 @@ pub async fn list_artifacts(
     _: Authorized<ReadTasks>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
-    let task_id = parse(&id)?;
+    let task_id = parse_task_id(&id)?;
     Ok(ApiJson(ArtifactPage {
         items: artifacts_of(&state, task_id).await?,
         next_cursor: None,
@@ -83,7 +82,7 @@ pub async fn get_artifact(
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let task_id = parse(&id)?;
+    let task_id = parse_task_id(&id)?;
     let artifact = artifacts_of(&state, task_id)
         .await?
         .into_iter()
@@ -179,12 +178,6 @@ pub async fn get_artifact(
         );
     }
     Ok(response)
-}
-
-fn parse(id: &str) -> Result<taskledger_events::task::TaskId, Problem> {
-    Uuid::parse_str(id)
-        .map(taskledger_events::task::TaskId)
-        .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))
 }
 
 /// One `bytes=` range of a file of `size` bytes, as inclusive offsets.

@@ -784,7 +784,7 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn parse_task_id(id: &str) -> Result<TaskId, Problem> {
+pub(crate) fn parse_task_id(id: &str) -> Result<TaskId, Problem> {
     Uuid::parse_str(id)
         .map(TaskId)
         .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))

@@ -155,13 +155,8 @@ impl Cluster {
             &self.store,
             &self.config,
             Submission {
-                kind: kind.into(),
-                params,
-                frontend_id: "tests".into(),
-                client_task_id: None,
-                priority: None,
                 timeout_seconds,
-                max_attempts: None,
+                ..Submission::new(kind, params, "tests")
             },
             Submitter {
                 key_id: Uuid::nil(),
@@ -934,15 +929,11 @@ timeout_seconds = 30
             submission::submit(
                 &store,
                 &config,
-                Submission {
-                    kind: "local-sh".into(),
-                    params: json!({ "script": script }).as_object().unwrap().clone(),
-                    frontend_id: "tests".into(),
-                    client_task_id: None,
-                    priority: None,
-                    timeout_seconds: None,
-                    max_attempts: None,
-                },
+                Submission::new(
+                    "local-sh",
+                    json!({ "script": script }).as_object().unwrap().clone(),
+                    "tests",
+                ),
                 Submitter {
                     key_id: Uuid::nil(),
                     idempotency_key: None,

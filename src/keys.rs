@@ -32,7 +32,7 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Comma-separated: tasks:write, tasks:read, devices:write,
-        /// devices:read, audit:read, admin.
+        /// devices:read, audit:read, ledger:write, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
     },

@@ -167,6 +167,7 @@ impl Application {
             read_wait: self.read_wait,
             tasks_projection,
             blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
+            shutdown: Some(self.shutdown.clone()),
         };
         let router = if roles.contains(&Role::Api) {
             http::router(state)

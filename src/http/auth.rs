@@ -148,6 +148,20 @@ impl RequiredScopes for ReadHistory {
     const SCOPES: &'static [Scope] = &[Scope::TasksRead, Scope::AuditRead];
 }
 
+/// Routes that read the log itself: auditors and ledger consumers.
+#[derive(Debug)]
+pub enum ReadLog {}
+impl RequiredScopes for ReadLog {
+    const SCOPES: &'static [Scope] = &[Scope::AuditRead];
+}
+
+/// Routes that confirm ledger entries.
+#[derive(Debug)]
+pub enum WriteLedger {}
+impl RequiredScopes for WriteLedger {
+    const SCOPES: &'static [Scope] = &[Scope::LedgerWrite];
+}
+
 /// A caller holding one of `R`'s scopes. As an extractor it runs before the
 /// body is read, so a caller without the scope gets 403 whatever they sent.
 #[derive(Debug)]

@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod auth;
 mod consistency;
+pub mod feed;
 pub mod problem;
 pub mod tasks;
 
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 
 use crate::blobs::BlobStore;
 use crate::config::FileConfig;
+use crate::shutdown::Shutdown;
 use problem::Problem;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -56,6 +58,9 @@ pub struct AppState {
     pub tasks_projection: Option<watch::Receiver<ProjectorStatus>>,
     /// Where artifacts are stored.
     pub blobs: BlobStore,
+    /// The process's shutdown signal: endless responses (event streams) end
+    /// when it fires, so a graceful shutdown does not wait for them.
+    pub shutdown: Option<Shutdown>,
 }
 
 impl AppState {
@@ -69,6 +74,7 @@ impl AppState {
             read_wait: Duration::from_secs(2),
             tasks_projection: None,
             blobs: BlobStore::new("./data/blobs"),
+            shutdown: None,
         }
     }
 }
@@ -89,6 +95,7 @@ impl auth::KeyStore for AppState {
     modifiers(&BearerKeys),
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
+        (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
         (name = "service", description = "Probes and this document")
     )
 )]
@@ -119,6 +126,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::task_events))
         .routes(routes!(artifacts::list_artifacts))
         .routes(routes!(artifacts::get_artifact))
+        .routes(routes!(feed::list_events))
+        .routes(routes!(feed::stream_events))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).

@@ -341,7 +341,9 @@ pub struct ResultView {
 pub struct EventView {
     /// Its place in the global order.
     pub position: u64,
-    /// Its place in the task's stream, from 1.
+    /// The stream it belongs to (`task-…`, `apikey-…`, …).
+    pub stream_id: String,
+    /// Its place in its stream, from 1.
     pub version: u64,
     /// Its id.
     pub event_id: Uuid,
@@ -758,9 +760,11 @@ pub async fn task_events(
     }))
 }
 
-fn event_view(event: RecordedEvent) -> EventView {
+/// An event as the API shows it (the stored envelope, hash in hex).
+pub(crate) fn event_view(event: RecordedEvent) -> EventView {
     EventView {
         position: event.global_position,
+        stream_id: event.stream_id,
         version: event.version,
         event_id: event.event_id,
         event_type: event.event_type,
@@ -768,13 +772,7 @@ fn event_view(event: RecordedEvent) -> EventView {
         data: event.data,
         metadata: serde_json::to_value(&event.metadata).unwrap_or(Value::Null),
         recorded_at: event.recorded_at,
-        hash: event
-            .hash
-            .iter()
-            .fold(String::with_capacity(64), |mut hex, byte| {
-                let _ = write!(hex, "{byte:02x}");
-                hex
-            }),
+        hash: hex::encode(event.hash),
     }
 }
 

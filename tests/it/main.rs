@@ -2,6 +2,7 @@
 
 mod auth;
 mod commands;
+mod feed;
 mod helpers;
 mod keys;
 mod probes;

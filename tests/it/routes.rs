@@ -64,6 +64,12 @@ const ROUTES: &[(&str, &str, Access)] = &[
         "/v1/tasks/{id}/artifacts/{name}",
         Access::AnyOf(&[Scope::TasksRead]),
     ),
+    ("GET", "/v1/events", Access::AnyOf(&[Scope::AuditRead])),
+    (
+        "GET",
+        "/v1/events/stream",
+        Access::AnyOf(&[Scope::AuditRead]),
+    ),
 ];
 
 fn documented_operations() -> BTreeSet<(String, String)> {

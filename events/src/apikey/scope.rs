@@ -31,6 +31,9 @@ pub enum Scope {
     /// Read the log and the auditors' findings.
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// Confirm what a ledger recorded (ledger sync consumers).
+    #[serde(rename = "ledger:write")]
+    LedgerWrite,
     /// Manage API keys and the service.
     #[serde(rename = "admin")]
     Admin,
@@ -38,12 +41,13 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in order.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Self::TasksWrite,
         Self::TasksRead,
         Self::DevicesWrite,
         Self::DevicesRead,
         Self::AuditRead,
+        Self::LedgerWrite,
         Self::Admin,
     ];
 
@@ -55,6 +59,7 @@ impl Scope {
             Self::DevicesWrite => "devices:write",
             Self::DevicesRead => "devices:read",
             Self::AuditRead => "audit:read",
+            Self::LedgerWrite => "ledger:write",
             Self::Admin => "admin",
         }
     }
@@ -90,7 +95,7 @@ impl FromStr for Scope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown scope {name:?}; valid scopes are tasks:write, tasks:read, devices:write, \
-     devices:read, audit:read, admin"
+     devices:read, audit:read, ledger:write, admin"
 )]
 pub struct UnknownScope {
     /// The name that was given.

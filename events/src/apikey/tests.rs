@@ -473,6 +473,7 @@ fn scopes_have_stable_names_both_ways() {
         "devices:write",
         "devices:read",
         "audit:read",
+        "ledger:write",
         "admin",
     ];
     for (scope, name) in Scope::ALL.into_iter().zip(names) {
@@ -498,7 +499,7 @@ fn an_unknown_scope_is_refused_with_the_valid_ones() {
     assert_eq!(
         "everything".parse::<Scope>().unwrap_err().to_string(),
         "unknown scope \"everything\"; valid scopes are tasks:write, tasks:read, \
-         devices:write, devices:read, audit:read, admin"
+         devices:write, devices:read, audit:read, ledger:write, admin"
     );
     assert!(serde_json::from_value::<Scope>(json!("everything")).is_err());
 }

@@ -1,0 +1,141 @@
+//! The global order for ledger sync consumers and auditors: `GET
+//! /v1/events?after=SEQ` pages through it, `GET /v1/events/stream?after=SEQ`
+//! follows it live as Server-Sent Events. Both give every event once, in
+//! order, with its sequence (global position) and hash, read from the log
+//! itself (never from a projection).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use taskledger_events::EventStore;
+use utoipa::IntoParams;
+
+use super::auth::{Authorized, ReadLog};
+use super::problem::{ApiJson, ApiQuery, Problem};
+use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
+use super::AppState;
+
+/// Where to start reading.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// Events after this sequence (0, the default, reads from the start).
+    /// Polling consumers pass the last sequence they recorded.
+    pub after: Option<u64>,
+    /// Events per page, 1 to 1000 (default 100; pages only).
+    pub limit: Option<u32>,
+}
+
+/// A page of the global order, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "ledger",
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "Events after `after`, in order; `next_cursor` is the last sequence when more may follow at once", body = EventPage),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    _: Authorized<ReadLog>,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> Result<ApiJson<EventPage>, Problem> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
+        )));
+    }
+    let events = state
+        .store
+        .read_all(query.after.unwrap_or(0), limit as usize)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reading the global order failed");
+            Problem::unavailable("the log cannot be read right now", 1)
+        })?;
+    let next_cursor = (events.len() == limit as usize)
+        .then(|| events.last().map(|event| event.global_position.to_string()))
+        .flatten();
+    Ok(ApiJson(EventPage {
+        items: events.into_iter().map(event_view).collect(),
+        next_cursor,
+    }))
+}
+
+/// The global order, live, as Server-Sent Events: `id` = sequence, `event`
+/// = event type, `data` = the event as in `GET /v1/events`. A reconnecting
+/// client's `Last-Event-ID` header takes precedence over `after`.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "ledger",
+    params(
+        FeedQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence"),
+    ),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream"),
+        (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]))
+)]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    _: Authorized<ReadLog>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<FeedQuery>,
+) -> Result<Response, Problem> {
+    let after = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a sequence number"))?,
+        None => query.after.unwrap_or(0),
+    };
+    let feed = state.store.subscribe_all(after);
+    // An unreadable event ends the stream (never skipped); the client
+    // reconnects with Last-Event-ID and meets the same event again.
+    let events = feed
+        .take_while(|event| std::future::ready(event.is_ok()))
+        .filter_map(|event| async move {
+            let recorded = event.ok()?;
+            let position = recorded.global_position;
+            let event_type = recorded.event_type.clone();
+            let data = serde_json::to_string(&event_view(recorded)).ok()?;
+            Some(Ok::<_, Infallible>(
+                Event::default()
+                    .id(position.to_string())
+                    .event(event_type)
+                    .data(data),
+            ))
+        });
+    // The stream ends when the service stops, so a graceful shutdown does
+    // not wait for consumers to hang up.
+    let shutdown = state.shutdown.clone();
+    let events = events.take_until(async move {
+        match shutdown {
+            Some(mut shutdown) => shutdown.wait().await,
+            None => std::future::pending().await,
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

@@ -258,7 +258,7 @@ fn create_accepts_every_limit_exactly() {
     let key = given([])
         .when(ApiKeyCommand::Create(command))
         .then_expect_any();
-    assert_eq!(key.scopes.len(), 6);
+    assert_eq!(key.scopes.len(), Scope::ALL.len());
 }
 
 // ---- revoke -------------------------------------------------------------------------

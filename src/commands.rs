@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use taskledger_events::apikey;
 use taskledger_events::task::{self, DomainError, TaskEvent};
+use taskledger_events::{apikey, ledger};
 use taskledger_events::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
     NewEvent, RecordedEvent, StoreError, StreamId,
@@ -101,6 +101,36 @@ impl Aggregate for ApiKeys {
 
     fn decode(recorded: &RecordedEvent) -> Result<Self::Event, String> {
         apikey::ApiKeyEvent::from_recorded(recorded).map_err(|error| error.to_string())
+    }
+
+    fn encode(event: &Self::Event, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        event.to_new_event(event_id, metadata)
+    }
+}
+
+/// The ledger aggregate of `taskledger_events::ledger`.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledgers;
+
+impl Aggregate for Ledgers {
+    type State = ledger::LedgerState;
+    type Command = ledger::ConfirmLedgerEntries;
+    type Event = ledger::LedgerEvent;
+    type Error = ledger::DomainError;
+
+    fn apply(state: Self::State, event: &Self::Event) -> Self::State {
+        ledger::apply(state, event)
+    }
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Error> {
+        ledger::decide(state, command)
+    }
+
+    fn decode(recorded: &RecordedEvent) -> Result<Self::Event, String> {
+        ledger::LedgerEvent::from_recorded(recorded).map_err(|error| error.to_string())
     }
 
     fn encode(event: &Self::Event, event_id: Uuid, metadata: Metadata) -> NewEvent {

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod ledger;
 pub mod migrate;
 pub mod postgres;
 pub mod store;

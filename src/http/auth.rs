@@ -162,6 +162,13 @@ impl RequiredScopes for WriteLedger {
     const SCOPES: &'static [Scope] = &[Scope::LedgerWrite];
 }
 
+/// Routes that read a ledger's status: auditors and the ledger's consumer.
+#[derive(Debug)]
+pub enum ReadLedger {}
+impl RequiredScopes for ReadLedger {
+    const SCOPES: &'static [Scope] = &[Scope::AuditRead, Scope::LedgerWrite];
+}
+
 /// A caller holding one of `R`'s scopes. As an extractor it runs before the
 /// body is read, so a caller without the scope gets 403 whatever they sent.
 #[derive(Debug)]

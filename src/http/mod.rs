@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod auth;
 mod consistency;
 pub mod feed;
+pub mod ledgers;
 pub mod problem;
 pub mod tasks;
 
@@ -128,6 +129,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(feed::list_events))
         .routes(routes!(feed::stream_events))
+        .routes(routes!(ledgers::confirm))
+        .routes(routes!(ledgers::ledger_status))
+        .routes(routes!(ledgers::ledger_holes))
+        .routes(routes!(ledgers::task_ledger))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).

@@ -155,3 +155,148 @@ async fn the_global_order_pages_and_streams_with_sequence_and_hash() {
     assert_eq!(bad.status(), 400);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
+    let app = TestApp::spawn_with_kinds(|_| {}).await;
+    let writer = app.key(&[Scope::TasksWrite, Scope::TasksRead]).await;
+    let ledger = app.key(&[Scope::LedgerWrite]).await;
+    for index in 0..4 {
+        submit(&app, &writer, &format!("m{index}")).await;
+    }
+    let store = app.store();
+    let stored = store.read_all(0, 1000).await.unwrap();
+    let head = stored.len() as u64;
+    let post = |body: Value| {
+        let request = app
+            .http
+            .post(app.url("/v1/ledgers/chain-a/confirmations"))
+            .bearer_auth(&ledger)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let status = || async {
+        app.http
+            .get(app.url("/v1/ledgers/chain-a/status"))
+            .bearer_auth(&ledger)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let before = status().await;
+    assert_eq!(before["confirmed"], 0);
+    assert_eq!(before["pending"], head);
+    assert_eq!(before["in_sync"], false);
+
+    // 1..=3 by range: recorded.
+    let first = post(json!({"from_sequence": 1, "to_sequence": 3, "reference": "0xaaa"})).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["newly_confirmed"], json!([{"from": 1, "to": 3}]));
+    assert_eq!(first["status"]["confirmed_through"], 3);
+
+    // A range that skips 4, a sequence past the head, unknown event ids, an
+    // empty reference, both forms at once: refused, nothing recorded.
+    let last_id = stored.last().unwrap().event_id;
+    for (body, needle) in [
+        (
+            json!({"from_sequence": 5, "to_sequence": 6, "reference": "0xb"}),
+            "skip the hole 4..=4",
+        ),
+        (
+            json!({"from_sequence": 4, "to_sequence": head + 10, "reference": "0xb"}),
+            "does not exist",
+        ),
+        (
+            json!({"event_ids": [uuid::Uuid::new_v4()], "reference": "0xb"}),
+            "do not exist",
+        ),
+        (
+            json!({"from_sequence": 4, "to_sequence": 4, "reference": ""}),
+            "reference",
+        ),
+        (
+            json!({"from_sequence": 4, "to_sequence": 4, "event_ids": [last_id], "reference": "0xb"}),
+            "either",
+        ),
+    ] {
+        let response = post(body.clone()).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(needle),
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(status().await["confirmed"], 3);
+
+    // The last event by id leaves holes 4..=head-1; reconciliation lists them.
+    let by_id = post(json!({"event_ids": [last_id], "reference": "0xccc"})).await;
+    assert_eq!(by_id.status(), 201);
+    let holes: Value = app
+        .http
+        .get(app.url("/v1/ledgers/chain-a/holes"))
+        .bearer_auth(&ledger)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(holes["items"], json!([{"from": 4, "to": head - 1}]));
+
+    // A task's view: its events, and which the ledger has.
+    let task_stream = &stored
+        .iter()
+        .find(|event| event.stream_id.starts_with("task-"))
+        .unwrap()
+        .stream_id;
+    let task_id = task_stream.trim_start_matches("task-");
+    let view: Value = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{task_id}/ledger")))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = view["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["ledger"] == "chain-a")
+        .unwrap();
+    assert!(mine["confirmed"].as_u64().unwrap() >= 1, "{view}");
+
+    // Filling the hole: in sync (up to the head at that moment), and a
+    // repeat changes nothing (200).
+    let rest = post(json!({"from_sequence": 4, "to_sequence": head, "reference": "0xddd"})).await;
+    assert_eq!(rest.status(), 201);
+    let rest: Value = rest.json().await.unwrap();
+    assert_eq!(
+        rest["newly_confirmed"],
+        json!([{"from": 4, "to": head - 1}])
+    );
+    let repeat = post(json!({"from_sequence": 1, "to_sequence": head, "reference": "0xddd"})).await;
+    assert_eq!(repeat.status(), 200);
+    let after = status().await;
+    assert_eq!(after["confirmed_through"], head);
+    assert!(
+        after["head"].as_u64().unwrap() > head,
+        "the confirmations are events too"
+    );
+    let bad_name = app
+        .http
+        .get(app.url("/v1/ledgers/Chain%20A/status"))
+        .bearer_auth(&ledger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_name.status(), 400);
+    app.finish().await;
+}

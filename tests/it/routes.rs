@@ -70,6 +70,26 @@ const ROUTES: &[(&str, &str, Access)] = &[
         "/v1/events/stream",
         Access::AnyOf(&[Scope::AuditRead]),
     ),
+    (
+        "POST",
+        "/v1/ledgers/{ledger}/confirmations",
+        Access::AnyOf(&[Scope::LedgerWrite]),
+    ),
+    (
+        "GET",
+        "/v1/ledgers/{ledger}/status",
+        Access::AnyOf(&[Scope::AuditRead, Scope::LedgerWrite]),
+    ),
+    (
+        "GET",
+        "/v1/ledgers/{ledger}/holes",
+        Access::AnyOf(&[Scope::AuditRead, Scope::LedgerWrite]),
+    ),
+    (
+        "GET",
+        "/v1/tasks/{id}/ledger",
+        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
+    ),
 ];
 
 fn documented_operations() -> BTreeSet<(String, String)> {
@@ -130,6 +150,7 @@ fn the_document_lists_exactly_the_routes() {
 fn concrete(path: &str) -> String {
     path.replace("{id}", &Uuid::new_v4().to_string())
         .replace("{name}", "report.txt")
+        .replace("{ledger}", "chain-a")
 }
 
 async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> StatusCode {
@@ -142,6 +163,10 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
     let body = if method == "POST" && path == "/v1/tasks" {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"kind":"echo","params":{"message":"hi"},"frontend_id":"matrix"}"#)
+    } else if method == "POST" && path.ends_with("/confirmations") {
+        // Sequence 1 exists: the keys' creation events.
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"from_sequence":1,"to_sequence":1,"reference":"tx-matrix"}"#)
     } else {
         Body::empty()
     };

@@ -1,0 +1,496 @@
+//! The ledger aggregate: what an outside ledger (a blockchain mirror, a
+//! warehouse) confirmed it recorded, as ranges of global positions, each
+//! with the ledger's own transaction reference. One stream per ledger,
+//! `ledger-{name}`.
+//!
+//! Rules ([`decide`]):
+//! - every confirmed position exists: at most the log's head, which the
+//!   caller looks up and passes in the command;
+//! - a **range** confirmation continues the ledger's contiguous prefix: it
+//!   starts at most one past `confirmed_through` (confirming `10..=20` when
+//!   only `1..=5` is confirmed would skip the hole `6..=9`);
+//! - confirmations of single **events** (by id) may land anywhere; the holes
+//!   they leave are what reconciliation ([`LedgerState::holes`]) lists;
+//! - confirming only what is already confirmed changes nothing (no event),
+//!   so a consumer may safely send a confirmation again.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{self, DecodeError, DomainEvent};
+pub use crate::domain::DomainErrorKind;
+use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+
+/// The longest ledger name, in bytes.
+pub const MAX_LEDGER_NAME_BYTES: usize = 100;
+/// The longest transaction reference, in bytes.
+pub const MAX_REFERENCE_BYTES: usize = 500;
+/// The most ranges one confirmation may carry.
+pub const MAX_RANGES: usize = 10_000;
+
+/// A ledger's name: 1 to [`MAX_LEDGER_NAME_BYTES`] of `a-z 0-9 . _ -`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LedgerName(String);
+
+impl LedgerName {
+    /// Checks `name`.
+    ///
+    /// # Errors
+    /// What is wrong with it, in words.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_LEDGER_NAME_BYTES
+            && name
+                .bytes()
+                .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "a ledger name is 1 to {MAX_LEDGER_NAME_BYTES} characters of a-z, 0-9, '.', '_' and '-'; got {name:?}"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ledger's stream: `ledger-{name}`.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(format!("ledger-{}", self.0))
+            .expect("a checked ledger name makes a valid stream id")
+    }
+}
+
+/// An inclusive range of global positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PositionRange {
+    /// The first position.
+    pub from: u64,
+    /// The last position (at least `from`).
+    pub to: u64,
+}
+
+/// How the positions of a confirmation were named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmationKind {
+    /// One range, which must continue the confirmed prefix.
+    Range,
+    /// Single events by id, anywhere.
+    Events,
+}
+
+/// Record that the ledger holds these positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmLedgerEntries {
+    /// The ledger.
+    pub ledger: LedgerName,
+    /// How the positions were named.
+    pub kind: ConfirmationKind,
+    /// The positions (for [`ConfirmationKind::Range`], exactly one range).
+    pub ranges: Vec<PositionRange>,
+    /// The ledger's transaction reference: 1 to [`MAX_REFERENCE_BYTES`]
+    /// bytes without control characters.
+    pub reference: String,
+    /// The log's head when the command was made (looked up by the caller).
+    pub head: u64,
+    /// When the confirmation was accepted.
+    pub confirmed_at: DateTime<Utc>,
+    /// The API key that sent it.
+    pub confirmed_by: Option<String>,
+}
+
+/// What happened to a ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LedgerEvent {
+    /// See [`LedgerEntriesConfirmed`].
+    #[serde(rename = "LedgerEntriesConfirmed")]
+    Confirmed(LedgerEntriesConfirmed),
+}
+
+/// The ledger confirmed it holds these positions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntriesConfirmed {
+    /// The ledger.
+    pub ledger: LedgerName,
+    /// The positions newly confirmed (sorted, disjoint, none confirmed
+    /// before).
+    pub ranges: Vec<PositionRange>,
+    /// The ledger's transaction reference.
+    pub reference: String,
+    /// When it was accepted.
+    pub confirmed_at: DateTime<Utc>,
+    /// The API key that sent it.
+    pub confirmed_by: Option<String>,
+}
+
+impl LedgerEvent {
+    /// The stored schema version.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// The stored type name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Confirmed(_) => "LedgerEntriesConfirmed",
+        }
+    }
+
+    /// The event ready to append.
+    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        codec::encode(self, event_id, metadata)
+    }
+
+    /// Reads a stored ledger event.
+    ///
+    /// # Errors
+    /// When the stored event is not a ledger event of a known version.
+    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
+        codec::decode(recorded)
+    }
+}
+
+impl DomainEvent for LedgerEvent {
+    const AGGREGATE: &'static str = "a ledger";
+    const TYPES: &'static [&'static str] = &["LedgerEntriesConfirmed"];
+    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
+
+    fn stored_type(&self) -> &'static str {
+        self.event_type()
+    }
+}
+
+/// A ledger as its events leave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    /// Confirmed positions: sorted, disjoint, non-adjacent ranges.
+    pub confirmed: Vec<PositionRange>,
+}
+
+impl LedgerState {
+    /// The state confirming exactly `ranges` (in any order, overlapping or
+    /// not).
+    pub fn from_ranges(ranges: Vec<PositionRange>) -> Self {
+        Self {
+            confirmed: merge(ranges),
+        }
+    }
+
+    /// Every position from 1 to this is confirmed (0: not even 1).
+    pub fn confirmed_through(&self) -> u64 {
+        match self.confirmed.first() {
+            Some(range) if range.from == 1 => range.to,
+            _ => 0,
+        }
+    }
+
+    /// The highest confirmed position (0 when none).
+    pub fn max_confirmed(&self) -> u64 {
+        self.confirmed.last().map_or(0, |range| range.to)
+    }
+
+    /// How many positions are confirmed.
+    pub fn count(&self) -> u64 {
+        self.confirmed
+            .iter()
+            .map(|range| range.to - range.from + 1)
+            .sum()
+    }
+
+    /// The unconfirmed ranges between 1 and [`LedgerState::max_confirmed`].
+    pub fn holes(&self) -> Vec<PositionRange> {
+        let mut holes = Vec::new();
+        let mut next = 1;
+        for range in &self.confirmed {
+            if range.from > next {
+                holes.push(PositionRange {
+                    from: next,
+                    to: range.from - 1,
+                });
+            }
+            next = range.to + 1;
+        }
+        holes
+    }
+
+    /// Whether `position` is confirmed.
+    pub fn contains(&self, position: u64) -> bool {
+        self.confirmed
+            .binary_search_by(|range| {
+                if range.to < position {
+                    std::cmp::Ordering::Less
+                } else if range.from > position {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
+    }
+}
+
+/// The state after `event`.
+pub fn apply(mut state: LedgerState, event: &LedgerEvent) -> LedgerState {
+    let LedgerEvent::Confirmed(confirmed) = event;
+    state.confirmed = merge(
+        state
+            .confirmed
+            .iter()
+            .chain(&confirmed.ranges)
+            .copied()
+            .collect(),
+    );
+    state
+}
+
+/// Sorted, disjoint, non-adjacent ranges covering the same positions.
+fn merge(mut ranges: Vec<PositionRange>) -> Vec<PositionRange> {
+    ranges.sort_unstable();
+    let mut merged: Vec<PositionRange> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.from <= last.to.saturating_add(1) => {
+                last.to = last.to.max(range.to)
+            }
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// Positions of `ranges` not yet in `state`, as ranges.
+fn new_positions(state: &LedgerState, ranges: &[PositionRange]) -> Vec<PositionRange> {
+    let mut fresh = Vec::new();
+    for range in merge(ranges.to_vec()) {
+        let mut start = range.from;
+        for confirmed in &state.confirmed {
+            if confirmed.to < start || confirmed.from > range.to {
+                continue;
+            }
+            if confirmed.from > start {
+                fresh.push(PositionRange {
+                    from: start,
+                    to: confirmed.from - 1,
+                });
+            }
+            start = confirmed.to.saturating_add(1);
+            if start > range.to {
+                break;
+            }
+        }
+        if start <= range.to {
+            fresh.push(PositionRange {
+                from: start,
+                to: range.to,
+            });
+        }
+    }
+    fresh
+}
+
+/// A confirmation the ledger aggregate refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DomainError {
+    kind: DomainErrorKind,
+    message: String,
+}
+
+impl DomainError {
+    /// What kind of refusal.
+    pub fn kind(&self) -> DomainErrorKind {
+        self.kind
+    }
+
+    /// The message for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn invalid(message: String) -> Self {
+        Self {
+            kind: DomainErrorKind::Invalid,
+            message,
+        }
+    }
+}
+
+/// What a confirmation makes happen (see the module documentation).
+///
+/// # Errors
+/// [`DomainErrorKind::Invalid`] for positions that do not exist, a range
+/// that would skip a hole, or a bad reference.
+pub fn decide(
+    state: &LedgerState,
+    command: ConfirmLedgerEntries,
+) -> Result<Vec<LedgerEvent>, DomainError> {
+    let reference = command.reference.as_str();
+    if reference.is_empty()
+        || reference.len() > MAX_REFERENCE_BYTES
+        || reference.chars().any(char::is_control)
+    {
+        return Err(DomainError::invalid(format!(
+            "reference must be 1 to {MAX_REFERENCE_BYTES} bytes without control characters"
+        )));
+    }
+    if command.ranges.is_empty() || command.ranges.len() > MAX_RANGES {
+        return Err(DomainError::invalid(format!(
+            "a confirmation names 1 to {MAX_RANGES} ranges or events"
+        )));
+    }
+    for range in &command.ranges {
+        if range.from == 0 || range.from > range.to {
+            return Err(DomainError::invalid(format!(
+                "sequence range {}..={} is empty or starts at 0; sequences start at 1",
+                range.from, range.to
+            )));
+        }
+        if range.to > command.head {
+            return Err(DomainError::invalid(format!(
+                "sequence {} does not exist; the log ends at {}",
+                range.to, command.head
+            )));
+        }
+    }
+    if command.kind == ConfirmationKind::Range {
+        let [range] = command.ranges.as_slice() else {
+            return Err(DomainError::invalid(
+                "a range confirmation names one range".into(),
+            ));
+        };
+        let through = state.confirmed_through();
+        if range.from > through + 1 {
+            return Err(DomainError::invalid(format!(
+                "confirming {}..={} would skip the hole {}..={} after the confirmed sequences; confirm from {} on",
+                range.from,
+                range.to,
+                through + 1,
+                range.from - 1,
+                through + 1
+            )));
+        }
+    }
+    let fresh = new_positions(state, &command.ranges);
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![LedgerEvent::Confirmed(LedgerEntriesConfirmed {
+        ledger: command.ledger,
+        ranges: fresh,
+        reference: command.reference,
+        confirmed_at: command.confirmed_at,
+        confirmed_by: command.confirmed_by,
+    })])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(from: u64, to: u64) -> PositionRange {
+        PositionRange { from, to }
+    }
+
+    fn confirm(
+        kind: ConfirmationKind,
+        ranges: Vec<PositionRange>,
+        head: u64,
+    ) -> ConfirmLedgerEntries {
+        ConfirmLedgerEntries {
+            ledger: LedgerName::new("chain-a").unwrap(),
+            kind,
+            ranges,
+            reference: "tx-1".into(),
+            head,
+            confirmed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            confirmed_by: None,
+        }
+    }
+
+    fn state_after(commands: Vec<ConfirmLedgerEntries>) -> LedgerState {
+        let mut state = LedgerState::default();
+        for command in commands {
+            for event in decide(&state, command).unwrap() {
+                state = apply(state, &event);
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn ranges_continue_the_prefix_and_events_may_leave_holes() {
+        let state = state_after(vec![
+            confirm(ConfirmationKind::Range, vec![range(1, 5)], 100),
+            confirm(
+                ConfirmationKind::Events,
+                vec![range(9, 9), range(12, 12)],
+                100,
+            ),
+        ]);
+        assert_eq!(state.confirmed_through(), 5);
+        assert_eq!(state.max_confirmed(), 12);
+        assert_eq!(state.count(), 7);
+        assert_eq!(state.holes(), vec![range(6, 8), range(10, 11)]);
+        assert!(state.contains(9) && !state.contains(10));
+
+        let skipping = decide(
+            &state,
+            confirm(ConfirmationKind::Range, vec![range(7, 20)], 100),
+        )
+        .unwrap_err();
+        assert!(
+            skipping.message().contains("skip the hole 6..=6"),
+            "{skipping}"
+        );
+        // Filling up to and past the events merges everything.
+        let events = decide(
+            &state,
+            confirm(ConfirmationKind::Range, vec![range(6, 20)], 100),
+        )
+        .unwrap();
+        let LedgerEvent::Confirmed(confirmed) = &events[0];
+        assert_eq!(
+            confirmed.ranges,
+            vec![range(6, 8), range(10, 11), range(13, 20)]
+        );
+        let state = apply(state, &events[0]);
+        assert_eq!(state.confirmed, vec![range(1, 20)]);
+        assert!(state.holes().is_empty());
+    }
+
+    #[test]
+    fn what_does_not_exist_is_refused_and_repeats_change_nothing() {
+        let state = state_after(vec![confirm(ConfirmationKind::Range, vec![range(1, 5)], 5)]);
+        let beyond = decide(
+            &state,
+            confirm(ConfirmationKind::Range, vec![range(6, 9)], 8),
+        )
+        .unwrap_err();
+        assert!(
+            beyond.message().contains("sequence 9 does not exist"),
+            "{beyond}"
+        );
+        let zero = decide(
+            &state,
+            confirm(ConfirmationKind::Events, vec![range(0, 0)], 8),
+        )
+        .unwrap_err();
+        assert!(zero.message().contains("start at 1"), "{zero}");
+        let again = decide(
+            &state,
+            confirm(ConfirmationKind::Range, vec![range(1, 5)], 8),
+        )
+        .unwrap();
+        assert!(again.is_empty());
+        let mut bad = confirm(ConfirmationKind::Range, vec![range(6, 6)], 8);
+        bad.reference = String::new();
+        assert!(decide(&state, bad).is_err());
+        assert!(LedgerName::new("Chain A").is_err());
+        assert!(LedgerName::new("chain-a.v2_x").is_ok());
+    }
+}

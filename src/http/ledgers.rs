@@ -1,0 +1,429 @@
+//! Ledger sync: consumers confirm what their ledger recorded
+//! (`POST /v1/ledgers/{ledger}/confirmations`), and anyone auditing asks what
+//! is confirmed and what is pending, per ledger and per task, and where the
+//! holes are.
+//!
+//! Status is folded from the ledger's own stream (`ledger-{name}`), so it is
+//! exact the moment a confirmation is acknowledged; no read-your-writes wait
+//! is needed.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use taskledger_events::ledger::{
+    ConfirmLedgerEntries, ConfirmationKind, DomainError, DomainErrorKind, LedgerName, LedgerState,
+    PositionRange,
+};
+use taskledger_events::{Direction, EventStore, Metadata};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
+use super::problem::{ApiJson, Problem};
+use super::tasks::parse_task_id;
+use super::AppState;
+use crate::commands::{execute, load, CommandError, Ledgers};
+
+/// A confirmation: either a range of sequences or a list of event ids, and
+/// the ledger's transaction reference.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationRequest {
+    /// The first sequence of the range (with `to_sequence`).
+    pub from_sequence: Option<u64>,
+    /// The last sequence of the range, inclusive.
+    pub to_sequence: Option<u64>,
+    /// Or: the ids of single events.
+    pub event_ids: Option<Vec<Uuid>>,
+    /// The ledger's own reference for what it recorded (a transaction id).
+    pub reference: String,
+}
+
+/// An inclusive range of sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SequenceRange {
+    /// The first sequence.
+    pub from: u64,
+    /// The last sequence.
+    pub to: u64,
+}
+
+impl From<PositionRange> for SequenceRange {
+    fn from(range: PositionRange) -> Self {
+        Self {
+            from: range.from,
+            to: range.to,
+        }
+    }
+}
+
+/// Where a ledger stands against the log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerStatus {
+    /// The ledger.
+    pub ledger: String,
+    /// The log's last sequence.
+    pub head: u64,
+    /// Every sequence from 1 to this is confirmed.
+    pub confirmed_through: u64,
+    /// The highest confirmed sequence.
+    pub max_confirmed: u64,
+    /// How many sequences are confirmed.
+    pub confirmed: u64,
+    /// How many sequences up to the head are not.
+    pub pending: u64,
+    /// Everything up to the head is confirmed.
+    pub in_sync: bool,
+    /// Unconfirmed ranges below `max_confirmed` (see `/holes`).
+    pub holes: u64,
+    /// The ledger stream's version (what a confirmation answered).
+    pub stream_version: u64,
+}
+
+/// The answer to a confirmation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConfirmationResult {
+    /// The sequences this confirmation added (empty when all were already
+    /// confirmed).
+    pub newly_confirmed: Vec<SequenceRange>,
+    /// The ledger's status after it.
+    pub status: LedgerStatus,
+}
+
+/// The holes in a ledger's confirmed range.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HolePage {
+    /// Unconfirmed ranges between 1 and the highest confirmed sequence.
+    pub items: Vec<SequenceRange>,
+    /// Always `null`.
+    pub next_cursor: Option<String>,
+}
+
+/// One ledger's view of a task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskLedgerView {
+    /// The ledger.
+    pub ledger: String,
+    /// How many of the task's events it confirmed.
+    pub confirmed: u64,
+    /// The task's events it has not confirmed, by sequence.
+    pub pending: Vec<u64>,
+    /// Every event of the task is confirmed.
+    pub in_sync: bool,
+}
+
+/// Every ledger's view of a task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskLedgers {
+    /// The task.
+    pub task_id: Uuid,
+    /// The sequences of its events.
+    pub sequences: Vec<u64>,
+    /// One entry per ledger that has confirmed anything.
+    pub items: Vec<TaskLedgerView>,
+    /// Always `null`.
+    pub next_cursor: Option<String>,
+}
+
+fn ledger_name(name: &str) -> Result<LedgerName, Problem> {
+    LedgerName::new(name).map_err(Problem::bad_request)
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Problem {
+    tracing::error!(%error, "a ledger read failed");
+    Problem::unavailable("the log cannot be read right now", 1)
+}
+
+async fn status_of(state: &AppState, ledger: &LedgerName) -> Result<LedgerStatus, Problem> {
+    let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
+        .await
+        .map_err(unavailable)?;
+    let head = state.store.head_position().await.map_err(unavailable)?;
+    Ok(status(ledger, &loaded.state, head, loaded.version))
+}
+
+fn status(
+    ledger: &LedgerName,
+    ledger_state: &LedgerState,
+    head: u64,
+    version: u64,
+) -> LedgerStatus {
+    let confirmed = ledger_state.count();
+    LedgerStatus {
+        ledger: ledger.as_str().to_owned(),
+        head,
+        confirmed_through: ledger_state.confirmed_through(),
+        max_confirmed: ledger_state.max_confirmed(),
+        confirmed,
+        pending: head.saturating_sub(confirmed),
+        in_sync: ledger_state.confirmed_through() >= head,
+        holes: ledger_state.holes().len() as u64,
+        stream_version: version,
+    }
+}
+
+/// Confirms that the ledger recorded a range of sequences (which must
+/// continue its confirmed prefix) or single events by id.
+#[utoipa::path(
+    post,
+    path = "/v1/ledgers/{ledger}/confirmations",
+    tag = "ledger",
+    params(("ledger" = String, Path, description = "The ledger's name: a-z, 0-9, '.', '_', '-'")),
+    request_body = ConfirmationRequest,
+    responses(
+        (status = 201, description = "Recorded", body = ConfirmationResult),
+        (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
+        (status = 400, description = "A malformed ledger name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks ledger:write", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["ledger:write"]))
+)]
+pub async fn confirm(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<WriteLedger>,
+    Path(name): Path<String>,
+    ApiJson(request): ApiJson<ConfirmationRequest>,
+) -> Result<Response, Problem> {
+    let ledger = ledger_name(&name)?;
+    let (kind, ranges) = match (
+        request.from_sequence,
+        request.to_sequence,
+        &request.event_ids,
+    ) {
+        (Some(from), Some(to), None) => (ConfirmationKind::Range, vec![PositionRange { from, to }]),
+        (None, None, Some(ids)) if !ids.is_empty() => {
+            (ConfirmationKind::Events, positions_of(&state, ids).await?)
+        }
+        _ => {
+            return Err(Problem::unprocessable(
+                "give either from_sequence and to_sequence, or a non-empty event_ids",
+            ))
+        }
+    };
+    let head = state.store.head_position().await.map_err(unavailable)?;
+    let command = ConfirmLedgerEntries {
+        ledger: ledger.clone(),
+        kind,
+        ranges,
+        reference: request.reference,
+        head,
+        confirmed_at: Utc::now().trunc_subsecs(6),
+        confirmed_by: Some(caller.key_id.to_string()),
+    };
+    let metadata = Metadata {
+        actor: Some(caller.key_id.to_string()),
+        ..Metadata::default()
+    };
+    let executed = execute::<Ledgers>(
+        &state.store,
+        &ledger.stream_id(),
+        command,
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await
+    .map_err(|error| match error {
+        CommandError::Rejected(error) => domain_problem(&error),
+        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
+        error => {
+            tracing::error!(%error, "a ledger confirmation failed");
+            Problem::unavailable("the confirmation could not be stored right now; retry", 1)
+        }
+    })?;
+    let newly_confirmed: Vec<SequenceRange> = executed
+        .events
+        .iter()
+        .flat_map(|event| {
+            let taskledger_events::ledger::LedgerEvent::Confirmed(confirmed) = event;
+            confirmed.ranges.iter().copied().map(SequenceRange::from)
+        })
+        .collect();
+    let code = if newly_confirmed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = ConfirmationResult {
+        newly_confirmed,
+        status: status(&ledger, &executed.state, head, executed.stream_version),
+    };
+    Ok((code, ApiJson(body)).into_response())
+}
+
+fn domain_problem(error: &DomainError) -> Problem {
+    match error.kind() {
+        DomainErrorKind::NotFound => Problem::not_found(error.message()),
+        DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
+            Problem::conflict(error.message())
+        }
+        DomainErrorKind::Invalid => Problem::unprocessable(error.message()),
+    }
+}
+
+/// The positions of `ids`, as single-position ranges; 422 naming the ids
+/// that are not in the log.
+async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRange>, Problem> {
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let rows = client
+        .query(
+            "SELECT event_id, global_position FROM events WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(unavailable)?;
+    let found: HashMap<Uuid, i64> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.contains_key(id))
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Problem::unprocessable(format!(
+            "these events do not exist: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(found
+        .values()
+        .map(|position| {
+            let position = u64::try_from(*position).unwrap_or(0);
+            PositionRange {
+                from: position,
+                to: position,
+            }
+        })
+        .collect())
+}
+
+/// What a ledger has confirmed and what is pending.
+#[utoipa::path(
+    get,
+    path = "/v1/ledgers/{ledger}/status",
+    tag = "ledger",
+    params(("ledger" = String, Path, description = "The ledger's name")),
+    responses(
+        (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
+        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
+)]
+pub async fn ledger_status(
+    State(state): State<AppState>,
+    _: Authorized<ReadLedger>,
+    Path(name): Path<String>,
+) -> Result<ApiJson<LedgerStatus>, Problem> {
+    let ledger = ledger_name(&name)?;
+    status_of(&state, &ledger).await.map(ApiJson)
+}
+
+/// Reconciliation: the unconfirmed ranges below the ledger's highest
+/// confirmed sequence.
+#[utoipa::path(
+    get,
+    path = "/v1/ledgers/{ledger}/holes",
+    tag = "ledger",
+    params(("ledger" = String, Path, description = "The ledger's name")),
+    responses(
+        (status = 200, description = "The holes, in order", body = HolePage),
+        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
+)]
+pub async fn ledger_holes(
+    State(state): State<AppState>,
+    _: Authorized<ReadLedger>,
+    Path(name): Path<String>,
+) -> Result<ApiJson<HolePage>, Problem> {
+    let ledger = ledger_name(&name)?;
+    let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
+        .await
+        .map_err(unavailable)?;
+    Ok(ApiJson(HolePage {
+        items: loaded
+            .state
+            .holes()
+            .into_iter()
+            .map(SequenceRange::from)
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Which of a task's events each ledger has confirmed.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/ledger",
+    tag = "ledger",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
+        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
+)]
+pub async fn task_ledger(
+    State(state): State<AppState>,
+    _: Authorized<ReadHistory>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<TaskLedgers>, Problem> {
+    let task_id = parse_task_id(&id)?;
+    let events = state
+        .store
+        .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100_000)
+        .await
+        .map_err(unavailable)?;
+    if events.is_empty() {
+        return Err(Problem::not_found(format!("task {task_id} does not exist")));
+    }
+    let sequences: Vec<u64> = events.iter().map(|event| event.global_position).collect();
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT stream_id FROM events WHERE stream_id LIKE 'ledger-%' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    drop(client);
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let stream: String = row.get(0);
+        let Ok(ledger) = LedgerName::new(stream.trim_start_matches("ledger-")) else {
+            continue;
+        };
+        let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
+            .await
+            .map_err(unavailable)?;
+        let pending: Vec<u64> = sequences
+            .iter()
+            .copied()
+            .filter(|sequence| !loaded.state.contains(*sequence))
+            .collect();
+        items.push(TaskLedgerView {
+            ledger: ledger.as_str().to_owned(),
+            confirmed: (sequences.len() - pending.len()) as u64,
+            in_sync: pending.is_empty(),
+            pending,
+        });
+    }
+    Ok(ApiJson(TaskLedgers {
+        task_id: task_id.0,
+        sequences,
+        items,
+        next_cursor: None,
+    }))
+}

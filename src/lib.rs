@@ -12,6 +12,7 @@ pub mod database;
 pub mod http;
 pub mod keys;
 pub mod relay;
+pub mod rockblock;
 pub mod runner;
 pub mod settings;
 pub mod shutdown;

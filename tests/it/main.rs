@@ -7,6 +7,7 @@ mod helpers;
 mod keys;
 mod probes;
 mod process;
+mod rockblock;
 mod routes;
 mod running;
 mod tasks;

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use taskledger_events::task::{self, DomainError, TaskEvent};
-use taskledger_events::{apikey, ledger};
+use taskledger_events::{apikey, device, ledger};
 use taskledger_events::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
     NewEvent, RecordedEvent, StoreError, StreamId,
@@ -101,6 +101,37 @@ impl Aggregate for ApiKeys {
 
     fn decode(recorded: &RecordedEvent) -> Result<Self::Event, String> {
         apikey::ApiKeyEvent::from_recorded(recorded).map_err(|error| error.to_string())
+    }
+
+    fn encode(event: &Self::Event, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        event.to_new_event(event_id, metadata)
+    }
+}
+
+/// The device aggregate of `taskledger_events::device`. Its commands carry
+/// the device's IMEI (the state does not know it).
+#[derive(Debug, Clone, Copy)]
+pub struct Devices;
+
+impl Aggregate for Devices {
+    type State = device::DeviceState;
+    type Command = (device::Imei, device::DeviceCommand);
+    type Event = device::DeviceEvent;
+    type Error = device::DomainError;
+
+    fn apply(state: Self::State, event: &Self::Event) -> Self::State {
+        device::apply(state, event)
+    }
+
+    fn decide(
+        state: &Self::State,
+        (imei, command): Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Error> {
+        device::decide(&imei, state, command)
+    }
+
+    fn decode(recorded: &RecordedEvent) -> Result<Self::Event, String> {
+        device::DeviceEvent::from_recorded(recorded).map_err(|error| error.to_string())
     }
 
     fn encode(event: &Self::Event, event_id: Uuid, metadata: Metadata) -> NewEvent {

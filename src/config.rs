@@ -33,6 +33,63 @@ pub struct FileConfig {
     /// Task kinds by name.
     #[serde(default)]
     pub kinds: BTreeMap<String, TaskKind>,
+    /// The RockBLOCK web API, for satellite devices.
+    #[serde(default)]
+    pub rockblock: Option<RockblockConfig>,
+}
+
+/// `[rockblock]`: where mobile-terminated messages go and how
+/// mobile-originated webhooks are checked.
+///
+/// ```toml
+/// [rockblock]
+/// mt_url = "https://…/rockblock/MT"
+/// username = "…"          # or ROCKBLOCK_USERNAME
+/// password = "…"          # or ROCKBLOCK_PASSWORD
+/// mo_public_key_file = "rock7.pem"
+/// verify_mo_jwt = true
+/// ```
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RockblockConfig {
+    /// The provider's MT endpoint.
+    pub mt_url: Option<String>,
+    /// The account's user name (the environment's `ROCKBLOCK_USERNAME`
+    /// wins).
+    pub username: Option<String>,
+    /// The account's password (the environment's `ROCKBLOCK_PASSWORD`
+    /// wins). Never logged.
+    pub password: Option<String>,
+    /// The PEM public key that signs MO webhooks; a relative path is read
+    /// from the configuration file's directory.
+    pub mo_public_key_file: Option<std::path::PathBuf>,
+    /// Check the webhooks' JWT (default true; turning it off accepts
+    /// unsigned webhooks and is logged loudly at start-up).
+    #[serde(default = "default_true")]
+    pub verify_mo_jwt: bool,
+    /// Attempts per outbound message before it fails for good.
+    #[serde(default = "default_mt_attempts")]
+    pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for RockblockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RockblockConfig")
+            .field("mt_url", &self.mt_url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("mo_public_key_file", &self.mo_public_key_file)
+            .field("verify_mo_jwt", &self.verify_mo_jwt)
+            .field("max_attempts", &self.max_attempts)
+            .finish()
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_mt_attempts() -> u32 {
+    5
 }
 
 /// How tasks of one kind run.

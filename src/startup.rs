@@ -3,6 +3,7 @@
 //! until the shutdown signal.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +24,10 @@ use crate::blobs::BlobStore;
 use crate::broker::Topology;
 use crate::config::FileConfig;
 use crate::database;
+use crate::http::devices::MoPolicy;
 use crate::http::{self, AppState};
 use crate::relay::{self, RelayOptions, RelayStatus};
+use crate::rockblock::MoVerifier;
 use crate::runner::{self, RunnerOptions};
 use crate::settings::Role;
 use crate::settings::Settings;
@@ -40,6 +43,7 @@ pub struct Application {
     log_lock_stall: Duration,
     read_wait: Duration,
     settings: Settings,
+    mo: MoPolicy,
 }
 
 impl Application {
@@ -55,6 +59,7 @@ impl Application {
             None => FileConfig::default(),
         };
         tracing::info!(kinds = ?config.kinds.keys().collect::<Vec<_>>(), "task kinds configured");
+        let mo = mo_policy(&config, settings.config.as_deref())?;
         let applied = database::prepare(settings).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
@@ -74,6 +79,7 @@ impl Application {
             log_lock_stall,
             read_wait: Duration::from_millis(settings.read_wait_ms),
             settings: settings.clone(),
+            mo,
         })
     }
 
@@ -167,6 +173,7 @@ impl Application {
             read_wait: self.read_wait,
             tasks_projection,
             blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
+            mo: self.mo,
             shutdown: Some(self.shutdown.clone()),
         };
         let router = if roles.contains(&Role::Api) {
@@ -188,6 +195,32 @@ impl Application {
         tracing::info!("taskledger stopped");
         Ok(())
     }
+}
+
+/// How MO webhooks are checked, from `[rockblock]`: the public key file is
+/// read (relative to the configuration file) and must hold an RSA key.
+fn mo_policy(config: &FileConfig, config_path: Option<&Path>) -> anyhow::Result<MoPolicy> {
+    let Some(rockblock) = &config.rockblock else {
+        return Ok(MoPolicy::NotConfigured);
+    };
+    if !rockblock.verify_mo_jwt {
+        tracing::warn!(
+            "verify_mo_jwt = false: RockBLOCK webhooks are accepted WITHOUT checking their signature"
+        );
+        return Ok(MoPolicy::Unverified);
+    }
+    let file = rockblock.mo_public_key_file.as_ref().context(
+        "[rockblock] needs mo_public_key_file (or verify_mo_jwt = false, which accepts forged webhooks)",
+    )?;
+    let file = match config_path.and_then(Path::parent) {
+        Some(directory) if file.is_relative() => directory.join(file),
+        _ => file.clone(),
+    };
+    let pem = std::fs::read(&file)
+        .with_context(|| format!("reading mo_public_key_file {}", file.display()))?;
+    let verifier = MoVerifier::from_pem(&pem)
+        .map_err(|error| anyhow::anyhow!("mo_public_key_file {}: {error}", file.display()))?;
+    Ok(MoPolicy::Verify(Arc::new(verifier)))
 }
 
 fn spawn_projector<P: Projector>(

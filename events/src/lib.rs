@@ -9,6 +9,7 @@
 pub mod apikey;
 pub mod chain;
 pub mod codec;
+pub mod device;
 pub mod domain;
 pub mod envelope;
 pub mod error;

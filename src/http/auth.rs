@@ -162,6 +162,20 @@ impl RequiredScopes for WriteLedger {
     const SCOPES: &'static [Scope] = &[Scope::LedgerWrite];
 }
 
+/// Routes that send messages to devices.
+#[derive(Debug)]
+pub enum WriteDevices {}
+impl RequiredScopes for WriteDevices {
+    const SCOPES: &'static [Scope] = &[Scope::DevicesWrite];
+}
+
+/// Routes that read devices and their messages.
+#[derive(Debug)]
+pub enum ReadDevices {}
+impl RequiredScopes for ReadDevices {
+    const SCOPES: &'static [Scope] = &[Scope::DevicesRead];
+}
+
 /// Routes that read a ledger's status: auditors and the ledger's consumer.
 #[derive(Debug)]
 pub enum ReadLedger {}

@@ -9,6 +9,7 @@
 pub mod artifacts;
 pub mod auth;
 mod consistency;
+pub mod devices;
 pub mod feed;
 pub mod ledgers;
 pub mod problem;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub tasks_projection: Option<watch::Receiver<ProjectorStatus>>,
     /// Where artifacts are stored.
     pub blobs: BlobStore,
+    /// How RockBLOCK's mobile-originated webhooks are checked.
+    pub mo: devices::MoPolicy,
     /// The process's shutdown signal: endless responses (event streams) end
     /// when it fires, so a graceful shutdown does not wait for them.
     pub shutdown: Option<Shutdown>,
@@ -75,6 +78,7 @@ impl AppState {
             read_wait: Duration::from_secs(2),
             tasks_projection: None,
             blobs: BlobStore::new("./data/blobs"),
+            mo: devices::MoPolicy::NotConfigured,
             shutdown: None,
         }
     }
@@ -97,6 +101,7 @@ impl auth::KeyStore for AppState {
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
+        (name = "devices", description = "Satellite modems through the RockBLOCK web API"),
         (name = "service", description = "Probes and this document")
     )
 )]
@@ -133,6 +138,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ledgers::ledger_status))
         .routes(routes!(ledgers::ledger_holes))
         .routes(routes!(ledgers::task_ledger))
+        .routes(routes!(devices::send_message))
+        .routes(routes!(devices::rockblock_mo))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).

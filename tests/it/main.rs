@@ -2,6 +2,7 @@
 
 mod auth;
 mod commands;
+mod devices;
 mod feed;
 mod helpers;
 mod keys;

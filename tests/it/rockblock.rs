@@ -27,9 +27,9 @@ pub(crate) const MO_PUBLIC_KEY: &[u8] = include_bytes!("../fixtures/rockblock/mo
 /// An unrelated private key, for forged webhooks.
 pub(crate) const FORGER_KEY: &[u8] = include_bytes!("../fixtures/rockblock/forger-key.pem");
 
-const USERNAME: &str = "ground-station";
-const PASSWORD: &str = "s3cret-Passw0rd";
-const IMEI: &str = "300434065197640";
+pub(crate) const USERNAME: &str = "ground-station";
+pub(crate) const PASSWORD: &str = "s3cret-Passw0rd";
+pub(crate) const IMEI: &str = "300434065197640";
 const OTHER_IMEI: &str = "300434065197641";
 
 // ---------------------------------------------------------------------------

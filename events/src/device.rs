@@ -1,0 +1,684 @@
+//! The device aggregate: one RockBLOCK modem, stream `device-{imei}`.
+//!
+//! Outbound (mobile-terminated) messages move
+//! `queued → sending(attempt n) → sent | queued (retry) | failed`: the
+//! gateway records each attempt *before* it calls the provider
+//! ([`AttemptSend`]) and the provider's answer after ([`RecordSendResult`]),
+//! so a message is sent at most once per attempt record, and an attempt whose
+//! answer never came is resolved as a failure of unknown outcome and tried
+//! again under a new record. Inbound (mobile-originated) messages are
+//! recorded once per `(momsn, transmit_time)`; a redelivered webhook changes
+//! nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::codec::{self, DecodeError, DomainEvent};
+pub use crate::domain::DomainErrorKind;
+use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+
+/// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
+pub const MAX_MT_BYTES: usize = 270;
+/// The largest mobile-originated payload, in bytes.
+pub const MAX_MO_BYTES: usize = 340;
+/// The longest failure text kept, in bytes.
+pub const MAX_FAILURE_TEXT_BYTES: usize = 1_000;
+
+/// A modem's IMEI: exactly 15 ASCII digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Imei(String);
+
+impl Imei {
+    /// Checks `imei`.
+    ///
+    /// # Errors
+    /// When it is not exactly 15 digits.
+    pub fn new(imei: &str) -> Result<Self, String> {
+        if imei.len() == 15 && imei.bytes().all(|byte| byte.is_ascii_digit()) {
+            Ok(Self(imei.to_owned()))
+        } else {
+            Err(format!("an IMEI is exactly 15 digits; got {imei:?}"))
+        }
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The device's stream: `device-{imei}`.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(format!("device-{}", self.0)).expect("an IMEI makes a valid stream id")
+    }
+
+    /// The device whose stream is `stream_id`, if it is one.
+    pub fn from_stream_id(stream_id: &str) -> Option<Self> {
+        Self::new(stream_id.strip_prefix("device-")?).ok()
+    }
+}
+
+/// Any command to a device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceCommand {
+    /// See [`QueueDeviceMessage`].
+    Queue(QueueDeviceMessage),
+    /// See [`AttemptSend`].
+    AttemptSend(AttemptSend),
+    /// See [`RecordSendResult`].
+    RecordSendResult(RecordSendResult),
+    /// See [`ReceiveDeviceMessage`].
+    Receive(ReceiveDeviceMessage),
+}
+
+/// Queue a message for the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDeviceMessage {
+    /// The new message's id.
+    pub message_id: Uuid,
+    /// 1 to [`MAX_MT_BYTES`] bytes.
+    pub payload: Vec<u8>,
+    /// Ask the provider to flush the device's queue first.
+    pub flush: bool,
+    /// When it was accepted.
+    pub queued_at: DateTime<Utc>,
+    /// The API key that queued it.
+    pub queued_by: Option<String>,
+}
+
+/// The gateway is about to call the provider for `attempt`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptSend {
+    /// The message.
+    pub message_id: Uuid,
+    /// One more than the attempts made so far.
+    pub attempt: u32,
+    /// When.
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// What the provider answered (or that no answer came).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendResult {
+    /// `OK,<mt id>`.
+    Sent {
+        /// The provider's id of the message.
+        mt_id: u64,
+    },
+    /// `FAILED,<code>,<text>`, a network failure, or an unknown outcome.
+    Failed {
+        /// The provider's code, when it gave one.
+        code: Option<u16>,
+        /// What went wrong.
+        text: String,
+        /// Whether retrying cannot help (codes 10–16).
+        permanent: bool,
+    },
+}
+
+/// Record the provider's answer to the current attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordSendResult {
+    /// The message.
+    pub message_id: Uuid,
+    /// The attempt answered.
+    pub attempt: u32,
+    /// The answer.
+    pub result: SendResult,
+    /// Attempts allowed in all; a transient failure at this many is final.
+    pub max_attempts: u32,
+    /// When.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Record a message the device sent (a webhook from the provider).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiveDeviceMessage {
+    /// The modem's message sequence number.
+    pub momsn: u64,
+    /// When the satellite network received it, as the provider wrote it.
+    pub transmit_time: String,
+    /// At most [`MAX_MO_BYTES`] bytes.
+    pub payload: Vec<u8>,
+    /// The modem's serial, if given.
+    pub serial: Option<u64>,
+    /// The network's position estimate.
+    pub latitude: Option<f64>,
+    /// The network's position estimate.
+    pub longitude: Option<f64>,
+    /// The estimate's radius, in km.
+    pub cep: Option<f64>,
+    /// When the webhook was accepted.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What happened to a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DeviceEvent {
+    /// A message was queued for the device.
+    #[serde(rename = "DeviceMessageQueued")]
+    Queued(DeviceMessageQueued),
+    /// The gateway began an attempt.
+    #[serde(rename = "DeviceMessageSendAttempted")]
+    SendAttempted(DeviceMessageSendAttempted),
+    /// The provider accepted the message.
+    #[serde(rename = "DeviceMessageSent")]
+    Sent(DeviceMessageSent),
+    /// An attempt failed (`final_failure`: no more attempts).
+    #[serde(rename = "DeviceMessageFailed")]
+    Failed(DeviceMessageFailed),
+    /// The device sent a message.
+    #[serde(rename = "DeviceMessageReceived")]
+    Received(DeviceMessageReceived),
+}
+
+/// See [`DeviceEvent::Queued`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMessageQueued {
+    /// The device.
+    pub imei: Imei,
+    /// The message.
+    pub message_id: Uuid,
+    /// The payload, hexadecimal.
+    pub payload_hex: String,
+    /// Flush the device's queue first.
+    pub flush: bool,
+    /// When.
+    pub queued_at: DateTime<Utc>,
+    /// Who.
+    pub queued_by: Option<String>,
+}
+
+/// See [`DeviceEvent::SendAttempted`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMessageSendAttempted {
+    /// The message.
+    pub message_id: Uuid,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// When.
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// See [`DeviceEvent::Sent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMessageSent {
+    /// The message.
+    pub message_id: Uuid,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// The provider's id.
+    pub mt_id: u64,
+    /// When.
+    pub sent_at: DateTime<Utc>,
+}
+
+/// See [`DeviceEvent::Failed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMessageFailed {
+    /// The message.
+    pub message_id: Uuid,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// The provider's code, when it gave one.
+    pub code: Option<u16>,
+    /// What went wrong.
+    pub text: String,
+    /// Whether the provider's code means retrying cannot help.
+    pub permanent: bool,
+    /// Whether the message is given up (else it is queued for another
+    /// attempt).
+    pub final_failure: bool,
+    /// When.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// See [`DeviceEvent::Received`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMessageReceived {
+    /// The device.
+    pub imei: Imei,
+    /// The modem's message sequence number.
+    pub momsn: u64,
+    /// When the network received it, as the provider wrote it.
+    pub transmit_time: String,
+    /// The payload, hexadecimal.
+    pub payload_hex: String,
+    /// The modem's serial.
+    pub serial: Option<u64>,
+    /// Position estimate.
+    pub latitude: Option<f64>,
+    /// Position estimate.
+    pub longitude: Option<f64>,
+    /// The estimate's radius, in km.
+    pub cep: Option<f64>,
+    /// When the webhook was accepted.
+    pub received_at: DateTime<Utc>,
+}
+
+impl DeviceEvent {
+    /// The stored schema version.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// Every stored type name.
+    pub const EVENT_TYPES: [&'static str; 5] = [
+        "DeviceMessageQueued",
+        "DeviceMessageSendAttempted",
+        "DeviceMessageSent",
+        "DeviceMessageFailed",
+        "DeviceMessageReceived",
+    ];
+
+    /// The stored type name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::Queued(_) => Self::EVENT_TYPES[0],
+            Self::SendAttempted(_) => Self::EVENT_TYPES[1],
+            Self::Sent(_) => Self::EVENT_TYPES[2],
+            Self::Failed(_) => Self::EVENT_TYPES[3],
+            Self::Received(_) => Self::EVENT_TYPES[4],
+        }
+    }
+
+    /// The event ready to append.
+    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
+        codec::encode(self, event_id, metadata)
+    }
+
+    /// Reads a stored device event.
+    ///
+    /// # Errors
+    /// When the stored event is not a device event of a known version.
+    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
+        codec::decode(recorded)
+    }
+}
+
+impl DomainEvent for DeviceEvent {
+    const AGGREGATE: &'static str = "a device";
+    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
+    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
+
+    fn stored_type(&self) -> &'static str {
+        self.event_type()
+    }
+}
+
+/// Where an outbound message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStatus {
+    /// Waiting for its next attempt.
+    Queued,
+    /// An attempt is under way.
+    Sending,
+    /// The provider accepted it (final).
+    Sent,
+    /// Given up (final).
+    Failed,
+}
+
+/// An outbound message as its events leave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outbound {
+    /// Where it is.
+    pub status: OutboundStatus,
+    /// Attempts begun.
+    pub attempts: u32,
+}
+
+/// A device as its events leave it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceState {
+    /// Outbound messages by id.
+    pub outbound: BTreeMap<Uuid, Outbound>,
+    /// Inbound messages seen: `(momsn, transmit_time)`.
+    pub received: BTreeSet<(u64, String)>,
+}
+
+/// The state after `event`.
+pub fn apply(mut state: DeviceState, event: &DeviceEvent) -> DeviceState {
+    match event {
+        DeviceEvent::Queued(queued) => {
+            state.outbound.insert(
+                queued.message_id,
+                Outbound {
+                    status: OutboundStatus::Queued,
+                    attempts: 0,
+                },
+            );
+        }
+        DeviceEvent::SendAttempted(attempted) => {
+            if let Some(message) = state.outbound.get_mut(&attempted.message_id) {
+                message.status = OutboundStatus::Sending;
+                message.attempts = attempted.attempt;
+            }
+        }
+        DeviceEvent::Sent(sent) => {
+            if let Some(message) = state.outbound.get_mut(&sent.message_id) {
+                message.status = OutboundStatus::Sent;
+            }
+        }
+        DeviceEvent::Failed(failed) => {
+            if let Some(message) = state.outbound.get_mut(&failed.message_id) {
+                message.status = if failed.final_failure {
+                    OutboundStatus::Failed
+                } else {
+                    OutboundStatus::Queued
+                };
+            }
+        }
+        DeviceEvent::Received(received) => {
+            state
+                .received
+                .insert((received.momsn, received.transmit_time.clone()));
+        }
+    }
+    state
+}
+
+/// A command the device aggregate refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DomainError {
+    kind: DomainErrorKind,
+    message: String,
+}
+
+impl DomainError {
+    /// What kind of refusal.
+    pub fn kind(&self) -> DomainErrorKind {
+        self.kind
+    }
+
+    /// The message for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn new(kind: DomainErrorKind, message: String) -> Self {
+        Self { kind, message }
+    }
+}
+
+/// What `command` makes happen to the device `imei` (see the module
+/// documentation).
+///
+/// # Errors
+/// `Invalid` for a payload out of bounds; `NotFound` for an unknown
+/// message; `AlreadyExists` for a reused message id; `InvalidTransition`
+/// for an attempt that is not the next one or a result for an attempt not
+/// under way.
+pub fn decide(
+    imei: &Imei,
+    state: &DeviceState,
+    command: DeviceCommand,
+) -> Result<Vec<DeviceEvent>, DomainError> {
+    match command {
+        DeviceCommand::Queue(queue) => {
+            if queue.payload.is_empty() || queue.payload.len() > MAX_MT_BYTES {
+                return Err(DomainError::new(
+                    DomainErrorKind::Invalid,
+                    format!(
+                        "a message to a device is 1 to {MAX_MT_BYTES} bytes; got {}",
+                        queue.payload.len()
+                    ),
+                ));
+            }
+            if state.outbound.contains_key(&queue.message_id) {
+                return Err(DomainError::new(
+                    DomainErrorKind::AlreadyExists,
+                    format!("message {} already exists", queue.message_id),
+                ));
+            }
+            Ok(vec![DeviceEvent::Queued(DeviceMessageQueued {
+                imei: imei.clone(),
+                message_id: queue.message_id,
+                payload_hex: hex::encode(&queue.payload),
+                flush: queue.flush,
+                queued_at: queue.queued_at,
+                queued_by: queue.queued_by,
+            })])
+        }
+        DeviceCommand::AttemptSend(attempt) => {
+            let message = outbound(state, attempt.message_id)?;
+            if message.status != OutboundStatus::Queued || attempt.attempt != message.attempts + 1 {
+                return Err(DomainError::new(
+                    DomainErrorKind::InvalidTransition,
+                    format!(
+                        "message {} cannot start attempt {}: it is {:?} after {} attempts",
+                        attempt.message_id, attempt.attempt, message.status, message.attempts
+                    ),
+                ));
+            }
+            Ok(vec![DeviceEvent::SendAttempted(
+                DeviceMessageSendAttempted {
+                    message_id: attempt.message_id,
+                    attempt: attempt.attempt,
+                    attempted_at: attempt.attempted_at,
+                },
+            )])
+        }
+        DeviceCommand::RecordSendResult(record) => {
+            let message = outbound(state, record.message_id)?;
+            if message.status != OutboundStatus::Sending || record.attempt != message.attempts {
+                return Err(DomainError::new(
+                    DomainErrorKind::InvalidTransition,
+                    format!(
+                        "message {} has no attempt {} under way",
+                        record.message_id, record.attempt
+                    ),
+                ));
+            }
+            Ok(vec![match record.result {
+                SendResult::Sent { mt_id } => DeviceEvent::Sent(DeviceMessageSent {
+                    message_id: record.message_id,
+                    attempt: record.attempt,
+                    mt_id,
+                    sent_at: record.recorded_at,
+                }),
+                SendResult::Failed {
+                    code,
+                    text,
+                    permanent,
+                } => {
+                    let mut text = text.replace('\0', "");
+                    if text.len() > MAX_FAILURE_TEXT_BYTES {
+                        let mut end = MAX_FAILURE_TEXT_BYTES;
+                        while !text.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        text.truncate(end);
+                    }
+                    DeviceEvent::Failed(DeviceMessageFailed {
+                        message_id: record.message_id,
+                        attempt: record.attempt,
+                        code,
+                        text,
+                        permanent,
+                        final_failure: permanent || record.attempt >= record.max_attempts,
+                        failed_at: record.recorded_at,
+                    })
+                }
+            }])
+        }
+        DeviceCommand::Receive(receive) => {
+            if receive.payload.len() > MAX_MO_BYTES {
+                return Err(DomainError::new(
+                    DomainErrorKind::Invalid,
+                    format!(
+                        "a message from a device is at most {MAX_MO_BYTES} bytes; got {}",
+                        receive.payload.len()
+                    ),
+                ));
+            }
+            if receive.transmit_time.is_empty()
+                || receive.transmit_time.len() > 64
+                || receive.transmit_time.chars().any(char::is_control)
+            {
+                return Err(DomainError::new(
+                    DomainErrorKind::Invalid,
+                    "transmit_time must be 1 to 64 characters without control characters".into(),
+                ));
+            }
+            if state
+                .received
+                .contains(&(receive.momsn, receive.transmit_time.clone()))
+            {
+                return Ok(Vec::new());
+            }
+            Ok(vec![DeviceEvent::Received(DeviceMessageReceived {
+                imei: imei.clone(),
+                momsn: receive.momsn,
+                transmit_time: receive.transmit_time,
+                payload_hex: hex::encode(&receive.payload),
+                serial: receive.serial,
+                latitude: receive.latitude,
+                longitude: receive.longitude,
+                cep: receive.cep,
+                received_at: receive.received_at,
+            })])
+        }
+    }
+}
+
+fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, DomainError> {
+    state.outbound.get(&message_id).copied().ok_or_else(|| {
+        DomainError::new(
+            DomainErrorKind::NotFound,
+            format!("message {message_id} does not exist"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imei() -> Imei {
+        Imei::new("300234010753370").unwrap()
+    }
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
+    }
+
+    fn run(state: DeviceState, command: DeviceCommand) -> Result<DeviceState, DomainError> {
+        let events = decide(&imei(), &state, command)?;
+        Ok(events.iter().fold(state, apply))
+    }
+
+    const ID: Uuid = Uuid::from_u128(7);
+
+    fn queue() -> DeviceCommand {
+        DeviceCommand::Queue(QueueDeviceMessage {
+            message_id: ID,
+            payload: b"hello".to_vec(),
+            flush: false,
+            queued_at: at(0),
+            queued_by: None,
+        })
+    }
+
+    fn attempt(n: u32) -> DeviceCommand {
+        DeviceCommand::AttemptSend(AttemptSend {
+            message_id: ID,
+            attempt: n,
+            attempted_at: at(1),
+        })
+    }
+
+    fn result(n: u32, result: SendResult) -> DeviceCommand {
+        DeviceCommand::RecordSendResult(RecordSendResult {
+            message_id: ID,
+            attempt: n,
+            result,
+            max_attempts: 2,
+            recorded_at: at(2),
+        })
+    }
+
+    fn transient() -> SendResult {
+        SendResult::Failed {
+            code: Some(99),
+            text: "System Error".into(),
+            permanent: false,
+        }
+    }
+
+    #[test]
+    fn outbound_messages_retry_transient_failures_up_to_the_limit() {
+        let state = run(DeviceState::default(), queue()).unwrap();
+        let state = run(state, attempt(1)).unwrap();
+        // A second attempt cannot start while one is under way.
+        assert_eq!(
+            run(state.clone(), attempt(2)).unwrap_err().kind(),
+            DomainErrorKind::InvalidTransition
+        );
+        let state = run(state, result(1, transient())).unwrap();
+        assert_eq!(state.outbound[&ID].status, OutboundStatus::Queued);
+        let state = run(state, attempt(2)).unwrap();
+        let state = run(state, result(2, transient())).unwrap();
+        assert_eq!(state.outbound[&ID].status, OutboundStatus::Failed);
+        assert!(run(state, attempt(3)).is_err());
+    }
+
+    #[test]
+    fn permanent_failures_and_success_are_final() {
+        let state = run(run(DeviceState::default(), queue()).unwrap(), attempt(1)).unwrap();
+        let permanent = SendResult::Failed {
+            code: Some(10),
+            text: "Invalid login credentials".into(),
+            permanent: true,
+        };
+        let failed = run(state.clone(), result(1, permanent)).unwrap();
+        assert_eq!(failed.outbound[&ID].status, OutboundStatus::Failed);
+        let sent = run(state, result(1, SendResult::Sent { mt_id: 42 })).unwrap();
+        assert_eq!(sent.outbound[&ID].status, OutboundStatus::Sent);
+        assert!(run(sent.clone(), result(1, SendResult::Sent { mt_id: 43 })).is_err());
+        assert_eq!(
+            run(sent, queue()).unwrap_err().kind(),
+            DomainErrorKind::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn inbound_messages_are_recorded_once_and_payloads_are_bounded() {
+        let receive = |momsn: u64, payload: Vec<u8>| {
+            DeviceCommand::Receive(ReceiveDeviceMessage {
+                momsn,
+                transmit_time: "21-10-31 10:41:50".into(),
+                payload,
+                serial: Some(1234),
+                latitude: Some(52.1),
+                longitude: Some(0.1),
+                cep: Some(3.0),
+                received_at: at(5),
+            })
+        };
+        let events = decide(&imei(), &DeviceState::default(), receive(1, vec![1])).unwrap();
+        assert_eq!(events.len(), 1);
+        let state = events.iter().fold(DeviceState::default(), apply);
+        assert!(decide(&imei(), &state, receive(1, vec![1]))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            decide(&imei(), &state, receive(2, vec![1])).unwrap().len(),
+            1
+        );
+        assert!(decide(&imei(), &state, receive(3, vec![0; MAX_MO_BYTES + 1])).is_err());
+        let empty = DeviceCommand::Queue(QueueDeviceMessage {
+            message_id: Uuid::from_u128(8),
+            payload: Vec::new(),
+            flush: false,
+            queued_at: at(0),
+            queued_by: None,
+        });
+        assert!(decide(&imei(), &state, empty).is_err());
+        assert!(Imei::new("30023401075337").is_err());
+        assert!(Imei::new("30023401075337x").is_err());
+    }
+}

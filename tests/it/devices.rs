@@ -1,0 +1,165 @@
+//! Devices over real HTTP: the provider's MO webhook (signed with the test
+//! key, verified, deduplicated) and queueing MT messages.
+
+use serde_json::{json, Value};
+use taskledger_events::apikey::Scope;
+use taskledger_events::{Direction, EventStore};
+
+use crate::helpers::{TestApp, KINDS};
+use crate::rockblock::{mo_form_body, mo_json_body, sign_mo, sign_mo_with, MoFields, IMEI};
+
+fn config(verify: bool) -> String {
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rockblock/mo-test-key.pub.pem"
+    );
+    format!(
+        "{KINDS}\n[rockblock]\nmt_url = \"http://127.0.0.1:9/rockblock/MT\"\nusername = \"u\"\npassword = \"p\"\nmo_public_key_file = \"{key}\"\nverify_mo_jwt = {verify}\n"
+    )
+}
+
+async fn webhook(app: &TestApp, content_type: &str, body: String) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/rockblock/mo"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
+    let app = TestApp::spawn_with_config(&config(true), |_| {}).await;
+    let fields = MoFields::sample(b"hello from orbit");
+    let jwt = sign_mo(&fields);
+    // The form webhook, delivered twice: one event.
+    for _ in 0..2 {
+        let response = webhook(&app, FORM, mo_form_body(&fields, Some(&jwt))).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "OK");
+    }
+    // The JSON variant of another message.
+    let mut second = MoFields::sample(b"second");
+    second.momsn = 43;
+    let response = webhook(
+        &app,
+        "application/json",
+        mo_json_body(&second, Some(&sign_mo(&second))),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
+    let stream = taskledger_events::device::Imei::new(IMEI)
+        .unwrap()
+        .stream_id();
+    let events = app
+        .store()
+        .read_stream(&stream, 1, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "one event per (momsn, transmit_time)");
+    assert_eq!(events[0].event_type, "DeviceMessageReceived");
+    assert_eq!(
+        events[0].data["payload_hex"],
+        hex::encode(b"hello from orbit")
+    );
+    assert_eq!(events[0].data["momsn"], 42);
+
+    // Forged, tampered, unsigned, malformed: refused, nothing recorded.
+    let forger = crate::rockblock::FORGER_KEY;
+    let mut tampered = fields.clone();
+    tampered.momsn = 44;
+    let mut bad_imei = MoFields::sample(b"x");
+    bad_imei.momsn = 45;
+    bad_imei.imei = "30023401075337".into();
+    let cases = vec![
+        (
+            mo_form_body(&tampered, Some(&sign_mo_with(&tampered, forger))),
+            401,
+            "forged",
+        ),
+        (mo_form_body(&tampered, Some(&jwt)), 401, "tampered"),
+        (mo_form_body(&tampered, None), 401, "unsigned"),
+        (
+            mo_form_body(&tampered, Some(&jwt)).replace("data=", "data=zz"),
+            400,
+            "bad hex",
+        ),
+        (
+            mo_form_body(&bad_imei, Some(&sign_mo(&bad_imei))),
+            400,
+            "bad imei",
+        ),
+    ];
+    for (body, status, what) in cases {
+        let response = webhook(&app, FORM, body).await;
+        assert_eq!(response.status().as_u16(), status, "{what}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], status, "{what}: {problem}");
+    }
+    let wrong_type = webhook(&app, "text/plain", "imei=1".into()).await;
+    assert_eq!(wrong_type.status(), 415);
+    let after = app
+        .store()
+        .read_stream(&stream, 1, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 2, "a refused webhook stored something");
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_verification_unsigned_webhooks_are_accepted() {
+    let app = TestApp::spawn_with_config(&config(false), |_| {}).await;
+    let fields = MoFields::sample(b"unsigned");
+    let response = webhook(&app, FORM, mo_form_body(&fields, None)).await;
+    assert_eq!(response.status(), 200);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_devices_are_queued_and_checked() {
+    let app = TestApp::spawn_with_config(&config(true), |_| {}).await;
+    let key = app.key(&[Scope::DevicesWrite]).await;
+    let send = |imei: &str, body: Value| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/devices/{imei}/messages")))
+            .bearer_auth(&key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let queued = send(IMEI, json!({"text": "hi there"})).await;
+    assert_eq!(queued.status(), 202);
+    let queued: Value = queued.json().await.unwrap();
+    assert_eq!(queued["status"], "queued");
+    let encoded = send(IMEI, json!({"base64": "AAEC/w==", "flush": true})).await;
+    assert_eq!(encoded.status(), 202);
+    for (imei, body, status) in [
+        ("12345", json!({"text": "x"}), 400),
+        (IMEI, json!({"text": "x".repeat(271)}), 422),
+        (IMEI, json!({"text": ""}), 422),
+        (IMEI, json!({"base64": "not base64!"}), 422),
+        (IMEI, json!({"text": "a", "base64": "YQ=="}), 422),
+        (IMEI, json!({}), 422),
+        (IMEI, json!({"txt": "typo"}), 422),
+    ] {
+        let response = send(imei, body.clone()).await;
+        assert_eq!(response.status().as_u16(), status, "{imei} {body}");
+    }
+    let stream = taskledger_events::device::Imei::new(IMEI)
+        .unwrap()
+        .stream_id();
+    let events = app
+        .store()
+        .read_stream(&stream, 1, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data["payload_hex"], "000102ff");
+    assert_eq!(events[1].data["flush"], true);
+    app.finish().await;
+}

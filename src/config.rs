@@ -70,6 +70,10 @@ pub struct RockblockConfig {
     /// Attempts per outbound message before it fails for good.
     #[serde(default = "default_mt_attempts")]
     pub max_attempts: u32,
+    /// The first retry's delay after a transient failure; each further one
+    /// doubles it (at most an hour).
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff_seconds: u64,
 }
 
 impl std::fmt::Debug for RockblockConfig {
@@ -81,6 +85,7 @@ impl std::fmt::Debug for RockblockConfig {
             .field("mo_public_key_file", &self.mo_public_key_file)
             .field("verify_mo_jwt", &self.verify_mo_jwt)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff_seconds", &self.retry_backoff_seconds)
             .finish()
     }
 }
@@ -90,6 +95,9 @@ fn default_true() -> bool {
 }
 fn default_mt_attempts() -> u32 {
     5
+}
+fn default_retry_backoff() -> u64 {
+    30
 }
 
 /// How tasks of one kind run.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod gateway;
 pub mod http;
 pub mod keys;
 pub mod relay;

@@ -84,7 +84,7 @@ pub struct Settings {
         long,
         env = "TASKLEDGER_ROLES",
         value_delimiter = ',',
-        default_value = "api,projector,relay,runner",
+        default_value = "api,projector,relay,runner,gateway",
         global = true
     )]
     pub roles: Vec<Role>,
@@ -110,6 +110,38 @@ pub struct Settings {
     /// This runner's name in the log (default: `runner-` and a random id).
     #[arg(long, env = "TASKLEDGER_WORKER_ID", global = true)]
     pub worker_id: Option<String>,
+
+    /// The RockBLOCK account's user name (overrides `[rockblock] username`).
+    #[arg(long, env = "ROCKBLOCK_USERNAME", global = true)]
+    pub rockblock_username: Option<String>,
+
+    /// The RockBLOCK account's password (overrides `[rockblock] password`).
+    /// Never logged.
+    #[arg(
+        long,
+        env = "ROCKBLOCK_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub rockblock_password: Option<Secret>,
+}
+
+/// A setting that must never be printed: `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
 }
 
 /// A part of the service a process can run.
@@ -123,6 +155,8 @@ pub enum Role {
     Relay,
     /// The task runner.
     Runner,
+    /// The device gateway (RockBLOCK mobile-terminated messages).
+    Gateway,
 }
 
 impl Settings {
@@ -145,6 +179,8 @@ impl Settings {
             amqp_prefix: "taskledger".into(),
             runner_slots: 2,
             worker_id: None,
+            rockblock_username: None,
+            rockblock_password: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use taskledger_projections::api_keys::ApiKeysProjector;
+use taskledger_projections::devices::DevicesProjector;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::{Projector, ProjectorRuntime};
@@ -24,10 +25,11 @@ use crate::blobs::BlobStore;
 use crate::broker::Topology;
 use crate::config::FileConfig;
 use crate::database;
+use crate::gateway::{self, GatewayOptions};
 use crate::http::devices::MoPolicy;
 use crate::http::{self, AppState};
 use crate::relay::{self, RelayOptions, RelayStatus};
-use crate::rockblock::MoVerifier;
+use crate::rockblock::{MoVerifier, MtClient, RockblockCredentials};
 use crate::runner::{self, RunnerOptions};
 use crate::settings::Role;
 use crate::settings::Settings;
@@ -120,7 +122,8 @@ impl Application {
             let (tasks, tasks_status) =
                 spawn_projector(&self.store, TasksProjector, &self.shutdown);
             let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
-            workers.extend([tasks, api_keys]);
+            let (devices, _) = spawn_projector(&self.store, DevicesProjector, &self.shutdown);
+            workers.extend([tasks, api_keys, devices]);
             tasks_projection = Some(tasks_status);
         }
         let topology = Topology::new(self.settings.amqp_prefix.clone());
@@ -166,6 +169,21 @@ impl Application {
                 async move { stop.wait().await },
             )));
         }
+        if roles.contains(&Role::Gateway) {
+            match gateway_options(&config, &self.settings) {
+                Some(options) => {
+                    let mut stop = self.shutdown.clone();
+                    workers.push(tokio::spawn(gateway::run(
+                        self.store.clone(),
+                        options,
+                        async move { stop.wait().await },
+                    )));
+                }
+                None => tracing::info!(
+                    "no [rockblock] mt_url configured: the device gateway does not run; messages to devices stay queued"
+                ),
+            }
+        }
         let state = AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,
@@ -195,6 +213,30 @@ impl Application {
         tracing::info!("taskledger stopped");
         Ok(())
     }
+}
+
+/// The gateway's settings, when `[rockblock]` names an MT endpoint.
+fn gateway_options(config: &FileConfig, settings: &Settings) -> Option<GatewayOptions> {
+    let rockblock = config.rockblock.as_ref()?;
+    let mt_url = rockblock.mt_url.clone()?;
+    let credentials = RockblockCredentials {
+        username: settings
+            .rockblock_username
+            .clone()
+            .or_else(|| rockblock.username.clone())
+            .unwrap_or_default(),
+        password: settings
+            .rockblock_password
+            .as_ref()
+            .map(|secret| secret.0.clone())
+            .or_else(|| rockblock.password.clone())
+            .unwrap_or_default(),
+    };
+    Some(GatewayOptions {
+        client: MtClient::new(reqwest::Client::new(), mt_url, credentials),
+        max_attempts: rockblock.max_attempts.max(1),
+        retry_backoff: Duration::from_secs(rockblock.retry_backoff_seconds),
+    })
 }
 
 /// How MO webhooks are checked, from `[rockblock]`: the public key file is

@@ -132,6 +132,9 @@ pub struct RecordSendResult {
     pub max_attempts: u32,
     /// When.
     pub recorded_at: DateTime<Utc>,
+    /// After a transient failure, the earliest time of the next attempt
+    /// (the gateway's backoff).
+    pub retry_at: DateTime<Utc>,
 }
 
 /// Record a message the device sent (a webhook from the provider).
@@ -235,6 +238,8 @@ pub struct DeviceMessageFailed {
     pub final_failure: bool,
     /// When.
     pub failed_at: DateTime<Utc>,
+    /// When the next attempt may start (absent when final).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// See [`DeviceEvent::Received`].
@@ -493,14 +498,16 @@ pub fn decide(
                         }
                         text.truncate(end);
                     }
+                    let final_failure = permanent || record.attempt >= record.max_attempts;
                     DeviceEvent::Failed(DeviceMessageFailed {
                         message_id: record.message_id,
                         attempt: record.attempt,
                         code,
                         text,
                         permanent,
-                        final_failure: permanent || record.attempt >= record.max_attempts,
+                        final_failure,
                         failed_at: record.recorded_at,
+                        retry_at: (!final_failure).then_some(record.retry_at),
                     })
                 }
             }])
@@ -598,6 +605,7 @@ mod tests {
             result,
             max_attempts: 2,
             recorded_at: at(2),
+            retry_at: at(10),
         })
     }
 

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "attempt_leases",
         sql: include_str!("../../migrations/0006_attempt_leases.sql"),
     },
+    Migration {
+        version: 7,
+        name: "device_read_models",
+        sql: include_str!("../../migrations/0007_device_read_models.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

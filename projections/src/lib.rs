@@ -8,6 +8,7 @@
 //! the log with the same result.
 
 pub mod api_keys;
+pub mod devices;
 pub mod runtime;
 pub mod tasks;
 

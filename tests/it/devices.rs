@@ -163,3 +163,125 @@ async fn messages_for_devices_are_queued_and_checked() {
     assert_eq!(events[1].data["flush"], true);
     app.finish().await;
 }
+
+fn gateway_config(mt_url: &str) -> String {
+    format!(
+        "{KINDS}\n[rockblock]\nmt_url = \"{mt_url}\"\nusername = \"{}\"\npassword = \"{}\"\nverify_mo_jwt = false\nmax_attempts = 3\nretry_backoff_seconds = 0\n",
+        crate::rockblock::USERNAME,
+        crate::rockblock::PASSWORD
+    )
+}
+
+/// The message's row in `device_messages`, once `check` holds.
+async fn message_row(
+    app: &TestApp,
+    message_id: &str,
+    check: impl Fn(&str) -> bool,
+) -> (String, i32, Option<i64>, Option<i32>, Option<String>) {
+    let client = app.database.client().await;
+    let id = uuid::Uuid::parse_str(message_id).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(row) = client
+            .query_opt(
+                "SELECT status, attempts, mt_id, error_code, error_text FROM device_messages WHERE message_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+        {
+            let status: String = row.get(0);
+            if check(&status) {
+                return (status, row.get(1), row.get(2), row.get(3), row.get(4));
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message {message_id} did not settle"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_sends_retries_and_gives_up_like_the_provider_says() {
+    use crate::rockblock::{RockblockStandIn, Script, FIRST_MT_ID};
+    use taskledger::settings::Role;
+
+    let provider = RockblockStandIn::start_default().await;
+    let app = TestApp::spawn_with_config(&gateway_config(&provider.url), |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Gateway];
+    })
+    .await;
+    let key = app.key(&[Scope::DevicesWrite]).await;
+    let send = |imei: &str, text: &str| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/devices/{imei}/messages")))
+            .bearer_auth(&key)
+            .json(&json!({ "text": text }));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            body["message_id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Sent at the first attempt.
+    let first = send(IMEI, "first").await;
+    let (status, attempts, mt_id, _, _) =
+        message_row(&app, &first, |status| status == "sent").await;
+    assert_eq!(
+        (status.as_str(), attempts, mt_id),
+        ("sent", 1, Some(FIRST_MT_ID as i64))
+    );
+    let requests = provider.requests();
+    assert_eq!(requests.last().unwrap().data, b"first");
+
+    // A system error (99) is retried, then sent.
+    provider.script(1, Script::Respond("FAILED,99,System Error".into()));
+    let second = send(IMEI, "second").await;
+    let (_, attempts, mt_id, _, _) = message_row(&app, &second, |status| status == "sent").await;
+    assert_eq!(attempts, 2);
+    assert!(mt_id.is_some());
+
+    // An IMEI not on the account (11) is final at once.
+    let stranger = send("300434065199999", "who").await;
+    let (status, attempts, _, code, text) =
+        message_row(&app, &stranger, |status| status == "failed").await;
+    assert_eq!((status.as_str(), attempts, code), ("failed", 1, Some(11)));
+    assert!(text.unwrap().contains("IMEI"));
+
+    // A dead endpoint: every attempt fails, the third is final.
+    provider.script(3, Script::Hangup);
+    let doomed = send(IMEI, "doomed").await;
+    let (status, attempts, _, code, _) =
+        message_row(&app, &doomed, |status| status == "failed").await;
+    assert_eq!((status.as_str(), attempts, code), ("failed", 3, None));
+
+    // The log holds one attempt record per provider call.
+    let stream = taskledger_events::device::Imei::new(IMEI)
+        .unwrap()
+        .stream_id();
+    let events = app
+        .store()
+        .read_stream(&stream, 1, Direction::Forward, 1000)
+        .await
+        .unwrap();
+    let attempts = events
+        .iter()
+        .filter(|event| event.event_type == "DeviceMessageSendAttempted")
+        .count();
+    let calls = provider
+        .requests()
+        .iter()
+        .filter(|request| request.imei == IMEI)
+        .count();
+    assert_eq!(attempts, 1 + 2 + 3);
+    assert!(
+        calls <= attempts,
+        "{calls} calls for {attempts} attempt records"
+    );
+    app.finish().await;
+}

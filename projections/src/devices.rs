@@ -1,0 +1,222 @@
+//! The `devices` projector: one row per modem in `devices` (last contact,
+//! last position, message counts) and one per message in `device_messages`
+//! (direction, status, ids, payload, times). The device gateway reads its
+//! work list from `device_messages` (`next_attempt_at`).
+//!
+//! Deterministic: every value comes from the events. A message id of an
+//! inbound message is its event's id.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use taskledger_events::device::{DeviceEvent, Imei};
+use taskledger_events::RecordedEvent;
+use tokio_postgres::Transaction;
+
+use crate::runtime::{Projector, ProjectorError};
+
+/// How long after an attempt began its outcome is taken as unknown (the
+/// gateway then records a failure and tries again under a new attempt).
+pub const ATTEMPT_RESOLUTION: Duration = Duration::seconds(120);
+
+/// Projects device events into `devices` and `device_messages`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DevicesProjector;
+
+const DEVICE: &str =
+    "INSERT INTO devices (imei, first_seen_at, updated_at, stream_version, last_position)
+     VALUES ($1, $2, $2, $3, $4)
+     ON CONFLICT (imei) DO UPDATE SET updated_at = $2, stream_version = $3, last_position = $4";
+
+#[async_trait]
+impl Projector for DevicesProjector {
+    fn name(&self) -> &'static str {
+        "devices"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["devices", "device_messages"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectorError> {
+        for recorded in events {
+            let Some(imei) = Imei::from_stream_id(&recorded.stream_id) else {
+                continue;
+            };
+            let event =
+                DeviceEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
+                    global_position: recorded.global_position,
+                    reason: error.to_string(),
+                })?;
+            apply_one(tx, &imei, recorded, &event).await?;
+        }
+        Ok(())
+    }
+}
+
+fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, ProjectorError> {
+    hex::decode(hex_text).map_err(|error| ProjectorError::Event {
+        global_position: recorded.global_position,
+        reason: format!("payload_hex: {error}"),
+    })
+}
+
+async fn apply_one(
+    tx: &Transaction<'_>,
+    imei: &Imei,
+    recorded: &RecordedEvent,
+    event: &DeviceEvent,
+) -> Result<(), ProjectorError> {
+    let version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
+    let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+    let at = recorded.recorded_at;
+    tx.execute(DEVICE, &[&imei.as_str(), &at, &version, &position])
+        .await?;
+    let changed = match event {
+        DeviceEvent::Queued(queued) => {
+            let payload = hex_payload(recorded, &queued.payload_hex)?;
+            tx.execute(
+                "UPDATE devices SET queued_count = queued_count + 1 WHERE imei = $1",
+                &[&imei.as_str()],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO device_messages (message_id, imei, direction, status, payload, flush,
+                     next_attempt_at, created_at, updated_at, stream_version, last_position)
+                 VALUES ($1, $2, 'mt', 'queued', $3, $4, $5, $5, $6, $7, $8)",
+                &[
+                    &queued.message_id,
+                    &imei.as_str(),
+                    &payload,
+                    &queued.flush,
+                    &queued.queued_at,
+                    &at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
+        DeviceEvent::SendAttempted(attempted) => {
+            let resolve_at: DateTime<Utc> = attempted.attempted_at + ATTEMPT_RESOLUTION;
+            tx.execute(
+                "UPDATE device_messages SET status = 'sending', attempts = $2, next_attempt_at = $3,
+                     updated_at = $4, stream_version = $5, last_position = $6
+                 WHERE message_id = $1",
+                &[
+                    &attempted.message_id,
+                    &i32::try_from(attempted.attempt).unwrap_or(i32::MAX),
+                    &resolve_at,
+                    &at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
+        DeviceEvent::Sent(sent) => {
+            tx.execute(
+                "UPDATE devices SET sent_count = sent_count + 1 WHERE imei = $1",
+                &[&imei.as_str()],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE device_messages SET status = 'sent', mt_id = $2, next_attempt_at = NULL,
+                     error_code = NULL, error_text = NULL,
+                     updated_at = $3, stream_version = $4, last_position = $5
+                 WHERE message_id = $1",
+                &[
+                    &sent.message_id,
+                    &i64::try_from(sent.mt_id).unwrap_or(i64::MAX),
+                    &at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
+        DeviceEvent::Failed(failed) => {
+            if failed.final_failure {
+                tx.execute(
+                    "UPDATE devices SET failed_count = failed_count + 1 WHERE imei = $1",
+                    &[&imei.as_str()],
+                )
+                .await?;
+            }
+            let status = if failed.final_failure {
+                "failed"
+            } else {
+                "queued"
+            };
+            tx.execute(
+                "UPDATE device_messages SET status = $2, error_code = $3, error_text = $4,
+                     next_attempt_at = $5, updated_at = $6, stream_version = $7, last_position = $8
+                 WHERE message_id = $1",
+                &[
+                    &failed.message_id,
+                    &status,
+                    &failed.code.map(i32::from),
+                    &failed.text,
+                    &failed.retry_at,
+                    &at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
+        DeviceEvent::Received(received) => {
+            let payload = hex_payload(recorded, &received.payload_hex)?;
+            tx.execute(
+                "UPDATE devices SET received_count = received_count + 1, last_seen_at = $2,
+                     last_latitude = coalesce($3, last_latitude),
+                     last_longitude = coalesce($4, last_longitude),
+                     last_cep = coalesce($5, last_cep)
+                 WHERE imei = $1",
+                &[
+                    &imei.as_str(),
+                    &received.received_at,
+                    &received.latitude,
+                    &received.longitude,
+                    &received.cep,
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO device_messages (message_id, imei, direction, status, payload, momsn,
+                     transmit_time, latitude, longitude, cep, created_at, updated_at,
+                     stream_version, last_position)
+                 VALUES ($1, $2, 'mo', 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    &recorded.event_id,
+                    &imei.as_str(),
+                    &payload,
+                    &i64::try_from(received.momsn).unwrap_or(i64::MAX),
+                    &received.transmit_time,
+                    &received.latitude,
+                    &received.longitude,
+                    &received.cep,
+                    &received.received_at,
+                    &at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
+    };
+    if changed != 1 {
+        return Err(ProjectorError::Event {
+            global_position: recorded.global_position,
+            reason: format!("no message row to apply {}", event.event_type()),
+        });
+    }
+    Ok(())
+}

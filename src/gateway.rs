@@ -1,0 +1,231 @@
+//! The device gateway: sends queued mobile-terminated messages through the
+//! RockBLOCK MT endpoint and records each outcome.
+//!
+//! For each due message (from the `device_messages` read model) it records
+//! the attempt (`AttemptSend`) *before* calling the provider, then the
+//! answer (`RecordSendResult`): `OK` → sent; `FAILED` with codes 10–16 →
+//! failed for good; 99, network errors and timeouts → retried with
+//! exponential backoff until the configured number of attempts. So each
+//! attempt record is sent at most once. An attempt whose answer was never
+//! recorded (the gateway died mid-call) becomes due again after
+//! [`ATTEMPT_RESOLUTION`] and is resolved as a failure of unknown outcome,
+//! then retried under a new record: no message is forgotten.
+//!
+//! One gateway is active across processes (a session advisory lock); the
+//! others stand by.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{SubsecRound, Utc};
+use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResult, SendResult};
+use taskledger_events::postgres::PgEventStore;
+use taskledger_events::Metadata;
+use taskledger_projections::devices::ATTEMPT_RESOLUTION;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+use crate::commands::{execute, CommandError, Devices};
+use crate::rockblock::{MtClient, MtOutcome};
+
+/// How often the work list is read when there was nothing to do.
+const POLL: Duration = Duration::from_millis(250);
+/// How often a standby gateway tries to become the active one.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
+/// The longest backoff between attempts of one message.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How the gateway is set up.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The provider's MT endpoint, with the account's credentials.
+    pub client: MtClient,
+    /// Attempts per message before it fails for good.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it.
+    pub retry_backoff: Duration,
+}
+
+/// Runs the gateway until `stop` resolves.
+pub async fn run(
+    store: PgEventStore,
+    options: GatewayOptions,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(stop);
+    loop {
+        let outcome = tokio::select! {
+            () = &mut stop => break,
+            outcome = active(&store, &options) => outcome,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "device gateway interrupted; retrying"
+            );
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(STANDBY_RETRY) => {}
+        }
+    }
+    tracing::info!("device gateway stopped");
+}
+
+/// One life of the gateway: lock, then work until something fails. Returns
+/// `Ok` at once when another gateway holds the lock.
+async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Result<()> {
+    let (client, connection) = store
+        .config()
+        .connect(NoTls)
+        .await
+        .context("connecting to the database for the gateway's lock")?;
+    let connection = tokio::spawn(connection);
+    let _connection = AbortOnDrop(connection);
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&taskledger_projections::runtime::lock_key("device-gateway")],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(());
+    }
+    tracing::info!("device gateway active");
+    loop {
+        let due = client
+            .query(
+                "SELECT message_id, imei, status, attempts, payload, flush FROM device_messages
+                 WHERE direction = 'mt' AND status IN ('queued', 'sending')
+                   AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at LIMIT 20",
+                &[],
+            )
+            .await?;
+        if due.is_empty() {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        for row in due {
+            let message_id: Uuid = row.get(0);
+            let imei: String = row.get(1);
+            let status: String = row.get(2);
+            let attempts = u32::try_from(row.get::<_, i32>(3)).unwrap_or(0);
+            let payload: Vec<u8> = row.get(4);
+            let flush: bool = row.get(5);
+            let Ok(imei) = Imei::new(&imei) else { continue };
+            if status == "sending" {
+                // An attempt whose answer was never recorded.
+                let result = SendResult::Failed {
+                    code: None,
+                    text:
+                        "the gateway stopped before the provider answered; the outcome is unknown"
+                            .into(),
+                    permanent: false,
+                };
+                record(store, options, &imei, message_id, attempts, result).await?;
+                continue;
+            }
+            let attempt = attempts + 1;
+            let started = command(
+                store,
+                &imei,
+                DeviceCommand::AttemptSend(AttemptSend {
+                    message_id,
+                    attempt,
+                    attempted_at: Utc::now().trunc_subsecs(6),
+                }),
+            )
+            .await;
+            match started {
+                Ok(()) => {}
+                // The read model trails the log: someone (or an earlier
+                // pass) already moved this message on.
+                Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+            let result = match options.client.send(imei.as_str(), &payload, flush).await {
+                MtOutcome::Sent { mt_id } => SendResult::Sent { mt_id },
+                MtOutcome::Failed {
+                    code,
+                    text,
+                    permanent,
+                } => SendResult::Failed {
+                    code: Some(code),
+                    text,
+                    permanent,
+                },
+                MtOutcome::Transient { reason } => SendResult::Failed {
+                    code: None,
+                    text: reason,
+                    permanent: false,
+                },
+            };
+            record(store, options, &imei, message_id, attempt, result).await?;
+        }
+    }
+}
+
+async fn record(
+    store: &PgEventStore,
+    options: &GatewayOptions,
+    imei: &Imei,
+    message_id: Uuid,
+    attempt: u32,
+    result: SendResult,
+) -> anyhow::Result<()> {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let backoff = options
+        .retry_backoff
+        .saturating_mul(1 << exponent)
+        .min(MAX_BACKOFF);
+    let now = Utc::now().trunc_subsecs(6);
+    let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(ATTEMPT_RESOLUTION);
+    let recorded = command(
+        store,
+        imei,
+        DeviceCommand::RecordSendResult(RecordSendResult {
+            message_id,
+            attempt,
+            result,
+            max_attempts: options.max_attempts,
+            recorded_at: now,
+            retry_at,
+        }),
+    )
+    .await;
+    match recorded {
+        Ok(()) | Err(CommandError::Rejected(_)) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn command(
+    store: &PgEventStore,
+    imei: &Imei,
+    command: DeviceCommand,
+) -> Result<(), CommandError<taskledger_events::device::DomainError>> {
+    let metadata = Metadata {
+        actor: Some("device-gateway".into()),
+        ..Metadata::default()
+    };
+    execute::<Devices>(
+        store,
+        &imei.stream_id(),
+        (imei.clone(), command),
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Aborts the lock's connection task when the gateway's life ends.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -183,17 +183,27 @@ async fn the_service_runs_the_projectors() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let checkpoints: Vec<String> = client
-        .query(
-            "SELECT projector FROM projector_checkpoints ORDER BY projector",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(checkpoints, ["api_keys", "tasks"]);
+    // Every projector of the service registers its checkpoint.
+    loop {
+        let checkpoints: Vec<String> = client
+            .query(
+                "SELECT projector FROM projector_checkpoints ORDER BY projector",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if checkpoints == ["api_keys", "devices", "tasks"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projectors registered: {checkpoints:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(client);
     app.finish().await;
 }

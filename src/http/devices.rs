@@ -261,3 +261,408 @@ fn mo_problem(error: &MoError) -> Problem {
         _ => Problem::bad_request(error.to_string()),
     }
 }
+
+/// A modem, as the `devices` read model holds it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceView {
+    /// Its IMEI.
+    pub imei: String,
+    /// When it first appeared (a message to or from it).
+    pub first_seen_at: chrono::DateTime<Utc>,
+    /// When its last message arrived.
+    pub last_seen_at: Option<chrono::DateTime<Utc>>,
+    /// The network's last position estimate.
+    pub last_latitude: Option<f64>,
+    /// The network's last position estimate.
+    pub last_longitude: Option<f64>,
+    /// That estimate's radius, in km.
+    pub last_cep: Option<f64>,
+    /// Messages received from it.
+    pub received_count: i64,
+    /// Messages queued for it.
+    pub queued_count: i64,
+    /// Messages the provider accepted for it.
+    pub sent_count: i64,
+    /// Messages given up.
+    pub failed_count: i64,
+    /// Its stream's version.
+    pub stream_version: i64,
+}
+
+/// A page of devices, by IMEI.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DevicePage {
+    /// The devices.
+    pub items: Vec<DeviceView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A message to or from a device.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceMessageView {
+    /// Its id.
+    pub message_id: Uuid,
+    /// The device.
+    pub imei: String,
+    /// `mt` (to the device) or `mo` (from it).
+    pub direction: String,
+    /// mt: `queued`, `sending`, `sent`, `failed`; mo: `received`.
+    pub status: String,
+    /// The payload, base64.
+    pub payload_base64: String,
+    /// Attempts made (mt).
+    pub attempts: i32,
+    /// The provider's id (mt, once sent).
+    pub mt_id: Option<i64>,
+    /// The provider's error code of the last failure (mt).
+    pub error_code: Option<i32>,
+    /// The last failure's text (mt).
+    pub error_text: Option<String>,
+    /// The modem's sequence number (mo).
+    pub momsn: Option<i64>,
+    /// When the network received it (mo), as the provider wrote it.
+    pub transmit_time: Option<String>,
+    /// Position estimate (mo).
+    pub latitude: Option<f64>,
+    /// Position estimate (mo).
+    pub longitude: Option<f64>,
+    /// When it was queued (mt) or received (mo).
+    pub created_at: chrono::DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceMessagePage {
+    /// The messages.
+    pub items: Vec<DeviceMessageView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of devices.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListQuery {
+    /// Devices per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters and paging of a device's messages.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessageListQuery {
+    /// `mt` or `mo`.
+    pub direction: Option<String>,
+    /// One status (`queued`, `sending`, `sent`, `failed`, `received`).
+    pub status: Option<String>,
+    /// Messages per page, 1 to 1000 (default 100). For CSV: the most rows.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+fn page_limit(limit: Option<u32>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to 1000; got {limit}"
+        )));
+    }
+    Ok(i64::from(limit))
+}
+
+async fn read_client(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
+    state.store.pool().get().await.map_err(|error| {
+        tracing::error!(%error, "no database connection for a device read");
+        Problem::unavailable("the database is unavailable right now", 1)
+    })
+}
+
+fn read_failed(error: tokio_postgres::Error) -> Problem {
+    tracing::error!(%error, "a device read failed");
+    Problem::unavailable("the database could not answer right now", 1)
+}
+
+const DEVICE_COLUMNS: &str = "imei, first_seen_at, last_seen_at, last_latitude, last_longitude,
+    last_cep, received_count, queued_count, sent_count, failed_count, stream_version";
+
+fn device_view(row: &tokio_postgres::Row) -> DeviceView {
+    DeviceView {
+        imei: row.get(0),
+        first_seen_at: row.get(1),
+        last_seen_at: row.get(2),
+        last_latitude: row.get(3),
+        last_longitude: row.get(4),
+        last_cep: row.get(5),
+        received_count: row.get(6),
+        queued_count: row.get(7),
+        sent_count: row.get(8),
+        failed_count: row.get(9),
+        stream_version: row.get(10),
+    }
+}
+
+/// Lists devices by IMEI.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "devices",
+    params(DeviceListQuery),
+    responses(
+        (status = 200, description = "A page of devices", body = DevicePage),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+    _: Authorized<super::auth::ReadDevices>,
+    super::problem::ApiQuery(query): super::problem::ApiQuery<DeviceListQuery>,
+) -> Result<ApiJson<DevicePage>, Problem> {
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.unwrap_or_default();
+    let client = read_client(&state).await?;
+    let rows = client
+        .query(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei > $1 ORDER BY imei LIMIT $2"),
+            &[&after, &(limit + 1)],
+        )
+        .await
+        .map_err(read_failed)?;
+    let mut items: Vec<DeviceView> = rows.iter().map(device_view).collect();
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        items.last().map(|device| device.imei.clone())
+    } else {
+        None
+    };
+    Ok(ApiJson(DevicePage { items, next_cursor }))
+}
+
+/// One device.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{imei}",
+    tag = "devices",
+    params(("imei" = String, Path, description = "The modem's IMEI")),
+    responses(
+        (status = 200, description = "The device", body = DeviceView),
+        (status = 400, description = "A malformed IMEI", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn get_device(
+    State(state): State<AppState>,
+    _: Authorized<super::auth::ReadDevices>,
+    Path(imei): Path<String>,
+) -> Result<ApiJson<DeviceView>, Problem> {
+    let imei = imei_of(&imei)?;
+    let client = read_client(&state).await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = $1"),
+            &[&imei.as_str()],
+        )
+        .await
+        .map_err(read_failed)?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no message to or from device {} yet",
+                imei.as_str()
+            ))
+        })?;
+    Ok(ApiJson(device_view(&row)))
+}
+
+/// A device's messages, newest first, as JSON pages or (with
+/// `Accept: text/csv`) one CSV export.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{imei}/messages",
+    tag = "devices",
+    params(("imei" = String, Path, description = "The modem's IMEI"), MessageListQuery),
+    responses(
+        (status = 200, description = "A page of messages, or the CSV export", content(
+            (DeviceMessagePage = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "A malformed IMEI, filter or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    _: Authorized<super::auth::ReadDevices>,
+    Path(imei): Path<String>,
+    headers: HeaderMap,
+    super::problem::ApiQuery(query): super::problem::ApiQuery<MessageListQuery>,
+) -> Result<Response, Problem> {
+    let imei = imei_of(&imei)?;
+    if let Some(direction) = &query.direction {
+        if !matches!(direction.as_str(), "mt" | "mo") {
+            return Err(Problem::bad_request("direction is mt or mo"));
+        }
+    }
+    if let Some(status) = &query.status {
+        if !matches!(
+            status.as_str(),
+            "queued" | "sending" | "sent" | "failed" | "received"
+        ) {
+            return Err(Problem::bad_request(
+                "status is one of queued, sending, sent, failed, received",
+            ));
+        }
+    }
+    let csv = super::tasks::wants_csv(&headers);
+    let limit = if csv {
+        i64::from(query.limit.unwrap_or(u32::MAX).min(1_000_000))
+    } else {
+        page_limit(query.limit)?
+    };
+    let cursor = match &query.cursor {
+        None => None,
+        Some(text) => {
+            let bad = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
+            let (micros, id) = text.split_once('_').ok_or_else(bad)?;
+            let micros: i64 = micros.parse().map_err(|_| bad())?;
+            let at = chrono::DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+            Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
+        }
+    };
+    let client = read_client(&state).await?;
+    let rows = client
+        .query(
+            "SELECT message_id, imei, direction, status, payload, attempts, mt_id, error_code,
+                    error_text, momsn, transmit_time, latitude, longitude, created_at, updated_at
+             FROM device_messages
+             WHERE imei = $1
+               AND ($2::text IS NULL OR direction = $2)
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::timestamptz IS NULL OR (created_at, message_id) < ($4, $5))
+             ORDER BY created_at DESC, message_id DESC
+             LIMIT $6",
+            &[
+                &imei.as_str(),
+                &query.direction,
+                &query.status,
+                &cursor.map(|(at, _)| at),
+                &cursor.map_or(Uuid::nil(), |(_, id)| id),
+                &(limit + 1),
+            ],
+        )
+        .await
+        .map_err(read_failed)?;
+    let mut items: Vec<DeviceMessageView> = rows
+        .iter()
+        .map(|row| DeviceMessageView {
+            message_id: row.get(0),
+            imei: row.get(1),
+            direction: row.get(2),
+            status: row.get(3),
+            payload_base64: base64::engine::general_purpose::STANDARD
+                .encode(row.get::<_, Vec<u8>>(4)),
+            attempts: row.get(5),
+            mt_id: row.get(6),
+            error_code: row.get(7),
+            error_text: row.get(8),
+            momsn: row.get(9),
+            transmit_time: row.get(10),
+            latitude: row.get(11),
+            longitude: row.get(12),
+            created_at: row.get(13),
+            updated_at: row.get(14),
+        })
+        .collect();
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if csv {
+        return csv_messages(&items);
+    }
+    let next_cursor = more
+        .then(|| {
+            items.last().map(|m| {
+                format!(
+                    "{}_{}",
+                    m.created_at.timestamp_micros(),
+                    m.message_id.simple()
+                )
+            })
+        })
+        .flatten();
+    Ok(ApiJson(DeviceMessagePage { items, next_cursor }).into_response())
+}
+
+fn csv_messages(items: &[DeviceMessageView]) -> Result<Response, Problem> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let failed = |_| Problem::internal();
+    writer
+        .write_record([
+            "message_id",
+            "imei",
+            "direction",
+            "status",
+            "payload_base64",
+            "attempts",
+            "mt_id",
+            "error_code",
+            "error_text",
+            "momsn",
+            "transmit_time",
+            "latitude",
+            "longitude",
+            "created_at",
+            "updated_at",
+        ])
+        .map_err(failed)?;
+    let text = |value: &Option<String>| {
+        super::tasks::spreadsheet_safe(value.as_deref().unwrap_or_default())
+    };
+    let number = |value: Option<String>| value.unwrap_or_default();
+    for message in items {
+        writer
+            .write_record([
+                message.message_id.to_string(),
+                message.imei.clone(),
+                message.direction.clone(),
+                message.status.clone(),
+                message.payload_base64.clone(),
+                message.attempts.to_string(),
+                number(message.mt_id.map(|id| id.to_string())),
+                number(message.error_code.map(|code| code.to_string())),
+                text(&message.error_text),
+                number(message.momsn.map(|momsn| momsn.to_string())),
+                text(&message.transmit_time),
+                number(message.latitude.map(|value| value.to_string())),
+                number(message.longitude.map(|value| value.to_string())),
+                message.created_at.to_rfc3339(),
+                message.updated_at.to_rfc3339(),
+            ])
+            .map_err(failed)?;
+    }
+    let bytes = writer.into_inner().map_err(|_| Problem::internal())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"messages.csv\"",
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1071,7 +1071,7 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-fn wants_csv(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -1206,7 +1206,7 @@ fn csv_export(
 /// Text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a
 /// leading tab or carriage return) gets a leading `'`, as OWASP advises for
 /// CSV exports; numbers and times are never touched.
-fn spreadsheet_safe(text: &str) -> String {
+pub(crate) fn spreadsheet_safe(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {

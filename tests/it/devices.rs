@@ -285,3 +285,102 @@ async fn the_gateway_sends_retries_and_gives_up_like_the_provider_says() {
     );
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_their_messages_are_listed_paged_and_exported() {
+    let app = TestApp::spawn_with_config(&config(false), |_| {}).await;
+    let writer = app.key(&[Scope::DevicesWrite]).await;
+    let reader = app.key(&[Scope::DevicesRead]).await;
+    for momsn in 1..=3 {
+        let mut fields = MoFields::sample(format!("mo {momsn}").as_bytes());
+        fields.momsn = momsn;
+        assert_eq!(
+            webhook(&app, FORM, mo_form_body(&fields, None))
+                .await
+                .status(),
+            200
+        );
+    }
+    let queued = app
+        .http
+        .post(app.url(&format!("/v1/devices/{IMEI}/messages")))
+        .bearer_auth(&writer)
+        .json(&json!({"text": "=cmd"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    let get = |path: String| {
+        let request = app.http.get(app.url(&path)).bearer_auth(&reader);
+        async move { request.send().await.unwrap() }
+    };
+    // The projection catches up.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let device: Value = loop {
+        let response = get(format!("/v1/devices/{IMEI}")).await;
+        if response.status() == 200 {
+            let device: Value = response.json().await.unwrap();
+            if device["received_count"] == 3 && device["queued_count"] == 1 {
+                break device;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the devices projection did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(device["last_latitude"], 52.3867);
+    let list: Value = get("/v1/devices".into()).await.json().await.unwrap();
+    assert_eq!(list["items"][0]["imei"], IMEI);
+
+    // Pages of one, newest first, filtered to what the device sent.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/devices/{IMEI}/messages?direction=mo&limit=1");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: Value = get(path).await.json().await.unwrap();
+        seen.push(page["items"][0]["momsn"].as_i64().unwrap());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [3, 2, 1]);
+    let outbound: Value = get(format!("/v1/devices/{IMEI}/messages?direction=mt"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outbound["items"][0]["status"], "queued");
+    assert_eq!(outbound["items"][0]["payload_base64"], "PWNtZA==");
+
+    let csv = app
+        .http
+        .get(app.url(&format!("/v1/devices/{IMEI}/messages")))
+        .bearer_auth(&reader)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.starts_with("message_id,imei,direction"));
+    for (path, status) in [
+        (
+            format!("/v1/devices/{IMEI}/messages?direction=sideways"),
+            400,
+        ),
+        (format!("/v1/devices/{IMEI}/messages?cursor=nope"), 400),
+        ("/v1/devices/123".to_owned(), 400),
+        ("/v1/devices/300434065199999".to_owned(), 404),
+    ] {
+        assert_eq!(get(path.clone()).await.status().as_u16(), status, "{path}");
+    }
+    app.finish().await;
+}

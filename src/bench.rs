@@ -3,6 +3,7 @@
 //! [`api`].
 
 pub mod api;
+pub mod mo;
 pub mod tasks;
 
 use std::collections::HashMap;

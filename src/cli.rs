@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::bench::api::ApiBenchArgs;
+use crate::bench::mo::MoBenchArgs;
 use crate::bench::tasks::TasksBenchArgs;
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
@@ -60,6 +61,9 @@ pub enum BenchCommand {
     /// succeeded) at several runner slot counts, and the relay's events/s
     /// with publisher confirms. Needs RabbitMQ and a Docker engine.
     Tasks(TasksBenchArgs),
+    /// Latency of the RockBLOCK MO webhook at a fixed rate (signed with the
+    /// repository's test key, verified by the service).
+    Mo(MoBenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -99,6 +103,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Api(args),
         } => bench::api::api(&cli.settings, &args).await,
+        Command::Bench {
+            which: BenchCommand::Mo(args),
+        } => bench::mo::mo(&cli.settings, &args).await,
         Command::Bench {
             which: BenchCommand::Tasks(args),
         } => {

@@ -17,9 +17,9 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{
-    DeviceCommand, DomainErrorKind, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
+    self, DeviceCommand, DomainErrorKind, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
 };
-use taskledger_events::Metadata;
+use taskledger_events::{AppendError, EventStore, ExpectedVersion, Metadata};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -209,21 +209,9 @@ pub async fn rockblock_mo(
         MoPolicy::Unverified => parsed.0,
     };
     let imei = imei_of(&message.imei)?;
-    // The same delivery always makes the same command and event ids, so a
-    // webhook retried while the first is being stored is recognised too.
-    let command_id = Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        format!(
-            "rockblock-mo:{}:{}:{}",
-            imei.as_str(),
-            message.momsn,
-            message.transmit_time
-        )
-        .as_bytes(),
-    );
     let command = DeviceCommand::Receive(ReceiveDeviceMessage {
         momsn: message.momsn,
-        transmit_time: message.transmit_time,
+        transmit_time: message.transmit_time.clone(),
         payload: message.data,
         serial: message.serial,
         latitude: message.iridium_latitude,
@@ -231,26 +219,55 @@ pub async fn rockblock_mo(
         cep: message.iridium_cep,
         received_at: Utc::now().trunc_subsecs(6),
     });
+    // Receiving depends on the device's state only for deduplication, and
+    // the event id does that here: the same delivery always gets the same
+    // id, and the store answers a repeated id at the same stream with the
+    // original result. So the append needs neither the device's stream nor
+    // an expected version, and concurrent webhooks of one device never
+    // conflict.
+    let event = device::decide(&imei, &device::DeviceState::default(), command)
+        .map_err(|error| Problem::bad_request(error.message()))?
+        .pop()
+        .ok_or_else(Problem::internal)?;
+    let event_id = Uuid::new_v5(
+        &MO_NAMESPACE,
+        format!(
+            "{}:{}:{}",
+            imei.as_str(),
+            message.momsn,
+            message.transmit_time
+        )
+        .as_bytes(),
+    );
     let metadata = Metadata {
         actor: Some("rockblock".into()),
+        command_id: Some(event_id),
         ..Metadata::default()
     };
-    match execute::<Devices>(
-        &state.store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        command_id,
-        metadata,
-    )
-    .await
+    match state
+        .store
+        .append(
+            &imei.stream_id(),
+            ExpectedVersion::Any,
+            vec![event.to_new_event(event_id, metadata)],
+        )
+        .await
     {
         Ok(_) => Ok((StatusCode::OK, "OK").into_response()),
-        // A concurrent copy of this delivery stored the same event first.
-        Err(CommandError::DuplicateEvent(_)) => Ok((StatusCode::OK, "OK").into_response()),
-        Err(CommandError::Rejected(error)) => Err(Problem::bad_request(error.message())),
-        Err(error) => Err(command_problem(error)),
+        Err(AppendError::DuplicateEventId { .. }) => Ok((StatusCode::OK, "OK").into_response()),
+        Err(error) => {
+            tracing::error!(%error, "recording an MO message failed");
+            Err(Problem::unavailable(
+                "the message could not be stored right now; the provider retries",
+                1,
+            ))
+        }
     }
 }
+
+/// The namespace of MO event ids (fixed: changing it would make redelivered
+/// webhooks look new).
+const MO_NAMESPACE: Uuid = Uuid::from_u128(0x0b3c_51e2_7d4a_4f0e_9a61_5c2d_8e7f_1a90);
 
 fn mo_problem(error: &MoError) -> Problem {
     match error {

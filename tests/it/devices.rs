@@ -384,3 +384,35 @@ async fn devices_and_their_messages_are_listed_paged_and_exported() {
     }
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_webhooks_of_one_device_all_land_once() {
+    let app = TestApp::spawn_with_config(&config(true), |_| {}).await;
+    let mut deliveries = Vec::new();
+    for momsn in 100..120 {
+        let mut fields = MoFields::sample(format!("burst {momsn}").as_bytes());
+        fields.momsn = momsn;
+        let body = mo_form_body(&fields, Some(&sign_mo(&fields)));
+        // Each delivered twice, all at once.
+        deliveries.push(webhook(&app, FORM, body.clone()));
+        deliveries.push(webhook(&app, FORM, body));
+    }
+    for response in futures::future::join_all(deliveries).await {
+        assert_eq!(response.status(), 200);
+    }
+    let stream = taskledger_events::device::Imei::new(IMEI)
+        .unwrap()
+        .stream_id();
+    let events = app
+        .store()
+        .read_stream(&stream, 1, Direction::Forward, 1000)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 20, "one event per message");
+    let momsns: std::collections::BTreeSet<u64> = events
+        .iter()
+        .map(|event| event.data["momsn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(momsns, (100..120).collect());
+    app.finish().await;
+}

@@ -500,12 +500,29 @@ async fn close_connection(name: &str) {
         // Already gone: dropping the runner closed its connection.
         return;
     };
-    let closed = tokio::process::Command::new("rabbitmqctl")
+    // It may close by itself meanwhile (a dropped runner); either way it
+    // must be gone afterwards.
+    let _ = tokio::process::Command::new("rabbitmqctl")
         .args(["close_connection", &pid, "test: runner died"])
         .output()
         .await
         .unwrap();
-    assert!(closed.status.success(), "{closed:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid"])
+            .output()
+            .await
+            .unwrap();
+        if !String::from_utf8_lossy(&listed.stdout).contains(&pid) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection {name} did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::devices::DevicesProjector;
+use taskledger_projections::ledgers::LedgersProjector;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::{Projector, ProjectorRuntime};
@@ -123,7 +124,8 @@ impl Application {
                 spawn_projector(&self.store, TasksProjector, &self.shutdown);
             let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
             let (devices, _) = spawn_projector(&self.store, DevicesProjector, &self.shutdown);
-            workers.extend([tasks, api_keys, devices]);
+            let (ledgers, _) = spawn_projector(&self.store, LedgersProjector, &self.shutdown);
+            workers.extend([tasks, api_keys, devices, ledgers]);
             tasks_projection = Some(tasks_status);
         }
         let topology = Topology::new(self.settings.amqp_prefix.clone());

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "device_read_models",
         sql: include_str!("../../migrations/0007_device_read_models.sql"),
     },
+    Migration {
+        version: 8,
+        name: "ledger_status",
+        sql: include_str!("../../migrations/0008_ledger_status.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -9,6 +9,7 @@
 
 pub mod api_keys;
 pub mod devices;
+pub mod ledgers;
 pub mod runtime;
 pub mod tasks;
 

@@ -3,9 +3,10 @@
 //! is confirmed and what is pending, per ledger and per task, and where the
 //! holes are.
 //!
-//! Status is folded from the ledger's own stream (`ledger-{name}`), so it is
-//! exact the moment a confirmation is acknowledged; no read-your-writes wait
-//! is needed.
+//! A confirmation is decided on the ledger's own stream (`ledger-{name}`)
+//! and answered from it; status, holes and a task's view are read from the
+//! ledger status read model (`ledger_ranges`, the `ledgers` projector), and
+//! accept `min_position` to wait for a confirmation just made.
 
 use std::collections::HashMap;
 
@@ -26,7 +27,7 @@ use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::problem::{ApiJson, Problem};
 use super::tasks::parse_task_id;
 use super::AppState;
-use crate::commands::{execute, load, CommandError, Ledgers};
+use crate::commands::{execute, CommandError, Ledgers};
 
 /// A confirmation: either a range of sequences or a list of event ids, and
 /// the ledger's transaction reference.
@@ -80,8 +81,8 @@ pub struct LedgerStatus {
     pub in_sync: bool,
     /// Unconfirmed ranges below `max_confirmed` (see `/holes`).
     pub holes: u64,
-    /// The ledger stream's version (what a confirmation answered).
-    pub stream_version: u64,
+    /// The reference of the latest confirmation.
+    pub last_reference: Option<String>,
 }
 
 /// The answer to a confirmation.
@@ -92,6 +93,11 @@ pub struct ConfirmationResult {
     pub newly_confirmed: Vec<SequenceRange>,
     /// The ledger's status after it.
     pub status: LedgerStatus,
+    /// The ledger stream's version after it.
+    pub stream_version: u64,
+    /// The global position of the ledger's latest event: pass it as
+    /// `min_position` to the status routes to read this write.
+    pub position: u64,
 }
 
 /// The holes in a ledger's confirmed range.
@@ -114,6 +120,8 @@ pub struct TaskLedgerView {
     pub pending: Vec<u64>,
     /// Every event of the task is confirmed.
     pub in_sync: bool,
+    /// The ledger's references for the task's confirmed events.
+    pub references: Vec<String>,
 }
 
 /// Every ledger's view of a task.
@@ -138,19 +146,37 @@ fn unavailable(error: impl std::fmt::Display) -> Problem {
     Problem::unavailable("the log cannot be read right now", 1)
 }
 
-async fn status_of(state: &AppState, ledger: &LedgerName) -> Result<LedgerStatus, Problem> {
-    let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
+/// The ledger's confirmed ranges and latest reference, from the
+/// `ledger_ranges` read model.
+async fn ranges_of(
+    state: &AppState,
+    ledger: &LedgerName,
+) -> Result<(LedgerState, Option<String>), Problem> {
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let rows = client
+        .query(
+            "SELECT from_position, to_position, reference FROM ledger_ranges
+             WHERE ledger = $1 ORDER BY confirmed_at, from_position",
+            &[&ledger.as_str()],
+        )
         .await
         .map_err(unavailable)?;
-    let head = state.store.head_position().await.map_err(unavailable)?;
-    Ok(status(ledger, &loaded.state, head, loaded.version))
+    let last_reference = rows.last().map(|row| row.get::<_, String>(2));
+    let ranges = rows
+        .iter()
+        .map(|row| PositionRange {
+            from: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            to: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        })
+        .collect();
+    Ok((LedgerState::from_ranges(ranges), last_reference))
 }
 
 fn status(
     ledger: &LedgerName,
     ledger_state: &LedgerState,
     head: u64,
-    version: u64,
+    last_reference: Option<String>,
 ) -> LedgerStatus {
     let confirmed = ledger_state.count();
     LedgerStatus {
@@ -162,8 +188,43 @@ fn status(
         pending: head.saturating_sub(confirmed),
         in_sync: ledger_state.confirmed_through() >= head,
         holes: ledger_state.holes().len() as u64,
-        stream_version: version,
+        last_reference,
     }
+}
+
+/// Read-your-writes for the status routes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LedgerReadQuery {
+    /// Wait until the ledger status read model reflects every event up to
+    /// this global position (the `position` of a confirmation).
+    pub min_position: Option<u64>,
+}
+
+/// Waits (bounded) until the `ledgers` projection reached `position`.
+async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(), Problem> {
+    let Some(position) = position else {
+        return Ok(());
+    };
+    super::consistency::wait_for(
+        state,
+        || format!("global position {position}"),
+        || async move {
+            let client = state.store.pool().get().await.map_err(unavailable)?;
+            let row = client
+                .query_opt(
+                    "SELECT position FROM projector_checkpoints WHERE projector = 'ledgers'",
+                    &[],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(row
+                .is_some_and(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) >= position)
+                .then_some(()))
+        },
+    )
+    .await
 }
 
 /// Confirms that the ledger recorded a range of sequences (which must
@@ -250,9 +311,15 @@ pub async fn confirm(
     } else {
         StatusCode::CREATED
     };
+    let last_reference = executed.events.last().map(|event| {
+        let taskledger_events::ledger::LedgerEvent::Confirmed(confirmed) = event;
+        confirmed.reference.clone()
+    });
     let body = ConfirmationResult {
         newly_confirmed,
-        status: status(&ledger, &executed.state, head, executed.stream_version),
+        status: status(&ledger, &executed.state, head, last_reference),
+        stream_version: executed.stream_version,
+        position: executed.position,
     };
     Ok((code, ApiJson(body)).into_response())
 }
@@ -302,17 +369,19 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
         .collect())
 }
 
-/// What a ledger has confirmed and what is pending.
+/// What a ledger has confirmed and what is pending (from the ledger status
+/// read model).
 #[utoipa::path(
     get,
     path = "/v1/ledgers/{ledger}/status",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name")),
+    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
         (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -320,9 +389,18 @@ pub async fn ledger_status(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
     Path(name): Path<String>,
+    super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
     let ledger = ledger_name(&name)?;
-    status_of(&state, &ledger).await.map(ApiJson)
+    wait_for_ledgers(&state, query.min_position).await?;
+    let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
+    let head = state.store.head_position().await.map_err(unavailable)?;
+    Ok(ApiJson(status(
+        &ledger,
+        &ledger_state,
+        head,
+        last_reference,
+    )))
 }
 
 /// Reconciliation: the unconfirmed ranges below the ledger's highest
@@ -331,12 +409,13 @@ pub async fn ledger_status(
     get,
     path = "/v1/ledgers/{ledger}/holes",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name")),
+    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
         (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -344,14 +423,13 @@ pub async fn ledger_holes(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
     Path(name): Path<String>,
+    super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
     let ledger = ledger_name(&name)?;
-    let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
-        .await
-        .map_err(unavailable)?;
+    wait_for_ledgers(&state, query.min_position).await?;
+    let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
-        items: loaded
-            .state
+        items: ledger_state
             .holes()
             .into_iter()
             .map(SequenceRange::from)
@@ -393,32 +471,44 @@ pub async fn task_ledger(
     let client = state.store.pool().get().await.map_err(unavailable)?;
     let rows = client
         .query(
-            "SELECT DISTINCT stream_id FROM events WHERE stream_id LIKE 'ledger-%' ORDER BY 1",
-            &[],
+            "SELECT l.ledger, e.global_position, r.reference
+             FROM (SELECT DISTINCT ledger FROM ledger_ranges) l
+             CROSS JOIN (SELECT global_position FROM events WHERE stream_id = $1) e
+             LEFT JOIN ledger_ranges r
+               ON r.ledger = l.ledger
+              AND e.global_position BETWEEN r.from_position AND r.to_position
+             ORDER BY l.ledger, e.global_position",
+            &[&task_id.stream_id().as_str()],
         )
         .await
         .map_err(unavailable)?;
-    drop(client);
-    let mut items = Vec::with_capacity(rows.len());
+    let mut items: Vec<TaskLedgerView> = Vec::new();
     for row in rows {
-        let stream: String = row.get(0);
-        let Ok(ledger) = LedgerName::new(stream.trim_start_matches("ledger-")) else {
-            continue;
-        };
-        let loaded = load::<Ledgers>(&state.store, &ledger.stream_id())
-            .await
-            .map_err(unavailable)?;
-        let pending: Vec<u64> = sequences
-            .iter()
-            .copied()
-            .filter(|sequence| !loaded.state.contains(*sequence))
-            .collect();
-        items.push(TaskLedgerView {
-            ledger: ledger.as_str().to_owned(),
-            confirmed: (sequences.len() - pending.len()) as u64,
-            in_sync: pending.is_empty(),
-            pending,
-        });
+        let ledger: String = row.get(0);
+        let sequence = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+        let reference: Option<String> = row.get(2);
+        if items.last().is_none_or(|item| item.ledger != ledger) {
+            items.push(TaskLedgerView {
+                ledger,
+                confirmed: 0,
+                pending: Vec::new(),
+                in_sync: true,
+                references: Vec::new(),
+            });
+        }
+        let item = items.last_mut().expect("pushed above");
+        match reference {
+            Some(reference) => {
+                item.confirmed += 1;
+                if !item.references.contains(&reference) {
+                    item.references.push(reference);
+                }
+            }
+            None => {
+                item.pending.push(sequence);
+                item.in_sync = false;
+            }
+        }
     }
     Ok(ApiJson(TaskLedgers {
         task_id: task_id.0,

@@ -176,8 +176,9 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
         async move { request.send().await.unwrap() }
     };
     let status = || async {
+        let head = app.store().head_position().await.unwrap();
         app.http
-            .get(app.url("/v1/ledgers/chain-a/status"))
+            .get(app.url(&format!("/v1/ledgers/chain-a/status?min_position={head}")))
             .bearer_auth(&ledger)
             .send()
             .await
@@ -238,7 +239,10 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
     assert_eq!(by_id.status(), 201);
     let holes: Value = app
         .http
-        .get(app.url("/v1/ledgers/chain-a/holes"))
+        .get(app.url(&format!(
+            "/v1/ledgers/chain-a/holes?min_position={}",
+            app.store().head_position().await.unwrap()
+        )))
         .bearer_auth(&ledger)
         .send()
         .await
@@ -272,6 +276,13 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
         .find(|item| item["ledger"] == "chain-a")
         .unwrap();
     assert!(mine["confirmed"].as_u64().unwrap() >= 1, "{view}");
+    assert!(
+        mine["references"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("0xaaa")),
+        "{view}"
+    );
 
     // Filling the hole: in sync (up to the head at that moment), and a
     // repeat changes nothing (200).

@@ -195,7 +195,7 @@ async fn the_service_runs_the_projectors() {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        if checkpoints == ["api_keys", "devices", "tasks"] {
+        if checkpoints == ["api_keys", "devices", "ledgers", "tasks"] {
             break;
         }
         assert!(

@@ -1,0 +1,65 @@
+//! The `ledgers` projector (the ledger status read model): one row per
+//! newly confirmed range in `ledger_ranges`, with the ledger's reference.
+//! Per-ledger and per-task status is computed from these rows.
+
+use async_trait::async_trait;
+use taskledger_events::ledger::LedgerEvent;
+use taskledger_events::RecordedEvent;
+use tokio_postgres::Transaction;
+
+use crate::runtime::{Projector, ProjectorError};
+
+/// Projects ledger confirmations into `ledger_ranges`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgersProjector;
+
+#[async_trait]
+impl Projector for LedgersProjector {
+    fn name(&self) -> &'static str {
+        "ledgers"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["ledger_ranges"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectorError> {
+        for recorded in events {
+            if !recorded.stream_id.starts_with("ledger-") {
+                continue;
+            }
+            let event =
+                LedgerEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
+                    global_position: recorded.global_position,
+                    reason: error.to_string(),
+                })?;
+            let LedgerEvent::Confirmed(confirmed) = event;
+            let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+            for range in &confirmed.ranges {
+                tx.execute(
+                    "INSERT INTO ledger_ranges (ledger, from_position, to_position, reference,
+                         confirmed_at, event_position)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &confirmed.ledger.as_str(),
+                        &i64::try_from(range.from).unwrap_or(i64::MAX),
+                        &i64::try_from(range.to).unwrap_or(i64::MAX),
+                        &confirmed.reference,
+                        &confirmed.confirmed_at,
+                        &position,
+                    ],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}

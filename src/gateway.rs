@@ -22,6 +22,7 @@ use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResu
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
+use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -46,35 +47,52 @@ pub struct GatewayOptions {
     pub retry_backoff: Duration,
 }
 
-/// Runs the gateway until `stop` resolves.
+/// Runs the gateway until `stop` resolves. A message being sent when the
+/// signal comes is finished (its answer recorded) before the gateway stops,
+/// so stopping never causes a resend.
 pub async fn run(
     store: PgEventStore,
     options: GatewayOptions,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    tokio::pin!(stop);
-    loop {
-        let outcome = tokio::select! {
-            () = &mut stop => break,
-            outcome = active(&store, &options) => outcome,
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "device gateway interrupted; retrying"
-            );
+    let (stopping_sender, stopping) = watch::channel(false);
+    let work = async {
+        while !*stopping.borrow() {
+            if let Err(error) = active(&store, &options, &stopping).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "device gateway interrupted; retrying"
+                );
+            }
+            let mut stopping = stopping.clone();
+            tokio::select! {
+                _ = stopping.wait_for(|stopping| *stopping) => break,
+                () = tokio::time::sleep(STANDBY_RETRY) => {}
+            }
         }
-        tokio::select! {
-            () = &mut stop => break,
-            () = tokio::time::sleep(STANDBY_RETRY) => {}
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        () = stop => {
+            let _ = stopping_sender.send(true);
+            // Finish the message in hand, but do not hang on a database
+            // that never comes back.
+            if tokio::time::timeout(Duration::from_secs(60), work).await.is_err() {
+                tracing::warn!("device gateway stopped with a send result unrecorded");
+            }
         }
+        () = &mut work => {}
     }
     tracing::info!("device gateway stopped");
 }
 
-/// One life of the gateway: lock, then work until something fails. Returns
-/// `Ok` at once when another gateway holds the lock.
-async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Result<()> {
+/// One life of the gateway: lock, then work until something fails or the
+/// gateway stops. Returns `Ok` at once when another gateway holds the lock.
+async fn active(
+    store: &PgEventStore,
+    options: &GatewayOptions,
+    stopping: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (client, connection) = store
         .config()
         .connect(NoTls)
@@ -93,7 +111,7 @@ async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Resul
         return Ok(());
     }
     tracing::info!("device gateway active");
-    loop {
+    while !*stopping.borrow() {
         let due = client
             .query(
                 "SELECT message_id, imei, status, attempts, payload, flush FROM device_messages
@@ -103,11 +121,11 @@ async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Resul
                 &[],
             )
             .await?;
-        if due.is_empty() {
-            tokio::time::sleep(POLL).await;
-            continue;
-        }
+        let mut progressed = false;
         for row in due {
+            if *stopping.borrow() {
+                break;
+            }
             let message_id: Uuid = row.get(0);
             let imei: String = row.get(1);
             let status: String = row.get(2);
@@ -124,7 +142,8 @@ async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Resul
                             .into(),
                     permanent: false,
                 };
-                record(store, options, &imei, message_id, attempts, result).await?;
+                record(store, options, &imei, message_id, attempts, result).await;
+                progressed = true;
                 continue;
             }
             let attempt = attempts + 1;
@@ -141,10 +160,12 @@ async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Resul
             match started {
                 Ok(()) => {}
                 // The read model trails the log: someone (or an earlier
-                // pass) already moved this message on.
+                // pass) already moved this message on; or the device's
+                // stream moved (an MO message) and it is tried next pass.
                 Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => continue,
                 Err(error) => return Err(error.into()),
             }
+            progressed = true;
             let result = match options.client.send(imei.as_str(), &payload, flush).await {
                 MtOutcome::Sent { mt_id } => SendResult::Sent { mt_id },
                 MtOutcome::Failed {
@@ -162,11 +183,24 @@ async fn active(store: &PgEventStore, options: &GatewayOptions) -> anyhow::Resul
                     permanent: false,
                 },
             };
-            record(store, options, &imei, message_id, attempt, result).await?;
+            record(store, options, &imei, message_id, attempt, result).await;
+        }
+        if !progressed {
+            // Nothing due, or the read model has not caught up with what
+            // was done: wait instead of asking again at once.
+            let mut stopping = stopping.clone();
+            tokio::select! {
+                _ = stopping.wait_for(|stopping| *stopping) => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
         }
     }
+    Ok(())
 }
 
+/// Records the provider's answer to an attempt, retrying until it is stored
+/// (or refused because the attempt was already resolved): a known answer
+/// that is not recorded would become an "unknown outcome" and a resend.
 async fn record(
     store: &PgEventStore,
     options: &GatewayOptions,
@@ -174,30 +208,37 @@ async fn record(
     message_id: Uuid,
     attempt: u32,
     result: SendResult,
-) -> anyhow::Result<()> {
+) {
     let exponent = attempt.saturating_sub(1).min(20);
     let backoff = options
         .retry_backoff
         .saturating_mul(1 << exponent)
         .min(MAX_BACKOFF);
-    let now = Utc::now().trunc_subsecs(6);
-    let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(ATTEMPT_RESOLUTION);
-    let recorded = command(
-        store,
-        imei,
-        DeviceCommand::RecordSendResult(RecordSendResult {
-            message_id,
-            attempt,
-            result,
-            max_attempts: options.max_attempts,
-            recorded_at: now,
-            retry_at,
-        }),
-    )
-    .await;
-    match recorded {
-        Ok(()) | Err(CommandError::Rejected(_)) => Ok(()),
-        Err(error) => Err(error.into()),
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let now = Utc::now().trunc_subsecs(6);
+        let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(ATTEMPT_RESOLUTION);
+        let recorded = command(
+            store,
+            imei,
+            DeviceCommand::RecordSendResult(RecordSendResult {
+                message_id,
+                attempt,
+                result: result.clone(),
+                max_attempts: options.max_attempts,
+                recorded_at: now,
+                retry_at,
+            }),
+        )
+        .await;
+        match recorded {
+            Ok(()) | Err(CommandError::Rejected(_)) => return,
+            Err(error) => {
+                tracing::warn!(%error, %message_id, retry_in = ?pause, "recording a send result failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

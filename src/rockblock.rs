@@ -257,7 +257,7 @@ impl MtClient {
         };
         let status = response.status();
         let text = match response.text().await {
-            Ok(text) => text,
+            Ok(text) => self.scrub_text(text),
             Err(error) => return self.transport_failure(error),
         };
         if !status.is_success() {
@@ -289,6 +289,19 @@ impl MtClient {
             reason
         };
         MtOutcome::Transient { reason }
+    }
+
+    /// Removes the password, as sent (form-encoded) and as given, from a
+    /// response body *before* it is shortened or escaped, so no part of it
+    /// survives into an error text (which may be stored in the log).
+    fn scrub_text(&self, text: String) -> String {
+        let password = self.credentials.password.as_str();
+        if password.is_empty() {
+            return text;
+        }
+        let mut encoded = String::new();
+        form_encode_into(&mut encoded, password);
+        text.replace(password, "***").replace(&encoded, "***")
     }
 
     /// Removes the password from any text of `outcome` (belt and braces:

@@ -194,6 +194,15 @@ impl LedgerState {
         self.confirmed.last().map_or(0, |range| range.to)
     }
 
+    /// How many positions up to `limit` are confirmed.
+    pub fn count_through(&self, limit: u64) -> u64 {
+        self.confirmed
+            .iter()
+            .filter(|range| range.from <= limit)
+            .map(|range| range.to.min(limit) - range.from + 1)
+            .sum()
+    }
+
     /// How many positions are confirmed.
     pub fn count(&self) -> u64 {
         self.confirmed

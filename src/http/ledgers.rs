@@ -67,7 +67,8 @@ impl From<PositionRange> for SequenceRange {
 pub struct LedgerStatus {
     /// The ledger.
     pub ledger: String,
-    /// The log's last sequence.
+    /// The last sequence the ledger owes: the newest event that is not a
+    /// ledger confirmation (those need no confirming).
     pub head: u64,
     /// Every sequence from 1 to this is confirmed.
     pub confirmed_through: u64,
@@ -75,7 +76,7 @@ pub struct LedgerStatus {
     pub max_confirmed: u64,
     /// How many sequences are confirmed.
     pub confirmed: u64,
-    /// How many sequences up to the head are not.
+    /// How many sequences up to `head` are not.
     pub pending: u64,
     /// Everything up to the head is confirmed.
     pub in_sync: bool,
@@ -156,7 +157,7 @@ async fn ranges_of(
     let rows = client
         .query(
             "SELECT from_position, to_position, reference FROM ledger_ranges
-             WHERE ledger = $1 ORDER BY confirmed_at, from_position",
+             WHERE ledger = $1 ORDER BY event_position, from_position",
             &[&ledger.as_str()],
         )
         .await
@@ -178,18 +179,33 @@ fn status(
     head: u64,
     last_reference: Option<String>,
 ) -> LedgerStatus {
-    let confirmed = ledger_state.count();
     LedgerStatus {
         ledger: ledger.as_str().to_owned(),
         head,
         confirmed_through: ledger_state.confirmed_through(),
         max_confirmed: ledger_state.max_confirmed(),
-        confirmed,
-        pending: head.saturating_sub(confirmed),
+        confirmed: ledger_state.count(),
+        pending: head.saturating_sub(ledger_state.count_through(head)),
         in_sync: ledger_state.confirmed_through() >= head,
         holes: ledger_state.holes().len() as u64,
         last_reference,
     }
+}
+
+/// The last sequence a ledger owes a confirmation for: the newest event
+/// that is not itself a ledger confirmation (confirming those would chase
+/// its own tail: each confirmation is a new event).
+async fn owed_head(state: &AppState) -> Result<u64, Problem> {
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let row = client
+        .query_opt(
+            "SELECT global_position FROM events WHERE stream_id NOT LIKE 'ledger-%'
+             ORDER BY global_position DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(row.map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
 }
 
 /// Read-your-writes for the status routes.
@@ -315,9 +331,10 @@ pub async fn confirm(
         let taskledger_events::ledger::LedgerEvent::Confirmed(confirmed) = event;
         confirmed.reference.clone()
     });
+    let owed = owed_head(&state).await?;
     let body = ConfirmationResult {
         newly_confirmed,
-        status: status(&ledger, &executed.state, head, last_reference),
+        status: status(&ledger, &executed.state, owed, last_reference),
         stream_version: executed.stream_version,
         position: executed.position,
     };
@@ -394,7 +411,7 @@ pub async fn ledger_status(
     let ledger = ledger_name(&name)?;
     wait_for_ledgers(&state, query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
-    let head = state.store.head_position().await.map_err(unavailable)?;
+    let head = owed_head(&state).await?;
     Ok(ApiJson(status(
         &ledger,
         &ledger_state,

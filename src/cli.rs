@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::audit::{self, ReplayCommand};
 use crate::bench::api::ApiBenchArgs;
 use crate::bench::mo::MoBenchArgs;
 use crate::bench::tasks::TasksBenchArgs;
@@ -38,6 +39,12 @@ pub enum Command {
         /// What to do with keys.
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Auditors' tools over the stored log.
+    Replay {
+        /// What to do.
+        #[command(subcommand)]
+        command: ReplayCommand,
     },
     /// Measure performance against the database in DATABASE_URL.
     Bench {
@@ -87,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Replay { command } => audit::run(&cli.settings, command).await,
         Command::Keys { command } => {
             database::prepare(&cli.settings).await?;
             let store = database::open_store(&cli.settings)?;

@@ -2,6 +2,7 @@
 //! workers, wired on top of the `events`, `projections` and `replay` crates.
 //! Only this crate reads configuration or knows axum.
 
+pub mod audit;
 pub mod bench;
 pub mod blobs;
 pub mod broker;

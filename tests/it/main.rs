@@ -8,6 +8,7 @@ mod helpers;
 mod keys;
 mod probes;
 mod process;
+mod replay;
 mod rockblock;
 mod routes;
 mod running;

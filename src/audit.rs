@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use taskledger_events::EventStore as _;
+
 use crate::database;
 use crate::settings::Settings;
 
@@ -23,6 +25,36 @@ pub enum ReplayCommand {
         #[arg(long)]
         to: Option<u64>,
     },
+    /// Write events as stored (envelope, data, metadata, hash), one JSON
+    /// object per line, streaming: one stream, or a range of the global
+    /// order.
+    Export {
+        /// Only this stream (e.g. `task-3f2a…`).
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        stream: Option<String>,
+        /// The first sequence (default 1).
+        #[arg(long)]
+        from: Option<u64>,
+        /// The last sequence (default: the head when it starts).
+        #[arg(long)]
+        to: Option<u64>,
+        /// The output format; `ndjson` is the one there is.
+        #[arg(long, default_value = "ndjson", value_parser = ["ndjson"])]
+        format: String,
+    },
+    /// A task as it was: its events folded up to an instant or a version,
+    /// printed as the API shows a task.
+    State {
+        /// The task's stream (`task-…`) or id.
+        #[arg(long)]
+        stream: String,
+        /// Fold the events recorded at or before this RFC 3339 instant.
+        #[arg(long, conflicts_with = "at_version")]
+        as_of: Option<String>,
+        /// Fold the events up to this stream version.
+        #[arg(long)]
+        at_version: Option<u64>,
+    },
 }
 
 /// Runs a `replay` subcommand.
@@ -33,7 +65,127 @@ pub enum ReplayCommand {
 pub async fn run(settings: &Settings, command: ReplayCommand) -> anyhow::Result<()> {
     match command {
         ReplayCommand::Verify { from, to } => verify(settings, from, to).await,
+        ReplayCommand::Export {
+            stream, from, to, ..
+        } => export(settings, stream, from, to).await,
+        ReplayCommand::State {
+            stream,
+            as_of,
+            at_version,
+        } => state(settings, &stream, as_of.as_deref(), at_version).await,
     }
+}
+
+/// Rows read per query while exporting.
+const EXPORT_PAGE: usize = 1_000;
+
+async fn export(
+    settings: &Settings,
+    stream: Option<String>,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> anyhow::Result<()> {
+    let store = database::open_store(settings)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut written = 0_u64;
+    match stream {
+        Some(stream) => {
+            let stream = taskledger_events::StreamId::new(stream).context("--stream")?;
+            let mut version = 1;
+            loop {
+                let page = store
+                    .read_stream(
+                        &stream,
+                        version,
+                        taskledger_events::Direction::Forward,
+                        EXPORT_PAGE,
+                    )
+                    .await?;
+                for event in &page {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")?;
+                    written += 1;
+                    version = event.version + 1;
+                }
+                if page.len() < EXPORT_PAGE {
+                    break;
+                }
+            }
+        }
+        None => {
+            let to = match to {
+                Some(to) => to,
+                None => taskledger_events::EventStore::head_position(&store).await?,
+            };
+            let mut after = from.unwrap_or(1).max(1) - 1;
+            while after < to {
+                let page =
+                    taskledger_events::EventStore::read_all(&store, after, EXPORT_PAGE).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for event in page.iter().take_while(|event| event.global_position <= to) {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")?;
+                    written += 1;
+                }
+                after = page.last().map_or(to, |event| event.global_position);
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!("exported {written} events");
+    Ok(())
+}
+
+async fn state(
+    settings: &Settings,
+    stream: &str,
+    as_of: Option<&str>,
+    at_version: Option<u64>,
+) -> anyhow::Result<()> {
+    use taskledger_events::task::{TaskEvent, TaskId};
+
+    let task_id = TaskId::from_stream_id(stream)
+        .or_else(|| uuid::Uuid::parse_str(stream).ok().map(TaskId))
+        .context("--stream must be a task stream (task-<uuid>) or a task id; other streams: use replay export")?;
+    let as_of = as_of
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| at.with_timezone(&chrono::Utc))
+                .with_context(|| format!("--as-of {text:?} is not an RFC 3339 instant"))
+        })
+        .transpose()?;
+    let store = database::open_store(settings)?;
+    let events = store
+        .read_stream(
+            &task_id.stream_id(),
+            1,
+            taskledger_events::Direction::Forward,
+            1_000_000,
+        )
+        .await?;
+    anyhow::ensure!(!events.is_empty(), "task {task_id} does not exist");
+    let mut task = None;
+    let mut version = 0;
+    let mut position = 0;
+    for recorded in &events {
+        if at_version.is_some_and(|limit| recorded.version > limit)
+            || as_of.is_some_and(|at| recorded.recorded_at > at)
+        {
+            break;
+        }
+        let event = TaskEvent::from_recorded(recorded)?;
+        task = taskledger_events::task::apply(task, &event);
+        version = recorded.version;
+        position = recorded.global_position;
+    }
+    let Some(task) = task else {
+        anyhow::bail!("task {task_id} did not exist yet at that point");
+    };
+    let view = crate::http::tasks::TaskView::from_task(&task, version, position);
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
 }
 
 async fn verify(settings: &Settings, from: u64, to: Option<u64>) -> anyhow::Result<()> {

@@ -114,3 +114,124 @@ async fn each_kind_of_tampering_is_found_at_its_place() {
         database.drop_database().await;
     }
 }
+
+#[tokio::test]
+async fn export_writes_events_as_stored_one_per_line() {
+    let database = log().await;
+    let run = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(["replay", "export"])
+            .args(args)
+            .env("DATABASE_URL", &database.url)
+            .env("TASKLEDGER_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        stdout(&output)
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let all = run(&[]);
+    assert_eq!(all.len(), 12);
+    let positions: Vec<u64> = all
+        .iter()
+        .map(|event| event["global_position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, (1..=12).collect::<Vec<_>>());
+    assert_eq!(all[0]["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(all[4]["data"]["index"], 4);
+    assert_eq!(run(&["--from", "3", "--to", "5"]).len(), 3);
+    let stream = run(&["--stream", "audit-1"]);
+    assert_eq!(stream.len(), 6);
+    assert!(stream.iter().all(|event| event["stream_id"] == "audit-1"));
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn state_shows_a_task_as_it_was() {
+    use chrono::Utc;
+    use taskledger::commands::{execute, Tasks};
+    use taskledger_events::task::{CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId};
+    use taskledger_events::Metadata;
+    use uuid::Uuid;
+
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let task_id = TaskId(Uuid::new_v4());
+    let stream = task_id.stream_id();
+    let run = |command: TaskCommand| {
+        let store = store.clone();
+        let stream = stream.clone();
+        async move {
+            execute::<Tasks>(
+                &store,
+                &stream,
+                command,
+                Uuid::new_v4(),
+                Metadata::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    run(TaskCommand::Submit(SubmitTask {
+        task_id,
+        kind: "echo".into(),
+        params: serde_json::Map::new(),
+        frontend_id: "audit".into(),
+        client_task_id: None,
+        priority: 0,
+        timeout_seconds: 60,
+        max_attempts: 1,
+        submitted_at: Utc::now(),
+        submitted_by: None,
+    }))
+    .await;
+    run(TaskCommand::Start(StartTask {
+        task_id,
+        worker_id: "w".into(),
+        attempt: 1,
+        started_at: Utc::now(),
+    }))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let while_running = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    run(TaskCommand::Complete(CompleteTask {
+        task_id,
+        attempt: 1,
+        result: serde_json::Map::new(),
+        exit_code: 0,
+        artifacts: Vec::new(),
+        finished_at: Utc::now(),
+    }))
+    .await;
+    let state = |args: Vec<String>| {
+        let output = Command::new(BINARY)
+            .args(["replay", "state", "--stream", stream.as_ref()])
+            .args(args)
+            .env("DATABASE_URL", &database.url)
+            .env("TASKLEDGER_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+    };
+    assert_eq!(
+        state(vec!["--at-version".into(), "1".into()])["status"],
+        "queued"
+    );
+    assert_eq!(
+        state(vec!["--at-version".into(), "2".into()])["status"],
+        "running"
+    );
+    assert_eq!(
+        state(vec!["--as-of".into(), while_running.to_rfc3339()])["status"],
+        "running"
+    );
+    let now = state(Vec::new());
+    assert_eq!(now["status"], "succeeded");
+    assert_eq!(now["stream_version"], 3);
+    database.drop_database().await;
+}

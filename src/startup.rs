@@ -194,6 +194,7 @@ impl Application {
             tasks_projection,
             blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
             mo: self.mo,
+            http_metrics: Arc::default(),
             shutdown: Some(self.shutdown.clone()),
         };
         let router = if roles.contains(&Role::Api) {

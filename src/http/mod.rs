@@ -12,6 +12,7 @@ mod consistency;
 pub mod devices;
 pub mod feed;
 pub mod ledgers;
+pub mod metrics;
 pub mod problem;
 pub mod tasks;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// How RockBLOCK's mobile-originated webhooks are checked.
     pub mo: devices::MoPolicy,
+    /// HTTP latencies for `/metrics`.
+    pub http_metrics: Arc<metrics::HttpMetrics>,
     /// The process's shutdown signal: endless responses (event streams) end
     /// when it fires, so a graceful shutdown does not wait for them.
     pub shutdown: Option<Shutdown>,
@@ -79,6 +82,7 @@ impl AppState {
             tasks_projection: None,
             blobs: BlobStore::new("./data/blobs"),
             mo: devices::MoPolicy::NotConfigured,
+            http_metrics: Arc::default(),
             shutdown: None,
         }
     }
@@ -125,6 +129,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::get_result))
@@ -155,17 +160,29 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Only `/healthz` and `/readyz`, for a process without the `api` role.
+/// Only `/healthz`, `/readyz` and `/metrics`, for a process without the
+/// `api` role.
 pub fn probes_router(state: AppState) -> Router {
     let (router, _) = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics::metrics))
         .split_for_parts();
-    router.fallback(not_found).with_state(state)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
 }
 
 async fn not_found() -> Problem {

@@ -207,3 +207,60 @@ async fn the_service_runs_the_projectors() {
     drop(client);
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_routes_by_template_and_projection_lag() {
+    let app = TestApp::spawn().await;
+    let key = app
+        .key(&[taskledger_events::apikey::Scope::TasksRead])
+        .await;
+    for _ in 0..3 {
+        app.http.get(app.url("/healthz")).send().await.unwrap();
+    }
+    let missing_id = uuid::Uuid::new_v4().to_string();
+    let missing = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{missing_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(
+            r#"taskledger_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            r#"taskledger_http_request_duration_seconds_count{method="GET",route="/v1/tasks/{id}",status="404"}"#
+        ),
+        1.0
+    );
+    assert!(
+        !text.contains("/v1/tasks/0") && !text.contains("/v1/tasks/1"),
+        "concrete paths leak into labels"
+    );
+    assert!(value(r#"taskledger_projection_lag_events{projector="tasks"}"#) >= 0.0);
+    assert_eq!(value("taskledger_database_up"), 1.0);
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let (series, number) = line.rsplit_once(' ').unwrap();
+        assert!(number.parse::<f64>().is_ok(), "{line}");
+        assert!(series.starts_with("taskledger_"), "{line}");
+    }
+    app.finish().await;
+}

@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Public),
     ("GET", "/readyz", Access::Public),
     ("GET", "/v1/openapi.json", Access::Public),
+    ("GET", "/metrics", Access::Public),
     ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
     ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
     ("GET", "/v1/tasks/{id}", Access::AnyOf(&[Scope::TasksRead])),

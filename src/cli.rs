@@ -10,6 +10,7 @@ use crate::bench::tasks::TasksBenchArgs;
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
+use crate::operators::{self, ProjectionsCommand};
 use crate::settings::Settings;
 use crate::shutdown;
 use crate::startup::Application;
@@ -39,6 +40,12 @@ pub enum Command {
         /// What to do with keys.
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The read side: projectors and their state.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        command: ProjectionsCommand,
     },
     /// Auditors' tools over the stored log.
     Replay {
@@ -95,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { command } => audit::run(&cli.settings, command).await,
+        Command::Projections { command } => operators::run(&cli.settings, command).await,
         Command::Keys { command } => {
             database::prepare(&cli.settings).await?;
             let store = database::open_store(&cli.settings)?;

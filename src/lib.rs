@@ -13,6 +13,7 @@ pub mod database;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod operators;
 pub mod relay;
 pub mod rockblock;
 pub mod runner;

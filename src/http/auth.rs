@@ -183,6 +183,13 @@ impl RequiredScopes for ReadLedger {
     const SCOPES: &'static [Scope] = &[Scope::AuditRead, Scope::LedgerWrite];
 }
 
+/// Operations routes.
+#[derive(Debug)]
+pub enum Admin {}
+impl RequiredScopes for Admin {
+    const SCOPES: &'static [Scope] = &[Scope::Admin];
+}
+
 /// A caller holding one of `R`'s scopes. As an extractor it runs before the
 /// body is read, so a caller without the scope gets 403 whatever they sent.
 #[derive(Debug)]

@@ -13,6 +13,7 @@ pub mod devices;
 pub mod feed;
 pub mod ledgers;
 pub mod metrics;
+pub mod operations;
 pub mod problem;
 pub mod tasks;
 
@@ -130,6 +131,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(operations::list_projections))
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::get_result))

@@ -264,3 +264,52 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
     }
     app.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_every_projector_over_http_and_the_command_line() {
+    let app = TestApp::spawn().await;
+    let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let items = loop {
+        let page: serde_json::Value = app
+            .http
+            .get(app.url("/v1/projections"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap().clone();
+        if items.len() == 4 {
+            break items;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<&str> = items
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api_keys", "devices", "ledgers", "tasks"]);
+    assert!(items.iter().all(|item| item["state"] == "running"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .args(["projections", "list"])
+        .env("DATABASE_URL", &app.database.url)
+        .env("TASKLEDGER_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.lines().next().unwrap().starts_with("projector"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("tasks") && line.ends_with("running")),
+        "{text}"
+    );
+    app.finish().await;
+}

@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/readyz", Access::Public),
     ("GET", "/v1/openapi.json", Access::Public),
     ("GET", "/metrics", Access::Public),
+    ("GET", "/v1/projections", Access::AnyOf(&[Scope::Admin])),
     ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
     ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
     ("GET", "/v1/tasks/{id}", Access::AnyOf(&[Scope::TasksRead])),

@@ -10,7 +10,7 @@ use crate::bench::tasks::TasksBenchArgs;
 use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
-use crate::operators::{self, ProjectionsCommand};
+use crate::operators::{self, CleanupArgs, ProjectionsCommand};
 use crate::settings::Settings;
 use crate::shutdown;
 use crate::startup::Application;
@@ -47,6 +47,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Remove artifact blobs that no task references any more (never an
+    /// event).
+    Cleanup(CleanupArgs),
     /// Auditors' tools over the stored log.
     Replay {
         /// What to do.
@@ -103,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay { command } => audit::run(&cli.settings, command).await,
         Command::Projections { command } => operators::run(&cli.settings, command).await,
+        Command::Cleanup(args) => operators::cleanup(&cli.settings, &args).await,
         Command::Keys { command } => {
             database::prepare(&cli.settings).await?;
             let store = database::open_store(&cli.settings)?;

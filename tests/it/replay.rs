@@ -235,3 +235,108 @@ async fn state_shows_a_task_as_it_was() {
     assert_eq!(now["stream_version"], 3);
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
+    use chrono::Utc;
+    use taskledger::blobs::BlobStore;
+    use taskledger::commands::{execute, Tasks};
+    use taskledger_events::task::{
+        Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId,
+    };
+    use taskledger_events::Metadata;
+    use uuid::Uuid;
+
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let data_dir = std::env::temp_dir().join(format!("tl-cleanup-{}", Uuid::new_v4()));
+    let blobs = BlobStore::new(data_dir.join("blobs"));
+    let kept = blobs.put(b"referenced by a task").await.unwrap();
+    let orphan = blobs
+        .put(b"left by an attempt that never completed")
+        .await
+        .unwrap();
+    let task_id = TaskId(Uuid::new_v4());
+    let commands = [
+        TaskCommand::Submit(SubmitTask {
+            task_id,
+            kind: "echo".into(),
+            params: serde_json::Map::new(),
+            frontend_id: "cleanup".into(),
+            client_task_id: None,
+            priority: 0,
+            timeout_seconds: 60,
+            max_attempts: 1,
+            submitted_at: Utc::now(),
+            submitted_by: None,
+        }),
+        TaskCommand::Start(StartTask {
+            task_id,
+            worker_id: "w".into(),
+            attempt: 1,
+            started_at: Utc::now(),
+        }),
+        TaskCommand::Complete(CompleteTask {
+            task_id,
+            attempt: 1,
+            result: serde_json::Map::new(),
+            exit_code: 0,
+            artifacts: vec![Artifact {
+                name: "out.txt".into(),
+                size: 20,
+                sha256: kept.clone(),
+                media_type: "text/plain".into(),
+            }],
+            finished_at: Utc::now(),
+        }),
+    ];
+    for command in commands {
+        execute::<Tasks>(
+            &store,
+            &task_id.stream_id(),
+            command,
+            Uuid::new_v4(),
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let head = store.head_position().await.unwrap();
+    let cleanup = |args: &[&str]| {
+        Command::new(BINARY)
+            .arg("cleanup")
+            .args(args)
+            .env("DATABASE_URL", &database.url)
+            .env("TASKLEDGER_DATA_DIR", &data_dir)
+            .env("TASKLEDGER_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // Young blobs are kept by default (an attempt may be storing them).
+    let young = cleanup(&[]);
+    assert!(
+        stdout(&young).contains("removed 0 unreferenced blobs"),
+        "{young:?}"
+    );
+    let dry = cleanup(&["--dry-run", "--min-age-seconds", "0"]);
+    assert!(
+        stdout(&dry).contains(&format!("would remove {orphan}")),
+        "{dry:?}"
+    );
+    assert!(blobs.path(&orphan).unwrap().exists());
+    let done = cleanup(&["--min-age-seconds", "0"]);
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        stdout(&done).contains("removed 1 unreferenced blobs"),
+        "{done:?}"
+    );
+    assert!(!blobs.path(&orphan).unwrap().exists());
+    assert!(blobs.path(&kept).unwrap().exists());
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        head,
+        "cleanup touched the log"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    database.drop_database().await;
+}

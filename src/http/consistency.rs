@@ -69,3 +69,27 @@ where
         pause = (pause * 2).min(MAX_POLL);
     }
 }
+
+/// `Some(())` once the checkpoint of `projector` is at `position` or later
+/// (a probe for [`wait_for`]).
+///
+/// # Errors
+/// 503 when the database cannot be read.
+pub(crate) async fn projection_reached(
+    state: &AppState,
+    projector: &str,
+    position: u64,
+) -> Result<Option<()>, Problem> {
+    let client = super::connection(state).await?;
+    let statement = client
+        .prepare_cached("SELECT position FROM projector_checkpoints WHERE projector = $1")
+        .await
+        .map_err(super::database_error("preparing a checkpoint read"))?;
+    let row = client
+        .query_opt(&statement, &[&projector])
+        .await
+        .map_err(super::database_error("reading a projection's checkpoint"))?;
+    let reached =
+        row.is_some_and(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) >= position);
+    Ok(reached.then_some(()))
+}

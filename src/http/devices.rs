@@ -17,7 +17,7 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{
-    self, DeviceCommand, DomainErrorKind, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
+    self, DeviceCommand, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
 };
 use taskledger_events::{AppendError, EventStore, ExpectedVersion, Metadata};
 use utoipa::ToSchema;
@@ -142,13 +142,7 @@ pub async fn send_message(
 
 fn command_problem(error: CommandError<taskledger_events::device::DomainError>) -> Problem {
     match error {
-        CommandError::Rejected(error) => match error.kind() {
-            DomainErrorKind::NotFound => Problem::not_found(error.message()),
-            DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
-                Problem::conflict(error.message())
-            }
-            DomainErrorKind::Invalid => Problem::unprocessable(error.message()),
-        },
+        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
         error => {
             tracing::error!(%error, "a device command failed");
@@ -395,18 +389,6 @@ fn page_limit(limit: Option<u32>) -> Result<i64, Problem> {
     Ok(i64::from(limit))
 }
 
-async fn read_client(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
-    state.store.pool().get().await.map_err(|error| {
-        tracing::error!(%error, "no database connection for a device read");
-        Problem::unavailable("the database is unavailable right now", 1)
-    })
-}
-
-fn read_failed(error: tokio_postgres::Error) -> Problem {
-    tracing::error!(%error, "a device read failed");
-    Problem::unavailable("the database could not answer right now", 1)
-}
-
 const DEVICE_COLUMNS: &str = "imei, first_seen_at, last_seen_at, last_latitude, last_longitude,
     last_cep, received_count, queued_count, sent_count, failed_count, stream_version";
 
@@ -447,14 +429,14 @@ pub async fn list_devices(
 ) -> Result<ApiJson<DevicePage>, Problem> {
     let limit = page_limit(query.limit)?;
     let after = query.cursor.unwrap_or_default();
-    let client = read_client(&state).await?;
+    let client = super::connection(&state).await?;
     let rows = client
         .query(
             &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei > $1 ORDER BY imei LIMIT $2"),
             &[&after, &(limit + 1)],
         )
         .await
-        .map_err(read_failed)?;
+        .map_err(super::database_error("reading devices"))?;
     let mut items: Vec<DeviceView> = rows.iter().map(device_view).collect();
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
@@ -486,14 +468,14 @@ pub async fn get_device(
     Path(imei): Path<String>,
 ) -> Result<ApiJson<DeviceView>, Problem> {
     let imei = imei_of(&imei)?;
-    let client = read_client(&state).await?;
+    let client = super::connection(&state).await?;
     let row = client
         .query_opt(
             &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = $1"),
             &[&imei.as_str()],
         )
         .await
-        .map_err(read_failed)?
+        .map_err(super::database_error("reading devices"))?
         .ok_or_else(|| {
             Problem::not_found(format!(
                 "no message to or from device {} yet",
@@ -560,7 +542,7 @@ pub async fn list_messages(
             Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
         }
     };
-    let client = read_client(&state).await?;
+    let client = super::connection(&state).await?;
     let rows = client
         .query(
             "SELECT message_id, imei, direction, status, payload, attempts, mt_id, error_code,
@@ -582,7 +564,7 @@ pub async fn list_messages(
             ],
         )
         .await
-        .map_err(read_failed)?;
+        .map_err(super::database_error("reading devices"))?;
     let mut items: Vec<DeviceMessageView> = rows
         .iter()
         .map(|row| DeviceMessageView {

@@ -16,8 +16,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::ledger::{
-    ConfirmLedgerEntries, ConfirmationKind, DomainError, DomainErrorKind, LedgerName, LedgerState,
-    PositionRange,
+    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, PositionRange,
 };
 use taskledger_events::{Direction, EventStore, Metadata};
 use utoipa::ToSchema;
@@ -226,19 +225,7 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
     super::consistency::wait_for(
         state,
         || format!("global position {position}"),
-        || async move {
-            let client = state.store.pool().get().await.map_err(unavailable)?;
-            let row = client
-                .query_opt(
-                    "SELECT position FROM projector_checkpoints WHERE projector = 'ledgers'",
-                    &[],
-                )
-                .await
-                .map_err(unavailable)?;
-            Ok(row
-                .is_some_and(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) >= position)
-                .then_some(()))
-        },
+        || super::consistency::projection_reached(state, "ledgers", position),
     )
     .await
 }
@@ -307,7 +294,7 @@ pub async fn confirm(
     )
     .await
     .map_err(|error| match error {
-        CommandError::Rejected(error) => domain_problem(&error),
+        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
         error => {
             tracing::error!(%error, "a ledger confirmation failed");
@@ -339,16 +326,6 @@ pub async fn confirm(
         position: executed.position,
     };
     Ok((code, ApiJson(body)).into_response())
-}
-
-fn domain_problem(error: &DomainError) -> Problem {
-    match error.kind() {
-        DomainErrorKind::NotFound => Problem::not_found(error.message()),
-        DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
-            Problem::conflict(error.message())
-        }
-        DomainErrorKind::Invalid => Problem::unprocessable(error.message()),
-    }
 }
 
 /// The positions of `ids`, as single-position ranges; 422 naming the ids

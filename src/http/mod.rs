@@ -187,6 +187,22 @@ pub fn probes_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A pooled connection for a read; 503 when none can be had.
+pub(crate) async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
+    state.store.pool().get().await.map_err(|error| {
+        tracing::error!(%error, "no database connection for a read");
+        Problem::unavailable("the database is unavailable right now", 1)
+    })
+}
+
+/// Maps a failed read to 503, logging what was being read.
+pub(crate) fn database_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Problem {
+    move |error| {
+        tracing::error!(%error, context, "a read failed");
+        Problem::unavailable("the database could not answer right now", 1)
+    }
+}
+
 async fn not_found() -> Problem {
     Problem::not_found("no such route; the routes are listed in /v1/openapi.json")
 }

@@ -105,6 +105,23 @@ impl Problem {
         }
     }
 
+    /// The answer to a command an aggregate refused: unknown → 404, already
+    /// there or not allowed now → 409, invalid → 422, with the aggregate's
+    /// message. The one mapping for every aggregate.
+    pub fn refused(
+        kind: taskledger_events::domain::DomainErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        use taskledger_events::domain::DomainErrorKind;
+        match kind {
+            DomainErrorKind::NotFound => Self::not_found(message),
+            DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
+                Self::conflict(message)
+            }
+            DomainErrorKind::Invalid => Self::unprocessable(message),
+        }
+    }
+
     /// 500 with nothing about the cause (log it where it happened).
     pub fn internal() -> Self {
         Self::new(

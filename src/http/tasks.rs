@@ -20,9 +20,7 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskledger_events::task::{
-    CancelTask, DomainError, DomainErrorKind, Task, TaskCommand, TaskId, TaskStatus,
-};
+use taskledger_events::task::{CancelTask, DomainError, Task, TaskCommand, TaskId, TaskStatus};
 use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -30,9 +28,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
-use super::consistency::wait_for;
+use super::consistency::{projection_reached, wait_for};
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::AppState;
+use super::{connection, database_error};
 use crate::commands::{execute, CommandError, Tasks};
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
@@ -862,7 +861,7 @@ async fn wait_for_position(state: &AppState, position: u64) -> Result<(), Proble
     let waited = wait_for(
         state,
         || format!("global position {position}"),
-        || projection_reached(state, position),
+        || projection_reached(state, "tasks", position),
     )
     .await;
     match waited {
@@ -875,36 +874,6 @@ async fn wait_for_position(state: &AppState, position: u64) -> Result<(), Proble
             }
         }
         other => other,
-    }
-}
-
-/// `Some(())` once the tasks projection's checkpoint is at `position` or
-/// later.
-async fn projection_reached(state: &AppState, position: u64) -> Result<Option<()>, Problem> {
-    let client = connection(state).await?;
-    let statement = client
-        .prepare_cached("SELECT position FROM projector_checkpoints WHERE projector = 'tasks'")
-        .await
-        .map_err(database_error("preparing a checkpoint read"))?;
-    let row = client
-        .query_opt(&statement, &[])
-        .await
-        .map_err(database_error("reading the tasks projection's checkpoint"))?;
-    let reached = row.is_some_and(|row| unsigned::<i64, u64>(row.get(0)) >= position);
-    Ok(reached.then_some(()))
-}
-
-async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
-    state.store.pool().get().await.map_err(|error| {
-        tracing::error!(%error, "no database connection for a read");
-        Problem::unavailable("the database is unavailable right now", 1)
-    })
-}
-
-fn database_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Problem {
-    move |error| {
-        tracing::error!(%error, context, "a read failed");
-        Problem::unavailable("the database could not answer right now", 1)
     }
 }
 
@@ -1260,13 +1229,7 @@ fn submit_problem(error: SubmitError) -> Problem {
 /// message, store trouble 503, anything else an opaque 500 (logged here).
 pub fn command_problem(error: CommandError<DomainError>) -> Problem {
     match error {
-        CommandError::Rejected(error) => match error.kind() {
-            DomainErrorKind::NotFound => Problem::not_found(error.to_string()),
-            DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
-                Problem::conflict(error.to_string())
-            }
-            DomainErrorKind::Invalid => Problem::unprocessable(error.to_string()),
-        },
+        CommandError::Rejected(error) => Problem::refused(error.kind(), error.to_string()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
         CommandError::Store(error) => {
             tracing::error!(%error, "a task command could not be stored");

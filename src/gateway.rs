@@ -16,17 +16,16 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{SubsecRound, Utc};
 use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResult, SendResult};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use crate::commands::{execute, CommandError, Devices};
+use crate::leader;
 use crate::rockblock::{MtClient, MtOutcome};
 
 /// How often the work list is read when there was nothing to do.
@@ -93,23 +92,10 @@ async fn active(
     options: &GatewayOptions,
     stopping: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (client, connection) = store
-        .config()
-        .connect(NoTls)
-        .await
-        .context("connecting to the database for the gateway's lock")?;
-    let connection = tokio::spawn(connection);
-    let _connection = AbortOnDrop(connection);
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&taskledger_projections::runtime::lock_key("device-gateway")],
-        )
-        .await?
-        .get(0);
-    if !locked {
+    let Some(leadership) = leader::try_lead(store, "device-gateway").await? else {
         return Ok(());
-    }
+    };
+    let client = &leadership.client;
     tracing::info!("device gateway active");
     while !*stopping.borrow() {
         let due = client
@@ -260,13 +246,4 @@ async fn command(
     )
     .await
     .map(|_| ())
-}
-
-/// Aborts the lock's connection task when the gateway's life ends.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

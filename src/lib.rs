@@ -13,6 +13,7 @@ pub mod database;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+mod leader;
 pub mod operators;
 pub mod relay;
 pub mod rockblock;

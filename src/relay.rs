@@ -26,9 +26,9 @@ use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 
 use crate::broker::{self, Job, Topology};
+use crate::leader;
 
 /// Events published per confirmed batch, at most.
 const BATCH: usize = 500;
@@ -104,23 +104,11 @@ async fn relay_once(
     options: &RelayOptions,
     status: &watch::Sender<RelayStatus>,
 ) -> anyhow::Result<Standby> {
-    let (client, connection) = store
-        .config()
-        .connect(NoTls)
-        .await
-        .context("connecting to the database for the relay's checkpoint")?;
-    let connection = tokio::spawn(connection);
-    let _connection = AbortOnDrop(connection);
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&taskledger_projections::runtime::lock_key(NAME)],
-        )
-        .await?
-        .get(0);
-    if !locked {
+    // The checkpoint is written on the connection that holds the lock.
+    let Some(leadership) = leader::try_lead(store, NAME).await? else {
         return Ok(Standby);
-    }
+    };
+    let client = &leadership.client;
     client
         .execute(
             "INSERT INTO relay_checkpoints (relay) VALUES ($1) ON CONFLICT (relay) DO NOTHING",
@@ -276,14 +264,4 @@ async fn job_for(
     }
     kinds.insert(task_id, kind.clone());
     Ok(Job::for_event(recorded, &event, &kind))
-}
-
-/// Aborts the database connection task when the relay's life ends, which
-/// closes the connection and releases the lock.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

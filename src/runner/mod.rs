@@ -46,6 +46,7 @@ use crate::blobs::BlobStore;
 use crate::broker::{self, Job, Topology};
 use crate::commands::{execute, load, CommandError, Tasks};
 use crate::config::{Executor, FileConfig};
+use crate::leader::AbortOnDrop;
 use executor::{End, Outcome, RunError, RunSpec};
 
 /// The default [`RunnerOptions::lease_ttl`].
@@ -637,15 +638,6 @@ async fn release_lease(context: &Context, task_id: TaskId) {
                 &[&task_id.0],
             )
             .await;
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

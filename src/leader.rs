@@ -1,0 +1,58 @@
+//! Being the one active instance of a role across processes (the relay, the
+//! device gateway): a session advisory lock held on a dedicated connection.
+//! When the process dies, its session ends and the lock is free for a
+//! standby; the work done under the lock runs on that same connection, so
+//! an instance that lost the connection has lost the lock too.
+
+use anyhow::Context as _;
+use taskledger_events::postgres::PgEventStore;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+/// The lock of one role, held while this lives.
+#[derive(Debug)]
+pub(crate) struct Leadership {
+    /// The connection that holds the lock (use it for the work guarded by
+    /// the lock).
+    pub(crate) client: tokio_postgres::Client,
+    _connection: AbortOnDrop<Result<(), tokio_postgres::Error>>,
+}
+
+/// Takes the lock of `role` on a new connection, or `None` when another
+/// instance holds it.
+///
+/// # Errors
+/// When the database cannot be reached.
+pub(crate) async fn try_lead(
+    store: &PgEventStore,
+    role: &str,
+) -> anyhow::Result<Option<Leadership>> {
+    let (client, connection) = store
+        .config()
+        .connect(NoTls)
+        .await
+        .with_context(|| format!("connecting to the database for the {role} lock"))?;
+    let connection = AbortOnDrop(tokio::spawn(connection));
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&taskledger_projections::runtime::lock_key(role)],
+        )
+        .await?
+        .get(0);
+    Ok(locked.then_some(Leadership {
+        client,
+        _connection: connection,
+    }))
+}
+
+/// Aborts a task when dropped (closing a connection, stopping a helper
+/// loop).
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

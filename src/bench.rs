@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod mo;
+pub mod rebuild;
 pub mod tasks;
 
 use std::collections::HashMap;

@@ -81,6 +81,8 @@ pub enum BenchCommand {
     /// Latency of the RockBLOCK MO webhook at a fixed rate (signed with the
     /// repository's test key, verified by the service).
     Mo(MoBenchArgs),
+    /// Blue/green rebuild of the tasks projection: events per second.
+    Rebuild(crate::bench::rebuild::RebuildBenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -126,6 +128,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Mo(args),
         } => bench::mo::mo(&cli.settings, &args).await,
+        Command::Bench {
+            which: BenchCommand::Rebuild(args),
+        } => {
+            database::prepare(&cli.settings)
+                .await
+                .context("preparing the benchmark database")?;
+            bench::rebuild::rebuild(&cli.settings, &args).await
+        }
         Command::Bench {
             which: BenchCommand::Tasks(args),
         } => {

@@ -1,5 +1,8 @@
 //! `taskledger projections …`: operators' view of the read side.
 
+use taskledger_events::postgres::PgEventStore;
+use taskledger_projections::{rebuild, runtime, Projector};
+
 use crate::database;
 use crate::settings::Settings;
 
@@ -7,35 +10,213 @@ use crate::settings::Settings;
 #[derive(Debug, clap::Subcommand)]
 pub enum ProjectionsCommand {
     /// Each projector's version, checkpoint, lag and state (as recorded in
-    /// the database, whichever process runs it).
+    /// the database, whichever process runs it), and its last rebuild.
     List,
+    /// Builds the projection's tables again from sequence 0 beside the live
+    /// ones (blue/green), catches up with the log and swaps them in
+    /// atomically; readers keep the old tables until the swap.
+    Rebuild {
+        /// The projection (see `projections list`).
+        name: String,
+    },
+    /// Stops applying events to the projection (reads go on, growing
+    /// stale) until `resume`. Takes effect between two batches: when this
+    /// returns, nothing more is applied.
+    Pause {
+        /// The projection.
+        name: String,
+    },
+    /// Lets a paused projection apply events again.
+    Resume {
+        /// The projection.
+        name: String,
+    },
+    /// Empties the projection's tables and sets its checkpoint to 0, so the
+    /// live projector applies the whole log again in place. Readers see the
+    /// tables refill: prefer `rebuild`, which they do not notice.
+    Reset {
+        /// The projection.
+        name: String,
+        /// Confirms that readers may see empty or partial tables meanwhile.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// The projector called `name`, or an error listing the known ones.
+fn projector(name: &str) -> anyhow::Result<std::sync::Arc<dyn Projector>> {
+    taskledger_projections::by_name(name).ok_or_else(|| {
+        let known: Vec<_> = taskledger_projections::all()
+            .iter()
+            .map(|projector| projector.name())
+            .collect();
+        anyhow::anyhow!(
+            "there is no projection called {name:?}; the projections are {}",
+            known.join(", ")
+        )
+    })
 }
 
 /// Runs a `projections` subcommand.
 ///
 /// # Errors
-/// When the database cannot be read.
+/// When the database cannot be read or written, the name is unknown, or a
+/// rebuild fails (the live tables are then untouched).
 pub async fn run(settings: &Settings, command: ProjectionsCommand) -> anyhow::Result<()> {
+    let store = database::open_store(settings)?;
     match command {
-        ProjectionsCommand::List => {
-            let store = database::open_store(settings)?;
-            let client = store.pool().get().await?;
-            let lags = taskledger_projections::runtime::lags(&client).await?;
-            println!(
-                "{:<12} {:>7} {:>12} {:>12} {:>10} {:>9}  state",
-                "projector", "version", "checkpoint", "head", "lag", "lag_s"
-            );
-            for lag in lags {
-                let state = match &lag.failure {
-                    Some((position, failure)) => format!("failed at {position}: {failure}"),
-                    None => "running".to_owned(),
-                };
-                println!(
-                    "{:<12} {:>7} {:>12} {:>12} {:>10} {:>9.1}  {state}",
-                    lag.name, lag.version, lag.position, lag.head, lag.lag_events, lag.lag_seconds
-                );
-            }
+        ProjectionsCommand::List => list(&store).await,
+        ProjectionsCommand::Rebuild { name } => {
+            let projector = projector(&name)?;
+            let progress = Progress::new();
+            let report = rebuild::rebuild(
+                &store,
+                projector.as_ref(),
+                &rebuild::RebuildOptions::default(),
+                &|at| progress.show(at),
+            )
+            .await;
+            progress.finish();
+            let report = report.map_err(|error| match error {
+                rebuild::RebuildError::Busy => anyhow::anyhow!(
+                    "a rebuild of {name} is already running (see `taskledger projections list`)"
+                ),
+                error => anyhow::anyhow!(
+                    "rebuilding {name} failed; the live tables are untouched: {error}"
+                ),
+            })?;
+            println!("{report}");
             Ok(())
+        }
+        ProjectionsCommand::Pause { name } => pause(&store, &name, true).await,
+        ProjectionsCommand::Resume { name } => pause(&store, &name, false).await,
+        ProjectionsCommand::Reset { name, yes } => {
+            let projector = projector(&name)?;
+            anyhow::ensure!(
+                yes,
+                "reset empties {name}'s tables while readers use them; pass --yes to go ahead, or use `taskledger projections rebuild {name}`, which readers do not notice"
+            );
+            let mut client = store.pool().get().await?;
+            if !runtime::reset(&mut client, projector.as_ref()).await? {
+                anyhow::bail!("{name} has never run; there is nothing to reset");
+            }
+            println!("reset {name}: tables emptied, checkpoint 0; the active projector applies the log again");
+            Ok(())
+        }
+    }
+}
+
+async fn pause(store: &PgEventStore, name: &str, paused: bool) -> anyhow::Result<()> {
+    projector(name)?;
+    let client = store.pool().get().await?;
+    if !runtime::set_paused(&client, name, paused).await? {
+        anyhow::bail!("{name} has never run; there is nothing to pause or resume");
+    }
+    if paused {
+        println!("paused {name}: no further events are applied until `taskledger projections resume {name}`");
+    } else {
+        println!("resumed {name}");
+    }
+    Ok(())
+}
+
+async fn list(store: &PgEventStore) -> anyhow::Result<()> {
+    let client = store.pool().get().await?;
+    let lags = runtime::lags(&client).await?;
+    println!(
+        "{:<12} {:>7} {:>12} {:>12} {:>10} {:>9}  state",
+        "projector", "version", "checkpoint", "head", "lag", "lag_s"
+    );
+    for lag in &lags {
+        let state = match &lag.failure {
+            Some((position, failure)) => format!("failed at {position}: {failure}"),
+            None if lag.paused => "paused".to_owned(),
+            None => "running".to_owned(),
+        };
+        println!(
+            "{:<12} {:>7} {:>12} {:>12} {:>10} {:>9.1}  {state}",
+            lag.name, lag.version, lag.position, lag.head, lag.lag_events, lag.lag_seconds
+        );
+    }
+    let rebuilds = rebuild::rebuilds(&client).await?;
+    if !rebuilds.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:>7} {:<11} {:>12} {:>12} {:>10}  when",
+            "rebuild", "version", "state", "position", "head", "events/s"
+        );
+    }
+    for last in rebuilds {
+        let state = rebuild_state(&client, &last).await?;
+        let when = match (&last.finished_at, &last.error) {
+            (Some(finished), None) => format!("finished {}", finished.format("%Y-%m-%dT%H:%M:%SZ")),
+            (Some(finished), Some(error)) => {
+                format!("failed {}: {error}", finished.format("%Y-%m-%dT%H:%M:%SZ"))
+            }
+            (None, _) => format!(
+                "started {}{}",
+                last.started_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                last.eta_seconds()
+                    .map(|eta| format!(", ETA {eta:.0}s"))
+                    .unwrap_or_default()
+            ),
+        };
+        println!(
+            "{:<12} {:>7} {:<11} {:>12} {:>12} {:>10.0}  {when}",
+            last.name, last.version, state, last.position, last.head, last.events_per_s
+        );
+    }
+    Ok(())
+}
+
+/// A rebuild's recorded state, or `interrupted` when it says it is still
+/// going but no process holds its lock (the process died).
+pub async fn rebuild_state(
+    client: &tokio_postgres::Client,
+    last: &rebuild::RebuildStatus,
+) -> Result<String, tokio_postgres::Error> {
+    if last.finished_at.is_none() && !rebuild::rebuild_running(client, &last.name).await? {
+        return Ok("interrupted".to_owned());
+    }
+    Ok(last.state.clone())
+}
+
+/// A progress line on standard error: redrawn in place on a terminal, one
+/// line per report otherwise (logs, CI).
+struct Progress {
+    terminal: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, at: &rebuild::RebuildProgress) {
+        if self.terminal {
+            let width = 30_usize;
+            let filled = at
+                .position
+                .saturating_mul(width as u64)
+                .checked_div(at.head)
+                .map_or(width, |filled| usize::try_from(filled).unwrap_or(width))
+                .min(width);
+            eprint!(
+                "\r\x1b[2K[{}{}] {at}",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+        } else {
+            eprintln!("{at}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprintln!();
         }
     }
 }

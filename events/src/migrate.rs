@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_status",
         sql: include_str!("../../migrations/0008_ledger_status.sql"),
     },
+    Migration {
+        version: 9,
+        name: "projection_operations",
+        sql: include_str!("../../migrations/0009_projection_operations.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -45,6 +45,10 @@ impl Projector for ApiKeysProjector {
         &["api_keys"]
     }
 
+    fn schema(&self) -> &'static str {
+        include_str!("../../migrations/0004_api_keys.sql")
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

@@ -41,6 +41,10 @@ impl Projector for DevicesProjector {
         &["devices", "device_messages"]
     }
 
+    fn schema(&self) -> &'static str {
+        include_str!("../../migrations/0007_device_read_models.sql")
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

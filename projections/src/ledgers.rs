@@ -27,6 +27,10 @@ impl Projector for LedgersProjector {
         &["ledger_ranges"]
     }
 
+    fn schema(&self) -> &'static str {
+        include_str!("../../migrations/0008_ledger_status.sql")
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

@@ -10,7 +10,23 @@
 pub mod api_keys;
 pub mod devices;
 pub mod ledgers;
+pub mod rebuild;
 pub mod runtime;
 pub mod tasks;
 
 pub use runtime::{Projector, ProjectorError, ProjectorRuntime, ProjectorState, ProjectorStatus};
+
+/// Every projector the service runs, by name.
+pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
+    vec![
+        std::sync::Arc::new(tasks::TasksProjector),
+        std::sync::Arc::new(api_keys::ApiKeysProjector),
+        std::sync::Arc::new(devices::DevicesProjector),
+        std::sync::Arc::new(ledgers::LedgersProjector),
+    ]
+}
+
+/// The projector called `name`.
+pub fn by_name(name: &str) -> Option<std::sync::Arc<dyn Projector>> {
+    all().into_iter().find(|projector| projector.name() == name)
+}

@@ -41,6 +41,10 @@ pub trait Projector: Send + Sync + 'static {
     fn version(&self) -> u32;
     /// The tables the projector owns (and nothing else writes).
     fn tables(&self) -> &'static [&'static str];
+    /// The DDL that creates [`Projector::tables`] (with their indexes) for
+    /// this version, naming them unqualified: a blue/green rebuild runs it
+    /// with a shadow schema first on the `search_path`.
+    fn schema(&self) -> &'static str;
     /// Applies `events` (consecutive, in global order) inside `tx`. Must be
     /// deterministic: no clock, no randomness, no network.
     ///
@@ -82,6 +86,19 @@ pub enum CatchUpError {
     /// The handler failed on an event.
     #[error(transparent)]
     Projector(#[from] ProjectorError),
+    /// An operator paused the projection.
+    #[error("the projection is paused; `taskledger projections resume` it first")]
+    Paused,
+    /// The database holds another version of the projection.
+    #[error(
+        "the projection in the database is version {stored}; this code projects version {version}"
+    )]
+    Outdated {
+        /// The version recorded.
+        stored: u32,
+        /// This code's version.
+        version: u32,
+    },
     /// Another instance is active but did not reach the head in time.
     #[error("the projection is at {position} and the log at {head}; the active projector did not catch up in time")]
     Behind {
@@ -113,6 +130,12 @@ impl Default for RuntimeOptions {
     }
 }
 
+/// How often a paused projector looks whether it was resumed.
+const PAUSE_POLL: Duration = Duration::from_millis(250);
+
+/// How often an idle projector looks at its checkpoint.
+const CONTROL_POLL: Duration = Duration::from_secs(1);
+
 /// What a projector instance is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProjectorState {
@@ -129,8 +152,33 @@ pub enum ProjectorState {
         /// The handler's error.
         error: String,
     },
+    /// Active, but an operator paused it (`taskledger projections pause`).
+    Paused,
+    /// The projection in the database is a newer version than this
+    /// process's code: it leaves the projection to processes that run it.
+    Outdated {
+        /// The version the checkpoint records.
+        stored: u32,
+    },
+    /// The projection in the database is an older version: this instance is
+    /// building the new one beside it (blue/green) and will swap it in.
+    Rebuilding,
     /// Stopped by shutdown.
     Stopped,
+}
+
+/// What happened to a batch the runtime tried to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Applied, checkpoint moved.
+    Done,
+    /// Nothing applied: the projection is paused.
+    Paused,
+    /// Nothing applied: the checkpoint is elsewhere (a rebuild swapped in
+    /// new tables, or a reset); read on from there.
+    Moved(u64),
+    /// Nothing applied: the checkpoint records another version.
+    Outdated(u32),
 }
 
 /// A projector instance's status, for lag and readiness reporting.
@@ -203,13 +251,55 @@ impl<P: Projector> ProjectorRuntime<P> {
             .send_modify(|status| status.state = ProjectorState::Stopped);
     }
 
-    /// One life of a connection: become active, then project until the
-    /// connection fails. Returns only with an error.
+    /// One life of a connection: make sure the projection is this code's
+    /// version (rebuilding it blue/green when it is older), become active,
+    /// then project until the connection fails (an error) or the projection
+    /// moves to another version (`Ok`).
     async fn run_once(&self) -> Result<(), tokio_postgres::Error> {
         let name = self.projector.name();
+        let own = self.projector.version();
         let (mut client, connection) = self.store.config().connect(NoTls).await?;
         let connection = tokio::spawn(connection);
         let _abort = AbortOnDrop(connection);
+
+        ensure_checkpoint(&client, name, own).await?;
+        loop {
+            let stored = read_version(&client, name).await?;
+            if stored == own {
+                break;
+            }
+            if stored > own {
+                self.outdated(stored);
+                tokio::time::sleep(self.options.standby_retry).await;
+                continue;
+            }
+            self.status
+                .send_modify(|status| status.state = ProjectorState::Rebuilding);
+            tracing::info!(
+                projector = name,
+                stored,
+                version = own,
+                "the projection is an older version; rebuilding it beside the live one"
+            );
+            match crate::rebuild::rebuild(
+                &self.store,
+                self.projector.as_ref(),
+                &crate::rebuild::RebuildOptions::default(),
+                &|_| {},
+            )
+            .await
+            {
+                Ok(report) => tracing::info!(projector = name, %report, "rebuilt"),
+                Err(crate::rebuild::RebuildError::Busy) => {
+                    // Another process is building it; wait for it.
+                    tokio::time::sleep(self.options.standby_retry).await;
+                }
+                Err(error) => {
+                    tracing::error!(projector = name, %error, "rebuilding the projection failed; will retry");
+                    tokio::time::sleep(self.options.failure_retry).await;
+                }
+            }
+        }
 
         // Wait to be the one active instance.
         loop {
@@ -225,7 +315,6 @@ impl<P: Projector> ProjectorRuntime<P> {
         }
         tracing::info!(projector = name, "projector active");
 
-        ensure_checkpoint(&client, name, self.projector.version()).await?;
         let mut position = read_checkpoint(&client, name).await?;
         self.status.send_modify(|status| {
             status.position = position;
@@ -234,7 +323,26 @@ impl<P: Projector> ProjectorRuntime<P> {
 
         let mut feed = self.store.subscribe_all(position);
         loop {
-            let Some(first) = feed.next().await else {
+            // While idle, look at the checkpoint now and then: a rebuild,
+            // reset, pause or newer version must be noticed without waiting
+            // for the next event. (`next` is cancel-safe.)
+            let Ok(next) = tokio::time::timeout(CONTROL_POLL, feed.next()).await else {
+                match self.idle_check(&client, position).await? {
+                    None => continue,
+                    Some(Applied::Outdated(stored)) => {
+                        self.outdated(stored);
+                        return Ok(());
+                    }
+                    Some(Applied::Moved(to)) => {
+                        self.moved(position, to);
+                        position = to;
+                        feed = self.store.subscribe_all(position);
+                    }
+                    Some(Applied::Paused | Applied::Done) => {}
+                }
+                continue;
+            };
+            let Some(first) = next else {
                 // The feed only ends on an unreadable event; wait and start over.
                 tracing::error!(projector = name, position, "the event feed ended");
                 tokio::time::sleep(self.options.failure_retry).await;
@@ -258,32 +366,133 @@ impl<P: Projector> ProjectorRuntime<P> {
                     continue;
                 }
             };
-            match self.apply_batch(&mut client, position, &events).await? {
-                Ok(()) => self.advance(&mut position, &events),
+            let outcome = match self.apply_batch(&mut client, position, &events).await? {
+                Ok(Applied::Done) => {
+                    self.advance(&mut position, &events);
+                    continue;
+                }
+                Ok(outcome) => outcome,
                 Err(_) if events.len() > 1 => {
                     // Find the event that fails: apply one per transaction,
                     // so everything before it lands.
-                    let mut failure = None;
+                    let mut outcome = Applied::Done;
                     for event in events.chunks(1) {
                         match self.apply_batch(&mut client, position, event).await? {
-                            Ok(()) => self.advance(&mut position, event),
+                            Ok(Applied::Done) => self.advance(&mut position, event),
+                            Ok(other) => {
+                                outcome = other;
+                                break;
+                            }
                             Err(error) => {
-                                failure = Some((event[0].global_position, error));
+                                self.stop_at(&client, event[0].global_position, &error)
+                                    .await?;
                                 break;
                             }
                         }
                     }
-                    if let Some((failed_at, error)) = failure {
-                        self.stop_at(&client, failed_at, &error).await?;
-                        feed = self.store.subscribe_all(position);
-                    }
+                    outcome
                 }
                 Err(error) => {
                     let failed_at = events.first().map_or(position + 1, |e| e.global_position);
                     self.stop_at(&client, failed_at, &error).await?;
-                    feed = self.store.subscribe_all(position);
+                    Applied::Done
+                }
+            };
+            match outcome {
+                Applied::Done => {}
+                Applied::Paused => {
+                    self.status
+                        .send_modify(|status| status.state = ProjectorState::Paused);
+                    tokio::time::sleep(PAUSE_POLL).await;
+                }
+                Applied::Moved(to) => {
+                    self.moved(position, to);
+                    position = to;
+                }
+                Applied::Outdated(stored) => {
+                    self.outdated(stored);
+                    return Ok(());
                 }
             }
+            // Read on from what the checkpoint holds.
+            feed = self.store.subscribe_all(position);
+        }
+    }
+
+    fn moved(&self, from: u64, to: u64) {
+        tracing::info!(
+            projector = self.projector.name(),
+            from,
+            to,
+            "the checkpoint moved (a rebuild swapped tables in, or a reset); reading on from there"
+        );
+        self.status.send_modify(|status| {
+            status.position = to;
+            status.position_recorded_at = None;
+            status.state = ProjectorState::Running;
+        });
+    }
+
+    /// What the checkpoint says while no events come: `None` when nothing
+    /// changed; the pause state is shown as it is.
+    async fn idle_check(
+        &self,
+        client: &tokio_postgres::Client,
+        position: u64,
+    ) -> Result<Option<Applied>, tokio_postgres::Error> {
+        let row = client
+            .query_one(
+                "SELECT position, version, paused FROM projector_checkpoints WHERE projector = $1",
+                &[&self.projector.name()],
+            )
+            .await?;
+        let stored = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        let version = u32::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+        let paused: bool = row.get(2);
+        if version != self.projector.version() {
+            return Ok(Some(Applied::Outdated(version)));
+        }
+        if stored != position {
+            return Ok(Some(Applied::Moved(stored)));
+        }
+        self.status.send_if_modified(|status| {
+            let state = if paused {
+                ProjectorState::Paused
+            } else {
+                ProjectorState::Running
+            };
+            let changed = matches!(
+                (&status.state, &state),
+                (ProjectorState::Running, ProjectorState::Paused)
+                    | (ProjectorState::Paused, ProjectorState::Running)
+            );
+            if changed {
+                status.state = state;
+            }
+            changed
+        });
+        Ok(paused.then_some(Applied::Paused))
+    }
+
+    /// The database holds another version of the projection than this code
+    /// projects: say so once and leave it alone.
+    fn outdated(&self, stored: u32) {
+        let own = self.projector.version();
+        let changed = self.status.send_if_modified(|status| {
+            let state = ProjectorState::Outdated { stored };
+            if status.state == state {
+                return false;
+            }
+            status.state = state;
+            true
+        });
+        if changed {
+            tracing::warn!(
+                projector = self.projector.name(),
+                stored,
+                version = own,
+                "the projection in the database is another version than this process projects; leaving it to processes that run version {stored}"
+            );
         }
     }
 
@@ -357,48 +566,70 @@ impl<P: Projector> ProjectorRuntime<P> {
             if events.is_empty() {
                 break;
             }
-            self.apply_batch(&mut client, position, &events).await??;
-            position = events.last().map_or(position, |e| e.global_position);
+            match self.apply_batch(&mut client, position, &events).await?? {
+                Applied::Done => position = events.last().map_or(position, |e| e.global_position),
+                Applied::Moved(to) => position = to,
+                Applied::Paused => return Err(CatchUpError::Paused),
+                Applied::Outdated(stored) => {
+                    return Err(CatchUpError::Outdated {
+                        stored,
+                        version: self.projector.version(),
+                    })
+                }
+            }
         }
         Ok(position)
     }
 
-    /// Applies one batch and moves the checkpoint, in one transaction. The
-    /// outer error is the connection's (give up this life); the inner one is
-    /// the handler's (retry the batch later).
+    /// Applies one batch and moves the checkpoint, in one transaction that
+    /// first locks the checkpoint row: a rebuild's swap, a pause or a reset
+    /// takes the same lock, so each sees the projection between batches.
+    /// The outer error is the connection's (give up this life); the inner
+    /// one is the handler's (retry the batch later).
     async fn apply_batch(
         &self,
         client: &mut tokio_postgres::Client,
         position: u64,
         events: &[RecordedEvent],
-    ) -> Result<Result<(), ProjectorError>, tokio_postgres::Error> {
+    ) -> Result<Result<Applied, ProjectorError>, tokio_postgres::Error> {
         let name = self.projector.name();
         let last = events.last().map_or(position, |e| e.global_position);
         let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                "SELECT position, version, paused FROM projector_checkpoints
+                 WHERE projector = $1 FOR UPDATE",
+                &[&name],
+            )
+            .await?;
+        let stored = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        let version = u32::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+        let outcome = if version != self.projector.version() {
+            Some(Applied::Outdated(version))
+        } else if row.get::<_, bool>(2) {
+            Some(Applied::Paused)
+        } else if stored != position {
+            Some(Applied::Moved(stored))
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            tx.rollback().await?;
+            return Ok(Ok(outcome));
+        }
         if let Err(error) = self.projector.apply(&tx, events).await {
             tx.rollback().await?;
             return Ok(Err(error));
         }
-        let moved = tx
-            .execute(
-                "UPDATE projector_checkpoints
-                 SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
-                 WHERE projector = $1 AND position = $3",
-                &[&name, &to_i64(last), &to_i64(position)],
-            )
-            .await?;
-        if moved != 1 {
-            // Someone else moved it (should be impossible under the lock).
-            tx.rollback().await?;
-            return Ok(Err(ProjectorError::Event {
-                global_position: position + 1,
-                reason:
-                    "the checkpoint moved under this instance; is another writing without the lock?"
-                        .into(),
-            }));
-        }
+        tx.execute(
+            "UPDATE projector_checkpoints
+             SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
+             WHERE projector = $1",
+            &[&name, &to_i64(last)],
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Ok(()))
+        Ok(Ok(Applied::Done))
     }
 
     async fn record_failure(
@@ -424,7 +655,7 @@ impl<P: Projector> ProjectorRuntime<P> {
 }
 
 /// Makes sure the projector has a checkpoint row (at 0 for a new one).
-async fn ensure_checkpoint(
+pub(crate) async fn ensure_checkpoint(
     client: &tokio_postgres::Client,
     name: &str,
     version: u32,
@@ -439,8 +670,78 @@ async fn ensure_checkpoint(
     Ok(())
 }
 
+/// Pauses (`true`) or resumes a projector. The update waits for the batch
+/// in flight, so once it returns no further batch is applied until resumed.
+/// `false` when the projector has no checkpoint (it never ran).
+///
+/// # Errors
+/// When the database fails.
+pub async fn set_paused(
+    client: &tokio_postgres::Client,
+    name: &str,
+    paused: bool,
+) -> Result<bool, tokio_postgres::Error> {
+    let changed = client
+        .execute(
+            "UPDATE projector_checkpoints SET paused = $2, updated_at = now() WHERE projector = $1",
+            &[&name, &paused],
+        )
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Empties a projector's tables and sets its checkpoint to 0, in one
+/// transaction between two of the live projector's batches; the live
+/// projector then applies the whole log again, in place (readers see the
+/// tables fill up: a blue/green [`crate::rebuild::rebuild`] avoids that).
+/// `false` when the projector has no checkpoint.
+///
+/// # Errors
+/// When the database fails.
+pub async fn reset(
+    client: &mut tokio_postgres::Client,
+    projector: &dyn Projector,
+) -> Result<bool, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let found = tx
+        .query_opt(
+            "SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",
+            &[&projector.name()],
+        )
+        .await?
+        .is_some();
+    if !found {
+        return Ok(false);
+    }
+    tx.batch_execute(&format!("TRUNCATE {}", projector.tables().join(", ")))
+        .await?;
+    tx.execute(
+        "UPDATE projector_checkpoints
+         SET position = 0, updated_at = now(), failed_position = NULL, failure = NULL
+         WHERE projector = $1",
+        &[&projector.name()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The version the projector's checkpoint records.
+async fn read_version(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<u32, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT version FROM projector_checkpoints WHERE projector = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+}
+
 /// The projector's checkpoint.
-async fn read_checkpoint(
+pub(crate) async fn read_checkpoint(
     client: &tokio_postgres::Client,
     name: &str,
 ) -> Result<u64, tokio_postgres::Error> {
@@ -472,6 +773,8 @@ pub struct ProjectorLag {
     pub lag_seconds: f64,
     /// The event it fails on and why, while it fails.
     pub failure: Option<(u64, String)>,
+    /// Whether an operator paused it.
+    pub paused: bool,
 }
 
 /// Every projector's checkpoint, the log's head, and the distance between
@@ -486,7 +789,8 @@ pub async fn lags(
         .query(
             "SELECT c.projector, c.version, c.position, c.failed_position, c.failure, h.head,
                     coalesce((SELECT extract(epoch FROM now() - e.recorded_at)::float8
-                              FROM events e WHERE e.global_position = c.position + 1), 0)
+                              FROM events e WHERE e.global_position = c.position + 1), 0),
+                    c.paused
              FROM projector_checkpoints c,
                   (SELECT coalesce(max(global_position), 0) AS head FROM events) h
              ORDER BY c.projector",
@@ -509,6 +813,7 @@ pub async fn lags(
                 lag_seconds: row.get::<_, f64>(6).max(0.0),
                 failure: failed
                     .map(|at| (u64::try_from(at).unwrap_or(0), failure.unwrap_or_default())),
+                paused: row.get(7),
             }
         })
         .collect())
@@ -525,13 +830,15 @@ pub fn lock_key(name: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Stops the connection task when the runtime's life ends (which closes the
 /// connection and releases the lock).
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>);
+pub(crate) struct AbortOnDrop(
+    pub(crate) tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

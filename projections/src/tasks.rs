@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::RecordedEvent;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
 
 use crate::runtime::{Projector, ProjectorError};
@@ -21,34 +21,119 @@ use crate::runtime::{Projector, ProjectorError};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TasksProjector;
 
-const SUBMITTED: &str =
-    "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id, params,
-        priority, timeout_seconds, max_attempts, submitted_at, submitted_by,
+/// The columns of `tasks`, in the order [`TaskRow`] reads and writes them.
+const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
+    timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
+    error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
+    stream_version, last_position";
+
+/// Every row a batch touched, written back in one statement.
+const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
+        params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
+        progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
         updated_at, stream_version, last_position)
-     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-const CANCELED: &str =
-    "UPDATE tasks SET status = 'canceled', finished_at = $2, error = $3, worker_id = NULL,
-        updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
-const STARTED: &str =
-    "UPDATE tasks SET status = 'running', attempts = $2, worker_id = $3, started_at = $4,
-        progress_percent = NULL, progress_message = NULL,
-        updated_at = $5, stream_version = $6, last_position = $7 WHERE task_id = $1";
-const PROGRESS: &str = "UPDATE tasks SET progress_percent = $2, progress_message = $3,
-        updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
-const SUCCEEDED: &str =
-    "UPDATE tasks SET status = 'succeeded', exit_code = $2, finished_at = $3, error = NULL,
-        updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
-const RESULT: &str =
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
+        $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
+        $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[])
+     ON CONFLICT (task_id) DO UPDATE SET
+        kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
+        client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
+        priority = EXCLUDED.priority, timeout_seconds = EXCLUDED.timeout_seconds,
+        max_attempts = EXCLUDED.max_attempts, attempts = EXCLUDED.attempts,
+        worker_id = EXCLUDED.worker_id, progress_percent = EXCLUDED.progress_percent,
+        progress_message = EXCLUDED.progress_message, error = EXCLUDED.error,
+        exit_code = EXCLUDED.exit_code, submitted_at = EXCLUDED.submitted_at,
+        submitted_by = EXCLUDED.submitted_by, started_at = EXCLUDED.started_at,
+        finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
+        stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position";
+
+/// The results of the tasks that succeeded in a batch (a second result for
+/// a task violates the primary key: the log and the projection disagree).
+const RESULTS: &str =
     "INSERT INTO results (task_id, attempt, result, exit_code, artifacts, finished_at)
-     VALUES ($1, $2, $3, $4, $5, $6)";
-const FAILED: &str =
-    "UPDATE tasks SET status = 'failed', error = $2, exit_code = $3, finished_at = $4,
-        updated_at = $5, stream_version = $6, last_position = $7 WHERE task_id = $1";
-const TIMED_OUT: &str = "UPDATE tasks SET status = 'timed_out', error = $2, finished_at = $3,
-        updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
-const RETRIED: &str =
-    "UPDATE tasks SET status = 'queued', error = $2, exit_code = $3, worker_id = NULL,
-        progress_percent = NULL, progress_message = NULL, updated_at = $4, stream_version = $5, last_position = $6 WHERE task_id = $1";
+     SELECT * FROM unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int4[], $5::jsonb[],
+        $6::timestamptz[])";
+
+/// One row of `tasks`, folded in memory.
+#[derive(Debug, Clone)]
+struct TaskRow {
+    task_id: Uuid,
+    kind: String,
+    status: &'static str,
+    frontend_id: String,
+    client_task_id: Option<String>,
+    params: Value,
+    priority: i32,
+    timeout_seconds: i64,
+    max_attempts: i32,
+    attempts: i32,
+    worker_id: Option<String>,
+    progress_percent: Option<f64>,
+    progress_message: Option<String>,
+    error: Option<String>,
+    exit_code: Option<i32>,
+    submitted_at: DateTime<Utc>,
+    submitted_by: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    stream_version: i64,
+    last_position: i64,
+}
+
+/// One row of `results`.
+#[derive(Debug, Clone)]
+struct ResultRow {
+    task_id: Uuid,
+    attempt: i32,
+    result: Value,
+    exit_code: i32,
+    artifacts: Value,
+    finished_at: DateTime<Utc>,
+}
+
+/// The stored status text (`tasks.status`).
+fn status(text: &str) -> &'static str {
+    match text {
+        "queued" => "queued",
+        "running" => "running",
+        "succeeded" => "succeeded",
+        "failed" => "failed",
+        "timed_out" => "timed_out",
+        "canceled" => "canceled",
+        _ => "unknown",
+    }
+}
+
+impl TaskRow {
+    fn from_row(row: &PgRow) -> Self {
+        Self {
+            task_id: row.get(0),
+            kind: row.get(1),
+            status: status(row.get(2)),
+            frontend_id: row.get(3),
+            client_task_id: row.get(4),
+            params: row.get(5),
+            priority: row.get(6),
+            timeout_seconds: row.get(7),
+            max_attempts: row.get(8),
+            attempts: row.get(9),
+            worker_id: row.get(10),
+            progress_percent: row.get(11),
+            progress_message: row.get(12),
+            error: row.get(13),
+            exit_code: row.get(14),
+            submitted_at: row.get(15),
+            submitted_by: row.get(16),
+            started_at: row.get(17),
+            finished_at: row.get(18),
+            updated_at: row.get(19),
+            stream_version: row.get(20),
+            last_position: row.get(21),
+        }
+    }
+}
 
 #[async_trait]
 impl Projector for TasksProjector {
@@ -56,20 +141,31 @@ impl Projector for TasksProjector {
         "tasks"
     }
 
+    /// 2: a retry clears the progress (as the aggregate does).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
         &["tasks", "results"]
     }
 
+    fn schema(&self) -> &'static str {
+        include_str!("../../migrations/0003_task_read_models.sql")
+    }
+
+    /// Folds the batch's events into the rows they touch (read once from
+    /// the table when the task came before this batch), then writes every
+    /// touched row in one statement and every new result in another: three
+    /// round trips per batch however many events it holds. The rows are the
+    /// same as applying each event in turn would give.
     async fn apply(
         &self,
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        let mut writes = Vec::with_capacity(events.len() + 8);
+        let mut decoded = Vec::with_capacity(events.len());
+        let mut submitted_here = std::collections::HashSet::new();
         for recorded in events {
             let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
@@ -79,129 +175,142 @@ impl Projector for TasksProjector {
                     global_position: recorded.global_position,
                     reason: error.to_string(),
                 })?;
-            writes.extend(writes_for(task_id, recorded, &event)?);
+            if matches!(event, TaskEvent::Submitted(_)) {
+                submitted_here.insert(task_id);
+            }
+            decoded.push((task_id, recorded, event));
         }
-        // Each statement is prepared once per batch, and the writes are
-        // pipelined: sent in order without waiting for each answer, and run
-        // by the server in that order, so a task's rows change in event
-        // order. One round trip per batch instead of two per event.
-        let mut statements: HashMap<&'static str, Statement> = HashMap::new();
-        for write in &writes {
-            if !statements.contains_key(write.sql) {
-                statements.insert(write.sql, tx.prepare(write.sql).await?);
+        if decoded.is_empty() {
+            return Ok(());
+        }
+
+        // The rows of tasks submitted before this batch.
+        let earlier: Vec<Uuid> = decoded
+            .iter()
+            .map(|(task_id, _, _)| *task_id)
+            .filter(|task_id| !submitted_here.contains(task_id))
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut rows: HashMap<Uuid, TaskRow> = HashMap::with_capacity(decoded.len());
+        if !earlier.is_empty() {
+            let select = format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ANY($1)");
+            for row in tx.query(&select, &[&earlier]).await? {
+                let row = TaskRow::from_row(&row);
+                rows.insert(row.task_id, row);
             }
         }
-        let results = futures::future::join_all(writes.iter().map(|write| {
-            let params: Vec<&(dyn ToSql + Sync)> = write
-                .params
-                .iter()
-                .map(|param| param.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            let statement = &statements[write.sql];
-            async move { tx.execute(statement, &params).await }
-        }))
-        .await;
-        for (write, changed) in writes.iter().zip(results) {
-            let changed = changed?;
-            if changed != 1 {
-                // A later event for a task the projection does not have: the
-                // log and the projection disagree; stop rather than guess.
-                return Err(ProjectorError::Event {
-                    global_position: write.global_position,
-                    reason: format!(
-                        "no task row for {} to apply {}",
-                        write.task_id, write.event_type
-                    ),
-                });
+
+        // Fold, in event order.
+        let mut order = Vec::new();
+        let mut results = Vec::new();
+        for (task_id, recorded, event) in &decoded {
+            let row = rows.get_mut(task_id);
+            match (row, event) {
+                (Some(_), TaskEvent::Submitted(_)) => {
+                    // A second submission of one task: stop rather than guess.
+                    return Err(ProjectorError::Event {
+                        global_position: recorded.global_position,
+                        reason: format!("task {task_id} is already in the projection"),
+                    });
+                }
+                (None, TaskEvent::Submitted(submitted)) => {
+                    order.push(*task_id);
+                    rows.insert(*task_id, submitted_row(*task_id, recorded, submitted));
+                }
+                (Some(row), event) => {
+                    if let Some(result) = fold(row, recorded, event)? {
+                        results.push(result);
+                    }
+                }
+                (None, event) => {
+                    // A later event for a task the projection does not have:
+                    // the log and the projection disagree; stop.
+                    return Err(ProjectorError::Event {
+                        global_position: recorded.global_position,
+                        reason: format!(
+                            "no task row for {task_id} to apply {}",
+                            event.event_type()
+                        ),
+                    });
+                }
             }
+        }
+        let mut touched: Vec<&TaskRow> = rows.values().collect();
+        touched.sort_by_key(|row| row.task_id);
+        write_rows(tx, &touched).await?;
+        if !results.is_empty() {
+            write_results(tx, &results).await?;
         }
         Ok(())
     }
 }
 
-/// One row change: a statement, its parameters, and the event it is for.
-struct Write {
-    sql: &'static str,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
-    task_id: Uuid,
-    global_position: u64,
-    event_type: &'static str,
-}
-
-/// The row changes `event` makes (each must change exactly one row).
-fn writes_for(
+/// The row a submission creates.
+fn submitted_row(
     task_id: Uuid,
     recorded: &RecordedEvent,
-    event: &TaskEvent,
-) -> Result<Vec<Write>, ProjectorError> {
-    let version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
-    let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
-    let at = recorded.recorded_at;
-    let write = |sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>| Write {
-        sql,
-        params,
+    submitted: &taskledger_events::task::TaskSubmitted,
+) -> TaskRow {
+    TaskRow {
         task_id,
-        global_position: recorded.global_position,
-        event_type: event.event_type(),
-    };
-    let writes = match event {
-        TaskEvent::Submitted(submitted) => vec![write(
-            SUBMITTED,
-            vec![
-                Box::new(task_id),
-                Box::new(submitted.kind.clone()),
-                Box::new(submitted.frontend_id.clone()),
-                Box::new(submitted.client_task_id.clone()),
-                Box::new(Value::Object(submitted.params.clone())),
-                Box::new(submitted.priority),
-                Box::new(i64::try_from(submitted.timeout_seconds).unwrap_or(i64::MAX)),
-                Box::new(i32::try_from(submitted.max_attempts).unwrap_or(i32::MAX)),
-                Box::new(submitted.submitted_at),
-                Box::new(submitted.submitted_by.clone()),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-        TaskEvent::Canceled(canceled) => vec![write(
-            CANCELED,
-            vec![
-                Box::new(task_id),
-                Box::new(canceled.canceled_at),
-                Box::new(
-                    canceled
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "canceled".to_owned()),
-                ),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-        TaskEvent::Started(started) => vec![write(
-            STARTED,
-            vec![
-                Box::new(task_id),
-                Box::new(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
-                Box::new(started.worker_id.clone()),
-                Box::new(started.started_at),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-        TaskEvent::ProgressRecorded(progress) => vec![write(
-            PROGRESS,
-            vec![
-                Box::new(task_id),
-                Box::new(progress.percent),
-                Box::new(progress.message.clone()),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
+        kind: submitted.kind.clone(),
+        status: "queued",
+        frontend_id: submitted.frontend_id.clone(),
+        client_task_id: submitted.client_task_id.clone(),
+        params: Value::Object(submitted.params.clone()),
+        priority: submitted.priority,
+        timeout_seconds: i64::try_from(submitted.timeout_seconds).unwrap_or(i64::MAX),
+        max_attempts: i32::try_from(submitted.max_attempts).unwrap_or(i32::MAX),
+        attempts: 0,
+        worker_id: None,
+        progress_percent: None,
+        progress_message: None,
+        error: None,
+        exit_code: None,
+        submitted_at: submitted.submitted_at,
+        submitted_by: submitted.submitted_by.clone(),
+        started_at: None,
+        finished_at: None,
+        updated_at: recorded.recorded_at,
+        stream_version: i64::try_from(recorded.version).unwrap_or(i64::MAX),
+        last_position: i64::try_from(recorded.global_position).unwrap_or(i64::MAX),
+    }
+}
+
+/// Applies one later event to its task's row; a success also gives its
+/// result row.
+fn fold(
+    row: &mut TaskRow,
+    recorded: &RecordedEvent,
+    event: &TaskEvent,
+) -> Result<Option<ResultRow>, ProjectorError> {
+    let mut result = None;
+    match event {
+        TaskEvent::Submitted(_) => {}
+        TaskEvent::Canceled(canceled) => {
+            row.status = "canceled";
+            row.finished_at = Some(canceled.canceled_at);
+            row.error = Some(
+                canceled
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "canceled".to_owned()),
+            );
+            row.worker_id = None;
+        }
+        TaskEvent::Started(started) => {
+            row.status = "running";
+            row.attempts = i32::try_from(started.attempt).unwrap_or(i32::MAX);
+            row.worker_id = Some(started.worker_id.clone());
+            row.started_at = Some(started.started_at);
+            row.progress_percent = None;
+            row.progress_message = None;
+        }
+        TaskEvent::ProgressRecorded(progress) => {
+            row.progress_percent = progress.percent;
+            row.progress_message = progress.message.clone();
+        }
         TaskEvent::Succeeded(succeeded) => {
             let artifacts = serde_json::to_value(&succeeded.artifacts).map_err(|error| {
                 ProjectorError::Event {
@@ -209,68 +318,106 @@ fn writes_for(
                     reason: error.to_string(),
                 }
             })?;
-            vec![
-                write(
-                    RESULT,
-                    vec![
-                        Box::new(task_id),
-                        Box::new(i32::try_from(succeeded.attempt).unwrap_or(i32::MAX)),
-                        Box::new(Value::Object(succeeded.result.clone())),
-                        Box::new(succeeded.exit_code),
-                        Box::new(artifacts),
-                        Box::new(succeeded.finished_at),
-                    ],
-                ),
-                write(
-                    SUCCEEDED,
-                    vec![
-                        Box::new(task_id),
-                        Box::new(succeeded.exit_code),
-                        Box::new(succeeded.finished_at),
-                        Box::new(at),
-                        Box::new(version),
-                        Box::new(position),
-                    ],
-                ),
-            ]
+            result = Some(ResultRow {
+                task_id: row.task_id,
+                attempt: i32::try_from(succeeded.attempt).unwrap_or(i32::MAX),
+                result: Value::Object(succeeded.result.clone()),
+                exit_code: succeeded.exit_code,
+                artifacts,
+                finished_at: succeeded.finished_at,
+            });
+            row.status = "succeeded";
+            row.exit_code = Some(succeeded.exit_code);
+            row.finished_at = Some(succeeded.finished_at);
+            row.error = None;
         }
-        TaskEvent::Failed(failed) => vec![write(
-            FAILED,
-            vec![
-                Box::new(task_id),
-                Box::new(failed.error.clone()),
-                Box::new(failed.exit_code),
-                Box::new(failed.failed_at),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-        TaskEvent::TimedOut(timed_out) => vec![write(
-            TIMED_OUT,
-            vec![
-                Box::new(task_id),
-                Box::new(format!(
-                    "attempt {} ran past the task's timeout",
-                    timed_out.attempt
-                )),
-                Box::new(timed_out.timed_out_at),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-        TaskEvent::Retried(retried) => vec![write(
-            RETRIED,
-            vec![
-                Box::new(task_id),
-                Box::new(retried.reason.clone()),
-                Box::new(retried.exit_code),
-                Box::new(at),
-                Box::new(version),
-                Box::new(position),
-            ],
-        )],
-    };
-    Ok(writes)
+        TaskEvent::Failed(failed) => {
+            row.status = "failed";
+            row.error = Some(failed.error.clone());
+            row.exit_code = failed.exit_code;
+            row.finished_at = Some(failed.failed_at);
+        }
+        TaskEvent::TimedOut(timed_out) => {
+            row.status = "timed_out";
+            row.error = Some(format!(
+                "attempt {} ran past the task's timeout",
+                timed_out.attempt
+            ));
+            row.finished_at = Some(timed_out.timed_out_at);
+        }
+        TaskEvent::Retried(retried) => {
+            row.status = "queued";
+            row.error = Some(retried.reason.clone());
+            row.exit_code = retried.exit_code;
+            row.worker_id = None;
+            row.progress_percent = None;
+            row.progress_message = None;
+        }
+    }
+    row.updated_at = recorded.recorded_at;
+    row.stream_version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
+    row.last_position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+    Ok(result)
+}
+
+/// Writes the rows (as column arrays, one statement).
+async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio_postgres::Error> {
+    fn column<'a, T>(rows: &[&'a TaskRow], get: impl Fn(&'a TaskRow) -> T) -> Vec<T> {
+        rows.iter().map(|row| get(row)).collect()
+    }
+    tx.execute(
+        UPSERT,
+        &[
+            &column(rows, |r| r.task_id),
+            &column(rows, |r| r.kind.as_str()),
+            &column(rows, |r| r.status),
+            &column(rows, |r| r.frontend_id.as_str()),
+            &column(rows, |r| r.client_task_id.as_deref()),
+            &column(rows, |r| &r.params),
+            &column(rows, |r| r.priority),
+            &column(rows, |r| r.timeout_seconds),
+            &column(rows, |r| r.max_attempts),
+            &column(rows, |r| r.attempts),
+            &column(rows, |r| r.worker_id.as_deref()),
+            &column(rows, |r| r.progress_percent),
+            &column(rows, |r| r.progress_message.as_deref()),
+            &column(rows, |r| r.error.as_deref()),
+            &column(rows, |r| r.exit_code),
+            &column(rows, |r| r.submitted_at),
+            &column(rows, |r| r.submitted_by.as_deref()),
+            &column(rows, |r| r.started_at),
+            &column(rows, |r| r.finished_at),
+            &column(rows, |r| r.updated_at),
+            &column(rows, |r| r.stream_version),
+            &column(rows, |r| r.last_position),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts the results (as column arrays, one statement).
+async fn write_results(
+    tx: &Transaction<'_>,
+    results: &[ResultRow],
+) -> Result<(), tokio_postgres::Error> {
+    let task_ids: Vec<Uuid> = results.iter().map(|r| r.task_id).collect();
+    let attempts: Vec<i32> = results.iter().map(|r| r.attempt).collect();
+    let documents: Vec<&Value> = results.iter().map(|r| &r.result).collect();
+    let exit_codes: Vec<i32> = results.iter().map(|r| r.exit_code).collect();
+    let artifacts: Vec<&Value> = results.iter().map(|r| &r.artifacts).collect();
+    let finished: Vec<DateTime<Utc>> = results.iter().map(|r| r.finished_at).collect();
+    tx.execute(
+        RESULTS,
+        &[
+            &task_ids,
+            &attempts,
+            &documents,
+            &exit_codes,
+            &artifacts,
+            &finished,
+        ],
+    )
+    .await?;
+    Ok(())
 }

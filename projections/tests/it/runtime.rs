@@ -14,11 +14,15 @@ use taskledger_projections::runtime::{lock_key, RuntimeOptions};
 use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
 use tokio_postgres::Transaction;
 
+const RECORDED: &str =
+    "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)";
+
 /// Records every event it applies; the primary key makes a second
 /// application of any event fail loudly.
 struct Recorder {
     fail_on: Option<u64>,
     fixed: Arc<AtomicBool>,
+    version: u32,
 }
 
 #[async_trait]
@@ -27,10 +31,13 @@ impl Projector for Recorder {
         "recorder"
     }
     fn version(&self) -> u32 {
-        1
+        self.version
     }
     fn tables(&self) -> &'static [&'static str] {
         &["recorded"]
+    }
+    fn schema(&self) -> &'static str {
+        RECORDED
     }
     async fn apply(
         &self,
@@ -61,6 +68,7 @@ fn recorder() -> Recorder {
     Recorder {
         fail_on: None,
         fixed: Arc::new(AtomicBool::new(true)),
+        version: 1,
     }
 }
 
@@ -76,12 +84,7 @@ async fn setup() -> (PgEventStore, TestDatabase, tokio_postgres::Client) {
     let database = TestDatabase::create().await;
     let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
     let client = database.client().await;
-    client
-        .batch_execute(
-            "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)",
-        )
-        .await
-        .unwrap();
+    client.batch_execute(RECORDED).await.unwrap();
     (store, database, client)
 }
 
@@ -253,6 +256,7 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
     let projector = Recorder {
         fail_on: Some(17),
         fixed: fixed.clone(),
+        version: 1,
     };
     let (stop, task, status) = start(&store, projector);
     wait_until(
@@ -316,6 +320,225 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
         ),
         (0, 0.0, None)
     );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    database.drop_database().await;
+}
+
+/// The table's identity: a swap replaces it with another one.
+async fn table_oid(client: &tokio_postgres::Client) -> u32 {
+    client
+        .query_one("SELECT 'recorded'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
+    use taskledger_projections::rebuild::{rebuild, RebuildOptions};
+
+    let (store, database, client) = setup().await;
+    append(&store, 3_000).await;
+    let (stop, task, status) = start(&store, recorder());
+    wait_until("catch-up", Duration::from_secs(30), async || {
+        recorded(&client).await == (3_000, 3_000)
+    })
+    .await;
+    let live_table = table_oid(&client).await;
+
+    // A writer appends throughout; a reader counts rows throughout with a
+    // prepared statement (the way the API reads), and must never fail nor
+    // see fewer rows than before (a half-built table would show fewer).
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (store, writing) = (store.clone(), writing.clone());
+        async move {
+            let mut appended = 0_u64;
+            while writing.load(Ordering::SeqCst) {
+                append(&store, 1).await;
+                appended += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            appended
+        }
+    });
+    let reader_client = database.client().await;
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = tokio::spawn({
+        let reading = reading.clone();
+        async move {
+            let count = reader_client
+                .prepare("SELECT count(*) FROM recorded")
+                .await
+                .unwrap();
+            let (mut reads, mut last) = (0_u64, 0_i64);
+            while reading.load(Ordering::SeqCst) {
+                let now: i64 = reader_client.query_one(&count, &[]).await.unwrap().get(0);
+                assert!(now >= last, "the reader saw {now} rows after {last}");
+                last = now;
+                reads += 1;
+            }
+            reads
+        }
+    });
+
+    let progress = std::sync::Mutex::new(Vec::new());
+    let options = RebuildOptions {
+        batch_size: 400,
+        progress_every: Duration::ZERO,
+        ..RebuildOptions::default()
+    };
+    let report = rebuild(&store, &recorder(), &options, &|p| {
+        progress.lock().unwrap().push(p.clone());
+    })
+    .await
+    .unwrap();
+    assert!(report.position >= 3_000, "{report}");
+    let progress = progress.into_inner().unwrap();
+    assert!(progress.len() > 3, "progress was reported: {progress:?}");
+    assert!(progress.windows(2).all(|w| w[0].position <= w[1].position));
+    assert_eq!(progress.last().unwrap().phase, "swapping");
+
+    // Keep writing a little after the swap: the live projector carries on
+    // into the new table.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    writing.store(false, Ordering::SeqCst);
+    let appended = writer.await.unwrap();
+    let total = 3_000 + i64::try_from(appended).unwrap();
+    wait_until("the live projector", Duration::from_secs(30), async || {
+        recorded(&client).await == (total, total)
+    })
+    .await;
+    reading.store(false, Ordering::SeqCst);
+    let reads = reader.await.unwrap();
+    assert!(reads > 10, "the reader kept reading ({reads} reads)");
+    assert_ne!(
+        table_oid(&client).await,
+        live_table,
+        "the table was swapped"
+    );
+    assert_eq!(checkpoint(&client).await.unwrap().0, total);
+    assert_eq!(status.borrow().state, ProjectorState::Running);
+    let leftovers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tl\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leftovers, 0, "the shadow and retired schemas are dropped");
+    let state: String = client
+        .query_one(
+            "SELECT state FROM projection_rebuilds WHERE projector = 'recorder'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "done");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_is_built_beside_the_old_one_which_then_stands_down() {
+    let (store, database, client) = setup().await;
+    append(&store, 50).await;
+    let (stop_old, task_old, status_old) = start(&store, recorder());
+    wait_until("catch-up", Duration::from_secs(20), async || {
+        recorded(&client).await == (50, 50)
+    })
+    .await;
+    let old_table = table_oid(&client).await;
+    let (stop_new, task_new, status_new) = start(
+        &store,
+        Recorder {
+            version: 2,
+            ..recorder()
+        },
+    );
+    wait_until(
+        "the new version to take over",
+        Duration::from_secs(30),
+        async || status_new.borrow().state == ProjectorState::Running,
+    )
+    .await;
+    append(&store, 20).await;
+    wait_until("live events", Duration::from_secs(20), async || {
+        recorded(&client).await == (70, 70)
+    })
+    .await;
+    assert_ne!(table_oid(&client).await, old_table);
+    assert_eq!(
+        status_old.borrow().state,
+        ProjectorState::Outdated { stored: 2 }
+    );
+    let lag = &taskledger_projections::runtime::lags(&client)
+        .await
+        .unwrap()[0];
+    assert_eq!((lag.version, lag.position), (2, 70));
+    stop_old.send(()).unwrap();
+    stop_new.send(()).unwrap();
+    task_old.await.unwrap();
+    task_new.await.unwrap();
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_the_log() {
+    use taskledger_projections::runtime::{reset, set_paused};
+
+    let (store, database, mut client) = setup().await;
+    append(&store, 10).await;
+    let (stop, task, status) = start(&store, recorder());
+    wait_until("catch-up", Duration::from_secs(20), async || {
+        recorded(&client).await == (10, 10)
+    })
+    .await;
+    assert!(set_paused(&client, "recorder", true).await.unwrap());
+    append(&store, 10).await;
+    wait_until("the pause", Duration::from_secs(5), async || {
+        status.borrow().state == ProjectorState::Paused
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        recorded(&client).await,
+        (10, 10),
+        "nothing applied while paused"
+    );
+    assert!(
+        taskledger_projections::runtime::lags(&client)
+            .await
+            .unwrap()[0]
+            .paused
+    );
+    assert!(set_paused(&client, "recorder", false).await.unwrap());
+    wait_until("the resume", Duration::from_secs(10), async || {
+        recorded(&client).await == (20, 20)
+    })
+    .await;
+    assert!(!set_paused(&client, "nobody", true).await.unwrap());
+
+    // A reset empties the table and the live projector applies it all again.
+    client
+        .execute("INSERT INTO recorded VALUES (-1, 'stray row')", &[])
+        .await
+        .unwrap();
+    assert!(reset(&mut client, &recorder()).await.unwrap());
+    wait_until("the replay", Duration::from_secs(10), async || {
+        recorded(&client).await == (20, 20)
+    })
+    .await;
+    let min: i64 = client
+        .query_one("SELECT min(global_position) FROM recorded", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(min, 1, "the stray row went with the reset");
     stop.send(()).unwrap();
     task.await.unwrap();
     database.drop_database().await;

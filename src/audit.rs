@@ -144,46 +144,24 @@ async fn state(
     as_of: Option<&str>,
     at_version: Option<u64>,
 ) -> anyhow::Result<()> {
-    use taskledger_events::task::{TaskEvent, TaskId};
+    use taskledger_events::task::TaskId;
+    use taskledger_replay::Until;
 
     let task_id = TaskId::from_stream_id(stream)
         .or_else(|| uuid::Uuid::parse_str(stream).ok().map(TaskId))
         .context("--stream must be a task stream (task-<uuid>) or a task id; other streams: use replay export")?;
-    let as_of = as_of
-        .map(|text| {
+    let until = match (as_of, at_version) {
+        (Some(text), _) => Until::Instant(
             chrono::DateTime::parse_from_rfc3339(text)
                 .map(|at| at.with_timezone(&chrono::Utc))
-                .with_context(|| format!("--as-of {text:?} is not an RFC 3339 instant"))
-        })
-        .transpose()?;
-    let store = database::open_store(settings)?;
-    let events = store
-        .read_stream(
-            &task_id.stream_id(),
-            1,
-            taskledger_events::Direction::Forward,
-            1_000_000,
-        )
-        .await?;
-    anyhow::ensure!(!events.is_empty(), "task {task_id} does not exist");
-    let mut task = None;
-    let mut version = 0;
-    let mut position = 0;
-    for recorded in &events {
-        if at_version.is_some_and(|limit| recorded.version > limit)
-            || as_of.is_some_and(|at| recorded.recorded_at > at)
-        {
-            break;
-        }
-        let event = TaskEvent::from_recorded(recorded)?;
-        task = taskledger_events::task::apply(task, &event);
-        version = recorded.version;
-        position = recorded.global_position;
-    }
-    let Some(task) = task else {
-        anyhow::bail!("task {task_id} did not exist yet at that point");
+                .with_context(|| format!("--as-of {text:?} is not an RFC 3339 instant"))?,
+        ),
+        (None, Some(version)) => Until::Version(version),
+        (None, None) => Until::Head,
     };
-    let view = crate::http::tasks::TaskView::from_task(&task, version, position);
+    let store = database::open_store(settings)?;
+    let at = taskledger_replay::task_at(&store, task_id, until).await?;
+    let view = crate::http::tasks::TaskView::from_task(&at.task, at.version, at.position);
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }

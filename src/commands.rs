@@ -6,6 +6,7 @@
 //! glue that lets one handler serve them all.
 
 use std::fmt;
+use std::time::Instant;
 
 use taskledger_events::task::{self, DomainError, TaskEvent};
 use taskledger_events::{apikey, device, ledger};
@@ -14,6 +15,8 @@ use taskledger_events::{
     NewEvent, RecordedEvent, StoreError, StreamId,
 };
 use uuid::Uuid;
+
+use crate::metrics::{self, CommandOutcome};
 
 /// How many times a command is decided again after a version conflict
 /// before the conflict is reported.
@@ -33,6 +36,13 @@ pub trait Aggregate {
     type Event: Send;
     /// Why a command is refused.
     type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The aggregate's name in metrics (`tasks`, `api_keys`, …).
+    const NAME: &'static str;
+
+    /// The command's name in metrics: its enum variant (`Submit`, `Start`,
+    /// …), never anything from its fields, so the label set stays small.
+    fn command_name(command: &Self::Command) -> &'static str;
 
     /// Folds one event into the state.
     fn apply(state: Self::State, event: &Self::Event) -> Self::State;
@@ -61,6 +71,22 @@ impl Aggregate for Tasks {
     type Event = TaskEvent;
     type Error = DomainError;
 
+    const NAME: &'static str = "tasks";
+
+    fn command_name(command: &task::TaskCommand) -> &'static str {
+        use task::TaskCommand;
+        match command {
+            TaskCommand::Submit(_) => "Submit",
+            TaskCommand::Cancel(_) => "Cancel",
+            TaskCommand::Start(_) => "Start",
+            TaskCommand::RecordProgress(_) => "RecordProgress",
+            TaskCommand::Complete(_) => "Complete",
+            TaskCommand::Fail(_) => "Fail",
+            TaskCommand::TimeOut(_) => "TimeOut",
+            TaskCommand::Retry(_) => "Retry",
+        }
+    }
+
     fn apply(state: Self::State, event: &TaskEvent) -> Self::State {
         task::apply(state, event)
     }
@@ -87,6 +113,15 @@ impl Aggregate for ApiKeys {
     type Command = apikey::ApiKeyCommand;
     type Event = apikey::ApiKeyEvent;
     type Error = apikey::DomainError;
+
+    const NAME: &'static str = "api_keys";
+
+    fn command_name(command: &Self::Command) -> &'static str {
+        match command {
+            apikey::ApiKeyCommand::Create(_) => "Create",
+            apikey::ApiKeyCommand::Revoke(_) => "Revoke",
+        }
+    }
 
     fn apply(state: Self::State, event: &Self::Event) -> Self::State {
         apikey::apply(state, event)
@@ -119,6 +154,17 @@ impl Aggregate for Devices {
     type Event = device::DeviceEvent;
     type Error = device::DomainError;
 
+    const NAME: &'static str = "devices";
+
+    fn command_name((_, command): &Self::Command) -> &'static str {
+        match command {
+            device::DeviceCommand::Queue(_) => "Queue",
+            device::DeviceCommand::AttemptSend(_) => "AttemptSend",
+            device::DeviceCommand::RecordSendResult(_) => "RecordSendResult",
+            device::DeviceCommand::Receive(_) => "Receive",
+        }
+    }
+
     fn apply(state: Self::State, event: &Self::Event) -> Self::State {
         device::apply(state, event)
     }
@@ -148,6 +194,13 @@ impl Aggregate for Ledgers {
     type Command = ledger::ConfirmLedgerEntries;
     type Event = ledger::LedgerEvent;
     type Error = ledger::DomainError;
+
+    const NAME: &'static str = "ledgers";
+
+    /// The ledger has one command (a struct, not an enum): `Confirm`.
+    fn command_name(_: &Self::Command) -> &'static str {
+        "Confirm"
+    }
 
     fn apply(state: Self::State, event: &Self::Event) -> Self::State {
         ledger::apply(state, event)
@@ -290,9 +343,32 @@ pub async fn load<A: Aggregate>(
 /// retried command whose first append did commit (an unknown outcome after a
 /// lost connection) is recognised by the store instead of applied twice.
 ///
+/// Every command is counted in [`crate::metrics`] by aggregate, command
+/// variant and outcome, and every append's latency is recorded there.
+///
 /// # Errors
 /// See [`CommandError`].
 pub async fn execute<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    command: A::Command,
+    command_id: Uuid,
+    metadata: Metadata,
+) -> Result<Executed<A>, CommandError<A::Error>> {
+    let command_name = A::command_name(&command);
+    let executed = decide_and_append::<A>(store, stream_id, command, command_id, metadata).await;
+    let outcome = match &executed {
+        Ok(_) => CommandOutcome::Ok,
+        Err(CommandError::Rejected(_)) => CommandOutcome::Refused,
+        Err(CommandError::Conflict { .. }) => CommandOutcome::Conflict,
+        Err(_) => CommandOutcome::Error,
+    };
+    metrics::record_command(A::NAME, command_name, outcome);
+    executed
+}
+
+/// [`execute`] without the counting.
+async fn decide_and_append<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
     command: A::Command,
@@ -326,10 +402,12 @@ pub async fn execute<A: Aggregate>(
             .enumerate()
             .map(|(index, event)| A::encode(event, event_id(command_id, index), metadata.clone()))
             .collect();
-        match store
+        let began = Instant::now();
+        let appended = store
             .append(stream_id, ExpectedVersion::Exact(version), new_events)
-            .await
-        {
+            .await;
+        metrics::observe_append(began.elapsed().as_secs_f64());
+        match appended {
             Ok(appended) => {
                 let state = events.iter().fold(state, A::apply);
                 return Ok(Executed {

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http;
 pub mod keys;
 mod leader;
+pub mod metrics;
 pub mod operators;
 pub mod relay;
 pub mod rockblock;

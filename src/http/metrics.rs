@@ -1,8 +1,9 @@
 //! `/metrics` in the Prometheus text format: HTTP latency by route, method
-//! and status (recorded by [`track`], a middleware on every route), and,
-//! read from the database at scrape time, each projector's lag and failure,
-//! the relay's lag, the log's head, the oldest open transaction and how long
-//! the log lock has been held.
+//! and status (recorded by [`track`], a middleware on every route), the
+//! process-wide command, append and runner metrics of [`crate::metrics`],
+//! and, read from the database at scrape time, each projector's lag and
+//! failure, the relay's lag, the log's head, the oldest open transaction and
+//! how long the log lock has been held.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,30 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-
-/// Upper bounds of the latency histogram's buckets, in seconds.
-const BOUNDS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    buckets: [u64; BOUNDS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(BOUNDS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-}
+use crate::metrics::Histogram;
 
 /// HTTP request latencies by (method, route, status).
 #[derive(Debug, Default)]
@@ -88,28 +66,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     out.push_str("# TYPE taskledger_http_request_duration_seconds histogram\n");
     for ((method, route, status), histogram) in &requests {
         let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-        for (bucket, bound) in histogram.buckets.iter().zip(BOUNDS) {
-            let _ = writeln!(
-                out,
-                "taskledger_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {bucket}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "taskledger_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-            histogram.count
-        );
-        let _ = writeln!(
-            out,
-            "taskledger_http_request_duration_seconds_sum{{{labels}}} {}",
-            histogram.sum
-        );
-        let _ = writeln!(
-            out,
-            "taskledger_http_request_duration_seconds_count{{{labels}}} {}",
-            histogram.count
+        histogram.write(
+            &mut out,
+            "taskledger_http_request_duration_seconds",
+            &labels,
         );
     }
+    crate::metrics::render(&mut out);
     if let Err(error) = database_metrics(&state, &mut out).await {
         tracing::warn!(%error, "reading metrics from the database failed");
         out.push_str(

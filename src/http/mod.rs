@@ -1,12 +1,13 @@
-//! The HTTP surface: the `/v1` API ([`tasks`]), liveness and readiness
-//! probes, the OpenAPI document, and the problem+json error type every route
-//! uses ([`problem`]).
+//! The HTTP surface: the `/v1` API ([`tasks`], [`audit`], …), liveness and
+//! readiness probes, the OpenAPI document, and the problem+json error type
+//! every route uses ([`problem`]).
 //!
 //! Routes and their OpenAPI description come from one place: each handler's
 //! `#[utoipa::path]` is registered through [`api_router`], so a route cannot
 //! be served without being documented, nor documented without being served.
 
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 mod consistency;
 pub mod devices;
@@ -106,6 +107,7 @@ impl auth::KeyStore for AppState {
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
+        (name = "audit", description = "Auditors' reads of the log: any stream as stored, chain verification"),
         (name = "devices", description = "Satellite modems through the RockBLOCK web API"),
         (name = "service", description = "Probes and this document")
     )
@@ -141,6 +143,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(feed::list_events))
         .routes(routes!(feed::stream_events))
+        .routes(routes!(audit::stream_events))
+        .routes(routes!(audit::verify))
         .routes(routes!(ledgers::confirm))
         .routes(routes!(ledgers::ledger_status))
         .routes(routes!(ledgers::ledger_holes))

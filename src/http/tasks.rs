@@ -3,11 +3,11 @@
 //!
 //! Writes go through the task aggregate ([`crate::submission`],
 //! [`crate::commands`]); reads come from the `tasks` and `results` read
-//! models, except a task's history, which is read from the log itself. A
-//! write answers with the task's stream version and the global position of
-//! its latest event; a read given `min_version` (one task) or `min_position`
-//! (a list) waits until the read model shows that much (see
-//! [`super::consistency`]).
+//! models, except a task's history and a task as it was (`as_of`,
+//! `at_version`), which are read from the log itself. A write answers with
+//! the task's stream version and the global position of its latest event; a
+//! read given `min_version` (one task) or `min_position` (a list) waits until
+//! the read model shows that much (see [`super::consistency`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskledger_events::task::{CancelTask, DomainError, Task, TaskCommand, TaskId, TaskStatus};
 use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent};
+use taskledger_replay::{TaskAtError, Until};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
@@ -335,7 +336,7 @@ pub struct ResultView {
     pub finished_at: DateTime<Utc>,
 }
 
-/// One event of a task's history, as stored.
+/// One event as stored (a task's history, a stream, the global order).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventView {
     /// Its place in the global order.
@@ -362,7 +363,8 @@ pub struct EventView {
     pub hash: String,
 }
 
-/// A page of a task's history, oldest first.
+/// A page of events, oldest first (a task's history, a stream, the global
+/// order).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventPage {
     /// The events.
@@ -403,6 +405,24 @@ pub struct ReadTaskQuery {
     /// Wait until the task shows at least this stream version (the
     /// `stream_version` of a write).
     pub min_version: Option<u64>,
+}
+
+/// Reading one task: now (from the read model, optionally waiting for a
+/// version), or as it was (folded from the log).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetTaskQuery {
+    /// Wait until the task shows at least this stream version (the
+    /// `stream_version` of a write).
+    pub min_version: Option<u64>,
+    /// The task as it was at this instant (RFC 3339; write `+` as `%2B`, or
+    /// use `Z`): its events recorded at or before it, folded from the log.
+    /// Excludes `at_version` and `min_version`.
+    pub as_of: Option<String>,
+    /// The task as it was at this version of its stream, folded from the
+    /// log. Excludes `as_of` and `min_version`.
+    pub at_version: Option<u64>,
 }
 
 /// Paging of a task's history.
@@ -551,32 +571,83 @@ pub async fn list_tasks(
     Ok(ApiJson(TaskPage { items, next_cursor }).into_response())
 }
 
-/// Reads one task.
+/// Reads one task: as it is now (from the read model), or, with `as_of` or
+/// `at_version`, as it was then (folded from its events in the log, for
+/// auditors).
 #[utoipa::path(
     get,
     path = "/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
+    params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
     responses(
-        (status = 200, description = "The task", body = TaskView),
-        (status = 400, description = "A malformed id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
+        (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_version not reached in time", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks both tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at_version` or `min_version` beyond the task's stream", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "min_version not reached in time, or the log cannot be read", body = Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = ["tasks:read"]))
+    security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]
 pub async fn get_task(
     State(state): State<AppState>,
-    _: Authorized<ReadTasks>,
+    _: Authorized<ReadHistory>,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<ReadTaskQuery>,
+    ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let task_id = parse_task_id(&id)?;
-    read_task(&state, task_id, query.min_version)
+    let until = match (&query.as_of, query.at_version, query.min_version) {
+        (None, None, min_version) => {
+            return read_task(&state, task_id, min_version).await.map(ApiJson)
+        }
+        (Some(text), None, None) => Until::Instant(
+            DateTime::parse_from_rfc3339(text)
+                .map(|instant| instant.with_timezone(&Utc))
+                .map_err(|error| {
+                    Problem::bad_request(format!(
+                        "as_of {text:?} is not an RFC 3339 instant ({error}); \
+                         write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
+                    ))
+                })?,
+        ),
+        (None, Some(version), None) => Until::Version(version),
+        _ => {
+            let given: Vec<&str> = [
+                ("as_of", query.as_of.is_some()),
+                ("at_version", query.at_version.is_some()),
+                ("min_version", query.min_version.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
+            return Err(Problem::bad_request(format!(
+                "{} exclude each other; give at most one",
+                given.join(" and ")
+            )));
+        }
+    };
+    let at = taskledger_replay::task_at(&state.store, task_id, until)
         .await
-        .map(ApiJson)
+        .map_err(|error| match error {
+            error @ (TaskAtError::NoSuchTask(_) | TaskAtError::NotYet { .. }) => {
+                Problem::not_found(error.to_string())
+            }
+            error @ TaskAtError::BeyondStream { .. } => Problem::unprocessable(error.to_string()),
+            error @ TaskAtError::Unreadable { .. } => {
+                tracing::error!(%error, "a task's history cannot be folded");
+                Problem::internal()
+            }
+            TaskAtError::Store(error) => {
+                tracing::error!(%error, task = %task_id, "reading a task's history failed");
+                Problem::unavailable("the event store cannot be read right now", 1)
+            }
+        })?;
+    Ok(ApiJson(TaskView::from_task(
+        &at.task,
+        at.version,
+        at.position,
+    )))
 }
 
 /// Reads a succeeded task's result document and the list of its files.

@@ -47,6 +47,7 @@ use crate::broker::{self, Job, Topology};
 use crate::commands::{execute, load, CommandError, Tasks};
 use crate::config::{Executor, FileConfig};
 use crate::leader::AbortOnDrop;
+use crate::metrics;
 use executor::{End, Outcome, RunError, RunSpec};
 
 /// The default [`RunnerOptions::lease_ttl`].
@@ -128,6 +129,8 @@ pub async fn run(
             None
         }
     };
+    // Counted in `/metrics` while the runner runs.
+    let _slots = metrics::runner_started(options.slots.max(1));
     let context = Context {
         slots: Arc::new(Semaphore::new(options.slots.max(1))),
         store,
@@ -549,6 +552,8 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     if let Ok(mut running) = context.running.lock() {
         running.insert(job.task_id, container_name(task_id, job.attempt));
     }
+    // A busy slot in `/metrics` until this attempt ends (or is aborted).
+    let _busy = metrics::attempt_running();
     let heartbeat = AbortOnDrop(tokio::spawn(hold_lease(
         context.clone(),
         task_id,

@@ -266,6 +266,189 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commands_by_outcome_and_time_appends() {
+    use taskledger_events::apikey::Scope;
+
+    let app = TestApp::spawn_with_kinds(|_| {}).await;
+    let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+    let submitted: Value = app
+        .http
+        .post(app.url("/v1/tasks"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "frontend_id": "metrics"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cancel = format!("/v1/tasks/{}/cancel", submitted["id"].as_str().unwrap());
+    let first = app
+        .http
+        .post(app.url(&cancel))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // A canceled task cannot be canceled again: the aggregate refuses.
+    let again = app
+        .http
+        .post(app.url(&cancel))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The registry is shared by every test in this process: at least.
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert!(
+        value(r#"taskledger_commands_total{aggregate="tasks",command="Submit",outcome="ok"}"#)
+            >= 1.0
+    );
+    assert!(
+        value(r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="ok"}"#)
+            >= 1.0
+    );
+    assert!(
+        value(r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="refused"}"#)
+            >= 1.0
+    );
+    assert!(
+        value(r#"taskledger_commands_total{aggregate="api_keys",command="Create",outcome="ok"}"#)
+            >= 1.0
+    );
+    assert!(value("taskledger_append_seconds_count") >= 2.0);
+    assert!(value(r#"taskledger_append_seconds_bucket{le="+Inf"}"#) >= 2.0);
+    assert!(value("taskledger_append_seconds_sum") > 0.0);
+    assert!(value(r#"taskledger_runner_slots{state="busy"}"#) >= 0.0);
+    assert!(value(r#"taskledger_runner_slots{state="total"}"#) >= 0.0);
+    for (name, kind) in [
+        ("taskledger_commands_total", "counter"),
+        ("taskledger_append_seconds", "histogram"),
+        ("taskledger_runner_slots", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "no TYPE line for {name}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP line for {name}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_runner_slots_while_an_attempt_runs() {
+    use taskledger::settings::Role;
+    use taskledger_events::apikey::Scope;
+
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let release = data_dir.join("release");
+    let config = r#"
+[kinds.local-sh]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 30
+"#;
+    let app = TestApp::spawn_with_config(config, |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+        settings.amqp_url = None;
+        settings.runner_slots = 3;
+        settings.data_dir = data_dir.clone();
+    })
+    .await;
+    let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+    // The attempt runs until the test lets it end.
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done",
+        release.display()
+    );
+    let submitted: Value = app
+        .http
+        .post(app.url("/v1/tasks"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"kind": "local-sh", "params": {"script": script}, "frontend_id": "metrics"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = format!("/v1/tasks/{}", submitted["id"].as_str().unwrap());
+    let slots = |text: &str, state: &str| -> f64 {
+        let series = format!("taskledger_runner_slots{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    // Other tests in this process may run runners too: at least.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if slots(&text, "busy") >= 1.0 {
+            assert!(slots(&text, "total") >= 3.0, "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no busy runner slot within 20 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&release, b"").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let task: Value = app
+            .http
+            .get(app.url(&task))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["status"] == "succeeded" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_every_projector_over_http_and_the_command_line() {
     let app = TestApp::spawn().await;
     let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;

@@ -43,7 +43,11 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/projections", Access::AnyOf(&[Scope::Admin])),
     ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
     ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
-    ("GET", "/v1/tasks/{id}", Access::AnyOf(&[Scope::TasksRead])),
+    (
+        "GET",
+        "/v1/tasks/{id}",
+        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
+    ),
     (
         "GET",
         "/v1/tasks/{id}/result",
@@ -73,6 +77,16 @@ const ROUTES: &[(&str, &str, Access)] = &[
     (
         "GET",
         "/v1/events/stream",
+        Access::AnyOf(&[Scope::AuditRead]),
+    ),
+    (
+        "GET",
+        "/v1/streams/{stream}/events",
+        Access::AnyOf(&[Scope::AuditRead]),
+    ),
+    (
+        "GET",
+        "/v1/audit/verify",
         Access::AnyOf(&[Scope::AuditRead]),
     ),
     (
@@ -176,6 +190,7 @@ fn concrete(path: &str) -> String {
         .replace("{name}", "report.txt")
         .replace("{ledger}", "chain-a")
         .replace("{imei}", "300434065197640")
+        .replace("{stream}", &format!("task-{}", Uuid::new_v4()))
 }
 
 async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> StatusCode {
@@ -249,9 +264,11 @@ async fn every_route_admits_exactly_its_scopes() {
                     let status = call(&app, method, path, Some(secret)).await;
                     let admitted = scopes.contains(scope) || *scope == Scope::Admin;
                     if admitted {
-                        // The route ran: a made-up task id is not found,
-                        // anything else succeeds.
-                        let expected_ok = if path.contains("{id}") || *path == "/v1/devices/{imei}"
+                        // The route ran: a made-up task id or stream is
+                        // not found, anything else succeeds.
+                        let expected_ok = if path.contains("{id}")
+                            || path.contains("{stream}")
+                            || *path == "/v1/devices/{imei}"
                         {
                             status == StatusCode::NOT_FOUND
                         } else {

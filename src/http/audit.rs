@@ -1,0 +1,232 @@
+//! Auditors' reads of the log itself (scope `audit:read`): any stream's
+//! events as stored (`GET /v1/streams/{stream}/events`) and the chain's
+//! verification over a bounded range (`GET /v1/audit/verify`). A task as it
+//! was is `GET /v1/tasks/{id}?as_of=…` ([`super::tasks::get_task`]).
+
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use taskledger_events::apikey::ApiKeyId;
+use taskledger_events::device::Imei;
+use taskledger_events::ledger::LedgerName;
+use taskledger_events::task::TaskId;
+use taskledger_events::{Direction, EventStore, StreamId};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Authorized, ReadLog};
+use super::problem::{ApiJson, ApiQuery, Problem};
+use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
+use super::AppState;
+
+/// The widest range `GET /v1/audit/verify` checks in one request; wider
+/// ranges are for `taskledger replay verify`, which reports progress and
+/// holds no HTTP request open.
+pub const MAX_VERIFY_RANGE: u64 = 100_000;
+
+/// Paging of a stream's events.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamEventsQuery {
+    /// Events after this stream version (0, the default, reads from the
+    /// first); pass the previous page's `next_cursor`.
+    pub after_version: Option<u64>,
+    /// Events per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// A stream's events, oldest first, as stored (envelope, data, metadata,
+/// hash), read from the log.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream}/events",
+    tag = "audit",
+    params(
+        ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}` or `ledger-{name}`"),
+        StreamEventsQuery
+    ),
+    responses(
+        (status = 200, description = "A page of the stream's events; `next_cursor` is the last version (pass it as `after_version`) when more follow", body = EventPage),
+        (status = 400, description = "A malformed stream name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream holds no event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]))
+)]
+pub async fn stream_events(
+    State(state): State<AppState>,
+    _: Authorized<ReadLog>,
+    Path(stream): Path<String>,
+    ApiQuery(query): ApiQuery<StreamEventsQuery>,
+) -> Result<ApiJson<EventPage>, Problem> {
+    let stream_id = parse_stream(&stream)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
+        )));
+    }
+    let after = query.after_version.unwrap_or(0);
+    let from = after
+        .checked_add(1)
+        .ok_or_else(|| Problem::bad_request("after_version is out of range"))?;
+    let unreadable = |error: taskledger_events::StoreError| {
+        tracing::error!(%error, stream = %stream_id, "reading a stream failed");
+        Problem::unavailable("the log cannot be read right now", 1)
+    };
+    // One more than asked, to know whether another page follows.
+    let mut events = state
+        .store
+        .read_stream(&stream_id, from, Direction::Forward, limit as usize + 1)
+        .await
+        .map_err(unreadable)?;
+    if events.is_empty() {
+        // Past the end of a stream is an empty page; no stream at all is 404.
+        let newest = state
+            .store
+            .read_stream(&stream_id, u64::MAX, Direction::Backward, 1)
+            .await
+            .map_err(unreadable)?;
+        if newest.is_empty() {
+            return Err(Problem::not_found(format!(
+                "stream {stream_id} holds no event"
+            )));
+        }
+    }
+    let next_cursor = if events.len() > limit as usize {
+        events.truncate(limit as usize);
+        events.last().map(|event| event.version.to_string())
+    } else {
+        None
+    };
+    Ok(ApiJson(EventPage {
+        items: events.into_iter().map(event_view).collect(),
+        next_cursor,
+    }))
+}
+
+/// A stream name of one of the forms the service writes; anything else is
+/// a malformed name (400), not an unknown stream.
+fn parse_stream(text: &str) -> Result<StreamId, Problem> {
+    let well_formed = TaskId::from_stream_id(text).is_some()
+        || ApiKeyId::from_stream_id(text).is_some()
+        || Imei::from_stream_id(text).is_some()
+        || text
+            .strip_prefix("ledger-")
+            .is_some_and(|name| LedgerName::new(name).is_ok());
+    let malformed = || {
+        Problem::bad_request(format!(
+            "{:?} is not a stream name; streams are task-{{uuid}}, apikey-{{uuid}}, \
+             device-{{imei}} (15 digits) and ledger-{{name}} (a-z, 0-9, '.', '_', '-')",
+            text
+        ))
+    };
+    if !well_formed {
+        return Err(malformed());
+    }
+    StreamId::new(text).map_err(|_| malformed())
+}
+
+/// The range to verify.
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// The first sequence (global position) to check; default: 100,000
+    /// below `to` (or 1).
+    pub from: Option<u64>,
+    /// The last sequence to check; default: the log's head.
+    pub to: Option<u64>,
+}
+
+/// The verdict on a range of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VerifyView {
+    /// Whether every event of the range verified.
+    pub ok: bool,
+    /// The first sequence checked.
+    pub from: u64,
+    /// The last sequence of the range.
+    pub to: u64,
+    /// Events that verified before the check ended.
+    pub checked: u64,
+    /// The first sequence that does not verify (`null` when `ok`).
+    pub first_bad_sequence: Option<u64>,
+    /// What is wrong there, in words (`null` when `ok`).
+    pub problem: Option<String>,
+}
+
+/// Verifies a range of the log as stored: no missing sequence, every
+/// stream's versions consecutive, and the SHA-256 chain recomputed from the
+/// stored text (a range starting after 1 continues from the hash stored at
+/// `from - 1`). A log that does not verify is still a 200 answer, with `ok`
+/// false and the first bad sequence.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
+        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["audit:read"]))
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    _: Authorized<ReadLog>,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
+) -> Result<ApiJson<VerifyView>, Problem> {
+    let unreadable = |error: taskledger_events::StoreError| {
+        tracing::error!(%error, "verifying the log failed");
+        Problem::unavailable("the log cannot be read right now", 1)
+    };
+    let head = state.store.head_position().await.map_err(unreadable)?;
+    let to = query.to.unwrap_or(head);
+    let from = query
+        .from
+        .unwrap_or_else(|| to.saturating_sub(MAX_VERIFY_RANGE - 1).max(1));
+    if from == 0 {
+        return Err(Problem::unprocessable(
+            "from must be at least 1 (sequences start at 1)",
+        ));
+    }
+    // An empty log with the default range checks nothing (from 1 to 0).
+    if from > to && (query.from.is_some() || query.to.is_some()) {
+        return Err(Problem::unprocessable(format!(
+            "from {from} is after to {to}"
+        )));
+    }
+    let width = if from > to { 0 } else { to - from + 1 };
+    if width > MAX_VERIFY_RANGE {
+        return Err(Problem::unprocessable(format!(
+            "the range {from}..={to} holds {width} events, more than the {MAX_VERIFY_RANGE} \
+             one request checks; verify it with the command line: \
+             taskledger replay verify --from {from} --to {to}"
+        )));
+    }
+    if to > head {
+        return Err(Problem::unprocessable(format!(
+            "to {to} is beyond the log, which ends at sequence {head}"
+        )));
+    }
+    let verification = taskledger_replay::verify(&state.store, from, Some(to), |_| {})
+        .await
+        .map_err(unreadable)?;
+    Ok(ApiJson(VerifyView {
+        ok: verification.defect.is_none(),
+        from,
+        to,
+        checked: verification.checked,
+        first_bad_sequence: verification
+            .defect
+            .as_ref()
+            .map(taskledger_events::postgres::verify::Defect::global_position),
+        problem: verification.defect.map(|defect| defect.to_string()),
+    }))
+}

@@ -189,8 +189,9 @@ pub enum RebuildError {
 }
 
 /// Rebuilds `projector`'s tables from sequence 0 beside the live ones and
-/// swaps them in (see the module documentation). `progress` is called about
-/// every [`RebuildOptions::progress_every`] and once before the swap.
+/// swaps them in (see the module documentation). `progress` is called once
+/// the rebuild has its lock and its shadow tables, then about every
+/// [`RebuildOptions::progress_every`], and once before the swap.
 ///
 /// # Errors
 /// [`RebuildError`]; the live tables stay as they were.
@@ -293,6 +294,7 @@ impl Build {
         client.batch_execute(projector.schema()).await?;
         let batch = options.batch_size.max(1);
         self.head = head(store).await?;
+        progress(&self.progress("building"));
         let mut last_report = Instant::now();
         let mut next = read_ahead(store, 0, batch);
         loop {

@@ -138,6 +138,19 @@ async fn database_metrics(state: &AppState, out: &mut String) -> anyhow::Result<
             u8::from(lag.failure.is_some())
         );
     }
+    gauge(
+        out,
+        "taskledger_projection_paused",
+        "1 while an operator has paused a projector.",
+    );
+    for lag in &lags {
+        let _ = writeln!(
+            out,
+            "taskledger_projection_paused{{projector=\"{}\"}} {}",
+            lag.name,
+            u8::from(lag.paused)
+        );
+    }
     let head = lags.first().map(|lag| lag.head);
     let row = client
         .query_one(

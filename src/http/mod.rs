@@ -134,6 +134,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(metrics::metrics))
         .routes(routes!(operations::list_projections))
+        .routes(routes!(operations::get_projection))
+        .routes(routes!(operations::rebuild_projection))
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::get_result))
@@ -363,10 +365,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
             projections: projections
                 .into_iter()
                 .map(|lag| ProjectionCheck {
-                    ok: lag.failure.is_none(),
-                    detail: lag.failure.map(|(position, error)| {
-                        format!("stopped at the event at position {position}: {error}")
-                    }),
+                    ok: lag.failure.is_none() && !lag.paused,
+                    detail: match lag.failure {
+                        Some((position, error)) => Some(format!(
+                            "stopped at the event at position {position}: {error}"
+                        )),
+                        None if lag.paused => Some(format!(
+                            "paused by an operator; `taskledger projections resume {}`",
+                            lag.name
+                        )),
+                        None => None,
+                    },
                     name: lag.name,
                     position: lag.position,
                     lag_events: lag.lag_events,

@@ -1,7 +1,16 @@
-//! Operations (scope `admin`): the projectors' state.
+//! Operations (scope `admin`): the projectors' state, and blue/green
+//! rebuilds started over HTTP (run in this process; their progress is
+//! recorded in the database, so any process shows it).
 
-use axum::extract::State;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use taskledger_projections::rebuild::{self, RebuildError, RebuildOptions, RebuildStatus};
+use taskledger_projections::runtime::{self, ProjectorLag};
 use utoipa::ToSchema;
 
 use super::auth::{Admin, Authorized};
@@ -23,12 +32,41 @@ pub struct ProjectionView {
     pub lag_events: u64,
     /// Age of the oldest event it has not applied, in seconds.
     pub lag_seconds: f64,
-    /// `running` (caught up or catching up) or `failed` (stopped at an event).
+    /// `running` (caught up or catching up), `paused` (by an operator) or
+    /// `failed` (stopped at an event, which it retries).
     pub state: &'static str,
     /// The event it is stopped at, while failed.
     pub failed_position: Option<u64>,
     /// Why, while failed.
     pub failure: Option<String>,
+    /// Its last blue/green rebuild, if it was ever rebuilt.
+    pub rebuild: Option<RebuildView>,
+}
+
+/// A blue/green rebuild, as last recorded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RebuildView {
+    /// The version being (or that was) built.
+    pub version: u32,
+    /// `building`, `swapping`, `done`, `failed`, or `interrupted` (its
+    /// process went away before it finished; the live tables are intact).
+    pub state: String,
+    /// Events applied to the new tables.
+    pub position: u64,
+    /// The log's head as last read.
+    pub head: u64,
+    /// Events applied per second so far.
+    pub events_per_s: f64,
+    /// Seconds left at that rate, while it builds.
+    pub eta_seconds: Option<f64>,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// When it last reported.
+    pub updated_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// The projectors.
@@ -57,27 +95,187 @@ pub async fn list_projections(
     State(state): State<AppState>,
     _: Authorized<Admin>,
 ) -> Result<ApiJson<ProjectionPage>, Problem> {
-    let unavailable = |error: &dyn std::fmt::Display| {
-        tracing::error!(%error, "reading the projectors failed");
-        Problem::unavailable("the database is unavailable right now", 1)
-    };
+    Ok(ApiJson(ProjectionPage {
+        items: views(&state).await?,
+        next_cursor: None,
+    }))
+}
+
+/// One projector: version, checkpoint, lag, state and its last rebuild.
+#[utoipa::path(
+    get,
+    path = "/v1/projections/{name}",
+    tag = "service",
+    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    responses(
+        (status = 200, description = "The projector", body = ProjectionView),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub async fn get_projection(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Path(name): Path<String>,
+) -> Result<ApiJson<ProjectionView>, Problem> {
+    Ok(ApiJson(one(&state, &name).await?))
+}
+
+/// Starts a blue/green rebuild of a projection in this process: its next
+/// tables are built from sequence 0 beside the live ones, caught up and
+/// swapped in atomically; reads keep using the live tables until then.
+/// Follow it at `GET /v1/projections/{name}` (the `Location`).
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/rebuild",
+    tag = "service",
+    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    responses(
+        (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,
+            headers(("Location" = String, description = "Where to follow it"))),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A rebuild of it is already running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub async fn rebuild_projection(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let projector = taskledger_projections::by_name(&name).ok_or_else(|| unknown(&name))?;
+    // Answer once the rebuild holds its lock (its first progress report),
+    // or has already ended.
+    let (started, has_started) = tokio::sync::oneshot::channel::<()>();
+    let started = Arc::new(Mutex::new(Some(started)));
+    let store = state.store.clone();
+    let task = tokio::spawn(async move {
+        let report = rebuild::rebuild(
+            &store,
+            projector.as_ref(),
+            &RebuildOptions::default(),
+            &move |_| {
+                if let Some(started) = started.lock().ok().and_then(|mut s| s.take()) {
+                    let _ = started.send(());
+                }
+            },
+        )
+        .await;
+        match &report {
+            Ok(report) => tracing::info!(%report, "rebuild finished"),
+            Err(RebuildError::Busy) => {}
+            Err(error) => tracing::error!(projector = projector.name(), %error, "rebuild failed"),
+        }
+        report
+    });
+    if has_started.await.is_err() {
+        // It ended before it started building.
+        match task.await {
+            Ok(Err(RebuildError::Busy)) => {
+                return Err(Problem::conflict(format!(
+                    "a rebuild of {name} is already running; follow it at /v1/projections/{name}"
+                )))
+            }
+            Ok(Err(error)) => {
+                tracing::error!(projector = %name, %error, "the rebuild could not start");
+                return Err(Problem::unavailable(
+                    format!("the rebuild of {name} could not start: {error}"),
+                    1,
+                ));
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let view = one(&state, &name).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/projections/{name}"))],
+        ApiJson(view),
+    )
+        .into_response())
+}
+
+fn unknown(name: &str) -> Problem {
+    let known: Vec<_> = taskledger_projections::all()
+        .iter()
+        .map(|projector| projector.name())
+        .collect();
+    Problem::not_found(format!(
+        "there is no projection called {name:?}; the projections are {}",
+        known.join(", ")
+    ))
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> Problem {
+    tracing::error!(%error, "reading the projectors failed");
+    Problem::unavailable("the database is unavailable right now", 1)
+}
+
+/// Every projector's view, with its last rebuild.
+async fn views(state: &AppState) -> Result<Vec<ProjectionView>, Problem> {
     let client = state
         .store
         .pool()
         .get()
         .await
         .map_err(|error| unavailable(&error))?;
-    let lags = taskledger_projections::runtime::lags(&client)
+    let lags = runtime::lags(&client)
         .await
         .map_err(|error| unavailable(&error))?;
-    Ok(ApiJson(ProjectionPage {
-        items: lags.into_iter().map(view).collect(),
-        next_cursor: None,
-    }))
+    let mut rebuilds = rebuild::rebuilds(&client)
+        .await
+        .map_err(|error| unavailable(&error))?;
+    let mut items = Vec::with_capacity(lags.len());
+    for lag in lags {
+        let last = match rebuilds.iter().position(|r| r.name == lag.name) {
+            Some(index) => {
+                let last = rebuilds.swap_remove(index);
+                let state = crate::operators::rebuild_state(&client, &last)
+                    .await
+                    .map_err(|error| unavailable(&error))?;
+                Some(rebuild_view(last, state))
+            }
+            None => None,
+        };
+        items.push(view(lag, last));
+    }
+    Ok(items)
+}
+
+async fn one(state: &AppState, name: &str) -> Result<ProjectionView, Problem> {
+    if taskledger_projections::by_name(name).is_none() {
+        return Err(unknown(name));
+    }
+    views(state)
+        .await?
+        .into_iter()
+        .find(|view| view.name == name)
+        .ok_or_else(|| Problem::not_found(format!("{name} has never run in this deployment")))
+}
+
+fn rebuild_view(last: RebuildStatus, state: String) -> RebuildView {
+    RebuildView {
+        version: last.version,
+        eta_seconds: last.eta_seconds(),
+        state,
+        position: last.position,
+        head: last.head,
+        events_per_s: last.events_per_s,
+        started_at: last.started_at,
+        updated_at: last.updated_at,
+        finished_at: last.finished_at,
+        error: last.error,
+    }
 }
 
 /// The API's view of a projector's lag.
-pub fn view(lag: taskledger_projections::runtime::ProjectorLag) -> ProjectionView {
+pub fn view(lag: ProjectorLag, rebuild: Option<RebuildView>) -> ProjectionView {
     let (failed_position, failure) = match lag.failure {
         Some((position, failure)) => (Some(position), Some(failure)),
         None => (None, None),
@@ -91,10 +289,13 @@ pub fn view(lag: taskledger_projections::runtime::ProjectorLag) -> ProjectionVie
         lag_seconds: lag.lag_seconds,
         state: if failure.is_some() {
             "failed"
+        } else if lag.paused {
+            "paused"
         } else {
             "running"
         },
         failed_position,
         failure,
+        rebuild,
     }
 }

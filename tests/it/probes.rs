@@ -496,3 +496,164 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
     );
     app.finish().await;
 }
+
+/// A projector whose handler fails on an event stops there (never skipping
+/// it) and says so in `GET /v1/projections`, `projections list`, `/metrics`
+/// and `/readyz`; once the cause is repaired it resumes by itself. A pause
+/// shows in the same places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair() {
+    use taskledger_events::task::{TaskEvent, TaskId, TaskStarted};
+    use taskledger_events::{EventStore, Metadata};
+
+    let app = TestApp::spawn().await;
+    let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
+    let store = app.store();
+    // A start for a task that was never submitted: the tasks projector has
+    // no row to apply it to.
+    let orphan = TaskId(uuid::Uuid::new_v4());
+    let started = TaskEvent::Started(TaskStarted {
+        worker_id: "w1".into(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+    });
+    let appended = store
+        .append(
+            &orphan.stream_id(),
+            ExpectedVersion::NoStream,
+            vec![started.to_new_event(uuid::Uuid::new_v4(), Metadata::default())],
+        )
+        .await
+        .unwrap();
+    let position = appended.last_position;
+    let projection = || async {
+        app.http
+            .get(app.url("/v1/projections/tasks"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let wait_for = |state: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let view = projection().await;
+            if view["state"] == state {
+                return view;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{view}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let view = wait_for("failed").await;
+    assert_eq!(view["failed_position"], position, "{view}");
+    assert!(
+        view["failure"].as_str().unwrap().contains("no task row"),
+        "{view}"
+    );
+    assert_eq!(
+        view["position"],
+        position - 1,
+        "it stopped before the event"
+    );
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("taskledger_projection_failed{projector=\"tasks\"} 1"),
+        "{metrics}"
+    );
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let check = ready["checks"]["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "tasks")
+        .unwrap()
+        .clone();
+    assert_eq!(check["ok"], false, "{ready}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("stopped at the event at position {position}")),
+        "{ready}"
+    );
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .args(args)
+            .env("DATABASE_URL", &app.database.url)
+            .env("TASKLEDGER_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let list = cli(&["projections", "list"]);
+    assert!(
+        list.lines().any(
+            |line| line.starts_with("tasks") && line.contains(&format!("failed at {position}"))
+        ),
+        "{list}"
+    );
+
+    // Repair: the row the event needs (as an operator restoring it would).
+    let client = app.database.client().await;
+    client
+        .execute(
+            "INSERT INTO tasks (task_id, kind, status, frontend_id, params, priority,
+                 timeout_seconds, max_attempts, submitted_at, updated_at, stream_version,
+                 last_position)
+             VALUES ($1, 'echo', 'queued', 'repair', '{}', 0, 60, 1, now(), now(), 0, 0)",
+            &[&orphan.0],
+        )
+        .await
+        .unwrap();
+    let view = wait_for("running").await;
+    assert_eq!(view["lag_events"], 0, "{view}");
+    assert!(view["failure"].is_null(), "{view}");
+    let status: String = client
+        .query_one("SELECT status FROM tasks WHERE task_id = $1", &[&orphan.0])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "running", "the event it stopped at was applied");
+
+    // A pause shows too, and a resume lifts it.
+    cli(&["projections", "pause", "tasks"]);
+    wait_for("paused").await;
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("taskledger_projection_paused{projector=\"tasks\"} 1"),
+        "{metrics}"
+    );
+    cli(&["projections", "resume", "tasks"]);
+    wait_for("running").await;
+    app.finish().await;
+}

@@ -41,6 +41,16 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/openapi.json", Access::Public),
     ("GET", "/metrics", Access::Public),
     ("GET", "/v1/projections", Access::AnyOf(&[Scope::Admin])),
+    (
+        "GET",
+        "/v1/projections/{name}",
+        Access::AnyOf(&[Scope::Admin]),
+    ),
+    (
+        "POST",
+        "/v1/projections/{name}/rebuild",
+        Access::AnyOf(&[Scope::Admin]),
+    ),
     ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
     ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
     (
@@ -264,10 +274,11 @@ async fn every_route_admits_exactly_its_scopes() {
                     let status = call(&app, method, path, Some(secret)).await;
                     let admitted = scopes.contains(scope) || *scope == Scope::Admin;
                     if admitted {
-                        // The route ran: a made-up task id or stream is
-                        // not found, anything else succeeds.
+                        // The route ran: a made-up task id, stream or
+                        // projection is not found, anything else succeeds.
                         let expected_ok = if path.contains("{id}")
                             || path.contains("{stream}")
+                            || path.starts_with("/v1/projections/")
                             || *path == "/v1/devices/{imei}"
                         {
                             status == StatusCode::NOT_FOUND

@@ -905,3 +905,190 @@ async fn a_rebuilt_projection_equals_the_live_one() {
     assert_eq!(rebuilt, live);
     database.drop_database().await;
 }
+
+/// A blue/green rebuild started over HTTP while frontends keep submitting
+/// and reading: every request is answered, the tables are swapped, and the
+/// result equals a projection built from scratch from the whole log (the
+/// old projection plus what came during the rebuild).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let frontend = Arc::new(Frontend::spawn().await);
+    let admin = frontend.app.key(&[Scope::Admin]).await;
+    let mut ids = Vec::new();
+    for index in 0..150 {
+        let task = frontend
+            .created(&echo(&format!("before {index}"), "web"))
+            .await;
+        let id = task["id"].as_str().unwrap().to_owned();
+        if index % 5 == 0 {
+            assert_eq!(frontend.cancel(&id, None).await.status(), StatusCode::OK);
+        }
+        ids.push(id);
+    }
+    let client = frontend.app.database.client().await;
+    let table_oid = || async {
+        client
+            .query_one("SELECT 'tasks'::regclass::oid", &[])
+            .await
+            .unwrap()
+            .get::<_, u32>(0)
+    };
+    let live_table = table_oid().await;
+
+    let running = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn({
+        let (frontend, running) = (frontend.clone(), running.clone());
+        async move {
+            let mut submitted = 0;
+            while running.load(Ordering::SeqCst) {
+                let response = frontend
+                    .submit(&echo(&format!("during {submitted}"), "web"))
+                    .await;
+                assert_eq!(response.status(), StatusCode::CREATED);
+                submitted += 1;
+            }
+            submitted
+        }
+    });
+    let reader = tokio::spawn({
+        let (frontend, running, ids) = (frontend.clone(), running.clone(), ids.clone());
+        async move {
+            let mut reads = 0;
+            while running.load(Ordering::SeqCst) {
+                let id = &ids[reads % ids.len()];
+                let task = frontend.get_json(&format!("/v1/tasks/{id}")).await;
+                assert_eq!(task["id"], id.as_str());
+                let page = frontend.get_json("/v1/tasks?limit=20").await;
+                assert_eq!(page["items"].as_array().unwrap().len(), 20);
+                reads += 1;
+            }
+            reads
+        }
+    });
+
+    let admin_get = |path: String| {
+        let (frontend, admin) = (frontend.clone(), admin.clone());
+        async move {
+            let response = frontend
+                .app
+                .http
+                .get(frontend.app.url(&path))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let post_rebuild = |name: &'static str| {
+        let (frontend, admin) = (frontend.clone(), admin.clone());
+        async move {
+            frontend
+                .app
+                .http
+                .post(frontend.app.url(&format!("/v1/projections/{name}/rebuild")))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = post_rebuild("tasks").await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        started.headers()["location"].to_str().unwrap(),
+        "/v1/projections/tasks"
+    );
+    let started: Value = started.json().await.unwrap();
+    assert_eq!(started["name"], "tasks");
+    assert!(
+        ["building", "swapping", "done"].contains(&started["rebuild"]["state"].as_str().unwrap()),
+        "{started}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (status, view) = admin_get("/v1/projections/tasks".into()).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        if view["rebuild"]["state"] == "done" {
+            break view;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rebuild = &done["rebuild"];
+    assert!(rebuild["position"].as_u64().unwrap() >= 150, "{done}");
+    assert!(rebuild["events_per_s"].as_f64().unwrap() > 0.0, "{done}");
+    assert!(rebuild["finished_at"].is_string(), "{done}");
+    assert_eq!(done["version"], 2);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, Ordering::SeqCst);
+    let submitted = writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    assert!(
+        submitted > 0 && reads > 0,
+        "{submitted} submits, {reads} reads"
+    );
+    assert_ne!(table_oid().await, live_table, "the tables were swapped");
+
+    // A second rebuild while one holds the lock is refused; unknown names
+    // are 404.
+    let lock = frontend.app.database.client().await;
+    lock.execute(
+        "SELECT pg_advisory_lock($1)",
+        &[&taskledger_projections::runtime::lock_key("rebuild:tasks")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(post_rebuild("tasks").await.status(), StatusCode::CONFLICT);
+    let (status, view) = admin_get("/v1/projections/tasks".into()).await;
+    assert_eq!(
+        (status, &view["rebuild"]["state"]),
+        (StatusCode::OK, &json!("done"))
+    );
+    drop(lock);
+    assert_eq!(post_rebuild("nope").await.status(), StatusCode::NOT_FOUND);
+
+    let store = frontend.app.store();
+    let head = taskledger_events::EventStore::head_position(&store)
+        .await
+        .unwrap();
+    frontend
+        .get_json(&format!("/v1/tasks?min_position={head}&limit=1"))
+        .await;
+    let frontend = Arc::into_inner(frontend).expect("the helpers are done");
+    let database = frontend.app.stop().await;
+    let client = database.client().await;
+    let snapshot = || async {
+        client
+            .query(
+                "SELECT row_to_json(t)::text FROM tasks t
+                 UNION ALL SELECT row_to_json(r)::text FROM results r ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let live = snapshot().await;
+    assert_eq!(live.len(), 150 + submitted);
+    client
+        .batch_execute(
+            "TRUNCATE tasks, results;
+             UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'",
+        )
+        .await
+        .unwrap();
+    ProjectorRuntime::new(store, TasksProjector, RuntimeOptions::default())
+        .catch_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, live);
+    database.drop_database().await;
+}

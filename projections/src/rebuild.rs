@@ -329,6 +329,13 @@ impl Build {
                 "DROP SCHEMA IF EXISTS {retired} CASCADE; CREATE SCHEMA {retired};"
             ))
             .await?;
+        let mut analyze = String::new();
+        for table in projector.tables() {
+            analyze.push_str(&format!("ANALYZE {shadow}.{table};"));
+        }
+        // The new tables go live with statistics, so the planner does not
+        // guess on the first queries.
+        client.batch_execute(&analyze).await?;
         progress(&self.progress("swapping"));
         self.record(client, "swapping", None).await?;
         let mut attempt = 0;
@@ -340,38 +347,43 @@ impl Build {
                 .await
             {
                 Ok(()) => break,
-                Err(RebuildError::Database(error))
-                    if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                        && attempt < options.swap_attempts =>
-                {
-                    // Rolled back: the shadow is where it was before.
+                Err(RebuildError::Database(error)) if swap_may_retry(&error) => {
+                    if attempt >= options.swap_attempts {
+                        return Err(RebuildError::SwapStarved(attempt));
+                    }
+                    // Rolled back: the shadow is where it was before. Catch
+                    // up outside the swap (committed), so the next attempt
+                    // has less to do under its locks.
                     self.position = built;
                     tracing::info!(
                         projector = name,
                         attempt,
-                        "the swap waited too long for readers; trying again"
+                        %error,
+                        "the swap could not take its locks in time; catching up and trying again"
                     );
                     tokio::time::sleep(options.lock_timeout / 2).await;
-                }
-                Err(RebuildError::Database(error))
-                    if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
-                {
-                    return Err(RebuildError::SwapStarved(attempt));
+                    self.catch_up(store, client, projector, options.batch_size)
+                        .await?;
                 }
                 Err(error) => return Err(error),
             }
         }
         let elapsed = self.began.elapsed();
 
-        // 4. The old tables are no longer anybody's.
-        client
+        // 4. The old tables are no longer anybody's. The swap committed: a
+        // failure here leaves leftovers for the next rebuild to drop, not a
+        // failed rebuild.
+        if let Err(error) = client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {retired} CASCADE;
                  DROP SCHEMA IF EXISTS {shadow} CASCADE;
                  RESET search_path;
                  RESET synchronous_commit;"
             ))
-            .await?;
+            .await
+        {
+            tracing::warn!(projector = name, %error, "the swap committed, but dropping the retired tables failed; the next rebuild drops them");
+        }
         Ok(RebuildReport {
             name,
             version: self.version,
@@ -379,6 +391,31 @@ impl Build {
             elapsed,
             swap_attempts: attempt,
         })
+    }
+
+    /// Applies what the log has beyond the shadow's position, in committed
+    /// batches.
+    async fn catch_up(
+        &mut self,
+        store: &PgEventStore,
+        client: &mut tokio_postgres::Client,
+        projector: &dyn Projector,
+        batch: usize,
+    ) -> Result<(), RebuildError> {
+        loop {
+            let events = store
+                .read_all(self.position, batch.max(1))
+                .await
+                .map_err(|error| RebuildError::Store(error.to_string()))?;
+            let Some(last) = events.last().map(|e| e.global_position) else {
+                return Ok(());
+            };
+            let tx = client.transaction().await?;
+            projector.apply(&tx, &events).await?;
+            tx.commit().await?;
+            self.position = last;
+            self.head = self.head.max(last);
+        }
     }
 
     /// The swap transaction: lock the checkpoint (the live projector is
@@ -582,12 +619,23 @@ pub async fn rebuild_running(
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND objsubid = 1
                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                  AND ((classid::bigint << 32) | objid::bigint) = $1)",
             &[&key],
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Whether a swap that failed may be tried again: it waited too long for a
+/// lock, or PostgreSQL broke a deadlock with it (a projector of an older
+/// release locks its tables before its checkpoint row).
+fn swap_may_retry(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED
+    )
 }
 
 /// Where the next version is built.

@@ -133,6 +133,9 @@ impl Default for RuntimeOptions {
 /// How often a paused projector looks whether it was resumed.
 const PAUSE_POLL: Duration = Duration::from_millis(250);
 
+/// The longest wait between automatic rebuild attempts that failed.
+const MAX_REBUILD_BACKOFF: Duration = Duration::from_secs(300);
+
 /// How often an idle projector looks at its checkpoint.
 const CONTROL_POLL: Duration = Duration::from_secs(1);
 
@@ -263,6 +266,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         let _abort = AbortOnDrop(connection);
 
         ensure_checkpoint(&client, name, own).await?;
+        let mut backoff = self.options.failure_retry;
         loop {
             let stored = read_version(&client, name).await?;
             if stored == own {
@@ -295,8 +299,9 @@ impl<P: Projector> ProjectorRuntime<P> {
                     tokio::time::sleep(self.options.standby_retry).await;
                 }
                 Err(error) => {
-                    tracing::error!(projector = name, %error, "rebuilding the projection failed; will retry");
-                    tokio::time::sleep(self.options.failure_retry).await;
+                    tracing::error!(projector = name, %error, retry_in_s = backoff.as_secs_f64(), "rebuilding the projection failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_REBUILD_BACKOFF);
                 }
             }
         }
@@ -403,7 +408,24 @@ impl<P: Projector> ProjectorRuntime<P> {
                 Applied::Paused => {
                     self.status
                         .send_modify(|status| status.state = ProjectorState::Paused);
-                    tokio::time::sleep(PAUSE_POLL).await;
+                    // Wait on the checkpoint row (one cheap read each time),
+                    // then read on once from wherever it is.
+                    loop {
+                        tokio::time::sleep(PAUSE_POLL).await;
+                        match self.idle_check(&client, position).await? {
+                            Some(Applied::Paused) => {}
+                            Some(Applied::Outdated(stored)) => {
+                                self.outdated(stored);
+                                return Ok(());
+                            }
+                            Some(Applied::Moved(to)) => {
+                                self.moved(position, to);
+                                position = to;
+                                break;
+                            }
+                            Some(Applied::Done) | None => break,
+                        }
+                    }
                 }
                 Applied::Moved(to) => {
                     self.moved(position, to);
@@ -703,6 +725,9 @@ pub async fn reset(
     projector: &dyn Projector,
 ) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // Readers hold the tables only for a statement each; do not queue them
+    // behind a TRUNCATE that cannot get its lock.
+    tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
     let found = tx
         .query_opt(
             "SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE",

@@ -165,7 +165,6 @@ impl Projector for TasksProjector {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
         let mut decoded = Vec::with_capacity(events.len());
-        let mut submitted_here = std::collections::HashSet::new();
         for recorded in events {
             let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
@@ -175,20 +174,18 @@ impl Projector for TasksProjector {
                     global_position: recorded.global_position,
                     reason: error.to_string(),
                 })?;
-            if matches!(event, TaskEvent::Submitted(_)) {
-                submitted_here.insert(task_id);
-            }
             decoded.push((task_id, recorded, event));
         }
         if decoded.is_empty() {
             return Ok(());
         }
 
-        // The rows of tasks submitted before this batch.
+        // The rows of every task the batch touches (a task submitted in
+        // this batch has none, unless the log submits it twice, which the
+        // fold refuses).
         let earlier: Vec<Uuid> = decoded
             .iter()
             .map(|(task_id, _, _)| *task_id)
-            .filter(|task_id| !submitted_here.contains(task_id))
             .collect::<std::collections::HashSet<_>>()
             .into_iter()
             .collect();

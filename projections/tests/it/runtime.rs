@@ -543,3 +543,77 @@ async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_th
     task.await.unwrap();
     database.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_waits_out_a_long_reader_without_blocking_others_and_gives_up_cleanly() {
+    use taskledger_projections::rebuild::{rebuild, RebuildError, RebuildOptions};
+
+    let (store, database, client) = setup().await;
+    append(&store, 200).await;
+    let (stop, task, _status) = start(&store, recorder());
+    wait_until("catch-up", Duration::from_secs(20), async || {
+        recorded(&client).await == (200, 200)
+    })
+    .await;
+    let live_table = table_oid(&client).await;
+    let options = RebuildOptions {
+        lock_timeout: Duration::from_millis(200),
+        swap_attempts: 3,
+        ..RebuildOptions::default()
+    };
+
+    // A reader holding the table for longer than every attempt: the rebuild
+    // gives up, the live table is untouched and the shadow is gone.
+    let long_reader = database.client().await;
+    long_reader
+        .batch_execute("BEGIN; SELECT count(*) FROM recorded;")
+        .await
+        .unwrap();
+    let error = rebuild(&store, &recorder(), &options, &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RebuildError::SwapStarved(3)), "{error}");
+    // Nothing of the swap is left queued: another reader gets in while the
+    // long one still holds the table (a leftover exclusive request would
+    // queue it behind the long reader, which never finishes here).
+    let read = tokio::time::timeout(Duration::from_secs(10), recorded(&client)).await;
+    assert_eq!(read.expect("a reader was left queued"), (200, 200));
+    assert_eq!(table_oid(&client).await, live_table);
+    let shadows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'tl_next_recorder'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shadows, 0);
+
+    // Released part way through, the swap gets in on a later attempt.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        long_reader.batch_execute("COMMIT").await.unwrap();
+    });
+    let report = rebuild(
+        &store,
+        &recorder(),
+        &RebuildOptions {
+            swap_attempts: 20,
+            ..options
+        },
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    release.await.unwrap();
+    assert!(report.swap_attempts > 1, "{report}");
+    assert_ne!(table_oid(&client).await, live_table);
+    append(&store, 5).await;
+    wait_until("the live projector", Duration::from_secs(20), async || {
+        recorded(&client).await == (205, 205)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    database.drop_database().await;
+}

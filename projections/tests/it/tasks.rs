@@ -269,3 +269,34 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
     drop(client);
     database.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let task = TaskId(uuid::Uuid::new_v4());
+    record(&store, task, &[submitted(task, "frontend-a")]).await;
+    let runtime = ProjectorRuntime::new(store.clone(), TasksProjector, RuntimeOptions::default());
+    assert_eq!(runtime.catch_up(Duration::from_secs(20)).await.unwrap(), 1);
+    // The log says it twice (it cannot through the aggregate): the
+    // projection must stop at the event, not overwrite the row.
+    record(&store, task, &[submitted(task, "frontend-b")]).await;
+    let error = runtime
+        .catch_up(Duration::from_secs(20))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("already in the projection"), "{error}");
+    let client = database.client().await;
+    let frontend: String = client
+        .query_one(
+            "SELECT frontend_id FROM tasks WHERE task_id = $1",
+            &[&task.0],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(frontend, "frontend-a");
+    drop(client);
+    database.drop_database().await;
+}

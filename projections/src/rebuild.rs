@@ -35,7 +35,9 @@ use taskledger_events::{EventStore, RecordedEvent};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::runtime::{ensure_checkpoint, lock_key, to_i64, AbortOnDrop, Projector, ProjectorError};
+use crate::runtime::{
+    ensure_checkpoint, lock_key, to_i64, AbortOnDrop, Checkpoint, Projector, ProjectorError,
+};
 
 /// Tuning for [`rebuild`].
 #[derive(Debug, Clone)]
@@ -279,7 +281,7 @@ impl Build {
         check_identifier(name);
         let (shadow, retired) = (shadow_schema(name), retired_schema(name));
         ensure_checkpoint(client, name, self.version).await?;
-        self.refuse_newer(client).await?;
+        self.refuse_newer(client, false).await?;
 
         // 1. Build beside the live tables. The build itself need not be
         // durable (a crash starts it over); the swap is.
@@ -436,19 +438,7 @@ impl Build {
             options.lock_timeout.as_millis().max(1)
         ))
         .await?;
-        let row = tx
-            .query_one(
-                "SELECT version FROM public.projector_checkpoints WHERE projector = $1 FOR UPDATE",
-                &[&self.name],
-            )
-            .await?;
-        let stored = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
-        if stored > self.version {
-            return Err(RebuildError::Newer {
-                stored,
-                version: self.version,
-            });
-        }
+        self.refuse_newer(&tx, true).await?;
         loop {
             let events = store
                 .read_all(self.position, options.batch_size.max(1))
@@ -485,15 +475,14 @@ impl Build {
         Ok(())
     }
 
-    async fn refuse_newer(&self, client: &tokio_postgres::Client) -> Result<(), RebuildError> {
-        let stored: i32 = client
-            .query_one(
-                "SELECT version FROM projector_checkpoints WHERE projector = $1",
-                &[&self.name],
-            )
-            .await?
-            .get(0);
-        let stored = u32::try_from(stored).unwrap_or(0);
+    /// Refuses to replace a newer version of the projection than this
+    /// code's (`lock`: and holds the checkpoint row).
+    async fn refuse_newer(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        lock: bool,
+    ) -> Result<(), RebuildError> {
+        let stored = Checkpoint::read(client, self.name, lock).await?.version;
         if stored > self.version {
             return Err(RebuildError::Newer {
                 stored,

@@ -268,7 +268,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         ensure_checkpoint(&client, name, own).await?;
         let mut backoff = self.options.failure_retry;
         loop {
-            let stored = read_version(&client, name).await?;
+            let stored = Checkpoint::read(&client, name, false).await?.version;
             if stored == own {
                 break;
             }
@@ -320,7 +320,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         }
         tracing::info!(projector = name, "projector active");
 
-        let mut position = read_checkpoint(&client, name).await?;
+        let mut position = Checkpoint::read(&client, name, false).await?.position;
         self.status.send_modify(|status| {
             status.position = position;
             status.state = ProjectorState::Running;
@@ -456,44 +456,32 @@ impl<P: Projector> ProjectorRuntime<P> {
     }
 
     /// What the checkpoint says while no events come: `None` when nothing
-    /// changed; the pause state is shown as it is.
+    /// keeps this instance from applying the next batch; the pause state is
+    /// shown as it is.
     async fn idle_check(
         &self,
         client: &tokio_postgres::Client,
         position: u64,
     ) -> Result<Option<Applied>, tokio_postgres::Error> {
-        let row = client
-            .query_one(
-                "SELECT position, version, paused FROM projector_checkpoints WHERE projector = $1",
-                &[&self.projector.name()],
-            )
-            .await?;
-        let stored = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        let version = u32::try_from(row.get::<_, i32>(1)).unwrap_or(0);
-        let paused: bool = row.get(2);
-        if version != self.projector.version() {
-            return Ok(Some(Applied::Outdated(version)));
-        }
-        if stored != position {
-            return Ok(Some(Applied::Moved(stored)));
-        }
+        let blocked = Checkpoint::read(client, self.projector.name(), false)
+            .await?
+            .blocks(self.projector.version(), position);
+        let paused = blocked == Some(Applied::Paused);
         self.status.send_if_modified(|status| {
-            let state = if paused {
-                ProjectorState::Paused
-            } else {
-                ProjectorState::Running
-            };
             let changed = matches!(
-                (&status.state, &state),
-                (ProjectorState::Running, ProjectorState::Paused)
-                    | (ProjectorState::Paused, ProjectorState::Running)
+                (&status.state, paused),
+                (ProjectorState::Running, true) | (ProjectorState::Paused, false)
             );
             if changed {
-                status.state = state;
+                status.state = if paused {
+                    ProjectorState::Paused
+                } else {
+                    ProjectorState::Running
+                };
             }
             changed
         });
-        Ok(paused.then_some(Applied::Paused))
+        Ok(blocked)
     }
 
     /// The database holds another version of the projection than this code
@@ -568,7 +556,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         if !locked {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
-                let position = read_checkpoint(&client, name).await?;
+                let position = Checkpoint::read(&client, name, false).await?.position;
                 if position >= head {
                     return Ok(position);
                 }
@@ -578,7 +566,7 @@ impl<P: Projector> ProjectorRuntime<P> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let mut position = read_checkpoint(&client, name).await?;
+        let mut position = Checkpoint::read(&client, name, false).await?.position;
         while position < head {
             let events = self
                 .store
@@ -617,24 +605,9 @@ impl<P: Projector> ProjectorRuntime<P> {
         let name = self.projector.name();
         let last = events.last().map_or(position, |e| e.global_position);
         let tx = client.transaction().await?;
-        let row = tx
-            .query_one(
-                "SELECT position, version, paused FROM projector_checkpoints
-                 WHERE projector = $1 FOR UPDATE",
-                &[&name],
-            )
-            .await?;
-        let stored = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        let version = u32::try_from(row.get::<_, i32>(1)).unwrap_or(0);
-        let outcome = if version != self.projector.version() {
-            Some(Applied::Outdated(version))
-        } else if row.get::<_, bool>(2) {
-            Some(Applied::Paused)
-        } else if stored != position {
-            Some(Applied::Moved(stored))
-        } else {
-            None
-        };
+        let outcome = Checkpoint::read(&tx, name, true)
+            .await?
+            .blocks(self.projector.version(), position);
         if let Some(outcome) = outcome {
             tx.rollback().await?;
             return Ok(Ok(outcome));
@@ -751,32 +724,54 @@ pub async fn reset(
     Ok(true)
 }
 
-/// The version the projector's checkpoint records.
-async fn read_version(
-    client: &tokio_postgres::Client,
-    name: &str,
-) -> Result<u32, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT version FROM projector_checkpoints WHERE projector = $1",
-            &[&name],
-        )
-        .await?;
-    Ok(u32::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+/// A projector's checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Every event up to here is in the projection's tables.
+    pub(crate) position: u64,
+    /// The version of the projection those tables hold.
+    pub(crate) version: u32,
+    /// Whether an operator paused it.
+    pub(crate) paused: bool,
 }
 
-/// The projector's checkpoint.
-pub(crate) async fn read_checkpoint(
-    client: &tokio_postgres::Client,
-    name: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT position FROM projector_checkpoints WHERE projector = $1",
-            &[&name],
-        )
-        .await?;
-    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+impl Checkpoint {
+    /// Reads `name`'s checkpoint; with `lock`, holds its row for the rest of
+    /// the transaction (the live projector, a swap, a pause and a reset all
+    /// take that lock, so each sees the others between batches).
+    pub(crate) async fn read(
+        client: &impl tokio_postgres::GenericClient,
+        name: &str,
+        lock: bool,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let sql = if lock {
+            "SELECT position, version, paused FROM public.projector_checkpoints
+             WHERE projector = $1 FOR UPDATE"
+        } else {
+            "SELECT position, version, paused FROM public.projector_checkpoints
+             WHERE projector = $1"
+        };
+        let row = client.query_one(sql, &[&name]).await?;
+        Ok(Self {
+            position: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+            version: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+            paused: row.get(2),
+        })
+    }
+
+    /// What keeps a projector of `version`, which has applied up to
+    /// `position`, from applying its next batch.
+    fn blocks(self, version: u32, position: u64) -> Option<Applied> {
+        if self.version != version {
+            Some(Applied::Outdated(self.version))
+        } else if self.paused {
+            Some(Applied::Paused)
+        } else if self.position != position {
+            Some(Applied::Moved(self.position))
+        } else {
+            None
+        }
+    }
 }
 
 /// Where a projector stands against the log, as recorded in the database

@@ -127,6 +127,48 @@ impl Frontend {
     }
 }
 
+/// Asserts that the live `tasks` and `results` tables (service stopped)
+/// equal, row for row, a projection built from scratch from the whole log;
+/// their row counts.
+async fn live_equals_a_projection_from_scratch(
+    database: &taskledger_events::testing::TestDatabase,
+    store: taskledger_events::postgres::PgEventStore,
+) -> (usize, usize) {
+    let client = database.client().await;
+    let snapshot = || async {
+        let rows = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query(sql, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            }
+        };
+        (
+            rows("SELECT row_to_json(t)::text FROM tasks t ORDER BY task_id").await,
+            rows("SELECT row_to_json(r)::text FROM results r ORDER BY task_id").await,
+        )
+    };
+    let live = snapshot().await;
+    client
+        .batch_execute(
+            "TRUNCATE tasks, results;
+             UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'",
+        )
+        .await
+        .unwrap();
+    ProjectorRuntime::new(store, TasksProjector, RuntimeOptions::default())
+        .catch_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, live);
+    (live.0.len(), live.1.len())
+}
+
 fn echo(message: &str, frontend: &str) -> Value {
     json!({"kind": "echo", "params": {"message": message}, "frontend_id": frontend})
 }
@@ -863,46 +905,8 @@ async fn a_rebuilt_projection_equals_the_live_one() {
         .get_json(&format!("/v1/tasks?min_position={head}&limit=1"))
         .await;
     let database = frontend.app.stop().await;
-    let client = database.client().await;
-    let snapshot = || async {
-        let tasks: Vec<String> = client
-            .query(
-                "SELECT row_to_json(t)::text FROM tasks t ORDER BY task_id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let results: Vec<String> = client
-            .query(
-                "SELECT row_to_json(r)::text FROM results r ORDER BY task_id",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        (tasks, results)
-    };
-    let live = snapshot().await;
-    assert_eq!(live.0.len(), 12);
-    assert_eq!(live.1.len(), 3);
-    client
-        .batch_execute(
-            "TRUNCATE tasks, results;
-             UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'",
-        )
-        .await
-        .unwrap();
-    ProjectorRuntime::new(store, TasksProjector, RuntimeOptions::default())
-        .catch_up(Duration::from_secs(20))
-        .await
-        .unwrap();
-    let rebuilt = snapshot().await;
-    assert_eq!(rebuilt, live);
+    let (tasks, results) = live_equals_a_projection_from_scratch(&database, store).await;
+    assert_eq!((tasks, results), (12, 3));
     database.drop_database().await;
 }
 
@@ -1062,33 +1066,7 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
         .await;
     let frontend = Arc::into_inner(frontend).expect("the helpers are done");
     let database = frontend.app.stop().await;
-    let client = database.client().await;
-    let snapshot = || async {
-        client
-            .query(
-                "SELECT row_to_json(t)::text FROM tasks t
-                 UNION ALL SELECT row_to_json(r)::text FROM results r ORDER BY 1",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    };
-    let live = snapshot().await;
-    assert_eq!(live.len(), 150 + submitted);
-    client
-        .batch_execute(
-            "TRUNCATE tasks, results;
-             UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'",
-        )
-        .await
-        .unwrap();
-    ProjectorRuntime::new(store, TasksProjector, RuntimeOptions::default())
-        .catch_up(Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(snapshot().await, live);
+    let (tasks, results) = live_equals_a_projection_from_scratch(&database, store).await;
+    assert_eq!((tasks, results), (150 + submitted, 0));
     database.drop_database().await;
 }

@@ -238,15 +238,27 @@ pub async fn rockblock_mo(
         command_id: Some(event_id),
         ..Metadata::default()
     };
-    match state
+    let began = std::time::Instant::now();
+    let appended = state
         .store
         .append(
             &imei.stream_id(),
             ExpectedVersion::Any,
             vec![event.to_new_event(event_id, metadata)],
         )
-        .await
-    {
+        .await;
+    // The same metrics as a command through `commands::execute`.
+    crate::metrics::observe_append(began.elapsed().as_secs_f64());
+    let outcome = match &appended {
+        Ok(_) | Err(AppendError::DuplicateEventId { .. }) => crate::metrics::CommandOutcome::Ok,
+        Err(_) => crate::metrics::CommandOutcome::Error,
+    };
+    crate::metrics::record_command(
+        <Devices as crate::commands::Aggregate>::NAME,
+        "Receive",
+        outcome,
+    );
+    match appended {
         Ok(_) => Ok((StatusCode::OK, "OK").into_response()),
         Err(AppendError::DuplicateEventId { .. }) => Ok((StatusCode::OK, "OK").into_response()),
         Err(error) => {

@@ -67,6 +67,28 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
         hex::encode(b"hello from orbit")
     );
     assert_eq!(events[0].data["momsn"], 42);
+    // Counted as commands, like those through `commands::execute` (the
+    // registry is per process and tests share it: at least these three).
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let received: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(
+                "taskledger_commands_total{aggregate=\"devices\",command=\"Receive\",outcome=\"ok\"} ",
+            )
+        })
+        .expect("the Receive counter")
+        .parse()
+        .unwrap();
+    assert!(received >= 3, "{received}");
 
     // Forged, tampered, unsigned, malformed: refused, nothing recorded.
     let forger = crate::rockblock::FORGER_KEY;

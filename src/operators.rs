@@ -131,7 +131,8 @@ async fn list(store: &PgEventStore) -> anyhow::Result<()> {
         let state = match &lag.failure {
             Some((position, failure)) => format!("failed at {position}: {failure}"),
             None if lag.paused => "paused".to_owned(),
-            None => "running".to_owned(),
+            None if lag.active => "running".to_owned(),
+            None => "inactive (no process runs it)".to_owned(),
         };
         println!(
             "{:<12} {:>7} {:>12} {:>12} {:>10} {:>9.1}  {state}",

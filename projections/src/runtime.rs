@@ -795,6 +795,8 @@ pub struct ProjectorLag {
     pub failure: Option<(u64, String)>,
     /// Whether an operator paused it.
     pub paused: bool,
+    /// Whether some process runs it right now (holds its leader lock).
+    pub active: bool,
 }
 
 /// Every projector's checkpoint, the log's head, and the distance between
@@ -817,6 +819,19 @@ pub async fn lags(
             &[],
         )
         .await?;
+    // Which projectors some process is running right now: their leader
+    // locks are held.
+    let held: std::collections::HashSet<i64> = client
+        .query(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     Ok(rows
         .iter()
         .map(|row| {
@@ -834,6 +849,7 @@ pub async fn lags(
                 failure: failed
                     .map(|at| (u64::try_from(at).unwrap_or(0), failure.unwrap_or_default())),
                 paused: row.get(7),
+                active: held.contains(&lock_key(row.get(0))),
             }
         })
         .collect())

@@ -32,9 +32,12 @@ pub struct ProjectionView {
     pub lag_events: u64,
     /// Age of the oldest event it has not applied, in seconds.
     pub lag_seconds: f64,
-    /// `running` (caught up or catching up), `paused` (by an operator) or
-    /// `failed` (stopped at an event, which it retries).
+    /// `running` (caught up or catching up), `paused` (by an operator),
+    /// `failed` (stopped at an event, which it retries) or `inactive` (no
+    /// process runs it right now).
     pub state: &'static str,
+    /// Whether some process runs it right now.
+    pub active: bool,
     /// The event it is stopped at, while failed.
     pub failed_position: Option<u64>,
     /// Why, while failed.
@@ -291,9 +294,12 @@ pub fn view(lag: ProjectorLag, rebuild: Option<RebuildView>) -> ProjectionView {
             "failed"
         } else if lag.paused {
             "paused"
-        } else {
+        } else if lag.active {
             "running"
+        } else {
+            "inactive"
         },
+        active: lag.active,
         failed_position,
         failure,
         rebuild,

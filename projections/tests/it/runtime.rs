@@ -173,9 +173,20 @@ async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
         recorded(&client).await == (150, 150)
     })
     .await;
+    let active = async || {
+        taskledger_projections::runtime::lags(&client)
+            .await
+            .unwrap()[0]
+            .active
+    };
+    assert!(active().await, "the running instance holds its lock");
     stop.send(()).unwrap();
     task.await.unwrap();
     assert_eq!(status.borrow().state, ProjectorState::Stopped);
+    wait_until("the lock to go", Duration::from_secs(10), async || {
+        !active().await
+    })
+    .await;
 
     // A new instance continues from the checkpoint: nothing is applied twice
     // (the primary key would fail the batch).

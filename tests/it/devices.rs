@@ -69,15 +69,7 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
     assert_eq!(events[0].data["momsn"], 42);
     // Counted as commands, like those through `commands::execute` (the
     // registry is per process and tests share it: at least these three).
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let received: u64 = metrics
         .lines()
         .find_map(|line| {

@@ -120,6 +120,18 @@ impl TestApp {
 
     /// A store on the service's database (a second appender, as another
     /// process would have).
+    /// The service's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn store(&self) -> PgEventStore {
         PgEventStore::connect(&self.database.url, StoreOptions::default()).unwrap()
     }

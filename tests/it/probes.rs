@@ -301,15 +301,7 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
         .unwrap();
     assert_eq!(again.status(), 409);
 
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     // The registry is shared by every test in this process: at least.
     let value = |series: &str| -> f64 {
         text.lines()
@@ -406,15 +398,7 @@ timeout_seconds = 30
     // Other tests in this process may run runners too: at least.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         if slots(&text, "busy") >= 1.0 {
             assert!(slots(&text, "total") >= 3.0, "{text}");
             break;
@@ -560,15 +544,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         "it stopped before the event"
     );
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("taskledger_projection_failed{projector=\"tasks\"} 1"),
         "{metrics}"
@@ -640,15 +616,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
     // A pause shows too, and a resume lifts it.
     cli(&["projections", "pause", "tasks"]);
     wait_for("paused").await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("taskledger_projection_paused{projector=\"tasks\"} 1"),
         "{metrics}"

@@ -332,18 +332,14 @@ impl<P: Projector> ProjectorRuntime<P> {
             // reset, pause or newer version must be noticed without waiting
             // for the next event. (`next` is cancel-safe.)
             let Ok(next) = tokio::time::timeout(CONTROL_POLL, feed.next()).await else {
-                match self.idle_check(&client, position).await? {
-                    None => continue,
-                    Some(Applied::Outdated(stored)) => {
-                        self.outdated(stored);
+                if let Some(blocked) = self.idle_check(&client, position).await? {
+                    let Some(to) = self.settle(&client, blocked, position).await? else {
                         return Ok(());
-                    }
-                    Some(Applied::Moved(to)) => {
-                        self.moved(position, to);
+                    };
+                    if to != position {
                         position = to;
                         feed = self.store.subscribe_all(position);
                     }
-                    Some(Applied::Paused | Applied::Done) => {}
                 }
                 continue;
             };
@@ -403,39 +399,10 @@ impl<P: Projector> ProjectorRuntime<P> {
                     Applied::Done
                 }
             };
-            match outcome {
-                Applied::Done => {}
-                Applied::Paused => {
-                    self.status
-                        .send_modify(|status| status.state = ProjectorState::Paused);
-                    // Wait on the checkpoint row (one cheap read each time),
-                    // then read on once from wherever it is.
-                    loop {
-                        tokio::time::sleep(PAUSE_POLL).await;
-                        match self.idle_check(&client, position).await? {
-                            Some(Applied::Paused) => {}
-                            Some(Applied::Outdated(stored)) => {
-                                self.outdated(stored);
-                                return Ok(());
-                            }
-                            Some(Applied::Moved(to)) => {
-                                self.moved(position, to);
-                                position = to;
-                                break;
-                            }
-                            Some(Applied::Done) | None => break,
-                        }
-                    }
-                }
-                Applied::Moved(to) => {
-                    self.moved(position, to);
-                    position = to;
-                }
-                Applied::Outdated(stored) => {
-                    self.outdated(stored);
-                    return Ok(());
-                }
-            }
+            let Some(to) = self.settle(&client, outcome, position).await? else {
+                return Ok(());
+            };
+            position = to;
             // Read on from what the checkpoint holds.
             feed = self.store.subscribe_all(position);
         }
@@ -456,8 +423,8 @@ impl<P: Projector> ProjectorRuntime<P> {
     }
 
     /// What the checkpoint says while no events come: `None` when nothing
-    /// keeps this instance from applying the next batch; the pause state is
-    /// shown as it is.
+    /// keeps this instance from applying the next batch (a paused instance
+    /// is then shown running again).
     async fn idle_check(
         &self,
         client: &tokio_postgres::Client,
@@ -466,22 +433,51 @@ impl<P: Projector> ProjectorRuntime<P> {
         let blocked = Checkpoint::read(client, self.projector.name(), false)
             .await?
             .blocks(self.projector.version(), position);
-        let paused = blocked == Some(Applied::Paused);
-        self.status.send_if_modified(|status| {
-            let changed = matches!(
-                (&status.state, paused),
-                (ProjectorState::Running, true) | (ProjectorState::Paused, false)
-            );
-            if changed {
-                status.state = if paused {
-                    ProjectorState::Paused
-                } else {
-                    ProjectorState::Running
-                };
-            }
-            changed
-        });
+        if blocked != Some(Applied::Paused) {
+            self.status.send_if_modified(|status| {
+                let resumed = status.state == ProjectorState::Paused;
+                if resumed {
+                    status.state = ProjectorState::Running;
+                }
+                resumed
+            });
+        }
         Ok(blocked)
+    }
+
+    /// After something kept a batch from being applied: waits out a pause,
+    /// follows a moved checkpoint, and answers the position to read on
+    /// from, or `None` when the projection is another version now (this
+    /// instance must leave it).
+    async fn settle(
+        &self,
+        client: &tokio_postgres::Client,
+        mut blocked: Applied,
+        position: u64,
+    ) -> Result<Option<u64>, tokio_postgres::Error> {
+        loop {
+            match blocked {
+                Applied::Done => return Ok(Some(position)),
+                Applied::Moved(to) => {
+                    self.moved(position, to);
+                    return Ok(Some(to));
+                }
+                Applied::Outdated(stored) => {
+                    self.outdated(stored);
+                    return Ok(None);
+                }
+                Applied::Paused => {
+                    self.status
+                        .send_modify(|status| status.state = ProjectorState::Paused);
+                    // One cheap read of the checkpoint row each time.
+                    tokio::time::sleep(PAUSE_POLL).await;
+                    blocked = self
+                        .idle_check(client, position)
+                        .await?
+                        .unwrap_or(Applied::Done);
+                }
+            }
+        }
     }
 
     /// The database holds another version of the projection than this code

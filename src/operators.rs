@@ -1,7 +1,7 @@
 //! `taskledger projections …`: operators' view of the read side.
 
 use taskledger_events::postgres::PgEventStore;
-use taskledger_projections::{rebuild, runtime, Projector};
+use taskledger_projections::{rebuild, runtime};
 
 use crate::database;
 use crate::settings::Settings;
@@ -43,20 +43,6 @@ pub enum ProjectionsCommand {
     },
 }
 
-/// The projector called `name`, or an error listing the known ones.
-fn projector(name: &str) -> anyhow::Result<std::sync::Arc<dyn Projector>> {
-    taskledger_projections::by_name(name).ok_or_else(|| {
-        let known: Vec<_> = taskledger_projections::all()
-            .iter()
-            .map(|projector| projector.name())
-            .collect();
-        anyhow::anyhow!(
-            "there is no projection called {name:?}; the projections are {}",
-            known.join(", ")
-        )
-    })
-}
-
 /// Runs a `projections` subcommand.
 ///
 /// # Errors
@@ -67,7 +53,7 @@ pub async fn run(settings: &Settings, command: ProjectionsCommand) -> anyhow::Re
     match command {
         ProjectionsCommand::List => list(&store).await,
         ProjectionsCommand::Rebuild { name } => {
-            let projector = projector(&name)?;
+            let projector = taskledger_projections::by_name(&name)?;
             let progress = Progress::new();
             let report = rebuild::rebuild(
                 &store,
@@ -91,7 +77,7 @@ pub async fn run(settings: &Settings, command: ProjectionsCommand) -> anyhow::Re
         ProjectionsCommand::Pause { name } => pause(&store, &name, true).await,
         ProjectionsCommand::Resume { name } => pause(&store, &name, false).await,
         ProjectionsCommand::Reset { name, yes } => {
-            let projector = projector(&name)?;
+            let projector = taskledger_projections::by_name(&name)?;
             anyhow::ensure!(
                 yes,
                 "reset empties {name}'s tables while readers use them; pass --yes to go ahead, or use `taskledger projections rebuild {name}`, which readers do not notice"
@@ -107,7 +93,7 @@ pub async fn run(settings: &Settings, command: ProjectionsCommand) -> anyhow::Re
 }
 
 async fn pause(store: &PgEventStore, name: &str, paused: bool) -> anyhow::Result<()> {
-    projector(name)?;
+    taskledger_projections::by_name(name)?;
     let client = store.pool().get().await?;
     if !runtime::set_paused(&client, name, paused).await? {
         anyhow::bail!("{name} has never run; there is nothing to pause or resume");
@@ -148,7 +134,6 @@ async fn list(store: &PgEventStore) -> anyhow::Result<()> {
         );
     }
     for last in rebuilds {
-        let state = rebuild_state(&client, &last).await?;
         let when = match (&last.finished_at, &last.error) {
             (Some(finished), None) => format!("finished {}", finished.format("%Y-%m-%dT%H:%M:%SZ")),
             (Some(finished), Some(error)) => {
@@ -164,22 +149,10 @@ async fn list(store: &PgEventStore) -> anyhow::Result<()> {
         };
         println!(
             "{:<12} {:>7} {:<11} {:>12} {:>12} {:>10.0}  {when}",
-            last.name, last.version, state, last.position, last.head, last.events_per_s
+            last.name, last.version, last.state, last.position, last.head, last.events_per_s
         );
     }
     Ok(())
-}
-
-/// A rebuild's recorded state, or `interrupted` when it says it is still
-/// going but no process holds its lock (the process died).
-pub async fn rebuild_state(
-    client: &tokio_postgres::Client,
-    last: &rebuild::RebuildStatus,
-) -> Result<String, tokio_postgres::Error> {
-    if last.finished_at.is_none() && !rebuild::rebuild_running(client, &last.name).await? {
-        return Ok("interrupted".to_owned());
-    }
-    Ok(last.state.clone())
 }
 
 /// A progress line on standard error: redrawn in place on a terminal, one

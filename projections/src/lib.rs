@@ -27,6 +27,17 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
 }
 
 /// The projector called `name`.
-pub fn by_name(name: &str) -> Option<std::sync::Arc<dyn Projector>> {
-    all().into_iter().find(|projector| projector.name() == name)
+///
+/// # Errors
+/// [`UnknownProjection`], which lists the projections there are.
+pub fn by_name(name: &str) -> Result<std::sync::Arc<dyn Projector>, UnknownProjection> {
+    all()
+        .into_iter()
+        .find(|projector| projector.name() == name)
+        .ok_or_else(|| UnknownProjection(name.to_owned()))
 }
+
+/// No projector has this name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("there is no projection called {0:?}; the projections are {known}", known = all().iter().map(|projector| projector.name()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownProjection(pub String);

@@ -36,7 +36,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::runtime::{
-    ensure_checkpoint, lock_key, to_i64, AbortOnDrop, Checkpoint, Projector, ProjectorError,
+    ensure_checkpoint, held_locks, lock_key, to_i64, AbortOnDrop, Checkpoint, Projector,
+    ProjectorError,
 };
 
 /// Tuning for [`rebuild`].
@@ -210,7 +211,7 @@ pub async fn rebuild(
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock($1)",
-            &[&lock_key(&format!("rebuild:{name}"))],
+            &[&rebuild_lock_key(name)],
         )
         .await?
         .get(0);
@@ -536,7 +537,8 @@ pub struct RebuildStatus {
     pub name: String,
     /// The version built.
     pub version: u32,
-    /// `building`, `swapping`, `done` or `failed`.
+    /// `building`, `swapping`, `done`, `failed`, or `interrupted` (its
+    /// process went away before it finished).
     pub state: String,
     /// Events applied to the new tables.
     pub position: u64,
@@ -563,8 +565,8 @@ impl RebuildStatus {
 }
 
 /// The last rebuild of every projection that was ever rebuilt, by name. A
-/// rebuild whose process died shows the state it last recorded; whether one
-/// is running right now is [`rebuild_running`].
+/// rebuild that says it is still going while no process holds its lock (its
+/// process died) shows as `interrupted`.
 ///
 /// # Errors
 /// When the database does not answer.
@@ -579,12 +581,21 @@ pub async fn rebuilds(
             &[],
         )
         .await?;
+    let held = held_locks(client).await?;
     Ok(rows
         .iter()
         .map(|row| RebuildStatus {
             name: row.get(0),
             version: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-            state: row.get(2),
+            state: {
+                let finished: Option<DateTime<Utc>> = row.get(8);
+                let name: &str = row.get(0);
+                if finished.is_none() && !held.contains(&rebuild_lock_key(name)) {
+                    "interrupted".to_owned()
+                } else {
+                    row.get(2)
+                }
+            },
             position: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
             head: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
             events_per_s: row.get(5),
@@ -596,27 +607,6 @@ pub async fn rebuilds(
         .collect())
 }
 
-/// Whether some process holds `name`'s rebuild lock right now.
-///
-/// # Errors
-/// When the database does not answer.
-pub async fn rebuild_running(
-    client: &tokio_postgres::Client,
-    name: &str,
-) -> Result<bool, tokio_postgres::Error> {
-    let key = lock_key(&format!("rebuild:{name}"));
-    let row = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                 AND objsubid = 1
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND ((classid::bigint << 32) | objid::bigint) = $1)",
-            &[&key],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
 /// Whether a swap that failed may be tried again: it waited too long for a
 /// lock, or PostgreSQL broke a deadlock with it (a projector of an older
 /// release locks its tables before its checkpoint row).
@@ -625,6 +615,11 @@ fn swap_may_retry(error: &tokio_postgres::Error) -> bool {
         error.code(),
         Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED
     )
+}
+
+/// The lock one rebuild of `name` holds, across processes.
+fn rebuild_lock_key(name: &str) -> i64 {
+    lock_key(&format!("rebuild:{name}"))
 }
 
 /// Where the next version is built.

@@ -817,17 +817,7 @@ pub async fn lags(
         .await?;
     // Which projectors some process is running right now: their leader
     // locks are held.
-    let held: std::collections::HashSet<i64> = client
-        .query(
-            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
-             WHERE locktype = 'advisory' AND granted AND objsubid = 1
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let held = held_locks(client).await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -848,6 +838,28 @@ pub async fn lags(
                 active: held.contains(&lock_key(row.get(0))),
             }
         })
+        .collect())
+}
+
+/// The (bigint) advisory lock keys some session holds in this database
+/// right now: which projectors and rebuilds are running, whatever process
+/// runs them.
+///
+/// # Errors
+/// When the database does not answer.
+pub(crate) async fn held_locks(
+    client: &tokio_postgres::Client,
+) -> Result<std::collections::HashSet<i64>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
         .collect())
 }
 

@@ -152,7 +152,7 @@ pub async fn rebuild_projection(
     _: Authorized<Admin>,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let projector = taskledger_projections::by_name(&name).ok_or_else(|| unknown(&name))?;
+    let projector = taskledger_projections::by_name(&name).map_err(unknown)?;
     // Answer once the rebuild holds its lock (its first progress report),
     // or has already ended.
     let (started, has_started) = tokio::sync::oneshot::channel::<()>();
@@ -204,15 +204,8 @@ pub async fn rebuild_projection(
         .into_response())
 }
 
-fn unknown(name: &str) -> Problem {
-    let known: Vec<_> = taskledger_projections::all()
-        .iter()
-        .map(|projector| projector.name())
-        .collect();
-    Problem::not_found(format!(
-        "there is no projection called {name:?}; the projections are {}",
-        known.join(", ")
-    ))
+fn unknown(error: taskledger_projections::UnknownProjection) -> Problem {
+    Problem::not_found(error.to_string())
 }
 
 fn unavailable(error: &dyn std::fmt::Display) -> Problem {
@@ -236,25 +229,17 @@ async fn views(state: &AppState) -> Result<Vec<ProjectionView>, Problem> {
         .map_err(|error| unavailable(&error))?;
     let mut items = Vec::with_capacity(lags.len());
     for lag in lags {
-        let last = match rebuilds.iter().position(|r| r.name == lag.name) {
-            Some(index) => {
-                let last = rebuilds.swap_remove(index);
-                let state = crate::operators::rebuild_state(&client, &last)
-                    .await
-                    .map_err(|error| unavailable(&error))?;
-                Some(rebuild_view(last, state))
-            }
-            None => None,
-        };
+        let last = rebuilds
+            .iter()
+            .position(|r| r.name == lag.name)
+            .map(|index| rebuild_view(rebuilds.swap_remove(index)));
         items.push(view(lag, last));
     }
     Ok(items)
 }
 
 async fn one(state: &AppState, name: &str) -> Result<ProjectionView, Problem> {
-    if taskledger_projections::by_name(name).is_none() {
-        return Err(unknown(name));
-    }
+    taskledger_projections::by_name(name).map_err(unknown)?;
     views(state)
         .await?
         .into_iter()
@@ -262,11 +247,11 @@ async fn one(state: &AppState, name: &str) -> Result<ProjectionView, Problem> {
         .ok_or_else(|| Problem::not_found(format!("{name} has never run in this deployment")))
 }
 
-fn rebuild_view(last: RebuildStatus, state: String) -> RebuildView {
+fn rebuild_view(last: RebuildStatus) -> RebuildView {
     RebuildView {
         version: last.version,
         eta_seconds: last.eta_seconds(),
-        state,
+        state: last.state,
         position: last.position,
         head: last.head,
         events_per_s: last.events_per_s,

@@ -449,6 +449,19 @@ async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
         .unwrap()
         .get(0);
     assert_eq!(state, "done");
+    // A rebuild recorded as still going whose lock nobody holds (its process
+    // died) reads as interrupted.
+    client
+        .execute(
+            "UPDATE projection_rebuilds SET state = 'building', finished_at = NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let last = &taskledger_projections::rebuild::rebuilds(&client)
+        .await
+        .unwrap()[0];
+    assert_eq!(last.state, "interrupted");
     stop.send(()).unwrap();
     task.await.unwrap();
     database.drop_database().await;

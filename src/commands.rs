@@ -6,7 +6,6 @@
 //! glue that lets one handler serve them all.
 
 use std::fmt;
-use std::time::Instant;
 
 use taskledger_events::task::{self, DomainError, TaskEvent};
 use taskledger_events::{apikey, device, ledger};
@@ -402,12 +401,13 @@ async fn decide_and_append<A: Aggregate>(
             .enumerate()
             .map(|(index, event)| A::encode(event, event_id(command_id, index), metadata.clone()))
             .collect();
-        let began = Instant::now();
-        let appended = store
-            .append(stream_id, ExpectedVersion::Exact(version), new_events)
-            .await;
-        metrics::observe_append(began.elapsed().as_secs_f64());
-        match appended {
+        match metrics::timed_append(store.append(
+            stream_id,
+            ExpectedVersion::Exact(version),
+            new_events,
+        ))
+        .await
+        {
             Ok(appended) => {
                 let state = events.iter().fold(state, A::apply);
                 return Ok(Executed {

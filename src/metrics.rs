@@ -1,5 +1,5 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
-//! ([`record_command`]), store append latency ([`observe_append`]), runner
+//! ([`record_command`]), store append latency ([`timed_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`]) — and the latency
 //! [`Histogram`] they share with the HTTP metrics. `/metrics`
 //! ([`crate::http::metrics`]) renders them with [`render`].
@@ -127,11 +127,15 @@ pub fn record_command(aggregate: &'static str, command: &'static str, outcome: C
     }
 }
 
-/// Records how long one store append took (whatever its outcome).
-pub fn observe_append(seconds: f64) {
-    if let Ok(mut append) = REGISTRY.append.lock() {
-        append.observe(seconds);
+/// Awaits one store append and records how long it took (whatever its
+/// outcome) in `taskledger_append_seconds`.
+pub async fn timed_append<T>(append: impl std::future::Future<Output = T>) -> T {
+    let began = std::time::Instant::now();
+    let result = append.await;
+    if let Ok(mut histogram) = REGISTRY.append.lock() {
+        histogram.observe(began.elapsed().as_secs_f64());
     }
+    result
 }
 
 /// A runner's slots, counted in `taskledger_runner_slots{state="total"}`

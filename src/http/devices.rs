@@ -238,17 +238,13 @@ pub async fn rockblock_mo(
         command_id: Some(event_id),
         ..Metadata::default()
     };
-    let began = std::time::Instant::now();
-    let appended = state
-        .store
-        .append(
-            &imei.stream_id(),
-            ExpectedVersion::Any,
-            vec![event.to_new_event(event_id, metadata)],
-        )
-        .await;
     // The same metrics as a command through `commands::execute`.
-    crate::metrics::observe_append(began.elapsed().as_secs_f64());
+    let appended = crate::metrics::timed_append(state.store.append(
+        &imei.stream_id(),
+        ExpectedVersion::Any,
+        vec![event.to_new_event(event_id, metadata)],
+    ))
+    .await;
     let outcome = match &appended {
         Ok(_) | Err(AppendError::DuplicateEventId { .. }) => crate::metrics::CommandOutcome::Ok,
         Err(_) => crate::metrics::CommandOutcome::Error,

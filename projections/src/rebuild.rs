@@ -238,9 +238,14 @@ pub async fn rebuild(
                     shadow_schema(name)
                 ))
                 .await;
-            build
+            // Report the rebuild's own error even when recording it fails
+            // too (the connection may be what broke).
+            if let Err(record) = build
                 .record(&client, "failed", Some(&error.to_string()))
-                .await?;
+                .await
+            {
+                tracing::warn!(projector = name, %record, "recording the failed rebuild failed");
+            }
         }
     }
     result

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, ReadLog};
 use super::problem::{ApiJson, ApiQuery, Problem};
-use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
+use super::tasks::{stream_page, EventPage};
 use super::AppState;
 
 /// The widest range `GET /v1/audit/verify` checks in one request; wider
@@ -61,49 +61,28 @@ pub async fn stream_events(
     ApiQuery(query): ApiQuery<StreamEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let stream_id = parse_stream(&stream)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
-        )));
-    }
     let after = query.after_version.unwrap_or(0);
-    let from = after
-        .checked_add(1)
-        .ok_or_else(|| Problem::bad_request("after_version is out of range"))?;
-    let unreadable = |error: taskledger_events::StoreError| {
-        tracing::error!(%error, stream = %stream_id, "reading a stream failed");
-        Problem::unavailable("the log cannot be read right now", 1)
-    };
-    // One more than asked, to know whether another page follows.
-    let mut events = state
-        .store
-        .read_stream(&stream_id, from, Direction::Forward, limit as usize + 1)
-        .await
-        .map_err(unreadable)?;
-    if events.is_empty() {
+    if after == u64::MAX {
+        return Err(Problem::bad_request("after_version is out of range"));
+    }
+    let page = stream_page(&state, &stream_id, after, query.limit).await?;
+    if page.items.is_empty() {
         // Past the end of a stream is an empty page; no stream at all is 404.
         let newest = state
             .store
             .read_stream(&stream_id, u64::MAX, Direction::Backward, 1)
             .await
-            .map_err(unreadable)?;
+            .map_err(|error| {
+                tracing::error!(%error, stream = %stream_id, "reading a stream failed");
+                Problem::unavailable("the event store cannot be read right now", 1)
+            })?;
         if newest.is_empty() {
             return Err(Problem::not_found(format!(
                 "stream {stream_id} holds no event"
             )));
         }
     }
-    let next_cursor = if events.len() > limit as usize {
-        events.truncate(limit as usize);
-        events.last().map(|event| event.version.to_string())
-    } else {
-        None
-    };
-    Ok(ApiJson(EventPage {
-        items: events.into_iter().map(event_view).collect(),
-        next_cursor,
-    }))
+    Ok(ApiJson(page))
 }
 
 /// A stream name of one of the forms the service writes; anything else is

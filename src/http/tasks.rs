@@ -21,7 +21,7 @@ use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskledger_events::task::{CancelTask, DomainError, Task, TaskCommand, TaskId, TaskStatus};
-use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent};
+use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -790,44 +790,56 @@ pub async fn task_events(
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let task_id = parse_task_id(&id)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
-        )));
-    }
     let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
     let after: u64 = match query.cursor.as_deref() {
         None => 0,
         Some(cursor) => cursor.parse().map_err(|_| bad_cursor())?,
     };
-    let from = after.checked_add(1).ok_or_else(bad_cursor)?;
-    let mut events = state
-        .store
-        .read_stream(
-            &task_id.stream_id(),
-            from,
-            Direction::Forward,
-            limit as usize + 1,
-        )
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, task = %task_id, "reading a task's history failed");
-            Problem::unavailable("the event store cannot be read right now", 1)
-        })?;
-    if events.is_empty() && after == 0 {
+    if after == u64::MAX {
+        return Err(bad_cursor());
+    }
+    let page = stream_page(&state, &task_id.stream_id(), after, query.limit).await?;
+    if page.items.is_empty() && after == 0 {
         return Err(not_found(task_id));
     }
+    Ok(ApiJson(page))
+}
+
+/// One page of a stream's events after stream version `after` (which must
+/// be below `u64::MAX`): at most `limit` (1 to [`MAX_EVENTS_PAGE`], default
+/// [`DEFAULT_PAGE`]) events as stored, with the next page's cursor when
+/// more follow. Serves a task's history and the auditors' any-stream read.
+pub(crate) async fn stream_page(
+    state: &AppState,
+    stream_id: &StreamId,
+    after: u64,
+    limit: Option<u32>,
+) -> Result<EventPage, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
+        )));
+    }
+    // One more than asked, to know whether another page follows.
+    let mut events = state
+        .store
+        .read_stream(stream_id, after + 1, Direction::Forward, limit as usize + 1)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, stream = %stream_id, "reading a stream failed");
+            Problem::unavailable("the event store cannot be read right now", 1)
+        })?;
     let next_cursor = if events.len() > limit as usize {
         events.truncate(limit as usize);
         events.last().map(|event| event.version.to_string())
     } else {
         None
     };
-    Ok(ApiJson(EventPage {
+    Ok(EventPage {
         items: events.into_iter().map(event_view).collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// An event as the API shows it (the stored envelope, hash in hex).

@@ -31,6 +31,27 @@ impl BlobStore {
         valid.then(|| self.root.join("sha256").join(&sha256[..2]).join(sha256))
     }
 
+    /// Whether the blob named `sha256` is stored (`false` for a name that
+    /// is not a digest).
+    pub async fn contains(&self, sha256: &str) -> bool {
+        match self.path(sha256) {
+            Some(path) => tokio::fs::try_exists(path).await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Whether `bytes` are stored already.
+    ///
+    /// # Errors
+    /// When the directory cannot be read.
+    pub async fn contains_bytes(&self, bytes: &[u8]) -> io::Result<bool> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let path = self
+            .path(&sha256)
+            .expect("a hex digest is always a valid blob name");
+        tokio::fs::try_exists(&path).await
+    }
+
     /// Stores `bytes`; their SHA-256 (hexadecimal). Written to a temporary
     /// file, synced and renamed, so a blob is either whole or absent.
     ///

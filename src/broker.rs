@@ -1,8 +1,11 @@
 //! RabbitMQ: the topology taskledger declares, the job message runners
 //! consume, and connecting.
 //!
-//! Names start with a prefix (`taskledger` unless `TASKLEDGER_AMQP_PREFIX`
-//! says otherwise, so tests and installations can share a broker):
+//! Names start with a prefix: `taskledger-` and the first 12 hex digits of
+//! the installation's id unless `TASKLEDGER_AMQP_PREFIX` says otherwise, so
+//! installations sharing a broker never share queues. Jobs also carry the
+//! installation's id: a runner puts back a job of another installation (two
+//! installations given one prefix) instead of taking it.
 //!
 //! | name | kind | what |
 //! |---|---|---|
@@ -29,13 +32,39 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    installation: Option<Uuid>,
 }
 
 impl Topology {
-    /// Names starting with `prefix`.
+    /// Names starting with `prefix`, for no particular installation (jobs
+    /// carry no installation id and any is taken: benchmarks and tests).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            installation: None,
+        }
+    }
+
+    /// The names of `installation`: `prefix`, or by default one derived
+    /// from its id.
+    pub fn for_installation(installation: Uuid, prefix: Option<String>) -> Self {
+        Self {
+            prefix: prefix.unwrap_or_else(|| default_prefix(installation)),
+            installation: Some(installation),
+        }
+    }
+
+    /// The installation whose jobs these are, if one is set.
+    pub fn installation(&self) -> Option<Uuid> {
+        self.installation
+    }
+
+    /// Whether a runner of this installation may take `job`: jobs of no
+    /// stated installation (an older relay's) and of this one.
+    pub fn owns(&self, job: &Job) -> bool {
+        match (self.installation, job.installation) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => true,
         }
     }
 
@@ -179,6 +208,12 @@ impl Topology {
     }
 }
 
+/// The default prefix of `installation`: `taskledger-` and the first 12
+/// hex digits of its id.
+pub fn default_prefix(installation: Uuid) -> String {
+    format!("taskledger-{}", &installation.simple().to_string()[..12])
+}
+
 /// Connects to `url`, naming the connection (shown by `rabbitmqctl
 /// list_connections`).
 ///
@@ -207,12 +242,21 @@ pub struct Job {
     pub event_id: Uuid,
     /// That event's global position.
     pub position: u64,
+    /// The installation whose log holds the task (absent in jobs of
+    /// releases before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<Uuid>,
 }
 
 impl Job {
     /// The job an event of a task of `kind` makes, if any: `TaskSubmitted`
     /// and `TaskRetried` do.
-    pub fn for_event(recorded: &RecordedEvent, event: &TaskEvent, kind: &str) -> Option<Self> {
+    pub fn for_event(
+        recorded: &RecordedEvent,
+        event: &TaskEvent,
+        kind: &str,
+        installation: Option<Uuid>,
+    ) -> Option<Self> {
         let attempt = match event {
             TaskEvent::Submitted(_) => 1,
             TaskEvent::Retried(retried) => retried.attempt.saturating_add(1),
@@ -225,6 +269,7 @@ impl Job {
             attempt,
             event_id: recorded.event_id,
             position: recorded.global_position,
+            installation,
         })
     }
 }

@@ -11,7 +11,9 @@ use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
 use crate::operators::{self, CleanupArgs, ProjectionsCommand};
-use crate::settings::Settings;
+use crate::settings::{
+    BrokerArgs, CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings,
+};
 use crate::shutdown;
 use crate::startup::Application;
 
@@ -19,49 +21,93 @@ use crate::startup::Application;
 #[derive(Debug, Parser)]
 #[command(name = "taskledger", version, about, long_about = None)]
 pub struct Cli {
-    /// Settings shared by every command.
-    #[command(flatten)]
-    pub settings: Settings,
+    /// Log filter, in `tracing` syntax (e.g. `info,taskledger_events=debug`).
+    #[arg(long, env = "TASKLEDGER_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The subcommands.
+/// The subcommands. Each takes only the options it reads.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service: migrate the database, then serve the HTTP API until
-    /// SIGTERM or Ctrl-C.
-    Serve,
+    /// Run the service: migrate the database (creating it if missing), then
+    /// serve until SIGTERM or Ctrl-C.
+    Serve(Box<ServeArgs>),
     /// Create the database if missing and apply pending migrations, then exit.
-    Migrate,
+    Migrate(DatabaseArgs),
+    /// Ask a running service whether it is ready (`GET /readyz`): exit 0
+    /// when it answers 200, 1 otherwise. For container healthchecks.
+    Health(HealthArgs),
     /// Create, list and revoke API keys.
     Keys {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Whether a missing database may be created.
+        #[command(flatten)]
+        create: CreateDatabaseArgs,
         /// What to do with keys.
         #[command(subcommand)]
         command: KeysCommand,
     },
     /// The read side: projectors and their state.
     Projections {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// What to do.
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
     /// Remove artifact blobs that no task references any more (never an
     /// event).
-    Cleanup(CleanupArgs),
+    Cleanup {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Where the blobs are.
+        #[command(flatten)]
+        files: FilesArgs,
+        /// What to remove.
+        #[command(flatten)]
+        args: CleanupArgs,
+    },
     /// Auditors' tools over the stored log.
     Replay {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// What to do.
         #[command(subcommand)]
         command: ReplayCommand,
     },
-    /// Measure performance against the database in DATABASE_URL.
+    /// Measure performance against the database in DATABASE_URL (use a
+    /// scratch database: the benchmarks write to it).
     Bench {
+        /// The database (created if missing: benchmarks use scratch ones).
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Which benchmark.
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+/// `taskledger health`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// The readiness URL to ask. Default: `/readyz` on TASKLEDGER_LISTEN
+    /// (an unspecified address such as 0.0.0.0 is asked on loopback).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Where the service listens, when `--url` is not given.
+    #[arg(long, env = "TASKLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    pub timeout_seconds: u64,
 }
 
 /// The benchmarks.
@@ -77,7 +123,14 @@ pub enum BenchCommand {
     /// Tasks/s end to end (submit → RabbitMQ → runner → container →
     /// succeeded) at several runner slot counts, and the relay's events/s
     /// with publisher confirms. Needs RabbitMQ and a Docker engine.
-    Tasks(TasksBenchArgs),
+    Tasks {
+        /// The broker (default: the local one).
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// The benchmark's shape.
+        #[command(flatten)]
+        args: TasksBenchArgs,
+    },
     /// Latency of the RockBLOCK MO webhook at a fixed rate (signed with the
     /// repository's test key, verified by the service).
     Mo(MoBenchArgs),
@@ -90,59 +143,128 @@ pub enum BenchCommand {
 /// # Errors
 /// Whatever the command fails with, with context.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let log = cli.log_filter.as_str();
     match cli.command {
-        Command::Serve => {
+        Command::Serve(args) => {
+            let settings = args.settings(log);
             let (trigger, signal) = shutdown::channel();
             shutdown::on_signals(trigger);
-            let application = Application::build(&cli.settings, signal).await?;
+            let application = Application::build(&settings, signal).await?;
             application.run_until_stopped().await
         }
-        Command::Migrate => {
-            let applied = database::prepare(&cli.settings).await?;
+        Command::Migrate(database) => {
+            let mut settings = Settings::from_database(&database, log);
+            settings.create_database = true;
+            let applied = database::prepare(&settings).await?;
+            let name = database::describe_url(&settings.database_url);
             if applied.is_empty() {
-                println!("the database is up to date; no migration to apply");
+                println!("the database is up to date; no migration to apply ({name})");
             } else {
-                println!("applied migrations: {applied:?}");
+                println!("applied migrations: {applied:?} ({name})");
             }
             Ok(())
         }
-        Command::Replay { command } => audit::run(&cli.settings, command).await,
-        Command::Projections { command } => operators::run(&cli.settings, command).await,
-        Command::Cleanup(args) => operators::cleanup(&cli.settings, &args).await,
-        Command::Keys { command } => {
-            database::prepare(&cli.settings).await?;
-            let store = database::open_store(&cli.settings)?;
+        Command::Health(args) => health(&args).await,
+        Command::Replay { database, command } => {
+            let settings = Settings::from_database(&database, log);
+            database::require_existing(&settings).await?;
+            audit::run(&settings, command).await
+        }
+        Command::Projections { database, command } => {
+            let settings = Settings::from_database(&database, log);
+            database::require_existing(&settings).await?;
+            operators::run(&settings, command).await
+        }
+        Command::Cleanup {
+            database,
+            files,
+            args,
+        } => {
+            let mut settings = Settings::from_database(&database, log);
+            settings.data_dir = files.data_dir;
+            database::require_existing(&settings).await?;
+            operators::cleanup(&settings, &args).await
+        }
+        Command::Keys {
+            database,
+            create,
+            command,
+        } => {
+            let mut settings = Settings::from_database(&database, log);
+            settings.create_database = create.create_database;
+            database::prepare(&settings).await?;
+            eprintln!(
+                "taskledger: using database {}",
+                database::describe_url(&settings.database_url)
+            );
+            let store = database::open_store(&settings)?;
             keys::run(&store, command).await
         }
-        Command::Bench {
-            which: BenchCommand::Append(args),
-        } => {
-            database::prepare(&cli.settings)
+        Command::Bench { database, which } => {
+            let mut settings = Settings::from_database(&database, log);
+            settings.create_database = true;
+            bench(settings, which).await
+        }
+    }
+}
+
+async fn bench(mut settings: Settings, which: BenchCommand) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Append(args) => {
+            database::prepare(&settings)
                 .await
                 .context("preparing the benchmark database")?;
-            bench::append(&cli.settings, &args).await
+            bench::append(&settings, &args).await
         }
-        Command::Bench {
-            which: BenchCommand::Api(args),
-        } => bench::api::api(&cli.settings, &args).await,
-        Command::Bench {
-            which: BenchCommand::Mo(args),
-        } => bench::mo::mo(&cli.settings, &args).await,
-        Command::Bench {
-            which: BenchCommand::Rebuild(args),
-        } => {
-            database::prepare(&cli.settings)
+        BenchCommand::Api(args) => bench::api::api(&settings, &args).await,
+        BenchCommand::Mo(args) => bench::mo::mo(&settings, &args).await,
+        BenchCommand::Rebuild(args) => {
+            database::prepare(&settings)
                 .await
                 .context("preparing the benchmark database")?;
-            bench::rebuild::rebuild(&cli.settings, &args).await
+            bench::rebuild::rebuild(&settings, &args).await
         }
-        Command::Bench {
-            which: BenchCommand::Tasks(args),
-        } => {
-            database::prepare(&cli.settings)
+        BenchCommand::Tasks { broker, args } => {
+            settings.amqp_url = broker.amqp_url;
+            settings.amqp_prefix = broker.amqp_prefix;
+            database::prepare(&settings)
                 .await
                 .context("preparing the benchmark database")?;
-            bench::tasks::tasks(&cli.settings, &args).await
+            bench::tasks::tasks(&settings, &args).await
         }
+    }
+}
+
+/// `taskledger health`: one GET of the readiness probe.
+async fn health(args: &HealthArgs) -> anyhow::Result<()> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let mut address = args.listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(match address {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{address}/readyz")
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(args.timeout_seconds.max(1)))
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("ready: {url} answered {status}");
+        Ok(())
+    } else {
+        let detail: String = body.chars().take(300).collect();
+        anyhow::bail!("not ready: {url} answered {status}: {detail}")
     }
 }

@@ -26,6 +26,9 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// The shipped default configuration's text.
+pub const BUILTIN: &str = include_str!("../config/taskledger.toml");
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +122,13 @@ pub struct TaskKind {
     /// Values for parameters a submission leaves out.
     #[serde(default)]
     pub defaults: BTreeMap<String, toml::Value>,
+    /// Input files every submission must name (uploaded with `POST
+    /// /v1/blobs`); the runner mounts each read-only at `/in/{name}`.
+    #[serde(default)]
+    pub required_inputs: Vec<String>,
+    /// Input files a submission may name.
+    #[serde(default)]
+    pub optional_inputs: Vec<String>,
     /// The wall-clock limit of one attempt.
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
@@ -250,6 +260,32 @@ pub enum KindError {
         /// The parameter.
         param: String,
     },
+    /// A required input file is missing.
+    #[error("task kind {kind:?} needs the input file {input:?} (upload it with POST /v1/blobs and name its sha256 in \"inputs\")")]
+    MissingInput {
+        /// The kind.
+        kind: String,
+        /// The input's name.
+        input: String,
+    },
+    /// An input file the kind does not declare.
+    #[error("task kind {kind:?} has no input file {input:?}; it takes: {known}")]
+    UnknownInput {
+        /// The kind.
+        kind: String,
+        /// The input's name.
+        input: String,
+        /// The declared ones.
+        known: String,
+    },
+    /// An input names a blob that was never uploaded.
+    #[error("input {input:?} names blob {sha256}, which was not uploaded (POST /v1/blobs first)")]
+    MissingBlob {
+        /// The input's name.
+        input: String,
+        /// The blob's SHA-256.
+        sha256: String,
+    },
 }
 
 impl FileConfig {
@@ -276,6 +312,15 @@ impl FileConfig {
                 .with_context(|| format!("task kind {name:?}"))?;
         }
         Ok(config)
+    }
+
+    /// The shipped default configuration (`config/taskledger.toml`, built
+    /// into the binary): what `serve` runs when no file is named.
+    ///
+    /// # Panics
+    /// Never: a test holds the shipped file to [`FileConfig::parse`].
+    pub fn builtin() -> Self {
+        Self::parse(BUILTIN).expect("the shipped config/taskledger.toml is valid")
     }
 
     /// The kind named `name`.
@@ -313,6 +358,17 @@ impl TaskKind {
             "cpus must be above 0 and at most 1024"
         );
         anyhow::ensure!(self.pids_limit >= 1, "pids_limit must be at least 1");
+        for input in self.required_inputs.iter().chain(&self.optional_inputs) {
+            anyhow::ensure!(
+                !input.is_empty()
+                    && input.len() <= 100
+                    && input.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && input
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "input name {input:?} must be a plain file name (letters, digits, '.', '_', '-'; at most 100 bytes)"
+            );
+        }
         anyhow::ensure!(
             self.log_limit_bytes >= 1024,
             "log_limit_bytes must be at least 1024"
@@ -381,6 +437,50 @@ impl TaskKind {
                     param: param.clone(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a submission's input file names against the kind (that each
+    /// names an uploaded blob is checked by the caller, which has the blob
+    /// store).
+    ///
+    /// # Errors
+    /// A missing required input or an undeclared one.
+    pub fn check_inputs(
+        &self,
+        kind: &str,
+        inputs: &BTreeMap<String, String>,
+    ) -> Result<(), KindError> {
+        if let Some(input) = self
+            .required_inputs
+            .iter()
+            .find(|input| !inputs.contains_key(*input))
+        {
+            return Err(KindError::MissingInput {
+                kind: kind.to_owned(),
+                input: input.clone(),
+            });
+        }
+        let declared: BTreeSet<&str> = self
+            .required_inputs
+            .iter()
+            .chain(&self.optional_inputs)
+            .map(String::as_str)
+            .collect();
+        if let Some(input) = inputs
+            .keys()
+            .find(|input| !declared.contains(input.as_str()))
+        {
+            return Err(KindError::UnknownInput {
+                kind: kind.to_owned(),
+                input: input.clone(),
+                known: if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.iter().copied().collect::<Vec<_>>().join(", ")
+                },
+            });
         }
         Ok(())
     }

@@ -21,6 +21,9 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Vec<i64>> {
     let mut client = match connect(&config).await {
         Ok(client) => client,
         Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            if !settings.create_database {
+                return Err(missing(&config));
+            }
             create_database(&config).await?;
             connect(&config)
                 .await
@@ -39,6 +42,64 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Vec<i64>> {
         .await
         .with_context(|| format!("migrating {}", describe(&config)))?;
     Ok(applied)
+}
+
+/// Checks that the configured database exists and answers, for commands
+/// that only read or change an existing installation.
+///
+/// # Errors
+/// When it does not exist (saying how to point at the right one) or cannot
+/// be reached.
+pub async fn require_existing(settings: &Settings) -> anyhow::Result<()> {
+    let config = parse_url(&settings.database_url)?;
+    match connect(&config).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            Err(missing(&config))
+        }
+        Err(error) => Err(error).with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {} (is it running? scripts/services.sh starts it)",
+                describe(&config)
+            )
+        }),
+    }
+}
+
+/// The refusal of a missing database, naming it and the way out.
+fn missing(config: &tokio_postgres::Config) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the database {} does not exist. Set DATABASE_URL (or --database-url) to the one \
+         the service uses, or pass --create-database to create this one",
+        describe(config)
+    )
+}
+
+/// `host:port/dbname` of a URL for messages (never the password), or the
+/// parse error.
+pub fn describe_url(url: &str) -> String {
+    parse_url(url).map_or_else(|error| error.to_string(), |config| describe(&config))
+}
+
+/// This installation's id: the one recorded in the database, or a new one
+/// recorded now (by the first `serve`; concurrent first starts agree).
+///
+/// # Errors
+/// When the database cannot be read or written.
+pub async fn installation_id(store: &PgEventStore) -> anyhow::Result<uuid::Uuid> {
+    let client = store.pool().get().await?;
+    client
+        .execute(
+            "INSERT INTO installation (id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&uuid::Uuid::new_v4()],
+        )
+        .await
+        .context("recording this installation's id")?;
+    let row = client
+        .query_one("SELECT id FROM installation", &[])
+        .await
+        .context("reading this installation's id")?;
+    Ok(row.get(0))
 }
 
 /// Opens the event store on the configured database (which [`prepare`] has

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod dependencies;
 pub mod gateway;
 pub mod http;
 pub mod keys;

@@ -6,12 +6,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = taskledger::cli::Cli::parse();
-    taskledger::telemetry::init(&cli.settings.log_filter);
+    taskledger::telemetry::init(&cli.log_filter);
     match taskledger::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole context chain on one line.
-            tracing::error!("{error:#}");
+            // Once, on standard error: `{:#}` prints the whole context
+            // chain on one line.
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }

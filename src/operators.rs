@@ -165,7 +165,8 @@ impl Progress {
     fn new() -> Self {
         use std::io::IsTerminal;
         Self {
-            terminal: std::io::stderr().is_terminal(),
+            // Redrawing needs escape codes: a terminal, and no NO_COLOR.
+            terminal: crate::settings::colour(std::io::stderr().is_terminal()),
         }
     }
 

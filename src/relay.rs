@@ -169,26 +169,27 @@ async fn relay_once(
                     )
                     .await?,
             );
-            let job = match job_for(store, &mut kinds, recorded).await {
-                Ok(job) => job,
-                Err(error)
-                    if error
-                        .downcast_ref::<taskledger_events::StoreError>()
-                        .is_some() =>
-                {
-                    return Err(error)
-                }
-                Err(error) => {
-                    // The event itself is published; only its job cannot be
-                    // made. Stopping here would hold back every later event.
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        position = recorded.global_position,
-                        "no job can be made from this task event; the task will not run"
-                    );
-                    None
-                }
-            };
+            let job =
+                match job_for(store, &mut kinds, recorded, options.topology.installation()).await {
+                    Ok(job) => job,
+                    Err(error)
+                        if error
+                            .downcast_ref::<taskledger_events::StoreError>()
+                            .is_some() =>
+                    {
+                        return Err(error)
+                    }
+                    Err(error) => {
+                        // The event itself is published; only its job cannot be
+                        // made. Stopping here would hold back every later event.
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            position = recorded.global_position,
+                            "no job can be made from this task event; the task will not run"
+                        );
+                        None
+                    }
+                };
             if let Some(job) = job {
                 let body = serde_json::to_vec(&job)?;
                 confirms.push(
@@ -236,6 +237,7 @@ async fn job_for(
     store: &PgEventStore,
     kinds: &mut HashMap<TaskId, String>,
     recorded: &RecordedEvent,
+    installation: Option<uuid::Uuid>,
 ) -> anyhow::Result<Option<Job>> {
     let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
         return Ok(None);
@@ -263,5 +265,5 @@ async fn job_for(
         kinds.clear();
     }
     kinds.insert(task_id, kind.clone());
-    Ok(Job::for_event(recorded, &event, &kind))
+    Ok(Job::for_event(recorded, &event, &kind, installation))
 }

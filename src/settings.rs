@@ -8,122 +8,201 @@ use std::path::PathBuf;
 /// The database used when `DATABASE_URL` is not set; created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/taskledger";
 
-/// Settings shared by every subcommand.
-#[derive(Debug, Clone, clap::Args)]
+/// The settings a process runs with, resolved from the command line and the
+/// environment. Each subcommand parses only the groups of options it uses
+/// ([`DatabaseArgs`], [`ServeArgs`], …) and fills the rest with defaults, so
+/// `taskledger keys create --help` lists the options `keys create` reads.
+#[derive(Debug, Clone)]
 pub struct Settings {
-    /// PostgreSQL holding the event log and the read models. The database is
-    /// created if it does not exist (the server must allow it).
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    /// PostgreSQL holding the event log and the read models.
+    pub database_url: String,
+    /// Whether a missing database is created (`serve` and `migrate` do;
+    /// commands that write refuse unless `--create-database` is given).
+    pub create_database: bool,
+    /// RabbitMQ for task jobs and the event feed; `None`: jobs pass
+    /// in-process.
+    pub amqp_url: Option<String>,
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// A TOML file with task kinds and other structured settings.
+    pub config: Option<PathBuf>,
+    /// With no `config` file: load the shipped default configuration
+    /// (`config/taskledger.toml`, built into the binary). `serve` does;
+    /// tests and tools start with no kinds.
+    pub default_config: bool,
+    /// Where artifacts (task output files) and uploaded inputs are stored.
+    pub data_dir: PathBuf,
+    /// Log filter, in `tracing` syntax.
+    pub log_filter: String,
+    /// Connections in the database pool.
+    pub db_pool_size: usize,
+    /// `/readyz` fails while one transaction has held the log lock longer.
+    pub log_lock_stall_seconds: f64,
+    /// How long a read given `min_version` or `min_position` waits.
+    pub read_wait_ms: u64,
+    /// What this process does.
+    pub roles: Vec<Role>,
+    /// Prefix of every RabbitMQ exchange and queue name; `None`: one derived
+    /// from this installation's id (`taskledger-<id>`), so installations
+    /// sharing a broker never share queues.
+    pub amqp_prefix: Option<String>,
+    /// Attempts a runner process runs at once (also its prefetch).
+    pub runner_slots: usize,
+    /// This runner's name in the log.
+    pub worker_id: Option<String>,
+    /// The RockBLOCK account's user name.
+    pub rockblock_username: Option<String>,
+    /// The RockBLOCK account's password. Never logged.
+    pub rockblock_password: Option<Secret>,
+}
+
+/// Which database: every subcommand that reads or writes the log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL holding the event log and the read models.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
+    /// Connections in the database pool.
+    #[arg(long, env = "TASKLEDGER_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+/// For commands that write: whether a missing database may be created.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateDatabaseArgs {
+    /// Create the database if it does not exist. Without it a command that
+    /// writes refuses a missing database, so a mistyped or forgotten
+    /// DATABASE_URL does not start a second, empty installation.
+    #[arg(long)]
+    pub create_database: bool,
+}
+
+/// RabbitMQ: the service and the benchmarks that use it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
     /// RabbitMQ for task jobs and the event feed (e.g.
-    /// amqp://guest:guest@127.0.0.1:5672/%2f). Unset: jobs pass in-process.
-    #[arg(long, env = "AMQP_URL", global = true)]
+    /// amqp://guest:guest@127.0.0.1:5672/%2f). Unset: jobs pass in-process
+    /// (one process only).
+    #[arg(long, env = "AMQP_URL")]
     pub amqp_url: Option<String>,
 
-    /// Where the HTTP API listens. Loopback unless told otherwise.
-    #[arg(
-        long,
-        env = "TASKLEDGER_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub listen: SocketAddr,
+    /// Prefix of every RabbitMQ exchange and queue name. Default:
+    /// `taskledger-` and this installation's id, so installations sharing
+    /// a broker never share queues.
+    #[arg(long, env = "TASKLEDGER_AMQP_PREFIX")]
+    pub amqp_prefix: Option<String>,
+}
 
-    /// A TOML file with task kinds and other structured settings.
-    #[arg(long, env = "TASKLEDGER_CONFIG", global = true)]
+/// Task kinds and where files go: the service, and `cleanup`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilesArgs {
+    /// Where artifacts (task output files) and uploaded inputs are stored.
+    #[arg(long, env = "TASKLEDGER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Everything `taskledger serve` reads.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The broker.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+
+    /// Files.
+    #[command(flatten)]
+    pub files: FilesArgs,
+
+    /// A TOML file with task kinds and other structured settings. Unset:
+    /// the shipped default configuration (config/taskledger.toml, built
+    /// into the binary).
+    #[arg(long, env = "TASKLEDGER_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Where artifacts (task output files) are stored.
-    #[arg(
-        long,
-        env = "TASKLEDGER_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-
-    /// Log filter, in `tracing` syntax (e.g. `info,taskledger_events=debug`).
-    #[arg(long, env = "TASKLEDGER_LOG", default_value = "info", global = true)]
-    pub log_filter: String,
-
-    /// Connections in the database pool.
-    #[arg(
-        long,
-        env = "TASKLEDGER_DB_POOL_SIZE",
-        default_value_t = 16,
-        global = true
-    )]
-    pub db_pool_size: usize,
+    /// Where the HTTP API listens. Loopback unless told otherwise.
+    #[arg(long, env = "TASKLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 
     /// `/readyz` fails while one transaction has held the log lock longer
     /// than this many seconds (every append waits behind it).
     #[arg(
         long,
         env = "TASKLEDGER_LOG_LOCK_STALL_SECONDS",
-        default_value_t = 30.0,
-        global = true
+        default_value_t = 30.0
     )]
     pub log_lock_stall_seconds: f64,
 
     /// How long a read given `min_version` or `min_position` waits for the
     /// read model to catch up before answering 503 with Retry-After.
-    #[arg(
-        long,
-        env = "TASKLEDGER_READ_WAIT_MS",
-        default_value_t = 2_000,
-        global = true
-    )]
+    #[arg(long, env = "TASKLEDGER_READ_WAIT_MS", default_value_t = 2_000)]
     pub read_wait_ms: u64,
 
     /// What this process does, comma-separated: `api` (the HTTP API; without
     /// it only /healthz and /readyz are served), `projector` (the read
-    /// models), `relay` (log → RabbitMQ), `runner` (runs tasks). Several
-    /// processes with different roles share the work safely.
+    /// models), `relay` (log → RabbitMQ), `runner` (runs tasks), `gateway`
+    /// (RockBLOCK). Several processes with different roles share the work
+    /// safely.
     #[arg(
         long,
         env = "TASKLEDGER_ROLES",
         value_delimiter = ',',
-        default_value = "api,projector,relay,runner,gateway",
-        global = true
+        default_value = "api,projector,relay,runner,gateway"
     )]
     pub roles: Vec<Role>,
 
-    /// Prefix of every RabbitMQ exchange and queue name.
-    #[arg(
-        long,
-        env = "TASKLEDGER_AMQP_PREFIX",
-        default_value = "taskledger",
-        global = true
-    )]
-    pub amqp_prefix: String,
-
     /// Attempts a runner process runs at once (also its prefetch).
-    #[arg(
-        long,
-        env = "TASKLEDGER_RUNNER_SLOTS",
-        default_value_t = 2,
-        global = true
-    )]
+    #[arg(long, env = "TASKLEDGER_RUNNER_SLOTS", default_value_t = 2)]
     pub runner_slots: usize,
 
     /// This runner's name in the log (default: `runner-` and a random id).
-    #[arg(long, env = "TASKLEDGER_WORKER_ID", global = true)]
+    #[arg(long, env = "TASKLEDGER_WORKER_ID")]
     pub worker_id: Option<String>,
 
     /// The RockBLOCK account's user name (overrides `[rockblock] username`).
-    #[arg(long, env = "ROCKBLOCK_USERNAME", global = true)]
+    #[arg(long, env = "ROCKBLOCK_USERNAME")]
     pub rockblock_username: Option<String>,
 
     /// The RockBLOCK account's password (overrides `[rockblock] password`).
     /// Never logged.
-    #[arg(
-        long,
-        env = "ROCKBLOCK_PASSWORD",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "ROCKBLOCK_PASSWORD", hide_env_values = true)]
     pub rockblock_password: Option<Secret>,
+}
+
+impl ServeArgs {
+    /// The service's settings: these options, a missing database created,
+    /// the shipped default configuration when no file is named.
+    pub fn settings(&self, log_filter: &str) -> Settings {
+        let mut settings = Settings::from_database(&self.database, log_filter);
+        settings.create_database = true;
+        settings.amqp_url.clone_from(&self.broker.amqp_url);
+        settings.amqp_prefix.clone_from(&self.broker.amqp_prefix);
+        settings.data_dir.clone_from(&self.files.data_dir);
+        settings.config.clone_from(&self.config);
+        settings.default_config = true;
+        settings.listen = self.listen;
+        settings.log_lock_stall_seconds = self.log_lock_stall_seconds;
+        settings.read_wait_ms = self.read_wait_ms;
+        settings.roles.clone_from(&self.roles);
+        settings.runner_slots = self.runner_slots;
+        settings.worker_id.clone_from(&self.worker_id);
+        settings
+            .rockblock_username
+            .clone_from(&self.rockblock_username);
+        settings
+            .rockblock_password
+            .clone_from(&self.rockblock_password);
+        settings
+    }
+}
+
+/// Whether log lines and progress may be coloured: only on a terminal, and
+/// never when `NO_COLOR` is set (<https://no-color.org>).
+pub fn colour(stream_is_terminal: bool) -> bool {
+    stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
 /// A setting that must never be printed: `Debug` shows `***`.
@@ -162,13 +241,15 @@ pub enum Role {
 impl Settings {
     /// Settings for tests and embedding: the given database, the `api` and
     /// `projector` roles only, everything else at its default, listening on
-    /// an ephemeral loopback port.
+    /// an ephemeral loopback port, no task kinds.
     pub fn for_database(database_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
+            create_database: true,
             amqp_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             config: None,
+            default_config: false,
             data_dir: PathBuf::from("./data"),
             log_filter: "info".into(),
             db_pool_size: 16,
@@ -176,11 +257,21 @@ impl Settings {
             read_wait_ms: 2_000,
             // Tests of the API must not have their tasks run.
             roles: vec![Role::Api, Role::Projector],
-            amqp_prefix: "taskledger".into(),
+            amqp_prefix: None,
             runner_slots: 2,
             worker_id: None,
             rockblock_username: None,
             rockblock_password: None,
         }
+    }
+
+    /// The settings of a command that only needs the database: a missing
+    /// database is not created.
+    pub fn from_database(database: &DatabaseArgs, log_filter: &str) -> Self {
+        let mut settings = Self::for_database(database.database_url.clone());
+        settings.create_database = false;
+        settings.db_pool_size = database.db_pool_size;
+        log_filter.clone_into(&mut settings.log_filter);
+        settings
     }
 }

@@ -47,6 +47,7 @@ pub struct Application {
     read_wait: Duration,
     settings: Settings,
     mo: MoPolicy,
+    topology: Topology,
 }
 
 impl Application {
@@ -59,6 +60,12 @@ impl Application {
         // A bad configuration stops start-up before anything else happens.
         let config = match &settings.config {
             Some(path) => FileConfig::load(path)?,
+            None if settings.default_config => {
+                tracing::info!(
+                    "no TASKLEDGER_CONFIG: using the shipped default configuration (config/taskledger.toml)"
+                );
+                FileConfig::builtin()
+            }
             None => FileConfig::default(),
         };
         tracing::info!(kinds = ?config.kinds.keys().collect::<Vec<_>>(), "task kinds configured");
@@ -68,6 +75,12 @@ impl Application {
             tracing::info!(?applied, "database migrated");
         }
         let store = database::open_store(settings)?;
+        let installation = database::installation_id(&store).await?;
+        let topology = Topology::for_installation(installation, settings.amqp_prefix.clone());
+        tracing::info!(%installation, amqp_prefix = topology.prefix(), "installation");
+        if settings.roles.contains(&Role::Api) {
+            first_key_hint(&store, settings).await;
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -83,6 +96,7 @@ impl Application {
             read_wait: Duration::from_millis(settings.read_wait_ms),
             settings: settings.clone(),
             mo,
+            topology,
         })
     }
 
@@ -116,6 +130,25 @@ impl Application {
         tracing::info!(%address, ?roles, "taskledger listening");
         let config = Arc::new(self.config);
         let mut workers = Vec::new();
+        let runs_tasks = roles.contains(&Role::Runner);
+        let uses_broker = runs_tasks || roles.contains(&Role::Relay);
+        if uses_broker && self.settings.amqp_url.is_none() {
+            tracing::warn!(
+                "NO AMQP_URL: jobs pass IN-PROCESS, which is right for one process only; \
+                 set AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) to run jobs through RabbitMQ"
+            );
+        }
+        let dependencies = Arc::new(crate::dependencies::Dependencies::new(
+            config.clone(),
+            runs_tasks,
+            self.settings.amqp_url.clone().filter(|_| uses_broker),
+        ));
+        {
+            let mut stop = self.shutdown.clone();
+            workers.push(tokio::spawn(
+                dependencies.clone().watch(async move { stop.wait().await }),
+            ));
+        }
         // The projectors: each active in one process at a time, standing by
         // in the others; all stop on the same signal as the server.
         let mut tasks_projection = None;
@@ -128,7 +161,7 @@ impl Application {
             workers.extend([tasks, api_keys, devices, ledgers]);
             tasks_projection = Some(tasks_status);
         }
-        let topology = Topology::new(self.settings.amqp_prefix.clone());
+        let topology = self.topology.clone();
         if roles.contains(&Role::Relay) {
             match &self.settings.amqp_url {
                 Some(amqp_url) => {
@@ -196,6 +229,11 @@ impl Application {
             mo: self.mo,
             http_metrics: Arc::default(),
             shutdown: Some(self.shutdown.clone()),
+            dependencies,
+            installation: self
+                .topology
+                .installation()
+                .map(|id| (id, self.topology.prefix().to_owned())),
         };
         let router = if roles.contains(&Role::Api) {
             http::router(state)
@@ -215,6 +253,50 @@ impl Application {
         served?;
         tracing::info!("taskledger stopped");
         Ok(())
+    }
+}
+
+/// On a log without API keys, says how to make the first one (nothing can
+/// be done through the API without one).
+async fn first_key_hint(store: &PgEventStore, settings: &Settings) {
+    let Ok(client) = store.pool().get().await else {
+        return;
+    };
+    let none = client
+        .query_opt(
+            "SELECT 1 FROM events WHERE stream_id LIKE 'apikey-%' LIMIT 1",
+            &[],
+        )
+        .await
+        .is_ok_and(|row| row.is_none());
+    if none {
+        let database = if settings.database_url == crate::settings::DEFAULT_DATABASE_URL {
+            String::new()
+        } else {
+            format!(
+                "DATABASE_URL='{}' ",
+                redact_password(&settings.database_url)
+            )
+        };
+        tracing::warn!(
+            "this installation has no API keys yet. Make the first admin key with:\n\n    \
+             {database}taskledger keys create --name admin --scopes admin\n\n\
+             (it prints the key once, on its last line)"
+        );
+    }
+}
+
+/// A database URL fit for a log line: any password replaced by `***`.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 

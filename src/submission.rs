@@ -50,6 +50,8 @@ pub struct Submission {
     pub timeout_seconds: Option<u64>,
     /// The kind's `max_attempts` when unset.
     pub max_attempts: Option<u32>,
+    /// Input files: name → SHA-256 of a blob uploaded with `POST /v1/blobs`.
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 impl Submission {
@@ -68,6 +70,7 @@ impl Submission {
             priority: None,
             timeout_seconds: None,
             max_attempts: None,
+            inputs: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -170,8 +173,10 @@ pub async fn submit(
 ) -> Result<Submitted, SubmitError> {
     let kind = config.kind(&submission.kind)?;
     kind.check_params(&submission.kind, &submission.params)?;
+    kind.check_inputs(&submission.kind, &submission.inputs)?;
     let task_id = task_id_for(&submission, submitter);
     let command = SubmitTask {
+        inputs: submission.inputs.clone(),
         task_id,
         kind: submission.kind.clone(),
         params: submission.params.clone(),
@@ -238,6 +243,7 @@ async fn existing(
         .expect("the task exists: its submission was refused as a duplicate");
     let same = task.kind == command.kind
         && task.params == command.params
+        && task.inputs == command.inputs
         && task.frontend_id == command.frontend_id
         && task.client_task_id == command.client_task_id
         && task.priority == command.priority
@@ -283,6 +289,7 @@ mod tests {
             priority: None,
             timeout_seconds: None,
             max_attempts: None,
+            inputs: std::collections::BTreeMap::new(),
         }
     }
 

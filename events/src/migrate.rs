@@ -65,6 +65,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "projection_operations",
         sql: include_str!("../../migrations/0009_projection_operations.sql"),
     },
+    Migration {
+        version: 10,
+        name: "installation",
+        sql: include_str!("../../migrations/0010_installation.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "task_inputs_and_failed_logs",
+        sql: include_str!("../../migrations/0011_task_inputs_and_failed_logs.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -103,6 +103,15 @@ impl std::fmt::Display for RebuildProgress {
         } else {
             self.position as f64 * 100.0 / self.head as f64
         };
+        if self.phase == "swapping" {
+            // The last events are applied inside the swap itself: no rate
+            // to report, and "0/147 (0%)" would only alarm.
+            return write!(
+                f,
+                "{} v{} swapping: built up to {} of {} events; applying the rest and swapping the tables in",
+                self.name, self.version, self.position, self.head
+            );
+        }
         write!(
             f,
             "{} v{} {}: {}/{} events ({percent:.0}%) {:.0} events/s",

@@ -25,17 +25,18 @@ pub struct TasksProjector;
 const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
-    stream_version, last_position";
+    stream_version, last_position, inputs";
 
 /// Every row a batch touched, written back in one statement.
 const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
         params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
         progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
-        updated_at, stream_version, last_position)
+        updated_at, stream_version, last_position, inputs)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
         $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
-        $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[])
+        $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[],
+        $23::jsonb[])
      ON CONFLICT (task_id) DO UPDATE SET
         kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
         client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
@@ -46,14 +47,16 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         exit_code = EXCLUDED.exit_code, submitted_at = EXCLUDED.submitted_at,
         submitted_by = EXCLUDED.submitted_by, started_at = EXCLUDED.started_at,
         finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
-        stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position";
+        stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position,
+        inputs = EXCLUDED.inputs";
 
-/// The results of the tasks that succeeded in a batch (a second result for
-/// a task violates the primary key: the log and the projection disagree).
+/// The results of the tasks that succeeded or failed in a batch (a second
+/// result for a task violates the primary key: the log and the projection
+/// disagree).
 const RESULTS: &str =
-    "INSERT INTO results (task_id, attempt, result, exit_code, artifacts, finished_at)
+    "INSERT INTO results (task_id, attempt, result, exit_code, artifacts, finished_at, status)
      SELECT * FROM unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int4[], $5::jsonb[],
-        $6::timestamptz[])";
+        $6::timestamptz[], $7::text[])";
 
 /// One row of `tasks`, folded in memory.
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ struct TaskRow {
     updated_at: DateTime<Utc>,
     stream_version: i64,
     last_position: i64,
+    inputs: Value,
 }
 
 /// One row of `results`.
@@ -88,9 +92,11 @@ struct ResultRow {
     task_id: Uuid,
     attempt: i32,
     result: Value,
-    exit_code: i32,
+    exit_code: Option<i32>,
     artifacts: Value,
     finished_at: DateTime<Utc>,
+    /// `succeeded` (a result) or `failed` (only the attempt's logs).
+    status: &'static str,
 }
 
 /// The stored status text (`tasks.status`).
@@ -131,6 +137,7 @@ impl TaskRow {
             updated_at: row.get(19),
             stream_version: row.get(20),
             last_position: row.get(21),
+            inputs: row.get(22),
         }
     }
 }
@@ -141,9 +148,11 @@ impl Projector for TasksProjector {
         "tasks"
     }
 
-    /// 2: a retry clears the progress (as the aggregate does).
+    /// 2: a retry clears the progress (as the aggregate does). 3: tasks
+    /// carry their input files, and a failed task has a `results` row with
+    /// its logs.
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -151,7 +160,10 @@ impl Projector for TasksProjector {
     }
 
     fn schema(&self) -> &'static str {
-        include_str!("../../migrations/0003_task_read_models.sql")
+        concat!(
+            include_str!("../../migrations/0003_task_read_models.sql"),
+            include_str!("../../migrations/0011_task_inputs_and_failed_logs.sql")
+        )
     }
 
     /// Folds the batch's events into the rows they touch (read once from
@@ -272,6 +284,8 @@ fn submitted_row(
         updated_at: recorded.recorded_at,
         stream_version: i64::try_from(recorded.version).unwrap_or(i64::MAX),
         last_position: i64::try_from(recorded.global_position).unwrap_or(i64::MAX),
+        inputs: serde_json::to_value(&submitted.inputs)
+            .unwrap_or_else(|_| Value::Object(Default::default())),
     }
 }
 
@@ -319,9 +333,10 @@ fn fold(
                 task_id: row.task_id,
                 attempt: i32::try_from(succeeded.attempt).unwrap_or(i32::MAX),
                 result: Value::Object(succeeded.result.clone()),
-                exit_code: succeeded.exit_code,
+                exit_code: Some(succeeded.exit_code),
                 artifacts,
                 finished_at: succeeded.finished_at,
+                status: "succeeded",
             });
             row.status = "succeeded";
             row.exit_code = Some(succeeded.exit_code);
@@ -329,6 +344,20 @@ fn fold(
             row.error = None;
         }
         TaskEvent::Failed(failed) => {
+            let artifacts =
+                serde_json::to_value(&failed.artifacts).map_err(|error| ProjectorError::Event {
+                    global_position: recorded.global_position,
+                    reason: error.to_string(),
+                })?;
+            result = Some(ResultRow {
+                task_id: row.task_id,
+                attempt: i32::try_from(failed.attempt).unwrap_or(i32::MAX),
+                result: Value::Object(serde_json::Map::new()),
+                exit_code: failed.exit_code,
+                artifacts,
+                finished_at: failed.failed_at,
+                status: "failed",
+            });
             row.status = "failed";
             row.error = Some(failed.error.clone());
             row.exit_code = failed.exit_code;
@@ -387,6 +416,7 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
             &column(rows, |r| r.updated_at),
             &column(rows, |r| r.stream_version),
             &column(rows, |r| r.last_position),
+            &column(rows, |r| &r.inputs),
         ],
     )
     .await?;
@@ -401,9 +431,10 @@ async fn write_results(
     let task_ids: Vec<Uuid> = results.iter().map(|r| r.task_id).collect();
     let attempts: Vec<i32> = results.iter().map(|r| r.attempt).collect();
     let documents: Vec<&Value> = results.iter().map(|r| &r.result).collect();
-    let exit_codes: Vec<i32> = results.iter().map(|r| r.exit_code).collect();
+    let exit_codes: Vec<Option<i32>> = results.iter().map(|r| r.exit_code).collect();
     let artifacts: Vec<&Value> = results.iter().map(|r| &r.artifacts).collect();
     let finished: Vec<DateTime<Utc>> = results.iter().map(|r| r.finished_at).collect();
+    let statuses: Vec<&str> = results.iter().map(|r| r.status).collect();
     tx.execute(
         RESULTS,
         &[
@@ -413,6 +444,7 @@ async fn write_results(
             &exit_codes,
             &artifacts,
             &finished,
+            &statuses,
         ],
     )
     .await?;

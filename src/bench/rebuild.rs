@@ -96,6 +96,7 @@ async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
                 params.insert("url".into(), json!("http://example.invalid/page"));
                 let events = [
                     TaskEvent::Submitted(TaskSubmitted {
+                        inputs: Default::default(),
                         task_id,
                         kind: "bench".into(),
                         params,

@@ -257,7 +257,7 @@ async fn artifacts_of(
         })?
         .ok_or_else(|| {
             Problem::not_found(format!(
-                "task {task_id} has no result (it does not exist or has not succeeded)"
+                "task {task_id} has no files (it does not exist, or has not succeeded or failed yet)"
             ))
         })?;
     serde_json::from_value(row.get(0)).map_err(|error| {

@@ -141,6 +141,13 @@ impl RequiredScopes for WriteTasks {
     const SCOPES: &'static [Scope] = &[Scope::TasksWrite];
 }
 
+/// The list of task kinds: any frontend key.
+#[derive(Debug)]
+pub enum ReadKinds {}
+impl RequiredScopes for ReadKinds {
+    const SCOPES: &'static [Scope] = &[Scope::TasksRead, Scope::TasksWrite];
+}
+
 /// Routes that read a task's history: frontends and auditors.
 #[derive(Debug)]
 pub enum ReadHistory {}

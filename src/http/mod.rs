@@ -9,15 +9,18 @@
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
+pub mod blobs;
 mod consistency;
 pub mod devices;
 pub mod feed;
+pub mod kinds;
 pub mod ledgers;
 pub mod metrics;
 pub mod operations;
 pub mod problem;
 pub mod tasks;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -70,6 +73,11 @@ pub struct AppState {
     /// The process's shutdown signal: endless responses (event streams) end
     /// when it fires, so a graceful shutdown does not wait for them.
     pub shutdown: Option<Shutdown>,
+    /// The outside parts this process needs (Docker, RabbitMQ, the kinds'
+    /// images and networks), for `/readyz` and `GET /v1/kinds`.
+    pub dependencies: Arc<crate::dependencies::Dependencies>,
+    /// This installation's identity and broker prefix, for `/readyz`.
+    pub installation: Option<(uuid::Uuid, String)>,
 }
 
 impl AppState {
@@ -86,6 +94,8 @@ impl AppState {
             mo: devices::MoPolicy::NotConfigured,
             http_metrics: Arc::default(),
             shutdown: None,
+            dependencies: Arc::new(crate::dependencies::Dependencies::none()),
+            installation: None,
         }
     }
 }
@@ -137,6 +147,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::get_projection))
         .routes(routes!(operations::rebuild_projection))
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
+        .routes(routes!(kinds::list_kinds))
+        .routes(routes!(blobs::upload_blob))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::get_result))
         .routes(routes!(tasks::cancel_task))
@@ -257,7 +269,16 @@ async fn healthz() -> &'static str {
 #[derive(Debug, Serialize)]
 struct Readiness {
     status: &'static str,
+    /// This installation's id and RabbitMQ prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    installation: Option<Installation>,
     checks: Checks,
+}
+
+#[derive(Debug, Serialize)]
+struct Installation {
+    id: uuid::Uuid,
+    amqp_prefix: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -275,6 +296,17 @@ struct Checks {
     /// write path works while a read model lags, and every instance shares
     /// the same projections, so failing readiness would only add an outage.
     projections: Vec<ProjectionCheck>,
+    /// The Docker engine (for a runner with Docker kinds) and RabbitMQ (for
+    /// a relay or runner given `AMQP_URL`): counted against readiness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker: Option<crate::dependencies::PartCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rabbitmq: Option<crate::dependencies::PartCheck>,
+    /// Whether each kind's tasks can run on this process's runner (a
+    /// missing image, a network the engine cannot give). Reported, not
+    /// counted: the other kinds still run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    kinds: BTreeMap<String, crate::dependencies::KindCheck>,
 }
 
 #[derive(Debug, Serialize)]
@@ -354,10 +386,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 Vec::new(),
             ),
         };
-    let ready = database.ok && log_appender.ok && log_lock.ok;
+    let parts = state.dependencies.report().await;
+    let ready = database.ok && log_appender.ok && log_lock.ok && parts.parts_ok();
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
+        installation: state
+            .installation
+            .clone()
+            .map(|(id, amqp_prefix)| Installation { id, amqp_prefix }),
         checks: Checks {
+            docker: parts.docker,
+            rabbitmq: parts.rabbitmq,
+            kinds: parts.kinds,
             database,
             log_appender,
             log_lock,

@@ -131,6 +131,10 @@ pub struct SubmitTaskRequest {
     pub timeout_seconds: Option<u64>,
     /// The kind's attempts when left out.
     pub max_attempts: Option<u32>,
+    /// Input files by name (`{"page.html": "<sha256>"}`): each a blob
+    /// uploaded with `POST /v1/blobs`, mounted read-only at `/in/{name}`.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 /// A cancellation (the body may be empty).
@@ -166,6 +170,8 @@ pub struct TaskView {
     /// Its parameters, as submitted.
     #[schema(value_type = Object)]
     pub params: Map<String, Value>,
+    /// Its input files: name → SHA-256 of the uploaded blob.
+    pub inputs: std::collections::BTreeMap<String, String>,
     /// Higher runs first.
     pub priority: i32,
     /// How long one attempt may run.
@@ -229,6 +235,7 @@ impl TaskView {
             frontend_id: task.frontend_id.clone(),
             client_task_id: task.client_task_id.clone(),
             params: task.params.clone(),
+            inputs: task.inputs.clone(),
             priority: task.priority,
             timeout_seconds: task.timeout_seconds,
             max_attempts: task.max_attempts,
@@ -268,6 +275,7 @@ impl TaskView {
             frontend_id: row.get("frontend_id"),
             client_task_id: row.get("client_task_id"),
             params,
+            inputs: serde_json::from_value(row.get::<_, Value>("inputs")).unwrap_or_default(),
             priority: row.get("priority"),
             timeout_seconds: unsigned(row.get::<_, i64>("timeout_seconds")),
             max_attempts: unsigned(row.get::<_, i32>("max_attempts")),
@@ -483,6 +491,17 @@ pub async fn submit_task(
             Some(key)
         }
     };
+    for (input, sha256) in &request.inputs {
+        // A malformed digest is refused by the submission's own checks.
+        if state.blobs.path(sha256).is_some() && !state.blobs.contains(sha256).await {
+            return Err(submit_problem(submission::SubmitError::Kind(
+                crate::config::KindError::MissingBlob {
+                    input: input.clone(),
+                    sha256: sha256.clone(),
+                },
+            )));
+        }
+    }
     let submitted = submission::submit(
         &state.store,
         &state.config,
@@ -494,6 +513,7 @@ pub async fn submit_task(
             priority: request.priority,
             timeout_seconds: request.timeout_seconds,
             max_attempts: request.max_attempts,
+            inputs: request.inputs,
         },
         Submitter {
             key_id: caller.key_id,
@@ -678,7 +698,7 @@ pub async fn get_result(
     let statement = client
         .prepare_cached(
             "SELECT attempt, result, exit_code, artifacts, finished_at FROM results
-             WHERE task_id = $1",
+             WHERE task_id = $1 AND status = 'succeeded'",
         )
         .await
         .map_err(database_error("preparing a result read"))?;
@@ -693,8 +713,10 @@ pub async fn get_result(
             "no-result",
             "No result",
             format!(
-                "task {} is {status}; only a succeeded task has a result",
-                task_id.short()
+                "task {} is {status}; only a succeeded task has a result (a failed task's logs are \
+                 listed at /v1/tasks/{}/artifacts)",
+                task_id.short(),
+                task_id.0
             ),
         ));
     };
@@ -877,7 +899,7 @@ fn not_found(task_id: TaskId) -> Problem {
 const TASK_COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, stream_version,
-    last_position";
+    last_position, inputs";
 
 /// The task from the read model; with `min_version`, once it shows at least
 /// that version.

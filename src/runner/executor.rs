@@ -36,6 +36,9 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Labels for the container (task id, attempt, worker).
     pub labels: HashMap<String, String>,
+    /// Input files: the name under `/in/` and the stored blob (an absolute
+    /// path on the runner's machine, which the engine must share).
+    pub inputs: Vec<(String, PathBuf)>,
 }
 
 /// How the command ended.
@@ -162,6 +165,19 @@ pub async fn run_docker(
         }
         Err(error) => return Err(error.into()),
     }
+    if spec.kind.network == Network::Bridge {
+        // Under `dockerd --bridge=none` the container would silently run
+        // with no network at all: refuse instead.
+        crate::dependencies::bridge_network(docker)
+            .await
+            .map_err(RunError::Start)?;
+    }
+    // Inputs are bind-mounted read-only, one file each.
+    let binds: Vec<String> = spec
+        .inputs
+        .iter()
+        .map(|(name, path)| format!("{}:/in/{name}:ro", path.display()))
+        .collect();
     let body = ContainerCreateBody {
         image: Some(spec.kind.image.clone()),
         cmd: Some(spec.argv.clone()),
@@ -182,6 +198,7 @@ pub async fn run_docker(
             nano_cpus: Some((spec.kind.cpus * 1e9) as i64),
             pids_limit: Some(spec.kind.pids_limit),
             readonly_rootfs: Some(true),
+            binds: (!binds.is_empty()).then_some(binds),
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_owned(),
                 "rw,noexec,nosuid,size=64m".to_owned(),
@@ -382,6 +399,7 @@ pub async fn run_local(
         .map_err(|error| RunError::Start(format!("creating {}: {error}", out.display())))?;
     let outcome = run_local_in(spec, &out, &mut canceled).await;
     let _ = tokio::fs::remove_dir_all(&out).await;
+    let _ = tokio::fs::remove_dir_all(out.with_extension("in")).await;
     outcome
 }
 
@@ -394,9 +412,23 @@ async fn run_local_in(
         .argv
         .split_first()
         .ok_or_else(|| RunError::Start("the command is empty".into()))?;
+    // Inputs: copies under `in/` beside the output directory, named in
+    // TASKLEDGER_IN (the local executor has no read-only mounts).
+    let inputs = out.with_extension("in");
+    if !spec.inputs.is_empty() {
+        tokio::fs::create_dir_all(&inputs)
+            .await
+            .map_err(|error| RunError::Start(format!("creating {}: {error}", inputs.display())))?;
+        for (name, path) in &spec.inputs {
+            tokio::fs::copy(path, inputs.join(name))
+                .await
+                .map_err(|error| RunError::Start(format!("copying input {name}: {error}")))?;
+        }
+    }
     let mut child = tokio::process::Command::new(program)
         .args(arguments)
         .env("TASKLEDGER_OUT", out)
+        .env("TASKLEDGER_IN", &inputs)
         .current_dir(out)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

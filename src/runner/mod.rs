@@ -105,8 +105,13 @@ struct Context {
 enum Disposition {
     /// Done with (its outcome is in the log, or it needs nothing).
     Ack,
-    /// Not handled (the database was unavailable): deliver it again.
+    /// Not handled (the database was unavailable, or the job is another
+    /// installation's): deliver it again.
     Requeue,
+    /// Not ours to run and nobody's to drop: to the dead letters, where it
+    /// is kept (a job of no stated installation whose task this log does
+    /// not hold, or of this installation whose task is missing).
+    DeadLetter,
 }
 
 /// Runs the runner until `stop` resolves. Then it takes no new job, lets
@@ -272,6 +277,10 @@ async fn consume_amqp(
         let context = context.clone();
         jobs.spawn(async move {
             let disposition = match serde_json::from_slice::<Job>(&delivery.data) {
+                Ok(job) if !context.options.topology.owns(&job) => {
+                    foreign_job(&context, &job);
+                    Disposition::Requeue
+                }
                 Ok(job) => handle(&context, job, delivery.redelivered).await,
                 Err(error) => {
                     tracing::error!(%error, "an unreadable job message; dead-lettering it");
@@ -291,6 +300,14 @@ async fn consume_amqp(
                     delivery
                         .nack(BasicNackOptions {
                             requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await
+                }
+                Disposition::DeadLetter => {
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: false,
                             ..BasicNackOptions::default()
                         })
                         .await
@@ -347,7 +364,7 @@ async fn consume_local(
                     break;
                 };
                 let Some(task) = loaded.state else { continue };
-                if let Some(job) = Job::for_event(&recorded, &event, &task.kind) {
+                if let Some(job) = Job::for_event(&recorded, &event, &task.kind, None) {
                     if sender.send((job, false)).await.is_err() {
                         break;
                     }
@@ -385,6 +402,7 @@ async fn consume_local(
             attempt,
             event_id: Uuid::nil(),
             position: loaded.position,
+            installation: None,
         };
         sender.send((job, redelivered)).await?;
     }
@@ -475,6 +493,25 @@ async fn sweep_containers(context: &Context) {
     }
 }
 
+/// Says, at most once a minute, that another installation's jobs arrive
+/// on this runner's queues.
+fn foreign_job(context: &Context, job: &Job) {
+    static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return };
+    if last.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    tracing::error!(
+        queue = %context.options.topology.jobs_queue(&job.kind),
+        ours = ?context.options.topology.installation(),
+        theirs = ?job.installation,
+        "this queue carries another installation's jobs (two installations share one \
+         TASKLEDGER_AMQP_PREFIX); putting them back, never running or dropping them. \
+         Give each installation its own prefix (the default is per installation)"
+    );
+}
+
 /// Handles one job; see the module documentation.
 async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     let task_id = TaskId(job.task_id);
@@ -487,8 +524,15 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         }
     };
     let Some(task) = loaded.state else {
-        tracing::warn!(task = %task_id, "a job for a task that does not exist");
-        return Disposition::Ack;
+        // Never acknowledged away: it may be another installation's job (an
+        // older relay's, which names none) on a shared queue.
+        tracing::warn!(
+            task = %task_id,
+            queue = %context.options.topology.jobs_queue(&job.kind),
+            "a job for a task this log does not hold; moving it to {}",
+            context.options.topology.dead_letters()
+        );
+        return Disposition::DeadLetter;
     };
     let ours = context
         .running
@@ -563,6 +607,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     let command = match outcome {
         Ok(outcome) => outcome_command(context, task_id, job.attempt, outcome).await,
         Err(error) => Some(TaskCommand::Fail(FailTask {
+            artifacts: Vec::new(),
             task_id,
             attempt: job.attempt,
             error: error.to_string(),
@@ -665,7 +710,25 @@ async fn attempt(
             ))
         })?
         .clone();
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for (name, sha256) in &task.inputs {
+        let path = context
+            .options
+            .blobs
+            .path(sha256)
+            .filter(|path| path.is_file())
+            .ok_or_else(|| {
+                RunError::Start(format!(
+                    "input {name:?} (blob {sha256}) is not in this runner's blob store; \
+                     runners and the API must share TASKLEDGER_DATA_DIR"
+                ))
+            })?;
+        let path = std::fs::canonicalize(&path)
+            .map_err(|error| RunError::Start(format!("input {name:?}: {error}")))?;
+        inputs.push((name.clone(), path));
+    }
     let spec = RunSpec {
+        inputs,
         name: container_name(task.id, attempt),
         argv: kind.argv(&task.params),
         timeout: Duration::from_secs(task.timeout_seconds),
@@ -741,6 +804,7 @@ async fn outcome_command(
 ) -> Option<TaskCommand> {
     let failed = |error: String, exit_code: Option<i32>, retryable: bool| {
         Some(TaskCommand::Fail(FailTask {
+            artifacts: Vec::new(),
             task_id,
             attempt,
             error,
@@ -759,14 +823,32 @@ async fn outcome_command(
         End::Exited(code) => {
             let exit_code = i32::try_from(code).unwrap_or(i32::MAX);
             if code != 0 {
-                return failed(
-                    format!(
-                        "the command exited with code {code}{}",
-                        stderr_tail(&outcome.stderr.bytes)
-                    ),
-                    Some(exit_code),
-                    false,
+                let error = format!(
+                    "the command exited with code {code}{}",
+                    stderr_tail(&outcome.stderr.bytes)
                 );
+                // The logs are kept as for a success: they are what a
+                // failure is understood from.
+                let logs = Outcome {
+                    files: Vec::new(),
+                    ..outcome
+                };
+                let artifacts = match store_artifacts(&context.options.blobs, logs).await {
+                    Ok(artifacts) => artifacts,
+                    Err(error) => {
+                        tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
+                        Vec::new()
+                    }
+                };
+                return Some(TaskCommand::Fail(FailTask {
+                    task_id,
+                    attempt,
+                    error,
+                    exit_code: Some(exit_code),
+                    artifacts,
+                    retryable: false,
+                    failed_at: now(),
+                }));
             }
             let result = match outcome.files.iter().find(|(name, _)| name == "result.json") {
                 None => Map::new(),
@@ -910,6 +992,7 @@ async fn report(context: &Context, task_id: TaskId, command: TaskCommand) {
                 }
                 tracing::warn!(%error, task = %task_id, "an attempt's outcome was refused; recording it as a failure");
                 command = TaskCommand::Fail(FailTask {
+                    artifacts: Vec::new(),
                     task_id,
                     attempt,
                     error: format!("the attempt's outcome was refused: {}", error.message()),

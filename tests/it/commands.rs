@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 fn submit(task_id: TaskId) -> TaskCommand {
     TaskCommand::Submit(SubmitTask {
+        inputs: Default::default(),
         task_id,
         kind: "batch".into(),
         params: json!({ "script": "true" }).as_object().unwrap().clone(),

@@ -147,6 +147,7 @@ async fn the_service_runs_the_projectors() {
             .unwrap();
     let task_id = TaskId(uuid::Uuid::new_v4());
     let submitted = TaskEvent::Submitted(TaskSubmitted {
+        inputs: Default::default(),
         task_id,
         kind: "batch".into(),
         params: serde_json::Map::new(),

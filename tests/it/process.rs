@@ -53,7 +53,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(String::from_utf8_lossy(&first.stdout)
-        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9]"));
+        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"));
     let second = Command::new(BINARY)
         .arg("migrate")
         .env("DATABASE_URL", &url)

@@ -176,6 +176,7 @@ async fn state_shows_a_task_as_it_was() {
         }
     };
     run(TaskCommand::Submit(SubmitTask {
+        inputs: Default::default(),
         task_id,
         kind: "echo".into(),
         params: serde_json::Map::new(),
@@ -259,6 +260,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     let task_id = TaskId(Uuid::new_v4());
     let commands = [
         TaskCommand::Submit(SubmitTask {
+            inputs: Default::default(),
             task_id,
             kind: "echo".into(),
             params: serde_json::Map::new(),

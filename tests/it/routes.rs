@@ -52,6 +52,12 @@ const ROUTES: &[(&str, &str, Access)] = &[
         Access::AnyOf(&[Scope::Admin]),
     ),
     ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
+    (
+        "GET",
+        "/v1/kinds",
+        Access::AnyOf(&[Scope::TasksRead, Scope::TasksWrite]),
+    ),
+    ("POST", "/v1/blobs", Access::AnyOf(&[Scope::TasksWrite])),
     ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
     (
         "GET",

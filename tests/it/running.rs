@@ -790,7 +790,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     let app = crate::helpers::TestApp::spawn_with_config(&kinds(), |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
         settings.amqp_url = Some(amqp_url());
-        settings.amqp_prefix = prefix.clone();
+        settings.amqp_prefix = Some(prefix.clone());
         settings.data_dir = data_dir.clone();
     })
     .await;

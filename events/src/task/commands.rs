@@ -2,6 +2,7 @@
 //! [`TaskCommand`] enum over them, and the limits [`decide`](super::decide)
 //! checks them against.
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,10 @@ pub const PRIORITIES: RangeInclusive<i32> = -1000..=1000;
 pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86_400;
 /// The most attempts a task may be given.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// The most input files a task may name.
+pub const MAX_INPUTS: usize = 16;
+/// The longest input file name, in bytes.
+pub const MAX_INPUT_NAME_BYTES: usize = 100;
 
 /// Any command to a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +83,10 @@ pub struct SubmitTask {
     pub kind: String,
     /// The task's input, handed to the runner as given.
     pub params: Map<String, Value>,
+    /// Input files: a name (`page.html`) and the SHA-256 of an uploaded
+    /// blob; the runner mounts each read-only at `/in/{name}`. At most
+    /// [`MAX_INPUTS`], names of [`MAX_INPUT_NAME_BYTES`] bytes at most.
+    pub inputs: BTreeMap<String, String>,
     /// The frontend that submitted the task and reads its result. 1 to
     /// [`MAX_FRONTEND_ID_BYTES`] bytes, no control characters.
     pub frontend_id: String,
@@ -169,6 +178,9 @@ pub struct FailTask {
     pub error: String,
     /// The container's exit code, if it exited.
     pub exit_code: Option<i32>,
+    /// The files the attempt left (its `stdout.log` and `stderr.log`), kept
+    /// when the task fails for good.
+    pub artifacts: Vec<Artifact>,
     /// Whether another attempt might succeed (e.g. a lost connection, not bad
     /// input).
     pub retryable: bool,

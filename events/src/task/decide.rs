@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::commands::{
     Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask, StartTask,
     SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
-    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES,
-    MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
+    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 use super::events::{
     TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
@@ -125,6 +125,7 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Domai
         ));
     }
     check_document(task_id, "params", &submit.params)?;
+    check_inputs(task_id, &submit.inputs)?;
     if let Some(submitted_by) = &submit.submitted_by {
         check_message(task_id, "submitted_by", submitted_by)?;
     }
@@ -132,6 +133,7 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Domai
         task_id,
         kind: submit.kind,
         params: submit.params,
+        inputs: submit.inputs,
         frontend_id: submit.frontend_id,
         client_task_id: submit.client_task_id,
         priority: submit.priority,
@@ -233,6 +235,7 @@ fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, Domai
 fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
     check_current_attempt(task, fail.attempt, "be failed")?;
     check_message(task.id, "error", &fail.error)?;
+    check_artifacts(task.id, &fail.artifacts)?;
     if fail.retryable && attempts_remain(task) {
         return Ok(TaskEvent::Retried(TaskRetried {
             attempt: fail.attempt,
@@ -245,6 +248,7 @@ fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
         attempt: fail.attempt,
         error: fail.error,
         exit_code: fail.exit_code,
+        artifacts: fail.artifacts,
         failed_at: fail.failed_at,
     }))
 }
@@ -275,6 +279,7 @@ fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, DomainError> {
         attempt,
         error: format!("gave up after {}: {}", attempts(attempt), retry.reason),
         exit_code: None,
+        artifacts: Vec::new(),
         failed_at: retry.retried_at,
     }))
 }
@@ -389,6 +394,46 @@ fn check_document(
             task_id,
             format!("{field} must not contain a NUL character (\\u0000)"),
         ));
+    }
+    Ok(())
+}
+
+/// Input names are plain file names (they become `/in/{name}`): a letter
+/// or digit first, then letters, digits, `.`, `_` or `-`.
+fn check_inputs(
+    task_id: TaskId,
+    inputs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), DomainError> {
+    if inputs.len() > MAX_INPUTS {
+        return Err(DomainError::invalid(
+            task_id,
+            format!("at most {MAX_INPUTS} input files; got {}", inputs.len()),
+        ));
+    }
+    for (name, sha256) in inputs {
+        let plain = name.len() <= MAX_INPUT_NAME_BYTES
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(DomainError::invalid(
+                task_id,
+                format!(
+                    "input name {name:?} must be 1 to {MAX_INPUT_NAME_BYTES} letters, digits, \
+                     '.', '_' or '-', starting with a letter or digit"
+                ),
+            ));
+        }
+        if !is_lowercase_sha256(sha256) {
+            return Err(DomainError::invalid(
+                task_id,
+                format!("input {name:?}: the blob must be named by 64 lowercase hexadecimal digits (its SHA-256)"),
+            ));
+        }
     }
     Ok(())
 }

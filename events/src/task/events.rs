@@ -7,6 +7,8 @@
 //! to an event's shape gets a new schema version; the old shape is upcast on
 //! read (see [`crate::upcast`]), never rewritten.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -59,6 +61,11 @@ pub struct TaskSubmitted {
     pub kind: String,
     /// The task's input.
     pub params: Map<String, Value>,
+    /// Input files by name: the SHA-256 of each uploaded blob (absent from
+    /// events of tasks that have none, and from every event written before
+    /// inputs existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
     /// The frontend that submitted it.
     pub frontend_id: String,
     /// The frontend's own id for it.
@@ -134,6 +141,11 @@ pub struct TaskFailed {
     pub error: String,
     /// The container's exit code, if it exited.
     pub exit_code: Option<i32>,
+    /// The attempt's logs (`stdout.log`, `stderr.log`), capped as for a
+    /// success (absent when it kept none, and in events written before
+    /// failed tasks kept logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// When.
     pub failed_at: DateTime<Utc>,
 }

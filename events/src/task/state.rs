@@ -83,6 +83,8 @@ pub struct Task {
     pub kind: String,
     /// Its input.
     pub params: Map<String, Value>,
+    /// Its input files: name → SHA-256 of the blob.
+    pub inputs: std::collections::BTreeMap<String, String>,
     /// The frontend that submitted it.
     pub frontend_id: String,
     /// The frontend's own id for it.
@@ -119,7 +121,7 @@ pub struct Task {
     pub exit_code: Option<i32>,
     /// The result document, once it succeeded.
     pub result: Option<Map<String, Value>>,
-    /// The files it produced, once it succeeded.
+    /// The files it produced, once it succeeded; its logs, once it failed.
     pub artifacts: Vec<Artifact>,
     /// Why it was canceled, if it was and a reason was given.
     pub cancel_reason: Option<String>,
@@ -141,6 +143,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
                 id: submitted.task_id,
                 kind: submitted.kind.clone(),
                 params: submitted.params.clone(),
+                inputs: submitted.inputs.clone(),
                 frontend_id: submitted.frontend_id.clone(),
                 client_task_id: submitted.client_task_id.clone(),
                 priority: submitted.priority,
@@ -189,6 +192,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             task.status = TaskStatus::Failed;
             task.error = Some(failed.error.clone());
             task.exit_code = failed.exit_code;
+            task.artifacts = failed.artifacts.clone();
             task.finished_at = Some(failed.failed_at);
         }
         (TaskStatus::Running, TaskEvent::TimedOut(timed_out)) => {

@@ -105,6 +105,7 @@ impl Then {
 
 fn submit_task() -> SubmitTask {
     SubmitTask {
+        inputs: Default::default(),
         task_id: task_id(),
         kind: "url-analysis".into(),
         params: object(json!({"url": "https://example.com", "depth": 2})),
@@ -175,6 +176,7 @@ fn complete(attempt: u32) -> TaskCommand {
 
 fn fail(attempt: u32, retryable: bool) -> TaskCommand {
     TaskCommand::Fail(FailTask {
+        artifacts: Default::default(),
         task_id: task_id(),
         attempt,
         error: "connection reset".into(),
@@ -204,6 +206,7 @@ fn retry(second: i64) -> TaskCommand {
 
 fn submitted_with(max_attempts: u32) -> TaskEvent {
     TaskEvent::Submitted(TaskSubmitted {
+        inputs: Default::default(),
         task_id: task_id(),
         kind: "url-analysis".into(),
         params: object(json!({"url": "https://example.com", "depth": 2})),
@@ -250,6 +253,7 @@ fn succeeded(attempt: u32) -> TaskEvent {
 
 fn failed(attempt: u32) -> TaskEvent {
     TaskEvent::Failed(TaskFailed {
+        artifacts: Default::default(),
         attempt,
         error: "connection reset".into(),
         exit_code: Some(2),
@@ -790,6 +794,7 @@ fn redelivery_retries_until_attempts_are_exhausted() {
     let task = given(history.clone())
         .when(retry(370))
         .then_expect(vec![TaskEvent::Failed(TaskFailed {
+            artifacts: Default::default(),
             attempt: 3,
             error: "gave up after 3 attempts: the runner stopped responding".into(),
             exit_code: None,
@@ -809,6 +814,7 @@ fn redelivery_of_a_single_attempt_task_gives_up_at_once() {
     given([submitted_with(1), started(1)])
         .when(retry(170))
         .then_expect(vec![TaskEvent::Failed(TaskFailed {
+            artifacts: Default::default(),
             attempt: 1,
             error: "gave up after 1 attempt: the runner stopped responding".into(),
             exit_code: None,
@@ -1140,6 +1146,7 @@ fn text_the_read_models_cannot_hold_is_refused() {
         .then_error(DomainErrorKind::Invalid, "the limit is 10000");
     given([submitted(), started(1)])
         .when(TaskCommand::Fail(FailTask {
+            artifacts: Default::default(),
             task_id: task_id(),
             attempt: 1,
             error: "oops\u{0}".into(),

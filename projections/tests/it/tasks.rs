@@ -22,6 +22,7 @@ fn at(second: u32) -> chrono::DateTime<Utc> {
 
 fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
     TaskEvent::Submitted(TaskSubmitted {
+        inputs: Default::default(),
         task_id,
         kind: "batch".into(),
         params: json!({ "script": "echo hi" }).as_object().unwrap().clone(),
@@ -162,6 +163,7 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
                 started_at: at(5),
             }),
             TaskEvent::Failed(TaskFailed {
+                artifacts: Default::default(),
                 attempt: 1,
                 error: "exit 3".into(),
                 exit_code: Some(3),

@@ -3,7 +3,8 @@
 #
 #   1. services   scripts/services.sh: PostgreSQL, RabbitMQ, Docker + the offline
 #                 test image taskledger-test-busybox:latest
-#   2. toolchain  rustfmt and clippy present (rustup component add only if missing)
+#   2. toolchain  rustfmt and clippy present (rustup component add only if missing),
+#                 python3 present (apt-get install only if missing)
 #   3. cleanup    drop leftover tl_test_* databases from interrupted runs
 #                 (tl_template_* templates are kept)
 #   4. fmt        cargo fmt --all -- --check
@@ -74,7 +75,13 @@ ensure_toolchain() {
     say "installing missing toolchain components: ${missing[*]}"
     rustup component add "${missing[@]}"
   fi
-  say "$(rustc --version); $(cargo fmt --version); $(cargo clippy --version)"
+  # tests/it/mirror.rs runs scripts/verify-chain.py (standard library only).
+  if ! command -v python3 >/dev/null 2>&1; then
+    say "installing python3 with apt-get (tests/it/mirror.rs runs scripts/verify-chain.py)"
+    apt-get update -q >/dev/null || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 >/dev/null || return 1
+  fi
+  say "$(rustc --version); $(cargo fmt --version); $(cargo clippy --version); $(python3 --version)"
 }
 
 drop_stale_test_databases() {

@@ -119,8 +119,8 @@ async fn export(
             };
             let mut after = from.unwrap_or(1).max(1) - 1;
             while after < to {
-                let page =
-                    taskledger_events::EventStore::read_all(&store, after, EXPORT_PAGE).await?;
+                // As stored, not upcast: what the hash chain covers.
+                let page = store.read_all_as_stored(after, EXPORT_PAGE).await?;
                 if page.is_empty() {
                     break;
                 }

@@ -15,7 +15,8 @@
 //! | `{prefix}.dead` | fanout exchange + queue, durable | rejected jobs, and jobs of kinds no queue is bound for |
 //!
 //! Messages are persistent; `message_id` is the event id, and the headers
-//! carry `sequence` (global position), `stream`, `version` and `hash`.
+//! carry `position` (the event's place in the global order), `stream`,
+//! `version` and `hash`.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -279,7 +280,7 @@ impl Job {
 pub fn properties(recorded: &RecordedEvent, content_type: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
-        "sequence".into(),
+        "position".into(),
         AMQPValue::LongLongInt(i64::try_from(recorded.global_position).unwrap_or(i64::MAX)),
     );
     headers.insert(

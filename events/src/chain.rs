@@ -16,6 +16,10 @@
 //! them. The store writes `data` and metadata as exactly this text (in `json`
 //! columns, which keep text as given), so the hash can be recomputed from what
 //! is stored without trusting a JSON library to print the same way twice.
+//! README.md ("Verifying the chain yourself") spells every rule out for
+//! verifiers in other languages (`scripts/verify-chain.py` is one); the test
+//! vectors below hold this code to that text, so a `serde_json` upgrade that
+//! printed numbers or strings differently fails here, not in a mirror.
 //!
 //! Changing one byte of any event, removing an event or swapping two changes
 //! every hash from that point on, so a verifier reports the first place where
@@ -223,6 +227,89 @@ mod tests {
         let text = canonical_json(&value);
         let parsed: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(canonical_json(&parsed), text);
+    }
+
+    /// The example of README.md's "Verifying the chain yourself".
+    #[test]
+    fn the_documented_example_hashes_as_documented() {
+        let data: Value = serde_json::from_str(
+            r#"{"b":[1,-0.0,1e21,0.1,18446744073709551615],"a":"é\n\u0001😀","é":{"z":null,"y":true}}"#,
+        )
+        .unwrap();
+        let data_json = canonical_json(&data);
+        assert_eq!(
+            data_json,
+            r#"{"a":"é\n\u0001😀","b":[1,-0.0,1e+21,0.1,18446744073709551615],"é":{"y":true,"z":null}}"#
+        );
+        let metadata = Metadata {
+            actor: Some("key-1".into()),
+            ..Metadata::default()
+        };
+        let recorded_at: chrono::DateTime<chrono::Utc> =
+            "2024-05-01T12:00:00.123456Z".parse().unwrap();
+        let hash = event_hash(
+            &GENESIS_HASH,
+            &HashInput {
+                global_position: 1,
+                event_id: "01890a5d-ac96-774b-bcce-b302099a8057".parse().unwrap(),
+                stream_id: "demo-1",
+                version: 1,
+                event_type: "Demo",
+                schema_version: 1,
+                data_json: &data_json,
+                metadata_json: &canonical_metadata(&metadata),
+                recorded_at_micros: recorded_at.timestamp_micros(),
+            },
+        );
+        assert_eq!(
+            hex::encode(hash),
+            "3ab882ea8a9b602038e8fc55b5e0fcea335694373715033a40a9271e583706cd"
+        );
+    }
+
+    /// Each rule of README.md's canonical JSON, as the Rust side prints it.
+    #[test]
+    fn canonical_json_prints_numbers_and_strings_as_documented() {
+        let cases = [
+            // Doubles: shortest digits; plain from 1e-5 to below 1e16.
+            ("1e21", "1e+21"),
+            ("1E+16", "1e+16"),
+            ("1e15", "1000000000000000.0"),
+            ("123456789012345678e0", "1.2345678901234568e+17"),
+            ("1.5e300", "1.5e+300"),
+            ("0.00001", "0.00001"),
+            ("0.000001", "1e-6"),
+            ("4.35e-10", "4.35e-10"),
+            ("5e-324", "5e-324"),
+            ("0.1", "0.1"),
+            ("100.0", "100.0"),
+            ("1.0e2", "100.0"),
+            ("-0.0", "-0.0"),
+            ("0.0", "0.0"),
+            ("-12.5", "-12.5"),
+            // Integers from -2^63 to 2^64 - 1; beyond, and -0, are doubles.
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("18446744073709551616", "1.8446744073709552e+19"),
+            ("-9223372036854775809", "-9.223372036854776e+18"),
+            ("-0", "-0.0"),
+            // Strings: short escapes, \u00xx (lowercase) for other controls,
+            // everything else as itself.
+            (
+                r#""\u0000\u001F\b\f\n\r\t\"\\\/""#,
+                r#""\u0000\u001f\b\f\n\r\t\"\\/""#,
+            ),
+            (r#""\u007f\u2028é\ud83d\ude00""#, "\"\u{7f}\u{2028}é😀\""),
+            // Keys by UTF-8 bytes: "B" < "a" < "é" < "😀".
+            (
+                r#"{"😀":1,"é":2,"a":3,"B":4}"#,
+                r#"{"B":4,"a":3,"é":2,"😀":1}"#,
+            ),
+        ];
+        for (input, canonical) in cases {
+            let value: Value = serde_json::from_str(input).unwrap();
+            assert_eq!(canonical_json(&value), canonical, "{input}");
+        }
     }
 
     #[test]

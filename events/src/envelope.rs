@@ -131,6 +131,9 @@ pub(crate) fn json_type_name(value: &Value) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     /// Its place in the one global order: 1, 2, 3, ... with no holes.
+    /// Serialized as `position`, the name it has in every API, message and
+    /// export (`global_position`, its name in exports before, is still read).
+    #[serde(rename = "position", alias = "global_position")]
     pub global_position: u64,
     /// The id the writer chose.
     pub event_id: Uuid,
@@ -286,5 +289,30 @@ mod tests {
         let metadata: Metadata = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(metadata.actor.as_deref(), Some("key-1"));
         assert_eq!(serde_json::to_value(&metadata).unwrap(), stored);
+    }
+
+    #[test]
+    fn an_envelope_names_its_position_position_and_reads_the_old_name() {
+        let event = RecordedEvent {
+            global_position: 7,
+            event_id: Uuid::nil(),
+            stream_id: "s".into(),
+            version: 1,
+            event_type: "Thing".into(),
+            schema_version: 1,
+            data: json!({}),
+            metadata: Metadata::default(),
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+            hash: [0; 32],
+        };
+        let mut json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["position"], 7);
+        assert!(json.get("global_position").is_none());
+        let position = json.as_object_mut().unwrap().remove("position").unwrap();
+        json["global_position"] = position;
+        assert_eq!(
+            serde_json::from_value::<RecordedEvent>(json).unwrap(),
+            event
+        );
     }
 }

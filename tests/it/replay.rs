@@ -136,7 +136,7 @@ async fn export_writes_events_as_stored_one_per_line() {
     assert_eq!(all.len(), 12);
     let positions: Vec<u64> = all
         .iter()
-        .map(|event| event["global_position"].as_u64().unwrap())
+        .map(|event| event["position"].as_u64().unwrap())
         .collect();
     assert_eq!(positions, (1..=12).collect::<Vec<_>>());
     assert_eq!(all[0]["hash"].as_str().unwrap().len(), 64);

@@ -742,9 +742,9 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
             .unwrap()
             .unwrap();
         let headers = delivery.properties.headers().clone().unwrap();
-        let Some(AMQPValue::LongLongInt(sequence)) = headers.inner().get("sequence").cloned()
+        let Some(AMQPValue::LongLongInt(position)) = headers.inner().get("position").cloned()
         else {
-            panic!("no sequence header")
+            panic!("no position header")
         };
         assert!(headers.inner().contains_key("hash"));
         let body: Value = serde_json::from_slice(&delivery.data).unwrap();
@@ -755,15 +755,15 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
             .unwrap()
             .to_string();
         assert_eq!(body["event_id"].as_str().unwrap(), id);
-        assert_eq!(body["global_position"], sequence);
-        if sequence <= last {
+        assert_eq!(body["position"], position);
+        if position <= last {
             // A republished event after the relay's restart: same id, same
             // place, and it restarts from the checkpoint in order.
             assert!(seen.contains(&id));
             continue;
         }
-        assert_eq!(sequence, last + 1, "an event was skipped");
-        last = sequence;
+        assert_eq!(position, last + 1, "an event was skipped");
+        last = position;
         seen.push(id);
     }
     let stored: Vec<String> = cluster

@@ -5,22 +5,30 @@
 #   RabbitMQ    127.0.0.1:5672, guest/guest
 #   Docker      a working engine + the offline test image taskledger-test-busybox:latest
 #               (built FROM scratch from Debian's busybox-static; see scripts/test-image/)
+#               + the images of the default task kinds, taskledger-busybox:latest and
+#               taskledger-thug:latest, built by scripts/images.sh (cached: seconds once
+#               built; the first Thug build takes a few minutes and needs the registries)
 #
 # Idempotent: anything already running is left alone; missing Debian packages are
 # installed with apt-get (root needed only when something must be installed/started).
 #
-# Usage:   scripts/services.sh [--skip-docker] [--skip-image] [--skip-postgres] [--skip-rabbitmq]
+# Usage:   scripts/services.sh [--skip-docker] [--skip-image] [--skip-kind-images]
+#                              [--skip-postgres] [--skip-rabbitmq]
 #          source scripts/services.sh [same flags]
 #            (when sourced, runs in a subshell so the caller's shell options are untouched,
 #             then exports TASKLEDGER_DOCKER_BIN and TASKLEDGER_TEST_IMAGE on success)
 #
 # Environment:
-#   TASKLEDGER_SKIP_DOCKER=1        same as --skip-docker  (no dockerd, no image)
-#   TASKLEDGER_SKIP_TEST_IMAGE=1    same as --skip-image   (dockerd yes, image no)
+#   TASKLEDGER_SKIP_DOCKER=1        same as --skip-docker  (no dockerd, no images)
+#   TASKLEDGER_SKIP_TEST_IMAGE=1    same as --skip-image   (dockerd yes, test image no)
+#   TASKLEDGER_SKIP_KIND_IMAGES=1   same as --skip-kind-images (no scripts/images.sh)
+#   TASKLEDGER_SKIP_THUG_IMAGE=1    scripts/images.sh builds taskledger-busybox only
+#   TASKLEDGER_IMAGE_CACHE=DIR      scripts/images.sh's cache (default /var/cache/taskledger/images)
 #   TASKLEDGER_SKIP_POSTGRES=1      same as --skip-postgres
 #   TASKLEDGER_SKIP_RABBITMQ=1      same as --skip-rabbitmq
 #   TASKLEDGER_SERVICES_TIMEOUT=60  seconds to wait for each service to answer
-#   TASKLEDGER_LOG_DIR=/var/log     where dockerd/apt/build logs go (falls back to /tmp)
+#   TASKLEDGER_LOG_DIR=/var/log     where dockerd/apt/build logs go (falls back to /tmp;
+#                                   scripts/images.sh logs to taskledger-images.log there)
 #   TASKLEDGER_DOCKERD_FLAGS="..."  extra dockerd flags, appended to the defaults
 #
 # Exit status 0 when every requested service answers.
@@ -395,6 +403,23 @@ _tl_ensure_test_image() {
   _tl_say "built test image $_TL_IMAGE in $((SECONDS - t0))s$bb_note; verified 'sh -c \"echo ok\"' with --network none"
 }
 
+# --------------------------------------------------------------- kind images --
+
+# The default task kinds' images (scripts/images.sh: labelled with their recipe's hash,
+# so this takes about a second once they are built).
+_tl_ensure_kind_images() {
+  local images="$_TL_SCRIPT_DIR/images.sh" t0=$SECONDS
+  [[ -f $images ]] || _tl_die "missing $images." \
+    "Fix: restore it from git ('git checkout -- scripts/images.sh scripts/images')."
+  _tl_say "kind images: scripts/images.sh (log: $_TL_LOG_DIR/taskledger-images.log)"
+  if ! TASKLEDGER_DOCKER_BIN=$_TL_DOCKER TASKLEDGER_LOG_DIR=$_TL_LOG_DIR bash "$images" </dev/null; then
+    _tl_die "scripts/images.sh failed (its messages above name the step)." \
+      "Fix: follow its 'Fix:' line and rerun; to go on without the kind images pass --skip-kind-images" \
+      "(TASKLEDGER_SKIP_KIND_IMAGES=1), or TASKLEDGER_SKIP_THUG_IMAGE=1 to leave out only Thug."
+  fi
+  _tl_say "kind images ready in $((SECONDS - t0))s"
+}
+
 # ---------------------------------------------------------------------- main --
 
 _tl_usage() {
@@ -403,11 +428,13 @@ _tl_usage() {
 
 _tl_main() {
   local skip_docker=${TASKLEDGER_SKIP_DOCKER:-0} skip_image=${TASKLEDGER_SKIP_TEST_IMAGE:-0}
+  local skip_kind=${TASKLEDGER_SKIP_KIND_IMAGES:-0}
   local skip_pg=${TASKLEDGER_SKIP_POSTGRES:-0} skip_rmq=${TASKLEDGER_SKIP_RABBITMQ:-0}
   while (($#)); do
     case $1 in
       --skip-docker) skip_docker=1 ;;
       --skip-image) skip_image=1 ;;
+      --skip-kind-images) skip_kind=1 ;;
       --skip-postgres) skip_pg=1 ;;
       --skip-rabbitmq) skip_rmq=1 ;;
       -h | --help) _tl_usage; return 0 ;;
@@ -433,6 +460,13 @@ _tl_main() {
     else
       _tl_ensure_test_image
       up+=("$_TL_IMAGE")
+    fi
+    if [[ $skip_kind == 1 ]]; then
+      _tl_say "kind images skipped (TASKLEDGER_SKIP_KIND_IMAGES=1 / --skip-kind-images)"
+    else
+      _tl_ensure_kind_images
+      up+=(taskledger-busybox:latest)
+      [[ ${TASKLEDGER_SKIP_THUG_IMAGE:-0} == 1 ]] || up+=(taskledger-thug:latest)
     fi
   fi
   _tl_say "all up: ${up[*]:-nothing requested}"

@@ -570,6 +570,53 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_default_configuration_loads_with_an_offline_demo() {
+        let config = FileConfig::builtin();
+        assert_eq!(
+            config.kinds.keys().collect::<Vec<_>>(),
+            ["batch", "demo", "page-analysis", "url-analysis"]
+        );
+        let demo = config.kind("demo").unwrap();
+        assert!(demo.required_params.is_empty() && demo.required_inputs.is_empty());
+        assert_eq!(demo.network, Network::None);
+        assert_eq!(demo.argv(&Map::new()).last().unwrap(), "world");
+        let page = config.kind("page-analysis").unwrap();
+        assert_eq!(page.required_inputs, ["page.html"]);
+        assert_eq!(page.network, Network::None);
+        assert!(page
+            .argv(&Map::new())
+            .ends_with(&["/in/page.html".to_owned()]));
+    }
+
+    #[test]
+    fn inputs_are_checked_against_the_kind() {
+        let config = FileConfig::builtin();
+        let page = config.kind("page-analysis").unwrap();
+        let digest = "a".repeat(64);
+        let named = |names: &[&str]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .map(|name| ((*name).to_owned(), digest.clone()))
+                .collect()
+        };
+        assert!(page
+            .check_inputs("page-analysis", &named(&["page.html"]))
+            .is_ok());
+        assert!(matches!(
+            page.check_inputs("page-analysis", &named(&[])),
+            Err(KindError::MissingInput { .. })
+        ));
+        assert!(matches!(
+            page.check_inputs("page-analysis", &named(&["page.html", "x.js"])),
+            Err(KindError::UnknownInput { .. })
+        ));
+        assert!(FileConfig::parse(
+            "[kinds.k]\nimage = \"i\"\ncommand = [\"true\"]\nrequired_inputs = [\"../etc\"]\n"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn the_example_configuration_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/taskledger.example.toml");
         let config = FileConfig::load(&path).unwrap();

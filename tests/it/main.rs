@@ -8,6 +8,7 @@ mod feed;
 mod helpers;
 mod keys;
 mod mirror;
+mod outofbox;
 mod probes;
 mod process;
 mod replay;

@@ -1,0 +1,564 @@
+//! What a newcomer meets first, for real (PostgreSQL, RabbitMQ, the Docker
+//! engine and the busybox test image): input files uploaded and mounted
+//! read-only, failed tasks that keep their logs, the list of kinds with
+//! what the engine can give them, readiness that counts Docker and
+//! RabbitMQ, and two installations sharing one broker.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use taskledger::broker::{self, Topology};
+use taskledger::config::FileConfig;
+use taskledger::settings::Role;
+use taskledger_events::apikey::Scope;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+use crate::running::{amqp_url, BROKER};
+
+const IMAGE: &str = "taskledger-test-busybox:latest";
+
+fn kinds() -> String {
+    format!(
+        r#"
+[kinds.read-input]
+image = "{IMAGE}"
+command = ["sh", "-c", "cp /in/data.txt /out/copy.txt; if echo x > /in/data.txt 2>/dev/null; then w=writable; else w=read-only; fi; printf '{{\"mount\": \"%s\"}}' $w > /out/result.json"]
+required_inputs = ["data.txt"]
+optional_inputs = ["extra.bin"]
+timeout_seconds = 60
+max_attempts = 1
+memory_mb = 64
+
+[kinds.fails]
+image = "{IMAGE}"
+command = ["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"]
+timeout_seconds = 60
+max_attempts = 1
+memory_mb = 64
+
+[kinds.silent-failure]
+image = "{IMAGE}"
+command = ["sh", "-c", "exit 4"]
+max_attempts = 1
+memory_mb = 64
+
+[kinds.ghost]
+image = "taskledger-no-such-image:latest"
+command = ["true"]
+max_attempts = 1
+
+[kinds.online]
+image = "{IMAGE}"
+command = ["true"]
+network = "bridge"
+max_attempts = 1
+"#
+    )
+}
+
+/// A service that runs tasks in-process on the Docker engine.
+async fn runner_app(data_dir: &std::path::Path) -> TestApp {
+    let data_dir = data_dir.to_owned();
+    TestApp::spawn_with_config(&kinds(), move |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Runner];
+        settings.amqp_url = None;
+        settings.data_dir = data_dir;
+    })
+    .await
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .get(app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn submit(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/tasks"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn finished(app: &TestApp, key: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, task) = get(app, key, &format!("/v1/tasks/{id}")).await;
+        if ["succeeded", "failed", "timed_out", "canceled"]
+            .contains(&task["status"].as_str().unwrap_or(""))
+        {
+            return task;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{task}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/blobs"))
+        .bearer_auth(key)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_are_uploaded_checked_and_mounted_read_only() {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = runner_app(&data_dir).await;
+    let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+    let reader = app.key(&[Scope::TasksRead]).await;
+
+    let content = format!("input {}\n", Uuid::new_v4()).into_bytes();
+    let (status, blob) = upload(&app, &key, content.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{blob}");
+    assert_eq!(blob["size"], content.len());
+    let sha256 = blob["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(
+        sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content))
+    );
+    // The same bytes again: the same name, nothing new stored.
+    let (status, again) = upload(&app, &key, content.clone()).await;
+    assert_eq!(
+        (status, &again["sha256"]),
+        (StatusCode::OK, &blob["sha256"])
+    );
+    // Uploading is writing: a read-only key may not.
+    let (status, _) = upload(&app, &reader, b"x".to_vec()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Over 16 MiB: 413, and nothing stored.
+    let (status, problem) = upload(&app, &key, vec![b'a'; 16 * 1024 * 1024 + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+
+    // Submissions that name inputs wrongly change nothing.
+    let refusals = [
+        (json!({}), "needs the input file \"data.txt\""),
+        (
+            json!({"data.txt": sha256, "other.txt": sha256}),
+            "has no input file \"other.txt\"",
+        ),
+        (json!({"data.txt": "0".repeat(64)}), "was not uploaded"),
+        (
+            json!({"data.txt": "not-a-digest"}),
+            "64 lowercase hexadecimal",
+        ),
+    ];
+    for (inputs, expected) in refusals {
+        let (status, problem) = submit(
+            &app,
+            &key,
+            json!({"kind": "read-input", "frontend_id": "web", "inputs": inputs}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(expected),
+            "{problem} should say {expected:?}"
+        );
+    }
+    let (_, page) = get(&app, &key, "/v1/tasks").await;
+    assert_eq!(
+        page["items"],
+        json!([]),
+        "a refused submission stored a task"
+    );
+
+    let (status, task) = submit(
+        &app,
+        &key,
+        json!({"kind": "read-input", "frontend_id": "web", "inputs": {"data.txt": sha256}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(task["inputs"], json!({"data.txt": sha256}));
+    let id = task["id"].as_str().unwrap().to_owned();
+    let done = finished(&app, &key, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["inputs"],
+        json!({"data.txt": sha256}),
+        "the read model"
+    );
+    let (_, result) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    assert_eq!(result["result"]["mount"], "read-only", "{result}");
+    let copy = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{id}/artifacts/copy.txt")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(copy.as_ref(), content.as_slice());
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_task_keeps_its_logs_as_artifacts() {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = runner_app(&data_dir).await;
+    let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+
+    let (_, task) = submit(&app, &key, json!({"kind": "fails", "frontend_id": "web"})).await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    let done = finished(&app, &key, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["exit_code"], 3);
+    let (status, list) = get(&app, &key, &format!("/v1/tasks/{id}/artifacts")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stderr.log", "stdout.log"]);
+    for (name, text) in [("stdout.log", "to-stdout\n"), ("stderr.log", "to-stderr\n")] {
+        let body = app
+            .http
+            .get(app.url(&format!("/v1/tasks/{id}/artifacts/{name}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, text);
+    }
+    // A failed task has no result; the answer says where its logs are.
+    let (status, problem) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("/artifacts"),
+        "{problem}"
+    );
+
+    // A failure that printed nothing: the same answers, with no files.
+    let (_, task) = submit(
+        &app,
+        &key,
+        json!({"kind": "silent-failure", "frontend_id": "web"}),
+    )
+    .await;
+    let silent = task["id"].as_str().unwrap().to_owned();
+    assert_eq!(finished(&app, &key, &silent).await["status"], "failed");
+    let (status, list) = get(&app, &key, &format!("/v1/tasks/{silent}/artifacts")).await;
+    assert_eq!((status, &list["items"]), (StatusCode::OK, &json!([])));
+    let (status, _) = get(&app, &key, &format!("/v1/tasks/{silent}/result")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The read model equals a rebuild from the log (projector v3 writes
+    // failed tasks' rows).
+    let client = app.database.client().await;
+    let rows = client
+        .query(
+            "SELECT task_id, status, artifacts FROM results ORDER BY task_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|row| row.get::<_, String>(1) == "failed"));
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kinds_and_readiness_say_what_the_engine_can_give() {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = runner_app(&data_dir).await;
+    let key = app.key(&[Scope::TasksWrite]).await;
+    let (status, page) = get(&app, &key, "/v1/kinds").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kind = |name: &str| -> Value {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|kind| kind["name"] == name)
+            .unwrap_or_else(|| panic!("no kind {name} in {page}"))
+            .clone()
+    };
+    let reading = kind("read-input");
+    assert_eq!(reading["executor"], "docker");
+    assert_eq!(reading["image"], IMAGE);
+    assert_eq!(reading["required_inputs"], json!(["data.txt"]));
+    assert_eq!(reading["timeout_seconds"], 60);
+    assert_eq!(reading["availability"]["available"], true, "{reading}");
+    let ghost = kind("ghost");
+    assert_eq!(ghost["availability"]["available"], false);
+    assert!(ghost["availability"]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("is not on the Docker engine"));
+    // The project's engine runs with --bridge=none: a bridge kind would get
+    // no network at all, and says so before any task fails.
+    let online = kind("online");
+    assert_eq!(online["availability"]["available"], false, "{online}");
+    assert!(online["availability"]["problem"]
+        .as_str()
+        .unwrap()
+        .contains("no bridge network"));
+    // ... and a task of it fails with that reason instead of running
+    // without a network.
+    let (_, task) = submit(&app, &key, json!({"kind": "online", "frontend_id": "web"})).await;
+    let reader = app.key(&[Scope::TasksRead]).await;
+    let done = finished(&app, &reader, task["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("no bridge network"),
+        "{done}"
+    );
+
+    let ready: Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["checks"]["docker"]["ok"], true);
+    assert_eq!(ready["checks"]["kinds"]["ghost"]["available"], false);
+    assert!(ready["installation"]["amqp_prefix"]
+        .as_str()
+        .unwrap()
+        .starts_with("taskledger-"));
+    // Kinds are for frontends: a key without task scopes may not list them.
+    let auditor = app.key(&[Scope::AuditRead]).await;
+    assert_eq!(
+        get(&app, &auditor, "/v1/kinds").await.0,
+        StatusCode::FORBIDDEN
+    );
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_fails_while_rabbitmq_does_not_answer() {
+    // Port 1 on loopback: nothing listens there.
+    let app = TestApp::spawn_with_config(&kinds(), |settings| {
+        settings.roles = vec![Role::Api, Role::Projector, Role::Relay];
+        settings.amqp_url = Some("amqp://guest:guest@127.0.0.1:1/%2f".into());
+    })
+    .await;
+    let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["rabbitmq"]["ok"], false, "{body}");
+    assert!(
+        body["checks"].get("docker").is_none(),
+        "a relay runs no containers: {body}"
+    );
+    app.finish().await;
+}
+
+/// Two installations (two databases) on one RabbitMQ, given the same prefix
+/// by mistake: each runner puts the other's jobs back instead of dropping
+/// them, and every task of both ends succeeded. With default prefixes they
+/// never share a queue at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn installations_sharing_a_broker_never_lose_each_others_jobs() {
+    let _broker = BROKER.read().await;
+    let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
+    let config = format!(
+        r#"
+[kinds.quick]
+image = "{IMAGE}"
+command = ["sh", "-c", "echo {{n}} > /out/n.txt"]
+required_params = ["n"]
+max_attempts = 1
+memory_mb = 64
+"#
+    );
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+        let prefix = prefix.clone();
+        apps.push(
+            TestApp::spawn_with_config(&config, move |settings| {
+                settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+                settings.amqp_url = Some(amqp_url());
+                settings.amqp_prefix = Some(prefix);
+                settings.data_dir = data_dir;
+            })
+            .await,
+        );
+    }
+    let mut keys = Vec::new();
+    for app in &apps {
+        keys.push(app.key(&[Scope::TasksRead, Scope::TasksWrite]).await);
+    }
+    let mut submitted = Vec::new();
+    for n in 0..4 {
+        for (index, app) in apps.iter().enumerate() {
+            let (status, task) = submit(
+                app,
+                &keys[index],
+                json!({"kind": "quick", "frontend_id": "web", "params": {"n": n.to_string()}}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{task}");
+            submitted.push((index, task["id"].as_str().unwrap().to_owned()));
+        }
+    }
+    for (index, id) in &submitted {
+        let done = finished(&apps[*index], &keys[*index], id).await;
+        assert_eq!(done["status"], "succeeded", "installation {index}: {done}");
+    }
+    // Each installation has its own id; without a configured prefix each
+    // would have its own queues.
+    let mut ids = Vec::new();
+    for app in &apps {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(ready["installation"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_ne!(ids[0], ids[1]);
+    let defaults: Vec<String> = ids
+        .iter()
+        .map(|id| broker::default_prefix(Uuid::parse_str(id).unwrap()))
+        .collect();
+    assert_ne!(defaults[0], defaults[1]);
+    for app in apps {
+        app.finish().await;
+    }
+    let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let kinds: Vec<String> = FileConfig::parse(&config)
+        .unwrap()
+        .kinds
+        .keys()
+        .cloned()
+        .collect();
+    Topology::new(prefix)
+        .delete(&channel, &kinds)
+        .await
+        .unwrap();
+}
+
+/// The shipped `page-analysis` kind, as configured: the real Thug (V8) in
+/// the sandbox (no network, read-only root) analyses an uploaded page with
+/// JavaScript, and its own report comes back as the result and artifacts.
+/// Needs the image `taskledger-thug:latest` (scripts/images.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thug_analyses_an_uploaded_page_for_real() {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let dir = data_dir.clone();
+    let app = TestApp::spawn_with(move |settings| {
+        settings.default_config = true;
+        settings.roles = vec![Role::Api, Role::Projector, Role::Runner];
+        settings.amqp_url = None;
+        settings.data_dir = dir;
+    })
+    .await;
+    let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
+    let (_, kinds) = get(&app, &key, "/v1/kinds").await;
+    let page_kind = kinds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kind| kind["name"] == "page-analysis")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        page_kind["availability"]["available"], true,
+        "build it with scripts/images.sh: {page_kind}"
+    );
+    let sample = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/thug/sample.html"),
+    )
+    .unwrap();
+    let (_, blob) = upload(&app, &key, sample).await;
+    let (status, task) = submit(
+        &app,
+        &key,
+        json!({"kind": "page-analysis", "frontend_id": "analyst",
+               "inputs": {"page.html": blob["sha256"]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let done = finished(&app, &key, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (_, result) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    let report = &result["result"];
+    assert_eq!(report["tool"], "thug");
+    assert_eq!(report["mode"], "file");
+    assert_eq!(report["thug_exit_code"], 0);
+    let analysis = &report["analysis"];
+    assert_eq!(
+        analysis["thug"]["jsengine"]["engine"], "Google V8",
+        "{report}"
+    );
+    let behaviour = analysis["behavior"].to_string();
+    // Only running the page's script reveals these: the iframe's src is
+    // computed, and the eval'd code is built from character codes.
+    assert!(
+        behaviour.contains("http://127.0.0.1:9/tl-iframe-42.html"),
+        "{behaviour}"
+    );
+    assert!(behaviour.contains("tl-eval-payload.js"), "{behaviour}");
+    let (_, artifacts) = get(&app, &key, &format!("/v1/tasks/{id}/artifacts")).await;
+    let names: Vec<&str> = artifacts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect();
+    for name in ["result.json", "thug-analysis.json", "thug.log"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let own: Value = app
+        .http
+        .get(app.url(&format!("/v1/tasks/{id}/artifacts/thug-analysis.json")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(&own, analysis, "result.json embeds Thug's report verbatim");
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -60,11 +60,21 @@ pub struct Settings {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL holding the event log and the read models.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        global = true
+    )]
     pub database_url: String,
 
     /// Connections in the database pool.
-    #[arg(long, env = "TASKLEDGER_DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "TASKLEDGER_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_pool_size: usize,
 }
 
@@ -74,7 +84,7 @@ pub struct CreateDatabaseArgs {
     /// Create the database if it does not exist. Without it a command that
     /// writes refuses a missing database, so a mistyped or forgotten
     /// DATABASE_URL does not start a second, empty installation.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub create_database: bool,
 }
 

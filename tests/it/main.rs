@@ -11,6 +11,7 @@ mod mirror;
 mod outofbox;
 mod probes;
 mod process;
+mod quickstart;
 mod replay;
 mod rockblock;
 mod routes;

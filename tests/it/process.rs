@@ -166,3 +166,165 @@ async fn serve_refuses_a_bad_configuration_file_and_says_why() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn writing_commands_refuse_a_missing_database_and_say_which_they_use() {
+    let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
+    for args in [
+        &["keys", "create", "--name", "x", "--scopes", "admin"][..],
+        &["keys", "list"][..],
+        &["projections", "list"][..],
+        &["cleanup", "--dry-run"][..],
+        &["replay", "verify"][..],
+    ] {
+        let output = Command::new(BINARY)
+            .args(args)
+            .env("DATABASE_URL", server_url(&name))
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("/{name} does not exist")),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("--create-database"), "{args:?}: {stderr}");
+        // Each error once, and no colour codes into a pipe.
+        assert_eq!(
+            stderr.matches("does not exist").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains('\u{1b}'), "{args:?}: {stderr:?}");
+    }
+    let (client, connection) = server_url("postgres")
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap();
+    assert!(exists.is_none(), "a refused command created the database");
+
+    // Told to, it creates it, and says which database it wrote to.
+    let output = Command::new(BINARY)
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "first",
+            "--scopes",
+            "admin",
+            "--create-database",
+        ])
+        .env("DATABASE_URL", server_url(&name))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("using database 127.0.0.1:5432/{name}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("already exists, skipping"),
+        "notices are quiet: {stderr}"
+    );
+    drop_database(&name).await;
+}
+
+#[test]
+fn each_subcommand_lists_only_the_options_it_reads() {
+    let help = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let keys = help(&["keys", "create"]);
+    for present in ["--name", "--scopes", "--database-url", "--create-database"] {
+        assert!(
+            keys.contains(present),
+            "keys create --help lacks {present}:\n{keys}"
+        );
+    }
+    for absent in [
+        "--listen",
+        "--amqp-url",
+        "--runner-slots",
+        "--roles",
+        "--rockblock",
+    ] {
+        assert!(
+            !keys.contains(absent),
+            "keys create --help lists {absent}:\n{keys}"
+        );
+    }
+    let serve = help(&["serve"]);
+    for present in [
+        "--listen",
+        "--amqp-url",
+        "--runner-slots",
+        "--roles",
+        "--config",
+    ] {
+        assert!(
+            serve.contains(present),
+            "serve --help lacks {present}:\n{serve}"
+        );
+    }
+    assert!(!serve.contains("--create-database"), "{serve}");
+    let replay = help(&["replay", "verify"]);
+    assert!(
+        replay.contains("--database-url") && !replay.contains("--data-dir"),
+        "{replay}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_asks_readyz_and_exits_by_its_answer() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let output = Command::new(BINARY)
+        .args(["health", "--url", &app.url("/readyz")])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // From TASKLEDGER_LISTEN, an unspecified address asked on loopback.
+    let output = Command::new(BINARY)
+        .arg("health")
+        .env(
+            "TASKLEDGER_LISTEN",
+            format!("0.0.0.0:{}", app.address.port()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    app.finish().await;
+    let output = Command::new(BINARY)
+        .args([
+            "health",
+            "--url",
+            &format!("http://127.0.0.1:{}/readyz", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not answer"), "{stderr}");
+}

@@ -217,17 +217,13 @@ pub struct LedgerReadQuery {
     pub min_position: Option<u64>,
 }
 
-/// Waits (bounded) until the `ledgers` projection reached `position`.
+/// Waits (bounded) until the `ledgers` projection reached `position`; a
+/// position beyond the log's head is a 422 at once.
 async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(), Problem> {
-    let Some(position) = position else {
-        return Ok(());
-    };
-    super::consistency::wait_for(
-        state,
-        || format!("global position {position}"),
-        || super::consistency::projection_reached(state, "ledgers", position),
-    )
-    .await
+    match position {
+        Some(position) => super::consistency::wait_for_position(state, "ledgers", position).await,
+        None => Ok(()),
+    }
 }
 
 /// Confirms that the ledger recorded a range of sequences (which must

@@ -29,7 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
-use super::consistency::{projection_reached, wait_for};
+use super::consistency::{wait_for, wait_for_position};
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::AppState;
 use super::{connection, database_error};
@@ -553,7 +553,7 @@ pub async fn list_tasks(
         )));
     }
     if let Some(position) = query.min_position {
-        wait_for_position(&state, position).await?;
+        wait_for_position(&state, "tasks", position).await?;
     }
     if csv {
         return Ok(csv_export(state, filter, cursor, query.limit));
@@ -891,36 +891,35 @@ async fn read_task(
             .await?
             .ok_or_else(|| not_found(task_id));
     };
-    let waited = wait_for(
+    let shows = |task: &TaskView| task.stream_version >= min_version;
+    if let Some(task) = fetch_task(state, task_id).await?.filter(shows) {
+        return Ok(task);
+    }
+    // Waiting for a version the task will never have is the caller's
+    // mistake, not the service's lag: the log says which, at once.
+    let newest = state
+        .store
+        .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, task = %task_id, "reading a task's stream failed");
+            Problem::unavailable("the event store cannot be read right now", 1)
+        })?;
+    match newest.first().map(|event| event.version) {
+        None => return Err(not_found(task_id)),
+        Some(version) if version < min_version => {
+            return Err(Problem::unprocessable(format!(
+                "min_version {min_version} is beyond task {task_id}, which is at version {version}"
+            )))
+        }
+        Some(_) => {}
+    }
+    wait_for(
         state,
         || format!("version {min_version} of task {task_id}"),
-        || async {
-            Ok(fetch_task(state, task_id)
-                .await?
-                .filter(|task| task.stream_version >= min_version))
-        },
+        || async { Ok(fetch_task(state, task_id).await?.filter(shows)) },
     )
-    .await;
-    match waited {
-        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
-            // Waiting for a version the task will never have is the
-            // caller's mistake, not the service's lag: say which it is.
-            let newest = state
-                .store
-                .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
-                .await
-                .map(|events| events.first().map(|event| event.version));
-            match newest {
-                Ok(Some(version)) if version < min_version => Err(Problem::unprocessable(format!(
-                    "min_version {min_version} is beyond task {task_id}, which is at version {version}"
-                ))),
-                Ok(None) => Err(not_found(task_id)),
-                // The store cannot tell either: the read model's lag stands.
-                Ok(Some(_)) | Err(_) => Err(problem),
-            }
-        }
-        other => other,
-    }
+    .await
 }
 
 async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView>, Problem> {
@@ -936,28 +935,6 @@ async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView
         .await
         .map_err(database_error("reading a task"))?;
     row.as_ref().map(TaskView::from_row).transpose()
-}
-
-/// Waits for the tasks projection to reach `position`; a position the log
-/// does not have yet is the caller's mistake (422), not lag.
-async fn wait_for_position(state: &AppState, position: u64) -> Result<(), Problem> {
-    let waited = wait_for(
-        state,
-        || format!("global position {position}"),
-        || projection_reached(state, "tasks", position),
-    )
-    .await;
-    match waited {
-        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
-            match state.store.head_position().await {
-                Ok(head) if head < position => Err(Problem::unprocessable(format!(
-                    "min_position {position} is beyond the log, which ends at position {head}"
-                ))),
-                _ => Err(problem),
-            }
-        }
-        other => other,
-    }
 }
 
 /// A listing's filters, validated.

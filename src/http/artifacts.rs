@@ -5,7 +5,7 @@
 use std::io::SeekFrom;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -14,7 +14,7 @@ use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
 
 use super::auth::{Authorized, ReadTasks};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
 use super::tasks::{parse_task_id, ArtifactView};
 use super::AppState;
 
@@ -45,7 +45,7 @@ pub struct ArtifactPage {
 pub async fn list_artifacts(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
     let task_id = parse_task_id(&id)?;
     Ok(ApiJson(ArtifactPage {
@@ -79,7 +79,7 @@ pub async fn list_artifacts(
 pub async fn get_artifact(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let task_id = parse_task_id(&id)?;

@@ -3,7 +3,7 @@
 //! verification over a bounded range (`GET /v1/audit/verify`). A task as it
 //! was is `GET /v1/tasks/{id}?as_of=…` ([`super::tasks::get_task`]).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use taskledger_events::apikey::ApiKeyId;
 use taskledger_events::device::Imei;
@@ -13,7 +13,7 @@ use taskledger_events::{Direction, EventStore, StreamId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, ReadLog};
-use super::problem::{ApiJson, ApiQuery, Problem};
+use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use super::tasks::{stream_page, EventPage};
 use super::AppState;
 
@@ -57,7 +57,7 @@ pub struct StreamEventsQuery {
 pub async fn stream_events(
     State(state): State<AppState>,
     _: Authorized<ReadLog>,
-    Path(stream): Path<String>,
+    ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let stream_id = parse_stream(&stream)?;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Authorized, WriteDevices};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
 use super::AppState;
 use crate::commands::{execute, CommandError, Devices};
 use crate::rockblock::{self, MoError, MoVerifier};
@@ -92,7 +92,7 @@ fn imei_of(text: &str) -> Result<Imei, Problem> {
 pub async fn send_message(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<Response, Problem> {
     let imei = imei_of(&imei)?;
@@ -473,7 +473,7 @@ pub async fn list_devices(
 pub async fn get_device(
     State(state): State<AppState>,
     _: Authorized<super::auth::ReadDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
 ) -> Result<ApiJson<DeviceView>, Problem> {
     let imei = imei_of(&imei)?;
     let client = super::connection(&state).await?;
@@ -514,7 +514,7 @@ pub async fn get_device(
 pub async fn list_messages(
     State(state): State<AppState>,
     _: Authorized<super::auth::ReadDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
     headers: HeaderMap,
     super::problem::ApiQuery(query): super::problem::ApiQuery<MessageListQuery>,
 ) -> Result<Response, Problem> {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
 use super::tasks::parse_task_id;
 use super::AppState;
 use crate::commands::{execute, CommandError, Ledgers};
@@ -248,7 +248,7 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
 pub async fn confirm(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
     let ledger = ledger_name(&name)?;
@@ -378,7 +378,7 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 pub async fn ledger_status(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
     let ledger = ledger_name(&name)?;
@@ -412,7 +412,7 @@ pub async fn ledger_status(
 pub async fn ledger_holes(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
     let ledger = ledger_name(&name)?;
@@ -446,7 +446,7 @@ pub async fn ledger_holes(
 pub async fn task_ledger(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
     let task_id = parse_task_id(&id)?;
     let events = state

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use taskledger_projections::runtime::{self, ProjectorLag};
 use utoipa::ToSchema;
 
 use super::auth::{Admin, Authorized};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
 use super::AppState;
 
 /// One projector, as its checkpoint records it.
@@ -122,7 +122,7 @@ pub async fn list_projections(
 pub async fn get_projection(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     Ok(ApiJson(one(&state, &name).await?))
 }
@@ -150,7 +150,7 @@ pub async fn get_projection(
 pub async fn rebuild_projection(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, Problem> {
     let projector = taskledger_projections::by_name(&name).map_err(unknown)?;
     // Answer once the rebuild holds its lock (its first progress report),

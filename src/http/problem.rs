@@ -266,6 +266,34 @@ where
     }
 }
 
+/// `Path<T>` whose rejection is a problem: a segment that is not UTF-8
+/// once percent-decoded, or does not parse as `T`, is 400 (axum's own
+/// rejection is plain text).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status().is_client_error() => {
+                Err(Problem::bad_request(rejection.body_text()))
+            }
+            Err(rejection) => {
+                // A route whose template and extractor disagree: our bug.
+                tracing::error!(detail = %rejection.body_text(), "a path extractor failed");
+                Err(Problem::internal())
+            }
+        }
+    }
+}
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
@@ -394,6 +422,32 @@ mod tests {
                 assert!(
                     problem["detail"].as_str().unwrap().contains(detail),
                     "{body}: {problem}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_segment_that_is_not_utf8_is_a_problem() {
+        async fn item(ApiPath(name): ApiPath<String>) -> String {
+            name
+        }
+        let app = Router::new().route("/items/{name}", axum::routing::get(item));
+        for (uri, status) in [
+            ("/items/ok", StatusCode::OK),
+            ("/items/%FF", StatusCode::BAD_REQUEST),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{uri}");
+            if status != StatusCode::OK {
+                assert_eq!(
+                    response.headers()[header::CONTENT_TYPE],
+                    "application/problem+json",
+                    "{uri}"
                 );
             }
         }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
-use super::problem::{ApiJson, ApiQuery, Problem};
+use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use super::AppState;
 use super::{connection, database_error};
 use crate::commands::{execute, CommandError, Tasks};
@@ -593,7 +593,7 @@ pub async fn list_tasks(
 pub async fn get_task(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -669,7 +669,7 @@ pub async fn get_task(
 pub async fn get_result(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadTaskQuery>,
 ) -> Result<ApiJson<ResultView>, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -736,7 +736,7 @@ pub async fn get_result(
 pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
@@ -786,7 +786,7 @@ pub async fn cancel_task(
 pub async fn task_events(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let task_id = parse_task_id(&id)?;

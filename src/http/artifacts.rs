@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::{Authenticated, Malformed};
 use super::tasks::{parse_task_id, ArtifactView};
 use super::AppState;
 
@@ -35,9 +36,8 @@ pub struct ArtifactPage {
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The files", body = ArtifactPage),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No such task, or it has no result", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]))
@@ -62,17 +62,32 @@ pub async fn list_artifacts(
     params(
         ("id" = Uuid, Path, description = "The task's id"),
         ("name" = String, Path, description = "The file's name"),
-        ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023"),
+        ("Range" = Option<String>, Header, nullable = false,
+         description = "One byte range, e.g. bytes=0-1023 (anything else is ignored: the whole file is sent)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+         description = "ETags the client holds (or `*`): a match answers 304"),
     ),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
-        (status = 304, description = "Unchanged (If-None-Match)"),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task or file", body = Problem, content_type = "application/problem+json"),
-        (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The file, as the artifact's `media_type` (`application/json`, `text/plain`, `image/png`, …; `application/octet-stream` when unknown), always as an attachment",
+            content(("*/*")),
+            headers(
+                ("ETag" = String, description = "The SHA-256 of the content, quoted"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"…\"`"),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+            )),
+        (status = 206, description = "The requested range of the file, as its `media_type`",
+            content(("*/*")),
+            headers(
+                ("ETag" = String, description = "The SHA-256 of the whole content, quoted"),
+                ("Content-Range" = String, description = "`bytes first-last/size`"),
+            )),
+        (status = 304, description = "Unchanged: If-None-Match named its ETag",
+            headers(("ETag" = String, description = "The SHA-256 of the content, quoted"))),
+        Authenticated,
+        Malformed,
+        (status = 404, description = "No such task or file, or its content is missing from this server's blob store", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json",
+            headers(("Content-Range" = String, description = "`bytes */size`"))),
     ),
     security(("api_key" = ["tasks:read"]))
 )]

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::tasks::parse_task_id;
 use super::AppState;
 use crate::commands::{execute, CommandError, Ledgers};
@@ -232,16 +233,17 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
     post,
     path = "/v1/ledgers/{ledger}/confirmations",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name: a-z, 0-9, '.', '_', '-'")),
+    params(("ledger" = String, Path, description = "The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'",
+        pattern = "^[a-z0-9._-]{1,100}$")),
     request_body = ConfirmationRequest,
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
         (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
-        (status = 400, description = "A malformed ledger name or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks ledger:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["ledger:write"]))
 )]
@@ -365,13 +367,13 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     get,
     path = "/v1/ledgers/{ledger}/status",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
+    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
-        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -399,13 +401,13 @@ pub async fn ledger_status(
     get,
     path = "/v1/ledgers/{ledger}/holes",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
+    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
-        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -436,9 +438,8 @@ pub async fn ledger_holes(
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))

@@ -16,6 +16,7 @@ pub mod ledgers;
 pub mod metrics;
 pub mod operations;
 pub mod problem;
+pub mod responses;
 pub mod tasks;
 
 use std::sync::{Arc, OnceLock};
@@ -38,6 +39,7 @@ use crate::blobs::BlobStore;
 use crate::config::FileConfig;
 use crate::shutdown::Shutdown;
 use problem::Problem;
+use responses::SharedResponses;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -103,7 +105,7 @@ impl auth::KeyStore for AppState {
         description = "An event-sourced task backend. Every route under /v1 takes an API key as \
                        `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."
     ),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &SharedResponses),
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Admin, Authorized};
 use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::Authenticated;
 use super::AppState;
 
 /// One projector, as its checkpoint records it.
@@ -88,9 +89,7 @@ pub struct ProjectionPage {
     tag = "service",
     responses(
         (status = 200, description = "The projectors", body = ProjectionPage),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -112,10 +111,8 @@ pub async fn list_projections(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
         (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -139,11 +136,9 @@ pub async fn get_projection(
     responses(
         (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,
             headers(("Location" = String, description = "Where to follow it"))),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
         (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A rebuild of it is already running", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]

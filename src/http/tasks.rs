@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, database_error};
 use crate::commands::{execute, CommandError, Tasks};
@@ -126,10 +127,13 @@ pub struct SubmitTaskRequest {
     /// returns the same task.
     pub client_task_id: Option<String>,
     /// -1000 to 1000, higher first; 0 when left out.
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
-    /// The kind's timeout when left out.
+    /// 1 to 604800 (7 days); the kind's timeout when left out.
+    #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_seconds: Option<u64>,
-    /// The kind's attempts when left out.
+    /// 1 to 100; the kind's attempts when left out.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
 }
 
@@ -386,9 +390,11 @@ pub struct ListTasksQuery {
     pub frontend_id: Option<String>,
     /// Only tasks submitted after this instant (RFC 3339; write `+` as
     /// `%2B`, or use `Z`).
+    #[param(format = DateTime)]
     pub submitted_after: Option<String>,
     /// Tasks per page, 1 to 1000 (default 100). For CSV: the most rows to
-    /// export (default: all).
+    /// export, 1 or more (default: all).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -419,6 +425,7 @@ pub struct GetTaskQuery {
     /// The task as it was at this instant (RFC 3339; write `+` as `%2B`, or
     /// use `Z`): its events recorded at or before it, folded from the log.
     /// Excludes `at_version` and `min_version`.
+    #[param(format = DateTime)]
     pub as_of: Option<String>,
     /// The task as it was at this version of its stream, folded from the
     /// log. Excludes `as_of` and `min_version`.
@@ -431,6 +438,7 @@ pub struct GetTaskQuery {
 #[into_params(parameter_in = Query)]
 pub struct TaskEventsQuery {
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -450,20 +458,20 @@ pub struct TaskEventsQuery {
     tag = "tasks",
     request_body = SubmitTaskRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "Makes a retry of this submission return the same task (1-255 visible ASCII)")
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retry of this submission return the same task (1 to 255 visible ASCII characters, no spaces)")
     ),
     responses(
-        (status = 201, description = "The task was created", body = TaskView),
-        (status = 200, description = "An earlier try of this submission created the task", body = TaskView),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:write", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The task was created", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind, missing or unknown parameter, a field out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The event store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
 )]
@@ -530,10 +538,10 @@ pub async fn submit_task(
             (TaskPage = "application/json"),
             (String = "text/csv")
         )),
-        (status = 400, description = "A malformed filter or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        (status = 400, description = "A malformed filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        ReadWait,
     ),
     security(("api_key" = ["tasks:read"]))
 )]
@@ -547,6 +555,9 @@ pub async fn list_tasks(
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
     let csv = wants_csv(&headers);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if csv && limit == 0 {
+        return Err(Problem::bad_request("limit must be 1 or more"));
+    }
     if !csv && !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}; got {limit}"
@@ -581,12 +592,11 @@ pub async fn list_tasks(
     params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
+        Authenticated,
+        ReadWait,
         (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks both tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at_version` or `min_version` beyond the task's stream", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_version not reached in time, or the log cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at_version` or `min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]
@@ -658,11 +668,11 @@ pub async fn get_task(
     params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
-        (status = 400, description = "A malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        Malformed,
         (status = 404, description = "No such task, or it has not succeeded", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_version not reached in time", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]))
 )]
@@ -723,13 +733,10 @@ pub async fn get_result(
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
-        (status = 400, description = "A malformed id or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        JsonBody,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task already finished", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already finished, or it kept changing", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
 )]
@@ -776,9 +783,8 @@ pub async fn cancel_task(
     params(("id" = Uuid, Path, description = "The task's id"), TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
-        (status = 400, description = "A malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks both tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Authorized, WriteDevices};
-use super::problem::{ApiJson, ApiPath, Problem};
+use super::problem::{ApiBytes, ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
 use crate::commands::{execute, CommandError, Devices};
@@ -204,6 +203,7 @@ struct MoWebhook {
         (status = 200, description = "Recorded (or already recorded)", body = String, content_type = "text/plain"),
         (status = 400, description = "A malformed webhook: missing field, bad hex, bad IMEI, payload too long", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The JWT is missing, invalid, or disagrees with the body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the 256 KiB any route accepts", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither form-encoded nor JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "RockBLOCK is not configured on this server (`[rockblock]`), or the event store is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
@@ -212,7 +212,7 @@ struct MoWebhook {
 pub async fn rockblock_mo(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -6,7 +6,8 @@
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
 //! 500 whose cause is logged where it happened (never sent to the client).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -177,20 +178,50 @@ fn problem_for(rejection: &JsonRejection) -> Problem {
         JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::JsonDataError(error) => Problem::unprocessable(body_text(error.body_text())),
         JsonRejection::JsonSyntaxError(error) => Problem::bad_request(body_text(error.body_text())),
-        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request body too large",
-                "the request body is larger than this endpoint accepts",
-            )
-        }
+        JsonRejection::BytesRejection(error) => bytes_problem(error),
         other => Problem::new(
             other.status(),
             "bad-request",
             "Bad request",
             other.body_text(),
         ),
+    }
+}
+
+/// The body as bytes, whose rejections are problems: a body over the limit
+/// is 413 (as for [`ApiJson`]), one that cannot be read 400.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBytes(pub Bytes);
+
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| bytes_problem(&rejection))
+    }
+}
+
+fn bytes_problem(rejection: &BytesRejection) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Request body too large",
+            "the request body is larger than this endpoint accepts",
+        )
+    } else {
+        Problem::new(
+            rejection.status(),
+            "bad-request",
+            "Bad request",
+            rejection.body_text(),
+        )
     }
 }
 
@@ -448,6 +479,34 @@ mod tests {
                     response.headers()[header::CONTENT_TYPE],
                     "application/problem+json",
                     "{uri}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_over_the_limit_is_a_problem() {
+        async fn length(ApiBytes(body): ApiBytes) -> String {
+            body.len().to_string()
+        }
+        let app = Router::new()
+            .route("/", post(length))
+            .layer(axum::extract::DefaultBodyLimit::max(64));
+        for (size, status) in [(10, StatusCode::OK), (100, StatusCode::PAYLOAD_TOO_LARGE)] {
+            let response = app
+                .clone()
+                .oneshot(
+                    Request::post("/")
+                        .body(Body::from(vec![b'a'; size]))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{size} bytes");
+            if status != StatusCode::OK {
+                assert_eq!(
+                    response.headers()[header::CONTENT_TYPE],
+                    "application/problem+json"
                 );
             }
         }

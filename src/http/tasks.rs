@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
-use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, database_error};
@@ -745,7 +745,7 @@ pub async fn cancel_task(
     Authorized { caller, .. }: Authorized<WriteTasks>,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let task_id = parse_task_id(&id)?;
     let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;

@@ -28,6 +28,14 @@ pub struct ArtifactPage {
     pub next_cursor: Option<String>,
 }
 
+// For the OpenAPI document: a generated client reads an artifact as bytes
+// (`*/*` alone gives it nothing to read it as).
+/// A file's bytes, whatever its media type.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct FileContent(Vec<u8>);
+
 /// Lists a succeeded task's files.
 #[utoipa::path(
     get,
@@ -69,14 +77,14 @@ pub async fn list_artifacts(
     ),
     responses(
         (status = 200, description = "The file, as the artifact's `media_type` (`application/json`, `text/plain`, `image/png`, …; `application/octet-stream` when unknown), always as an attachment",
-            content(("*/*")),
+            content((inline(FileContent) = "application/octet-stream"), ("*/*")),
             headers(
                 ("ETag" = String, description = "The SHA-256 of the content, quoted"),
                 ("Content-Disposition" = String, description = "`attachment; filename=\"…\"`"),
                 ("Accept-Ranges" = String, description = "`bytes`"),
             )),
         (status = 206, description = "The requested range of the file, as its `media_type`",
-            content(("*/*")),
+            content((inline(FileContent) = "application/octet-stream"), ("*/*")),
             headers(
                 ("ETag" = String, description = "The SHA-256 of the whole content, quoted"),
                 ("Content-Range" = String, description = "`bytes first-last/size`"),

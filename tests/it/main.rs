@@ -7,6 +7,7 @@ mod devices;
 mod feed;
 mod helpers;
 mod keys;
+mod openapi;
 mod probes;
 mod process;
 mod replay;

@@ -342,7 +342,7 @@ async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
 
     // `path.X` values are offered with that probability; the rest are
     // generated. The event stream never ends: each request reads at most
-    // three events, or one second of silence.
+    // three events, or two seconds of silence.
     let config = format!(
         r#"
 [dictionaries.tasks]
@@ -368,9 +368,17 @@ parameters = {{ "path.name" = "stdout.log" }}
 include-path = "/v1/projections/{{name}}"
 parameters = {{ "path.name" = "tasks" }}
 
+# Rebuilds of a small projection really start (202), or find one running
+# (409).
+[dictionaries.projections]
+values = ["devices"]
+[[operations]]
+include-path = "/v1/projections/{{name}}/rebuild"
+parameters = {{ "path.name" = {{ dictionary = "projections", probability = 0.5 }} }}
+
 [[operations]]
 include-path = "/v1/events/stream"
-request-timeout = 1
+request-timeout = 2
 max-stream-events = 3
 "#
     );

@@ -120,7 +120,8 @@ pub struct VerifyQuery {
     /// 100,000 below `to` (or 1).
     #[param(minimum = 1)]
     pub from: Option<u64>,
-    /// The last sequence to check; default: the log's head.
+    /// The last sequence to check, 1 or more; default: the log's head.
+    #[param(minimum = 1)]
     pub to: Option<u64>,
 }
 

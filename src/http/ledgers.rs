@@ -34,9 +34,12 @@ use crate::commands::{execute, CommandError, Ledgers};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationRequest {
-    /// The first sequence of the range (with `to_sequence`).
+    /// The first sequence of the range (with `to_sequence`); sequences
+    /// start at 1.
+    #[schema(minimum = 1)]
     pub from_sequence: Option<u64>,
     /// The last sequence of the range, inclusive.
+    #[schema(minimum = 1)]
     pub to_sequence: Option<u64>,
     /// Or: the ids of single events.
     pub event_ids: Option<Vec<Uuid>>,

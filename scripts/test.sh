@@ -5,11 +5,14 @@
 #                 test image taskledger-test-busybox:latest
 #   2. toolchain  rustfmt and clippy present (rustup component add only if missing),
 #                 python3 present (apt-get install only if missing)
-#   3. cleanup    drop leftover tl_test_* databases from interrupted runs
+#   3. pytools    scripts/pytools.sh: the pinned Python tools of the OpenAPI tests
+#                 (openapi-spec-validator, schemathesis, openapi-python-client) in a
+#                 cached venv, exported to the tests as TASKLEDGER_PYTOOLS
+#   4. cleanup    drop leftover tl_test_* databases from interrupted runs
 #                 (tl_template_* templates are kept)
-#   4. fmt        cargo fmt --all -- --check
-#   5. clippy     cargo clippy --workspace --all-targets -- -D warnings
-#   6. test       cargo test --workspace [ARGS...]
+#   5. fmt        cargo fmt --all -- --check
+#   6. clippy     cargo clippy --workspace --all-targets -- -D warnings
+#   7. test       cargo test --workspace [ARGS...]
 #
 # Stops at the first failing phase. Extra arguments go to cargo test, e.g.
 #   scripts/test.sh -- --nocapture
@@ -19,6 +22,7 @@
 #   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres
 #   TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f
 #   TASKLEDGER_TEST_IMAGE=taskledger-test-busybox:latest
+#   TASKLEDGER_PYTOOLS=<the venv's bin directory>   (set by the pytools phase)
 #   CARGO_TERM_COLOR=never when CI is set
 # Non-interactive: safe with CI=true and no stdin.
 set -euo pipefail
@@ -84,6 +88,14 @@ ensure_toolchain() {
   say "$(rustc --version); $(cargo fmt --version); $(cargo clippy --version); $(python3 --version)"
 }
 
+install_pytools() {
+  # Not `set -e` territory: phase runs this in an `||` list.
+  local bin
+  bin=$(bash "$ROOT/scripts/pytools.sh") || return
+  export TASKLEDGER_PYTOOLS=$bin
+  say "TASKLEDGER_PYTOOLS=$TASKLEDGER_PYTOOLS"
+}
+
 drop_stale_test_databases() {
   local -a psql=(psql -X -w -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
   local sel="FROM pg_database WHERE datname LIKE 'tl\\_test\\_%'"
@@ -106,6 +118,7 @@ say "TASKLEDGER_TEST_IMAGE=$TASKLEDGER_TEST_IMAGE${CI:+ (CI=$CI, CARGO_TERM_COLO
 
 phase services start_services
 phase toolchain ensure_toolchain
+phase pytools install_pytools
 phase cleanup drop_stale_test_databases
 FMT_COLOR=()
 if [[ -n ${CI:-} ]]; then FMT_COLOR=(--color never); fi # rustfmt ignores CARGO_TERM_COLOR

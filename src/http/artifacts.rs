@@ -5,7 +5,7 @@
 use std::io::SeekFrom;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -14,7 +14,8 @@ use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
 
 use super::auth::{Authorized, ReadTasks};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::{Authenticated, Malformed};
 use super::tasks::{parse_task_id, ArtifactView};
 use super::AppState;
 
@@ -27,6 +28,14 @@ pub struct ArtifactPage {
     pub next_cursor: Option<String>,
 }
 
+// For the OpenAPI document: a generated client reads an artifact as bytes
+// (`*/*` alone gives it nothing to read it as).
+/// A file's bytes, whatever its media type.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct FileContent(Vec<u8>);
+
 /// Lists a succeeded task's files.
 #[utoipa::path(
     get,
@@ -35,17 +44,16 @@ pub struct ArtifactPage {
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "The files", body = ArtifactPage),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task, or it has no result", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
+        (status = 404, description = "No such task, or it has no files (it has not succeeded or failed)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]))
 )]
 pub async fn list_artifacts(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
     let task_id = parse_task_id(&id)?;
     Ok(ApiJson(ArtifactPage {
@@ -62,24 +70,39 @@ pub async fn list_artifacts(
     params(
         ("id" = Uuid, Path, description = "The task's id"),
         ("name" = String, Path, description = "The file's name"),
-        ("Range" = Option<String>, Header, description = "One byte range, e.g. bytes=0-1023"),
+        ("Range" = Option<String>, Header, nullable = false,
+         description = "One byte range, e.g. bytes=0-1023 (anything else is ignored: the whole file is sent)"),
+        ("If-None-Match" = Option<String>, Header, nullable = false,
+         description = "ETags the client holds (or `*`): a match answers 304"),
     ),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
-        (status = 304, description = "Unchanged (If-None-Match)"),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such task or file", body = Problem, content_type = "application/problem+json"),
-        (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The file, as the artifact's `media_type` (`application/json`, `text/plain`, `image/png`, …; `application/octet-stream` when unknown), always as an attachment",
+            content((inline(FileContent) = "application/octet-stream"), ("*/*")),
+            headers(
+                ("ETag" = String, description = "The SHA-256 of the content, quoted"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"…\"`"),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+            )),
+        (status = 206, description = "The requested range of the file, as its `media_type`",
+            content((inline(FileContent) = "application/octet-stream"), ("*/*")),
+            headers(
+                ("ETag" = String, description = "The SHA-256 of the whole content, quoted"),
+                ("Content-Range" = String, description = "`bytes first-last/size`"),
+            )),
+        (status = 304, description = "Unchanged: If-None-Match named its ETag",
+            headers(("ETag" = String, description = "The SHA-256 of the content, quoted"))),
+        Authenticated,
+        Malformed,
+        (status = 404, description = "No such task or file, or its content is missing from this server's blob store", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json",
+            headers(("Content-Range" = String, description = "`bytes */size`"))),
     ),
     security(("api_key" = ["tasks:read"]))
 )]
 pub async fn get_artifact(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path((id, name)): Path<(String, String)>,
+    ApiPath((id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let task_id = parse_task_id(&id)?;

@@ -3,7 +3,7 @@
 //! verification over a bounded range (`GET /v1/audit/verify`). A task as it
 //! was is `GET /v1/tasks/{id}?as_of=…` ([`super::tasks::get_task`]).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use taskledger_events::apikey::ApiKeyId;
 use taskledger_events::device::Imei;
@@ -13,7 +13,8 @@ use taskledger_events::{Direction, EventStore, StreamId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, ReadLog};
-use super::problem::{ApiJson, ApiQuery, Problem};
+use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use super::responses::{Authenticated, Malformed};
 use super::tasks::{stream_page, EventPage};
 use super::AppState;
 
@@ -31,6 +32,7 @@ pub struct StreamEventsQuery {
     /// first); pass the previous page's `next_cursor`.
     pub after_version: Option<u64>,
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -39,25 +41,27 @@ pub struct StreamEventsQuery {
 #[utoipa::path(
     get,
     path = "/v1/streams/{stream}/events",
+    // Not the function's name: the live feed's handler is `stream_events`
+    // too, and operation ids must be unique.
+    operation_id = "list_stream_events",
     tag = "audit",
     params(
-        ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}` or `ledger-{name}`"),
+        ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}` or `ledger-{name}`",
+         pattern = "^((task|apikey)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|device-[0-9]{15}|ledger-[a-z0-9._-]{1,100})$"),
         StreamEventsQuery
     ),
     responses(
         (status = 200, description = "A page of the stream's events; `next_cursor` is the last version (pass it as `after_version`) when more follow", body = EventPage),
+        Authenticated,
         (status = 400, description = "A malformed stream name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream holds no event", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
     _: Authorized<ReadLog>,
-    Path(stream): Path<String>,
+    ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let stream_id = parse_stream(&stream)?;
@@ -112,10 +116,12 @@ fn parse_stream(text: &str) -> Result<StreamId, Problem> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
-    /// The first sequence (global position) to check; default: 100,000
-    /// below `to` (or 1).
+    /// The first sequence (global position) to check, 1 or more; default:
+    /// 100,000 below `to` (or 1).
+    #[param(minimum = 1)]
     pub from: Option<u64>,
-    /// The last sequence to check; default: the log's head.
+    /// The last sequence to check, 1 or more; default: the log's head.
+    #[param(minimum = 1)]
     pub to: Option<u64>,
 }
 
@@ -148,11 +154,9 @@ pub struct VerifyView {
     params(VerifyQuery),
     responses(
         (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
-        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Authorized, WriteTasks};
 use super::problem::{ApiJson, Problem};
+use super::responses::Authenticated;
 use super::AppState;
 
 /// The largest input file, in bytes (16 MiB).
@@ -36,10 +37,10 @@ pub struct BlobView {
     responses(
         (status = 201, description = "Stored", body = BlobView),
         (status = 200, description = "These bytes were already stored", body = BlobView),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
         (status = 413, description = "Larger than 16 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The blob store cannot be written right now", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The API key cannot be checked, or the blob store cannot be read or written right now; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
     ),
     security(("api_key" = ["tasks:write"]))
 )]

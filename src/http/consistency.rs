@@ -1,6 +1,9 @@
 //! Read-your-writes: a read that names a version (or position) the caller
 //! wrote waits, up to [`AppState::read_wait`], until the projection shows it,
-//! and otherwise answers 503 with `Retry-After`.
+//! and otherwise answers 503 with `Retry-After`. A version or position the
+//! log itself does not have can never be waited for: the caller's mistake is
+//! a 422 at once, on every route, never a 503 that a client would retry
+//! forever.
 //!
 //! The wait is woken by this process's projector (when it is the active
 //! one) and falls back to polling the read model, so it also works when the
@@ -10,6 +13,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use taskledger_events::EventStore;
 
 use super::problem::Problem;
 use super::AppState;
@@ -70,12 +75,49 @@ where
     }
 }
 
+/// Waits until `projector` has applied every event up to `position` (a
+/// read given `min_position`).
+///
+/// # Errors
+/// 422 at once when `position` is beyond the log's head; 503 when the wait
+/// times out or the database cannot be read.
+pub(crate) async fn wait_for_position(
+    state: &AppState,
+    projector: &str,
+    position: u64,
+) -> Result<(), Problem> {
+    if projection_reached(state, projector, position)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let head = state.store.head_position().await.map_err(|error| {
+        tracing::error!(%error, "reading the log's head failed");
+        Problem::unavailable(
+            "the event store cannot be read right now",
+            RETRY_AFTER_SECONDS,
+        )
+    })?;
+    if position > head {
+        return Err(Problem::unprocessable(format!(
+            "min_position {position} is beyond the log, which ends at position {head}"
+        )));
+    }
+    wait_for(
+        state,
+        || format!("global position {position}"),
+        || projection_reached(state, projector, position),
+    )
+    .await
+}
+
 /// `Some(())` once the checkpoint of `projector` is at `position` or later
 /// (a probe for [`wait_for`]).
 ///
 /// # Errors
 /// 503 when the database cannot be read.
-pub(crate) async fn projection_reached(
+async fn projection_reached(
     state: &AppState,
     projector: &str,
     position: u64,

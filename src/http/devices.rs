@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -24,7 +23,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Authorized, WriteDevices};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiBytes, ApiJson, ApiPath, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
 use crate::commands::{execute, CommandError, Devices};
 use crate::rockblock::{self, MoError, MoVerifier};
@@ -78,21 +78,22 @@ fn imei_of(text: &str) -> Result<Imei, Problem> {
     post,
     path = "/v1/devices/{imei}/messages",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits")),
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
     request_body = SendMessageRequest,
     responses(
         (status = 202, description = "Queued", body = QueuedMessage),
-        (status = 400, description = "A malformed IMEI or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks devices:write", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device's messages kept changing; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:write"]))
 )]
 pub async fn send_message(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<Response, Problem> {
     let imei = imei_of(&imei)?;
@@ -151,25 +152,67 @@ fn command_problem(error: CommandError<taskledger_events::device::DomainError>) 
     }
 }
 
+// The webhook's fields as `rockblock::parse_mo_form` and `parse_mo_json`
+// read them, for the OpenAPI document only: the body is parsed by hand, so
+// that an empty or repeated field is handled as the provider means it.
+/// An MO webhook: the message a device sent, as the provider delivers it.
+/// Other fields (such as `device_type`) are ignored; an empty one counts as
+/// absent.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct MoWebhook {
+    /// The sending device's IMEI.
+    #[schema(pattern = "^[0-9]{15}$")]
+    imei: String,
+    /// The device's RockBLOCK serial number.
+    #[schema(required = false)]
+    serial: u64,
+    /// The device's MO message sequence number.
+    momsn: u64,
+    /// When the message was sent, in the provider's format (UTC,
+    /// `YY-MM-DD HH:MM:SS`); 1 to 64 characters, kept as given.
+    #[schema(min_length = 1, max_length = 64, example = "26-01-31 12:00:00")]
+    transmit_time: String,
+    /// Iridium's estimate of the device's latitude, in degrees.
+    #[schema(required = false, minimum = -90, maximum = 90)]
+    iridium_latitude: f64,
+    /// Iridium's estimate of the device's longitude, in degrees.
+    #[schema(required = false, minimum = -180, maximum = 180)]
+    iridium_longitude: f64,
+    /// The radius of that estimate, in km.
+    #[schema(required = false)]
+    iridium_cep: f64,
+    /// The payload, hex (at most 340 bytes); empty or absent when none.
+    #[schema(required = false, pattern = "^([0-9a-fA-F]{2}){0,340}$")]
+    data: String,
+    /// The provider's RS256 JWT over the same fields (required unless the
+    /// server is configured with `verify_mo_jwt = false`).
+    #[schema(required = false, rename = "JWT")]
+    jwt: String,
+}
+
 /// The provider's webhook for a message a device sent: its form-encoded
 /// body (or the JSON variant) with an RS256 JWT over the same fields.
 #[utoipa::path(
     post,
     path = "/v1/rockblock/mo",
     tag = "devices",
-    request_body(content = String, description = "imei, serial, momsn, transmit_time, iridium_latitude, iridium_longitude, iridium_cep, data (hex), JWT", content_type = "application/x-www-form-urlencoded"),
+    request_body(description = "The webhook's fields, form-encoded as the provider sends them, or as a JSON object (numbers as JSON numbers or strings)",
+        content((MoWebhook = "application/x-www-form-urlencoded"), (MoWebhook = "application/json"))),
     responses(
-        (status = 200, description = "Recorded (or already recorded)", content_type = "text/plain"),
+        (status = 200, description = "Recorded (or already recorded)", body = String, content_type = "text/plain"),
         (status = 400, description = "A malformed webhook: missing field, bad hex, bad IMEI, payload too long", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The JWT is missing, invalid, or disagrees with the body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the 256 KiB any route accepts", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither form-encoded nor JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "RockBLOCK is not configured, or the event store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "RockBLOCK is not configured on this server (`[rockblock]`), or the event store is unavailable; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn rockblock_mo(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -367,6 +410,7 @@ pub struct DeviceMessagePage {
 #[into_params(parameter_in = Query)]
 pub struct DeviceListQuery {
     /// Devices per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -378,10 +422,14 @@ pub struct DeviceListQuery {
 #[into_params(parameter_in = Query)]
 pub struct MessageListQuery {
     /// `mt` or `mo`.
+    #[param(pattern = "^(mt|mo)$")]
     pub direction: Option<String>,
     /// One status (`queued`, `sending`, `sent`, `failed`, `received`).
+    #[param(pattern = "^(queued|sending|sent|failed|received)$")]
     pub status: Option<String>,
-    /// Messages per page, 1 to 1000 (default 100). For CSV: the most rows.
+    /// Messages per page, 1 to 1000 (default 100). For CSV: the most rows,
+    /// 1 or more.
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -424,9 +472,8 @@ fn device_view(row: &tokio_postgres::Row) -> DeviceView {
     params(DeviceListQuery),
     responses(
         (status = 200, description = "A page of devices", body = DevicePage),
-        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
     ),
     security(("api_key" = ["devices:read"]))
 )]
@@ -460,12 +507,11 @@ pub async fn list_devices(
     get,
     path = "/v1/devices/{imei}",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI")),
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
     responses(
         (status = 200, description = "The device", body = DeviceView),
-        (status = 400, description = "A malformed IMEI", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
@@ -473,7 +519,7 @@ pub async fn list_devices(
 pub async fn get_device(
     State(state): State<AppState>,
     _: Authorized<super::auth::ReadDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
 ) -> Result<ApiJson<DeviceView>, Problem> {
     let imei = imei_of(&imei)?;
     let client = super::connection(&state).await?;
@@ -499,22 +545,21 @@ pub async fn get_device(
     get,
     path = "/v1/devices/{imei}/messages",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI"), MessageListQuery),
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$"), MessageListQuery),
     responses(
         (status = 200, description = "A page of messages, or the CSV export", content(
             (DeviceMessagePage = "application/json"),
             (String = "text/csv")
         )),
-        (status = 400, description = "A malformed IMEI, filter or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks devices:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        (status = 400, description = "A malformed IMEI, filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
 )]
 pub async fn list_messages(
     State(state): State<AppState>,
     _: Authorized<super::auth::ReadDevices>,
-    Path(imei): Path<String>,
+    ApiPath(imei): ApiPath<String>,
     headers: HeaderMap,
     super::problem::ApiQuery(query): super::problem::ApiQuery<MessageListQuery>,
 ) -> Result<Response, Problem> {
@@ -536,6 +581,9 @@ pub async fn list_messages(
     }
     let csv = super::tasks::wants_csv(&headers);
     let limit = if csv {
+        if query.limit == Some(0) {
+            return Err(Problem::bad_request("limit must be 1 or more"));
+        }
         i64::from(query.limit.unwrap_or(u32::MAX).min(1_000_000))
     } else {
         page_limit(query.limit)?

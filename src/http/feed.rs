@@ -18,6 +18,7 @@ use utoipa::IntoParams;
 
 use super::auth::{Authorized, ReadLog};
 use super::problem::{ApiJson, ApiQuery, Problem};
+use super::responses::{Authenticated, Malformed};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
 use super::AppState;
 
@@ -30,6 +31,7 @@ pub struct FeedQuery {
     /// Polling consumers pass the last sequence they recorded.
     pub after: Option<u64>,
     /// Events per page, 1 to 1000 (default 100; pages only).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -41,10 +43,8 @@ pub struct FeedQuery {
     params(FeedQuery),
     responses(
         (status = 200, description = "Events after `after`, in order; `next_cursor` is the last sequence when more may follow at once", body = EventPage),
-        (status = 400, description = "A malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The log cannot be read right now", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
     ),
     security(("api_key" = ["audit:read"]))
 )]
@@ -85,13 +85,13 @@ pub async fn list_events(
     tag = "ledger",
     params(
         FeedQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false,
+         description = "Resume after this sequence (a reconnecting client sends the last `id` it saw)"),
     ),
     responses(
-        (status = 200, description = "An endless event stream", content_type = "text/event-stream"),
+        (status = 200, description = "An endless event stream: each event's `id` is its sequence, `event` its type, `data` the event as in `GET /v1/events`", content_type = "text/event-stream"),
+        Authenticated,
         (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::auth::{Authorized, ReadKinds};
 use super::problem::{ApiJson, Problem};
+use super::responses::Authenticated;
 use super::AppState;
 use crate::config::{Executor, Network, TaskKind};
 use crate::dependencies::KindCheck;
@@ -106,8 +107,7 @@ impl KindView {
     tag = "tasks",
     responses(
         (status = 200, description = "The kinds", body = KindPage),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read and tasks:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
     ),
     security(("api_key" = ["tasks:read", "tasks:write"]))
 )]

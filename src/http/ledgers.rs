@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -23,7 +23,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::tasks::parse_task_id;
 use super::AppState;
 use crate::commands::{execute, CommandError, Ledgers};
@@ -33,9 +34,12 @@ use crate::commands::{execute, CommandError, Ledgers};
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationRequest {
-    /// The first sequence of the range (with `to_sequence`).
+    /// The first sequence of the range (with `to_sequence`); sequences
+    /// start at 1.
+    #[schema(minimum = 1)]
     pub from_sequence: Option<u64>,
     /// The last sequence of the range, inclusive.
+    #[schema(minimum = 1)]
     pub to_sequence: Option<u64>,
     /// Or: the ids of single events.
     pub event_ids: Option<Vec<Uuid>>,
@@ -217,17 +221,13 @@ pub struct LedgerReadQuery {
     pub min_position: Option<u64>,
 }
 
-/// Waits (bounded) until the `ledgers` projection reached `position`.
+/// Waits (bounded) until the `ledgers` projection reached `position`; a
+/// position beyond the log's head is a 422 at once.
 async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(), Problem> {
-    let Some(position) = position else {
-        return Ok(());
-    };
-    super::consistency::wait_for(
-        state,
-        || format!("global position {position}"),
-        || super::consistency::projection_reached(state, "ledgers", position),
-    )
-    .await
+    match position {
+        Some(position) => super::consistency::wait_for_position(state, "ledgers", position).await,
+        None => Ok(()),
+    }
 }
 
 /// Confirms that the ledger recorded a range of sequences (which must
@@ -236,23 +236,24 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
     post,
     path = "/v1/ledgers/{ledger}/confirmations",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name: a-z, 0-9, '.', '_', '-'")),
+    params(("ledger" = String, Path, description = "The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'",
+        pattern = "^[a-z0-9._-]{1,100}$")),
     request_body = ConfirmationRequest,
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
         (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
-        (status = 400, description = "A malformed ledger name or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks ledger:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["ledger:write"]))
 )]
 pub async fn confirm(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
     let ledger = ledger_name(&name)?;
@@ -369,20 +370,20 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     get,
     path = "/v1/ledgers/{ledger}/status",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
+    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
-        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
 pub async fn ledger_status(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
     let ledger = ledger_name(&name)?;
@@ -403,20 +404,20 @@ pub async fn ledger_status(
     get,
     path = "/v1/ledgers/{ledger}/holes",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name"), LedgerReadQuery),
+    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
-        (status = 400, description = "A malformed ledger name", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks audit:read and ledger:write", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
 pub async fn ledger_holes(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
     let ledger = ledger_name(&name)?;
@@ -440,9 +441,8 @@ pub async fn ledger_holes(
     params(("id" = Uuid, Path, description = "The task's id")),
     responses(
         (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
-        (status = 400, description = "A malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
@@ -450,7 +450,7 @@ pub async fn ledger_holes(
 pub async fn task_ledger(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
     let task_id = parse_task_id(&id)?;
     let events = state

@@ -18,6 +18,7 @@ pub mod ledgers;
 pub mod metrics;
 pub mod operations;
 pub mod problem;
+pub mod responses;
 pub mod tasks;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use crate::blobs::BlobStore;
 use crate::config::FileConfig;
 use crate::shutdown::Shutdown;
 use problem::Problem;
+use responses::SharedResponses;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -113,7 +115,7 @@ impl auth::KeyStore for AppState {
         description = "An event-sourced task backend. Every route under /v1 takes an API key as \
                        `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."
     ),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &SharedResponses),
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),

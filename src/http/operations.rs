@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,8 @@ use taskledger_projections::runtime::{self, ProjectorLag};
 use utoipa::ToSchema;
 
 use super::auth::{Admin, Authorized};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiPath, Problem};
+use super::responses::Authenticated;
 use super::AppState;
 
 /// One projector, as its checkpoint records it.
@@ -88,9 +89,7 @@ pub struct ProjectionPage {
     tag = "service",
     responses(
         (status = 200, description = "The projectors", body = ProjectionPage),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -112,17 +111,15 @@ pub async fn list_projections(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
         (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn get_projection(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     Ok(ApiJson(one(&state, &name).await?))
 }
@@ -139,18 +136,16 @@ pub async fn get_projection(
     responses(
         (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,
             headers(("Location" = String, description = "Where to follow it"))),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks admin", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
         (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A rebuild of it is already running", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn rebuild_projection(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Response, Problem> {
     let projector = taskledger_projections::by_name(&name).map_err(unknown)?;
     // Answer once the rebuild holds its lock (its first progress report),

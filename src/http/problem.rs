@@ -6,7 +6,8 @@
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
 //! 500 whose cause is logged where it happened (never sent to the client).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
@@ -177,20 +178,50 @@ fn problem_for(rejection: &JsonRejection) -> Problem {
         JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::JsonDataError(error) => Problem::unprocessable(body_text(error.body_text())),
         JsonRejection::JsonSyntaxError(error) => Problem::bad_request(body_text(error.body_text())),
-        JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request body too large",
-                "the request body is larger than this endpoint accepts",
-            )
-        }
+        JsonRejection::BytesRejection(error) => bytes_problem(error),
         other => Problem::new(
             other.status(),
             "bad-request",
             "Bad request",
             other.body_text(),
         ),
+    }
+}
+
+/// The body as bytes, whose rejections are problems: a body over the limit
+/// is 413 (as for [`ApiJson`]), one that cannot be read 400.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBytes(pub Bytes);
+
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Self)
+            .map_err(|rejection| bytes_problem(&rejection))
+    }
+}
+
+fn bytes_problem(rejection: &BytesRejection) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Request body too large",
+            "the request body is larger than this endpoint accepts",
+        )
+    } else {
+        Problem::new(
+            rejection.status(),
+            "bad-request",
+            "Bad request",
+            rejection.body_text(),
+        )
     }
 }
 
@@ -262,6 +293,34 @@ where
                 Err(Problem::bad_request(body_text(error.body_text())))
             }
             Err(other) => Err(Problem::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// `Path<T>` whose rejection is a problem: a segment that is not UTF-8
+/// once percent-decoded, or does not parse as `T`, is 400 (axum's own
+/// rejection is plain text).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status().is_client_error() => {
+                Err(Problem::bad_request(rejection.body_text()))
+            }
+            Err(rejection) => {
+                // A route whose template and extractor disagree: our bug.
+                tracing::error!(detail = %rejection.body_text(), "a path extractor failed");
+                Err(Problem::internal())
+            }
         }
     }
 }
@@ -394,6 +453,60 @@ mod tests {
                 assert!(
                     problem["detail"].as_str().unwrap().contains(detail),
                     "{body}: {problem}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_segment_that_is_not_utf8_is_a_problem() {
+        async fn item(ApiPath(name): ApiPath<String>) -> String {
+            name
+        }
+        let app = Router::new().route("/items/{name}", axum::routing::get(item));
+        for (uri, status) in [
+            ("/items/ok", StatusCode::OK),
+            ("/items/%FF", StatusCode::BAD_REQUEST),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{uri}");
+            if status != StatusCode::OK {
+                assert_eq!(
+                    response.headers()[header::CONTENT_TYPE],
+                    "application/problem+json",
+                    "{uri}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_over_the_limit_is_a_problem() {
+        async fn length(ApiBytes(body): ApiBytes) -> String {
+            body.len().to_string()
+        }
+        let app = Router::new()
+            .route("/", post(length))
+            .layer(axum::extract::DefaultBodyLimit::max(64));
+        for (size, status) in [(10, StatusCode::OK), (100, StatusCode::PAYLOAD_TOO_LARGE)] {
+            let response = app
+                .clone()
+                .oneshot(
+                    Request::post("/")
+                        .body(Body::from(vec![b'a'; size]))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{size} bytes");
+            if status != StatusCode::OK {
+                assert_eq!(
+                    response.headers()[header::CONTENT_TYPE],
+                    "application/problem+json"
                 );
             }
         }

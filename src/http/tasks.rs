@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
@@ -29,8 +29,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
-use super::consistency::{projection_reached, wait_for};
-use super::problem::{ApiJson, ApiQuery, Problem};
+use super::consistency::{wait_for, wait_for_position};
+use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, database_error};
 use crate::commands::{execute, CommandError, Tasks};
@@ -126,10 +127,13 @@ pub struct SubmitTaskRequest {
     /// returns the same task.
     pub client_task_id: Option<String>,
     /// -1000 to 1000, higher first; 0 when left out.
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
-    /// The kind's timeout when left out.
+    /// 1 to 604800 (7 days); the kind's timeout when left out.
+    #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_seconds: Option<u64>,
-    /// The kind's attempts when left out.
+    /// 1 to 100; the kind's attempts when left out.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Input files by name (`{"page.html": "<sha256>"}`): each a blob
     /// uploaded with `POST /v1/blobs`, mounted read-only at `/in/{name}`.
@@ -394,9 +398,11 @@ pub struct ListTasksQuery {
     pub frontend_id: Option<String>,
     /// Only tasks submitted after this instant (RFC 3339; write `+` as
     /// `%2B`, or use `Z`).
+    #[param(format = DateTime)]
     pub submitted_after: Option<String>,
     /// Tasks per page, 1 to 1000 (default 100). For CSV: the most rows to
-    /// export (default: all).
+    /// export, 1 or more (default: all).
+    #[param(minimum = 1)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -427,6 +433,7 @@ pub struct GetTaskQuery {
     /// The task as it was at this instant (RFC 3339; write `+` as `%2B`, or
     /// use `Z`): its events recorded at or before it, folded from the log.
     /// Excludes `at_version` and `min_version`.
+    #[param(format = DateTime)]
     pub as_of: Option<String>,
     /// The task as it was at this version of its stream, folded from the
     /// log. Excludes `as_of` and `min_version`.
@@ -439,6 +446,7 @@ pub struct GetTaskQuery {
 #[into_params(parameter_in = Query)]
 pub struct TaskEventsQuery {
     /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -458,20 +466,20 @@ pub struct TaskEventsQuery {
     tag = "tasks",
     request_body = SubmitTaskRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header,
-         description = "Makes a retry of this submission return the same task (1-255 visible ASCII)")
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retry of this submission return the same task (1 to 255 visible ASCII characters, no spaces)")
     ),
     responses(
-        (status = 201, description = "The task was created", body = TaskView),
-        (status = 200, description = "An earlier try of this submission created the task", body = TaskView),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:write", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The task was created", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind, missing or unknown parameter, a field out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The event store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
 )]
@@ -550,10 +558,10 @@ pub async fn submit_task(
             (TaskPage = "application/json"),
             (String = "text/csv")
         )),
-        (status = 400, description = "A malformed filter or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_position not reached in time", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        (status = 400, description = "A malformed filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        ReadWait,
     ),
     security(("api_key" = ["tasks:read"]))
 )]
@@ -567,13 +575,16 @@ pub async fn list_tasks(
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
     let csv = wants_csv(&headers);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if csv && limit == 0 {
+        return Err(Problem::bad_request("limit must be 1 or more"));
+    }
     if !csv && !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::bad_request(format!(
             "limit must be from 1 to {MAX_PAGE}; got {limit}"
         )));
     }
     if let Some(position) = query.min_position {
-        wait_for_position(&state, position).await?;
+        wait_for_position(&state, "tasks", position).await?;
     }
     if csv {
         return Ok(csv_export(state, filter, cursor, query.limit));
@@ -601,19 +612,18 @@ pub async fn list_tasks(
     params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
+        Authenticated,
+        ReadWait,
         (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks both tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at_version` or `min_version` beyond the task's stream", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_version not reached in time, or the log cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at_version` or `min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]
 pub async fn get_task(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -678,18 +688,18 @@ pub async fn get_task(
     params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
-        (status = 400, description = "A malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        ReadWait,
+        Malformed,
         (status = 404, description = "No such task, or it has not succeeded", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "min_version not reached in time", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]))
 )]
 pub async fn get_result(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ReadTaskQuery>,
 ) -> Result<ApiJson<ResultView>, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -745,22 +755,19 @@ pub async fn get_result(
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
-        (status = 400, description = "A malformed id or body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks tasks:write", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        JsonBody,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task already finished", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already finished, or it kept changing", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
 )]
 pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let task_id = parse_task_id(&id)?;
     let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
@@ -798,9 +805,8 @@ pub async fn cancel_task(
     params(("id" = Uuid, Path, description = "The task's id"), TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
-        (status = 400, description = "A malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks both tasks:read and audit:read", body = Problem, content_type = "application/problem+json"),
+        Authenticated,
+        Malformed,
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
@@ -808,7 +814,7 @@ pub async fn cancel_task(
 pub async fn task_events(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -913,36 +919,35 @@ async fn read_task(
             .await?
             .ok_or_else(|| not_found(task_id));
     };
-    let waited = wait_for(
+    let shows = |task: &TaskView| task.stream_version >= min_version;
+    if let Some(task) = fetch_task(state, task_id).await?.filter(shows) {
+        return Ok(task);
+    }
+    // Waiting for a version the task will never have is the caller's
+    // mistake, not the service's lag: the log says which, at once.
+    let newest = state
+        .store
+        .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, task = %task_id, "reading a task's stream failed");
+            Problem::unavailable("the event store cannot be read right now", 1)
+        })?;
+    match newest.first().map(|event| event.version) {
+        None => return Err(not_found(task_id)),
+        Some(version) if version < min_version => {
+            return Err(Problem::unprocessable(format!(
+                "min_version {min_version} is beyond task {task_id}, which is at version {version}"
+            )))
+        }
+        Some(_) => {}
+    }
+    wait_for(
         state,
         || format!("version {min_version} of task {task_id}"),
-        || async {
-            Ok(fetch_task(state, task_id)
-                .await?
-                .filter(|task| task.stream_version >= min_version))
-        },
+        || async { Ok(fetch_task(state, task_id).await?.filter(shows)) },
     )
-    .await;
-    match waited {
-        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
-            // Waiting for a version the task will never have is the
-            // caller's mistake, not the service's lag: say which it is.
-            let newest = state
-                .store
-                .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
-                .await
-                .map(|events| events.first().map(|event| event.version));
-            match newest {
-                Ok(Some(version)) if version < min_version => Err(Problem::unprocessable(format!(
-                    "min_version {min_version} is beyond task {task_id}, which is at version {version}"
-                ))),
-                Ok(None) => Err(not_found(task_id)),
-                // The store cannot tell either: the read model's lag stands.
-                Ok(Some(_)) | Err(_) => Err(problem),
-            }
-        }
-        other => other,
-    }
+    .await
 }
 
 async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView>, Problem> {
@@ -958,28 +963,6 @@ async fn fetch_task(state: &AppState, task_id: TaskId) -> Result<Option<TaskView
         .await
         .map_err(database_error("reading a task"))?;
     row.as_ref().map(TaskView::from_row).transpose()
-}
-
-/// Waits for the tasks projection to reach `position`; a position the log
-/// does not have yet is the caller's mistake (422), not lag.
-async fn wait_for_position(state: &AppState, position: u64) -> Result<(), Problem> {
-    let waited = wait_for(
-        state,
-        || format!("global position {position}"),
-        || projection_reached(state, "tasks", position),
-    )
-    .await;
-    match waited {
-        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() => {
-            match state.store.head_position().await {
-                Ok(head) if head < position => Err(Problem::unprocessable(format!(
-                    "min_position {position} is beyond the log, which ends at position {head}"
-                ))),
-                _ => Err(problem),
-            }
-        }
-        other => other,
-    }
 }
 
 /// A listing's filters, validated.

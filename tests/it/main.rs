@@ -8,6 +8,7 @@ mod feed;
 mod helpers;
 mod keys;
 mod mirror;
+mod openapi;
 mod outofbox;
 mod probes;
 mod process;

@@ -686,3 +686,33 @@ fn rate(events: u64, elapsed: Duration) -> f64 {
         0.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_say_what_happens_without_alarming_zeroes() {
+        let mut at = RebuildProgress {
+            name: "tasks",
+            version: 3,
+            phase: "building",
+            position: 5_000,
+            head: 10_000,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(
+            at.to_string(),
+            "tasks v3 building: 5000/10000 events (50%) 2500 events/s ETA 2s"
+        );
+        // A log shorter than one batch goes straight to the swap: no
+        // "0/147 events (0%) 0 events/s".
+        at.phase = "swapping";
+        at.position = 0;
+        at.head = 147;
+        assert_eq!(
+            at.to_string(),
+            "tasks v3 swapping: built up to 0 of 147 events; applying the rest and swapping the tables in"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod commands;
+mod deploy;
 mod devices;
 mod feed;
 mod helpers;

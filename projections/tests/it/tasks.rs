@@ -251,11 +251,26 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
     );
     assert_eq!(
         client
-            .query_one("SELECT count(*) FROM results", &[])
+            .query_one(
+                "SELECT count(*) FROM results WHERE status = 'succeeded'",
+                &[]
+            )
             .await
             .unwrap()
             .get::<_, i64>(0),
         1
+    );
+    // A failed task has a row too (its logs, no result document).
+    let failed = client
+        .query_one(
+            "SELECT count(*), bool_and(result = '{}'::jsonb) FROM results WHERE status = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (failed.get::<_, i64>(0), failed.get::<_, Option<bool>>(1)),
+        (1, Some(true))
     );
 
     // Rebuilt from scratch, the projection is the same, row for row.

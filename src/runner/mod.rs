@@ -239,6 +239,14 @@ async fn consume_amqp(
     .await
     .context("connecting to RabbitMQ")?;
     let channel = connection.create_channel().await?;
+    // Where another installation's jobs are put back: at the end of their
+    // queue, with a publisher confirm before the delivery is acknowledged.
+    // (A nack with requeue would put one back at the head, and the broker
+    // hands it straight back to this consumer, which just freed the slot.)
+    let republish = Arc::new(connection.create_channel().await?);
+    republish
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
     let prefetch = u16::try_from(context.options.slots.max(1)).unwrap_or(u16::MAX);
     // Global: the limit is shared by this channel's consumers (one per
     // kind), so a runner holds at most `slots` jobs in all.
@@ -275,11 +283,12 @@ async fn consume_amqp(
         let delivery = delivery.context("the job stream failed")?;
         let permit = context.slots.clone().acquire_owned().await?;
         let context = context.clone();
+        let republish = republish.clone();
         jobs.spawn(async move {
             let disposition = match serde_json::from_slice::<Job>(&delivery.data) {
                 Ok(job) if !context.options.topology.owns(&job) => {
                     foreign_job(&context, &job);
-                    Disposition::Requeue
+                    put_back(&context, &republish, &job, &delivery).await
                 }
                 Ok(job) => handle(&context, job, delivery.redelivered).await,
                 Err(error) => {
@@ -490,6 +499,40 @@ async fn sweep_containers(context: &Context) {
                 executor::remove(docker, &id).await;
             }
         }
+    }
+}
+
+/// Puts another installation's job back at the end of its queue, after
+/// [`REQUEUE_DELAY`] (so a job whose own runners are all down circulates
+/// slowly): published again with its properties, and acknowledged only once
+/// the broker confirmed the copy. If that fails it is requeued instead;
+/// either way it is never dropped.
+async fn put_back(
+    context: &Context,
+    republish: &lapin::Channel,
+    job: &Job,
+    delivery: &lapin::message::Delivery,
+) -> Disposition {
+    tokio::time::sleep(REQUEUE_DELAY).await;
+    let published = republish
+        .basic_publish(
+            context.options.topology.jobs_exchange().as_str().into(),
+            job.kind.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            &delivery.data,
+            delivery.properties.clone(),
+        )
+        .await;
+    let confirmed = match published {
+        Ok(confirm) => confirm
+            .await
+            .is_ok_and(|confirmation| confirmation.is_ack()),
+        Err(_) => false,
+    };
+    if confirmed {
+        Disposition::Ack
+    } else {
+        Disposition::Requeue
     }
 }
 

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::Value;
 use taskledger::commands::{execute, ApiKeys};
 use taskledger::settings::Settings;
 use taskledger::shutdown::{self, ShutdownTrigger};
@@ -160,6 +162,47 @@ impl TestApp {
         }
     }
 
+    /// A GET of `path` (with `key`, if given): the status and the JSON body
+    /// (`null` when the body is not JSON).
+    pub(crate) async fn read(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /v1/tasks` with `body`: the status and the JSON answer.
+    pub(crate) async fn submit(&self, key: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url("/v1/tasks"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// The task `id` once it is final (within 60 s).
+    pub(crate) async fn finished(&self, key: &str, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, task) = self.read(Some(key), &format!("/v1/tasks/{id}")).await;
+            if ["succeeded", "failed", "timed_out", "canceled"]
+                .contains(&task["status"].as_str().unwrap_or(""))
+            {
+                return task;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{task}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
     }
@@ -178,6 +221,35 @@ impl TestApp {
     /// Stops the server (it must stop cleanly) and drops the database.
     pub(crate) async fn finish(self) {
         self.stop().await.drop_database().await;
+    }
+}
+
+/// Waits up to `seconds` for a `taskledger serve` child process to answer
+/// `/readyz` on `port` with 200; panics with its standard error if it exits
+/// first.
+pub(crate) async fn wait_until_ready(child: &mut std::process::Child, port: u16, seconds: u64) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await;
+        if matches!(&ready, Ok(response) if response.status() == 200) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(pipe) = child.stderr.as_mut() {
+                std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+            }
+            panic!("serve exited with {status} before it was ready: {stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "serve was not ready within {seconds} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

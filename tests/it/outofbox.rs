@@ -4,12 +4,15 @@
 //! what the engine can give them, readiness that counts Docker and
 //! RabbitMQ, and two installations sharing one broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use taskledger::blobs::BlobStore;
 use taskledger::broker::{self, Topology};
 use taskledger::config::FileConfig;
+use taskledger::runner::{self, RunnerOptions};
 use taskledger::settings::Role;
 use taskledger_events::apikey::Scope;
 use uuid::Uuid;
@@ -69,45 +72,6 @@ async fn runner_app(data_dir: &std::path::Path) -> TestApp {
     .await
 }
 
-async fn get(app: &TestApp, key: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn submit(app: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
-async fn finished(app: &TestApp, key: &str, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, task) = get(app, key, &format!("/v1/tasks/{id}")).await;
-        if ["succeeded", "failed", "timed_out", "canceled"]
-            .contains(&task["status"].as_str().unwrap_or(""))
-        {
-            return task;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{task}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let response = app
         .http
@@ -165,42 +129,44 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
         ),
     ];
     for (inputs, expected) in refusals {
-        let (status, problem) = submit(
-            &app,
-            &key,
-            json!({"kind": "read-input", "frontend_id": "web", "inputs": inputs}),
-        )
-        .await;
+        let (status, problem) = app
+            .submit(
+                &key,
+                json!({"kind": "read-input", "frontend_id": "web", "inputs": inputs}),
+            )
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
         assert!(
             problem["detail"].as_str().unwrap().contains(expected),
             "{problem} should say {expected:?}"
         );
     }
-    let (_, page) = get(&app, &key, "/v1/tasks").await;
+    let (_, page) = app.read(Some(&key), "/v1/tasks").await;
     assert_eq!(
         page["items"],
         json!([]),
         "a refused submission stored a task"
     );
 
-    let (status, task) = submit(
-        &app,
-        &key,
-        json!({"kind": "read-input", "frontend_id": "web", "inputs": {"data.txt": sha256}}),
-    )
-    .await;
+    let (status, task) = app
+        .submit(
+            &key,
+            json!({"kind": "read-input", "frontend_id": "web", "inputs": {"data.txt": sha256}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{task}");
     assert_eq!(task["inputs"], json!({"data.txt": sha256}));
     let id = task["id"].as_str().unwrap().to_owned();
-    let done = finished(&app, &key, &id).await;
+    let done = app.finished(&key, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(
         done["inputs"],
         json!({"data.txt": sha256}),
         "the read model"
     );
-    let (_, result) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    let (_, result) = app
+        .read(Some(&key), &format!("/v1/tasks/{id}/result"))
+        .await;
     assert_eq!(result["result"]["mount"], "read-only", "{result}");
     let copy = app
         .http
@@ -223,12 +189,16 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     let app = runner_app(&data_dir).await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
 
-    let (_, task) = submit(&app, &key, json!({"kind": "fails", "frontend_id": "web"})).await;
+    let (_, task) = app
+        .submit(&key, json!({"kind": "fails", "frontend_id": "web"}))
+        .await;
     let id = task["id"].as_str().unwrap().to_owned();
-    let done = finished(&app, &key, &id).await;
+    let done = app.finished(&key, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["exit_code"], 3);
-    let (status, list) = get(&app, &key, &format!("/v1/tasks/{id}/artifacts")).await;
+    let (status, list) = app
+        .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{list}");
     let names: Vec<&str> = list["items"]
         .as_array()
@@ -251,7 +221,9 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
         assert_eq!(body, text);
     }
     // A failed task has no result; the answer says where its logs are.
-    let (status, problem) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    let (status, problem) = app
+        .read(Some(&key), &format!("/v1/tasks/{id}/result"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         problem["detail"].as_str().unwrap().contains("/artifacts"),
@@ -259,17 +231,21 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     );
 
     // A failure that printed nothing: the same answers, with no files.
-    let (_, task) = submit(
-        &app,
-        &key,
-        json!({"kind": "silent-failure", "frontend_id": "web"}),
-    )
-    .await;
+    let (_, task) = app
+        .submit(
+            &key,
+            json!({"kind": "silent-failure", "frontend_id": "web"}),
+        )
+        .await;
     let silent = task["id"].as_str().unwrap().to_owned();
-    assert_eq!(finished(&app, &key, &silent).await["status"], "failed");
-    let (status, list) = get(&app, &key, &format!("/v1/tasks/{silent}/artifacts")).await;
+    assert_eq!(app.finished(&key, &silent).await["status"], "failed");
+    let (status, list) = app
+        .read(Some(&key), &format!("/v1/tasks/{silent}/artifacts"))
+        .await;
     assert_eq!((status, &list["items"]), (StatusCode::OK, &json!([])));
-    let (status, _) = get(&app, &key, &format!("/v1/tasks/{silent}/result")).await;
+    let (status, _) = app
+        .read(Some(&key), &format!("/v1/tasks/{silent}/result"))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // The read model equals a rebuild from the log (projector v3 writes
@@ -293,7 +269,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
     let app = runner_app(&data_dir).await;
     let key = app.key(&[Scope::TasksWrite]).await;
-    let (status, page) = get(&app, &key, "/v1/kinds").await;
+    let (status, page) = app.read(Some(&key), "/v1/kinds").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     let kind = |name: &str| -> Value {
         page["items"]
@@ -326,9 +302,11 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
         .contains("no bridge network"));
     // ... and a task of it fails with that reason instead of running
     // without a network.
-    let (_, task) = submit(&app, &key, json!({"kind": "online", "frontend_id": "web"})).await;
+    let (_, task) = app
+        .submit(&key, json!({"kind": "online", "frontend_id": "web"}))
+        .await;
     let reader = app.key(&[Scope::TasksRead]).await;
-    let done = finished(&app, &reader, task["id"].as_str().unwrap()).await;
+    let done = app.finished(&reader, task["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert!(
         done["error"]
@@ -338,15 +316,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
         "{done}"
     );
 
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ready) = app.read(None, "/readyz").await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["checks"]["docker"]["ok"], true);
     assert_eq!(ready["checks"]["kinds"]["ghost"]["available"], false);
@@ -357,7 +327,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
     // Kinds are for frontends: a key without task scopes may not list them.
     let auditor = app.key(&[Scope::AuditRead]).await;
     assert_eq!(
-        get(&app, &auditor, "/v1/kinds").await.0,
+        app.read(Some(&auditor), "/v1/kinds").await.0,
         StatusCode::FORBIDDEN
     );
     app.finish().await;
@@ -384,8 +354,10 @@ async fn readiness_fails_while_rabbitmq_does_not_answer() {
 }
 
 /// Two installations (two databases) on one RabbitMQ, given the same prefix
-/// by mistake: each runner puts the other's jobs back instead of dropping
-/// them, and every task of both ends succeeded. With default prefixes they
+/// by mistake. At first only the first installation has a runner: it gets
+/// the second's jobs too, and must put them back, not run or drop them, so
+/// the second's tasks wait queued while the first's finish. Once the second
+/// has a runner, its tasks finish too. With default prefixes the two would
 /// never share a queue at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn installations_sharing_a_broker_never_lose_each_others_jobs() {
@@ -401,13 +373,16 @@ max_attempts = 1
 memory_mb = 64
 "#
     );
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
     let mut apps = Vec::new();
-    for _ in 0..2 {
-        let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-        let prefix = prefix.clone();
+    for roles in [
+        vec![Role::Api, Role::Projector, Role::Relay, Role::Runner],
+        vec![Role::Api, Role::Projector, Role::Relay],
+    ] {
+        let (prefix, data_dir) = (prefix.clone(), data_dir.clone());
         apps.push(
             TestApp::spawn_with_config(&config, move |settings| {
-                settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+                settings.roles = roles;
                 settings.amqp_url = Some(amqp_url());
                 settings.amqp_prefix = Some(prefix);
                 settings.data_dir = data_dir;
@@ -419,44 +394,68 @@ memory_mb = 64
     for app in &apps {
         keys.push(app.key(&[Scope::TasksRead, Scope::TasksWrite]).await);
     }
-    let mut submitted = Vec::new();
+    let mut submitted: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     for n in 0..4 {
         for (index, app) in apps.iter().enumerate() {
-            let (status, task) = submit(
-                app,
-                &keys[index],
-                json!({"kind": "quick", "frontend_id": "web", "params": {"n": n.to_string()}}),
-            )
-            .await;
+            let (status, task) = app
+                .submit(
+                    &keys[index],
+                    json!({"kind": "quick", "frontend_id": "web", "params": {"n": n.to_string()}}),
+                )
+                .await;
             assert_eq!(status, StatusCode::CREATED, "{task}");
-            submitted.push((index, task["id"].as_str().unwrap().to_owned()));
+            submitted[index].push(task["id"].as_str().unwrap().to_owned());
         }
     }
-    for (index, id) in &submitted {
-        let done = finished(&apps[*index], &keys[*index], id).await;
-        assert_eq!(done["status"], "succeeded", "installation {index}: {done}");
+    for id in &submitted[0] {
+        let done = apps[0].finished(&keys[0], id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
     }
-    // Each installation has its own id; without a configured prefix each
-    // would have its own queues.
+    // The first installation's runner has had the second's jobs in hand by
+    // now (one queue, one consumer) and put each back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &submitted[1] {
+        let (_, task) = apps[1]
+            .read(Some(&keys[1]), &format!("/v1/tasks/{id}"))
+            .await;
+        assert_eq!(
+            task["status"], "queued",
+            "run or lost by the other installation: {task}"
+        );
+    }
     let mut ids = Vec::new();
     for app in &apps {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(ready["installation"]["id"].as_str().unwrap().to_owned());
+        let (_, ready) = app.read(None, "/readyz").await;
+        ids.push(Uuid::parse_str(ready["installation"]["id"].as_str().unwrap()).unwrap());
     }
     assert_ne!(ids[0], ids[1]);
-    let defaults: Vec<String> = ids
-        .iter()
-        .map(|id| broker::default_prefix(Uuid::parse_str(id).unwrap()))
-        .collect();
-    assert_ne!(defaults[0], defaults[1]);
+    assert_ne!(
+        broker::default_prefix(ids[0]),
+        broker::default_prefix(ids[1])
+    );
+
+    // Now the second installation gets a runner of its own.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = RunnerOptions {
+        amqp_url: Some(amqp_url()),
+        topology: Topology::for_installation(ids[1], Some(prefix.clone())),
+        config: Arc::new(FileConfig::parse(&config).unwrap()),
+        slots: 2,
+        worker_id: "second-installation".into(),
+        blobs: BlobStore::new(data_dir.join("blobs")),
+        work_dir: data_dir.join("work"),
+        lease_ttl: Duration::from_secs(15),
+    };
+    let runner = tokio::spawn(runner::run(apps[1].store(), options, async move {
+        let _ = stopped.await;
+    }));
+    for id in &submitted[1] {
+        let done = apps[1].finished(&keys[1], id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["worker_id"], "second-installation", "{done}");
+    }
+    let _ = stop.send(());
+    runner.await.unwrap();
     for app in apps {
         app.finish().await;
     }
@@ -474,6 +473,7 @@ memory_mb = 64
         .delete(&channel, &kinds)
         .await
         .unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// The shipped `page-analysis` kind, as configured: the real Thug (V8) in
@@ -492,7 +492,7 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     })
     .await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
-    let (_, kinds) = get(&app, &key, "/v1/kinds").await;
+    let (_, kinds) = app.read(Some(&key), "/v1/kinds").await;
     let page_kind = kinds["items"]
         .as_array()
         .unwrap()
@@ -509,18 +509,20 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     )
     .unwrap();
     let (_, blob) = upload(&app, &key, sample).await;
-    let (status, task) = submit(
-        &app,
-        &key,
-        json!({"kind": "page-analysis", "frontend_id": "analyst",
+    let (status, task) = app
+        .submit(
+            &key,
+            json!({"kind": "page-analysis", "frontend_id": "analyst",
                "inputs": {"page.html": blob["sha256"]}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{task}");
     let id = task["id"].as_str().unwrap().to_owned();
-    let done = finished(&app, &key, &id).await;
+    let done = app.finished(&key, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let (_, result) = get(&app, &key, &format!("/v1/tasks/{id}/result")).await;
+    let (_, result) = app
+        .read(Some(&key), &format!("/v1/tasks/{id}/result"))
+        .await;
     let report = &result["result"];
     assert_eq!(report["tool"], "thug");
     assert_eq!(report["mode"], "file");
@@ -538,7 +540,9 @@ async fn thug_analyses_an_uploaded_page_for_real() {
         "{behaviour}"
     );
     assert!(behaviour.contains("tl-eval-payload.js"), "{behaviour}");
-    let (_, artifacts) = get(&app, &key, &format!("/v1/tasks/{id}/artifacts")).await;
+    let (_, artifacts) = app
+        .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
+        .await;
     let names: Vec<&str> = artifacts["items"]
         .as_array()
         .unwrap()
@@ -548,16 +552,12 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     for name in ["result.json", "thug-analysis.json", "thug.log"] {
         assert!(names.contains(&name), "{names:?}");
     }
-    let own: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/artifacts/thug-analysis.json")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, own) = app
+        .read(
+            Some(&key),
+            &format!("/v1/tasks/{id}/artifacts/thug-analysis.json"),
+        )
+        .await;
     assert_eq!(&own, analysis, "result.json embeds Thug's report verbatim");
     app.finish().await;
     let _ = std::fs::remove_dir_all(&data_dir);

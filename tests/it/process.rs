@@ -16,7 +16,8 @@ fn server_url(dbname: &str) -> String {
     config_to_url(&config)
 }
 
-async fn drop_database(name: &str) {
+/// A connection to the server's `postgres` database.
+async fn server_client() -> tokio_postgres::Client {
     let (client, connection) = server_url("postgres")
         .parse::<tokio_postgres::Config>()
         .unwrap()
@@ -25,6 +26,11 @@ async fn drop_database(name: &str) {
         .unwrap();
     tokio::spawn(connection);
     client
+}
+
+async fn drop_database(name: &str) {
+    server_client()
+        .await
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await
         .unwrap();
@@ -92,27 +98,7 @@ async fn serve_creates_its_database_serves_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
 
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await;
-        if matches!(&ready, Ok(response) if response.status() == 200) {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-            panic!("serve exited with {status} before it was ready: {stderr}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "serve was not ready within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::helpers::wait_until_ready(&mut child, port, 30).await;
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -198,14 +184,8 @@ async fn writing_commands_refuse_a_missing_database_and_say_which_they_use() {
         );
         assert!(!stderr.contains('\u{1b}'), "{args:?}: {stderr:?}");
     }
-    let (client, connection) = server_url("postgres")
-        .parse::<tokio_postgres::Config>()
-        .unwrap()
-        .connect(tokio_postgres::NoTls)
+    let exists = server_client()
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
         .unwrap();

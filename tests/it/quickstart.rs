@@ -7,7 +7,6 @@
 use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use taskledger_events::testing::TestDatabase;
 
@@ -69,32 +68,7 @@ async fn the_readme_quick_start_works_as_written() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await;
-        if matches!(&ready, Ok(response) if response.status() == 200) {
-            break;
-        }
-        if let Some(status) = server.try_wait().unwrap() {
-            let mut stderr = String::new();
-            server
-                .stderr
-                .as_mut()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            panic!("serve exited with {status}: {stderr}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "serve was not ready in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::helpers::wait_until_ready(&mut server, port, 60).await;
 
     let script = format!(
         "set -euo pipefail\n{}\n",

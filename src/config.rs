@@ -631,7 +631,8 @@ mod tests {
         assert_eq!(
             argv,
             [
-                "thug",
+                "taskledger-thug",
+                "url",
                 "-u",
                 "winxpie60",
                 "-r",

@@ -121,10 +121,26 @@ impl Application {
     }
 
     /// Serves until the shutdown signal, then lets in-flight requests finish.
+    /// A worker (projector, relay, runner, gateway, dependency checks) that
+    /// stops while no shutdown was asked for stops the whole process, with
+    /// an error naming it, so that its supervisor restarts it rather than
+    /// leave a process that looks alive and does part of its job.
     ///
     /// # Errors
-    /// When the server fails.
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+    /// When the server fails or a worker stopped unexpectedly.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        // Everything below stops on this signal: the outer one (SIGTERM, a
+        // test), or a worker's unexpected end.
+        let (stop_all, inner) = crate::shutdown::channel();
+        {
+            let mut outer = self.shutdown.clone();
+            let stop_all = stop_all.clone();
+            tokio::spawn(async move {
+                outer.wait().await;
+                stop_all.trigger();
+            });
+        }
+        self.shutdown = inner;
         let address = self.local_addr()?;
         let roles = &self.settings.roles;
         tracing::info!(%address, ?roles, "taskledger listening");
@@ -145,8 +161,9 @@ impl Application {
         ));
         {
             let mut stop = self.shutdown.clone();
-            workers.push(tokio::spawn(
-                dependencies.clone().watch(async move { stop.wait().await }),
+            workers.push((
+                "dependency checks",
+                tokio::spawn(dependencies.clone().watch(async move { stop.wait().await })),
             ));
         }
         // The projectors: each active in one process at a time, standing by
@@ -158,7 +175,12 @@ impl Application {
             let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
             let (devices, _) = spawn_projector(&self.store, DevicesProjector, &self.shutdown);
             let (ledgers, _) = spawn_projector(&self.store, LedgersProjector, &self.shutdown);
-            workers.extend([tasks, api_keys, devices, ledgers]);
+            workers.extend([
+                ("tasks projector", tasks),
+                ("api_keys projector", api_keys),
+                ("devices projector", devices),
+                ("ledgers projector", ledgers),
+            ]);
             tasks_projection = Some(tasks_status);
         }
         let topology = self.topology.clone();
@@ -172,12 +194,15 @@ impl Application {
                     };
                     let (status, _) = watch::channel(RelayStatus::default());
                     let mut stop = self.shutdown.clone();
-                    workers.push(tokio::spawn(relay::run(
-                        self.store.clone(),
-                        options,
-                        status,
-                        async move { stop.wait().await },
-                    )));
+                    workers.push((
+                        "relay",
+                        tokio::spawn(relay::run(
+                            self.store.clone(),
+                            options,
+                            status,
+                            async move { stop.wait().await },
+                        )),
+                    ));
                 }
                 None => tracing::info!(
                     "no AMQP_URL: the relay is not needed; runners take jobs in-process"
@@ -198,21 +223,22 @@ impl Application {
                 lease_ttl: crate::runner::DEFAULT_LEASE_TTL,
             };
             let mut stop = self.shutdown.clone();
-            workers.push(tokio::spawn(runner::run(
-                self.store.clone(),
-                options,
-                async move { stop.wait().await },
-            )));
+            workers.push((
+                "runner",
+                tokio::spawn(runner::run(self.store.clone(), options, async move {
+                    stop.wait().await
+                })),
+            ));
         }
         if roles.contains(&Role::Gateway) {
             match gateway_options(&config, &self.settings) {
                 Some(options) => {
                     let mut stop = self.shutdown.clone();
-                    workers.push(tokio::spawn(gateway::run(
+                    workers.push(("gateway", tokio::spawn(gateway::run(
                         self.store.clone(),
                         options,
                         async move { stop.wait().await },
-                    )));
+                    ))));
                 }
                 None => tracing::info!(
                     "no [rockblock] mt_url configured: the device gateway does not run; messages to devices stay queued"
@@ -240,20 +266,59 @@ impl Application {
         } else {
             http::probes_router(state)
         };
+        let supervisor = tokio::spawn(supervise(workers, stop_all.clone(), self.shutdown.clone()));
         let mut shutdown = self.shutdown;
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
             .context("serving HTTP");
-        for worker in workers {
-            if let Err(error) = worker.await {
-                tracing::error!(%error, "a worker task failed");
-            }
-        }
+        // The server ended (a signal, a worker, or its own failure): stop
+        // the workers too and wait for them.
+        stop_all.trigger();
+        let unexpected = supervisor.await.context("the worker supervisor panicked")?;
         served?;
+        if let Some(worker) = unexpected {
+            anyhow::bail!(
+                "the {worker} stopped unexpectedly, so the process stopped (a supervisor should restart it)"
+            );
+        }
         tracing::info!("taskledger stopped");
         Ok(())
     }
+}
+
+/// Waits for every worker to end. The first that ends while `shutdown` has
+/// not begun is logged at once and triggers `stop_all`; its name is
+/// returned.
+async fn supervise(
+    workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    stop_all: crate::shutdown::ShutdownTrigger,
+    shutdown: Shutdown,
+) -> Option<&'static str> {
+    use futures::StreamExt as _;
+    let mut running: futures::stream::FuturesUnordered<_> = workers
+        .into_iter()
+        .map(|(name, handle)| async move { (name, handle.await) })
+        .collect();
+    let mut unexpected = None;
+    while let Some((name, ended)) = running.next().await {
+        if !shutdown.is_triggered() && unexpected.is_none() {
+            match &ended {
+                Ok(()) => tracing::error!(
+                    worker = name,
+                    "a worker stopped unexpectedly; stopping the process"
+                ),
+                Err(error) => {
+                    tracing::error!(worker = name, %error, "a worker failed; stopping the process")
+                }
+            }
+            unexpected = Some(name);
+            stop_all.trigger();
+        } else if let Err(error) = ended {
+            tracing::error!(worker = name, %error, "a worker failed while stopping");
+        }
+    }
+    unexpected
 }
 
 /// On a log without API keys, says how to make the first one (nothing can
@@ -365,4 +430,41 @@ fn spawn_projector<P: Projector>(
         tokio::spawn(runtime.run(async move { stop.wait().await })),
         status,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worker_that_stops_unexpectedly_stops_the_others() {
+        let (stop_all, shutdown) = crate::shutdown::channel();
+        let mut waits = shutdown.clone();
+        let patient = tokio::spawn(async move { waits.wait().await });
+        let quitter = tokio::spawn(async {});
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            supervise(
+                vec![("patient worker", patient), ("quitting worker", quitter)],
+                stop_all,
+                shutdown.clone(),
+            ),
+        )
+        .await
+        .expect("the supervisor stopped the patient worker too");
+        assert_eq!(ended, Some("quitting worker"));
+        assert!(shutdown.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn workers_that_stop_on_the_signal_are_not_unexpected() {
+        let (stop_all, shutdown) = crate::shutdown::channel();
+        let mut waits = shutdown.clone();
+        let worker = tokio::spawn(async move { waits.wait().await });
+        stop_all.trigger();
+        assert_eq!(
+            supervise(vec![("worker", worker)], stop_all.clone(), shutdown).await,
+            None
+        );
+    }
 }

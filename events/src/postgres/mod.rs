@@ -79,6 +79,10 @@ pub const LOG_LOCK_KEY: i64 = 0x746c_6c6f_675f_6c6b; // "tllog_lk"
 pub struct StoreOptions {
     /// Connections in the pool (readers and the appender share it).
     pub pool_size: usize,
+    /// How long taking a connection from the pool may wait before it fails
+    /// with [`StoreError::Pool`] (which the API answers with 503), so a
+    /// saturated pool never makes a request wait without bound.
+    pub pool_wait: Duration,
     /// At most this many appends share one commit.
     pub max_batch_appends: usize,
     /// A commit is closed once it holds this many events (a single larger
@@ -100,6 +104,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             pool_size: 16,
+            pool_wait: Duration::from_secs(5),
             max_batch_appends: 512,
             max_batch_events: 5_000,
             queue_capacity: 10_000,
@@ -161,14 +166,16 @@ impl PgEventStore {
         // execution until the next ANALYZE. Forcing a fresh plan per
         // execution would fix that too, but planning the append statement
         // costs more than executing it.
-        let mut config = config;
-        let session_options = match config.get_options() {
+        // Only the pool's connections get it: `config()` (the projectors'
+        // and listeners' own connections) stays as given.
+        let mut pooled = config.clone();
+        let session_options = match pooled.get_options() {
             Some(existing) => format!("{existing} -c enable_seqscan=off"),
             None => "-c enable_seqscan=off".to_owned(),
         };
-        config.options(&session_options);
+        pooled.options(&session_options);
         let manager = Manager::from_config(
-            config.clone(),
+            pooled,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -176,6 +183,9 @@ impl PgEventStore {
         );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(options.pool_wait))
+            .create_timeout(Some(options.pool_wait))
             .build()
             .map_err(|error| StoreError::Pool(error.to_string()))?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));

@@ -265,3 +265,39 @@ async fn computed_floats_read_back_exactly_and_verify() {
     assert_eq!(verifies(&store).await, None);
     database.drop_database().await;
 }
+
+/// A saturated pool fails a request after `pool_wait` instead of making it
+/// wait without bound (the API answers that with 503).
+#[tokio::test]
+async fn a_saturated_pool_fails_after_its_wait_instead_of_hanging() {
+    use std::time::Duration;
+    use taskledger_events::postgres::StoreOptions;
+    let (store, database) = crate::helpers::store_with(StoreOptions {
+        pool_size: 2,
+        pool_wait: Duration::from_millis(300),
+        ..StoreOptions::default()
+    })
+    .await;
+    let first = store.pool().get().await.unwrap();
+    let second = store.pool().get().await.unwrap();
+    let started = std::time::Instant::now();
+    let third = tokio::time::timeout(Duration::from_secs(5), store.pool().get())
+        .await
+        .expect("the pool wait is bounded");
+    assert!(third.is_err(), "a third connection from a pool of two");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // The pool's connections are the store's own (the planner hint is set
+    // there and only there).
+    let setting: String = first
+        .query_one("SHOW enable_seqscan", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "off");
+    drop((first, second));
+    assert!(
+        store.pool().get().await.is_ok(),
+        "freed connections are handed out again"
+    );
+    database.drop_database().await;
+}

@@ -6,7 +6,6 @@
 
 use anyhow::Context as _;
 use taskledger_events::postgres::PgEventStore;
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 /// The lock of one role, held while this lives.
@@ -32,7 +31,7 @@ pub(crate) async fn try_lead(
         .connect(NoTls)
         .await
         .with_context(|| format!("connecting to the database for the {role} lock"))?;
-    let connection = AbortOnDrop(tokio::spawn(connection));
+    let connection = AbortOnDrop::new(tokio::spawn(connection));
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock($1)",
@@ -47,12 +46,5 @@ pub(crate) async fn try_lead(
 }
 
 /// Aborts a task when dropped (closing a connection, stopping a helper
-/// loop).
-#[derive(Debug)]
-pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// loop): tokio-util's handle.
+pub(crate) use tokio_util::task::AbortOnDropHandle as AbortOnDrop;

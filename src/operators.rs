@@ -155,43 +155,45 @@ async fn list(store: &PgEventStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress line on standard error: redrawn in place on a terminal, one
-/// line per report otherwise (logs, CI).
+/// Progress on standard error: an `indicatif` bar on a terminal (redrawn in
+/// place; no colour when `NO_COLOR` is set), one plain line per report
+/// otherwise (logs, CI).
 struct Progress {
-    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     fn new() -> Self {
         use std::io::IsTerminal;
-        Self {
-            // Redrawing needs escape codes: a terminal, and no NO_COLOR.
-            terminal: crate::settings::colour(std::io::stderr().is_terminal()),
-        }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            let template = if crate::settings::colour(true) {
+                "[{bar:30.cyan/blue}] {msg}"
+            } else {
+                "[{bar:30}] {msg}"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("#>-"));
+            }
+            bar
+        });
+        Self { bar }
     }
 
     fn show(&self, at: &rebuild::RebuildProgress) {
-        if self.terminal {
-            let width = 30_usize;
-            let filled = at
-                .position
-                .saturating_mul(width as u64)
-                .checked_div(at.head)
-                .map_or(width, |filled| usize::try_from(filled).unwrap_or(width))
-                .min(width);
-            eprint!(
-                "\r\x1b[2K[{}{}] {at}",
-                "#".repeat(filled),
-                "-".repeat(width - filled)
-            );
-        } else {
-            eprintln!("{at}");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(at.head.max(1));
+                bar.set_position(at.position.min(at.head));
+                bar.set_message(at.to_string());
+            }
+            None => eprintln!("{at}"),
         }
     }
 
     fn finish(&self) {
-        if self.terminal {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }

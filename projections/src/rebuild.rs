@@ -216,7 +216,7 @@ pub async fn rebuild(
     let name = projector.name();
     let version = projector.version();
     let (mut client, connection) = store.config().connect(NoTls).await?;
-    let _connection = AbortOnDrop(tokio::spawn(connection));
+    let _connection = AbortOnDrop::new(tokio::spawn(connection));
     let locked: bool = client
         .query_one(
             "SELECT pg_try_advisory_lock($1)",

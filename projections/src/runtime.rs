@@ -263,7 +263,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         let own = self.projector.version();
         let (mut client, connection) = self.store.config().connect(NoTls).await?;
         let connection = tokio::spawn(connection);
-        let _abort = AbortOnDrop(connection);
+        let _abort = AbortOnDrop::new(connection);
 
         ensure_checkpoint(&client, name, own).await?;
         let mut backoff = self.options.failure_retry;
@@ -543,7 +543,7 @@ impl<P: Projector> ProjectorRuntime<P> {
             .await
             .map_err(|error| CatchUpError::Store(error.to_string()))?;
         let (mut client, connection) = self.store.config().connect(NoTls).await?;
-        let _connection = AbortOnDrop(tokio::spawn(connection));
+        let _connection = AbortOnDrop::new(tokio::spawn(connection));
         ensure_checkpoint(&client, name, self.projector.version()).await?;
         let locked: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key(name)])
@@ -879,16 +879,8 @@ pub(crate) fn to_i64(value: u64) -> i64 {
 }
 
 /// Stops the connection task when the runtime's life ends (which closes the
-/// connection and releases the lock).
-pub(crate) struct AbortOnDrop(
-    pub(crate) tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// connection and releases the lock): tokio-util's handle.
+pub(crate) use tokio_util::task::AbortOnDropHandle as AbortOnDrop;
 
 #[cfg(test)]
 mod tests {

@@ -381,7 +381,7 @@ async fn consume_local(
             }
         })
     };
-    let _feed = AbortOnDrop(feed);
+    let _feed = AbortOnDrop::new(feed);
     // Tasks waiting from before: read from the log, not a read model that
     // may lag (streams are few enough in a one-process installation).
     let client = store.pool().get().await?;
@@ -641,7 +641,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     }
     // A busy slot in `/metrics` until this attempt ends (or is aborted).
     let _busy = metrics::attempt_running();
-    let heartbeat = AbortOnDrop(tokio::spawn(hold_lease(
+    let heartbeat = AbortOnDrop::new(tokio::spawn(hold_lease(
         context.clone(),
         task_id,
         job.attempt,

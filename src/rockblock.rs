@@ -199,6 +199,7 @@ impl MtClient {
     /// data that is empty or longer than [`MAX_MT_BYTES`] is sent as is and
     /// the provider's refusal returned. Never panics; every failure is an
     /// [`MtOutcome`], and no reason contains the password.
+    #[tracing::instrument(level = "debug", skip_all, fields(imei = %imei, bytes = data.len(), flush))]
     pub async fn send(&self, imei: &str, data: &[u8], flush: bool) -> MtOutcome {
         let mut body = form_body(&[
             ("imei", imei),

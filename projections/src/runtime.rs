@@ -592,6 +592,12 @@ impl<P: Projector> ProjectorRuntime<P> {
     /// takes the same lock, so each sees the projection between batches.
     /// The outer error is the connection's (give up this life); the inner
     /// one is the handler's (retry the batch later).
+    #[tracing::instrument(
+        name = "projector_batch",
+        level = "debug",
+        skip_all,
+        fields(projector = self.projector.name(), after = position, events = events.len())
+    )]
     async fn apply_batch(
         &self,
         client: &mut tokio_postgres::Client,

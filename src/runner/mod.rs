@@ -556,6 +556,11 @@ fn foreign_job(context: &Context, job: &Job) {
 }
 
 /// Handles one job; see the module documentation.
+#[tracing::instrument(
+    name = "runner_job",
+    skip_all,
+    fields(task = %job.task_id, attempt = job.attempt, kind = %job.kind, position = job.position, redelivered)
+)]
 async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     let task_id = TaskId(job.task_id);
     let stream = task_id.stream_id();

@@ -7,11 +7,11 @@
 
 use std::fmt;
 
-use taskledger_events::task::{self, DomainError, TaskEvent};
+use taskledger_events::task::{self, TaskEvent};
 use taskledger_events::{apikey, device, ledger};
 use taskledger_events::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
-    NewEvent, RecordedEvent, StoreError, StreamId,
+    NewEvent, RecordedEvent, Refusal, StoreError, StreamId,
 };
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ impl Aggregate for Tasks {
     type State = task::TaskState;
     type Command = task::TaskCommand;
     type Event = TaskEvent;
-    type Error = DomainError;
+    type Error = Refusal;
 
     const NAME: &'static str = "tasks";
 
@@ -90,7 +90,7 @@ impl Aggregate for Tasks {
         task::apply(state, event)
     }
 
-    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<TaskEvent>, DomainError> {
+    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<TaskEvent>, Refusal> {
         task::decide(state, command)
     }
 
@@ -111,7 +111,7 @@ impl Aggregate for ApiKeys {
     type State = apikey::ApiKeyState;
     type Command = apikey::ApiKeyCommand;
     type Event = apikey::ApiKeyEvent;
-    type Error = apikey::DomainError;
+    type Error = Refusal;
 
     const NAME: &'static str = "api_keys";
 
@@ -151,7 +151,7 @@ impl Aggregate for Devices {
     type State = device::DeviceState;
     type Command = (device::Imei, device::DeviceCommand);
     type Event = device::DeviceEvent;
-    type Error = device::DomainError;
+    type Error = Refusal;
 
     const NAME: &'static str = "devices";
 
@@ -192,7 +192,7 @@ impl Aggregate for Ledgers {
     type State = ledger::LedgerState;
     type Command = ledger::ConfirmLedgerEntries;
     type Event = ledger::LedgerEvent;
-    type Error = ledger::DomainError;
+    type Error = Refusal;
 
     const NAME: &'static str = "ledgers";
 

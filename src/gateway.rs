@@ -232,7 +232,7 @@ async fn command(
     store: &PgEventStore,
     imei: &Imei,
     command: DeviceCommand,
-) -> Result<(), CommandError<taskledger_events::device::DomainError>> {
+) -> Result<(), CommandError<taskledger_events::Refusal>> {
     let metadata = Metadata {
         actor: Some("device-gateway".into()),
         ..Metadata::default()

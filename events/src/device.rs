@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-pub use crate::domain::DomainErrorKind;
-use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::{Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
 pub const MAX_MT_BYTES: usize = 270;
@@ -385,30 +384,6 @@ pub fn apply(mut state: DeviceState, event: &DeviceEvent) -> DeviceState {
     state
 }
 
-/// A command the device aggregate refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DomainError {
-    kind: DomainErrorKind,
-    message: String,
-}
-
-impl DomainError {
-    /// What kind of refusal.
-    pub fn kind(&self) -> DomainErrorKind {
-        self.kind
-    }
-
-    /// The message for the caller.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn new(kind: DomainErrorKind, message: String) -> Self {
-        Self { kind, message }
-    }
-}
-
 /// What `command` makes happen to the device `imei` (see the module
 /// documentation).
 ///
@@ -421,23 +396,20 @@ pub fn decide(
     imei: &Imei,
     state: &DeviceState,
     command: DeviceCommand,
-) -> Result<Vec<DeviceEvent>, DomainError> {
+) -> Result<Vec<DeviceEvent>, Refusal> {
     match command {
         DeviceCommand::Queue(queue) => {
             if queue.payload.is_empty() || queue.payload.len() > MAX_MT_BYTES {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    format!(
-                        "a message to a device is 1 to {MAX_MT_BYTES} bytes; got {}",
-                        queue.payload.len()
-                    ),
-                ));
+                return Err(Refusal::invalid(format!(
+                    "a message to a device is 1 to {MAX_MT_BYTES} bytes; got {}",
+                    queue.payload.len()
+                )));
             }
             if state.outbound.contains_key(&queue.message_id) {
-                return Err(DomainError::new(
-                    DomainErrorKind::AlreadyExists,
-                    format!("message {} already exists", queue.message_id),
-                ));
+                return Err(Refusal::already_exists(format!(
+                    "message {} already exists",
+                    queue.message_id
+                )));
             }
             Ok(vec![DeviceEvent::Queued(DeviceMessageQueued {
                 imei: imei.clone(),
@@ -451,13 +423,10 @@ pub fn decide(
         DeviceCommand::AttemptSend(attempt) => {
             let message = outbound(state, attempt.message_id)?;
             if message.status != OutboundStatus::Queued || attempt.attempt != message.attempts + 1 {
-                return Err(DomainError::new(
-                    DomainErrorKind::InvalidTransition,
-                    format!(
-                        "message {} cannot start attempt {}: it is {:?} after {} attempts",
-                        attempt.message_id, attempt.attempt, message.status, message.attempts
-                    ),
-                ));
+                return Err(Refusal::invalid_transition(format!(
+                    "message {} cannot start attempt {}: it is {:?} after {} attempts",
+                    attempt.message_id, attempt.attempt, message.status, message.attempts
+                )));
             }
             Ok(vec![DeviceEvent::SendAttempted(
                 DeviceMessageSendAttempted {
@@ -470,13 +439,10 @@ pub fn decide(
         DeviceCommand::RecordSendResult(record) => {
             let message = outbound(state, record.message_id)?;
             if message.status != OutboundStatus::Sending || record.attempt != message.attempts {
-                return Err(DomainError::new(
-                    DomainErrorKind::InvalidTransition,
-                    format!(
-                        "message {} has no attempt {} under way",
-                        record.message_id, record.attempt
-                    ),
-                ));
+                return Err(Refusal::invalid_transition(format!(
+                    "message {} has no attempt {} under way",
+                    record.message_id, record.attempt
+                )));
             }
             Ok(vec![match record.result {
                 SendResult::Sent { mt_id } => DeviceEvent::Sent(DeviceMessageSent {
@@ -514,21 +480,17 @@ pub fn decide(
         }
         DeviceCommand::Receive(receive) => {
             if receive.payload.len() > MAX_MO_BYTES {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    format!(
-                        "a message from a device is at most {MAX_MO_BYTES} bytes; got {}",
-                        receive.payload.len()
-                    ),
-                ));
+                return Err(Refusal::invalid(format!(
+                    "a message from a device is at most {MAX_MO_BYTES} bytes; got {}",
+                    receive.payload.len()
+                )));
             }
             if receive.transmit_time.is_empty()
                 || receive.transmit_time.len() > 64
                 || receive.transmit_time.chars().any(char::is_control)
             {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    "transmit_time must be 1 to 64 characters without control characters".into(),
+                return Err(Refusal::invalid(
+                    "transmit_time must be 1 to 64 characters without control characters",
                 ));
             }
             if state
@@ -552,18 +514,18 @@ pub fn decide(
     }
 }
 
-fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, DomainError> {
-    state.outbound.get(&message_id).copied().ok_or_else(|| {
-        DomainError::new(
-            DomainErrorKind::NotFound,
-            format!("message {message_id} does not exist"),
-        )
-    })
+fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, Refusal> {
+    state
+        .outbound
+        .get(&message_id)
+        .copied()
+        .ok_or_else(|| Refusal::not_found(format!("message {message_id} does not exist")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RefusalKind;
 
     fn imei() -> Imei {
         Imei::new("300234010753370").unwrap()
@@ -573,7 +535,7 @@ mod tests {
         DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
     }
 
-    fn run(state: DeviceState, command: DeviceCommand) -> Result<DeviceState, DomainError> {
+    fn run(state: DeviceState, command: DeviceCommand) -> Result<DeviceState, Refusal> {
         let events = decide(&imei(), &state, command)?;
         Ok(events.iter().fold(state, apply))
     }
@@ -624,7 +586,7 @@ mod tests {
         // A second attempt cannot start while one is under way.
         assert_eq!(
             run(state.clone(), attempt(2)).unwrap_err().kind(),
-            DomainErrorKind::InvalidTransition
+            RefusalKind::InvalidTransition
         );
         let state = run(state, result(1, transient())).unwrap();
         assert_eq!(state.outbound[&ID].status, OutboundStatus::Queued);
@@ -649,7 +611,7 @@ mod tests {
         assert!(run(sent.clone(), result(1, SendResult::Sent { mt_id: 43 })).is_err());
         assert_eq!(
             run(sent, queue()).unwrap_err().kind(),
-            DomainErrorKind::AlreadyExists
+            RefusalKind::AlreadyExists
         );
     }
 

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-pub use crate::domain::DomainErrorKind;
-use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::{Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The longest ledger name, in bytes.
 pub const MAX_LEDGER_NAME_BYTES: usize = 100;
@@ -302,65 +301,38 @@ fn new_positions(state: &LedgerState, ranges: &[PositionRange]) -> Vec<PositionR
     fresh
 }
 
-/// A confirmation the ledger aggregate refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DomainError {
-    kind: DomainErrorKind,
-    message: String,
-}
-
-impl DomainError {
-    /// What kind of refusal.
-    pub fn kind(&self) -> DomainErrorKind {
-        self.kind
-    }
-
-    /// The message for the caller.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn invalid(message: String) -> Self {
-        Self {
-            kind: DomainErrorKind::Invalid,
-            message,
-        }
-    }
-}
-
 /// What a confirmation makes happen (see the module documentation).
 ///
 /// # Errors
-/// [`DomainErrorKind::Invalid`] for positions that do not exist, a range
+/// [`RefusalKind::Invalid`](crate::RefusalKind::Invalid) for positions that do not exist, a range
 /// that would skip a hole, or a bad reference.
 pub fn decide(
     state: &LedgerState,
     command: ConfirmLedgerEntries,
-) -> Result<Vec<LedgerEvent>, DomainError> {
+) -> Result<Vec<LedgerEvent>, Refusal> {
     let reference = command.reference.as_str();
     if reference.is_empty()
         || reference.len() > MAX_REFERENCE_BYTES
         || reference.chars().any(char::is_control)
     {
-        return Err(DomainError::invalid(format!(
+        return Err(Refusal::invalid(format!(
             "reference must be 1 to {MAX_REFERENCE_BYTES} bytes without control characters"
         )));
     }
     if command.ranges.is_empty() || command.ranges.len() > MAX_RANGES {
-        return Err(DomainError::invalid(format!(
+        return Err(Refusal::invalid(format!(
             "a confirmation names 1 to {MAX_RANGES} ranges or events"
         )));
     }
     for range in &command.ranges {
         if range.from == 0 || range.from > range.to {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "sequence range {}..={} is empty or starts at 0; sequences start at 1",
                 range.from, range.to
             )));
         }
         if range.to > command.head {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "sequence {} does not exist; the log ends at {}",
                 range.to, command.head
             )));
@@ -368,13 +340,11 @@ pub fn decide(
     }
     if command.kind == ConfirmationKind::Range {
         let [range] = command.ranges.as_slice() else {
-            return Err(DomainError::invalid(
-                "a range confirmation names one range".into(),
-            ));
+            return Err(Refusal::invalid("a range confirmation names one range"));
         };
         let through = state.confirmed_through();
         if range.from > through + 1 {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "confirming {}..={} would skip the hole {}..={} after the confirmed sequences; confirm from {} on",
                 range.from,
                 range.to,

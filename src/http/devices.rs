@@ -141,7 +141,7 @@ pub async fn send_message(
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
 }
 
-fn command_problem(error: CommandError<taskledger_events::device::DomainError>) -> Problem {
+fn command_problem(error: CommandError<taskledger_events::Refusal>) -> Problem {
     match error {
         CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),

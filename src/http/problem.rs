@@ -109,17 +109,12 @@ impl Problem {
     /// The answer to a command an aggregate refused: unknown → 404, already
     /// there or not allowed now → 409, invalid → 422, with the aggregate's
     /// message. The one mapping for every aggregate.
-    pub fn refused(
-        kind: taskledger_events::domain::DomainErrorKind,
-        message: impl Into<String>,
-    ) -> Self {
-        use taskledger_events::domain::DomainErrorKind;
+    pub fn refused(kind: taskledger_events::RefusalKind, message: impl Into<String>) -> Self {
+        use taskledger_events::RefusalKind;
         match kind {
-            DomainErrorKind::NotFound => Self::not_found(message),
-            DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
-                Self::conflict(message)
-            }
-            DomainErrorKind::Invalid => Self::unprocessable(message),
+            RefusalKind::NotFound => Self::not_found(message),
+            RefusalKind::AlreadyExists | RefusalKind::InvalidTransition => Self::conflict(message),
+            RefusalKind::Invalid => Self::unprocessable(message),
         }
     }
 

@@ -35,7 +35,6 @@ use crate::StreamId;
 
 mod commands;
 mod decide;
-mod error;
 mod events;
 mod scope;
 mod secret;
@@ -45,7 +44,6 @@ mod tests;
 
 pub use commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
 pub use decide::decide;
-pub use error::{DomainError, DomainErrorKind};
 pub use events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked, DecodeError};
 pub use scope::{Scope, UnknownScope};
 pub use secret::{generate_secret, hash_secret, SECRET_LENGTH, SECRET_PREFIX};

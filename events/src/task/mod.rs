@@ -41,7 +41,6 @@ use crate::StreamId;
 
 mod commands;
 mod decide;
-mod error;
 mod events;
 mod state;
 #[cfg(test)]
@@ -54,7 +53,6 @@ pub use commands::{
     MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 pub use decide::decide;
-pub use error::{DomainError, DomainErrorKind};
 pub use events::{
     DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried,
     TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,

@@ -17,11 +17,12 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use taskledger_events::task::{SubmitTask, Task, TaskCommand, TaskId};
-use taskledger_events::{EventStore, Metadata, Refusal, RefusalKind};
+use taskledger_events::command::{load, CommandError};
+use taskledger_events::task::{SubmitTask, Task, TaskCommand, TaskId, Tasks};
+use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
 
-use crate::commands::{execute, load, CommandError, Tasks};
+use crate::commands::execute;
 use crate::config::{FileConfig, KindError};
 
 /// The namespace of derived task ids (a fixed random UUID; changing it would
@@ -120,7 +121,7 @@ pub enum SubmitError {
     },
     /// The command failed (a refused field, a conflict, the store).
     #[error(transparent)]
-    Command(#[from] CommandError<Refusal>),
+    Command(#[from] CommandError),
 }
 
 /// Checks an `Idempotency-Key` header value: 1 to

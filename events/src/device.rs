@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-use crate::{Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
+use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
 pub const MAX_MT_BYTES: usize = 270;
@@ -51,12 +51,48 @@ impl Imei {
 
     /// The device's stream: `device-{imei}`.
     pub fn stream_id(&self) -> StreamId {
-        StreamId::new(format!("device-{}", self.0)).expect("an IMEI makes a valid stream id")
+        StreamId::new(format!("{}{}", Devices::STREAM_PREFIX, self.0))
+            .expect("an IMEI makes a valid stream id")
     }
 
     /// The device whose stream is `stream_id`, if it is one.
     pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        Self::new(stream_id.strip_prefix("device-")?).ok()
+        Self::new(stream_id.strip_prefix(Devices::STREAM_PREFIX)?).ok()
+    }
+}
+
+/// The device aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then. Its commands carry the device's IMEI, which the state
+/// does not know (its events name the device).
+#[derive(Debug, Clone, Copy)]
+pub struct Devices;
+
+impl Aggregate for Devices {
+    const NAME: &'static str = "devices";
+    const STREAM_PREFIX: &'static str = "device-";
+
+    type State = DeviceState;
+    type Command = (Imei, DeviceCommand);
+    type Event = DeviceEvent;
+
+    fn command_name((_, command): &Self::Command) -> &'static str {
+        match command {
+            DeviceCommand::Queue(_) => "Queue",
+            DeviceCommand::AttemptSend(_) => "AttemptSend",
+            DeviceCommand::RecordSendResult(_) => "RecordSendResult",
+            DeviceCommand::Receive(_) => "Receive",
+        }
+    }
+
+    fn decide(
+        state: &DeviceState,
+        (imei, command): Self::Command,
+    ) -> Result<Vec<DeviceEvent>, Refusal> {
+        decide(&imei, state, command)
+    }
+
+    fn apply(state: DeviceState, event: &DeviceEvent) -> DeviceState {
+        apply(state, event)
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-use crate::{Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
+use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The longest ledger name, in bytes.
 pub const MAX_LEDGER_NAME_BYTES: usize = 100;
@@ -60,8 +60,38 @@ impl LedgerName {
 
     /// The ledger's stream: `ledger-{name}`.
     pub fn stream_id(&self) -> StreamId {
-        StreamId::new(format!("ledger-{}", self.0))
+        StreamId::new(format!("{}{}", Ledgers::STREAM_PREFIX, self.0))
             .expect("a checked ledger name makes a valid stream id")
+    }
+}
+
+/// The ledger aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledgers;
+
+impl Aggregate for Ledgers {
+    const NAME: &'static str = "ledgers";
+    const STREAM_PREFIX: &'static str = "ledger-";
+
+    type State = LedgerState;
+    type Command = ConfirmLedgerEntries;
+    type Event = LedgerEvent;
+
+    /// The ledger has one command (a struct, not an enum): `Confirm`.
+    fn command_name(_: &ConfirmLedgerEntries) -> &'static str {
+        "Confirm"
+    }
+
+    fn decide(
+        state: &LedgerState,
+        command: ConfirmLedgerEntries,
+    ) -> Result<Vec<LedgerEvent>, Refusal> {
+        decide(state, command)
+    }
+
+    fn apply(state: LedgerState, event: &LedgerEvent) -> LedgerState {
+        apply(state, event)
     }
 }
 

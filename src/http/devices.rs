@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use taskledger_events::command::CommandError;
 use taskledger_events::device::{
-    self, DeviceCommand, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
+    self, DeviceCommand, Devices, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
 };
-use taskledger_events::{AppendError, EventStore, ExpectedVersion, Metadata};
+use taskledger_events::{Aggregate, AppendError, EventStore, ExpectedVersion, Metadata};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -26,7 +27,7 @@ use super::auth::{Authorized, WriteDevices};
 use super::problem::{ApiBytes, ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
-use crate::commands::{execute, CommandError, Devices};
+use crate::commands::execute;
 use crate::rockblock::{self, MoError, MoVerifier};
 
 /// How mobile-originated webhooks are checked.
@@ -141,7 +142,7 @@ pub async fn send_message(
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
 }
 
-fn command_problem(error: CommandError<taskledger_events::Refusal>) -> Problem {
+fn command_problem(error: CommandError) -> Problem {
     match error {
         CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
@@ -292,11 +293,7 @@ pub async fn rockblock_mo(
         Ok(_) | Err(AppendError::DuplicateEventId { .. }) => crate::metrics::CommandOutcome::Ok,
         Err(_) => crate::metrics::CommandOutcome::Error,
     };
-    crate::metrics::record_command(
-        <Devices as crate::commands::Aggregate>::NAME,
-        "Receive",
-        outcome,
-    );
+    crate::metrics::record_command(<Devices as Aggregate>::NAME, "Receive", outcome);
     match appended {
         Ok(_) => Ok((StatusCode::OK, "OK").into_response()),
         Err(AppendError::DuplicateEventId { .. }) => Ok((StatusCode::OK, "OK").into_response()),

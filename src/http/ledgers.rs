@@ -15,8 +15,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use taskledger_events::command::CommandError;
 use taskledger_events::ledger::{
-    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, PositionRange,
+    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
 use taskledger_events::{Direction, EventStore, Metadata};
 use utoipa::ToSchema;
@@ -27,7 +28,7 @@ use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::tasks::parse_task_id;
 use super::AppState;
-use crate::commands::{execute, CommandError, Ledgers};
+use crate::commands::execute;
 
 /// A confirmation: either a range of sequences or a list of event ids, and
 /// the ledger's transaction reference.

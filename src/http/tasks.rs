@@ -20,8 +20,9 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus};
-use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent, Refusal, StreamId};
+use taskledger_events::command::CommandError;
+use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -34,7 +35,7 @@ use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, database_error};
-use crate::commands::{execute, CommandError, Tasks};
+use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
 /// The most tasks one JSON page holds.
@@ -1315,7 +1316,7 @@ fn submit_problem(error: SubmitError) -> Problem {
 
 /// The answer to a failed task command: refusals are 4xx with the domain's
 /// message, store trouble 503, anything else an opaque 500 (logged here).
-pub fn command_problem(error: CommandError<Refusal>) -> Problem {
+pub fn command_problem(error: CommandError) -> Problem {
     match error {
         CommandError::Rejected(error) => Problem::refused(error.kind(), error.to_string()),
         error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),

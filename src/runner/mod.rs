@@ -32,10 +32,11 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::{Map, Value};
+use taskledger_events::command::{load, CommandError};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
     Artifact, CompleteTask, FailTask, RetryTask, StartTask, TaskCommand, TaskEvent, TaskId,
-    TaskStatus, TimeOutTask,
+    TaskStatus, Tasks, TimeOutTask,
 };
 use taskledger_events::{Direction, EventStore, Metadata, RefusalKind};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -44,7 +45,7 @@ use uuid::Uuid;
 
 use crate::blobs::BlobStore;
 use crate::broker::{self, Job, Topology};
-use crate::commands::{execute, load, CommandError, Tasks};
+use crate::commands::execute;
 use crate::config::{Executor, FileConfig};
 use crate::leader::AbortOnDrop;
 use crate::metrics;

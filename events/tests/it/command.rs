@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::json;
-use taskledger::commands::{execute, load, CommandError, Tasks};
+use taskledger_events::command::{execute, load, CommandError};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
-    CompleteTask, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus,
+    CompleteTask, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus, Tasks,
 };
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{

@@ -23,7 +23,7 @@ pub mod refusal;
 pub mod store;
 pub mod stream_id;
 pub mod task;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;
 

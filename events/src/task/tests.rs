@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::{Metadata, RecordedEvent, Refusal, RefusalKind};
+use crate::testing::{self, Given};
+use crate::{Metadata, RecordedEvent, RefusalKind};
 
 const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
 const SHORT: &str = "3f2a1b4c…";
@@ -26,78 +27,15 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-// ---- the framework -------------------------------------------------------
+// ---- the framework: crate::testing, for tasks -------------------------------
 
-struct Given {
-    state: TaskState,
-}
-
-struct Then {
-    state: TaskState,
-    command: TaskCommand,
-    result: Result<Vec<TaskEvent>, Refusal>,
-}
-
-fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given {
-    let history: Vec<TaskEvent> = history.into_iter().collect();
-    Given {
-        state: fold(&history),
-    }
+fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given<Tasks> {
+    testing::given(history)
 }
 
 /// Starts from a state that no history produces (to test guards).
-fn given_state(state: TaskState) -> Given {
-    Given { state }
-}
-
-impl Given {
-    fn when(self, command: TaskCommand) -> Then {
-        let result = decide(&self.state, command.clone());
-        Then {
-            state: self.state,
-            command,
-            result,
-        }
-    }
-}
-
-impl Then {
-    /// Asserts the decision and returns the task after applying it. Every
-    /// decided event must change the state (an event `apply` ignores would be
-    /// a decision the fold cannot see).
-    #[track_caller]
-    fn then_expect(self, expected: Vec<TaskEvent>) -> Task {
-        let events = match self.result {
-            Ok(events) => events,
-            Err(error) => panic!("{:?} was refused: {error}", self.command),
-        };
-        assert_eq!(events, expected, "for {:?}", self.command);
-        let mut state = self.state;
-        for event in &events {
-            let next = apply(state.clone(), event);
-            assert_ne!(next, state, "apply ignored {event:?}");
-            state = next;
-        }
-        state.expect("a decision leaves a task")
-    }
-
-    /// Asserts a refusal of `kind` whose message contains `message_part`.
-    #[track_caller]
-    fn then_error(self, kind: RefusalKind, message_part: &str) -> Refusal {
-        let error = match self.result {
-            Ok(events) => panic!("{:?} was accepted: {events:?}", self.command),
-            Err(error) => error,
-        };
-        assert_eq!(error.kind(), kind, "{error}");
-        assert!(
-            error.message().contains(message_part),
-            "{:?} not in {:?}",
-            message_part,
-            error.message()
-        );
-        assert_eq!(error.to_string(), error.message());
-        error
-    }
+fn given_state(state: TaskState) -> Given<Tasks> {
+    testing::given_state(state)
 }
 
 // ---- commands --------------------------------------------------------------
@@ -341,7 +279,10 @@ fn commands_to_an_existing_task() -> Vec<(TaskCommand, &'static str)> {
 
 #[test]
 fn submit_queues_a_new_task() {
-    let task = given([]).when(submit()).then_expect(vec![submitted()]);
+    let task = given([])
+        .when(submit())
+        .then_expect(vec![submitted()])
+        .unwrap();
     assert_eq!(task.id, task_id());
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 0);
@@ -488,7 +429,8 @@ fn a_command_for_another_task_than_the_state_is_not_found() {
 fn cancel_of_a_queued_task() {
     let task = given(queued())
         .when(cancel())
-        .then_expect(vec![canceled(false)]);
+        .then_expect(vec![canceled(false)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Canceled);
     assert_eq!(task.finished_at, Some(at(900)));
     assert_eq!(task.cancel_reason.as_deref(), Some("no longer needed"));
@@ -498,7 +440,8 @@ fn cancel_of_a_queued_task() {
 fn cancel_of_a_running_task_says_it_was_running() {
     let task = given(running())
         .when(cancel())
-        .then_expect(vec![canceled(true)]);
+        .then_expect(vec![canceled(true)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Canceled);
 }
 
@@ -539,7 +482,10 @@ fn worker_commands_to_a_queued_task_are_refused() {
 
 #[test]
 fn start_runs_the_first_attempt() {
-    let task = given(queued()).when(start(1)).then_expect(vec![started(1)]);
+    let task = given(queued())
+        .when(start(1))
+        .then_expect(vec![started(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Running);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.worker_id.as_deref(), Some("worker-1"));
@@ -578,7 +524,8 @@ fn start_must_name_the_next_attempt() {
     );
     let task = given(after_one_retry)
         .when(start(2))
-        .then_expect(vec![started(2)]);
+        .then_expect(vec![started(2)])
+        .unwrap();
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.worker_id.as_deref(), Some("worker-2"));
 }
@@ -625,7 +572,8 @@ fn progress_is_recorded_for_the_running_attempt() {
     for percent in [None, Some(0.0), Some(37.5), Some(100.0)] {
         let task = given(running())
             .when(progress(1, percent))
-            .then_expect(vec![progressed(1, percent)]);
+            .then_expect(vec![progressed(1, percent)])
+            .unwrap();
         let recorded = task.progress.expect("progress is kept");
         assert_eq!(recorded.percent, percent);
         assert_eq!(recorded.message.as_deref(), Some("downloading"));
@@ -651,7 +599,8 @@ fn progress_out_of_range_is_refused() {
 fn complete_succeeds_the_task_with_its_result() {
     let task = given(running())
         .when(complete(1))
-        .then_expect(vec![succeeded(1)]);
+        .then_expect(vec![succeeded(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.result, Some(object(json!({"links": 12}))));
     assert_eq!(task.exit_code, Some(0));
@@ -669,7 +618,8 @@ fn complete_without_artifacts_is_fine() {
             exit_code: 0,
             artifacts: Vec::new(),
             finished_at: at(150),
-        })]);
+        })])
+        .unwrap();
     assert!(task.artifacts.is_empty());
 }
 
@@ -738,7 +688,8 @@ fn complete_refuses_bad_artifacts() {
 fn a_failure_that_is_not_retryable_is_final() {
     let task = given(running())
         .when(fail(1, false))
-        .then_expect(vec![failed(1)]);
+        .then_expect(vec![failed(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
     assert_eq!(task.exit_code, Some(2));
@@ -749,7 +700,8 @@ fn a_failure_that_is_not_retryable_is_final() {
 fn a_retryable_failure_queues_the_task_again_while_attempts_remain() {
     let task = given([submitted(), started(1), progressed(1, Some(40.0))])
         .when(fail(1, true))
-        .then_expect(vec![retried_after_failure(1)]);
+        .then_expect(vec![retried_after_failure(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
@@ -769,7 +721,8 @@ fn a_retryable_failure_of_the_last_attempt_is_final() {
     ];
     let task = given(history)
         .when(fail(3, true))
-        .then_expect(vec![failed(3)]);
+        .then_expect(vec![failed(3)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
 }
@@ -785,7 +738,8 @@ fn redelivery_retries_until_attempts_are_exhausted() {
         let second = i64::from(attempt) * 100 + 70;
         let task = given(history.clone())
             .when(retry(second))
-            .then_expect(vec![retried_after_redelivery(attempt, second)]);
+            .then_expect(vec![retried_after_redelivery(attempt, second)])
+            .unwrap();
         assert_eq!(task.status, TaskStatus::Queued);
         history.push(retried_after_redelivery(attempt, second));
     }
@@ -798,7 +752,8 @@ fn redelivery_retries_until_attempts_are_exhausted() {
             error: "gave up after 3 attempts: the runner stopped responding".into(),
             exit_code: None,
             failed_at: at(370),
-        })]);
+        })])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.attempts_started, 3);
     history.push(failed(3));
@@ -825,7 +780,8 @@ fn redelivery_of_a_single_attempt_task_gives_up_at_once() {
 fn a_time_out_is_final_even_with_attempts_left() {
     let task = given(running())
         .when(time_out(1))
-        .then_expect(vec![timed_out(1)]);
+        .then_expect(vec![timed_out(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::TimedOut);
     assert_eq!(task.finished_at, Some(at(150)));
 }
@@ -866,7 +822,8 @@ fn a_stale_worker_of_a_requeued_task_is_told_the_status() {
 fn the_current_attempt_after_a_retry_can_finish() {
     let task = given(running_second_attempt())
         .when(complete(2))
-        .then_expect(vec![succeeded(2)]);
+        .then_expect(vec![succeeded(2)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.exit_code, Some(0));

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use taskledger_events::command::CommandError;
 use taskledger_events::device::{
     self, DeviceCommand, Devices, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
 };
@@ -130,8 +129,7 @@ pub async fn send_message(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(command_problem)?;
+    .await?;
     let body = QueuedMessage {
         message_id,
         imei: imei.as_str().to_owned(),
@@ -140,17 +138,6 @@ pub async fn send_message(
         position: executed.position,
     };
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
-}
-
-fn command_problem(error: CommandError) -> Problem {
-    match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        error => {
-            tracing::error!(%error, "a device command failed");
-            Problem::unavailable("the event store is unavailable right now; retry", 1)
-        }
-    }
 }
 
 // The webhook's fields as `rockblock::parse_mo_form` and `parse_mo_json`

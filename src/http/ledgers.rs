@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use taskledger_events::command::CommandError;
 use taskledger_events::ledger::{
     ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
@@ -294,15 +293,7 @@ pub async fn confirm(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(|error| match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        error => {
-            tracing::error!(%error, "a ledger confirmation failed");
-            Problem::unavailable("the confirmation could not be stored right now; retry", 1)
-        }
-    })?;
+    .await?;
     let newly_confirmed: Vec<SequenceRange> = executed
         .events
         .iter()

@@ -20,7 +20,6 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskledger_events::command::CommandError;
 use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
 use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent, StreamId};
 use taskledger_replay::{TaskAtError, Until};
@@ -788,8 +787,7 @@ pub async fn cancel_task(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(command_problem)?;
+    .await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
     Ok(ApiJson(TaskView::from_task(
         task,
@@ -1310,24 +1308,7 @@ fn submit_problem(error: SubmitError) -> Problem {
             error.to_string(),
         ),
         error @ SubmitError::ClientTaskIdTaken { .. } => Problem::conflict(error.to_string()),
-        SubmitError::Command(error) => command_problem(error),
-    }
-}
-
-/// The answer to a failed task command: refusals are 4xx with the domain's
-/// message, store trouble 503, anything else an opaque 500 (logged here).
-pub fn command_problem(error: CommandError) -> Problem {
-    match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.to_string()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        CommandError::Store(error) => {
-            tracing::error!(%error, "a task command could not be stored");
-            Problem::unavailable("the event store is unavailable right now; retry", 1)
-        }
-        error => {
-            tracing::error!(%error, "a task command failed");
-            Problem::internal()
-        }
+        SubmitError::Command(error) => error.into(),
     }
 }
 

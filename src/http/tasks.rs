@@ -212,26 +212,9 @@ impl TaskView {
     /// The view of a task folded from its stream. Equal to what the `tasks`
     /// projection holds once it has reached `stream_version`: the fields the
     /// projection derives (the error of a canceled or timed-out task, the
-    /// worker of a queued or canceled one) are derived the same way here.
+    /// worker of a queued or canceled one) come from the same derivation
+    /// ([`Task::shown_error`], [`Task::shown_worker_id`]).
     pub fn from_task(task: &Task, stream_version: u64, position: u64) -> Self {
-        let error = match task.status {
-            TaskStatus::Canceled => Some(
-                task.cancel_reason
-                    .clone()
-                    .unwrap_or_else(|| "canceled".to_owned()),
-            ),
-            TaskStatus::TimedOut => Some(format!(
-                "attempt {} ran past the task's timeout",
-                task.attempts_started
-            )),
-            // The projection clears an earlier attempt's error on success.
-            TaskStatus::Succeeded => None,
-            _ => task.error.clone(),
-        };
-        let worker_id = match task.status {
-            TaskStatus::Queued | TaskStatus::Canceled => None,
-            _ => task.worker_id.clone(),
-        };
         Self {
             id: task.id.0,
             kind: task.kind.clone(),
@@ -244,12 +227,12 @@ impl TaskView {
             timeout_seconds: task.timeout_seconds,
             max_attempts: task.max_attempts,
             attempts: task.attempts_started,
-            worker_id,
+            worker_id: task.shown_worker_id().map(str::to_owned),
             progress: task.progress.as_ref().map(|progress| ProgressView {
                 percent: progress.percent,
                 message: progress.message.clone(),
             }),
-            error,
+            error: task.shown_error(),
             exit_code: task.exit_code,
             submitted_at: task.submitted_at,
             submitted_by: task.submitted_by.clone(),

@@ -57,7 +57,7 @@ pub use events::{
     DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried,
     TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
 };
-pub use state::{apply, fold, Progress, Task, TaskState, TaskStatus};
+pub use state::{apply, fits, fold, Progress, Task, TaskState, TaskStatus};
 
 /// The task aggregate, for [`crate::command::execute`] and the tests'
 /// given/when/then.

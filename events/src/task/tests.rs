@@ -866,6 +866,86 @@ fn apply_leaves_the_state_alone_for_events_that_do_not_fit() {
     }
 }
 
+#[test]
+fn readers_are_shown_the_error_and_worker_the_status_implies() {
+    let shown = |history: Vec<TaskEvent>| {
+        let task = fold(&history).unwrap();
+        (
+            task.shown_error(),
+            task.shown_worker_id().map(str::to_owned),
+        )
+    };
+    let worker = || Some("worker-1".to_owned());
+    assert_eq!(shown(queued()), (None, None));
+    assert_eq!(shown(running()), (None, worker()));
+    // A retry keeps its reason and the worker it had, but shows no worker.
+    let retried = vec![submitted(), started(1), retried_after_failure(1)];
+    assert_eq!(
+        shown(retried.clone()),
+        (Some("connection reset".into()), None)
+    );
+    assert_eq!(
+        shown([retried.clone(), vec![started(2)]].concat()),
+        (Some("connection reset".into()), Some("worker-2".into()))
+    );
+    assert_eq!(
+        shown([retried, vec![started(2), succeeded(2)]].concat()),
+        (None, Some("worker-2".into()))
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), failed(1)]),
+        (Some("connection reset".into()), worker())
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), timed_out(1)]),
+        (
+            Some("attempt 1 ran past the task's timeout".into()),
+            worker()
+        )
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), canceled(true)]),
+        (Some("no longer needed".into()), None)
+    );
+    let mut unexplained = canceled(false);
+    if let TaskEvent::Canceled(canceled) = &mut unexplained {
+        canceled.reason = None;
+    }
+    assert_eq!(
+        shown(vec![submitted(), unexplained]),
+        (Some("canceled".into()), None)
+    );
+}
+
+#[test]
+fn an_event_fits_exactly_when_apply_takes_it() {
+    let mut states = vec![None, fold(&queued()), fold(&running())];
+    states.extend(
+        final_histories()
+            .into_iter()
+            .map(|(history, _)| fold(&history)),
+    );
+    for state in states {
+        for event in [
+            submitted(),
+            started(1),
+            progressed(1, None),
+            succeeded(1),
+            failed(1),
+            timed_out(1),
+            retried_after_failure(1),
+            canceled(true),
+        ] {
+            assert_eq!(
+                fits(&state, &event),
+                apply(state.clone(), &event) != state,
+                "{event:?} on {:?}",
+                state.as_ref().map(|task| task.status)
+            );
+        }
+    }
+}
+
 // ---- the stored form ----------------------------------------------------------------------------
 
 fn every_event() -> Vec<TaskEvent> {

@@ -17,14 +17,17 @@
 use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
-use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResult, SendResult};
+use taskledger_events::command::CommandError;
+use taskledger_events::device::{
+    AttemptSend, DeviceCommand, Devices, Imei, RecordSendResult, SendResult,
+};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::commands::{execute, CommandError, Devices};
+use crate::commands::execute;
 use crate::leader;
 use crate::rockblock::{MtClient, MtOutcome};
 
@@ -232,7 +235,7 @@ async fn command(
     store: &PgEventStore,
     imei: &Imei,
     command: DeviceCommand,
-) -> Result<(), CommandError<taskledger_events::device::DomainError>> {
+) -> Result<(), CommandError> {
     let metadata = Metadata {
         actor: Some("device-gateway".into()),
         ..Metadata::default()

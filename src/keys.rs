@@ -9,8 +9,10 @@ use anyhow::Context;
 use chrono::Utc;
 use rand::Rng;
 use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, RevokeApiKey, Scope,
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
+    Scope,
 };
+use taskledger_events::command::CommandError;
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::api_keys::ApiKeysProjector;
@@ -18,7 +20,7 @@ use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
-use crate::commands::{execute, ApiKeys, CommandError};
+use crate::commands::execute;
 
 /// How long `keys list` waits for a running service's projector.
 const CATCH_UP: Duration = Duration::from_secs(10);
@@ -159,6 +161,6 @@ fn cli_metadata() -> Metadata {
     }
 }
 
-fn describe<E: std::fmt::Display>(error: CommandError<E>) -> anyhow::Error {
+fn describe(error: CommandError) -> anyhow::Error {
     anyhow::anyhow!("{error}")
 }

@@ -1,5 +1,5 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
-//! ([`record_command`]), store append latency ([`timed_append`]), runner
+//! ([`record_command`]), store append latency ([`timed_append`], [`observe_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`]) — and the latency
 //! [`Histogram`] they share with the HTTP metrics. `/metrics`
 //! ([`crate::http::metrics`]) renders them with [`render`].
@@ -132,10 +132,16 @@ pub fn record_command(aggregate: &'static str, command: &'static str, outcome: C
 pub async fn timed_append<T>(append: impl std::future::Future<Output = T>) -> T {
     let began = std::time::Instant::now();
     let result = append.await;
-    if let Ok(mut histogram) = REGISTRY.append.lock() {
-        histogram.observe(began.elapsed().as_secs_f64());
-    }
+    observe_append(began.elapsed());
     result
+}
+
+/// Records one store append that took `elapsed` (whatever its outcome) in
+/// `taskledger_append_seconds`.
+pub fn observe_append(elapsed: std::time::Duration) {
+    if let Ok(mut histogram) = REGISTRY.append.lock() {
+        histogram.observe(elapsed.as_secs_f64());
+    }
 }
 
 /// A runner's slots, counted in `taskledger_runner_slots{state="total"}`

@@ -17,13 +17,12 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use taskledger_events::task::{
-    DomainError, DomainErrorKind, SubmitTask, Task, TaskCommand, TaskId,
-};
-use taskledger_events::{EventStore, Metadata};
+use taskledger_events::command::{load, CommandError};
+use taskledger_events::task::{SubmitTask, Task, TaskCommand, TaskId, Tasks};
+use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
 
-use crate::commands::{execute, load, CommandError, Tasks};
+use crate::commands::execute;
 use crate::config::{FileConfig, KindError};
 
 /// The namespace of derived task ids (a fixed random UUID; changing it would
@@ -122,7 +121,7 @@ pub enum SubmitError {
     },
     /// The command failed (a refused field, a conflict, the store).
     #[error(transparent)]
-    Command(#[from] CommandError<DomainError>),
+    Command(#[from] CommandError),
 }
 
 /// Checks an `Idempotency-Key` header value: 1 to
@@ -221,7 +220,7 @@ pub async fn submit(
         // A concurrent try stored its events first (`already_stored`), or
         // the task existed before this try: answer with what is stored.
         Ok(_) => existing(store, &command, &submission, submitter).await,
-        Err(CommandError::Rejected(error)) if error.kind() == DomainErrorKind::AlreadyExists => {
+        Err(CommandError::Rejected(error)) if error.kind() == RefusalKind::AlreadyExists => {
             existing(store, &command, &submission, submitter).await
         }
         Err(error) => Err(error.into()),

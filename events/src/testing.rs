@@ -1,10 +1,15 @@
-//! Test helpers (feature `testing`): a fresh, migrated PostgreSQL database per
-//! test, copied from a template that is migrated once per set of migrations.
+//! Test helpers (feature `testing`, and this crate's own tests): the
+//! given/when/then harness of every aggregate ([`given`], [`given_state`]),
+//! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
+//! copied from a template that is migrated once per set of migrations.
 //!
 //! The server is taken from `TEST_DATABASE_URL` (any database on the server;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use tokio_postgres::NoTls;
+
+mod given;
+pub use given::{given, given_state, Given, Then};
 
 use crate::migrate;
 

@@ -3,14 +3,17 @@
 //! `results` (result document, exit code, artifacts).
 //!
 //! Deterministic: every value comes from the events (`updated_at` is the
-//! event's `recorded_at`), so a rebuild gives the same rows.
+//! event's `recorded_at`), so a rebuild gives the same rows. Each task is
+//! folded with the aggregate's own `task::apply`, and the fields a row
+//! derives are `Task::shown_error` and `Task::shown_worker_id`, the ones a
+//! task folded from the log is shown with: the row is what the fold says.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::task::{self, Progress, Task, TaskEvent, TaskId, TaskState, TaskStatus};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
@@ -50,20 +53,20 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position,
         inputs = EXCLUDED.inputs";
 
-/// The results of the tasks that succeeded or failed in a batch (a second
-/// result for a task violates the primary key: the log and the projection
-/// disagree).
+/// The results of the tasks that succeeded or failed in a batch (one per
+/// task: a second success or failure does not fit the task and is not
+/// projected).
 const RESULTS: &str =
     "INSERT INTO results (task_id, attempt, result, exit_code, artifacts, finished_at, status)
      SELECT * FROM unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int4[], $5::jsonb[],
         $6::timestamptz[], $7::text[])";
 
-/// One row of `tasks`, folded in memory.
+/// One row of `tasks`: its columns.
 #[derive(Debug, Clone)]
 struct TaskRow {
     task_id: Uuid,
     kind: String,
-    status: &'static str,
+    status: String,
     frontend_id: String,
     client_task_id: Option<String>,
     params: Value,
@@ -99,16 +102,130 @@ struct ResultRow {
     status: &'static str,
 }
 
-/// The stored status text (`tasks.status`).
-fn status(text: &str) -> &'static str {
-    match text {
-        "queued" => "queued",
-        "running" => "running",
-        "succeeded" => "succeeded",
-        "failed" => "failed",
-        "timed_out" => "timed_out",
-        "canceled" => "canceled",
-        _ => "unknown",
+/// A task of a batch, folded in memory.
+#[derive(Debug)]
+struct Projected {
+    /// The task (always `Some`: a row exists once the task is submitted;
+    /// an `Option` so that `task::apply` can take it by value).
+    state: TaskState,
+    /// The `recorded_at` of its latest event.
+    updated_at: DateTime<Utc>,
+    /// Its stream's version.
+    stream_version: i64,
+    /// Its latest event's global position.
+    last_position: i64,
+}
+
+impl Projected {
+    /// The task a stored row holds, as far as its later events and its row
+    /// need it. A row keeps what readers are shown, not the whole task, so
+    /// what it lacks is filled in the way that shows the same row again: a
+    /// canceled task's reason is its shown error; a queued or canceled
+    /// task's earlier worker, its result and artifacts (in `results`) and
+    /// its progress's time are never shown and no later event needs them.
+    ///
+    /// # Errors
+    /// A status no event gives.
+    fn from_row(row: TaskRow) -> Result<Self, String> {
+        let status = match row.status.as_str() {
+            "queued" => TaskStatus::Queued,
+            "running" => TaskStatus::Running,
+            "succeeded" => TaskStatus::Succeeded,
+            "failed" => TaskStatus::Failed,
+            "timed_out" => TaskStatus::TimedOut,
+            "canceled" => TaskStatus::Canceled,
+            other => {
+                return Err(format!(
+                    "task {} has status {other:?} in the projection, which no event gives",
+                    row.task_id
+                ))
+            }
+        };
+        let progress =
+            (row.progress_percent.is_some() || row.progress_message.is_some()).then(|| Progress {
+                percent: row.progress_percent,
+                message: row.progress_message.clone(),
+                recorded_at: row.updated_at,
+            });
+        let task = Task {
+            id: TaskId(row.task_id),
+            kind: row.kind,
+            params: match row.params {
+                Value::Object(params) => params,
+                _ => serde_json::Map::new(),
+            },
+            inputs: serde_json::from_value(row.inputs).unwrap_or_default(),
+            frontend_id: row.frontend_id,
+            client_task_id: row.client_task_id,
+            priority: row.priority,
+            timeout_seconds: u64::try_from(row.timeout_seconds).unwrap_or(0),
+            max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+            submitted_at: row.submitted_at,
+            submitted_by: row.submitted_by,
+            status,
+            attempts_started: u32::try_from(row.attempts).unwrap_or(0),
+            worker_id: row.worker_id,
+            started_at: row.started_at,
+            progress,
+            finished_at: row.finished_at,
+            cancel_reason: if status == TaskStatus::Canceled {
+                row.error.clone()
+            } else {
+                None
+            },
+            error: row.error,
+            exit_code: row.exit_code,
+            result: None,
+            artifacts: Vec::new(),
+        };
+        Ok(Self {
+            state: Some(task),
+            updated_at: row.updated_at,
+            stream_version: row.stream_version,
+            last_position: row.last_position,
+        })
+    }
+
+    /// Folds `event`, recorded as `recorded`, into the task.
+    fn apply(&mut self, recorded: &RecordedEvent, event: &TaskEvent) {
+        self.state = task::apply(self.state.take(), event);
+        self.updated_at = recorded.recorded_at;
+        self.stream_version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
+        self.last_position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+    }
+
+    /// The row's columns.
+    fn row(&self) -> Option<TaskRow> {
+        let task = self.state.as_ref()?;
+        Some(TaskRow {
+            task_id: task.id.0,
+            kind: task.kind.clone(),
+            status: task.status.as_str().to_owned(),
+            frontend_id: task.frontend_id.clone(),
+            client_task_id: task.client_task_id.clone(),
+            params: Value::Object(task.params.clone()),
+            priority: task.priority,
+            timeout_seconds: i64::try_from(task.timeout_seconds).unwrap_or(i64::MAX),
+            max_attempts: i32::try_from(task.max_attempts).unwrap_or(i32::MAX),
+            attempts: i32::try_from(task.attempts_started).unwrap_or(i32::MAX),
+            worker_id: task.shown_worker_id().map(str::to_owned),
+            progress_percent: task.progress.as_ref().and_then(|progress| progress.percent),
+            progress_message: task
+                .progress
+                .as_ref()
+                .and_then(|progress| progress.message.clone()),
+            error: task.shown_error(),
+            exit_code: task.exit_code,
+            submitted_at: task.submitted_at,
+            submitted_by: task.submitted_by.clone(),
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+            updated_at: self.updated_at,
+            stream_version: self.stream_version,
+            last_position: self.last_position,
+            inputs: serde_json::to_value(&task.inputs)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
+        })
     }
 }
 
@@ -117,7 +234,7 @@ impl TaskRow {
         Self {
             task_id: row.get(0),
             kind: row.get(1),
-            status: status(row.get(2)),
+            status: row.get(2),
             frontend_id: row.get(3),
             client_task_id: row.get(4),
             params: row.get(5),
@@ -201,21 +318,31 @@ impl Projector for TasksProjector {
             .collect::<std::collections::HashSet<_>>()
             .into_iter()
             .collect();
-        let mut rows: HashMap<Uuid, TaskRow> = HashMap::with_capacity(decoded.len());
+        let mut tasks: HashMap<Uuid, Projected> = HashMap::with_capacity(decoded.len());
         if !earlier.is_empty() {
             let select = format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ANY($1)");
             for row in tx.query(&select, &[&earlier]).await? {
                 let row = TaskRow::from_row(&row);
-                rows.insert(row.task_id, row);
+                let task_id = row.task_id;
+                let projected = Projected::from_row(row).map_err(|reason| {
+                    // Reported at the task's first event of the batch.
+                    let global_position = decoded
+                        .iter()
+                        .find(|(id, _, _)| *id == task_id)
+                        .map_or(0, |(_, recorded, _)| recorded.global_position);
+                    ProjectorError::Event {
+                        global_position,
+                        reason,
+                    }
+                })?;
+                tasks.insert(task_id, projected);
             }
         }
 
         // Fold, in event order.
-        let mut order = Vec::new();
         let mut results = Vec::new();
         for (task_id, recorded, event) in &decoded {
-            let row = rows.get_mut(task_id);
-            match (row, event) {
+            match (tasks.get_mut(task_id), event) {
                 (Some(_), TaskEvent::Submitted(_)) => {
                     // A second submission of one task: stop rather than guess.
                     return Err(ProjectorError::Event {
@@ -223,14 +350,23 @@ impl Projector for TasksProjector {
                         reason: format!("task {task_id} is already in the projection"),
                     });
                 }
-                (None, TaskEvent::Submitted(submitted)) => {
-                    order.push(*task_id);
-                    rows.insert(*task_id, submitted_row(*task_id, recorded, submitted));
+                (None, TaskEvent::Submitted(_)) => {
+                    let mut projected = Projected {
+                        state: None,
+                        updated_at: recorded.recorded_at,
+                        stream_version: 0,
+                        last_position: 0,
+                    };
+                    projected.apply(recorded, event);
+                    tasks.insert(*task_id, projected);
                 }
-                (Some(row), event) => {
-                    if let Some(result) = fold(row, recorded, event)? {
-                        results.push(result);
+                (Some(projected), event) => {
+                    if task::fits(&projected.state, event) {
+                        if let Some(result) = result_row(*task_id, recorded, event)? {
+                            results.push(result);
+                        }
                     }
+                    projected.apply(recorded, event);
                 }
                 (None, event) => {
                     // A later event for a task the projection does not have:
@@ -245,9 +381,9 @@ impl Projector for TasksProjector {
                 }
             }
         }
-        let mut touched: Vec<&TaskRow> = rows.values().collect();
+        let mut touched: Vec<TaskRow> = tasks.values().filter_map(Projected::row).collect();
         touched.sort_by_key(|row| row.task_id);
-        write_rows(tx, &touched).await?;
+        write_rows(tx, &touched.iter().collect::<Vec<_>>()).await?;
         if !results.is_empty() {
             write_results(tx, &results).await?;
         }
@@ -255,135 +391,38 @@ impl Projector for TasksProjector {
     }
 }
 
-/// The row a submission creates.
-fn submitted_row(
+/// The `results` row of a success or a failure (their logs), for an event
+/// that fits its task.
+fn result_row(
     task_id: Uuid,
-    recorded: &RecordedEvent,
-    submitted: &taskledger_events::task::TaskSubmitted,
-) -> TaskRow {
-    TaskRow {
-        task_id,
-        kind: submitted.kind.clone(),
-        status: "queued",
-        frontend_id: submitted.frontend_id.clone(),
-        client_task_id: submitted.client_task_id.clone(),
-        params: Value::Object(submitted.params.clone()),
-        priority: submitted.priority,
-        timeout_seconds: i64::try_from(submitted.timeout_seconds).unwrap_or(i64::MAX),
-        max_attempts: i32::try_from(submitted.max_attempts).unwrap_or(i32::MAX),
-        attempts: 0,
-        worker_id: None,
-        progress_percent: None,
-        progress_message: None,
-        error: None,
-        exit_code: None,
-        submitted_at: submitted.submitted_at,
-        submitted_by: submitted.submitted_by.clone(),
-        started_at: None,
-        finished_at: None,
-        updated_at: recorded.recorded_at,
-        stream_version: i64::try_from(recorded.version).unwrap_or(i64::MAX),
-        last_position: i64::try_from(recorded.global_position).unwrap_or(i64::MAX),
-        inputs: serde_json::to_value(&submitted.inputs)
-            .unwrap_or_else(|_| Value::Object(Default::default())),
-    }
-}
-
-/// Applies one later event to its task's row; a success also gives its
-/// result row.
-fn fold(
-    row: &mut TaskRow,
     recorded: &RecordedEvent,
     event: &TaskEvent,
 ) -> Result<Option<ResultRow>, ProjectorError> {
-    let mut result = None;
-    match event {
-        TaskEvent::Submitted(_) => {}
-        TaskEvent::Canceled(canceled) => {
-            row.status = "canceled";
-            row.finished_at = Some(canceled.canceled_at);
-            row.error = Some(
-                canceled
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "canceled".to_owned()),
-            );
-            row.worker_id = None;
-        }
-        TaskEvent::Started(started) => {
-            row.status = "running";
-            row.attempts = i32::try_from(started.attempt).unwrap_or(i32::MAX);
-            row.worker_id = Some(started.worker_id.clone());
-            row.started_at = Some(started.started_at);
-            row.progress_percent = None;
-            row.progress_message = None;
-        }
-        TaskEvent::ProgressRecorded(progress) => {
-            row.progress_percent = progress.percent;
-            row.progress_message = progress.message.clone();
-        }
-        TaskEvent::Succeeded(succeeded) => {
-            let artifacts = serde_json::to_value(&succeeded.artifacts).map_err(|error| {
-                ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                }
-            })?;
-            result = Some(ResultRow {
-                task_id: row.task_id,
-                attempt: i32::try_from(succeeded.attempt).unwrap_or(i32::MAX),
-                result: Value::Object(succeeded.result.clone()),
-                exit_code: Some(succeeded.exit_code),
-                artifacts,
-                finished_at: succeeded.finished_at,
-                status: "succeeded",
-            });
-            row.status = "succeeded";
-            row.exit_code = Some(succeeded.exit_code);
-            row.finished_at = Some(succeeded.finished_at);
-            row.error = None;
-        }
-        TaskEvent::Failed(failed) => {
-            let artifacts =
-                serde_json::to_value(&failed.artifacts).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
-            result = Some(ResultRow {
-                task_id: row.task_id,
-                attempt: i32::try_from(failed.attempt).unwrap_or(i32::MAX),
-                result: Value::Object(serde_json::Map::new()),
-                exit_code: failed.exit_code,
-                artifacts,
-                finished_at: failed.failed_at,
-                status: "failed",
-            });
-            row.status = "failed";
-            row.error = Some(failed.error.clone());
-            row.exit_code = failed.exit_code;
-            row.finished_at = Some(failed.failed_at);
-        }
-        TaskEvent::TimedOut(timed_out) => {
-            row.status = "timed_out";
-            row.error = Some(format!(
-                "attempt {} ran past the task's timeout",
-                timed_out.attempt
-            ));
-            row.finished_at = Some(timed_out.timed_out_at);
-        }
-        TaskEvent::Retried(retried) => {
-            row.status = "queued";
-            row.error = Some(retried.reason.clone());
-            row.exit_code = retried.exit_code;
-            row.worker_id = None;
-            row.progress_percent = None;
-            row.progress_message = None;
-        }
-    }
-    row.updated_at = recorded.recorded_at;
-    row.stream_version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
-    row.last_position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
-    Ok(result)
+    let malformed = |error: serde_json::Error| ProjectorError::Event {
+        global_position: recorded.global_position,
+        reason: error.to_string(),
+    };
+    Ok(match event {
+        TaskEvent::Succeeded(succeeded) => Some(ResultRow {
+            task_id,
+            attempt: i32::try_from(succeeded.attempt).unwrap_or(i32::MAX),
+            result: Value::Object(succeeded.result.clone()),
+            exit_code: Some(succeeded.exit_code),
+            artifacts: serde_json::to_value(&succeeded.artifacts).map_err(malformed)?,
+            finished_at: succeeded.finished_at,
+            status: "succeeded",
+        }),
+        TaskEvent::Failed(failed) => Some(ResultRow {
+            task_id,
+            attempt: i32::try_from(failed.attempt).unwrap_or(i32::MAX),
+            result: Value::Object(serde_json::Map::new()),
+            exit_code: failed.exit_code,
+            artifacts: serde_json::to_value(&failed.artifacts).map_err(malformed)?,
+            finished_at: failed.failed_at,
+            status: "failed",
+        }),
+        _ => None,
+    })
 }
 
 /// Writes the rows (as column arrays, one statement).
@@ -396,7 +435,7 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
         &[
             &column(rows, |r| r.task_id),
             &column(rows, |r| r.kind.as_str()),
-            &column(rows, |r| r.status),
+            &column(rows, |r| r.status.as_str()),
             &column(rows, |r| r.frontend_id.as_str()),
             &column(rows, |r| r.client_task_id.as_deref()),
             &column(rows, |r| &r.params),

@@ -20,7 +20,7 @@ use chrono::Utc;
 use rand::Rng;
 use serde_json::{json, Value};
 use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, Scope,
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::{EventStore, Metadata};
@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::{millis, percentile};
-use crate::commands::{execute, ApiKeys};
+use crate::commands::execute;
 use crate::settings::Settings;
 use crate::shutdown;
 use crate::startup::Application;

@@ -16,9 +16,9 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{
-    self, DeviceCommand, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
+    self, DeviceCommand, Devices, Imei, QueueDeviceMessage, ReceiveDeviceMessage,
 };
-use taskledger_events::{AppendError, EventStore, ExpectedVersion, Metadata};
+use taskledger_events::{Aggregate, AppendError, EventStore, ExpectedVersion, Metadata};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ use super::auth::{Authorized, WriteDevices};
 use super::problem::{ApiBytes, ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
-use crate::commands::{execute, CommandError, Devices};
+use crate::commands::execute;
 use crate::rockblock::{self, MoError, MoVerifier};
 
 /// How mobile-originated webhooks are checked.
@@ -129,8 +129,7 @@ pub async fn send_message(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(command_problem)?;
+    .await?;
     let body = QueuedMessage {
         message_id,
         imei: imei.as_str().to_owned(),
@@ -139,17 +138,6 @@ pub async fn send_message(
         position: executed.position,
     };
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
-}
-
-fn command_problem(error: CommandError<taskledger_events::device::DomainError>) -> Problem {
-    match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        error => {
-            tracing::error!(%error, "a device command failed");
-            Problem::unavailable("the event store is unavailable right now; retry", 1)
-        }
-    }
 }
 
 // The webhook's fields as `rockblock::parse_mo_form` and `parse_mo_json`
@@ -292,11 +280,7 @@ pub async fn rockblock_mo(
         Ok(_) | Err(AppendError::DuplicateEventId { .. }) => crate::metrics::CommandOutcome::Ok,
         Err(_) => crate::metrics::CommandOutcome::Error,
     };
-    crate::metrics::record_command(
-        <Devices as crate::commands::Aggregate>::NAME,
-        "Receive",
-        outcome,
-    );
+    crate::metrics::record_command(<Devices as Aggregate>::NAME, "Receive", outcome);
     match appended {
         Ok(_) => Ok((StatusCode::OK, "OK").into_response()),
         Err(AppendError::DuplicateEventId { .. }) => Ok((StatusCode::OK, "OK").into_response()),

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::ledger::{
-    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, PositionRange,
+    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
 use taskledger_events::{Direction, EventStore, Metadata};
 use utoipa::ToSchema;
@@ -27,7 +27,7 @@ use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::tasks::parse_task_id;
 use super::AppState;
-use crate::commands::{execute, CommandError, Ledgers};
+use crate::commands::execute;
 
 /// A confirmation: either a range of sequences or a list of event ids, and
 /// the ledger's transaction reference.
@@ -293,15 +293,7 @@ pub async fn confirm(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(|error| match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.message()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        error => {
-            tracing::error!(%error, "a ledger confirmation failed");
-            Problem::unavailable("the confirmation could not be stored right now; retry", 1)
-        }
-    })?;
+    .await?;
     let newly_confirmed: Vec<SequenceRange> = executed
         .events
         .iter()

@@ -5,6 +5,7 @@
 //! `title`, `status` and `detail`. Domain refusals are 4xx, version
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
 //! 500 whose cause is logged where it happened (never sent to the client).
+//! A failed command becomes one through the one `From<CommandError>`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -15,6 +16,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use taskledger_events::command::CommandError;
+use taskledger_events::RefusalKind;
 
 /// Where the problem types are documented (relative URIs are allowed).
 const TYPE_BASE: &str = "/v1/problems/";
@@ -109,17 +112,11 @@ impl Problem {
     /// The answer to a command an aggregate refused: unknown → 404, already
     /// there or not allowed now → 409, invalid → 422, with the aggregate's
     /// message. The one mapping for every aggregate.
-    pub fn refused(
-        kind: taskledger_events::domain::DomainErrorKind,
-        message: impl Into<String>,
-    ) -> Self {
-        use taskledger_events::domain::DomainErrorKind;
+    pub fn refused(kind: RefusalKind, message: impl Into<String>) -> Self {
         match kind {
-            DomainErrorKind::NotFound => Self::not_found(message),
-            DomainErrorKind::AlreadyExists | DomainErrorKind::InvalidTransition => {
-                Self::conflict(message)
-            }
-            DomainErrorKind::Invalid => Self::unprocessable(message),
+            RefusalKind::NotFound => Self::not_found(message),
+            RefusalKind::AlreadyExists | RefusalKind::InvalidTransition => Self::conflict(message),
+            RefusalKind::Invalid => Self::unprocessable(message),
         }
     }
 
@@ -131,6 +128,31 @@ impl Problem {
             "Internal server error",
             "the server failed to handle the request; it has been logged",
         )
+    }
+}
+
+/// The answer to a command that did not happen, the same on every route: a
+/// refusal by its kind ([`Problem::refused`]: 404, 409 or 422 with the
+/// aggregate's message); a stream that kept changing or a command id already
+/// used for another change 409; the store unavailable 503 with
+/// `Retry-After`; an invalid or unreadable event (a bug) an opaque 500. The
+/// cause of a 503 or 500 is logged here.
+impl From<CommandError> for Problem {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Rejected(refusal) => Self::refused(refusal.kind(), refusal.message()),
+            error @ (CommandError::Conflict { .. } | CommandError::DuplicateEvent(_)) => {
+                Self::conflict(error.to_string())
+            }
+            CommandError::Store(error) => {
+                tracing::error!(%error, "a command could not be stored");
+                Self::unavailable("the event store is unavailable right now; retry", 1)
+            }
+            error @ (CommandError::Invalid(_) | CommandError::Corrupt(_)) => {
+                tracing::error!(%error, "a command failed");
+                Self::internal()
+            }
+        }
     }
 }
 
@@ -508,6 +530,68 @@ mod tests {
                     response.headers()[header::CONTENT_TYPE],
                     "application/problem+json"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_error_has_one_answer() {
+        use taskledger_events::{InvalidInput, Refusal, StoreError};
+        let cases = [
+            (
+                CommandError::Rejected(Refusal::not_found("task 1 does not exist")),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                CommandError::Rejected(Refusal::already_exists("task 1 already exists")),
+                StatusCode::CONFLICT,
+            ),
+            (
+                CommandError::Rejected(Refusal::invalid_transition("task 1 is queued")),
+                StatusCode::CONFLICT,
+            ),
+            (
+                CommandError::Rejected(Refusal::invalid("kind must not be empty")),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                CommandError::Conflict {
+                    stream_id: "task-1".into(),
+                    attempts: 4,
+                },
+                StatusCode::CONFLICT,
+            ),
+            (
+                CommandError::DuplicateEvent("command 1 was already used".into()),
+                StatusCode::CONFLICT,
+            ),
+            (
+                CommandError::Store(StoreError::Pool("timed out".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CommandError::Invalid(InvalidInput::EmptyBatch),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                CommandError::Corrupt("task-1 version 2 cannot be read".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (error, status) in cases {
+            let shown = error.to_string();
+            let problem = Problem::from(error);
+            assert_eq!(problem.status, status.as_u16(), "{shown}");
+            assert_eq!(
+                problem.retry_after.is_some(),
+                status == StatusCode::SERVICE_UNAVAILABLE,
+                "{shown}"
+            );
+            if status.is_client_error() {
+                // The refusal's or the conflict's own words.
+                assert_eq!(problem.detail, shown);
+            } else {
+                assert!(!problem.detail.contains(&shown), "{shown} leaked");
             }
         }
     }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskledger_events::task::{CancelTask, DomainError, Task, TaskCommand, TaskId, TaskStatus};
+use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
 use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use tokio_postgres::types::ToSql;
@@ -34,7 +34,7 @@ use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, database_error};
-use crate::commands::{execute, CommandError, Tasks};
+use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
 /// The most tasks one JSON page holds.
@@ -212,26 +212,9 @@ impl TaskView {
     /// The view of a task folded from its stream. Equal to what the `tasks`
     /// projection holds once it has reached `stream_version`: the fields the
     /// projection derives (the error of a canceled or timed-out task, the
-    /// worker of a queued or canceled one) are derived the same way here.
+    /// worker of a queued or canceled one) come from the same derivation
+    /// ([`Task::shown_error`], [`Task::shown_worker_id`]).
     pub fn from_task(task: &Task, stream_version: u64, position: u64) -> Self {
-        let error = match task.status {
-            TaskStatus::Canceled => Some(
-                task.cancel_reason
-                    .clone()
-                    .unwrap_or_else(|| "canceled".to_owned()),
-            ),
-            TaskStatus::TimedOut => Some(format!(
-                "attempt {} ran past the task's timeout",
-                task.attempts_started
-            )),
-            // The projection clears an earlier attempt's error on success.
-            TaskStatus::Succeeded => None,
-            _ => task.error.clone(),
-        };
-        let worker_id = match task.status {
-            TaskStatus::Queued | TaskStatus::Canceled => None,
-            _ => task.worker_id.clone(),
-        };
         Self {
             id: task.id.0,
             kind: task.kind.clone(),
@@ -244,12 +227,12 @@ impl TaskView {
             timeout_seconds: task.timeout_seconds,
             max_attempts: task.max_attempts,
             attempts: task.attempts_started,
-            worker_id,
+            worker_id: task.shown_worker_id().map(str::to_owned),
             progress: task.progress.as_ref().map(|progress| ProgressView {
                 percent: progress.percent,
                 message: progress.message.clone(),
             }),
-            error,
+            error: task.shown_error(),
             exit_code: task.exit_code,
             submitted_at: task.submitted_at,
             submitted_by: task.submitted_by.clone(),
@@ -787,8 +770,7 @@ pub async fn cancel_task(
         Uuid::new_v4(),
         metadata,
     )
-    .await
-    .map_err(command_problem)?;
+    .await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
     Ok(ApiJson(TaskView::from_task(
         task,
@@ -1309,24 +1291,7 @@ fn submit_problem(error: SubmitError) -> Problem {
             error.to_string(),
         ),
         error @ SubmitError::ClientTaskIdTaken { .. } => Problem::conflict(error.to_string()),
-        SubmitError::Command(error) => command_problem(error),
-    }
-}
-
-/// The answer to a failed task command: refusals are 4xx with the domain's
-/// message, store trouble 503, anything else an opaque 500 (logged here).
-pub fn command_problem(error: CommandError<DomainError>) -> Problem {
-    match error {
-        CommandError::Rejected(error) => Problem::refused(error.kind(), error.to_string()),
-        error @ CommandError::Conflict { .. } => Problem::conflict(error.to_string()),
-        CommandError::Store(error) => {
-            tracing::error!(%error, "a task command could not be stored");
-            Problem::unavailable("the event store is unavailable right now; retry", 1)
-        }
-        error => {
-            tracing::error!(%error, "a task command failed");
-            Problem::internal()
-        }
+        SubmitError::Command(error) => error.into(),
     }
 }
 

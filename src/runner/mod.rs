@@ -32,19 +32,20 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::{Map, Value};
+use taskledger_events::command::{load, CommandError};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
-    Artifact, CompleteTask, DomainErrorKind, FailTask, RetryTask, StartTask, TaskCommand,
-    TaskEvent, TaskId, TaskStatus, TimeOutTask,
+    Artifact, CompleteTask, FailTask, RetryTask, StartTask, TaskCommand, TaskEvent, TaskId,
+    TaskStatus, Tasks, TimeOutTask,
 };
-use taskledger_events::{Direction, EventStore, Metadata};
+use taskledger_events::{Direction, EventStore, Metadata, RefusalKind};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::blobs::BlobStore;
 use crate::broker::{self, Job, Topology};
-use crate::commands::{execute, load, CommandError, Tasks};
+use crate::commands::execute;
 use crate::config::{Executor, FileConfig};
 use crate::leader::AbortOnDrop;
 use crate::metrics;
@@ -1022,7 +1023,7 @@ async fn report(context: &Context, task_id: TaskId, command: TaskCommand) {
         .await
         {
             Ok(_) => return,
-            Err(CommandError::Rejected(error)) if error.kind() == DomainErrorKind::Invalid => {
+            Err(CommandError::Rejected(error)) if error.kind() == RefusalKind::Invalid => {
                 let attempt = match &command {
                     TaskCommand::Complete(complete) => complete.attempt,
                     TaskCommand::Fail(fail) => fail.attempt,

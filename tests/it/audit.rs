@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration as TimeDelta, SubsecRound, Utc};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
-use taskledger::commands::{execute, Tasks};
+use taskledger::commands::execute;
 use taskledger_events::apikey::Scope;
-use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
+use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId, Tasks};
 use taskledger_events::Metadata;
 use uuid::Uuid;
 

@@ -8,13 +8,13 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
-use taskledger::commands::{execute, ApiKeys};
+use taskledger::commands::execute;
 
 use crate::helpers::create_key;
 use taskledger::http::auth::Caller;
 use taskledger::http::problem::Problem;
 use taskledger::http::AppState;
-use taskledger_events::apikey::{generate_secret, ApiKeyCommand, RevokeApiKey, Scope};
+use taskledger_events::apikey::{generate_secret, ApiKeyCommand, ApiKeys, RevokeApiKey, Scope};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;

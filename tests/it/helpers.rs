@@ -6,12 +6,12 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::Value;
-use taskledger::commands::{execute, ApiKeys};
+use taskledger::commands::execute;
 use taskledger::settings::Settings;
 use taskledger::shutdown::{self, ShutdownTrigger};
 use taskledger::startup::Application;
 use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, CreateApiKey, Scope,
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;

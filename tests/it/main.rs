@@ -2,7 +2,6 @@
 
 mod audit;
 mod auth;
-mod commands;
 mod deploy;
 mod devices;
 mod feed;

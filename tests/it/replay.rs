@@ -151,8 +151,10 @@ async fn export_writes_events_as_stored_one_per_line() {
 #[tokio::test]
 async fn state_shows_a_task_as_it_was() {
     use chrono::Utc;
-    use taskledger::commands::{execute, Tasks};
-    use taskledger_events::task::{CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId};
+    use taskledger::commands::execute;
+    use taskledger_events::task::{
+        CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
+    };
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -241,9 +243,9 @@ async fn state_shows_a_task_as_it_was() {
 async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
     use taskledger::blobs::BlobStore;
-    use taskledger::commands::{execute, Tasks};
+    use taskledger::commands::execute;
     use taskledger_events::task::{
-        Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId,
+        Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
     };
     use taskledger_events::Metadata;
     use uuid::Uuid;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
-use taskledger::commands::{execute, Tasks};
+use taskledger::commands::execute;
 use taskledger_events::apikey::Scope;
 use taskledger_events::task::{
-    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId,
+    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId, Tasks,
     TimeOutTask,
 };
 use taskledger_events::Metadata;

@@ -3,7 +3,8 @@
 
 use super::commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
 use super::events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked};
-use super::{ApiKey, ApiKeyId, ApiKeyState, DomainError};
+use super::{ApiKey, ApiKeyId, ApiKeyState};
+use crate::Refusal;
 
 /// The events `command` produces in `state`, or why it is refused. Pure: the
 /// same state and command always give the same answer.
@@ -18,7 +19,7 @@ use super::{ApiKey, ApiKeyId, ApiKeyState, DomainError};
 ///   good.
 ///
 /// # Errors
-/// A [`DomainError`] whose [`kind`](DomainError::kind) is
+/// A [`Refusal`] whose [`kind`](Refusal::kind) is
 /// - `NotFound` for a [`RevokeApiKey`] when the state holds no key, or holds
 ///   a different key than the command names (the caller loaded the wrong
 ///   stream);
@@ -29,10 +30,7 @@ use super::{ApiKey, ApiKeyId, ApiKeyState, DomainError};
 /// - `Invalid` when a field of [`CreateApiKey`] is malformed: the name is
 ///   empty, longer than [`MAX_NAME_BYTES`] or has control characters; there
 ///   are no scopes; the hash is not 64 lowercase hexadecimal digits.
-pub fn decide(
-    state: &ApiKeyState,
-    command: ApiKeyCommand,
-) -> Result<Vec<ApiKeyEvent>, DomainError> {
+pub fn decide(state: &ApiKeyState, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, Refusal> {
     let event = match command {
         ApiKeyCommand::Create(create) => create_api_key(state, create)?,
         ApiKeyCommand::Revoke(revoke) => revoke_api_key(existing(state, revoke.key_id)?, revoke)?,
@@ -40,17 +38,25 @@ pub fn decide(
     Ok(vec![event])
 }
 
-fn existing(state: &ApiKeyState, key_id: ApiKeyId) -> Result<&ApiKey, DomainError> {
+fn existing(state: &ApiKeyState, key_id: ApiKeyId) -> Result<&ApiKey, Refusal> {
     match state {
         Some(key) if key.id == key_id => Ok(key),
-        _ => Err(DomainError::not_found(key_id)),
+        _ => Err(not_found(key_id)),
     }
 }
 
-fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEvent, DomainError> {
+/// "api key 3f2a1b4c… does not exist".
+fn not_found(key_id: ApiKeyId) -> Refusal {
+    Refusal::not_found(format!("api key {} does not exist", key_id.short()))
+}
+
+fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEvent, Refusal> {
     let key_id = create.key_id;
     if state.is_some() {
-        return Err(DomainError::already_exists(key_id));
+        return Err(Refusal::already_exists(format!(
+            "api key {} already exists",
+            key_id.short()
+        )));
     }
     let name = create.name.as_str();
     let problem = if name.is_empty() {
@@ -73,7 +79,7 @@ fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEve
         None
     };
     if let Some(problem) = problem {
-        return Err(DomainError::invalid(key_id, problem));
+        return Err(Refusal::invalid(problem));
     }
     Ok(ApiKeyEvent::Created(ApiKeyCreated {
         key_id,
@@ -85,9 +91,12 @@ fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEve
     }))
 }
 
-fn revoke_api_key(key: &ApiKey, revoke: RevokeApiKey) -> Result<ApiKeyEvent, DomainError> {
+fn revoke_api_key(key: &ApiKey, revoke: RevokeApiKey) -> Result<ApiKeyEvent, Refusal> {
     if !key.is_active() {
-        return Err(DomainError::already_revoked(key.id));
+        return Err(Refusal::invalid_transition(format!(
+            "api key {} is already revoked",
+            key.id.short()
+        )));
     }
     Ok(ApiKeyEvent::Revoked(ApiKeyRevoked {
         reason: revoke.reason,

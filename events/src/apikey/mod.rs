@@ -31,11 +31,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::StreamId;
+use crate::{Aggregate, Refusal, StreamId};
 
 mod commands;
 mod decide;
-mod error;
 mod events;
 mod scope;
 mod secret;
@@ -45,11 +44,39 @@ mod tests;
 
 pub use commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
 pub use decide::decide;
-pub use error::{DomainError, DomainErrorKind};
 pub use events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked, DecodeError};
 pub use scope::{Scope, UnknownScope};
 pub use secret::{generate_secret, hash_secret, SECRET_LENGTH, SECRET_PREFIX};
 pub use state::{apply, fold, ApiKey, ApiKeyState};
+
+/// The API key aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeys;
+
+impl Aggregate for ApiKeys {
+    const NAME: &'static str = "api_keys";
+    const STREAM_PREFIX: &'static str = ApiKeyId::STREAM_PREFIX;
+
+    type State = ApiKeyState;
+    type Command = ApiKeyCommand;
+    type Event = ApiKeyEvent;
+
+    fn command_name(command: &ApiKeyCommand) -> &'static str {
+        match command {
+            ApiKeyCommand::Create(_) => "Create",
+            ApiKeyCommand::Revoke(_) => "Revoke",
+        }
+    }
+
+    fn decide(state: &ApiKeyState, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, Refusal> {
+        decide(state, command)
+    }
+
+    fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
+        apply(state, event)
+    }
+}
 
 /// The identity of an API key: a fresh UUID chosen by whoever creates it.
 /// Not secret (it appears in logs and as the `actor` of events); the secret

@@ -15,7 +15,8 @@ use super::events::{
     TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
     TaskSubmitted, TaskSucceeded, TaskTimedOut,
 };
-use super::{DomainError, Task, TaskId, TaskState, TaskStatus};
+use super::{Task, TaskId, TaskState, TaskStatus};
+use crate::Refusal;
 
 /// The events `command` produces in `state`, or why it is refused. Pure: the
 /// same state and command always give the same answer.
@@ -39,7 +40,7 @@ use super::{DomainError, Task, TaskId, TaskState, TaskStatus};
 ///   `TaskFailed` with the error "gave up after N attempts: {reason}".
 ///
 /// # Errors
-/// A [`DomainError`] whose [`kind`](DomainError::kind) is
+/// A [`Refusal`] whose [`kind`](Refusal::kind) is
 /// - `NotFound` when the state holds no task, or holds a different task than
 ///   the command names (the caller loaded the wrong stream; nothing is known
 ///   of the command's task);
@@ -48,7 +49,7 @@ use super::{DomainError, Task, TaskId, TaskState, TaskStatus};
 ///   command's attempt is stale, not yet started, or not the next one;
 /// - `Invalid` when a field of the command is out of bounds (see the limits
 ///   in the command's documentation).
-pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, DomainError> {
+pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, Refusal> {
     let event = match command {
         TaskCommand::Submit(submit) => submit_task(state, submit)?,
         TaskCommand::Cancel(cancel) => cancel_task(existing(state, cancel.task_id)?, cancel)?,
@@ -68,66 +69,57 @@ pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>,
     Ok(vec![event])
 }
 
-fn existing(state: &TaskState, task_id: TaskId) -> Result<&Task, DomainError> {
+fn existing(state: &TaskState, task_id: TaskId) -> Result<&Task, Refusal> {
     match state {
         Some(task) if task.id == task_id => Ok(task),
-        _ => Err(DomainError::not_found(task_id)),
+        _ => Err(not_found(task_id)),
     }
 }
 
-fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, DomainError> {
+/// "task 3f2a1b4c… does not exist".
+fn not_found(task_id: TaskId) -> Refusal {
+    Refusal::not_found(format!("task {} does not exist", task_id.short()))
+}
+
+/// "task 3f2a1b4c… already exists".
+fn already_exists(task_id: TaskId) -> Refusal {
+    Refusal::already_exists(format!("task {} already exists", task_id.short()))
+}
+
+fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Refusal> {
     let task_id = submit.task_id;
     if state.is_some() {
-        return Err(DomainError::already_exists(task_id));
+        return Err(already_exists(task_id));
     }
-    check_text(task_id, "kind", &submit.kind, MAX_KIND_BYTES)?;
-    check_text(
-        task_id,
-        "frontend_id",
-        &submit.frontend_id,
-        MAX_FRONTEND_ID_BYTES,
-    )?;
+    check_text("kind", &submit.kind, MAX_KIND_BYTES)?;
+    check_text("frontend_id", &submit.frontend_id, MAX_FRONTEND_ID_BYTES)?;
     if let Some(client_task_id) = &submit.client_task_id {
-        check_text(
-            task_id,
-            "client_task_id",
-            client_task_id,
-            MAX_CLIENT_TASK_ID_BYTES,
-        )?;
+        check_text("client_task_id", client_task_id, MAX_CLIENT_TASK_ID_BYTES)?;
     }
     if !PRIORITIES.contains(&submit.priority) {
-        return Err(DomainError::invalid(
-            task_id,
-            format!(
-                "priority must be from {} to {}; got {}",
-                PRIORITIES.start(),
-                PRIORITIES.end(),
-                submit.priority
-            ),
-        ));
+        return Err(Refusal::invalid(format!(
+            "priority must be from {} to {}; got {}",
+            PRIORITIES.start(),
+            PRIORITIES.end(),
+            submit.priority
+        )));
     }
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&submit.timeout_seconds) {
-        return Err(DomainError::invalid(
-            task_id,
-            format!(
-                "timeout_seconds must be from 1 to {MAX_TIMEOUT_SECONDS} (7 days); got {}",
-                submit.timeout_seconds
-            ),
-        ));
+        return Err(Refusal::invalid(format!(
+            "timeout_seconds must be from 1 to {MAX_TIMEOUT_SECONDS} (7 days); got {}",
+            submit.timeout_seconds
+        )));
     }
     if !(1..=MAX_ATTEMPTS).contains(&submit.max_attempts) {
-        return Err(DomainError::invalid(
-            task_id,
-            format!(
-                "max_attempts must be from 1 to {MAX_ATTEMPTS}; got {}",
-                submit.max_attempts
-            ),
-        ));
+        return Err(Refusal::invalid(format!(
+            "max_attempts must be from 1 to {MAX_ATTEMPTS}; got {}",
+            submit.max_attempts
+        )));
     }
-    check_document(task_id, "params", &submit.params)?;
-    check_inputs(task_id, &submit.inputs)?;
+    check_document("params", &submit.params)?;
+    check_inputs(&submit.inputs)?;
     if let Some(submitted_by) = &submit.submitted_by {
-        check_message(task_id, "submitted_by", submitted_by)?;
+        check_message("submitted_by", submitted_by)?;
     }
     Ok(TaskEvent::Submitted(TaskSubmitted {
         task_id,
@@ -144,14 +136,14 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Domai
     }))
 }
 
-fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, DomainError> {
+fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, Refusal> {
     let was_running = match task.status {
         TaskStatus::Queued => false,
         TaskStatus::Running => true,
         _ => return Err(cannot(task, "be canceled")),
     };
     if let Some(reason) = &cancel.reason {
-        check_message(task.id, "reason", reason)?;
+        check_message("reason", reason)?;
     }
     Ok(TaskEvent::Canceled(TaskCanceled {
         reason: cancel.reason,
@@ -160,7 +152,7 @@ fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, DomainError
     }))
 }
 
-fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, DomainError> {
+fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, Refusal> {
     match task.status {
         TaskStatus::Queued => {}
         TaskStatus::Running => return Err(cannot(task, "be started again")),
@@ -168,28 +160,22 @@ fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, DomainError> {
     }
     let next = task.attempts_started.saturating_add(1);
     if start.attempt != next {
-        return Err(DomainError::invalid_transition(
-            task.id,
-            format!(
-                "attempt {} is not next; the task has started {}",
-                start.attempt,
-                attempts(task.attempts_started)
-            ),
-        ));
+        return Err(Refusal::invalid_transition(format!(
+            "attempt {} is not next; the task has started {}",
+            start.attempt,
+            attempts(task.attempts_started)
+        )));
     }
     if start.attempt > task.max_attempts {
         // Not reached through decide (a task with no attempts left is never
         // queued), but a hand-built state must not start a forbidden attempt.
-        return Err(DomainError::invalid_transition(
-            task.id,
-            format!(
-                "attempt {} is beyond the task's limit of {}",
-                start.attempt,
-                attempts(task.max_attempts)
-            ),
-        ));
+        return Err(Refusal::invalid_transition(format!(
+            "attempt {} is beyond the task's limit of {}",
+            start.attempt,
+            attempts(task.max_attempts)
+        )));
     }
-    check_text(task.id, "worker_id", &start.worker_id, MAX_WORKER_ID_BYTES)?;
+    check_text("worker_id", &start.worker_id, MAX_WORKER_ID_BYTES)?;
     Ok(TaskEvent::Started(TaskStarted {
         worker_id: start.worker_id,
         attempt: start.attempt,
@@ -197,19 +183,18 @@ fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, DomainError> {
     }))
 }
 
-fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEvent, DomainError> {
+fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEvent, Refusal> {
     check_current_attempt(task, progress.attempt, "record progress")?;
     if let Some(percent) = progress.percent {
         // NaN is not contained in any range, so it is refused here too.
         if !(0.0..=100.0).contains(&percent) {
-            return Err(DomainError::invalid(
-                task.id,
-                format!("percent must be from 0 to 100; got {percent}"),
-            ));
+            return Err(Refusal::invalid(format!(
+                "percent must be from 0 to 100; got {percent}"
+            )));
         }
     }
     if let Some(message) = &progress.message {
-        check_message(task.id, "message", message)?;
+        check_message("message", message)?;
     }
     Ok(TaskEvent::ProgressRecorded(TaskProgressRecorded {
         attempt: progress.attempt,
@@ -219,10 +204,10 @@ fn record_progress(task: &Task, progress: RecordTaskProgress) -> Result<TaskEven
     }))
 }
 
-fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, DomainError> {
+fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, Refusal> {
     check_current_attempt(task, complete.attempt, "be completed")?;
-    check_artifacts(task.id, &complete.artifacts)?;
-    check_document(task.id, "result", &complete.result)?;
+    check_artifacts(&complete.artifacts)?;
+    check_document("result", &complete.result)?;
     Ok(TaskEvent::Succeeded(TaskSucceeded {
         attempt: complete.attempt,
         result: complete.result,
@@ -232,10 +217,10 @@ fn complete_task(task: &Task, complete: CompleteTask) -> Result<TaskEvent, Domai
     }))
 }
 
-fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
+fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, Refusal> {
     check_current_attempt(task, fail.attempt, "be failed")?;
-    check_message(task.id, "error", &fail.error)?;
-    check_artifacts(task.id, &fail.artifacts)?;
+    check_message("error", &fail.error)?;
+    check_artifacts(&fail.artifacts)?;
     if fail.retryable && attempts_remain(task) {
         return Ok(TaskEvent::Retried(TaskRetried {
             attempt: fail.attempt,
@@ -253,7 +238,7 @@ fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, DomainError> {
     }))
 }
 
-fn time_out_task(task: &Task, time_out: TimeOutTask) -> Result<TaskEvent, DomainError> {
+fn time_out_task(task: &Task, time_out: TimeOutTask) -> Result<TaskEvent, Refusal> {
     check_current_attempt(task, time_out.attempt, "be timed out")?;
     Ok(TaskEvent::TimedOut(TaskTimedOut {
         attempt: time_out.attempt,
@@ -261,11 +246,11 @@ fn time_out_task(task: &Task, time_out: TimeOutTask) -> Result<TaskEvent, Domain
     }))
 }
 
-fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, DomainError> {
+fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, Refusal> {
     if task.status != TaskStatus::Running {
         return Err(cannot(task, "be retried"));
     }
-    check_message(task.id, "reason", &retry.reason)?;
+    check_message("reason", &retry.reason)?;
     let attempt = task.attempts_started;
     if attempts_remain(task) {
         return Ok(TaskEvent::Retried(TaskRetried {
@@ -290,7 +275,7 @@ fn attempts_remain(task: &Task) -> bool {
 
 /// Refuses a worker's command unless the task is running `attempt`.
 /// `action` completes "it cannot …".
-fn check_current_attempt(task: &Task, attempt: u32, action: &str) -> Result<(), DomainError> {
+fn check_current_attempt(task: &Task, attempt: u32, action: &str) -> Result<(), Refusal> {
     if task.status != TaskStatus::Running {
         return Err(cannot(task, action));
     }
@@ -302,23 +287,22 @@ fn check_current_attempt(task: &Task, attempt: u32, action: &str) -> Result<(), 
     } else {
         return Ok(());
     };
-    Err(DomainError::invalid_transition(
-        task.id,
-        format!("attempt {attempt} {problem}; the task is on attempt {current}"),
-    ))
+    Err(Refusal::invalid_transition(format!(
+        "attempt {attempt} {problem}; the task is on attempt {current}"
+    )))
 }
 
 /// "task 3f2a1b4c… is already succeeded; it cannot be canceled".
-fn cannot(task: &Task, action: &str) -> DomainError {
+fn cannot(task: &Task, action: &str) -> Refusal {
     let status = match task.status {
         TaskStatus::Queued => "queued".to_owned(),
         TaskStatus::Running => format!("running attempt {}", task.attempts_started),
         done => format!("already {done}"),
     };
-    DomainError::invalid_transition(
-        task.id,
-        format!("task {} is {status}; it cannot {action}", task.id.short()),
-    )
+    Refusal::invalid_transition(format!(
+        "task {} is {status}; it cannot {action}",
+        task.id.short()
+    ))
 }
 
 /// "1 attempt", "3 attempts".
@@ -331,12 +315,7 @@ fn attempts(count: u32) -> String {
 }
 
 /// A name-like field: 1 to `max_bytes` bytes without control characters.
-fn check_text(
-    task_id: TaskId,
-    field: &str,
-    value: &str,
-    max_bytes: usize,
-) -> Result<(), DomainError> {
+fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), Refusal> {
     let problem = if value.is_empty() {
         format!("{field} must not be empty")
     } else if value.len() > max_bytes {
@@ -349,13 +328,13 @@ fn check_text(
     } else {
         return Ok(());
     };
-    Err(DomainError::invalid(task_id, problem))
+    Err(Refusal::invalid(problem))
 }
 
 /// Free text (a reason, an error, a progress message): at most
 /// [`MAX_MESSAGE_BYTES`], and no NUL character, which PostgreSQL's `text`
 /// cannot hold (the read models could never show such an event).
-fn check_message(task_id: TaskId, field: &str, value: &str) -> Result<(), DomainError> {
+fn check_message(field: &str, value: &str) -> Result<(), Refusal> {
     let problem = if value.len() > MAX_MESSAGE_BYTES {
         format!(
             "{field} is {} bytes long; the limit is {MAX_MESSAGE_BYTES}",
@@ -366,16 +345,12 @@ fn check_message(task_id: TaskId, field: &str, value: &str) -> Result<(), Domain
     } else {
         return Ok(());
     };
-    Err(DomainError::invalid(task_id, problem))
+    Err(Refusal::invalid(problem))
 }
 
 /// A JSON document kept in a read model: no NUL character in any key or
 /// string, which PostgreSQL's `jsonb` cannot hold.
-fn check_document(
-    task_id: TaskId,
-    field: &str,
-    document: &Map<String, Value>,
-) -> Result<(), DomainError> {
+fn check_document(field: &str, document: &Map<String, Value>) -> Result<(), Refusal> {
     fn has_nul(value: &Value) -> bool {
         match value {
             Value::String(text) => text.contains('\0'),
@@ -390,25 +365,21 @@ fn check_document(
         .iter()
         .any(|(key, value)| key.contains('\0') || has_nul(value))
     {
-        return Err(DomainError::invalid(
-            task_id,
-            format!("{field} must not contain a NUL character (\\u0000)"),
-        ));
+        return Err(Refusal::invalid(format!(
+            "{field} must not contain a NUL character (\\u0000)"
+        )));
     }
     Ok(())
 }
 
 /// Input names are plain file names (they become `/in/{name}`): a letter
 /// or digit first, then letters, digits, `.`, `_` or `-`.
-fn check_inputs(
-    task_id: TaskId,
-    inputs: &std::collections::BTreeMap<String, String>,
-) -> Result<(), DomainError> {
+fn check_inputs(inputs: &std::collections::BTreeMap<String, String>) -> Result<(), Refusal> {
     if inputs.len() > MAX_INPUTS {
-        return Err(DomainError::invalid(
-            task_id,
-            format!("at most {MAX_INPUTS} input files; got {}", inputs.len()),
-        ));
+        return Err(Refusal::invalid(format!(
+            "at most {MAX_INPUTS} input files; got {}",
+            inputs.len()
+        )));
     }
     for (name, sha256) in inputs {
         let plain = name.len() <= MAX_INPUT_NAME_BYTES
@@ -420,25 +391,20 @@ fn check_inputs(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !plain {
-            return Err(DomainError::invalid(
-                task_id,
-                format!(
-                    "input name {name:?} must be 1 to {MAX_INPUT_NAME_BYTES} letters, digits, \
+            return Err(Refusal::invalid(format!(
+                "input name {name:?} must be 1 to {MAX_INPUT_NAME_BYTES} letters, digits, \
                      '.', '_' or '-', starting with a letter or digit"
-                ),
-            ));
+            )));
         }
         if !is_lowercase_sha256(sha256) {
-            return Err(DomainError::invalid(
-                task_id,
-                format!("input {name:?}: the blob must be named by 64 lowercase hexadecimal digits (its SHA-256)"),
+            return Err(Refusal::invalid(format!("input {name:?}: the blob must be named by 64 lowercase hexadecimal digits (its SHA-256)"),
             ));
         }
     }
     Ok(())
 }
 
-fn check_artifacts(task_id: TaskId, artifacts: &[Artifact]) -> Result<(), DomainError> {
+fn check_artifacts(artifacts: &[Artifact]) -> Result<(), Refusal> {
     let mut names = HashSet::with_capacity(artifacts.len());
     for (index, artifact) in artifacts.iter().enumerate() {
         let name = artifact.name.as_str();
@@ -475,7 +441,7 @@ fn check_artifacts(task_id: TaskId, artifacts: &[Artifact]) -> Result<(), Domain
             None
         };
         if let Some(problem) = problem {
-            return Err(DomainError::invalid(task_id, problem));
+            return Err(Refusal::invalid(problem));
         }
     }
     Ok(())

@@ -37,11 +37,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::StreamId;
+use crate::{Aggregate, Refusal, StreamId};
 
 mod commands;
 mod decide;
-mod error;
 mod events;
 mod state;
 #[cfg(test)]
@@ -54,12 +53,46 @@ pub use commands::{
     MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 pub use decide::decide;
-pub use error::{DomainError, DomainErrorKind};
 pub use events::{
     DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried,
     TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
 };
-pub use state::{apply, fold, Progress, Task, TaskState, TaskStatus};
+pub use state::{apply, fits, fold, Progress, Task, TaskState, TaskStatus};
+
+/// The task aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then.
+#[derive(Debug, Clone, Copy)]
+pub struct Tasks;
+
+impl Aggregate for Tasks {
+    const NAME: &'static str = "tasks";
+    const STREAM_PREFIX: &'static str = TaskId::STREAM_PREFIX;
+
+    type State = TaskState;
+    type Command = TaskCommand;
+    type Event = TaskEvent;
+
+    fn command_name(command: &TaskCommand) -> &'static str {
+        match command {
+            TaskCommand::Submit(_) => "Submit",
+            TaskCommand::Cancel(_) => "Cancel",
+            TaskCommand::Start(_) => "Start",
+            TaskCommand::RecordProgress(_) => "RecordProgress",
+            TaskCommand::Complete(_) => "Complete",
+            TaskCommand::Fail(_) => "Fail",
+            TaskCommand::TimeOut(_) => "TimeOut",
+            TaskCommand::Retry(_) => "Retry",
+        }
+    }
+
+    fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, Refusal> {
+        decide(state, command)
+    }
+
+    fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
+        apply(state, event)
+    }
+}
 
 /// The identity of a task. Chosen by whoever submits it (a fresh UUID, or one
 /// derived from a client's own task id so a retried submission finds the

@@ -1,5 +1,7 @@
-//! A task as its events leave it ([`Task`], [`TaskState`]) and the fold that
-//! builds it ([`apply`], [`fold`]).
+//! A task as its events leave it ([`Task`], [`TaskState`]), the fold that
+//! builds it ([`apply`], [`fold`], with [`fits`] its transitions), and the
+//! fields readers are shown of it ([`Task::shown_error`],
+//! [`Task::shown_worker_id`]).
 
 use std::fmt;
 
@@ -127,93 +129,158 @@ pub struct Task {
     pub cancel_reason: Option<String>,
 }
 
+/// Whether `event` fits `state`: a submission starts a task that does not
+/// exist yet; a queued task can be started; a running one can record
+/// progress, succeed, fail, time out or be retried; a queued or running one
+/// can be canceled. Nothing else fits (a final task takes no event).
+pub fn fits(state: &TaskState, event: &TaskEvent) -> bool {
+    let status = state.as_ref().map(|task| task.status);
+    matches!(
+        (status, event),
+        (None, TaskEvent::Submitted(_))
+            | (Some(TaskStatus::Queued), TaskEvent::Started(_))
+            | (
+                Some(TaskStatus::Running),
+                TaskEvent::ProgressRecorded(_)
+                    | TaskEvent::Succeeded(_)
+                    | TaskEvent::Failed(_)
+                    | TaskEvent::TimedOut(_)
+                    | TaskEvent::Retried(_)
+            )
+            | (
+                Some(TaskStatus::Queued | TaskStatus::Running),
+                TaskEvent::Canceled(_)
+            )
+    )
+}
+
 /// The state after `event`. Total: it never fails.
 ///
-/// An event that does not fit the state — anything before `TaskSubmitted`, a
-/// second `TaskSubmitted`, or an event the current status cannot be followed
-/// by (e.g. `TaskStarted` for a task that is not queued) — leaves the state as
-/// it was. [`decide`](super::decide) never produces such an event, and the
-/// store's expected versions keep decisions in order, so one can only come
-/// from a stream written by other code; the auditor's replay, not this fold,
-/// is the place to report it.
+/// An event that does not [fit](fits) the state — anything before
+/// `TaskSubmitted`, a second `TaskSubmitted`, or an event the current status
+/// cannot be followed by (e.g. `TaskStarted` for a task that is not queued)
+/// — leaves the state as it was. [`decide`](super::decide) never produces
+/// such an event, and the store's expected versions keep decisions in
+/// order, so one can only come from a stream written by other code; the
+/// auditor's replay, not this fold, is the place to report it.
 pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
+    if !fits(&state, event) {
+        return state;
+    }
     let Some(mut task) = state else {
-        return match event {
-            TaskEvent::Submitted(submitted) => Some(Task {
-                id: submitted.task_id,
-                kind: submitted.kind.clone(),
-                params: submitted.params.clone(),
-                inputs: submitted.inputs.clone(),
-                frontend_id: submitted.frontend_id.clone(),
-                client_task_id: submitted.client_task_id.clone(),
-                priority: submitted.priority,
-                timeout_seconds: submitted.timeout_seconds,
-                max_attempts: submitted.max_attempts,
-                submitted_at: submitted.submitted_at,
-                submitted_by: submitted.submitted_by.clone(),
-                status: TaskStatus::Queued,
-                attempts_started: 0,
-                worker_id: None,
-                started_at: None,
-                progress: None,
-                finished_at: None,
-                error: None,
-                exit_code: None,
-                result: None,
-                artifacts: Vec::new(),
-                cancel_reason: None,
-            }),
-            _ => None,
+        // Fits: the event is the submission.
+        let TaskEvent::Submitted(submitted) = event else {
+            return None;
         };
+        return Some(Task {
+            id: submitted.task_id,
+            kind: submitted.kind.clone(),
+            params: submitted.params.clone(),
+            inputs: submitted.inputs.clone(),
+            frontend_id: submitted.frontend_id.clone(),
+            client_task_id: submitted.client_task_id.clone(),
+            priority: submitted.priority,
+            timeout_seconds: submitted.timeout_seconds,
+            max_attempts: submitted.max_attempts,
+            submitted_at: submitted.submitted_at,
+            submitted_by: submitted.submitted_by.clone(),
+            status: TaskStatus::Queued,
+            attempts_started: 0,
+            worker_id: None,
+            started_at: None,
+            progress: None,
+            finished_at: None,
+            error: None,
+            exit_code: None,
+            result: None,
+            artifacts: Vec::new(),
+            cancel_reason: None,
+        });
     };
-    match (task.status, event) {
-        (TaskStatus::Queued, TaskEvent::Started(started)) => {
+    match event {
+        // Fits only a task that does not exist.
+        TaskEvent::Submitted(_) => {}
+        TaskEvent::Started(started) => {
             task.status = TaskStatus::Running;
             task.attempts_started = started.attempt;
             task.worker_id = Some(started.worker_id.clone());
             task.started_at = Some(started.started_at);
             task.progress = None;
         }
-        (TaskStatus::Running, TaskEvent::ProgressRecorded(progress)) => {
+        TaskEvent::ProgressRecorded(progress) => {
             task.progress = Some(Progress {
                 percent: progress.percent,
                 message: progress.message.clone(),
                 recorded_at: progress.recorded_at,
             });
         }
-        (TaskStatus::Running, TaskEvent::Succeeded(succeeded)) => {
+        TaskEvent::Succeeded(succeeded) => {
             task.status = TaskStatus::Succeeded;
             task.result = Some(succeeded.result.clone());
             task.exit_code = Some(succeeded.exit_code);
             task.artifacts = succeeded.artifacts.clone();
             task.finished_at = Some(succeeded.finished_at);
         }
-        (TaskStatus::Running, TaskEvent::Failed(failed)) => {
+        TaskEvent::Failed(failed) => {
             task.status = TaskStatus::Failed;
             task.error = Some(failed.error.clone());
             task.exit_code = failed.exit_code;
             task.artifacts = failed.artifacts.clone();
             task.finished_at = Some(failed.failed_at);
         }
-        (TaskStatus::Running, TaskEvent::TimedOut(timed_out)) => {
+        TaskEvent::TimedOut(timed_out) => {
             task.status = TaskStatus::TimedOut;
             task.finished_at = Some(timed_out.timed_out_at);
         }
-        (TaskStatus::Running, TaskEvent::Retried(retried)) => {
+        TaskEvent::Retried(retried) => {
             task.status = TaskStatus::Queued;
             task.error = Some(retried.reason.clone());
             task.exit_code = retried.exit_code;
             task.progress = None;
         }
-        (TaskStatus::Queued | TaskStatus::Running, TaskEvent::Canceled(canceled)) => {
+        TaskEvent::Canceled(canceled) => {
             task.status = TaskStatus::Canceled;
             task.cancel_reason = canceled.reason.clone();
             task.finished_at = Some(canceled.canceled_at);
         }
-        // Does not fit: see the function's documentation.
-        _ => {}
     }
     Some(task)
+}
+
+impl Task {
+    /// The error readers are shown (the `tasks` read model's `error`, a
+    /// task view's `error`): why it was canceled (`canceled` when no reason
+    /// was given), that its attempt ran past the timeout, nothing once it
+    /// succeeded, else the error of its latest attempt that failed or was
+    /// retried. The one derivation: the projection stores it and a task
+    /// folded from the log is shown with it, so the two agree.
+    pub fn shown_error(&self) -> Option<String> {
+        match self.status {
+            TaskStatus::Canceled => Some(
+                self.cancel_reason
+                    .clone()
+                    .unwrap_or_else(|| "canceled".to_owned()),
+            ),
+            TaskStatus::TimedOut => Some(format!(
+                "attempt {} ran past the task's timeout",
+                self.attempts_started
+            )),
+            // An earlier attempt's error is not the outcome.
+            TaskStatus::Succeeded => None,
+            _ => self.error.clone(),
+        }
+    }
+
+    /// The worker readers are shown: the one running the task's attempt or
+    /// that ran its last one; none while it waits (queued, also after a
+    /// retry) and once it is canceled. The one derivation, as for
+    /// [`Task::shown_error`].
+    pub fn shown_worker_id(&self) -> Option<&str> {
+        match self.status {
+            TaskStatus::Queued | TaskStatus::Canceled => None,
+            _ => self.worker_id.as_deref(),
+        }
+    }
 }
 
 /// The state after all of `events`, in order, starting from no task.

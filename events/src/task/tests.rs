@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::{Metadata, RecordedEvent};
+use crate::testing::{self, Given};
+use crate::{Metadata, RecordedEvent, RefusalKind};
 
 const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
 const SHORT: &str = "3f2a1b4c…";
@@ -26,79 +27,15 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
-// ---- the framework -------------------------------------------------------
+// ---- the framework: crate::testing, for tasks -------------------------------
 
-struct Given {
-    state: TaskState,
-}
-
-struct Then {
-    state: TaskState,
-    command: TaskCommand,
-    result: Result<Vec<TaskEvent>, DomainError>,
-}
-
-fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given {
-    let history: Vec<TaskEvent> = history.into_iter().collect();
-    Given {
-        state: fold(&history),
-    }
+fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given<Tasks> {
+    testing::given(history)
 }
 
 /// Starts from a state that no history produces (to test guards).
-fn given_state(state: TaskState) -> Given {
-    Given { state }
-}
-
-impl Given {
-    fn when(self, command: TaskCommand) -> Then {
-        let result = decide(&self.state, command.clone());
-        Then {
-            state: self.state,
-            command,
-            result,
-        }
-    }
-}
-
-impl Then {
-    /// Asserts the decision and returns the task after applying it. Every
-    /// decided event must change the state (an event `apply` ignores would be
-    /// a decision the fold cannot see).
-    #[track_caller]
-    fn then_expect(self, expected: Vec<TaskEvent>) -> Task {
-        let events = match self.result {
-            Ok(events) => events,
-            Err(error) => panic!("{:?} was refused: {error}", self.command),
-        };
-        assert_eq!(events, expected, "for {:?}", self.command);
-        let mut state = self.state;
-        for event in &events {
-            let next = apply(state.clone(), event);
-            assert_ne!(next, state, "apply ignored {event:?}");
-            state = next;
-        }
-        state.expect("a decision leaves a task")
-    }
-
-    /// Asserts a refusal of `kind` whose message contains `message_part`.
-    #[track_caller]
-    fn then_error(self, kind: DomainErrorKind, message_part: &str) -> DomainError {
-        let error = match self.result {
-            Ok(events) => panic!("{:?} was accepted: {events:?}", self.command),
-            Err(error) => error,
-        };
-        assert_eq!(error.kind(), kind, "{error}");
-        assert!(
-            error.message().contains(message_part),
-            "{:?} not in {:?}",
-            message_part,
-            error.message()
-        );
-        assert_eq!(error.to_string(), error.message());
-        assert_eq!(error.task_id(), self.command.task_id());
-        error
-    }
+fn given_state(state: TaskState) -> Given<Tasks> {
+    testing::given_state(state)
 }
 
 // ---- commands --------------------------------------------------------------
@@ -342,7 +279,10 @@ fn commands_to_an_existing_task() -> Vec<(TaskCommand, &'static str)> {
 
 #[test]
 fn submit_queues_a_new_task() {
-    let task = given([]).when(submit()).then_expect(vec![submitted()]);
+    let task = given([])
+        .when(submit())
+        .then_expect(vec![submitted()])
+        .unwrap();
     assert_eq!(task.id, task_id());
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 0);
@@ -363,7 +303,7 @@ fn submit_queues_a_new_task() {
 fn submit_of_an_existing_task_is_refused() {
     for (history, _) in final_histories().into_iter().chain([(queued(), "")]) {
         given(history).when(submit()).then_error(
-            DomainErrorKind::AlreadyExists,
+            RefusalKind::AlreadyExists,
             &format!("task {SHORT} already exists"),
         );
     }
@@ -430,7 +370,7 @@ fn submit_refuses_each_bad_field_with_its_own_message() {
         spoil(&mut command);
         let error = given([])
             .when(TaskCommand::Submit(command))
-            .then_error(DomainErrorKind::Invalid, message);
+            .then_error(RefusalKind::Invalid, message);
         assert_eq!(error.message(), message);
     }
 }
@@ -463,7 +403,7 @@ fn submit_accepts_every_limit_exactly() {
 fn commands_to_a_task_that_does_not_exist_are_refused() {
     for (command, _) in commands_to_an_existing_task() {
         given([]).when(command).then_error(
-            DomainErrorKind::NotFound,
+            RefusalKind::NotFound,
             &format!("task {SHORT} does not exist"),
         );
     }
@@ -478,7 +418,7 @@ fn a_command_for_another_task_than_the_state_is_not_found() {
         .iter()
         .fold(None, apply);
     given_state(state).when(cancel()).then_error(
-        DomainErrorKind::NotFound,
+        RefusalKind::NotFound,
         &format!("task {SHORT} does not exist"),
     );
 }
@@ -489,7 +429,8 @@ fn a_command_for_another_task_than_the_state_is_not_found() {
 fn cancel_of_a_queued_task() {
     let task = given(queued())
         .when(cancel())
-        .then_expect(vec![canceled(false)]);
+        .then_expect(vec![canceled(false)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Canceled);
     assert_eq!(task.finished_at, Some(at(900)));
     assert_eq!(task.cancel_reason.as_deref(), Some("no longer needed"));
@@ -499,7 +440,8 @@ fn cancel_of_a_queued_task() {
 fn cancel_of_a_running_task_says_it_was_running() {
     let task = given(running())
         .when(cancel())
-        .then_expect(vec![canceled(true)]);
+        .then_expect(vec![canceled(true)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Canceled);
 }
 
@@ -511,7 +453,7 @@ fn nothing_happens_to_a_final_task() {
         for (command, action) in commands_to_an_existing_task() {
             let error = given(history.clone())
                 .when(command)
-                .then_error(DomainErrorKind::InvalidTransition, "");
+                .then_error(RefusalKind::InvalidTransition, "");
             assert_eq!(
                 error.message(),
                 format!("task {SHORT} is already {status}; it cannot {action}")
@@ -528,7 +470,7 @@ fn worker_commands_to_a_queued_task_are_refused() {
         }
         let error = given(queued())
             .when(command)
-            .then_error(DomainErrorKind::InvalidTransition, "");
+            .then_error(RefusalKind::InvalidTransition, "");
         assert_eq!(
             error.message(),
             format!("task {SHORT} is queued; it cannot {action}")
@@ -540,7 +482,10 @@ fn worker_commands_to_a_queued_task_are_refused() {
 
 #[test]
 fn start_runs_the_first_attempt() {
-    let task = given(queued()).when(start(1)).then_expect(vec![started(1)]);
+    let task = given(queued())
+        .when(start(1))
+        .then_expect(vec![started(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Running);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.worker_id.as_deref(), Some("worker-1"));
@@ -551,7 +496,7 @@ fn start_runs_the_first_attempt() {
 fn start_of_a_running_task_is_refused() {
     let error = given(running())
         .when(start(2))
-        .then_error(DomainErrorKind::InvalidTransition, "");
+        .then_error(RefusalKind::InvalidTransition, "");
     assert_eq!(
         error.message(),
         format!("task {SHORT} is running attempt 1; it cannot be started again")
@@ -561,25 +506,26 @@ fn start_of_a_running_task_is_refused() {
 #[test]
 fn start_must_name_the_next_attempt() {
     given(queued()).when(start(2)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         "attempt 2 is not next; the task has started 0 attempts",
     );
     given(queued()).when(start(0)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         "attempt 0 is not next; the task has started 0 attempts",
     );
     let after_one_retry = vec![submitted(), started(1), retried_after_failure(1)];
     given(after_one_retry.clone()).when(start(3)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         "attempt 3 is not next; the task has started 1 attempt",
     );
     given(after_one_retry.clone()).when(start(1)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         "attempt 1 is not next; the task has started 1 attempt",
     );
     let task = given(after_one_retry)
         .when(start(2))
-        .then_expect(vec![started(2)]);
+        .then_expect(vec![started(2)])
+        .unwrap();
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.worker_id.as_deref(), Some("worker-2"));
 }
@@ -590,7 +536,7 @@ fn start_never_goes_beyond_max_attempts() {
     let mut task = fold(&queued()).unwrap();
     task.attempts_started = 3;
     given_state(Some(task)).when(start(4)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         "attempt 4 is beyond the task's limit of 3 attempts",
     );
 }
@@ -615,7 +561,7 @@ fn start_needs_a_worker_id() {
                 attempt: 1,
                 started_at: at(100),
             }))
-            .then_error(DomainErrorKind::Invalid, message);
+            .then_error(RefusalKind::Invalid, message);
     }
 }
 
@@ -626,7 +572,8 @@ fn progress_is_recorded_for_the_running_attempt() {
     for percent in [None, Some(0.0), Some(37.5), Some(100.0)] {
         let task = given(running())
             .when(progress(1, percent))
-            .then_expect(vec![progressed(1, percent)]);
+            .then_expect(vec![progressed(1, percent)])
+            .unwrap();
         let recorded = task.progress.expect("progress is kept");
         assert_eq!(recorded.percent, percent);
         assert_eq!(recorded.message.as_deref(), Some("downloading"));
@@ -640,7 +587,7 @@ fn progress_out_of_range_is_refused() {
         given(running())
             .when(progress(1, Some(percent)))
             .then_error(
-                DomainErrorKind::Invalid,
+                RefusalKind::Invalid,
                 &format!("percent must be from 0 to 100; got {shown}"),
             );
     }
@@ -652,7 +599,8 @@ fn progress_out_of_range_is_refused() {
 fn complete_succeeds_the_task_with_its_result() {
     let task = given(running())
         .when(complete(1))
-        .then_expect(vec![succeeded(1)]);
+        .then_expect(vec![succeeded(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.result, Some(object(json!({"links": 12}))));
     assert_eq!(task.exit_code, Some(0));
@@ -670,7 +618,8 @@ fn complete_without_artifacts_is_fine() {
             exit_code: 0,
             artifacts: Vec::new(),
             finished_at: at(150),
-        })]);
+        })])
+        .unwrap();
     assert!(task.artifacts.is_empty());
 }
 
@@ -726,7 +675,7 @@ fn complete_refuses_bad_artifacts() {
     for (artifacts, message) in cases {
         let error = given(running())
             .when(complete_with(1, artifacts))
-            .then_error(DomainErrorKind::Invalid, message);
+            .then_error(RefusalKind::Invalid, message);
         assert_eq!(error.message(), message);
     }
     let fine = with(|a| a.name = "n".repeat(MAX_ARTIFACT_NAME_BYTES));
@@ -739,7 +688,8 @@ fn complete_refuses_bad_artifacts() {
 fn a_failure_that_is_not_retryable_is_final() {
     let task = given(running())
         .when(fail(1, false))
-        .then_expect(vec![failed(1)]);
+        .then_expect(vec![failed(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
     assert_eq!(task.exit_code, Some(2));
@@ -750,7 +700,8 @@ fn a_failure_that_is_not_retryable_is_final() {
 fn a_retryable_failure_queues_the_task_again_while_attempts_remain() {
     let task = given([submitted(), started(1), progressed(1, Some(40.0))])
         .when(fail(1, true))
-        .then_expect(vec![retried_after_failure(1)]);
+        .then_expect(vec![retried_after_failure(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
@@ -770,7 +721,8 @@ fn a_retryable_failure_of_the_last_attempt_is_final() {
     ];
     let task = given(history)
         .when(fail(3, true))
-        .then_expect(vec![failed(3)]);
+        .then_expect(vec![failed(3)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
 }
@@ -786,7 +738,8 @@ fn redelivery_retries_until_attempts_are_exhausted() {
         let second = i64::from(attempt) * 100 + 70;
         let task = given(history.clone())
             .when(retry(second))
-            .then_expect(vec![retried_after_redelivery(attempt, second)]);
+            .then_expect(vec![retried_after_redelivery(attempt, second)])
+            .unwrap();
         assert_eq!(task.status, TaskStatus::Queued);
         history.push(retried_after_redelivery(attempt, second));
     }
@@ -799,12 +752,13 @@ fn redelivery_retries_until_attempts_are_exhausted() {
             error: "gave up after 3 attempts: the runner stopped responding".into(),
             exit_code: None,
             failed_at: at(370),
-        })]);
+        })])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.attempts_started, 3);
     history.push(failed(3));
     given(history).when(start(4)).then_error(
-        DomainErrorKind::InvalidTransition,
+        RefusalKind::InvalidTransition,
         &format!("task {SHORT} is already failed; it cannot be started"),
     );
 }
@@ -826,7 +780,8 @@ fn redelivery_of_a_single_attempt_task_gives_up_at_once() {
 fn a_time_out_is_final_even_with_attempts_left() {
     let task = given(running())
         .when(time_out(1))
-        .then_expect(vec![timed_out(1)]);
+        .then_expect(vec![timed_out(1)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::TimedOut);
     assert_eq!(task.finished_at, Some(at(150)));
 }
@@ -837,7 +792,7 @@ fn a_time_out_is_final_even_with_attempts_left() {
 fn a_worker_of_an_earlier_attempt_is_told_it_is_stale() {
     for command in [progress(1, None), complete(1), fail(1, true), time_out(1)] {
         given(running_second_attempt()).when(command).then_error(
-            DomainErrorKind::InvalidTransition,
+            RefusalKind::InvalidTransition,
             "attempt 1 is no longer current; the task is on attempt 2",
         );
     }
@@ -847,7 +802,7 @@ fn a_worker_of_an_earlier_attempt_is_told_it_is_stale() {
 fn a_worker_cannot_report_an_attempt_that_has_not_started() {
     for command in [progress(3, None), complete(3), fail(3, false), time_out(3)] {
         given(running_second_attempt()).when(command).then_error(
-            DomainErrorKind::InvalidTransition,
+            RefusalKind::InvalidTransition,
             "attempt 3 has not started; the task is on attempt 2",
         );
     }
@@ -858,7 +813,7 @@ fn a_stale_worker_of_a_requeued_task_is_told_the_status() {
     given([submitted(), started(1), retried_after_failure(1)])
         .when(complete(1))
         .then_error(
-            DomainErrorKind::InvalidTransition,
+            RefusalKind::InvalidTransition,
             &format!("task {SHORT} is queued; it cannot be completed"),
         );
 }
@@ -867,7 +822,8 @@ fn a_stale_worker_of_a_requeued_task_is_told_the_status() {
 fn the_current_attempt_after_a_retry_can_finish() {
     let task = given(running_second_attempt())
         .when(complete(2))
-        .then_expect(vec![succeeded(2)]);
+        .then_expect(vec![succeeded(2)])
+        .unwrap();
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.exit_code, Some(0));
@@ -906,6 +862,86 @@ fn apply_leaves_the_state_alone_for_events_that_do_not_fit() {
             retried_after_failure(1),
         ] {
             assert_eq!(apply(final_task.clone(), &event), final_task, "{event:?}");
+        }
+    }
+}
+
+#[test]
+fn readers_are_shown_the_error_and_worker_the_status_implies() {
+    let shown = |history: Vec<TaskEvent>| {
+        let task = fold(&history).unwrap();
+        (
+            task.shown_error(),
+            task.shown_worker_id().map(str::to_owned),
+        )
+    };
+    let worker = || Some("worker-1".to_owned());
+    assert_eq!(shown(queued()), (None, None));
+    assert_eq!(shown(running()), (None, worker()));
+    // A retry keeps its reason and the worker it had, but shows no worker.
+    let retried = vec![submitted(), started(1), retried_after_failure(1)];
+    assert_eq!(
+        shown(retried.clone()),
+        (Some("connection reset".into()), None)
+    );
+    assert_eq!(
+        shown([retried.clone(), vec![started(2)]].concat()),
+        (Some("connection reset".into()), Some("worker-2".into()))
+    );
+    assert_eq!(
+        shown([retried, vec![started(2), succeeded(2)]].concat()),
+        (None, Some("worker-2".into()))
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), failed(1)]),
+        (Some("connection reset".into()), worker())
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), timed_out(1)]),
+        (
+            Some("attempt 1 ran past the task's timeout".into()),
+            worker()
+        )
+    );
+    assert_eq!(
+        shown(vec![submitted(), started(1), canceled(true)]),
+        (Some("no longer needed".into()), None)
+    );
+    let mut unexplained = canceled(false);
+    if let TaskEvent::Canceled(canceled) = &mut unexplained {
+        canceled.reason = None;
+    }
+    assert_eq!(
+        shown(vec![submitted(), unexplained]),
+        (Some("canceled".into()), None)
+    );
+}
+
+#[test]
+fn an_event_fits_exactly_when_apply_takes_it() {
+    let mut states = vec![None, fold(&queued()), fold(&running())];
+    states.extend(
+        final_histories()
+            .into_iter()
+            .map(|(history, _)| fold(&history)),
+    );
+    for state in states {
+        for event in [
+            submitted(),
+            started(1),
+            progressed(1, None),
+            succeeded(1),
+            failed(1),
+            timed_out(1),
+            retried_after_failure(1),
+            canceled(true),
+        ] {
+            assert_eq!(
+                fits(&state, &event),
+                apply(state.clone(), &event) != state,
+                "{event:?} on {:?}",
+                state.as_ref().map(|task| task.status)
+            );
         }
     }
 }
@@ -1102,18 +1138,18 @@ fn statuses_have_a_stored_name_and_words() {
 }
 
 #[test]
-fn errors_keep_the_full_task_id_and_a_kind_name() {
+fn errors_name_the_task_and_have_a_kind_name() {
     let error = given([])
         .when(cancel())
-        .then_error(DomainErrorKind::NotFound, "");
-    assert_eq!(error.task_id(), task_id());
+        .then_error(RefusalKind::NotFound, "");
+    assert!(error.message().contains(&task_id().short()), "{error}");
     assert_eq!(error.kind().as_str(), "not_found");
-    assert_eq!(DomainErrorKind::AlreadyExists.as_str(), "already_exists");
+    assert_eq!(RefusalKind::AlreadyExists.as_str(), "already_exists");
     assert_eq!(
-        DomainErrorKind::InvalidTransition.to_string(),
+        RefusalKind::InvalidTransition.to_string(),
         "invalid_transition"
     );
-    assert_eq!(DomainErrorKind::Invalid.as_str(), "invalid");
+    assert_eq!(RefusalKind::Invalid.as_str(), "invalid");
 }
 
 #[test]
@@ -1124,26 +1160,26 @@ fn text_the_read_models_cannot_hold_is_refused() {
         .insert("nested".into(), json!({"list": ["ok", "bad\u{0}"]}));
     given([])
         .when(TaskCommand::Submit(nul_params))
-        .then_error(DomainErrorKind::Invalid, "params must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "params must not contain a NUL");
     let mut nul_key = submit_task();
     nul_key.params.insert("k\u{0}".into(), json!(1));
     given([])
         .when(TaskCommand::Submit(nul_key))
-        .then_error(DomainErrorKind::Invalid, "params must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "params must not contain a NUL");
     given([submitted()])
         .when(TaskCommand::Cancel(CancelTask {
             task_id: task_id(),
             reason: Some("a\u{0}".into()),
             canceled_at: at(1),
         }))
-        .then_error(DomainErrorKind::Invalid, "reason must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "reason must not contain a NUL");
     given([submitted()])
         .when(TaskCommand::Cancel(CancelTask {
             task_id: task_id(),
             reason: Some("x".repeat(MAX_MESSAGE_BYTES + 1)),
             canceled_at: at(1),
         }))
-        .then_error(DomainErrorKind::Invalid, "the limit is 10000");
+        .then_error(RefusalKind::Invalid, "the limit is 10000");
     given([submitted(), started(1)])
         .when(TaskCommand::Fail(FailTask {
             artifacts: Default::default(),
@@ -1154,7 +1190,7 @@ fn text_the_read_models_cannot_hold_is_refused() {
             retryable: false,
             failed_at: at(2),
         }))
-        .then_error(DomainErrorKind::Invalid, "error must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "error must not contain a NUL");
     given([submitted(), started(1)])
         .when(TaskCommand::Complete(CompleteTask {
             task_id: task_id(),
@@ -1164,7 +1200,7 @@ fn text_the_read_models_cannot_hold_is_refused() {
             artifacts: Vec::new(),
             finished_at: at(2),
         }))
-        .then_error(DomainErrorKind::Invalid, "result must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "result must not contain a NUL");
     given([submitted(), started(1)])
         .when(TaskCommand::RecordProgress(RecordTaskProgress {
             task_id: task_id(),
@@ -1173,12 +1209,12 @@ fn text_the_read_models_cannot_hold_is_refused() {
             message: Some("\u{0}".into()),
             recorded_at: at(2),
         }))
-        .then_error(DomainErrorKind::Invalid, "message must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "message must not contain a NUL");
     given([submitted(), started(1)])
         .when(TaskCommand::Retry(RetryTask {
             task_id: task_id(),
             reason: "\u{0}".into(),
             retried_at: at(2),
         }))
-        .then_error(DomainErrorKind::Invalid, "reason must not contain a NUL");
+        .then_error(RefusalKind::Invalid, "reason must not contain a NUL");
 }

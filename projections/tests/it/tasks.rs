@@ -1,5 +1,5 @@
-//! The `tasks` projector: rows follow a task's life, and a rebuild from
-//! scratch gives the same rows.
+//! The `tasks` projector: rows follow a task's life as the aggregate folds
+//! it, and a rebuild from scratch gives the same rows.
 
 use std::time::Duration;
 
@@ -314,6 +314,84 @@ async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
         .unwrap()
         .get(0);
     assert_eq!(frontend, "frontend-a");
+    drop(client);
+    database.drop_database().await;
+}
+
+/// The projector folds with the aggregate's own `apply`: an event that does
+/// not fit its task (one only a hand-written log holds) changes nothing but
+/// the row's version, exactly as the task folded from the log (what
+/// `as_of` reads and command answers show) ignores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
+    let database = TestDatabase::create().await;
+    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let client = database.client().await;
+    let task = TaskId(uuid::Uuid::new_v4());
+    let history = [
+        submitted(task, "frontend-a"),
+        TaskEvent::Started(TaskStarted {
+            worker_id: "w1".into(),
+            attempt: 1,
+            started_at: at(1),
+        }),
+        TaskEvent::Succeeded(TaskSucceeded {
+            attempt: 1,
+            result: json!({ "verdict": "clean" }).as_object().unwrap().clone(),
+            exit_code: 0,
+            artifacts: Vec::new(),
+            finished_at: at(2),
+        }),
+        // Neither fits a succeeded task.
+        TaskEvent::Started(TaskStarted {
+            worker_id: "w2".into(),
+            attempt: 2,
+            started_at: at(3),
+        }),
+        TaskEvent::Failed(TaskFailed {
+            artifacts: Default::default(),
+            attempt: 2,
+            error: "exit 3".into(),
+            exit_code: Some(3),
+            failed_at: at(4),
+        }),
+    ];
+    record(&store, task, &history).await;
+    let head = store.head_position().await.unwrap();
+    // One event per batch: each later event meets the task read back from
+    // its row.
+    run_until(&store, &client, head, 1).await;
+    let folded = taskledger_events::task::fold(&history).unwrap();
+    let row = client
+        .query_one(
+            "SELECT status, attempts, worker_id, error, exit_code, stream_version,
+                    (SELECT count(*) FROM results WHERE results.task_id = tasks.task_id)
+             FROM tasks WHERE task_id = $1",
+            &[&task.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, Option<String>>(2),
+            row.get::<_, Option<String>>(3),
+            row.get::<_, Option<i32>>(4),
+            row.get::<_, i64>(5),
+            row.get::<_, i64>(6),
+        ),
+        (
+            folded.status.as_str().to_owned(),
+            1,
+            folded.shown_worker_id().map(str::to_owned),
+            folded.shown_error(),
+            folded.exit_code,
+            5,
+            1
+        )
+    );
+    assert_eq!(folded.shown_worker_id(), Some("w1"));
     drop(client);
     database.drop_database().await;
 }

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-pub use crate::domain::DomainErrorKind;
-use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The longest ledger name, in bytes.
 pub const MAX_LEDGER_NAME_BYTES: usize = 100;
@@ -61,8 +60,38 @@ impl LedgerName {
 
     /// The ledger's stream: `ledger-{name}`.
     pub fn stream_id(&self) -> StreamId {
-        StreamId::new(format!("ledger-{}", self.0))
+        StreamId::new(format!("{}{}", Ledgers::STREAM_PREFIX, self.0))
             .expect("a checked ledger name makes a valid stream id")
+    }
+}
+
+/// The ledger aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledgers;
+
+impl Aggregate for Ledgers {
+    const NAME: &'static str = "ledgers";
+    const STREAM_PREFIX: &'static str = "ledger-";
+
+    type State = LedgerState;
+    type Command = ConfirmLedgerEntries;
+    type Event = LedgerEvent;
+
+    /// The ledger has one command (a struct, not an enum): `Confirm`.
+    fn command_name(_: &ConfirmLedgerEntries) -> &'static str {
+        "Confirm"
+    }
+
+    fn decide(
+        state: &LedgerState,
+        command: ConfirmLedgerEntries,
+    ) -> Result<Vec<LedgerEvent>, Refusal> {
+        decide(state, command)
+    }
+
+    fn apply(state: LedgerState, event: &LedgerEvent) -> LedgerState {
+        apply(state, event)
     }
 }
 
@@ -302,65 +331,38 @@ fn new_positions(state: &LedgerState, ranges: &[PositionRange]) -> Vec<PositionR
     fresh
 }
 
-/// A confirmation the ledger aggregate refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DomainError {
-    kind: DomainErrorKind,
-    message: String,
-}
-
-impl DomainError {
-    /// What kind of refusal.
-    pub fn kind(&self) -> DomainErrorKind {
-        self.kind
-    }
-
-    /// The message for the caller.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn invalid(message: String) -> Self {
-        Self {
-            kind: DomainErrorKind::Invalid,
-            message,
-        }
-    }
-}
-
 /// What a confirmation makes happen (see the module documentation).
 ///
 /// # Errors
-/// [`DomainErrorKind::Invalid`] for positions that do not exist, a range
+/// [`RefusalKind::Invalid`](crate::RefusalKind::Invalid) for positions that do not exist, a range
 /// that would skip a hole, or a bad reference.
 pub fn decide(
     state: &LedgerState,
     command: ConfirmLedgerEntries,
-) -> Result<Vec<LedgerEvent>, DomainError> {
+) -> Result<Vec<LedgerEvent>, Refusal> {
     let reference = command.reference.as_str();
     if reference.is_empty()
         || reference.len() > MAX_REFERENCE_BYTES
         || reference.chars().any(char::is_control)
     {
-        return Err(DomainError::invalid(format!(
+        return Err(Refusal::invalid(format!(
             "reference must be 1 to {MAX_REFERENCE_BYTES} bytes without control characters"
         )));
     }
     if command.ranges.is_empty() || command.ranges.len() > MAX_RANGES {
-        return Err(DomainError::invalid(format!(
+        return Err(Refusal::invalid(format!(
             "a confirmation names 1 to {MAX_RANGES} ranges or events"
         )));
     }
     for range in &command.ranges {
         if range.from == 0 || range.from > range.to {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "sequence range {}..={} is empty or starts at 0; sequences start at 1",
                 range.from, range.to
             )));
         }
         if range.to > command.head {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "sequence {} does not exist; the log ends at {}",
                 range.to, command.head
             )));
@@ -368,13 +370,11 @@ pub fn decide(
     }
     if command.kind == ConfirmationKind::Range {
         let [range] = command.ranges.as_slice() else {
-            return Err(DomainError::invalid(
-                "a range confirmation names one range".into(),
-            ));
+            return Err(Refusal::invalid("a range confirmation names one range"));
         };
         let through = state.confirmed_through();
         if range.from > through + 1 {
-            return Err(DomainError::invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "confirming {}..={} would skip the hole {}..={} after the confirmed sequences; confirm from {} on",
                 range.from,
                 range.to,
@@ -398,108 +398,4 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn range(from: u64, to: u64) -> PositionRange {
-        PositionRange { from, to }
-    }
-
-    fn confirm(
-        kind: ConfirmationKind,
-        ranges: Vec<PositionRange>,
-        head: u64,
-    ) -> ConfirmLedgerEntries {
-        ConfirmLedgerEntries {
-            ledger: LedgerName::new("chain-a").unwrap(),
-            kind,
-            ranges,
-            reference: "tx-1".into(),
-            head,
-            confirmed_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-            confirmed_by: None,
-        }
-    }
-
-    fn state_after(commands: Vec<ConfirmLedgerEntries>) -> LedgerState {
-        let mut state = LedgerState::default();
-        for command in commands {
-            for event in decide(&state, command).unwrap() {
-                state = apply(state, &event);
-            }
-        }
-        state
-    }
-
-    #[test]
-    fn ranges_continue_the_prefix_and_events_may_leave_holes() {
-        let state = state_after(vec![
-            confirm(ConfirmationKind::Range, vec![range(1, 5)], 100),
-            confirm(
-                ConfirmationKind::Events,
-                vec![range(9, 9), range(12, 12)],
-                100,
-            ),
-        ]);
-        assert_eq!(state.confirmed_through(), 5);
-        assert_eq!(state.max_confirmed(), 12);
-        assert_eq!(state.count(), 7);
-        assert_eq!(state.holes(), vec![range(6, 8), range(10, 11)]);
-        assert!(state.contains(9) && !state.contains(10));
-
-        let skipping = decide(
-            &state,
-            confirm(ConfirmationKind::Range, vec![range(7, 20)], 100),
-        )
-        .unwrap_err();
-        assert!(
-            skipping.message().contains("skip the hole 6..=6"),
-            "{skipping}"
-        );
-        // Filling up to and past the events merges everything.
-        let events = decide(
-            &state,
-            confirm(ConfirmationKind::Range, vec![range(6, 20)], 100),
-        )
-        .unwrap();
-        let LedgerEvent::Confirmed(confirmed) = &events[0];
-        assert_eq!(
-            confirmed.ranges,
-            vec![range(6, 8), range(10, 11), range(13, 20)]
-        );
-        let state = apply(state, &events[0]);
-        assert_eq!(state.confirmed, vec![range(1, 20)]);
-        assert!(state.holes().is_empty());
-    }
-
-    #[test]
-    fn what_does_not_exist_is_refused_and_repeats_change_nothing() {
-        let state = state_after(vec![confirm(ConfirmationKind::Range, vec![range(1, 5)], 5)]);
-        let beyond = decide(
-            &state,
-            confirm(ConfirmationKind::Range, vec![range(6, 9)], 8),
-        )
-        .unwrap_err();
-        assert!(
-            beyond.message().contains("sequence 9 does not exist"),
-            "{beyond}"
-        );
-        let zero = decide(
-            &state,
-            confirm(ConfirmationKind::Events, vec![range(0, 0)], 8),
-        )
-        .unwrap_err();
-        assert!(zero.message().contains("start at 1"), "{zero}");
-        let again = decide(
-            &state,
-            confirm(ConfirmationKind::Range, vec![range(1, 5)], 8),
-        )
-        .unwrap();
-        assert!(again.is_empty());
-        let mut bad = confirm(ConfirmationKind::Range, vec![range(6, 6)], 8);
-        bad.reference = String::new();
-        assert!(decide(&state, bad).is_err());
-        assert!(LedgerName::new("Chain A").is_err());
-        assert!(LedgerName::new("chain-a.v2_x").is_ok());
-    }
-}
+mod tests;

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::json;
-use taskledger::commands::{execute, load, CommandError, Tasks};
+use taskledger_events::command::{execute, load, CommandError};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
-    CompleteTask, DomainErrorKind, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId,
-    TaskStatus,
+    CompleteTask, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus, Tasks,
 };
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, Metadata, NewEvent,
-    RecordedEvent, StoreError, StreamId, Subscription,
+    RecordedEvent, RefusalKind, StoreError, StreamId, Subscription,
 };
 use uuid::Uuid;
 
@@ -107,7 +106,7 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
         .unwrap_err();
     match error {
         CommandError::Rejected(error) => {
-            assert_eq!(error.kind(), DomainErrorKind::InvalidTransition);
+            assert_eq!(error.kind(), RefusalKind::InvalidTransition);
             assert!(
                 error
                     .to_string()
@@ -293,7 +292,7 @@ async fn a_retried_command_is_not_applied_twice() {
     )
     .await;
     assert!(
-        matches!(again, Err(CommandError::Rejected(ref error)) if error.kind() == DomainErrorKind::AlreadyExists)
+        matches!(again, Err(CommandError::Rejected(ref error)) if error.kind() == RefusalKind::AlreadyExists)
     );
     assert_eq!(store.head_position().await.unwrap(), 1);
     let stored = store

@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, DecodeError, DomainEvent};
-pub use crate::domain::DomainErrorKind;
-use crate::{Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
 pub const MAX_MT_BYTES: usize = 270;
@@ -52,12 +51,48 @@ impl Imei {
 
     /// The device's stream: `device-{imei}`.
     pub fn stream_id(&self) -> StreamId {
-        StreamId::new(format!("device-{}", self.0)).expect("an IMEI makes a valid stream id")
+        StreamId::new(format!("{}{}", Devices::STREAM_PREFIX, self.0))
+            .expect("an IMEI makes a valid stream id")
     }
 
     /// The device whose stream is `stream_id`, if it is one.
     pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        Self::new(stream_id.strip_prefix("device-")?).ok()
+        Self::new(stream_id.strip_prefix(Devices::STREAM_PREFIX)?).ok()
+    }
+}
+
+/// The device aggregate, for [`crate::command::execute`] and the tests'
+/// given/when/then. Its commands carry the device's IMEI, which the state
+/// does not know (its events name the device).
+#[derive(Debug, Clone, Copy)]
+pub struct Devices;
+
+impl Aggregate for Devices {
+    const NAME: &'static str = "devices";
+    const STREAM_PREFIX: &'static str = "device-";
+
+    type State = DeviceState;
+    type Command = (Imei, DeviceCommand);
+    type Event = DeviceEvent;
+
+    fn command_name((_, command): &Self::Command) -> &'static str {
+        match command {
+            DeviceCommand::Queue(_) => "Queue",
+            DeviceCommand::AttemptSend(_) => "AttemptSend",
+            DeviceCommand::RecordSendResult(_) => "RecordSendResult",
+            DeviceCommand::Receive(_) => "Receive",
+        }
+    }
+
+    fn decide(
+        state: &DeviceState,
+        (imei, command): Self::Command,
+    ) -> Result<Vec<DeviceEvent>, Refusal> {
+        decide(&imei, state, command)
+    }
+
+    fn apply(state: DeviceState, event: &DeviceEvent) -> DeviceState {
+        apply(state, event)
     }
 }
 
@@ -385,30 +420,6 @@ pub fn apply(mut state: DeviceState, event: &DeviceEvent) -> DeviceState {
     state
 }
 
-/// A command the device aggregate refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DomainError {
-    kind: DomainErrorKind,
-    message: String,
-}
-
-impl DomainError {
-    /// What kind of refusal.
-    pub fn kind(&self) -> DomainErrorKind {
-        self.kind
-    }
-
-    /// The message for the caller.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn new(kind: DomainErrorKind, message: String) -> Self {
-        Self { kind, message }
-    }
-}
-
 /// What `command` makes happen to the device `imei` (see the module
 /// documentation).
 ///
@@ -421,23 +432,20 @@ pub fn decide(
     imei: &Imei,
     state: &DeviceState,
     command: DeviceCommand,
-) -> Result<Vec<DeviceEvent>, DomainError> {
+) -> Result<Vec<DeviceEvent>, Refusal> {
     match command {
         DeviceCommand::Queue(queue) => {
             if queue.payload.is_empty() || queue.payload.len() > MAX_MT_BYTES {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    format!(
-                        "a message to a device is 1 to {MAX_MT_BYTES} bytes; got {}",
-                        queue.payload.len()
-                    ),
-                ));
+                return Err(Refusal::invalid(format!(
+                    "a message to a device is 1 to {MAX_MT_BYTES} bytes; got {}",
+                    queue.payload.len()
+                )));
             }
             if state.outbound.contains_key(&queue.message_id) {
-                return Err(DomainError::new(
-                    DomainErrorKind::AlreadyExists,
-                    format!("message {} already exists", queue.message_id),
-                ));
+                return Err(Refusal::already_exists(format!(
+                    "message {} already exists",
+                    queue.message_id
+                )));
             }
             Ok(vec![DeviceEvent::Queued(DeviceMessageQueued {
                 imei: imei.clone(),
@@ -451,13 +459,10 @@ pub fn decide(
         DeviceCommand::AttemptSend(attempt) => {
             let message = outbound(state, attempt.message_id)?;
             if message.status != OutboundStatus::Queued || attempt.attempt != message.attempts + 1 {
-                return Err(DomainError::new(
-                    DomainErrorKind::InvalidTransition,
-                    format!(
-                        "message {} cannot start attempt {}: it is {:?} after {} attempts",
-                        attempt.message_id, attempt.attempt, message.status, message.attempts
-                    ),
-                ));
+                return Err(Refusal::invalid_transition(format!(
+                    "message {} cannot start attempt {}: it is {:?} after {} attempts",
+                    attempt.message_id, attempt.attempt, message.status, message.attempts
+                )));
             }
             Ok(vec![DeviceEvent::SendAttempted(
                 DeviceMessageSendAttempted {
@@ -470,13 +475,10 @@ pub fn decide(
         DeviceCommand::RecordSendResult(record) => {
             let message = outbound(state, record.message_id)?;
             if message.status != OutboundStatus::Sending || record.attempt != message.attempts {
-                return Err(DomainError::new(
-                    DomainErrorKind::InvalidTransition,
-                    format!(
-                        "message {} has no attempt {} under way",
-                        record.message_id, record.attempt
-                    ),
-                ));
+                return Err(Refusal::invalid_transition(format!(
+                    "message {} has no attempt {} under way",
+                    record.message_id, record.attempt
+                )));
             }
             Ok(vec![match record.result {
                 SendResult::Sent { mt_id } => DeviceEvent::Sent(DeviceMessageSent {
@@ -514,21 +516,17 @@ pub fn decide(
         }
         DeviceCommand::Receive(receive) => {
             if receive.payload.len() > MAX_MO_BYTES {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    format!(
-                        "a message from a device is at most {MAX_MO_BYTES} bytes; got {}",
-                        receive.payload.len()
-                    ),
-                ));
+                return Err(Refusal::invalid(format!(
+                    "a message from a device is at most {MAX_MO_BYTES} bytes; got {}",
+                    receive.payload.len()
+                )));
             }
             if receive.transmit_time.is_empty()
                 || receive.transmit_time.len() > 64
                 || receive.transmit_time.chars().any(char::is_control)
             {
-                return Err(DomainError::new(
-                    DomainErrorKind::Invalid,
-                    "transmit_time must be 1 to 64 characters without control characters".into(),
+                return Err(Refusal::invalid(
+                    "transmit_time must be 1 to 64 characters without control characters",
                 ));
             }
             if state
@@ -552,141 +550,13 @@ pub fn decide(
     }
 }
 
-fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, DomainError> {
-    state.outbound.get(&message_id).copied().ok_or_else(|| {
-        DomainError::new(
-            DomainErrorKind::NotFound,
-            format!("message {message_id} does not exist"),
-        )
-    })
+fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, Refusal> {
+    state
+        .outbound
+        .get(&message_id)
+        .copied()
+        .ok_or_else(|| Refusal::not_found(format!("message {message_id} does not exist")))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn imei() -> Imei {
-        Imei::new("300234010753370").unwrap()
-    }
-
-    fn at(second: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
-    }
-
-    fn run(state: DeviceState, command: DeviceCommand) -> Result<DeviceState, DomainError> {
-        let events = decide(&imei(), &state, command)?;
-        Ok(events.iter().fold(state, apply))
-    }
-
-    const ID: Uuid = Uuid::from_u128(7);
-
-    fn queue() -> DeviceCommand {
-        DeviceCommand::Queue(QueueDeviceMessage {
-            message_id: ID,
-            payload: b"hello".to_vec(),
-            flush: false,
-            queued_at: at(0),
-            queued_by: None,
-        })
-    }
-
-    fn attempt(n: u32) -> DeviceCommand {
-        DeviceCommand::AttemptSend(AttemptSend {
-            message_id: ID,
-            attempt: n,
-            attempted_at: at(1),
-        })
-    }
-
-    fn result(n: u32, result: SendResult) -> DeviceCommand {
-        DeviceCommand::RecordSendResult(RecordSendResult {
-            message_id: ID,
-            attempt: n,
-            result,
-            max_attempts: 2,
-            recorded_at: at(2),
-            retry_at: at(10),
-        })
-    }
-
-    fn transient() -> SendResult {
-        SendResult::Failed {
-            code: Some(99),
-            text: "System Error".into(),
-            permanent: false,
-        }
-    }
-
-    #[test]
-    fn outbound_messages_retry_transient_failures_up_to_the_limit() {
-        let state = run(DeviceState::default(), queue()).unwrap();
-        let state = run(state, attempt(1)).unwrap();
-        // A second attempt cannot start while one is under way.
-        assert_eq!(
-            run(state.clone(), attempt(2)).unwrap_err().kind(),
-            DomainErrorKind::InvalidTransition
-        );
-        let state = run(state, result(1, transient())).unwrap();
-        assert_eq!(state.outbound[&ID].status, OutboundStatus::Queued);
-        let state = run(state, attempt(2)).unwrap();
-        let state = run(state, result(2, transient())).unwrap();
-        assert_eq!(state.outbound[&ID].status, OutboundStatus::Failed);
-        assert!(run(state, attempt(3)).is_err());
-    }
-
-    #[test]
-    fn permanent_failures_and_success_are_final() {
-        let state = run(run(DeviceState::default(), queue()).unwrap(), attempt(1)).unwrap();
-        let permanent = SendResult::Failed {
-            code: Some(10),
-            text: "Invalid login credentials".into(),
-            permanent: true,
-        };
-        let failed = run(state.clone(), result(1, permanent)).unwrap();
-        assert_eq!(failed.outbound[&ID].status, OutboundStatus::Failed);
-        let sent = run(state, result(1, SendResult::Sent { mt_id: 42 })).unwrap();
-        assert_eq!(sent.outbound[&ID].status, OutboundStatus::Sent);
-        assert!(run(sent.clone(), result(1, SendResult::Sent { mt_id: 43 })).is_err());
-        assert_eq!(
-            run(sent, queue()).unwrap_err().kind(),
-            DomainErrorKind::AlreadyExists
-        );
-    }
-
-    #[test]
-    fn inbound_messages_are_recorded_once_and_payloads_are_bounded() {
-        let receive = |momsn: u64, payload: Vec<u8>| {
-            DeviceCommand::Receive(ReceiveDeviceMessage {
-                momsn,
-                transmit_time: "21-10-31 10:41:50".into(),
-                payload,
-                serial: Some(1234),
-                latitude: Some(52.1),
-                longitude: Some(0.1),
-                cep: Some(3.0),
-                received_at: at(5),
-            })
-        };
-        let events = decide(&imei(), &DeviceState::default(), receive(1, vec![1])).unwrap();
-        assert_eq!(events.len(), 1);
-        let state = events.iter().fold(DeviceState::default(), apply);
-        assert!(decide(&imei(), &state, receive(1, vec![1]))
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            decide(&imei(), &state, receive(2, vec![1])).unwrap().len(),
-            1
-        );
-        assert!(decide(&imei(), &state, receive(3, vec![0; MAX_MO_BYTES + 1])).is_err());
-        let empty = DeviceCommand::Queue(QueueDeviceMessage {
-            message_id: Uuid::from_u128(8),
-            payload: Vec::new(),
-            flush: false,
-            queued_at: at(0),
-            queued_by: None,
-        });
-        assert!(decide(&imei(), &state, empty).is_err());
-        assert!(Imei::new("30023401075337").is_err());
-        assert!(Imei::new("30023401075337x").is_err());
-    }
-}
+mod tests;

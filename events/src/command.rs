@@ -1,0 +1,253 @@
+//! Command handling, once for every [`Aggregate`]: load a stream, fold it,
+//! decide, append with the version that was read; on a version conflict,
+//! reload and decide again (a bounded number of times) before reporting the
+//! conflict.
+//!
+//! Metrics are the caller's: [`execute_observed`] reports every append's
+//! latency to an [`Observer`], and a caller counts outcomes from the
+//! [`CommandError`] it gets back.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::codec;
+use crate::{
+    AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
+    Refusal, StoreError, StreamId,
+};
+
+/// How many times a command is decided again after a version conflict
+/// before the conflict is reported.
+pub const CONFLICT_RETRIES: u32 = 3;
+
+/// Events read per query while loading a stream.
+const LOAD_PAGE: usize = 1_000;
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The events it appended (none when the command changed nothing).
+    pub events: Vec<A::Event>,
+    /// The state after them.
+    pub state: A::State,
+    /// The stream's version after the command (read-your-writes waits for
+    /// it).
+    pub stream_version: u64,
+    /// The global position of the stream's last event after the command (a
+    /// projection whose checkpoint reached it shows the command's effect).
+    pub position: u64,
+    /// The append's result, when something was appended.
+    pub appended: Option<AppendResult>,
+}
+
+/// Why a command did not happen. A refusal ([`CommandError::Rejected`]) is
+/// never confused with a failed write.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The aggregate refused it.
+    #[error("{0}")]
+    Rejected(#[source] Refusal),
+    /// Other writers kept changing the stream; tried this many times.
+    #[error(
+        "{stream_id} kept changing while the command was decided ({attempts} attempts); try again"
+    )]
+    Conflict {
+        /// The stream.
+        stream_id: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store refused the events as malformed (a bug in an aggregate).
+    #[error("the command produced an invalid event: {0}")]
+    Invalid(#[source] InvalidInput),
+    /// An event id of this command is stored elsewhere (a reused command id).
+    #[error("{0}")]
+    DuplicateEvent(String),
+    /// A stored event could not be read as this aggregate's.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[source] StoreError),
+}
+
+/// A stream, folded.
+#[derive(Debug)]
+pub struct Loaded<A: Aggregate> {
+    /// The state after every event of the stream.
+    pub state: A::State,
+    /// The stream's version: its last event's (0 for an empty stream).
+    pub version: u64,
+    /// The global position of the stream's last event (0 for an empty
+    /// stream); a projection whose checkpoint reached it shows the state.
+    pub position: u64,
+}
+
+/// What [`execute_observed`] reports as it goes, for metrics its caller
+/// keeps (this crate records none).
+pub trait Observer: Sync {
+    /// One append to the store finished, whatever its outcome, `elapsed`
+    /// after it began.
+    fn append_finished(&self, elapsed: Duration);
+}
+
+/// Observes nothing.
+impl Observer for () {
+    fn append_finished(&self, _: Duration) {}
+}
+
+/// Loads `stream_id` and folds it.
+///
+/// # Errors
+/// [`CommandError::Corrupt`] for an event that is not the aggregate's;
+/// [`CommandError::Store`] when the store fails.
+pub async fn load<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+) -> Result<Loaded<A>, CommandError> {
+    let mut loaded = Loaded::<A> {
+        state: A::State::default(),
+        version: 0,
+        position: 0,
+    };
+    loop {
+        let page = store
+            .read_stream(stream_id, loaded.version + 1, Direction::Forward, LOAD_PAGE)
+            .await
+            .map_err(CommandError::Store)?;
+        let full = page.len() == LOAD_PAGE;
+        for recorded in &page {
+            let event = codec::decode::<A::Event>(recorded).map_err(|reason| {
+                CommandError::Corrupt(format!(
+                    "{stream_id} version {} cannot be read: {reason}",
+                    recorded.version
+                ))
+            })?;
+            loaded.state = A::apply(loaded.state, &event);
+            loaded.version = recorded.version;
+            loaded.position = recorded.global_position;
+        }
+        if !full {
+            return Ok(loaded);
+        }
+    }
+}
+
+/// [`execute_observed`] with no [`Observer`].
+///
+/// # Errors
+/// See [`CommandError`].
+pub async fn execute<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    command: A::Command,
+    command_id: Uuid,
+    metadata: Metadata,
+) -> Result<Executed<A>, CommandError> {
+    execute_observed::<A>(store, stream_id, command, command_id, metadata, &()).await
+}
+
+/// Runs `command` against `stream_id`: load, decide, append at the version
+/// read; on a conflict, again, up to [`CONFLICT_RETRIES`] more times. Every
+/// append's latency goes to `observer`.
+///
+/// Event ids are derived from `command_id` and the event's index
+/// ([`event_id`]), so a retried command whose first append did commit (an
+/// unknown outcome after a lost connection) is recognised by the store
+/// instead of applied twice. `metadata` gets `command_id` as its command id.
+///
+/// # Errors
+/// See [`CommandError`].
+pub async fn execute_observed<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    command: A::Command,
+    command_id: Uuid,
+    metadata: Metadata,
+    observer: &impl Observer,
+) -> Result<Executed<A>, CommandError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let Loaded {
+            state,
+            version,
+            position,
+        } = load::<A>(store, stream_id).await?;
+        let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Executed {
+                events,
+                state,
+                stream_version: version,
+                position,
+                appended: None,
+            });
+        }
+        let metadata = Metadata {
+            command_id: Some(command_id),
+            ..metadata.clone()
+        };
+        let new_events = events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| {
+                codec::encode(event, event_id(command_id, index), metadata.clone())
+            })
+            .collect();
+        let began = Instant::now();
+        let appended = store
+            .append(stream_id, ExpectedVersion::Exact(version), new_events)
+            .await;
+        observer.append_finished(began.elapsed());
+        match appended {
+            Ok(appended) => {
+                let state = events.iter().fold(state, A::apply);
+                return Ok(Executed {
+                    events,
+                    state,
+                    stream_version: appended.stream_version,
+                    position: appended.last_position,
+                    appended: Some(appended),
+                });
+            }
+            Err(AppendError::WrongExpectedVersion { .. }) if attempts <= CONFLICT_RETRIES => {
+                tracing::debug!(stream = %stream_id, attempts, "version conflict; deciding again");
+            }
+            Err(AppendError::WrongExpectedVersion { .. }) => {
+                return Err(CommandError::Conflict {
+                    stream_id: stream_id.to_string(),
+                    attempts,
+                })
+            }
+            Err(AppendError::DuplicateEventId { .. }) => {
+                return Err(CommandError::DuplicateEvent(format!(
+                    "command {command_id} was already used for a different change"
+                )))
+            }
+            Err(AppendError::Invalid(error)) => return Err(CommandError::Invalid(error)),
+            Err(AppendError::Store(error)) => return Err(CommandError::Store(error)),
+        }
+    }
+}
+
+/// The id of the `index`th event of a command: a name-based (v5) UUID, so
+/// the same command always produces the same ids.
+pub fn event_id(command_id: Uuid, index: usize) -> Uuid {
+    Uuid::new_v5(&command_id, format!("event-{index}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_per_command_and_index() {
+        let command = Uuid::new_v4();
+        assert_eq!(event_id(command, 0), event_id(command, 0));
+        assert_ne!(event_id(command, 0), event_id(command, 1));
+        assert_ne!(event_id(command, 0), event_id(Uuid::new_v4(), 0));
+    }
+}

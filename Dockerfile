@@ -33,12 +33,12 @@ RUN set -eu; \
     for member in . bench; do \
         mkdir -p "$member/src"; echo 'fn main() {}' > "$member/src/main.rs"; \
     done; \
-    for member in . events projections; do \
+    for member in . events projections bench; do \
         mkdir -p "$member/tests/it"; : > "$member/tests/it/main.rs"; \
     done; \
     cargo build --release --locked --bin taskledger; \
     rm -rf src tests events/src events/tests projections/src projections/tests replay/src \
-        bench/src
+        bench/src bench/tests
 
 # 2. The real sources (everything .dockerignore lets through: the crates,
 #    migrations/ and config/ embedded with include_str!). Only the service

@@ -25,24 +25,31 @@ COPY Cargo.toml Cargo.lock ./
 COPY events/Cargo.toml events/Cargo.toml
 COPY projections/Cargo.toml projections/Cargo.toml
 COPY replay/Cargo.toml replay/Cargo.toml
+COPY bench/Cargo.toml bench/Cargo.toml
 RUN set -eu; \
     for member in . events projections replay; do \
         mkdir -p "$member/src"; : > "$member/src/lib.rs"; \
     done; \
-    echo 'fn main() {}' > src/main.rs; \
-    for member in . events projections; do \
+    for member in . bench; do \
+        mkdir -p "$member/src"; echo 'fn main() {}' > "$member/src/main.rs"; \
+    done; \
+    for member in . events projections bench; do \
         mkdir -p "$member/tests/it"; : > "$member/tests/it/main.rs"; \
     done; \
     cargo build --release --locked --bin taskledger; \
-    rm -rf src tests events/src events/tests projections/src projections/tests replay/src
+    rm -rf src tests events/src events/tests projections/src projections/tests replay/src \
+        bench/src bench/tests
 
 # 2. The real sources (everything .dockerignore lets through: the crates,
-#    migrations/ and config/ embedded with include_str!, tests/fixtures/ used
-#    by the benchmarks). COPY keeps the files' own modification times, which
-#    are older than the stand-ins' build: touch them, or cargo would take the
-#    stand-in crates as up to date and ship an empty binary.
+#    migrations/ and config/ embedded with include_str!). Only the service
+#    binary is built; it embeds nothing from tests/, and the benchmarks
+#    (bench/, `taskledger-bench`, which sign with a test key from
+#    tests/fixtures/) are not built here. COPY keeps the files' own
+#    modification times, which are older than the stand-ins' build: touch
+#    them, or cargo would take the stand-in crates as up to date and ship an
+#    empty binary.
 COPY . .
-RUN find src events/src projections/src replay/src -type f -exec touch {} + \
+RUN find src events/src projections/src replay/src bench/src -type f -exec touch {} + \
  && cargo build --release --locked --bin taskledger \
  && install -D -m 0755 target/release/taskledger /out/taskledger
 

@@ -1,19 +1,14 @@
-//! The command line: `serve`, `migrate`, `bench`.
+//! The command line: `serve`, `migrate`, `health`, `keys`, `projections`,
+//! `cleanup`, `replay`. (The benchmarks are `taskledger-bench`, in `bench/`.)
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::audit::{self, ReplayCommand};
-use crate::bench::api::ApiBenchArgs;
-use crate::bench::mo::MoBenchArgs;
-use crate::bench::tasks::TasksBenchArgs;
-use crate::bench::{self, AppendBenchArgs};
 use crate::database;
 use crate::keys::{self, KeysCommand};
 use crate::operators::{self, CleanupArgs, ProjectionsCommand};
-use crate::settings::{
-    BrokerArgs, CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings,
-};
+use crate::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings};
 use crate::shutdown;
 use crate::startup::Application;
 
@@ -83,16 +78,6 @@ pub enum Command {
         #[command(subcommand)]
         command: ReplayCommand,
     },
-    /// Measure performance against the database in DATABASE_URL (use a
-    /// scratch database: the benchmarks write to it).
-    Bench {
-        /// The database (created if missing: benchmarks use scratch ones).
-        #[command(flatten)]
-        database: DatabaseArgs,
-        /// Which benchmark.
-        #[command(subcommand)]
-        which: BenchCommand,
-    },
 }
 
 /// `taskledger health`.
@@ -108,34 +93,6 @@ pub struct HealthArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 5)]
     pub timeout_seconds: u64,
-}
-
-/// The benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Appends per second, append latency and live-subscriber lag for several
-    /// writer counts and batch sizes.
-    Append(AppendBenchArgs),
-    /// Requests/s and latency of POST /v1/tasks and GET /v1/tasks/{id} at
-    /// several connection counts, and the time from a 201 to the task being
-    /// visible. Serves the API itself on a loopback port.
-    Api(ApiBenchArgs),
-    /// Tasks/s end to end (submit → RabbitMQ → runner → container →
-    /// succeeded) at several runner slot counts, and the relay's events/s
-    /// with publisher confirms. Needs RabbitMQ and a Docker engine.
-    Tasks {
-        /// The broker (default: the local one).
-        #[command(flatten)]
-        broker: BrokerArgs,
-        /// The benchmark's shape.
-        #[command(flatten)]
-        args: TasksBenchArgs,
-    },
-    /// Latency of the RockBLOCK MO webhook at a fixed rate (signed with the
-    /// repository's test key, verified by the service).
-    Mo(MoBenchArgs),
-    /// Blue/green rebuild of the tasks projection: events per second.
-    Rebuild(crate::bench::rebuild::RebuildBenchArgs),
 }
 
 /// Runs the parsed command line.
@@ -199,38 +156,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let store = database::open_store(&settings)?;
             keys::run(&store, command).await
-        }
-        Command::Bench { database, which } => {
-            let mut settings = Settings::from_database(&database, log);
-            settings.create_database = true;
-            bench(settings, which).await
-        }
-    }
-}
-
-async fn bench(mut settings: Settings, which: BenchCommand) -> anyhow::Result<()> {
-    match which {
-        BenchCommand::Append(args) => {
-            database::prepare(&settings)
-                .await
-                .context("preparing the benchmark database")?;
-            bench::append(&settings, &args).await
-        }
-        BenchCommand::Api(args) => bench::api::api(&settings, &args).await,
-        BenchCommand::Mo(args) => bench::mo::mo(&settings, &args).await,
-        BenchCommand::Rebuild(args) => {
-            database::prepare(&settings)
-                .await
-                .context("preparing the benchmark database")?;
-            bench::rebuild::rebuild(&settings, &args).await
-        }
-        BenchCommand::Tasks { broker, args } => {
-            settings.amqp_url = broker.amqp_url;
-            settings.amqp_prefix = broker.amqp_prefix;
-            database::prepare(&settings)
-                .await
-                .context("preparing the benchmark database")?;
-            bench::tasks::tasks(&settings, &args).await
         }
     }
 }

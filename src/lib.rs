@@ -3,7 +3,6 @@
 //! Only this crate reads configuration or knows axum.
 
 pub mod audit;
-pub mod bench;
 pub mod blobs;
 pub mod broker;
 pub mod cli;

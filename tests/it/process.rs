@@ -1,5 +1,5 @@
 //! The real binary: `migrate`, and `serve` creating its database, serving
-//! and stopping cleanly on SIGTERM.
+//! and stopping cleanly on SIGTERM; no benchmarks and no private keys in it.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -267,6 +267,58 @@ fn each_subcommand_lists_only_the_options_it_reads() {
         replay.contains("--database-url") && !replay.contains("--data-dir"),
         "{replay}"
     );
+}
+
+#[test]
+fn the_benchmarks_are_not_part_of_the_service_binary() {
+    // They are `taskledger-bench` (bench/): `mo` signs with a test key.
+    let output = Command::new(BINARY)
+        .args(["bench", "append"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unrecognized subcommand 'bench'"),
+        "{stderr}"
+    );
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && help.contains("serve"), "{help}");
+    assert!(
+        !help
+            .lines()
+            .any(|line| line.trim_start().starts_with("bench")),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_service_binary_embeds_no_private_key() {
+    let bytes = std::fs::read(BINARY).unwrap();
+    // Lossy: the keys' PEM text is ASCII and survives; std's optimised
+    // substring search then beats a byte-by-byte scan of an unoptimised
+    // test build by far (the binary is hundreds of MB).
+    let binary = String::from_utf8_lossy(&bytes);
+    // The armour of any PEM private key (PKCS#8, PKCS#1, encrypted). The
+    // bare label "PRIVATE KEY" is there, and may be: PEM parsers name it,
+    // and the MO verifier refuses a private key by it.
+    assert!(
+        !binary.contains("PRIVATE KEY-----"),
+        "{BINARY} embeds a PEM private key"
+    );
+    // Nor the repository's test keys without their armour: the second line
+    // of each body (the first is alike in every RSA-2048 PKCS#8 key).
+    for (name, pem) in [
+        ("mo-test-key.pem", crate::rockblock::MO_PRIVATE_KEY),
+        ("forger-key.pem", crate::rockblock::FORGER_KEY),
+    ] {
+        let line = std::str::from_utf8(pem).unwrap().lines().nth(2).unwrap();
+        assert!(
+            !binary.contains(line),
+            "{BINARY} embeds tests/fixtures/rockblock/{name}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

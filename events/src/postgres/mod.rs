@@ -36,7 +36,7 @@
 //! it writes every row twice, adds a sequencer hop to subscriber lag, leaves
 //! an append's position and hash unknown when it returns, and without
 //! batching is bounded by the one-row-per-commit rate (7,700/s at 16 clients
-//! with pgbench here) that group commit beats. `taskledger bench append`
+//! with pgbench here) that group commit beats. `taskledger-bench append`
 //! prints the figures; `--no-group-commit` shows the same protocol with one
 //! commit per append (about 1,300/s whatever the writer count: that is the
 //! lock queue group commit avoids).

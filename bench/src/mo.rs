@@ -1,4 +1,4 @@
-//! `taskledger bench mo`: the RockBLOCK mobile-originated webhook at a
+//! `taskledger-bench mo`: the RockBLOCK mobile-originated webhook at a
 //! fixed request rate (open loop: requests start on schedule whether or not
 //! earlier ones answered), signed RS256 like the provider's and verified by
 //! the service, spread over many devices. Prints the latency distribution.
@@ -13,36 +13,36 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
+use taskledger::settings::{Role, Settings};
+use taskledger::shutdown;
+use taskledger::startup::Application;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::{millis, percentile};
-use crate::settings::{Role, Settings};
-use crate::shutdown;
-use crate::startup::Application;
+use crate::measure::{millis, percentile};
 
 const TEST_PRIVATE_KEY: &[u8] = include_bytes!("../../tests/fixtures/rockblock/mo-test-key.pem");
 const TEST_PUBLIC_KEY: &[u8] = include_bytes!("../../tests/fixtures/rockblock/mo-test-key.pub.pem");
 
-/// Options of `bench mo`.
+/// Options of `taskledger-bench mo`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct MoBenchArgs {
+pub(crate) struct MoBenchArgs {
     /// Requests per second.
     #[arg(long, default_value_t = 200)]
-    pub rate: u32,
+    pub(crate) rate: u32,
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
-    pub seconds: u32,
+    pub(crate) seconds: u32,
     /// Devices the messages come from.
     #[arg(long, default_value_t = 100)]
-    pub devices: u32,
+    pub(crate) devices: u32,
 }
 
 /// Runs the benchmark against a service started on a loopback port.
 ///
 /// # Errors
 /// When the service cannot start or requests fail.
-pub async fn mo(settings: &Settings, args: &MoBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn mo(settings: &Settings, args: &MoBenchArgs) -> anyhow::Result<()> {
     let directory = std::env::temp_dir().join(format!("taskledger-bench-mo-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&directory)?;
     std::fs::write(directory.join("mo.pub.pem"), TEST_PUBLIC_KEY)?;

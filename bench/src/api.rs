@@ -1,4 +1,4 @@
-//! `taskledger bench api`: the HTTP API under load, served by this process
+//! `taskledger-bench api`: the HTTP API under load, served by this process
 //! on a loopback port against the database in `DATABASE_URL`.
 //!
 //! For each connection count: `POST /v1/tasks` for the run's duration, then
@@ -19,6 +19,10 @@ use anyhow::{bail, Context};
 use chrono::Utc;
 use rand::Rng;
 use serde_json::{json, Value};
+use taskledger::commands::execute;
+use taskledger::settings::Settings;
+use taskledger::shutdown;
+use taskledger::startup::Application;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
@@ -27,11 +31,7 @@ use taskledger_events::{EventStore, Metadata};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::{millis, percentile};
-use crate::commands::execute;
-use crate::settings::Settings;
-use crate::shutdown;
-use crate::startup::Application;
+use crate::measure::{millis, percentile};
 
 /// The task kind the benchmark submits (never run: no runner is started).
 const BENCH_KINDS: &str = r#"
@@ -41,21 +41,21 @@ command = ["echo", "{message}"]
 required_params = ["message"]
 "#;
 
-/// Options of `bench api`.
+/// Options of `taskledger-bench api`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApiBenchArgs {
+pub(crate) struct ApiBenchArgs {
     /// Concurrent connections to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
-    pub connections: Vec<usize>,
+    pub(crate) connections: Vec<usize>,
     /// Seconds each POST and each GET run lasts.
     #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Submissions timed from 201 to visible.
     #[arg(long, default_value_t = 2_000)]
-    pub visible_samples: usize,
+    pub(crate) visible_samples: usize,
     /// Clients submitting concurrently while visibility is timed.
     #[arg(long, default_value_t = 4)]
-    pub visible_clients: usize,
+    pub(crate) visible_clients: usize,
 }
 
 /// What one load run measured.
@@ -84,7 +84,7 @@ impl LoadRun {
 /// # Errors
 /// When the service cannot start, or a request fails in a way that makes
 /// the figures meaningless (every request failing).
-pub async fn api(settings: &Settings, args: &ApiBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn api(settings: &Settings, args: &ApiBenchArgs) -> anyhow::Result<()> {
     let config_path =
         std::env::temp_dir().join(format!("taskledger-bench-{}.toml", Uuid::new_v4()));
     std::fs::write(&config_path, BENCH_KINDS).context("writing the benchmark's task kinds")?;

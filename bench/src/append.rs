@@ -1,11 +1,5 @@
-//! `taskledger bench append`: appends per second, append latency and the lag
-//! from commit to delivery on a live subscription; `bench api` is in
-//! [`api`].
-
-pub mod api;
-pub mod mo;
-pub mod rebuild;
-pub mod tasks;
+//! `taskledger-bench append`: appends per second, append latency and the
+//! lag from commit to delivery on a live subscription.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,47 +8,48 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
+use taskledger::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
-use crate::settings::Settings;
+use crate::measure::{millis, percentile};
 
-/// Options of `bench append`.
+/// Options of `taskledger-bench append`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct AppendBenchArgs {
+pub(crate) struct AppendBenchArgs {
     /// Numbers of concurrent writers to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
-    pub writers: Vec<usize>,
+    pub(crate) writers: Vec<usize>,
     /// Events per append to run, comma-separated.
     #[arg(long = "batch", value_delimiter = ',', default_value = "1,100")]
-    pub batches: Vec<usize>,
+    pub(crate) batches: Vec<usize>,
     /// Seconds each run lasts.
     #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Commit every append on its own instead of sharing commits between
     /// concurrent appends (to see what group commit buys).
     #[arg(long)]
-    pub no_group_commit: bool,
+    pub(crate) no_group_commit: bool,
     /// Streams each writer spreads its appends over.
     #[arg(long, default_value_t = 8)]
-    pub streams_per_writer: usize,
+    pub(crate) streams_per_writer: usize,
 }
 
 /// What one run measured.
 #[derive(Debug, Clone)]
-pub struct AppendRun {
+pub(crate) struct AppendRun {
     /// Concurrent writers.
-    pub writers: usize,
+    pub(crate) writers: usize,
     /// Events per append.
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Events committed per second.
-    pub events_per_s: f64,
+    pub(crate) events_per_s: f64,
     /// Median append latency.
-    pub p50: Duration,
+    pub(crate) p50: Duration,
     /// 99th percentile append latency.
-    pub p99: Duration,
+    pub(crate) p99: Duration,
     /// 99th percentile of commit-to-delivery lag on a live subscription.
-    pub lag_p99: Duration,
+    pub(crate) lag_p99: Duration,
 }
 
 impl std::fmt::Display for AppendRun {
@@ -72,22 +67,18 @@ impl std::fmt::Display for AppendRun {
     }
 }
 
-pub(crate) fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
-}
-
 /// Runs every combination of writers and batch size and prints a line each.
 ///
 /// # Errors
 /// When the database fails during a run.
-pub async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyhow::Result<()> {
     let config: tokio_postgres::Config = settings
         .database_url
         .parse()
         .context("DATABASE_URL does not parse")?;
     println!(
         "# bench append against {}: {} s per run, {}; appends use ExpectedVersion::Exact on {} streams per writer",
-        crate::database::describe(&config),
+        taskledger::database::describe(&config),
         args.seconds,
         if args.no_group_commit { "one commit per append" } else { "group commit" },
         args.streams_per_writer
@@ -106,7 +97,7 @@ pub async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyhow::Resu
 ///
 /// # Errors
 /// When the database fails.
-pub async fn append_run(
+pub(crate) async fn append_run(
     settings: &Settings,
     args: &AppendBenchArgs,
     writers: usize,
@@ -274,26 +265,4 @@ async fn write_until(
         round += 1;
     }
     Ok(outcome)
-}
-
-/// The value at quantile `q` of sorted `values` (zero when empty).
-pub(crate) fn percentile(values: &[Duration], q: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((values.len() as f64 - 1.0) * q).round() as usize;
-    values[index.min(values.len() - 1)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_pick_by_rank() {
-        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&values, 0.5), Duration::from_millis(51));
-        assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&[], 0.99), Duration::ZERO);
-    }
 }

@@ -1,4 +1,4 @@
-//! `taskledger bench tasks`: tasks per second end to end (submit → relay →
+//! `taskledger-bench tasks`: tasks per second end to end (submit → relay →
 //! RabbitMQ → runner → container → succeeded) for a trivial container at
 //! several runner slot counts, and the relay's events per second to
 //! RabbitMQ with publisher confirms.
@@ -13,19 +13,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::Utc;
 use serde_json::{json, Map};
+use taskledger::blobs::BlobStore;
+use taskledger::broker::{self, Topology};
+use taskledger::config::FileConfig;
+use taskledger::relay::{self, RelayOptions, RelayStatus};
+use taskledger::runner::{self, RunnerOptions};
+use taskledger::settings::Settings;
+use taskledger::submission::{self, Submission, Submitter};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
-
-use crate::blobs::BlobStore;
-use crate::broker::{self, Topology};
-use crate::config::FileConfig;
-use crate::relay::{self, RelayOptions, RelayStatus};
-use crate::runner::{self, RunnerOptions};
-use crate::settings::Settings;
-use crate::submission::{self, Submission, Submitter};
 
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -37,25 +36,25 @@ memory_mb = 32
 max_attempts = 1
 "#;
 
-/// Options of `bench tasks`.
+/// Options of `taskledger-bench tasks`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TasksBenchArgs {
+pub(crate) struct TasksBenchArgs {
     /// Runner slot counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
-    pub slots: Vec<usize>,
+    pub(crate) slots: Vec<usize>,
     /// Tasks submitted per run.
     #[arg(long, default_value_t = 100)]
-    pub tasks: usize,
+    pub(crate) tasks: usize,
     /// Events appended for the relay run.
     #[arg(long, default_value_t = 20_000)]
-    pub relay_events: usize,
+    pub(crate) relay_events: usize,
 }
 
 /// Runs the benchmark and prints a line per run.
 ///
 /// # Errors
 /// When a service is missing or a task does not succeed.
-pub async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow::Result<()> {
     let amqp_url = settings
         .amqp_url
         .clone()
@@ -79,7 +78,7 @@ pub async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow::Result
                 worker_id: format!("bench-runner-{slots}"),
                 blobs: BlobStore::new(data_dir.join("blobs")),
                 work_dir: data_dir.join("work"),
-                lease_ttl: crate::runner::DEFAULT_LEASE_TTL,
+                lease_ttl: runner::DEFAULT_LEASE_TTL,
             },
             async move {
                 let _ = runner_stopped.await;

@@ -1,4 +1,4 @@
-//! `taskledger bench rebuild`: how fast a projection is rebuilt blue/green
+//! `taskledger-bench rebuild`: how fast a projection is rebuilt blue/green
 //! from the log. Seeds task lifecycles (submitted, started, progress,
 //! succeeded: four events each) into the scratch database in
 //! `DATABASE_URL`, brings the live `tasks` projection up to date, then
@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use serde_json::{json, Map};
+use taskledger::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
     TaskEvent, TaskId, TaskProgressRecorded, TaskStarted, TaskSubmitted, TaskSucceeded,
@@ -21,25 +22,23 @@ use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
-use crate::settings::Settings;
-
-/// Options of `bench rebuild`.
+/// Options of `taskledger-bench rebuild`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RebuildBenchArgs {
+pub(crate) struct RebuildBenchArgs {
     /// Task lifecycles (four events each) in the log before the rebuild;
     /// only what is missing is appended.
     #[arg(long, default_value_t = 50_000)]
-    pub tasks: u64,
+    pub(crate) tasks: u64,
     /// Events per rebuild transaction.
     #[arg(long, default_value_t = RebuildOptions::default().batch_size)]
-    pub batch: usize,
+    pub(crate) batch: usize,
 }
 
 /// Runs the benchmark.
 ///
 /// # Errors
 /// When the database fails or the rebuild fails.
-pub async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> anyhow::Result<()> {
     let store = PgEventStore::connect(&settings.database_url, StoreOptions::default())?;
     let head = store.head_position().await?;
     let wanted = args.tasks * 4;

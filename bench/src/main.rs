@@ -1,0 +1,28 @@
+//! The `taskledger-bench` command: parses the command line, sets up logging
+//! and runs one benchmark. A binary of its own so that the service binary
+//! carries no benchmark code and none of the repository's test keys.
+
+mod api;
+mod append;
+mod cli;
+mod measure;
+mod mo;
+mod rebuild;
+mod tasks;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    taskledger::telemetry::init(&cli.log_filter);
+    match cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Once, on standard error: `{:#}` prints the whole context
+            // chain on one line.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

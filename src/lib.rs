@@ -1,26 +1,27 @@
 //! The taskledger service: command line, configuration, HTTP API and the
 //! workers, wired on top of the `events`, `projections` and `replay` crates.
 //! Only this crate reads configuration or knows axum.
+//!
+//! - [`cli`]: the subcommands (`serve`, `migrate`, `health`, `keys`,
+//!   `projections`, `cleanup`, `replay`).
+//! - [`config`]: the configuration file (task kinds) and the settings from
+//!   flags and the environment.
+//! - [`service`]: building and running a process: the database, start-up,
+//!   shutdown, logging, and the outside parts it depends on.
+//! - [`http`]: the API, by resource.
+//! - [`workers`]: what runs beside the API: the relay, the runner, the
+//!   device gateway, and the leader lock they share.
+//! - [`adapters`]: what the service talks to: RabbitMQ, the RockBLOCK web
+//!   API, the blob directory.
+//! - [`commands`], [`submission`], [`metrics`]: command handling with its
+//!   metrics, submitting tasks, the process's metrics registry.
 
-pub mod audit;
-pub mod blobs;
-pub mod broker;
+pub mod adapters;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod database;
-pub mod dependencies;
-pub mod gateway;
 pub mod http;
-pub mod keys;
-mod leader;
 pub mod metrics;
-pub mod operators;
-pub mod relay;
-pub mod rockblock;
-pub mod runner;
-pub mod settings;
-pub mod shutdown;
-pub mod startup;
+pub mod service;
 pub mod submission;
-pub mod telemetry;
+pub mod workers;

@@ -6,7 +6,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = taskledger::cli::Cli::parse();
-    taskledger::telemetry::init(&cli.log_filter);
+    taskledger::service::telemetry::init(&cli.log_filter);
     match taskledger::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -20,9 +20,9 @@ use chrono::Utc;
 use rand::Rng;
 use serde_json::{json, Value};
 use taskledger::commands::execute;
-use taskledger::settings::Settings;
-use taskledger::shutdown;
-use taskledger::startup::Application;
+use taskledger::config::settings::Settings;
+use taskledger::service::shutdown;
+use taskledger::service::startup::Application;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };

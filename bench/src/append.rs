@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use taskledger::settings::Settings;
+use taskledger::config::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
@@ -78,7 +78,7 @@ pub(crate) async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyho
         .context("DATABASE_URL does not parse")?;
     println!(
         "# bench append against {}: {} s per run, {}; appends use ExpectedVersion::Exact on {} streams per writer",
-        taskledger::database::describe(&config),
+        taskledger::service::database::describe(&config),
         args.seconds,
         if args.no_group_commit { "one commit per append" } else { "group commit" },
         args.streams_per_writer

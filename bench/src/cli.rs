@@ -3,8 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use taskledger::database;
-use taskledger::settings::{BrokerArgs, DatabaseArgs, Settings};
+use taskledger::config::settings::{BrokerArgs, DatabaseArgs, Settings};
+use taskledger::service::database;
 
 use crate::api::ApiBenchArgs;
 use crate::append::AppendBenchArgs;

@@ -15,7 +15,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    taskledger::telemetry::init(&cli.log_filter);
+    taskledger::service::telemetry::init(&cli.log_filter);
     match cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
-use taskledger::settings::{Role, Settings};
-use taskledger::shutdown;
-use taskledger::startup::Application;
+use taskledger::config::settings::{Role, Settings};
+use taskledger::service::shutdown;
+use taskledger::service::startup::Application;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 

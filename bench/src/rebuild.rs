@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use serde_json::{json, Map};
-use taskledger::settings::Settings;
+use taskledger::config::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
     TaskEvent, TaskId, TaskProgressRecorded, TaskStarted, TaskSubmitted, TaskSucceeded,

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::Utc;
 use serde_json::{json, Map};
-use taskledger::blobs::BlobStore;
-use taskledger::broker::{self, Topology};
+use taskledger::adapters::blobs::BlobStore;
+use taskledger::adapters::rabbitmq::{self, Topology};
+use taskledger::config::settings::Settings;
 use taskledger::config::FileConfig;
-use taskledger::relay::{self, RelayOptions, RelayStatus};
-use taskledger::runner::{self, RunnerOptions};
-use taskledger::settings::Settings;
 use taskledger::submission::{self, Submission, Submitter};
+use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
+use taskledger::workers::runner::{self, RunnerOptions};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
@@ -156,7 +156,7 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         elapsed.as_secs_f64()
     );
     stop_relay(relay).await?;
-    let connection = broker::connect(&amqp_url, "taskledger-bench-cleanup").await?;
+    let connection = rabbitmq::connect(&amqp_url, "taskledger-bench-cleanup").await?;
     let channel = connection.create_channel().await?;
     topology.delete(&channel, &kinds).await?;
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -26,8 +26,8 @@ use super::auth::{Authorized, WriteDevices};
 use super::problem::{ApiBytes, ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
+use crate::adapters::rockblock::{self, MoError, MoVerifier};
 use crate::commands::execute;
-use crate::rockblock::{self, MoError, MoVerifier};
 
 /// How mobile-originated webhooks are checked.
 #[derive(Debug, Clone, Default)]

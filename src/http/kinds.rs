@@ -14,7 +14,7 @@ use super::problem::{ApiJson, Problem};
 use super::responses::Authenticated;
 use super::AppState;
 use crate::config::{Executor, Network, TaskKind};
-use crate::dependencies::KindCheck;
+use crate::service::dependencies::KindCheck;
 
 /// One task kind.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -38,9 +38,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::blobs::BlobStore;
+use crate::adapters::blobs::BlobStore;
 use crate::config::FileConfig;
-use crate::shutdown::Shutdown;
+use crate::service::shutdown::Shutdown;
 use problem::Problem;
 use responses::SharedResponses;
 
@@ -77,14 +77,14 @@ pub struct AppState {
     pub shutdown: Option<Shutdown>,
     /// The outside parts this process needs (Docker, RabbitMQ, the kinds'
     /// images and networks), for `/readyz` and `GET /v1/kinds`.
-    pub dependencies: Arc<crate::dependencies::Dependencies>,
+    pub dependencies: Arc<crate::service::dependencies::Dependencies>,
     /// This installation's identity and broker prefix, for `/readyz`.
     pub installation: Option<(uuid::Uuid, String)>,
 }
 
 impl AppState {
     /// State for `store` with the default settings and no task kinds (for
-    /// tests and tools; the service builds its own from [`crate::settings`]).
+    /// tests and tools; the service builds its own from [`crate::config::settings`]).
     pub fn new(store: PgEventStore) -> Self {
         Self {
             store,
@@ -96,7 +96,7 @@ impl AppState {
             mo: devices::MoPolicy::NotConfigured,
             http_metrics: Arc::default(),
             shutdown: None,
-            dependencies: Arc::new(crate::dependencies::Dependencies::none()),
+            dependencies: Arc::new(crate::service::dependencies::Dependencies::none()),
             installation: None,
         }
     }
@@ -301,14 +301,14 @@ struct Checks {
     /// The Docker engine (for a runner with Docker kinds) and RabbitMQ (for
     /// a relay or runner given `AMQP_URL`): counted against readiness.
     #[serde(skip_serializing_if = "Option::is_none")]
-    docker: Option<crate::dependencies::PartCheck>,
+    docker: Option<crate::service::dependencies::PartCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rabbitmq: Option<crate::dependencies::PartCheck>,
+    rabbitmq: Option<crate::service::dependencies::PartCheck>,
     /// Whether each kind's tasks can run on this process's runner (a
     /// missing image, a network the engine cannot give). Reported, not
     /// counted: the other kinds still run.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    kinds: BTreeMap<String, crate::dependencies::KindCheck>,
+    kinds: BTreeMap<String, crate::service::dependencies::KindCheck>,
 }
 
 #[derive(Debug, Serialize)]

@@ -220,7 +220,7 @@ async fn message_row(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_sends_retries_and_gives_up_like_the_provider_says() {
     use crate::rockblock::{RockblockStandIn, Script, FIRST_MT_ID};
-    use taskledger::settings::Role;
+    use taskledger::config::settings::Role;
 
     let provider = RockblockStandIn::start_default().await;
     let app = TestApp::spawn_with_config(&gateway_config(&provider.url), |settings| {

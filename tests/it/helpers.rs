@@ -7,9 +7,9 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::Value;
 use taskledger::commands::execute;
-use taskledger::settings::Settings;
-use taskledger::shutdown::{self, ShutdownTrigger};
-use taskledger::startup::Application;
+use taskledger::config::settings::Settings;
+use taskledger::service::shutdown::{self, ShutdownTrigger};
+use taskledger::service::startup::Application;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use taskledger::config::settings::Role;
 use taskledger::http;
-use taskledger::settings::Role;
 use taskledger_events::apikey::Scope;
 use uuid::Uuid;
 

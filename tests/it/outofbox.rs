@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use taskledger::blobs::BlobStore;
-use taskledger::broker::{self, Topology};
+use taskledger::adapters::blobs::BlobStore;
+use taskledger::adapters::rabbitmq::{self, Topology};
+use taskledger::config::settings::Role;
 use taskledger::config::FileConfig;
-use taskledger::runner::{self, RunnerOptions};
-use taskledger::settings::Role;
+use taskledger::workers::runner::{self, RunnerOptions};
 use taskledger_events::apikey::Scope;
 use uuid::Uuid;
 
@@ -430,8 +430,8 @@ memory_mb = 64
     }
     assert_ne!(ids[0], ids[1]);
     assert_ne!(
-        broker::default_prefix(ids[0]),
-        broker::default_prefix(ids[1])
+        rabbitmq::default_prefix(ids[0]),
+        rabbitmq::default_prefix(ids[1])
     );
 
     // Now the second installation gets a runner of its own.
@@ -459,7 +459,7 @@ memory_mb = 64
     for app in apps {
         app.finish().await;
     }
-    let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();

@@ -350,7 +350,7 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_runner_slots_while_an_attempt_runs() {
-    use taskledger::settings::Role;
+    use taskledger::config::settings::Role;
     use taskledger_events::apikey::Scope;
 
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", uuid::Uuid::new_v4()));

@@ -135,16 +135,17 @@ async fn the_readme_quick_start_works_as_written() {
         "PostgreSQL notices are not logged: {server_log}"
     );
 
-    let connection = taskledger::broker::connect(&amqp_url(), "taskledger-test-cleanup")
-        .await
-        .unwrap();
+    let connection =
+        taskledger::adapters::rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
+            .await
+            .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let kinds: Vec<String> = taskledger::config::FileConfig::builtin()
         .kinds
         .keys()
         .cloned()
         .collect();
-    taskledger::broker::Topology::new(prefix)
+    taskledger::adapters::rabbitmq::Topology::new(prefix)
         .delete(&channel, &kinds)
         .await
         .unwrap();

@@ -242,7 +242,7 @@ async fn state_shows_a_task_as_it_was() {
 #[tokio::test]
 async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
-    use taskledger::blobs::BlobStore;
+    use taskledger::adapters::blobs::BlobStore;
     use taskledger::commands::execute;
     use taskledger_events::task::{
         Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,

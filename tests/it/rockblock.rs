@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Form, Router};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
-use taskledger::rockblock::{
+use taskledger::adapters::rockblock::{
     parse_mo_form, parse_mo_json, MoError, MoMessage, MoVerifier, MtClient, MtOutcome,
     RockblockCredentials, MAX_MO_BYTES, MAX_MT_BYTES,
 };

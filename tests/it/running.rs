@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use taskledger::blobs::BlobStore;
-use taskledger::broker::{self, Topology};
+use taskledger::adapters::blobs::BlobStore;
+use taskledger::adapters::rabbitmq::{self, Topology};
 use taskledger::commands::execute;
 use taskledger::config::FileConfig;
-use taskledger::relay::{self, RelayOptions, RelayStatus};
-use taskledger::runner::{self, RunnerOptions};
 use taskledger::submission::{self, Submission, Submitter};
+use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
+use taskledger::workers::runner::{self, RunnerOptions};
 use taskledger_events::command::load;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
@@ -228,7 +228,7 @@ impl Cluster {
             let _ = handle.await;
         }
         self.stop_relay().await;
-        let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+        let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
@@ -632,7 +632,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
         assert!(output.status.success(), "{output:?}");
         if step == "stop_app" {
             assert!(
-                broker::connect(&amqp_url(), "taskledger-test-probe")
+                rabbitmq::connect(&amqp_url(), "taskledger-test-probe")
                     .await
                     .is_err(),
                 "the broker still accepts connections after stop_app"
@@ -672,7 +672,7 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
     let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     // A consumer of the events exchange, bound before anything is published.
-    let connection = broker::connect(&amqp_url(), "taskledger-test-consumer")
+    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-consumer")
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -783,7 +783,7 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     use reqwest::StatusCode;
-    use taskledger::settings::Role;
+    use taskledger::config::settings::Role;
 
     let _broker = BROKER.read().await;
     let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
@@ -902,7 +902,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     app.finish().await;
-    let connection = broker::connect(&amqp_url(), "taskledger-test-cleanup")
+    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -921,7 +921,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_broker_jobs_pass_in_process_to_a_local_executor() {
-    use taskledger::settings::Role;
+    use taskledger::config::settings::Role;
 
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
     let config = r#"

@@ -34,7 +34,7 @@ impl Frontend {
         Self::spawn_with(|_| {}).await
     }
 
-    async fn spawn_with(adjust: impl FnOnce(&mut taskledger::settings::Settings)) -> Self {
+    async fn spawn_with(adjust: impl FnOnce(&mut taskledger::config::settings::Settings)) -> Self {
         let app = TestApp::spawn_with_kinds(adjust).await;
         let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
         Self { app, key }

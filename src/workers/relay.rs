@@ -27,8 +27,8 @@ use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::watch;
 
-use crate::broker::{self, Job, Topology};
-use crate::leader;
+use crate::adapters::rabbitmq::{self, Job, Topology};
+use crate::workers::leader;
 
 /// Events published per confirmed batch, at most.
 const BATCH: usize = 500;
@@ -124,7 +124,7 @@ async fn relay_once(
         .get(0);
     let mut position = u64::try_from(position).unwrap_or(0);
 
-    let amqp = broker::connect(&options.amqp_url, "taskledger-relay")
+    let amqp = rabbitmq::connect(&options.amqp_url, "taskledger-relay")
         .await
         .context("connecting to RabbitMQ")?;
     let channel = amqp.create_channel().await?;
@@ -165,7 +165,7 @@ async fn relay_once(
                         recorded.event_type.as_str().into(),
                         BasicPublishOptions::default(),
                         &body,
-                        broker::properties(recorded, "application/json"),
+                        rabbitmq::properties(recorded, "application/json"),
                     )
                     .await?,
             );
@@ -199,7 +199,7 @@ async fn relay_once(
                             job.kind.as_str().into(),
                             BasicPublishOptions::default(),
                             &body,
-                            broker::properties(recorded, "application/json"),
+                            rabbitmq::properties(recorded, "application/json"),
                         )
                         .await?,
                 );

@@ -1254,8 +1254,8 @@ mod tests {
 
     #[test]
     fn keys_must_be_rsa_public_keys() {
-        let public = include_bytes!("../tests/fixtures/rockblock/mo-test-key.pub.pem");
-        let private = include_bytes!("../tests/fixtures/rockblock/mo-test-key.pem");
+        let public = include_bytes!("../../tests/fixtures/rockblock/mo-test-key.pub.pem");
+        let private = include_bytes!("../../tests/fixtures/rockblock/mo-test-key.pem");
         assert!(MoVerifier::from_pem(public).is_ok());
         assert!(MoVerifier::from_pem(private).is_err());
         assert!(MoVerifier::from_pem(b"not a key").is_err());

@@ -7,7 +7,7 @@ use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::settings::Settings;
+use crate::config::settings::Settings;
 
 /// Connects to the configured database, creating it first when the server
 /// says it does not exist, and applies pending migrations. Returns the

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 
 use taskledger_events::EventStore as _;
 
-use crate::database;
-use crate::settings::Settings;
+use crate::config::settings::Settings;
+use crate::service::database;
 
 /// The `replay` subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -22,19 +22,19 @@ use taskledger_projections::{Projector, ProjectorRuntime};
 
 use uuid::Uuid;
 
-use crate::blobs::BlobStore;
-use crate::broker::Topology;
+use crate::adapters::blobs::BlobStore;
+use crate::adapters::rabbitmq::Topology;
+use crate::adapters::rockblock::{MoVerifier, MtClient, RockblockCredentials};
+use crate::config::settings::Role;
+use crate::config::settings::Settings;
 use crate::config::FileConfig;
-use crate::database;
-use crate::gateway::{self, GatewayOptions};
 use crate::http::devices::MoPolicy;
 use crate::http::{self, AppState};
-use crate::relay::{self, RelayOptions, RelayStatus};
-use crate::rockblock::{MoVerifier, MtClient, RockblockCredentials};
-use crate::runner::{self, RunnerOptions};
-use crate::settings::Role;
-use crate::settings::Settings;
-use crate::shutdown::Shutdown;
+use crate::service::database;
+use crate::service::shutdown::Shutdown;
+use crate::workers::gateway::{self, GatewayOptions};
+use crate::workers::relay::{self, RelayOptions, RelayStatus};
+use crate::workers::runner::{self, RunnerOptions};
 
 /// A built, not yet running, service.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ impl Application {
     pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
         // Everything below stops on this signal: the outer one (SIGTERM, a
         // test), or a worker's unexpected end.
-        let (stop_all, inner) = crate::shutdown::channel();
+        let (stop_all, inner) = crate::service::shutdown::channel();
         {
             let mut outer = self.shutdown.clone();
             let stop_all = stop_all.clone();
@@ -154,7 +154,7 @@ impl Application {
                  set AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) to run jobs through RabbitMQ"
             );
         }
-        let dependencies = Arc::new(crate::dependencies::Dependencies::new(
+        let dependencies = Arc::new(crate::service::dependencies::Dependencies::new(
             config.clone(),
             runs_tasks,
             self.settings.amqp_url.clone().filter(|_| uses_broker),
@@ -220,7 +220,7 @@ impl Application {
                 }),
                 blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
                 work_dir: self.settings.data_dir.join("work"),
-                lease_ttl: crate::runner::DEFAULT_LEASE_TTL,
+                lease_ttl: crate::workers::runner::DEFAULT_LEASE_TTL,
             };
             let mut stop = self.shutdown.clone();
             workers.push((
@@ -292,7 +292,7 @@ impl Application {
 /// returned.
 async fn supervise(
     workers: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
-    stop_all: crate::shutdown::ShutdownTrigger,
+    stop_all: crate::service::shutdown::ShutdownTrigger,
     shutdown: Shutdown,
 ) -> Option<&'static str> {
     use futures::StreamExt as _;
@@ -335,7 +335,7 @@ async fn first_key_hint(store: &PgEventStore, settings: &Settings) {
         .await
         .is_ok_and(|row| row.is_none());
     if none {
-        let database = if settings.database_url == crate::settings::DEFAULT_DATABASE_URL {
+        let database = if settings.database_url == crate::config::settings::DEFAULT_DATABASE_URL {
             String::new()
         } else {
             format!(
@@ -438,7 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_that_stops_unexpectedly_stops_the_others() {
-        let (stop_all, shutdown) = crate::shutdown::channel();
+        let (stop_all, shutdown) = crate::service::shutdown::channel();
         let mut waits = shutdown.clone();
         let patient = tokio::spawn(async move { waits.wait().await });
         let quitter = tokio::spawn(async {});
@@ -458,7 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn workers_that_stop_on_the_signal_are_not_unexpected() {
-        let (stop_all, shutdown) = crate::shutdown::channel();
+        let (stop_all, shutdown) = crate::service::shutdown::channel();
         let mut waits = shutdown.clone();
         let worker = tokio::spawn(async move { waits.wait().await });
         stop_all.trigger();

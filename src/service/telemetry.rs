@@ -24,7 +24,9 @@ pub fn init(filter: &str) {
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(crate::settings::colour(std::io::stderr().is_terminal()))
+        .with_ansi(crate::config::settings::colour(
+            std::io::stderr().is_terminal(),
+        ))
         .with_writer(std::io::stderr)
         .try_init();
     if let Some(error) = bad {

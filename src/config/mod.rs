@@ -19,6 +19,8 @@
 //! reaches a shell. A group (`["-p", "{proxy}"]`) is left out whole when an
 //! optional parameter it uses is absent.
 
+pub mod settings;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -27,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// The shipped default configuration's text.
-pub const BUILTIN: &str = include_str!("../config/taskledger.toml");
+pub const BUILTIN: &str = include_str!("../../config/taskledger.toml");
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]

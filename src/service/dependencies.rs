@@ -14,7 +14,7 @@ use bollard::Docker;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::broker;
+use crate::adapters::rabbitmq;
 use crate::config::{Executor, FileConfig, Network};
 
 /// How often the checks run again in the background.
@@ -162,7 +162,7 @@ impl Dependencies {
         };
         if let Some(url) = &self.amqp_url {
             let answer =
-                tokio::time::timeout(CHECK_TIMEOUT, broker::connect(url, "taskledger-readyz"))
+                tokio::time::timeout(CHECK_TIMEOUT, rabbitmq::connect(url, "taskledger-readyz"))
                     .await;
             report.rabbitmq = Some(match answer {
                 Ok(Ok(connection)) => {

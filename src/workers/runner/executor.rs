@@ -168,7 +168,7 @@ pub async fn run_docker(
     if spec.kind.network == Network::Bridge {
         // Under `dockerd --bridge=none` the container would silently run
         // with no network at all: refuse instead.
-        crate::dependencies::bridge_network(docker)
+        crate::service::dependencies::bridge_network(docker)
             .await
             .map_err(RunError::Start)?;
     }

@@ -43,12 +43,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::blobs::BlobStore;
-use crate::broker::{self, Job, Topology};
+use crate::adapters::blobs::BlobStore;
+use crate::adapters::rabbitmq::{self, Job, Topology};
 use crate::commands::execute;
 use crate::config::{Executor, FileConfig};
-use crate::leader::AbortOnDrop;
 use crate::metrics;
+use crate::workers::leader::AbortOnDrop;
 use executor::{End, Outcome, RunError, RunSpec};
 
 /// The default [`RunnerOptions::lease_ttl`].
@@ -233,7 +233,7 @@ async fn consume_amqp(
     mut stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let kinds: Vec<String> = context.options.config.kinds.keys().cloned().collect();
-    let connection = broker::connect(
+    let connection = rabbitmq::connect(
         url,
         &format!("taskledger-runner-{}", context.options.worker_id),
     )

@@ -3,8 +3,8 @@
 use taskledger_events::postgres::PgEventStore;
 use taskledger_projections::{rebuild, runtime};
 
-use crate::database;
-use crate::settings::Settings;
+use crate::config::settings::Settings;
+use crate::service::database;
 
 /// The `projections` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -167,7 +167,7 @@ impl Progress {
         use std::io::IsTerminal;
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
-            let template = if crate::settings::colour(true) {
+            let template = if crate::config::settings::colour(true) {
                 "[{bar:30.cyan/blue}] {msg}"
             } else {
                 "[{bar:30}] {msg}"

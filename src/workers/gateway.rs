@@ -27,9 +27,9 @@ use taskledger_projections::devices::ATTEMPT_RESOLUTION;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::adapters::rockblock::{MtClient, MtOutcome};
 use crate::commands::execute;
-use crate::leader;
-use crate::rockblock::{MtClient, MtOutcome};
+use crate::workers::leader;
 
 /// How often the work list is read when there was nothing to do.
 const POLL: Duration = Duration::from_millis(250);

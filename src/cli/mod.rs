@@ -1,16 +1,20 @@
 //! The command line: `serve`, `migrate`, `health`, `keys`, `projections`,
 //! `cleanup`, `replay`. (The benchmarks are `taskledger-bench`, in `bench/`.)
 
+pub mod keys;
+pub mod projections;
+pub mod replay;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::audit::{self, ReplayCommand};
-use crate::database;
-use crate::keys::{self, KeysCommand};
-use crate::operators::{self, CleanupArgs, ProjectionsCommand};
-use crate::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings};
-use crate::shutdown;
-use crate::startup::Application;
+use crate::config::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings};
+use crate::service::database;
+use crate::service::shutdown;
+use crate::service::startup::Application;
+use keys::KeysCommand;
+use projections::{CleanupArgs, ProjectionsCommand};
+use replay::ReplayCommand;
 
 /// taskledger: an event-sourced task backend on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -125,12 +129,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { database, command } => {
             let settings = Settings::from_database(&database, log);
             database::require_existing(&settings).await?;
-            audit::run(&settings, command).await
+            replay::run(&settings, command).await
         }
         Command::Projections { database, command } => {
             let settings = Settings::from_database(&database, log);
             database::require_existing(&settings).await?;
-            operators::run(&settings, command).await
+            projections::run(&settings, command).await
         }
         Command::Cleanup {
             database,
@@ -140,7 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = Settings::from_database(&database, log);
             settings.data_dir = files.data_dir;
             database::require_existing(&settings).await?;
-            operators::cleanup(&settings, &args).await
+            projections::cleanup(&settings, &args).await
         }
         Command::Keys {
             database,

@@ -55,7 +55,7 @@ _IM_THUG_CHANGES=(
   "USER $_IM_THUG_UID:$_IM_THUG_UID"
   'CMD ["taskledger-thug", "--help"]'
 )
-# The sandbox the runner uses (src/runner/executor.rs, run_docker).
+# The sandbox the runner uses (src/workers/runner/executor.rs, run_docker).
 # shellcheck disable=SC2054 # the commas belong to --tmpfs's value
 _IM_SANDBOX=(--rm --network none --cap-drop ALL --security-opt no-new-privileges --read-only
   --tmpfs /tmp:rw,noexec,nosuid,size=64m --memory 1024m --memory-swap 1024m --pids-limit 256)

@@ -1,0 +1,252 @@
+//! From an attempt's end to the command that records it: the result
+//! document, the artifacts (the `/out` files and the logs), and the report,
+//! retried until the log has it.
+
+use super::*;
+
+/// The command that records `outcome`; `None` when there is nothing to
+/// record (the task was canceled).
+pub(super) async fn outcome_command(
+    context: &Context,
+    task_id: TaskId,
+    attempt: u32,
+    outcome: Outcome,
+) -> Option<TaskCommand> {
+    let failed = |error: String, exit_code: Option<i32>, retryable: bool| {
+        Some(TaskCommand::Fail(FailTask {
+            artifacts: Vec::new(),
+            task_id,
+            attempt,
+            error,
+            exit_code,
+            retryable,
+            failed_at: now(),
+        }))
+    };
+    match outcome.end {
+        End::Canceled => None,
+        End::TimedOut => Some(TaskCommand::TimeOut(TimeOutTask {
+            task_id,
+            attempt,
+            timed_out_at: now(),
+        })),
+        End::Exited(code) => {
+            let exit_code = i32::try_from(code).unwrap_or(i32::MAX);
+            if code != 0 {
+                let error = format!(
+                    "the command exited with code {code}{}",
+                    stderr_tail(&outcome.stderr.bytes)
+                );
+                // The logs are kept as for a success: they are what a
+                // failure is understood from.
+                let logs = Outcome {
+                    files: Vec::new(),
+                    ..outcome
+                };
+                let artifacts = match store_artifacts(&context.options.blobs, logs).await {
+                    Ok(artifacts) => artifacts,
+                    Err(error) => {
+                        tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
+                        Vec::new()
+                    }
+                };
+                return Some(TaskCommand::Fail(FailTask {
+                    task_id,
+                    attempt,
+                    error,
+                    exit_code: Some(exit_code),
+                    artifacts,
+                    retryable: false,
+                    failed_at: now(),
+                }));
+            }
+            let result = match outcome.files.iter().find(|(name, _)| name == "result.json") {
+                None => Map::new(),
+                Some((_, bytes)) => match serde_json::from_slice::<Value>(bytes) {
+                    Ok(Value::Object(result)) => result,
+                    Ok(_) => {
+                        return failed(
+                            "/out/result.json is not a JSON object".into(),
+                            Some(exit_code),
+                            false,
+                        )
+                    }
+                    Err(error) => {
+                        return failed(
+                            format!("/out/result.json is not valid JSON: {error}"),
+                            Some(exit_code),
+                            false,
+                        )
+                    }
+                },
+            };
+            match store_artifacts(&context.options.blobs, outcome).await {
+                Ok(artifacts) => Some(TaskCommand::Complete(CompleteTask {
+                    task_id,
+                    attempt,
+                    result,
+                    exit_code,
+                    artifacts,
+                    finished_at: now(),
+                })),
+                Err(error) => failed(
+                    format!("storing the attempt's files failed: {error}"),
+                    Some(exit_code),
+                    true,
+                ),
+            }
+        }
+    }
+}
+
+/// Stores the files of `/out` and the two logs (`stdout.log`,
+/// `stderr.log`, unless `/out` has files of those names).
+pub(super) async fn store_artifacts(
+    blobs: &BlobStore,
+    outcome: Outcome,
+) -> std::io::Result<Vec<Artifact>> {
+    let mut files = outcome.files;
+    for (name, captured) in [
+        ("stdout.log", outcome.stdout),
+        ("stderr.log", outcome.stderr),
+    ] {
+        if captured.total > 0 && !files.iter().any(|(existing, _)| existing == name) {
+            files.push((name.to_owned(), captured.into_log()));
+        }
+    }
+    let mut artifacts = Vec::with_capacity(files.len());
+    for (name, bytes) in files {
+        let sha256 = blobs.put(&bytes).await?;
+        artifacts.push(Artifact {
+            media_type: media_type(&name).to_owned(),
+            size: bytes.len() as u64,
+            sha256,
+            name,
+        });
+    }
+    artifacts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(artifacts)
+}
+
+/// A media type from a file name's extension.
+pub(super) fn media_type(name: &str) -> &'static str {
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, extension)| extension.to_ascii_lowercase());
+    match extension.as_deref() {
+        Some("json") => "application/json",
+        Some("txt" | "log") => "text/plain; charset=utf-8",
+        Some("html" | "htm") => "text/html",
+        Some("csv") => "text/csv",
+        Some("xml") => "application/xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("pdf") => "application/pdf",
+        Some("zip") => "application/zip",
+        Some("gz") => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// ": <the end of stderr>" for a failure message, or nothing.
+pub(super) fn stderr_tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim().replace('\0', "");
+    if text.is_empty() {
+        return String::new();
+    }
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(ERROR_TAIL_BYTES - 1)
+        .map_or(0, |(index, _)| index);
+    format!("; stderr ends: {}", &text[start..])
+}
+
+/// Appends a worker command. Store failures are retried until it is
+/// stored (the attempt's outcome exists nowhere else); the job stays
+/// unacknowledged meanwhile and the lease renewed. A refusal because the
+/// task moved on (canceled, or the attempt is stale) is the end of it; a
+/// refusal of the outcome itself (e.g. a result the log cannot hold) is
+/// recorded as the attempt's failure instead, so the task never stays
+/// running.
+pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskCommand) {
+    let stream = task_id.stream_id();
+    let mut command = command;
+    let mut command_id = Uuid::new_v4();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match execute::<Tasks>(
+            &context.store,
+            &stream,
+            command.clone(),
+            command_id,
+            metadata(context),
+        )
+        .await
+        {
+            Ok(_) => return,
+            Err(CommandError::Rejected(error)) if error.kind() == RefusalKind::Invalid => {
+                let attempt = match &command {
+                    TaskCommand::Complete(complete) => complete.attempt,
+                    TaskCommand::Fail(fail) => fail.attempt,
+                    TaskCommand::RecordProgress(progress) => progress.attempt,
+                    TaskCommand::TimeOut(time_out) => time_out.attempt,
+                    _ => {
+                        tracing::error!(%error, task = %task_id, "a worker command was refused as invalid");
+                        return;
+                    }
+                };
+                if matches!(&command, TaskCommand::Fail(fail) if fail.error.starts_with("the attempt's outcome was refused"))
+                {
+                    tracing::error!(%error, task = %task_id, "even the failure report was refused");
+                    return;
+                }
+                tracing::warn!(%error, task = %task_id, "an attempt's outcome was refused; recording it as a failure");
+                command = TaskCommand::Fail(FailTask {
+                    artifacts: Vec::new(),
+                    task_id,
+                    attempt,
+                    error: format!("the attempt's outcome was refused: {}", error.message()),
+                    exit_code: None,
+                    retryable: false,
+                    failed_at: now(),
+                });
+                command_id = Uuid::new_v4();
+            }
+            Err(CommandError::Rejected(error)) => {
+                tracing::info!(%error, task = %task_id, "an attempt's report was refused");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, task = %task_id, retry_in = ?pause, "recording an attempt's outcome failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_follow_extensions() {
+        assert_eq!(media_type("result.json"), "application/json");
+        assert_eq!(media_type("REPORT.TXT"), "text/plain; charset=utf-8");
+        assert_eq!(media_type("blob"), "application/octet-stream");
+    }
+
+    #[test]
+    fn failures_quote_the_end_of_stderr() {
+        assert_eq!(stderr_tail(b""), "");
+        assert_eq!(stderr_tail(b"boom\n"), "; stderr ends: boom");
+        let long = "x".repeat(2_000);
+        assert_eq!(
+            stderr_tail(long.as_bytes()).len(),
+            "; stderr ends: ".len() + 500
+        );
+    }
+}

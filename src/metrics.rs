@@ -1,83 +1,37 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
 //! ([`record_command`]), store append latency ([`timed_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`]) — and the latency
-//! [`Histogram`] they share with the HTTP metrics. `/metrics`
-//! ([`crate::http::metrics`]) renders them with [`render`].
+//! buckets they share with the HTTP metrics ([`latency_histogram`]).
+//! `/metrics` ([`crate::http::metrics`]) encodes them with [`render`].
 //!
 //! One `static` per process: commands run in the API, the runner and the
 //! gateway alike, none of which hold the HTTP state. Labels are fixed,
 //! low-cardinality names (aggregate, command variant, outcome), never ids.
+//! The metric types, label sets and the OpenMetrics text encoding are
+//! `prometheus-client`'s.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::LazyLock;
 
-/// Upper bounds of every latency histogram's buckets, in seconds.
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Upper bounds of every latency histogram's buckets, in seconds (`+Inf`
+/// is implicit).
 pub const BOUNDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A latency histogram over [`BOUNDS`] (cumulative buckets, as Prometheus
-/// wants them).
-#[derive(Debug, Clone, Default)]
-pub struct Histogram {
-    buckets: [u64; BOUNDS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    /// An empty histogram.
-    pub const fn new() -> Self {
-        Self {
-            buckets: [0; BOUNDS.len()],
-            count: 0,
-            sum: 0.0,
-        }
-    }
-
-    /// Counts one observation of `seconds`.
-    pub fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(BOUNDS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-
-    /// Writes the `_bucket`, `_sum` and `_count` lines of series `name`
-    /// with `labels` (`key="value",…`, or empty) to `out`; the HELP and
-    /// TYPE lines are the caller's.
-    pub fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let separator = if labels.is_empty() { "" } else { "," };
-        for (bucket, bound) in self.buckets.iter().zip(BOUNDS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {bucket}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = |labels: &str| {
-            if labels.is_empty() {
-                String::new()
-            } else {
-                format!("{{{labels}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
-    }
+/// An empty latency histogram over [`BOUNDS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(BOUNDS)
 }
 
 /// How a command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CommandOutcome {
     /// Decided and stored (or it changed nothing).
     Ok,
@@ -102,29 +56,82 @@ impl CommandOutcome {
     }
 }
 
-/// What is recorded; one per process.
-#[derive(Debug)]
-struct Registry {
-    /// By (aggregate, command, outcome).
-    commands: Mutex<BTreeMap<(&'static str, &'static str, CommandOutcome), u64>>,
-    append: Mutex<Histogram>,
-    runner_slots_total: AtomicI64,
-    runner_slots_busy: AtomicI64,
+impl EncodeLabelValue for CommandOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
-static REGISTRY: Registry = Registry {
-    commands: Mutex::new(BTreeMap::new()),
-    append: Mutex::new(Histogram::new()),
-    runner_slots_total: AtomicI64::new(0),
-    runner_slots_busy: AtomicI64::new(0),
-};
+/// `taskledger_commands_total`'s labels, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CommandLabels {
+    aggregate: &'static str,
+    command: &'static str,
+    outcome: CommandOutcome,
+}
+
+/// `taskledger_runner_slots`'s label: `busy` or `total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SlotLabels {
+    state: &'static str,
+}
+
+/// What is recorded, one per process; `registry` holds the same metrics
+/// (they are shared handles) for encoding.
+#[derive(Debug)]
+struct ProcessMetrics {
+    commands: Family<CommandLabels, Counter>,
+    append: Histogram,
+    runner_slots_total: Gauge,
+    runner_slots_busy: Gauge,
+    registry: Registry,
+}
+
+static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
+    let commands = Family::<CommandLabels, Counter>::default();
+    let append = latency_histogram();
+    let runner_slots = Family::<SlotLabels, Gauge>::default();
+    // Both series exist from the start, at 0, as a dashboard expects.
+    let runner_slots_busy = runner_slots.get_or_create_owned(&SlotLabels { state: "busy" });
+    let runner_slots_total = runner_slots.get_or_create_owned(&SlotLabels { state: "total" });
+    let mut registry = Registry::default();
+    // The encoder adds the `_total` of a counter's samples and the period
+    // ending every help text.
+    registry.register(
+        "taskledger_commands",
+        "Commands executed, by aggregate, command and outcome",
+        commands.clone(),
+    );
+    registry.register(
+        "taskledger_append_seconds",
+        "Latency of the event store appends commands make",
+        append.clone(),
+    );
+    registry.register(
+        "taskledger_runner_slots",
+        "Runner slots: total (configured) and busy (attempts running)",
+        runner_slots,
+    );
+    ProcessMetrics {
+        commands,
+        append,
+        runner_slots_total,
+        runner_slots_busy,
+        registry,
+    }
+});
 
 /// Counts one command executed against `aggregate` (e.g. `tasks`), by its
 /// command variant (e.g. `Submit`) and outcome.
 pub fn record_command(aggregate: &'static str, command: &'static str, outcome: CommandOutcome) {
-    if let Ok(mut commands) = REGISTRY.commands.lock() {
-        *commands.entry((aggregate, command, outcome)).or_default() += 1;
-    }
+    METRICS
+        .commands
+        .get_or_create(&CommandLabels {
+            aggregate,
+            command,
+            outcome,
+        })
+        .inc();
 }
 
 /// Awaits one store append and records how long it took (whatever its
@@ -132,9 +139,7 @@ pub fn record_command(aggregate: &'static str, command: &'static str, outcome: C
 pub async fn timed_append<T>(append: impl std::future::Future<Output = T>) -> T {
     let began = std::time::Instant::now();
     let result = append.await;
-    if let Ok(mut histogram) = REGISTRY.append.lock() {
-        histogram.observe(began.elapsed().as_secs_f64());
-    }
+    METRICS.append.observe(began.elapsed().as_secs_f64());
     result
 }
 
@@ -146,9 +151,7 @@ pub struct RunnerSlots(i64);
 
 impl Drop for RunnerSlots {
     fn drop(&mut self) {
-        REGISTRY
-            .runner_slots_total
-            .fetch_sub(self.0, Ordering::Relaxed);
+        METRICS.runner_slots_total.dec_by(self.0);
     }
 }
 
@@ -156,9 +159,7 @@ impl Drop for RunnerSlots {
 /// one process add up).
 pub fn runner_started(slots: usize) -> RunnerSlots {
     let slots = i64::try_from(slots).unwrap_or(i64::MAX);
-    REGISTRY
-        .runner_slots_total
-        .fetch_add(slots, Ordering::Relaxed);
+    METRICS.runner_slots_total.inc_by(slots);
     RunnerSlots(slots)
 }
 
@@ -170,59 +171,24 @@ pub struct BusySlot(());
 
 impl Drop for BusySlot {
     fn drop(&mut self) {
-        REGISTRY.runner_slots_busy.fetch_sub(1, Ordering::Relaxed);
+        METRICS.runner_slots_busy.dec();
     }
 }
 
 /// Counts one running attempt until the guard is dropped.
 pub fn attempt_running() -> BusySlot {
-    REGISTRY.runner_slots_busy.fetch_add(1, Ordering::Relaxed);
+    METRICS.runner_slots_busy.inc();
     BusySlot(())
 }
 
-/// Writes every metric of this module to `out` in the Prometheus text
-/// format, each with its HELP and TYPE lines.
-pub fn render(out: &mut String) {
-    let commands = REGISTRY
-        .commands
-        .lock()
-        .map(|commands| commands.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_commands_total Commands executed, by aggregate, command and outcome.\n\
-         # TYPE taskledger_commands_total counter\n",
-    );
-    for ((aggregate, command, outcome), count) in &commands {
-        let _ = writeln!(
-            out,
-            "taskledger_commands_total{{aggregate=\"{aggregate}\",command=\"{command}\",outcome=\"{}\"}} {count}",
-            outcome.as_str()
-        );
-    }
-    let append = REGISTRY
-        .append
-        .lock()
-        .map(|append| append.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_append_seconds Latency of the event store appends commands make.\n\
-         # TYPE taskledger_append_seconds histogram\n",
-    );
-    append.write(out, "taskledger_append_seconds", "");
-    out.push_str(
-        "# HELP taskledger_runner_slots Runner slots: total (configured) and busy (attempts running).\n\
-         # TYPE taskledger_runner_slots gauge\n",
-    );
-    let _ = writeln!(
-        out,
-        "taskledger_runner_slots{{state=\"busy\"}} {}",
-        REGISTRY.runner_slots_busy.load(Ordering::Relaxed).max(0)
-    );
-    let _ = writeln!(
-        out,
-        "taskledger_runner_slots{{state=\"total\"}} {}",
-        REGISTRY.runner_slots_total.load(Ordering::Relaxed).max(0)
-    );
+/// Appends every metric of this module to `out` in the OpenMetrics text
+/// format, each with its HELP and TYPE lines; the closing `# EOF` is the
+/// caller's.
+///
+/// # Errors
+/// Only those of writing to `out` (none for a `String`).
+pub fn render(out: &mut String) -> Result<(), std::fmt::Error> {
+    prometheus_client::encoding::text::encode_registry(out, &METRICS.registry)
 }
 
 #[cfg(test)]
@@ -230,23 +196,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histograms_are_cumulative_and_render_without_labels() {
-        let mut histogram = Histogram::new();
+    fn histograms_are_cumulative_over_the_shared_bounds() {
+        let histogram = latency_histogram();
         histogram.observe(0.002);
         histogram.observe(0.3);
+        let mut registry = Registry::default();
+        registry.register("x_seconds", "X", histogram);
         let mut out = String::new();
-        histogram.write(&mut out, "x_seconds", "");
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 0\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.5\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_count 2\n"), "{out}");
-        let mut labelled = String::new();
-        histogram.write(&mut labelled, "x_seconds", "route=\"/a\"");
+        assert!(out.ends_with("# EOF\n"), "{out}");
+    }
+
+    #[test]
+    fn commands_are_counted_under_their_labels_in_order() {
+        record_command("tests", "Count", CommandOutcome::Refused);
+        let mut out = String::new();
+        render(&mut out).unwrap();
         assert!(
-            labelled.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 2\n"),
-            "{labelled}"
+            out.contains("# TYPE taskledger_commands counter\n"),
+            "{out}"
         );
-        assert!(labelled.contains("x_seconds_count{route=\"/a\"} 2\n"));
+        assert!(
+            out.contains(
+                "taskledger_commands_total{aggregate=\"tests\",command=\"Count\",outcome=\"refused\"} "
+            ),
+            "{out}"
+        );
+        assert!(out.contains("taskledger_runner_slots{state=\"busy\"} "));
+        assert!(out.contains("taskledger_runner_slots{state=\"total\"} "));
     }
 }

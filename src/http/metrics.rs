@@ -1,27 +1,59 @@
-//! `/metrics` in the Prometheus text format: HTTP latency by route, method
+//! `/metrics` in the OpenMetrics text format: HTTP latency by route, method
 //! and status (recorded by [`track`], a middleware on every route), the
 //! process-wide command, append and runner metrics of [`crate::metrics`],
-//! and, read from the database at scrape time, each projector's lag and
-//! failure, the relay's lag, the log's head, the oldest open transaction and
-//! how long the log lock has been held.
+//! and, read from the database at scrape time, each projector's lag,
+//! failure and pause, the relay's lag, the log's head and the oldest open
+//! transaction.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use taskledger_projections::runtime::ProjectorLag;
 
+use super::problem::Problem;
 use super::AppState;
-use crate::metrics::Histogram;
+use crate::metrics::latency_histogram;
 
-/// HTTP request latencies by (method, route, status).
-#[derive(Debug, Default)]
+/// What Prometheus expects for the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `taskledger_http_request_duration_seconds`'s labels, in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// HTTP request latencies by (method, route, status), one per router (so
+/// per test service, where the process-wide metrics are shared).
+#[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    requests: Family<RequestLabels, Histogram>,
+    registry: Registry,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let mut registry = Registry::default();
+        registry.register(
+            "taskledger_http_request_duration_seconds",
+            "HTTP request latency by route",
+            requests.clone(),
+        );
+        Self { requests, registry }
+    }
 }
 
 /// Records the latency of every request under its route's template
@@ -36,12 +68,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let began = Instant::now();
     let response = next.run(request).await;
     let seconds = began.elapsed().as_secs_f64();
-    if let Ok(mut requests) = state.http_metrics.requests.lock() {
-        requests
-            .entry((method, route, response.status().as_u16()))
-            .or_default()
-            .observe(seconds);
-    }
+    state
+        .http_metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .observe(seconds);
     response
 }
 
@@ -50,108 +85,47 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     get,
     path = "/metrics",
     tag = "service",
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
+    responses((status = 200, description = "OpenMetrics text format 1.0.0", content_type = "application/openmetrics-text"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let database = match database_metrics(&state).await {
+        Ok(registry) => registry,
+        Err(error) => {
+            tracing::warn!(%error, "reading metrics from the database failed");
+            database_up(Registry::default(), false)
+        }
+    };
     let mut out = String::new();
-    let requests = state
-        .http_metrics
-        .requests
-        .lock()
-        .map(|requests| requests.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_http_request_duration_seconds HTTP request latency by route.\n",
-    );
-    out.push_str("# TYPE taskledger_http_request_duration_seconds histogram\n");
-    for ((method, route, status), histogram) in &requests {
-        let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-        histogram.write(
-            &mut out,
-            "taskledger_http_request_duration_seconds",
-            &labels,
-        );
+    let encoded = encode_registry(&mut out, &state.http_metrics.registry)
+        .and_then(|()| crate::metrics::render(&mut out))
+        .and_then(|()| encode_registry(&mut out, &database))
+        .and_then(|()| encode_eof(&mut out));
+    if let Err(error) = encoded {
+        tracing::error!(%error, "encoding the metrics failed");
+        return Problem::internal().into_response();
     }
-    crate::metrics::render(&mut out);
-    if let Err(error) = database_metrics(&state, &mut out).await {
-        tracing::warn!(%error, "reading metrics from the database failed");
-        out.push_str(
-            "# HELP taskledger_database_up Whether the metrics query reached the database.\n",
-        );
-        out.push_str("# TYPE taskledger_database_up gauge\ntaskledger_database_up 0\n");
-    } else {
-        out.push_str(
-            "# HELP taskledger_database_up Whether the metrics query reached the database.\n",
-        );
-        out.push_str("# TYPE taskledger_database_up gauge\ntaskledger_database_up 1\n");
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
 }
 
-async fn database_metrics(state: &AppState, out: &mut String) -> anyhow::Result<()> {
+/// `taskledger_database_up` added to `registry`.
+fn database_up(mut registry: Registry, up: bool) -> Registry {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(i64::from(up));
+    registry.register(
+        "taskledger_database_up",
+        "Whether the metrics query reached the database",
+        gauge,
+    );
+    registry
+}
+
+/// The metrics read from the database now, in a registry of their own
+/// (built for this scrape: a projector that is gone leaves no series).
+async fn database_metrics(state: &AppState) -> anyhow::Result<Registry> {
     let client = state.store.pool().get().await?;
     let lags = taskledger_projections::runtime::lags(&client).await?;
-    let gauge = |out: &mut String, name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    };
-    gauge(
-        out,
-        "taskledger_projection_lag_events",
-        "Events in the log a projector has not applied.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_lag_events{{projector=\"{}\"}} {}",
-            lag.name, lag.lag_events
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_lag_seconds",
-        "Age of the oldest event a projector has not applied.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_lag_seconds{{projector=\"{}\"}} {}",
-            lag.name, lag.lag_seconds
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_failed",
-        "1 while a projector is stopped at an event it cannot apply.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_failed{{projector=\"{}\"}} {}",
-            lag.name,
-            u8::from(lag.failure.is_some())
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_paused",
-        "1 while an operator has paused a projector.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_paused{{projector=\"{}\"}} {}",
-            lag.name,
-            u8::from(lag.paused)
-        );
-    }
-    let head = lags.first().map(|lag| lag.head);
+    let mut registry = Registry::default();
+    projection_metrics(&mut registry, &lags);
     let row = client
         .query_one(
             "SELECT
@@ -164,33 +138,116 @@ async fn database_metrics(state: &AppState, out: &mut String) -> anyhow::Result<
             &[],
         )
         .await?;
-    let head: i64 = head.map_or_else(
+    let head: i64 = lags.first().map_or_else(
         || row.get(0),
-        |head| i64::try_from(head).unwrap_or(i64::MAX),
+        |lag| i64::try_from(lag.head).unwrap_or(i64::MAX),
     );
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    };
     gauge(
-        out,
+        &mut registry,
         "taskledger_log_head_position",
-        "The global position of the newest event.",
+        "The global position of the newest event",
+        head,
     );
-    let _ = writeln!(out, "taskledger_log_head_position {head}");
     if let Some(relay) = row.get::<_, Option<i64>>(1) {
         gauge(
-            out,
+            &mut registry,
             "taskledger_relay_lag_events",
-            "Events the relay has not had confirmed by the broker.",
+            "Events the relay has not had confirmed by the broker",
+            (head - relay).max(0),
         );
-        let _ = writeln!(out, "taskledger_relay_lag_events {}", (head - relay).max(0));
     }
-    gauge(
-        out,
+    let oldest = Gauge::<f64, AtomicU64>::default();
+    oldest.set(row.get::<_, Option<f64>>(2).unwrap_or(0.0));
+    registry.register(
         "taskledger_oldest_transaction_seconds",
-        "Age of the oldest open transaction in the database.",
+        "Age of the oldest open transaction in the database",
+        oldest,
     );
-    let _ = writeln!(
-        out,
-        "taskledger_oldest_transaction_seconds {}",
-        row.get::<_, Option<f64>>(2).unwrap_or(0.0)
+    Ok(database_up(registry, true))
+}
+
+/// `taskledger_projection_*{projector}`: each projector's lag, failure and
+/// pause. Projector names come from the checkpoints table, so they are
+/// whatever text a row holds (the encoder escapes them).
+fn projection_metrics(registry: &mut Registry, lags: &[ProjectorLag]) {
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct ProjectorLabels {
+        projector: String,
+    }
+    let lag_events = Family::<ProjectorLabels, Gauge>::default();
+    let lag_seconds = Family::<ProjectorLabels, Gauge<f64, AtomicU64>>::default();
+    let failed = Family::<ProjectorLabels, Gauge>::default();
+    let paused = Family::<ProjectorLabels, Gauge>::default();
+    for lag in lags {
+        let labels = ProjectorLabels {
+            projector: lag.name.clone(),
+        };
+        lag_events
+            .get_or_create(&labels)
+            .set(i64::try_from(lag.lag_events).unwrap_or(i64::MAX));
+        lag_seconds.get_or_create(&labels).set(lag.lag_seconds);
+        failed
+            .get_or_create(&labels)
+            .set(i64::from(lag.failure.is_some()));
+        paused.get_or_create(&labels).set(i64::from(lag.paused));
+    }
+    registry.register(
+        "taskledger_projection_lag_events",
+        "Events in the log a projector has not applied",
+        lag_events,
     );
-    Ok(())
+    registry.register(
+        "taskledger_projection_lag_seconds",
+        "Age of the oldest event a projector has not applied",
+        lag_seconds,
+    );
+    registry.register(
+        "taskledger_projection_failed",
+        "1 while a projector is stopped at an event it cannot apply",
+        failed,
+    );
+    registry.register(
+        "taskledger_projection_paused",
+        "1 while an operator has paused a projector",
+        paused,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projector_names_are_escaped_in_label_values() {
+        let lag = ProjectorLag {
+            name: "say \"hi\"\\\nbye".into(),
+            version: 1,
+            position: 3,
+            head: 5,
+            lag_events: 2,
+            lag_seconds: 0.5,
+            failure: Some((4, "no row".into())),
+            paused: false,
+            active: true,
+        };
+        let mut registry = Registry::default();
+        projection_metrics(&mut registry, &[lag]);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(
+            out.contains(r#"taskledger_projection_lag_events{projector="say \"hi\"\\\nbye"} 2"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"taskledger_projection_failed{projector="say \"hi\"\\\nbye"} 1"#),
+            "{out}"
+        );
+        // One sample a line: the newline did not split one.
+        assert_eq!(out.lines().filter(|line| line.contains("bye")).count(), 4);
+    }
 }

@@ -232,7 +232,7 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
     assert!(response.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     let text = response.text().await.unwrap();
     let value = |series: &str| -> f64 {
         text.lines()
@@ -262,6 +262,37 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
         let (series, number) = line.rsplit_once(' ').unwrap();
         assert!(number.parse::<f64>().is_ok(), "{line}");
         assert!(series.starts_with("taskledger_"), "{line}");
+    }
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    app.finish().await;
+}
+
+/// Label values are escaped: a projector's name is whatever text its
+/// checkpoint row holds, and a quote, backslash or newline in it must not
+/// end the label or the line (which would make the whole scrape fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_escape_label_values() {
+    let app = TestApp::spawn().await;
+    let client = app.database.client().await;
+    client
+        .execute(
+            "INSERT INTO projector_checkpoints (projector, version, position) VALUES ($1, 1, 0)",
+            &[&"odd \"name\" \\ with\na newline"],
+        )
+        .await
+        .unwrap();
+    let text = app.metrics().await;
+    assert!(
+        text.contains(
+            r#"taskledger_projection_lag_events{projector="odd \"name\" \\ with\na newline"} "#
+        ),
+        "{text}"
+    );
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        assert!(
+            line.starts_with("taskledger_"),
+            "a label split a line: {line}"
+        );
     }
     app.finish().await;
 }
@@ -331,8 +362,9 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
     assert!(value("taskledger_append_seconds_sum") > 0.0);
     assert!(value(r#"taskledger_runner_slots{state="busy"}"#) >= 0.0);
     assert!(value(r#"taskledger_runner_slots{state="total"}"#) >= 0.0);
+    // OpenMetrics names a counter's family without its samples' `_total`.
     for (name, kind) in [
-        ("taskledger_commands_total", "counter"),
+        ("taskledger_commands", "counter"),
         ("taskledger_append_seconds", "histogram"),
         ("taskledger_runner_slots", "gauge"),
     ] {

@@ -24,6 +24,33 @@ async fn healthz_answers_and_readyz_reports_each_check() {
     app.finish().await;
 }
 
+/// Every answer names its request: the client's `X-Request-Id` comes back
+/// as sent, and a request without one is given a UUID, on every route
+/// (an error or an unknown path as well).
+#[tokio::test]
+async fn every_answer_carries_its_request_id() {
+    let app = TestApp::spawn().await;
+    let echoed = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "frontend-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "frontend-7f3a");
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/v1/tasks", 401),
+        ("/no/such/route", 404),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let made = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(made).is_ok(), "{path}: {made}");
+    }
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn readyz_fails_when_the_database_goes_away() {
     let app = TestApp::spawn().await;

@@ -2,22 +2,17 @@
 //! ([`record_command`]), store append latency ([`timed_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`]) — and the latency
 //! buckets they share with the HTTP metrics ([`latency_histogram`]).
-//! `/metrics` ([`crate::http::metrics`]) encodes them with [`render`].
+//! `/metrics` ([`crate::http::metrics`]) encodes what [`gather`] returns.
 //!
 //! One `static` per process: commands run in the API, the runner and the
 //! gateway alike, none of which hold the HTTP state. Labels are fixed,
 //! low-cardinality names (aggregate, command variant, outcome), never ids.
-//! The metric types, label sets and the OpenMetrics text encoding are
-//! `prometheus-client`'s.
+//! The metric types and label sets are the `prometheus` crate's.
 
 use std::sync::LazyLock;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Upper bounds of every latency histogram's buckets, in seconds (`+Inf`
 /// is implicit).
@@ -25,13 +20,14 @@ pub const BOUNDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// An empty latency histogram over [`BOUNDS`].
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(BOUNDS)
+/// The options of a latency histogram `name` over [`BOUNDS`], with `help`
+/// as its HELP line.
+pub fn latency_histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(BOUNDS.to_vec())
 }
 
 /// How a command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CommandOutcome {
     /// Decided and stored (or it changed nothing).
     Ok,
@@ -56,62 +52,55 @@ impl CommandOutcome {
     }
 }
 
-impl EncodeLabelValue for CommandOutcome {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-/// `taskledger_commands_total`'s labels, in this order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct CommandLabels {
-    aggregate: &'static str,
-    command: &'static str,
-    outcome: CommandOutcome,
-}
-
-/// `taskledger_runner_slots`'s label: `busy` or `total`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct SlotLabels {
-    state: &'static str,
-}
-
 /// What is recorded, one per process; `registry` holds the same metrics
 /// (they are shared handles) for encoding.
 #[derive(Debug)]
 struct ProcessMetrics {
-    commands: Family<CommandLabels, Counter>,
+    /// By `aggregate`, `command` and `outcome`.
+    commands: IntCounterVec,
     append: Histogram,
-    runner_slots_total: Gauge,
-    runner_slots_busy: Gauge,
+    runner_slots_total: IntGauge,
+    runner_slots_busy: IntGauge,
     registry: Registry,
 }
 
+/// Panics only if a name, label or bucket list here is invalid or repeated
+/// (fixed text: the first test that records a metric would show it).
 static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
-    let commands = Family::<CommandLabels, Counter>::default();
-    let append = latency_histogram();
-    let runner_slots = Family::<SlotLabels, Gauge>::default();
-    // Both series exist from the start, at 0, as a dashboard expects.
-    let runner_slots_busy = runner_slots.get_or_create_owned(&SlotLabels { state: "busy" });
-    let runner_slots_total = runner_slots.get_or_create_owned(&SlotLabels { state: "total" });
-    let mut registry = Registry::default();
-    // The encoder adds the `_total` of a counter's samples and the period
-    // ending every help text.
-    registry.register(
-        "taskledger_commands",
-        "Commands executed, by aggregate, command and outcome",
-        commands.clone(),
-    );
-    registry.register(
+    let commands = IntCounterVec::new(
+        Opts::new(
+            "taskledger_commands_total",
+            "Commands executed, by aggregate, command and outcome.",
+        ),
+        &["aggregate", "command", "outcome"],
+    )
+    .expect("taskledger_commands_total is well-formed");
+    let append = Histogram::with_opts(latency_histogram(
         "taskledger_append_seconds",
-        "Latency of the event store appends commands make",
-        append.clone(),
-    );
-    registry.register(
-        "taskledger_runner_slots",
-        "Runner slots: total (configured) and busy (attempts running)",
-        runner_slots,
-    );
+        "Latency of the event store appends commands make.",
+    ))
+    .expect("taskledger_append_seconds is well-formed");
+    let runner_slots = IntGaugeVec::new(
+        Opts::new(
+            "taskledger_runner_slots",
+            "Runner slots: total (configured) and busy (attempts running).",
+        ),
+        &["state"],
+    )
+    .expect("taskledger_runner_slots is well-formed");
+    // Both series exist from the start, at 0, as a dashboard expects.
+    let runner_slots_busy = runner_slots.with_label_values(&["busy"]);
+    let runner_slots_total = runner_slots.with_label_values(&["total"]);
+    let registry = Registry::new();
+    for collector in [
+        Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(append.clone()),
+        Box::new(runner_slots),
+    ] {
+        registry
+            .register(collector)
+            .expect("the process metrics have distinct names");
+    }
     ProcessMetrics {
         commands,
         append,
@@ -126,11 +115,7 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
 pub fn record_command(aggregate: &'static str, command: &'static str, outcome: CommandOutcome) {
     METRICS
         .commands
-        .get_or_create(&CommandLabels {
-            aggregate,
-            command,
-            outcome,
-        })
+        .with_label_values(&[aggregate, command, outcome.as_str()])
         .inc();
 }
 
@@ -151,7 +136,7 @@ pub struct RunnerSlots(i64);
 
 impl Drop for RunnerSlots {
     fn drop(&mut self) {
-        METRICS.runner_slots_total.dec_by(self.0);
+        METRICS.runner_slots_total.sub(self.0);
     }
 }
 
@@ -159,7 +144,7 @@ impl Drop for RunnerSlots {
 /// one process add up).
 pub fn runner_started(slots: usize) -> RunnerSlots {
     let slots = i64::try_from(slots).unwrap_or(i64::MAX);
-    METRICS.runner_slots_total.inc_by(slots);
+    METRICS.runner_slots_total.add(slots);
     RunnerSlots(slots)
 }
 
@@ -181,44 +166,51 @@ pub fn attempt_running() -> BusySlot {
     BusySlot(())
 }
 
-/// Appends every metric of this module to `out` in the OpenMetrics text
-/// format, each with its HELP and TYPE lines; the closing `# EOF` is the
-/// caller's.
-///
-/// # Errors
-/// Only those of writing to `out` (none for a `String`).
-pub fn render(out: &mut String) -> Result<(), std::fmt::Error> {
-    prometheus_client::encoding::text::encode_registry(out, &METRICS.registry)
+/// Every metric of this module, with its current values, for the text
+/// encoder (series sorted by name, then by label values).
+pub fn gather() -> Vec<MetricFamily> {
+    METRICS.registry.gather()
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus::{Encoder as _, TextEncoder};
+
     use super::*;
+
+    fn encode(families: &[MetricFamily]) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(families, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
 
     #[test]
     fn histograms_are_cumulative_over_the_shared_bounds() {
-        let histogram = latency_histogram();
+        let histogram = Histogram::with_opts(latency_histogram("x_seconds", "X.")).unwrap();
         histogram.observe(0.002);
         histogram.observe(0.3);
-        let mut registry = Registry::default();
-        registry.register("x_seconds", "X", histogram);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let registry = Registry::new();
+        registry.register(Box::new(histogram)).unwrap();
+        let out = encode(&registry.gather());
+        assert!(out.contains("# TYPE x_seconds histogram\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 0\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.5\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_count 2\n"), "{out}");
-        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 
     #[test]
     fn commands_are_counted_under_their_labels_in_order() {
         record_command("tests", "Count", CommandOutcome::Refused);
-        let mut out = String::new();
-        render(&mut out).unwrap();
+        let out = encode(&gather());
         assert!(
-            out.contains("# TYPE taskledger_commands counter\n"),
+            out.contains("# HELP taskledger_commands_total Commands executed, by aggregate, command and outcome.\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("# TYPE taskledger_commands_total counter\n"),
             "{out}"
         );
         assert!(

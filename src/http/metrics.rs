@@ -1,57 +1,52 @@
-//! `/metrics` in the OpenMetrics text format: HTTP latency by route, method
-//! and status (recorded by [`track`], a middleware on every route), the
+//! `/metrics` in the Prometheus text format 0.0.4: HTTP latency by route,
+//! method and status (recorded by [`track`], a middleware on every route), the
 //! process-wide command, append and runner metrics of [`crate::metrics`],
 //! and, read from the database at scrape time, each projector's lag,
 //! failure and pause, the relay's lag, the log's head and the oldest open
 //! transaction.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus::{
+    Gauge, GaugeVec, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use taskledger_projections::runtime::ProjectorLag;
 
 use super::problem::Problem;
 use super::AppState;
 use crate::metrics::latency_histogram;
 
-/// What Prometheus expects for the OpenMetrics text format.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// `taskledger_http_request_duration_seconds`'s labels, in this order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct RequestLabels {
-    method: String,
-    route: String,
-    status: u16,
-}
+/// What Prometheus expects for its text format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// HTTP request latencies by (method, route, status), one per router (so
 /// per test service, where the process-wide metrics are shared).
 #[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Family<RequestLabels, Histogram>,
+    /// Labelled `method`, `route`, `status`.
+    requests: HistogramVec,
     registry: Registry,
 }
 
 impl Default for HttpMetrics {
+    /// Panics only if the fixed name, labels or buckets were invalid.
     fn default() -> Self {
-        let requests = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let mut registry = Registry::default();
-        registry.register(
-            "taskledger_http_request_duration_seconds",
-            "HTTP request latency by route",
-            requests.clone(),
-        );
+        let requests = HistogramVec::new(
+            latency_histogram(
+                "taskledger_http_request_duration_seconds",
+                "HTTP request latency by route.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("taskledger_http_request_duration_seconds is well-formed");
+        let registry = Registry::new();
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("a new registry holds no other metric");
         Self { requests, registry }
     }
 }
@@ -71,11 +66,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     state
         .http_metrics
         .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
         .observe(seconds);
     response
 }
@@ -85,38 +76,47 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     get,
     path = "/metrics",
     tag = "service",
-    responses((status = 200, description = "OpenMetrics text format 1.0.0", content_type = "application/openmetrics-text"))
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let database = match database_metrics(&state).await {
         Ok(registry) => registry,
         Err(error) => {
             tracing::warn!(%error, "reading metrics from the database failed");
-            database_up(Registry::default(), false)
+            match database_up(Registry::new(), false) {
+                Ok(registry) => registry,
+                Err(error) => return encoding_failed(&error),
+            }
         }
     };
+    // `gather` leaves out a family with no series yet (no request seen, no
+    // projector registered): Prometheus needs no HELP for what is absent.
+    let mut families = state.http_metrics.registry.gather();
+    families.extend(crate::metrics::gather());
+    families.extend(database.gather());
     let mut out = String::new();
-    let encoded = encode_registry(&mut out, &state.http_metrics.registry)
-        .and_then(|()| crate::metrics::render(&mut out))
-        .and_then(|()| encode_registry(&mut out, &database))
-        .and_then(|()| encode_eof(&mut out));
-    if let Err(error) = encoded {
-        tracing::error!(%error, "encoding the metrics failed");
-        return Problem::internal().into_response();
+    if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
+        return encoding_failed(&error);
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
 }
 
-/// `taskledger_database_up` added to `registry`.
-fn database_up(mut registry: Registry, up: bool) -> Registry {
-    let gauge = Gauge::<i64>::default();
-    gauge.set(i64::from(up));
-    registry.register(
+/// The answer when a metric could not be built or encoded (a bug here, not
+/// a state of the service).
+fn encoding_failed(error: &prometheus::Error) -> Response {
+    tracing::error!(%error, "encoding the metrics failed");
+    Problem::internal().into_response()
+}
+
+/// `registry` with `taskledger_database_up` added.
+fn database_up(registry: Registry, up: bool) -> prometheus::Result<Registry> {
+    let gauge = IntGauge::new(
         "taskledger_database_up",
-        "Whether the metrics query reached the database",
-        gauge,
-    );
-    registry
+        "Whether the metrics query reached the database.",
+    )?;
+    gauge.set(i64::from(up));
+    registry.register(Box::new(gauge))?;
+    Ok(registry)
 }
 
 /// The metrics read from the database now, in a registry of their own
@@ -124,8 +124,8 @@ fn database_up(mut registry: Registry, up: bool) -> Registry {
 async fn database_metrics(state: &AppState) -> anyhow::Result<Registry> {
     let client = state.store.pool().get().await?;
     let lags = taskledger_projections::runtime::lags(&client).await?;
-    let mut registry = Registry::default();
-    projection_metrics(&mut registry, &lags);
+    let registry = Registry::new();
+    projection_metrics(&registry, &lags)?;
     let row = client
         .query_one(
             "SELECT
@@ -142,80 +142,75 @@ async fn database_metrics(state: &AppState) -> anyhow::Result<Registry> {
         || row.get(0),
         |lag| i64::try_from(lag.head).unwrap_or(i64::MAX),
     );
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
-        let gauge = Gauge::<i64>::default();
+    let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {
+        let gauge = IntGauge::new(name, help)?;
         gauge.set(value);
-        registry.register(name, help, gauge);
+        registry.register(Box::new(gauge))
     };
     gauge(
-        &mut registry,
         "taskledger_log_head_position",
-        "The global position of the newest event",
+        "The global position of the newest event.",
         head,
-    );
+    )?;
     if let Some(relay) = row.get::<_, Option<i64>>(1) {
         gauge(
-            &mut registry,
             "taskledger_relay_lag_events",
-            "Events the relay has not had confirmed by the broker",
+            "Events the relay has not had confirmed by the broker.",
             (head - relay).max(0),
-        );
+        )?;
     }
-    let oldest = Gauge::<f64, AtomicU64>::default();
-    oldest.set(row.get::<_, Option<f64>>(2).unwrap_or(0.0));
-    registry.register(
+    let oldest = Gauge::new(
         "taskledger_oldest_transaction_seconds",
-        "Age of the oldest open transaction in the database",
-        oldest,
-    );
-    Ok(database_up(registry, true))
+        "Age of the oldest open transaction in the database.",
+    )?;
+    oldest.set(row.get::<_, Option<f64>>(2).unwrap_or(0.0));
+    registry.register(Box::new(oldest))?;
+    Ok(database_up(registry, true)?)
 }
 
 /// `taskledger_projection_*{projector}`: each projector's lag, failure and
 /// pause. Projector names come from the checkpoints table, so they are
 /// whatever text a row holds (the encoder escapes them).
-fn projection_metrics(registry: &mut Registry, lags: &[ProjectorLag]) {
-    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-    struct ProjectorLabels {
-        projector: String,
-    }
-    let lag_events = Family::<ProjectorLabels, Gauge>::default();
-    let lag_seconds = Family::<ProjectorLabels, Gauge<f64, AtomicU64>>::default();
-    let failed = Family::<ProjectorLabels, Gauge>::default();
-    let paused = Family::<ProjectorLabels, Gauge>::default();
-    for lag in lags {
-        let labels = ProjectorLabels {
-            projector: lag.name.clone(),
-        };
-        lag_events
-            .get_or_create(&labels)
-            .set(i64::try_from(lag.lag_events).unwrap_or(i64::MAX));
-        lag_seconds.get_or_create(&labels).set(lag.lag_seconds);
-        failed
-            .get_or_create(&labels)
-            .set(i64::from(lag.failure.is_some()));
-        paused.get_or_create(&labels).set(i64::from(lag.paused));
-    }
-    registry.register(
+fn projection_metrics(registry: &Registry, lags: &[ProjectorLag]) -> prometheus::Result<()> {
+    let labelled = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["projector"]);
+    let lag_events = labelled(
         "taskledger_projection_lag_events",
-        "Events in the log a projector has not applied",
-        lag_events,
-    );
-    registry.register(
-        "taskledger_projection_lag_seconds",
-        "Age of the oldest event a projector has not applied",
-        lag_seconds,
-    );
-    registry.register(
+        "Events in the log a projector has not applied.",
+    )?;
+    let lag_seconds = GaugeVec::new(
+        Opts::new(
+            "taskledger_projection_lag_seconds",
+            "Age of the oldest event a projector has not applied.",
+        ),
+        &["projector"],
+    )?;
+    let failed = labelled(
         "taskledger_projection_failed",
-        "1 while a projector is stopped at an event it cannot apply",
-        failed,
-    );
-    registry.register(
+        "1 while a projector is stopped at an event it cannot apply.",
+    )?;
+    let paused = labelled(
         "taskledger_projection_paused",
-        "1 while an operator has paused a projector",
-        paused,
-    );
+        "1 while an operator has paused a projector.",
+    )?;
+    for lag in lags {
+        let projector = [lag.name.as_str()];
+        lag_events
+            .with_label_values(&projector)
+            .set(i64::try_from(lag.lag_events).unwrap_or(i64::MAX));
+        lag_seconds
+            .with_label_values(&projector)
+            .set(lag.lag_seconds);
+        failed
+            .with_label_values(&projector)
+            .set(i64::from(lag.failure.is_some()));
+        paused
+            .with_label_values(&projector)
+            .set(i64::from(lag.paused));
+    }
+    registry.register(Box::new(lag_events))?;
+    registry.register(Box::new(lag_seconds))?;
+    registry.register(Box::new(failed))?;
+    registry.register(Box::new(paused))
 }
 
 #[cfg(test)]
@@ -235,10 +230,11 @@ mod tests {
             paused: false,
             active: true,
         };
-        let mut registry = Registry::default();
-        projection_metrics(&mut registry, &[lag]);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let registry = Registry::new();
+        projection_metrics(&registry, &[lag]).unwrap();
+        let out = TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
         assert!(
             out.contains(r#"taskledger_projection_lag_events{projector="say \"hi\"\\\nbye"} 2"#),
             "{out}"

@@ -513,13 +513,7 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
         .unwrap();
     std::fs::write(directory.join("openapi.json"), document).unwrap();
     // No post-generation hooks (formatters): the code is used as generated.
-    // `/metrics` answers OpenMetrics text, which the generator reads as
-    // text only when told (README says so).
-    std::fs::write(
-        directory.join("generator.yaml"),
-        "post_hooks: []\ncontent_type_overrides:\n  application/openmetrics-text: text/plain\n",
-    )
-    .unwrap();
+    std::fs::write(directory.join("generator.yaml"), "post_hooks: []\n").unwrap();
 
     let started = Instant::now();
     let generated = run(

@@ -259,7 +259,7 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
     assert!(response.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("application/openmetrics-text; version=1.0.0"));
+        .starts_with("text/plain"));
     let text = response.text().await.unwrap();
     let value = |series: &str| -> f64 {
         text.lines()
@@ -290,7 +290,6 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
         assert!(number.parse::<f64>().is_ok(), "{line}");
         assert!(series.starts_with("taskledger_"), "{line}");
     }
-    assert!(text.ends_with("\n# EOF\n"), "{text}");
     app.finish().await;
 }
 
@@ -389,9 +388,8 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
     assert!(value("taskledger_append_seconds_sum") > 0.0);
     assert!(value(r#"taskledger_runner_slots{state="busy"}"#) >= 0.0);
     assert!(value(r#"taskledger_runner_slots{state="total"}"#) >= 0.0);
-    // OpenMetrics names a counter's family without its samples' `_total`.
     for (name, kind) in [
-        ("taskledger_commands", "counter"),
+        ("taskledger_commands_total", "counter"),
         ("taskledger_append_seconds", "histogram"),
         ("taskledger_runner_slots", "gauge"),
     ] {

@@ -1,79 +1,29 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
 //! ([`record_command`]), store append latency ([`timed_append`], [`observe_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`]) — and the latency
-//! [`Histogram`] they share with the HTTP metrics. `/metrics`
-//! ([`crate::http::metrics`]) renders them with [`render`].
+//! buckets they share with the HTTP metrics ([`latency_histogram`]).
+//! `/metrics` ([`crate::http::metrics`]) encodes what [`gather`] returns.
 //!
 //! One `static` per process: commands run in the API, the runner and the
 //! gateway alike, none of which hold the HTTP state. Labels are fixed,
 //! low-cardinality names (aggregate, command variant, outcome), never ids.
+//! The metric types and label sets are the `prometheus` crate's.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::LazyLock;
 
-/// Upper bounds of every latency histogram's buckets, in seconds.
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Upper bounds of every latency histogram's buckets, in seconds (`+Inf`
+/// is implicit).
 pub const BOUNDS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A latency histogram over [`BOUNDS`] (cumulative buckets, as Prometheus
-/// wants them).
-#[derive(Debug, Clone, Default)]
-pub struct Histogram {
-    buckets: [u64; BOUNDS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    /// An empty histogram.
-    pub const fn new() -> Self {
-        Self {
-            buckets: [0; BOUNDS.len()],
-            count: 0,
-            sum: 0.0,
-        }
-    }
-
-    /// Counts one observation of `seconds`.
-    pub fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(BOUNDS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-
-    /// Writes the `_bucket`, `_sum` and `_count` lines of series `name`
-    /// with `labels` (`key="value",…`, or empty) to `out`; the HELP and
-    /// TYPE lines are the caller's.
-    pub fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let separator = if labels.is_empty() { "" } else { "," };
-        for (bucket, bound) in self.buckets.iter().zip(BOUNDS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {bucket}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = |labels: &str| {
-            if labels.is_empty() {
-                String::new()
-            } else {
-                format!("{{{labels}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
-    }
+/// The options of a latency histogram `name` over [`BOUNDS`], with `help`
+/// as its HELP line.
+pub fn latency_histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(BOUNDS.to_vec())
 }
 
 /// How a command ended.
@@ -102,29 +52,71 @@ impl CommandOutcome {
     }
 }
 
-/// What is recorded; one per process.
+/// What is recorded, one per process; `registry` holds the same metrics
+/// (they are shared handles) for encoding.
 #[derive(Debug)]
-struct Registry {
-    /// By (aggregate, command, outcome).
-    commands: Mutex<BTreeMap<(&'static str, &'static str, CommandOutcome), u64>>,
-    append: Mutex<Histogram>,
-    runner_slots_total: AtomicI64,
-    runner_slots_busy: AtomicI64,
+struct ProcessMetrics {
+    /// By `aggregate`, `command` and `outcome`.
+    commands: IntCounterVec,
+    append: Histogram,
+    runner_slots_total: IntGauge,
+    runner_slots_busy: IntGauge,
+    registry: Registry,
 }
 
-static REGISTRY: Registry = Registry {
-    commands: Mutex::new(BTreeMap::new()),
-    append: Mutex::new(Histogram::new()),
-    runner_slots_total: AtomicI64::new(0),
-    runner_slots_busy: AtomicI64::new(0),
-};
+/// Panics only if a name, label or bucket list here is invalid or repeated
+/// (fixed text: the first test that records a metric would show it).
+static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
+    let commands = IntCounterVec::new(
+        Opts::new(
+            "taskledger_commands_total",
+            "Commands executed, by aggregate, command and outcome.",
+        ),
+        &["aggregate", "command", "outcome"],
+    )
+    .expect("taskledger_commands_total is well-formed");
+    let append = Histogram::with_opts(latency_histogram(
+        "taskledger_append_seconds",
+        "Latency of the event store appends commands make.",
+    ))
+    .expect("taskledger_append_seconds is well-formed");
+    let runner_slots = IntGaugeVec::new(
+        Opts::new(
+            "taskledger_runner_slots",
+            "Runner slots: total (configured) and busy (attempts running).",
+        ),
+        &["state"],
+    )
+    .expect("taskledger_runner_slots is well-formed");
+    // Both series exist from the start, at 0, as a dashboard expects.
+    let runner_slots_busy = runner_slots.with_label_values(&["busy"]);
+    let runner_slots_total = runner_slots.with_label_values(&["total"]);
+    let registry = Registry::new();
+    for collector in [
+        Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(append.clone()),
+        Box::new(runner_slots),
+    ] {
+        registry
+            .register(collector)
+            .expect("the process metrics have distinct names");
+    }
+    ProcessMetrics {
+        commands,
+        append,
+        runner_slots_total,
+        runner_slots_busy,
+        registry,
+    }
+});
 
 /// Counts one command executed against `aggregate` (e.g. `tasks`), by its
 /// command variant (e.g. `Submit`) and outcome.
 pub fn record_command(aggregate: &'static str, command: &'static str, outcome: CommandOutcome) {
-    if let Ok(mut commands) = REGISTRY.commands.lock() {
-        *commands.entry((aggregate, command, outcome)).or_default() += 1;
-    }
+    METRICS
+        .commands
+        .with_label_values(&[aggregate, command, outcome.as_str()])
+        .inc();
 }
 
 /// Awaits one store append and records how long it took (whatever its
@@ -139,9 +131,7 @@ pub async fn timed_append<T>(append: impl std::future::Future<Output = T>) -> T 
 /// Records one store append that took `elapsed` (whatever its outcome) in
 /// `taskledger_append_seconds`.
 pub fn observe_append(elapsed: std::time::Duration) {
-    if let Ok(mut histogram) = REGISTRY.append.lock() {
-        histogram.observe(elapsed.as_secs_f64());
-    }
+    METRICS.append.observe(elapsed.as_secs_f64());
 }
 
 /// A runner's slots, counted in `taskledger_runner_slots{state="total"}`
@@ -152,9 +142,7 @@ pub struct RunnerSlots(i64);
 
 impl Drop for RunnerSlots {
     fn drop(&mut self) {
-        REGISTRY
-            .runner_slots_total
-            .fetch_sub(self.0, Ordering::Relaxed);
+        METRICS.runner_slots_total.sub(self.0);
     }
 }
 
@@ -162,9 +150,7 @@ impl Drop for RunnerSlots {
 /// one process add up).
 pub fn runner_started(slots: usize) -> RunnerSlots {
     let slots = i64::try_from(slots).unwrap_or(i64::MAX);
-    REGISTRY
-        .runner_slots_total
-        .fetch_add(slots, Ordering::Relaxed);
+    METRICS.runner_slots_total.add(slots);
     RunnerSlots(slots)
 }
 
@@ -176,83 +162,70 @@ pub struct BusySlot(());
 
 impl Drop for BusySlot {
     fn drop(&mut self) {
-        REGISTRY.runner_slots_busy.fetch_sub(1, Ordering::Relaxed);
+        METRICS.runner_slots_busy.dec();
     }
 }
 
 /// Counts one running attempt until the guard is dropped.
 pub fn attempt_running() -> BusySlot {
-    REGISTRY.runner_slots_busy.fetch_add(1, Ordering::Relaxed);
+    METRICS.runner_slots_busy.inc();
     BusySlot(())
 }
 
-/// Writes every metric of this module to `out` in the Prometheus text
-/// format, each with its HELP and TYPE lines.
-pub fn render(out: &mut String) {
-    let commands = REGISTRY
-        .commands
-        .lock()
-        .map(|commands| commands.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_commands_total Commands executed, by aggregate, command and outcome.\n\
-         # TYPE taskledger_commands_total counter\n",
-    );
-    for ((aggregate, command, outcome), count) in &commands {
-        let _ = writeln!(
-            out,
-            "taskledger_commands_total{{aggregate=\"{aggregate}\",command=\"{command}\",outcome=\"{}\"}} {count}",
-            outcome.as_str()
-        );
-    }
-    let append = REGISTRY
-        .append
-        .lock()
-        .map(|append| append.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_append_seconds Latency of the event store appends commands make.\n\
-         # TYPE taskledger_append_seconds histogram\n",
-    );
-    append.write(out, "taskledger_append_seconds", "");
-    out.push_str(
-        "# HELP taskledger_runner_slots Runner slots: total (configured) and busy (attempts running).\n\
-         # TYPE taskledger_runner_slots gauge\n",
-    );
-    let _ = writeln!(
-        out,
-        "taskledger_runner_slots{{state=\"busy\"}} {}",
-        REGISTRY.runner_slots_busy.load(Ordering::Relaxed).max(0)
-    );
-    let _ = writeln!(
-        out,
-        "taskledger_runner_slots{{state=\"total\"}} {}",
-        REGISTRY.runner_slots_total.load(Ordering::Relaxed).max(0)
-    );
+/// Every metric of this module, with its current values, for the text
+/// encoder (series sorted by name, then by label values).
+pub fn gather() -> Vec<MetricFamily> {
+    METRICS.registry.gather()
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus::{Encoder as _, TextEncoder};
+
     use super::*;
 
+    fn encode(families: &[MetricFamily]) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(families, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
-    fn histograms_are_cumulative_and_render_without_labels() {
-        let mut histogram = Histogram::new();
+    fn histograms_are_cumulative_over_the_shared_bounds() {
+        let histogram = Histogram::with_opts(latency_histogram("x_seconds", "X.")).unwrap();
         histogram.observe(0.002);
         histogram.observe(0.3);
-        let mut out = String::new();
-        histogram.write(&mut out, "x_seconds", "");
+        let registry = Registry::new();
+        registry.register(Box::new(histogram)).unwrap();
+        let out = encode(&registry.gather());
+        assert!(out.contains("# TYPE x_seconds histogram\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 0\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.0025\"} 1\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"0.5\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"1\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("x_seconds_count 2\n"), "{out}");
-        let mut labelled = String::new();
-        histogram.write(&mut labelled, "x_seconds", "route=\"/a\"");
+    }
+
+    #[test]
+    fn commands_are_counted_under_their_labels_in_order() {
+        record_command("tests", "Count", CommandOutcome::Refused);
+        let out = encode(&gather());
         assert!(
-            labelled.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 2\n"),
-            "{labelled}"
+            out.contains("# HELP taskledger_commands_total Commands executed, by aggregate, command and outcome.\n"),
+            "{out}"
         );
-        assert!(labelled.contains("x_seconds_count{route=\"/a\"} 2\n"));
+        assert!(
+            out.contains("# TYPE taskledger_commands_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "taskledger_commands_total{aggregate=\"tests\",command=\"Count\",outcome=\"refused\"} "
+            ),
+            "{out}"
+        );
+        assert!(out.contains("taskledger_runner_slots{state=\"busy\"} "));
+        assert!(out.contains("taskledger_runner_slots{state=\"total\"} "));
     }
 }

@@ -1,27 +1,54 @@
-//! `/metrics` in the Prometheus text format: HTTP latency by route, method
-//! and status (recorded by [`track`], a middleware on every route), the
+//! `/metrics` in the Prometheus text format 0.0.4: HTTP latency by route,
+//! method and status (recorded by [`track`], a middleware on every route), the
 //! process-wide command, append and runner metrics of [`crate::metrics`],
-//! and, read from the database at scrape time, each projector's lag and
-//! failure, the relay's lag, the log's head, the oldest open transaction and
-//! how long the log lock has been held.
+//! and, read from the database at scrape time, each projector's lag,
+//! failure and pause, the relay's lag, the log's head and the oldest open
+//! transaction.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Gauge, GaugeVec, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use taskledger_projections::runtime::ProjectorLag;
 
+use super::problem::Problem;
 use super::AppState;
-use crate::metrics::Histogram;
+use crate::metrics::latency_histogram;
 
-/// HTTP request latencies by (method, route, status).
-#[derive(Debug, Default)]
+/// What Prometheus expects for its text format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// HTTP request latencies by (method, route, status), one per router (so
+/// per test service, where the process-wide metrics are shared).
+#[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// Labelled `method`, `route`, `status`.
+    requests: HistogramVec,
+    registry: Registry,
+}
+
+impl Default for HttpMetrics {
+    /// Panics only if the fixed name, labels or buckets were invalid.
+    fn default() -> Self {
+        let requests = HistogramVec::new(
+            latency_histogram(
+                "taskledger_http_request_duration_seconds",
+                "HTTP request latency by route.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("taskledger_http_request_duration_seconds is well-formed");
+        let registry = Registry::new();
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("a new registry holds no other metric");
+        Self { requests, registry }
+    }
 }
 
 /// Records the latency of every request under its route's template
@@ -36,12 +63,11 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let began = Instant::now();
     let response = next.run(request).await;
     let seconds = began.elapsed().as_secs_f64();
-    if let Ok(mut requests) = state.http_metrics.requests.lock() {
-        requests
-            .entry((method, route, response.status().as_u16()))
-            .or_default()
-            .observe(seconds);
-    }
+    state
+        .http_metrics
+        .requests
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .observe(seconds);
     response
 }
 
@@ -53,105 +79,53 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let database = match database_metrics(&state).await {
+        Ok(registry) => registry,
+        Err(error) => {
+            tracing::warn!(%error, "reading metrics from the database failed");
+            match database_up(Registry::new(), false) {
+                Ok(registry) => registry,
+                Err(error) => return encoding_failed(&error),
+            }
+        }
+    };
+    // `gather` leaves out a family with no series yet (no request seen, no
+    // projector registered): Prometheus needs no HELP for what is absent.
+    let mut families = state.http_metrics.registry.gather();
+    families.extend(crate::metrics::gather());
+    families.extend(database.gather());
     let mut out = String::new();
-    let requests = state
-        .http_metrics
-        .requests
-        .lock()
-        .map(|requests| requests.clone())
-        .unwrap_or_default();
-    out.push_str(
-        "# HELP taskledger_http_request_duration_seconds HTTP request latency by route.\n",
-    );
-    out.push_str("# TYPE taskledger_http_request_duration_seconds histogram\n");
-    for ((method, route, status), histogram) in &requests {
-        let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-        histogram.write(
-            &mut out,
-            "taskledger_http_request_duration_seconds",
-            &labels,
-        );
+    if let Err(error) = TextEncoder::new().encode_utf8(&families, &mut out) {
+        return encoding_failed(&error);
     }
-    crate::metrics::render(&mut out);
-    if let Err(error) = database_metrics(&state, &mut out).await {
-        tracing::warn!(%error, "reading metrics from the database failed");
-        out.push_str(
-            "# HELP taskledger_database_up Whether the metrics query reached the database.\n",
-        );
-        out.push_str("# TYPE taskledger_database_up gauge\ntaskledger_database_up 0\n");
-    } else {
-        out.push_str(
-            "# HELP taskledger_database_up Whether the metrics query reached the database.\n",
-        );
-        out.push_str("# TYPE taskledger_database_up gauge\ntaskledger_database_up 1\n");
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
 }
 
-async fn database_metrics(state: &AppState, out: &mut String) -> anyhow::Result<()> {
+/// The answer when a metric could not be built or encoded (a bug here, not
+/// a state of the service).
+fn encoding_failed(error: &prometheus::Error) -> Response {
+    tracing::error!(%error, "encoding the metrics failed");
+    Problem::internal().into_response()
+}
+
+/// `registry` with `taskledger_database_up` added.
+fn database_up(registry: Registry, up: bool) -> prometheus::Result<Registry> {
+    let gauge = IntGauge::new(
+        "taskledger_database_up",
+        "Whether the metrics query reached the database.",
+    )?;
+    gauge.set(i64::from(up));
+    registry.register(Box::new(gauge))?;
+    Ok(registry)
+}
+
+/// The metrics read from the database now, in a registry of their own
+/// (built for this scrape: a projector that is gone leaves no series).
+async fn database_metrics(state: &AppState) -> anyhow::Result<Registry> {
     let client = state.store.pool().get().await?;
     let lags = taskledger_projections::runtime::lags(&client).await?;
-    let gauge = |out: &mut String, name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    };
-    gauge(
-        out,
-        "taskledger_projection_lag_events",
-        "Events in the log a projector has not applied.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_lag_events{{projector=\"{}\"}} {}",
-            lag.name, lag.lag_events
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_lag_seconds",
-        "Age of the oldest event a projector has not applied.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_lag_seconds{{projector=\"{}\"}} {}",
-            lag.name, lag.lag_seconds
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_failed",
-        "1 while a projector is stopped at an event it cannot apply.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_failed{{projector=\"{}\"}} {}",
-            lag.name,
-            u8::from(lag.failure.is_some())
-        );
-    }
-    gauge(
-        out,
-        "taskledger_projection_paused",
-        "1 while an operator has paused a projector.",
-    );
-    for lag in &lags {
-        let _ = writeln!(
-            out,
-            "taskledger_projection_paused{{projector=\"{}\"}} {}",
-            lag.name,
-            u8::from(lag.paused)
-        );
-    }
-    let head = lags.first().map(|lag| lag.head);
+    let registry = Registry::new();
+    projection_metrics(&registry, &lags)?;
     let row = client
         .query_one(
             "SELECT
@@ -164,33 +138,112 @@ async fn database_metrics(state: &AppState, out: &mut String) -> anyhow::Result<
             &[],
         )
         .await?;
-    let head: i64 = head.map_or_else(
+    let head: i64 = lags.first().map_or_else(
         || row.get(0),
-        |head| i64::try_from(head).unwrap_or(i64::MAX),
+        |lag| i64::try_from(lag.head).unwrap_or(i64::MAX),
     );
+    let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {
+        let gauge = IntGauge::new(name, help)?;
+        gauge.set(value);
+        registry.register(Box::new(gauge))
+    };
     gauge(
-        out,
         "taskledger_log_head_position",
         "The global position of the newest event.",
-    );
-    let _ = writeln!(out, "taskledger_log_head_position {head}");
+        head,
+    )?;
     if let Some(relay) = row.get::<_, Option<i64>>(1) {
         gauge(
-            out,
             "taskledger_relay_lag_events",
             "Events the relay has not had confirmed by the broker.",
-        );
-        let _ = writeln!(out, "taskledger_relay_lag_events {}", (head - relay).max(0));
+            (head - relay).max(0),
+        )?;
     }
-    gauge(
-        out,
+    let oldest = Gauge::new(
         "taskledger_oldest_transaction_seconds",
         "Age of the oldest open transaction in the database.",
-    );
-    let _ = writeln!(
-        out,
-        "taskledger_oldest_transaction_seconds {}",
-        row.get::<_, Option<f64>>(2).unwrap_or(0.0)
-    );
-    Ok(())
+    )?;
+    oldest.set(row.get::<_, Option<f64>>(2).unwrap_or(0.0));
+    registry.register(Box::new(oldest))?;
+    Ok(database_up(registry, true)?)
+}
+
+/// `taskledger_projection_*{projector}`: each projector's lag, failure and
+/// pause. Projector names come from the checkpoints table, so they are
+/// whatever text a row holds (the encoder escapes them).
+fn projection_metrics(registry: &Registry, lags: &[ProjectorLag]) -> prometheus::Result<()> {
+    let labelled = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["projector"]);
+    let lag_events = labelled(
+        "taskledger_projection_lag_events",
+        "Events in the log a projector has not applied.",
+    )?;
+    let lag_seconds = GaugeVec::new(
+        Opts::new(
+            "taskledger_projection_lag_seconds",
+            "Age of the oldest event a projector has not applied.",
+        ),
+        &["projector"],
+    )?;
+    let failed = labelled(
+        "taskledger_projection_failed",
+        "1 while a projector is stopped at an event it cannot apply.",
+    )?;
+    let paused = labelled(
+        "taskledger_projection_paused",
+        "1 while an operator has paused a projector.",
+    )?;
+    for lag in lags {
+        let projector = [lag.name.as_str()];
+        lag_events
+            .with_label_values(&projector)
+            .set(i64::try_from(lag.lag_events).unwrap_or(i64::MAX));
+        lag_seconds
+            .with_label_values(&projector)
+            .set(lag.lag_seconds);
+        failed
+            .with_label_values(&projector)
+            .set(i64::from(lag.failure.is_some()));
+        paused
+            .with_label_values(&projector)
+            .set(i64::from(lag.paused));
+    }
+    registry.register(Box::new(lag_events))?;
+    registry.register(Box::new(lag_seconds))?;
+    registry.register(Box::new(failed))?;
+    registry.register(Box::new(paused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projector_names_are_escaped_in_label_values() {
+        let lag = ProjectorLag {
+            name: "say \"hi\"\\\nbye".into(),
+            version: 1,
+            position: 3,
+            head: 5,
+            lag_events: 2,
+            lag_seconds: 0.5,
+            failure: Some((4, "no row".into())),
+            paused: false,
+            active: true,
+        };
+        let registry = Registry::new();
+        projection_metrics(&registry, &[lag]).unwrap();
+        let out = TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            out.contains(r#"taskledger_projection_lag_events{projector="say \"hi\"\\\nbye"} 2"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"taskledger_projection_failed{projector="say \"hi\"\\\nbye"} 1"#),
+            "{out}"
+        );
+        // One sample a line: the newline did not split one.
+        assert_eq!(out.lines().filter(|line| line.contains("bye")).count(), 4);
+    }
 }

@@ -5,6 +5,8 @@
 //! Routes and their OpenAPI description come from one place: each handler's
 //! `#[utoipa::path]` is registered through [`api_router`], so a route cannot
 //! be served without being documented, nor documented without being served.
+//! Every route, and the fallbacks, run inside the same layers ([`router`]):
+//! a request id and span, the latency in `/metrics`, a deadline.
 
 pub mod artifacts;
 pub mod audit;
@@ -25,7 +27,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -33,6 +36,10 @@ use serde::Serialize;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
 use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
 use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -48,6 +55,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The largest request body any route accepts.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// How long a handler may take to begin its answer, beyond the read wait
+/// (only the start of an answer is timed, never its body).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The request id header: taken from the request, or made (a UUID) when it
+/// has none; echoed in the response and recorded in the request's span.
+pub const REQUEST_ID: &str = "x-request-id";
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -113,7 +128,9 @@ impl auth::KeyStore for AppState {
     info(
         title = "taskledger",
         description = "An event-sourced task backend. Every route under /v1 takes an API key as \
-                       `Authorization: Bearer <key>`; errors are RFC 9457 problem+json."
+                       `Authorization: Bearer <key>`; errors are RFC 9457 problem+json. Every \
+                       response carries `X-Request-Id`: the request's own, or a UUID made for \
+                       it; the service's logs of the request name it."
     ),
     modifiers(&BearerKeys, &SharedResponses),
     tags(
@@ -179,15 +196,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
-    router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    served(router, &state).with_state(state)
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`, for a process without the
@@ -198,13 +211,86 @@ pub fn probes_router(state: AppState) -> Router {
         .routes(routes!(readyz))
         .routes(routes!(metrics::metrics))
         .split_for_parts();
+    served(router.fallback(not_found), &state).with_state(state)
+}
+
+/// `router` in the layers every request passes, outermost first: its
+/// request id and span ([`with_request_spans`]), its latency in `/metrics`
+/// ([`metrics::track`]), and the deadline ([`with_timeout`]) — inside the
+/// other two, so a timed-out request is counted and logged with its 503.
+fn served(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait).layer(
+        axum::middleware::from_fn_with_state(state.clone(), metrics::track),
+    );
+    with_request_spans(router)
+}
+
+/// `router` with a deadline on every handler: one that has not begun its
+/// answer within `timeout` is dropped (as when a client hangs up) and
+/// answered 503 with `Retry-After`, as problem+json. Only the start of the
+/// answer is timed, never its body: the endless event stream, the CSV
+/// export and artifact downloads stream on for as long as they take.
+fn with_timeout<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    timeout: Duration,
+) -> Router<S> {
+    router.layer(
+        ServiceBuilder::new()
+            // tower's timeout, not tower-http's: that one answers with an
+            // empty body, not a problem.
+            .layer(HandleErrorLayer::new(
+                move |_: tower::BoxError| async move {
+                    tracing::warn!(
+                        timeout_seconds = timeout.as_secs_f64(),
+                        "a request found no answer in time"
+                    );
+                    Problem::unavailable(
+                        format!("no answer within {:.0} s; try again", timeout.as_secs_f64()),
+                        1,
+                    )
+                },
+            ))
+            .layer(tower::timeout::TimeoutLayer::new(timeout)),
+    )
+}
+
+/// `router` with a request id on every request ([`REQUEST_ID`]: the
+/// client's, or a UUID) that the response echoes, and a span per request
+/// naming its method, route template and id, so whatever a handler logs
+/// names the request. When a request is answered, its status and latency
+/// are logged at DEBUG (target `tower_http`); failures are logged where
+/// they are handled, not again here.
+fn with_request_spans<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let request_id = header::HeaderName::from_static(REQUEST_ID);
     router
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::DEBUG)
+                        .latency_unit(LatencyUnit::Micros),
+                )
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The span of one request. INFO, so that a handler's warnings and errors
+/// carry the request id under the default filter; it prints nothing itself.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), route, request_id)
 }
 
 /// A pooled connection for a read; 503 when none can be had.
@@ -466,4 +552,90 @@ async fn database_checks(
             source,
         })?;
     Ok((row.get(0), row.get(1), lags))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::body::Body;
+    use axum::response::sse::{Event, Sse};
+    use axum::routing::get;
+    use futures::StreamExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            )
+            .route(
+                "/stream",
+                get(|| async {
+                    let ticks = futures::stream::repeat(()).then(|()| async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, Infallible>(Event::default().data("tick"))
+                    });
+                    Sse::new(ticks)
+                }),
+            );
+        with_request_spans(with_timeout(router, TIMEOUT))
+    }
+
+    fn get_request(path: &str) -> Request {
+        Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_handler_past_the_deadline_is_answered_503_as_a_problem() {
+        let began = std::time::Instant::now();
+        let response = app().oneshot(get_request("/slow")).await.unwrap();
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            responses::PROBLEM_JSON
+        );
+        assert!(response.headers().contains_key(REQUEST_ID));
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_outlives_the_deadline() {
+        let response = app().oneshot(get_request("/stream")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body().into_data_stream();
+        let began = std::time::Instant::now();
+        let mut ticks = 0;
+        while began.elapsed() < TIMEOUT * 3 {
+            let chunk = body.next().await.expect("the stream ended").unwrap();
+            ticks += String::from_utf8_lossy(&chunk)
+                .matches("data: tick")
+                .count();
+        }
+        assert!(ticks >= 6, "{ticks} events in {:?}", began.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_request_id_is_echoed_or_made() {
+        let given = Request::builder()
+            .uri("/stream")
+            .header(REQUEST_ID, "from-the-client-1")
+            .body(Body::empty())
+            .unwrap();
+        let response = app().oneshot(given).await.unwrap();
+        assert_eq!(response.headers()[REQUEST_ID], "from-the-client-1");
+        let response = app().oneshot(get_request("/nowhere")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let made = response.headers()[REQUEST_ID].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
+    }
 }

@@ -24,6 +24,33 @@ async fn healthz_answers_and_readyz_reports_each_check() {
     app.finish().await;
 }
 
+/// Every answer names its request: the client's `X-Request-Id` comes back
+/// as sent, and a request without one is given a UUID, on every route
+/// (an error or an unknown path as well).
+#[tokio::test]
+async fn every_answer_carries_its_request_id() {
+    let app = TestApp::spawn().await;
+    let echoed = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "frontend-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "frontend-7f3a");
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/v1/tasks", 401),
+        ("/no/such/route", 404),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let made = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(made).is_ok(), "{path}: {made}");
+    }
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn readyz_fails_when_the_database_goes_away() {
     let app = TestApp::spawn().await;
@@ -262,6 +289,36 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
         let (series, number) = line.rsplit_once(' ').unwrap();
         assert!(number.parse::<f64>().is_ok(), "{line}");
         assert!(series.starts_with("taskledger_"), "{line}");
+    }
+    app.finish().await;
+}
+
+/// Label values are escaped: a projector's name is whatever text its
+/// checkpoint row holds, and a quote, backslash or newline in it must not
+/// end the label or the line (which would make the whole scrape fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_escape_label_values() {
+    let app = TestApp::spawn().await;
+    let client = app.database.client().await;
+    client
+        .execute(
+            "INSERT INTO projector_checkpoints (projector, version, position) VALUES ($1, 1, 0)",
+            &[&"odd \"name\" \\ with\na newline"],
+        )
+        .await
+        .unwrap();
+    let text = app.metrics().await;
+    assert!(
+        text.contains(
+            r#"taskledger_projection_lag_events{projector="odd \"name\" \\ with\na newline"} "#
+        ),
+        "{text}"
+    );
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        assert!(
+            line.starts_with("taskledger_"),
+            "a label split a line: {line}"
+        );
     }
     app.finish().await;
 }

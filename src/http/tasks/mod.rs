@@ -1,0 +1,625 @@
+//! `/v1/tasks`: submit, list (JSON pages or a CSV export), read one task,
+//! its result and its history, and cancel.
+//!
+//! Writes go through the task aggregate ([`crate::submission`],
+//! [`crate::commands`]); reads come from the `tasks` and `results` read
+//! models, except a task's history and a task as it was (`as_of`,
+//! `at_version`), which are read from the log itself. A write answers with
+//! the task's stream version and the global position of its latest event; a
+//! read given `min_version` (one task) or `min_position` (a list) waits until
+//! the read model shows that much (see [`super::consistency`]).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::{Direction, EventStore, Metadata, StreamId};
+use taskledger_replay::{TaskAtError, Until};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
+use super::consistency::{wait_for, wait_for_position};
+use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
+use super::AppState;
+use super::{connection, database_error};
+use crate::commands::execute;
+use crate::submission::{self, Submission, SubmitError, Submitter};
+
+mod csv;
+mod query;
+mod views;
+
+use self::csv::csv_export;
+pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
+pub use self::query::ListTasksQuery;
+use self::query::{fetch_task, Cursor, TaskFilter};
+pub(crate) use self::views::event_view;
+use self::views::unsigned;
+pub use self::views::{
+    ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
+};
+
+/// The most tasks one JSON page holds.
+pub const MAX_PAGE: u32 = 1_000;
+/// Tasks per page when `limit` is not given.
+pub const DEFAULT_PAGE: u32 = 100;
+/// The most events one history page holds.
+pub const MAX_EVENTS_PAGE: u32 = 1_000;
+
+/// A submission.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskRequest {
+    /// A task kind from the service's configuration.
+    #[schema(example = "url-analysis")]
+    pub kind: String,
+    /// The kind's parameters: strings, numbers or booleans.
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"url": "http://example.test/"}))]
+    pub params: Map<String, Value>,
+    /// The submitting frontend; list and poll by it.
+    #[schema(example = "web-frontend")]
+    pub frontend_id: String,
+    /// The frontend's own id for the task. Submitting the same one again
+    /// returns the same task.
+    pub client_task_id: Option<String>,
+    /// -1000 to 1000, higher first; 0 when left out.
+    #[schema(minimum = -1000, maximum = 1000)]
+    pub priority: Option<i32>,
+    /// 1 to 604800 (7 days); the kind's timeout when left out.
+    #[schema(minimum = 1, maximum = 604_800)]
+    pub timeout_seconds: Option<u64>,
+    /// 1 to 100; the kind's attempts when left out.
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_attempts: Option<u32>,
+    /// Input files by name (`{"page.html": "<sha256>"}`): each a blob
+    /// uploaded with `POST /v1/blobs`, mounted read-only at `/in/{name}`.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
+}
+
+/// A cancellation (the body may be empty).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTaskRequest {
+    /// Why, for the task's history.
+    pub reason: Option<String>,
+}
+
+/// Read-your-writes for one task.
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadTaskQuery {
+    /// Wait until the task shows at least this stream version (the
+    /// `stream_version` of a write).
+    pub min_version: Option<u64>,
+}
+
+/// Reading one task: now (from the read model, optionally waiting for a
+/// version), or as it was (folded from the log).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GetTaskQuery {
+    /// Wait until the task shows at least this stream version (the
+    /// `stream_version` of a write).
+    pub min_version: Option<u64>,
+    /// The task as it was at this instant (RFC 3339; write `+` as `%2B`, or
+    /// use `Z`): its events recorded at or before it, folded from the log.
+    /// Excludes `at_version` and `min_version`.
+    #[param(format = DateTime)]
+    pub as_of: Option<String>,
+    /// The task as it was at this version of its stream, folded from the
+    /// log. Excludes `as_of` and `min_version`.
+    pub at_version: Option<u64>,
+}
+
+/// Paging of a task's history.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskEventsQuery {
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Accepted for symmetry with the other reads; the history is read from
+    /// the log itself, which always holds every acknowledged write.
+    pub min_version: Option<u64>,
+}
+
+/// Submits a task.
+///
+/// Retrying is safe with the same `client_task_id`, or with the same
+/// `Idempotency-Key` header: the retry answers 200 with the task the first
+/// try made (never a second task), or refuses when the request differs.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    tag = "tasks",
+    request_body = SubmitTaskRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false,
+         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "Makes a retry of this submission return the same task (1 to 255 visible ASCII characters, no spaces)")
+    ),
+    responses(
+        (status = 201, description = "The task was created", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
+            headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:write"]))
+)]
+pub async fn submit_task(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<WriteTasks>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SubmitTaskRequest>,
+) -> Result<Response, Problem> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
+            submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
+            Some(key)
+        }
+    };
+    for (input, sha256) in &request.inputs {
+        // A malformed digest is refused by the submission's own checks.
+        if state.blobs.path(sha256).is_some() && !state.blobs.contains(sha256).await {
+            return Err(submit_problem(submission::SubmitError::Kind(
+                crate::config::KindError::MissingBlob {
+                    input: input.clone(),
+                    sha256: sha256.clone(),
+                },
+            )));
+        }
+    }
+    let submitted = submission::submit(
+        &state.store,
+        &state.config,
+        Submission {
+            kind: request.kind,
+            params: request.params,
+            frontend_id: request.frontend_id,
+            client_task_id: request.client_task_id,
+            priority: request.priority,
+            timeout_seconds: request.timeout_seconds,
+            max_attempts: request.max_attempts,
+            inputs: request.inputs,
+        },
+        Submitter {
+            key_id: caller.key_id,
+            idempotency_key,
+        },
+        now(),
+    )
+    .await
+    .map_err(submit_problem)?;
+    let view = TaskView::from_task(
+        &submitted.task,
+        submitted.stream_version,
+        submitted.position,
+    );
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location =
+        HeaderValue::try_from(format!("/v1/tasks/{}", view.id)).map_err(|_| Problem::internal())?;
+    Ok((status, [(header::LOCATION, location)], ApiJson(view)).into_response())
+}
+
+/// Lists tasks, newest first, as JSON pages or (with `Accept: text/csv`) as
+/// one CSV export of every matching task.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    params(ListTasksQuery),
+    responses(
+        (status = 200, description = "A page of tasks, or the CSV export", content(
+            (TaskPage = "application/json"),
+            (String = "text/csv")
+        )),
+        Authenticated,
+        (status = 400, description = "A malformed filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        ReadWait,
+    ),
+    security(("api_key" = ["tasks:read"]))
+)]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    _: Authorized<ReadTasks>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<ListTasksQuery>,
+) -> Result<Response, Problem> {
+    let filter = Arc::new(TaskFilter::parse(&query)?);
+    let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
+    let csv = wants_csv(&headers);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if csv && limit == 0 {
+        return Err(Problem::bad_request("limit must be 1 or more"));
+    }
+    if !csv && !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}; got {limit}"
+        )));
+    }
+    if let Some(position) = query.min_position {
+        wait_for_position(&state, "tasks", position).await?;
+    }
+    if csv {
+        return Ok(csv_export(state, filter, cursor, query.limit));
+    }
+    // One more than asked, to know whether another page follows.
+    let mut items = filter
+        .page(&state, cursor.as_ref(), i64::from(limit) + 1)
+        .await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|task| Cursor::after(task).to_string())
+    } else {
+        None
+    };
+    Ok(ApiJson(TaskPage { items, next_cursor }).into_response())
+}
+
+/// Reads one task: as it is now (from the read model), or, with `as_of` or
+/// `at_version`, as it was then (folded from its events in the log, for
+/// auditors).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
+    responses(
+        (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
+        Authenticated,
+        ReadWait,
+        (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at_version` or `min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
+)]
+pub async fn get_task(
+    State(state): State<AppState>,
+    _: Authorized<ReadHistory>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<GetTaskQuery>,
+) -> Result<ApiJson<TaskView>, Problem> {
+    let task_id = parse_task_id(&id)?;
+    let until = match (&query.as_of, query.at_version, query.min_version) {
+        (None, None, min_version) => {
+            return read_task(&state, task_id, min_version).await.map(ApiJson)
+        }
+        (Some(text), None, None) => Until::Instant(
+            DateTime::parse_from_rfc3339(text)
+                .map(|instant| instant.with_timezone(&Utc))
+                .map_err(|error| {
+                    Problem::bad_request(format!(
+                        "as_of {text:?} is not an RFC 3339 instant ({error}); \
+                         write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
+                    ))
+                })?,
+        ),
+        (None, Some(version), None) => Until::Version(version),
+        _ => {
+            let given: Vec<&str> = [
+                ("as_of", query.as_of.is_some()),
+                ("at_version", query.at_version.is_some()),
+                ("min_version", query.min_version.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect();
+            return Err(Problem::bad_request(format!(
+                "{} exclude each other; give at most one",
+                given.join(" and ")
+            )));
+        }
+    };
+    let at = taskledger_replay::task_at(&state.store, task_id, until)
+        .await
+        .map_err(|error| match error {
+            error @ (TaskAtError::NoSuchTask(_) | TaskAtError::NotYet { .. }) => {
+                Problem::not_found(error.to_string())
+            }
+            error @ TaskAtError::BeyondStream { .. } => Problem::unprocessable(error.to_string()),
+            error @ TaskAtError::Unreadable { .. } => {
+                tracing::error!(%error, "a task's history cannot be folded");
+                Problem::internal()
+            }
+            TaskAtError::Store(error) => {
+                tracing::error!(%error, task = %task_id, "reading a task's history failed");
+                Problem::unavailable("the event store cannot be read right now", 1)
+            }
+        })?;
+    Ok(ApiJson(TaskView::from_task(
+        &at.task,
+        at.version,
+        at.position,
+    )))
+}
+
+/// Reads a succeeded task's result document and the list of its files.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/result",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
+    responses(
+        (status = 200, description = "The result", body = ResultView),
+        Authenticated,
+        ReadWait,
+        Malformed,
+        (status = 404, description = "No such task, or it has not succeeded", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]))
+)]
+pub async fn get_result(
+    State(state): State<AppState>,
+    _: Authorized<ReadTasks>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ReadTaskQuery>,
+) -> Result<ApiJson<ResultView>, Problem> {
+    let task_id = parse_task_id(&id)?;
+    let task = read_task(&state, task_id, query.min_version).await?;
+    let client = connection(&state).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT attempt, result, exit_code, artifacts, finished_at FROM results
+             WHERE task_id = $1 AND status = 'succeeded'",
+        )
+        .await
+        .map_err(database_error("preparing a result read"))?;
+    let row = client
+        .query_opt(&statement, &[&task_id.0])
+        .await
+        .map_err(database_error("reading a result"))?;
+    let Some(row) = row else {
+        let status = TaskStatus::from(task.status);
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-result",
+            "No result",
+            format!(
+                "task {} is {status}; only a succeeded task has a result (a failed task's logs are \
+                 listed at /v1/tasks/{}/artifacts)",
+                task_id.short(),
+                task_id.0
+            ),
+        ));
+    };
+    let artifacts: Vec<ArtifactView> = serde_json::from_value(row.get("artifacts"))
+        .map_err(|error| {
+            tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
+            Problem::internal()
+        })?;
+    Ok(ApiJson(ResultView {
+        task_id: task_id.0,
+        attempt: unsigned(row.get::<_, i32>("attempt")),
+        result: row.get("result"),
+        exit_code: row.get("exit_code"),
+        artifacts,
+        finished_at: row.get("finished_at"),
+    }))
+}
+
+/// Cancels a queued or running task (a running task's container is stopped
+/// by its runner).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id")),
+    request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The task, canceled", body = TaskView),
+        Authenticated,
+        JsonBody,
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already finished, or it kept changing", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:write"]))
+)]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<WriteTasks>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Result<ApiJson<TaskView>, Problem> {
+    let task_id = parse_task_id(&id)?;
+    let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
+    let command = TaskCommand::Cancel(CancelTask {
+        task_id,
+        reason: request.reason,
+        canceled_at: now(),
+    });
+    let metadata = Metadata {
+        actor: Some(caller.key_id.to_string()),
+        ..Metadata::default()
+    };
+    let executed = execute::<Tasks>(
+        &state.store,
+        &task_id.stream_id(),
+        command,
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await?;
+    let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
+    Ok(ApiJson(TaskView::from_task(
+        task,
+        executed.stream_version,
+        executed.position,
+    )))
+}
+
+/// A task's history, oldest first, read from the log (for auditors).
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/events",
+    tag = "tasks",
+    params(("id" = Uuid, Path, description = "The task's id"), TaskEventsQuery),
+    responses(
+        (status = 200, description = "A page of the task's events", body = EventPage),
+        Authenticated,
+        Malformed,
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
+)]
+pub async fn task_events(
+    State(state): State<AppState>,
+    _: Authorized<ReadHistory>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TaskEventsQuery>,
+) -> Result<ApiJson<EventPage>, Problem> {
+    let task_id = parse_task_id(&id)?;
+    let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
+    let after: u64 = match query.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => cursor.parse().map_err(|_| bad_cursor())?,
+    };
+    if after == u64::MAX {
+        return Err(bad_cursor());
+    }
+    let page = stream_page(&state, &task_id.stream_id(), after, query.limit).await?;
+    if page.items.is_empty() && after == 0 {
+        return Err(not_found(task_id));
+    }
+    Ok(ApiJson(page))
+}
+
+/// One page of a stream's events after stream version `after` (which must
+/// be below `u64::MAX`): at most `limit` (1 to [`MAX_EVENTS_PAGE`], default
+/// [`DEFAULT_PAGE`]) events as stored, with the next page's cursor when
+/// more follow. Serves a task's history and the auditors' any-stream read.
+pub(crate) async fn stream_page(
+    state: &AppState,
+    stream_id: &StreamId,
+    after: u64,
+    limit: Option<u32>,
+) -> Result<EventPage, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
+        )));
+    }
+    // One more than asked, to know whether another page follows.
+    let mut events = state
+        .store
+        .read_stream(stream_id, after + 1, Direction::Forward, limit as usize + 1)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, stream = %stream_id, "reading a stream failed");
+            Problem::unavailable("the event store cannot be read right now", 1)
+        })?;
+    let next_cursor = if events.len() > limit as usize {
+        events.truncate(limit as usize);
+        events.last().map(|event| event.version.to_string())
+    } else {
+        None
+    };
+    Ok(EventPage {
+        items: events.into_iter().map(event_view).collect(),
+        next_cursor,
+    })
+}
+
+/// The current instant at the database's precision (microseconds), so what
+/// a command answers equals what the read model later shows.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub(crate) fn parse_task_id(id: &str) -> Result<TaskId, Problem> {
+    Uuid::parse_str(id)
+        .map(TaskId)
+        .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))
+}
+
+fn not_found(task_id: TaskId) -> Problem {
+    Problem::not_found(format!("task {task_id} does not exist"))
+}
+
+/// The task from the read model; with `min_version`, once it shows at least
+/// that version.
+async fn read_task(
+    state: &AppState,
+    task_id: TaskId,
+    min_version: Option<u64>,
+) -> Result<TaskView, Problem> {
+    let Some(min_version) = min_version else {
+        return fetch_task(state, task_id)
+            .await?
+            .ok_or_else(|| not_found(task_id));
+    };
+    let shows = |task: &TaskView| task.stream_version >= min_version;
+    if let Some(task) = fetch_task(state, task_id).await?.filter(shows) {
+        return Ok(task);
+    }
+    // Waiting for a version the task will never have is the caller's
+    // mistake, not the service's lag: the log says which, at once.
+    let newest = state
+        .store
+        .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, task = %task_id, "reading a task's stream failed");
+            Problem::unavailable("the event store cannot be read right now", 1)
+        })?;
+    match newest.first().map(|event| event.version) {
+        None => return Err(not_found(task_id)),
+        Some(version) if version < min_version => {
+            return Err(Problem::unprocessable(format!(
+                "min_version {min_version} is beyond task {task_id}, which is at version {version}"
+            )))
+        }
+        Some(_) => {}
+    }
+    wait_for(
+        state,
+        || format!("version {min_version} of task {task_id}"),
+        || async { Ok(fetch_task(state, task_id).await?.filter(shows)) },
+    )
+    .await
+}
+
+fn submit_problem(error: SubmitError) -> Problem {
+    match error {
+        SubmitError::Kind(error) => Problem::unprocessable(error.to_string()),
+        error @ SubmitError::IdempotencyKeyReused { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            error.to_string(),
+        ),
+        error @ SubmitError::ClientTaskIdTaken { .. } => Problem::conflict(error.to_string()),
+        SubmitError::Command(error) => error.into(),
+    }
+}

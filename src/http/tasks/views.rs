@@ -1,0 +1,312 @@
+//! What `/v1/tasks` answers with: a task, its result and files, its
+//! progress and status, and the events of its history, with their
+//! conversions from the aggregate, the read model's rows and the log.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use taskledger_events::task::{Task, TaskStatus};
+use taskledger_events::RecordedEvent;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::http::problem::Problem;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs an attempt.
+    Running,
+    /// Succeeded (final).
+    Succeeded,
+    /// Failed with no attempt left (final).
+    Failed,
+    /// Ran past its timeout (final).
+    TimedOut,
+    /// Canceled (final).
+    Canceled,
+}
+
+impl Status {
+    pub(super) const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Canceled,
+    ];
+
+    pub(super) fn as_str(self) -> &'static str {
+        TaskStatus::from(self).as_str()
+    }
+
+    pub(super) fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+impl From<TaskStatus> for Status {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Queued => Self::Queued,
+            TaskStatus::Running => Self::Running,
+            TaskStatus::Succeeded => Self::Succeeded,
+            TaskStatus::Failed => Self::Failed,
+            TaskStatus::TimedOut => Self::TimedOut,
+            TaskStatus::Canceled => Self::Canceled,
+        }
+    }
+}
+
+impl From<Status> for TaskStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Queued => Self::Queued,
+            Status::Running => Self::Running,
+            Status::Succeeded => Self::Succeeded,
+            Status::Failed => Self::Failed,
+            Status::TimedOut => Self::TimedOut,
+            Status::Canceled => Self::Canceled,
+        }
+    }
+}
+
+/// The latest progress its running attempt reported.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ProgressView {
+    /// 0 to 100, when known.
+    pub percent: Option<f64>,
+    /// What it is doing.
+    pub message: Option<String>,
+}
+
+/// A task.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TaskView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its kind.
+    pub kind: String,
+    /// Where it is in its life.
+    pub status: Status,
+    /// The frontend that submitted it.
+    pub frontend_id: String,
+    /// The frontend's own id for it.
+    pub client_task_id: Option<String>,
+    /// Its parameters, as submitted.
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    /// Its input files: name → SHA-256 of the uploaded blob.
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How long one attempt may run.
+    pub timeout_seconds: u64,
+    /// Attempts it gets in all.
+    pub max_attempts: u32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The worker running (or that last ran) it.
+    pub worker_id: Option<String>,
+    /// The running attempt's latest progress.
+    pub progress: Option<ProgressView>,
+    /// Why it failed, timed out, was canceled, or why its last attempt was
+    /// retried.
+    pub error: Option<String>,
+    /// The last finished attempt's exit code.
+    pub exit_code: Option<i32>,
+    /// When it was submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// The API key that submitted it.
+    pub submitted_by: Option<String>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its stream's version: pass it as `min_version` to read your write.
+    pub stream_version: u64,
+    /// The global position of its latest event: pass it as `min_position`
+    /// to a list to read your write.
+    pub position: u64,
+}
+
+impl TaskView {
+    /// The view of a task folded from its stream. Equal to what the `tasks`
+    /// projection holds once it has reached `stream_version`: the fields the
+    /// projection derives (the error of a canceled or timed-out task, the
+    /// worker of a queued or canceled one) come from the same derivation
+    /// ([`Task::shown_error`], [`Task::shown_worker_id`]).
+    pub fn from_task(task: &Task, stream_version: u64, position: u64) -> Self {
+        Self {
+            id: task.id.0,
+            kind: task.kind.clone(),
+            status: task.status.into(),
+            frontend_id: task.frontend_id.clone(),
+            client_task_id: task.client_task_id.clone(),
+            params: task.params.clone(),
+            inputs: task.inputs.clone(),
+            priority: task.priority,
+            timeout_seconds: task.timeout_seconds,
+            max_attempts: task.max_attempts,
+            attempts: task.attempts_started,
+            worker_id: task.shown_worker_id().map(str::to_owned),
+            progress: task.progress.as_ref().map(|progress| ProgressView {
+                percent: progress.percent,
+                message: progress.message.clone(),
+            }),
+            error: task.shown_error(),
+            exit_code: task.exit_code,
+            submitted_at: task.submitted_at,
+            submitted_by: task.submitted_by.clone(),
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+            stream_version,
+            position,
+        }
+    }
+
+    pub(super) fn from_row(row: &Row) -> Result<Self, Problem> {
+        let status: String = row.get("status");
+        let status = Status::parse(&status).ok_or_else(|| {
+            tracing::error!(%status, "the tasks read model holds an unknown status");
+            Problem::internal()
+        })?;
+        let params = match row.get::<_, Value>("params") {
+            Value::Object(params) => params,
+            _ => Map::new(),
+        };
+        let percent: Option<f64> = row.get("progress_percent");
+        let message: Option<String> = row.get("progress_message");
+        Ok(Self {
+            id: row.get("task_id"),
+            kind: row.get("kind"),
+            status,
+            frontend_id: row.get("frontend_id"),
+            client_task_id: row.get("client_task_id"),
+            params,
+            inputs: serde_json::from_value(row.get::<_, Value>("inputs")).unwrap_or_default(),
+            priority: row.get("priority"),
+            timeout_seconds: unsigned(row.get::<_, i64>("timeout_seconds")),
+            max_attempts: unsigned(row.get::<_, i32>("max_attempts")),
+            attempts: unsigned(row.get::<_, i32>("attempts")),
+            worker_id: row.get("worker_id"),
+            progress: (percent.is_some() || message.is_some())
+                .then_some(ProgressView { percent, message }),
+            error: row.get("error"),
+            exit_code: row.get("exit_code"),
+            submitted_at: row.get("submitted_at"),
+            submitted_by: row.get("submitted_by"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+            stream_version: unsigned(row.get::<_, i64>("stream_version")),
+            position: unsigned(row.get::<_, i64>("last_position")),
+        })
+    }
+}
+
+/// A database integer that is never negative (the projection writes only
+/// counts, versions and positions there).
+pub(super) fn unsigned<I, U>(value: I) -> U
+where
+    U: TryFrom<I> + Default,
+{
+    U::try_from(value).unwrap_or_default()
+}
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskPage {
+    /// The tasks.
+    pub items: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A file a task produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactView {
+    /// Its name (unique within the task).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its content, hexadecimal.
+    pub sha256: String,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// A succeeded task's result.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ResultView {
+    /// The task.
+    pub task_id: Uuid,
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// The result document (`/out/result.json`).
+    #[schema(value_type = Object)]
+    pub result: Value,
+    /// The container's exit code.
+    pub exit_code: i32,
+    /// The files it produced.
+    pub artifacts: Vec<ArtifactView>,
+    /// When the attempt finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// One event as stored (a task's history, a stream, the global order).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// Its place in the global order.
+    pub position: u64,
+    /// The stream it belongs to (`task-…`, `apikey-…`, …).
+    pub stream_id: String,
+    /// Its place in its stream, from 1.
+    pub version: u64,
+    /// Its id.
+    pub event_id: Uuid,
+    /// Its type, e.g. `TaskSubmitted`.
+    pub event_type: String,
+    /// The schema version it was read as (after upcasting).
+    pub schema_version: u32,
+    /// Its fields.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Who and what caused it.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// When it was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// The hash chain's value at this event, hexadecimal.
+    pub hash: String,
+}
+
+/// A page of events, oldest first (a task's history, a stream, the global
+/// order).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The events.
+    pub items: Vec<EventView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An event as the API shows it (the stored envelope, hash in hex).
+pub(crate) fn event_view(event: RecordedEvent) -> EventView {
+    EventView {
+        position: event.global_position,
+        stream_id: event.stream_id,
+        version: event.version,
+        event_id: event.event_id,
+        event_type: event.event_type,
+        schema_version: event.schema_version,
+        data: event.data,
+        metadata: serde_json::to_value(&event.metadata).unwrap_or(Value::Null),
+        recorded_at: event.recorded_at,
+        hash: hex::encode(event.hash),
+    }
+}

@@ -8,7 +8,8 @@
 #   3. pytools    scripts/pytools.sh: the pinned Python tools of the OpenAPI tests
 #                 (openapi-spec-validator, schemathesis, openapi-python-client) in a
 #                 cached venv, exported to the tests as TASKLEDGER_PYTOOLS
-#   4. cleanup    drop leftover tl_test_* databases from interrupted runs
+#   4. cleanup    drop leftover tl_test_* databases from interrupted runs (those
+#                 no session is connected to, so a suite running beside keeps its own)
 #                 (tl_template_* templates are kept)
 #   5. fmt        cargo fmt --all -- --check
 #   6. clippy     cargo clippy --workspace --all-targets -- -D warnings
@@ -105,7 +106,10 @@ install_pytools() {
 
 drop_stale_test_databases() {
   local -a psql=(psql -X -w -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
-  local sel="FROM pg_database WHERE datname LIKE 'tl\\_test\\_%'"
+  # Only databases nobody is connected to: a suite running beside this one
+  # (another checkout, another session) keeps its own.
+  local sel="FROM pg_database d WHERE d.datname LIKE 'tl\\_test\\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)"
   local names
   names=$(PGCONNECT_TIMEOUT=10 "${psql[@]}" -Atc "SELECT datname $sel ORDER BY datname")
   if [[ -z $names ]]; then

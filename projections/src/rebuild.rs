@@ -257,6 +257,12 @@ pub async fn rebuild(
             }
         }
     }
+    // Released here, not only when the connection's backend exits after the
+    // drop below: a rebuild started right after this one must not find the
+    // lock still held and be refused as busy.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&rebuild_lock_key(name)])
+        .await;
     result
 }
 

@@ -18,7 +18,7 @@ use taskledger_events::apikey::Scope;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
-use crate::running::{amqp_url, BROKER};
+use crate::running::{amqp_url, delete_topology, BROKER};
 
 const IMAGE: &str = "taskledger-test-busybox:latest";
 
@@ -459,20 +459,7 @@ memory_mb = 64
     for app in apps {
         app.finish().await;
     }
-    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let kinds: Vec<String> = FileConfig::parse(&config)
-        .unwrap()
-        .kinds
-        .keys()
-        .cloned()
-        .collect();
-    Topology::new(prefix)
-        .delete(&channel, &kinds)
-        .await
-        .unwrap();
+    delete_topology(&prefix, &FileConfig::parse(&config).unwrap()).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use taskledger_events::testing::TestDatabase;
 
-use crate::running::{amqp_url, BROKER};
+use crate::running::{amqp_url, delete_topology, BROKER};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
 
@@ -135,20 +135,7 @@ async fn the_readme_quick_start_works_as_written() {
         "PostgreSQL notices are not logged: {server_log}"
     );
 
-    let connection =
-        taskledger::adapters::rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
-            .await
-            .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let kinds: Vec<String> = taskledger::config::FileConfig::builtin()
-        .kinds
-        .keys()
-        .cloned()
-        .collect();
-    taskledger::adapters::rabbitmq::Topology::new(prefix)
-        .delete(&channel, &kinds)
-        .await
-        .unwrap();
+    delete_topology(&prefix, &taskledger::config::FileConfig::builtin()).await;
     database.drop_database().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }

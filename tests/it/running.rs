@@ -32,6 +32,21 @@ use uuid::Uuid;
 /// so the restart happens while none of them runs.
 pub(crate) static BROKER: RwLock<()> = RwLock::const_new(());
 
+/// Deletes the exchanges and queues a test declared under `prefix` for the
+/// kinds of `config`.
+pub(crate) async fn delete_topology(prefix: &str, config: &FileConfig) {
+    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let kinds: Vec<String> = config.kinds.keys().cloned().collect();
+    Topology::new(prefix)
+        .delete(&channel, &kinds)
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}
+
 pub(crate) fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -228,13 +243,7 @@ impl Cluster {
             let _ = handle.await;
         }
         self.stop_relay().await;
-        let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
-            .await
-            .unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let kinds: Vec<String> = self.config.kinds.keys().cloned().collect();
-        self.topology.delete(&channel, &kinds).await.unwrap();
-        let _ = connection.close(200, "done".into()).await;
+        delete_topology(self.topology.prefix(), &self.config).await;
         let _ = std::fs::remove_dir_all(&self.blobs);
         self.database.drop_database().await;
     }
@@ -902,20 +911,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     app.finish().await;
-    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-cleanup")
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let kinds: Vec<String> = FileConfig::parse(&kinds())
-        .unwrap()
-        .kinds
-        .keys()
-        .cloned()
-        .collect();
-    Topology::new(prefix)
-        .delete(&channel, &kinds)
-        .await
-        .unwrap();
+    delete_topology(&prefix, &FileConfig::parse(&kinds()).unwrap()).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

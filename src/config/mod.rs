@@ -362,12 +362,7 @@ impl TaskKind {
         anyhow::ensure!(self.pids_limit >= 1, "pids_limit must be at least 1");
         for input in self.required_inputs.iter().chain(&self.optional_inputs) {
             anyhow::ensure!(
-                !input.is_empty()
-                    && input.len() <= 100
-                    && input.starts_with(|c: char| c.is_ascii_alphanumeric())
-                    && input
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                taskledger_events::task::is_input_name(input),
                 "input name {input:?} must be a plain file name (letters, digits, '.', '_', '-'; at most 100 bytes)"
             );
         }

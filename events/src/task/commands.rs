@@ -35,6 +35,17 @@ pub const MAX_INPUTS: usize = 16;
 /// The longest input file name, in bytes.
 pub const MAX_INPUT_NAME_BYTES: usize = 100;
 
+/// Whether `name` may name an input file (it becomes `/in/{name}`): 1 to
+/// [`MAX_INPUT_NAME_BYTES`] bytes, a letter or digit first, then letters,
+/// digits, `.`, `_` or `-`. Submissions and kinds' declarations alike.
+pub fn is_input_name(name: &str) -> bool {
+    name.len() <= MAX_INPUT_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Any command to a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskCommand {

@@ -382,15 +382,7 @@ fn check_inputs(inputs: &std::collections::BTreeMap<String, String>) -> Result<(
         )));
     }
     for (name, sha256) in inputs {
-        let plain = name.len() <= MAX_INPUT_NAME_BYTES
-            && name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !plain {
+        if !super::commands::is_input_name(name) {
             return Err(Refusal::invalid(format!(
                 "input name {name:?} must be 1 to {MAX_INPUT_NAME_BYTES} letters, digits, \
                      '.', '_' or '-', starting with a letter or digit"

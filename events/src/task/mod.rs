@@ -47,8 +47,8 @@ mod state;
 mod tests;
 
 pub use commands::{
-    Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask, StartTask,
-    SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
+    is_input_name, Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask,
+    StartTask, SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
     MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
     MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };

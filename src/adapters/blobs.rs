@@ -40,30 +40,27 @@ impl BlobStore {
         }
     }
 
-    /// Whether `bytes` are stored already.
-    ///
-    /// # Errors
-    /// When the directory cannot be read.
-    pub async fn contains_bytes(&self, bytes: &[u8]) -> io::Result<bool> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        let path = self
-            .path(&sha256)
-            .expect("a hex digest is always a valid blob name");
-        tokio::fs::try_exists(&path).await
-    }
-
     /// Stores `bytes`; their SHA-256 (hexadecimal). Written to a temporary
     /// file, synced and renamed, so a blob is either whole or absent.
     ///
     /// # Errors
     /// When the directory cannot be written.
     pub async fn put(&self, bytes: &[u8]) -> io::Result<String> {
+        self.store(bytes).await.map(|(sha256, _)| sha256)
+    }
+
+    /// Stores `bytes` as [`BlobStore::put`] does; their SHA-256 and whether
+    /// they were new (`false`: the same bytes were stored before).
+    ///
+    /// # Errors
+    /// When the directory cannot be written.
+    pub async fn store(&self, bytes: &[u8]) -> io::Result<(String, bool)> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let path = self
             .path(&sha256)
             .expect("a hex digest is always a valid blob name");
         if tokio::fs::try_exists(&path).await? {
-            return Ok(sha256);
+            return Ok((sha256, false));
         }
         let directory = path.parent().unwrap_or(Path::new("."));
         tokio::fs::create_dir_all(directory).await?;
@@ -78,7 +75,7 @@ impl BlobStore {
         if written.is_err() {
             let _ = tokio::fs::remove_file(&temporary).await;
         }
-        written.map(|()| sha256)
+        written.map(|()| (sha256, true))
     }
 }
 

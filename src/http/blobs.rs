@@ -61,24 +61,14 @@ pub async fn upload_blob(
                 format!("an input file may be at most {MAX_BLOB_BYTES} bytes"),
             )
         })?;
-    let existed = match state.blobs.contains_bytes(&bytes).await {
-        Ok(existed) => existed,
-        Err(error) => {
-            tracing::error!(%error, "checking the blob store failed");
-            return Err(Problem::unavailable(
-                "the blob store cannot be read right now",
-                1,
-            ));
-        }
-    };
-    let sha256 = state.blobs.put(&bytes).await.map_err(|error| {
+    let (sha256, new) = state.blobs.store(&bytes).await.map_err(|error| {
         tracing::error!(%error, "storing an uploaded blob failed");
         Problem::unavailable("the blob store cannot be written right now", 1)
     })?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+    let status = if new {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     let view = BlobView {
         sha256,

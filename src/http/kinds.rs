@@ -78,15 +78,12 @@ impl KindView {
             defaults: kind
                 .defaults
                 .iter()
+                // Scalars only (the kind's check refuses anything else).
                 .map(|(name, value)| {
-                    let value = match value {
-                        toml::Value::String(text) => Value::String(text.clone()),
-                        toml::Value::Integer(number) => Value::from(*number),
-                        toml::Value::Float(number) => Value::from(*number),
-                        toml::Value::Boolean(flag) => Value::Bool(*flag),
-                        other => Value::String(other.to_string()),
-                    };
-                    (name.clone(), value)
+                    (
+                        name.clone(),
+                        serde_json::to_value(value).unwrap_or(Value::Null),
+                    )
                 })
                 .collect(),
             required_inputs: kind.required_inputs.clone(),

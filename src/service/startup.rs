@@ -335,33 +335,21 @@ async fn first_key_hint(store: &PgEventStore, settings: &Settings) {
         .await
         .is_ok_and(|row| row.is_none());
     if none {
+        // The database is named the way every command names it (host, port
+        // and name, never the password).
         let database = if settings.database_url == crate::config::settings::DEFAULT_DATABASE_URL {
             String::new()
         } else {
             format!(
-                "DATABASE_URL='{}' ",
-                redact_password(&settings.database_url)
+                "\n\nwith DATABASE_URL set as for this service (database {})",
+                database::describe_url(&settings.database_url)
             )
         };
         tracing::warn!(
             "this installation has no API keys yet. Make the first admin key with:\n\n    \
-             {database}taskledger keys create --name admin --scopes admin\n\n\
+             taskledger keys create --name admin --scopes admin{database}\n\n\
              (it prints the key once, on its last line)"
         );
-    }
-}
-
-/// A database URL fit for a log line: any password replaced by `***`.
-fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -26,19 +26,27 @@
 //!
 //! Progress is reported to a callback and recorded in
 //! `projection_rebuilds`, which every process can read ([`rebuilds`]).
+//!
+//! Here: the options, the errors, and the build (step 1) with its shadow
+//! schema; the catch-up and swap (steps 2 and 3) are in `swap.rs`, progress
+//! reporting and recording in `progress.rs`, the listing of recorded
+//! rebuilds in `status.rs`.
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::{EventStore, RecordedEvent};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use crate::runtime::{
-    ensure_checkpoint, held_locks, lock_key, to_i64, AbortOnDrop, Checkpoint, Projector,
-    ProjectorError,
+    connect, ensure_checkpoint, lock_key, try_lock, Checkpoint, Projector, ProjectorError,
 };
+
+mod progress;
+mod status;
+mod swap;
+
+pub use progress::{RebuildProgress, RebuildReport};
+pub use status::{rebuilds, RebuildStatus};
 
 /// Tuning for [`rebuild`].
 #[derive(Debug, Clone)]
@@ -62,111 +70,6 @@ impl Default for RebuildOptions {
             swap_attempts: 10,
             progress_every: Duration::from_secs(1),
         }
-    }
-}
-
-/// Where a rebuild is, for progress output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RebuildProgress {
-    /// The projection.
-    pub name: &'static str,
-    /// The version being built.
-    pub version: u32,
-    /// `building` or `swapping`.
-    pub phase: &'static str,
-    /// Events applied to the new tables (their global position).
-    pub position: u64,
-    /// The log's head as last read.
-    pub head: u64,
-    /// Since the rebuild began.
-    pub elapsed: Duration,
-}
-
-impl RebuildProgress {
-    /// Events applied per second so far.
-    pub fn events_per_s(&self) -> f64 {
-        rate(self.position, self.elapsed)
-    }
-
-    /// Time left at the rate so far, when there is a rate.
-    pub fn eta(&self) -> Option<Duration> {
-        let rate = self.events_per_s();
-        (rate > 0.0)
-            .then(|| Duration::from_secs_f64(self.head.saturating_sub(self.position) as f64 / rate))
-    }
-}
-
-impl std::fmt::Display for RebuildProgress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let percent = if self.head == 0 {
-            100.0
-        } else {
-            self.position as f64 * 100.0 / self.head as f64
-        };
-        if self.phase == "swapping" {
-            // The last events are applied inside the swap itself: no rate
-            // to report, and "0/147 (0%)" would only alarm.
-            return write!(
-                f,
-                "{} v{} swapping: built up to {} of {} events; applying the rest and swapping the tables in",
-                self.name, self.version, self.position, self.head
-            );
-        }
-        write!(
-            f,
-            "{} v{} {}: {}/{} events ({percent:.0}%) {:.0} events/s",
-            self.name,
-            self.version,
-            self.phase,
-            self.position,
-            self.head,
-            self.events_per_s()
-        )?;
-        if let Some(eta) = self.eta() {
-            write!(f, " ETA {:.0}s", eta.as_secs_f64().ceil())?;
-        }
-        Ok(())
-    }
-}
-
-/// What a finished rebuild did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RebuildReport {
-    /// The projection.
-    pub name: &'static str,
-    /// The version now live.
-    pub version: u32,
-    /// The checkpoint the new tables went live at.
-    pub position: u64,
-    /// Start to swap.
-    pub elapsed: Duration,
-    /// Swap attempts it took (more than one when readers held it up).
-    pub swap_attempts: u32,
-}
-
-impl RebuildReport {
-    /// Events applied per second, start to swap.
-    pub fn events_per_s(&self) -> f64 {
-        rate(self.position, self.elapsed)
-    }
-}
-
-impl std::fmt::Display for RebuildReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "rebuilt {} v{}: {} events in {:.1}s ({:.0} events/s), swapped in at position {}",
-            self.name,
-            self.version,
-            self.position,
-            self.elapsed.as_secs_f64(),
-            self.events_per_s(),
-            self.position
-        )?;
-        if self.swap_attempts > 1 {
-            write!(f, " after {} swap attempts", self.swap_attempts)?;
-        }
-        Ok(())
     }
 }
 
@@ -215,16 +118,8 @@ pub async fn rebuild(
 ) -> Result<RebuildReport, RebuildError> {
     let name = projector.name();
     let version = projector.version();
-    let (mut client, connection) = store.config().connect(NoTls).await?;
-    let _connection = AbortOnDrop::new(tokio::spawn(connection));
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&rebuild_lock_key(name)],
-        )
-        .await?
-        .get(0);
-    if !locked {
+    let (mut client, _connection) = connect(store).await?;
+    if !try_lock(&client, rebuild_lock_key(name)).await? {
         return Err(RebuildError::Busy);
     }
     let mut build = Build {
@@ -276,17 +171,7 @@ struct Build {
 }
 
 impl Build {
-    fn progress(&self, phase: &'static str) -> RebuildProgress {
-        RebuildProgress {
-            name: self.name,
-            version: self.version,
-            phase,
-            position: self.position,
-            head: self.head,
-            elapsed: self.began.elapsed(),
-        }
-    }
-
+    /// Steps 1 to 4 (see the module documentation), under the rebuild lock.
     async fn run(
         &mut self,
         store: &PgEventStore,
@@ -315,36 +200,8 @@ impl Build {
             ))
             .await?;
         client.batch_execute(projector.schema()).await?;
-        let batch = options.batch_size.max(1);
-        self.head = head(store).await?;
-        progress(&self.progress("building"));
-        let mut last_report = Instant::now();
-        let mut next = read_ahead(store, 0, batch);
-        loop {
-            if self.position + batch as u64 >= self.head {
-                self.head = head(store).await?;
-                if self.position + batch as u64 >= self.head {
-                    break;
-                }
-            }
-            let events = (&mut next)
-                .await
-                .map_err(|error| RebuildError::Store(error.to_string()))??;
-            let Some(last) = events.last().map(|e| e.global_position) else {
-                break;
-            };
-            next = read_ahead(store, last, batch);
-            let tx = client.transaction().await?;
-            projector.apply(&tx, &events).await?;
-            tx.commit().await?;
-            self.position = last;
-            if last_report.elapsed() >= options.progress_every {
-                last_report = Instant::now();
-                progress(&self.progress("building"));
-                self.record(client, "building", None).await?;
-            }
-        }
-        next.abort();
+        self.copy(store, client, projector, options, progress)
+            .await?;
 
         // 2 and 3. Catch up and swap in one transaction.
         client
@@ -361,36 +218,9 @@ impl Build {
         client.batch_execute(&analyze).await?;
         progress(&self.progress("swapping"));
         self.record(client, "swapping", None).await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let built = self.position;
-            match self
-                .swap(store, client, projector, options, &shadow, &retired)
-                .await
-            {
-                Ok(()) => break,
-                Err(RebuildError::Database(error)) if swap_may_retry(&error) => {
-                    if attempt >= options.swap_attempts {
-                        return Err(RebuildError::SwapStarved(attempt));
-                    }
-                    // Rolled back: the shadow is where it was before. Catch
-                    // up outside the swap (committed), so the next attempt
-                    // has less to do under its locks.
-                    self.position = built;
-                    tracing::info!(
-                        projector = name,
-                        attempt,
-                        %error,
-                        "the swap could not take its locks in time; catching up and trying again"
-                    );
-                    tokio::time::sleep(options.lock_timeout / 2).await;
-                    self.catch_up(store, client, projector, options.batch_size)
-                        .await?;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        let attempt = self
+            .swap_in(store, client, projector, options, &shadow, &retired)
+            .await?;
         let elapsed = self.began.elapsed();
 
         // 4. The old tables are no longer anybody's. The swap committed: a
@@ -416,83 +246,48 @@ impl Build {
         })
     }
 
-    /// Applies what the log has beyond the shadow's position, in committed
-    /// batches.
-    async fn catch_up(
-        &mut self,
-        store: &PgEventStore,
-        client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        batch: usize,
-    ) -> Result<(), RebuildError> {
-        loop {
-            let events = store
-                .read_all(self.position, batch.max(1))
-                .await
-                .map_err(|error| RebuildError::Store(error.to_string()))?;
-            let Some(last) = events.last().map(|e| e.global_position) else {
-                return Ok(());
-            };
-            let tx = client.transaction().await?;
-            projector.apply(&tx, &events).await?;
-            tx.commit().await?;
-            self.position = last;
-            self.head = self.head.max(last);
-        }
-    }
-
-    /// The swap transaction: lock the checkpoint (the live projector is
-    /// between batches from here on), apply what is left, move the tables,
-    /// move the checkpoint.
-    async fn swap(
+    /// Step 1: applies the log from sequence 0 to the shadow tables (on the
+    /// connection's `search_path`), in committed batches with the next one
+    /// read while the current one is written, until the shadow is within one
+    /// batch of the log's head.
+    async fn copy(
         &mut self,
         store: &PgEventStore,
         client: &mut tokio_postgres::Client,
         projector: &dyn Projector,
         options: &RebuildOptions,
-        shadow: &str,
-        retired: &str,
+        progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
     ) -> Result<(), RebuildError> {
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!(
-            "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = {};",
-            options.lock_timeout.as_millis().max(1)
-        ))
-        .await?;
-        self.refuse_newer(&tx, true).await?;
+        let batch = options.batch_size.max(1);
+        self.head = head(store).await?;
+        progress(&self.progress("building"));
+        let mut last_report = Instant::now();
+        let mut next = read_ahead(store, self.position, batch);
         loop {
-            let events = store
-                .read_all(self.position, options.batch_size.max(1))
+            if self.position + batch as u64 >= self.head {
+                self.head = head(store).await?;
+                if self.position + batch as u64 >= self.head {
+                    break;
+                }
+            }
+            let events = (&mut next)
                 .await
-                .map_err(|error| RebuildError::Store(error.to_string()))?;
+                .map_err(|error| RebuildError::Store(error.to_string()))??;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 break;
             };
+            next = read_ahead(store, last, batch);
+            let tx = client.transaction().await?;
             projector.apply(&tx, &events).await?;
+            tx.commit().await?;
             self.position = last;
+            if last_report.elapsed() >= options.progress_every {
+                last_report = Instant::now();
+                progress(&self.progress("building"));
+                self.record(client, "building", None).await?;
+            }
         }
-        self.head = self.head.max(self.position);
-        let mut moves = String::new();
-        for table in projector.tables() {
-            moves.push_str(&format!(
-                "ALTER TABLE IF EXISTS public.{table} SET SCHEMA {retired};
-                 ALTER TABLE {shadow}.{table} SET SCHEMA public;"
-            ));
-        }
-        tx.batch_execute(&moves).await?;
-        tx.execute(
-            "UPDATE public.projector_checkpoints
-             SET position = $2, version = $3, updated_at = now(),
-                 failed_position = NULL, failure = NULL
-             WHERE projector = $1",
-            &[
-                &self.name,
-                &to_i64(self.position),
-                &i32::try_from(self.version).unwrap_or(i32::MAX),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
+        next.abort();
         Ok(())
     }
 
@@ -512,129 +307,6 @@ impl Build {
         }
         Ok(())
     }
-
-    /// Records where the rebuild is, for every process to see.
-    async fn record(
-        &self,
-        client: &tokio_postgres::Client,
-        state: &'static str,
-        error: Option<&str>,
-    ) -> Result<(), tokio_postgres::Error> {
-        let progress = self.progress(state);
-        client
-            .execute(
-                "INSERT INTO public.projection_rebuilds
-                     (projector, version, state, position, head, events_per_s,
-                      started_at, updated_at, finished_at, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, now() - make_interval(secs => $7), now(),
-                         CASE WHEN $3 IN ('done', 'failed') THEN now() END, $8)
-                 ON CONFLICT (projector) DO UPDATE SET
-                     version = EXCLUDED.version, state = EXCLUDED.state,
-                     position = EXCLUDED.position, head = EXCLUDED.head,
-                     events_per_s = EXCLUDED.events_per_s,
-                     started_at = EXCLUDED.started_at, updated_at = now(),
-                     finished_at = EXCLUDED.finished_at, error = EXCLUDED.error",
-                &[
-                    &self.name,
-                    &i32::try_from(self.version).unwrap_or(i32::MAX),
-                    &state,
-                    &to_i64(self.position),
-                    &to_i64(self.head.max(self.position)),
-                    &progress.events_per_s(),
-                    &progress.elapsed.as_secs_f64(),
-                    &error,
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-}
-
-/// The last rebuild of a projection, as recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RebuildStatus {
-    /// The projection.
-    pub name: String,
-    /// The version built.
-    pub version: u32,
-    /// `building`, `swapping`, `done`, `failed`, or `interrupted` (its
-    /// process went away before it finished).
-    pub state: String,
-    /// Events applied to the new tables.
-    pub position: u64,
-    /// The log's head as last read.
-    pub head: u64,
-    /// Events applied per second so far.
-    pub events_per_s: f64,
-    /// When it began.
-    pub started_at: DateTime<Utc>,
-    /// When it last reported.
-    pub updated_at: DateTime<Utc>,
-    /// When it ended.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Why it failed.
-    pub error: Option<String>,
-}
-
-impl RebuildStatus {
-    /// Seconds left at the rate so far, while it builds.
-    pub fn eta_seconds(&self) -> Option<f64> {
-        (self.finished_at.is_none() && self.events_per_s > 0.0)
-            .then(|| self.head.saturating_sub(self.position) as f64 / self.events_per_s)
-    }
-}
-
-/// The last rebuild of every projection that was ever rebuilt, by name. A
-/// rebuild that says it is still going while no process holds its lock (its
-/// process died) shows as `interrupted`.
-///
-/// # Errors
-/// When the database does not answer.
-pub async fn rebuilds(
-    client: &tokio_postgres::Client,
-) -> Result<Vec<RebuildStatus>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT projector, version, state, position, head, events_per_s,
-                    started_at, updated_at, finished_at, error
-             FROM projection_rebuilds ORDER BY projector",
-            &[],
-        )
-        .await?;
-    let held = held_locks(client).await?;
-    Ok(rows
-        .iter()
-        .map(|row| RebuildStatus {
-            name: row.get(0),
-            version: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-            state: {
-                let finished: Option<DateTime<Utc>> = row.get(8);
-                let name: &str = row.get(0);
-                if finished.is_none() && !held.contains(&rebuild_lock_key(name)) {
-                    "interrupted".to_owned()
-                } else {
-                    row.get(2)
-                }
-            },
-            position: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
-            head: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
-            events_per_s: row.get(5),
-            started_at: row.get(6),
-            updated_at: row.get(7),
-            finished_at: row.get(8),
-            error: row.get(9),
-        })
-        .collect())
-}
-
-/// Whether a swap that failed may be tried again: it waited too long for a
-/// lock, or PostgreSQL broke a deadlock with it (a projector of an older
-/// release locks its tables before its checkpoint row).
-fn swap_may_retry(error: &tokio_postgres::Error) -> bool {
-    matches!(
-        error.code(),
-        Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::T_R_DEADLOCK_DETECTED
-    )
 }
 
 /// The lock one rebuild of `name` holds, across processes.
@@ -664,9 +336,22 @@ fn check_identifier(name: &str) {
     );
 }
 
+/// The log's head.
 async fn head(store: &PgEventStore) -> Result<u64, RebuildError> {
     store
         .head_position()
+        .await
+        .map_err(|error| RebuildError::Store(error.to_string()))
+}
+
+/// Up to `limit` events of the global order after `after`.
+async fn read(
+    store: &PgEventStore,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, RebuildError> {
+    store
+        .read_all(after, limit.max(1))
         .await
         .map_err(|error| RebuildError::Store(error.to_string()))
 }
@@ -676,49 +361,5 @@ type ReadAhead = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, RebuildError
 /// Reads the next batch while the current one is written.
 fn read_ahead(store: &PgEventStore, after: u64, limit: usize) -> ReadAhead {
     let store = store.clone();
-    tokio::spawn(async move {
-        store
-            .read_all(after, limit)
-            .await
-            .map_err(|error| RebuildError::Store(error.to_string()))
-    })
-}
-
-fn rate(events: u64, elapsed: Duration) -> f64 {
-    let seconds = elapsed.as_secs_f64();
-    if seconds > 0.0 {
-        events as f64 / seconds
-    } else {
-        0.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_lines_say_what_happens_without_alarming_zeroes() {
-        let mut at = RebuildProgress {
-            name: "tasks",
-            version: 3,
-            phase: "building",
-            position: 5_000,
-            head: 10_000,
-            elapsed: Duration::from_secs(2),
-        };
-        assert_eq!(
-            at.to_string(),
-            "tasks v3 building: 5000/10000 events (50%) 2500 events/s ETA 2s"
-        );
-        // A log shorter than one batch goes straight to the swap: no
-        // "0/147 events (0%) 0 events/s".
-        at.phase = "swapping";
-        at.position = 0;
-        at.head = 147;
-        assert_eq!(
-            at.to_string(),
-            "tasks v3 swapping: built up to 0 of 147 events; applying the rest and swapping the tables in"
-        );
-    }
+    tokio::spawn(async move { read(&store, after, limit).await })
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use taskledger_events::{EventStore, RecordedEvent};
 
 use super::batch::Applied;
@@ -161,7 +162,11 @@ impl<P: Projector> ProjectorRuntime<P> {
     ) -> Result<(), tokio_postgres::Error> {
         let name = self.projector.name();
         let own = self.projector.version();
-        let mut backoff = self.options.failure_retry;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.options.failure_retry)
+            .with_max_delay(MAX_REBUILD_BACKOFF)
+            .without_max_times()
+            .build();
         loop {
             let stored = Checkpoint::read(client, name, false).await?.version;
             if stored == own {
@@ -194,9 +199,10 @@ impl<P: Projector> ProjectorRuntime<P> {
                     tokio::time::sleep(self.options.standby_retry).await;
                 }
                 Err(error) => {
-                    tracing::error!(projector = name, %error, retry_in_s = backoff.as_secs_f64(), "rebuilding the projection failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_REBUILD_BACKOFF);
+                    // Never ends: the backoff has no limit on retries.
+                    let delay = backoff.next().unwrap_or(MAX_REBUILD_BACKOFF);
+                    tracing::error!(projector = name, %error, retry_in_s = delay.as_secs_f64(), "rebuilding the projection failed; will retry");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

@@ -250,6 +250,11 @@ impl Build {
     /// connection's `search_path`), in committed batches with the next one
     /// read while the current one is written, until the shadow is within one
     /// batch of the log's head.
+    #[tracing::instrument(
+        name = "rebuild_copy",
+        skip_all,
+        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
+    )]
     async fn copy(
         &mut self,
         store: &PgEventStore,
@@ -288,6 +293,7 @@ impl Build {
             }
         }
         next.abort();
+        tracing::Span::current().record("to", self.position);
         Ok(())
     }
 

@@ -55,6 +55,11 @@ impl Build {
 
     /// Applies what the log has beyond the shadow's position, in committed
     /// batches.
+    #[tracing::instrument(
+        name = "rebuild_catch_up",
+        skip_all,
+        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
+    )]
     async fn catch_up(
         &mut self,
         store: &PgEventStore,
@@ -65,6 +70,7 @@ impl Build {
         loop {
             let events = read(store, self.position, batch).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
+                tracing::Span::current().record("to", self.position);
                 return Ok(());
             };
             let tx = client.transaction().await?;
@@ -78,6 +84,11 @@ impl Build {
     /// The swap transaction: lock the checkpoint (the live projector is
     /// between batches from here on), apply what is left, move the tables,
     /// move the checkpoint.
+    #[tracing::instrument(
+        name = "rebuild_swap",
+        skip_all,
+        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
+    )]
     async fn swap(
         &mut self,
         store: &PgEventStore,
@@ -102,6 +113,7 @@ impl Build {
             projector.apply(&tx, &events).await?;
             self.position = last;
         }
+        tracing::Span::current().record("to", self.position);
         self.head = self.head.max(self.position);
         let mut moves = String::new();
         for table in projector.tables() {

@@ -29,7 +29,12 @@ impl<P: Projector> ProjectorRuntime<P> {
         name = "projector_batch",
         level = "debug",
         skip_all,
-        fields(projector = self.projector.name(), after = position, events = events.len())
+        fields(
+            projector = self.projector.name(),
+            from = position,
+            to = events.last().map_or(position, |e| e.global_position),
+            events = events.len(),
+        )
     )]
     pub(super) async fn apply_batch(
         &self,

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::{EventStore, RecordedEvent};
+use tracing::Instrument;
 
 use crate::runtime::{
     connect, ensure_checkpoint, lock_key, try_lock, Checkpoint, Projector, ProjectorError,
@@ -123,24 +124,25 @@ pub async fn rebuild(
         return Err(RebuildError::Busy);
     }
     let mut build = Build {
+        store,
+        projector,
+        options,
+        on_progress: progress,
         name,
         version,
+        shadow: shadow_schema(name),
+        retired: retired_schema(name),
         began: Instant::now(),
         position: 0,
         head: 0,
     };
     build.record(&client, "building", None).await?;
-    let result = build
-        .run(store, &mut client, projector, options, progress)
-        .await;
+    let result = build.run(&mut client).await;
     match &result {
         Ok(_) => build.record(&client, "done", None).await?,
         Err(error) => {
             let _ = client
-                .batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    shadow_schema(name)
-                ))
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", build.shadow))
                 .await;
             // Report the rebuild's own error even when recording it fails
             // too (the connection may be what broke).
@@ -161,31 +163,37 @@ pub async fn rebuild(
     result
 }
 
-/// One rebuild's state.
-struct Build {
+/// One rebuild: what it rebuilds, how, and where it is.
+struct Build<'a> {
+    store: &'a PgEventStore,
+    projector: &'a dyn Projector,
+    options: &'a RebuildOptions,
+    on_progress: &'a (dyn Fn(&RebuildProgress) + Send + Sync),
     name: &'static str,
     version: u32,
+    /// Where the next version is built.
+    shadow: String,
+    /// Where the replaced tables go until they are dropped.
+    retired: String,
     began: Instant,
+    /// Events applied to the shadow tables (their global position).
     position: u64,
+    /// The log's head as last read.
     head: u64,
 }
 
-impl Build {
+impl Build<'_> {
     /// Steps 1 to 4 (see the module documentation), under the rebuild lock.
     async fn run(
         &mut self,
-        store: &PgEventStore,
         client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        options: &RebuildOptions,
-        progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
     ) -> Result<RebuildReport, RebuildError> {
-        let name = self.name;
+        let (name, projector) = (self.name, self.projector);
         for table in projector.tables() {
             check_identifier(table);
         }
         check_identifier(name);
-        let (shadow, retired) = (shadow_schema(name), retired_schema(name));
+        let (shadow, retired) = (self.shadow.clone(), self.retired.clone());
         ensure_checkpoint(client, name, self.version).await?;
         self.refuse_newer(client, false).await?;
 
@@ -200,8 +208,8 @@ impl Build {
             ))
             .await?;
         client.batch_execute(projector.schema()).await?;
-        self.copy(store, client, projector, options, progress)
-            .await?;
+        let span = self.phase_span("copy");
+        self.copy(client).instrument(span).await?;
 
         // 2 and 3. Catch up and swap in one transaction.
         client
@@ -216,11 +224,9 @@ impl Build {
         // The new tables go live with statistics, so the planner does not
         // guess on the first queries.
         client.batch_execute(&analyze).await?;
-        progress(&self.progress("swapping"));
+        (self.on_progress)(&self.progress("swapping"));
         self.record(client, "swapping", None).await?;
-        let attempt = self
-            .swap_in(store, client, projector, options, &shadow, &retired)
-            .await?;
+        let attempt = self.swap_in(client).await?;
         let elapsed = self.began.elapsed();
 
         // 4. The old tables are no longer anybody's. The swap committed: a
@@ -250,22 +256,11 @@ impl Build {
     /// connection's `search_path`), in committed batches with the next one
     /// read while the current one is written, until the shadow is within one
     /// batch of the log's head.
-    #[tracing::instrument(
-        name = "rebuild_copy",
-        skip_all,
-        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
-    )]
-    async fn copy(
-        &mut self,
-        store: &PgEventStore,
-        client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        options: &RebuildOptions,
-        progress: &(dyn Fn(&RebuildProgress) + Send + Sync),
-    ) -> Result<(), RebuildError> {
+    async fn copy(&mut self, client: &mut tokio_postgres::Client) -> Result<(), RebuildError> {
+        let (store, projector, options) = (self.store, self.projector, self.options);
         let batch = options.batch_size.max(1);
         self.head = head(store).await?;
-        progress(&self.progress("building"));
+        (self.on_progress)(&self.progress("building"));
         let mut last_report = Instant::now();
         let mut next = read_ahead(store, self.position, batch);
         loop {
@@ -288,13 +283,27 @@ impl Build {
             self.position = last;
             if last_report.elapsed() >= options.progress_every {
                 last_report = Instant::now();
-                progress(&self.progress("building"));
+                (self.on_progress)(&self.progress("building"));
                 self.record(client, "building", None).await?;
             }
         }
         next.abort();
         tracing::Span::current().record("to", self.position);
         Ok(())
+    }
+
+    /// The span of one phase of the rebuild (`copy`, `catch_up`, `swap`),
+    /// from the position it starts at; the phase records where it ended
+    /// (`to`).
+    fn phase_span(&self, phase: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "rebuild_phase",
+            phase,
+            projector = self.name,
+            version = self.version,
+            from = self.position,
+            to = tracing::field::Empty,
+        )
     }
 
     /// Refuses to replace a newer version of the projection than this
@@ -320,12 +329,12 @@ fn rebuild_lock_key(name: &str) -> i64 {
     lock_key(&format!("rebuild:{name}"))
 }
 
-/// Where the next version is built.
+/// Where the next version of `name` is built.
 fn shadow_schema(name: &str) -> String {
     format!("tl_next_{name}")
 }
 
-/// Where the replaced tables go until they are dropped.
+/// Where the replaced tables of `name` go until they are dropped.
 fn retired_schema(name: &str) -> String {
     format!("tl_retired_{name}")
 }

@@ -111,7 +111,7 @@ impl std::fmt::Display for RebuildReport {
     }
 }
 
-impl Build {
+impl Build<'_> {
     /// Where the rebuild is now, in `phase`.
     pub(super) fn progress(&self, phase: &'static str) -> RebuildProgress {
         RebuildProgress {

@@ -2,36 +2,30 @@
 //! the last events, the tables moved both ways, the checkpoint moved), and
 //! its retries while readers hold the live tables.
 
-use taskledger_events::postgres::PgEventStore;
 use tokio_postgres::error::SqlState;
+use tracing::Instrument;
 
-use super::{read, Build, RebuildError, RebuildOptions};
-use crate::runtime::{to_i64, Projector};
+use super::{read, Build, RebuildError};
+use crate::runtime::to_i64;
 
-impl Build {
+impl Build<'_> {
     /// Steps 2 and 3: swaps the shadow tables in, trying again while
     /// readers hold the live tables (catching up in between), up to
-    /// [`RebuildOptions::swap_attempts`] times. Answers the attempts it took.
+    /// [`super::RebuildOptions::swap_attempts`] times. Answers the attempts
+    /// it took.
     pub(super) async fn swap_in(
         &mut self,
-        store: &PgEventStore,
         client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        options: &RebuildOptions,
-        shadow: &str,
-        retired: &str,
     ) -> Result<u32, RebuildError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let built = self.position;
-            match self
-                .swap(store, client, projector, options, shadow, retired)
-                .await
-            {
+            let span = self.phase_span("swap");
+            match self.swap(client).instrument(span).await {
                 Ok(()) => return Ok(attempt),
                 Err(RebuildError::Database(error)) if swap_may_retry(&error) => {
-                    if attempt >= options.swap_attempts {
+                    if attempt >= self.options.swap_attempts {
                         return Err(RebuildError::SwapStarved(attempt));
                     }
                     // Rolled back: the shadow is where it was before. Catch
@@ -44,9 +38,9 @@ impl Build {
                         %error,
                         "the swap could not take its locks in time; catching up and trying again"
                     );
-                    tokio::time::sleep(options.lock_timeout / 2).await;
-                    self.catch_up(store, client, projector, options.batch_size)
-                        .await?;
+                    tokio::time::sleep(self.options.lock_timeout / 2).await;
+                    let span = self.phase_span("catch_up");
+                    self.catch_up(client).instrument(span).await?;
                 }
                 Err(error) => return Err(error),
             }
@@ -55,26 +49,15 @@ impl Build {
 
     /// Applies what the log has beyond the shadow's position, in committed
     /// batches.
-    #[tracing::instrument(
-        name = "rebuild_catch_up",
-        skip_all,
-        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
-    )]
-    async fn catch_up(
-        &mut self,
-        store: &PgEventStore,
-        client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        batch: usize,
-    ) -> Result<(), RebuildError> {
+    async fn catch_up(&mut self, client: &mut tokio_postgres::Client) -> Result<(), RebuildError> {
         loop {
-            let events = read(store, self.position, batch).await?;
+            let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 tracing::Span::current().record("to", self.position);
                 return Ok(());
             };
             let tx = client.transaction().await?;
-            projector.apply(&tx, &events).await?;
+            self.projector.apply(&tx, &events).await?;
             tx.commit().await?;
             self.position = last;
             self.head = self.head.max(last);
@@ -84,39 +67,27 @@ impl Build {
     /// The swap transaction: lock the checkpoint (the live projector is
     /// between batches from here on), apply what is left, move the tables,
     /// move the checkpoint.
-    #[tracing::instrument(
-        name = "rebuild_swap",
-        skip_all,
-        fields(projector = self.name, version = self.version, from = self.position, to = tracing::field::Empty)
-    )]
-    async fn swap(
-        &mut self,
-        store: &PgEventStore,
-        client: &mut tokio_postgres::Client,
-        projector: &dyn Projector,
-        options: &RebuildOptions,
-        shadow: &str,
-        retired: &str,
-    ) -> Result<(), RebuildError> {
+    async fn swap(&mut self, client: &mut tokio_postgres::Client) -> Result<(), RebuildError> {
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(
             "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = {};",
-            options.lock_timeout.as_millis().max(1)
+            self.options.lock_timeout.as_millis().max(1)
         ))
         .await?;
         self.refuse_newer(&tx, true).await?;
         loop {
-            let events = read(store, self.position, options.batch_size).await?;
+            let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 break;
             };
-            projector.apply(&tx, &events).await?;
+            self.projector.apply(&tx, &events).await?;
             self.position = last;
         }
         tracing::Span::current().record("to", self.position);
         self.head = self.head.max(self.position);
+        let (shadow, retired) = (&self.shadow, &self.retired);
         let mut moves = String::new();
-        for table in projector.tables() {
+        for table in self.projector.tables() {
             moves.push_str(&format!(
                 "ALTER TABLE IF EXISTS public.{table} SET SCHEMA {retired};
                  ALTER TABLE {shadow}.{table} SET SCHEMA public;"

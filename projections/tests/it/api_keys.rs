@@ -5,47 +5,32 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use taskledger_events::apikey::{
-    decide, fold, generate_secret, hash_secret, ApiKeyCommand, ApiKeyEvent, ApiKeyId,
-    ApiKeyRevoked, CreateApiKey, RevokeApiKey, Scope,
+    generate_secret, hash_secret, ApiKeyCommand, ApiKeyEvent, ApiKeyId, ApiKeyRevoked, ApiKeys,
+    CreateApiKey, RevokeApiKey, Scope,
 };
-use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::testing::TestDatabase;
-use taskledger_events::{Direction, EventStore, ExpectedVersion, Metadata};
+use taskledger_events::postgres::PgEventStore;
+use taskledger_events::{EventStore, ExpectedVersion, Metadata};
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::ProjectorRuntime;
 
-fn at(second: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, second).unwrap()
-}
+use crate::helpers::{at, checkpoint, database, record, wait_until, Running};
 
 /// Decides `command` on the key's stream as it is stored and appends the
 /// result at the version read, as the service does.
 async fn handle(store: &PgEventStore, command: ApiKeyCommand) {
     let stream_id = command.key_id().stream_id();
-    let stored = store
-        .read_stream(&stream_id, 0, Direction::Forward, 100)
-        .await
-        .unwrap();
-    let history: Vec<ApiKeyEvent> = stored
-        .iter()
-        .map(|recorded| ApiKeyEvent::from_recorded(recorded).unwrap())
-        .collect();
-    let expected = match stored.last() {
-        Some(last) => ExpectedVersion::Exact(last.version),
-        None => ExpectedVersion::NoStream,
-    };
-    let events = decide(&fold(&history), command).unwrap();
-    let new_events = events
-        .iter()
-        .map(|event| event.to_new_event(uuid::Uuid::now_v7(), Metadata::default()))
-        .collect();
-    store
-        .append(&stream_id, expected, new_events)
-        .await
-        .unwrap();
+    taskledger_events::command::execute::<ApiKeys>(
+        store,
+        &stream_id,
+        command,
+        uuid::Uuid::now_v7(),
+        Metadata::default(),
+    )
+    .await
+    .unwrap();
 }
 
 fn create(key_id: ApiKeyId, name: &str, secret: &str, scopes: &[Scope]) -> ApiKeyCommand {
@@ -86,41 +71,12 @@ fn runtime(store: &PgEventStore) -> ProjectorRuntime<ApiKeysProjector> {
 
 /// Runs the projector until its checkpoint is `head`, then stops it.
 async fn run_until(store: &PgEventStore, client: &tokio_postgres::Client, head: u64) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime(store).run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = client
-            .query_opt(
-                "SELECT position, failure FROM projector_checkpoints WHERE projector = 'api_keys'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = &row {
-            let failure: Option<String> = row.get(1);
-            assert!(failure.is_none(), "the projector failed: {failure:?}");
-            if row.get::<_, i64>(0) == i64::try_from(head).unwrap() {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the api_keys projector did not reach {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    crate::helpers::run_until(runtime(store), client, head).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_rows() {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let client = database.client().await;
+    let (store, database, client) = database().await;
 
     let kept = ApiKeyId(uuid::Uuid::new_v4());
     let kept_secret = generate_secret([1; 32]);
@@ -229,9 +185,7 @@ async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_ro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_of_a_key_without_a_row_stops_the_projector() {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let client = database.client().await;
+    let (store, database, client) = database().await;
 
     // Written by other code than decide: a revocation with no creation.
     let orphan = ApiKeyId(uuid::Uuid::new_v4());
@@ -240,41 +194,24 @@ async fn a_revocation_of_a_key_without_a_row_stops_the_projector() {
         revoked_at: at(1),
         revoked_by: None,
     });
-    store
-        .append(
-            &orphan.stream_id(),
-            ExpectedVersion::NoStream,
-            vec![revoked.to_new_event(uuid::Uuid::now_v7(), Metadata::default())],
-        )
-        .await
-        .unwrap();
+    record(
+        &store,
+        &orphan.stream_id(),
+        ExpectedVersion::NoStream,
+        &[revoked],
+    )
+    .await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime(&store).run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let (position, failure) = loop {
-        let row = client
-            .query_opt(
-                "SELECT position, failure FROM projector_checkpoints WHERE projector = 'api_keys'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            if let Some(failure) = row.get::<_, Option<String>>(1) {
-                break (row.get::<_, i64>(0), failure);
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the api_keys projector did not report the orphan revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    let running = Running::start(runtime(&store));
+    wait_until(
+        "the api_keys projector to report the orphan revocation",
+        Duration::from_secs(20),
+        async || matches!(checkpoint(&client, "api_keys").await, Some((_, _, Some(_)))),
+    )
+    .await;
+    let (position, _, failure) = checkpoint(&client, "api_keys").await.unwrap();
+    let failure = failure.unwrap();
+    running.stop().await;
     assert_eq!(position, 0, "the event was skipped");
     assert!(
         failure.contains(&format!(

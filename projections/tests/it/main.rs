@@ -1,5 +1,6 @@
 //! Integration tests of the projector runtime against real PostgreSQL.
 
 mod api_keys;
+mod helpers;
 mod runtime;
 mod tasks;

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::postgres::PgEventStore;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 use taskledger_projections::runtime::{lock_key, RuntimeOptions};
 use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
 use tokio_postgres::Transaction;
+
+use crate::helpers::{database, scalar, wait_until, Running};
 
 const RECORDED: &str =
     "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)";
@@ -81,11 +83,22 @@ fn fast() -> RuntimeOptions {
 }
 
 async fn setup() -> (PgEventStore, TestDatabase, tokio_postgres::Client) {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let client = database.client().await;
+    let (store, database, client) = database().await;
     client.batch_execute(RECORDED).await.unwrap();
     (store, database, client)
+}
+
+/// A database whose log holds `count` events, and a recorder running that
+/// has applied them all (within `within`).
+async fn caught_up(
+    count: i64,
+    within: Duration,
+) -> (PgEventStore, TestDatabase, tokio_postgres::Client, Running) {
+    let (store, database, client) = setup().await;
+    append(&store, u64::try_from(count).unwrap()).await;
+    let running = start(&store, recorder());
+    wait_for(&client, "catch-up", within, count).await;
+    (store, database, client, running)
 }
 
 async fn append(store: &PgEventStore, count: u64) {
@@ -102,6 +115,7 @@ async fn append(store: &PgEventStore, count: u64) {
     }
 }
 
+/// How many rows the recorder wrote, and the highest position among them.
 async fn recorded(client: &tokio_postgres::Client) -> (i64, i64) {
     let row = client
         .query_one(
@@ -113,66 +127,41 @@ async fn recorded(client: &tokio_postgres::Client) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// Waits, for `what`, until the recorder has applied events 1 to `through`
+/// exactly once each.
+async fn wait_for(client: &tokio_postgres::Client, what: &str, within: Duration, through: i64) {
+    wait_until(what, within, async || {
+        recorded(client).await == (through, through)
+    })
+    .await;
+}
+
 async fn checkpoint(client: &tokio_postgres::Client) -> Option<(i64, Option<i64>, Option<String>)> {
-    client
-        .query_opt(
-            "SELECT position, failed_position, failure FROM projector_checkpoints WHERE projector = 'recorder'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
+    crate::helpers::checkpoint(client, "recorder").await
 }
 
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-type Stop = tokio::sync::oneshot::Sender<()>;
-
-fn start(
-    store: &PgEventStore,
-    projector: Recorder,
-) -> (
-    Stop,
-    tokio::task::JoinHandle<()>,
-    tokio::sync::watch::Receiver<taskledger_projections::ProjectorStatus>,
-) {
-    let runtime = ProjectorRuntime::new(store.clone(), projector, fast());
-    let status = runtime.status();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime.run(async move {
-        let _ = stopped.await;
-    }));
-    (stop, task, status)
+fn start(store: &PgEventStore, projector: Recorder) -> Running {
+    Running::start(ProjectorRuntime::new(store.clone(), projector, fast()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
     let (store, database, client) = setup().await;
     append(&store, 120).await;
-    let (stop, task, status) = start(&store, recorder());
-    wait_until(
+    let running = start(&store, recorder());
+    let status = running.status.clone();
+    wait_for(
+        &client,
         "the projector to catch up",
         Duration::from_secs(20),
-        async || recorded(&client).await == (120, 120),
+        120,
     )
     .await;
     assert_eq!(checkpoint(&client).await.unwrap().0, 120);
     assert_eq!(status.borrow().position, 120);
     // Live events are applied as they come.
     append(&store, 30).await;
-    wait_until("live events", Duration::from_secs(20), async || {
-        recorded(&client).await == (150, 150)
-    })
-    .await;
+    wait_for(&client, "live events", Duration::from_secs(20), 150).await;
     let active = async || {
         taskledger_projections::runtime::lags(&client)
             .await
@@ -180,8 +169,7 @@ async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
             .active
     };
     assert!(active().await, "the running instance holds its lock");
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     assert_eq!(status.borrow().state, ProjectorState::Stopped);
     wait_until("the lock to go", Duration::from_secs(10), async || {
         !active().await
@@ -191,16 +179,16 @@ async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
     // A new instance continues from the checkpoint: nothing is applied twice
     // (the primary key would fail the batch).
     append(&store, 10).await;
-    let (stop, task, _status) = start(&store, recorder());
-    wait_until(
+    let running = start(&store, recorder());
+    wait_for(
+        &client,
         "the restarted projector",
         Duration::from_secs(20),
-        async || recorded(&client).await == (160, 160),
+        160,
     )
     .await;
     assert_eq!(checkpoint(&client).await.unwrap(), (160, None, None));
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     database.drop_database().await;
 }
 
@@ -208,24 +196,21 @@ async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
 async fn one_instance_is_active_and_a_standby_takes_over_when_it_dies() {
     let (store, database, client) = setup().await;
     append(&store, 40).await;
-    let (stop_a, task_a, status_a) = start(&store, recorder());
+    let a = start(&store, recorder());
     wait_until(
         "the first instance to be active",
         Duration::from_secs(20),
-        async || status_a.borrow().state == ProjectorState::Running,
+        async || a.status.borrow().state == ProjectorState::Running,
     )
     .await;
-    let (stop_b, task_b, status_b) = start(&store, recorder());
+    let b = start(&store, recorder());
     wait_until(
         "the second instance to stand by",
         Duration::from_secs(20),
-        async || status_b.borrow().state == ProjectorState::Standby,
+        async || b.status.borrow().state == ProjectorState::Standby,
     )
     .await;
-    wait_until("catch-up", Duration::from_secs(20), async || {
-        recorded(&client).await == (40, 40)
-    })
-    .await;
+    wait_for(&client, "catch-up", Duration::from_secs(20), 40).await;
 
     // Kill the active instance's connection, as a crashed process would.
     let killed = client
@@ -240,22 +225,21 @@ async fn one_instance_is_active_and_a_standby_takes_over_when_it_dies() {
         .unwrap();
     assert_eq!(killed.len(), 1);
     append(&store, 25).await;
-    wait_until(
+    wait_for(
+        &client,
         "the standby to take over and catch up",
         Duration::from_secs(10),
-        async || recorded(&client).await == (65, 65),
+        65,
     )
     .await;
     assert_eq!(
-        status_b.borrow().state,
+        b.status.borrow().state,
         ProjectorState::Running,
         "b took over"
     );
     assert_eq!(checkpoint(&client).await.unwrap().0, 65);
-    stop_a.send(()).unwrap();
-    stop_b.send(()).unwrap();
-    task_a.await.unwrap();
-    task_b.await.unwrap();
+    a.stop().await;
+    b.stop().await;
     database.drop_database().await;
 }
 
@@ -269,7 +253,8 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
         fixed: fixed.clone(),
         version: 1,
     };
-    let (stop, task, status) = start(&store, projector);
+    let running = start(&store, projector);
+    let status = running.status.clone();
     wait_until(
         "the failure to be reported",
         Duration::from_secs(20),
@@ -311,10 +296,11 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
     assert_eq!(lag.failure.as_ref().map(|(at, _)| *at), Some(17));
 
     fixed.store(true, Ordering::SeqCst);
-    wait_until(
+    wait_for(
+        &client,
         "the projector to resume",
         Duration::from_secs(20),
-        async || recorded(&client).await == (30, 30),
+        30,
     )
     .await;
     assert_eq!(checkpoint(&client).await.unwrap(), (30, None, None));
@@ -331,31 +317,20 @@ async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
         ),
         (0, 0.0, None)
     );
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     database.drop_database().await;
 }
 
 /// The table's identity: a swap replaces it with another one.
 async fn table_oid(client: &tokio_postgres::Client) -> u32 {
-    client
-        .query_one("SELECT 'recorded'::regclass::oid", &[])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(client, "SELECT 'recorded'::regclass::oid").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
     use taskledger_projections::rebuild::{rebuild, RebuildOptions};
 
-    let (store, database, client) = setup().await;
-    append(&store, 3_000).await;
-    let (stop, task, status) = start(&store, recorder());
-    wait_until("catch-up", Duration::from_secs(30), async || {
-        recorded(&client).await == (3_000, 3_000)
-    })
-    .await;
+    let (store, database, client, running) = caught_up(3_000, Duration::from_secs(30)).await;
     let live_table = table_oid(&client).await;
 
     // A writer appends throughout; a reader counts rows throughout with a
@@ -417,9 +392,12 @@ async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
     writing.store(false, Ordering::SeqCst);
     let appended = writer.await.unwrap();
     let total = 3_000 + i64::try_from(appended).unwrap();
-    wait_until("the live projector", Duration::from_secs(30), async || {
-        recorded(&client).await == (total, total)
-    })
+    wait_for(
+        &client,
+        "the live projector",
+        Duration::from_secs(30),
+        total,
+    )
     .await;
     reading.store(false, Ordering::SeqCst);
     let reads = reader.await.unwrap();
@@ -430,24 +408,18 @@ async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
         "the table was swapped"
     );
     assert_eq!(checkpoint(&client).await.unwrap().0, total);
-    assert_eq!(status.borrow().state, ProjectorState::Running);
-    let leftovers: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tl\\_%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(running.status.borrow().state, ProjectorState::Running);
+    let leftovers: i64 = scalar(
+        &client,
+        "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tl\\_%'",
+    )
+    .await;
     assert_eq!(leftovers, 0, "the shadow and retired schemas are dropped");
-    let state: String = client
-        .query_one(
-            "SELECT state FROM projection_rebuilds WHERE projector = 'recorder'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let state: String = scalar(
+        &client,
+        "SELECT state FROM projection_rebuilds WHERE projector = 'recorder'",
+    )
+    .await;
     assert_eq!(state, "done");
     // A rebuild recorded as still going whose lock nobody holds (its process
     // died) reads as interrupted.
@@ -462,22 +434,15 @@ async fn a_rebuild_swaps_new_tables_in_under_concurrent_writes_and_reads() {
         .await
         .unwrap()[0];
     assert_eq!(last.state, "interrupted");
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     database.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_is_built_beside_the_old_one_which_then_stands_down() {
-    let (store, database, client) = setup().await;
-    append(&store, 50).await;
-    let (stop_old, task_old, status_old) = start(&store, recorder());
-    wait_until("catch-up", Duration::from_secs(20), async || {
-        recorded(&client).await == (50, 50)
-    })
-    .await;
+    let (store, database, client, old) = caught_up(50, Duration::from_secs(20)).await;
     let old_table = table_oid(&client).await;
-    let (stop_new, task_new, status_new) = start(
+    let new = start(
         &store,
         Recorder {
             version: 2,
@@ -487,27 +452,22 @@ async fn a_new_version_is_built_beside_the_old_one_which_then_stands_down() {
     wait_until(
         "the new version to take over",
         Duration::from_secs(30),
-        async || status_new.borrow().state == ProjectorState::Running,
+        async || new.status.borrow().state == ProjectorState::Running,
     )
     .await;
     append(&store, 20).await;
-    wait_until("live events", Duration::from_secs(20), async || {
-        recorded(&client).await == (70, 70)
-    })
-    .await;
+    wait_for(&client, "live events", Duration::from_secs(20), 70).await;
     assert_ne!(table_oid(&client).await, old_table);
     assert_eq!(
-        status_old.borrow().state,
+        old.status.borrow().state,
         ProjectorState::Outdated { stored: 2 }
     );
     let lag = &taskledger_projections::runtime::lags(&client)
         .await
         .unwrap()[0];
     assert_eq!((lag.version, lag.position), (2, 70));
-    stop_old.send(()).unwrap();
-    stop_new.send(()).unwrap();
-    task_old.await.unwrap();
-    task_new.await.unwrap();
+    old.stop().await;
+    new.stop().await;
     database.drop_database().await;
 }
 
@@ -515,17 +475,11 @@ async fn a_new_version_is_built_beside_the_old_one_which_then_stands_down() {
 async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_the_log() {
     use taskledger_projections::runtime::{reset, set_paused};
 
-    let (store, database, mut client) = setup().await;
-    append(&store, 10).await;
-    let (stop, task, status) = start(&store, recorder());
-    wait_until("catch-up", Duration::from_secs(20), async || {
-        recorded(&client).await == (10, 10)
-    })
-    .await;
+    let (store, database, mut client, running) = caught_up(10, Duration::from_secs(20)).await;
     assert!(set_paused(&client, "recorder", true).await.unwrap());
     append(&store, 10).await;
     wait_until("the pause", Duration::from_secs(5), async || {
-        status.borrow().state == ProjectorState::Paused
+        running.status.borrow().state == ProjectorState::Paused
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -541,10 +495,7 @@ async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_th
             .paused
     );
     assert!(set_paused(&client, "recorder", false).await.unwrap());
-    wait_until("the resume", Duration::from_secs(10), async || {
-        recorded(&client).await == (20, 20)
-    })
-    .await;
+    wait_for(&client, "the resume", Duration::from_secs(10), 20).await;
     assert!(!set_paused(&client, "nobody", true).await.unwrap());
 
     // A reset empties the table and the live projector applies it all again.
@@ -553,18 +504,10 @@ async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_th
         .await
         .unwrap();
     assert!(reset(&mut client, &recorder()).await.unwrap());
-    wait_until("the replay", Duration::from_secs(10), async || {
-        recorded(&client).await == (20, 20)
-    })
-    .await;
-    let min: i64 = client
-        .query_one("SELECT min(global_position) FROM recorded", &[])
-        .await
-        .unwrap()
-        .get(0);
+    wait_for(&client, "the replay", Duration::from_secs(10), 20).await;
+    let min: i64 = scalar(&client, "SELECT min(global_position) FROM recorded").await;
     assert_eq!(min, 1, "the stray row went with the reset");
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    running.stop().await;
     database.drop_database().await;
 }
 
@@ -572,13 +515,7 @@ async fn a_paused_projector_applies_nothing_until_resumed_and_a_reset_replays_th
 async fn a_swap_waits_out_a_long_reader_without_blocking_others_and_gives_up_cleanly() {
     use taskledger_projections::rebuild::{rebuild, RebuildError, RebuildOptions};
 
-    let (store, database, client) = setup().await;
-    append(&store, 200).await;
-    let (stop, task, _status) = start(&store, recorder());
-    wait_until("catch-up", Duration::from_secs(20), async || {
-        recorded(&client).await == (200, 200)
-    })
-    .await;
+    let (store, database, client, running) = caught_up(200, Duration::from_secs(20)).await;
     let live_table = table_oid(&client).await;
     let options = RebuildOptions {
         lock_timeout: Duration::from_millis(200),
@@ -603,14 +540,11 @@ async fn a_swap_waits_out_a_long_reader_without_blocking_others_and_gives_up_cle
     let read = tokio::time::timeout(Duration::from_secs(10), recorded(&client)).await;
     assert_eq!(read.expect("a reader was left queued"), (200, 200));
     assert_eq!(table_oid(&client).await, live_table);
-    let shadows: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'tl_next_recorder'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let shadows: i64 = scalar(
+        &client,
+        "SELECT count(*) FROM pg_namespace WHERE nspname = 'tl_next_recorder'",
+    )
+    .await;
     assert_eq!(shadows, 0);
 
     // Released part way through, the swap gets in on a later attempt.
@@ -633,11 +567,7 @@ async fn a_swap_waits_out_a_long_reader_without_blocking_others_and_gives_up_cle
     assert!(report.swap_attempts > 1, "{report}");
     assert_ne!(table_oid(&client).await, live_table);
     append(&store, 5).await;
-    wait_until("the live projector", Duration::from_secs(20), async || {
-        recorded(&client).await == (205, 205)
-    })
-    .await;
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    wait_for(&client, "the live projector", Duration::from_secs(20), 205).await;
+    running.stop().await;
     database.drop_database().await;
 }

@@ -3,22 +3,18 @@
 
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
 use serde_json::json;
-use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
     Artifact, TaskCanceled, TaskEvent, TaskFailed, TaskId, TaskRetried, TaskStarted, TaskSubmitted,
     TaskSucceeded,
 };
-use taskledger_events::testing::TestDatabase;
-use taskledger_events::{EventStore, ExpectedVersion, Metadata};
+use taskledger_events::{EventStore, ExpectedVersion};
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 
-fn at(second: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, second).unwrap()
-}
+use crate::helpers::{at, database, scalar};
 
 fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
     TaskEvent::Submitted(TaskSubmitted {
@@ -36,15 +32,65 @@ fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
     })
 }
 
+fn started(worker_id: &str, attempt: u32, second: u32) -> TaskEvent {
+    TaskEvent::Started(TaskStarted {
+        worker_id: worker_id.into(),
+        attempt,
+        started_at: at(second),
+    })
+}
+
+fn succeeded(attempt: u32, artifacts: Vec<Artifact>, second: u32) -> TaskEvent {
+    TaskEvent::Succeeded(TaskSucceeded {
+        attempt,
+        result: json!({ "verdict": "clean" }).as_object().unwrap().clone(),
+        exit_code: 0,
+        artifacts,
+        finished_at: at(second),
+    })
+}
+
+/// Attempt `attempt` failed with exit code 3.
+fn attempt_failed(attempt: u32, second: u32) -> TaskEvent {
+    TaskEvent::Failed(TaskFailed {
+        artifacts: Default::default(),
+        attempt,
+        error: "exit 3".into(),
+        exit_code: Some(3),
+        failed_at: at(second),
+    })
+}
+
 async fn record(store: &PgEventStore, task_id: TaskId, events: &[TaskEvent]) {
-    let new_events = events
-        .iter()
-        .map(|event| event.to_new_event(uuid::Uuid::now_v7(), Metadata::default()))
-        .collect();
-    store
-        .append(&task_id.stream_id(), ExpectedVersion::Any, new_events)
+    crate::helpers::record(store, &task_id.stream_id(), ExpectedVersion::Any, events).await;
+}
+
+/// A task's row: status, attempts, worker, error, exit code, stream version.
+type TaskRow = (
+    String,
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    i64,
+);
+
+async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
+    let row = client
+        .query_one(
+            "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1",
+            &[&task_id.0],
+        )
         .await
         .unwrap();
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    )
 }
 
 async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
@@ -77,41 +123,12 @@ async fn run_until(
             failure_retry: Duration::from_millis(100),
         },
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runtime.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = client
-            .query_opt(
-                "SELECT position, failure FROM projector_checkpoints WHERE projector = 'tasks'",
-                &[],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = &row {
-            let failure: Option<String> = row.get(1);
-            assert!(failure.is_none(), "the projector failed: {failure:?}");
-            if row.get::<_, i64>(0) == i64::try_from(head).unwrap() {
-                break;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tasks projector did not reach {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.send(()).unwrap();
-    task.await.unwrap();
+    crate::helpers::run_until(runtime, client, head).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let client = database.client().await;
+    let (store, database, client) = database().await;
 
     let done = TaskId(uuid::Uuid::new_v4());
     let artifact = Artifact {
@@ -125,29 +142,15 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         done,
         &[
             submitted(done, "frontend-a"),
-            TaskEvent::Started(TaskStarted {
-                worker_id: "w1".into(),
-                attempt: 1,
-                started_at: at(1),
-            }),
+            started("w1", 1, 1),
             TaskEvent::Retried(TaskRetried {
                 attempt: 1,
                 reason: "runner died".into(),
                 exit_code: None,
                 retried_at: at(2),
             }),
-            TaskEvent::Started(TaskStarted {
-                worker_id: "w2".into(),
-                attempt: 2,
-                started_at: at(3),
-            }),
-            TaskEvent::Succeeded(TaskSucceeded {
-                attempt: 2,
-                result: json!({ "verdict": "clean" }).as_object().unwrap().clone(),
-                exit_code: 0,
-                artifacts: vec![artifact],
-                finished_at: at(4),
-            }),
+            started("w2", 2, 3),
+            succeeded(2, vec![artifact], 4),
         ],
     )
     .await;
@@ -157,18 +160,8 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         failed,
         &[
             submitted(failed, "frontend-b"),
-            TaskEvent::Started(TaskStarted {
-                worker_id: "w1".into(),
-                attempt: 1,
-                started_at: at(5),
-            }),
-            TaskEvent::Failed(TaskFailed {
-                artifacts: Default::default(),
-                attempt: 1,
-                error: "exit 3".into(),
-                exit_code: Some(3),
-                failed_at: at(6),
-            }),
+            started("w1", 1, 5),
+            attempt_failed(1, 6),
         ],
     )
     .await;
@@ -191,32 +184,12 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
     let head = store.head_position().await.unwrap();
     run_until(&store, &client, head, 1).await;
 
-    let status = |id: TaskId| {
-        let client = &client;
-        async move {
-            let row = client
-                .query_one(
-                    "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1",
-                    &[&id.0],
-                )
-                .await
-                .unwrap();
-            (
-                row.get::<_, String>(0),
-                row.get::<_, i32>(1),
-                row.get::<_, Option<String>>(2),
-                row.get::<_, Option<String>>(3),
-                row.get::<_, Option<i32>>(4),
-                row.get::<_, i64>(5),
-            )
-        }
-    };
     assert_eq!(
-        status(done).await,
+        task_row(&client, done).await,
         ("succeeded".into(), 2, Some("w2".into()), None, Some(0), 5)
     );
     assert_eq!(
-        status(failed).await,
+        task_row(&client, failed).await,
         (
             "failed".into(),
             1,
@@ -227,11 +200,11 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         )
     );
     assert_eq!(
-        status(canceled).await,
+        task_row(&client, canceled).await,
         ("canceled".into(), 0, None, Some("canceled".into()), None, 2)
     );
     assert_eq!(
-        status(queued).await,
+        task_row(&client, queued).await,
         ("queued".into(), 0, None, None, None, 1)
     );
     let result = client
@@ -250,14 +223,11 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         "report.json"
     );
     assert_eq!(
-        client
-            .query_one(
-                "SELECT count(*) FROM results WHERE status = 'succeeded'",
-                &[]
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
+        scalar::<i64>(
+            &client,
+            "SELECT count(*) FROM results WHERE status = 'succeeded'"
+        )
+        .await,
         1
     );
     // A failed task has a row too (its logs, no result document).
@@ -289,8 +259,7 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+    let (store, database, client) = database().await;
     let task = TaskId(uuid::Uuid::new_v4());
     record(&store, task, &[submitted(task, "frontend-a")]).await;
     let runtime = ProjectorRuntime::new(store.clone(), TasksProjector, RuntimeOptions::default());
@@ -304,7 +273,6 @@ async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("already in the projection"), "{error}");
-    let client = database.client().await;
     let frontend: String = client
         .query_one(
             "SELECT frontend_id FROM tasks WHERE task_id = $1",
@@ -324,37 +292,15 @@ async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
 /// `as_of` reads and command answers show) ignores it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
-    let database = TestDatabase::create().await;
-    let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    let client = database.client().await;
+    let (store, database, client) = database().await;
     let task = TaskId(uuid::Uuid::new_v4());
     let history = [
         submitted(task, "frontend-a"),
-        TaskEvent::Started(TaskStarted {
-            worker_id: "w1".into(),
-            attempt: 1,
-            started_at: at(1),
-        }),
-        TaskEvent::Succeeded(TaskSucceeded {
-            attempt: 1,
-            result: json!({ "verdict": "clean" }).as_object().unwrap().clone(),
-            exit_code: 0,
-            artifacts: Vec::new(),
-            finished_at: at(2),
-        }),
+        started("w1", 1, 1),
+        succeeded(1, Vec::new(), 2),
         // Neither fits a succeeded task.
-        TaskEvent::Started(TaskStarted {
-            worker_id: "w2".into(),
-            attempt: 2,
-            started_at: at(3),
-        }),
-        TaskEvent::Failed(TaskFailed {
-            artifacts: Default::default(),
-            attempt: 2,
-            error: "exit 3".into(),
-            exit_code: Some(3),
-            failed_at: at(4),
-        }),
+        started("w2", 2, 3),
+        attempt_failed(2, 4),
     ];
     record(&store, task, &history).await;
     let head = store.head_position().await.unwrap();
@@ -362,24 +308,25 @@ async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
     // its row.
     run_until(&store, &client, head, 1).await;
     let folded = taskledger_events::task::fold(&history).unwrap();
-    let row = client
+    let (status, attempts, worker_id, error, exit_code, stream_version) =
+        task_row(&client, task).await;
+    let results: i64 = client
         .query_one(
-            "SELECT status, attempts, worker_id, error, exit_code, stream_version,
-                    (SELECT count(*) FROM results WHERE results.task_id = tasks.task_id)
-             FROM tasks WHERE task_id = $1",
+            "SELECT count(*) FROM results WHERE task_id = $1",
             &[&task.0],
         )
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     assert_eq!(
         (
-            row.get::<_, String>(0),
-            row.get::<_, i32>(1),
-            row.get::<_, Option<String>>(2),
-            row.get::<_, Option<String>>(3),
-            row.get::<_, Option<i32>>(4),
-            row.get::<_, i64>(5),
-            row.get::<_, i64>(6),
+            status,
+            attempts,
+            worker_id,
+            error,
+            exit_code,
+            stream_version,
+            results
         ),
         (
             folded.status.as_str().to_owned(),

@@ -547,9 +547,35 @@ async fn a_swap_waits_out_a_long_reader_without_blocking_others_and_gives_up_cle
     .await;
     assert_eq!(shadows, 0);
 
-    // Released part way through, the swap gets in on a later attempt.
+    // Released part way through, the swap gets in on a later attempt. The
+    // reader lets go only after one attempt has queued for the table and
+    // given up (seen in pg_locks), so the first attempt always fails,
+    // however slowly this machine reaches the swap.
+    let watcher = database.client().await;
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = || async {
+            scalar::<i64>(
+                &watcher,
+                "SELECT count(*) FROM pg_locks \
+                 WHERE NOT granted AND relation = 'recorded'::regclass",
+            )
+            .await
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while waiting().await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no swap attempt queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while waiting().await > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the swap attempt never gave up"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         long_reader.batch_execute("COMMIT").await.unwrap();
     });
     let report = rebuild(

@@ -3,13 +3,13 @@
 //! # How the global order is kept
 //!
 //! Appends are **group-committed under one transaction-scoped advisory lock**
-//! ([`append`] has the details). Each process has one appender task; callers
-//! hand it their appends and it writes everything waiting in one transaction:
-//! take the log lock, check every append's expected version against the log,
-//! insert the rows with consecutive positions and chained hashes, `NOTIFY`,
-//! commit. Because the lock is released only after the commit has become
-//! visible, commit order is position order, which gives the four properties
-//! ARCHITECTURE.md asks for:
+//! ([`appender`] and [`append`] have the details). Each process has one
+//! appender task; callers hand it their appends and it writes everything
+//! waiting in one transaction: take the log lock, check every append's
+//! expected version against the log, insert the rows with consecutive
+//! positions and chained hashes, `NOTIFY`, commit. Because the lock is
+//! released only after the commit has become visible, commit order is
+//! position order, which gives the four properties ARCHITECTURE.md asks for:
 //!
 //! 1. *Never skip*: position `n + 1` cannot commit before `n` is visible, so a
 //!    reader that sees `n + 1` has already been able to see `n`.
@@ -46,6 +46,7 @@
 //! back.
 
 mod append;
+mod appender;
 mod read;
 mod subscribe;
 pub mod verify;
@@ -126,9 +127,9 @@ pub struct PgEventStore {
 struct Inner {
     pool: Pool,
     config: tokio_postgres::Config,
-    appender: mpsc::Sender<append::PendingAppend>,
+    appender: mpsc::Sender<appender::PendingAppend>,
     appender_alive: Arc<AtomicBool>,
-    commit_counters: Arc<append::CommitCounters>,
+    commit_counters: Arc<appender::CommitCounters>,
     upcasters: Upcasters,
     options: StoreOptions,
 }
@@ -190,8 +191,8 @@ impl PgEventStore {
             .map_err(|error| StoreError::Pool(error.to_string()))?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let appender_alive = Arc::new(AtomicBool::new(true));
-        let commit_counters = Arc::new(append::CommitCounters::default());
-        tokio::spawn(append::run_appender(
+        let commit_counters = Arc::new(appender::CommitCounters::default());
+        tokio::spawn(appender::run_appender(
             pool.clone(),
             receiver,
             options.clone(),
@@ -285,7 +286,7 @@ impl EventStore for PgEventStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .appender
-            .send(append::PendingAppend { request, reply })
+            .send(appender::PendingAppend { request, reply })
             .await
             .map_err(|_| StoreError::AppenderStopped)?;
         answer.await.map_err(|_| StoreError::AppenderStopped)?

@@ -1,7 +1,8 @@
 //! Test helpers (feature `testing`, and this crate's own tests): the
 //! given/when/then harness of every aggregate ([`given`], [`given_state`]),
 //! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
-//! copied from a template that is migrated once per set of migrations.
+//! copied from a template that is migrated once per set of migrations;
+//! [`own_pool`] shows a store's own connections.
 //!
 //! The server is taken from `TEST_DATABASE_URL` (any database on the server;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -12,6 +13,14 @@ mod given;
 pub use given::{given, given_state, Given, Then};
 
 use crate::migrate;
+use crate::postgres::PgEventStore;
+
+/// The pool behind `store`'s own statements, which
+/// [`PgEventStore::pool`] never hands out: for tests of what those
+/// connections are set up with.
+pub fn own_pool(store: &PgEventStore) -> &deadpool_postgres::Pool {
+    store.own_pool()
+}
 
 /// The server tests use when `TEST_DATABASE_URL` is not set.
 pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -164,7 +164,10 @@ pub(super) const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
 /// and nothing is visible to readers (or final) until it commits. Rolling back
 /// leaves no trace in the global order.
 ///
-/// `tx` must be READ COMMITTED (PostgreSQL's default).
+/// `tx` must be READ COMMITTED (PostgreSQL's default). The planner hint the
+/// store's own statements run with (`enable_seqscan = off`) is set with
+/// `SET LOCAL`, so it holds until `tx` ends, for any statement after this
+/// one too.
 ///
 /// # Errors
 /// [`StoreError::Misuse`] for another isolation level;
@@ -252,7 +255,12 @@ pub(super) async fn lock_and_read<C: GenericClient + Sync>(
     // server runs the read, with its own snapshot, only once the lock is held.
     let lock = match begin {
         Begin::Pipelined => BEGIN_AND_LOCK.clone(),
-        Begin::AlreadyInTransaction => format!("SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
+        // A caller's connection is a plain one (`PgEventStore::pool`): the
+        // planner hint of the store's own connections is set for this
+        // transaction only, in the same round trip.
+        Begin::AlreadyInTransaction => {
+            format!("SET LOCAL enable_seqscan = off; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+        }
     };
     let read_params: [&(dyn ToSql + Sync); 2] = [&streams, &event_ids];
     let ((), rows) = futures::try_join!(

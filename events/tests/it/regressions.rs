@@ -286,18 +286,26 @@ async fn a_saturated_pool_fails_after_its_wait_instead_of_hanging() {
         .expect("the pool wait is bounded");
     assert!(third.is_err(), "a third connection from a pool of two");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    // The pool's connections are the store's own (the planner hint is set
-    // there and only there).
-    let setting: String = first
-        .query_one("SHOW enable_seqscan", &[])
+    // The planner hint is set on the store's own connections and only there:
+    // not on the ones `pool()` hands out for read models and exports.
+    let own = taskledger_events::testing::own_pool(&store)
+        .get()
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(setting, "off");
+        .unwrap();
+    assert_eq!(seqscan_setting(&own).await, "off");
+    assert_eq!(seqscan_setting(&first).await, "on");
     drop((first, second));
     assert!(
         store.pool().get().await.is_ok(),
         "freed connections are handed out again"
     );
     database.drop_database().await;
+}
+
+async fn seqscan_setting(client: &deadpool_postgres::Client) -> String {
+    client
+        .query_one("SHOW enable_seqscan", &[])
+        .await
+        .unwrap()
+        .get(0)
 }

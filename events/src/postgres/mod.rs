@@ -286,7 +286,13 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    #[tracing::instrument(skip_all, fields(stream = %stream_id, events = events.len()), err(level = "debug"))]
+    /// Its span carries the stream, the expectation, the number of events
+    /// and the position of the last one written (or found already stored).
+    #[tracing::instrument(
+        skip_all,
+        fields(stream = %stream_id, expected = ?expected, events = events.len(), position),
+        err(level = "debug")
+    )]
     async fn append(
         &self,
         stream_id: &StreamId,
@@ -300,7 +306,9 @@ impl EventStore for PgEventStore {
             .send(appender::PendingAppend { request, reply })
             .await
             .map_err(|_| StoreError::AppenderStopped)?;
-        answer.await.map_err(|_| StoreError::AppenderStopped)?
+        let appended = answer.await.map_err(|_| StoreError::AppenderStopped)??;
+        tracing::Span::current().record("position", appended.last_position);
+        Ok(appended)
     }
 
     async fn read_stream(

@@ -3,7 +3,7 @@
 //! # How the global order is kept
 //!
 //! Appends are **group-committed under one transaction-scoped advisory lock**
-//! ([`appender`] and [`append`] have the details). Each process has one
+//! (`appender.rs` and `append.rs` have the details). Each process has one
 //! appender task; callers hand it their appends and it writes everything
 //! waiting in one transaction: take the log lock, check every append's
 //! expected version against the log, insert the rows with consecutive

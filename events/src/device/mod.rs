@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::codec::{self, DecodeError, DomainEvent};
-use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
+use crate::codec;
+use crate::{Aggregate, Refusal, StreamId};
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
 pub const MAX_MT_BYTES: usize = 270;
@@ -300,53 +300,13 @@ pub struct DeviceMessageReceived {
     pub received_at: DateTime<Utc>,
 }
 
-impl DeviceEvent {
-    /// The stored schema version.
-    pub const SCHEMA_VERSION: u32 = 1;
-
-    /// Every stored type name.
-    pub const EVENT_TYPES: [&'static str; 5] = [
-        "DeviceMessageQueued",
-        "DeviceMessageSendAttempted",
-        "DeviceMessageSent",
-        "DeviceMessageFailed",
-        "DeviceMessageReceived",
-    ];
-
-    /// The stored type name.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::Queued(_) => Self::EVENT_TYPES[0],
-            Self::SendAttempted(_) => Self::EVENT_TYPES[1],
-            Self::Sent(_) => Self::EVENT_TYPES[2],
-            Self::Failed(_) => Self::EVENT_TYPES[3],
-            Self::Received(_) => Self::EVENT_TYPES[4],
-        }
-    }
-
-    /// The event ready to append.
-    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        codec::encode(self, event_id, metadata)
-    }
-
-    /// Reads a stored device event.
-    ///
-    /// # Errors
-    /// When the stored event is not a device event of a known version.
-    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        codec::decode(recorded)
-    }
-}
-
-impl DomainEvent for DeviceEvent {
-    const AGGREGATE: &'static str = "a device";
-    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
-    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
-
-    fn stored_type(&self) -> &'static str {
-        self.event_type()
-    }
-}
+codec::stored_events!(DeviceEvent: "a device", schema version 1, {
+    Queued => "DeviceMessageQueued",
+    SendAttempted => "DeviceMessageSendAttempted",
+    Sent => "DeviceMessageSent",
+    Failed => "DeviceMessageFailed",
+    Received => "DeviceMessageReceived",
+});
 
 /// Where an outbound message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::codec::{self, DecodeError, DomainEvent};
-use crate::{Aggregate, Metadata, NewEvent, RecordedEvent, Refusal, StreamId};
+use crate::codec;
+use crate::{Aggregate, Refusal, StreamId};
 
 /// The longest ledger name, in bytes.
 pub const MAX_LEDGER_NAME_BYTES: usize = 100;
@@ -159,40 +158,9 @@ pub struct LedgerEntriesConfirmed {
     pub confirmed_by: Option<String>,
 }
 
-impl LedgerEvent {
-    /// The stored schema version.
-    pub const SCHEMA_VERSION: u32 = 1;
-
-    /// The stored type name.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::Confirmed(_) => "LedgerEntriesConfirmed",
-        }
-    }
-
-    /// The event ready to append.
-    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        codec::encode(self, event_id, metadata)
-    }
-
-    /// Reads a stored ledger event.
-    ///
-    /// # Errors
-    /// When the stored event is not a ledger event of a known version.
-    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        codec::decode(recorded)
-    }
-}
-
-impl DomainEvent for LedgerEvent {
-    const AGGREGATE: &'static str = "a ledger";
-    const TYPES: &'static [&'static str] = &["LedgerEntriesConfirmed"];
-    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
-
-    fn stored_type(&self) -> &'static str {
-        self.event_type()
-    }
-}
+codec::stored_events!(LedgerEvent: "a ledger", schema version 1, {
+    Confirmed => "LedgerEntriesConfirmed",
+});
 
 /// A ledger as its events leave it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

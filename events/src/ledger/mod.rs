@@ -13,20 +13,28 @@
 //!   they leave are what reconciliation ([`LedgerState::holes`]) lists;
 //! - confirming only what is already confirmed changes nothing (no event),
 //!   so a consumer may safely send a confirmation again.
+//!
+//! The command is in `commands.rs`, the event in `events.rs`, the state it
+//! folds to in `state.rs` and the rules in `decide.rs`.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
 use crate::{Aggregate, Refusal, StreamId};
+
+mod commands;
+mod decide;
+mod events;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use commands::{ConfirmLedgerEntries, ConfirmationKind, MAX_RANGES, MAX_REFERENCE_BYTES};
+pub use decide::decide;
+pub use events::{LedgerEntriesConfirmed, LedgerEvent};
+pub use state::{apply, LedgerState};
 
 /// The longest ledger name, in bytes.
 pub const MAX_LEDGER_NAME_BYTES: usize = 100;
-/// The longest transaction reference, in bytes.
-pub const MAX_REFERENCE_BYTES: usize = 500;
-/// The most ranges one confirmation may carry.
-pub const MAX_RANGES: usize = 10_000;
-
 /// A ledger's name: 1 to [`MAX_LEDGER_NAME_BYTES`] of `a-z 0-9 . _ -`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -102,268 +110,3 @@ pub struct PositionRange {
     /// The last position (at least `from`).
     pub to: u64,
 }
-
-/// How the positions of a confirmation were named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfirmationKind {
-    /// One range, which must continue the confirmed prefix.
-    Range,
-    /// Single events by id, anywhere.
-    Events,
-}
-
-/// Record that the ledger holds these positions.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConfirmLedgerEntries {
-    /// The ledger.
-    pub ledger: LedgerName,
-    /// How the positions were named.
-    pub kind: ConfirmationKind,
-    /// The positions (for [`ConfirmationKind::Range`], exactly one range).
-    pub ranges: Vec<PositionRange>,
-    /// The ledger's transaction reference: 1 to [`MAX_REFERENCE_BYTES`]
-    /// bytes without control characters.
-    pub reference: String,
-    /// The log's head when the command was made (looked up by the caller).
-    pub head: u64,
-    /// When the confirmation was accepted.
-    pub confirmed_at: DateTime<Utc>,
-    /// The API key that sent it.
-    pub confirmed_by: Option<String>,
-}
-
-/// What happened to a ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum LedgerEvent {
-    /// See [`LedgerEntriesConfirmed`].
-    #[serde(rename = "LedgerEntriesConfirmed")]
-    Confirmed(LedgerEntriesConfirmed),
-}
-
-/// The ledger confirmed it holds these positions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerEntriesConfirmed {
-    /// The ledger.
-    pub ledger: LedgerName,
-    /// The positions newly confirmed (sorted, disjoint, none confirmed
-    /// before).
-    pub ranges: Vec<PositionRange>,
-    /// The ledger's transaction reference.
-    pub reference: String,
-    /// When it was accepted.
-    pub confirmed_at: DateTime<Utc>,
-    /// The API key that sent it.
-    pub confirmed_by: Option<String>,
-}
-
-codec::stored_events!(LedgerEvent: "a ledger", schema version 1, {
-    Confirmed => "LedgerEntriesConfirmed",
-});
-
-/// A ledger as its events leave it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LedgerState {
-    /// Confirmed positions: sorted, disjoint, non-adjacent ranges.
-    pub confirmed: Vec<PositionRange>,
-}
-
-impl LedgerState {
-    /// The state confirming exactly `ranges` (in any order, overlapping or
-    /// not).
-    pub fn from_ranges(ranges: Vec<PositionRange>) -> Self {
-        Self {
-            confirmed: merge(ranges),
-        }
-    }
-
-    /// Every position from 1 to this is confirmed (0: not even 1).
-    pub fn confirmed_through(&self) -> u64 {
-        match self.confirmed.first() {
-            Some(range) if range.from == 1 => range.to,
-            _ => 0,
-        }
-    }
-
-    /// The highest confirmed position (0 when none).
-    pub fn max_confirmed(&self) -> u64 {
-        self.confirmed.last().map_or(0, |range| range.to)
-    }
-
-    /// How many positions up to `limit` are confirmed.
-    pub fn count_through(&self, limit: u64) -> u64 {
-        self.confirmed
-            .iter()
-            .filter(|range| range.from <= limit)
-            .map(|range| range.to.min(limit) - range.from + 1)
-            .sum()
-    }
-
-    /// How many positions are confirmed.
-    pub fn count(&self) -> u64 {
-        self.confirmed
-            .iter()
-            .map(|range| range.to - range.from + 1)
-            .sum()
-    }
-
-    /// The unconfirmed ranges between 1 and [`LedgerState::max_confirmed`].
-    pub fn holes(&self) -> Vec<PositionRange> {
-        let mut holes = Vec::new();
-        let mut next = 1;
-        for range in &self.confirmed {
-            if range.from > next {
-                holes.push(PositionRange {
-                    from: next,
-                    to: range.from - 1,
-                });
-            }
-            next = range.to + 1;
-        }
-        holes
-    }
-
-    /// Whether `position` is confirmed.
-    pub fn contains(&self, position: u64) -> bool {
-        self.confirmed
-            .binary_search_by(|range| {
-                if range.to < position {
-                    std::cmp::Ordering::Less
-                } else if range.from > position {
-                    std::cmp::Ordering::Greater
-                } else {
-                    std::cmp::Ordering::Equal
-                }
-            })
-            .is_ok()
-    }
-}
-
-/// The state after `event`.
-pub fn apply(mut state: LedgerState, event: &LedgerEvent) -> LedgerState {
-    let LedgerEvent::Confirmed(confirmed) = event;
-    state.confirmed = merge(
-        state
-            .confirmed
-            .iter()
-            .chain(&confirmed.ranges)
-            .copied()
-            .collect(),
-    );
-    state
-}
-
-/// Sorted, disjoint, non-adjacent ranges covering the same positions.
-fn merge(mut ranges: Vec<PositionRange>) -> Vec<PositionRange> {
-    ranges.sort_unstable();
-    let mut merged: Vec<PositionRange> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if range.from <= last.to.saturating_add(1) => {
-                last.to = last.to.max(range.to)
-            }
-            _ => merged.push(range),
-        }
-    }
-    merged
-}
-
-/// Positions of `ranges` not yet in `state`, as ranges.
-fn new_positions(state: &LedgerState, ranges: &[PositionRange]) -> Vec<PositionRange> {
-    let mut fresh = Vec::new();
-    for range in merge(ranges.to_vec()) {
-        let mut start = range.from;
-        for confirmed in &state.confirmed {
-            if confirmed.to < start || confirmed.from > range.to {
-                continue;
-            }
-            if confirmed.from > start {
-                fresh.push(PositionRange {
-                    from: start,
-                    to: confirmed.from - 1,
-                });
-            }
-            start = confirmed.to.saturating_add(1);
-            if start > range.to {
-                break;
-            }
-        }
-        if start <= range.to {
-            fresh.push(PositionRange {
-                from: start,
-                to: range.to,
-            });
-        }
-    }
-    fresh
-}
-
-/// What a confirmation makes happen (see the module documentation).
-///
-/// # Errors
-/// [`RefusalKind::Invalid`](crate::RefusalKind::Invalid) for positions that do not exist, a range
-/// that would skip a hole, or a bad reference.
-pub fn decide(
-    state: &LedgerState,
-    command: ConfirmLedgerEntries,
-) -> Result<Vec<LedgerEvent>, Refusal> {
-    let reference = command.reference.as_str();
-    if reference.is_empty()
-        || reference.len() > MAX_REFERENCE_BYTES
-        || reference.chars().any(char::is_control)
-    {
-        return Err(Refusal::invalid(format!(
-            "reference must be 1 to {MAX_REFERENCE_BYTES} bytes without control characters"
-        )));
-    }
-    if command.ranges.is_empty() || command.ranges.len() > MAX_RANGES {
-        return Err(Refusal::invalid(format!(
-            "a confirmation names 1 to {MAX_RANGES} ranges or events"
-        )));
-    }
-    for range in &command.ranges {
-        if range.from == 0 || range.from > range.to {
-            return Err(Refusal::invalid(format!(
-                "sequence range {}..={} is empty or starts at 0; sequences start at 1",
-                range.from, range.to
-            )));
-        }
-        if range.to > command.head {
-            return Err(Refusal::invalid(format!(
-                "sequence {} does not exist; the log ends at {}",
-                range.to, command.head
-            )));
-        }
-    }
-    if command.kind == ConfirmationKind::Range {
-        let [range] = command.ranges.as_slice() else {
-            return Err(Refusal::invalid("a range confirmation names one range"));
-        };
-        let through = state.confirmed_through();
-        if range.from > through + 1 {
-            return Err(Refusal::invalid(format!(
-                "confirming {}..={} would skip the hole {}..={} after the confirmed sequences; confirm from {} on",
-                range.from,
-                range.to,
-                through + 1,
-                range.from - 1,
-                through + 1
-            )));
-        }
-    }
-    let fresh = new_positions(state, &command.ranges);
-    if fresh.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(vec![LedgerEvent::Confirmed(LedgerEntriesConfirmed {
-        ledger: command.ledger,
-        ranges: fresh,
-        reference: command.reference,
-        confirmed_at: command.confirmed_at,
-        confirmed_by: command.confirmed_by,
-    })])
-}
-
-#[cfg(test)]
-mod tests;

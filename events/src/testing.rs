@@ -1,5 +1,7 @@
 //! Test helpers (feature `testing`, and this crate's own tests): the
-//! given/when/then harness of every aggregate ([`given`], [`given_state`]),
+//! given/when/then harness of every aggregate ([`given`], [`given_state`])
+//! and the checks of its stored events ([`assert_round_trips`],
+//! [`assert_refuses_other_shapes`]),
 //! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
 //! copied from a template that is migrated once per set of migrations;
 //! [`own_pool`] shows a store's own connections.
@@ -10,7 +12,9 @@
 use tokio_postgres::NoTls;
 
 mod given;
+mod stored;
 pub use given::{given, given_state, Given, Then};
+pub use stored::{assert_refuses_other_shapes, assert_round_trips, recorded};
 
 use crate::migrate;
 use crate::postgres::PgEventStore;

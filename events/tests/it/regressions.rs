@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskledger_events::postgres::verify::verify_range;
 use taskledger_events::postgres::{
     append_in_transaction, AppendRequest, PgEventStore, StoreOptions,
 };
@@ -12,14 +11,10 @@ use taskledger_events::{
     chain, AppendError, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent, StoreError,
 };
 
-use crate::helpers::{event, store, stream};
+use crate::helpers::{append_in_order, event, store, stream};
 
 async fn verifies(store: &PgEventStore) -> Option<taskledger_events::postgres::verify::Defect> {
-    let client = store.pool().get().await.unwrap();
-    verify_range(&client, 1, None, 1_000, |_| {})
-        .await
-        .unwrap()
-        .defect
+    crate::helpers::verify(store, 1_000).await.defect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,12 +53,7 @@ async fn a_retry_batched_behind_a_newer_append_is_still_recognised() {
 async fn a_head_refilled_after_lost_commits_is_not_chained_onto() {
     let (first, database) = store().await;
     let s = stream("task-a");
-    for version in 0..3 {
-        first
-            .append(&s, ExpectedVersion::Exact(version), vec![event(version)])
-            .await
-            .unwrap();
-    }
+    append_in_order(&first, &s, 0..3).await;
     // What a failover to a replica that missed the last commit looks like:
     // position 3 is gone, and another process writes a different 3.
     let admin = database.client().await;

@@ -135,3 +135,86 @@ pub enum DecodeError {
         source: serde_json::Error,
     },
 }
+
+/// Gives an aggregate's event enum its stored form, once for every
+/// aggregate: `SCHEMA_VERSION`, `EVENT_TYPES`, `event_type()`,
+/// `to_new_event`, `from_recorded` and the [`DomainEvent`] impl, from one
+/// list of its variants and their stored names.
+///
+/// The names are the enum's explicit serde renames, written again here
+/// because a `const` list cannot be read out of serde (and `strum` would
+/// need the same names a second time as well); every aggregate's tests
+/// check the two agree.
+macro_rules! stored_events {
+    (
+        $event:ident: $aggregate:literal, schema version $version:literal,
+        { $($variant:ident => $name:literal),+ $(,)? }
+    ) => {
+        impl $event {
+            /// The schema version every event of this enum is written with,
+            /// and the only one [`Self::from_recorded`] reads (older ones
+            /// must be upcast first).
+            pub const SCHEMA_VERSION: u32 = $version;
+
+            /// Every stored type name, e.g. for a projector's filter.
+            pub const EVENT_TYPES: [&'static str; [$($name),+].len()] = [$($name),+];
+
+            /// The stored name of this event, equal to the `type` tag of
+            /// its serde form.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)+
+                }
+            }
+
+            /// The event ready to append: its
+            /// [`event_type`](Self::event_type),
+            /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), and as `data` the
+            /// event's own fields as a JSON object *without* a `type` field
+            /// (the envelope already says it). The caller chooses
+            /// `event_id`, so a retried append of the same decision is
+            /// recognised by the store.
+            pub fn to_new_event(
+                &self,
+                event_id: ::uuid::Uuid,
+                metadata: $crate::Metadata,
+            ) -> $crate::NewEvent {
+                $crate::codec::encode(self, event_id, metadata)
+            }
+
+            /// Reads a stored event of this enum from its `event_type` and
+            /// `data` (a `type` field in `data`, if any, is ignored; the
+            /// envelope's type decides). Fields added by a later version
+            /// are ignored; a missing optional field reads as `None`.
+            ///
+            /// # Errors
+            /// - [`DecodeError::UnknownType`]($crate::codec::DecodeError::UnknownType)
+            ///   when `event_type` is not one of
+            ///   [`EVENT_TYPES`](Self::EVENT_TYPES);
+            /// - [`DecodeError::UnsupportedSchemaVersion`]($crate::codec::DecodeError::UnsupportedSchemaVersion)
+            ///   when `schema_version` is not
+            ///   [`SCHEMA_VERSION`](Self::SCHEMA_VERSION) (read it through
+            ///   an upcasting reader);
+            /// - [`DecodeError::NotAnObject`]($crate::codec::DecodeError::NotAnObject)
+            ///   when `data` is not a JSON object;
+            /// - [`DecodeError::Malformed`]($crate::codec::DecodeError::Malformed)
+            ///   when a field is missing or has the wrong type.
+            pub fn from_recorded(
+                recorded: &$crate::RecordedEvent,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                $crate::codec::decode(recorded)
+            }
+        }
+
+        impl $crate::codec::DomainEvent for $event {
+            const AGGREGATE: &'static str = $aggregate;
+            const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
+            const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
+
+            fn stored_type(&self) -> &'static str {
+                self.event_type()
+            }
+        }
+    };
+}
+pub(crate) use stored_events;

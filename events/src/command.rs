@@ -103,6 +103,12 @@ impl Observer for () {
 /// # Errors
 /// [`CommandError::Corrupt`] for an event that is not the aggregate's;
 /// [`CommandError::Store`] when the store fails.
+#[tracing::instrument(
+    name = "load",
+    skip_all,
+    fields(stream = %stream_id, aggregate = A::NAME, version, position),
+    err(level = "debug")
+)]
 pub async fn load<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
@@ -130,6 +136,9 @@ pub async fn load<A: Aggregate>(
             loaded.position = recorded.global_position;
         }
         if !full {
+            let span = tracing::Span::current();
+            span.record("version", loaded.version);
+            span.record("position", loaded.position);
             return Ok(loaded);
         }
     }
@@ -158,8 +167,26 @@ pub async fn execute<A: Aggregate>(
 /// unknown outcome after a lost connection) is recognised by the store
 /// instead of applied twice. `metadata` gets `command_id` as its command id.
 ///
+/// Its span carries the stream, the aggregate, the command, the version
+/// the last attempt expected and the resulting position; its errors are
+/// logged at DEBUG (a refusal is an answer, and whoever handles a failure
+/// logs it once).
+///
 /// # Errors
 /// See [`CommandError`].
+#[tracing::instrument(
+    name = "command",
+    skip_all,
+    fields(
+        stream = %stream_id,
+        aggregate = A::NAME,
+        command = A::command_name(&command),
+        %command_id,
+        expected_version,
+        position,
+    ),
+    err(level = "debug")
+)]
 pub async fn execute_observed<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
@@ -176,8 +203,10 @@ pub async fn execute_observed<A: Aggregate>(
             version,
             position,
         } = load::<A>(store, stream_id).await?;
+        tracing::Span::current().record("expected_version", version);
         let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;
         if events.is_empty() {
+            tracing::Span::current().record("position", position);
             return Ok(Executed {
                 events,
                 state,
@@ -204,6 +233,7 @@ pub async fn execute_observed<A: Aggregate>(
         observer.append_finished(began.elapsed());
         match appended {
             Ok(appended) => {
+                tracing::Span::current().record("position", appended.last_position);
                 let state = events.iter().fold(state, A::apply);
                 return Ok(Executed {
                     events,

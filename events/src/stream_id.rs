@@ -59,6 +59,81 @@ impl AsRef<str> for StreamId {
     }
 }
 
+/// Defines an aggregate's identity: a UUID (`pub` field 0) whose stream is
+/// `{prefix}{uuid}`, with `STREAM_PREFIX`, `stream_id`, `from_stream_id`,
+/// `short`, `Display` (the full UUID, lowercase and hyphenated) and
+/// `From<Uuid>`, serialized as the bare UUID. `$what` names the aggregate
+/// in the generated docs (`task`, `API key`).
+macro_rules! uuid_identity {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal, $what:literal) => {
+        $(#[$meta])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub ::uuid::Uuid);
+
+        impl $name {
+            #[doc = concat!("The prefix of every ", $what, " stream's id.")]
+            pub const STREAM_PREFIX: &'static str = $prefix;
+
+            #[doc = concat!(
+                "The stream that holds this ", $what, "'s events: `", $prefix,
+                "{uuid}`, the UUID in its lowercase hyphenated form."
+            )]
+            pub fn stream_id(&self) -> $crate::StreamId {
+                // A short ASCII prefix and a UUID: never empty, never too
+                // long, no control characters.
+                $crate::StreamId::new(format!("{}{}", Self::STREAM_PREFIX, self.0))
+                    .expect(concat!($prefix, "{uuid} is always a valid stream id"))
+            }
+
+            #[doc = concat!(
+                "The ", $what, " whose stream is `stream_id`, or `None` when `stream_id` is not `",
+                $prefix, "` followed by a UUID."
+            )]
+            pub fn from_stream_id(stream_id: &str) -> Option<Self> {
+                let uuid = stream_id.strip_prefix(Self::STREAM_PREFIX)?;
+                ::uuid::Uuid::parse_str(uuid).ok().map(Self)
+            }
+
+            #[doc = concat!(
+                "The first 8 hexadecimal digits followed by \"…\", for messages meant for ",
+                "people (`3f2a1b4c…`). Not unique: keep the full id wherever it is needed to ",
+                "find the ", $what, " again."
+            )]
+            pub fn short(&self) -> String {
+                let mut buffer = ::uuid::Uuid::encode_buffer();
+                let hex = self.0.simple().encode_lower(&mut buffer);
+                format!("{}…", &hex[..8])
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            /// The full UUID, lowercase and hyphenated.
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl From<::uuid::Uuid> for $name {
+            fn from(uuid: ::uuid::Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+    };
+}
+pub(crate) use uuid_identity;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,10 @@
 //! Test helpers (feature `testing`, and this crate's own tests): the
-//! given/when/then harness of every aggregate ([`given`], [`given_state`]),
+//! given/when/then harness of every aggregate ([`given`], [`given_state`])
+//! and the checks of its stored events ([`assert_round_trips`],
+//! [`assert_refuses_other_shapes`]),
 //! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
-//! copied from a template that is migrated once per set of migrations.
+//! copied from a template that is migrated once per set of migrations;
+//! [`own_pool`] shows a store's own connections.
 //!
 //! The server is taken from `TEST_DATABASE_URL` (any database on the server;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -9,9 +12,19 @@
 use tokio_postgres::NoTls;
 
 mod given;
+mod stored;
 pub use given::{given, given_state, Given, Then};
+pub use stored::{assert_refuses_other_shapes, assert_round_trips, recorded};
 
 use crate::migrate;
+use crate::postgres::PgEventStore;
+
+/// The pool behind `store`'s own statements, which
+/// [`PgEventStore::pool`] never hands out: for tests of what those
+/// connections are set up with.
+pub fn own_pool(store: &PgEventStore) -> &deadpool_postgres::Pool {
+    store.own_pool()
+}
 
 /// The server tests use when `TEST_DATABASE_URL` is not set.
 pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -11,12 +11,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::{ApiKeyId, Scope};
+use crate::codec;
 pub use crate::codec::DecodeError;
-use crate::codec::{self, DomainEvent};
-use crate::{Metadata, NewEvent, RecordedEvent};
 
 /// Anything that can happen to an API key.
 ///
@@ -63,68 +61,7 @@ pub struct ApiKeyRevoked {
     pub revoked_by: Option<String>,
 }
 
-impl ApiKeyCreated {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "ApiKeyCreated";
-}
-impl ApiKeyRevoked {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "ApiKeyRevoked";
-}
-
-impl ApiKeyEvent {
-    /// The schema version every API key event is written with, and the only
-    /// one [`ApiKeyEvent::from_recorded`] reads (older ones must be upcast
-    /// first).
-    pub const SCHEMA_VERSION: u32 = 1;
-
-    /// Every stored API key event type, e.g. for a projector's filter.
-    pub const EVENT_TYPES: [&'static str; 2] =
-        [ApiKeyCreated::EVENT_TYPE, ApiKeyRevoked::EVENT_TYPE];
-
-    /// The stored name of this event, equal to the `type` tag of its serde
-    /// form.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::Created(_) => ApiKeyCreated::EVENT_TYPE,
-            Self::Revoked(_) => ApiKeyRevoked::EVENT_TYPE,
-        }
-    }
-
-    /// The event ready to append: its [`event_type`](Self::event_type),
-    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), and as `data` the event's own
-    /// fields as a JSON object *without* a `type` field (the envelope already
-    /// says it). The caller chooses `event_id`, so a retried append of the same
-    /// decision is recognised by the store.
-    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        codec::encode(self, event_id, metadata)
-    }
-
-    /// Reads a stored API key event from its `event_type` and `data` (a `type`
-    /// field in `data`, if any, is ignored; the envelope's type decides).
-    /// Fields added by a later version are ignored; a missing optional field
-    /// reads as `None`.
-    ///
-    /// # Errors
-    /// - [`DecodeError::UnknownType`] when `event_type` is not one of
-    ///   [`EVENT_TYPES`](Self::EVENT_TYPES);
-    /// - [`DecodeError::UnsupportedSchemaVersion`] when `schema_version` is not
-    ///   [`SCHEMA_VERSION`](Self::SCHEMA_VERSION) (read it through an
-    ///   upcasting reader);
-    /// - [`DecodeError::NotAnObject`] when `data` is not a JSON object;
-    /// - [`DecodeError::Malformed`] when a field is missing or has the wrong
-    ///   type (an unknown scope name included).
-    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        codec::decode(recorded)
-    }
-}
-
-impl DomainEvent for ApiKeyEvent {
-    const AGGREGATE: &'static str = "an api key";
-    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
-    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
-
-    fn stored_type(&self) -> &'static str {
-        self.event_type()
-    }
-}
+codec::stored_events!(ApiKeyEvent: "an api key", schema version 1, {
+    Created => "ApiKeyCreated",
+    Revoked => "ApiKeyRevoked",
+});

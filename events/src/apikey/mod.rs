@@ -26,12 +26,7 @@
 //! object *without* the `type` tag (see [`ApiKeyEvent::to_new_event`]), as for
 //! tasks.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::{Aggregate, Refusal, StreamId};
+use crate::{Aggregate, Refusal};
 
 mod commands;
 mod decide;
@@ -78,51 +73,11 @@ impl Aggregate for ApiKeys {
     }
 }
 
-/// The identity of an API key: a fresh UUID chosen by whoever creates it.
-/// Not secret (it appears in logs and as the `actor` of events); the secret
-/// is separate and only its hash is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ApiKeyId(pub Uuid);
-
-impl ApiKeyId {
-    /// The prefix of every API key stream's id.
-    pub const STREAM_PREFIX: &'static str = "apikey-";
-
-    /// The stream that holds this key's events: `apikey-{uuid}`, the UUID in
-    /// its lowercase hyphenated form.
-    pub fn stream_id(&self) -> StreamId {
-        // A 43-byte ASCII id without control characters is always valid.
-        StreamId::new(format!("{}{}", Self::STREAM_PREFIX, self.0))
-            .expect("apikey-{uuid} is always a valid stream id")
-    }
-
-    /// The key whose stream is `stream_id`, or `None` when `stream_id` is not
-    /// `apikey-` followed by a UUID.
-    pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        let uuid = stream_id.strip_prefix(Self::STREAM_PREFIX)?;
-        Uuid::parse_str(uuid).ok().map(Self)
-    }
-
-    /// The first 8 hexadecimal digits followed by "…", for messages meant for
-    /// people (`3f2a1b4c…`). Not unique: keep the full id wherever it is
-    /// needed to find the key again.
-    pub fn short(&self) -> String {
-        let mut buffer = Uuid::encode_buffer();
-        let hex = self.0.simple().encode_lower(&mut buffer);
-        format!("{}…", &hex[..8])
-    }
-}
-
-impl fmt::Display for ApiKeyId {
-    /// The full UUID, lowercase and hyphenated.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl From<Uuid> for ApiKeyId {
-    fn from(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-}
+crate::stream_id::uuid_identity!(
+    /// The identity of an API key: a fresh UUID chosen by whoever creates
+    /// it. Not secret (it appears in logs and as the `actor` of events); the
+    /// secret is separate and only its hash is kept.
+    ApiKeyId,
+    "apikey-",
+    "API key"
+);

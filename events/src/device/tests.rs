@@ -1,6 +1,9 @@
 //! Given these events, when this command, expect these events or this
 //! refusal (the harness of `crate::testing`).
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use super::*;
 use crate::testing::{self, Given};
 use crate::RefusalKind;

@@ -1,6 +1,8 @@
 //! Given these events, when this confirmation, expect these events or this
 //! refusal (the harness of `crate::testing`).
 
+use chrono::{DateTime, Utc};
+
 use super::*;
 use crate::testing::{self, Given};
 use crate::RefusalKind;

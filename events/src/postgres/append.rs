@@ -1,19 +1,18 @@
-//! Appending: the group-committing appender task and the transaction-level
-//! protocol it runs ([`append_in_transaction`]).
+//! The append protocol at the transaction level: take the log lock, read
+//! the head and the streams' versions under it, decide every request
+//! against that snapshot ([`plan`]: positions, versions, the hash chain, and
+//! retried appends recognised by their event ids), then one guarded insert.
+//! [`append_in_transaction`] runs it in a caller's transaction; the
+//! group-committing appender (`super::appender`) runs it for the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::types::ToSql;
-use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{to_i64, to_u64, StoreOptions, EVENTS_CHANNEL, LOG_LOCK_KEY};
+use super::{to_i64, to_u64, EVENTS_CHANNEL, LOG_LOCK_KEY};
 use crate::chain::{canonical_json, canonical_metadata, event_hash, HashInput, GENESIS_HASH};
 use crate::envelope::{AppendResult, ExpectedVersion, NewEvent};
 use crate::error::{AppendError, InvalidInput, StoreError};
@@ -22,8 +21,8 @@ use crate::stream_id::StreamId;
 /// One validated append: a stream, an expectation and at least one event.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
-    stream_id: StreamId,
-    expected: ExpectedVersion,
+    pub(super) stream_id: StreamId,
+    pub(super) expected: ExpectedVersion,
     events: Vec<NewEvent>,
 }
 
@@ -68,14 +67,9 @@ impl AppendRequest {
     }
 }
 
-pub(super) struct PendingAppend {
-    pub(super) request: AppendRequest,
-    pub(super) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
-}
-
 /// Where an event id is stored (or was just placed in this batch).
 #[derive(Debug, Clone)]
-struct Placement {
+pub(super) struct Placement {
     stream_id: String,
     version: u64,
     global_position: u64,
@@ -83,9 +77,9 @@ struct Placement {
 
 /// Columns of the rows to insert, one vector per column (sent with `unnest`).
 #[derive(Default)]
-struct Rows {
-    recorded_at: DateTime<Utc>,
-    positions: Vec<i64>,
+pub(super) struct Rows {
+    pub(super) recorded_at: DateTime<Utc>,
+    pub(super) positions: Vec<i64>,
     event_ids: Vec<Uuid>,
     stream_ids: Vec<String>,
     versions: Vec<i64>,
@@ -93,36 +87,23 @@ struct Rows {
     schema_versions: Vec<i32>,
     data: Vec<String>,
     metadata: Vec<String>,
-    hashes: Vec<Vec<u8>>,
+    pub(super) hashes: Vec<Vec<u8>>,
 }
+
+/// Opens an append transaction and takes the log lock. READ COMMITTED is
+/// required whatever the server's default: each later statement must take a
+/// fresh snapshot *after* the lock is granted.
+pub(super) static BEGIN_AND_LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+});
 
 /// Everything the append decides on, read in one statement (one snapshot,
 /// taken after the lock was granted). Rows of kind 0: the head (position,
 /// hash, and the time to record: the database clock, but never earlier than
 /// the head's, so `recorded_at` never decreases along the log); kind 1: a stream's current version; kind 2: an
 /// event id that is already stored, and where.
-impl Rows {
-    /// The head after these rows (None when there are none).
-    fn new_head(&self) -> Option<LogHead> {
-        let position = *self.positions.last()?;
-        let hash = <[u8; 32]>::try_from(self.hashes.last()?.as_slice()).ok()?;
-        Some(LogHead {
-            position: to_u64(position),
-            hash,
-            recorded_at: self.recorded_at,
-            clock_offset: chrono::TimeDelta::zero(),
-        })
-    }
-}
-
-/// Opens an append transaction and takes the log lock. READ COMMITTED is
-/// required whatever the server's default: each later statement must take a
-/// fresh snapshot *after* the lock is granted.
-static BEGIN_AND_LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
-});
-
-const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position, head.hash,
+pub(super) const READ_SQL: &str =
+    "SELECT 0, NULL::text, NULL::bigint, head.global_position, head.hash,
             greatest(clock_timestamp(), head.recorded_at), NULL::uuid
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (
@@ -145,7 +126,7 @@ const READ_SQL: &str = "SELECT 0, NULL::text, NULL::bigint, head.global_position
 /// (delivered at commit) when it inserted any. The full path reads under the
 /// lock just before, so there the guard always holds; the one-round-trip
 /// path relies on it.
-const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
+pub(super) const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
          SELECT global_position, hash FROM events ORDER BY global_position DESC LIMIT 1
      ),
      guard AS MATERIALIZED (
@@ -183,12 +164,16 @@ const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
 /// and nothing is visible to readers (or final) until it commits. Rolling back
 /// leaves no trace in the global order.
 ///
-/// `tx` must be READ COMMITTED (PostgreSQL's default).
+/// `tx` must be READ COMMITTED (PostgreSQL's default). The planner hint the
+/// store's own statements run with (`enable_seqscan = off`) is set with
+/// `SET LOCAL`, so it holds until `tx` ends, for any statement after this
+/// one too.
 ///
 /// # Errors
 /// [`StoreError::Misuse`] for another isolation level;
 /// [`StoreError::Database`] when a query fails; the transaction is then
 /// unusable and must be rolled back.
+#[tracing::instrument(skip_all, fields(appends = requests.len()), err(level = "debug"))]
 pub async fn append_in_transaction(
     tx: &Transaction<'_>,
     requests: &[AppendRequest],
@@ -217,7 +202,7 @@ pub async fn append_in_transaction(
 
 /// Whether [`lock_and_read`] opens the transaction itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Begin {
+pub(super) enum Begin {
     /// Send `BEGIN` in the same pipeline as the reads.
     Pipelined,
     /// The caller's transaction is already open.
@@ -226,7 +211,7 @@ enum Begin {
 
 /// Whether [`insert_rows`] commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
+pub(super) enum Commit {
     /// Send `COMMIT` in the same pipeline as the insert. If the insert fails,
     /// the server turns that `COMMIT` into a rollback.
     Pipelined,
@@ -235,12 +220,12 @@ enum Commit {
 }
 
 /// The log as seen under the lock: what [`plan`] decides on.
-struct Snapshot {
-    recorded_at: DateTime<Utc>,
-    head_position: u64,
-    head_hash: [u8; 32],
-    stream_versions: HashMap<String, u64>,
-    placements: HashMap<Uuid, Placement>,
+pub(super) struct Snapshot {
+    pub(super) recorded_at: DateTime<Utc>,
+    pub(super) head_position: u64,
+    pub(super) head_hash: [u8; 32],
+    pub(super) stream_versions: HashMap<String, u64>,
+    pub(super) placements: HashMap<Uuid, Placement>,
 }
 
 /// Takes the log lock and reads the head, the current version of every stream
@@ -249,7 +234,7 @@ struct Snapshot {
 /// The statements go out in one pipeline (one round trip). Each runs after
 /// the one before it has finished, with a snapshot of its own, so the reads
 /// see every commit made before the lock was granted.
-async fn lock_and_read<C: GenericClient + Sync>(
+pub(super) async fn lock_and_read<C: GenericClient + Sync>(
     client: &C,
     begin: Begin,
     requests: &[AppendRequest],
@@ -271,7 +256,12 @@ async fn lock_and_read<C: GenericClient + Sync>(
     // server runs the read, with its own snapshot, only once the lock is held.
     let lock = match begin {
         Begin::Pipelined => BEGIN_AND_LOCK.clone(),
-        Begin::AlreadyInTransaction => format!("SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})"),
+        // A caller's connection is a plain one (`PgEventStore::pool`): the
+        // planner hint of the store's own connections is set for this
+        // transaction only, in the same round trip.
+        Begin::AlreadyInTransaction => {
+            format!("SET LOCAL enable_seqscan = off; SELECT pg_advisory_xact_lock({LOG_LOCK_KEY})")
+        }
     };
     let read_params: [&(dyn ToSql + Sync); 2] = [&streams, &event_ids];
     let ((), rows) = futures::try_join!(
@@ -325,7 +315,7 @@ async fn lock_and_read<C: GenericClient + Sync>(
 /// Decides every request against the snapshot, in order, and builds the rows
 /// to insert: consecutive positions after the head, consecutive versions per
 /// stream, and the hash chain. Pure: no IO.
-fn plan(
+pub(super) fn plan(
     snapshot: Snapshot,
     requests: &[AppendRequest],
 ) -> (Rows, Vec<Result<AppendResult, AppendError>>) {
@@ -418,7 +408,7 @@ fn plan(
 
 /// What the guarded insert checks under the lock: the head and each stream's
 /// version that the rows were planned against.
-struct Guard {
+pub(super) struct Guard {
     head_position: i64,
     head_hash: Vec<u8>,
     streams: Vec<String>,
@@ -426,7 +416,7 @@ struct Guard {
 }
 
 impl Guard {
-    fn of(snapshot: &Snapshot) -> Self {
+    pub(super) fn of(snapshot: &Snapshot) -> Self {
         let (streams, versions) = snapshot
             .stream_versions
             .iter()
@@ -443,7 +433,7 @@ impl Guard {
 
 /// The error for a guard that failed although the head was read under the
 /// lock: impossible while every writer takes the log lock.
-fn moved_under_lock(guard: &Guard) -> StoreError {
+pub(super) fn moved_under_lock(guard: &Guard) -> StoreError {
     StoreError::Corrupt {
         global_position: u64::try_from(guard.head_position).unwrap_or(0),
         reason: "the log changed under the log lock; is something appending without it?".into(),
@@ -454,7 +444,7 @@ fn moved_under_lock(guard: &Guard) -> StoreError {
 /// asked) in one pipeline, and returns how many rows were inserted: all of
 /// them, or none when the guard failed. Rows that are empty insert nothing
 /// and only end the transaction when asked.
-async fn insert_rows<C: GenericClient + Sync>(
+pub(super) async fn insert_rows<C: GenericClient + Sync>(
     client: &C,
     before: Option<&str>,
     rows: &Rows,
@@ -561,306 +551,5 @@ fn replayed(
                 stored_version: placed.version,
             })
         }
-    }
-}
-
-/// Scheduler turns the appender gives waiting writers before it closes a
-/// batch that nothing more has joined.
-const YIELD_ROUNDS: u32 = 4;
-
-/// How long the appender waits for a batch to grow back to the size of the
-/// previous one.
-const GATHER_WAIT: Duration = Duration::from_micros(300);
-
-/// The appender task: takes every append waiting on the channel (up to the
-/// batch limits), commits them together, answers each caller, repeats. Ends
-/// when every sender is gone.
-pub(super) async fn run_appender(
-    pool: Pool,
-    mut receiver: mpsc::Receiver<PendingAppend>,
-    options: StoreOptions,
-    alive: Arc<AtomicBool>,
-    counters: Arc<CommitCounters>,
-) {
-    // Marks the appender dead however the task ends, panics included.
-    struct AliveGuard(Arc<AtomicBool>);
-    impl Drop for AliveGuard {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    let _guard = AliveGuard(alive);
-
-    let mut head: Option<LogHead> = None;
-    let max_appends = if options.group_commit {
-        options.max_batch_appends.max(1)
-    } else {
-        1
-    };
-    let mut previous_batch = 1;
-    while let Some(first) = receiver.recv().await {
-        let mut events = first.request.len();
-        let mut batch = vec![first];
-        // The writers the last commit answered are probably about to append
-        // again; give them a moment (up to `GATHER_WAIT`) to make the batch as
-        // large as the last one. Past that, stop once a few scheduler turns
-        // bring nothing new.
-        let gathering_since = Instant::now();
-        let mut quiet_rounds = 0;
-        while batch.len() < max_appends && events < options.max_batch_events {
-            match receiver.try_recv() {
-                Ok(pending) => {
-                    events += pending.request.len();
-                    batch.push(pending);
-                    quiet_rounds = 0;
-                }
-                Err(_) if max_appends == 1 => break,
-                Err(_)
-                    if batch.len() < previous_batch && gathering_since.elapsed() < GATHER_WAIT =>
-                {
-                    tokio::task::yield_now().await;
-                }
-                Err(_) if quiet_rounds < YIELD_ROUNDS => {
-                    quiet_rounds += 1;
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => break,
-            }
-        }
-        previous_batch = batch.len();
-        commit_batch(&pool, batch, &mut head, &counters).await;
-    }
-}
-
-async fn commit_batch(
-    pool: &Pool,
-    batch: Vec<PendingAppend>,
-    head: &mut Option<LogHead>,
-    counters: &CommitCounters,
-) {
-    let (requests, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|pending| (pending.request, pending.reply))
-        .unzip();
-    let span = tracing::debug_span!("append_batch", appends = requests.len());
-    let outcome = commit(pool, &requests, head, counters)
-        .instrument(span)
-        .await;
-    match outcome {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                // A caller that stopped waiting is fine: its append stands.
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(error) if requests.len() > 1 && error_is_statement_level(&error) => {
-            // One request may have tripped the database (a check or a unique
-            // index outside the lock protocol); commit each alone so the
-            // others are not punished for it.
-            tracing::warn!(error = %error, appends = requests.len(), "batch append failed; retrying appends one by one");
-            for (request, reply) in requests.into_iter().zip(replies) {
-                let outcome =
-                    match commit(pool, std::slice::from_ref(&request), head, counters).await {
-                        Ok(mut outcomes) => outcomes
-                            .pop()
-                            .unwrap_or(Err(AppendError::Store(StoreError::AppenderStopped))),
-                        Err(error) => Err(AppendError::Store(error)),
-                    };
-                let _ = reply.send(outcome);
-            }
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, appends = requests.len(), "append batch failed");
-            let shared = Arc::new(error);
-            for reply in replies {
-                let _ = reply.send(Err(AppendError::Store(StoreError::Shared(shared.clone()))));
-            }
-        }
-    }
-}
-
-/// The head of the log as this appender last wrote or read it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct LogHead {
-    position: u64,
-    hash: [u8; 32],
-    recorded_at: DateTime<Utc>,
-    /// The database clock minus this process's clock, as last measured.
-    clock_offset: chrono::TimeDelta,
-}
-
-/// Commits that took one round trip, and commits that took the full path.
-#[derive(Debug, Default)]
-pub(super) struct CommitCounters {
-    pub(super) fast: AtomicU64,
-    pub(super) full: AtomicU64,
-}
-
-/// One append transaction on a pooled connection.
-///
-/// The fast path, one round trip: when this appender knows the log head (it
-/// wrote or read it last) and every request says which version its stream is
-/// at (`Exact` or `NoStream`), the rows and hashes are computed from that
-/// knowledge and sent with `BEGIN`, the lock and `COMMIT` in one pipeline. The
-/// insert is guarded: under the lock it checks that the head and every
-/// stream's version are what was assumed, and inserts nothing if not.
-///
-/// The full path, two round trips: `BEGIN` + lock + read what the log holds,
-/// then insert + `COMMIT`. Taken when the fast path does not apply, its guard
-/// failed (another process appended, or an expectation is wrong), or the
-/// database refused its insert (an event id already stored); it gives every
-/// request its precise outcome.
-async fn commit(
-    pool: &Pool,
-    requests: &[AppendRequest],
-    head: &mut Option<LogHead>,
-    counters: &CommitCounters,
-) -> Result<Vec<Result<AppendResult, AppendError>>, StoreError> {
-    let mut client = pool.get().await?;
-    // Prepared before any transaction is opened, so that a failure to prepare
-    // cannot leave a transaction (and the log lock) open.
-    futures::try_join!(
-        client.prepare_cached(READ_SQL),
-        client.prepare_cached(GUARDED_INSERT_SQL)
-    )
-    .map_err(StoreError::db("preparing the append statements"))?;
-    if let Some(known) = *head {
-        match commit_fast(&client, requests, known).await {
-            Ok(Some((outcomes, new_head))) => {
-                *head = Some(new_head);
-                counters.fast.fetch_add(1, Ordering::Relaxed);
-                return Ok(outcomes);
-            }
-            // The path does not apply or its guard failed: nothing written.
-            Ok(None) => {}
-            Err(error) => {
-                // The transaction's state is unknown: never pool this
-                // connection again.
-                discard(client);
-                // Refused by the database (e.g. an event id stored
-                // elsewhere): nothing written; the full path tells each
-                // request why.
-                if !error_is_statement_level(&error) {
-                    *head = None;
-                    return Err(error);
-                }
-                client = pool.get().await?;
-            }
-        }
-    }
-    match commit_full(&client, requests).await {
-        Ok((outcomes, new_head)) => {
-            *head = Some(new_head);
-            counters.full.fetch_add(1, Ordering::Relaxed);
-            Ok(outcomes)
-        }
-        Err(error) => {
-            *head = None;
-            discard(client);
-            Err(error)
-        }
-    }
-}
-
-/// The full path of [`commit`]: read under the lock, then insert and commit.
-async fn commit_full(
-    client: &deadpool_postgres::Client,
-    requests: &[AppendRequest],
-) -> Result<(Vec<Result<AppendResult, AppendError>>, LogHead), StoreError> {
-    let snapshot = lock_and_read(client, Begin::Pipelined, requests).await?;
-    let clock_offset = snapshot.recorded_at - Utc::now();
-    let read_head = LogHead {
-        position: snapshot.head_position,
-        hash: snapshot.head_hash,
-        recorded_at: snapshot.recorded_at,
-        clock_offset,
-    };
-    let guard = Guard::of(&snapshot);
-    let (rows, outcomes) = plan(snapshot, requests);
-    let inserted = insert_rows(client, None, &rows, &guard, Commit::Pipelined).await?;
-    if inserted != rows.positions.len() {
-        return Err(moved_under_lock(&guard));
-    }
-    let new_head = rows.new_head().map_or(read_head, |head| LogHead {
-        clock_offset,
-        ..head
-    });
-    Ok((outcomes, new_head))
-}
-
-/// Closes a connection instead of returning it to the pool: its transaction
-/// may still be open (and hold the log lock). The server rolls it back when
-/// the connection goes.
-fn discard(client: deadpool_postgres::Client) {
-    drop(deadpool_postgres::Object::take(client));
-}
-
-/// The fast path of [`commit`]: `Ok(None)` when it does not apply or its
-/// guard failed, in both cases with nothing written.
-async fn commit_fast(
-    client: &deadpool_postgres::Client,
-    requests: &[AppendRequest],
-    head: LogHead,
-) -> Result<Option<(Vec<Result<AppendResult, AppendError>>, LogHead)>, StoreError> {
-    // What each stream is assumed to be at: the first request's expectation.
-    let mut stream_versions: HashMap<String, u64> = HashMap::new();
-    for request in requests {
-        let assumed = match request.expected {
-            // A version past what the table can hold is wrong anyway; the
-            // full path says so with the actual version.
-            ExpectedVersion::Exact(version) if i64::try_from(version).is_err() => return Ok(None),
-            ExpectedVersion::Exact(version) => version,
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
-        };
-        stream_versions
-            .entry(request.stream_id.as_str().to_owned())
-            .or_insert(assumed);
-    }
-    // This process's clock corrected to the database's, never earlier than
-    // the head's time (the full path keeps the same rule with the database
-    // clock itself).
-    let now = Utc::now() + head.clock_offset;
-    let now =
-        DateTime::<Utc>::from_timestamp_micros(now.timestamp_micros()).unwrap_or(head.recorded_at);
-    let snapshot = Snapshot {
-        recorded_at: now.max(head.recorded_at),
-        head_position: head.position,
-        head_hash: head.hash,
-        stream_versions,
-        placements: HashMap::new(),
-    };
-    let guard = Guard::of(&snapshot);
-    let (rows, outcomes) = plan(snapshot, requests);
-    if outcomes.iter().any(Result::is_err) {
-        // A refusal decided against assumed versions could be wrong (an
-        // idempotent retry, an id stored elsewhere): only the full path,
-        // which reads what is stored, may refuse.
-        return Ok(None);
-    }
-    let Some(new_head) = rows.new_head() else {
-        return Ok(None);
-    };
-    let new_head = LogHead {
-        clock_offset: head.clock_offset,
-        ..new_head
-    };
-    let inserted = insert_rows(
-        client,
-        Some(BEGIN_AND_LOCK.as_str()),
-        &rows,
-        &guard,
-        Commit::Pipelined,
-    )
-    .await?;
-    Ok((inserted == rows.positions.len()).then_some((outcomes, new_head)))
-}
-
-/// True for errors the database raised about a statement (as opposed to a
-/// lost connection), where retrying the requests one by one can help.
-fn error_is_statement_level(error: &StoreError) -> bool {
-    match error {
-        StoreError::Database { source, .. } => source.as_db_error().is_some(),
-        _ => false,
     }
 }

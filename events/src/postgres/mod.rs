@@ -3,13 +3,13 @@
 //! # How the global order is kept
 //!
 //! Appends are **group-committed under one transaction-scoped advisory lock**
-//! ([`append`] has the details). Each process has one appender task; callers
-//! hand it their appends and it writes everything waiting in one transaction:
-//! take the log lock, check every append's expected version against the log,
-//! insert the rows with consecutive positions and chained hashes, `NOTIFY`,
-//! commit. Because the lock is released only after the commit has become
-//! visible, commit order is position order, which gives the four properties
-//! ARCHITECTURE.md asks for:
+//! (`appender.rs` and `append.rs` have the details). Each process has one
+//! appender task; callers hand it their appends and it writes everything
+//! waiting in one transaction: take the log lock, check every append's
+//! expected version against the log, insert the rows with consecutive
+//! positions and chained hashes, `NOTIFY`, commit. Because the lock is
+//! released only after the commit has become visible, commit order is
+//! position order, which gives the four properties ARCHITECTURE.md asks for:
 //!
 //! 1. *Never skip*: position `n + 1` cannot commit before `n` is visible, so a
 //!    reader that sees `n + 1` has already been able to see `n`.
@@ -46,6 +46,7 @@
 //! back.
 
 mod append;
+mod appender;
 mod read;
 mod subscribe;
 pub mod verify;
@@ -77,11 +78,13 @@ pub const LOG_LOCK_KEY: i64 = 0x746c_6c6f_675f_6c6b; // "tllog_lk"
 /// Tuning for [`PgEventStore`]; the defaults suit most installations.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Connections in the pool (readers and the appender share it).
+    /// Connections in each of the store's two pools: the one its own
+    /// statements share (readers and the appender) and the one
+    /// [`PgEventStore::pool`] hands out. Connections open on demand.
     pub pool_size: usize,
-    /// How long taking a connection from the pool may wait before it fails
-    /// with [`StoreError::Pool`] (which the API answers with 503), so a
-    /// saturated pool never makes a request wait without bound.
+    /// How long taking a connection from either pool may wait before it
+    /// fails with [`StoreError::Pool`] (which the API answers with 503), so
+    /// a saturated pool never makes a request wait without bound.
     pub pool_wait: Duration,
     /// At most this many appends share one commit.
     pub max_batch_appends: usize,
@@ -124,11 +127,14 @@ pub struct PgEventStore {
 
 #[derive(Debug)]
 struct Inner {
-    pool: Pool,
+    /// The store's own statements' connections, with the planner hint.
+    own_pool: Pool,
+    /// Plain connections for everyone else ([`PgEventStore::pool`]).
+    shared_pool: Pool,
     config: tokio_postgres::Config,
-    appender: mpsc::Sender<append::PendingAppend>,
+    appender: mpsc::Sender<appender::PendingAppend>,
     appender_alive: Arc<AtomicBool>,
-    commit_counters: Arc<append::CommitCounters>,
+    commit_counters: Arc<appender::CommitCounters>,
     upcasters: Upcasters,
     options: StoreOptions,
 }
@@ -166,33 +172,23 @@ impl PgEventStore {
         // execution until the next ANALYZE. Forcing a fresh plan per
         // execution would fix that too, but planning the append statement
         // costs more than executing it.
-        // Only the pool's connections get it: `config()` (the projectors'
-        // and listeners' own connections) stays as given.
-        let mut pooled = config.clone();
-        let session_options = match pooled.get_options() {
+        // Only the store's own connections get it: `pool()` (read models,
+        // exports, callers' transactions) and `config()` (the projectors'
+        // and listeners' own connections) stay as given, so the hint never
+        // steers a query it was not measured for.
+        let mut hinted = config.clone();
+        let session_options = match hinted.get_options() {
             Some(existing) => format!("{existing} -c enable_seqscan=off"),
             None => "-c enable_seqscan=off".to_owned(),
         };
-        pooled.options(&session_options);
-        let manager = Manager::from_config(
-            pooled,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(options.pool_wait))
-            .create_timeout(Some(options.pool_wait))
-            .build()
-            .map_err(|error| StoreError::Pool(error.to_string()))?;
+        hinted.options(&session_options);
+        let own_pool = build_pool(hinted, &options)?;
+        let shared_pool = build_pool(config.clone(), &options)?;
         let (sender, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let appender_alive = Arc::new(AtomicBool::new(true));
-        let commit_counters = Arc::new(append::CommitCounters::default());
-        tokio::spawn(append::run_appender(
-            pool.clone(),
+        let commit_counters = Arc::new(appender::CommitCounters::default());
+        tokio::spawn(appender::run_appender(
+            own_pool.clone(),
             receiver,
             options.clone(),
             appender_alive.clone(),
@@ -200,7 +196,8 @@ impl PgEventStore {
         ));
         Ok(Self {
             inner: Arc::new(Inner {
-                pool,
+                own_pool,
+                shared_pool,
                 config,
                 appender: sender,
                 appender_alive,
@@ -211,10 +208,25 @@ impl PgEventStore {
         })
     }
 
-    /// The connection pool, for callers that need their own transaction (see
+    /// A pool of plain connections to the store's database, for callers'
+    /// own queries and transactions (read models, exports, lookups,
     /// [`append_in_transaction`]).
+    ///
+    /// Its connections have the settings the store was configured with and
+    /// nothing more: the planner hint the store's own statements run with
+    /// (`enable_seqscan=off`) is on a separate pool that is never handed
+    /// out. The two pools are separate in size too: callers here cannot
+    /// starve the appender or the store's reads, nor they these callers. At
+    /// most [`StoreOptions::pool_size`] connections; `get()` waits at most
+    /// [`StoreOptions::pool_wait`], then fails.
     pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+        &self.inner.shared_pool
+    }
+
+    /// The pool behind the store's own statements (for `crate::testing`).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn own_pool(&self) -> &Pool {
+        &self.inner.own_pool
     }
 
     /// The connection settings the store was built from.
@@ -247,7 +259,7 @@ impl PgEventStore {
         after_position: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.inner.pool.get().await?;
+        let client = self.inner.own_pool.get().await?;
         read::read_all(&client, after_position, limit).await
     }
 
@@ -256,7 +268,7 @@ impl PgEventStore {
     /// # Errors
     /// [`StoreError`] when it does not.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.inner.pool.get().await?;
+        let client = self.inner.own_pool.get().await?;
         client
             .simple_query("SELECT 1")
             .await
@@ -274,7 +286,13 @@ impl PgEventStore {
 
 #[async_trait]
 impl EventStore for PgEventStore {
-    #[tracing::instrument(skip_all, fields(stream = %stream_id, events = events.len()), err(level = "debug"))]
+    /// Its span carries the stream, the expectation, the number of events
+    /// and the position of the last one written (or found already stored).
+    #[tracing::instrument(
+        skip_all,
+        fields(stream = %stream_id, expected = ?expected, events = events.len(), position),
+        err(level = "debug")
+    )]
     async fn append(
         &self,
         stream_id: &StreamId,
@@ -285,10 +303,12 @@ impl EventStore for PgEventStore {
         let (reply, answer) = oneshot::channel();
         self.inner
             .appender
-            .send(append::PendingAppend { request, reply })
+            .send(appender::PendingAppend { request, reply })
             .await
             .map_err(|_| StoreError::AppenderStopped)?;
-        answer.await.map_err(|_| StoreError::AppenderStopped)?
+        let appended = answer.await.map_err(|_| StoreError::AppenderStopped)??;
+        tracing::Span::current().record("position", appended.last_position);
+        Ok(appended)
     }
 
     async fn read_stream(
@@ -298,7 +318,7 @@ impl EventStore for PgEventStore {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.inner.pool.get().await?;
+        let client = self.inner.own_pool.get().await?;
         let events = read::read_stream(&client, stream_id, from_version, direction, limit).await?;
         self.upcast_all(events)
     }
@@ -317,9 +337,28 @@ impl EventStore for PgEventStore {
     }
 
     async fn head_position(&self) -> Result<u64, StoreError> {
-        let client = self.inner.pool.get().await?;
+        let client = self.inner.own_pool.get().await?;
         read::head_position(&client).await
     }
+}
+
+/// A pool of at most `pool_size` connections made from `config`, waiting
+/// at most `pool_wait` for one.
+fn build_pool(config: tokio_postgres::Config, options: &StoreOptions) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.pool_size.max(2))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(options.pool_wait))
+        .create_timeout(Some(options.pool_wait))
+        .build()
+        .map_err(|error| StoreError::Pool(error.to_string()))
 }
 
 /// Converts a stored `bigint` that the schema keeps positive.

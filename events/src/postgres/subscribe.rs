@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -28,12 +29,25 @@ pub(super) fn start(store: PgEventStore, after_position: u64) -> Subscription {
     Subscription::new(receiver)
 }
 
+/// The pause after each failed read in a row: 100 ms doubling to 5 s (100,
+/// 200, … 3,200 ms, then 5 s each time), from 100 ms again after a read
+/// succeeds. Without jitter, so the delays are exactly the ones the feed
+/// had before it used `backon`.
+const READ_RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_factor(2.0)
+    .with_max_delay(Duration::from_secs(5))
+    .without_max_times();
+
 struct Listener {
     // Kept so the connection stays open; dropping it closes the connection.
     _client: tokio_postgres::Client,
     connection: JoinHandle<()>,
 }
 
+/// Opens the connection that `LISTEN`s for commits; a notification wakes the
+/// feed.
+#[tracing::instrument(name = "event_listener_connect", skip_all, err(level = "debug"))]
 async fn listen(
     store: &PgEventStore,
     wake: Arc<Notify>,
@@ -61,6 +75,7 @@ async fn listen(
     })
 }
 
+#[tracing::instrument(name = "event_feed", skip_all, fields(from_position = after_position))]
 async fn run_feed(
     store: PgEventStore,
     mut after_position: u64,
@@ -71,6 +86,7 @@ async fn run_feed(
     let batch = store.inner.options.subscription_batch.max(1);
     let poll_interval = store.inner.options.poll_interval;
     let mut failures: u32 = 0;
+    let mut retry_delays = READ_RETRY.build();
     loop {
         if listener
             .as_ref()
@@ -78,13 +94,8 @@ async fn run_feed(
         {
             // Listen before reading, so a commit between the read and the
             // wait still wakes us.
-            listener = match listen(&store, wake.clone()).await {
-                Ok(listener) => Some(listener),
-                Err(error) => {
-                    tracing::debug!(%error, "cannot open the event listener yet");
-                    None
-                }
-            };
+            // A failure is logged by `listen`'s span; polling covers it.
+            listener = listen(&store, wake.clone()).await.ok();
         }
         let caught_up = loop {
             match store.read_all_as_stored(after_position, batch).await {
@@ -93,6 +104,7 @@ async fn run_feed(
                         tracing::info!(after_position, "event feed reconnected");
                     }
                     failures = 0;
+                    retry_delays = READ_RETRY.build();
                     let count = events.len();
                     for event in events {
                         let position = event.global_position;
@@ -128,7 +140,8 @@ async fn run_feed(
         let pause = if caught_up {
             poll_interval
         } else {
-            backoff(failures)
+            // Never empty: the builder sets no limit of retries.
+            retry_delays.next().unwrap_or(Duration::from_secs(5))
         };
         tokio::select! {
             () = wake.notified(), if caught_up && listener.is_some() => {}
@@ -136,10 +149,4 @@ async fn run_feed(
             () = sender.closed() => return,
         }
     }
-}
-
-/// 50 ms doubling to 5 s.
-fn backoff(failures: u32) -> Duration {
-    let millis = 50_u64.saturating_mul(1 << failures.min(7));
-    Duration::from_millis(millis.min(5_000))
 }

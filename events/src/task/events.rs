@@ -12,12 +12,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::{Artifact, TaskId};
+use crate::codec;
 pub use crate::codec::DecodeError;
-use crate::codec::{self, DomainEvent};
-use crate::{Metadata, NewEvent, RecordedEvent};
 
 /// Anything that can happen to a task.
 ///
@@ -173,105 +171,13 @@ pub struct TaskRetried {
     pub retried_at: DateTime<Utc>,
 }
 
-impl TaskSubmitted {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskSubmitted";
-}
-impl TaskCanceled {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskCanceled";
-}
-impl TaskStarted {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskStarted";
-}
-impl TaskProgressRecorded {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskProgressRecorded";
-}
-impl TaskSucceeded {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskSucceeded";
-}
-impl TaskFailed {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskFailed";
-}
-impl TaskTimedOut {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskTimedOut";
-}
-impl TaskRetried {
-    /// The stored event type.
-    pub const EVENT_TYPE: &'static str = "TaskRetried";
-}
-
-impl TaskEvent {
-    /// The schema version every task event is written with, and the only one
-    /// [`TaskEvent::from_recorded`] reads (older ones must be upcast first).
-    pub const SCHEMA_VERSION: u32 = 1;
-
-    /// Every stored task event type, e.g. for a projector's filter.
-    pub const EVENT_TYPES: [&'static str; 8] = [
-        TaskSubmitted::EVENT_TYPE,
-        TaskCanceled::EVENT_TYPE,
-        TaskStarted::EVENT_TYPE,
-        TaskProgressRecorded::EVENT_TYPE,
-        TaskSucceeded::EVENT_TYPE,
-        TaskFailed::EVENT_TYPE,
-        TaskTimedOut::EVENT_TYPE,
-        TaskRetried::EVENT_TYPE,
-    ];
-
-    /// The stored name of this event, equal to the `type` tag of its serde
-    /// form.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::Submitted(_) => TaskSubmitted::EVENT_TYPE,
-            Self::Canceled(_) => TaskCanceled::EVENT_TYPE,
-            Self::Started(_) => TaskStarted::EVENT_TYPE,
-            Self::ProgressRecorded(_) => TaskProgressRecorded::EVENT_TYPE,
-            Self::Succeeded(_) => TaskSucceeded::EVENT_TYPE,
-            Self::Failed(_) => TaskFailed::EVENT_TYPE,
-            Self::TimedOut(_) => TaskTimedOut::EVENT_TYPE,
-            Self::Retried(_) => TaskRetried::EVENT_TYPE,
-        }
-    }
-
-    /// The event ready to append: its [`event_type`](Self::event_type),
-    /// [`SCHEMA_VERSION`](Self::SCHEMA_VERSION), and as `data` the event's own
-    /// fields as a JSON object *without* a `type` field (the envelope already
-    /// says it). The caller chooses `event_id`, so a retried append of the same
-    /// decision is recognised by the store.
-    pub fn to_new_event(&self, event_id: Uuid, metadata: Metadata) -> NewEvent {
-        codec::encode(self, event_id, metadata)
-    }
-
-    /// Reads a stored task event from its `event_type` and `data` (a `type`
-    /// field in `data`, if any, is ignored; the envelope's type decides).
-    /// Fields added by a later version are ignored; a missing optional field
-    /// reads as `None`.
-    ///
-    /// # Errors
-    /// - [`DecodeError::UnknownType`] when `event_type` is not one of
-    ///   [`EVENT_TYPES`](Self::EVENT_TYPES);
-    /// - [`DecodeError::UnsupportedSchemaVersion`] when `schema_version` is not
-    ///   [`SCHEMA_VERSION`](Self::SCHEMA_VERSION) (read it through an
-    ///   upcasting reader);
-    /// - [`DecodeError::NotAnObject`] when `data` is not a JSON object;
-    /// - [`DecodeError::Malformed`] when a field is missing or has the wrong
-    ///   type.
-    pub fn from_recorded(recorded: &RecordedEvent) -> Result<Self, DecodeError> {
-        codec::decode(recorded)
-    }
-}
-
-impl DomainEvent for TaskEvent {
-    const AGGREGATE: &'static str = "a task";
-    const TYPES: &'static [&'static str] = &Self::EVENT_TYPES;
-    const CURRENT_SCHEMA_VERSION: u32 = Self::SCHEMA_VERSION;
-
-    fn stored_type(&self) -> &'static str {
-        self.event_type()
-    }
-}
+codec::stored_events!(TaskEvent: "a task", schema version 1, {
+    Submitted => "TaskSubmitted",
+    Canceled => "TaskCanceled",
+    Started => "TaskStarted",
+    ProgressRecorded => "TaskProgressRecorded",
+    Succeeded => "TaskSucceeded",
+    Failed => "TaskFailed",
+    TimedOut => "TaskTimedOut",
+    Retried => "TaskRetried",
+});

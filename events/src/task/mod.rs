@@ -32,12 +32,7 @@
 //! [`TaskEvent::to_new_event`]). The serde form of [`TaskEvent`] (for messages
 //! and logs) is the same object with the tag added.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::{Aggregate, Refusal, StreamId};
+use crate::{Aggregate, Refusal};
 
 mod commands;
 mod decide;
@@ -94,51 +89,11 @@ impl Aggregate for Tasks {
     }
 }
 
-/// The identity of a task. Chosen by whoever submits it (a fresh UUID, or one
-/// derived from a client's own task id so a retried submission finds the
-/// first one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(pub Uuid);
-
-impl TaskId {
-    /// The prefix of every task stream's id.
-    pub const STREAM_PREFIX: &'static str = "task-";
-
-    /// The stream that holds this task's events: `task-{uuid}`, the UUID in
-    /// its lowercase hyphenated form.
-    pub fn stream_id(&self) -> StreamId {
-        // A 41-byte ASCII id without control characters is always valid.
-        StreamId::new(format!("{}{}", Self::STREAM_PREFIX, self.0))
-            .expect("task-{uuid} is always a valid stream id")
-    }
-
-    /// The task whose stream is `stream_id`, or `None` when `stream_id` is not
-    /// `task-` followed by a UUID.
-    pub fn from_stream_id(stream_id: &str) -> Option<Self> {
-        let uuid = stream_id.strip_prefix(Self::STREAM_PREFIX)?;
-        Uuid::parse_str(uuid).ok().map(Self)
-    }
-
-    /// The first 8 hexadecimal digits followed by "…", for messages meant for
-    /// people (`3f2a1b4c…`). Not unique: keep the full id wherever it is
-    /// needed to find the task again.
-    pub fn short(&self) -> String {
-        let mut buffer = Uuid::encode_buffer();
-        let hex = self.0.simple().encode_lower(&mut buffer);
-        format!("{}…", &hex[..8])
-    }
-}
-
-impl fmt::Display for TaskId {
-    /// The full UUID, lowercase and hyphenated.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl From<Uuid> for TaskId {
-    fn from(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-}
+crate::stream_id::uuid_identity!(
+    /// The identity of a task. Chosen by whoever submits it (a fresh UUID,
+    /// or one derived from a client's own task id so a retried submission
+    /// finds the first one).
+    TaskId,
+    "task-",
+    "task"
+);

@@ -964,48 +964,12 @@ fn every_event() -> Vec<TaskEvent> {
 }
 
 fn recorded(new_event: crate::NewEvent) -> RecordedEvent {
-    RecordedEvent {
-        global_position: 41,
-        event_id: new_event.event_id,
-        stream_id: task_id().stream_id().to_string(),
-        version: 1,
-        event_type: new_event.event_type,
-        schema_version: new_event.schema_version,
-        data: new_event.data,
-        metadata: new_event.metadata,
-        recorded_at: at(1000),
-        hash: [0; 32],
-    }
+    testing::recorded(new_event, &task_id().stream_id(), at(1000))
 }
 
 #[test]
 fn every_event_round_trips_through_serde_and_the_envelope() {
-    let mut types = std::collections::BTreeSet::new();
-    for event in every_event() {
-        let serialized = serde_json::to_value(&event).unwrap();
-        assert_eq!(serialized["type"], json!(event.event_type()), "{event:?}");
-        let back: TaskEvent = serde_json::from_value(serialized.clone()).unwrap();
-        assert_eq!(back, event);
-
-        let metadata = Metadata {
-            actor: Some("worker-1".into()),
-            ..Metadata::default()
-        };
-        let new_event = event.to_new_event(Uuid::from_u128(99), metadata.clone());
-        assert_eq!(new_event.event_id, Uuid::from_u128(99));
-        assert_eq!(new_event.event_type, event.event_type());
-        assert_eq!(new_event.schema_version, TaskEvent::SCHEMA_VERSION);
-        assert_eq!(new_event.metadata, metadata);
-        let mut without_tag = object(serialized);
-        without_tag.remove("type");
-        assert_eq!(new_event.data, Value::Object(without_tag));
-
-        let read = TaskEvent::from_recorded(&recorded(new_event)).unwrap();
-        assert_eq!(read, event);
-        types.insert(event.event_type());
-    }
-    let all: std::collections::BTreeSet<_> = TaskEvent::EVENT_TYPES.into_iter().collect();
-    assert_eq!(types, all, "every type is covered, and only these");
+    testing::assert_round_trips(every_event(), &task_id().stream_id(), at(1000));
 }
 
 #[test]
@@ -1051,37 +1015,11 @@ fn from_recorded_reads_missing_optional_fields_as_none() {
 fn from_recorded_refuses_what_is_not_a_task_event() {
     let good = recorded(started(1).to_new_event(Uuid::nil(), Metadata::default()));
 
-    let mut unknown = good.clone();
-    unknown.event_type = "DeviceMessageSent".into();
-    let error = TaskEvent::from_recorded(&unknown).unwrap_err();
-    assert!(
-        matches!(&error, DecodeError::UnknownType { event_type, global_position: 41, aggregate: "a task" } if event_type == "DeviceMessageSent"),
-        "{error:?}"
-    );
+    let error = testing::assert_refuses_other_shapes::<TaskEvent>(&good, "DeviceMessageSent");
     assert_eq!(
         error.to_string(),
         r#"event at global position 41 has type "DeviceMessageSent", which is not a task event"#
     );
-
-    let mut newer = good.clone();
-    newer.schema_version = 2;
-    assert!(matches!(
-        TaskEvent::from_recorded(&newer),
-        Err(DecodeError::UnsupportedSchemaVersion {
-            schema_version: 2,
-            ..
-        })
-    ));
-
-    let mut array = good.clone();
-    array.data = json!(["worker-1", 1, "2023-11-14T22:16:40Z"]);
-    assert!(matches!(
-        TaskEvent::from_recorded(&array),
-        Err(DecodeError::NotAnObject {
-            found: "an array",
-            ..
-        })
-    ));
 
     let mut missing = good;
     missing.data = json!({"worker_id": "worker-1"});

@@ -5,7 +5,7 @@ use taskledger_events::{
     AppendError, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent,
 };
 
-use crate::helpers::{event, store, stream};
+use crate::helpers::{append_in_order, event, store, stream, verify};
 
 #[tokio::test]
 async fn every_expected_version_case() {
@@ -361,15 +361,7 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
         all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
         [3, 4, 5]
     );
-    let verification = taskledger_events::postgres::verify::verify_range(
-        &store.pool().get().await.unwrap(),
-        1,
-        None,
-        2,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let verification = verify(&store, 2).await;
     assert_eq!((verification.checked, verification.defect), (5, None));
     database.drop_database().await;
 }
@@ -411,15 +403,7 @@ async fn two_stores_on_one_log_interleave_correctly() {
         full >= 10,
         "stale heads must fall back to the full path (fast {fast}, full {full})"
     );
-    let verification = taskledger_events::postgres::verify::verify_range(
-        &first.pool().get().await.unwrap(),
-        1,
-        None,
-        100,
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let verification = verify(&first, 100).await;
     assert_eq!((verification.checked, verification.defect), (20, None));
     database.drop_database().await;
 }
@@ -428,12 +412,7 @@ async fn two_stores_on_one_log_interleave_correctly() {
 async fn a_single_writer_commits_in_one_round_trip_and_duplicates_still_fail_cleanly() {
     let (store, database) = store().await;
     let s = stream("task-fast");
-    for version in 0..10 {
-        store
-            .append(&s, ExpectedVersion::Exact(version), vec![event(version)])
-            .await
-            .unwrap();
-    }
+    append_in_order(&store, &s, 0..10).await;
     let (fast, full) = store.commit_counts();
     assert!(
         fast >= 9,

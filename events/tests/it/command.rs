@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::json;
-use taskledger_events::command::{execute, load, CommandError};
+use taskledger_events::command::{execute, load, CommandError, Executed};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
     CompleteTask, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus, Tasks,
@@ -17,6 +17,15 @@ use taskledger_events::{
     RecordedEvent, RefusalKind, StoreError, StreamId, Subscription,
 };
 use uuid::Uuid;
+
+/// Runs `command` as a new command: a fresh command id, no metadata.
+async fn run(
+    store: &impl EventStore,
+    stream: &StreamId,
+    command: TaskCommand,
+) -> Result<Executed<Tasks>, CommandError> {
+    execute::<Tasks>(store, stream, command, Uuid::new_v4(), Metadata::default()).await
+}
 
 fn submit(task_id: TaskId) -> TaskCommand {
     TaskCommand::Submit(SubmitTask {
@@ -56,15 +65,7 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
     let (store, database) = store().await;
     let task_id = TaskId(Uuid::new_v4());
     let stream = task_id.stream_id();
-    let submitted = execute::<Tasks>(
-        &store,
-        &stream,
-        submit(task_id),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    let submitted = run(&store, &stream, submit(task_id)).await.unwrap();
     assert_eq!(submitted.stream_version, 1);
     assert!(matches!(submitted.events[..], [TaskEvent::Submitted(_)]));
     execute::<Tasks>(
@@ -84,15 +85,7 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
         artifacts: vec![],
         finished_at: Utc::now(),
     });
-    let done = execute::<Tasks>(
-        &store,
-        &stream,
-        complete,
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    let done = run(&store, &stream, complete).await.unwrap();
     assert_eq!(done.stream_version, 3);
     assert_eq!(done.state.as_ref().unwrap().status, TaskStatus::Succeeded);
 
@@ -101,9 +94,7 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
         reason: None,
         canceled_at: Utc::now(),
     });
-    let error = execute::<Tasks>(&store, &stream, cancel, Uuid::new_v4(), Metadata::default())
-        .await
-        .unwrap_err();
+    let error = run(&store, &stream, cancel).await.unwrap_err();
     match error {
         CommandError::Rejected(error) => {
             assert_eq!(error.kind(), RefusalKind::InvalidTransition);
@@ -127,15 +118,7 @@ async fn of_eight_runners_claiming_one_task_exactly_one_wins() {
     let (store, database) = store().await;
     let task_id = TaskId(Uuid::new_v4());
     let stream = task_id.stream_id();
-    execute::<Tasks>(
-        &store,
-        &stream,
-        submit(task_id),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    run(&store, &stream, submit(task_id)).await.unwrap();
     let claims = (0..8).map(|n| {
         let store = store.clone();
         let stream = stream.clone();
@@ -229,28 +212,16 @@ async fn conflicts_are_retried_a_bounded_number_of_times() {
         conflicts_left: AtomicU32::new(3),
     };
     let task_id = TaskId(Uuid::new_v4());
-    let done = execute::<Tasks>(
-        &store,
-        &task_id.stream_id(),
-        submit(task_id),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    let done = run(&store, &task_id.stream_id(), submit(task_id))
+        .await
+        .unwrap();
     assert_eq!(done.stream_version, 1, "succeeds on the fourth attempt");
 
     store.conflicts_left.store(100, Ordering::SeqCst);
     let other = TaskId(Uuid::new_v4());
-    let error = execute::<Tasks>(
-        &store,
-        &other.stream_id(),
-        submit(other),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = run(&store, &other.stream_id(), submit(other))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, CommandError::Conflict { attempts: 4, .. }),
         "{error}"

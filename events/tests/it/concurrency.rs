@@ -5,12 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand::Rng;
-use taskledger_events::postgres::verify::verify_range;
 use taskledger_events::postgres::{append_in_transaction, AppendRequest, PgEventStore};
 use taskledger_events::{chain, AppendError, EventStore, ExpectedVersion, RecordedEvent};
 use uuid::Uuid;
 
-use crate::helpers::{event, eventually, store, stream};
+use crate::helpers::{event, eventually, store, stream, verify};
 
 const WRITERS: usize = 32;
 const APPENDS_PER_WRITER: usize = 60;
@@ -197,11 +196,9 @@ async fn run(disruptors: usize) {
     assert_eq!(delivered_ids, log_ids);
     // The hash chain verifies, from the envelopes and from the stored text.
     chain::verify_run(0, chain::GENESIS_HASH, &log).expect("hash chain");
-    let client = store.pool().get().await.unwrap();
-    let verification = verify_range(&client, 1, None, 500, |_| {}).await.unwrap();
+    let verification = verify(&store, 500).await;
     assert_eq!(verification.defect, None);
     assert_eq!(verification.checked, total);
-    drop(client);
     database.drop_database().await;
 }
 

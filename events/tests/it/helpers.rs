@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use taskledger_events::postgres::verify::{verify_range, Verification};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::{NewEvent, StreamId};
+use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
 pub(crate) async fn store() -> (PgEventStore, TestDatabase) {
     store_with(StoreOptions::default()).await
@@ -15,6 +16,31 @@ pub(crate) async fn store_with(options: StoreOptions) -> (PgEventStore, TestData
     let database = TestDatabase::create().await;
     let store = PgEventStore::connect(&database.url, options).expect("store");
     (store, database)
+}
+
+/// Verifies the whole log (chain and order), reading `batch` events a query.
+pub(crate) async fn verify(store: &PgEventStore, batch: usize) -> Verification {
+    let client = store.pool().get().await.unwrap();
+    verify_range(&client, 1, None, batch, |_| {}).await.unwrap()
+}
+
+/// Appends `event(v)` at each version `v` of `versions` in turn, each
+/// expecting exactly the version before it.
+pub(crate) async fn append_in_order(
+    store: &PgEventStore,
+    stream: &StreamId,
+    versions: std::ops::Range<u64>,
+) {
+    for version in versions {
+        store
+            .append(
+                stream,
+                ExpectedVersion::Exact(version),
+                vec![event(version)],
+            )
+            .await
+            .unwrap();
+    }
 }
 
 pub(crate) fn stream(name: &str) -> StreamId {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskledger_events::postgres::verify::verify_range;
 use taskledger_events::postgres::{
     append_in_transaction, AppendRequest, PgEventStore, StoreOptions,
 };
@@ -12,14 +11,10 @@ use taskledger_events::{
     chain, AppendError, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent, StoreError,
 };
 
-use crate::helpers::{event, store, stream};
+use crate::helpers::{append_in_order, event, store, stream};
 
 async fn verifies(store: &PgEventStore) -> Option<taskledger_events::postgres::verify::Defect> {
-    let client = store.pool().get().await.unwrap();
-    verify_range(&client, 1, None, 1_000, |_| {})
-        .await
-        .unwrap()
-        .defect
+    crate::helpers::verify(store, 1_000).await.defect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,12 +53,7 @@ async fn a_retry_batched_behind_a_newer_append_is_still_recognised() {
 async fn a_head_refilled_after_lost_commits_is_not_chained_onto() {
     let (first, database) = store().await;
     let s = stream("task-a");
-    for version in 0..3 {
-        first
-            .append(&s, ExpectedVersion::Exact(version), vec![event(version)])
-            .await
-            .unwrap();
-    }
+    append_in_order(&first, &s, 0..3).await;
     // What a failover to a replica that missed the last commit looks like:
     // position 3 is gone, and another process writes a different 3.
     let admin = database.client().await;
@@ -286,18 +276,26 @@ async fn a_saturated_pool_fails_after_its_wait_instead_of_hanging() {
         .expect("the pool wait is bounded");
     assert!(third.is_err(), "a third connection from a pool of two");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    // The pool's connections are the store's own (the planner hint is set
-    // there and only there).
-    let setting: String = first
-        .query_one("SHOW enable_seqscan", &[])
+    // The planner hint is set on the store's own connections and only there:
+    // not on the ones `pool()` hands out for read models and exports.
+    let own = taskledger_events::testing::own_pool(&store)
+        .get()
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(setting, "off");
+        .unwrap();
+    assert_eq!(seqscan_setting(&own).await, "off");
+    assert_eq!(seqscan_setting(&first).await, "on");
     drop((first, second));
     assert!(
         store.pool().get().await.is_ok(),
         "freed connections are handed out again"
     );
     database.drop_database().await;
+}
+
+async fn seqscan_setting(client: &deadpool_postgres::Client) -> String {
+    client
+        .query_one("SHOW enable_seqscan", &[])
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -1,0 +1,79 @@
+//! A device as its events leave it, and [`apply`], the fold.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use super::DeviceEvent;
+
+/// Where an outbound message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundStatus {
+    /// Waiting for its next attempt.
+    Queued,
+    /// An attempt is under way.
+    Sending,
+    /// The provider accepted it (final).
+    Sent,
+    /// Given up (final).
+    Failed,
+}
+
+/// An outbound message as its events leave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outbound {
+    /// Where it is.
+    pub status: OutboundStatus,
+    /// Attempts begun.
+    pub attempts: u32,
+}
+
+/// A device as its events leave it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceState {
+    /// Outbound messages by id.
+    pub outbound: BTreeMap<Uuid, Outbound>,
+    /// Inbound messages seen: `(momsn, transmit_time)`.
+    pub received: BTreeSet<(u64, String)>,
+}
+
+/// The state after `event`.
+pub fn apply(mut state: DeviceState, event: &DeviceEvent) -> DeviceState {
+    match event {
+        DeviceEvent::Queued(queued) => {
+            state.outbound.insert(
+                queued.message_id,
+                Outbound {
+                    status: OutboundStatus::Queued,
+                    attempts: 0,
+                },
+            );
+        }
+        DeviceEvent::SendAttempted(attempted) => {
+            if let Some(message) = state.outbound.get_mut(&attempted.message_id) {
+                message.status = OutboundStatus::Sending;
+                message.attempts = attempted.attempt;
+            }
+        }
+        DeviceEvent::Sent(sent) => {
+            if let Some(message) = state.outbound.get_mut(&sent.message_id) {
+                message.status = OutboundStatus::Sent;
+            }
+        }
+        DeviceEvent::Failed(failed) => {
+            if let Some(message) = state.outbound.get_mut(&failed.message_id) {
+                message.status = if failed.final_failure {
+                    OutboundStatus::Failed
+                } else {
+                    OutboundStatus::Queued
+                };
+            }
+        }
+        DeviceEvent::Received(received) => {
+            state
+                .received
+                .insert((received.momsn, received.transmit_time.clone()));
+        }
+    }
+    state
+}

@@ -15,7 +15,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::adapters::rabbitmq;
-use crate::config::{Executor, FileConfig, Network};
+use crate::config::kind::{Executor, Network};
+use crate::config::FileConfig;
 
 /// How often the checks run again in the background.
 pub const REFRESH: Duration = Duration::from_secs(30);

@@ -142,31 +142,22 @@ impl Topology {
             .await?;
         // A job whose kind has no queue goes to the dead letters instead of
         // vanishing.
-        let mut jobs_arguments = FieldTable::default();
-        jobs_arguments.insert(
-            "alternate-exchange".into(),
-            AMQPValue::LongString(LongString::from(dead.as_str())),
-        );
         channel
             .exchange_declare(
                 self.jobs_exchange().as_str().into(),
                 ExchangeKind::Direct,
                 durable,
-                jobs_arguments,
+                naming(&dead, "alternate-exchange"),
             )
             .await?;
         for kind in kinds {
             let queue = self.jobs_queue(kind);
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(LongString::from(dead.as_str())),
-            );
+            // A rejected or expired job goes to the dead letters too.
             channel
                 .queue_declare(
                     queue.as_str().into(),
                     QueueDeclareOptions::durable(),
-                    arguments,
+                    naming(&dead, "x-dead-letter-exchange"),
                 )
                 .await?;
             channel
@@ -273,6 +264,17 @@ impl Job {
             installation,
         })
     }
+}
+
+/// Declaration arguments with one entry: `argument` naming the exchange
+/// `exchange`.
+fn naming(exchange: &str, argument: &str) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        argument.into(),
+        AMQPValue::LongString(LongString::from(exchange)),
+    );
+    arguments
 }
 
 /// The properties of a message about `recorded`: persistent, its event id as

@@ -74,15 +74,7 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 created_at: Utc::now(),
                 created_by: Some("cli".into()),
             });
-            execute::<ApiKeys>(
-                store,
-                &key_id.stream_id(),
-                command,
-                Uuid::new_v4(),
-                cli_metadata(),
-            )
-            .await
-            .map_err(describe)?;
+            append(store, key_id, command).await?;
             let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
             println!(
                 "created API key {key_id} ({name}) with scopes {}",
@@ -139,28 +131,32 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 revoked_at: Utc::now(),
                 revoked_by: Some("cli".into()),
             });
-            execute::<ApiKeys>(
-                store,
-                &key_id.stream_id(),
-                command,
-                Uuid::new_v4(),
-                cli_metadata(),
-            )
-            .await
-            .map_err(describe)?;
+            append(store, key_id, command).await?;
             println!("revoked API key {key_id}");
             Ok(())
         }
     }
 }
 
-fn cli_metadata() -> Metadata {
-    Metadata {
+/// Runs `command` on the key's stream as the command line (the log's
+/// actor `cli`); a refusal or failure says why.
+async fn append(
+    store: &PgEventStore,
+    key_id: ApiKeyId,
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
+    let metadata = Metadata {
         actor: Some("cli".into()),
         ..Metadata::default()
-    }
-}
-
-fn describe(error: CommandError) -> anyhow::Error {
-    anyhow::anyhow!("{error}")
+    };
+    execute::<ApiKeys>(
+        store,
+        &key_id.stream_id(),
+        command,
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error: CommandError| anyhow::anyhow!("{error}"))
 }

@@ -127,23 +127,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Health(args) => health(&args).await,
         Command::Replay { database, command } => {
-            let settings = Settings::from_database(&database, log);
-            database::require_existing(&settings).await?;
-            replay::run(&settings, command).await
+            replay::run(&existing(&database, log).await?, command).await
         }
         Command::Projections { database, command } => {
-            let settings = Settings::from_database(&database, log);
-            database::require_existing(&settings).await?;
-            projections::run(&settings, command).await
+            projections::run(&existing(&database, log).await?, command).await
         }
         Command::Cleanup {
             database,
             files,
             args,
         } => {
-            let mut settings = Settings::from_database(&database, log);
+            let mut settings = existing(&database, log).await?;
             settings.data_dir = files.data_dir;
-            database::require_existing(&settings).await?;
             projections::cleanup(&settings, &args).await
         }
         Command::Keys {
@@ -162,6 +157,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             keys::run(&store, command).await
         }
     }
+}
+
+/// The settings of a command that reads or changes an existing
+/// installation, once its database is known to exist.
+async fn existing(database: &DatabaseArgs, log_filter: &str) -> anyhow::Result<Settings> {
+    let settings = Settings::from_database(database, log_filter);
+    database::require_existing(&settings).await?;
+    Ok(settings)
 }
 
 /// `taskledger health`: one GET of the readiness probe.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
     Scope,
@@ -64,13 +65,14 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 .collect::<Result<BTreeSet<_>, _>>()?;
             let mut random = [0_u8; 32];
             rand::rng().fill(&mut random);
-            let secret = generate_secret(random);
+            // Held where nothing can print it until the one line that must.
+            let secret = SecretString::from(generate_secret(random));
             let key_id = ApiKeyId(Uuid::new_v4());
             let command = ApiKeyCommand::Create(CreateApiKey {
                 key_id,
                 name: name.clone(),
                 scopes: scopes.clone(),
-                key_hash: hash_secret(&secret),
+                key_hash: hash_secret(secret.expose_secret()),
                 created_at: Utc::now(),
                 created_by: Some("cli".into()),
             });
@@ -81,7 +83,7 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 scopes.join(",")
             );
             println!("send it as 'Authorization: Bearer <key>'; it is shown only now:");
-            println!("{secret}");
+            println!("{}", secret.expose_secret());
             Ok(())
         }
         KeysCommand::List => {

@@ -7,6 +7,7 @@ pub mod replay;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 
 use crate::config::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings};
 use crate::service::database;
@@ -117,7 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = Settings::from_database(&database, log);
             settings.create_database = true;
             let applied = database::prepare(&settings).await?;
-            let name = database::describe_url(&settings.database_url);
+            let name = database::describe_url(settings.database_url.expose_secret());
             if applied.is_empty() {
                 println!("the database is up to date; no migration to apply ({name})");
             } else {
@@ -151,7 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database::prepare(&settings).await?;
             eprintln!(
                 "taskledger: using database {}",
-                database::describe_url(&settings.database_url)
+                database::describe_url(settings.database_url.expose_secret())
             );
             let store = database::open_store(&settings)?;
             keys::run(&store, command).await

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use kind::{KindError, TaskKind};
@@ -41,7 +42,7 @@ pub struct FileConfig {
 /// mo_public_key_file = "rock7.pem"
 /// verify_mo_jwt = true
 /// ```
-#[derive(Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RockblockConfig {
     /// The provider's MT endpoint.
@@ -50,8 +51,8 @@ pub struct RockblockConfig {
     /// wins).
     pub username: Option<String>,
     /// The account's password (the environment's `ROCKBLOCK_PASSWORD`
-    /// wins). Never logged.
-    pub password: Option<String>,
+    /// wins). Never printed (`Debug` redacts it).
+    pub password: Option<SecretString>,
     /// The PEM public key that signs MO webhooks; a relative path is read
     /// from the configuration file's directory.
     pub mo_public_key_file: Option<std::path::PathBuf>,
@@ -66,20 +67,6 @@ pub struct RockblockConfig {
     /// doubles it (at most an hour).
     #[serde(default = "default_retry_backoff")]
     pub retry_backoff_seconds: u64,
-}
-
-impl std::fmt::Debug for RockblockConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RockblockConfig")
-            .field("mt_url", &self.mt_url)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("mo_public_key_file", &self.mo_public_key_file)
-            .field("verify_mo_jwt", &self.verify_mo_jwt)
-            .field("max_attempts", &self.max_attempts)
-            .field("retry_backoff_seconds", &self.retry_backoff_seconds)
-            .finish()
-    }
 }
 
 fn default_true() -> bool {

@@ -36,6 +36,9 @@ set -euo pipefail
 _IM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _IM_ROOT=$(cd "$_IM_DIR/.." && pwd)
 _IM_SELF=$_IM_DIR/$(basename "${BASH_SOURCE[0]}")
+# shellcheck source=scripts/lib.sh
+source "$_IM_DIR/lib.sh"
+LIB_NAME=images LIB_SELF=$_IM_SELF
 
 _IM_LABEL=org.taskledger.image.hash
 _IM_BUSYBOX=taskledger-busybox:latest
@@ -60,24 +63,8 @@ _IM_THUG_CHANGES=(
 _IM_SANDBOX=(--rm --network none --cap-drop ALL --security-opt no-new-privileges --read-only
   --tmpfs /tmp:rw,noexec,nosuid,size=64m --memory 1024m --memory-swap 1024m --pids-limit 256)
 
-_im_say() { printf 'images: %s\n' "$*"; }
-_im_warn() { printf 'images: WARNING: %s\n' "$*" >&2; }
-_im_die() {
-  printf 'images: ERROR: %s\n' "$1" >&2
-  shift
-  local line
-  for line in "$@"; do printf 'images:   %s\n' "$line" >&2; done
-  exit 1
-}
-_im_have() { command -v "$1" >/dev/null 2>&1; }
 _im_now() { date +%s.%N; }
 _im_took() { awk -v a="$1" -v b="$(_im_now)" 'BEGIN { printf "%.1fs", b - a }'; }
-
-_im_need_root() {
-  [[ ${EUID:-$(id -u)} -eq 0 ]] ||
-    _im_die "$1 needs root, but this script runs as $(id -un)." \
-      "Fix: rerun as root, e.g. 'sudo $_IM_SELF'."
-}
 
 # _im_step IMAGE WHAT FIX COMMAND...: runs COMMAND with its output in the log, says how
 # long it took; on failure prints the log's tail and the hint, and exits.
@@ -85,7 +72,7 @@ _im_step() {
   local image=$1 what=$2 fix=$3 t0
   shift 3
   t0=$(_im_now)
-  _im_say "$image: $what ..."
+  lib_say "$image: $what ..."
   printf '\n==== %s: %s: %s\n' "$(date -u +%FT%TZ)" "$image" "$what" >>"$_IM_LOG"
   # A subshell with errexit of its own: inside 'if' errexit would be ignored.
   local rc=0
@@ -99,22 +86,9 @@ _im_step() {
   if ((rc != 0)); then
     printf 'images: ---- last lines of %s ----\n' "$_IM_LOG" >&2
     tail -n 30 "$_IM_LOG" >&2 || true
-    _im_die "$image: $what failed after $(_im_took "$t0") (log: $_IM_LOG)." "Fix: $fix"
+    lib_die "$image: $what failed after $(_im_took "$t0") (log: $_IM_LOG)." "Fix: $fix"
   fi
-  _im_say "$image: $what done in $(_im_took "$t0")"
-}
-
-_IM_APT_UPDATED=0
-_im_apt_install() {
-  _im_need_root "installing $*"
-  _im_have apt-get || _im_die "cannot install $*: apt-get not found (this script targets Debian)." \
-    "Fix: install $* with your distribution's package manager."
-  if ((_IM_APT_UPDATED == 0)); then
-    _im_step host "apt-get update" "check the apt sources / mirror reachability, then rerun." apt-get update
-    _IM_APT_UPDATED=1
-  fi
-  _im_step host "apt-get install $*" "resolve the apt error above, or install $* by hand." \
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+  lib_say "$image: $what done in $(_im_took "$t0")"
 }
 
 # ------------------------------------------------------------------- docker --
@@ -124,7 +98,7 @@ _im_pick_docker() {
   if [[ -n ${TASKLEDGER_DOCKER_BIN:-} ]]; then
     _IM_DOCKER=$TASKLEDGER_DOCKER_BIN
     timeout 20 "$_IM_DOCKER" info --format '{{.ServerVersion}}' </dev/null >/dev/null 2>&1 ||
-      _im_die "the docker client $_IM_DOCKER (TASKLEDGER_DOCKER_BIN) cannot talk to the engine." \
+      lib_die "the docker client $_IM_DOCKER (TASKLEDGER_DOCKER_BIN) cannot talk to the engine." \
         "Fix: start the engine with scripts/services.sh (or unset TASKLEDGER_DOCKER_BIN)."
     return 0
   fi
@@ -135,7 +109,7 @@ _im_pick_docker() {
       return 0
     fi
   done
-  _im_die "no docker client can talk to a Docker engine." \
+  lib_die "no docker client can talk to a Docker engine." \
     "Fix: start one with 'scripts/services.sh --skip-postgres --skip-rabbitmq', then rerun."
 }
 
@@ -174,16 +148,16 @@ _im_build_busybox_context() {
 _im_ensure_busybox() {
   local dockerfile=$_IM_DIR/test-image/Dockerfile t0
   t0=$(_im_now)
-  [[ -f $dockerfile ]] || _im_die "missing $dockerfile." "Fix: 'git checkout -- scripts/test-image/Dockerfile'."
+  [[ -f $dockerfile ]] || lib_die "missing $dockerfile." "Fix: 'git checkout -- scripts/test-image/Dockerfile'."
   if ! _im_busybox_static; then
-    _im_apt_install busybox-static
-    _im_busybox_static || _im_die "/bin/busybox is still missing or not statically linked after installing busybox-static." \
+    lib_apt_install busybox-static
+    _im_busybox_static || lib_die "/bin/busybox is still missing or not statically linked after installing busybox-static." \
       "Fix: 'apt-get install --reinstall busybox-static' and check 'ldd /bin/busybox'."
   fi
   local hash
   hash=$(cat "$dockerfile" /bin/busybox | sha256sum | cut -d' ' -f1)
   if ((_IM_REBUILD == 0)) && [[ "$(_im_label_of "$_IM_BUSYBOX")" == "$hash" ]] && _im_busybox_works; then
-    _im_say "busybox: $_IM_BUSYBOX is up to date (recipe ${hash:0:12}; checked in $(_im_took "$t0"))"
+    lib_say "busybox: $_IM_BUSYBOX is up to date (recipe ${hash:0:12}; checked in $(_im_took "$t0"))"
     return 0
   fi
   local ctx
@@ -198,9 +172,9 @@ _im_ensure_busybox() {
   ((rc == 0)) || exit "$rc"
   _im_prune
   _im_busybox_works ||
-    _im_die "$_IM_BUSYBOX was built but 'sh -c \"echo ok\"' in the sandbox does not print ok." \
+    lib_die "$_IM_BUSYBOX was built but 'sh -c \"echo ok\"' in the sandbox does not print ok." \
       "Fix: run 'docker run --rm --network none $_IM_BUSYBOX sh -c \"echo ok\"' by hand to see the error."
-  _im_say "busybox: $_IM_BUSYBOX ready in $(_im_took "$t0") ($(_im_size_of "$_IM_BUSYBOX")); checked 'sh -c \"echo ok\"' in the sandbox"
+  lib_say "busybox: $_IM_BUSYBOX ready in $(_im_took "$t0") ($(_im_size_of "$_IM_BUSYBOX")); checked 'sh -c \"echo ok\"' in the sandbox"
 }
 
 # --------------------------------------------------------------------- thug --
@@ -209,7 +183,7 @@ _im_suite() {
   local codename=""
   # shellcheck disable=SC1091
   codename=$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}")
-  [[ -n $codename ]] || _im_die "/etc/os-release names no VERSION_CODENAME." \
+  [[ -n $codename ]] || lib_die "/etc/os-release names no VERSION_CODENAME." \
     "Fix: this recipe targets a Debian host (bookworm: Python 3.11 matches the pinned wheels)."
   printf '%s\n' "$codename"
 }
@@ -268,7 +242,7 @@ _im_thug_hash() {
 # as NAME=VALUE lines for the chroot's environment. The CA file itself is copied.
 _im_pip_settings() {
   local py="" line key value
-  for py in python3 pip3 pip; do _im_have "$py" && break || py=""; done
+  for py in python3 pip3 pip; do lib_have "$py" && break || py=""; done
   [[ -n $py ]] || return 0
   local -a cmd=("$py" config list)
   [[ $py == python3 ]] && cmd=(python3 -m pip config list)
@@ -305,7 +279,7 @@ _im_thug_unmount() {
   local root=$1 m
   while read -r m; do
     [[ -n $m ]] || continue
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || _im_warn "could not unmount $m"
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || lib_warn "could not unmount $m"
   done < <(_im_mounts_under "$root")
 }
 
@@ -321,7 +295,7 @@ _im_thug_cleanup() {
   [[ -n $work && -d $work ]] || return 0
   _im_thug_unmount "$work/root"
   if [[ -n "$(_im_mounts_under "$work")" ]]; then
-    _im_warn "left $work in place: something is still mounted under it ($(_im_mounts_under "$work" | tr '\n' ' '))"
+    lib_warn "left $work in place: something is still mounted under it ($(_im_mounts_under "$work" | tr '\n' ' '))"
     return 0
   fi
   rm -rf --one-file-system "$work"
@@ -437,40 +411,40 @@ _im_ensure_thug() {
   t0=$(_im_now)
   local f
   for f in "${_IM_THUG_FILES[@]}"; do
-    [[ -f $_IM_THUG_RECIPE/$f ]] || _im_die "missing $_IM_THUG_RECIPE/$f." "Fix: restore it from git ('git checkout -- scripts/images/thug')."
+    [[ -f $_IM_THUG_RECIPE/$f ]] || lib_die "missing $_IM_THUG_RECIPE/$f." "Fix: restore it from git ('git checkout -- scripts/images/thug')."
   done
   suite=$(_im_suite)
   arch=$(dpkg --print-architecture 2>/dev/null || echo unknown)
   hash=$(_im_thug_hash "$suite" "$arch")
   have=$(_im_label_of "$_IM_THUG")
   if ((_IM_REBUILD == 0)) && [[ $have == "$hash" ]]; then
-    _im_say "thug: $_IM_THUG is up to date (recipe ${hash:0:12}, $suite/$arch; checked in $(_im_took "$t0"))"
+    lib_say "thug: $_IM_THUG is up to date (recipe ${hash:0:12}, $suite/$arch; checked in $(_im_took "$t0"))"
     return 0
   fi
   if [[ -n $have && $have != "$hash" ]]; then
-    _im_say "thug: $_IM_THUG has recipe ${have:0:12}, the recipe is now ${hash:0:12}"
+    lib_say "thug: $_IM_THUG has recipe ${have:0:12}, the recipe is now ${hash:0:12}"
   fi
-  [[ $arch == amd64 ]] || _im_warn "thug: the pinned wheels (scripts/images/thug/requirements.txt) were verified on amd64 only; this host is $arch"
+  [[ $arch == amd64 ]] || lib_warn "thug: the pinned wheels (scripts/images/thug/requirements.txt) were verified on amd64 only; this host is $arch"
 
   cache=${TASKLEDGER_IMAGE_CACHE:-/var/cache/taskledger/images}
-  mkdir -p "$cache" 2>/dev/null || _im_need_root "creating the image cache $cache"
-  [[ -w $cache ]] || _im_die "the image cache $cache is not writable by $(id -un)." \
+  mkdir -p "$cache" 2>/dev/null || lib_need_root "creating the image cache $cache"
+  [[ -w $cache ]] || lib_die "the image cache $cache is not writable by $(id -un)." \
     "Fix: rerun as root, or point TASKLEDGER_IMAGE_CACHE at a writable directory."
   tarball=$cache/taskledger-thug-$suite-$arch-${hash:0:16}.tar
 
   # One build at a time per cache (test.sh and run.sh may start together).
   exec 9>"$cache/.lock"
   if ! flock -n 9; then
-    _im_say "thug: another scripts/images.sh holds $cache/.lock; waiting for it ..."
-    flock -w 3600 9 || _im_die "waited an hour for $cache/.lock." "Fix: find the other build ('fuser $cache/.lock') or remove the lock file."
+    lib_say "thug: another scripts/images.sh holds $cache/.lock; waiting for it ..."
+    flock -w 3600 9 || lib_die "waited an hour for $cache/.lock." "Fix: find the other build ('fuser $cache/.lock') or remove the lock file."
     if ((_IM_REBUILD == 0)) && [[ "$(_im_label_of "$_IM_THUG")" == "$hash" ]]; then
-      _im_say "thug: $_IM_THUG was built meanwhile (recipe ${hash:0:12})"
+      lib_say "thug: $_IM_THUG was built meanwhile (recipe ${hash:0:12})"
       return 0
     fi
   fi
 
   if ((_IM_REBUILD == 0)) && [[ -f $tarball ]]; then
-    _im_say "thug: cached root file system $tarball ($(du -h "$tarball" | cut -f1)), importing it instead of rebuilding"
+    lib_say "thug: cached root file system $tarball ($(du -h "$tarball" | cut -f1)), importing it instead of rebuilding"
   else
     _im_build_thug_root "$suite" "$arch" "$tarball"
   fi
@@ -482,18 +456,18 @@ _im_ensure_thug() {
   _im_step thug "check: the wrapper analyses $(basename "$_IM_THUG_FIXTURE") in the runner's sandbox" \
     "run 'docker run --rm --network none $_IM_THUG taskledger-thug --version' by hand; if the image is broken, rerun with --rebuild." \
     _im_thug_check
-  _im_say "thug: $_IM_THUG ready in $(_im_took "$t0") ($(_im_size_of "$_IM_THUG"))"
+  lib_say "thug: $_IM_THUG ready in $(_im_took "$t0") ($(_im_size_of "$_IM_THUG"))"
 }
 
 _im_build_thug_root() {
   local suite=$1 arch=$2 tarball=$3 t0 cache
   t0=$(_im_now)
   cache=$(dirname "$tarball")
-  _im_need_root "building $_IM_THUG (debootstrap, chroot)"
-  _im_have debootstrap || _im_apt_install debootstrap
+  lib_need_root "building $_IM_THUG (debootstrap, chroot)"
+  lib_have debootstrap || lib_apt_install debootstrap
   local tool
   for tool in chroot tar flock mount umount; do
-    _im_have "$tool" || _im_die "$tool not found." "Fix: install it (coreutils, tar, util-linux, mount)."
+    lib_have "$tool" || lib_die "$tool not found." "Fix: install it (coreutils, tar, util-linux, mount)."
   done
 
   # Mirrors: the host's apt sources (never written into a committed file).
@@ -504,7 +478,7 @@ _im_build_thug_root() {
     pairs+=("$uri" "$su")
     [[ -z $mirror && $su == "$suite" ]] && mirror=$uri
   done < <(_im_host_sources "$suite" | awk '!seen[$0]++')
-  [[ -n $mirror ]] || _im_die "no apt source for suite '$suite' in /etc/apt/sources.list or /etc/apt/sources.list.d/*.{list,sources}." \
+  [[ -n $mirror ]] || lib_die "no apt source for suite '$suite' in /etc/apt/sources.list or /etc/apt/sources.list.d/*.{list,sources}." \
     "Fix: add the Debian mirror for $suite to the host's apt sources, or set TASKLEDGER_DEBIAN_MIRROR=URL."
   if ((${#pairs[@]} == 0)) || [[ -n ${TASKLEDGER_DEBIAN_MIRROR:-} && " ${pairs[*]} " != *" $mirror $suite "* ]]; then
     pairs=("$mirror" "$suite" "${pairs[@]}")
@@ -540,9 +514,9 @@ _im_build_thug_root() {
 
   _IM_THUG_WORK=$(mktemp -d "$cache/build-thug.XXXXXX")
   trap '_im_thug_cleanup' EXIT
-  trap '_im_warn "interrupted: unmounting and removing $_IM_THUG_WORK"; _im_thug_cleanup; exit 130' INT TERM
+  trap 'lib_warn "interrupted: unmounting and removing $_IM_THUG_WORK"; _im_thug_cleanup; exit 130' INT TERM
   local root=$_IM_THUG_WORK/root
-  _im_say "thug: building a $suite/$arch root in $_IM_THUG_WORK (log: $_IM_LOG)"
+  lib_say "thug: building a $suite/$arch root in $_IM_THUG_WORK (log: $_IM_LOG)"
 
   # The bare debootstrap result is cached too (a changed recipe then costs no new
   # debootstrap); setup-root.sh upgrades it, and after a week it is made afresh.
@@ -579,7 +553,7 @@ _im_build_thug_root() {
   _im_step thug "remove the build directory" "remove $_IM_THUG_WORK by hand (after 'grep $_IM_THUG_WORK /proc/self/mountinfo' shows nothing)." \
     _im_thug_cleanup
   trap - EXIT INT TERM
-  _im_say "thug: root file system built in $(_im_took "$t0")"
+  lib_say "thug: root file system built in $(_im_took "$t0")"
 }
 
 # --------------------------------------------------------------------- main --
@@ -594,24 +568,23 @@ _im_main() {
   while (($#)); do
     case $1 in
       --only)
-        [[ $# -ge 2 ]] || _im_die "--only needs busybox or thug." "Fix: see '$_IM_SELF --help'."
+        [[ $# -ge 2 ]] || lib_die "--only needs busybox or thug." "Fix: see '$_IM_SELF --help'."
         only=$2
         shift
         ;;
       --only=*) only=${1#--only=} ;;
       --rebuild) _IM_REBUILD=1 ;;
       -h | --help) _im_usage; return 0 ;;
-      *) _im_die "unknown argument '$1'." "Fix: see '$_IM_SELF --help'." ;;
+      *) lib_die "unknown argument '$1'." "Fix: see '$_IM_SELF --help'." ;;
     esac
     shift
   done
   case $only in
     "" | busybox | thug) ;;
-    *) _im_die "--only $only: no such image." "Fix: use --only busybox or --only thug." ;;
+    *) lib_die "--only $only: no such image." "Fix: use --only busybox or --only thug." ;;
   esac
-  _IM_LOG_DIR=${TASKLEDGER_LOG_DIR:-/var/log}
-  if [[ ! -w $_IM_LOG_DIR ]]; then _IM_LOG_DIR=${TMPDIR:-/tmp}; fi
-  _IM_LOG=$_IM_LOG_DIR/taskledger-images.log
+  _IM_LOG=$(lib_log_dir)/taskledger-images.log
+  LIB_APT_LOG=$_IM_LOG
   _im_pick_docker
 
   local t0 built=()
@@ -622,13 +595,13 @@ _im_main() {
   fi
   if [[ -z $only || $only == thug ]]; then
     if [[ ${TASKLEDGER_SKIP_THUG_IMAGE:-0} == 1 && $only != thug ]]; then
-      _im_say "thug: skipped (TASKLEDGER_SKIP_THUG_IMAGE=1)"
+      lib_say "thug: skipped (TASKLEDGER_SKIP_THUG_IMAGE=1)"
     else
       _im_ensure_thug
       built+=("$_IM_THUG")
     fi
   fi
-  _im_say "ready in $(_im_took "$t0"): ${built[*]:-nothing}"
+  lib_say "ready in $(_im_took "$t0"): ${built[*]:-nothing}"
 }
 
 _im_main "$@"

@@ -27,29 +27,25 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PINS="$ROOT/scripts/pytools.txt"
 PYTHON=${PYTHON:-python3}
 
-say() { printf 'pytools: %s\n' "$*" >&2; }
-die() {
-  printf 'pytools: ERROR: %s\n' "$1" >&2
-  shift
-  local line
-  for line in "$@"; do printf 'pytools:   %s\n' "$line" >&2; done
-  exit 1
-}
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+LIB_NAME=pytools LIB_SELF=$ROOT/scripts/pytools.sh
+# Progress goes to standard error: standard output is the bin directory alone.
+say() { lib_say "$@" >&2; }
 
-[[ -f $PINS ]] || die "$PINS is missing."
+[[ -f $PINS ]] || lib_die "$PINS is missing."
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
-  die "$PYTHON is not Python 3.9 or newer (found: $("$PYTHON" --version 2>&1 || echo none))." \
+  lib_die "$PYTHON is not Python 3.9 or newer (found: $("$PYTHON" --version 2>&1 || echo none))." \
     "Fix: install python3 (Debian: apt-get install python3 python3-venv), or set PYTHON."
 fi
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
-  if [[ ${EUID:-$(id -u)} -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    say "the venv module is missing; installing python3-venv with apt-get"
-    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; } >&2 ||
-      die "apt-get install python3-venv failed."
+  if lib_is_root && lib_have apt-get; then
+    say "the venv module is missing"
+    lib_apt_install python3-venv >&2
   fi
   "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
-    die "$PYTHON has no venv module." "Fix: apt-get install python3-venv (Debian), or set PYTHON."
+    lib_die "$PYTHON has no venv module." "Fix: apt-get install python3-venv (Debian), or set PYTHON."
 fi
 
 if [[ -n ${TASKLEDGER_PYTOOLS_DIR:-} ]]; then
@@ -83,15 +79,15 @@ else
   "$PYTHON" -m venv "$VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     --requirement "$PINS" >&2 ||
-    die "pip could not install scripts/pytools.txt into $VENV (see above)." \
+    lib_die "pip could not install scripts/pytools.txt into $VENV (see above)." \
       "Fix: check that the package index answers (pip config list), then rerun."
-  "$VENV/bin/python" -m pip check >&2 || die "the installed tools' dependencies disagree (pip check)."
+  "$VENV/bin/python" -m pip check >&2 || lib_die "the installed tools' dependencies disagree (pip check)."
   cp "$PINS" "$STAMP"
   say "installed in $((SECONDS - t0))s"
 fi
 
 for tool in openapi-spec-validator schemathesis openapi-python-client; do
-  [[ -x $VENV/bin/$tool ]] || die "$VENV/bin/$tool is missing after the install."
+  [[ -x $VENV/bin/$tool ]] || lib_die "$VENV/bin/$tool is missing after the install."
 done
 say "$("$VENV/bin/schemathesis" --version 2>/dev/null | head -n 1); openapi-python-client $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("openapi-python-client"))'); openapi-spec-validator $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("openapi-spec-validator"))')"
 printf '%s\n' "$VENV/bin"

@@ -37,23 +37,6 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   set -euo pipefail
 fi
 
-_tl_say() { printf 'services: %s\n' "$*"; }
-_tl_warn() { printf 'services: WARNING: %s\n' "$*" >&2; }
-_tl_die() {
-  printf 'services: ERROR: %s\n' "$1" >&2
-  shift
-  local line
-  for line in "$@"; do printf 'services:   %s\n' "$line" >&2; done
-  exit 1
-}
-_tl_have() { command -v "$1" >/dev/null 2>&1; }
-
-_tl_need_root() {
-  [[ ${EUID:-$(id -u)} -eq 0 ]] ||
-    _tl_die "$1 needs root, but this script runs as $(id -un)." \
-      "Fix: rerun as root, e.g. 'sudo $_TL_SELF', or start the service yourself."
-}
-
 # Poll "$@" once a second until it succeeds or $TIMEOUT seconds pass.
 _tl_wait_for() {
   local deadline=$((SECONDS + _TL_TIMEOUT))
@@ -63,33 +46,12 @@ _tl_wait_for() {
   done
 }
 
-_TL_APT_UPDATED=0
-_tl_apt_install() {
-  _tl_need_root "installing $*"
-  _tl_have apt-get || _tl_die "cannot install $*: apt-get not found (this script targets Debian)." \
-    "Fix: install $* with your distribution's package manager."
-  local log="$_TL_LOG_DIR/taskledger-services-apt.log" t0=$SECONDS
-  _tl_say "installing $* with apt-get (log: $log) ..."
-  if ((_TL_APT_UPDATED == 0)); then
-    if ! apt-get update >>"$log" 2>&1; then
-      tail -n 15 "$log" >&2 || true
-      _tl_die "apt-get update failed (see $log)." "Fix: check the apt sources / package mirror reachability, then rerun."
-    fi
-    _TL_APT_UPDATED=1
-  fi
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1; then
-    tail -n 15 "$log" >&2 || true
-    _tl_die "apt-get install $* failed (see $log)." "Fix: resolve the apt error above, or install $* manually, then rerun."
-  fi
-  _tl_say "installed $* in $((SECONDS - t0))s"
-}
-
 _tl_tcp_open() { timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2" >/dev/null 2>&1; }
 
 # ---------------------------------------------------------------- PostgreSQL --
 
 _tl_pg_ready() {
-  if _tl_have pg_isready; then
+  if lib_have pg_isready; then
     pg_isready -q -h 127.0.0.1 -p 5432 -t 3 >/dev/null 2>&1
   else
     _tl_tcp_open 127.0.0.1 5432
@@ -103,7 +65,7 @@ _tl_pg_auth_ok() {
 # Prints "<version> <cluster>" of the Debian cluster on port 5432 (or the newest 'main').
 _tl_pg_cluster() {
   local c=""
-  if _tl_have pg_lsclusters; then
+  if lib_have pg_lsclusters; then
     c=$(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }')
     [[ -n $c ]] || c=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main" { print $1, $2 }' | sort -V | tail -n 1)
   fi
@@ -111,8 +73,8 @@ _tl_pg_cluster() {
 }
 
 _tl_ensure_pg_trust() {
-  if ! _tl_have psql; then
-    _tl_warn "psql not found; cannot verify trust auth for user postgres on 127.0.0.1"
+  if ! lib_have psql; then
+    lib_warn "psql not found; cannot verify trust auth for user postgres on 127.0.0.1"
     return 0
   fi
   _tl_pg_auth_ok && return 0
@@ -120,57 +82,57 @@ _tl_ensure_pg_trust() {
   read -r ver cl <<<"$(_tl_pg_cluster)" || true
   hba="/etc/postgresql/${ver:-none}/${cl:-main}/pg_hba.conf"
   [[ -n ${ver:-} && -f $hba ]] ||
-    _tl_die "PostgreSQL answers on 127.0.0.1:5432 but 'psql -h 127.0.0.1 -U postgres' without a password fails, and no Debian pg_hba.conf was found to fix it." \
+    lib_die "PostgreSQL answers on 127.0.0.1:5432 but 'psql -h 127.0.0.1 -U postgres' without a password fails, and no Debian pg_hba.conf was found to fix it." \
       "Fix: add 'host all postgres 127.0.0.1/32 trust' at the top of pg_hba.conf and reload PostgreSQL."
-  _tl_need_root "editing $hba"
-  _tl_say "postgresql: adding 'host all postgres 127.0.0.1/32 trust' to the top of $hba"
+  lib_need_root "editing $hba" "start the service yourself"
+  lib_say "postgresql: adding 'host all postgres 127.0.0.1/32 trust' to the top of $hba"
   sed -i '1i host    all    postgres    127.0.0.1/32    trust    # added by taskledger scripts/services.sh' "$hba"
   pg_ctlcluster --skip-systemctl-redirect "$ver" "$cl" reload >/dev/null 2>&1 ||
-    _tl_die "could not reload PostgreSQL cluster $ver/$cl after editing $hba." \
+    lib_die "could not reload PostgreSQL cluster $ver/$cl after editing $hba." \
       "Fix: run 'pg_ctlcluster --skip-systemctl-redirect $ver $cl reload' and check its log."
   _tl_wait_for _tl_pg_auth_ok ||
-    _tl_die "trust auth for user postgres on 127.0.0.1 still fails after editing $hba." \
+    lib_die "trust auth for user postgres on 127.0.0.1 still fails after editing $hba." \
       "Fix: check the earlier lines of $hba and that role 'postgres' exists."
 }
 
 _tl_ensure_postgres() {
   if _tl_pg_ready; then
     _tl_ensure_pg_trust
-    _tl_say "postgresql already running on 127.0.0.1:5432"
+    lib_say "postgresql already running on 127.0.0.1:5432"
     return 0
   fi
   local installed=0 ver cl
-  if ! _tl_have pg_ctlcluster || [[ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]]; then
-    _tl_apt_install postgresql
+  if ! lib_have pg_ctlcluster || [[ -z "$(ls -A /etc/postgresql 2>/dev/null)" ]]; then
+    lib_apt_install postgresql
     installed=1
   fi
   read -r ver cl <<<"$(_tl_pg_cluster)" || true
   if [[ -z ${ver:-} ]]; then
-    ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
-    [[ -n $ver ]] || _tl_die "PostgreSQL is installed but no server version was found under /usr/lib/postgresql." \
+    ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
+    [[ -n $ver ]] || lib_die "PostgreSQL is installed but no server version was found under /usr/lib/postgresql." \
       "Fix: 'apt-get install --reinstall postgresql'."
     cl=main
-    _tl_need_root "creating PostgreSQL cluster $ver/main"
-    _tl_say "postgresql: creating cluster $ver/main on port 5432"
+    lib_need_root "creating PostgreSQL cluster $ver/main" "start the service yourself"
+    lib_say "postgresql: creating cluster $ver/main on port 5432"
     pg_createcluster "$ver" main --port 5432 >/dev/null ||
-      _tl_die "pg_createcluster $ver main failed." "Fix: inspect 'pg_lsclusters' and /var/log/postgresql/."
+      lib_die "pg_createcluster $ver main failed." "Fix: inspect 'pg_lsclusters' and /var/log/postgresql/."
   fi
-  _tl_need_root "starting PostgreSQL cluster $ver/$cl"
+  lib_need_root "starting PostgreSQL cluster $ver/$cl" "start the service yourself"
   local out
   if ! out=$(pg_ctlcluster --skip-systemctl-redirect "$ver" "$cl" start 2>&1); then
     # "already running" is fine (e.g. still starting up); anything else is fatal.
     grep -qi 'already running' <<<"$out" ||
-      _tl_die "could not start PostgreSQL cluster $ver/$cl: $out" \
+      lib_die "could not start PostgreSQL cluster $ver/$cl: $out" \
         "Fix: see /var/log/postgresql/postgresql-$ver-$cl.log, then rerun."
   fi
   _tl_wait_for _tl_pg_ready ||
-    _tl_die "PostgreSQL cluster $ver/$cl started but 127.0.0.1:5432 did not accept connections within ${_TL_TIMEOUT}s." \
+    lib_die "PostgreSQL cluster $ver/$cl started but 127.0.0.1:5432 did not accept connections within ${_TL_TIMEOUT}s." \
       "Fix: check 'pg_lsclusters' (port, listen_addresses) and /var/log/postgresql/postgresql-$ver-$cl.log."
   _tl_ensure_pg_trust
   if ((installed)); then
-    _tl_say "postgresql: installed and started cluster $ver/$cl on 127.0.0.1:5432"
+    lib_say "postgresql: installed and started cluster $ver/$cl on 127.0.0.1:5432"
   else
-    _tl_say "postgresql: started cluster $ver/$cl on 127.0.0.1:5432"
+    lib_say "postgresql: started cluster $ver/$cl on 127.0.0.1:5432"
   fi
 }
 
@@ -187,32 +149,32 @@ _tl_amqp_ready() {
 
 _tl_ensure_rabbitmq() {
   if _tl_amqp_ready; then
-    _tl_say "rabbitmq already running on 127.0.0.1:5672"
+    lib_say "rabbitmq already running on 127.0.0.1:5672"
     return 0
   fi
   if _tl_tcp_open 127.0.0.1 5672; then
-    _tl_die "something listens on 127.0.0.1:5672 but does not speak AMQP 0-9-1." \
+    lib_die "something listens on 127.0.0.1:5672 but does not speak AMQP 0-9-1." \
       "Fix: find it with 'ss -ltnp sport = :5672' and stop it, or wait if RabbitMQ is still booting."
   fi
   local installed=0 what
-  if ! _tl_have rabbitmq-server; then
-    _tl_apt_install rabbitmq-server
+  if ! lib_have rabbitmq-server; then
+    lib_apt_install rabbitmq-server
     installed=1
   fi
   if pgrep -u rabbitmq -f 'beam.*rabbit' >/dev/null 2>&1; then
     what="rabbitmq: broker process already present, waiting for it"
   else
-    _tl_need_root "starting rabbitmq-server"
+    lib_need_root "starting rabbitmq-server" "start the service yourself"
     local log="$_TL_LOG_DIR/taskledger-rabbitmq-start.log"
     rabbitmq-server -detached >>"$log" 2>&1 ||
-      _tl_die "'rabbitmq-server -detached' failed (see $log)." "Fix: check $log and /var/log/rabbitmq/, then rerun."
+      lib_die "'rabbitmq-server -detached' failed (see $log)." "Fix: check $log and /var/log/rabbitmq/, then rerun."
     what="rabbitmq: started rabbitmq-server -detached"
   fi
   _tl_wait_for _tl_amqp_ready ||
-    _tl_die "RabbitMQ did not answer AMQP on 127.0.0.1:5672 within ${_TL_TIMEOUT}s." \
+    lib_die "RabbitMQ did not answer AMQP on 127.0.0.1:5672 within ${_TL_TIMEOUT}s." \
       "Fix: check 'rabbitmqctl status' and /var/log/rabbitmq/; raise TASKLEDGER_SERVICES_TIMEOUT if the machine is slow."
   ((installed)) && what="$what (installed rabbitmq-server)"
-  _tl_say "$what; answering on 127.0.0.1:5672"
+  lib_say "$what; answering on 127.0.0.1:5672"
 }
 
 # -------------------------------------------------------------------- Docker --
@@ -276,28 +238,28 @@ _tl_dockerd_log_excerpt() {
 
 _tl_ensure_docker() {
   if _tl_pick_docker_client; then
-    _tl_say "docker already running ($(_tl_docker_describe))"
+    lib_say "docker already running ($(_tl_docker_describe))"
     return 0
   fi
   local installed=0
-  if ! _tl_have dockerd; then
-    _tl_apt_install docker.io
+  if ! lib_have dockerd; then
+    lib_apt_install docker.io
     installed=1
   fi
-  [[ -n "$(_tl_docker_candidates)" ]] || _tl_apt_install docker.io
+  [[ -n "$(_tl_docker_candidates)" ]] || lib_apt_install docker.io
   local log="$_TL_LOG_DIR/taskledger-dockerd.log"
 
   if [[ -n "$(_tl_dockerd_pids)" ]]; then
-    _tl_say "docker: a dockerd process is already running (pid $(_tl_dockerd_pids | tr '\n' ' ' | sed 's/ $//')), waiting for it to answer"
+    lib_say "docker: a dockerd process is already running (pid $(_tl_dockerd_pids | tr '\n' ' ' | sed 's/ $//')), waiting for it to answer"
     _tl_wait_for _tl_pick_docker_client ||
-      _tl_die "dockerd is running but 'docker info' fails after ${_TL_TIMEOUT}s." \
+      lib_die "dockerd is running but 'docker info' fails after ${_TL_TIMEOUT}s." \
         "Fix: look at its log (e.g. $log), stop it ('kill <pid>'), and rerun this script." \
         "If the client is too new for the daemon, try DOCKER_API_VERSION=<daemon API> or /usr/bin/docker."
-    _tl_say "docker: existing dockerd now answers ($(_tl_docker_describe))"
+    lib_say "docker: existing dockerd now answers ($(_tl_docker_describe))"
     return 0
   fi
 
-  _tl_need_root "starting dockerd"
+  lib_need_root "starting dockerd" "start the service yourself"
   # No dockerd: a leftover pid file would only confuse it.
   rm -f /var/run/docker.pid
 
@@ -317,7 +279,7 @@ _tl_ensure_docker() {
   _tl_start_dockerd "$log" "${flags[@]}" || rc=$?
   if ((rc == 2)) && [[ " ${flags[*]} " != *" --storage-driver"* ]] &&
     _tl_dockerd_log_excerpt "$log" | grep -qiE 'overlay|graphdriver|storage.driver|driver not supported'; then
-    _tl_warn "dockerd failed with the default storage driver (overlay2); retrying with --storage-driver=vfs (slower, more disk)"
+    lib_warn "dockerd failed with the default storage driver (overlay2); retrying with --storage-driver=vfs (slower, more disk)"
     flags+=(--storage-driver=vfs)
     rc=0
     _tl_start_dockerd "$log" "${flags[@]}" || rc=$?
@@ -326,23 +288,23 @@ _tl_ensure_docker() {
     0) ;;
     1)
       _tl_dockerd_log_excerpt "$log" >&2 || true
-      _tl_die "dockerd started but 'docker info' did not succeed within ${_TL_TIMEOUT}s (log: $log)." \
+      lib_die "dockerd started but 'docker info' did not succeed within ${_TL_TIMEOUT}s (log: $log)." \
         "Fix: read the log above; if the client/daemon API versions clash, set DOCKER_API_VERSION or use /usr/bin/docker." \
         "Extra dockerd flags can be passed via TASKLEDGER_DOCKERD_FLAGS (e.g. '--storage-driver=vfs')."
       ;;
     *)
       _tl_dockerd_log_excerpt "$log" >&2 || true
-      _tl_die "dockerd exited during startup (log: $log)." \
+      lib_die "dockerd exited during startup (log: $log)." \
         "Fix: read the log above; extra dockerd flags can be passed via TASKLEDGER_DOCKERD_FLAGS (e.g. '--storage-driver=vfs')."
       ;;
   esac
   local first
   first=$(_tl_docker_candidates | head -n 1)
   if [[ $_TL_DOCKER != "$first" ]]; then
-    _tl_warn "the docker client first on PATH ($first) cannot talk to this daemon; use $_TL_DOCKER (exported as TASKLEDGER_DOCKER_BIN when sourced)"
+    lib_warn "the docker client first on PATH ($first) cannot talk to this daemon; use $_TL_DOCKER (exported as TASKLEDGER_DOCKER_BIN when sourced)"
   fi
-  ((installed)) && _tl_say "docker: installed docker.io"
-  _tl_say "started dockerd ${flags[*]} (log: $log; $(_tl_docker_describe))"
+  ((installed)) && lib_say "docker: installed docker.io"
+  lib_say "started dockerd ${flags[*]} (log: $log; $(_tl_docker_describe))"
 }
 
 # ---------------------------------------------------------------- test image --
@@ -363,19 +325,19 @@ _tl_image_works() {
 
 _tl_ensure_test_image() {
   local dockerfile="$_TL_SCRIPT_DIR/test-image/Dockerfile"
-  [[ -f $dockerfile ]] || _tl_die "missing $dockerfile." "Fix: restore it from git ('git checkout -- scripts/test-image/Dockerfile')."
+  [[ -f $dockerfile ]] || lib_die "missing $dockerfile." "Fix: restore it from git ('git checkout -- scripts/test-image/Dockerfile')."
   local bb_note=""
   if ! _tl_busybox_static; then
-    _tl_apt_install busybox-static
+    lib_apt_install busybox-static
     bb_note=" (installed busybox-static)"
-    _tl_busybox_static || _tl_die "/bin/busybox is still missing or not statically linked after installing busybox-static." \
+    _tl_busybox_static || lib_die "/bin/busybox is still missing or not statically linked after installing busybox-static." \
       "Fix: 'apt-get install --reinstall busybox-static' and check 'ldd /bin/busybox'."
   fi
   local hash have
   hash=$(cat "$dockerfile" /bin/busybox | sha256sum | cut -d' ' -f1)
   have=$("$_TL_DOCKER" image inspect --format "{{ index .Config.Labels \"$_TL_IMAGE_LABEL\" }}" "$_TL_IMAGE" 2>/dev/null || true)
   if [[ $have == "$hash" ]] && _tl_image_works; then
-    _tl_say "test image $_TL_IMAGE already built and runs with --network none"
+    lib_say "test image $_TL_IMAGE already built and runs with --network none"
     return 0
   fi
 
@@ -392,15 +354,15 @@ _tl_ensure_test_image() {
     --label "$_TL_IMAGE_LABEL=$hash" -t "$_TL_IMAGE" "$ctx" >>"$log" 2>&1; then
     rm -rf "$ctx"
     tail -n 20 "$log" >&2 || true
-    _tl_die "building $_TL_IMAGE failed (log: $log)." "Fix: read the log above; try the build by hand with DOCKER_BUILDKIT=0."
+    lib_die "building $_TL_IMAGE failed (log: $log)." "Fix: read the log above; try the build by hand with DOCKER_BUILDKIT=0."
   fi
   rm -rf "$ctx"
   # Drop superseded builds of this image (untagged, carrying our label).
   "$_TL_DOCKER" image prune -f --filter "label=$_TL_IMAGE_LABEL" >/dev/null 2>&1 || true
   _tl_image_works ||
-    _tl_die "$_TL_IMAGE was built but 'docker run --rm --network none $_TL_IMAGE sh -c \"echo ok\"' does not print ok." \
+    lib_die "$_TL_IMAGE was built but 'docker run --rm --network none $_TL_IMAGE sh -c \"echo ok\"' does not print ok." \
       "Fix: run that command by hand to see the error (runc/cgroup problems show up there)."
-  _tl_say "built test image $_TL_IMAGE in $((SECONDS - t0))s$bb_note; verified 'sh -c \"echo ok\"' with --network none"
+  lib_say "built test image $_TL_IMAGE in $((SECONDS - t0))s$bb_note; verified 'sh -c \"echo ok\"' with --network none"
 }
 
 # --------------------------------------------------------------- kind images --
@@ -409,15 +371,15 @@ _tl_ensure_test_image() {
 # so this takes about a second once they are built).
 _tl_ensure_kind_images() {
   local images="$_TL_SCRIPT_DIR/images.sh" t0=$SECONDS
-  [[ -f $images ]] || _tl_die "missing $images." \
+  [[ -f $images ]] || lib_die "missing $images." \
     "Fix: restore it from git ('git checkout -- scripts/images.sh scripts/images')."
-  _tl_say "kind images: scripts/images.sh (log: $_TL_LOG_DIR/taskledger-images.log)"
+  lib_say "kind images: scripts/images.sh (log: $_TL_LOG_DIR/taskledger-images.log)"
   if ! TASKLEDGER_DOCKER_BIN=$_TL_DOCKER TASKLEDGER_LOG_DIR=$_TL_LOG_DIR bash "$images" </dev/null; then
-    _tl_die "scripts/images.sh failed (its messages above name the step)." \
+    lib_die "scripts/images.sh failed (its messages above name the step)." \
       "Fix: follow its 'Fix:' line and rerun; to go on without the kind images pass --skip-kind-images" \
       "(TASKLEDGER_SKIP_KIND_IMAGES=1), or TASKLEDGER_SKIP_THUG_IMAGE=1 to leave out only Thug."
   fi
-  _tl_say "kind images ready in $((SECONDS - t0))s"
+  lib_say "kind images ready in $((SECONDS - t0))s"
 }
 
 # ---------------------------------------------------------------------- main --
@@ -427,6 +389,9 @@ _tl_usage() {
 }
 
 _tl_main() {
+  # shellcheck source=scripts/lib.sh
+  source "$_TL_SCRIPT_DIR/lib.sh"
+  LIB_NAME=services LIB_SELF=$_TL_SELF
   local skip_docker=${TASKLEDGER_SKIP_DOCKER:-0} skip_image=${TASKLEDGER_SKIP_TEST_IMAGE:-0}
   local skip_kind=${TASKLEDGER_SKIP_KIND_IMAGES:-0}
   local skip_pg=${TASKLEDGER_SKIP_POSTGRES:-0} skip_rmq=${TASKLEDGER_SKIP_RABBITMQ:-0}
@@ -438,38 +403,38 @@ _tl_main() {
       --skip-postgres) skip_pg=1 ;;
       --skip-rabbitmq) skip_rmq=1 ;;
       -h | --help) _tl_usage; return 0 ;;
-      *) _tl_die "unknown argument '$1'." "Fix: see '$_TL_SELF --help'." ;;
+      *) lib_die "unknown argument '$1'." "Fix: see '$_TL_SELF --help'." ;;
     esac
     shift
   done
   _TL_TIMEOUT=${TASKLEDGER_SERVICES_TIMEOUT:-60}
-  _TL_LOG_DIR=${TASKLEDGER_LOG_DIR:-/var/log}
-  if [[ ! -w $_TL_LOG_DIR ]]; then _TL_LOG_DIR=${TMPDIR:-/tmp}; fi
+  _TL_LOG_DIR=$(lib_log_dir)
+  LIB_APT_LOG=$_TL_LOG_DIR/taskledger-services-apt.log
   _TL_DOCKER=""
 
   local up=()
-  if [[ $skip_pg == 1 ]]; then _tl_say "postgresql skipped"; else _tl_ensure_postgres; up+=(postgresql); fi
-  if [[ $skip_rmq == 1 ]]; then _tl_say "rabbitmq skipped"; else _tl_ensure_rabbitmq; up+=(rabbitmq); fi
+  if [[ $skip_pg == 1 ]]; then lib_say "postgresql skipped"; else _tl_ensure_postgres; up+=(postgresql); fi
+  if [[ $skip_rmq == 1 ]]; then lib_say "rabbitmq skipped"; else _tl_ensure_rabbitmq; up+=(rabbitmq); fi
   if [[ $skip_docker == 1 ]]; then
-    _tl_say "docker skipped (TASKLEDGER_SKIP_DOCKER=1 / --skip-docker)"
+    lib_say "docker skipped (TASKLEDGER_SKIP_DOCKER=1 / --skip-docker)"
   else
     _tl_ensure_docker
     up+=(docker)
     if [[ $skip_image == 1 ]]; then
-      _tl_say "test image skipped"
+      lib_say "test image skipped"
     else
       _tl_ensure_test_image
       up+=("$_TL_IMAGE")
     fi
     if [[ $skip_kind == 1 ]]; then
-      _tl_say "kind images skipped (TASKLEDGER_SKIP_KIND_IMAGES=1 / --skip-kind-images)"
+      lib_say "kind images skipped (TASKLEDGER_SKIP_KIND_IMAGES=1 / --skip-kind-images)"
     else
       _tl_ensure_kind_images
       up+=(taskledger-busybox:latest)
       [[ ${TASKLEDGER_SKIP_THUG_IMAGE:-0} == 1 ]] || up+=(taskledger-thug:latest)
     fi
   fi
-  _tl_say "all up: ${up[*]:-nothing requested}"
+  lib_say "all up: ${up[*]:-nothing requested}"
 
   if [[ -n ${_TL_ENV_OUT:-} ]]; then
     {
@@ -499,7 +464,8 @@ else
     . "$_tl_env_out"
   fi
   rm -f "$_tl_env_out"
+  # shellcheck disable=SC2046 # one word per function name
   unset -f $(compgen -A function _tl_) 2>/dev/null
-  unset _tl_env_out _TL_SCRIPT_DIR _TL_SELF _TL_IMAGE _TL_IMAGE_LABEL _TL_APT_UPDATED
+  unset _tl_env_out _TL_SCRIPT_DIR _TL_SELF _TL_IMAGE _TL_IMAGE_LABEL
   eval "unset _tl_rc; return $_tl_rc"
 fi

@@ -23,7 +23,8 @@ use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
 
 use crate::commands::execute;
-use crate::config::{FileConfig, KindError};
+use crate::config::kind::KindError;
+use crate::config::FileConfig;
 
 /// The namespace of derived task ids (a fixed random UUID; changing it would
 /// make retries of old submissions create new tasks).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use serde_json::json;
 use taskledger::config::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
@@ -74,6 +75,7 @@ impl std::fmt::Display for AppendRun {
 pub(crate) async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyhow::Result<()> {
     let config: tokio_postgres::Config = settings
         .database_url
+        .expose_secret()
         .parse()
         .context("DATABASE_URL does not parse")?;
     println!(
@@ -108,7 +110,7 @@ pub(crate) async fn append_run(
         group_commit: !args.no_group_commit,
         ..StoreOptions::default()
     };
-    let store = PgEventStore::connect(&settings.database_url, options)?;
+    let store = PgEventStore::connect(settings.database_url.expose_secret(), options)?;
     let head = store
         .head_position()
         .await

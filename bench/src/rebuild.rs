@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map};
 use taskledger::config::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
@@ -39,7 +40,10 @@ pub(crate) struct RebuildBenchArgs {
 /// # Errors
 /// When the database fails or the rebuild fails.
 pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> anyhow::Result<()> {
-    let store = PgEventStore::connect(&settings.database_url, StoreOptions::default())?;
+    let store = PgEventStore::connect(
+        settings.database_url.expose_secret(),
+        StoreOptions::default(),
+    )?;
     let head = store.head_position().await?;
     let wanted = args.tasks * 4;
     if head < wanted {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map};
 use taskledger::adapters::blobs::BlobStore;
 use taskledger::adapters::rabbitmq::{self, Topology};
@@ -59,7 +60,10 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         .amqp_url
         .clone()
         .unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
-    let store = PgEventStore::connect(&settings.database_url, StoreOptions::default())?;
+    let store = PgEventStore::connect(
+        settings.database_url.expose_secret(),
+        StoreOptions::default(),
+    )?;
     let config = Arc::new(FileConfig::parse(BENCH_KINDS)?);
     let data_dir = std::env::temp_dir().join(format!("taskledger-bench-{}", Uuid::new_v4()));
     let topology = Topology::new(format!("tl-bench-{}", Uuid::new_v4().simple()));

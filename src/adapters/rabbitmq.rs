@@ -103,81 +103,20 @@ impl Topology {
     /// When the broker refuses a declaration (e.g. an existing queue with
     /// other arguments).
     pub async fn declare(&self, channel: &Channel, kinds: &[String]) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
         let dead = self.dead_letters();
-        channel
-            .exchange_declare(
-                dead.as_str().into(),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_declare(
-                dead.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                dead.as_str().into(),
-                dead.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.events_exchange().as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        durable_exchange(channel, &dead, ExchangeKind::Fanout, FieldTable::default()).await?;
+        bound_queue(channel, &dead, FieldTable::default(), &dead, "").await?;
+        let events = self.events_exchange();
+        durable_exchange(channel, &events, ExchangeKind::Topic, FieldTable::default()).await?;
         // A job whose kind has no queue goes to the dead letters instead of
         // vanishing.
-        let mut jobs_arguments = FieldTable::default();
-        jobs_arguments.insert(
-            "alternate-exchange".into(),
-            AMQPValue::LongString(LongString::from(dead.as_str())),
-        );
-        channel
-            .exchange_declare(
-                self.jobs_exchange().as_str().into(),
-                ExchangeKind::Direct,
-                durable,
-                jobs_arguments,
-            )
-            .await?;
+        let jobs = self.jobs_exchange();
+        let to_dead = naming(&dead, "alternate-exchange");
+        durable_exchange(channel, &jobs, ExchangeKind::Direct, to_dead).await?;
         for kind in kinds {
-            let queue = self.jobs_queue(kind);
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(LongString::from(dead.as_str())),
-            );
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions::durable(),
-                    arguments,
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    self.jobs_exchange().as_str().into(),
-                    kind.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            // A rejected or expired job goes to the dead letters too.
+            let to_dead = naming(&dead, "x-dead-letter-exchange");
+            bound_queue(channel, &self.jobs_queue(kind), to_dead, &jobs, kind).await?;
         }
         Ok(())
     }
@@ -273,6 +212,56 @@ impl Job {
             installation,
         })
     }
+}
+
+/// Declares the durable exchange `name`.
+async fn durable_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, durable, arguments)
+        .await
+}
+
+/// Declares the durable queue `queue` and binds it to `exchange` under
+/// `routing_key`.
+async fn bound_queue(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+) -> lapin::Result<()> {
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), arguments)
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declaration arguments with one entry: `argument` naming the exchange
+/// `exchange`.
+fn naming(exchange: &str, argument: &str) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        argument.into(),
+        AMQPValue::LongString(LongString::from(exchange)),
+    );
+    arguments
 }
 
 /// The properties of a message about `recorded`: persistent, its event id as

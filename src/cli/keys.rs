@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
     Scope,
@@ -64,32 +65,25 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 .collect::<Result<BTreeSet<_>, _>>()?;
             let mut random = [0_u8; 32];
             rand::rng().fill(&mut random);
-            let secret = generate_secret(random);
+            // Held where nothing can print it until the one line that must.
+            let secret = SecretString::from(generate_secret(random));
             let key_id = ApiKeyId(Uuid::new_v4());
             let command = ApiKeyCommand::Create(CreateApiKey {
                 key_id,
                 name: name.clone(),
                 scopes: scopes.clone(),
-                key_hash: hash_secret(&secret),
+                key_hash: hash_secret(secret.expose_secret()),
                 created_at: Utc::now(),
                 created_by: Some("cli".into()),
             });
-            execute::<ApiKeys>(
-                store,
-                &key_id.stream_id(),
-                command,
-                Uuid::new_v4(),
-                cli_metadata(),
-            )
-            .await
-            .map_err(describe)?;
+            append(store, key_id, command).await?;
             let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
             println!(
                 "created API key {key_id} ({name}) with scopes {}",
                 scopes.join(",")
             );
             println!("send it as 'Authorization: Bearer <key>'; it is shown only now:");
-            println!("{secret}");
+            println!("{}", secret.expose_secret());
             Ok(())
         }
         KeysCommand::List => {
@@ -139,28 +133,32 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 revoked_at: Utc::now(),
                 revoked_by: Some("cli".into()),
             });
-            execute::<ApiKeys>(
-                store,
-                &key_id.stream_id(),
-                command,
-                Uuid::new_v4(),
-                cli_metadata(),
-            )
-            .await
-            .map_err(describe)?;
+            append(store, key_id, command).await?;
             println!("revoked API key {key_id}");
             Ok(())
         }
     }
 }
 
-fn cli_metadata() -> Metadata {
-    Metadata {
+/// Runs `command` on the key's stream as the command line (the log's
+/// actor `cli`); a refusal or failure says why.
+async fn append(
+    store: &PgEventStore,
+    key_id: ApiKeyId,
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
+    let metadata = Metadata {
         actor: Some("cli".into()),
         ..Metadata::default()
-    }
-}
-
-fn describe(error: CommandError) -> anyhow::Error {
-    anyhow::anyhow!("{error}")
+    };
+    execute::<ApiKeys>(
+        store,
+        &key_id.stream_id(),
+        command,
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|error: CommandError| anyhow::anyhow!("{error}"))
 }

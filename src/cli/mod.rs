@@ -7,6 +7,7 @@ pub mod replay;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 
 use crate::config::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, ServeArgs, Settings};
 use crate::service::database;
@@ -117,7 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = Settings::from_database(&database, log);
             settings.create_database = true;
             let applied = database::prepare(&settings).await?;
-            let name = database::describe_url(&settings.database_url);
+            let name = database::describe_url(settings.database_url.expose_secret());
             if applied.is_empty() {
                 println!("the database is up to date; no migration to apply ({name})");
             } else {
@@ -127,23 +128,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Health(args) => health(&args).await,
         Command::Replay { database, command } => {
-            let settings = Settings::from_database(&database, log);
-            database::require_existing(&settings).await?;
-            replay::run(&settings, command).await
+            replay::run(&existing(&database, log).await?, command).await
         }
         Command::Projections { database, command } => {
-            let settings = Settings::from_database(&database, log);
-            database::require_existing(&settings).await?;
-            projections::run(&settings, command).await
+            projections::run(&existing(&database, log).await?, command).await
         }
         Command::Cleanup {
             database,
             files,
             args,
         } => {
-            let mut settings = Settings::from_database(&database, log);
+            let mut settings = existing(&database, log).await?;
             settings.data_dir = files.data_dir;
-            database::require_existing(&settings).await?;
             projections::cleanup(&settings, &args).await
         }
         Command::Keys {
@@ -156,12 +152,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database::prepare(&settings).await?;
             eprintln!(
                 "taskledger: using database {}",
-                database::describe_url(&settings.database_url)
+                database::describe_url(settings.database_url.expose_secret())
             );
             let store = database::open_store(&settings)?;
             keys::run(&store, command).await
         }
     }
+}
+
+/// The settings of a command that reads or changes an existing
+/// installation, once its database is known to exist.
+async fn existing(database: &DatabaseArgs, log_filter: &str) -> anyhow::Result<Settings> {
+    let settings = Settings::from_database(database, log_filter);
+    database::require_existing(&settings).await?;
+    Ok(settings)
 }
 
 /// `taskledger health`: one GET of the readiness probe.

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// The database used when `DATABASE_URL` is not set; created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/taskledger";
 
@@ -14,8 +16,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/taskl
 /// `taskledger keys create --help` lists the options `keys create` reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// PostgreSQL holding the event log and the read models.
-    pub database_url: String,
+    /// PostgreSQL holding the event log and the read models. Never printed
+    /// (`Debug` redacts it: the URL may hold a password).
+    pub database_url: SecretString,
     /// Whether a missing database is created (`serve` and `migrate` do;
     /// commands that write refuse unless `--create-database` is given).
     pub create_database: bool,
@@ -52,8 +55,9 @@ pub struct Settings {
     pub worker_id: Option<String>,
     /// The RockBLOCK account's user name.
     pub rockblock_username: Option<String>,
-    /// The RockBLOCK account's password. Never logged.
-    pub rockblock_password: Option<Secret>,
+    /// The RockBLOCK account's password. Never printed (`Debug` redacts
+    /// it).
+    pub rockblock_password: Option<SecretString>,
 }
 
 /// Which database: every subcommand that reads or writes the log.
@@ -64,9 +68,11 @@ pub struct DatabaseArgs {
         long,
         env = "DATABASE_URL",
         default_value = DEFAULT_DATABASE_URL,
-        global = true
+        global = true,
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Connections in the database pool.
     #[arg(
@@ -178,8 +184,13 @@ pub struct ServeArgs {
 
     /// The RockBLOCK account's password (overrides `[rockblock] password`).
     /// Never logged.
-    #[arg(long, env = "ROCKBLOCK_PASSWORD", hide_env_values = true)]
-    pub rockblock_password: Option<Secret>,
+    #[arg(
+        long,
+        env = "ROCKBLOCK_PASSWORD",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub rockblock_password: Option<SecretString>,
 }
 
 impl ServeArgs {
@@ -209,28 +220,15 @@ impl ServeArgs {
     }
 }
 
+/// A secret option's value, kept where `Debug` cannot show it.
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(text.into())
+}
+
 /// Whether log lines and progress may be coloured: only on a terminal, and
 /// never when `NO_COLOR` is set (<https://no-color.org>).
 pub fn colour(stream_is_terminal: bool) -> bool {
     stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
-}
-
-/// A setting that must never be printed: `Debug` shows `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Ok(Self(text.to_owned()))
-    }
 }
 
 /// A part of the service a process can run.
@@ -254,7 +252,7 @@ impl Settings {
     /// an ephemeral loopback port, no task kinds.
     pub fn for_database(database_url: impl Into<String>) -> Self {
         Self {
-            database_url: database_url.into(),
+            database_url: SecretString::from(database_url.into()),
             create_database: true,
             amqp_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -278,7 +276,7 @@ impl Settings {
     /// The settings of a command that only needs the database: a missing
     /// database is not created.
     pub fn from_database(database: &DatabaseArgs, log_filter: &str) -> Self {
-        let mut settings = Self::for_database(database.database_url.clone());
+        let mut settings = Self::for_database(database.database_url.expose_secret());
         settings.create_database = false;
         settings.db_pool_size = database.db_pool_size;
         log_filter.clone_into(&mut settings.log_filter);

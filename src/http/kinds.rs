@@ -13,7 +13,7 @@ use super::auth::{Authorized, ReadKinds};
 use super::problem::{ApiJson, Problem};
 use super::responses::Authenticated;
 use super::AppState;
-use crate::config::{Executor, Network, TaskKind};
+use crate::config::kind::{Executor, Network, TaskKind};
 use crate::service::dependencies::KindCheck;
 
 /// One task kind.

@@ -2,6 +2,7 @@
 //! migrations, open the event store.
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use taskledger_events::migrate;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use tokio_postgres::error::SqlState;
@@ -17,7 +18,7 @@ use crate::config::settings::Settings;
 /// When the server cannot be reached, the database cannot be created, or a
 /// migration fails; the message names the database and what to do.
 pub async fn prepare(settings: &Settings) -> anyhow::Result<Vec<i64>> {
-    let config = parse_url(&settings.database_url)?;
+    let config = parse_url(settings.database_url.expose_secret())?;
     let mut client = match connect(&config).await {
         Ok(client) => client,
         Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
@@ -51,7 +52,7 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<Vec<i64>> {
 /// When it does not exist (saying how to point at the right one) or cannot
 /// be reached.
 pub async fn require_existing(settings: &Settings) -> anyhow::Result<()> {
-    let config = parse_url(&settings.database_url)?;
+    let config = parse_url(settings.database_url.expose_secret())?;
     match connect(&config).await {
         Ok(_) => Ok(()),
         Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
@@ -112,7 +113,8 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<PgEventStore> {
         pool_size: settings.db_pool_size,
         ..StoreOptions::default()
     };
-    PgEventStore::connect(&settings.database_url, options).context("opening the event store")
+    PgEventStore::connect(settings.database_url.expose_secret(), options)
+        .context("opening the event store")
 }
 
 fn parse_url(url: &str) -> anyhow::Result<tokio_postgres::Config> {

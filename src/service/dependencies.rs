@@ -15,7 +15,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::adapters::rabbitmq;
-use crate::config::{Executor, FileConfig, Network};
+use crate::config::kind::{Executor, Network};
+use crate::config::FileConfig;
 
 /// How often the checks run again in the background.
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -32,6 +33,22 @@ pub struct PartCheck {
     /// What is wrong, and what to do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+impl PartCheck {
+    fn answers() -> Self {
+        Self {
+            ok: true,
+            detail: None,
+        }
+    }
+
+    fn fails(detail: String) -> Self {
+        Self {
+            ok: false,
+            detail: Some(detail),
+        }
+    }
 }
 
 /// Whether a kind's tasks can run here.
@@ -129,29 +146,19 @@ impl Dependencies {
         let mut report = Report::default();
         let engine = if self.runs_containers {
             let check = match &self.docker {
-                None => PartCheck {
-                    ok: false,
-                    detail: Some(
-                        "no Docker client could be set up (DOCKER_HOST?); Docker kinds cannot run"
-                            .into(),
-                    ),
-                },
-                Some(docker) => match tokio::time::timeout(CHECK_TIMEOUT, docker.ping()).await {
-                    Ok(Ok(_)) => PartCheck {
-                        ok: true,
-                        detail: None,
-                    },
-                    Ok(Err(error)) => PartCheck {
-                        ok: false,
-                        detail: Some(format!("the Docker engine does not answer: {error} (scripts/services.sh starts one)")),
-                    },
-                    Err(_) => PartCheck {
-                        ok: false,
-                        detail: Some(format!(
-                            "the Docker engine did not answer within {}s",
-                            CHECK_TIMEOUT.as_secs()
-                        )),
-                    },
+                None => PartCheck::fails(
+                    "no Docker client could be set up (DOCKER_HOST?); Docker kinds cannot run"
+                        .into(),
+                ),
+                Some(docker) => match answered("the Docker engine", docker.ping(), |error| {
+                    format!(
+                        "the Docker engine does not answer: {error} (scripts/services.sh starts one)"
+                    )
+                })
+                .await
+                {
+                    Ok(_) => PartCheck::answers(),
+                    Err(check) => check,
                 },
             };
             let up = check.ok;
@@ -161,28 +168,16 @@ impl Dependencies {
             None
         };
         if let Some(url) = &self.amqp_url {
-            let answer =
-                tokio::time::timeout(CHECK_TIMEOUT, rabbitmq::connect(url, "taskledger-readyz"))
-                    .await;
-            report.rabbitmq = Some(match answer {
-                Ok(Ok(connection)) => {
+            let connection = rabbitmq::connect(url, "taskledger-readyz");
+            let answer = answered("RabbitMQ", connection, |error| {
+                format!("RabbitMQ does not answer at AMQP_URL: {error}")
+            });
+            report.rabbitmq = Some(match answer.await {
+                Ok(connection) => {
                     let _ = connection.close(200, "readiness check".into()).await;
-                    PartCheck {
-                        ok: true,
-                        detail: None,
-                    }
+                    PartCheck::answers()
                 }
-                Ok(Err(error)) => PartCheck {
-                    ok: false,
-                    detail: Some(format!("RabbitMQ does not answer at AMQP_URL: {error}")),
-                },
-                Err(_) => PartCheck {
-                    ok: false,
-                    detail: Some(format!(
-                        "RabbitMQ did not answer within {}s",
-                        CHECK_TIMEOUT.as_secs()
-                    )),
-                },
+                Err(check) => check,
             });
         }
         let mut bridge: Option<Result<(), String>> = None;
@@ -232,6 +227,24 @@ impl Dependencies {
             () = stop => {}
             () = work => {}
         }
+    }
+}
+
+/// What `answer` gives within [`CHECK_TIMEOUT`], or the failed check: the
+/// error it gave, as `refused` words it, or that `part` did not answer in
+/// time.
+async fn answered<T, E>(
+    part: &str,
+    answer: impl std::future::Future<Output = Result<T, E>>,
+    refused: impl FnOnce(E) -> String,
+) -> Result<T, PartCheck> {
+    match tokio::time::timeout(CHECK_TIMEOUT, answer).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(PartCheck::fails(refused(error))),
+        Err(_) => Err(PartCheck::fails(format!(
+            "{part} did not answer within {}s",
+            CHECK_TIMEOUT.as_secs()
+        ))),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use taskledger_events::postgres::PgEventStore;
 use taskledger_projections::runtime::ProjectorStatus;
 use tokio::net::TcpListener;
@@ -337,12 +338,14 @@ async fn first_key_hint(store: &PgEventStore, settings: &Settings) {
     if none {
         // The database is named the way every command names it (host, port
         // and name, never the password).
-        let database = if settings.database_url == crate::config::settings::DEFAULT_DATABASE_URL {
+        let database = if settings.database_url.expose_secret()
+            == crate::config::settings::DEFAULT_DATABASE_URL
+        {
             String::new()
         } else {
             format!(
                 "\n\nwith DATABASE_URL set as for this service (database {})",
-                database::describe_url(&settings.database_url)
+                database::describe_url(settings.database_url.expose_secret())
             )
         };
         tracing::warn!(
@@ -365,8 +368,7 @@ fn gateway_options(config: &FileConfig, settings: &Settings) -> Option<GatewayOp
             .unwrap_or_default(),
         password: settings
             .rockblock_password
-            .as_ref()
-            .map(|secret| secret.0.clone())
+            .clone()
             .or_else(|| rockblock.password.clone())
             .unwrap_or_default(),
     };

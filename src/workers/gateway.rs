@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::adapters::rockblock::{MtClient, MtOutcome};
 use crate::commands::execute;
+use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
 /// How often the work list is read when there was nothing to do.
@@ -67,9 +68,8 @@ pub async fn run(
                 );
             }
             let mut stopping = stopping.clone();
-            tokio::select! {
-                _ = stopping.wait_for(|stopping| *stopping) => break,
-                () = tokio::time::sleep(STANDBY_RETRY) => {}
+            if stopped_during(STANDBY_RETRY, stopping.wait_for(|stopping| *stopping)).await {
+                break;
             }
         }
     };
@@ -135,56 +135,107 @@ async fn active(
                 progressed = true;
                 continue;
             }
-            let attempt = attempts + 1;
-            let started = command(
+            match send(
                 store,
+                options,
                 &imei,
-                DeviceCommand::AttemptSend(AttemptSend {
-                    message_id,
-                    attempt,
-                    attempted_at: Utc::now().trunc_subsecs(6),
-                }),
+                message_id,
+                attempts + 1,
+                &payload,
+                flush,
             )
-            .await;
-            match started {
-                Ok(()) => {}
-                // The read model trails the log: someone (or an earlier
-                // pass) already moved this message on; or the device's
-                // stream moved (an MO message) and it is tried next pass.
-                Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => continue,
+            .await
+            {
+                Ok(Attempt::Made) => progressed = true,
+                Ok(Attempt::Skipped) => {}
                 Err(error) => return Err(error.into()),
             }
-            progressed = true;
-            let result = match options.client.send(imei.as_str(), &payload, flush).await {
-                MtOutcome::Sent { mt_id } => SendResult::Sent { mt_id },
-                MtOutcome::Failed {
-                    code,
-                    text,
-                    permanent,
-                } => SendResult::Failed {
-                    code: Some(code),
-                    text,
-                    permanent,
-                },
-                MtOutcome::Transient { reason } => SendResult::Failed {
-                    code: None,
-                    text: reason,
-                    permanent: false,
-                },
-            };
-            record(store, options, &imei, message_id, attempt, result).await;
         }
         if !progressed {
             // Nothing due, or the read model has not caught up with what
             // was done: wait instead of asking again at once.
             let mut stopping = stopping.clone();
-            tokio::select! {
-                _ = stopping.wait_for(|stopping| *stopping) => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
+            stopped_during(POLL, stopping.wait_for(|stopping| *stopping)).await;
         }
     }
     Ok(())
+}
+
+/// Whether [`send`] made an attempt.
+enum Attempt {
+    /// Attempted, and the provider's answer (or its absence) recorded.
+    Made,
+    /// Not attempted: the message or its device moved on since the work
+    /// list was read.
+    Skipped,
+}
+
+/// One send of a due message: the attempt recorded first, then the call to
+/// the provider, then its answer. A store failure while recording the
+/// attempt is returned (nothing was sent); the answer is recorded come what
+/// may (see [`record`]).
+#[tracing::instrument(
+    name = "gateway_send",
+    skip_all,
+    fields(imei = imei.as_str(), message = %message_id, attempt)
+)]
+async fn send(
+    store: &PgEventStore,
+    options: &GatewayOptions,
+    imei: &Imei,
+    message_id: Uuid,
+    attempt: u32,
+    payload: &[u8],
+    flush: bool,
+) -> Result<Attempt, CommandError> {
+    let started = command(
+        store,
+        imei,
+        DeviceCommand::AttemptSend(AttemptSend {
+            message_id,
+            attempt,
+            attempted_at: Utc::now().trunc_subsecs(6),
+        }),
+    )
+    .await;
+    match started {
+        Ok(()) => {}
+        // The read model trails the log: someone (or an earlier pass)
+        // already moved this message on; or the device's stream moved (an
+        // MO message) and it is tried next pass.
+        Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => {
+            return Ok(Attempt::Skipped)
+        }
+        Err(error) => return Err(error),
+    }
+    let result = match options.client.send(imei.as_str(), payload, flush).await {
+        MtOutcome::Sent { mt_id } => SendResult::Sent { mt_id },
+        MtOutcome::Failed {
+            code,
+            text,
+            permanent,
+        } => SendResult::Failed {
+            code: Some(code),
+            text,
+            permanent,
+        },
+        MtOutcome::Transient { reason } => SendResult::Failed {
+            code: None,
+            text: reason,
+            permanent: false,
+        },
+    };
+    record(store, options, imei, message_id, attempt, result).await;
+    Ok(Attempt::Made)
+}
+
+/// When a message whose `attempt` failed is tried again: the first retry's
+/// delay, doubled for each attempt before, at most [`MAX_BACKOFF`]. The one
+/// rule for every retry, whether the provider refused, the call failed or
+/// its outcome was never recorded.
+fn retry_delay(first: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    first.saturating_mul(1 << exponent).min(MAX_BACKOFF)
 }
 
 /// Records the provider's answer to an attempt, retrying until it is stored
@@ -198,12 +249,8 @@ async fn record(
     attempt: u32,
     result: SendResult,
 ) {
-    let exponent = attempt.saturating_sub(1).min(20);
-    let backoff = options
-        .retry_backoff
-        .saturating_mul(1 << exponent)
-        .min(MAX_BACKOFF);
-    let mut pause = Duration::from_millis(100);
+    let backoff = retry_delay(options.retry_backoff, attempt);
+    let mut pauses = Pauses::doubling(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let now = Utc::now().trunc_subsecs(6);
         let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or(ATTEMPT_RESOLUTION);
@@ -223,9 +270,9 @@ async fn record(
         match recorded {
             Ok(()) | Err(CommandError::Rejected(_)) => return,
             Err(error) => {
+                let pause = pauses.next_pause();
                 tracing::warn!(%error, %message_id, retry_in = ?pause, "recording a send result failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -249,4 +296,20 @@ async fn command(
     )
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_wait_twice_as_long_each_time_up_to_an_hour() {
+        let first = Duration::from_secs(30);
+        let delays: Vec<u64> = (1..=9)
+            .map(|attempt| retry_delay(first, attempt).as_secs())
+            .collect();
+        assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1_920, 3_600, 3_600]);
+        assert_eq!(retry_delay(first, 0), first);
+        assert_eq!(retry_delay(first, u32::MAX), MAX_BACKOFF);
+    }
 }

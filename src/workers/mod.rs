@@ -1,8 +1,9 @@
 //! What runs beside the API in a `serve` process: the relay (log →
 //! RabbitMQ, [`relay`]), the runner ([`runner`]), the device gateway
-//! ([`gateway`]), and the leader lock that keeps one relay and one gateway
-//! active across processes.
+//! ([`gateway`]), the leader lock that keeps one relay and one gateway
+//! active across processes, and the one backoff their retries share.
 
+pub(crate) mod backoff;
 pub mod gateway;
 pub(crate) mod leader;
 pub mod relay;

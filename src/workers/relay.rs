@@ -28,12 +28,11 @@ use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::watch;
 
 use crate::adapters::rabbitmq::{self, Job, Topology};
+use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
 /// Events published per confirmed batch, at most.
 const BATCH: usize = 500;
-/// The longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a standby relay tries to become the active one.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The relay's name in `relay_checkpoints` and its lock.
@@ -67,29 +66,22 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
-    let mut backoff = Duration::from_millis(100);
+    let mut pauses = Pauses::reconnect();
     loop {
         let attempt = tokio::select! {
             () = &mut stop => break,
             outcome = relay_once(&store, &options, &status) => outcome,
         };
         status.send_modify(|status| status.active = false);
-        match attempt {
+        let pause = match attempt {
             Ok(Standby) => {
-                backoff = Duration::from_millis(100);
-                tokio::select! {
-                    () = &mut stop => break,
-                    () = tokio::time::sleep(STANDBY_RETRY) => {}
-                }
+                pauses.reset();
+                STANDBY_RETRY
             }
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "relay interrupted; reconnecting");
-                tokio::select! {
-                    () = &mut stop => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+            Err(error) => pauses.interrupted("relay", &error),
+        };
+        if stopped_during(pause, &mut stop).await {
+            break;
         }
     }
     tracing::info!("relay stopped");
@@ -138,9 +130,13 @@ async fn relay_once(
     });
     tracing::info!(position, "relay active");
 
-    let events_exchange = options.topology.events_exchange();
-    let jobs_exchange = options.topology.jobs_exchange();
-    let mut kinds: HashMap<TaskId, String> = HashMap::new();
+    let mut relay = Batches {
+        store,
+        client,
+        channel: &channel,
+        topology: &options.topology,
+        kinds: HashMap::new(),
+    };
     let mut feed = store.subscribe_all(position);
     loop {
         let first = feed
@@ -155,52 +151,50 @@ async fn relay_once(
                 None => break,
             }
         }
+        position = relay.confirm(position, &batch).await?;
+        status.send_modify(|status| status.confirmed = position);
+    }
+}
+
+/// What an active relay publishes batches with.
+struct Batches<'a> {
+    store: &'a PgEventStore,
+    /// The connection that holds the relay's lock and writes its checkpoint.
+    client: &'a tokio_postgres::Client,
+    /// A channel in confirm mode.
+    channel: &'a lapin::Channel,
+    topology: &'a Topology,
+    /// Kinds of tasks that may be retried, so a retry's job needs no read.
+    kinds: HashMap<TaskId, String>,
+}
+
+impl Batches<'_> {
+    /// Publishes `batch` (each event, and the job it makes), waits for every
+    /// confirm, then moves the checkpoint from `position` to the batch's
+    /// last position, which it returns. Any error leaves the checkpoint
+    /// where it was, so the batch is published again.
+    #[tracing::instrument(
+        name = "relay_batch",
+        skip_all,
+        fields(
+            from = batch.first().map(|event| event.global_position),
+            to = batch.last().map(|event| event.global_position),
+            events = batch.len(),
+            trace_id = batch.iter().find_map(|event| event.metadata.trace_id.as_deref()),
+        )
+    )]
+    async fn confirm(&mut self, position: u64, batch: &[RecordedEvent]) -> anyhow::Result<u64> {
+        let events_exchange = self.topology.events_exchange();
+        let jobs_exchange = self.topology.jobs_exchange();
         let mut confirms = Vec::with_capacity(batch.len() * 2);
-        for recorded in &batch {
-            let body = serde_json::to_vec(recorded)?;
+        for recorded in batch {
             confirms.push(
-                channel
-                    .basic_publish(
-                        events_exchange.as_str().into(),
-                        recorded.event_type.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        rabbitmq::properties(recorded, "application/json"),
-                    )
+                self.publish(&events_exchange, &recorded.event_type, recorded, recorded)
                     .await?,
             );
-            let job =
-                match job_for(store, &mut kinds, recorded, options.topology.installation()).await {
-                    Ok(job) => job,
-                    Err(error)
-                        if error
-                            .downcast_ref::<taskledger_events::StoreError>()
-                            .is_some() =>
-                    {
-                        return Err(error)
-                    }
-                    Err(error) => {
-                        // The event itself is published; only its job cannot be
-                        // made. Stopping here would hold back every later event.
-                        tracing::error!(
-                            error = format!("{error:#}"),
-                            position = recorded.global_position,
-                            "no job can be made from this task event; the task will not run"
-                        );
-                        None
-                    }
-                };
-            if let Some(job) = job {
-                let body = serde_json::to_vec(&job)?;
+            if let Some(job) = self.job(recorded).await? {
                 confirms.push(
-                    channel
-                        .basic_publish(
-                            jobs_exchange.as_str().into(),
-                            job.kind.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &body,
-                            rabbitmq::properties(recorded, "application/json"),
-                        )
+                    self.publish(&jobs_exchange, &job.kind, &job, recorded)
                         .await?,
                 );
             }
@@ -212,7 +206,8 @@ async fn relay_once(
             }
         }
         let last = batch.last().map_or(position, |event| event.global_position);
-        let updated = client
+        let updated = self
+            .client
             .execute(
                 "UPDATE relay_checkpoints SET position = $2, updated_at = now()
                  WHERE relay = $1 AND position = $3",
@@ -227,8 +222,61 @@ async fn relay_once(
             updated == 1,
             "the relay checkpoint moved under this relay; another relay is active"
         );
-        position = last;
-        status.send_modify(|status| status.confirmed = position);
+        Ok(last)
+    }
+
+    /// Publishes `message` (as JSON) about `recorded`; its confirm is to be
+    /// awaited.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &impl serde::Serialize,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<lapin::PublisherConfirm> {
+        let body = serde_json::to_vec(message)?;
+        Ok(self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                rabbitmq::properties(recorded, "application/json"),
+            )
+            .await?)
+    }
+
+    /// The job `recorded` makes, if any. A store failure ends the batch; a
+    /// task event no job can be made from is logged here and skipped: the
+    /// event itself is published, and stopping would hold back every later
+    /// event.
+    async fn job(&mut self, recorded: &RecordedEvent) -> anyhow::Result<Option<Job>> {
+        match job_for(
+            self.store,
+            &mut self.kinds,
+            recorded,
+            self.topology.installation(),
+        )
+        .await
+        {
+            Ok(job) => Ok(job),
+            Err(error)
+                if error
+                    .downcast_ref::<taskledger_events::StoreError>()
+                    .is_some() =>
+            {
+                Err(error)
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    position = recorded.global_position,
+                    "no job can be made from this task event; the task will not run"
+                );
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -138,7 +138,7 @@ impl RockblockStandIn {
             self.url.clone(),
             RockblockCredentials {
                 username: USERNAME.to_owned(),
-                password: PASSWORD.to_owned(),
+                password: PASSWORD.into(),
             },
         )
     }
@@ -425,7 +425,7 @@ async fn the_providers_refusals_are_permanent() {
         stand_in.url.clone(),
         RockblockCredentials {
             username: USERNAME.to_owned(),
-            password: "not-the-password".to_owned(),
+            password: "not-the-password".into(),
         },
     );
     assert_failed(&wrong_password.send(IMEI, b"x", false).await, 10, true);
@@ -519,7 +519,7 @@ async fn a_dead_endpoint_is_transient() {
         format!("http://{address}/rockblock/MT"),
         RockblockCredentials {
             username: USERNAME.to_owned(),
-            password: PASSWORD.to_owned(),
+            password: PASSWORD.into(),
         },
     )
     .with_timeout(Duration::from_secs(5));
@@ -571,7 +571,7 @@ async fn no_outcome_or_debug_output_contains_the_password() {
             format!("http://{address}/"),
             RockblockCredentials {
                 username: USERNAME.to_owned(),
-                password: PASSWORD.to_owned(),
+                password: PASSWORD.into(),
             },
         )
     };

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::shorten;
 
 /// The largest MT payload the provider accepts, in bytes.
@@ -13,14 +15,17 @@ pub const MAX_MT_BYTES: usize = 270;
 pub const DEFAULT_MT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The RockBLOCK account an MT message is sent from.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RockblockCredentials {
     /// The account's user name.
     pub username: String,
     /// The account's password (never printed: `Debug` shows `***`).
-    pub password: String,
+    pub password: SecretString,
 }
 
+// Not derived: the password, held where nothing can print it, is shown as
+// `***` as in the provider's redacted answers (a derived `Debug` would show
+// secrecy's `SecretBox<str>([REDACTED])`).
 impl fmt::Debug for RockblockCredentials {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
@@ -170,7 +175,7 @@ impl MtClient {
         let mut body = form_body(&[
             ("imei", imei),
             ("username", &self.credentials.username),
-            ("password", &self.credentials.password),
+            ("password", self.credentials.password.expose_secret()),
             ("data", &hex::encode(data)),
         ]);
         if flush {
@@ -262,7 +267,7 @@ impl MtClient {
     /// response body *before* it is shortened or escaped, so no part of it
     /// survives into an error text (which may be stored in the log).
     fn scrub_text(&self, text: String) -> String {
-        let password = self.credentials.password.as_str();
+        let password = self.credentials.password.expose_secret();
         if password.is_empty() {
             return text;
         }
@@ -273,7 +278,7 @@ impl MtClient {
     /// Removes the password from any text of `outcome` (belt and braces:
     /// an endpoint could echo the request).
     fn scrub(&self, outcome: MtOutcome) -> MtOutcome {
-        let password = self.credentials.password.as_str();
+        let password = self.credentials.password.expose_secret();
         if password.is_empty() {
             return outcome;
         }
@@ -432,7 +437,7 @@ mod tests {
     fn credentials_never_print_the_password() {
         let credentials = RockblockCredentials {
             username: "user".to_owned(),
-            password: "hunter2".to_owned(),
+            password: "hunter2".into(),
         };
         let printed = format!("{credentials:?}");
         assert!(

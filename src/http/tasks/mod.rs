@@ -185,7 +185,7 @@ pub async fn submit_task(
         // A malformed digest is refused by the submission's own checks.
         if state.blobs.path(sha256).is_some() && !state.blobs.contains(sha256).await {
             return Err(submit_problem(submission::SubmitError::Kind(
-                crate::config::KindError::MissingBlob {
+                crate::config::kind::KindError::MissingBlob {
                     input: input.clone(),
                     sha256: sha256.clone(),
                 },

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use crate::config::{Network, TaskKind};
+use crate::config::kind::{Network, TaskKind};
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -49,8 +49,10 @@ use uuid::Uuid;
 use crate::adapters::blobs::BlobStore;
 use crate::adapters::rabbitmq::{self, Job, Topology};
 use crate::commands::execute;
-use crate::config::{Executor, FileConfig};
+use crate::config::kind::Executor;
+use crate::config::FileConfig;
 use crate::metrics;
+use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::AbortOnDrop;
 use executor::{End, Outcome, RunError, RunSpec};
 use intake::{consume, sweep_containers};
@@ -59,8 +61,6 @@ use outcome::{outcome_command, report};
 
 /// The default [`RunnerOptions::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
-/// The longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a running attempt checks whether its task was canceled.
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 /// How long a stopping runner lets running attempts finish before it
@@ -154,25 +154,26 @@ pub async fn run(
     let (stopping_sender, stopping) = watch::channel(false);
     let mut jobs = JoinSet::new();
     let work = async {
-        let mut backoff = Duration::from_millis(100);
+        let mut pauses = Pauses::reconnect();
         while !*stopping.borrow() {
             let began = tokio::time::Instant::now();
             let outcome = consume(&context, &mut jobs, stopping.clone()).await;
             if *stopping.borrow() {
                 break;
             }
+            // A connection that held for a while was a success: start the
+            // pauses again from the first.
             if began.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(100);
+                pauses.reset();
             }
-            if let Err(error) = outcome {
-                tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "runner interrupted; reconnecting");
-            }
+            let pause = match outcome {
+                Ok(()) => pauses.next_pause(),
+                Err(error) => pauses.interrupted("runner", &error),
+            };
             let mut stopping = stopping.clone();
-            tokio::select! {
-                _ = stopping.wait_for(|stopping| *stopping) => break,
-                () = tokio::time::sleep(backoff) => {}
+            if stopped_during(pause, stopping.wait_for(|stopping| *stopping)).await {
+                break;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         // Stopped while not connected: finish what runs all the same.
         finish_jobs(&context, &mut jobs).await;

@@ -175,7 +175,9 @@ pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskComm
     let stream = task_id.stream_id();
     let mut command = command;
     let mut command_id = Uuid::new_v4();
-    let mut pause = Duration::from_millis(200);
+    // The store is expected back soon; a longer outage is waited out at
+    // one try in 10 s.
+    let mut pauses = Pauses::doubling(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match execute::<Tasks>(
             &context.store,
@@ -220,9 +222,9 @@ pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskComm
                 return;
             }
             Err(error) => {
+                let pause = pauses.next_pause();
                 tracing::warn!(%error, task = %task_id, retry_in = ?pause, "recording an attempt's outcome failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -1,0 +1,204 @@
+use super::*;
+use serde_json::{json, Map, Value};
+
+use super::kind::Network;
+
+const SAMPLE: &str = r#"
+    [kinds.url-analysis]
+    image = "thug:latest"
+    command = ["thug", "-u", "{useragent}", "-r", "{referer}", ["-p", "{proxy}"], "{url}"]
+    required_params = ["url"]
+    optional_params = ["proxy"]
+    defaults = { useragent = "winxpie60", referer = "about:blank" }
+    timeout_seconds = 600
+    max_attempts = 3
+    network = "none"
+    memory_mb = 1024
+
+    [kinds.batch]
+    image = "taskledger-test-busybox:latest"
+    command = ["sh", "-c", "{script}"]
+    required_params = ["script"]
+"#;
+
+fn params(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+#[test]
+fn the_shipped_default_configuration_loads_with_an_offline_demo() {
+    let config = FileConfig::builtin();
+    assert_eq!(
+        config.kinds.keys().collect::<Vec<_>>(),
+        ["batch", "demo", "page-analysis", "url-analysis"]
+    );
+    let demo = config.kind("demo").unwrap();
+    assert!(demo.required_params.is_empty() && demo.required_inputs.is_empty());
+    assert_eq!(demo.network, Network::None);
+    assert_eq!(demo.argv(&Map::new()).last().unwrap(), "world");
+    let page = config.kind("page-analysis").unwrap();
+    assert_eq!(page.required_inputs, ["page.html"]);
+    assert_eq!(page.network, Network::None);
+    assert!(page
+        .argv(&Map::new())
+        .ends_with(&["/in/page.html".to_owned()]));
+}
+
+#[test]
+fn inputs_are_checked_against_the_kind() {
+    let config = FileConfig::builtin();
+    let page = config.kind("page-analysis").unwrap();
+    let digest = "a".repeat(64);
+    let named = |names: &[&str]| -> BTreeMap<String, String> {
+        names
+            .iter()
+            .map(|name| ((*name).to_owned(), digest.clone()))
+            .collect()
+    };
+    assert!(page
+        .check_inputs("page-analysis", &named(&["page.html"]))
+        .is_ok());
+    assert!(matches!(
+        page.check_inputs("page-analysis", &named(&[])),
+        Err(KindError::MissingInput { .. })
+    ));
+    assert!(matches!(
+        page.check_inputs("page-analysis", &named(&["page.html", "x.js"])),
+        Err(KindError::UnknownInput { .. })
+    ));
+    assert!(FileConfig::parse(
+        "[kinds.k]\nimage = \"i\"\ncommand = [\"true\"]\nrequired_inputs = [\"../etc\"]\n"
+    )
+    .is_err());
+}
+
+#[test]
+fn the_example_configuration_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/taskledger.example.toml");
+    let config = FileConfig::load(&path).unwrap();
+    assert_eq!(
+        config.kinds.keys().collect::<Vec<_>>(),
+        ["batch", "url-analysis"]
+    );
+    let argv = config
+        .kind("url-analysis")
+        .unwrap()
+        .argv(&params(json!({ "url": "http://a.test" })));
+    assert_eq!(
+        argv,
+        [
+            "taskledger-thug",
+            "url",
+            "-u",
+            "winxpie60",
+            "-r",
+            "about:blank",
+            "-T",
+            "300",
+            "http://a.test"
+        ]
+    );
+}
+
+#[test]
+fn parses_the_documented_shape_with_defaults() {
+    let config = FileConfig::parse(SAMPLE).unwrap();
+    let kind = config.kind("url-analysis").unwrap();
+    assert_eq!(kind.network, Network::None);
+    assert_eq!(
+        (kind.timeout_seconds, kind.max_attempts, kind.memory_mb),
+        (600, 3, 1024)
+    );
+    let batch = config.kind("batch").unwrap();
+    assert_eq!(
+        (batch.timeout_seconds, batch.max_attempts, batch.network),
+        (600, 3, Network::None)
+    );
+}
+
+#[test]
+fn params_become_separate_arguments_never_a_shell_string() {
+    let config = FileConfig::parse(SAMPLE).unwrap();
+    let kind = config.kind("url-analysis").unwrap();
+    let hostile = "http://x.test/; rm -rf / #";
+    let argv = kind.argv(&params(json!({ "url": hostile, "proxy": "http://p:3128" })));
+    assert_eq!(
+        argv,
+        [
+            "thug",
+            "-u",
+            "winxpie60",
+            "-r",
+            "about:blank",
+            "-p",
+            "http://p:3128",
+            hostile
+        ]
+    );
+    // An absent optional parameter takes its whole group (the flag too),
+    // so no empty argument or dangling flag is left.
+    let argv = kind.argv(&params(
+        json!({ "url": "http://a.test", "useragent": "win10" }),
+    ));
+    assert_eq!(
+        argv,
+        ["thug", "-u", "win10", "-r", "about:blank", "http://a.test"]
+    );
+}
+
+#[test]
+fn unknown_kinds_and_bad_params_name_the_problem() {
+    let config = FileConfig::parse(SAMPLE).unwrap();
+    let error = config.kind("nope").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unknown task kind \"nope\"; configured kinds: batch, url-analysis"
+    );
+    let kind = config.kind("url-analysis").unwrap();
+    let error = kind
+        .check_params("url-analysis", &params(json!({ "referer": "x" })))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        KindError::MissingParam {
+            kind: "url-analysis".into(),
+            param: "url".into()
+        }
+    );
+    let error = kind
+        .check_params(
+            "url-analysis",
+            &params(json!({ "url": "u", "colour": "red" })),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, KindError::UnknownParam { ref param, .. } if param == "colour"),
+        "{error}"
+    );
+    let error = kind
+        .check_params("url-analysis", &params(json!({ "url": ["a"] })))
+        .unwrap_err();
+    assert_eq!(
+        error,
+        KindError::NotScalar {
+            param: "url".into()
+        }
+    );
+    assert!(kind
+        .check_params(
+            "url-analysis",
+            &params(json!({ "url": "u", "proxy": null }))
+        )
+        .is_ok());
+}
+
+#[test]
+fn inconsistent_kinds_are_refused_at_load() {
+    let undeclared = "[kinds.k]\nimage = \"i\"\ncommand = [\"run\", \"{target}\"]\n";
+    let error = FileConfig::parse(undeclared).unwrap_err();
+    assert!(format!("{error:#}").contains("{target}"), "{error:#}");
+    let typo = "[kinds.k]\nimage = \"i\"\ncommand = [\"run\"]\ntimeout = 5\n";
+    assert!(format!("{:#}", FileConfig::parse(typo).unwrap_err()).contains("unknown field"));
+    let no_image = "[kinds.k]\nimage = \"\"\ncommand = [\"run\"]\n";
+    assert!(format!("{:#}", FileConfig::parse(no_image).unwrap_err()).contains("image is empty"));
+}

@@ -183,7 +183,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ledgers::ledger_holes))
         .routes(routes!(ledgers::task_ledger))
         .routes(routes!(devices::send_message, devices::list_messages))
-        .routes(routes!(devices::rockblock_mo))
+        .routes(routes!(devices::mo::rockblock_mo))
         .routes(routes!(devices::list_devices))
         .routes(routes!(devices::get_device))
 }

@@ -1,0 +1,368 @@
+//! Satellite devices: queueing messages to a modem
+//! (`POST /v1/devices/{imei}/messages`), reading devices and their messages,
+//! and the provider's webhook for messages from one ([`mo`]).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::{SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
+use taskledger_events::Metadata;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::{Authorized, ReadDevices, WriteDevices};
+use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed};
+use super::AppState;
+use crate::adapters::rockblock::MoVerifier;
+use crate::commands::execute;
+
+pub mod mo;
+pub mod views;
+
+use self::views::csv_messages;
+pub use self::views::{
+    DeviceListQuery, DeviceMessagePage, DeviceMessageView, DevicePage, DeviceView, MessageListQuery,
+};
+
+/// How mobile-originated webhooks are checked.
+#[derive(Debug, Clone, Default)]
+pub enum MoPolicy {
+    /// No `[rockblock]` configuration: the webhook answers 503.
+    #[default]
+    NotConfigured,
+    /// Every webhook's JWT is verified with this key.
+    Verify(Arc<MoVerifier>),
+    /// `verify_mo_jwt = false`: webhooks are accepted unsigned.
+    Unverified,
+}
+
+/// A message for a device: text or base64 (exactly one), at most 270 bytes.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    /// The payload as UTF-8 text.
+    pub text: Option<String>,
+    /// Or the payload as standard base64.
+    pub base64: Option<String>,
+    /// Ask the provider to drop the device's queued messages first.
+    #[serde(default)]
+    pub flush: bool,
+}
+
+/// A queued message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueuedMessage {
+    /// The message's id.
+    pub message_id: Uuid,
+    /// The device.
+    pub imei: String,
+    /// `queued`: the gateway sends it.
+    pub status: &'static str,
+    /// The device stream's version after queueing.
+    pub stream_version: u64,
+    /// The global position of the queueing event.
+    pub position: u64,
+}
+
+fn imei_of(text: &str) -> Result<Imei, Problem> {
+    Imei::new(text).map_err(Problem::bad_request)
+}
+
+/// Queues a message for a device; the device gateway sends it.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{imei}/messages",
+    tag = "devices",
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
+    request_body = SendMessageRequest,
+    responses(
+        (status = 202, description = "Queued", body = QueuedMessage),
+        Authenticated,
+        JsonBody,
+        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device's messages kept changing; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:write"]))
+)]
+pub async fn send_message(
+    State(state): State<AppState>,
+    Authorized { caller, .. }: Authorized<WriteDevices>,
+    ApiPath(imei): ApiPath<String>,
+    ApiJson(request): ApiJson<SendMessageRequest>,
+) -> Result<Response, Problem> {
+    let imei = imei_of(&imei)?;
+    let payload = match (request.text, request.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|error| {
+                Problem::unprocessable(format!("base64 is not valid base64: {error}"))
+            })?,
+        _ => {
+            return Err(Problem::unprocessable(
+                "give exactly one of text and base64",
+            ))
+        }
+    };
+    let message_id = Uuid::now_v7();
+    let command = DeviceCommand::Queue(QueueDeviceMessage {
+        message_id,
+        payload,
+        flush: request.flush,
+        queued_at: Utc::now().trunc_subsecs(6),
+        queued_by: Some(caller.key_id.to_string()),
+    });
+    let metadata = Metadata {
+        actor: Some(caller.key_id.to_string()),
+        ..Metadata::default()
+    };
+    let executed = execute::<Devices>(
+        &state.store,
+        &imei.stream_id(),
+        (imei.clone(), command),
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await?;
+    let body = QueuedMessage {
+        message_id,
+        imei: imei.as_str().to_owned(),
+        status: "queued",
+        stream_version: executed.stream_version,
+        position: executed.position,
+    };
+    Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
+}
+
+fn page_limit(limit: Option<u32>) -> Result<i64, Problem> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be from 1 to 1000; got {limit}"
+        )));
+    }
+    Ok(i64::from(limit))
+}
+
+const DEVICE_COLUMNS: &str = "imei, first_seen_at, last_seen_at, last_latitude, last_longitude,
+    last_cep, received_count, queued_count, sent_count, failed_count, stream_version";
+
+fn device_view(row: &tokio_postgres::Row) -> DeviceView {
+    DeviceView {
+        imei: row.get(0),
+        first_seen_at: row.get(1),
+        last_seen_at: row.get(2),
+        last_latitude: row.get(3),
+        last_longitude: row.get(4),
+        last_cep: row.get(5),
+        received_count: row.get(6),
+        queued_count: row.get(7),
+        sent_count: row.get(8),
+        failed_count: row.get(9),
+        stream_version: row.get(10),
+    }
+}
+
+/// Lists devices by IMEI.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "devices",
+    params(DeviceListQuery),
+    responses(
+        (status = 200, description = "A page of devices", body = DevicePage),
+        Authenticated,
+        Malformed,
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn list_devices(
+    State(state): State<AppState>,
+    _: Authorized<ReadDevices>,
+    ApiQuery(query): ApiQuery<DeviceListQuery>,
+) -> Result<ApiJson<DevicePage>, Problem> {
+    let limit = page_limit(query.limit)?;
+    let after = query.cursor.unwrap_or_default();
+    let client = super::connection(&state).await?;
+    let rows = client
+        .query(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei > $1 ORDER BY imei LIMIT $2"),
+            &[&after, &(limit + 1)],
+        )
+        .await
+        .map_err(super::database_error("reading devices"))?;
+    let mut items: Vec<DeviceView> = rows.iter().map(device_view).collect();
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        items.last().map(|device| device.imei.clone())
+    } else {
+        None
+    };
+    Ok(ApiJson(DevicePage { items, next_cursor }))
+}
+
+/// One device.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{imei}",
+    tag = "devices",
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
+    responses(
+        (status = 200, description = "The device", body = DeviceView),
+        Authenticated,
+        Malformed,
+        (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn get_device(
+    State(state): State<AppState>,
+    _: Authorized<ReadDevices>,
+    ApiPath(imei): ApiPath<String>,
+) -> Result<ApiJson<DeviceView>, Problem> {
+    let imei = imei_of(&imei)?;
+    let client = super::connection(&state).await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = $1"),
+            &[&imei.as_str()],
+        )
+        .await
+        .map_err(super::database_error("reading devices"))?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no message to or from device {} yet",
+                imei.as_str()
+            ))
+        })?;
+    Ok(ApiJson(device_view(&row)))
+}
+
+/// A device's messages, newest first, as JSON pages or (with
+/// `Accept: text/csv`) one CSV export.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{imei}/messages",
+    tag = "devices",
+    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$"), MessageListQuery),
+    responses(
+        (status = 200, description = "A page of messages, or the CSV export", content(
+            (DeviceMessagePage = "application/json"),
+            (String = "text/csv")
+        )),
+        Authenticated,
+        (status = 400, description = "A malformed IMEI, filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["devices:read"]))
+)]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    _: Authorized<ReadDevices>,
+    ApiPath(imei): ApiPath<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<MessageListQuery>,
+) -> Result<Response, Problem> {
+    let imei = imei_of(&imei)?;
+    if let Some(direction) = &query.direction {
+        if !matches!(direction.as_str(), "mt" | "mo") {
+            return Err(Problem::bad_request("direction is mt or mo"));
+        }
+    }
+    if let Some(status) = &query.status {
+        if !matches!(
+            status.as_str(),
+            "queued" | "sending" | "sent" | "failed" | "received"
+        ) {
+            return Err(Problem::bad_request(
+                "status is one of queued, sending, sent, failed, received",
+            ));
+        }
+    }
+    let csv = super::tasks::wants_csv(&headers);
+    let limit = if csv {
+        if query.limit == Some(0) {
+            return Err(Problem::bad_request("limit must be 1 or more"));
+        }
+        i64::from(query.limit.unwrap_or(u32::MAX).min(1_000_000))
+    } else {
+        page_limit(query.limit)?
+    };
+    let cursor = match &query.cursor {
+        None => None,
+        Some(text) => {
+            let bad = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
+            let (micros, id) = text.split_once('_').ok_or_else(bad)?;
+            let micros: i64 = micros.parse().map_err(|_| bad())?;
+            let at = chrono::DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+            Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
+        }
+    };
+    let client = super::connection(&state).await?;
+    let rows = client
+        .query(
+            "SELECT message_id, imei, direction, status, payload, attempts, mt_id, error_code,
+                    error_text, momsn, transmit_time, latitude, longitude, created_at, updated_at
+             FROM device_messages
+             WHERE imei = $1
+               AND ($2::text IS NULL OR direction = $2)
+               AND ($3::text IS NULL OR status = $3)
+               AND ($4::timestamptz IS NULL OR (created_at, message_id) < ($4, $5))
+             ORDER BY created_at DESC, message_id DESC
+             LIMIT $6",
+            &[
+                &imei.as_str(),
+                &query.direction,
+                &query.status,
+                &cursor.map(|(at, _)| at),
+                &cursor.map_or(Uuid::nil(), |(_, id)| id),
+                &(limit + 1),
+            ],
+        )
+        .await
+        .map_err(super::database_error("reading devices"))?;
+    let mut items: Vec<DeviceMessageView> = rows
+        .iter()
+        .map(|row| DeviceMessageView {
+            message_id: row.get(0),
+            imei: row.get(1),
+            direction: row.get(2),
+            status: row.get(3),
+            payload_base64: base64::engine::general_purpose::STANDARD
+                .encode(row.get::<_, Vec<u8>>(4)),
+            attempts: row.get(5),
+            mt_id: row.get(6),
+            error_code: row.get(7),
+            error_text: row.get(8),
+            momsn: row.get(9),
+            transmit_time: row.get(10),
+            latitude: row.get(11),
+            longitude: row.get(12),
+            created_at: row.get(13),
+            updated_at: row.get(14),
+        })
+        .collect();
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if csv {
+        return csv_messages(&items);
+    }
+    let next_cursor = more
+        .then(|| {
+            items.last().map(|m| {
+                format!(
+                    "{}_{}",
+                    m.created_at.timestamp_micros(),
+                    m.message_id.simple()
+                )
+            })
+        })
+        .flatten();
+    Ok(ApiJson(DeviceMessagePage { items, next_cursor }).into_response())
+}

@@ -278,8 +278,8 @@ impl Projector for TasksProjector {
 
     fn schema(&self) -> &'static str {
         concat!(
-            include_str!("../../migrations/0003_task_read_models.sql"),
-            include_str!("../../migrations/0011_task_inputs_and_failed_logs.sql")
+            include_str!("../../../migrations/0003_task_read_models.sql"),
+            include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql")
         )
     }
 

@@ -4,8 +4,10 @@
 //! Every error the API returns is `application/problem+json` with `type`,
 //! `title`, `status` and `detail`. Domain refusals are 4xx, version
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
-//! 500 whose cause is logged where it happened (never sent to the client).
-//! A failed command becomes one through the one `From<CommandError>`.
+//! 500. The cause of a 5xx travels with the problem ([`Problem::because`]),
+//! never to the client, and is logged once, by [`log_failures`], in the
+//! request's span. A failed command becomes one through the one
+//! `From<CommandError>`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -37,7 +39,14 @@ pub struct Problem {
     /// Seconds after which to retry (also sent as `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// What went wrong inside, with its cause chain: logged, never sent.
+    #[serde(skip)]
+    cause: Option<String>,
 }
+
+/// The cause of a problem, carried on its response to [`log_failures`].
+#[derive(Debug, Clone)]
+struct Cause(String);
 
 impl Problem {
     /// A problem of type `slug` (e.g. `not-found`) with `status`.
@@ -48,7 +57,20 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            cause: None,
         }
+    }
+
+    /// This problem, caused by `error` while `context` (for example
+    /// "reading a task"): both, with `error`'s sources, are logged once when
+    /// the answer is a 5xx, and never sent.
+    #[must_use]
+    pub fn because<E>(mut self, context: impl std::fmt::Display, error: E) -> Self
+    where
+        E: Into<anyhow::Error>,
+    {
+        self.cause = Some(format!("{context}: {:#}", error.into()));
+        self
     }
 
     /// 400: the request is malformed.
@@ -136,7 +158,7 @@ impl Problem {
 /// aggregate's message); a stream that kept changing or a command id already
 /// used for another change 409; the store unavailable 503 with
 /// `Retry-After`; an invalid or unreadable event (a bug) an opaque 500. The
-/// cause of a 503 or 500 is logged here.
+/// cause of a 503 or 500 goes with it, to be logged once.
 impl From<CommandError> for Problem {
     fn from(error: CommandError) -> Self {
         match error {
@@ -145,12 +167,11 @@ impl From<CommandError> for Problem {
                 Self::conflict(error.to_string())
             }
             CommandError::Store(error) => {
-                tracing::error!(%error, "a command could not be stored");
                 Self::unavailable("the event store is unavailable right now; retry", 1)
+                    .because("storing a command", error)
             }
             error @ (CommandError::Invalid(_) | CommandError::Corrupt(_)) => {
-                tracing::error!(%error, "a command failed");
-                Self::internal()
+                Self::internal().because("handling a command", error)
             }
         }
     }
@@ -162,6 +183,9 @@ impl IntoResponse for Problem {
         let retry_after = self.retry_after;
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(Cause(cause));
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -340,11 +364,37 @@ where
             }
             Err(rejection) => {
                 // A route whose template and extractor disagree: our bug.
-                tracing::error!(detail = %rejection.body_text(), "a path extractor failed");
-                Err(Problem::internal())
+                Err(Problem::internal().because(
+                    "extracting a path",
+                    anyhow::Error::msg(rejection.body_text()),
+                ))
             }
         }
     }
+}
+
+/// Logs the cause of every 5xx answer once, in the request's span (so with
+/// its request id): the problem's own cause when it has one. A 500 without
+/// one is logged too (a bug that said nothing); a 503 without one is an
+/// answer that already explains itself (not configured, no answer in time).
+pub async fn log_failures(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        match response.extensions().get::<Cause>() {
+            Some(Cause(cause)) => {
+                tracing::error!(status = status.as_u16(), %cause, "a request failed")
+            }
+            None if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(
+                    status = status.as_u16(),
+                    "a request failed; no cause was recorded"
+                );
+            }
+            None => {}
+        }
+    }
+    response
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {

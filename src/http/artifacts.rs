@@ -9,6 +9,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use taskledger_events::task::TaskId;
+use taskledger_projections::tasks::query;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
@@ -17,7 +19,7 @@ use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, Malformed};
 use super::tasks::{parse_task_id, ArtifactView};
-use super::AppState;
+use super::{connection, read_error, AppState};
 
 /// A task's files.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -256,37 +258,17 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// The task's artifacts from `results`; 404 when it has no result.
-async fn artifacts_of(
-    state: &AppState,
-    task_id: taskledger_events::task::TaskId,
-) -> Result<Vec<ArtifactView>, Problem> {
-    let client = state.store.pool().get().await.map_err(|error| {
-        tracing::error!(%error, "no database connection for an artifact read");
-        Problem::unavailable("the database is unavailable right now", 1)
-    })?;
-    let statement = client
-        .prepare_cached("SELECT artifacts FROM results WHERE task_id = $1")
+async fn artifacts_of(state: &AppState, task_id: TaskId) -> Result<Vec<ArtifactView>, Problem> {
+    let client = connection(state).await?;
+    let artifacts = query::artifacts(&client, task_id)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "preparing an artifact read failed");
-            Problem::unavailable("the database could not answer right now", 1)
-        })?;
-    let row = client
-        .query_opt(&statement, &[&task_id.0])
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "reading artifacts failed");
-            Problem::unavailable("the database could not answer right now", 1)
-        })?
+        .map_err(read_error("reading artifacts"))?
         .ok_or_else(|| {
             Problem::not_found(format!(
                 "task {task_id} has no files (it does not exist, or has not succeeded or failed yet)"
             ))
         })?;
-    serde_json::from_value(row.get(0)).map_err(|error| {
-        tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
-        Problem::internal()
-    })
+    Ok(artifacts.into_iter().map(ArtifactView::from).collect())
 }
 
 #[cfg(test)]

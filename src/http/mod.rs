@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod ledgers;
 pub mod metrics;
 pub mod operations;
+mod paging;
 pub mod problem;
 pub mod responses;
 pub mod tasks;
@@ -35,6 +36,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
 use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
+use taskledger_projections::tasks::query::ReadError;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -313,6 +315,16 @@ where
 {
     move |error| {
         Problem::unavailable("the database could not answer right now", 1).because(context, error)
+    }
+}
+
+/// Maps a failed read of the `tasks` and `results` read models: 503 when
+/// the database did not answer, an opaque 500 for a row the projector never
+/// writes; its cause what was being read.
+pub(crate) fn read_error(context: &'static str) -> impl Fn(ReadError) -> Problem {
+    move |error| match error {
+        ReadError::Database(error) => database_error(context)(error),
+        error @ ReadError::Corrupt(_) => Problem::internal().because(context, error),
     }
 }
 

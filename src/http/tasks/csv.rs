@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
-use super::query::{Cursor, TaskFilter};
+use taskledger_projections::tasks::query::TaskFilter;
+
+use super::query::{page, Cursor};
 use super::views::TaskView;
 use crate::http::AppState;
 
@@ -103,10 +105,7 @@ pub(super) fn csv_export(
         let page = if want == 0 {
             Ok(Vec::new())
         } else {
-            export
-                .filter
-                .page(&export.state, export.cursor.as_ref(), want)
-                .await
+            page(&export.state, &export.filter, export.cursor.as_ref(), want).await
         };
         let tasks = match page {
             Ok(tasks) => tasks,

@@ -25,10 +25,11 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
+use super::paging::{cut_page, page_size};
 use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
-use super::{connection, database_error};
+use super::{connection, read_error};
 use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
@@ -39,9 +40,8 @@ mod views;
 use self::csv::csv_export;
 pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
 pub use self::query::ListTasksQuery;
-use self::query::{fetch_task, Cursor, TaskFilter};
+use self::query::{fetch_task, page, parse_filter, Cursor};
 pub(crate) use self::views::event_view;
-use self::views::unsigned;
 pub use self::views::{
     ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
 };
@@ -253,18 +253,17 @@ pub async fn list_tasks(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListTasksQuery>,
 ) -> Result<Response, Problem> {
-    let filter = Arc::new(TaskFilter::parse(&query)?);
+    let filter = Arc::new(parse_filter(&query)?);
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
     let csv = wants_csv(&headers);
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if csv && limit == 0 {
+    if csv && query.limit == Some(0) {
         return Err(Problem::bad_request("limit must be 1 or more"));
     }
-    if !csv && !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_PAGE}; got {limit}"
-        )));
-    }
+    let limit = if csv {
+        0
+    } else {
+        page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?
+    };
     if let Some(position) = query.min_position {
         wait_for_position(&state, "tasks", position).await?;
     }
@@ -272,15 +271,10 @@ pub async fn list_tasks(
         return Ok(csv_export(state, filter, cursor, query.limit));
     }
     // One more than asked, to know whether another page follows.
-    let mut items = filter
-        .page(&state, cursor.as_ref(), i64::from(limit) + 1)
-        .await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|task| Cursor::after(task).to_string())
-    } else {
-        None
-    };
+    let items = page(&state, &filter, cursor.as_ref(), i64::from(limit) + 1).await?;
+    let (items, next_cursor) = cut_page(items, limit as usize, |task| {
+        Cursor::after(task).to_string()
+    });
     Ok(ApiJson(TaskPage { items, next_cursor }).into_response())
 }
 
@@ -387,18 +381,10 @@ pub async fn get_result(
     let task_id = parse_task_id(&id)?;
     let task = read_task(&state, task_id, query.min_version).await?;
     let client = connection(&state).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT attempt, result, exit_code, artifacts, finished_at FROM results
-             WHERE task_id = $1 AND status = 'succeeded'",
-        )
+    let stored = taskledger_projections::tasks::query::succeeded_result(&client, task_id)
         .await
-        .map_err(database_error("preparing a result read"))?;
-    let row = client
-        .query_opt(&statement, &[&task_id.0])
-        .await
-        .map_err(database_error("reading a result"))?;
-    let Some(row) = row else {
+        .map_err(read_error("reading a result"))?;
+    let Some(stored) = stored else {
         let status = TaskStatus::from(task.status);
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -412,18 +398,17 @@ pub async fn get_result(
             ),
         ));
     };
-    let artifacts: Vec<ArtifactView> = serde_json::from_value(row.get("artifacts"))
-        .map_err(|error| {
-            tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
-            Problem::internal()
-        })?;
     Ok(ApiJson(ResultView {
         task_id: task_id.0,
-        attempt: unsigned(row.get::<_, i32>("attempt")),
-        result: row.get("result"),
-        exit_code: row.get("exit_code"),
-        artifacts,
-        finished_at: row.get("finished_at"),
+        attempt: stored.attempt,
+        result: stored.result,
+        exit_code: stored.exit_code,
+        artifacts: stored
+            .artifacts
+            .into_iter()
+            .map(ArtifactView::from)
+            .collect(),
+        finished_at: stored.finished_at,
     }))
 }
 
@@ -524,14 +509,9 @@ pub(crate) async fn stream_page(
     after: u64,
     limit: Option<u32>,
 ) -> Result<EventPage, Problem> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
-        )));
-    }
+    let limit = page_size(limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
     // One more than asked, to know whether another page follows.
-    let mut events = state
+    let events = state
         .store
         .read_stream(stream_id, after + 1, Direction::Forward, limit as usize + 1)
         .await
@@ -539,12 +519,7 @@ pub(crate) async fn stream_page(
             tracing::error!(%error, stream = %stream_id, "reading a stream failed");
             Problem::unavailable("the event store cannot be read right now", 1)
         })?;
-    let next_cursor = if events.len() > limit as usize {
-        events.truncate(limit as usize);
-        events.last().map(|event| event.version.to_string())
-    } else {
-        None
-    };
+    let (events, next_cursor) = cut_page(events, limit as usize, |event| event.version.to_string());
     Ok(EventPage {
         items: events.into_iter().map(event_view).collect(),
         next_cursor,

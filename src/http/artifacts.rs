@@ -8,6 +8,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum_extra::typed_header::TypedHeaderRejection;
+use axum_extra::TypedHeader;
+use headers::{ContentRange, ETag, HeaderMapExt, IfNoneMatch};
 use serde::Serialize;
 use taskledger_events::task::TaskId;
 use taskledger_projections::tasks::query;
@@ -105,6 +108,7 @@ pub async fn get_artifact(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
     ApiPath((id, name)): ApiPath<(String, String)>,
+    if_none_match: Result<TypedHeader<IfNoneMatch>, TypedHeaderRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let task_id = parse_task_id(&id)?;
@@ -115,23 +119,22 @@ pub async fn get_artifact(
         .ok_or_else(|| {
             Problem::not_found(format!("task {task_id} has no artifact named {name:?}"))
         })?;
-    let etag = format!("\"{}\"", artifact.sha256);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        })
-    {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    let etag: ETag = format!("\"{}\"", artifact.sha256)
+        .parse()
+        .map_err(|_| Problem::internal())?;
+    // A malformed If-None-Match matches nothing, as one naming other tags.
+    if let Ok(TypedHeader(if_none_match)) = if_none_match {
+        if !if_none_match.precondition_passes(&etag) {
+            return Ok((StatusCode::NOT_MODIFIED, TypedHeader(etag)).into_response());
+        }
     }
     let path = state
         .blobs
         .path(&artifact.sha256)
         .ok_or_else(Problem::internal)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|error| {
+        // Logged here: a 404 is not logged as a failure, but a blob the
+        // read model names and the store lacks is an operator's problem.
         tracing::error!(%error, path = %path.display(), "an artifact's blob is missing");
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -149,17 +152,14 @@ pub async fn get_artifact(
         Some(value) => match parse_range(value, size) {
             Ok(range) => range,
             Err(()) => {
-                let mut response = Problem::new(
+                let problem = Problem::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "range-not-satisfiable",
                     "Range not satisfiable",
                     format!("the file has {size} bytes; ask for one range inside them"),
-                )
-                .into_response();
-                if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-                return Ok(response);
+                );
+                let unsatisfied = ContentRange::unsatisfied_bytes(size);
+                return Ok((TypedHeader(unsatisfied), problem).into_response());
             }
         },
     };
@@ -167,17 +167,16 @@ pub async fn get_artifact(
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         None => (StatusCode::OK, 0, size),
     };
-    file.seek(SeekFrom::Start(start)).await.map_err(|error| {
-        tracing::error!(%error, "seeking in an artifact failed");
-        Problem::internal()
-    })?;
+    file.seek(SeekFrom::Start(start))
+        .await
+        .map_err(|error| Problem::internal().because("seeking in an artifact", error))?;
     let body = Body::from_stream(ReaderStream::new(file.take(length)));
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
     let text = |value: String| HeaderValue::try_from(value).map_err(|_| Problem::internal());
     response_headers.insert(header::CONTENT_TYPE, text(artifact.media_type.clone())?);
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    response_headers.insert(header::ETAG, text(etag)?);
+    response_headers.typed_insert(etag);
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Task output is untrusted: never let a browser render it as part of
     // this origin.
@@ -197,14 +196,15 @@ pub async fn get_artifact(
         HeaderValue::from_static("sandbox"),
     );
     if status == StatusCode::PARTIAL_CONTENT {
-        response_headers.insert(
-            header::CONTENT_RANGE,
-            text(format!("bytes {start}-{}/{size}", start + length - 1))?,
-        );
+        let range =
+            ContentRange::bytes(start..start + length, size).map_err(|_| Problem::internal())?;
+        response_headers.typed_insert(range);
     }
     Ok(response)
 }
 
+// Parsed here rather than by `headers::Range`, which drops a suffix longer
+// than the file (RFC 9110 serves all of it) and takes `+5` for 5.
 /// One `bytes=` range of a file of `size` bytes, as inclusive offsets.
 /// `Ok(None)` for a header this server ignores (another unit, several
 /// ranges, or a malformed one: RFC 9110 says to send the whole file);

@@ -89,12 +89,12 @@ where
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
         let client = state.key_store().pool().get().await.map_err(|error| {
-            tracing::error!(%error, "no database connection to check an API key");
             Problem::unavailable("the service cannot check API keys right now", 1)
+                .because("getting a database connection to check an API key", error)
         })?;
         let lookup_failed = |error: tokio_postgres::Error| {
-            tracing::error!(%error, "looking up an API key failed");
             Problem::unavailable("the service cannot check API keys right now", 1)
+                .because("looking up an API key", error)
         };
         // Prepared once per connection: one round trip per lookup.
         let statement = client

@@ -145,9 +145,8 @@ fn ledger_name(name: &str) -> Result<LedgerName, Problem> {
     LedgerName::new(name).map_err(Problem::bad_request)
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Problem {
-    tracing::error!(%error, "a ledger read failed");
-    Problem::unavailable("the log cannot be read right now", 1)
+fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
+    Problem::unavailable("the log cannot be read right now", 1).because("a ledger read", error)
 }
 
 /// The ledger's confirmed ranges and latest reference, from the

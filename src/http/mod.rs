@@ -318,6 +318,15 @@ where
     }
 }
 
+/// Maps a failed read of the log to 503, its cause what was being read.
+pub(crate) fn store_unreadable(
+    context: String,
+) -> impl FnOnce(taskledger_events::StoreError) -> Problem {
+    move |error| {
+        Problem::unavailable("the event store cannot be read right now", 1).because(context, error)
+    }
+}
+
 /// Maps a failed read of the `tasks` and `results` read models: 503 when
 /// the database did not answer, an opaque 500 for a row the projector never
 /// writes; its cause what was being read.

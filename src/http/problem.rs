@@ -73,6 +73,12 @@ impl Problem {
         self
     }
 
+    /// The cause given by [`Problem::because`], for an answer that never
+    /// reaches [`log_failures`] (a body that fails once it is streaming).
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
+    }
+
     /// 400: the request is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(
@@ -644,6 +650,25 @@ mod tests {
                 assert!(!problem.detail.contains(&shown), "{shown} leaked");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_cause_is_kept_for_the_log_and_never_sent() {
+        let problem = Problem::unavailable("the database could not answer right now", 1).because(
+            "reading a task",
+            anyhow::Error::msg("connection reset by peer"),
+        );
+        assert_eq!(
+            problem.cause(),
+            Some("reading a task: connection reset by peer")
+        );
+        let response = problem.into_response();
+        assert!(response.extensions().get::<Cause>().is_some());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains("connection reset"), "{body}");
     }
 
     #[tokio::test]

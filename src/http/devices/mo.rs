@@ -162,13 +162,11 @@ pub async fn rockblock_mo(
     match appended {
         Ok(_) => Ok((StatusCode::OK, "OK").into_response()),
         Err(AppendError::DuplicateEventId { .. }) => Ok((StatusCode::OK, "OK").into_response()),
-        Err(error) => {
-            tracing::error!(%error, "recording an MO message failed");
-            Err(Problem::unavailable(
-                "the message could not be stored right now; the provider retries",
-                1,
-            ))
-        }
+        Err(error) => Err(Problem::unavailable(
+            "the message could not be stored right now; the provider retries",
+            1,
+        )
+        .because("recording an MO message", error)),
     }
 }
 

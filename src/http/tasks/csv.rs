@@ -112,7 +112,8 @@ pub(super) fn csv_export(
             Err(problem) => {
                 // The status line is gone; ending the body early is the only
                 // way left to tell the client the export is incomplete.
-                tracing::error!(detail = %problem.detail, "a CSV export failed part way");
+                let cause = problem.cause().unwrap_or(&problem.detail);
+                tracing::error!(%cause, "a CSV export failed part way");
                 export.done = true;
                 return Some((
                     Err(std::io::Error::other("the export failed part way")),

@@ -29,7 +29,7 @@ use super::paging::{cut_page, page_size};
 use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
-use super::{connection, read_error};
+use super::{connection, read_error, store_unreadable};
 use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
@@ -341,12 +341,10 @@ pub async fn get_task(
             }
             error @ TaskAtError::BeyondStream { .. } => Problem::unprocessable(error.to_string()),
             error @ TaskAtError::Unreadable { .. } => {
-                tracing::error!(%error, "a task's history cannot be folded");
-                Problem::internal()
+                Problem::internal().because("folding a task's history", error)
             }
             TaskAtError::Store(error) => {
-                tracing::error!(%error, task = %task_id, "reading a task's history failed");
-                Problem::unavailable("the event store cannot be read right now", 1)
+                store_unreadable(format!("reading task {task_id}'s history"))(error)
             }
         })?;
     Ok(ApiJson(TaskView::from_task(
@@ -515,10 +513,7 @@ pub(crate) async fn stream_page(
         .store
         .read_stream(stream_id, after + 1, Direction::Forward, limit as usize + 1)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, stream = %stream_id, "reading a stream failed");
-            Problem::unavailable("the event store cannot be read right now", 1)
-        })?;
+        .map_err(store_unreadable(format!("reading stream {stream_id}")))?;
     let (events, next_cursor) = cut_page(events, limit as usize, |event| event.version.to_string());
     Ok(EventPage {
         items: events.into_iter().map(event_view).collect(),
@@ -564,10 +559,7 @@ async fn read_task(
         .store
         .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, task = %task_id, "reading a task's stream failed");
-            Problem::unavailable("the event store cannot be read right now", 1)
-        })?;
+        .map_err(store_unreadable(format!("reading task {task_id}'s stream")))?;
     match newest.first().map(|event| event.version) {
         None => return Err(not_found(task_id)),
         Some(version) if version < min_version => {

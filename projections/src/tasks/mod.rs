@@ -19,6 +19,7 @@ use taskledger_events::RecordedEvent;
 use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
 
+use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -276,26 +277,17 @@ impl TaskRow {
 
 #[async_trait]
 impl Projector for TasksProjector {
-    fn name(&self) -> &'static str {
-        "tasks"
-    }
-
-    /// 2: a retry clears the progress (as the aggregate does). 3: tasks
-    /// carry their input files, and a failed task has a `results` row with
-    /// its logs.
-    fn version(&self) -> u32 {
-        3
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["tasks", "results"]
-    }
-
-    fn schema(&self) -> &'static str {
-        concat!(
+    describe! {
+        name: "tasks",
+        /// 2: a retry clears the progress (as the aggregate does). 3: tasks
+        /// carry their input files, and a failed task has a `results` row
+        /// with its logs.
+        version: 3,
+        tables: ["tasks", "results"],
+        schema: concat!(
             include_str!("../../../migrations/0003_task_read_models.sql"),
             include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql")
-        )
+        ),
     }
 
     /// Folds the batch's events into the rows they touch (read once from
@@ -313,11 +305,7 @@ impl Projector for TasksProjector {
             let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
             };
-            let event =
-                TaskEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
+            let event: TaskEvent = decode(recorded)?;
             decoded.push((task_id, recorded, event));
         }
         if decoded.is_empty() {

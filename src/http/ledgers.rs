@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use taskledger_events::ledger::{
     ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
-use taskledger_events::{Direction, EventStore, Metadata};
+use taskledger_events::{Direction, EventStore};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -281,16 +281,12 @@ pub async fn confirm(
         confirmed_at: Utc::now().trunc_subsecs(6),
         confirmed_by: Some(caller.key_id.to_string()),
     };
-    let metadata = Metadata {
-        actor: Some(caller.key_id.to_string()),
-        ..Metadata::default()
-    };
     let executed = execute::<Ledgers>(
         &state.store,
         &ledger.stream_id(),
         command,
         Uuid::new_v4(),
-        metadata,
+        caller.metadata(),
     )
     .await?;
     let newly_confirmed: Vec<SequenceRange> = executed

@@ -11,7 +11,6 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
-use taskledger_events::Metadata;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -119,16 +118,12 @@ pub async fn send_message(
         queued_at: Utc::now().trunc_subsecs(6),
         queued_by: Some(caller.key_id.to_string()),
     });
-    let metadata = Metadata {
-        actor: Some(caller.key_id.to_string()),
-        ..Metadata::default()
-    };
     let executed = execute::<Devices>(
         &state.store,
         &imei.stream_id(),
         (imei.clone(), command),
         Uuid::new_v4(),
-        metadata,
+        caller.metadata(),
     )
     .await?;
     let body = QueuedMessage {

@@ -18,7 +18,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
-use taskledger_events::{Direction, EventStore, Metadata, StreamId};
+use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -441,16 +441,12 @@ pub async fn cancel_task(
         reason: request.reason,
         canceled_at: now(),
     });
-    let metadata = Metadata {
-        actor: Some(caller.key_id.to_string()),
-        ..Metadata::default()
-    };
     let executed = execute::<Tasks>(
         &state.store,
         &task_id.stream_id(),
         command,
         Uuid::new_v4(),
-        metadata,
+        caller.metadata(),
     )
     .await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;

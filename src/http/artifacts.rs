@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, Malformed};
-use super::tasks::{parse_task_id, ArtifactView};
+use super::tasks::{ArtifactView, TaskPath};
 use super::{connection, read_error, AppState};
 
 /// A task's files.
@@ -46,7 +46,7 @@ struct FileContent(Vec<u8>);
     get,
     path = "/v1/tasks/{id}/artifacts",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     responses(
         (status = 200, description = "The files", body = ArtifactPage),
         Authenticated,
@@ -58,9 +58,8 @@ struct FileContent(Vec<u8>);
 pub async fn list_artifacts(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
-    let task_id = parse_task_id(&id)?;
     Ok(ApiJson(ArtifactPage {
         items: artifacts_of(&state, task_id).await?,
         next_cursor: None,
@@ -73,7 +72,7 @@ pub async fn list_artifacts(
     path = "/v1/tasks/{id}/artifacts/{name}",
     tag = "tasks",
     params(
-        ("id" = Uuid, Path, description = "The task's id"),
+        TaskPath,
         ("name" = String, Path, description = "The file's name"),
         ("Range" = Option<String>, Header, nullable = false,
          description = "One byte range, e.g. bytes=0-1023 (anything else is ignored: the whole file is sent)"),
@@ -107,11 +106,11 @@ pub async fn list_artifacts(
 pub async fn get_artifact(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath((id, name)): ApiPath<(String, String)>,
+    TaskPath { id: task_id }: TaskPath,
+    ApiPath((_, name)): ApiPath<(String, String)>,
     if_none_match: Result<TypedHeader<IfNoneMatch>, TypedHeaderRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let task_id = parse_task_id(&id)?;
     let artifact = artifacts_of(&state, task_id)
         .await?
         .into_iter()

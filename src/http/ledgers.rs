@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -19,13 +20,13 @@ use taskledger_events::ledger::{
     ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
 use taskledger_events::{Direction, EventStore};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
-use super::problem::{ApiJson, ApiPath, Problem};
+use super::problem::{path_segment, ApiJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
-use super::tasks::parse_task_id;
+use super::tasks::TaskPath;
 use super::AppState;
 use crate::commands::execute;
 
@@ -141,8 +142,24 @@ pub struct TaskLedgers {
     pub next_cursor: Option<String>,
 }
 
-fn ledger_name(name: &str) -> Result<LedgerName, Problem> {
-    LedgerName::new(name).map_err(Problem::bad_request)
+/// A ledger's name in the path (`{ledger}`): 400 unless it is one.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LedgerPath {
+    /// The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'
+    #[param(value_type = String, pattern = "^[a-z0-9._-]{1,100}$")]
+    pub ledger: LedgerName,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let name = path_segment(parts, state, "ledger").await?;
+        Ok(Self {
+            ledger: LedgerName::new(&name).map_err(Problem::bad_request)?,
+        })
+    }
 }
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
@@ -235,8 +252,7 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
     post,
     path = "/v1/ledgers/{ledger}/confirmations",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'",
-        pattern = "^[a-z0-9._-]{1,100}$")),
+    params(LedgerPath),
     request_body = ConfirmationRequest,
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
@@ -252,10 +268,9 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
 pub async fn confirm(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
-    let ledger = ledger_name(&name)?;
     let (kind, ranges) = match (
         request.from_sequence,
         request.to_sequence,
@@ -357,7 +372,7 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     get,
     path = "/v1/ledgers/{ledger}/status",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
+    params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
         Authenticated,
@@ -370,10 +385,9 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 pub async fn ledger_status(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
-    let ledger = ledger_name(&name)?;
     wait_for_ledgers(&state, query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
@@ -391,7 +405,7 @@ pub async fn ledger_status(
     get,
     path = "/v1/ledgers/{ledger}/holes",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
+    params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
         Authenticated,
@@ -404,10 +418,9 @@ pub async fn ledger_status(
 pub async fn ledger_holes(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
-    let ledger = ledger_name(&name)?;
     wait_for_ledgers(&state, query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
@@ -425,7 +438,7 @@ pub async fn ledger_holes(
     get,
     path = "/v1/tasks/{id}/ledger",
     tag = "ledger",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     responses(
         (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
         Authenticated,
@@ -437,9 +450,8 @@ pub async fn ledger_holes(
 pub async fn task_ledger(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let events = state
         .store
         .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100_000)

@@ -403,6 +403,29 @@ pub async fn log_failures(request: Request, next: axum::middleware::Next) -> Res
     response
 }
 
+/// The route's path segment `{name}`, percent-decoded (400 as [`ApiPath`]
+/// when it is not UTF-8): what the typed path extractors (a task's id, a
+/// device's IMEI, a ledger's name) parse.
+pub(crate) async fn path_segment<S>(
+    parts: &mut Parts,
+    state: &S,
+    name: &str,
+) -> Result<String, Problem>
+where
+    S: Send + Sync,
+{
+    let ApiPath(mut segments) =
+        ApiPath::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await?;
+    segments.remove(name).ok_or_else(|| {
+        // A route whose template and extractor disagree: our bug.
+        Problem::internal().because(
+            "extracting a path",
+            anyhow::Error::msg(format!("the route has no {{{name}}}")),
+        )
+    })
+}
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()

@@ -4,18 +4,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadDevices, WriteDevices};
-use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
+use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
 use crate::adapters::rockblock::MoVerifier;
@@ -73,12 +74,32 @@ fn imei_of(text: &str) -> Result<Imei, Problem> {
     Imei::new(text).map_err(Problem::bad_request)
 }
 
+/// A device's IMEI in the path (`{imei}`): 400 unless it is one.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ImeiPath {
+    /// The modem's IMEI: 15 digits
+    #[param(value_type = String, pattern = "^[0-9]{15}$")]
+    pub imei: Imei,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ImeiPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let imei = path_segment(parts, state, "imei").await?;
+        Ok(Self {
+            imei: imei_of(&imei)?,
+        })
+    }
+}
+
 /// Queues a message for a device; the device gateway sends it.
 #[utoipa::path(
     post,
     path = "/v1/devices/{imei}/messages",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
+    params(ImeiPath),
     request_body = SendMessageRequest,
     responses(
         (status = 202, description = "Queued", body = QueuedMessage),
@@ -93,10 +114,9 @@ fn imei_of(text: &str) -> Result<Imei, Problem> {
 pub async fn send_message(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteDevices>,
-    ApiPath(imei): ApiPath<String>,
+    ImeiPath { imei }: ImeiPath,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<Response, Problem> {
-    let imei = imei_of(&imei)?;
     let payload = match (request.text, request.base64) {
         (Some(text), None) => text.into_bytes(),
         (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
@@ -208,7 +228,7 @@ pub async fn list_devices(
     get,
     path = "/v1/devices/{imei}",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$")),
+    params(ImeiPath),
     responses(
         (status = 200, description = "The device", body = DeviceView),
         Authenticated,
@@ -220,9 +240,8 @@ pub async fn list_devices(
 pub async fn get_device(
     State(state): State<AppState>,
     _: Authorized<ReadDevices>,
-    ApiPath(imei): ApiPath<String>,
+    ImeiPath { imei }: ImeiPath,
 ) -> Result<ApiJson<DeviceView>, Problem> {
-    let imei = imei_of(&imei)?;
     let client = super::connection(&state).await?;
     let row = client
         .query_opt(
@@ -246,7 +265,7 @@ pub async fn get_device(
     get,
     path = "/v1/devices/{imei}/messages",
     tag = "devices",
-    params(("imei" = String, Path, description = "The modem's IMEI: 15 digits", pattern = "^[0-9]{15}$"), MessageListQuery),
+    params(ImeiPath, MessageListQuery),
     responses(
         (status = 200, description = "A page of messages, or the CSV export", content(
             (DeviceMessagePage = "application/json"),
@@ -260,11 +279,10 @@ pub async fn get_device(
 pub async fn list_messages(
     State(state): State<AppState>,
     _: Authorized<ReadDevices>,
-    ApiPath(imei): ApiPath<String>,
+    ImeiPath { imei }: ImeiPath,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<MessageListQuery>,
 ) -> Result<Response, Problem> {
-    let imei = imei_of(&imei)?;
     if let Some(direction) = &query.direction {
         if !matches!(direction.as_str(), "mt" | "mo") {
             return Err(Problem::bad_request("direction is mt or mo"));

@@ -11,7 +11,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,7 +27,7 @@ use uuid::Uuid;
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
-use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
+use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
 use super::AppState;
 use super::{connection, read_error, store_unreadable};
@@ -285,7 +286,7 @@ pub async fn list_tasks(
     get,
     path = "/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
+    params(TaskPath, GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
         Authenticated,
@@ -299,10 +300,9 @@ pub async fn list_tasks(
 pub async fn get_task(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let until = match (&query.as_of, query.at_version, query.min_version) {
         (None, None, min_version) => {
             return read_task(&state, task_id, min_version).await.map(ApiJson)
@@ -359,7 +359,7 @@ pub async fn get_task(
     get,
     path = "/v1/tasks/{id}/result",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
+    params(TaskPath, ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
         Authenticated,
@@ -373,10 +373,9 @@ pub async fn get_task(
 pub async fn get_result(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<ReadTaskQuery>,
 ) -> Result<ApiJson<ResultView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let task = read_task(&state, task_id, query.min_version).await?;
     let client = connection(&state).await?;
     let stored = taskledger_projections::tasks::query::succeeded_result(&client, task_id)
@@ -416,7 +415,7 @@ pub async fn get_result(
     post,
     path = "/v1/tasks/{id}/cancel",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
@@ -430,11 +429,10 @@ pub async fn get_result(
 pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
     let command = TaskCommand::Cancel(CancelTask {
         task_id,
@@ -462,7 +460,7 @@ pub async fn cancel_task(
     get,
     path = "/v1/tasks/{id}/events",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), TaskEventsQuery),
+    params(TaskPath, TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
         Authenticated,
@@ -474,10 +472,9 @@ pub async fn cancel_task(
 pub async fn task_events(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
     let after: u64 = match query.cursor.as_deref() {
         None => 0,
@@ -523,10 +520,24 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-pub(crate) fn parse_task_id(id: &str) -> Result<TaskId, Problem> {
-    Uuid::parse_str(id)
-        .map(TaskId)
-        .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))
+/// A task's id in the path (`{id}`): 400 unless it is a UUID.
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    /// The task's id
+    #[param(value_type = Uuid)]
+    pub id: TaskId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let id = path_segment(parts, state, "id").await?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))?;
+        Ok(Self { id: TaskId(id) })
+    }
 }
 
 fn not_found(task_id: TaskId) -> Problem {

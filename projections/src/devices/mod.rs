@@ -34,7 +34,7 @@ impl Projector for DevicesProjector {
         name: "devices",
         version: 1,
         tables: ["devices", "device_messages"],
-        schema: include_str!("../../migrations/0007_device_read_models.sql"),
+        schema: include_str!("../../../migrations/0007_device_read_models.sql"),
     }
 
     async fn apply(

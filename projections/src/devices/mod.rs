@@ -3,6 +3,8 @@
 //! (direction, status, ids, payload, times). The device gateway reads its
 //! work list from `device_messages` (`next_attempt_at`).
 //!
+//! The API's reads of these tables are in [`query`].
+//!
 //! Deterministic: every value comes from the events. A message id of an
 //! inbound message is its event's id.
 
@@ -14,6 +16,8 @@ use tokio_postgres::Transaction;
 
 use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
+
+pub mod query;
 
 /// How long after an attempt began its outcome is taken as unknown (the
 /// gateway then records a failure and tries again under a new attempt).

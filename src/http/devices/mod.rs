@@ -12,10 +12,12 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
+use taskledger_projections::devices::query::{self as reads, MessageFilter};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadDevices, WriteDevices};
+use super::paging::{cut_page, page_size, Keyset};
 use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed};
 use super::AppState;
@@ -41,6 +43,11 @@ pub enum MoPolicy {
     /// `verify_mo_jwt = false`: webhooks are accepted unsigned.
     Unverified,
 }
+
+/// Devices or messages per page when `limit` is not given.
+const DEFAULT_PAGE: u32 = 100;
+/// The most devices or messages one page holds.
+const MAX_PAGE: u32 = 1_000;
 
 /// A message for a device: text or base64 (exactly one), at most 270 bytes.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -156,35 +163,6 @@ pub async fn send_message(
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
 }
 
-fn page_limit(limit: Option<u32>) -> Result<i64, Problem> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to 1000; got {limit}"
-        )));
-    }
-    Ok(i64::from(limit))
-}
-
-const DEVICE_COLUMNS: &str = "imei, first_seen_at, last_seen_at, last_latitude, last_longitude,
-    last_cep, received_count, queued_count, sent_count, failed_count, stream_version";
-
-fn device_view(row: &tokio_postgres::Row) -> DeviceView {
-    DeviceView {
-        imei: row.get(0),
-        first_seen_at: row.get(1),
-        last_seen_at: row.get(2),
-        last_latitude: row.get(3),
-        last_longitude: row.get(4),
-        last_cep: row.get(5),
-        received_count: row.get(6),
-        queued_count: row.get(7),
-        sent_count: row.get(8),
-        failed_count: row.get(9),
-        stream_version: row.get(10),
-    }
-}
-
 /// Lists devices by IMEI.
 #[utoipa::path(
     get,
@@ -203,23 +181,16 @@ pub async fn list_devices(
     _: Authorized<ReadDevices>,
     ApiQuery(query): ApiQuery<DeviceListQuery>,
 ) -> Result<ApiJson<DevicePage>, Problem> {
-    let limit = page_limit(query.limit)?;
+    let limit = page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = query.cursor.unwrap_or_default();
     let client = super::connection(&state).await?;
-    let rows = client
-        .query(
-            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei > $1 ORDER BY imei LIMIT $2"),
-            &[&after, &(limit + 1)],
-        )
+    let rows = reads::devices(&client, &after, i64::from(limit) + 1)
         .await
         .map_err(super::database_error("reading devices"))?;
-    let mut items: Vec<DeviceView> = rows.iter().map(device_view).collect();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        items.last().map(|device| device.imei.clone())
-    } else {
-        None
-    };
+    let items = rows.into_iter().map(DeviceView::from).collect();
+    let (items, next_cursor) = cut_page(items, limit as usize, |device: &DeviceView| {
+        device.imei.clone()
+    });
     Ok(ApiJson(DevicePage { items, next_cursor }))
 }
 
@@ -243,11 +214,7 @@ pub async fn get_device(
     ImeiPath { imei }: ImeiPath,
 ) -> Result<ApiJson<DeviceView>, Problem> {
     let client = super::connection(&state).await?;
-    let row = client
-        .query_opt(
-            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei = $1"),
-            &[&imei.as_str()],
-        )
+    let row = reads::device(&client, &imei)
         .await
         .map_err(super::database_error("reading devices"))?
         .ok_or_else(|| {
@@ -256,7 +223,7 @@ pub async fn get_device(
                 imei.as_str()
             ))
         })?;
-    Ok(ApiJson(device_view(&row)))
+    Ok(ApiJson(DeviceView::from(row)))
 }
 
 /// A device's messages, newest first, as JSON pages or (with
@@ -303,79 +270,35 @@ pub async fn list_messages(
         if query.limit == Some(0) {
             return Err(Problem::bad_request("limit must be 1 or more"));
         }
-        i64::from(query.limit.unwrap_or(u32::MAX).min(1_000_000))
+        query.limit.unwrap_or(u32::MAX).min(1_000_000)
     } else {
-        page_limit(query.limit)?
+        page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?
     };
-    let cursor = match &query.cursor {
-        None => None,
-        Some(text) => {
-            let bad = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
-            let (micros, id) = text.split_once('_').ok_or_else(bad)?;
-            let micros: i64 = micros.parse().map_err(|_| bad())?;
-            let at = chrono::DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
-            Some((at, Uuid::parse_str(id).map_err(|_| bad())?))
-        }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(Keyset::parse)
+        .transpose()?
+        .map(|Keyset { at, id }| (at, id));
+    let filter = MessageFilter {
+        direction: query.direction,
+        status: query.status,
+        before,
     };
     let client = super::connection(&state).await?;
-    let rows = client
-        .query(
-            "SELECT message_id, imei, direction, status, payload, attempts, mt_id, error_code,
-                    error_text, momsn, transmit_time, latitude, longitude, created_at, updated_at
-             FROM device_messages
-             WHERE imei = $1
-               AND ($2::text IS NULL OR direction = $2)
-               AND ($3::text IS NULL OR status = $3)
-               AND ($4::timestamptz IS NULL OR (created_at, message_id) < ($4, $5))
-             ORDER BY created_at DESC, message_id DESC
-             LIMIT $6",
-            &[
-                &imei.as_str(),
-                &query.direction,
-                &query.status,
-                &cursor.map(|(at, _)| at),
-                &cursor.map_or(Uuid::nil(), |(_, id)| id),
-                &(limit + 1),
-            ],
-        )
+    let rows = reads::messages(&client, &imei, &filter, i64::from(limit) + 1)
         .await
         .map_err(super::database_error("reading devices"))?;
-    let mut items: Vec<DeviceMessageView> = rows
-        .iter()
-        .map(|row| DeviceMessageView {
-            message_id: row.get(0),
-            imei: row.get(1),
-            direction: row.get(2),
-            status: row.get(3),
-            payload_base64: base64::engine::general_purpose::STANDARD
-                .encode(row.get::<_, Vec<u8>>(4)),
-            attempts: row.get(5),
-            mt_id: row.get(6),
-            error_code: row.get(7),
-            error_text: row.get(8),
-            momsn: row.get(9),
-            transmit_time: row.get(10),
-            latitude: row.get(11),
-            longitude: row.get(12),
-            created_at: row.get(13),
-            updated_at: row.get(14),
-        })
-        .collect();
-    let more = items.len() as i64 > limit;
-    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let items = rows.into_iter().map(DeviceMessageView::from).collect();
+    let (items, next_cursor) = cut_page(items, limit as usize, |message: &DeviceMessageView| {
+        Keyset {
+            at: message.created_at,
+            id: message.message_id,
+        }
+        .to_string()
+    });
     if csv {
         return csv_messages(&items);
     }
-    let next_cursor = more
-        .then(|| {
-            items.last().map(|m| {
-                format!(
-                    "{}_{}",
-                    m.created_at.timestamp_micros(),
-                    m.message_id.simple()
-                )
-            })
-        })
-        .flatten();
     Ok(ApiJson(DeviceMessagePage { items, next_cursor }).into_response())
 }

@@ -3,8 +3,10 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use taskledger_projections::devices::query::{DeviceRow, MessageRow};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -36,6 +38,24 @@ pub struct DeviceView {
     pub failed_count: i64,
     /// Its stream's version.
     pub stream_version: i64,
+}
+
+impl From<DeviceRow> for DeviceView {
+    fn from(row: DeviceRow) -> Self {
+        Self {
+            imei: row.imei,
+            first_seen_at: row.first_seen_at,
+            last_seen_at: row.last_seen_at,
+            last_latitude: row.last_latitude,
+            last_longitude: row.last_longitude,
+            last_cep: row.last_cep,
+            received_count: row.received_count,
+            queued_count: row.queued_count,
+            sent_count: row.sent_count,
+            failed_count: row.failed_count,
+            stream_version: row.stream_version,
+        }
+    }
 }
 
 /// A page of devices, by IMEI.
@@ -80,6 +100,28 @@ pub struct DeviceMessageView {
     pub created_at: chrono::DateTime<Utc>,
     /// When it last changed.
     pub updated_at: chrono::DateTime<Utc>,
+}
+
+impl From<MessageRow> for DeviceMessageView {
+    fn from(row: MessageRow) -> Self {
+        Self {
+            message_id: row.message_id,
+            imei: row.imei,
+            direction: row.direction,
+            status: row.status,
+            payload_base64: base64::engine::general_purpose::STANDARD.encode(row.payload),
+            attempts: row.attempts,
+            mt_id: row.mt_id,
+            error_code: row.error_code,
+            error_text: row.error_text,
+            momsn: row.momsn,
+            transmit_time: row.transmit_time,
+            latitude: row.latitude,
+            longitude: row.longitude,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// A page of messages, newest first.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::problem::{path_segment, ApiJson, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
+use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
 use super::tasks::TaskPath;
 use super::AppState;
 use crate::commands::execute;
@@ -376,9 +376,8 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
         Authenticated,
-        ReadWait,
-        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -409,9 +408,8 @@ pub async fn ledger_status(
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
         Authenticated,
-        ReadWait,
-        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]

@@ -65,6 +65,13 @@ const READ_WAIT_EXPIRED: Shared = Shared {
     retry_after: true,
 };
 
+const BEYOND_THE_LOG: Shared = Shared {
+    name: "BeyondTheLog",
+    status: "422",
+    description: "`min_position` is beyond the log's head (answered at once)",
+    retry_after: false,
+};
+
 const BAD_REQUEST: Shared = Shared {
     name: "BadRequest",
     status: "400",
@@ -96,11 +103,12 @@ const UNPROCESSABLE: Shared = Shared {
     retry_after: false,
 };
 
-const ALL: [&Shared; 8] = [
+const ALL: [&Shared; 9] = [
     &UNAUTHORIZED,
     &FORBIDDEN,
     &UNAVAILABLE,
     &READ_WAIT_EXPIRED,
+    &BEYOND_THE_LOG,
     &BAD_REQUEST,
     &PAYLOAD_TOO_LARGE,
     &UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +175,18 @@ impl IntoResponses for ReadWait {
     }
 }
 
+/// Reads that wait for a global position (`min_position`): [`ReadWait`]'s
+/// 503, and 422 at once for a position beyond the log's head. List it after
+/// [`Authenticated`], whose 503 it replaces.
+#[derive(Debug)]
+pub enum PositionWait {}
+
+impl IntoResponses for PositionWait {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        references(&[&READ_WAIT_EXPIRED, &BEYOND_THE_LOG])
+    }
+}
+
 /// Every route with a JSON body ([`super::problem::ApiJson`] or
 /// [`super::problem::optional_json`]): 400, 413, 415 and 422, as its
 /// rejections answer.
@@ -227,6 +247,7 @@ mod tests {
         let groups = [
             Authenticated::responses(),
             ReadWait::responses(),
+            PositionWait::responses(),
             JsonBody::responses(),
             Malformed::responses(),
         ];

@@ -28,7 +28,7 @@ use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
 use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
+use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
 use super::AppState;
 use super::{connection, read_error, store_unreadable};
 use crate::commands::execute;
@@ -243,8 +243,7 @@ pub async fn submit_task(
         )),
         Authenticated,
         (status = 400, description = "A malformed filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
-        ReadWait,
+        PositionWait,
     ),
     security(("api_key" = ["tasks:read"]))
 )]

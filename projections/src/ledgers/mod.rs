@@ -20,7 +20,7 @@ impl Projector for LedgersProjector {
         name: "ledgers",
         version: 1,
         tables: ["ledger_ranges"],
-        schema: include_str!("../../migrations/0008_ledger_status.sql"),
+        schema: include_str!("../../../migrations/0008_ledger_status.sql"),
     }
 
     async fn apply(

@@ -23,6 +23,8 @@ use taskledger_events::{Direction, EventStore};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConfirmation};
+
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::problem::{path_segment, ApiJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
@@ -173,22 +175,9 @@ async fn ranges_of(
     ledger: &LedgerName,
 ) -> Result<(LedgerState, Option<String>), Problem> {
     let client = state.store.pool().get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT from_position, to_position, reference FROM ledger_ranges
-             WHERE ledger = $1 ORDER BY event_position, from_position",
-            &[&ledger.as_str()],
-        )
+    let (ranges, last_reference) = ledger_reads::confirmed_ranges(&client, ledger)
         .await
         .map_err(unavailable)?;
-    let last_reference = rows.last().map(|row| row.get::<_, String>(2));
-    let ranges = rows
-        .iter()
-        .map(|row| PositionRange {
-            from: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            to: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-        })
-        .collect();
     Ok((LedgerState::from_ranges(ranges), last_reference))
 }
 
@@ -460,24 +449,16 @@ pub async fn task_ledger(
     }
     let sequences: Vec<u64> = events.iter().map(|event| event.global_position).collect();
     let client = state.store.pool().get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT l.ledger, e.global_position, r.reference
-             FROM (SELECT DISTINCT ledger FROM ledger_ranges) l
-             CROSS JOIN (SELECT global_position FROM events WHERE stream_id = $1) e
-             LEFT JOIN ledger_ranges r
-               ON r.ledger = l.ledger
-              AND e.global_position BETWEEN r.from_position AND r.to_position
-             ORDER BY l.ledger, e.global_position",
-            &[&task_id.stream_id().as_str()],
-        )
+    let confirmations = ledger_reads::stream_confirmations(&client, task_id.stream_id().as_str())
         .await
         .map_err(unavailable)?;
     let mut items: Vec<TaskLedgerView> = Vec::new();
-    for row in rows {
-        let ledger: String = row.get(0);
-        let sequence = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-        let reference: Option<String> = row.get(2);
+    for confirmation in confirmations {
+        let TaskEventConfirmation {
+            ledger,
+            sequence,
+            reference,
+        } = confirmation;
         if items.last().is_none_or(|item| item.ledger != ledger) {
             items.push(TaskLedgerView {
                 ledger,

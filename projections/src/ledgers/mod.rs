@@ -1,6 +1,7 @@
 //! The `ledgers` projector (the ledger status read model): one row per
 //! newly confirmed range in `ledger_ranges`, with the ledger's reference.
-//! Per-ledger and per-task status is computed from these rows.
+//! Per-ledger and per-task status is computed from these rows; the API
+//! reads them through [`query`].
 
 use async_trait::async_trait;
 use taskledger_events::ledger::LedgerEvent;
@@ -9,6 +10,8 @@ use tokio_postgres::Transaction;
 
 use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
+
+pub mod query;
 
 /// Projects ledger confirmations into `ledger_ranges`.
 #[derive(Debug, Clone, Copy, Default)]

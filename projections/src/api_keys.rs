@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
+use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
 
 /// Projects API key events into `api_keys`.
@@ -33,20 +34,11 @@ const REVOKED: &str = "UPDATE api_keys SET
 
 #[async_trait]
 impl Projector for ApiKeysProjector {
-    fn name(&self) -> &'static str {
-        "api_keys"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["api_keys"]
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../migrations/0004_api_keys.sql")
+    describe! {
+        name: "api_keys",
+        version: 1,
+        tables: ["api_keys"],
+        schema: include_str!("../../migrations/0004_api_keys.sql"),
     }
 
     async fn apply(
@@ -58,11 +50,7 @@ impl Projector for ApiKeysProjector {
             let Some(key_id) = ApiKeyId::from_stream_id(&recorded.stream_id) else {
                 continue;
             };
-            let event =
-                ApiKeyEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
+            let event: ApiKeyEvent = decode(recorded)?;
             apply_one(tx, key_id.0, recorded, &event).await?;
         }
         Ok(())

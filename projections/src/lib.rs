@@ -8,6 +8,7 @@
 //! the log with the same result.
 
 pub mod api_keys;
+mod declare;
 pub mod devices;
 pub mod ledgers;
 pub mod rebuild;

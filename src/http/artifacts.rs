@@ -8,7 +8,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum_extra::typed_header::TypedHeaderRejection;
+use axum_extra::TypedHeader;
+use headers::{ContentRange, ETag, HeaderMapExt, IfNoneMatch};
 use serde::Serialize;
+use taskledger_events::task::TaskId;
+use taskledger_projections::tasks::query;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 use utoipa::ToSchema;
@@ -16,8 +21,8 @@ use utoipa::ToSchema;
 use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, Malformed};
-use super::tasks::{parse_task_id, ArtifactView};
-use super::AppState;
+use super::tasks::{ArtifactView, TaskPath};
+use super::{connection, read_error, AppState};
 
 /// A task's files.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -41,7 +46,7 @@ struct FileContent(Vec<u8>);
     get,
     path = "/v1/tasks/{id}/artifacts",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     responses(
         (status = 200, description = "The files", body = ArtifactPage),
         Authenticated,
@@ -53,9 +58,8 @@ struct FileContent(Vec<u8>);
 pub async fn list_artifacts(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
-    let task_id = parse_task_id(&id)?;
     Ok(ApiJson(ArtifactPage {
         items: artifacts_of(&state, task_id).await?,
         next_cursor: None,
@@ -68,7 +72,7 @@ pub async fn list_artifacts(
     path = "/v1/tasks/{id}/artifacts/{name}",
     tag = "tasks",
     params(
-        ("id" = Uuid, Path, description = "The task's id"),
+        TaskPath,
         ("name" = String, Path, description = "The file's name"),
         ("Range" = Option<String>, Header, nullable = false,
          description = "One byte range, e.g. bytes=0-1023 (anything else is ignored: the whole file is sent)"),
@@ -102,10 +106,11 @@ pub async fn list_artifacts(
 pub async fn get_artifact(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath((id, name)): ApiPath<(String, String)>,
+    TaskPath { id: task_id }: TaskPath,
+    ApiPath((_, name)): ApiPath<(String, String)>,
+    if_none_match: Result<TypedHeader<IfNoneMatch>, TypedHeaderRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let task_id = parse_task_id(&id)?;
     let artifact = artifacts_of(&state, task_id)
         .await?
         .into_iter()
@@ -113,23 +118,22 @@ pub async fn get_artifact(
         .ok_or_else(|| {
             Problem::not_found(format!("task {task_id} has no artifact named {name:?}"))
         })?;
-    let etag = format!("\"{}\"", artifact.sha256);
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
-        })
-    {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    let etag: ETag = format!("\"{}\"", artifact.sha256)
+        .parse()
+        .map_err(|_| Problem::internal())?;
+    // A malformed If-None-Match matches nothing, as one naming other tags.
+    if let Ok(TypedHeader(if_none_match)) = if_none_match {
+        if !if_none_match.precondition_passes(&etag) {
+            return Ok((StatusCode::NOT_MODIFIED, TypedHeader(etag)).into_response());
+        }
     }
     let path = state
         .blobs
         .path(&artifact.sha256)
         .ok_or_else(Problem::internal)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|error| {
+        // Logged here: a 404 is not logged as a failure, but a blob the
+        // read model names and the store lacks is an operator's problem.
         tracing::error!(%error, path = %path.display(), "an artifact's blob is missing");
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -147,17 +151,14 @@ pub async fn get_artifact(
         Some(value) => match parse_range(value, size) {
             Ok(range) => range,
             Err(()) => {
-                let mut response = Problem::new(
+                let problem = Problem::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "range-not-satisfiable",
                     "Range not satisfiable",
                     format!("the file has {size} bytes; ask for one range inside them"),
-                )
-                .into_response();
-                if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-                return Ok(response);
+                );
+                let unsatisfied = ContentRange::unsatisfied_bytes(size);
+                return Ok((TypedHeader(unsatisfied), problem).into_response());
             }
         },
     };
@@ -165,17 +166,16 @@ pub async fn get_artifact(
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         None => (StatusCode::OK, 0, size),
     };
-    file.seek(SeekFrom::Start(start)).await.map_err(|error| {
-        tracing::error!(%error, "seeking in an artifact failed");
-        Problem::internal()
-    })?;
+    file.seek(SeekFrom::Start(start))
+        .await
+        .map_err(|error| Problem::internal().because("seeking in an artifact", error))?;
     let body = Body::from_stream(ReaderStream::new(file.take(length)));
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
     let text = |value: String| HeaderValue::try_from(value).map_err(|_| Problem::internal());
     response_headers.insert(header::CONTENT_TYPE, text(artifact.media_type.clone())?);
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    response_headers.insert(header::ETAG, text(etag)?);
+    response_headers.typed_insert(etag);
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Task output is untrusted: never let a browser render it as part of
     // this origin.
@@ -195,14 +195,15 @@ pub async fn get_artifact(
         HeaderValue::from_static("sandbox"),
     );
     if status == StatusCode::PARTIAL_CONTENT {
-        response_headers.insert(
-            header::CONTENT_RANGE,
-            text(format!("bytes {start}-{}/{size}", start + length - 1))?,
-        );
+        let range =
+            ContentRange::bytes(start..start + length, size).map_err(|_| Problem::internal())?;
+        response_headers.typed_insert(range);
     }
     Ok(response)
 }
 
+// Parsed here rather than by `headers::Range`, which drops a suffix longer
+// than the file (RFC 9110 serves all of it) and takes `+5` for 5.
 /// One `bytes=` range of a file of `size` bytes, as inclusive offsets.
 /// `Ok(None)` for a header this server ignores (another unit, several
 /// ranges, or a malformed one: RFC 9110 says to send the whole file);
@@ -256,37 +257,17 @@ fn parse_range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
 }
 
 /// The task's artifacts from `results`; 404 when it has no result.
-async fn artifacts_of(
-    state: &AppState,
-    task_id: taskledger_events::task::TaskId,
-) -> Result<Vec<ArtifactView>, Problem> {
-    let client = state.store.pool().get().await.map_err(|error| {
-        tracing::error!(%error, "no database connection for an artifact read");
-        Problem::unavailable("the database is unavailable right now", 1)
-    })?;
-    let statement = client
-        .prepare_cached("SELECT artifacts FROM results WHERE task_id = $1")
+async fn artifacts_of(state: &AppState, task_id: TaskId) -> Result<Vec<ArtifactView>, Problem> {
+    let client = connection(state).await?;
+    let artifacts = query::artifacts(&client, task_id)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "preparing an artifact read failed");
-            Problem::unavailable("the database could not answer right now", 1)
-        })?;
-    let row = client
-        .query_opt(&statement, &[&task_id.0])
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "reading artifacts failed");
-            Problem::unavailable("the database could not answer right now", 1)
-        })?
+        .map_err(read_error("reading artifacts"))?
         .ok_or_else(|| {
             Problem::not_found(format!(
                 "task {task_id} has no files (it does not exist, or has not succeeded or failed yet)"
             ))
         })?;
-    serde_json::from_value(row.get(0)).map_err(|error| {
-        tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
-        Problem::internal()
-    })
+    Ok(artifacts.into_iter().map(ArtifactView::from).collect())
 }
 
 #[cfg(test)]

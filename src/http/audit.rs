@@ -16,7 +16,7 @@ use super::auth::{Authorized, ReadLog};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, Malformed};
 use super::tasks::{stream_page, EventPage};
-use super::AppState;
+use super::{store_unreadable, AppState};
 
 /// The widest range `GET /v1/audit/verify` checks in one request; wider
 /// ranges are for `taskledger replay verify`, which reports progress and
@@ -76,10 +76,7 @@ pub async fn stream_events(
             .store
             .read_stream(&stream_id, u64::MAX, Direction::Backward, 1)
             .await
-            .map_err(|error| {
-                tracing::error!(%error, stream = %stream_id, "reading a stream failed");
-                Problem::unavailable("the event store cannot be read right now", 1)
-            })?;
+            .map_err(store_unreadable(format!("reading stream {stream_id}")))?;
         if newest.is_empty() {
             return Err(Problem::not_found(format!(
                 "stream {stream_id} holds no event"
@@ -166,8 +163,8 @@ pub async fn verify(
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<ApiJson<VerifyView>, Problem> {
     let unreadable = |error: taskledger_events::StoreError| {
-        tracing::error!(%error, "verifying the log failed");
         Problem::unavailable("the log cannot be read right now", 1)
+            .because("verifying the log", error)
     };
     let head = state.store.head_position().await.map_err(unreadable)?;
     let to = query.to.unwrap_or(head);

@@ -13,6 +13,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use taskledger_events::apikey::{hash_secret, Scope};
 use taskledger_events::postgres::PgEventStore;
+use taskledger_events::Metadata;
 use uuid::Uuid;
 
 use super::problem::Problem;
@@ -43,6 +44,14 @@ impl Caller {
 }
 
 impl Caller {
+    /// The metadata of a command the caller gives: the key as its actor.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            actor: Some(self.key_id.to_string()),
+            ..Metadata::default()
+        }
+    }
+
     /// Checks the caller holds at least one of `scopes` (`admin` holds
     /// every scope).
     ///
@@ -89,12 +98,12 @@ where
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
         let client = state.key_store().pool().get().await.map_err(|error| {
-            tracing::error!(%error, "no database connection to check an API key");
             Problem::unavailable("the service cannot check API keys right now", 1)
+                .because("getting a database connection to check an API key", error)
         })?;
         let lookup_failed = |error: tokio_postgres::Error| {
-            tracing::error!(%error, "looking up an API key failed");
             Problem::unavailable("the service cannot check API keys right now", 1)
+                .because("looking up an API key", error)
         };
         // Prepared once per connection: one round trip per lookup.
         let statement = client
@@ -127,74 +136,41 @@ pub trait RequiredScopes {
     const SCOPES: &'static [Scope];
 }
 
-/// Routes that read tasks.
-#[derive(Debug)]
-pub enum ReadTasks {}
-impl RequiredScopes for ReadTasks {
-    const SCOPES: &'static [Scope] = &[Scope::TasksRead];
+/// Declares route markers and the scopes each admits: `Marker => [Scope, …]`.
+macro_rules! required_scopes {
+    ($($(#[$doc:meta])* $marker:ident => [$($scope:ident),+];)+) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug)]
+            pub enum $marker {}
+            impl RequiredScopes for $marker {
+                const SCOPES: &'static [Scope] = &[$(Scope::$scope),+];
+            }
+        )+
+    };
 }
 
-/// Routes that submit or cancel tasks.
-#[derive(Debug)]
-pub enum WriteTasks {}
-impl RequiredScopes for WriteTasks {
-    const SCOPES: &'static [Scope] = &[Scope::TasksWrite];
-}
-
-/// The list of task kinds: any frontend key.
-#[derive(Debug)]
-pub enum ReadKinds {}
-impl RequiredScopes for ReadKinds {
-    const SCOPES: &'static [Scope] = &[Scope::TasksRead, Scope::TasksWrite];
-}
-
-/// Routes that read a task's history: frontends and auditors.
-#[derive(Debug)]
-pub enum ReadHistory {}
-impl RequiredScopes for ReadHistory {
-    const SCOPES: &'static [Scope] = &[Scope::TasksRead, Scope::AuditRead];
-}
-
-/// Routes that read the log itself: auditors and ledger consumers.
-#[derive(Debug)]
-pub enum ReadLog {}
-impl RequiredScopes for ReadLog {
-    const SCOPES: &'static [Scope] = &[Scope::AuditRead];
-}
-
-/// Routes that confirm ledger entries.
-#[derive(Debug)]
-pub enum WriteLedger {}
-impl RequiredScopes for WriteLedger {
-    const SCOPES: &'static [Scope] = &[Scope::LedgerWrite];
-}
-
-/// Routes that send messages to devices.
-#[derive(Debug)]
-pub enum WriteDevices {}
-impl RequiredScopes for WriteDevices {
-    const SCOPES: &'static [Scope] = &[Scope::DevicesWrite];
-}
-
-/// Routes that read devices and their messages.
-#[derive(Debug)]
-pub enum ReadDevices {}
-impl RequiredScopes for ReadDevices {
-    const SCOPES: &'static [Scope] = &[Scope::DevicesRead];
-}
-
-/// Routes that read a ledger's status: auditors and the ledger's consumer.
-#[derive(Debug)]
-pub enum ReadLedger {}
-impl RequiredScopes for ReadLedger {
-    const SCOPES: &'static [Scope] = &[Scope::AuditRead, Scope::LedgerWrite];
-}
-
-/// Operations routes.
-#[derive(Debug)]
-pub enum Admin {}
-impl RequiredScopes for Admin {
-    const SCOPES: &'static [Scope] = &[Scope::Admin];
+required_scopes! {
+    /// Routes that read tasks.
+    ReadTasks => [TasksRead];
+    /// Routes that submit or cancel tasks.
+    WriteTasks => [TasksWrite];
+    /// The list of task kinds: any frontend key.
+    ReadKinds => [TasksRead, TasksWrite];
+    /// Routes that read a task's history: frontends and auditors.
+    ReadHistory => [TasksRead, AuditRead];
+    /// Routes that read the log itself: auditors and ledger consumers.
+    ReadLog => [AuditRead];
+    /// Routes that confirm ledger entries.
+    WriteLedger => [LedgerWrite];
+    /// Routes that send messages to devices.
+    WriteDevices => [DevicesWrite];
+    /// Routes that read devices and their messages.
+    ReadDevices => [DevicesRead];
+    /// Routes that read a ledger's status: auditors and the ledger's consumer.
+    ReadLedger => [AuditRead, LedgerWrite];
+    /// Operations routes.
+    Admin => [Admin];
 }
 
 /// A caller holding one of `R`'s scopes. As an extractor it runs before the

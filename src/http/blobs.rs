@@ -62,8 +62,8 @@ pub async fn upload_blob(
             )
         })?;
     let (sha256, new) = state.blobs.store(&bytes).await.map_err(|error| {
-        tracing::error!(%error, "storing an uploaded blob failed");
         Problem::unavailable("the blob store cannot be written right now", 1)
+            .because("storing an uploaded blob", error)
     })?;
     let status = if new {
         StatusCode::CREATED

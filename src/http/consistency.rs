@@ -93,11 +93,11 @@ pub(crate) async fn wait_for_position(
         return Ok(());
     }
     let head = state.store.head_position().await.map_err(|error| {
-        tracing::error!(%error, "reading the log's head failed");
         Problem::unavailable(
             "the event store cannot be read right now",
             RETRY_AFTER_SECONDS,
         )
+        .because("reading the log's head", error)
     })?;
     if position > head {
         return Err(Problem::unprocessable(format!(

@@ -64,8 +64,8 @@ pub async fn list_events(
         .read_all(query.after.unwrap_or(0), limit as usize)
         .await
         .map_err(|error| {
-            tracing::error!(%error, "reading the global order failed");
             Problem::unavailable("the log cannot be read right now", 1)
+                .because("reading the global order", error)
         })?;
     let next_cursor = (events.len() == limit as usize)
         .then(|| events.last().map(|event| event.global_position.to_string()))

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -18,14 +19,16 @@ use serde::{Deserialize, Serialize};
 use taskledger_events::ledger::{
     ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
 };
-use taskledger_events::{Direction, EventStore, Metadata};
-use utoipa::ToSchema;
+use taskledger_events::{Direction, EventStore};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConfirmation};
+
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
-use super::problem::{ApiJson, ApiPath, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
-use super::tasks::parse_task_id;
+use super::problem::{path_segment, ApiJson, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
+use super::tasks::TaskPath;
 use super::AppState;
 use crate::commands::execute;
 
@@ -141,13 +144,28 @@ pub struct TaskLedgers {
     pub next_cursor: Option<String>,
 }
 
-fn ledger_name(name: &str) -> Result<LedgerName, Problem> {
-    LedgerName::new(name).map_err(Problem::bad_request)
+/// A ledger's name in the path (`{ledger}`): 400 unless it is one.
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LedgerPath {
+    /// The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'
+    #[param(value_type = String, pattern = "^[a-z0-9._-]{1,100}$")]
+    pub ledger: LedgerName,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Problem {
-    tracing::error!(%error, "a ledger read failed");
-    Problem::unavailable("the log cannot be read right now", 1)
+impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let name = path_segment(parts, state, "ledger").await?;
+        Ok(Self {
+            ledger: LedgerName::new(&name).map_err(Problem::bad_request)?,
+        })
+    }
+}
+
+fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
+    Problem::unavailable("the log cannot be read right now", 1).because("a ledger read", error)
 }
 
 /// The ledger's confirmed ranges and latest reference, from the
@@ -157,22 +175,9 @@ async fn ranges_of(
     ledger: &LedgerName,
 ) -> Result<(LedgerState, Option<String>), Problem> {
     let client = state.store.pool().get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT from_position, to_position, reference FROM ledger_ranges
-             WHERE ledger = $1 ORDER BY event_position, from_position",
-            &[&ledger.as_str()],
-        )
+    let (ranges, last_reference) = ledger_reads::confirmed_ranges(&client, ledger)
         .await
         .map_err(unavailable)?;
-    let last_reference = rows.last().map(|row| row.get::<_, String>(2));
-    let ranges = rows
-        .iter()
-        .map(|row| PositionRange {
-            from: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            to: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-        })
-        .collect();
     Ok((LedgerState::from_ranges(ranges), last_reference))
 }
 
@@ -236,8 +241,7 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
     post,
     path = "/v1/ledgers/{ledger}/confirmations",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name: 1 to 100 of a-z, 0-9, '.', '_', '-'",
-        pattern = "^[a-z0-9._-]{1,100}$")),
+    params(LedgerPath),
     request_body = ConfirmationRequest,
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
@@ -253,10 +257,9 @@ async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(),
 pub async fn confirm(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
-    let ledger = ledger_name(&name)?;
     let (kind, ranges) = match (
         request.from_sequence,
         request.to_sequence,
@@ -282,16 +285,12 @@ pub async fn confirm(
         confirmed_at: Utc::now().trunc_subsecs(6),
         confirmed_by: Some(caller.key_id.to_string()),
     };
-    let metadata = Metadata {
-        actor: Some(caller.key_id.to_string()),
-        ..Metadata::default()
-    };
     let executed = execute::<Ledgers>(
         &state.store,
         &ledger.stream_id(),
         command,
         Uuid::new_v4(),
-        metadata,
+        caller.metadata(),
     )
     .await?;
     let newly_confirmed: Vec<SequenceRange> = executed
@@ -362,23 +361,21 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     get,
     path = "/v1/ledgers/{ledger}/status",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
+    params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
         Authenticated,
-        ReadWait,
-        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
 pub async fn ledger_status(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
-    let ledger = ledger_name(&name)?;
     wait_for_ledgers(&state, query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
@@ -396,23 +393,21 @@ pub async fn ledger_status(
     get,
     path = "/v1/ledgers/{ledger}/holes",
     tag = "ledger",
-    params(("ledger" = String, Path, description = "The ledger's name", pattern = "^[a-z0-9._-]{1,100}$"), LedgerReadQuery),
+    params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
         Authenticated,
-        ReadWait,
-        (status = 400, description = "A malformed ledger name or query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
 pub async fn ledger_holes(
     State(state): State<AppState>,
     _: Authorized<ReadLedger>,
-    ApiPath(name): ApiPath<String>,
+    LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
-    let ledger = ledger_name(&name)?;
     wait_for_ledgers(&state, query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
@@ -430,7 +425,7 @@ pub async fn ledger_holes(
     get,
     path = "/v1/tasks/{id}/ledger",
     tag = "ledger",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     responses(
         (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
         Authenticated,
@@ -442,9 +437,8 @@ pub async fn ledger_holes(
 pub async fn task_ledger(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let events = state
         .store
         .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100_000)
@@ -455,24 +449,16 @@ pub async fn task_ledger(
     }
     let sequences: Vec<u64> = events.iter().map(|event| event.global_position).collect();
     let client = state.store.pool().get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            "SELECT l.ledger, e.global_position, r.reference
-             FROM (SELECT DISTINCT ledger FROM ledger_ranges) l
-             CROSS JOIN (SELECT global_position FROM events WHERE stream_id = $1) e
-             LEFT JOIN ledger_ranges r
-               ON r.ledger = l.ledger
-              AND e.global_position BETWEEN r.from_position AND r.to_position
-             ORDER BY l.ledger, e.global_position",
-            &[&task_id.stream_id().as_str()],
-        )
+    let confirmations = ledger_reads::stream_confirmations(&client, task_id.stream_id().as_str())
         .await
         .map_err(unavailable)?;
     let mut items: Vec<TaskLedgerView> = Vec::new();
-    for row in rows {
-        let ledger: String = row.get(0);
-        let sequence = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-        let reference: Option<String> = row.get(2);
+    for confirmation in confirmations {
+        let TaskEventConfirmation {
+            ledger,
+            sequence,
+            reference,
+        } = confirmation;
         if items.last().is_none_or(|item| item.ledger != ledger) {
             items.push(TaskLedgerView {
                 ledger,

@@ -104,8 +104,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// The answer when a metric could not be built or encoded (a bug here, not
 /// a state of the service).
 fn encoding_failed(error: &prometheus::Error) -> Response {
-    tracing::error!(%error, "encoding the metrics failed");
-    Problem::internal().into_response()
+    Problem::internal()
+        .because(
+            "encoding the metrics",
+            anyhow::Error::msg(error.to_string()),
+        )
+        .into_response()
 }
 
 /// `registry` with `taskledger_database_up` added.

@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod ledgers;
 pub mod metrics;
 pub mod operations;
+mod paging;
 pub mod problem;
 pub mod responses;
 pub mod tasks;
@@ -35,6 +36,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
 use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
+use taskledger_projections::tasks::query::ReadError;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -183,7 +185,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ledgers::ledger_holes))
         .routes(routes!(ledgers::task_ledger))
         .routes(routes!(devices::send_message, devices::list_messages))
-        .routes(routes!(devices::rockblock_mo))
+        .routes(routes!(devices::mo::rockblock_mo))
         .routes(routes!(devices::list_devices))
         .routes(routes!(devices::get_device))
 }
@@ -216,12 +218,17 @@ pub fn probes_router(state: AppState) -> Router {
 
 /// `router` in the layers every request passes, outermost first: its
 /// request id and span ([`with_request_spans`]), its latency in `/metrics`
-/// ([`metrics::track`]), and the deadline ([`with_timeout`]) — inside the
-/// other two, so a timed-out request is counted and logged with its 503.
+/// ([`metrics::track`]), the log of a failure's cause
+/// ([`problem::log_failures`]), and the deadline ([`with_timeout`]) —
+/// inside the others, so a timed-out request is counted and logged with its
+/// 503.
 fn served(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait).layer(
-        axum::middleware::from_fn_with_state(state.clone(), metrics::track),
-    );
+    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait)
+        .layer(axum::middleware::from_fn(problem::log_failures))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     with_request_spans(router)
 }
 
@@ -258,8 +265,8 @@ fn with_timeout<S: Clone + Send + Sync + 'static>(
 /// client's, or a UUID) that the response echoes, and a span per request
 /// naming its method, route template and id, so whatever a handler logs
 /// names the request. When a request is answered, its status and latency
-/// are logged at DEBUG (target `tower_http`); failures are logged where
-/// they are handled, not again here.
+/// are logged at DEBUG (target `tower_http`); the cause of a failure is
+/// logged once, by [`problem::log_failures`], not again here.
 fn with_request_spans<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     let request_id = header::HeaderName::from_static(REQUEST_ID);
     router
@@ -296,16 +303,37 @@ fn request_span(request: &Request) -> tracing::Span {
 /// A pooled connection for a read; 503 when none can be had.
 pub(crate) async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
     state.store.pool().get().await.map_err(|error| {
-        tracing::error!(%error, "no database connection for a read");
         Problem::unavailable("the database is unavailable right now", 1)
+            .because("getting a database connection for a read", error)
     })
 }
 
-/// Maps a failed read to 503, logging what was being read.
-pub(crate) fn database_error(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Problem {
+/// Maps a failed read to 503, its cause what was being read.
+pub(crate) fn database_error<E>(context: &'static str) -> impl Fn(E) -> Problem
+where
+    E: Into<anyhow::Error>,
+{
     move |error| {
-        tracing::error!(%error, context, "a read failed");
-        Problem::unavailable("the database could not answer right now", 1)
+        Problem::unavailable("the database could not answer right now", 1).because(context, error)
+    }
+}
+
+/// Maps a failed read of the log to 503, its cause what was being read.
+pub(crate) fn store_unreadable(
+    context: String,
+) -> impl FnOnce(taskledger_events::StoreError) -> Problem {
+    move |error| {
+        Problem::unavailable("the event store cannot be read right now", 1).because(context, error)
+    }
+}
+
+/// Maps a failed read of the `tasks` and `results` read models: 503 when
+/// the database did not answer, an opaque 500 for a row the projector never
+/// writes; its cause what was being read.
+pub(crate) fn read_error(context: &'static str) -> impl Fn(ReadError) -> Problem {
+    move |error| match error {
+        ReadError::Database(error) => database_error(context)(error),
+        error @ ReadError::Corrupt(_) => Problem::internal().because(context, error),
     }
 }
 

@@ -181,7 +181,7 @@ pub async fn rebuild_projection(
                 )))
             }
             Ok(Err(error)) => {
-                tracing::error!(projector = %name, %error, "the rebuild could not start");
+                // The rebuild's task has logged why.
                 return Err(Problem::unavailable(
                     format!("the rebuild of {name} could not start: {error}"),
                     1,
@@ -203,25 +203,16 @@ fn unknown(error: taskledger_projections::UnknownProjection) -> Problem {
     Problem::not_found(error.to_string())
 }
 
-fn unavailable(error: &dyn std::fmt::Display) -> Problem {
-    tracing::error!(%error, "reading the projectors failed");
+fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
     Problem::unavailable("the database is unavailable right now", 1)
+        .because("reading the projectors", error)
 }
 
 /// Every projector's view, with its last rebuild.
 async fn views(state: &AppState) -> Result<Vec<ProjectionView>, Problem> {
-    let client = state
-        .store
-        .pool()
-        .get()
-        .await
-        .map_err(|error| unavailable(&error))?;
-    let lags = runtime::lags(&client)
-        .await
-        .map_err(|error| unavailable(&error))?;
-    let mut rebuilds = rebuild::rebuilds(&client)
-        .await
-        .map_err(|error| unavailable(&error))?;
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let lags = runtime::lags(&client).await.map_err(unavailable)?;
+    let mut rebuilds = rebuild::rebuilds(&client).await.map_err(unavailable)?;
     let mut items = Vec::with_capacity(lags.len());
     for lag in lags {
         let last = rebuilds

@@ -4,8 +4,10 @@
 //! Every error the API returns is `application/problem+json` with `type`,
 //! `title`, `status` and `detail`. Domain refusals are 4xx, version
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
-//! 500 whose cause is logged where it happened (never sent to the client).
-//! A failed command becomes one through the one `From<CommandError>`.
+//! 500. The cause of a 5xx travels with the problem ([`Problem::because`]),
+//! never to the client, and is logged once, by [`log_failures`], in the
+//! request's span. A failed command becomes one through the one
+//! `From<CommandError>`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
@@ -37,7 +39,14 @@ pub struct Problem {
     /// Seconds after which to retry (also sent as `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// What went wrong inside, with its cause chain: logged, never sent.
+    #[serde(skip)]
+    cause: Option<String>,
 }
+
+/// The cause of a problem, carried on its response to [`log_failures`].
+#[derive(Debug, Clone)]
+struct Cause(String);
 
 impl Problem {
     /// A problem of type `slug` (e.g. `not-found`) with `status`.
@@ -48,7 +57,26 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            cause: None,
         }
+    }
+
+    /// This problem, caused by `error` while `context` (for example
+    /// "reading a task"): both, with `error`'s sources, are logged once when
+    /// the answer is a 5xx, and never sent.
+    #[must_use]
+    pub fn because<E>(mut self, context: impl std::fmt::Display, error: E) -> Self
+    where
+        E: Into<anyhow::Error>,
+    {
+        self.cause = Some(format!("{context}: {:#}", error.into()));
+        self
+    }
+
+    /// The cause given by [`Problem::because`], for an answer that never
+    /// reaches [`log_failures`] (a body that fails once it is streaming).
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
     }
 
     /// 400: the request is malformed.
@@ -136,7 +164,7 @@ impl Problem {
 /// aggregate's message); a stream that kept changing or a command id already
 /// used for another change 409; the store unavailable 503 with
 /// `Retry-After`; an invalid or unreadable event (a bug) an opaque 500. The
-/// cause of a 503 or 500 is logged here.
+/// cause of a 503 or 500 goes with it, to be logged once.
 impl From<CommandError> for Problem {
     fn from(error: CommandError) -> Self {
         match error {
@@ -145,12 +173,11 @@ impl From<CommandError> for Problem {
                 Self::conflict(error.to_string())
             }
             CommandError::Store(error) => {
-                tracing::error!(%error, "a command could not be stored");
                 Self::unavailable("the event store is unavailable right now; retry", 1)
+                    .because("storing a command", error)
             }
             error @ (CommandError::Invalid(_) | CommandError::Corrupt(_)) => {
-                tracing::error!(%error, "a command failed");
-                Self::internal()
+                Self::internal().because("handling a command", error)
             }
         }
     }
@@ -162,6 +189,9 @@ impl IntoResponse for Problem {
         let retry_after = self.retry_after;
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(Cause(cause));
+        }
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -340,11 +370,60 @@ where
             }
             Err(rejection) => {
                 // A route whose template and extractor disagree: our bug.
-                tracing::error!(detail = %rejection.body_text(), "a path extractor failed");
-                Err(Problem::internal())
+                Err(Problem::internal().because(
+                    "extracting a path",
+                    anyhow::Error::msg(rejection.body_text()),
+                ))
             }
         }
     }
+}
+
+/// Logs the cause of every 5xx answer once, in the request's span (so with
+/// its request id): the problem's own cause when it has one. A 500 without
+/// one is logged too (a bug that said nothing); a 503 without one is an
+/// answer that already explains itself (not configured, no answer in time).
+pub async fn log_failures(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        match response.extensions().get::<Cause>() {
+            Some(Cause(cause)) => {
+                tracing::error!(status = status.as_u16(), %cause, "a request failed")
+            }
+            None if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(
+                    status = status.as_u16(),
+                    "a request failed; no cause was recorded"
+                );
+            }
+            None => {}
+        }
+    }
+    response
+}
+
+/// The route's path segment `{name}`, percent-decoded (400 as [`ApiPath`]
+/// when it is not UTF-8): what the typed path extractors (a task's id, a
+/// device's IMEI, a ledger's name) parse.
+pub(crate) async fn path_segment<S>(
+    parts: &mut Parts,
+    state: &S,
+    name: &str,
+) -> Result<String, Problem>
+where
+    S: Send + Sync,
+{
+    let ApiPath(mut segments) =
+        ApiPath::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await?;
+    segments.remove(name).ok_or_else(|| {
+        // A route whose template and extractor disagree: our bug.
+        Problem::internal().because(
+            "extracting a path",
+            anyhow::Error::msg(format!("the route has no {{{name}}}")),
+        )
+    })
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -354,252 +433,4 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::routing::post;
-    use axum::Router;
-    use serde::Deserialize;
-    use tower::ServiceExt;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Input {
-        name: String,
-        count: u32,
-    }
-
-    async fn echo(ApiJson(input): ApiJson<Input>) -> String {
-        format!("{} x{}", input.name, input.count)
-    }
-
-    fn app() -> Router {
-        Router::new()
-            .route("/", post(echo))
-            .layer(axum::extract::DefaultBodyLimit::max(64))
-    }
-
-    async fn send(
-        content_type: Option<&str>,
-        body: &str,
-    ) -> (StatusCode, Option<String>, serde_json::Value) {
-        let mut request = Request::post("/");
-        if let Some(content_type) = content_type {
-            request = request.header(header::CONTENT_TYPE, content_type);
-        }
-        let response = app()
-            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|value| value.to_str().unwrap().to_owned());
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        (
-            status,
-            content_type,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    #[tokio::test]
-    async fn every_json_rejection_is_a_problem() {
-        let json = Some("application/json");
-        let cases = [
-            (json, r#"{"name":"a","count":1}"#, StatusCode::OK, None),
-            (
-                json,
-                r#"{"name":"a","count":"#,
-                StatusCode::BAD_REQUEST,
-                Some("EOF"),
-            ),
-            (
-                json,
-                r#"{"name":"a","count":1,"extra":2}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("unknown field `extra`"),
-            ),
-            (
-                json,
-                r#"{"name":"a"}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("missing field `count`"),
-            ),
-            (
-                json,
-                r#"{"name":"a","count":-1}"#,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Some("invalid value"),
-            ),
-            (
-                Some("text/plain"),
-                r#"{"name":"a","count":1}"#,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Some("Content-Type"),
-            ),
-            (
-                None,
-                r#"{"name":"a","count":1}"#,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Some("Content-Type"),
-            ),
-            (
-                json,
-                &format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(100)),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some("larger"),
-            ),
-        ];
-        for (content_type, body, status, detail) in cases {
-            let (got, got_type, problem) = send(content_type, body).await;
-            assert_eq!(got, status, "{body}: {problem}");
-            if let Some(detail) = detail {
-                assert_eq!(
-                    got_type.as_deref(),
-                    Some("application/problem+json"),
-                    "{body}"
-                );
-                assert_eq!(problem["status"], status.as_u16(), "{problem}");
-                assert!(
-                    problem["type"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("/v1/problems/"),
-                    "{problem}"
-                );
-                assert!(!problem["title"].as_str().unwrap().is_empty(), "{problem}");
-                assert!(
-                    problem["detail"].as_str().unwrap().contains(detail),
-                    "{body}: {problem}"
-                );
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_path_segment_that_is_not_utf8_is_a_problem() {
-        async fn item(ApiPath(name): ApiPath<String>) -> String {
-            name
-        }
-        let app = Router::new().route("/items/{name}", axum::routing::get(item));
-        for (uri, status) in [
-            ("/items/ok", StatusCode::OK),
-            ("/items/%FF", StatusCode::BAD_REQUEST),
-        ] {
-            let response = app
-                .clone()
-                .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(response.status(), status, "{uri}");
-            if status != StatusCode::OK {
-                assert_eq!(
-                    response.headers()[header::CONTENT_TYPE],
-                    "application/problem+json",
-                    "{uri}"
-                );
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_raw_body_over_the_limit_is_a_problem() {
-        async fn length(ApiBytes(body): ApiBytes) -> String {
-            body.len().to_string()
-        }
-        let app = Router::new()
-            .route("/", post(length))
-            .layer(axum::extract::DefaultBodyLimit::max(64));
-        for (size, status) in [(10, StatusCode::OK), (100, StatusCode::PAYLOAD_TOO_LARGE)] {
-            let response = app
-                .clone()
-                .oneshot(
-                    Request::post("/")
-                        .body(Body::from(vec![b'a'; size]))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(response.status(), status, "{size} bytes");
-            if status != StatusCode::OK {
-                assert_eq!(
-                    response.headers()[header::CONTENT_TYPE],
-                    "application/problem+json"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn every_command_error_has_one_answer() {
-        use taskledger_events::{InvalidInput, Refusal, StoreError};
-        let cases = [
-            (
-                CommandError::Rejected(Refusal::not_found("task 1 does not exist")),
-                StatusCode::NOT_FOUND,
-            ),
-            (
-                CommandError::Rejected(Refusal::already_exists("task 1 already exists")),
-                StatusCode::CONFLICT,
-            ),
-            (
-                CommandError::Rejected(Refusal::invalid_transition("task 1 is queued")),
-                StatusCode::CONFLICT,
-            ),
-            (
-                CommandError::Rejected(Refusal::invalid("kind must not be empty")),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            ),
-            (
-                CommandError::Conflict {
-                    stream_id: "task-1".into(),
-                    attempts: 4,
-                },
-                StatusCode::CONFLICT,
-            ),
-            (
-                CommandError::DuplicateEvent("command 1 was already used".into()),
-                StatusCode::CONFLICT,
-            ),
-            (
-                CommandError::Store(StoreError::Pool("timed out".into())),
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
-            (
-                CommandError::Invalid(InvalidInput::EmptyBatch),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
-            (
-                CommandError::Corrupt("task-1 version 2 cannot be read".into()),
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
-        ];
-        for (error, status) in cases {
-            let shown = error.to_string();
-            let problem = Problem::from(error);
-            assert_eq!(problem.status, status.as_u16(), "{shown}");
-            assert_eq!(
-                problem.retry_after.is_some(),
-                status == StatusCode::SERVICE_UNAVAILABLE,
-                "{shown}"
-            );
-            if status.is_client_error() {
-                // The refusal's or the conflict's own words.
-                assert_eq!(problem.detail, shown);
-            } else {
-                assert!(!problem.detail.contains(&shown), "{shown} leaked");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn unavailable_carries_retry_after() {
-        let response = Problem::unavailable("the projection is catching up", 2).into_response();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-    }
-}
+mod tests;

@@ -65,6 +65,13 @@ const READ_WAIT_EXPIRED: Shared = Shared {
     retry_after: true,
 };
 
+const BEYOND_THE_LOG: Shared = Shared {
+    name: "BeyondTheLog",
+    status: "422",
+    description: "`min_position` is beyond the log's head (answered at once)",
+    retry_after: false,
+};
+
 const BAD_REQUEST: Shared = Shared {
     name: "BadRequest",
     status: "400",
@@ -96,11 +103,12 @@ const UNPROCESSABLE: Shared = Shared {
     retry_after: false,
 };
 
-const ALL: [&Shared; 8] = [
+const ALL: [&Shared; 9] = [
     &UNAUTHORIZED,
     &FORBIDDEN,
     &UNAVAILABLE,
     &READ_WAIT_EXPIRED,
+    &BEYOND_THE_LOG,
     &BAD_REQUEST,
     &PAYLOAD_TOO_LARGE,
     &UNSUPPORTED_MEDIA_TYPE,
@@ -144,55 +152,43 @@ fn problem_response(description: &str, retry_after: bool) -> Response {
     response.build()
 }
 
-/// Every route that takes an API key: 401, 403 and 503 (the key is looked
-/// up in the database, and every such route reads or writes it).
-#[derive(Debug)]
-pub enum Authenticated {}
+/// Declares response groups: `Group => [SHARED, …]`, each an
+/// [`IntoResponses`] whose responses refer to those shared ones.
+macro_rules! response_groups {
+    ($($(#[$doc:meta])* $group:ident => [$($shared:ident),+];)+) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug)]
+            pub enum $group {}
 
-impl IntoResponses for Authenticated {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        references(&[&UNAUTHORIZED, &FORBIDDEN, &UNAVAILABLE])
-    }
+            impl IntoResponses for $group {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    references(&[$(&$shared),+])
+                }
+            }
+        )+
+    };
 }
 
-/// Reads that wait for the read model (`min_version`, `min_position`;
-/// [`super::consistency`]): their 503 also means "it lags, retry". List it
-/// after [`Authenticated`], whose 503 it replaces.
-#[derive(Debug)]
-pub enum ReadWait {}
-
-impl IntoResponses for ReadWait {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        references(&[&READ_WAIT_EXPIRED])
-    }
-}
-
-/// Every route with a JSON body ([`super::problem::ApiJson`] or
-/// [`super::problem::optional_json`]): 400, 413, 415 and 422, as its
-/// rejections answer.
-#[derive(Debug)]
-pub enum JsonBody {}
-
-impl IntoResponses for JsonBody {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        references(&[
-            &BAD_REQUEST,
-            &PAYLOAD_TOO_LARGE,
-            &UNSUPPORTED_MEDIA_TYPE,
-            &UNPROCESSABLE,
-        ])
-    }
-}
-
-/// Every route with path segments, query parameters or headers that must
-/// parse ([`super::problem::ApiQuery`], ids, names): 400.
-#[derive(Debug)]
-pub enum Malformed {}
-
-impl IntoResponses for Malformed {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        references(&[&BAD_REQUEST])
-    }
+response_groups! {
+    /// Every route that takes an API key: 401, 403 and 503 (the key is looked
+    /// up in the database, and every such route reads or writes it).
+    Authenticated => [UNAUTHORIZED, FORBIDDEN, UNAVAILABLE];
+    /// Reads that wait for the read model (`min_version`, `min_position`;
+    /// [`super::consistency`]): their 503 also means "it lags, retry". List it
+    /// after [`Authenticated`], whose 503 it replaces.
+    ReadWait => [READ_WAIT_EXPIRED];
+    /// Reads that wait for a global position (`min_position`): [`ReadWait`]'s
+    /// 503, and 422 at once for a position beyond the log's head. List it after
+    /// [`Authenticated`], whose 503 it replaces.
+    PositionWait => [READ_WAIT_EXPIRED, BEYOND_THE_LOG];
+    /// Every route with a JSON body ([`super::problem::ApiJson`] or
+    /// [`super::problem::optional_json`]): 400, 413, 415 and 422, as its
+    /// rejections answer.
+    JsonBody => [BAD_REQUEST, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, UNPROCESSABLE];
+    /// Every route with path segments, query parameters or headers that must
+    /// parse ([`super::problem::ApiQuery`], ids, names): 400.
+    Malformed => [BAD_REQUEST];
 }
 
 /// Adds the shared responses and the [`Problem`] schema they refer to to
@@ -227,6 +223,7 @@ mod tests {
         let groups = [
             Authenticated::responses(),
             ReadWait::responses(),
+            PositionWait::responses(),
             JsonBody::responses(),
             Malformed::responses(),
         ];

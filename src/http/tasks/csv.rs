@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
-use super::query::{Cursor, TaskFilter};
+use taskledger_projections::tasks::query::TaskFilter;
+
+use super::query::{page, Cursor};
 use super::views::TaskView;
 use crate::http::AppState;
 
@@ -103,17 +105,15 @@ pub(super) fn csv_export(
         let page = if want == 0 {
             Ok(Vec::new())
         } else {
-            export
-                .filter
-                .page(&export.state, export.cursor.as_ref(), want)
-                .await
+            page(&export.state, &export.filter, export.cursor.as_ref(), want).await
         };
         let tasks = match page {
             Ok(tasks) => tasks,
             Err(problem) => {
                 // The status line is gone; ending the body early is the only
                 // way left to tell the client the export is incomplete.
-                tracing::error!(detail = %problem.detail, "a CSV export failed part way");
+                let cause = problem.cause().unwrap_or(&problem.detail);
+                tracing::error!(%cause, "a CSV export failed part way");
                 export.done = true;
                 return Some((
                     Err(std::io::Error::other("the export failed part way")),

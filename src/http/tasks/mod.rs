@@ -11,24 +11,26 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
-use taskledger_events::{Direction, EventStore, Metadata, StreamId};
+use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
-use super::problem::{ApiBytes, ApiJson, ApiPath, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, ReadWait};
+use super::paging::{cut_page, page_size};
+use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
+use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
 use super::AppState;
-use super::{connection, database_error};
+use super::{connection, read_error, store_unreadable};
 use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
@@ -39,9 +41,8 @@ mod views;
 use self::csv::csv_export;
 pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
 pub use self::query::ListTasksQuery;
-use self::query::{fetch_task, Cursor, TaskFilter};
+use self::query::{fetch_task, page, parse_filter, Cursor};
 pub(crate) use self::views::event_view;
-use self::views::unsigned;
 pub use self::views::{
     ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
 };
@@ -242,8 +243,7 @@ pub async fn submit_task(
         )),
         Authenticated,
         (status = 400, description = "A malformed filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`min_position` is beyond the log's head (answered at once)", body = Problem, content_type = "application/problem+json"),
-        ReadWait,
+        PositionWait,
     ),
     security(("api_key" = ["tasks:read"]))
 )]
@@ -253,18 +253,17 @@ pub async fn list_tasks(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListTasksQuery>,
 ) -> Result<Response, Problem> {
-    let filter = Arc::new(TaskFilter::parse(&query)?);
+    let filter = Arc::new(parse_filter(&query)?);
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
     let csv = wants_csv(&headers);
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if csv && limit == 0 {
+    if csv && query.limit == Some(0) {
         return Err(Problem::bad_request("limit must be 1 or more"));
     }
-    if !csv && !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_PAGE}; got {limit}"
-        )));
-    }
+    let limit = if csv {
+        0
+    } else {
+        page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?
+    };
     if let Some(position) = query.min_position {
         wait_for_position(&state, "tasks", position).await?;
     }
@@ -272,15 +271,10 @@ pub async fn list_tasks(
         return Ok(csv_export(state, filter, cursor, query.limit));
     }
     // One more than asked, to know whether another page follows.
-    let mut items = filter
-        .page(&state, cursor.as_ref(), i64::from(limit) + 1)
-        .await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|task| Cursor::after(task).to_string())
-    } else {
-        None
-    };
+    let items = page(&state, &filter, cursor.as_ref(), i64::from(limit) + 1).await?;
+    let (items, next_cursor) = cut_page(items, limit as usize, |task| {
+        Cursor::after(task).to_string()
+    });
     Ok(ApiJson(TaskPage { items, next_cursor }).into_response())
 }
 
@@ -291,7 +285,7 @@ pub async fn list_tasks(
     get,
     path = "/v1/tasks/{id}",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), GetTaskQuery),
+    params(TaskPath, GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
         Authenticated,
@@ -305,10 +299,9 @@ pub async fn list_tasks(
 pub async fn get_task(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let until = match (&query.as_of, query.at_version, query.min_version) {
         (None, None, min_version) => {
             return read_task(&state, task_id, min_version).await.map(ApiJson)
@@ -347,12 +340,10 @@ pub async fn get_task(
             }
             error @ TaskAtError::BeyondStream { .. } => Problem::unprocessable(error.to_string()),
             error @ TaskAtError::Unreadable { .. } => {
-                tracing::error!(%error, "a task's history cannot be folded");
-                Problem::internal()
+                Problem::internal().because("folding a task's history", error)
             }
             TaskAtError::Store(error) => {
-                tracing::error!(%error, task = %task_id, "reading a task's history failed");
-                Problem::unavailable("the event store cannot be read right now", 1)
+                store_unreadable(format!("reading task {task_id}'s history"))(error)
             }
         })?;
     Ok(ApiJson(TaskView::from_task(
@@ -367,7 +358,7 @@ pub async fn get_task(
     get,
     path = "/v1/tasks/{id}/result",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), ReadTaskQuery),
+    params(TaskPath, ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
         Authenticated,
@@ -381,24 +372,15 @@ pub async fn get_task(
 pub async fn get_result(
     State(state): State<AppState>,
     _: Authorized<ReadTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<ReadTaskQuery>,
 ) -> Result<ApiJson<ResultView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let task = read_task(&state, task_id, query.min_version).await?;
     let client = connection(&state).await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT attempt, result, exit_code, artifacts, finished_at FROM results
-             WHERE task_id = $1 AND status = 'succeeded'",
-        )
+    let stored = taskledger_projections::tasks::query::succeeded_result(&client, task_id)
         .await
-        .map_err(database_error("preparing a result read"))?;
-    let row = client
-        .query_opt(&statement, &[&task_id.0])
-        .await
-        .map_err(database_error("reading a result"))?;
-    let Some(row) = row else {
+        .map_err(read_error("reading a result"))?;
+    let Some(stored) = stored else {
         let status = TaskStatus::from(task.status);
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -412,18 +394,17 @@ pub async fn get_result(
             ),
         ));
     };
-    let artifacts: Vec<ArtifactView> = serde_json::from_value(row.get("artifacts"))
-        .map_err(|error| {
-            tracing::error!(%error, task = %task_id, "unreadable artifacts in the results read model");
-            Problem::internal()
-        })?;
     Ok(ApiJson(ResultView {
         task_id: task_id.0,
-        attempt: unsigned(row.get::<_, i32>("attempt")),
-        result: row.get("result"),
-        exit_code: row.get("exit_code"),
-        artifacts,
-        finished_at: row.get("finished_at"),
+        attempt: stored.attempt,
+        result: stored.result,
+        exit_code: stored.exit_code,
+        artifacts: stored
+            .artifacts
+            .into_iter()
+            .map(ArtifactView::from)
+            .collect(),
+        finished_at: stored.finished_at,
     }))
 }
 
@@ -433,7 +414,7 @@ pub async fn get_result(
     post,
     path = "/v1/tasks/{id}/cancel",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id")),
+    params(TaskPath),
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
@@ -447,27 +428,22 @@ pub async fn get_result(
 pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
     let command = TaskCommand::Cancel(CancelTask {
         task_id,
         reason: request.reason,
         canceled_at: now(),
     });
-    let metadata = Metadata {
-        actor: Some(caller.key_id.to_string()),
-        ..Metadata::default()
-    };
     let executed = execute::<Tasks>(
         &state.store,
         &task_id.stream_id(),
         command,
         Uuid::new_v4(),
-        metadata,
+        caller.metadata(),
     )
     .await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
@@ -483,7 +459,7 @@ pub async fn cancel_task(
     get,
     path = "/v1/tasks/{id}/events",
     tag = "tasks",
-    params(("id" = Uuid, Path, description = "The task's id"), TaskEventsQuery),
+    params(TaskPath, TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
         Authenticated,
@@ -495,10 +471,9 @@ pub async fn cancel_task(
 pub async fn task_events(
     State(state): State<AppState>,
     _: Authorized<ReadHistory>,
-    ApiPath(id): ApiPath<String>,
+    TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
-    let task_id = parse_task_id(&id)?;
     let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
     let after: u64 = match query.cursor.as_deref() {
         None => 0,
@@ -524,27 +499,14 @@ pub(crate) async fn stream_page(
     after: u64,
     limit: Option<u32>,
 ) -> Result<EventPage, Problem> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
-        )));
-    }
+    let limit = page_size(limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
     // One more than asked, to know whether another page follows.
-    let mut events = state
+    let events = state
         .store
         .read_stream(stream_id, after + 1, Direction::Forward, limit as usize + 1)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, stream = %stream_id, "reading a stream failed");
-            Problem::unavailable("the event store cannot be read right now", 1)
-        })?;
-    let next_cursor = if events.len() > limit as usize {
-        events.truncate(limit as usize);
-        events.last().map(|event| event.version.to_string())
-    } else {
-        None
-    };
+        .map_err(store_unreadable(format!("reading stream {stream_id}")))?;
+    let (events, next_cursor) = cut_page(events, limit as usize, |event| event.version.to_string());
     Ok(EventPage {
         items: events.into_iter().map(event_view).collect(),
         next_cursor,
@@ -557,10 +519,24 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-pub(crate) fn parse_task_id(id: &str) -> Result<TaskId, Problem> {
-    Uuid::parse_str(id)
-        .map(TaskId)
-        .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))
+/// A task's id in the path (`{id}`): 400 unless it is a UUID.
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    /// The task's id
+    #[param(value_type = Uuid)]
+    pub id: TaskId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let id = path_segment(parts, state, "id").await?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))?;
+        Ok(Self { id: TaskId(id) })
+    }
 }
 
 fn not_found(task_id: TaskId) -> Problem {
@@ -589,10 +565,7 @@ async fn read_task(
         .store
         .read_stream(&task_id.stream_id(), u64::MAX, Direction::Backward, 1)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, task = %task_id, "reading a task's stream failed");
-            Problem::unavailable("the event store cannot be read right now", 1)
-        })?;
+        .map_err(store_unreadable(format!("reading task {task_id}'s stream")))?;
     match newest.first().map(|event| event.version) {
         None => return Err(not_found(task_id)),
         Some(version) if version < min_version => {

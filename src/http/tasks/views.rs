@@ -5,13 +5,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskledger_events::task::{Task, TaskStatus};
+use taskledger_events::task::{Artifact, Task, TaskStatus};
 use taskledger_events::RecordedEvent;
-use tokio_postgres::Row;
+use taskledger_projections::tasks::query::StoredTask;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use crate::http::problem::Problem;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -170,52 +168,11 @@ impl TaskView {
         }
     }
 
-    pub(super) fn from_row(row: &Row) -> Result<Self, Problem> {
-        let status: String = row.get("status");
-        let status = Status::parse(&status).ok_or_else(|| {
-            tracing::error!(%status, "the tasks read model holds an unknown status");
-            Problem::internal()
-        })?;
-        let params = match row.get::<_, Value>("params") {
-            Value::Object(params) => params,
-            _ => Map::new(),
-        };
-        let percent: Option<f64> = row.get("progress_percent");
-        let message: Option<String> = row.get("progress_message");
-        Ok(Self {
-            id: row.get("task_id"),
-            kind: row.get("kind"),
-            status,
-            frontend_id: row.get("frontend_id"),
-            client_task_id: row.get("client_task_id"),
-            params,
-            inputs: serde_json::from_value(row.get::<_, Value>("inputs")).unwrap_or_default(),
-            priority: row.get("priority"),
-            timeout_seconds: unsigned(row.get::<_, i64>("timeout_seconds")),
-            max_attempts: unsigned(row.get::<_, i32>("max_attempts")),
-            attempts: unsigned(row.get::<_, i32>("attempts")),
-            worker_id: row.get("worker_id"),
-            progress: (percent.is_some() || message.is_some())
-                .then_some(ProgressView { percent, message }),
-            error: row.get("error"),
-            exit_code: row.get("exit_code"),
-            submitted_at: row.get("submitted_at"),
-            submitted_by: row.get("submitted_by"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
-            stream_version: unsigned(row.get::<_, i64>("stream_version")),
-            position: unsigned(row.get::<_, i64>("last_position")),
-        })
+    /// The view of a task as the `tasks` read model holds it: the same
+    /// derivation as [`TaskView::from_task`], from the task its row shows.
+    pub(super) fn from_stored(stored: &StoredTask) -> Self {
+        Self::from_task(&stored.task, stored.stream_version, stored.position)
     }
-}
-
-/// A database integer that is never negative (the projection writes only
-/// counts, versions and positions there).
-pub(super) fn unsigned<I, U>(value: I) -> U
-where
-    U: TryFrom<I> + Default,
-{
-    U::try_from(value).unwrap_or_default()
 }
 
 /// A page of tasks, newest first.
@@ -238,6 +195,17 @@ pub struct ArtifactView {
     pub sha256: String,
     /// Its media type.
     pub media_type: String,
+}
+
+impl From<Artifact> for ArtifactView {
+    fn from(artifact: Artifact) -> Self {
+        Self {
+            name: artifact.name,
+            size: artifact.size,
+            sha256: artifact.sha256,
+            media_type: artifact.media_type,
+        }
+    }
 }
 
 /// A succeeded task's result.

@@ -7,6 +7,7 @@
 //! folded with the aggregate's own `task::apply`, and the fields a row
 //! derives are `Task::shown_error` and `Task::shown_worker_id`, the ones a
 //! task folded from the log is shown with: the row is what the fold says.
+//! The reads of these tables are in [`query`].
 
 use std::collections::HashMap;
 
@@ -18,7 +19,10 @@ use taskledger_events::RecordedEvent;
 use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
 
+use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
+
+pub mod query;
 
 /// Projects task events into `tasks` and `results`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,16 +121,77 @@ struct Projected {
 }
 
 impl Projected {
-    /// The task a stored row holds, as far as its later events and its row
-    /// need it. A row keeps what readers are shown, not the whole task, so
-    /// what it lacks is filled in the way that shows the same row again: a
-    /// canceled task's reason is its shown error; a queued or canceled
-    /// task's earlier worker, its result and artifacts (in `results`) and
-    /// its progress's time are never shown and no later event needs them.
+    /// The task a stored row holds, with the row's bookkeeping.
     ///
     /// # Errors
     /// A status no event gives.
     fn from_row(row: TaskRow) -> Result<Self, String> {
+        let (updated_at, stream_version, last_position) =
+            (row.updated_at, row.stream_version, row.last_position);
+        Ok(Self {
+            state: Some(row.into_task()?),
+            updated_at,
+            stream_version,
+            last_position,
+        })
+    }
+
+    /// Folds `event`, recorded as `recorded`, into the task.
+    fn apply(&mut self, recorded: &RecordedEvent, event: &TaskEvent) {
+        self.state = task::apply(self.state.take(), event);
+        self.updated_at = recorded.recorded_at;
+        self.stream_version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
+        self.last_position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+    }
+
+    /// The row's columns.
+    fn row(&self) -> Option<TaskRow> {
+        let task = self.state.as_ref()?;
+        Some(TaskRow {
+            task_id: task.id.0,
+            kind: task.kind.clone(),
+            status: task.status.as_str().to_owned(),
+            frontend_id: task.frontend_id.clone(),
+            client_task_id: task.client_task_id.clone(),
+            params: Value::Object(task.params.clone()),
+            priority: task.priority,
+            timeout_seconds: i64::try_from(task.timeout_seconds).unwrap_or(i64::MAX),
+            max_attempts: i32::try_from(task.max_attempts).unwrap_or(i32::MAX),
+            attempts: i32::try_from(task.attempts_started).unwrap_or(i32::MAX),
+            worker_id: task.shown_worker_id().map(str::to_owned),
+            progress_percent: task.progress.as_ref().and_then(|progress| progress.percent),
+            progress_message: task
+                .progress
+                .as_ref()
+                .and_then(|progress| progress.message.clone()),
+            error: task.shown_error(),
+            exit_code: task.exit_code,
+            submitted_at: task.submitted_at,
+            submitted_by: task.submitted_by.clone(),
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+            updated_at: self.updated_at,
+            stream_version: self.stream_version,
+            last_position: self.last_position,
+            inputs: serde_json::to_value(&task.inputs)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
+        })
+    }
+}
+
+impl TaskRow {
+    /// The task this row holds, as far as its later events, its row and its
+    /// readers need it. A row keeps what readers are shown, not the whole
+    /// task, so what it lacks is filled in the way that shows the same row
+    /// again: a canceled task's reason is its shown error; a queued or
+    /// canceled task's earlier worker, its result and artifacts (in
+    /// `results`) and its progress's time are never shown and no later
+    /// event needs them. So a reader shown this task sees what the row says.
+    ///
+    /// # Errors
+    /// A status no event gives.
+    fn into_task(self) -> Result<Task, String> {
+        let row = self;
         let status = match row.status.as_str() {
             "queued" => TaskStatus::Queued,
             "running" => TaskStatus::Running,
@@ -178,58 +243,9 @@ impl Projected {
             result: None,
             artifacts: Vec::new(),
         };
-        Ok(Self {
-            state: Some(task),
-            updated_at: row.updated_at,
-            stream_version: row.stream_version,
-            last_position: row.last_position,
-        })
+        Ok(task)
     }
 
-    /// Folds `event`, recorded as `recorded`, into the task.
-    fn apply(&mut self, recorded: &RecordedEvent, event: &TaskEvent) {
-        self.state = task::apply(self.state.take(), event);
-        self.updated_at = recorded.recorded_at;
-        self.stream_version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
-        self.last_position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
-    }
-
-    /// The row's columns.
-    fn row(&self) -> Option<TaskRow> {
-        let task = self.state.as_ref()?;
-        Some(TaskRow {
-            task_id: task.id.0,
-            kind: task.kind.clone(),
-            status: task.status.as_str().to_owned(),
-            frontend_id: task.frontend_id.clone(),
-            client_task_id: task.client_task_id.clone(),
-            params: Value::Object(task.params.clone()),
-            priority: task.priority,
-            timeout_seconds: i64::try_from(task.timeout_seconds).unwrap_or(i64::MAX),
-            max_attempts: i32::try_from(task.max_attempts).unwrap_or(i32::MAX),
-            attempts: i32::try_from(task.attempts_started).unwrap_or(i32::MAX),
-            worker_id: task.shown_worker_id().map(str::to_owned),
-            progress_percent: task.progress.as_ref().and_then(|progress| progress.percent),
-            progress_message: task
-                .progress
-                .as_ref()
-                .and_then(|progress| progress.message.clone()),
-            error: task.shown_error(),
-            exit_code: task.exit_code,
-            submitted_at: task.submitted_at,
-            submitted_by: task.submitted_by.clone(),
-            started_at: task.started_at,
-            finished_at: task.finished_at,
-            updated_at: self.updated_at,
-            stream_version: self.stream_version,
-            last_position: self.last_position,
-            inputs: serde_json::to_value(&task.inputs)
-                .unwrap_or_else(|_| Value::Object(Default::default())),
-        })
-    }
-}
-
-impl TaskRow {
     fn from_row(row: &PgRow) -> Self {
         Self {
             task_id: row.get(0),
@@ -261,26 +277,17 @@ impl TaskRow {
 
 #[async_trait]
 impl Projector for TasksProjector {
-    fn name(&self) -> &'static str {
-        "tasks"
-    }
-
-    /// 2: a retry clears the progress (as the aggregate does). 3: tasks
-    /// carry their input files, and a failed task has a `results` row with
-    /// its logs.
-    fn version(&self) -> u32 {
-        3
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["tasks", "results"]
-    }
-
-    fn schema(&self) -> &'static str {
-        concat!(
-            include_str!("../../migrations/0003_task_read_models.sql"),
-            include_str!("../../migrations/0011_task_inputs_and_failed_logs.sql")
-        )
+    describe! {
+        name: "tasks",
+        /// 2: a retry clears the progress (as the aggregate does). 3: tasks
+        /// carry their input files, and a failed task has a `results` row
+        /// with its logs.
+        version: 3,
+        tables: ["tasks", "results"],
+        schema: concat!(
+            include_str!("../../../migrations/0003_task_read_models.sql"),
+            include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql")
+        ),
     }
 
     /// Folds the batch's events into the rows they touch (read once from
@@ -298,11 +305,7 @@ impl Projector for TasksProjector {
             let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
                 continue;
             };
-            let event =
-                TaskEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
+            let event: TaskEvent = decode(recorded)?;
             decoded.push((task_id, recorded, event));
         }
         if decoded.is_empty() {

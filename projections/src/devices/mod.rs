@@ -3,6 +3,8 @@
 //! (direction, status, ids, payload, times). The device gateway reads its
 //! work list from `device_messages` (`next_attempt_at`).
 //!
+//! The API's reads of these tables are in [`query`].
+//!
 //! Deterministic: every value comes from the events. A message id of an
 //! inbound message is its event's id.
 
@@ -12,7 +14,10 @@ use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
+use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
+
+pub mod query;
 
 /// How long after an attempt began its outcome is taken as unknown (the
 /// gateway then records a failure and tries again under a new attempt).
@@ -29,20 +34,11 @@ const DEVICE: &str =
 
 #[async_trait]
 impl Projector for DevicesProjector {
-    fn name(&self) -> &'static str {
-        "devices"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["devices", "device_messages"]
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../migrations/0007_device_read_models.sql")
+    describe! {
+        name: "devices",
+        version: 1,
+        tables: ["devices", "device_messages"],
+        schema: include_str!("../../../migrations/0007_device_read_models.sql"),
     }
 
     async fn apply(
@@ -54,11 +50,7 @@ impl Projector for DevicesProjector {
             let Some(imei) = Imei::from_stream_id(&recorded.stream_id) else {
                 continue;
             };
-            let event =
-                DeviceEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
+            let event: DeviceEvent = decode(recorded)?;
             apply_one(tx, &imei, recorded, &event).await?;
         }
         Ok(())

@@ -1,13 +1,17 @@
 //! The `ledgers` projector (the ledger status read model): one row per
 //! newly confirmed range in `ledger_ranges`, with the ledger's reference.
-//! Per-ledger and per-task status is computed from these rows.
+//! Per-ledger and per-task status is computed from these rows; the API
+//! reads them through [`query`].
 
 use async_trait::async_trait;
 use taskledger_events::ledger::LedgerEvent;
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
+use crate::declare::{decode, describe};
 use crate::runtime::{Projector, ProjectorError};
+
+pub mod query;
 
 /// Projects ledger confirmations into `ledger_ranges`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,20 +19,11 @@ pub struct LedgersProjector;
 
 #[async_trait]
 impl Projector for LedgersProjector {
-    fn name(&self) -> &'static str {
-        "ledgers"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["ledger_ranges"]
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../migrations/0008_ledger_status.sql")
+    describe! {
+        name: "ledgers",
+        version: 1,
+        tables: ["ledger_ranges"],
+        schema: include_str!("../../../migrations/0008_ledger_status.sql"),
     }
 
     async fn apply(
@@ -40,12 +35,7 @@ impl Projector for LedgersProjector {
             if !recorded.stream_id.starts_with("ledger-") {
                 continue;
             }
-            let event =
-                LedgerEvent::from_recorded(recorded).map_err(|error| ProjectorError::Event {
-                    global_position: recorded.global_position,
-                    reason: error.to_string(),
-                })?;
-            let LedgerEvent::Confirmed(confirmed) = event;
+            let LedgerEvent::Confirmed(confirmed) = decode(recorded)?;
             let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
             for range in &confirmed.ranges {
                 tx.execute(

@@ -1,0 +1,40 @@
+//! Sending a request and reading its answer in one step, and reading the
+//! `/metrics` text.
+
+use reqwest::{RequestBuilder, Response};
+use serde_json::Value;
+
+/// Sends `request`; panics if it cannot be sent.
+pub(crate) async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
+}
+
+/// Sends `request` and parses the answer as JSON (whatever its status);
+/// panics if it cannot be sent or the body is not JSON.
+pub(crate) async fn send_json(request: RequestBuilder) -> Value {
+    send(request).await.json().await.unwrap()
+}
+
+/// Sends `request` and reads the answer as text (whatever its status).
+pub(crate) async fn send_text(request: RequestBuilder) -> String {
+    send(request).await.text().await.unwrap()
+}
+
+/// The value of the first line of the metrics `text` that starts with
+/// `series`; panics (showing `text`) if there is none or it is not a number.
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// The string field `field` of every item of a page's `items`.
+pub(crate) fn item_fields<'page>(page: &'page Value, field: &str) -> Vec<&'page str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_str().unwrap())
+        .collect()
+}

@@ -15,6 +15,7 @@ use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{TaskCommand, TaskId, Tasks};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
@@ -192,6 +193,25 @@ impl TestApp {
         )
         .await;
         secret
+    }
+
+    /// Executes a worker's `command` on the task (as the runner `worker-1`
+    /// does, in-process); the task's stream version after it. Panics if it
+    /// is refused.
+    pub(crate) async fn as_worker(&self, task_id: TaskId, command: TaskCommand) -> u64 {
+        execute::<Tasks>(
+            &self.store(),
+            &task_id.stream_id(),
+            command,
+            Uuid::new_v4(),
+            Metadata {
+                actor: Some("worker-1".into()),
+                ..Metadata::default()
+            },
+        )
+        .await
+        .unwrap()
+        .stream_version
     }
 
     /// A GET of `path` with `key`, to be sent.

@@ -9,19 +9,18 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
-use taskledger::commands::execute;
 use taskledger_events::apikey::Scope;
 use taskledger_events::task::{
-    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId, Tasks,
+    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId,
     TimeOutTask,
 };
-use taskledger_events::Metadata;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support;
 
 /// A client with a key for frontends (`tasks:read`, `tasks:write`).
 struct Frontend {
@@ -173,36 +172,14 @@ fn echo(message: &str, frontend: &str) -> Value {
     json!({"kind": "echo", "params": {"message": message}, "frontend_id": frontend})
 }
 
+/// Expects a problem with `status` whose detail holds `needle`; the body.
 async fn problem(response: Response, status: StatusCode, needle: &str) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains(needle),
-        "expected {needle:?} in {body}"
-    );
-    body
+    support::http::problem(response, status, &[needle]).await
 }
 
 async fn worker(app: &TestApp, id: &str, command: TaskCommand) -> u64 {
-    let task_id = TaskId(Uuid::parse_str(id).unwrap());
-    let executed = execute::<Tasks>(
-        &app.store(),
-        &task_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        Metadata {
-            actor: Some("worker-1".into()),
-            ..Metadata::default()
-        },
-    )
-    .await
-    .unwrap();
-    executed.stream_version
+    app.as_worker(TaskId(Uuid::parse_str(id).unwrap()), command)
+        .await
 }
 
 /// How many task events and task streams the log holds.

@@ -1,7 +1,7 @@
 //! Sending a request and reading its answer in one step, and reading the
 //! `/metrics` text.
 
-use reqwest::{RequestBuilder, Response};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
 /// Sends `request`; panics if it cannot be sent.
@@ -18,6 +18,23 @@ pub(crate) async fn send_json(request: RequestBuilder) -> Value {
 /// Sends `request` and reads the answer as text (whatever its status).
 pub(crate) async fn send_text(request: RequestBuilder) -> String {
     send(request).await.text().await.unwrap()
+}
+
+/// Expects a problem+json answer with `status` (in the header and the body)
+/// whose detail holds every one of `needles`; the body.
+pub(crate) async fn problem(response: Response, status: StatusCode, needles: &[&str]) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    for needle in needles {
+        assert!(detail.contains(needle), "expected {needle:?} in {body}");
+    }
+    body
 }
 
 /// The value of the first line of the metrics `text` that starts with

@@ -8,9 +8,9 @@ use taskledger_events::apikey::Scope;
 use taskledger_events::{Direction, EventStore, RecordedEvent};
 
 use crate::helpers::{TestApp, KINDS};
+use crate::rockblock::{mo_form_body, mo_json_body, sign_mo, sign_mo_with, MoFields, IMEI};
 use crate::support::http::{send, send_text};
 use crate::support::poll::eventually;
-use crate::rockblock::{mo_form_body, mo_json_body, sign_mo, sign_mo_with, MoFields, IMEI};
 
 fn config(verify: bool) -> String {
     let key = concat!(
@@ -45,7 +45,11 @@ async fn device_events(app: &TestApp) -> Vec<RecordedEvent> {
 
 /// `POST /v1/devices/{imei}/messages` with `body`, as `key`.
 async fn queue_message(app: &TestApp, key: &str, imei: &str, body: Value) -> reqwest::Response {
-    send(app.post(key, &format!("/v1/devices/{imei}/messages")).json(&body)).await
+    send(
+        app.post(key, &format!("/v1/devices/{imei}/messages"))
+            .json(&body),
+    )
+    .await
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -299,16 +303,20 @@ async fn devices_and_their_messages_are_listed_paged_and_exported() {
     assert_eq!(queued.status(), 202);
     let get = |path: String| send(app.get(&reader, &path));
     // The projection catches up.
-    let device = eventually(Duration::from_secs(20), Duration::from_millis(50), || async {
-        let response = get(format!("/v1/devices/{IMEI}")).await;
-        if response.status() == 200 {
-            let device: Value = response.json().await.unwrap();
-            if device["received_count"] == 3 && device["queued_count"] == 1 {
-                return Ok(device);
+    let device = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let response = get(format!("/v1/devices/{IMEI}")).await;
+            if response.status() == 200 {
+                let device: Value = response.json().await.unwrap();
+                if device["received_count"] == 3 && device["queued_count"] == 1 {
+                    return Ok(device);
+                }
             }
-        }
-        Err("the devices projection did not catch up".to_owned())
-    })
+            Err("the devices projection did not catch up".to_owned())
+        },
+    )
     .await;
     assert_eq!(device["last_latitude"], 52.3867);
     let list: Value = get("/v1/devices".into()).await.json().await.unwrap();

@@ -256,17 +256,21 @@ async fn succeeded_task(app: &TestApp, key: &str) -> String {
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/tasks/{id}?min_version=1");
-    eventually(Duration::from_secs(30), Duration::from_millis(50), || async {
-        let task = send_json(app.get(key, &path)).await;
-        if task["status"] == "succeeded" {
-            return Ok(());
-        }
-        assert!(
-            ["queued", "running"].contains(&task["status"].as_str().unwrap()),
-            "{task}"
-        );
-        Err(format!("not done within 30 s: {task}"))
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let task = send_json(app.get(key, &path)).await;
+            if task["status"] == "succeeded" {
+                return Ok(());
+            }
+            assert!(
+                ["queued", "running"].contains(&task["status"].as_str().unwrap()),
+                "{task}"
+            );
+            Err(format!("not done within 30 s: {task}"))
+        },
+    )
     .await;
     id
 }
@@ -494,7 +498,8 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
     assert_eq!(seen["result.json"], json!({"ok": true}));
     assert_eq!(seen["artifacts"], json!(["result.json", "stdout.log"]));
     // The service agrees.
-    let task = send_json(app.get(&key, &format!("/v1/tasks/{}", seen["id"].as_str().unwrap()))).await;
+    let task =
+        send_json(app.get(&key, &format!("/v1/tasks/{}", seen["id"].as_str().unwrap()))).await;
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["frontend_id"], "python-client");
     println!(

@@ -11,7 +11,7 @@ use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
-use crate::support::http::{problem, send};
+use crate::support::http::{ok_json, problem, send};
 
 /// A service with task kinds, a frontend's key and an auditor's key.
 struct Audit {
@@ -99,10 +99,7 @@ impl Audit {
 
     async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Value {
         let response = self.get(&self.auditor, path, query).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{path} {query:?}: {body}");
-        body
+        ok_json(response, &format!("{path} {query:?}")).await
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support::http::send;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-chain.py");
@@ -135,15 +136,12 @@ async fn fill(app: &TestApp) {
         let body = format!(
             r#"{{"kind":"echo","params":{{"message":{message},"color":{color}}},"frontend_id":"mirror"}}"#
         );
-        let response = app
-            .http
-            .post(app.url("/v1/tasks"))
-            .bearer_auth(&writer)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = send(
+            app.post(&writer, "/v1/tasks")
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
         assert_eq!(response.status(), 201, "{body}");
     }
 

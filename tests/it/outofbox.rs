@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::running::{amqp_url, delete_topology, BROKER};
+use crate::support::http::{item_fields, send, send_text};
 
 const IMAGE: &str = "taskledger-test-busybox:latest";
 
@@ -73,15 +74,12 @@ async fn runner_app(data_dir: &std::path::Path) -> TestApp {
 }
 
 async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.url("/v1/blobs"))
-        .bearer_auth(key)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        app.post(key, "/v1/blobs")
+            .header("content-type", "application/octet-stream")
+            .body(bytes),
+    )
+    .await;
     let status = response.status();
     (status, response.json().await.unwrap())
 }
@@ -168,13 +166,8 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
         .read(Some(&key), &format!("/v1/tasks/{id}/result"))
         .await;
     assert_eq!(result["result"]["mount"], "read-only", "{result}");
-    let copy = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/artifacts/copy.txt")))
-        .bearer_auth(&key)
-        .send()
+    let copy = send(app.get(&key, &format!("/v1/tasks/{id}/artifacts/copy.txt")))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
@@ -200,24 +193,10 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
         .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
         .await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["name"].as_str().unwrap())
-        .collect();
+    let names = item_fields(&list, "name");
     assert_eq!(names, ["stderr.log", "stdout.log"]);
     for (name, text) in [("stdout.log", "to-stdout\n"), ("stderr.log", "to-stderr\n")] {
-        let body = app
-            .http
-            .get(app.url(&format!("/v1/tasks/{id}/artifacts/{name}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = send_text(app.get(&key, &format!("/v1/tasks/{id}/artifacts/{name}"))).await;
         assert_eq!(body, text);
     }
     // A failed task has no result; the answer says where its logs are.
@@ -530,12 +509,7 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     let (_, artifacts) = app
         .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
         .await;
-    let names: Vec<&str> = artifacts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["name"].as_str().unwrap())
-        .collect();
+    let names = item_fields(&artifacts, "name");
     for name in ["result.json", "thug-analysis.json", "thug.log"] {
         assert!(names.contains(&name), "{names:?}");
     }

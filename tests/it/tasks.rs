@@ -21,6 +21,8 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::support;
+use crate::support::http::{item_fields, ok_json, send, send_text};
+use crate::support::poll::eventually;
 
 /// A client with a key for frontends (`tasks:read`, `tasks:write`).
 struct Frontend {
@@ -44,16 +46,11 @@ impl Frontend {
     }
 
     async fn submit_with(&self, body: &Value, idempotency_key: Option<&str>) -> Response {
-        let mut request = self
-            .app
-            .http
-            .post(self.app.url("/v1/tasks"))
-            .bearer_auth(&self.key)
-            .json(body);
+        let mut request = self.app.post(&self.key, "/v1/tasks").json(body);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
-        request.send().await.unwrap()
+        send(request).await
     }
 
     /// Submits and expects 201; the task as answered.
@@ -64,33 +61,19 @@ impl Frontend {
     }
 
     async fn get(&self, path: &str) -> Response {
-        self.app
-            .http
-            .get(self.app.url(path))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
+        send(self.app.get(&self.key, path)).await
     }
 
     async fn get_json(&self, path: &str) -> Value {
-        let response = self.get(path).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        body
+        ok_json(self.get(path).await, path).await
     }
 
     async fn cancel(&self, id: &str, body: Option<Value>) -> Response {
-        let mut request = self
-            .app
-            .http
-            .post(self.app.url(&format!("/v1/tasks/{id}/cancel")))
-            .bearer_auth(&self.key);
+        let mut request = self.app.post(&self.key, &format!("/v1/tasks/{id}/cancel"));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.unwrap()
+        send(request).await
     }
 
     /// Every task the listing with `query` returns, following cursors with
@@ -262,12 +245,7 @@ async fn submit_read_cancel_and_history() {
     assert_eq!(body["type"], "/v1/problems/no-result");
 
     let history = frontend.get_json(&format!("{location}/events")).await;
-    let types: Vec<&str> = history["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["event_type"].as_str().unwrap())
-        .collect();
+    let types = item_fields(&history, "event_type");
     assert_eq!(types, ["TaskSubmitted", "TaskCanceled"]);
     assert_eq!(history["next_cursor"], Value::Null);
     let first = &history["items"][0];
@@ -341,7 +319,6 @@ async fn submit_read_cancel_and_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_are_refused_and_store_nothing() {
     let frontend = Frontend::spawn().await;
-    let url = frontend.app.url("/v1/tasks");
     // Every one of these is a well-formed request the service cannot accept.
     let unprocessable: Vec<(Value, &str)> = vec![
         (
@@ -395,27 +372,23 @@ async fn bad_submissions_are_refused_and_store_nothing() {
         )
         .await;
     }
-    let malformed = frontend
-        .app
-        .http
-        .post(&url)
-        .bearer_auth(&frontend.key)
-        .header("content-type", "application/json")
-        .body(r#"{"kind": "echo","#)
-        .send()
-        .await
-        .unwrap();
+    let malformed = send(
+        frontend
+            .app
+            .post(&frontend.key, "/v1/tasks")
+            .header("content-type", "application/json")
+            .body(r#"{"kind": "echo","#),
+    )
+    .await;
     problem(malformed, StatusCode::BAD_REQUEST, "EOF").await;
-    let not_json = frontend
-        .app
-        .http
-        .post(&url)
-        .bearer_auth(&frontend.key)
-        .header("content-type", "text/plain")
-        .body(echo("x", "web").to_string())
-        .send()
-        .await
-        .unwrap();
+    let not_json = send(
+        frontend
+            .app
+            .post(&frontend.key, "/v1/tasks")
+            .header("content-type", "text/plain")
+            .body(echo("x", "web").to_string()),
+    )
+    .await;
     problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type").await;
     let huge = echo(&"x".repeat(300 * 1024), "web");
     problem(
@@ -574,15 +547,13 @@ async fn list_filters_pages_and_exports_csv() {
     assert_eq!(after.len(), 12, "tasks 11 to 22");
 
     // CSV: every matching task, in the same order, with quoting intact.
-    let response = frontend
-        .app
-        .http
-        .get(frontend.app.url("/v1/tasks?kind=echo"))
-        .bearer_auth(&frontend.key)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        frontend
+            .app
+            .get(&frontend.key, "/v1/tasks?kind=echo")
+            .header("accept", "text/csv"),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -607,18 +578,13 @@ async fn list_filters_pages_and_exports_csv() {
         assert_eq!(params, task["params"]);
     }
     // A CSV export honours limit.
-    let limited = frontend
-        .app
-        .http
-        .get(frontend.app.url("/v1/tasks?limit=3"))
-        .bearer_auth(&frontend.key)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let limited = send_text(
+        frontend
+            .app
+            .get(&frontend.key, "/v1/tasks?limit=3")
+            .header("accept", "text/csv"),
+    )
+    .await;
     assert_eq!(limited.lines().count(), 4, "{limited}");
 
     for (query, needle) in [
@@ -950,28 +916,19 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
     let admin_get = |path: String| {
         let (frontend, admin) = (frontend.clone(), admin.clone());
         async move {
-            let response = frontend
-                .app
-                .http
-                .get(frontend.app.url(&path))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap();
+            let response = send(frontend.app.get(&admin, &path)).await;
             (response.status(), response.json::<Value>().await.unwrap())
         }
     };
     let post_rebuild = |name: &'static str| {
         let (frontend, admin) = (frontend.clone(), admin.clone());
         async move {
-            frontend
-                .app
-                .http
-                .post(frontend.app.url(&format!("/v1/projections/{name}/rebuild")))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
+            send(
+                frontend
+                    .app
+                    .post(&admin, &format!("/v1/projections/{name}/rebuild")),
+            )
+            .await
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -987,16 +944,19 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
         ["building", "swapping", "done"].contains(&started["rebuild"]["state"].as_str().unwrap()),
         "{started}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let (status, view) = admin_get("/v1/projections/tasks".into()).await;
-        assert_eq!(status, StatusCode::OK, "{view}");
-        if view["rebuild"]["state"] == "done" {
-            break view;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (status, view) = admin_get("/v1/projections/tasks".into()).await;
+            assert_eq!(status, StatusCode::OK, "{view}");
+            if view["rebuild"]["state"] == "done" {
+                return Ok(view);
+            }
+            Err(view.to_string())
+        },
+    )
+    .await;
     let rebuild = &done["rebuild"];
     assert!(rebuild["position"].as_u64().unwrap() >= 150, "{done}");
     assert!(rebuild["events_per_s"].as_f64().unwrap() > 0.0, "{done}");

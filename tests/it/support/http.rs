@@ -20,6 +20,15 @@ pub(crate) async fn send_text(request: RequestBuilder) -> String {
     send(request).await.text().await.unwrap()
 }
 
+/// The JSON body of `response`, which must have status 200 (else the test
+/// fails naming `what` and showing the body).
+pub(crate) async fn ok_json(response: Response, what: &str) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{what}: {body}");
+    body
+}
+
 /// Expects a problem+json answer with `status` (in the header and the body)
 /// whose detail holds every one of `needles`; the body.
 pub(crate) async fn problem(response: Response, status: StatusCode, needles: &[&str]) -> Value {

@@ -1,28 +1,15 @@
 //! `taskledger keys`: the real binary against a real database.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use taskledger_events::apikey::hash_secret;
 use taskledger_events::testing::TestDatabase;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{stderr, stdout, taskledger};
 
+/// `taskledger keys args…` against `database`.
 fn keys(database: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .arg("keys")
-        .args(args)
-        .env("DATABASE_URL", &database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    taskledger(&database.url, &[&["keys"], args].concat())
 }
 
 #[tokio::test]

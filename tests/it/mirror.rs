@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support::cli::taskledger_ok;
 use crate::support::http::send;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-chain.py");
 
 /// Runs the script with `args` (and `stdin`, if any).
@@ -175,15 +175,10 @@ async fn stored_head(app: &TestApp) -> (u64, String) {
 
 /// `taskledger replay export` with `args`, as written (ndjson).
 fn export(app: &TestApp, args: &[&str]) -> String {
-    let output = std::process::Command::new(BINARY)
-        .args(["replay", "export", "--format", "ndjson"])
-        .args(args)
-        .env("DATABASE_URL", &app.database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    taskledger_ok(
+        &app.database.url,
+        &[&["replay", "export", "--format", "ndjson"], args].concat(),
+    )
 }
 
 /// The hash of the event at `position` in an export's lines.

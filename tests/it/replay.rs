@@ -8,7 +8,7 @@ use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{stdout, taskledger, taskledger_ok, BINARY};
 
 /// A database holding 12 events over two streams (alternating).
 async fn log() -> TestDatabase {
@@ -50,18 +50,9 @@ async fn tamper(database: &TestDatabase, sql: &str) {
         .unwrap();
 }
 
+/// `taskledger replay verify args…` against `database`.
 fn verify(database: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .args(["replay", "verify"])
-        .args(args)
-        .env("DATABASE_URL", &database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    taskledger(&database.url, &[&["replay", "verify"], args].concat())
 }
 
 #[tokio::test]
@@ -119,15 +110,7 @@ async fn each_kind_of_tampering_is_found_at_its_place() {
 async fn export_writes_events_as_stored_one_per_line() {
     let database = log().await;
     let run = |args: &[&str]| {
-        let output = Command::new(BINARY)
-            .args(["replay", "export"])
-            .args(args)
-            .env("DATABASE_URL", &database.url)
-            .env("TASKLEDGER_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        stdout(&output)
+        taskledger_ok(&database.url, &[&["replay", "export"], args].concat())
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
             .collect::<Vec<_>>()
@@ -211,15 +194,9 @@ async fn state_shows_a_task_as_it_was() {
     }))
     .await;
     let state = |args: Vec<String>| {
-        let output = Command::new(BINARY)
-            .args(["replay", "state", "--stream", stream.as_ref()])
-            .args(args)
-            .env("DATABASE_URL", &database.url)
-            .env("TASKLEDGER_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+        let mut all = vec!["replay", "state", "--stream", stream.as_ref()];
+        all.extend(args.iter().map(String::as_str));
+        serde_json::from_str::<serde_json::Value>(&taskledger_ok(&database.url, &all)).unwrap()
     };
     assert_eq!(
         state(vec!["--at-version".into(), "1".into()])["status"],

@@ -12,19 +12,15 @@ fn keys(database: &TestDatabase, args: &[&str]) -> Output {
     taskledger(&database.url, &[&["keys"], args].concat())
 }
 
+/// `taskledger keys create --name name --scopes scopes` against `database`.
+fn create(database: &TestDatabase, name: &str, scopes: &str) -> Output {
+    keys(database, &["create", "--name", name, "--scopes", scopes])
+}
+
 #[tokio::test]
 async fn create_list_and_revoke_keys_storing_only_hashes() {
     let database = TestDatabase::create().await;
-    let created = keys(
-        &database,
-        &[
-            "create",
-            "--name",
-            "frontend-a",
-            "--scopes",
-            "tasks:write,tasks:read",
-        ],
-    );
+    let created = create(&database, "frontend-a", "tasks:write,tasks:read");
     assert!(created.status.success(), "{}", stderr(&created));
     let out = stdout(&created);
     let secret = out.lines().last().unwrap().to_owned();
@@ -81,16 +77,7 @@ async fn create_list_and_revoke_keys_storing_only_hashes() {
 #[tokio::test]
 async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
     let database = TestDatabase::create().await;
-    let bad_scope = keys(
-        &database,
-        &[
-            "create",
-            "--name",
-            "x",
-            "--scopes",
-            "tasks:write,tasks:delete",
-        ],
-    );
+    let bad_scope = create(&database, "x", "tasks:write,tasks:delete");
     assert!(!bad_scope.status.success());
     assert!(
         stderr(&bad_scope).contains("unknown scope \"tasks:delete\""),
@@ -102,7 +89,7 @@ async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
         "lists the valid scopes: {}",
         stderr(&bad_scope)
     );
-    let empty_name = keys(&database, &["create", "--name", "", "--scopes", "admin"]);
+    let empty_name = create(&database, "", "admin");
     assert!(!empty_name.status.success());
     let unknown = keys(&database, &["revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(!unknown.status.success());

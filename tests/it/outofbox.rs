@@ -4,6 +4,7 @@
 //! what the engine can give them, readiness that counts Docker and
 //! RabbitMQ, and two installations sharing one broker.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,15 +63,24 @@ max_attempts = 1
     )
 }
 
-/// A service that runs tasks in-process on the Docker engine.
-async fn runner_app(data_dir: &std::path::Path) -> TestApp {
-    let data_dir = data_dir.to_owned();
-    TestApp::spawn_with_config(&kinds(), move |settings| {
+/// A service that runs tasks in-process on the Docker engine, on a fresh
+/// data directory; the service and the directory.
+async fn runner_app() -> (TestApp, PathBuf) {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let dir = data_dir.clone();
+    let app = TestApp::spawn_with_config(&kinds(), move |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Runner];
         settings.amqp_url = None;
-        settings.data_dir = data_dir;
+        settings.data_dir = dir;
     })
-    .await
+    .await;
+    (app, data_dir)
+}
+
+/// Stops a [`runner_app`] and removes its data directory.
+async fn finish_runner_app(app: TestApp, data_dir: &Path) {
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(data_dir);
 }
 
 async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
@@ -86,8 +96,7 @@ async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inputs_are_uploaded_checked_and_mounted_read_only() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
     let reader = app.key(&[Scope::TasksRead]).await;
 
@@ -172,14 +181,12 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
         .await
         .unwrap();
     assert_eq!(copy.as_ref(), content.as_slice());
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_task_keeps_its_logs_as_artifacts() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
 
     let (_, task) = app
@@ -239,14 +246,12 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
         .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|row| row.get::<_, String>(1) == "failed"));
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kinds_and_readiness_say_what_the_engine_can_give() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksWrite]).await;
     let (status, page) = app.read(Some(&key), "/v1/kinds").await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -309,8 +314,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
         app.read(Some(&auditor), "/v1/kinds").await.0,
         StatusCode::FORBIDDEN
     );
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,12 +4,31 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskledger_events::postgres::{append_in_transaction, AppendRequest};
-use taskledger_events::{ExpectedVersion, NewEvent, StreamId};
+use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 
 use crate::helpers::{TestApp, LOCAL_SH};
 use crate::support::cli::taskledger_ok;
 use crate::support::http::{item_fields, metric, send, send_json};
 use crate::support::poll::eventually;
+
+/// Appends `event` as the first of the task's stream, as a worker or the
+/// API would; its global position.
+async fn first_event(
+    store: &taskledger_events::postgres::PgEventStore,
+    task_id: TaskId,
+    event: TaskEvent,
+) -> u64 {
+    store
+        .append(
+            &task_id.stream_id(),
+            ExpectedVersion::NoStream,
+            vec![event.to_new_event(uuid::Uuid::new_v4(), Metadata::default())],
+        )
+        .await
+        .unwrap()
+        .last_position
+}
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_reports_each_check() {
@@ -163,8 +182,7 @@ async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_runs_the_projectors() {
-    use taskledger_events::task::{TaskEvent, TaskId, TaskSubmitted};
-    use taskledger_events::EventStore;
+    use taskledger_events::task::TaskSubmitted;
 
     let app = TestApp::spawn().await;
     let store =
@@ -184,14 +202,7 @@ async fn the_service_runs_the_projectors() {
         submitted_at: chrono::Utc::now(),
         submitted_by: None,
     });
-    store
-        .append(
-            &task_id.stream_id(),
-            ExpectedVersion::NoStream,
-            vec![submitted.to_new_event(uuid::Uuid::new_v4(), Default::default())],
-        )
-        .await
-        .unwrap();
+    first_event(&store, task_id, submitted).await;
     let client = app.database.client().await;
     // One deadline for both waits.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -455,8 +466,7 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
 /// shows in the same places.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair() {
-    use taskledger_events::task::{TaskEvent, TaskId, TaskStarted};
-    use taskledger_events::{EventStore, Metadata};
+    use taskledger_events::task::TaskStarted;
 
     let app = TestApp::spawn().await;
     let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
@@ -469,15 +479,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         attempt: 1,
         started_at: chrono::Utc::now(),
     });
-    let appended = store
-        .append(
-            &orphan.stream_id(),
-            ExpectedVersion::NoStream,
-            vec![started.to_new_event(uuid::Uuid::new_v4(), Metadata::default())],
-        )
-        .await
-        .unwrap();
-    let position = appended.last_position;
+    let position = first_event(&store, orphan, started).await;
     let (app_ref, admin) = (&app, &admin);
     let wait_for = |state: &'static str| {
         eventually(

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{TaskCommand, TaskId};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
@@ -53,6 +54,25 @@ async fn tamper(database: &TestDatabase, sql: &str) {
 /// `taskledger replay verify args…` against `database`.
 fn verify(database: &TestDatabase, args: &[&str]) -> Output {
     taskledger(&database.url, &[&["replay", "verify"], args].concat())
+}
+
+/// Submitting an echo task with no parameters, from `frontend_id`.
+fn submit_echo(task_id: TaskId, frontend_id: &str) -> TaskCommand {
+    use taskledger_events::task::SubmitTask;
+
+    TaskCommand::Submit(SubmitTask {
+        inputs: Default::default(),
+        task_id,
+        kind: "echo".into(),
+        params: serde_json::Map::new(),
+        frontend_id: frontend_id.into(),
+        client_task_id: None,
+        priority: 0,
+        timeout_seconds: 60,
+        max_attempts: 1,
+        submitted_at: chrono::Utc::now(),
+        submitted_by: None,
+    })
 }
 
 #[tokio::test]
@@ -135,9 +155,7 @@ async fn export_writes_events_as_stored_one_per_line() {
 async fn state_shows_a_task_as_it_was() {
     use chrono::Utc;
     use taskledger::commands::execute;
-    use taskledger_events::task::{
-        CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
-    };
+    use taskledger_events::task::{CompleteTask, StartTask, Tasks};
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -160,20 +178,7 @@ async fn state_shows_a_task_as_it_was() {
             .unwrap();
         }
     };
-    run(TaskCommand::Submit(SubmitTask {
-        inputs: Default::default(),
-        task_id,
-        kind: "echo".into(),
-        params: serde_json::Map::new(),
-        frontend_id: "audit".into(),
-        client_task_id: None,
-        priority: 0,
-        timeout_seconds: 60,
-        max_attempts: 1,
-        submitted_at: Utc::now(),
-        submitted_by: None,
-    }))
-    .await;
+    run(submit_echo(task_id, "audit")).await;
     run(TaskCommand::Start(StartTask {
         task_id,
         worker_id: "w".into(),
@@ -221,9 +226,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
     use taskledger::adapters::blobs::BlobStore;
     use taskledger::commands::execute;
-    use taskledger_events::task::{
-        Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
-    };
+    use taskledger_events::task::{Artifact, CompleteTask, StartTask, Tasks};
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -238,19 +241,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
         .unwrap();
     let task_id = TaskId(Uuid::new_v4());
     let commands = [
-        TaskCommand::Submit(SubmitTask {
-            inputs: Default::default(),
-            task_id,
-            kind: "echo".into(),
-            params: serde_json::Map::new(),
-            frontend_id: "cleanup".into(),
-            client_task_id: None,
-            priority: 0,
-            timeout_seconds: 60,
-            max_attempts: 1,
-            submitted_at: Utc::now(),
-            submitted_by: None,
-        }),
+        submit_echo(task_id, "cleanup"),
         TaskCommand::Start(StartTask {
             task_id,
             worker_id: "w".into(),

@@ -229,6 +229,11 @@ impl Cluster {
             .collect()
     }
 
+    /// Asserts that the task's event types are `expected`, in order.
+    pub(crate) async fn assert_history(&self, task_id: TaskId, expected: &[&str]) {
+        assert_eq!(self.history(task_id).await, expected);
+    }
+
     pub(crate) async fn finish(mut self) {
         for (_, stop, handle) in self.runners.drain(..) {
             let _ = stop.send(());
@@ -377,10 +382,9 @@ async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
             assert_eq!(String::from_utf8(bytes).unwrap(), expected);
         }
     }
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskSucceeded"])
+        .await;
     wait_no_containers(task_id).await;
     cluster.finish().await;
 }
@@ -479,10 +483,9 @@ async fn canceling_a_running_task_stops_its_container() {
     wait_no_containers(task_id).await;
     // The runner has nothing to add: canceled is final.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskCanceled"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskCanceled"])
+        .await;
     cluster.finish().await;
 }
 
@@ -609,10 +612,9 @@ async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
     // The redelivered job is acknowledged once the task has ended; nothing
     // else happens to the task.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskSucceeded"])
+        .await;
     cluster.finish().await;
 }
 

@@ -68,6 +68,12 @@ impl Frontend {
         ok_json(self.get(path).await, path).await
     }
 
+    /// Expects GET `path` to be refused with a problem of `status` whose
+    /// detail holds `needle`.
+    async fn refused(&self, path: &str, status: StatusCode, needle: &str) {
+        problem(self.get(path).await, status, needle).await;
+    }
+
     async fn cancel(&self, id: &str, body: Option<Value>) -> Response {
         let mut request = self.app.post(&self.key, &format!("/v1/tasks/{id}/cancel"));
         if let Some(body) = body {
@@ -262,30 +268,30 @@ async fn submit_read_cancel_and_history() {
         .get_json(&format!("{location}/events?limit=1&cursor={next}"))
         .await;
     assert_eq!(page["items"][0], history["items"][1]);
-    problem(
-        frontend
-            .get(&format!("{location}/events?cursor={}", u64::MAX))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "cursor",
-    )
-    .await;
+    frontend
+        .refused(
+            &format!("{location}/events?cursor={}", u64::MAX),
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        )
+        .await;
     // A position the log does not have is the caller's mistake, not lag.
-    problem(
-        frontend.get("/v1/tasks?min_position=999999").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "beyond the log",
+    frontend
+        .refused(
+            "/v1/tasks?min_position=999999",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "beyond the log",
+        )
+        .await;
+    // The scheme name is case-insensitive.
+    let lowercase = send(
+        frontend
+            .app
+            .http
+            .get(frontend.app.url(&location))
+            .header("authorization", format!("bearer {}", frontend.key)),
     )
     .await;
-    // The scheme name is case-insensitive.
-    let lowercase = frontend
-        .app
-        .http
-        .get(frontend.app.url(&location))
-        .header("authorization", format!("bearer {}", frontend.key))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(lowercase.status(), StatusCode::OK);
 
     let missing = Uuid::new_v4();
@@ -294,12 +300,9 @@ async fn submit_read_cancel_and_history() {
         format!("/v1/tasks/{missing}/result"),
         format!("/v1/tasks/{missing}/events"),
     ] {
-        problem(
-            frontend.get(&path).await,
-            StatusCode::NOT_FOUND,
-            "does not exist",
-        )
-        .await;
+        frontend
+            .refused(&path, StatusCode::NOT_FOUND, "does not exist")
+            .await;
     }
     problem(
         frontend.cancel(&missing.to_string(), None).await,
@@ -307,12 +310,13 @@ async fn submit_read_cancel_and_history() {
         "does not exist",
     )
     .await;
-    problem(
-        frontend.get("/v1/tasks/not-a-uuid").await,
-        StatusCode::BAD_REQUEST,
-        "not a task id",
-    )
-    .await;
+    frontend
+        .refused(
+            "/v1/tasks/not-a-uuid",
+            StatusCode::BAD_REQUEST,
+            "not a task id",
+        )
+        .await;
     frontend.app.finish().await;
 }
 
@@ -751,12 +755,13 @@ async fn reads_wait_for_their_version_and_say_when_they_cannot() {
     let task = frontend.created(&echo("wait", "web")).await;
     let id = task["id"].as_str().unwrap();
     // A version the task does not have is the caller's mistake.
-    problem(
-        frontend.get(&format!("/v1/tasks/{id}?min_version=5")).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "at version 1",
-    )
-    .await;
+    frontend
+        .refused(
+            &format!("/v1/tasks/{id}?min_version=5"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at version 1",
+        )
+        .await;
 
     // Hold the projector back: it cannot write `tasks` while this lock lasts.
     let mut blocker = frontend.app.database.client().await;

@@ -1,4 +1,5 @@
-//! Starting the service on a fresh database for a test.
+//! Starting the service on a fresh database for a test, and the requests
+//! and waits a test makes of it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,6 +22,7 @@ use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::support::http::{send, send_text};
 use crate::support::poll::eventually;
 
 /// Task kinds for tests: `echo` (a required and an optional parameter) and
@@ -156,14 +158,7 @@ impl TestApp {
 
     /// The service's `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
-        self.http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        send_text(self.http.get(self.url("/metrics"))).await
     }
 
     /// A store on the service's database (a second appender, as another
@@ -231,21 +226,14 @@ impl TestApp {
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.unwrap();
+        let response = send(request).await;
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// `POST /v1/tasks` with `body`: the status and the JSON answer.
     pub(crate) async fn submit(&self, key: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/v1/tasks"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = send(self.post(key, "/v1/tasks").json(&body)).await;
         let status = response.status();
         (status, response.json().await.unwrap())
     }

@@ -13,10 +13,12 @@ pub(crate) struct Run {
     pub(crate) stderr: String,
 }
 
-/// Runs `taskledger-bench args…` with `DATABASE_URL` set to `database_url`
-/// and the broker the tests use; panics unless it succeeds within
-/// `deadline`.
-pub(crate) async fn bench(database_url: &str, args: &[&str], deadline: Duration) -> Run {
+/// Runs `taskledger-bench` with the arguments of `command_line` (split at
+/// white space, as a shell would split one without quotes) with
+/// `DATABASE_URL` set to `database_url` and the broker the tests use; panics
+/// unless it succeeds within `deadline`.
+pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Duration) -> Run {
+    let args: Vec<&str> = command_line.split_whitespace().collect();
     let mut command = tokio::process::Command::new(BINARY);
     command
         .args(args)

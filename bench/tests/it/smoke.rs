@@ -13,15 +13,7 @@ async fn append_creates_its_database_and_prints_a_line_per_run() {
     let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
     let run = bench(
         &database_url(&name),
-        &[
-            "append",
-            "--writers",
-            "1,2",
-            "--batch",
-            "1",
-            "--seconds",
-            "0.3",
-        ],
+        "append --writers 1,2 --batch 1 --seconds 0.3",
         Duration::from_secs(60),
     )
     .await;
@@ -53,7 +45,7 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
     let database = TestDatabase::create().await;
     let run = bench(
         &database.url,
-        &["rebuild", "--tasks", "25", "--batch", "10"],
+        "rebuild --tasks 25 --batch 10",
         Duration::from_secs(120),
     )
     .await;
@@ -83,17 +75,7 @@ async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
     let database = TestDatabase::create().await;
     let run = bench(
         &database.url,
-        &[
-            "api",
-            "--connections",
-            "2",
-            "--seconds",
-            "0.3",
-            "--visible-samples",
-            "6",
-            "--visible-clients",
-            "2",
-        ],
+        "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",
         Duration::from_secs(120),
     )
     .await;
@@ -120,7 +102,7 @@ async fn mo_signs_webhooks_the_service_verifies() {
     let database = TestDatabase::create().await;
     let run = bench(
         &database.url,
-        &["mo", "--rate", "20", "--seconds", "1", "--devices", "3"],
+        "mo --rate 20 --seconds 1 --devices 3",
         Duration::from_secs(120),
     )
     .await;
@@ -142,15 +124,7 @@ async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
     let database = TestDatabase::create().await;
     let run = bench(
         &database.url,
-        &[
-            "tasks",
-            "--slots",
-            "1",
-            "--tasks",
-            "3",
-            "--relay-events",
-            "200",
-        ],
+        "tasks --slots 1 --tasks 3 --relay-events 200",
         Duration::from_secs(240),
     )
     .await;

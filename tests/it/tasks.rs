@@ -68,6 +68,14 @@ impl Frontend {
         ok_json(self.get(path).await, path).await
     }
 
+    /// Executes a worker's `command` on the task `id`; the task as read at
+    /// the version that command made.
+    async fn after_worker(&self, id: &str, command: TaskCommand) -> Value {
+        let version = worker(&self.app, id, command).await;
+        self.get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+            .await
+    }
+
     /// Expects GET `path` to be refused with a problem of `status` whose
     /// detail holds `needle`.
     async fn refused(&self, path: &str, status: StatusCode, needle: &str) {
@@ -626,20 +634,17 @@ async fn worker_commands_move_a_task_through_its_life() {
         })
     };
     worker(app, id, start(1)).await;
-    let version = worker(
-        app,
-        id,
-        TaskCommand::RecordProgress(RecordTaskProgress {
-            task_id: the_task,
-            attempt: 1,
-            percent: Some(40.0),
-            message: Some("fetching".into()),
-            recorded_at: Utc::now(),
-        }),
-    )
-    .await;
     let running = frontend
-        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .after_worker(
+            id,
+            TaskCommand::RecordProgress(RecordTaskProgress {
+                task_id: the_task,
+                attempt: 1,
+                percent: Some(40.0),
+                message: Some("fetching".into()),
+                recorded_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(running["status"], "running");
     assert_eq!(running["worker_id"], "worker-1");
@@ -649,22 +654,19 @@ async fn worker_commands_move_a_task_through_its_life() {
     );
 
     // A retryable failure with an attempt left queues it again.
-    let version = worker(
-        app,
-        id,
-        TaskCommand::Fail(FailTask {
-            artifacts: Default::default(),
-            task_id: the_task,
-            attempt: 1,
-            error: "connection reset".into(),
-            exit_code: Some(2),
-            retryable: true,
-            failed_at: Utc::now(),
-        }),
-    )
-    .await;
     let queued = frontend
-        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .after_worker(
+            id,
+            TaskCommand::Fail(FailTask {
+                artifacts: Default::default(),
+                task_id: the_task,
+                attempt: 1,
+                error: "connection reset".into(),
+                exit_code: Some(2),
+                retryable: true,
+                failed_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(queued["status"], "queued");
     assert_eq!(queued["attempts"], 1);
@@ -731,18 +733,15 @@ async fn worker_commands_move_a_task_through_its_life() {
         }),
     )
     .await;
-    let version = worker(
-        app,
-        slow_id,
-        TaskCommand::TimeOut(TimeOutTask {
-            task_id: slow_task,
-            attempt: 1,
-            timed_out_at: Utc::now(),
-        }),
-    )
-    .await;
     let timed_out = frontend
-        .get_json(&format!("/v1/tasks/{slow_id}?min_version={version}"))
+        .after_worker(
+            slow_id,
+            TaskCommand::TimeOut(TimeOutTask {
+                task_id: slow_task,
+                attempt: 1,
+                timed_out_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(timed_out["status"], "timed_out");
     assert_eq!(timed_out["error"], "attempt 1 ran past the task's timeout");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use taskledger_events::testing::{config_to_url, DEFAULT_TEST_SERVER};
+use taskledger_events::testing::{config_to_url, TestDatabase, DEFAULT_TEST_SERVER};
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_taskledger-bench");
 
@@ -42,6 +42,15 @@ pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Dura
         "taskledger-bench {args:?} exited with {}: {run:#?}",
         output.status
     );
+    run
+}
+
+/// [`bench`] against a fresh database of its own, dropped once the run has
+/// finished.
+pub(crate) async fn bench_on_scratch(command_line: &str, deadline: Duration) -> Run {
+    let database = TestDatabase::create().await;
+    let run = bench(&database.url, command_line, deadline).await;
+    database.drop_database().await;
     run
 }
 

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use taskledger_events::testing::TestDatabase;
-
-use crate::helpers::{bench, database_url, line, server_client};
+use crate::helpers::{bench, bench_on_scratch, database_url, line, server_client};
 
 #[tokio::test]
 async fn append_creates_its_database_and_prints_a_line_per_run() {
@@ -42,13 +40,7 @@ async fn append_creates_its_database_and_prints_a_line_per_run() {
 
 #[tokio::test]
 async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
-        "rebuild --tasks 25 --batch 10",
-        Duration::from_secs(120),
-    )
-    .await;
+    let run = bench_on_scratch("rebuild --tasks 25 --batch 10", Duration::from_secs(120)).await;
     line(&run, "seeded ", &["events", "events_per_s"]);
     assert!(
         run.stdout
@@ -67,14 +59,11 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
     );
     // Progress goes to standard error, the swap announced.
     assert!(run.stderr.contains(" swapping: built up to "), "{run:#?}");
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
+    let run = bench_on_scratch(
         "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",
         Duration::from_secs(120),
     )
@@ -94,14 +83,11 @@ async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
         "submit-to-visible ",
         &["samples", "p50_ms", "p99_ms", "max_ms"],
     );
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn mo_signs_webhooks_the_service_verifies() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
+    let run = bench_on_scratch(
         "mo --rate 20 --seconds 1 --devices 3",
         Duration::from_secs(120),
     )
@@ -116,14 +102,11 @@ async fn mo_signs_webhooks_the_service_verifies() {
     // Every webhook verified and recorded: the signing key and the key the
     // service trusts are a pair.
     assert!(printed.contains(" answered=20 failed=0 "), "{run:#?}");
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
+    let run = bench_on_scratch(
         "tasks --slots 1 --tasks 3 --relay-events 200",
         Duration::from_secs(240),
     )
@@ -142,5 +125,4 @@ async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
         relay.ends_with(" (publisher confirms, persistent messages)"),
         "{relay}"
     );
-    database.drop_database().await;
 }

@@ -21,7 +21,7 @@ pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Dura
     let args: Vec<&str> = command_line.split_whitespace().collect();
     let mut command = tokio::process::Command::new(BINARY);
     command
-        .args(args)
+        .args(&args)
         .env("DATABASE_URL", database_url)
         .env("TASKLEDGER_LOG", "warn")
         .env_remove("TASKLEDGER_AMQP_PREFIX")

@@ -13,6 +13,9 @@ use uuid::Uuid;
 use crate::helpers::TestApp;
 use crate::support::http::{ok_json, problem, send};
 
+/// A query string's pairs.
+type Query = Vec<(&'static str, String)>;
+
 /// A service with task kinds, a frontend's key and an auditor's key.
 struct Audit {
     app: TestApp,
@@ -161,7 +164,7 @@ async fn a_task_reads_as_it_was_at_each_point_of_its_life() {
 
     let before = instant(&events[0]) - TimeDelta::microseconds(1);
     let unknown = format!("/v1/tasks/{}", Uuid::new_v4());
-    let refusals: [(&str, Vec<(&str, String)>, StatusCode, &[&str]); 7] = [
+    let refusals: [(&str, Query, StatusCode, &[&str]); 7] = [
         // Before the task existed, and past its stream.
         (
             &path,

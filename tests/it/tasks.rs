@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::support;
-use crate::support::http::{item_fields, ok_json, send, send_text};
+use crate::support::http::{item_fields, ok_json, send};
 use crate::support::poll::eventually;
 
 /// A client with a key for frontends (`tasks:read`, `tasks:write`).
@@ -62,6 +62,11 @@ impl Frontend {
 
     async fn get(&self, path: &str) -> Response {
         send(self.app.get(&self.key, path)).await
+    }
+
+    /// GET `path` asking for CSV.
+    async fn csv(&self, path: &str) -> Response {
+        send(self.app.get(&self.key, path).header("accept", "text/csv")).await
     }
 
     async fn get_json(&self, path: &str) -> Value {
@@ -559,13 +564,7 @@ async fn list_filters_pages_and_exports_csv() {
     assert_eq!(after.len(), 12, "tasks 11 to 22");
 
     // CSV: every matching task, in the same order, with quoting intact.
-    let response = send(
-        frontend
-            .app
-            .get(&frontend.key, "/v1/tasks?kind=echo")
-            .header("accept", "text/csv"),
-    )
-    .await;
+    let response = frontend.csv("/v1/tasks?kind=echo").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -590,13 +589,12 @@ async fn list_filters_pages_and_exports_csv() {
         assert_eq!(params, task["params"]);
     }
     // A CSV export honours limit.
-    let limited = send_text(
-        frontend
-            .app
-            .get(&frontend.key, "/v1/tasks?limit=3")
-            .header("accept", "text/csv"),
-    )
-    .await;
+    let limited = frontend
+        .csv("/v1/tasks?limit=3")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert_eq!(limited.lines().count(), 4, "{limited}");
 
     for (query, needle) in [

@@ -6,13 +6,15 @@
 use chrono::{DateTime, Duration as TimeDelta, SubsecRound, Utc};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
-use taskledger::commands::execute;
 use taskledger_events::apikey::Scope;
-use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId, Tasks};
-use taskledger_events::Metadata;
+use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support::http::{ok_json, problem, send};
+
+/// A query string's pairs.
+type Query = Vec<(&'static str, String)>;
 
 /// A service with task kinds, a frontend's key and an auditor's key.
 struct Audit {
@@ -35,34 +37,20 @@ impl Audit {
 
     /// Submits an echo task; its id.
     async fn submit(&self, message: &str) -> TaskId {
-        let response = self
+        let (status, task) = self
             .app
-            .http
-            .post(self.app.url("/v1/tasks"))
-            .bearer_auth(&self.frontend)
-            .json(&json!({"kind": "echo", "params": {"message": message}, "frontend_id": "audit"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        let task: Value = response.json().await.unwrap();
+            .submit(
+                &self.frontend,
+                json!({"kind": "echo", "params": {"message": message}, "frontend_id": "audit"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
         TaskId(Uuid::parse_str(task["id"].as_str().unwrap()).unwrap())
     }
 
     /// A worker command, as the runner issues it (in-process).
     async fn worker(&self, task_id: TaskId, command: TaskCommand) {
-        execute::<Tasks>(
-            &self.app.store(),
-            &task_id.stream_id(),
-            command,
-            Uuid::new_v4(),
-            Metadata {
-                actor: Some("worker-1".into()),
-                ..Metadata::default()
-            },
-        )
-        .await
-        .unwrap();
+        self.app.as_worker(task_id, command).await;
     }
 
     /// Submits a task and runs it to success: three events.
@@ -97,37 +85,24 @@ impl Audit {
     }
 
     async fn get(&self, key: &str, path: &str, query: &[(&str, String)]) -> Response {
-        self.app
-            .http
-            .get(self.app.url(path))
-            .query(query)
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
+        send(self.app.get(key, path).query(query)).await
+    }
+
+    /// Expects the auditor's GET of `path` with `query` to be refused with a
+    /// problem of `status` whose detail holds every one of `needles`.
+    async fn refused(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        status: StatusCode,
+        needles: &[&str],
+    ) {
+        problem(self.get(&self.auditor, path, query).await, status, needles).await;
     }
 
     async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Value {
         let response = self.get(&self.auditor, path, query).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{path} {query:?}: {body}");
-        body
-    }
-}
-
-/// Expects a problem with `status` whose detail holds every one of
-/// `needles`.
-async fn problem(response: Response, status: StatusCode, needles: &[&str]) {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    let detail = body["detail"].as_str().unwrap();
-    for needle in needles {
-        assert!(detail.contains(needle), "expected {needle:?} in {body}");
+        ok_json(response, &format!("{path} {query:?}")).await
     }
 }
 
@@ -187,81 +162,63 @@ async fn a_task_reads_as_it_was_at_each_point_of_its_life() {
         .await;
     assert_eq!(folded, now);
 
-    // Before the task existed, and past its stream.
     let before = instant(&events[0]) - TimeDelta::microseconds(1);
-    problem(
-        audit
-            .get(&audit.auditor, &path, &[("as_of", before.to_rfc3339())])
-            .await,
-        StatusCode::NOT_FOUND,
-        &["did not exist yet"],
-    )
-    .await;
-    problem(
-        audit
-            .get(&audit.auditor, &path, &[("at_version", "0".to_owned())])
-            .await,
-        StatusCode::NOT_FOUND,
-        &["did not exist yet", "version 0"],
-    )
-    .await;
-    problem(
-        audit
-            .get(&audit.auditor, &path, &[("at_version", "4".to_owned())])
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &["version 4 is beyond", "at version 3"],
-    )
-    .await;
     let unknown = format!("/v1/tasks/{}", Uuid::new_v4());
-    problem(
-        audit
-            .get(&audit.auditor, &unknown, &[("at_version", "1".to_owned())])
-            .await,
-        StatusCode::NOT_FOUND,
-        &["does not exist"],
-    )
-    .await;
-
-    // One point in time at most.
-    problem(
-        audit
-            .get(
-                &audit.auditor,
-                &path,
-                &[
-                    ("as_of", Utc::now().to_rfc3339()),
-                    ("at_version", "1".to_owned()),
-                ],
-            )
-            .await,
-        StatusCode::BAD_REQUEST,
-        &["as_of", "at_version"],
-    )
-    .await;
-    problem(
-        audit
-            .get(
-                &audit.auditor,
-                &path,
-                &[
-                    ("at_version", "1".to_owned()),
-                    ("min_version", "1".to_owned()),
-                ],
-            )
-            .await,
-        StatusCode::BAD_REQUEST,
-        &["at_version", "min_version"],
-    )
-    .await;
-    problem(
-        audit
-            .get(&audit.auditor, &path, &[("as_of", "yesterday".to_owned())])
-            .await,
-        StatusCode::BAD_REQUEST,
-        &["RFC 3339"],
-    )
-    .await;
+    let refusals: [(&str, Query, StatusCode, &[&str]); 7] = [
+        // Before the task existed, and past its stream.
+        (
+            &path,
+            vec![("as_of", before.to_rfc3339())],
+            StatusCode::NOT_FOUND,
+            &["did not exist yet"],
+        ),
+        (
+            &path,
+            vec![("at_version", "0".to_owned())],
+            StatusCode::NOT_FOUND,
+            &["did not exist yet", "version 0"],
+        ),
+        (
+            &path,
+            vec![("at_version", "4".to_owned())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &["version 4 is beyond", "at version 3"],
+        ),
+        (
+            &unknown,
+            vec![("at_version", "1".to_owned())],
+            StatusCode::NOT_FOUND,
+            &["does not exist"],
+        ),
+        // One point in time at most.
+        (
+            &path,
+            vec![
+                ("as_of", Utc::now().to_rfc3339()),
+                ("at_version", "1".to_owned()),
+            ],
+            StatusCode::BAD_REQUEST,
+            &["as_of", "at_version"],
+        ),
+        (
+            &path,
+            vec![
+                ("at_version", "1".to_owned()),
+                ("min_version", "1".to_owned()),
+            ],
+            StatusCode::BAD_REQUEST,
+            &["at_version", "min_version"],
+        ),
+        (
+            &path,
+            vec![("as_of", "yesterday".to_owned())],
+            StatusCode::BAD_REQUEST,
+            &["RFC 3339"],
+        ),
+    ];
+    for (path, query, status, needles) in refusals {
+        audit.refused(path, &query, status, needles).await;
+    }
     audit.app.finish().await;
 }
 
@@ -335,14 +292,14 @@ async fn any_stream_pages_as_stored() {
             .await;
         assert_eq!(response.status(), status, "{stream}");
     }
-    problem(
-        audit
-            .get(&audit.auditor, &path, &[("limit", "1001".to_owned())])
-            .await,
-        StatusCode::BAD_REQUEST,
-        &["limit"],
-    )
-    .await;
+    audit
+        .refused(
+            &path,
+            &[("limit", "1001".to_owned())],
+            StatusCode::BAD_REQUEST,
+            &["limit"],
+        )
+        .await;
     // A frontend's key reads tasks, not the log.
     let forbidden = audit.get(&audit.frontend, &path, &[]).await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
@@ -425,19 +382,14 @@ async fn verify_finds_the_exact_row_altered_in_the_database() {
     assert_eq!(after["to"], head);
 
     // Ranges one request does not take.
-    let wide = audit
-        .get(
-            &audit.auditor,
+    audit
+        .refused(
             "/v1/audit/verify",
             &[("from", "1".into()), ("to", "100001".into())],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &["100001 events", "taskledger replay verify"],
         )
         .await;
-    problem(
-        wide,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &["100001 events", "taskledger replay verify"],
-    )
-    .await;
     for (query, needle) in [
         (
             vec![("from", "4".to_owned()), ("to", "3".to_owned())],
@@ -446,8 +398,14 @@ async fn verify_finds_the_exact_row_altered_in_the_database() {
         (vec![("to", (head + 1).to_string())], "beyond the log"),
         (vec![("from", "0".to_owned())], "at least 1"),
     ] {
-        let response = audit.get(&audit.auditor, "/v1/audit/verify", &query).await;
-        problem(response, StatusCode::UNPROCESSABLE_ENTITY, &[needle]).await;
+        audit
+            .refused(
+                "/v1/audit/verify",
+                &query,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &[needle],
+            )
+            .await;
     }
     let forbidden = audit.get(&audit.frontend, "/v1/audit/verify", &[]).await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);

@@ -1,12 +1,16 @@
 //! Devices over real HTTP: the provider's MO webhook (signed with the test
 //! key, verified, deduplicated) and queueing MT messages.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use taskledger_events::apikey::Scope;
-use taskledger_events::{Direction, EventStore};
+use taskledger_events::{Direction, EventStore, RecordedEvent};
 
 use crate::helpers::{TestApp, KINDS};
 use crate::rockblock::{mo_form_body, mo_json_body, sign_mo, sign_mo_with, MoFields, IMEI};
+use crate::support::http::{send, send_text};
+use crate::support::poll::eventually;
 
 fn config(verify: bool) -> String {
     let key = concat!(
@@ -19,13 +23,33 @@ fn config(verify: bool) -> String {
 }
 
 async fn webhook(app: &TestApp, content_type: &str, body: String) -> reqwest::Response {
-    app.http
-        .post(app.url("/v1/rockblock/mo"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
+    send(
+        app.http
+            .post(app.url("/v1/rockblock/mo"))
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await
+}
+
+/// The events of the device [`IMEI`]'s stream, oldest first.
+async fn device_events(app: &TestApp) -> Vec<RecordedEvent> {
+    let stream = taskledger_events::device::Imei::new(IMEI)
+        .unwrap()
+        .stream_id();
+    app.store()
+        .read_stream(&stream, 1, Direction::Forward, 1000)
         .await
         .unwrap()
+}
+
+/// `POST /v1/devices/{imei}/messages` with `body`, as `key`.
+async fn queue_message(app: &TestApp, key: &str, imei: &str, body: Value) -> reqwest::Response {
+    send(
+        app.post(key, &format!("/v1/devices/{imei}/messages"))
+            .json(&body),
+    )
+    .await
 }
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -52,14 +76,7 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
     .await;
     assert_eq!(response.status(), 200);
 
-    let stream = taskledger_events::device::Imei::new(IMEI)
-        .unwrap()
-        .stream_id();
-    let events = app
-        .store()
-        .read_stream(&stream, 1, Direction::Forward, 100)
-        .await
-        .unwrap();
+    let events = device_events(&app).await;
     assert_eq!(events.len(), 2, "one event per (momsn, transmit_time)");
     assert_eq!(events[0].event_type, "DeviceMessageReceived");
     assert_eq!(
@@ -116,11 +133,7 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
     }
     let wrong_type = webhook(&app, "text/plain", "imei=1".into()).await;
     assert_eq!(wrong_type.status(), 415);
-    let after = app
-        .store()
-        .read_stream(&stream, 1, Direction::Forward, 100)
-        .await
-        .unwrap();
+    let after = device_events(&app).await;
     assert_eq!(after.len(), 2, "a refused webhook stored something");
     app.finish().await;
 }
@@ -138,14 +151,7 @@ async fn without_verification_unsigned_webhooks_are_accepted() {
 async fn messages_for_devices_are_queued_and_checked() {
     let app = TestApp::spawn_with_config(&config(true), |_| {}).await;
     let key = app.key(&[Scope::DevicesWrite]).await;
-    let send = |imei: &str, body: Value| {
-        let request = app
-            .http
-            .post(app.url(&format!("/v1/devices/{imei}/messages")))
-            .bearer_auth(&key)
-            .json(&body);
-        async move { request.send().await.unwrap() }
-    };
+    let send = |imei: &'static str, body: Value| queue_message(&app, &key, imei, body);
     let queued = send(IMEI, json!({"text": "hi there"})).await;
     assert_eq!(queued.status(), 202);
     let queued: Value = queued.json().await.unwrap();
@@ -164,14 +170,7 @@ async fn messages_for_devices_are_queued_and_checked() {
         let response = send(imei, body.clone()).await;
         assert_eq!(response.status().as_u16(), status, "{imei} {body}");
     }
-    let stream = taskledger_events::device::Imei::new(IMEI)
-        .unwrap()
-        .stream_id();
-    let events = app
-        .store()
-        .read_stream(&stream, 1, Direction::Forward, 100)
-        .await
-        .unwrap();
+    let events = device_events(&app).await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].data["payload_hex"], "000102ff");
     assert_eq!(events[1].data["flush"], true);
@@ -194,8 +193,7 @@ async fn message_row(
 ) -> (String, i32, Option<i64>, Option<i32>, Option<String>) {
     let client = app.database.client().await;
     let id = uuid::Uuid::parse_str(message_id).unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), Duration::from_millis(50), || async {
         if let Some(row) = client
             .query_opt(
                 "SELECT status, attempts, mt_id, error_code, error_text FROM device_messages WHERE message_id = $1",
@@ -206,15 +204,12 @@ async fn message_row(
         {
             let status: String = row.get(0);
             if check(&status) {
-                return (status, row.get(1), row.get(2), row.get(3), row.get(4));
+                return Ok((status, row.get(1), row.get(2), row.get(3), row.get(4)));
             }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "message {message_id} did not settle"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        Err(format!("message {message_id} did not settle"))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,14 +223,10 @@ async fn the_gateway_sends_retries_and_gives_up_like_the_provider_says() {
     })
     .await;
     let key = app.key(&[Scope::DevicesWrite]).await;
-    let send = |imei: &str, text: &str| {
-        let request = app
-            .http
-            .post(app.url(&format!("/v1/devices/{imei}/messages")))
-            .bearer_auth(&key)
-            .json(&json!({ "text": text }));
+    let send = |imei: &'static str, text: &'static str| {
+        let response = queue_message(&app, &key, imei, json!({ "text": text }));
         async move {
-            let response = request.send().await.unwrap();
+            let response = response.await;
             assert_eq!(response.status(), 202);
             let body: Value = response.json().await.unwrap();
             body["message_id"].as_str().unwrap().to_owned()
@@ -275,14 +266,7 @@ async fn the_gateway_sends_retries_and_gives_up_like_the_provider_says() {
     assert_eq!((status.as_str(), attempts, code), ("failed", 3, None));
 
     // The log holds one attempt record per provider call.
-    let stream = taskledger_events::device::Imei::new(IMEI)
-        .unwrap()
-        .stream_id();
-    let events = app
-        .store()
-        .read_stream(&stream, 1, Direction::Forward, 1000)
-        .await
-        .unwrap();
+    let events = device_events(&app).await;
     let attempts = events
         .iter()
         .filter(|event| event.event_type == "DeviceMessageSendAttempted")
@@ -315,35 +299,25 @@ async fn devices_and_their_messages_are_listed_paged_and_exported() {
             200
         );
     }
-    let queued = app
-        .http
-        .post(app.url(&format!("/v1/devices/{IMEI}/messages")))
-        .bearer_auth(&writer)
-        .json(&json!({"text": "=cmd"}))
-        .send()
-        .await
-        .unwrap();
+    let queued = queue_message(&app, &writer, IMEI, json!({"text": "=cmd"})).await;
     assert_eq!(queued.status(), 202);
-    let get = |path: String| {
-        let request = app.http.get(app.url(&path)).bearer_auth(&reader);
-        async move { request.send().await.unwrap() }
-    };
+    let get = |path: String| send(app.get(&reader, &path));
     // The projection catches up.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let device: Value = loop {
-        let response = get(format!("/v1/devices/{IMEI}")).await;
-        if response.status() == 200 {
-            let device: Value = response.json().await.unwrap();
-            if device["received_count"] == 3 && device["queued_count"] == 1 {
-                break device;
+    let device = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let response = get(format!("/v1/devices/{IMEI}")).await;
+            if response.status() == 200 {
+                let device: Value = response.json().await.unwrap();
+                if device["received_count"] == 3 && device["queued_count"] == 1 {
+                    return Ok(device);
+                }
             }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the devices projection did not catch up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+            Err("the devices projection did not catch up".to_owned())
+        },
+    )
+    .await;
     assert_eq!(device["last_latitude"], 52.3867);
     let list: Value = get("/v1/devices".into()).await.json().await.unwrap();
     assert_eq!(list["items"][0]["imei"], IMEI);
@@ -372,17 +346,11 @@ async fn devices_and_their_messages_are_listed_paged_and_exported() {
     assert_eq!(outbound["items"][0]["status"], "queued");
     assert_eq!(outbound["items"][0]["payload_base64"], "PWNtZA==");
 
-    let csv = app
-        .http
-        .get(app.url(&format!("/v1/devices/{IMEI}/messages")))
-        .bearer_auth(&reader)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = send_text(
+        app.get(&reader, &format!("/v1/devices/{IMEI}/messages"))
+            .header("accept", "text/csv"),
+    )
+    .await;
     assert_eq!(csv.lines().count(), 5, "{csv}");
     assert!(csv.starts_with("message_id,imei,direction"));
     for (path, status) in [
@@ -414,14 +382,7 @@ async fn concurrent_webhooks_of_one_device_all_land_once() {
     for response in futures::future::join_all(deliveries).await {
         assert_eq!(response.status(), 200);
     }
-    let stream = taskledger_events::device::Imei::new(IMEI)
-        .unwrap()
-        .stream_id();
-    let events = app
-        .store()
-        .read_stream(&stream, 1, Direction::Forward, 1000)
-        .await
-        .unwrap();
+    let events = device_events(&app).await;
     assert_eq!(events.len(), 20, "one event per message");
     let momsns: std::collections::BTreeSet<u64> = events
         .iter()

@@ -8,16 +8,14 @@ use taskledger_events::apikey::Scope;
 use taskledger_events::EventStore;
 
 use crate::helpers::TestApp;
+use crate::support::http::{send, send_json};
 
 async fn submit(app: &TestApp, key: &str, message: &str) {
-    let response = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(key)
-        .json(&json!({"kind": "echo", "params": {"message": message}, "frontend_id": "feed"}))
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        app.post(key, "/v1/tasks")
+            .json(&json!({"kind": "echo", "params": {"message": message}, "frontend_id": "feed"})),
+    )
+    .await;
     assert_eq!(response.status(), 201);
 }
 
@@ -80,16 +78,8 @@ async fn the_global_order_pages_and_streams_with_sequence_and_hash() {
     let mut seen = Vec::new();
     let mut after = 0;
     loop {
-        let page: Value = app
-            .http
-            .get(app.url(&format!("/v1/events?after={after}&limit=3")))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            send_json(app.get(&auditor, &format!("/v1/events?after={after}&limit=3"))).await;
         let items = page["items"].as_array().unwrap();
         seen.extend(items.iter().cloned());
         match page["next_cursor"].as_str() {
@@ -106,13 +96,7 @@ async fn the_global_order_pages_and_streams_with_sequence_and_hash() {
     }
 
     // The live stream: from sequence 2, then a new event as it happens.
-    let response = app
-        .http
-        .get(app.url("/v1/events/stream?after=2"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap();
+    let response = send(app.get(&auditor, "/v1/events/stream?after=2")).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -134,24 +118,15 @@ async fn the_global_order_pages_and_streams_with_sequence_and_hash() {
     assert_eq!((id, event_type.as_str()), (head + 1, "TaskSubmitted"));
 
     // Resuming with Last-Event-ID starts right after it.
-    let response = app
-        .http
-        .get(app.url("/v1/events/stream"))
-        .bearer_auth(&auditor)
-        .header("last-event-id", head.to_string())
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        app.get(&auditor, "/v1/events/stream")
+            .header("last-event-id", head.to_string()),
+    )
+    .await;
     let (id, _, _) = SseReader::new(response).next_event().await;
     assert_eq!(id, head + 1);
 
-    let bad = app
-        .http
-        .get(app.url("/v1/events?limit=0"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap();
+    let bad = send(app.get(&auditor, "/v1/events?limit=0")).await;
     assert_eq!(bad.status(), 400);
     app.finish().await;
 }
@@ -259,16 +234,7 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
         .unwrap()
         .stream_id;
     let task_id = task_stream.trim_start_matches("task-");
-    let view: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{task_id}/ledger")))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = send_json(app.get(&writer, &format!("/v1/tasks/{task_id}/ledger"))).await;
     let mine = view["items"]
         .as_array()
         .unwrap()
@@ -303,13 +269,7 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
     assert_eq!(after["head"], head, "{after}");
     assert_eq!(after["pending"], 0, "{after}");
     assert_eq!(after["in_sync"], true, "{after}");
-    let bad_name = app
-        .http
-        .get(app.url("/v1/ledgers/Chain%20A/status"))
-        .bearer_auth(&ledger)
-        .send()
-        .await
-        .unwrap();
+    let bad_name = send(app.get(&ledger, "/v1/ledgers/Chain%20A/status")).await;
     assert_eq!(bad_name.status(), 400);
     app.finish().await;
 }

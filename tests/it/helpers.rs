@@ -1,23 +1,29 @@
-//! Starting the service on a fresh database for a test.
+//! Starting the service on a fresh database for a test, and the requests
+//! and waits a test makes of it.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use reqwest::StatusCode;
+use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 use taskledger::commands::execute;
-use taskledger::config::settings::Settings;
+use taskledger::config::settings::{Role, Settings};
 use taskledger::service::shutdown::{self, ShutdownTrigger};
 use taskledger::service::startup::Application;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{TaskCommand, TaskId, Tasks};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+use crate::support::http::{send, send_text};
+use crate::support::poll::eventually;
 
 /// Task kinds for tests: `echo` (a required and an optional parameter) and
 /// a URL-analysis kind with defaults.
@@ -37,6 +43,16 @@ required_params = ["url"]
 defaults = { useragent = "winxpie60" }
 timeout_seconds = 600
 max_attempts = 3
+"#;
+
+/// A kind run by the local executor (no Docker): `sh -c {script}`.
+pub(crate) const LOCAL_SH: &str = r#"
+[kinds.local-sh]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 30
 "#;
 
 /// Creates an API key with `scopes` through the aggregate (the projection
@@ -67,6 +83,9 @@ pub(crate) async fn create_key(
     .unwrap();
     (key_id, secret)
 }
+
+/// The statuses a task never leaves.
+const FINAL_STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "canceled"];
 
 /// A running service and its database.
 pub(crate) struct TestApp {
@@ -106,6 +125,23 @@ impl TestApp {
         Self::spawn_with_config(KINDS, adjust).await
     }
 
+    /// A service with every role and no broker (jobs pass in process to its
+    /// runner), configured with `config`, keeping its files in `data_dir`.
+    pub(crate) async fn spawn_in_process(
+        config: &str,
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let data_dir = data_dir.to_owned();
+        Self::spawn_with_config(config, move |settings| {
+            settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
+            settings.amqp_url = None;
+            settings.data_dir = data_dir;
+            adjust(settings);
+        })
+        .await
+    }
+
     /// A service whose configuration file holds `config`.
     pub(crate) async fn spawn_with_config(
         config: &str,
@@ -120,20 +156,13 @@ impl TestApp {
         .await
     }
 
-    /// A store on the service's database (a second appender, as another
-    /// process would have).
     /// The service's `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
-        self.http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        send_text(self.http.get(self.url("/metrics"))).await
     }
 
+    /// A store on the service's database (a second appender, as another
+    /// process would have).
     pub(crate) fn store(&self) -> PgEventStore {
         PgEventStore::connect(&self.database.url, StoreOptions::default()).unwrap()
     }
@@ -142,24 +171,52 @@ impl TestApp {
     pub(crate) async fn key(&self, scopes: &[Scope]) -> String {
         let (_, secret) = create_key(&self.store(), scopes, random_bytes()).await;
         let client = self.database.client().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let known = client
-                .query_opt(
-                    "SELECT 1 FROM api_keys WHERE key_hash = $1",
-                    &[&hash_secret(&secret)],
-                )
-                .await
-                .unwrap();
-            if known.is_some() {
-                return secret;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the api_keys projection did not show a new key within 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let hash = hash_secret(&secret);
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || async {
+                client
+                    .query_opt("SELECT 1 FROM api_keys WHERE key_hash = $1", &[&hash])
+                    .await
+                    .unwrap()
+                    .map(drop)
+                    .ok_or_else(|| {
+                        "the api_keys projection did not show a new key within 10 s".to_owned()
+                    })
+            },
+        )
+        .await;
+        secret
+    }
+
+    /// Executes a worker's `command` on the task (as the runner `worker-1`
+    /// does, in-process); the task's stream version after it. Panics if it
+    /// is refused.
+    pub(crate) async fn as_worker(&self, task_id: TaskId, command: TaskCommand) -> u64 {
+        execute::<Tasks>(
+            &self.store(),
+            &task_id.stream_id(),
+            command,
+            Uuid::new_v4(),
+            Metadata {
+                actor: Some("worker-1".into()),
+                ..Metadata::default()
+            },
+        )
+        .await
+        .unwrap()
+        .stream_version
+    }
+
+    /// A GET of `path` with `key`, to be sent.
+    pub(crate) fn get(&self, key: &str, path: &str) -> RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(key)
+    }
+
+    /// A POST to `path` with `key`, to be sent.
+    pub(crate) fn post(&self, key: &str, path: &str) -> RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(key)
     }
 
     /// A GET of `path` (with `key`, if given): the status and the JSON body
@@ -169,38 +226,65 @@ impl TestApp {
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        let response = request.send().await.unwrap();
+        let response = send(request).await;
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// `POST /v1/tasks` with `body`: the status and the JSON answer.
     pub(crate) async fn submit(&self, key: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/v1/tasks"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = send(self.post(key, "/v1/tasks").json(&body)).await;
         let status = response.status();
         (status, response.json().await.unwrap())
     }
 
     /// The task `id` once it is final (within 60 s).
     pub(crate) async fn finished(&self, key: &str, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, task) = self.read(Some(key), &format!("/v1/tasks/{id}")).await;
-            if ["succeeded", "failed", "timed_out", "canceled"]
-                .contains(&task["status"].as_str().unwrap_or(""))
-            {
-                return task;
+        self.wait_for_task(key, id, Duration::from_secs(60), |task| {
+            FINAL_STATUSES.contains(&task["status"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
+    /// The task `id` once it has `status` (within `within`); panics at once
+    /// if it ends with another.
+    pub(crate) async fn task_with_status(
+        &self,
+        key: &str,
+        id: &str,
+        status: &str,
+        within: Duration,
+    ) -> Value {
+        self.wait_for_task(key, id, within, |task| {
+            assert!(
+                task["status"] == status
+                    || !FINAL_STATUSES.contains(&task["status"].as_str().unwrap_or("")),
+                "{task}"
+            );
+            task["status"] == status
+        })
+        .await
+    }
+
+    /// The task `id` once `done` holds for its JSON (polled every 50 ms for
+    /// `within`).
+    async fn wait_for_task(
+        &self,
+        key: &str,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/v1/tasks/{id}");
+        eventually(within, Duration::from_millis(50), || async {
+            let (_, task) = self.read(Some(key), &path).await;
+            if done(&task) {
+                Ok(task)
+            } else {
+                Err(task.to_string())
             }
-            assert!(tokio::time::Instant::now() < deadline, "{task}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -229,28 +313,29 @@ impl TestApp {
 /// first.
 pub(crate) async fn wait_until_ready(child: &mut std::process::Child, port: u16, seconds: u64) {
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await;
-        if matches!(&ready, Ok(response) if response.status() == 200) {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            if let Some(pipe) = child.stderr.as_mut() {
-                std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    // Shared by every attempt; no attempt holds it across an await.
+    let child = std::cell::RefCell::new(child);
+    eventually(
+        Duration::from_secs(seconds),
+        Duration::from_millis(100),
+        || async {
+            let ready = http.get(&url).send().await;
+            if matches!(&ready, Ok(response) if response.status() == 200) {
+                return Ok(());
             }
-            panic!("serve exited with {status} before it was ready: {stderr}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "serve was not ready within {seconds} s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            let mut child = child.borrow_mut();
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(pipe) = child.stderr.as_mut() {
+                    std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+                }
+                panic!("serve exited with {status} before it was ready: {stderr}");
+            }
+            Err(format!("serve was not ready within {seconds} s"))
+        },
+    )
+    .await;
 }
 
 /// 32 random bytes (for a key's secret).

@@ -1,43 +1,26 @@
 //! `taskledger keys`: the real binary against a real database.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use taskledger_events::apikey::hash_secret;
 use taskledger_events::testing::TestDatabase;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{stderr, stdout, taskledger};
 
+/// `taskledger keys args…` against `database`.
 fn keys(database: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .arg("keys")
-        .args(args)
-        .env("DATABASE_URL", &database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap()
+    taskledger(&database.url, &[&["keys"], args].concat())
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// `taskledger keys create --name name --scopes scopes` against `database`.
+fn create(database: &TestDatabase, name: &str, scopes: &str) -> Output {
+    keys(database, &["create", "--name", name, "--scopes", scopes])
 }
 
 #[tokio::test]
 async fn create_list_and_revoke_keys_storing_only_hashes() {
     let database = TestDatabase::create().await;
-    let created = keys(
-        &database,
-        &[
-            "create",
-            "--name",
-            "frontend-a",
-            "--scopes",
-            "tasks:write,tasks:read",
-        ],
-    );
+    let created = create(&database, "frontend-a", "tasks:write,tasks:read");
     assert!(created.status.success(), "{}", stderr(&created));
     let out = stdout(&created);
     let secret = out.lines().last().unwrap().to_owned();
@@ -94,16 +77,7 @@ async fn create_list_and_revoke_keys_storing_only_hashes() {
 #[tokio::test]
 async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
     let database = TestDatabase::create().await;
-    let bad_scope = keys(
-        &database,
-        &[
-            "create",
-            "--name",
-            "x",
-            "--scopes",
-            "tasks:write,tasks:delete",
-        ],
-    );
+    let bad_scope = create(&database, "x", "tasks:write,tasks:delete");
     assert!(!bad_scope.status.success());
     assert!(
         stderr(&bad_scope).contains("unknown scope \"tasks:delete\""),
@@ -115,7 +89,7 @@ async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
         "lists the valid scopes: {}",
         stderr(&bad_scope)
     );
-    let empty_name = keys(&database, &["create", "--name", "", "--scopes", "admin"]);
+    let empty_name = create(&database, "", "admin");
     assert!(!empty_name.status.success());
     let unknown = keys(&database, &["revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(!unknown.status.success());

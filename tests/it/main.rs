@@ -17,4 +17,5 @@ mod replay;
 mod rockblock;
 mod routes;
 mod running;
+mod support;
 mod tasks;

@@ -12,8 +12,9 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support::cli::taskledger_ok;
+use crate::support::http::send;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify-chain.py");
 
 /// Runs the script with `args` (and `stdin`, if any).
@@ -135,15 +136,12 @@ async fn fill(app: &TestApp) {
         let body = format!(
             r#"{{"kind":"echo","params":{{"message":{message},"color":{color}}},"frontend_id":"mirror"}}"#
         );
-        let response = app
-            .http
-            .post(app.url("/v1/tasks"))
-            .bearer_auth(&writer)
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = send(
+            app.post(&writer, "/v1/tasks")
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
         assert_eq!(response.status(), 201, "{body}");
     }
 
@@ -177,15 +175,10 @@ async fn stored_head(app: &TestApp) -> (u64, String) {
 
 /// `taskledger replay export` with `args`, as written (ndjson).
 fn export(app: &TestApp, args: &[&str]) -> String {
-    let output = std::process::Command::new(BINARY)
-        .args(["replay", "export", "--format", "ndjson"])
-        .args(args)
-        .env("DATABASE_URL", &app.database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    taskledger_ok(
+        &app.database.url,
+        &[&["replay", "export", "--format", "ndjson"], args].concat(),
+    )
 }
 
 /// The hash of the event at `position` in an export's lines.
@@ -240,26 +233,18 @@ async fn a_mirror_verifies_the_export_and_the_feed_without_taskledger() {
     );
     let exported_tail = export(&app, &["--from", "1001"]);
     let previous = hash_at(&lines, 1000);
-    let file_tail = verify_chain(
-        &["--expect-previous", &previous],
-        Some(exported_tail.as_bytes()),
-    )
-    .await;
-    assert_eq!(
-        stdout(&file_tail),
-        format!("OK: {} events, {tail}", head - 1000),
-        "{file_tail:?}"
-    );
-    let file_tail_from_service = verify_chain(
-        &["--url", &base, "--key", &auditor, "-"],
-        Some(exported_tail.as_bytes()),
-    )
-    .await;
-    assert_eq!(
-        stdout(&file_tail_from_service),
-        format!("OK: {} events, {tail}", head - 1000),
-        "{file_tail_from_service:?}"
-    );
+    // The hash before the tail given, or asked of the service.
+    for args in [
+        vec!["--expect-previous", &previous],
+        vec!["--url", &base, "--key", &auditor, "-"],
+    ] {
+        let file_tail = verify_chain(&args, Some(exported_tail.as_bytes())).await;
+        assert_eq!(
+            stdout(&file_tail),
+            format!("OK: {} events, {tail}", head - 1000),
+            "{args:?}: {file_tail:?}"
+        );
+    }
     // Without the hash before it, a range after 1 cannot be checked.
     let unanchored = verify_chain(&[], Some(exported_tail.as_bytes())).await;
     assert_eq!(unanchored.status.code(), Some(2), "{unanchored:?}");

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use taskledger::config::settings::Role;
 use taskledger::http;
 use taskledger_events::apikey::Scope;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support::http::{send, send_json, send_text};
+use crate::support::poll::eventually;
 
 /// A kind a runner in the test process runs as a local child process: it
 /// prints a line (`stdout.log`) and writes its result (`result.json`). It
@@ -77,22 +78,17 @@ fn scratch(name: &str) -> PathBuf {
     directory
 }
 
-/// What a program printed (standard output and error, interleaved) and
-/// whether it succeeded.
-struct Ran {
-    success: bool,
-    output: String,
-}
-
 /// Runs `program` in `directory` for at most `limit` (then kills it and
-/// fails the test, showing what it printed so far).
+/// fails the test, showing what it printed so far); what it printed. It
+/// must succeed: otherwise the test fails with `refusal` and the output.
 async fn run(
     program: &Path,
     args: &[&str],
     directory: &Path,
     environment: &[(&str, &str)],
     limit: Duration,
-) -> Ran {
+    refusal: &str,
+) -> String {
     let name = program.file_name().unwrap().to_string_lossy().into_owned();
     let log_path = directory.join(format!("{name}-{}.log", Uuid::new_v4().simple()));
     let log = std::fs::File::create(&log_path).unwrap();
@@ -116,10 +112,10 @@ async fn run(
     }
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     match status {
-        Ok(status) => Ran {
-            success: status.unwrap().success(),
-            output,
-        },
+        Ok(status) => {
+            assert!(status.unwrap().success(), "{refusal}:\n{output}");
+            output
+        }
         Err(_) => panic!(
             "{name} {} ran longer than {} s and was stopped; it printed:\n{output}",
             args.join(" "),
@@ -222,12 +218,7 @@ fn the_document_keeps_its_promises() {
 async fn the_served_document_passes_openapi_spec_validator() {
     let tools = pytools();
     let app = TestApp::spawn().await;
-    let response = app
-        .http
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = send(app.http.get(app.url("/v1/openapi.json"))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let text = response.text().await.unwrap();
@@ -237,20 +228,16 @@ async fn the_served_document_passes_openapi_spec_validator() {
 
     let directory = scratch("validator");
     std::fs::write(directory.join("openapi.json"), &text).unwrap();
-    let ran = run(
+    let output = run(
         &tools.join("openapi-spec-validator"),
         &["openapi.json"],
         &directory,
         &[],
         Duration::from_secs(60),
+        "openapi-spec-validator refuses /v1/openapi.json",
     )
     .await;
-    assert!(
-        ran.success,
-        "openapi-spec-validator refuses /v1/openapi.json:\n{}",
-        ran.output
-    );
-    assert!(ran.output.contains("OK"), "{}", ran.output);
+    assert!(output.contains("OK"), "{output}");
     app.finish().await;
     let _ = std::fs::remove_dir_all(&directory);
 }
@@ -258,52 +245,34 @@ async fn the_served_document_passes_openapi_spec_validator() {
 /// The service with a runner of [`CONFIG`]'s kind in this process (jobs
 /// pass in-process; no broker, no Docker).
 async fn spawn_with_runner(data_dir: &Path) -> TestApp {
-    let data_dir = data_dir.to_owned();
-    TestApp::spawn_with_config(CONFIG, move |settings| {
-        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
-        settings.amqp_url = None;
-        settings.data_dir = data_dir;
-    })
-    .await
+    TestApp::spawn_in_process(CONFIG, data_dir, |_| {}).await
 }
 
 /// Submits a task of kind `ok` and waits until it succeeded; its id.
 async fn succeeded_task(app: &TestApp, key: &str) -> String {
-    let created = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(key)
-        .json(&json!({"kind": "ok", "frontend_id": "seed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let task: Value = app
-            .http
-            .get(app.url(&format!("/v1/tasks/{id}?min_version=1")))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if task["status"] == "succeeded" {
-            return id;
-        }
-        assert!(
-            ["queued", "running"].contains(&task["status"].as_str().unwrap()),
-            "{task}"
-        );
-        assert!(Instant::now() < deadline, "not done within 30 s: {task}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (status, created) = app
+        .submit(key, json!({"kind": "ok", "frontend_id": "seed"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/tasks/{id}?min_version=1");
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let task = send_json(app.get(key, &path)).await;
+            if task["status"] == "succeeded" {
+                return Ok(());
+            }
+            assert!(
+                ["queued", "running"].contains(&task["status"].as_str().unwrap()),
+                "{task}"
+            );
+            Err(format!("not done within 30 s: {task}"))
+        },
+    )
+    .await;
+    id
 }
 
 /// schemathesis's standard checks against the live server, every operation
@@ -321,23 +290,17 @@ async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
     let key = app.key(&[Scope::Admin]).await;
     let task = succeeded_task(&app, &key).await;
     let imei = "300434065197640";
-    let queued = app
-        .http
-        .post(app.url(&format!("/v1/devices/{imei}/messages")))
-        .bearer_auth(&key)
-        .json(&json!({"text": "hello"}))
-        .send()
-        .await
-        .unwrap();
+    let queued = send(
+        app.post(&key, &format!("/v1/devices/{imei}/messages"))
+            .json(&json!({"text": "hello"})),
+    )
+    .await;
     assert_eq!(queued.status(), StatusCode::ACCEPTED);
-    let confirmed = app
-        .http
-        .post(app.url("/v1/ledgers/chain-a/confirmations"))
-        .bearer_auth(&key)
-        .json(&json!({"from_sequence": 1, "to_sequence": 1, "reference": "tx-seed"}))
-        .send()
-        .await
-        .unwrap();
+    let confirmed = send(
+        app.post(&key, "/v1/ledgers/chain-a/confirmations")
+            .json(&json!({"from_sequence": 1, "to_sequence": 1, "reference": "tx-seed"})),
+    )
+    .await;
     assert_eq!(confirmed.status(), StatusCode::CREATED);
 
     // `path.X` values are offered with that probability; the rest are
@@ -383,19 +346,11 @@ max-stream-events = 3
 "#
     );
     std::fs::write(directory.join("schemathesis.toml"), config).unwrap();
-    let document: Value = app
-        .http
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = send_json(app.http.get(app.url("/v1/openapi.json"))).await;
     let count = operations(&document).len();
 
     let started = Instant::now();
-    let ran = run(
+    let output = run(
         &tools.join("schemathesis"),
         &[
             "--no-color",
@@ -424,19 +379,15 @@ max-stream-events = 3
         &directory,
         &[("NO_COLOR", "1")],
         Duration::from_secs(240),
+        "schemathesis found answers the document does not describe",
     )
     .await;
-    assert!(
-        ran.success,
-        "schemathesis found answers the document does not describe:\n{}",
-        ran.output
-    );
     // Nothing was left out: every documented operation was tested.
     for needle in [
         format!("Selected: {count}/{count}"),
         format!("Tested: {count}"),
     ] {
-        assert!(ran.output.contains(&needle), "{needle}:\n{}", ran.output);
+        assert!(output.contains(&needle), "{needle}:\n{output}");
     }
     println!(
         "schemathesis: {count} operations in {:.1} s",
@@ -502,21 +453,13 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
     let directory = scratch("client");
     let app = spawn_with_runner(&directory.join("data")).await;
     let key = app.key(&[Scope::TasksWrite, Scope::TasksRead]).await;
-    let document = app
-        .http
-        .get(app.url("/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let document = send_text(app.http.get(app.url("/v1/openapi.json"))).await;
     std::fs::write(directory.join("openapi.json"), document).unwrap();
     // No post-generation hooks (formatters): the code is used as generated.
     std::fs::write(directory.join("generator.yaml"), "post_hooks: []\n").unwrap();
 
     let started = Instant::now();
-    let generated = run(
+    run(
         &tools.join("openapi-python-client"),
         &[
             "generate",
@@ -533,13 +476,9 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
         &directory,
         &[],
         Duration::from_secs(120),
+        "openapi-python-client could not generate a whole client",
     )
     .await;
-    assert!(
-        generated.success,
-        "openapi-python-client could not generate a whole client:\n{}",
-        generated.output
-    );
     std::fs::write(directory.join("use_client.py"), CLIENT_SCRIPT).unwrap();
     let used = run(
         &tools.join("python"),
@@ -547,33 +486,20 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
         &directory,
         &[("PYTHONPATH", directory.to_str().unwrap())],
         Duration::from_secs(120),
+        "the generated client failed",
     )
     .await;
-    assert!(
-        used.success,
-        "the generated client failed:\n{}",
-        used.output
-    );
     let line = used
-        .output
         .lines()
         .find_map(|line| line.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line:\n{}", used.output));
+        .unwrap_or_else(|| panic!("no RESULT line:\n{used}"));
     let seen: Value = serde_json::from_str(line).unwrap();
     assert_eq!(seen["result"], json!({"ok": true}));
     assert_eq!(seen["result.json"], json!({"ok": true}));
     assert_eq!(seen["artifacts"], json!(["result.json", "stdout.log"]));
     // The service agrees.
-    let task: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{}", seen["id"].as_str().unwrap())))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let task =
+        send_json(app.get(&key, &format!("/v1/tasks/{}", seen["id"].as_str().unwrap()))).await;
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["frontend_id"], "python-client");
     println!(
@@ -597,17 +523,12 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
     })
     .await;
     let key = app.key(&[Scope::Admin]).await;
-    let created: Value = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(&key)
-        .json(&json!({"kind": "echo", "params": {"message": "hi"}, "frontend_id": "web"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = app
+        .submit(
+            &key,
+            json!({"kind": "echo", "params": {"message": "hi"}, "frontend_id": "web"}),
+        )
+        .await;
     let id = created["id"].as_str().unwrap();
     let beyond = created["position"].as_u64().unwrap() + 1_000;
     let unknown = Uuid::new_v4();
@@ -642,13 +563,7 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
         ),
     ] {
         let asked = Instant::now();
-        let response = app
-            .http
-            .get(app.url(&path))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
+        let response = send(app.get(&key, &path)).await;
         let took = asked.elapsed();
         assert_eq!(response.status(), status, "{path}");
         assert!(response.headers().get("retry-after").is_none(), "{path}");

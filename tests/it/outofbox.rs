@@ -4,6 +4,7 @@
 //! what the engine can give them, readiness that counts Docker and
 //! RabbitMQ, and two installations sharing one broker.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::running::{amqp_url, delete_topology, BROKER};
+use crate::support::http::{item_fields, send, send_text};
 
 const IMAGE: &str = "taskledger-test-busybox:latest";
 
@@ -61,35 +63,40 @@ max_attempts = 1
     )
 }
 
-/// A service that runs tasks in-process on the Docker engine.
-async fn runner_app(data_dir: &std::path::Path) -> TestApp {
-    let data_dir = data_dir.to_owned();
-    TestApp::spawn_with_config(&kinds(), move |settings| {
+/// A service that runs tasks in-process on the Docker engine, on a fresh
+/// data directory; the service and the directory.
+async fn runner_app() -> (TestApp, PathBuf) {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let dir = data_dir.clone();
+    let app = TestApp::spawn_with_config(&kinds(), move |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Runner];
         settings.amqp_url = None;
-        settings.data_dir = data_dir;
+        settings.data_dir = dir;
     })
-    .await
+    .await;
+    (app, data_dir)
+}
+
+/// Stops a [`runner_app`] and removes its data directory.
+async fn finish_runner_app(app: TestApp, data_dir: &Path) {
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(data_dir);
 }
 
 async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.url("/v1/blobs"))
-        .bearer_auth(key)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let response = send(
+        app.post(key, "/v1/blobs")
+            .header("content-type", "application/octet-stream")
+            .body(bytes),
+    )
+    .await;
     let status = response.status();
     (status, response.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inputs_are_uploaded_checked_and_mounted_read_only() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
     let reader = app.key(&[Scope::TasksRead]).await;
 
@@ -168,25 +175,18 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
         .read(Some(&key), &format!("/v1/tasks/{id}/result"))
         .await;
     assert_eq!(result["result"]["mount"], "read-only", "{result}");
-    let copy = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/artifacts/copy.txt")))
-        .bearer_auth(&key)
-        .send()
+    let copy = send(app.get(&key, &format!("/v1/tasks/{id}/artifacts/copy.txt")))
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
     assert_eq!(copy.as_ref(), content.as_slice());
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_task_keeps_its_logs_as_artifacts() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
 
     let (_, task) = app
@@ -200,24 +200,10 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
         .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
         .await;
     assert_eq!(status, StatusCode::OK, "{list}");
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["name"].as_str().unwrap())
-        .collect();
+    let names = item_fields(&list, "name");
     assert_eq!(names, ["stderr.log", "stdout.log"]);
     for (name, text) in [("stdout.log", "to-stdout\n"), ("stderr.log", "to-stderr\n")] {
-        let body = app
-            .http
-            .get(app.url(&format!("/v1/tasks/{id}/artifacts/{name}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = send_text(app.get(&key, &format!("/v1/tasks/{id}/artifacts/{name}"))).await;
         assert_eq!(body, text);
     }
     // A failed task has no result; the answer says where its logs are.
@@ -260,14 +246,12 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
         .unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|row| row.get::<_, String>(1) == "failed"));
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kinds_and_readiness_say_what_the_engine_can_give() {
-    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = runner_app(&data_dir).await;
+    let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksWrite]).await;
     let (status, page) = app.read(Some(&key), "/v1/kinds").await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -330,8 +314,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
         app.read(Some(&auditor), "/v1/kinds").await.0,
         StatusCode::FORBIDDEN
     );
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -530,12 +513,7 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     let (_, artifacts) = app
         .read(Some(&key), &format!("/v1/tasks/{id}/artifacts"))
         .await;
-    let names: Vec<&str> = artifacts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["name"].as_str().unwrap())
-        .collect();
+    let names = item_fields(&artifacts, "name");
     for name in ["result.json", "thug-analysis.json", "thug.log"] {
         assert!(names.contains(&name), "{names:?}");
     }

@@ -4,9 +4,31 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskledger_events::postgres::{append_in_transaction, AppendRequest};
-use taskledger_events::{ExpectedVersion, NewEvent, StreamId};
+use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, LOCAL_SH};
+use crate::support::cli::taskledger_ok;
+use crate::support::http::{item_fields, metric, send, send_json};
+use crate::support::poll::eventually;
+
+/// Appends `event` as the first of the task's stream, as a worker or the
+/// API would; its global position.
+async fn first_event(
+    store: &taskledger_events::postgres::PgEventStore,
+    task_id: TaskId,
+    event: TaskEvent,
+) -> u64 {
+    store
+        .append(
+            &task_id.stream_id(),
+            ExpectedVersion::NoStream,
+            vec![event.to_new_event(uuid::Uuid::new_v4(), Metadata::default())],
+        )
+        .await
+        .unwrap()
+        .last_position
+}
 
 #[tokio::test]
 async fn healthz_answers_and_readyz_reports_each_check() {
@@ -66,25 +88,20 @@ async fn readyz_fails_when_the_database_goes_away() {
     let name = app.database.name.clone();
     // The service's projectors and feeds reconnect at once; cut them off
     // until the rename gets through.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let renamed = admin
-            .batch_execute(&format!(
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            admin
+                .batch_execute(&format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';
                  ALTER DATABASE {name} RENAME TO {name}_away"
             ))
-            .await;
-        match renamed {
-            Ok(()) => break,
-            Err(error) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "could not take the database away: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+                .await
+                .map_err(|error| format!("could not take the database away: {error}"))
+        },
+    )
+    .await;
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
@@ -95,18 +112,18 @@ async fn readyz_fails_when_the_database_goes_away() {
         .batch_execute(&format!("ALTER DATABASE {name}_away RENAME TO {name}"))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-        if ready.status() == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let ready = send(app.http.get(app.url("/readyz"))).await;
+            if ready.status() == 200 {
+                return Ok(());
+            }
+            Err("readyz did not recover".to_owned())
+        },
+    )
+    .await;
     app.finish().await;
 }
 
@@ -131,19 +148,19 @@ async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
         let status = response.status();
         (status, response.json::<Value>().await.unwrap())
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (status, body) = readyz().await;
-        if status == 503 {
-            break body;
-        }
-        assert_eq!(body["checks"]["log_lock"]["ok"], true, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz never noticed the held lock: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let body = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let (status, body) = readyz().await;
+            if status == 503 {
+                return Ok(body);
+            }
+            assert_eq!(body["checks"]["log_lock"]["ok"], true, "{body}");
+            Err(format!("readyz never noticed the held lock: {body}"))
+        },
+    )
+    .await;
     assert_eq!(body["checks"]["log_lock"]["ok"], false, "{body}");
     assert!(body["checks"]["log_lock"]["detail"]
         .as_str()
@@ -165,8 +182,7 @@ async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_runs_the_projectors() {
-    use taskledger_events::task::{TaskEvent, TaskId, TaskSubmitted};
-    use taskledger_events::EventStore;
+    use taskledger_events::task::TaskSubmitted;
 
     let app = TestApp::spawn().await;
     let store =
@@ -186,33 +202,23 @@ async fn the_service_runs_the_projectors() {
         submitted_at: chrono::Utc::now(),
         submitted_by: None,
     });
-    store
-        .append(
-            &task_id.stream_id(),
-            ExpectedVersion::NoStream,
-            vec![submitted.to_new_event(uuid::Uuid::new_v4(), Default::default())],
-        )
-        .await
-        .unwrap();
+    first_event(&store, task_id, submitted).await;
     let client = app.database.client().await;
+    // One deadline for both waits.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let row = client
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let status = eventually(left(), Duration::from_millis(20), || async {
+        client
             .query_opt("SELECT status FROM tasks WHERE task_id = $1", &[&task_id.0])
             .await
-            .unwrap();
-        if let Some(row) = row {
-            assert_eq!(row.get::<_, String>(0), "queued");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tasks projector did not run in the service"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .unwrap()
+            .map(|row| row.get::<_, String>(0))
+            .ok_or_else(|| "the tasks projector did not run in the service".to_owned())
+    })
+    .await;
+    assert_eq!(status, "queued");
     // Every projector of the service registers its checkpoint.
-    loop {
+    eventually(left(), Duration::from_millis(20), || async {
         let checkpoints: Vec<String> = client
             .query(
                 "SELECT projector FROM projector_checkpoints ORDER BY projector",
@@ -224,14 +230,11 @@ async fn the_service_runs_the_projectors() {
             .map(|row| row.get(0))
             .collect();
         if checkpoints == ["api_keys", "devices", "ledgers", "tasks"] {
-            break;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projectors registered: {checkpoints:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("projectors registered: {checkpoints:?}"))
+    })
+    .await;
     drop(client);
     app.finish().await;
 }
@@ -246,13 +249,7 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
         app.http.get(app.url("/healthz")).send().await.unwrap();
     }
     let missing_id = uuid::Uuid::new_v4().to_string();
-    let missing = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{missing_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let missing = send(app.get(&key, &format!("/v1/tasks/{missing_id}"))).await;
     assert_eq!(missing.status(), 404);
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -261,12 +258,7 @@ async fn metrics_report_routes_by_template_and_projection_lag() {
         .unwrap()
         .starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series))
-            .and_then(|rest| rest.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
+    let value = |series: &str| metric(&text, series);
     assert_eq!(
         value(
             r#"taskledger_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}"#
@@ -329,60 +321,29 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
 
     let app = TestApp::spawn_with_kinds(|_| {}).await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
-    let submitted: Value = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "frontend_id": "metrics"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, submitted) = app
+        .submit(
+            &key,
+            serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "frontend_id": "metrics"}),
+        )
+        .await;
     let cancel = format!("/v1/tasks/{}/cancel", submitted["id"].as_str().unwrap());
-    let first = app
-        .http
-        .post(app.url(&cancel))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
     // A canceled task cannot be canceled again: the aggregate refuses.
-    let again = app
-        .http
-        .post(app.url(&cancel))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
+    for status in [200, 409] {
+        assert_eq!(send(app.post(&key, &cancel)).await.status(), status);
+    }
 
     let text = app.metrics().await;
     // The registry is shared by every test in this process: at least.
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series))
-            .and_then(|rest| rest.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
-    assert!(
-        value(r#"taskledger_commands_total{aggregate="tasks",command="Submit",outcome="ok"}"#)
-            >= 1.0
-    );
-    assert!(
-        value(r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="ok"}"#)
-            >= 1.0
-    );
-    assert!(
-        value(r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="refused"}"#)
-            >= 1.0
-    );
-    assert!(
-        value(r#"taskledger_commands_total{aggregate="api_keys",command="Create",outcome="ok"}"#)
-            >= 1.0
-    );
+    let value = |series: &str| metric(&text, series);
+    for series in [
+        r#"taskledger_commands_total{aggregate="tasks",command="Submit",outcome="ok"}"#,
+        r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="ok"}"#,
+        r#"taskledger_commands_total{aggregate="tasks",command="Cancel",outcome="refused"}"#,
+        r#"taskledger_commands_total{aggregate="api_keys",command="Create",outcome="ok"}"#,
+    ] {
+        assert!(value(series) >= 1.0, "{series}");
+    }
     assert!(value("taskledger_append_seconds_count") >= 2.0);
     assert!(value(r#"taskledger_append_seconds_bucket{le="+Inf"}"#) >= 2.0);
     assert!(value("taskledger_append_seconds_sum") > 0.0);
@@ -407,25 +368,13 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_runner_slots_while_an_attempt_runs() {
-    use taskledger::config::settings::Role;
     use taskledger_events::apikey::Scope;
 
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let release = data_dir.join("release");
-    let config = r#"
-[kinds.local-sh]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 30
-"#;
-    let app = TestApp::spawn_with_config(config, |settings| {
-        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
-        settings.amqp_url = None;
+    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |settings| {
         settings.runner_slots = 3;
-        settings.data_dir = data_dir.clone();
     })
     .await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
@@ -434,58 +383,36 @@ timeout_seconds = 30
         "while [ ! -e '{}' ]; do sleep 0.02; done",
         release.display()
     );
-    let submitted: Value = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({"kind": "local-sh", "params": {"script": script}, "frontend_id": "metrics"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let task = format!("/v1/tasks/{}", submitted["id"].as_str().unwrap());
-    let slots = |text: &str, state: &str| -> f64 {
-        let series = format!("taskledger_runner_slots{{state=\"{state}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(series.as_str()))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    let (_, submitted) = app
+        .submit(
+            &key,
+            serde_json::json!({"kind": "local-sh", "params": {"script": script}, "frontend_id": "metrics"}),
+        )
+        .await;
+    let id = submitted["id"].as_str().unwrap();
+    let slots = |text: &str, state: &str| {
+        metric(
+            text,
+            &format!("taskledger_runner_slots{{state=\"{state}\"}} "),
+        )
     };
     // Other tests in this process may run runners too: at least.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = app.metrics().await;
-        if slots(&text, "busy") >= 1.0 {
-            assert!(slots(&text, "total") >= 3.0, "{text}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no busy runner slot within 20 s:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let text = app.metrics().await;
+            if slots(&text, "busy") >= 1.0 {
+                assert!(slots(&text, "total") >= 3.0, "{text}");
+                return Ok(());
+            }
+            Err(format!("no busy runner slot within 20 s:\n{text}"))
+        },
+    )
+    .await;
     std::fs::write(&release, b"").unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let task: Value = app
-            .http
-            .get(app.url(&task))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if task["status"] == "succeeded" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{task}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.task_with_status(&key, id, "succeeded", Duration::from_secs(20))
+        .await;
     app.finish().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
@@ -494,39 +421,25 @@ timeout_seconds = 30
 async fn operators_see_every_projector_over_http_and_the_command_line() {
     let app = TestApp::spawn().await;
     let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let items = loop {
-        let page: serde_json::Value = app
-            .http
-            .get(app.url("/v1/projections"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let items = page["items"].as_array().unwrap().clone();
-        if items.len() == 4 {
-            break items;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{page}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let names: Vec<&str> = items
-        .iter()
-        .map(|item| item["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["api_keys", "devices", "ledgers", "tasks"]);
+    let page = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let page = send_json(app.get(&admin, "/v1/projections")).await;
+            if page["items"].as_array().unwrap().len() == 4 {
+                return Ok(page);
+            }
+            Err(page.to_string())
+        },
+    )
+    .await;
+    assert_eq!(
+        item_fields(&page, "name"),
+        ["api_keys", "devices", "ledgers", "tasks"]
+    );
+    let items = page["items"].as_array().unwrap();
     assert!(items.iter().all(|item| item["state"] == "running"));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .args(["projections", "list"])
-        .env("DATABASE_URL", &app.database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = taskledger_ok(&app.database.url, &["projections", "list"]);
     assert!(
         text.lines().next().unwrap().starts_with("projector"),
         "{text}"
@@ -545,8 +458,7 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
 /// shows in the same places.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair() {
-    use taskledger_events::task::{TaskEvent, TaskId, TaskStarted};
-    use taskledger_events::{EventStore, Metadata};
+    use taskledger_events::task::TaskStarted;
 
     let app = TestApp::spawn().await;
     let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
@@ -559,36 +471,20 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         attempt: 1,
         started_at: chrono::Utc::now(),
     });
-    let appended = store
-        .append(
-            &orphan.stream_id(),
-            ExpectedVersion::NoStream,
-            vec![started.to_new_event(uuid::Uuid::new_v4(), Metadata::default())],
+    let position = first_event(&store, orphan, started).await;
+    let (app_ref, admin) = (&app, &admin);
+    let wait_for = |state: &'static str| {
+        eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            move || async move {
+                let view = send_json(app_ref.get(admin, "/v1/projections/tasks")).await;
+                if view["state"] == state {
+                    return Ok(view);
+                }
+                Err(view.to_string())
+            },
         )
-        .await
-        .unwrap();
-    let position = appended.last_position;
-    let projection = || async {
-        app.http
-            .get(app.url("/v1/projections/tasks"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    let wait_for = |state: &'static str| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let view = projection().await;
-            if view["state"] == state {
-                return view;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{view}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     };
     let view = wait_for("failed").await;
     assert_eq!(view["failed_position"], position, "{view}");
@@ -607,15 +503,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         metrics.contains("taskledger_projection_failed{projector=\"tasks\"} 1"),
         "{metrics}"
     );
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = send_json(app.http.get(app.url("/readyz"))).await;
     let check = ready["checks"]["projections"]
         .as_array()
         .unwrap()
@@ -631,16 +519,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
             .contains(&format!("stopped at the event at position {position}")),
         "{ready}"
     );
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_taskledger"))
-            .args(args)
-            .env("DATABASE_URL", &app.database.url)
-            .env("TASKLEDGER_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{args:?}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| taskledger_ok(&app.database.url, args);
     let list = cli(&["projections", "list"]);
     assert!(
         list.lines().any(

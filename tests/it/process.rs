@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use taskledger_events::testing::{config_to_url, DEFAULT_TEST_SERVER};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{assert_success, free_port, BINARY};
 
 fn server_url(dbname: &str) -> String {
     let base =
@@ -36,14 +36,6 @@ async fn drop_database(name: &str) {
         .unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn migrate_creates_the_database_and_is_idempotent() {
     let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
@@ -53,11 +45,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .env("DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_success(&first);
     assert!(String::from_utf8_lossy(&first.stdout)
         .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"));
     let second = Command::new(BINARY)
@@ -328,11 +316,7 @@ async fn health_asks_readyz_and_exits_by_its_answer() {
         .args(["health", "--url", &app.url("/readyz")])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     // From TASKLEDGER_LISTEN, an unspecified address asked on loopback.
     let output = Command::new(BINARY)
         .arg("health")
@@ -342,11 +326,7 @@ async fn health_asks_readyz_and_exits_by_its_answer() {
         )
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     app.finish().await;
     let output = Command::new(BINARY)
         .args([

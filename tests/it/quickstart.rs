@@ -12,7 +12,7 @@ use taskledger_events::testing::TestDatabase;
 
 use crate::running::{amqp_url, delete_topology, BROKER};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{free_port, BINARY};
 
 /// The shell blocks that follow a `<!-- quickstart -->` line in README.md.
 fn quickstart_blocks() -> Vec<String> {
@@ -36,14 +36,6 @@ fn quickstart_blocks() -> Vec<String> {
         blocks.push(block.join("\n"));
     }
     blocks
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,10 +5,11 @@ use std::process::{Command, Output};
 
 use serde_json::json;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{TaskCommand, TaskId};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_taskledger");
+use crate::support::cli::{stdout, taskledger, taskledger_ok, BINARY};
 
 /// A database holding 12 events over two streams (alternating).
 async fn log() -> TestDatabase {
@@ -50,18 +51,28 @@ async fn tamper(database: &TestDatabase, sql: &str) {
         .unwrap();
 }
 
+/// `taskledger replay verify args…` against `database`.
 fn verify(database: &TestDatabase, args: &[&str]) -> Output {
-    Command::new(BINARY)
-        .args(["replay", "verify"])
-        .args(args)
-        .env("DATABASE_URL", &database.url)
-        .env("TASKLEDGER_LOG", "warn")
-        .output()
-        .unwrap()
+    taskledger(&database.url, &[&["replay", "verify"], args].concat())
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// Submitting an echo task with no parameters, from `frontend_id`.
+fn submit_echo(task_id: TaskId, frontend_id: &str) -> TaskCommand {
+    use taskledger_events::task::SubmitTask;
+
+    TaskCommand::Submit(SubmitTask {
+        inputs: Default::default(),
+        task_id,
+        kind: "echo".into(),
+        params: serde_json::Map::new(),
+        frontend_id: frontend_id.into(),
+        client_task_id: None,
+        priority: 0,
+        timeout_seconds: 60,
+        max_attempts: 1,
+        submitted_at: chrono::Utc::now(),
+        submitted_by: None,
+    })
 }
 
 #[tokio::test]
@@ -119,15 +130,7 @@ async fn each_kind_of_tampering_is_found_at_its_place() {
 async fn export_writes_events_as_stored_one_per_line() {
     let database = log().await;
     let run = |args: &[&str]| {
-        let output = Command::new(BINARY)
-            .args(["replay", "export"])
-            .args(args)
-            .env("DATABASE_URL", &database.url)
-            .env("TASKLEDGER_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        stdout(&output)
+        taskledger_ok(&database.url, &[&["replay", "export"], args].concat())
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
             .collect::<Vec<_>>()
@@ -152,9 +155,7 @@ async fn export_writes_events_as_stored_one_per_line() {
 async fn state_shows_a_task_as_it_was() {
     use chrono::Utc;
     use taskledger::commands::execute;
-    use taskledger_events::task::{
-        CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
-    };
+    use taskledger_events::task::{CompleteTask, StartTask, Tasks};
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -177,20 +178,7 @@ async fn state_shows_a_task_as_it_was() {
             .unwrap();
         }
     };
-    run(TaskCommand::Submit(SubmitTask {
-        inputs: Default::default(),
-        task_id,
-        kind: "echo".into(),
-        params: serde_json::Map::new(),
-        frontend_id: "audit".into(),
-        client_task_id: None,
-        priority: 0,
-        timeout_seconds: 60,
-        max_attempts: 1,
-        submitted_at: Utc::now(),
-        submitted_by: None,
-    }))
-    .await;
+    run(submit_echo(task_id, "audit")).await;
     run(TaskCommand::Start(StartTask {
         task_id,
         worker_id: "w".into(),
@@ -211,15 +199,9 @@ async fn state_shows_a_task_as_it_was() {
     }))
     .await;
     let state = |args: Vec<String>| {
-        let output = Command::new(BINARY)
-            .args(["replay", "state", "--stream", stream.as_ref()])
-            .args(args)
-            .env("DATABASE_URL", &database.url)
-            .env("TASKLEDGER_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+        let mut all = vec!["replay", "state", "--stream", stream.as_ref()];
+        all.extend(args.iter().map(String::as_str));
+        serde_json::from_str::<serde_json::Value>(&taskledger_ok(&database.url, &all)).unwrap()
     };
     assert_eq!(
         state(vec!["--at-version".into(), "1".into()])["status"],
@@ -244,9 +226,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
     use taskledger::adapters::blobs::BlobStore;
     use taskledger::commands::execute;
-    use taskledger_events::task::{
-        Artifact, CompleteTask, StartTask, SubmitTask, TaskCommand, TaskId, Tasks,
-    };
+    use taskledger_events::task::{Artifact, CompleteTask, StartTask, Tasks};
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -261,19 +241,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
         .unwrap();
     let task_id = TaskId(Uuid::new_v4());
     let commands = [
-        TaskCommand::Submit(SubmitTask {
-            inputs: Default::default(),
-            task_id,
-            kind: "echo".into(),
-            params: serde_json::Map::new(),
-            frontend_id: "cleanup".into(),
-            client_task_id: None,
-            priority: 0,
-            timeout_seconds: 60,
-            max_attempts: 1,
-            submitted_at: Utc::now(),
-            submitted_by: None,
-        }),
+        submit_echo(task_id, "cleanup"),
         TaskCommand::Start(StartTask {
             task_id,
             worker_id: "w".into(),

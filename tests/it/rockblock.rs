@@ -20,6 +20,8 @@ use taskledger::adapters::rockblock::{
 };
 use tokio::task::JoinHandle;
 
+use crate::support::http::send_text;
+
 /// The private key the stand-in provider signs MO webhooks with.
 pub(crate) const MO_PRIVATE_KEY: &[u8] = include_bytes!("../fixtures/rockblock/mo-test-key.pem");
 /// Its public key, as the service would be configured with.
@@ -450,16 +452,13 @@ async fn the_providers_refusals_are_permanent() {
         ("password", PASSWORD.to_owned()),
         ("data", "4g".to_owned()),
     ]);
-    let answer = reqwest::Client::new()
-        .post(&stand_in.url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let answer = send_text(
+        reqwest::Client::new()
+            .post(&stand_in.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body),
+    )
+    .await;
     assert_eq!(answer, "FAILED,14,Could not decode hex data");
 
     assert_eq!(stand_in.requests().len(), 6);
@@ -682,25 +681,21 @@ fn a_tampered_body_does_not_match_its_jwt() {
     let jwt = sign_mo(&signed);
     let mut tampered = signed.clone();
     tampered.data = b"close the valve".to_vec();
+    // The verifier refuses `webhook`, naming `field` as the mismatch.
+    let mismatch = |webhook, field: &str| {
+        let error = verifier().verify_webhook(webhook).unwrap_err();
+        assert!(
+            matches!(&error, MoError::JwtMismatch(detail) if detail.contains(field)),
+            "{error:?}"
+        );
+    };
     let body = mo_form_body(&tampered, Some(&jwt));
-    let error = verifier()
-        .verify_webhook(parse_mo_form(body.as_bytes()).unwrap())
-        .unwrap_err();
-    assert!(
-        matches!(&error, MoError::JwtMismatch(detail) if detail.contains("data")),
-        "{error:?}"
-    );
+    mismatch(parse_mo_form(body.as_bytes()).unwrap(), "data");
 
     let mut replayed = signed.clone();
     replayed.momsn += 1;
     let body = mo_json_body(&replayed, Some(&jwt));
-    let error = verifier()
-        .verify_webhook(parse_mo_json(body.as_bytes()).unwrap())
-        .unwrap_err();
-    assert!(
-        matches!(&error, MoError::JwtMismatch(detail) if detail.contains("momsn")),
-        "{error:?}"
-    );
+    mismatch(parse_mo_json(body.as_bytes()).unwrap(), "momsn");
 
     let mut moved = signed;
     moved.iridium_latitude = 10.0;

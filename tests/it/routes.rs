@@ -33,6 +33,18 @@ enum Access {
     AnyOf(&'static [Scope]),
 }
 
+// The access levels routes share, named once.
+const ADMIN: Access = Access::AnyOf(&[Scope::Admin]);
+const AUDITOR: Access = Access::AnyOf(&[Scope::AuditRead]);
+const AUDITOR_OR_LEDGER: Access = Access::AnyOf(&[Scope::AuditRead, Scope::LedgerWrite]);
+const DEVICES_READ: Access = Access::AnyOf(&[Scope::DevicesRead]);
+const DEVICES_WRITE: Access = Access::AnyOf(&[Scope::DevicesWrite]);
+const LEDGER: Access = Access::AnyOf(&[Scope::LedgerWrite]);
+const TASKS_ANY: Access = Access::AnyOf(&[Scope::TasksRead, Scope::TasksWrite]);
+const TASKS_READ: Access = Access::AnyOf(&[Scope::TasksRead]);
+const TASKS_READ_OR_AUDITOR: Access = Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]);
+const TASKS_WRITE: Access = Access::AnyOf(&[Scope::TasksWrite]);
+
 /// Every route the service serves, with its access. Adding a route means
 /// adding it here, which the tests below hold to the OpenAPI document.
 const ROUTES: &[(&str, &str, Access)] = &[
@@ -40,108 +52,32 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/readyz", Access::Public),
     ("GET", "/v1/openapi.json", Access::Public),
     ("GET", "/metrics", Access::Public),
-    ("GET", "/v1/projections", Access::AnyOf(&[Scope::Admin])),
-    (
-        "GET",
-        "/v1/projections/{name}",
-        Access::AnyOf(&[Scope::Admin]),
-    ),
-    (
-        "POST",
-        "/v1/projections/{name}/rebuild",
-        Access::AnyOf(&[Scope::Admin]),
-    ),
-    ("POST", "/v1/tasks", Access::AnyOf(&[Scope::TasksWrite])),
-    (
-        "GET",
-        "/v1/kinds",
-        Access::AnyOf(&[Scope::TasksRead, Scope::TasksWrite]),
-    ),
-    ("POST", "/v1/blobs", Access::AnyOf(&[Scope::TasksWrite])),
-    ("GET", "/v1/tasks", Access::AnyOf(&[Scope::TasksRead])),
-    (
-        "GET",
-        "/v1/tasks/{id}",
-        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
-    ),
-    (
-        "GET",
-        "/v1/tasks/{id}/result",
-        Access::AnyOf(&[Scope::TasksRead]),
-    ),
-    (
-        "POST",
-        "/v1/tasks/{id}/cancel",
-        Access::AnyOf(&[Scope::TasksWrite]),
-    ),
-    (
-        "GET",
-        "/v1/tasks/{id}/events",
-        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
-    ),
-    (
-        "GET",
-        "/v1/tasks/{id}/artifacts",
-        Access::AnyOf(&[Scope::TasksRead]),
-    ),
-    (
-        "GET",
-        "/v1/tasks/{id}/artifacts/{name}",
-        Access::AnyOf(&[Scope::TasksRead]),
-    ),
-    ("GET", "/v1/events", Access::AnyOf(&[Scope::AuditRead])),
-    (
-        "GET",
-        "/v1/events/stream",
-        Access::AnyOf(&[Scope::AuditRead]),
-    ),
-    (
-        "GET",
-        "/v1/streams/{stream}/events",
-        Access::AnyOf(&[Scope::AuditRead]),
-    ),
-    (
-        "GET",
-        "/v1/audit/verify",
-        Access::AnyOf(&[Scope::AuditRead]),
-    ),
-    (
-        "POST",
-        "/v1/ledgers/{ledger}/confirmations",
-        Access::AnyOf(&[Scope::LedgerWrite]),
-    ),
-    (
-        "GET",
-        "/v1/ledgers/{ledger}/status",
-        Access::AnyOf(&[Scope::AuditRead, Scope::LedgerWrite]),
-    ),
-    (
-        "GET",
-        "/v1/ledgers/{ledger}/holes",
-        Access::AnyOf(&[Scope::AuditRead, Scope::LedgerWrite]),
-    ),
-    (
-        "GET",
-        "/v1/tasks/{id}/ledger",
-        Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]),
-    ),
-    (
-        "POST",
-        "/v1/devices/{imei}/messages",
-        Access::AnyOf(&[Scope::DevicesWrite]),
-    ),
+    ("GET", "/v1/projections", ADMIN),
+    ("GET", "/v1/projections/{name}", ADMIN),
+    ("POST", "/v1/projections/{name}/rebuild", ADMIN),
+    ("POST", "/v1/tasks", TASKS_WRITE),
+    ("GET", "/v1/kinds", TASKS_ANY),
+    ("POST", "/v1/blobs", TASKS_WRITE),
+    ("GET", "/v1/tasks", TASKS_READ),
+    ("GET", "/v1/tasks/{id}", TASKS_READ_OR_AUDITOR),
+    ("GET", "/v1/tasks/{id}/result", TASKS_READ),
+    ("POST", "/v1/tasks/{id}/cancel", TASKS_WRITE),
+    ("GET", "/v1/tasks/{id}/events", TASKS_READ_OR_AUDITOR),
+    ("GET", "/v1/tasks/{id}/artifacts", TASKS_READ),
+    ("GET", "/v1/tasks/{id}/artifacts/{name}", TASKS_READ),
+    ("GET", "/v1/events", AUDITOR),
+    ("GET", "/v1/events/stream", AUDITOR),
+    ("GET", "/v1/streams/{stream}/events", AUDITOR),
+    ("GET", "/v1/audit/verify", AUDITOR),
+    ("POST", "/v1/ledgers/{ledger}/confirmations", LEDGER),
+    ("GET", "/v1/ledgers/{ledger}/status", AUDITOR_OR_LEDGER),
+    ("GET", "/v1/ledgers/{ledger}/holes", AUDITOR_OR_LEDGER),
+    ("GET", "/v1/tasks/{id}/ledger", TASKS_READ_OR_AUDITOR),
+    ("POST", "/v1/devices/{imei}/messages", DEVICES_WRITE),
     ("POST", "/v1/rockblock/mo", Access::Webhook),
-    ("GET", "/v1/devices", Access::AnyOf(&[Scope::DevicesRead])),
-    (
-        "GET",
-        "/v1/devices/{imei}",
-        Access::AnyOf(&[Scope::DevicesRead]),
-    ),
-    (
-        "GET",
-        "/v1/devices/{imei}/messages",
-        Access::AnyOf(&[Scope::DevicesRead]),
-    ),
+    ("GET", "/v1/devices", DEVICES_READ),
+    ("GET", "/v1/devices/{imei}", DEVICES_READ),
+    ("GET", "/v1/devices/{imei}/messages", DEVICES_READ),
 ];
 
 fn documented_operations() -> BTreeSet<(String, String)> {

@@ -28,6 +28,10 @@ use tokio::sync::{oneshot, watch, RwLock};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::helpers::{TestApp, LOCAL_SH};
+use crate::support::http::{send, send_json};
+use crate::support::poll::eventually;
+
 /// The broker is restarted by one test; the others hold this for reading
 /// so the restart happens while none of them runs.
 pub(crate) static BROKER: RwLock<()> = RwLock::const_new(());
@@ -164,34 +168,16 @@ impl Cluster {
         params: Value,
         timeout_seconds: Option<u64>,
     ) -> TaskId {
-        let Value::Object(params) = params else {
-            panic!("params must be an object")
-        };
-        submission::submit(
-            &self.store,
-            &self.config,
-            Submission {
-                timeout_seconds,
-                ..Submission::new(kind, params, "tests")
-            },
-            Submitter {
-                key_id: Uuid::nil(),
-                idempotency_key: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap()
-        .task
-        .id
+        submit_directly(&self.store, &self.config, kind, params, timeout_seconds).await
+    }
+
+    /// Submits a `sh` task running `script` with the kind's timeout.
+    pub(crate) async fn submit_script(&self, script: &str) -> TaskId {
+        self.submit("sh", json!({ "script": script }), None).await
     }
 
     pub(crate) async fn task(&self, task_id: TaskId) -> Task {
-        load::<Tasks>(&self.store, &task_id.stream_id())
-            .await
-            .unwrap()
-            .state
-            .unwrap()
+        load_task(&self.store, task_id).await
     }
 
     /// Polls the log until `check` holds for the task.
@@ -202,21 +188,27 @@ impl Cluster {
         within: Duration,
         check: impl Fn(&Task) -> bool,
     ) -> Task {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        eventually(within, Duration::from_millis(50), || async {
             let task = self.task(task_id).await;
             if check(&task) {
-                return task;
+                return Ok(task);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
+            Err(format!(
                 "task {task_id} did not reach {what} within {within:?}; it is {:?} after {} attempts (error: {:?})",
                 task.status,
                 task.attempts_started,
                 task.error
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            ))
+        })
+        .await
+    }
+
+    /// Waits up to 60 s for the task to be running.
+    pub(crate) async fn wait_running(&self, task_id: TaskId) -> Task {
+        self.wait_for(task_id, "running", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Running
+        })
+        .await
     }
 
     pub(crate) async fn wait_final(&self, task_id: TaskId, within: Duration) -> Task {
@@ -237,6 +229,11 @@ impl Cluster {
             .collect()
     }
 
+    /// Asserts that the task's event types are `expected`, in order.
+    pub(crate) async fn assert_history(&self, task_id: TaskId, expected: &[&str]) {
+        assert_eq!(self.history(task_id).await, expected);
+    }
+
     pub(crate) async fn finish(mut self) {
         for (_, stop, handle) in self.runners.drain(..) {
             let _ = stop.send(());
@@ -247,6 +244,46 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&self.blobs);
         self.database.drop_database().await;
     }
+}
+
+/// Submits a task of `kind` straight to the log (as the API would), under
+/// a nil key; its id.
+async fn submit_directly(
+    store: &PgEventStore,
+    config: &FileConfig,
+    kind: &str,
+    params: Value,
+    timeout_seconds: Option<u64>,
+) -> TaskId {
+    let Value::Object(params) = params else {
+        panic!("params must be an object")
+    };
+    submission::submit(
+        store,
+        config,
+        Submission {
+            timeout_seconds,
+            ..Submission::new(kind, params, "tests")
+        },
+        Submitter {
+            key_id: Uuid::nil(),
+            idempotency_key: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .task
+    .id
+}
+
+/// The task `task_id` folded from the log; panics if it does not exist.
+async fn load_task(store: &PgEventStore, task_id: TaskId) -> Task {
+    load::<Tasks>(store, &task_id.stream_id())
+        .await
+        .unwrap()
+        .state
+        .unwrap()
 }
 
 const FINAL: &[&str] = &[
@@ -284,18 +321,18 @@ async fn containers_of(task_id: TaskId) -> Vec<String> {
 }
 
 async fn wait_no_containers(task_id: TaskId) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = containers_of(task_id).await;
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "containers of {task_id} left behind: {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let left = containers_of(task_id).await;
+            if left.is_empty() {
+                return Ok(());
+            }
+            Err(format!("containers of {task_id} left behind: {left:?}"))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -311,9 +348,7 @@ async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
         nets=$(ls /sys/class/net | tr '\n' ' ')
         printf '{"answer": 42, "caps": "%s", "root": "%s", "nets": "%s"}' "$caps" "$root" "$nets" > /out/result.json
     "#;
-    let task_id = cluster
-        .submit("sh", json!({ "script": script }), None)
-        .await;
+    let task_id = cluster.submit_script(script).await;
     let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
     let result = task.result.clone().unwrap();
@@ -347,10 +382,9 @@ async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
             assert_eq!(String::from_utf8(bytes).unwrap(), expected);
         }
     }
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskSucceeded"])
+        .await;
     wait_no_containers(task_id).await;
     cluster.finish().await;
 }
@@ -360,18 +394,14 @@ async fn failures_timeouts_missing_images_and_big_output() {
     let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(4);
-    let failing = cluster
-        .submit("sh", json!({"script": "echo boom >&2; exit 3"}), None)
-        .await;
+    let failing = cluster.submit_script("echo boom >&2; exit 3").await;
     let slow = cluster
         .submit("sh", json!({"script": "sleep 30"}), Some(1))
         .await;
     let ghost = cluster.submit("ghost", json!({}), None).await;
     let loud = cluster
-        .submit(
-            "sh",
-            json!({"script": "i=0; while [ $i -lt 400 ]; do echo 0123456789abcdefghijklmnopqrstu; i=$((i+1)); done"}),
-            None,
+        .submit_script(
+            "i=0; while [ $i -lt 400 ]; do echo 0123456789abcdefghijklmnopqrstu; i=$((i+1)); done",
         )
         .await;
 
@@ -423,23 +453,20 @@ async fn canceling_a_running_task_stops_its_container() {
     let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(1);
-    let task_id = cluster
-        .submit("sh", json!({"script": "sleep 60"}), None)
-        .await;
-    cluster
-        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
-            task.status == TaskStatus::Running
-        })
-        .await;
+    let task_id = cluster.submit_script("sleep 60").await;
+    cluster.wait_running(task_id).await;
     // Wait for its container, then cancel.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while containers_of(task_id).await.is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no container appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            if containers_of(task_id).await.is_empty() {
+                return Err("no container appeared".to_owned());
+            }
+            Ok(())
+        },
+    )
+    .await;
     execute::<Tasks>(
         &cluster.store,
         &task_id.stream_id(),
@@ -456,10 +483,9 @@ async fn canceling_a_running_task_stops_its_container() {
     wait_no_containers(task_id).await;
     // The runner has nothing to add: canceled is final.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskCanceled"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskCanceled"])
+        .await;
     cluster.finish().await;
 }
 
@@ -473,11 +499,7 @@ async fn two_runners_on_one_queue_claim_each_task_once() {
     for index in 0..8 {
         let script =
             format!("echo task {index}; printf '{{\"index\": {index}}}' > /out/result.json");
-        tasks.push(
-            cluster
-                .submit("sh", json!({ "script": script }), None)
-                .await,
-        );
+        tasks.push(cluster.submit_script(&script).await);
     }
     let mut workers = BTreeSet::new();
     for (index, task_id) in tasks.iter().enumerate() {
@@ -517,22 +539,22 @@ async fn close_connection(name: &str) {
         .output()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let listed = tokio::process::Command::new("rabbitmqctl")
-            .args(["-q", "list_connections", "pid"])
-            .output()
-            .await
-            .unwrap();
-        if !String::from_utf8_lossy(&listed.stdout).contains(&pid) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connection {name} did not close"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let listed = tokio::process::Command::new("rabbitmqctl")
+                .args(["-q", "list_connections", "pid"])
+                .output()
+                .await
+                .unwrap();
+            if String::from_utf8_lossy(&listed.stdout).contains(&pid) {
+                return Err(format!("connection {name} did not close"));
+            }
+            Ok(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -541,17 +563,9 @@ async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
     let mut cluster = Cluster::start().await;
     let first = cluster.start_runner(1);
     let task_id = cluster
-        .submit(
-            "sh",
-            json!({"script": "sleep 4; printf '{\"done\": true}' > /out/result.json"}),
-            None,
-        )
+        .submit_script("sleep 4; printf '{\"done\": true}' > /out/result.json")
         .await;
-    cluster
-        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
-            task.status == TaskStatus::Running
-        })
-        .await;
+    cluster.wait_running(task_id).await;
     // The first runner dies: its work stops and the broker drops it.
     let (_, _, handle) = cluster.runners.remove(0);
     handle.abort();
@@ -584,17 +598,9 @@ async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
     let mut cluster = Cluster::start().await;
     let first = cluster.start_runner(1);
     let task_id = cluster
-        .submit(
-            "sh",
-            json!({"script": "sleep 5; printf '{\"done\": true}' > /out/result.json"}),
-            None,
-        )
+        .submit_script("sleep 5; printf '{\"done\": true}' > /out/result.json")
         .await;
-    cluster
-        .wait_for(task_id, "running", Duration::from_secs(60), |task| {
-            task.status == TaskStatus::Running
-        })
-        .await;
+    cluster.wait_running(task_id).await;
     cluster.start_runner(1);
     // The broker drops the first runner (a network blip); its attempt goes
     // on, and its lease tells the other runner it is alive.
@@ -606,10 +612,9 @@ async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
     // The redelivered job is acknowledged once the task has ended; nothing
     // else happens to the task.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        cluster.history(task_id).await,
-        ["TaskSubmitted", "TaskStarted", "TaskSucceeded"]
-    );
+    cluster
+        .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskSucceeded"])
+        .await;
     cluster.finish().await;
 }
 
@@ -621,17 +626,9 @@ async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
     let mut tasks = Vec::new();
     for index in 0..4 {
         let script = format!("sleep 2; printf '{{\"index\": {index}}}' > /out/result.json");
-        tasks.push(
-            cluster
-                .submit("sh", json!({ "script": script }), None)
-                .await,
-        );
+        tasks.push(cluster.submit_script(&script).await);
     }
-    cluster
-        .wait_for(tasks[0], "running", Duration::from_secs(60), |task| {
-            task.status == TaskStatus::Running
-        })
-        .await;
+    cluster.wait_running(tasks[0]).await;
     for step in ["stop_app", "start_app"] {
         let output = tokio::process::Command::new("rabbitmqctl")
             .arg(step)
@@ -651,11 +648,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
     // Submitted while the relay reconnects.
     for index in 4..6 {
         let script = format!("printf '{{\"index\": {index}}}' > /out/result.json");
-        tasks.push(
-            cluster
-                .submit("sh", json!({ "script": script }), None)
-                .await,
-        );
+        tasks.push(cluster.submit_script(&script).await);
     }
     for (index, task_id) in tasks.iter().enumerate() {
         let task = cluster.wait_final(*task_id, Duration::from_secs(120)).await;
@@ -729,17 +722,13 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
         .await
         .unwrap();
     for index in 0..5 {
-        cluster
-            .submit("sh", json!({"script": format!("echo {index}")}), None)
-            .await;
+        cluster.submit_script(&format!("echo {index}")).await;
     }
     // The relay restarts half way: it may publish some events again, never
     // skip or reorder one (a consumer that dedupes by id sees each once).
     cluster.stop_relay().await;
     for index in 5..10 {
-        cluster
-            .submit("sh", json!({"script": format!("echo {index}")}), None)
-            .await;
+        cluster.submit_script(&format!("echo {index}")).await;
     }
     cluster.start_relay();
     let head = cluster.store.head_position().await.unwrap();
@@ -797,7 +786,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     let _broker = BROKER.read().await;
     let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = crate::helpers::TestApp::spawn_with_config(&kinds(), |settings| {
+    let app = TestApp::spawn_with_config(&kinds(), |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
         settings.amqp_url = Some(amqp_url());
         settings.amqp_prefix = Some(prefix.clone());
@@ -810,50 +799,17 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
             taskledger_events::apikey::Scope::TasksWrite,
         ])
         .await;
-    let submitted: Value = app
-        .http
-        .post(app.url("/v1/tasks"))
-        .bearer_auth(&key)
-        .json(&json!({"kind": "sh", "frontend_id": "web",
-                      "params": {"script": "printf 0123456789 > /out/digits.txt"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, submitted) = app
+        .submit(
+            &key,
+            json!({"kind": "sh", "frontend_id": "web",
+                   "params": {"script": "printf 0123456789 > /out/digits.txt"}}),
+        )
+        .await;
     let id = submitted["id"].as_str().unwrap().to_owned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let task: Value = app
-            .http
-            .get(app.url(&format!("/v1/tasks/{id}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if task["status"] == "succeeded" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline && task["status"] != "failed",
-            "{task}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let list: Value = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/artifacts")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    app.task_with_status(&key, &id, "succeeded", Duration::from_secs(60))
+        .await;
+    let list = send_json(app.get(&key, &format!("/v1/tasks/{id}/artifacts"))).await;
     let digits = list["items"]
         .as_array()
         .unwrap()
@@ -863,8 +819,11 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
         .clone();
     assert_eq!(digits["size"], 10);
     assert_eq!(list["next_cursor"], Value::Null);
-    let url = app.url(&format!("/v1/tasks/{id}/artifacts/digits.txt"));
-    let whole = app.http.get(&url).bearer_auth(&key).send().await.unwrap();
+    let path = format!("/v1/tasks/{id}/artifacts/digits.txt");
+    // The file asked for with one conditional or range header.
+    let asked_with =
+        |header: &'static str, value: &str| send(app.get(&key, &path).header(header, value));
+    let whole = send(app.get(&key, &path)).await;
     assert_eq!(whole.status(), StatusCode::OK);
     assert_eq!(whole.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(whole.headers()["content-length"], "10");
@@ -872,43 +831,16 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     let etag = whole.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{}\"", digits["sha256"].as_str().unwrap()));
     assert_eq!(whole.text().await.unwrap(), "0123456789");
-    let part = app
-        .http
-        .get(&url)
-        .bearer_auth(&key)
-        .header("range", "bytes=2-5")
-        .send()
-        .await
-        .unwrap();
+    let part = asked_with("range", "bytes=2-5").await;
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.headers()["content-range"], "bytes 2-5/10");
     assert_eq!(part.text().await.unwrap(), "2345");
-    let cached = app
-        .http
-        .get(&url)
-        .bearer_auth(&key)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let cached = asked_with("if-none-match", &etag).await;
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
-    let outside = app
-        .http
-        .get(&url)
-        .bearer_auth(&key)
-        .header("range", "bytes=50-")
-        .send()
-        .await
-        .unwrap();
+    let outside = asked_with("range", "bytes=50-").await;
     assert_eq!(outside.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(outside.headers()["content-range"], "bytes */10");
-    let missing = app
-        .http
-        .get(app.url(&format!("/v1/tasks/{id}/artifacts/nope.txt")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let missing = send(app.get(&key, &format!("/v1/tasks/{id}/artifacts/nope.txt"))).await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     app.finish().await;
     delete_topology(&prefix, &FileConfig::parse(&kinds()).unwrap()).await;
@@ -917,65 +849,35 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_broker_jobs_pass_in_process_to_a_local_executor() {
-    use taskledger::config::settings::Role;
-
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let config = r#"
-[kinds.local-sh]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 30
-"#;
-    let app = crate::helpers::TestApp::spawn_with_config(config, |settings| {
-        settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
-        settings.amqp_url = None;
-        settings.data_dir = data_dir.clone();
-    })
-    .await;
+    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
     let store = app.store();
-    let config = Arc::new(FileConfig::parse(config).unwrap());
+    let config = FileConfig::parse(LOCAL_SH).unwrap();
     let submit = |script: &'static str| {
-        let store = store.clone();
-        let config = config.clone();
-        async move {
-            submission::submit(
-                &store,
-                &config,
-                Submission::new(
-                    "local-sh",
-                    json!({ "script": script }).as_object().unwrap().clone(),
-                    "tests",
-                ),
-                Submitter {
-                    key_id: Uuid::nil(),
-                    idempotency_key: None,
-                },
-                Utc::now(),
-            )
-            .await
-            .unwrap()
-            .task
-            .id
-        }
+        submit_directly(
+            &store,
+            &config,
+            "local-sh",
+            json!({ "script": script }),
+            None,
+        )
     };
     let ok = submit(r#"echo hi; printf '{"local": true}' > "$TASKLEDGER_OUT/result.json""#).await;
     let bad = submit("exit 7").await;
     for (task_id, status) in [(ok, TaskStatus::Succeeded), (bad, TaskStatus::Failed)] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let task = loop {
-            let task = load::<Tasks>(&store, &task_id.stream_id())
-                .await
-                .unwrap()
-                .state
-                .unwrap();
-            if task.status.is_final() {
-                break task;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{task:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let task = eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || async {
+                let task = load_task(&store, task_id).await;
+                if task.status.is_final() {
+                    Ok(task)
+                } else {
+                    Err(format!("{task:?}"))
+                }
+            },
+        )
+        .await;
         assert_eq!(task.status, status, "{:?}", task.error);
         if status == TaskStatus::Succeeded {
             assert_eq!(task.result.unwrap()["local"], true);

@@ -9,19 +9,20 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
-use taskledger::commands::execute;
 use taskledger_events::apikey::Scope;
 use taskledger_events::task::{
-    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId, Tasks,
+    Artifact, CompleteTask, FailTask, RecordTaskProgress, StartTask, TaskCommand, TaskId,
     TimeOutTask,
 };
-use taskledger_events::Metadata;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
+use crate::support;
+use crate::support::http::{item_fields, ok_json, send};
+use crate::support::poll::eventually;
 
 /// A client with a key for frontends (`tasks:read`, `tasks:write`).
 struct Frontend {
@@ -45,16 +46,11 @@ impl Frontend {
     }
 
     async fn submit_with(&self, body: &Value, idempotency_key: Option<&str>) -> Response {
-        let mut request = self
-            .app
-            .http
-            .post(self.app.url("/v1/tasks"))
-            .bearer_auth(&self.key)
-            .json(body);
+        let mut request = self.app.post(&self.key, "/v1/tasks").json(body);
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
         }
-        request.send().await.unwrap()
+        send(request).await
     }
 
     /// Submits and expects 201; the task as answered.
@@ -65,33 +61,38 @@ impl Frontend {
     }
 
     async fn get(&self, path: &str) -> Response {
-        self.app
-            .http
-            .get(self.app.url(path))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap()
+        send(self.app.get(&self.key, path)).await
+    }
+
+    /// GET `path` asking for CSV.
+    async fn csv(&self, path: &str) -> Response {
+        send(self.app.get(&self.key, path).header("accept", "text/csv")).await
     }
 
     async fn get_json(&self, path: &str) -> Value {
-        let response = self.get(path).await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        body
+        ok_json(self.get(path).await, path).await
+    }
+
+    /// Executes a worker's `command` on the task `id`; the task as read at
+    /// the version that command made.
+    async fn after_worker(&self, id: &str, command: TaskCommand) -> Value {
+        let version = worker(&self.app, id, command).await;
+        self.get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+            .await
+    }
+
+    /// Expects GET `path` to be refused with a problem of `status` whose
+    /// detail holds `needle`.
+    async fn refused(&self, path: &str, status: StatusCode, needle: &str) {
+        problem(self.get(path).await, status, needle).await;
     }
 
     async fn cancel(&self, id: &str, body: Option<Value>) -> Response {
-        let mut request = self
-            .app
-            .http
-            .post(self.app.url(&format!("/v1/tasks/{id}/cancel")))
-            .bearer_auth(&self.key);
+        let mut request = self.app.post(&self.key, &format!("/v1/tasks/{id}/cancel"));
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.unwrap()
+        send(request).await
     }
 
     /// Every task the listing with `query` returns, following cursors with
@@ -173,36 +174,14 @@ fn echo(message: &str, frontend: &str) -> Value {
     json!({"kind": "echo", "params": {"message": message}, "frontend_id": frontend})
 }
 
+/// Expects a problem with `status` whose detail holds `needle`; the body.
 async fn problem(response: Response, status: StatusCode, needle: &str) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains(needle),
-        "expected {needle:?} in {body}"
-    );
-    body
+    support::http::problem(response, status, &[needle]).await
 }
 
 async fn worker(app: &TestApp, id: &str, command: TaskCommand) -> u64 {
-    let task_id = TaskId(Uuid::parse_str(id).unwrap());
-    let executed = execute::<Tasks>(
-        &app.store(),
-        &task_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        Metadata {
-            actor: Some("worker-1".into()),
-            ..Metadata::default()
-        },
-    )
-    .await
-    .unwrap();
-    executed.stream_version
+    app.as_worker(TaskId(Uuid::parse_str(id).unwrap()), command)
+        .await
 }
 
 /// How many task events and task streams the log holds.
@@ -285,12 +264,7 @@ async fn submit_read_cancel_and_history() {
     assert_eq!(body["type"], "/v1/problems/no-result");
 
     let history = frontend.get_json(&format!("{location}/events")).await;
-    let types: Vec<&str> = history["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["event_type"].as_str().unwrap())
-        .collect();
+    let types = item_fields(&history, "event_type");
     assert_eq!(types, ["TaskSubmitted", "TaskCanceled"]);
     assert_eq!(history["next_cursor"], Value::Null);
     let first = &history["items"][0];
@@ -307,30 +281,30 @@ async fn submit_read_cancel_and_history() {
         .get_json(&format!("{location}/events?limit=1&cursor={next}"))
         .await;
     assert_eq!(page["items"][0], history["items"][1]);
-    problem(
-        frontend
-            .get(&format!("{location}/events?cursor={}", u64::MAX))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "cursor",
-    )
-    .await;
+    frontend
+        .refused(
+            &format!("{location}/events?cursor={}", u64::MAX),
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        )
+        .await;
     // A position the log does not have is the caller's mistake, not lag.
-    problem(
-        frontend.get("/v1/tasks?min_position=999999").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "beyond the log",
+    frontend
+        .refused(
+            "/v1/tasks?min_position=999999",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "beyond the log",
+        )
+        .await;
+    // The scheme name is case-insensitive.
+    let lowercase = send(
+        frontend
+            .app
+            .http
+            .get(frontend.app.url(&location))
+            .header("authorization", format!("bearer {}", frontend.key)),
     )
     .await;
-    // The scheme name is case-insensitive.
-    let lowercase = frontend
-        .app
-        .http
-        .get(frontend.app.url(&location))
-        .header("authorization", format!("bearer {}", frontend.key))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(lowercase.status(), StatusCode::OK);
 
     let missing = Uuid::new_v4();
@@ -339,12 +313,9 @@ async fn submit_read_cancel_and_history() {
         format!("/v1/tasks/{missing}/result"),
         format!("/v1/tasks/{missing}/events"),
     ] {
-        problem(
-            frontend.get(&path).await,
-            StatusCode::NOT_FOUND,
-            "does not exist",
-        )
-        .await;
+        frontend
+            .refused(&path, StatusCode::NOT_FOUND, "does not exist")
+            .await;
     }
     problem(
         frontend.cancel(&missing.to_string(), None).await,
@@ -352,97 +323,89 @@ async fn submit_read_cancel_and_history() {
         "does not exist",
     )
     .await;
-    problem(
-        frontend.get("/v1/tasks/not-a-uuid").await,
-        StatusCode::BAD_REQUEST,
-        "not a task id",
-    )
-    .await;
+    frontend
+        .refused(
+            "/v1/tasks/not-a-uuid",
+            StatusCode::BAD_REQUEST,
+            "not a task id",
+        )
+        .await;
     frontend.app.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_are_refused_and_store_nothing() {
     let frontend = Frontend::spawn().await;
-    let url = frontend.app.url("/v1/tasks");
-    let cases: Vec<(Value, StatusCode, &str)> = vec![
+    // Every one of these is a well-formed request the service cannot accept.
+    let unprocessable: Vec<(Value, &str)> = vec![
         (
             json!({"kind": "nope", "params": {}, "frontend_id": "web"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "unknown task kind \"nope\"",
         ),
         (
             json!({"kind": "echo", "params": {}, "frontend_id": "web"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "needs the parameter \"message\"",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x", "colour": "red"}, "frontend_id": "web"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "has no parameter \"colour\"",
         ),
         (
             json!({"kind": "echo", "params": {"message": {"nested": 1}}, "frontend_id": "web"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "must be a string, number or boolean",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "urgent": true}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "unknown field `urgent`",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x"}}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "missing field `frontend_id`",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "priority": 5000}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "priority must be from -1000 to 1000",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": ""}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "frontend_id",
         ),
         (
             json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "timeout_seconds": 0}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "timeout_seconds",
         ),
         // PostgreSQL's jsonb cannot hold \u0000: stored, it would stop the
         // tasks projector for good.
         (
             json!({"kind": "echo", "params": {"message": "a\u{0}b"}, "frontend_id": "web"}),
-            StatusCode::UNPROCESSABLE_ENTITY,
             "NUL",
         ),
     ];
-    for (body, status, needle) in cases {
-        problem(frontend.submit(&body).await, status, needle).await;
+    for (body, needle) in unprocessable {
+        problem(
+            frontend.submit(&body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            needle,
+        )
+        .await;
     }
-    let malformed = frontend
-        .app
-        .http
-        .post(&url)
-        .bearer_auth(&frontend.key)
-        .header("content-type", "application/json")
-        .body(r#"{"kind": "echo","#)
-        .send()
-        .await
-        .unwrap();
+    let malformed = send(
+        frontend
+            .app
+            .post(&frontend.key, "/v1/tasks")
+            .header("content-type", "application/json")
+            .body(r#"{"kind": "echo","#),
+    )
+    .await;
     problem(malformed, StatusCode::BAD_REQUEST, "EOF").await;
-    let not_json = frontend
-        .app
-        .http
-        .post(&url)
-        .bearer_auth(&frontend.key)
-        .header("content-type", "text/plain")
-        .body(echo("x", "web").to_string())
-        .send()
-        .await
-        .unwrap();
+    let not_json = send(
+        frontend
+            .app
+            .post(&frontend.key, "/v1/tasks")
+            .header("content-type", "text/plain")
+            .body(echo("x", "web").to_string()),
+    )
+    .await;
     problem(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type").await;
     let huge = echo(&"x".repeat(300 * 1024), "web");
     problem(
@@ -601,15 +564,7 @@ async fn list_filters_pages_and_exports_csv() {
     assert_eq!(after.len(), 12, "tasks 11 to 22");
 
     // CSV: every matching task, in the same order, with quoting intact.
-    let response = frontend
-        .app
-        .http
-        .get(frontend.app.url("/v1/tasks?kind=echo"))
-        .bearer_auth(&frontend.key)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap();
+    let response = frontend.csv("/v1/tasks?kind=echo").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -635,14 +590,8 @@ async fn list_filters_pages_and_exports_csv() {
     }
     // A CSV export honours limit.
     let limited = frontend
-        .app
-        .http
-        .get(frontend.app.url("/v1/tasks?limit=3"))
-        .bearer_auth(&frontend.key)
-        .header("accept", "text/csv")
-        .send()
+        .csv("/v1/tasks?limit=3")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -683,20 +632,17 @@ async fn worker_commands_move_a_task_through_its_life() {
         })
     };
     worker(app, id, start(1)).await;
-    let version = worker(
-        app,
-        id,
-        TaskCommand::RecordProgress(RecordTaskProgress {
-            task_id: the_task,
-            attempt: 1,
-            percent: Some(40.0),
-            message: Some("fetching".into()),
-            recorded_at: Utc::now(),
-        }),
-    )
-    .await;
     let running = frontend
-        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .after_worker(
+            id,
+            TaskCommand::RecordProgress(RecordTaskProgress {
+                task_id: the_task,
+                attempt: 1,
+                percent: Some(40.0),
+                message: Some("fetching".into()),
+                recorded_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(running["status"], "running");
     assert_eq!(running["worker_id"], "worker-1");
@@ -706,22 +652,19 @@ async fn worker_commands_move_a_task_through_its_life() {
     );
 
     // A retryable failure with an attempt left queues it again.
-    let version = worker(
-        app,
-        id,
-        TaskCommand::Fail(FailTask {
-            artifacts: Default::default(),
-            task_id: the_task,
-            attempt: 1,
-            error: "connection reset".into(),
-            exit_code: Some(2),
-            retryable: true,
-            failed_at: Utc::now(),
-        }),
-    )
-    .await;
     let queued = frontend
-        .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
+        .after_worker(
+            id,
+            TaskCommand::Fail(FailTask {
+                artifacts: Default::default(),
+                task_id: the_task,
+                attempt: 1,
+                error: "connection reset".into(),
+                exit_code: Some(2),
+                retryable: true,
+                failed_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(queued["status"], "queued");
     assert_eq!(queued["attempts"], 1);
@@ -788,18 +731,15 @@ async fn worker_commands_move_a_task_through_its_life() {
         }),
     )
     .await;
-    let version = worker(
-        app,
-        slow_id,
-        TaskCommand::TimeOut(TimeOutTask {
-            task_id: slow_task,
-            attempt: 1,
-            timed_out_at: Utc::now(),
-        }),
-    )
-    .await;
     let timed_out = frontend
-        .get_json(&format!("/v1/tasks/{slow_id}?min_version={version}"))
+        .after_worker(
+            slow_id,
+            TaskCommand::TimeOut(TimeOutTask {
+                task_id: slow_task,
+                attempt: 1,
+                timed_out_at: Utc::now(),
+            }),
+        )
         .await;
     assert_eq!(timed_out["status"], "timed_out");
     assert_eq!(timed_out["error"], "attempt 1 ran past the task's timeout");
@@ -812,12 +752,13 @@ async fn reads_wait_for_their_version_and_say_when_they_cannot() {
     let task = frontend.created(&echo("wait", "web")).await;
     let id = task["id"].as_str().unwrap();
     // A version the task does not have is the caller's mistake.
-    problem(
-        frontend.get(&format!("/v1/tasks/{id}?min_version=5")).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "at version 1",
-    )
-    .await;
+    frontend
+        .refused(
+            &format!("/v1/tasks/{id}?min_version=5"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at version 1",
+        )
+        .await;
 
     // Hold the projector back: it cannot write `tasks` while this lock lasts.
     let mut blocker = frontend.app.database.client().await;
@@ -977,28 +918,19 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
     let admin_get = |path: String| {
         let (frontend, admin) = (frontend.clone(), admin.clone());
         async move {
-            let response = frontend
-                .app
-                .http
-                .get(frontend.app.url(&path))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap();
+            let response = send(frontend.app.get(&admin, &path)).await;
             (response.status(), response.json::<Value>().await.unwrap())
         }
     };
     let post_rebuild = |name: &'static str| {
         let (frontend, admin) = (frontend.clone(), admin.clone());
         async move {
-            frontend
-                .app
-                .http
-                .post(frontend.app.url(&format!("/v1/projections/{name}/rebuild")))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
+            send(
+                frontend
+                    .app
+                    .post(&admin, &format!("/v1/projections/{name}/rebuild")),
+            )
+            .await
         }
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1014,16 +946,19 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
         ["building", "swapping", "done"].contains(&started["rebuild"]["state"].as_str().unwrap()),
         "{started}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let (status, view) = admin_get("/v1/projections/tasks".into()).await;
-        assert_eq!(status, StatusCode::OK, "{view}");
-        if view["rebuild"]["state"] == "done" {
-            break view;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (status, view) = admin_get("/v1/projections/tasks".into()).await;
+            assert_eq!(status, StatusCode::OK, "{view}");
+            if view["rebuild"]["state"] == "done" {
+                return Ok(view);
+            }
+            Err(view.to_string())
+        },
+    )
+    .await;
     let rebuild = &done["rebuild"];
     assert!(rebuild["position"].as_u64().unwrap() >= 150, "{done}");
     assert!(rebuild["events_per_s"].as_f64().unwrap() > 0.0, "{done}");

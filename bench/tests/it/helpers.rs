@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use taskledger_events::testing::{config_to_url, DEFAULT_TEST_SERVER};
+use taskledger_events::testing::{config_to_url, TestDatabase, DEFAULT_TEST_SERVER};
 
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_taskledger-bench");
 
@@ -13,13 +13,15 @@ pub(crate) struct Run {
     pub(crate) stderr: String,
 }
 
-/// Runs `taskledger-bench args…` with `DATABASE_URL` set to `database_url`
-/// and the broker the tests use; panics unless it succeeds within
-/// `deadline`.
-pub(crate) async fn bench(database_url: &str, args: &[&str], deadline: Duration) -> Run {
+/// Runs `taskledger-bench` with the arguments of `command_line` (split at
+/// white space, as a shell would split one without quotes) with
+/// `DATABASE_URL` set to `database_url` and the broker the tests use; panics
+/// unless it succeeds within `deadline`.
+pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Duration) -> Run {
+    let args: Vec<&str> = command_line.split_whitespace().collect();
     let mut command = tokio::process::Command::new(BINARY);
     command
-        .args(args)
+        .args(&args)
         .env("DATABASE_URL", database_url)
         .env("TASKLEDGER_LOG", "warn")
         .env_remove("TASKLEDGER_AMQP_PREFIX")
@@ -40,6 +42,15 @@ pub(crate) async fn bench(database_url: &str, args: &[&str], deadline: Duration)
         "taskledger-bench {args:?} exited with {}: {run:#?}",
         output.status
     );
+    run
+}
+
+/// [`bench`] against a fresh database of its own, dropped once the run has
+/// finished.
+pub(crate) async fn bench_on_scratch(command_line: &str, deadline: Duration) -> Run {
+    let database = TestDatabase::create().await;
+    let run = bench(&database.url, command_line, deadline).await;
+    database.drop_database().await;
     run
 }
 

@@ -4,24 +4,14 @@
 
 use std::time::Duration;
 
-use taskledger_events::testing::TestDatabase;
-
-use crate::helpers::{bench, database_url, line, server_client};
+use crate::helpers::{bench, bench_on_scratch, database_url, line, server_client};
 
 #[tokio::test]
 async fn append_creates_its_database_and_prints_a_line_per_run() {
     let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
     let run = bench(
         &database_url(&name),
-        &[
-            "append",
-            "--writers",
-            "1,2",
-            "--batch",
-            "1",
-            "--seconds",
-            "0.3",
-        ],
+        "append --writers 1,2 --batch 1 --seconds 0.3",
         Duration::from_secs(60),
     )
     .await;
@@ -50,13 +40,7 @@ async fn append_creates_its_database_and_prints_a_line_per_run() {
 
 #[tokio::test]
 async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
-        &["rebuild", "--tasks", "25", "--batch", "10"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let run = bench_on_scratch("rebuild --tasks 25 --batch 10", Duration::from_secs(120)).await;
     line(&run, "seeded ", &["events", "events_per_s"]);
     assert!(
         run.stdout
@@ -75,25 +59,12 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
     );
     // Progress goes to standard error, the swap announced.
     assert!(run.stderr.contains(" swapping: built up to "), "{run:#?}");
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
-        &[
-            "api",
-            "--connections",
-            "2",
-            "--seconds",
-            "0.3",
-            "--visible-samples",
-            "6",
-            "--visible-clients",
-            "2",
-        ],
+    let run = bench_on_scratch(
+        "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",
         Duration::from_secs(120),
     )
     .await;
@@ -112,15 +83,12 @@ async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
         "submit-to-visible ",
         &["samples", "p50_ms", "p99_ms", "max_ms"],
     );
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn mo_signs_webhooks_the_service_verifies() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
-        &["mo", "--rate", "20", "--seconds", "1", "--devices", "3"],
+    let run = bench_on_scratch(
+        "mo --rate 20 --seconds 1 --devices 3",
         Duration::from_secs(120),
     )
     .await;
@@ -134,23 +102,12 @@ async fn mo_signs_webhooks_the_service_verifies() {
     // Every webhook verified and recorded: the signing key and the key the
     // service trusts are a pair.
     assert!(printed.contains(" answered=20 failed=0 "), "{run:#?}");
-    database.drop_database().await;
 }
 
 #[tokio::test]
 async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
-    let database = TestDatabase::create().await;
-    let run = bench(
-        &database.url,
-        &[
-            "tasks",
-            "--slots",
-            "1",
-            "--tasks",
-            "3",
-            "--relay-events",
-            "200",
-        ],
+    let run = bench_on_scratch(
+        "tasks --slots 1 --tasks 3 --relay-events 200",
         Duration::from_secs(240),
     )
     .await;
@@ -168,5 +125,4 @@ async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
         relay.ends_with(" (publisher confirms, persistent messages)"),
         "{relay}"
     );
-    database.drop_database().await;
 }

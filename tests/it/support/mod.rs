@@ -1,0 +1,7 @@
+//! What several test modules share besides a running service (that is
+//! `crate::helpers`): polling with a deadline, the binary as a child
+//! process, and reading HTTP answers.
+
+pub(crate) mod cli;
+pub(crate) mod http;
+pub(crate) mod poll;

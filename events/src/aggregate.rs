@@ -60,3 +60,23 @@ pub trait Aggregate {
         events.into_iter().fold(Self::State::default(), Self::apply)
     }
 }
+
+/// Inside an `impl Aggregate`: [`Aggregate::decide`] and
+/// [`Aggregate::apply`] as the module's own free functions `decide(&State,
+/// Command)` and `apply(State, &Event)`, which callers outside command
+/// handling (projections, the auditor's replay) use directly.
+macro_rules! decide_and_apply_by_module_functions {
+    () => {
+        fn decide(
+            state: &Self::State,
+            command: Self::Command,
+        ) -> Result<Vec<Self::Event>, $crate::Refusal> {
+            decide(state, command)
+        }
+
+        fn apply(state: Self::State, event: &Self::Event) -> Self::State {
+            apply(state, event)
+        }
+    };
+}
+pub(crate) use decide_and_apply_by_module_functions;

@@ -1,6 +1,7 @@
 //! Test helpers (feature `testing`, and this crate's own tests): the
-//! given/when/then harness of every aggregate ([`given`], [`given_state`])
-//! and the checks of its stored events ([`assert_round_trips`],
+//! given/when/then harness of every aggregate ([`given`], [`given_state`]),
+//! the fixed values its tests start from ([`at`], [`FIXED_ID`]) and the
+//! checks of its stored events ([`assert_round_trips`],
 //! [`assert_refuses_other_shapes`]),
 //! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
 //! copied from a template that is migrated once per set of migrations;
@@ -11,9 +12,11 @@
 
 use tokio_postgres::NoTls;
 
+mod fixed;
 mod given;
 mod stored;
-pub use given::{given, given_state, Given, Then};
+pub use fixed::{at, FIXED_ID, FIXED_ID_SHORT};
+pub use given::{assert_not_found_names, given, given_state, Given, Then};
 pub use stored::{assert_refuses_other_shapes, assert_round_trips, recorded};
 
 use crate::migrate;

@@ -1,12 +1,11 @@
-//! What an API key can be asked to do: one struct per command, the
+//! What an API key can be asked to do: one struct per command (a creation is
+//! the event it asks for), the
 //! [`ApiKeyCommand`] enum over them, and the limit
 //! [`decide`](super::decide) checks them against.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 
-use super::{ApiKeyId, Scope};
+use super::{ApiKeyCreated, ApiKeyId};
 
 /// The longest key name, in bytes.
 pub const MAX_NAME_BYTES: usize = 100;
@@ -33,28 +32,16 @@ impl ApiKeyCommand {
 
 /// Create an active API key.
 ///
+/// The command is the [`ApiKeyCreated`] event it asks for:
+/// [`decide`](super::decide) checks its fields (their limits are documented
+/// on them) and, when the key does not exist yet, records it as given. One
+/// struct, so a key's fields are listed once; a field the event must not
+/// store would make the command its own struct again.
+///
 /// The secret is not part of the command: the caller makes it with
 /// [`generate_secret`](super::generate_secret), shows it once to whoever asked
 /// for the key, and passes only its [`hash_secret`](super::hash_secret).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateApiKey {
-    /// The new key's id.
-    pub key_id: ApiKeyId,
-    /// What the key is for, for people ("ci deploys"). 1 to
-    /// [`MAX_NAME_BYTES`] bytes, no control characters.
-    pub name: String,
-    /// What the key may do; at least one scope.
-    pub scopes: BTreeSet<Scope>,
-    /// The SHA-256 of the secret ([`hash_secret`](super::hash_secret)): 64
-    /// lowercase hexadecimal digits. It must be the hash of a freshly
-    /// generated secret: two keys with one hash cannot both be projected
-    /// (`api_keys.key_hash` is unique).
-    pub key_hash: String,
-    /// When the creation was accepted.
-    pub created_at: DateTime<Utc>,
-    /// The API key id (or operator) that created it, if known.
-    pub created_by: Option<String>,
-}
+pub type CreateApiKey = ApiKeyCreated;
 
 /// Revoke an active API key for good; requests with its secret are refused
 /// from then on.

@@ -2,7 +2,7 @@
 //! events it produces ([`decide`]).
 
 use super::commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
-use super::events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked};
+use super::events::{ApiKeyEvent, ApiKeyRevoked};
 use super::{ApiKey, ApiKeyId, ApiKeyState};
 use crate::Refusal;
 
@@ -81,14 +81,7 @@ fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEve
     if let Some(problem) = problem {
         return Err(Refusal::invalid(problem));
     }
-    Ok(ApiKeyEvent::Created(ApiKeyCreated {
-        key_id,
-        name: create.name,
-        scopes: create.scopes,
-        key_hash: create.key_hash,
-        created_at: create.created_at,
-        created_by: create.created_by,
-    }))
+    Ok(ApiKeyEvent::Created(create))
 }
 
 fn revoke_api_key(key: &ApiKey, revoke: RevokeApiKey) -> Result<ApiKeyEvent, Refusal> {

@@ -31,22 +31,28 @@ pub enum ApiKeyEvent {
     Revoked(ApiKeyRevoked),
 }
 
-/// An API key was created and is active.
+/// An API key was created and is active; also the command that asks for it
+/// ([`CreateApiKey`](super::CreateApiKey)), whose limits the fields'
+/// documentation gives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyCreated {
-    /// The key.
+    /// The key's id.
     pub key_id: ApiKeyId,
-    /// What it is for.
+    /// What the key is for, for people ("ci deploys"). 1 to
+    /// [`MAX_NAME_BYTES`](super::MAX_NAME_BYTES) bytes, no control
+    /// characters.
     pub name: String,
-    /// What it may do (stored as a JSON array of scope names, in
-    /// [`Scope`]'s order).
+    /// What the key may do; at least one scope (stored as a JSON array of
+    /// scope names, in [`Scope`]'s order).
     pub scopes: BTreeSet<Scope>,
-    /// The SHA-256 of its secret, 64 lowercase hexadecimal digits. Never the
-    /// secret.
+    /// The SHA-256 of its secret ([`hash_secret`](super::hash_secret)): 64
+    /// lowercase hexadecimal digits, never the secret. It must be the hash of
+    /// a freshly generated secret: two keys with one hash cannot both be
+    /// projected (`api_keys.key_hash` is unique).
     pub key_hash: String,
-    /// When it was created.
+    /// When the creation was accepted.
     pub created_at: DateTime<Utc>,
-    /// Who created it.
+    /// The API key id (or operator) that created it, if known.
     pub created_by: Option<String>,
 }
 

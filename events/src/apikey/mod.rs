@@ -26,7 +26,7 @@
 //! object *without* the `type` tag (see [`ApiKeyEvent::to_new_event`]), as for
 //! tasks.
 
-use crate::{Aggregate, Refusal};
+use crate::Aggregate;
 
 mod commands;
 mod decide;
@@ -64,13 +64,7 @@ impl Aggregate for ApiKeys {
         }
     }
 
-    fn decide(state: &ApiKeyState, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, Refusal> {
-        decide(state, command)
-    }
-
-    fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
-        apply(state, event)
-    }
+    crate::aggregate::decide_and_apply_by_module_functions!();
 }
 
 crate::stream_id::uuid_identity!(

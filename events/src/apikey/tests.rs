@@ -3,24 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
-use crate::testing::{self, Given};
+use crate::testing::{self, at, Given, FIXED_ID, FIXED_ID_SHORT};
 use crate::{Metadata, RecordedEvent, RefusalKind};
 
-const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
-const SHORT: &str = "3f2a1b4c…";
-
 fn key_id() -> ApiKeyId {
-    ApiKeyId(ID)
-}
-
-/// A fixed instant, `second` seconds after a fixed origin.
-fn at(second: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+    ApiKeyId(FIXED_ID)
 }
 
 fn scopes(names: &[Scope]) -> BTreeSet<Scope> {
@@ -35,6 +26,20 @@ fn key_hash() -> String {
 
 fn given(history: impl IntoIterator<Item = ApiKeyEvent>) -> Given<ApiKeys> {
     testing::given(history)
+}
+
+/// The key after `command`, decided in the state `history` leaves, was
+/// exactly `expected`.
+#[track_caller]
+fn key_after(
+    history: impl IntoIterator<Item = ApiKeyEvent>,
+    command: ApiKeyCommand,
+    expected: ApiKeyEvent,
+) -> ApiKey {
+    given(history)
+        .when(command)
+        .then_expect(vec![expected])
+        .expect("the key exists")
 }
 
 // ---- commands and events -------------------------------------------------------
@@ -63,15 +68,18 @@ fn revoke() -> ApiKeyCommand {
     })
 }
 
-fn created() -> ApiKeyEvent {
-    ApiKeyEvent::Created(ApiKeyCreated {
-        key_id: key_id(),
-        name: "ci deploys".into(),
-        scopes: scopes(&[Scope::TasksWrite, Scope::TasksRead]),
-        key_hash: key_hash(),
-        created_at: at(0),
-        created_by: Some("admin-key".into()),
+/// Revokes `key_id` at second 5, with no reason and no actor.
+fn revoke_without_a_reason(key_id: ApiKeyId) -> ApiKeyCommand {
+    ApiKeyCommand::Revoke(RevokeApiKey {
+        key_id,
+        reason: None,
+        revoked_at: at(5),
+        revoked_by: None,
     })
+}
+
+fn created() -> ApiKeyEvent {
+    ApiKeyEvent::Created(create_api_key())
 }
 
 fn revoked() -> ApiKeyEvent {
@@ -86,10 +94,7 @@ fn revoked() -> ApiKeyEvent {
 
 #[test]
 fn create_makes_an_active_key() {
-    let key = given([])
-        .when(create())
-        .then_expect(vec![created()])
-        .unwrap();
+    let key = key_after([], create(), created());
     assert_eq!(
         key,
         ApiKey {
@@ -175,17 +180,11 @@ fn create_accepts_every_limit_exactly() {
     command.name = "n".repeat(MAX_NAME_BYTES);
     command.scopes = scopes(&[Scope::AuditRead]);
     command.created_by = None;
-    let key = given([])
-        .when(ApiKeyCommand::Create(command.clone()))
-        .then_expect(vec![ApiKeyEvent::Created(ApiKeyCreated {
-            key_id: key_id(),
-            name: command.name.clone(),
-            scopes: scopes(&[Scope::AuditRead]),
-            key_hash: key_hash(),
-            created_at: at(0),
-            created_by: None,
-        })])
-        .unwrap();
+    let key = key_after(
+        [],
+        ApiKeyCommand::Create(command.clone()),
+        ApiKeyEvent::Created(command.clone()),
+    );
     assert_eq!(key.name.len(), MAX_NAME_BYTES);
 
     command.scopes = Scope::ALL.into_iter().collect();
@@ -200,10 +199,7 @@ fn create_accepts_every_limit_exactly() {
 
 #[test]
 fn revoke_ends_an_active_key() {
-    let key = given([created()])
-        .when(revoke())
-        .then_expect(vec![revoked()])
-        .unwrap();
+    let key = key_after([created()], revoke(), revoked());
     assert!(!key.is_active());
     assert_eq!(key.revoked_at, Some(at(60)));
     assert_eq!(key.revoked_reason.as_deref(), Some("leaked in a build log"));
@@ -213,20 +209,15 @@ fn revoke_ends_an_active_key() {
 
 #[test]
 fn revoke_without_a_reason_or_actor() {
-    let command = ApiKeyCommand::Revoke(RevokeApiKey {
-        key_id: key_id(),
-        reason: None,
-        revoked_at: at(5),
-        revoked_by: None,
-    });
-    let key = given([created()])
-        .when(command)
-        .then_expect(vec![ApiKeyEvent::Revoked(ApiKeyRevoked {
+    let key = key_after(
+        [created()],
+        revoke_without_a_reason(key_id()),
+        ApiKeyEvent::Revoked(ApiKeyRevoked {
             reason: None,
             revoked_at: at(5),
             revoked_by: None,
-        })])
-        .unwrap();
+        }),
+    );
     assert!(!key.is_active());
 }
 
@@ -248,14 +239,8 @@ fn revoke_of_an_unknown_key_is_not_found() {
 #[test]
 fn a_command_for_another_key_than_the_state_is_not_found() {
     let other = ApiKeyId(Uuid::from_u128(7));
-    let command = ApiKeyCommand::Revoke(RevokeApiKey {
-        key_id: other,
-        reason: None,
-        revoked_at: at(5),
-        revoked_by: None,
-    });
     let error = given([created()])
-        .when(command)
+        .when(revoke_without_a_reason(other))
         .then_error(RefusalKind::NotFound, "does not exist");
     assert!(error.message().contains(&other.short()), "{error}");
 }
@@ -448,7 +433,7 @@ fn key_ids_name_their_streams() {
         "apikey-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"
     );
     assert!(id.stream_id().as_str().starts_with(ApiKeyId::STREAM_PREFIX));
-    assert_eq!(id.short(), SHORT);
+    assert_eq!(id.short(), FIXED_ID_SHORT);
     assert_eq!(ApiKeyId::from_stream_id(id.stream_id().as_str()), Some(id));
     assert_eq!(
         ApiKeyId::from_stream_id("task-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"),
@@ -456,7 +441,7 @@ fn key_ids_name_their_streams() {
     );
     assert_eq!(ApiKeyId::from_stream_id("apikey-not-a-uuid"), None);
     assert_eq!(serde_json::to_value(id).unwrap(), json!(id.to_string()));
-    assert_eq!(ApiKeyId::from(ID), id);
+    assert_eq!(ApiKeyId::from(FIXED_ID), id);
 }
 
 #[test]
@@ -464,12 +449,5 @@ fn errors_name_the_key_and_have_a_kind_name() {
     let error = given([])
         .when(revoke())
         .then_error(RefusalKind::NotFound, "");
-    assert!(error.message().contains(&key_id().short()), "{error}");
-    assert_eq!(error.kind().as_str(), "not_found");
-    assert_eq!(RefusalKind::AlreadyExists.as_str(), "already_exists");
-    assert_eq!(
-        RefusalKind::InvalidTransition.to_string(),
-        "invalid_transition"
-    );
-    assert_eq!(RefusalKind::Invalid.as_str(), "invalid");
+    testing::assert_not_found_names(&error, &key_id().short());
 }

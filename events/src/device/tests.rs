@@ -1,11 +1,10 @@
 //! Given these events, when this command, expect these events or this
 //! refusal (the harness of `crate::testing`).
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::*;
-use crate::testing::{self, Given};
+use crate::testing::{self, at, Given};
 use crate::RefusalKind;
 
 fn given(history: impl IntoIterator<Item = DeviceEvent>) -> Given<Devices> {
@@ -14,10 +13,6 @@ fn given(history: impl IntoIterator<Item = DeviceEvent>) -> Given<Devices> {
 
 fn imei() -> Imei {
     Imei::new("300234010753370").unwrap()
-}
-
-fn at(second: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
 }
 
 const ID: Uuid = Uuid::from_u128(7);

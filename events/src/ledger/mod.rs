@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Aggregate, Refusal, StreamId};
+use crate::{Aggregate, StreamId};
 
 mod commands;
 mod decide;
@@ -90,16 +90,7 @@ impl Aggregate for Ledgers {
         "Confirm"
     }
 
-    fn decide(
-        state: &LedgerState,
-        command: ConfirmLedgerEntries,
-    ) -> Result<Vec<LedgerEvent>, Refusal> {
-        decide(state, command)
-    }
-
-    fn apply(state: LedgerState, event: &LedgerEvent) -> LedgerState {
-        apply(state, event)
-    }
+    crate::aggregate::decide_and_apply_by_module_functions!();
 }
 
 /// An inclusive range of global positions.

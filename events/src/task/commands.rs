@@ -1,15 +1,14 @@
-//! What a task can be asked to do: one struct per command, the
-//! [`TaskCommand`] enum over them, and the limits [`decide`](super::decide)
-//! checks them against.
+//! What a task can be asked to do: one struct per command (a submission is
+//! the event it asks for), the [`TaskCommand`] enum over them, and the
+//! limits [`decide`](super::decide) checks them against.
 
-use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::TaskId;
+use super::{TaskId, TaskSubmitted};
 
 /// The longest task kind, in bytes.
 pub const MAX_KIND_BYTES: usize = 100;
@@ -85,36 +84,13 @@ impl TaskCommand {
 }
 
 /// Create a task and queue it for its first attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubmitTask {
-    /// The new task's id.
-    pub task_id: TaskId,
-    /// What to run: selects the work queue and the container image. 1 to
-    /// [`MAX_KIND_BYTES`] bytes, no control characters.
-    pub kind: String,
-    /// The task's input, handed to the runner as given.
-    pub params: Map<String, Value>,
-    /// Input files: a name (`page.html`) and the SHA-256 of an uploaded
-    /// blob; the runner mounts each read-only at `/in/{name}`. At most
-    /// [`MAX_INPUTS`], names of [`MAX_INPUT_NAME_BYTES`] bytes at most.
-    pub inputs: BTreeMap<String, String>,
-    /// The frontend that submitted the task and reads its result. 1 to
-    /// [`MAX_FRONTEND_ID_BYTES`] bytes, no control characters.
-    pub frontend_id: String,
-    /// The frontend's own id for the task, if it has one. 1 to
-    /// [`MAX_CLIENT_TASK_ID_BYTES`] bytes, no control characters.
-    pub client_task_id: Option<String>,
-    /// In [`PRIORITIES`]; higher runs first.
-    pub priority: i32,
-    /// How long one attempt may run: 1 to [`MAX_TIMEOUT_SECONDS`].
-    pub timeout_seconds: u64,
-    /// How many attempts the task gets in all: 1 to [`MAX_ATTEMPTS`].
-    pub max_attempts: u32,
-    /// When the submission was accepted.
-    pub submitted_at: DateTime<Utc>,
-    /// The API key id that submitted it, if known.
-    pub submitted_by: Option<String>,
-}
+///
+/// The command is the [`TaskSubmitted`] event it asks for: [`decide`](super::decide)
+/// checks each field against its limit (documented on the field) and, when
+/// all hold and the task does not exist yet, records it as given. One struct,
+/// so a submission's fields are listed once; a field the event must not
+/// store would make the command its own struct again.
+pub type SubmitTask = TaskSubmitted;
 
 /// Stop a task that is queued or running; a running task's worker should stop
 /// its container when it sees the cancellation.

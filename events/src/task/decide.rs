@@ -13,7 +13,7 @@ use super::commands::{
 };
 use super::events::{
     TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
-    TaskSubmitted, TaskSucceeded, TaskTimedOut,
+    TaskSucceeded, TaskTimedOut,
 };
 use super::{Task, TaskId, TaskState, TaskStatus};
 use crate::Refusal;
@@ -121,19 +121,7 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Refus
     if let Some(submitted_by) = &submit.submitted_by {
         check_message("submitted_by", submitted_by)?;
     }
-    Ok(TaskEvent::Submitted(TaskSubmitted {
-        task_id,
-        kind: submit.kind,
-        params: submit.params,
-        inputs: submit.inputs,
-        frontend_id: submit.frontend_id,
-        client_task_id: submit.client_task_id,
-        priority: submit.priority,
-        timeout_seconds: submit.timeout_seconds,
-        max_attempts: submit.max_attempts,
-        submitted_at: submit.submitted_at,
-        submitted_by: submit.submitted_by,
-    }))
+    Ok(TaskEvent::Submitted(submit))
 }
 
 fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, Refusal> {

@@ -50,33 +50,46 @@ pub enum TaskEvent {
     Retried(TaskRetried),
 }
 
-/// A task was created and queued for its first attempt.
+/// A task was created and queued for its first attempt; also the command
+/// that asks for it ([`SubmitTask`](super::SubmitTask)), whose limits the
+/// fields' documentation gives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSubmitted {
-    /// The task.
+    /// The task's id.
     pub task_id: TaskId,
-    /// What to run.
+    /// What to run: selects the work queue and the container image. 1 to
+    /// [`MAX_KIND_BYTES`](super::MAX_KIND_BYTES) bytes, no control
+    /// characters.
     pub kind: String,
-    /// The task's input.
+    /// The task's input, handed to the runner as given.
     pub params: Map<String, Value>,
-    /// Input files by name: the SHA-256 of each uploaded blob (absent from
-    /// events of tasks that have none, and from every event written before
-    /// inputs existed).
+    /// Input files: a name (`page.html`) and the SHA-256 of an uploaded
+    /// blob; the runner mounts each read-only at `/in/{name}`. At most
+    /// [`MAX_INPUTS`](super::MAX_INPUTS), names of
+    /// [`MAX_INPUT_NAME_BYTES`](super::MAX_INPUT_NAME_BYTES) bytes at most.
+    /// Absent from the stored form of tasks that have none (and of every
+    /// event written before inputs existed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
-    /// The frontend that submitted it.
+    /// The frontend that submitted the task and reads its result. 1 to
+    /// [`MAX_FRONTEND_ID_BYTES`](super::MAX_FRONTEND_ID_BYTES) bytes, no
+    /// control characters.
     pub frontend_id: String,
-    /// The frontend's own id for it.
+    /// The frontend's own id for the task, if it has one. 1 to
+    /// [`MAX_CLIENT_TASK_ID_BYTES`](super::MAX_CLIENT_TASK_ID_BYTES) bytes, no
+    /// control characters.
     pub client_task_id: Option<String>,
-    /// Higher runs first.
+    /// In [`PRIORITIES`](super::PRIORITIES); higher runs first.
     pub priority: i32,
-    /// How long one attempt may run.
+    /// How long one attempt may run: 1 to
+    /// [`MAX_TIMEOUT_SECONDS`](super::MAX_TIMEOUT_SECONDS).
     pub timeout_seconds: u64,
-    /// How many attempts it gets in all.
+    /// How many attempts the task gets in all: 1 to
+    /// [`MAX_ATTEMPTS`](super::MAX_ATTEMPTS).
     pub max_attempts: u32,
-    /// When it was submitted.
+    /// When the submission was accepted.
     pub submitted_at: DateTime<Utc>,
-    /// The API key id that submitted it.
+    /// The API key id that submitted it, if known.
     pub submitted_by: Option<String>,
 }
 

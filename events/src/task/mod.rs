@@ -32,7 +32,7 @@
 //! [`TaskEvent::to_new_event`]). The serde form of [`TaskEvent`] (for messages
 //! and logs) is the same object with the tag added.
 
-use crate::{Aggregate, Refusal};
+use crate::Aggregate;
 
 mod commands;
 mod decide;
@@ -80,13 +80,7 @@ impl Aggregate for Tasks {
         }
     }
 
-    fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>, Refusal> {
-        decide(state, command)
-    }
-
-    fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
-        apply(state, event)
-    }
+    crate::aggregate::decide_and_apply_by_module_functions!();
 }
 
 crate::stream_id::uuid_identity!(

@@ -1,23 +1,14 @@
 //! Given these events, when this command, expect these events or this error.
 
-use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
-use crate::testing::{self, Given};
+use crate::testing::{self, at, Given, FIXED_ID, FIXED_ID_SHORT};
 use crate::{Metadata, RecordedEvent, RefusalKind};
 
-const ID: Uuid = Uuid::from_u128(0x3f2a1b4c_5d6e_4f70_8192_a3b4c5d6e7f8);
-const SHORT: &str = "3f2a1b4c…";
-
 fn task_id() -> TaskId {
-    TaskId(ID)
-}
-
-/// A fixed instant, `second` seconds after a fixed origin.
-fn at(second: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+    TaskId(FIXED_ID)
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -36,6 +27,20 @@ fn given(history: impl IntoIterator<Item = TaskEvent>) -> Given<Tasks> {
 /// Starts from a state that no history produces (to test guards).
 fn given_state(state: TaskState) -> Given<Tasks> {
     testing::given_state(state)
+}
+
+/// The task after `command`, decided in the state `history` leaves, was
+/// exactly `expected`.
+#[track_caller]
+fn task_after(
+    history: impl IntoIterator<Item = TaskEvent>,
+    command: TaskCommand,
+    expected: TaskEvent,
+) -> Task {
+    given(history)
+        .when(command)
+        .then_expect(vec![expected])
+        .expect("the task exists")
 }
 
 // ---- commands --------------------------------------------------------------
@@ -142,18 +147,9 @@ fn retry(second: i64) -> TaskCommand {
 // ---- events ------------------------------------------------------------------
 
 fn submitted_with(max_attempts: u32) -> TaskEvent {
-    TaskEvent::Submitted(TaskSubmitted {
-        inputs: Default::default(),
-        task_id: task_id(),
-        kind: "url-analysis".into(),
-        params: object(json!({"url": "https://example.com", "depth": 2})),
-        frontend_id: "web".into(),
-        client_task_id: Some("client-7".into()),
-        priority: 5,
-        timeout_seconds: 300,
+    TaskEvent::Submitted(SubmitTask {
         max_attempts,
-        submitted_at: at(0),
-        submitted_by: Some("key-1".into()),
+        ..submit_task()
     })
 }
 
@@ -279,10 +275,7 @@ fn commands_to_an_existing_task() -> Vec<(TaskCommand, &'static str)> {
 
 #[test]
 fn submit_queues_a_new_task() {
-    let task = given([])
-        .when(submit())
-        .then_expect(vec![submitted()])
-        .unwrap();
+    let task = task_after([], submit(), submitted());
     assert_eq!(task.id, task_id());
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 0);
@@ -304,7 +297,7 @@ fn submit_of_an_existing_task_is_refused() {
     for (history, _) in final_histories().into_iter().chain([(queued(), "")]) {
         given(history).when(submit()).then_error(
             RefusalKind::AlreadyExists,
-            &format!("task {SHORT} already exists"),
+            &format!("task {FIXED_ID_SHORT} already exists"),
         );
     }
 }
@@ -404,7 +397,7 @@ fn commands_to_a_task_that_does_not_exist_are_refused() {
     for (command, _) in commands_to_an_existing_task() {
         given([]).when(command).then_error(
             RefusalKind::NotFound,
-            &format!("task {SHORT} does not exist"),
+            &format!("task {FIXED_ID_SHORT} does not exist"),
         );
     }
 }
@@ -419,7 +412,7 @@ fn a_command_for_another_task_than_the_state_is_not_found() {
         .fold(None, apply);
     given_state(state).when(cancel()).then_error(
         RefusalKind::NotFound,
-        &format!("task {SHORT} does not exist"),
+        &format!("task {FIXED_ID_SHORT} does not exist"),
     );
 }
 
@@ -427,10 +420,7 @@ fn a_command_for_another_task_than_the_state_is_not_found() {
 
 #[test]
 fn cancel_of_a_queued_task() {
-    let task = given(queued())
-        .when(cancel())
-        .then_expect(vec![canceled(false)])
-        .unwrap();
+    let task = task_after(queued(), cancel(), canceled(false));
     assert_eq!(task.status, TaskStatus::Canceled);
     assert_eq!(task.finished_at, Some(at(900)));
     assert_eq!(task.cancel_reason.as_deref(), Some("no longer needed"));
@@ -438,10 +428,7 @@ fn cancel_of_a_queued_task() {
 
 #[test]
 fn cancel_of_a_running_task_says_it_was_running() {
-    let task = given(running())
-        .when(cancel())
-        .then_expect(vec![canceled(true)])
-        .unwrap();
+    let task = task_after(running(), cancel(), canceled(true));
     assert_eq!(task.status, TaskStatus::Canceled);
 }
 
@@ -456,7 +443,7 @@ fn nothing_happens_to_a_final_task() {
                 .then_error(RefusalKind::InvalidTransition, "");
             assert_eq!(
                 error.message(),
-                format!("task {SHORT} is already {status}; it cannot {action}")
+                format!("task {FIXED_ID_SHORT} is already {status}; it cannot {action}")
             );
         }
     }
@@ -473,7 +460,7 @@ fn worker_commands_to_a_queued_task_are_refused() {
             .then_error(RefusalKind::InvalidTransition, "");
         assert_eq!(
             error.message(),
-            format!("task {SHORT} is queued; it cannot {action}")
+            format!("task {FIXED_ID_SHORT} is queued; it cannot {action}")
         );
     }
 }
@@ -482,10 +469,7 @@ fn worker_commands_to_a_queued_task_are_refused() {
 
 #[test]
 fn start_runs_the_first_attempt() {
-    let task = given(queued())
-        .when(start(1))
-        .then_expect(vec![started(1)])
-        .unwrap();
+    let task = task_after(queued(), start(1), started(1));
     assert_eq!(task.status, TaskStatus::Running);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.worker_id.as_deref(), Some("worker-1"));
@@ -499,7 +483,7 @@ fn start_of_a_running_task_is_refused() {
         .then_error(RefusalKind::InvalidTransition, "");
     assert_eq!(
         error.message(),
-        format!("task {SHORT} is running attempt 1; it cannot be started again")
+        format!("task {FIXED_ID_SHORT} is running attempt 1; it cannot be started again")
     );
 }
 
@@ -522,10 +506,7 @@ fn start_must_name_the_next_attempt() {
         RefusalKind::InvalidTransition,
         "attempt 1 is not next; the task has started 1 attempt",
     );
-    let task = given(after_one_retry)
-        .when(start(2))
-        .then_expect(vec![started(2)])
-        .unwrap();
+    let task = task_after(after_one_retry, start(2), started(2));
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.worker_id.as_deref(), Some("worker-2"));
 }
@@ -570,10 +551,7 @@ fn start_needs_a_worker_id() {
 #[test]
 fn progress_is_recorded_for_the_running_attempt() {
     for percent in [None, Some(0.0), Some(37.5), Some(100.0)] {
-        let task = given(running())
-            .when(progress(1, percent))
-            .then_expect(vec![progressed(1, percent)])
-            .unwrap();
+        let task = task_after(running(), progress(1, percent), progressed(1, percent));
         let recorded = task.progress.expect("progress is kept");
         assert_eq!(recorded.percent, percent);
         assert_eq!(recorded.message.as_deref(), Some("downloading"));
@@ -597,10 +575,7 @@ fn progress_out_of_range_is_refused() {
 
 #[test]
 fn complete_succeeds_the_task_with_its_result() {
-    let task = given(running())
-        .when(complete(1))
-        .then_expect(vec![succeeded(1)])
-        .unwrap();
+    let task = task_after(running(), complete(1), succeeded(1));
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.result, Some(object(json!({"links": 12}))));
     assert_eq!(task.exit_code, Some(0));
@@ -686,10 +661,7 @@ fn complete_refuses_bad_artifacts() {
 
 #[test]
 fn a_failure_that_is_not_retryable_is_final() {
-    let task = given(running())
-        .when(fail(1, false))
-        .then_expect(vec![failed(1)])
-        .unwrap();
+    let task = task_after(running(), fail(1, false), failed(1));
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
     assert_eq!(task.exit_code, Some(2));
@@ -698,10 +670,11 @@ fn a_failure_that_is_not_retryable_is_final() {
 
 #[test]
 fn a_retryable_failure_queues_the_task_again_while_attempts_remain() {
-    let task = given([submitted(), started(1), progressed(1, Some(40.0))])
-        .when(fail(1, true))
-        .then_expect(vec![retried_after_failure(1)])
-        .unwrap();
+    let task = task_after(
+        [submitted(), started(1), progressed(1, Some(40.0))],
+        fail(1, true),
+        retried_after_failure(1),
+    );
     assert_eq!(task.status, TaskStatus::Queued);
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
@@ -719,10 +692,7 @@ fn a_retryable_failure_of_the_last_attempt_is_final() {
         retried_after_failure(2),
         started(3),
     ];
-    let task = given(history)
-        .when(fail(3, true))
-        .then_expect(vec![failed(3)])
-        .unwrap();
+    let task = task_after(history, fail(3, true), failed(3));
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.error.as_deref(), Some("connection reset"));
 }
@@ -736,10 +706,11 @@ fn redelivery_retries_until_attempts_are_exhausted() {
             .then_expect(vec![started(attempt)]);
         history.push(started(attempt));
         let second = i64::from(attempt) * 100 + 70;
-        let task = given(history.clone())
-            .when(retry(second))
-            .then_expect(vec![retried_after_redelivery(attempt, second)])
-            .unwrap();
+        let task = task_after(
+            history.clone(),
+            retry(second),
+            retried_after_redelivery(attempt, second),
+        );
         assert_eq!(task.status, TaskStatus::Queued);
         history.push(retried_after_redelivery(attempt, second));
     }
@@ -759,7 +730,7 @@ fn redelivery_retries_until_attempts_are_exhausted() {
     history.push(failed(3));
     given(history).when(start(4)).then_error(
         RefusalKind::InvalidTransition,
-        &format!("task {SHORT} is already failed; it cannot be started"),
+        &format!("task {FIXED_ID_SHORT} is already failed; it cannot be started"),
     );
 }
 
@@ -778,10 +749,7 @@ fn redelivery_of_a_single_attempt_task_gives_up_at_once() {
 
 #[test]
 fn a_time_out_is_final_even_with_attempts_left() {
-    let task = given(running())
-        .when(time_out(1))
-        .then_expect(vec![timed_out(1)])
-        .unwrap();
+    let task = task_after(running(), time_out(1), timed_out(1));
     assert_eq!(task.status, TaskStatus::TimedOut);
     assert_eq!(task.finished_at, Some(at(150)));
 }
@@ -814,16 +782,13 @@ fn a_stale_worker_of_a_requeued_task_is_told_the_status() {
         .when(complete(1))
         .then_error(
             RefusalKind::InvalidTransition,
-            &format!("task {SHORT} is queued; it cannot be completed"),
+            &format!("task {FIXED_ID_SHORT} is queued; it cannot be completed"),
         );
 }
 
 #[test]
 fn the_current_attempt_after_a_retry_can_finish() {
-    let task = given(running_second_attempt())
-        .when(complete(2))
-        .then_expect(vec![succeeded(2)])
-        .unwrap();
+    let task = task_after(running_second_attempt(), complete(2), succeeded(2));
     assert_eq!(task.status, TaskStatus::Succeeded);
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.exit_code, Some(0));
@@ -1041,7 +1006,7 @@ fn task_ids_name_their_streams() {
         id.stream_id().as_str(),
         "task-3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8"
     );
-    assert_eq!(id.short(), SHORT);
+    assert_eq!(id.short(), FIXED_ID_SHORT);
     assert_eq!(TaskId::from_stream_id(id.stream_id().as_str()), Some(id));
     assert_eq!(TaskId::from_stream_id("device-300234010753370"), None);
     assert_eq!(TaskId::from_stream_id("task-not-a-uuid"), None);
@@ -1080,14 +1045,7 @@ fn errors_name_the_task_and_have_a_kind_name() {
     let error = given([])
         .when(cancel())
         .then_error(RefusalKind::NotFound, "");
-    assert!(error.message().contains(&task_id().short()), "{error}");
-    assert_eq!(error.kind().as_str(), "not_found");
-    assert_eq!(RefusalKind::AlreadyExists.as_str(), "already_exists");
-    assert_eq!(
-        RefusalKind::InvalidTransition.to_string(),
-        "invalid_transition"
-    );
-    assert_eq!(RefusalKind::Invalid.as_str(), "invalid");
+    testing::assert_not_found_names(&error, &task_id().short());
 }
 
 #[test]
@@ -1096,63 +1054,85 @@ fn text_the_read_models_cannot_hold_is_refused() {
     nul_params
         .params
         .insert("nested".into(), json!({"list": ["ok", "bad\u{0}"]}));
-    given([])
-        .when(TaskCommand::Submit(nul_params))
-        .then_error(RefusalKind::Invalid, "params must not contain a NUL");
     let mut nul_key = submit_task();
     nul_key.params.insert("k\u{0}".into(), json!(1));
-    given([])
-        .when(TaskCommand::Submit(nul_key))
-        .then_error(RefusalKind::Invalid, "params must not contain a NUL");
-    given([submitted()])
-        .when(TaskCommand::Cancel(CancelTask {
+    let cancel_because = |reason: String| {
+        TaskCommand::Cancel(CancelTask {
             task_id: task_id(),
-            reason: Some("a\u{0}".into()),
+            reason: Some(reason),
             canceled_at: at(1),
-        }))
-        .then_error(RefusalKind::Invalid, "reason must not contain a NUL");
-    given([submitted()])
-        .when(TaskCommand::Cancel(CancelTask {
-            task_id: task_id(),
-            reason: Some("x".repeat(MAX_MESSAGE_BYTES + 1)),
-            canceled_at: at(1),
-        }))
-        .then_error(RefusalKind::Invalid, "the limit is 10000");
-    given([submitted(), started(1)])
-        .when(TaskCommand::Fail(FailTask {
-            artifacts: Default::default(),
-            task_id: task_id(),
-            attempt: 1,
-            error: "oops\u{0}".into(),
-            exit_code: None,
-            retryable: false,
-            failed_at: at(2),
-        }))
-        .then_error(RefusalKind::Invalid, "error must not contain a NUL");
-    given([submitted(), started(1)])
-        .when(TaskCommand::Complete(CompleteTask {
-            task_id: task_id(),
-            attempt: 1,
-            result: object(json!({"verdict": "\u{0}"})),
-            exit_code: 0,
-            artifacts: Vec::new(),
-            finished_at: at(2),
-        }))
-        .then_error(RefusalKind::Invalid, "result must not contain a NUL");
-    given([submitted(), started(1)])
-        .when(TaskCommand::RecordProgress(RecordTaskProgress {
-            task_id: task_id(),
-            attempt: 1,
-            percent: None,
-            message: Some("\u{0}".into()),
-            recorded_at: at(2),
-        }))
-        .then_error(RefusalKind::Invalid, "message must not contain a NUL");
-    given([submitted(), started(1)])
-        .when(TaskCommand::Retry(RetryTask {
-            task_id: task_id(),
-            reason: "\u{0}".into(),
-            retried_at: at(2),
-        }))
-        .then_error(RefusalKind::Invalid, "reason must not contain a NUL");
+        })
+    };
+    let cases: Vec<(Vec<TaskEvent>, TaskCommand, &str)> = vec![
+        (
+            vec![],
+            TaskCommand::Submit(nul_params),
+            "params must not contain a NUL",
+        ),
+        (
+            vec![],
+            TaskCommand::Submit(nul_key),
+            "params must not contain a NUL",
+        ),
+        (
+            queued(),
+            cancel_because("a\u{0}".into()),
+            "reason must not contain a NUL",
+        ),
+        (
+            queued(),
+            cancel_because("x".repeat(MAX_MESSAGE_BYTES + 1)),
+            "the limit is 10000",
+        ),
+        (
+            running(),
+            TaskCommand::Fail(FailTask {
+                artifacts: Default::default(),
+                task_id: task_id(),
+                attempt: 1,
+                error: "oops\u{0}".into(),
+                exit_code: None,
+                retryable: false,
+                failed_at: at(2),
+            }),
+            "error must not contain a NUL",
+        ),
+        (
+            running(),
+            TaskCommand::Complete(CompleteTask {
+                task_id: task_id(),
+                attempt: 1,
+                result: object(json!({"verdict": "\u{0}"})),
+                exit_code: 0,
+                artifacts: Vec::new(),
+                finished_at: at(2),
+            }),
+            "result must not contain a NUL",
+        ),
+        (
+            running(),
+            TaskCommand::RecordProgress(RecordTaskProgress {
+                task_id: task_id(),
+                attempt: 1,
+                percent: None,
+                message: Some("\u{0}".into()),
+                recorded_at: at(2),
+            }),
+            "message must not contain a NUL",
+        ),
+        (
+            running(),
+            TaskCommand::Retry(RetryTask {
+                task_id: task_id(),
+                reason: "\u{0}".into(),
+                retried_at: at(2),
+            }),
+            "reason must not contain a NUL",
+        ),
+    ];
+    for (history, command, message) in cases {
+        given(history)
+            .when(command)
+            .then_error(RefusalKind::Invalid, message);
+    }
 }

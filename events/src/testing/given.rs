@@ -122,6 +122,24 @@ where
     }
 }
 
+/// Asserts that `refusal` (of a command to an aggregate that does not exist)
+/// is `NotFound` and names the aggregate by `short_id`, and that the refusal
+/// kinds carry their stable names (as the HTTP problem bodies show them).
+///
+/// # Panics
+/// When any of that does not hold.
+#[track_caller]
+pub fn assert_not_found_names(refusal: &Refusal, short_id: &str) {
+    assert!(refusal.message().contains(short_id), "{refusal}");
+    assert_eq!(refusal.kind().as_str(), "not_found");
+    assert_eq!(RefusalKind::AlreadyExists.as_str(), "already_exists");
+    assert_eq!(
+        RefusalKind::InvalidTransition.to_string(),
+        "invalid_transition"
+    );
+    assert_eq!(RefusalKind::Invalid.as_str(), "invalid");
+}
+
 /// Applies `events` to `state` in turn, asserting each changes it.
 #[track_caller]
 fn apply_each<A: Aggregate>(mut state: A::State, events: &[A::Event]) -> A::State

@@ -86,8 +86,14 @@ async fn readyz_fails_when_the_database_goes_away() {
     // Renaming the database away cuts the service off from it (its pooled
     // connections are terminated and new ones find no database).
     let name = app.database.name.clone();
-    // The service's projectors and feeds reconnect at once; cut them off
-    // until the rename gets through.
+    // The service's projectors and feeds reconnect at once: refuse new
+    // connections first (on a loaded machine they can otherwise win the race
+    // against the rename for as long as the test waits), then cut off the
+    // open ones until the rename gets through.
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
     eventually(
         Duration::from_secs(10),
         Duration::from_millis(10),
@@ -109,7 +115,10 @@ async fn readyz_fails_when_the_database_goes_away() {
     assert_eq!(body["checks"]["database"]["ok"], false, "{body}");
 
     admin
-        .batch_execute(&format!("ALTER DATABASE {name}_away RENAME TO {name}"))
+        .batch_execute(&format!(
+            "ALTER DATABASE {name}_away RENAME TO {name};
+             ALTER DATABASE {name} ALLOW_CONNECTIONS true"
+        ))
         .await
         .unwrap();
     eventually(

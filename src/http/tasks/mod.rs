@@ -41,7 +41,7 @@ mod views;
 use self::csv::csv_export;
 pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
 pub use self::query::ListTasksQuery;
-use self::query::{fetch_task, page, parse_filter, Cursor};
+use self::query::{fetch_task, page, parse_filter, parse_instant, Cursor};
 pub(crate) use self::views::event_view;
 pub use self::views::{
     ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
@@ -306,16 +306,7 @@ pub async fn get_task(
         (None, None, min_version) => {
             return read_task(&state, task_id, min_version).await.map(ApiJson)
         }
-        (Some(text), None, None) => Until::Instant(
-            DateTime::parse_from_rfc3339(text)
-                .map(|instant| instant.with_timezone(&Utc))
-                .map_err(|error| {
-                    Problem::bad_request(format!(
-                        "as_of {text:?} is not an RFC 3339 instant ({error}); \
-                         write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
-                    ))
-                })?,
-        ),
+        (Some(text), None, None) => Until::Instant(parse_instant("as_of", text)?),
         (None, Some(version), None) => Until::Version(version),
         _ => {
             let given: Vec<&str> = [

@@ -165,7 +165,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
 }
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
-    Problem::unavailable("the log cannot be read right now", 1).because("a ledger read", error)
+    super::log_unreadable("a ledger read")(error)
 }
 
 /// The ledger's confirmed ranges and latest reference, from the

@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of};
 use crate::runtime::{Projector, ProjectorError};
 
 /// Projects API key events into `api_keys`.
@@ -46,11 +46,8 @@ impl Projector for ApiKeysProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        for recorded in events {
-            let Some(key_id) = ApiKeyId::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let event: ApiKeyEvent = decode(recorded)?;
+        for decoded in events_of(events, ApiKeyId::from_stream_id) {
+            let (key_id, recorded, event): (_, _, ApiKeyEvent) = decoded?;
             apply_one(tx, key_id.0, recorded, &event).await?;
         }
         Ok(())

@@ -14,7 +14,7 @@ use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -46,11 +46,8 @@ impl Projector for DevicesProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        for recorded in events {
-            let Some(imei) = Imei::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let event: DeviceEvent = decode(recorded)?;
+        for decoded in events_of(events, Imei::from_stream_id) {
+            let (imei, recorded, event): (_, _, DeviceEvent) = decoded?;
             apply_one(tx, &imei, recorded, &event).await?;
         }
         Ok(())

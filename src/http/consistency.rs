@@ -77,17 +77,20 @@ where
     }
 }
 
-/// Waits until `projector` has applied every event up to `position` (a
-/// read given `min_position`).
+/// Waits until `projector` has applied every event up to `min_position`
+/// (a read's `min_position`); at once without one.
 ///
 /// # Errors
-/// 422 at once when `position` is beyond the log's head; 503 when the wait
-/// times out or the database cannot be read.
+/// 422 at once when `min_position` is beyond the log's head; 503 when the
+/// wait times out or the database cannot be read.
 pub(crate) async fn wait_for_position(
     state: &AppState,
     projector: &str,
-    position: u64,
+    min_position: Option<u64>,
 ) -> Result<(), Problem> {
+    let Some(position) = min_position else {
+        return Ok(());
+    };
     if projection_reached(state, projector, position)
         .await?
         .is_some()

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConfirmation};
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
+use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
 use super::tasks::TaskPath;
@@ -226,15 +227,6 @@ pub struct LedgerReadQuery {
     pub min_position: Option<u64>,
 }
 
-/// Waits (bounded) until the `ledgers` projection reached `position`; a
-/// position beyond the log's head is a 422 at once.
-async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(), Problem> {
-    match position {
-        Some(position) => super::consistency::wait_for_position(state, "ledgers", position).await,
-        None => Ok(()),
-    }
-}
-
 /// Confirms that the ledger recorded a range of sequences (which must
 /// continue its confirmed prefix) or single events by id.
 #[utoipa::path(
@@ -376,7 +368,7 @@ pub async fn ledger_status(
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
-    wait_for_ledgers(&state, query.min_position).await?;
+    wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
     Ok(ApiJson(status(
@@ -408,7 +400,7 @@ pub async fn ledger_holes(
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
-    wait_for_ledgers(&state, query.min_position).await?;
+    wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
         items: ledger_state

@@ -264,9 +264,7 @@ pub async fn list_tasks(
     } else {
         page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?
     };
-    if let Some(position) = query.min_position {
-        wait_for_position(&state, "tasks", position).await?;
-    }
+    wait_for_position(&state, "tasks", query.min_position).await?;
     if csv {
         return Ok(csv_export(state, filter, cursor, query.limit));
     }

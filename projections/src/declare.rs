@@ -36,6 +36,26 @@ pub(crate) fn events_of<'a, Id, E: DomainEvent>(
     })
 }
 
+/// `Ok` when the statement that applied `recorded` changed exactly one
+/// row; otherwise the log and the read model disagree, and the projector
+/// stops at that event rather than guess.
+///
+/// # Errors
+/// [`ProjectorError::Event`] at `recorded`'s position, its reason `missing()`.
+pub(crate) fn one_row_changed(
+    changed: u64,
+    recorded: &RecordedEvent,
+    missing: impl FnOnce() -> String,
+) -> Result<(), ProjectorError> {
+    if changed == 1 {
+        return Ok(());
+    }
+    Err(ProjectorError::Event {
+        global_position: recorded.global_position,
+        reason: missing(),
+    })
+}
+
 /// The four describing methods of an `impl Projector` (`name`, `version`,
 /// `tables`, `schema`), each from one line; a doc comment before `version`
 /// says what each version changed.

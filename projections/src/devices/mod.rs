@@ -14,7 +14,7 @@ use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
-use crate::declare::{describe, events_of};
+use crate::declare::{describe, events_of, one_row_changed};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -205,11 +205,7 @@ async fn apply_one(
             .await?
         }
     };
-    if changed != 1 {
-        return Err(ProjectorError::Event {
-            global_position: recorded.global_position,
-            reason: format!("no message row to apply {}", event.event_type()),
-        });
-    }
-    Ok(())
+    one_row_changed(changed, recorded, || {
+        format!("no message row to apply {}", event.event_type())
+    })
 }

@@ -29,7 +29,7 @@ use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
-use super::tasks::TaskPath;
+use super::tasks::{no_such_task, TaskPath};
 use super::AppState;
 use crate::commands::execute;
 
@@ -437,7 +437,7 @@ pub async fn task_ledger(
         .await
         .map_err(unavailable)?;
     if events.is_empty() {
-        return Err(Problem::not_found(format!("task {task_id} does not exist")));
+        return Err(no_such_task(task_id));
     }
     let sequences: Vec<u64> = events.iter().map(|event| event.global_position).collect();
     let client = state.store.pool().get().await.map_err(unavailable)?;

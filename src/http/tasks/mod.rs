@@ -473,7 +473,7 @@ pub async fn task_events(
     }
     let page = stream_page(&state, &task_id.stream_id(), after, query.limit).await?;
     if page.items.is_empty() && after == 0 {
-        return Err(not_found(task_id));
+        return Err(no_such_task(task_id));
     }
     Ok(ApiJson(page))
 }
@@ -528,7 +528,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     }
 }
 
-fn not_found(task_id: TaskId) -> Problem {
+/// 404: the task `task_id` does not exist.
+pub(crate) fn no_such_task(task_id: TaskId) -> Problem {
     Problem::not_found(format!("task {task_id} does not exist"))
 }
 
@@ -542,7 +543,7 @@ async fn read_task(
     let Some(min_version) = min_version else {
         return fetch_task(state, task_id)
             .await?
-            .ok_or_else(|| not_found(task_id));
+            .ok_or_else(|| no_such_task(task_id));
     };
     let shows = |task: &TaskView| task.stream_version >= min_version;
     if let Some(task) = fetch_task(state, task_id).await?.filter(shows) {
@@ -556,7 +557,7 @@ async fn read_task(
         .await
         .map_err(store_unreadable(format!("reading task {task_id}'s stream")))?;
     match newest.first().map(|event| event.version) {
-        None => return Err(not_found(task_id)),
+        None => return Err(no_such_task(task_id)),
         Some(version) if version < min_version => {
             return Err(Problem::unprocessable(format!(
                 "min_version {min_version} is beyond task {task_id}, which is at version {version}"

@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of, one_row_changed};
 use crate::runtime::{Projector, ProjectorError};
 
 /// Projects API key events into `api_keys`.
@@ -46,11 +46,8 @@ impl Projector for ApiKeysProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        for recorded in events {
-            let Some(key_id) = ApiKeyId::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let event: ApiKeyEvent = decode(recorded)?;
+        for decoded in events_of(events, ApiKeyId::from_stream_id) {
+            let (key_id, recorded, event): (_, _, ApiKeyEvent) = decoded?;
             apply_one(tx, key_id.0, recorded, &event).await?;
         }
         Ok(())
@@ -95,16 +92,11 @@ async fn apply_one(
             .await?
         }
     };
-    if changed != 1 {
-        // A revocation of a key the projection does not have: the log and the
-        // projection disagree; stop rather than guess.
-        return Err(ProjectorError::Event {
-            global_position: recorded.global_position,
-            reason: format!(
-                "no api key row for {key_id} to apply {}",
-                event.event_type()
-            ),
-        });
-    }
-    Ok(())
+    // A revocation of a key the projection does not have.
+    one_row_changed(changed, recorded, || {
+        format!(
+            "no api key row for {key_id} to apply {}",
+            event.event_type()
+        )
+    })
 }

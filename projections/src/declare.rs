@@ -1,7 +1,7 @@
 //! What every projector's `impl Projector` shares: its description (name,
 //! version, tables, schema) declared in one line each by [`describe`], and
-//! decoding an event of its streams ([`decode`]), which stops the projector
-//! at that event when it cannot be read.
+//! picking and decoding the events of its streams ([`events_of`],
+//! [`decode`]), which stops the projector at an event it cannot read.
 
 use taskledger_events::codec::{self, DomainEvent};
 use taskledger_events::RecordedEvent;
@@ -12,10 +12,47 @@ use crate::runtime::ProjectorError;
 ///
 /// # Errors
 /// [`ProjectorError::Event`] at its position when it is not an `E`.
-pub(crate) fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, ProjectorError> {
+fn decode<E: DomainEvent>(recorded: &RecordedEvent) -> Result<E, ProjectorError> {
     codec::decode(recorded).map_err(|error| ProjectorError::Event {
         global_position: recorded.global_position,
         reason: error.to_string(),
+    })
+}
+
+/// The events of `events` on the streams `stream_of` recognizes (it gives
+/// the stream's id, or `None` for a stream the projector does not read),
+/// in order, each with that id and decoded as `E`.
+///
+/// # Errors
+/// An item is [`ProjectorError::Event`] at the first recognized event that
+/// is not an `E`.
+pub(crate) fn events_of<'a, Id, E: DomainEvent>(
+    events: &'a [RecordedEvent],
+    stream_of: impl Fn(&str) -> Option<Id> + 'a,
+) -> impl Iterator<Item = Result<(Id, &'a RecordedEvent, E), ProjectorError>> + 'a {
+    events.iter().filter_map(move |recorded| {
+        let id = stream_of(&recorded.stream_id)?;
+        Some(decode(recorded).map(|event| (id, recorded, event)))
+    })
+}
+
+/// `Ok` when the statement that applied `recorded` changed exactly one
+/// row; otherwise the log and the read model disagree, and the projector
+/// stops at that event rather than guess.
+///
+/// # Errors
+/// [`ProjectorError::Event`] at `recorded`'s position, its reason `missing()`.
+pub(crate) fn one_row_changed(
+    changed: u64,
+    recorded: &RecordedEvent,
+    missing: impl FnOnce() -> String,
+) -> Result<(), ProjectorError> {
+    if changed == 1 {
+        return Ok(());
+    }
+    Err(ProjectorError::Event {
+        global_position: recorded.global_position,
+        reason: missing(),
     })
 }
 

@@ -16,7 +16,7 @@ use super::auth::{Authorized, ReadLog};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
 use super::responses::{Authenticated, Malformed};
 use super::tasks::{stream_page, EventPage};
-use super::{store_unreadable, AppState};
+use super::{log_unreadable, store_unreadable, AppState};
 
 /// The widest range `GET /v1/audit/verify` checks in one request; wider
 /// ranges are for `taskledger replay verify`, which reports progress and
@@ -162,11 +162,8 @@ pub async fn verify(
     _: Authorized<ReadLog>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<ApiJson<VerifyView>, Problem> {
-    let unreadable = |error: taskledger_events::StoreError| {
-        Problem::unavailable("the log cannot be read right now", 1)
-            .because("verifying the log", error)
-    };
-    let head = state.store.head_position().await.map_err(unreadable)?;
+    let unreadable = log_unreadable::<taskledger_events::StoreError>("verifying the log");
+    let head = state.store.head_position().await.map_err(&unreadable)?;
     let to = query.to.unwrap_or(head);
     let from = query
         .from

@@ -18,7 +18,10 @@ use taskledger_events::EventStore;
 
 use super::problem::Problem;
 use super::AppState;
+use crate::workers::backoff::Pauses;
 
+/// The first pause between two looks at the read model.
+const FIRST_POLL: Duration = Duration::from_millis(1);
 /// The longest pause between two looks at the read model.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
@@ -45,7 +48,7 @@ where
     if let Some(progress) = progress.as_mut() {
         progress.borrow_and_update();
     }
-    let mut pause = Duration::from_millis(1);
+    let mut pauses = Pauses::doubling(FIRST_POLL, MAX_POLL);
     loop {
         if let Some(found) = probe().await? {
             return Ok(found);
@@ -61,7 +64,7 @@ where
                 RETRY_AFTER_SECONDS,
             ));
         }
-        let nap = pause.min(deadline - now);
+        let nap = pauses.next_pause().min(deadline - now);
         match progress.as_mut() {
             Some(receiver) => {
                 if let Ok(Err(_)) = tokio::time::timeout(nap, receiver.changed()).await {
@@ -71,21 +74,23 @@ where
             }
             None => tokio::time::sleep(nap).await,
         }
-        pause = (pause * 2).min(MAX_POLL);
     }
 }
 
-/// Waits until `projector` has applied every event up to `position` (a
-/// read given `min_position`).
+/// Waits until `projector` has applied every event up to `min_position`
+/// (a read's `min_position`); at once without one.
 ///
 /// # Errors
-/// 422 at once when `position` is beyond the log's head; 503 when the wait
-/// times out or the database cannot be read.
+/// 422 at once when `min_position` is beyond the log's head; 503 when the
+/// wait times out or the database cannot be read.
 pub(crate) async fn wait_for_position(
     state: &AppState,
     projector: &str,
-    position: u64,
+    min_position: Option<u64>,
 ) -> Result<(), Problem> {
+    let Some(position) = min_position else {
+        return Ok(());
+    };
     if projection_reached(state, projector, position)
         .await?
         .is_some()

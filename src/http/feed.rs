@@ -17,10 +17,11 @@ use taskledger_events::EventStore;
 use utoipa::IntoParams;
 
 use super::auth::{Authorized, ReadLog};
+use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, Malformed};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
-use super::AppState;
+use super::{log_unreadable, AppState};
 
 /// Where to start reading.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -53,20 +54,12 @@ pub async fn list_events(
     _: Authorized<ReadLog>,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_EVENTS_PAGE}; got {limit}"
-        )));
-    }
+    let limit = page_size(query.limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
     let events = state
         .store
         .read_all(query.after.unwrap_or(0), limit as usize)
         .await
-        .map_err(|error| {
-            Problem::unavailable("the log cannot be read right now", 1)
-                .because("reading the global order", error)
-        })?;
+        .map_err(log_unreadable("reading the global order"))?;
     let next_cursor = (events.len() == limit as usize)
         .then(|| events.last().map(|event| event.global_position.to_string()))
         .flatten();

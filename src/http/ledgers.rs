@@ -26,9 +26,10 @@ use uuid::Uuid;
 use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConfirmation};
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
+use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
-use super::tasks::TaskPath;
+use super::tasks::{no_such_task, TaskPath};
 use super::AppState;
 use crate::commands::execute;
 
@@ -165,7 +166,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
 }
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
-    Problem::unavailable("the log cannot be read right now", 1).because("a ledger read", error)
+    super::log_unreadable("a ledger read")(error)
 }
 
 /// The ledger's confirmed ranges and latest reference, from the
@@ -224,15 +225,6 @@ pub struct LedgerReadQuery {
     /// Wait until the ledger status read model reflects every event up to
     /// this global position (the `position` of a confirmation).
     pub min_position: Option<u64>,
-}
-
-/// Waits (bounded) until the `ledgers` projection reached `position`; a
-/// position beyond the log's head is a 422 at once.
-async fn wait_for_ledgers(state: &AppState, position: Option<u64>) -> Result<(), Problem> {
-    match position {
-        Some(position) => super::consistency::wait_for_position(state, "ledgers", position).await,
-        None => Ok(()),
-    }
 }
 
 /// Confirms that the ledger recorded a range of sequences (which must
@@ -376,7 +368,7 @@ pub async fn ledger_status(
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
-    wait_for_ledgers(&state, query.min_position).await?;
+    wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
     Ok(ApiJson(status(
@@ -408,7 +400,7 @@ pub async fn ledger_holes(
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
-    wait_for_ledgers(&state, query.min_position).await?;
+    wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
         items: ledger_state
@@ -445,7 +437,7 @@ pub async fn task_ledger(
         .await
         .map_err(unavailable)?;
     if events.is_empty() {
-        return Err(Problem::not_found(format!("task {task_id} does not exist")));
+        return Err(no_such_task(task_id));
     }
     let sequences: Vec<u64> = events.iter().map(|event| event.global_position).collect();
     let client = state.store.pool().get().await.map_err(unavailable)?;

@@ -327,6 +327,15 @@ pub(crate) fn store_unreadable(
     }
 }
 
+/// Maps a failed read of the log (or of a table beside it) to 503 with
+/// "the log cannot be read right now", its cause what was being read.
+pub(crate) fn log_unreadable<E>(context: &'static str) -> impl Fn(E) -> Problem
+where
+    E: Into<anyhow::Error>,
+{
+    move |error| Problem::unavailable("the log cannot be read right now", 1).because(context, error)
+}
+
 /// Maps a failed read of the `tasks` and `results` read models: 503 when
 /// the database did not answer, an opaque 500 for a row the projector never
 /// writes; its cause what was being read.

@@ -14,7 +14,7 @@ use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of, one_row_changed};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -46,11 +46,8 @@ impl Projector for DevicesProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        for recorded in events {
-            let Some(imei) = Imei::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let event: DeviceEvent = decode(recorded)?;
+        for decoded in events_of(events, Imei::from_stream_id) {
+            let (imei, recorded, event): (_, _, DeviceEvent) = decoded?;
             apply_one(tx, &imei, recorded, &event).await?;
         }
         Ok(())
@@ -208,11 +205,7 @@ async fn apply_one(
             .await?
         }
     };
-    if changed != 1 {
-        return Err(ProjectorError::Event {
-            global_position: recorded.global_position,
-            reason: format!("no message row to apply {}", event.event_type()),
-        });
-    }
-    Ok(())
+    one_row_changed(changed, recorded, || {
+        format!("no message row to apply {}", event.event_type())
+    })
 }

@@ -8,7 +8,7 @@ use taskledger_events::ledger::LedgerEvent;
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -31,11 +31,9 @@ impl Projector for LedgersProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        for recorded in events {
-            if !recorded.stream_id.starts_with("ledger-") {
-                continue;
-            }
-            let LedgerEvent::Confirmed(confirmed) = decode(recorded)?;
+        let ledger_stream = |stream_id: &str| stream_id.starts_with("ledger-").then_some(());
+        for decoded in events_of(events, ledger_stream) {
+            let ((), recorded, LedgerEvent::Confirmed(confirmed)) = decoded?;
             let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
             for range in &confirmed.ranges {
                 tx.execute(

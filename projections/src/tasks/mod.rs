@@ -19,7 +19,7 @@ use taskledger_events::RecordedEvent;
 use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
 
-use crate::declare::{decode, describe};
+use crate::declare::{describe, events_of};
 use crate::runtime::{Projector, ProjectorError};
 
 pub mod query;
@@ -300,14 +300,12 @@ impl Projector for TasksProjector {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        let mut decoded = Vec::with_capacity(events.len());
-        for recorded in events {
-            let Some(TaskId(task_id)) = TaskId::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let event: TaskEvent = decode(recorded)?;
-            decoded.push((task_id, recorded, event));
-        }
+        let decoded: Vec<(Uuid, &RecordedEvent, TaskEvent)> =
+            events_of(events, TaskId::from_stream_id)
+                .map(|decoded| {
+                    decoded.map(|(TaskId(task_id), recorded, event)| (task_id, recorded, event))
+                })
+                .collect::<Result<_, _>>()?;
         if decoded.is_empty() {
             return Ok(());
         }

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
-use taskledger_projections::devices::query::{self as reads, MessageFilter};
+use taskledger_projections::devices::query::{self as reads, DeviceRow, MessageFilter};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ pub mod views;
 
 use self::views::csv_messages;
 pub use self::views::{
-    DeviceListQuery, DeviceMessagePage, DeviceMessageView, DevicePage, DeviceView, MessageListQuery,
+    DeviceListQuery, DeviceMessagePage, DeviceMessageView, DevicePage, MessageListQuery,
 };
 
 /// How mobile-originated webhooks are checked.
@@ -187,8 +187,7 @@ pub async fn list_devices(
     let rows = reads::devices(&client, &after, i64::from(limit) + 1)
         .await
         .map_err(super::database_error("reading devices"))?;
-    let items = rows.into_iter().map(DeviceView::from).collect();
-    let (items, next_cursor) = cut_page(items, limit as usize, |device: &DeviceView| {
+    let (items, next_cursor) = cut_page(rows, limit as usize, |device: &DeviceRow| {
         device.imei.clone()
     });
     Ok(ApiJson(DevicePage { items, next_cursor }))
@@ -201,7 +200,7 @@ pub async fn list_devices(
     tag = "devices",
     params(ImeiPath),
     responses(
-        (status = 200, description = "The device", body = DeviceView),
+        (status = 200, description = "The device", body = DeviceRow),
         Authenticated,
         Malformed,
         (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
@@ -212,7 +211,7 @@ pub async fn get_device(
     State(state): State<AppState>,
     _: Authorized<ReadDevices>,
     ImeiPath { imei }: ImeiPath,
-) -> Result<ApiJson<DeviceView>, Problem> {
+) -> Result<ApiJson<DeviceRow>, Problem> {
     let client = super::connection(&state).await?;
     let row = reads::device(&client, &imei)
         .await
@@ -223,7 +222,7 @@ pub async fn get_device(
                 imei.as_str()
             ))
         })?;
-    Ok(ApiJson(DeviceView::from(row)))
+    Ok(ApiJson(row))
 }
 
 /// A device's messages, newest first, as JSON pages or (with

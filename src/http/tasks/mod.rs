@@ -41,7 +41,7 @@ mod views;
 use self::csv::csv_export;
 pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
 pub use self::query::ListTasksQuery;
-use self::query::{fetch_task, page, parse_filter, Cursor};
+use self::query::{fetch_task, page, parse_filter, parse_instant, Cursor};
 pub(crate) use self::views::event_view;
 pub use self::views::{
     ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
@@ -264,9 +264,7 @@ pub async fn list_tasks(
     } else {
         page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?
     };
-    if let Some(position) = query.min_position {
-        wait_for_position(&state, "tasks", position).await?;
-    }
+    wait_for_position(&state, "tasks", query.min_position).await?;
     if csv {
         return Ok(csv_export(state, filter, cursor, query.limit));
     }
@@ -306,16 +304,7 @@ pub async fn get_task(
         (None, None, min_version) => {
             return read_task(&state, task_id, min_version).await.map(ApiJson)
         }
-        (Some(text), None, None) => Until::Instant(
-            DateTime::parse_from_rfc3339(text)
-                .map(|instant| instant.with_timezone(&Utc))
-                .map_err(|error| {
-                    Problem::bad_request(format!(
-                        "as_of {text:?} is not an RFC 3339 instant ({error}); \
-                         write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
-                    ))
-                })?,
-        ),
+        (Some(text), None, None) => Until::Instant(parse_instant("as_of", text)?),
         (None, Some(version), None) => Until::Version(version),
         _ => {
             let given: Vec<&str> = [
@@ -484,7 +473,7 @@ pub async fn task_events(
     }
     let page = stream_page(&state, &task_id.stream_id(), after, query.limit).await?;
     if page.items.is_empty() && after == 0 {
-        return Err(not_found(task_id));
+        return Err(no_such_task(task_id));
     }
     Ok(ApiJson(page))
 }
@@ -539,7 +528,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     }
 }
 
-fn not_found(task_id: TaskId) -> Problem {
+/// 404: the task `task_id` does not exist.
+pub(crate) fn no_such_task(task_id: TaskId) -> Problem {
     Problem::not_found(format!("task {task_id} does not exist"))
 }
 
@@ -553,7 +543,7 @@ async fn read_task(
     let Some(min_version) = min_version else {
         return fetch_task(state, task_id)
             .await?
-            .ok_or_else(|| not_found(task_id));
+            .ok_or_else(|| no_such_task(task_id));
     };
     let shows = |task: &TaskView| task.stream_version >= min_version;
     if let Some(task) = fetch_task(state, task_id).await?.filter(shows) {
@@ -567,7 +557,7 @@ async fn read_task(
         .await
         .map_err(store_unreadable(format!("reading task {task_id}'s stream")))?;
     match newest.first().map(|event| event.version) {
-        None => return Err(not_found(task_id)),
+        None => return Err(no_such_task(task_id)),
         Some(version) if version < min_version => {
             return Err(Problem::unprocessable(format!(
                 "min_version {min_version} is beyond task {task_id}, which is at version {version}"

@@ -53,6 +53,19 @@ pub(super) async fn fetch_task(
 }
 
 /// A listing's filters, validated; 400 naming the one that is malformed.
+/// The instant `text` gives as query parameter `name`; 400, with a hint
+/// about the `+` a query string turns into a space, unless it is RFC 3339.
+pub(super) fn parse_instant(name: &str, text: &str) -> Result<DateTime<Utc>, Problem> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_err(|error| {
+            Problem::bad_request(format!(
+                "{name} {text:?} is not an RFC 3339 instant ({error}); \
+                 write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
+            ))
+        })
+}
+
 pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem> {
     let statuses = query
         .status
@@ -75,16 +88,7 @@ pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem
     let submitted_after = query
         .submitted_after
         .as_deref()
-        .map(|text| {
-            DateTime::parse_from_rfc3339(text)
-                .map(|instant| instant.with_timezone(&Utc))
-                .map_err(|error| {
-                    Problem::bad_request(format!(
-                        "submitted_after {text:?} is not an RFC 3339 instant ({error}); \
-                         write '+' as %2B or use Z, e.g. 2026-01-31T12:00:00Z"
-                    ))
-                })
-        })
+        .map(|text| parse_instant("submitted_after", text))
         .transpose()?;
     for (name, value) in [("kind", &query.kind), ("frontend_id", &query.frontend_id)] {
         if value

@@ -8,39 +8,30 @@ use serde_json::{Map, Value};
 use taskledger_events::task::{Artifact, Task, TaskStatus};
 use taskledger_events::RecordedEvent;
 use taskledger_projections::tasks::query::StoredTask;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Waiting for a worker.
-    Queued,
-    /// A worker runs an attempt.
-    Running,
-    /// Succeeded (final).
-    Succeeded,
-    /// Failed with no attempt left (final).
-    Failed,
-    /// Ran past its timeout (final).
-    TimedOut,
-    /// Canceled (final).
-    Canceled,
-}
+/// Where a task is in its life: the aggregate's [`TaskStatus`], serialized
+/// as it is (`timed_out`). A wrapper only so the document can describe it:
+/// the events crate knows nothing of OpenAPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Status(pub TaskStatus);
 
 impl Status {
     pub(super) const ALL: [Self; 6] = [
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Canceled,
+        Self(TaskStatus::Queued),
+        Self(TaskStatus::Running),
+        Self(TaskStatus::Succeeded),
+        Self(TaskStatus::Failed),
+        Self(TaskStatus::TimedOut),
+        Self(TaskStatus::Canceled),
     ];
 
     pub(super) fn as_str(self) -> &'static str {
-        TaskStatus::from(self).as_str()
+        self.0.as_str()
     }
 
     pub(super) fn parse(text: &str) -> Option<Self> {
@@ -50,29 +41,27 @@ impl Status {
 
 impl From<TaskStatus> for Status {
     fn from(status: TaskStatus) -> Self {
-        match status {
-            TaskStatus::Queued => Self::Queued,
-            TaskStatus::Running => Self::Running,
-            TaskStatus::Succeeded => Self::Succeeded,
-            TaskStatus::Failed => Self::Failed,
-            TaskStatus::TimedOut => Self::TimedOut,
-            TaskStatus::Canceled => Self::Canceled,
-        }
+        Self(status)
     }
 }
 
 impl From<Status> for TaskStatus {
     fn from(status: Status) -> Self {
-        match status {
-            Status::Queued => Self::Queued,
-            Status::Running => Self::Running,
-            Status::Succeeded => Self::Succeeded,
-            Status::Failed => Self::Failed,
-            Status::TimedOut => Self::TimedOut,
-            Status::Canceled => Self::Canceled,
-        }
+        status.0
     }
 }
+
+impl PartialSchema for Status {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("Where a task is in its life."))
+            .enum_values(Some(Self::ALL.map(Self::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for Status {}
 
 /// The latest progress its running attempt reported.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

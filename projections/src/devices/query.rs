@@ -3,17 +3,12 @@
 //! newest first (keyset-paged by creation time and id).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use taskledger_events::device::Imei;
 use tokio_postgres::{Client, Error, Row};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A modem, as the `devices` read model holds it.
-// The API answers with the row as it is (`DeviceView` in its document):
-// it holds nothing the API does not show, so it needs no copy.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-#[schema(as = DeviceView)]
+/// A modem, as `devices` holds it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRow {
     /// Its IMEI.
     pub imei: String,

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
-use taskledger_projections::devices::query::{self as reads, DeviceRow, MessageFilter};
+use taskledger_projections::devices::query::{self as reads, MessageFilter};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ pub mod views;
 
 use self::views::csv_messages;
 pub use self::views::{
-    DeviceListQuery, DeviceMessagePage, DeviceMessageView, DevicePage, MessageListQuery,
+    DeviceListQuery, DeviceMessagePage, DeviceMessageView, DevicePage, DeviceView, MessageListQuery,
 };
 
 /// How mobile-originated webhooks are checked.
@@ -187,7 +187,8 @@ pub async fn list_devices(
     let rows = reads::devices(&client, &after, i64::from(limit) + 1)
         .await
         .map_err(super::database_error("reading devices"))?;
-    let (items, next_cursor) = cut_page(rows, limit as usize, |device: &DeviceRow| {
+    let items = rows.into_iter().map(DeviceView::from).collect();
+    let (items, next_cursor) = cut_page(items, limit as usize, |device: &DeviceView| {
         device.imei.clone()
     });
     Ok(ApiJson(DevicePage { items, next_cursor }))
@@ -200,7 +201,7 @@ pub async fn list_devices(
     tag = "devices",
     params(ImeiPath),
     responses(
-        (status = 200, description = "The device", body = DeviceRow),
+        (status = 200, description = "The device", body = DeviceView),
         Authenticated,
         Malformed,
         (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
@@ -211,7 +212,7 @@ pub async fn get_device(
     State(state): State<AppState>,
     _: Authorized<ReadDevices>,
     ImeiPath { imei }: ImeiPath,
-) -> Result<ApiJson<DeviceRow>, Problem> {
+) -> Result<ApiJson<DeviceView>, Problem> {
     let client = super::connection(&state).await?;
     let row = reads::device(&client, &imei)
         .await
@@ -222,7 +223,7 @@ pub async fn get_device(
                 imei.as_str()
             ))
         })?;
-    Ok(ApiJson(row))
+    Ok(ApiJson(DeviceView::from(row)))
 }
 
 /// A device's messages, newest first, as JSON pages or (with

@@ -1,6 +1,5 @@
-//! What the device reads answer with: a message, the pages (a device is
-//! its read row as it is), the query types of the listings, and the CSV
-//! export of messages.
+//! What the device reads answer with: a device, a message, their pages,
+//! the query types of the listings, and the CSV export of messages.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -14,11 +13,56 @@ use uuid::Uuid;
 use crate::http::problem::Problem;
 use crate::http::tasks::spreadsheet_safe;
 
+/// A modem, as the `devices` read model holds it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceView {
+    /// Its IMEI.
+    pub imei: String,
+    /// When it first appeared (a message to or from it).
+    pub first_seen_at: chrono::DateTime<Utc>,
+    /// When its last message arrived.
+    pub last_seen_at: Option<chrono::DateTime<Utc>>,
+    /// The network's last position estimate.
+    pub last_latitude: Option<f64>,
+    /// The network's last position estimate.
+    pub last_longitude: Option<f64>,
+    /// That estimate's radius, in km.
+    pub last_cep: Option<f64>,
+    /// Messages received from it.
+    pub received_count: i64,
+    /// Messages queued for it.
+    pub queued_count: i64,
+    /// Messages the provider accepted for it.
+    pub sent_count: i64,
+    /// Messages given up.
+    pub failed_count: i64,
+    /// Its stream's version.
+    pub stream_version: i64,
+}
+
+impl From<DeviceRow> for DeviceView {
+    fn from(row: DeviceRow) -> Self {
+        Self {
+            imei: row.imei,
+            first_seen_at: row.first_seen_at,
+            last_seen_at: row.last_seen_at,
+            last_latitude: row.last_latitude,
+            last_longitude: row.last_longitude,
+            last_cep: row.last_cep,
+            received_count: row.received_count,
+            queued_count: row.queued_count,
+            sent_count: row.sent_count,
+            failed_count: row.failed_count,
+            stream_version: row.stream_version,
+        }
+    }
+}
+
 /// A page of devices, by IMEI.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DevicePage {
     /// The devices.
-    pub items: Vec<DeviceRow>,
+    pub items: Vec<DeviceView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }

@@ -37,7 +37,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Log filter, in `tracing` syntax.
     pub log_filter: String,
-    /// Connections in the database pool.
+    /// Connections in each of the two database pools (the event store's
+    /// own, and the one for read models and everything else).
     pub db_pool_size: usize,
     /// `/readyz` fails while one transaction has held the log lock longer.
     pub log_lock_stall_seconds: f64,
@@ -74,7 +75,8 @@ pub struct DatabaseArgs {
     )]
     pub database_url: SecretString,
 
-    /// Connections in the database pool.
+    /// Connections in each of the two database pools: the event store's own
+    /// and the one for read models and everything else (opened as needed).
     #[arg(
         long,
         env = "TASKLEDGER_DB_POOL_SIZE",

@@ -16,7 +16,7 @@ use prometheus::{
 };
 use taskledger_projections::runtime::ProjectorLag;
 
-use super::problem::Problem;
+use super::problem::{self, Problem};
 use super::AppState;
 use crate::metrics::latency_histogram;
 
@@ -51,22 +51,27 @@ impl Default for HttpMetrics {
     }
 }
 
-/// Records the latency of every request under its route's template
-/// (`/v1/tasks/{id}`, never the concrete path, so the label set stays
-/// small); requests that match no route count as `unmatched`.
+/// The one middleware every request passes: records its latency under its
+/// route's template (`/v1/tasks/{id}`, never the concrete path, so the label
+/// set stays small; requests that match no route count as `unmatched`), and
+/// logs a failure's cause once ([`problem::log_failure`]). One middleware,
+/// not two: each `from_fn` layer costs a clone of the inner service and a
+/// boxed future per request, measurable on the cheapest reads.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let began = Instant::now();
     let response = next.run(request).await;
     let seconds = began.elapsed().as_secs_f64();
+    problem::log_failure(&response);
     state
         .http_metrics
         .requests
-        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .with_label_values(&[
+            method.as_str(),
+            route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            response.status().as_str(),
+        ])
         .observe(seconds);
     response
 }

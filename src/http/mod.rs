@@ -218,17 +218,13 @@ pub fn probes_router(state: AppState) -> Router {
 
 /// `router` in the layers every request passes, outermost first: its
 /// request id and span ([`with_request_spans`]), its latency in `/metrics`
-/// ([`metrics::track`]), the log of a failure's cause
-/// ([`problem::log_failures`]), and the deadline ([`with_timeout`]) —
-/// inside the others, so a timed-out request is counted and logged with its
-/// 503.
+/// and the log of a failure's cause ([`metrics::track`]), and the deadline
+/// ([`with_timeout`]) — inside the others, so a timed-out request is
+/// counted and logged with its 503.
 fn served(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait)
-        .layer(axum::middleware::from_fn(problem::log_failures))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ));
+    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait).layer(
+        axum::middleware::from_fn_with_state(state.clone(), metrics::track),
+    );
     with_request_spans(router)
 }
 
@@ -266,7 +262,7 @@ fn with_timeout<S: Clone + Send + Sync + 'static>(
 /// naming its method, route template and id, so whatever a handler logs
 /// names the request. When a request is answered, its status and latency
 /// are logged at DEBUG (target `tower_http`); the cause of a failure is
-/// logged once, by [`problem::log_failures`], not again here.
+/// logged once, by [`metrics::track`], not again here.
 fn with_request_spans<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     let request_id = header::HeaderName::from_static(REQUEST_ID);
     router

@@ -5,7 +5,7 @@
 //! `title`, `status` and `detail`. Domain refusals are 4xx, version
 //! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
 //! 500. The cause of a 5xx travels with the problem ([`Problem::because`]),
-//! never to the client, and is logged once, by [`log_failures`], in the
+//! never to the client, and is logged once, by [`log_failure`], in the
 //! request's span. A failed command becomes one through the one
 //! `From<CommandError>`.
 
@@ -44,7 +44,7 @@ pub struct Problem {
     cause: Option<String>,
 }
 
-/// The cause of a problem, carried on its response to [`log_failures`].
+/// The cause of a problem, carried on its response to [`log_failure`].
 #[derive(Debug, Clone)]
 struct Cause(String);
 
@@ -74,7 +74,7 @@ impl Problem {
     }
 
     /// The cause given by [`Problem::because`], for an answer that never
-    /// reaches [`log_failures`] (a body that fails once it is streaming).
+    /// reaches [`log_failure`] (a body that fails once it is streaming).
     pub fn cause(&self) -> Option<&str> {
         self.cause.as_deref()
     }
@@ -379,12 +379,13 @@ where
     }
 }
 
-/// Logs the cause of every 5xx answer once, in the request's span (so with
-/// its request id): the problem's own cause when it has one. A 500 without
-/// one is logged too (a bug that said nothing); a 503 without one is an
-/// answer that already explains itself (not configured, no answer in time).
-pub async fn log_failures(request: Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
+/// Logs the cause of `response` once if it is a 5xx, in the request's span
+/// (so with its request id): the problem's own cause when it has one. A 500
+/// without one is logged too (a bug that said nothing); a 503 without one is
+/// an answer that already explains itself (not configured, no answer in
+/// time). Called for every answer by the one per-request middleware,
+/// [`crate::http::metrics::track`].
+pub fn log_failure(response: &Response) {
     let status = response.status();
     if status.is_server_error() {
         match response.extensions().get::<Cause>() {
@@ -400,7 +401,6 @@ pub async fn log_failures(request: Request, next: axum::middleware::Next) -> Res
             None => {}
         }
     }
-    response
 }
 
 /// The route's path segment `{name}`, percent-decoded (400 as [`ApiPath`]

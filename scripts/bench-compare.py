@@ -43,7 +43,9 @@ def parse(output):
         pairs = FIGURE.findall(line)
         if not pairs:
             continue
-        label = line.split("=", 1)[0].rsplit(" ", 1)[0] if " " in line.split("=", 1)[0] else ""
+        # The words before the first figure's key name the line (e.g. "POST /v1/tasks").
+        before_first_key = line.split("=", 1)[0]
+        label = before_first_key.rsplit(" ", 1)[0] if " " in before_first_key else ""
         case = [label] + [f"{key}={value}" for key, value in pairs if key in CASE_KEYS]
         measured = {key: float(value) for key, value in pairs if key not in CASE_KEYS}
         if measured:

@@ -63,15 +63,12 @@ _IM_THUG_CHANGES=(
 _IM_SANDBOX=(--rm --network none --cap-drop ALL --security-opt no-new-privileges --read-only
   --tmpfs /tmp:rw,noexec,nosuid,size=64m --memory 1024m --memory-swap 1024m --pids-limit 256)
 
-_im_now() { date +%s.%N; }
-_im_took() { awk -v a="$1" -v b="$(_im_now)" 'BEGIN { printf "%.1fs", b - a }'; }
-
 # _im_step IMAGE WHAT FIX COMMAND...: runs COMMAND with its output in the log, says how
 # long it took; on failure prints the log's tail and the hint, and exits.
 _im_step() {
   local image=$1 what=$2 fix=$3 t0
   shift 3
-  t0=$(_im_now)
+  t0=$(lib_now)
   lib_say "$image: $what ..."
   printf '\n==== %s: %s: %s\n' "$(date -u +%FT%TZ)" "$image" "$what" >>"$_IM_LOG"
   # A subshell with errexit of its own: inside 'if' errexit would be ignored.
@@ -86,9 +83,9 @@ _im_step() {
   if ((rc != 0)); then
     printf 'images: ---- last lines of %s ----\n' "$_IM_LOG" >&2
     tail -n 30 "$_IM_LOG" >&2 || true
-    lib_die "$image: $what failed after $(_im_took "$t0") (log: $_IM_LOG)." "Fix: $fix"
+    lib_die "$image: $what failed after $(lib_took "$t0") (log: $_IM_LOG)." "Fix: $fix"
   fi
-  lib_say "$image: $what done in $(_im_took "$t0")"
+  lib_say "$image: $what done in $(lib_took "$t0")"
 }
 
 # ------------------------------------------------------------------- docker --
@@ -147,7 +144,7 @@ _im_build_busybox_context() {
 
 _im_ensure_busybox() {
   local dockerfile=$_IM_DIR/test-image/Dockerfile t0
-  t0=$(_im_now)
+  t0=$(lib_now)
   [[ -f $dockerfile ]] || lib_die "missing $dockerfile." "Fix: 'git checkout -- scripts/test-image/Dockerfile'."
   if ! _im_busybox_static; then
     lib_apt_install busybox-static
@@ -157,7 +154,7 @@ _im_ensure_busybox() {
   local hash
   hash=$(cat "$dockerfile" /bin/busybox | sha256sum | cut -d' ' -f1)
   if ((_IM_REBUILD == 0)) && [[ "$(_im_label_of "$_IM_BUSYBOX")" == "$hash" ]] && _im_busybox_works; then
-    lib_say "busybox: $_IM_BUSYBOX is up to date (recipe ${hash:0:12}; checked in $(_im_took "$t0"))"
+    lib_say "busybox: $_IM_BUSYBOX is up to date (recipe ${hash:0:12}; checked in $(lib_took "$t0"))"
     return 0
   fi
   local ctx
@@ -174,7 +171,7 @@ _im_ensure_busybox() {
   _im_busybox_works ||
     lib_die "$_IM_BUSYBOX was built but 'sh -c \"echo ok\"' in the sandbox does not print ok." \
       "Fix: run 'docker run --rm --network none $_IM_BUSYBOX sh -c \"echo ok\"' by hand to see the error."
-  lib_say "busybox: $_IM_BUSYBOX ready in $(_im_took "$t0") ($(_im_size_of "$_IM_BUSYBOX")); checked 'sh -c \"echo ok\"' in the sandbox"
+  lib_say "busybox: $_IM_BUSYBOX ready in $(lib_took "$t0") ($(_im_size_of "$_IM_BUSYBOX")); checked 'sh -c \"echo ok\"' in the sandbox"
 }
 
 # --------------------------------------------------------------------- thug --
@@ -380,7 +377,7 @@ _im_thug_import() {
 # Analyse the fixture in the runner's sandbox; Thug must have run its JavaScript in V8.
 _im_thug_check() {
   local in out rc=0 t0
-  t0=$(_im_now)
+  t0=$(lib_now)
   in=$(mktemp -d)
   out=$(mktemp -d)
   chmod 0777 "$out" # the image's user (uid $_IM_THUG_UID) writes there
@@ -397,7 +394,7 @@ _im_thug_check() {
   if ((rc == 0)) && [[ -f $out/result.json ]] &&
     grep -q '"engine": "Google V8"' "$out/result.json" &&
     grep -q 'tl-iframe-42' "$out/result.json"; then
-    echo "sample analysed in the sandbox in $(_im_took "$t0"); V8 ran its JavaScript"
+    echo "sample analysed in the sandbox in $(lib_took "$t0"); V8 ran its JavaScript"
   else
     [[ ! -f $out/result.json ]] || head -c 3000 "$out/result.json"
     rc=1
@@ -408,7 +405,7 @@ _im_thug_check() {
 
 _im_ensure_thug() {
   local t0 suite arch hash cache tarball have
-  t0=$(_im_now)
+  t0=$(lib_now)
   local f
   for f in "${_IM_THUG_FILES[@]}"; do
     [[ -f $_IM_THUG_RECIPE/$f ]] || lib_die "missing $_IM_THUG_RECIPE/$f." "Fix: restore it from git ('git checkout -- scripts/images/thug')."
@@ -418,7 +415,7 @@ _im_ensure_thug() {
   hash=$(_im_thug_hash "$suite" "$arch")
   have=$(_im_label_of "$_IM_THUG")
   if ((_IM_REBUILD == 0)) && [[ $have == "$hash" ]]; then
-    lib_say "thug: $_IM_THUG is up to date (recipe ${hash:0:12}, $suite/$arch; checked in $(_im_took "$t0"))"
+    lib_say "thug: $_IM_THUG is up to date (recipe ${hash:0:12}, $suite/$arch; checked in $(lib_took "$t0"))"
     return 0
   fi
   if [[ -n $have && $have != "$hash" ]]; then
@@ -456,12 +453,12 @@ _im_ensure_thug() {
   _im_step thug "check: the wrapper analyses $(basename "$_IM_THUG_FIXTURE") in the runner's sandbox" \
     "run 'docker run --rm --network none $_IM_THUG taskledger-thug --version' by hand; if the image is broken, rerun with --rebuild." \
     _im_thug_check
-  lib_say "thug: $_IM_THUG ready in $(_im_took "$t0") ($(_im_size_of "$_IM_THUG"))"
+  lib_say "thug: $_IM_THUG ready in $(lib_took "$t0") ($(_im_size_of "$_IM_THUG"))"
 }
 
 _im_build_thug_root() {
   local suite=$1 arch=$2 tarball=$3 t0 cache
-  t0=$(_im_now)
+  t0=$(lib_now)
   cache=$(dirname "$tarball")
   lib_need_root "building $_IM_THUG (debootstrap, chroot)"
   lib_have debootstrap || lib_apt_install debootstrap
@@ -553,7 +550,7 @@ _im_build_thug_root() {
   _im_step thug "remove the build directory" "remove $_IM_THUG_WORK by hand (after 'grep $_IM_THUG_WORK /proc/self/mountinfo' shows nothing)." \
     _im_thug_cleanup
   trap - EXIT INT TERM
-  lib_say "thug: root file system built in $(_im_took "$t0")"
+  lib_say "thug: root file system built in $(lib_took "$t0")"
 }
 
 # --------------------------------------------------------------------- main --
@@ -588,7 +585,7 @@ _im_main() {
   _im_pick_docker
 
   local t0 built=()
-  t0=$(_im_now)
+  t0=$(lib_now)
   if [[ -z $only || $only == busybox ]]; then
     _im_ensure_busybox
     built+=("$_IM_BUSYBOX")
@@ -601,7 +598,7 @@ _im_main() {
       built+=("$_IM_THUG")
     fi
   fi
-  lib_say "ready in $(_im_took "$t0"): ${built[*]:-nothing}"
+  lib_say "ready in $(lib_took "$t0"): ${built[*]:-nothing}"
 }
 
 _im_main "$@"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # scripts/lib.sh — what taskledger's scripts share; sourced by them, never run:
-# messages that name the script, the root check, and installing missing Debian
-# packages with apt-get.
+# messages that name the script, timing, the root check, and installing missing
+# Debian packages with apt-get.
 #
 # Set before calling these:
 #   LIB_NAME      the word every message starts with (e.g. services)
@@ -27,6 +27,11 @@ lib_log_dir() {
   [[ -w $dir ]] || dir=${TMPDIR:-/tmp}
   printf '%s\n' "$dir"
 }
+
+# lib_now: the time, in seconds with fractions; lib_took T0: the seconds since
+# T0 (a lib_now), as e.g. 12.3s.
+lib_now() { date +%s.%N; }
+lib_took() { awk -v a="$1" -v b="$(lib_now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 lib_have() { command -v "$1" >/dev/null 2>&1; }
 lib_is_root() { [[ ${EUID:-$(id -u)} -eq 0 ]]; }

@@ -40,10 +40,10 @@ fi
 
 say() { printf 'test.sh: %s\n' "$*"; }
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh" # lib_now, lib_took
 
-T_START=$(now)
+T_START=$(lib_now)
 TIMINGS=()
 
 # phase NAME COMMAND...: banner, run, record the duration; stop the script on failure.
@@ -51,15 +51,15 @@ phase() {
   local name=$1 t0 rc=0
   shift
   printf '\n==== test.sh: [%s] %s\n' "$name" "$*"
-  t0=$(now)
+  t0=$(lib_now)
   "$@" </dev/null || rc=$?
   local took
-  took=$(elapsed "$t0")
+  took=$(lib_took "$t0")
   TIMINGS+=("$(printf '%-10s %s' "$name" "$took")")
   if ((rc != 0)); then
     printf '\n' >&2
     say "FAILED in phase '$name' after $took (exit $rc): $*" >&2
-    say "total $(elapsed "$T_START")" >&2
+    say "total $(lib_took "$T_START")" >&2
     exit "$rc"
   fi
   say "[$name] ok in $took"
@@ -140,5 +140,5 @@ phase test cargo test --workspace "$@"
 printf '\n'
 say "phase timings:"
 for t in "${TIMINGS[@]}"; do printf '  %s\n' "$t"; done
-printf '  %-10s %s\n' total "$(elapsed "$T_START")"
+printf '  %-10s %s\n' total "$(lib_took "$T_START")"
 say "all checks passed"

@@ -61,7 +61,7 @@ MODE_ENV = {
 REQUIRED_SERVICES = ("postgres", "rabbitmq", "taskledger")
 DOCKER_SOCKET = "/var/run/docker.sock"
 DIND_DOCKER_HOST = "tcp://dind:2375"
-FIRST_KEY = re.compile(r"exec\s+taskledger\s+taskledger\s+keys\s+create\s+--name\s+admin\s+--scopes\s+admin")
+FIRST_KEY = re.compile(r"exec\s+taskledger\s+taskledger\s+keys\s+create\s+--name\s+admin\s+--scopes\s+admin\s+--all-tenants")
 HEALTH = re.compile(r"(^|[\s/])taskledger\s+health(\s|$)")
 LOOPBACK = {"127.0.0.1", "::1", "[::1]", "localhost"}
 
@@ -423,7 +423,7 @@ def check_compose(report, raw_text, model, dind_model, base):
     report.check("compose: the first-key command in the comment at the top",
                  [] if FIRST_KEY.search("\n".join(header)) else [
                      "the leading comment does not show "
-                     "`docker compose exec taskledger taskledger keys create --name admin --scopes admin`"])
+                     "`docker compose exec taskledger taskledger keys create --name admin --scopes admin --all-tenants`"])
 
     problems = []
     dind = [name for name, service in svc.items() if "dind" in profiles(service)]

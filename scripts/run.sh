@@ -70,6 +70,6 @@ for arg in "$@"; do
   prev=$arg
 done
 say "taskledger will listen on http://$listen (set TASKLEDGER_LISTEN or --listen to change)"
-say "kinds: ${TASKLEDGER_CONFIG:-the shipped config/taskledger.toml}; try: taskledger keys create --name admin --scopes admin"
+say "kinds: ${TASKLEDGER_CONFIG:-the shipped config/taskledger.toml}; try: taskledger keys create --name admin --scopes admin --all-tenants"
 
 exec "$binary" serve "$@"

@@ -27,6 +27,7 @@ use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::PgEventStore;
+use taskledger_events::tenant::Access;
 use taskledger_events::{EventStore, Metadata};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -183,6 +184,9 @@ async fn bench_key(store: &PgEventStore) -> anyhow::Result<String> {
             key_hash: hash_secret(&secret),
             created_at: Utc::now(),
             created_by: Some("bench".into()),
+            access: Access::AllTenants,
+            expires_at: None,
+            rate_limit: None,
         }),
         Uuid::new_v4(),
         Metadata::default(),

@@ -23,6 +23,7 @@ pub mod refusal;
 pub mod store;
 pub mod stream_id;
 pub mod task;
+pub mod tenant;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;

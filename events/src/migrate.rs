@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_inputs_and_failed_logs",
         sql: include_str!("../../migrations/0011_task_inputs_and_failed_logs.sql"),
     },
+    Migration {
+        version: 12,
+        name: "api_key_access",
+        sql: include_str!("../../migrations/0012_api_key_access.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

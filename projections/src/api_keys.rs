@@ -1,5 +1,6 @@
 //! The `api_keys` projector: one row per API key in `api_keys` (name, scopes,
-//! the SHA-256 of its secret, creation and revocation), which the HTTP layer
+//! the SHA-256 of its secret, its tenant — NULL for a platform key —, expiry,
+//! rate limit, creation and revocation), which the HTTP layer
 //! looks a presented secret's hash up in.
 //!
 //! Deterministic: every value comes from the events, so a rebuild gives the
@@ -8,6 +9,7 @@
 
 use async_trait::async_trait;
 use taskledger_events::apikey::{ApiKeyEvent, ApiKeyId};
+use taskledger_events::tenant::TenantName;
 use taskledger_events::RecordedEvent;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
@@ -21,8 +23,8 @@ use crate::runtime::{Projector, ProjectorError};
 pub struct ApiKeysProjector;
 
 const CREATED: &str = "INSERT INTO api_keys (key_id, name, scopes, key_hash, created_at,
-        created_by, stream_version, last_position)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        created_by, stream_version, last_position, tenant, expires_at, rate_limit)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 // Every right-hand side sees the row as it was, so a key revoked before keeps
 // its first revocation (the fold ignores a second one too).
 const REVOKED: &str = "UPDATE api_keys SET
@@ -36,9 +38,14 @@ const REVOKED: &str = "UPDATE api_keys SET
 impl Projector for ApiKeysProjector {
     describe! {
         name: "api_keys",
-        version: 1,
+        /// 2: a key's tenant (NULL for a platform key), expiry and rate
+        /// limit.
+        version: 2,
         tables: ["api_keys"],
-        schema: include_str!("../../migrations/0004_api_keys.sql"),
+        schema: concat!(
+            include_str!("../../migrations/0004_api_keys.sql"),
+            include_str!("../../migrations/0012_api_key_access.sql")
+        ),
     }
 
     async fn apply(
@@ -65,7 +72,11 @@ async fn apply_one(
     let changed = match event {
         ApiKeyEvent::Created(created) => {
             let scopes: Vec<&str> = created.scopes.iter().map(|scope| scope.as_str()).collect();
-            let values: [&(dyn ToSql + Sync); 8] = [
+            let tenant = created.access.tenant().map(TenantName::as_str);
+            let rate_limit = created
+                .rate_limit
+                .map(|limit| i32::try_from(limit.get()).unwrap_or(i32::MAX));
+            let values: [&(dyn ToSql + Sync); 11] = [
                 &key_id,
                 &created.name,
                 &scopes,
@@ -74,6 +85,9 @@ async fn apply_one(
                 &created.created_by,
                 &version,
                 &position,
+                &tenant,
+                &created.expires_at,
+                &rate_limit,
             ];
             tx.execute(CREATED, &values).await?
         }

@@ -3,10 +3,11 @@
 //! a SHA-256 of each key is stored, and the key itself is shown once.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use taskledger_events::apikey::{
@@ -15,6 +16,7 @@ use taskledger_events::apikey::{
 };
 use taskledger_events::command::CommandError;
 use taskledger_events::postgres::PgEventStore;
+use taskledger_events::tenant::{Access, TenantName};
 use taskledger_events::Metadata;
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::runtime::RuntimeOptions;
@@ -30,6 +32,8 @@ const CATCH_UP: Duration = Duration::from_secs(10);
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it once, alone on the last line of output.
+    /// Name exactly one of --tenant and --all-tenants.
+    #[command(group(clap::ArgGroup::new("access").required(true).multiple(false)))]
     Create {
         /// What the key is for (1 to 100 bytes).
         #[arg(long)]
@@ -38,8 +42,23 @@ pub enum KeysCommand {
         /// devices:read, audit:read, ledger:write, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
+        /// The one tenant whose tasks and devices the key reaches.
+        #[arg(long, group = "access")]
+        tenant: Option<TenantName>,
+        /// A platform key: every tenant's tasks and devices, the global
+        /// feeds and the operations routes.
+        #[arg(long, group = "access")]
+        all_tenants: bool,
+        /// Stop working after this long: a number and a unit, such as
+        /// 30d, 12h, 15m or 2s (units may be combined: 1h30m).
+        #[arg(long, value_parser = parse_expires_in)]
+        expires_in: Option<Duration>,
+        /// At most this many requests per second (a whole number, at least
+        /// 1) instead of the service's default (`[limits]`).
+        #[arg(long)]
+        rate_limit: Option<NonZeroU32>,
     },
-    /// List keys (never their secrets).
+    /// List keys (never their secrets); a platform key's tenant is `*`.
     List,
     /// Revoke a key by its id.
     Revoke {
@@ -58,7 +77,25 @@ pub enum KeysCommand {
 /// failure, each with a message that says which.
 pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, scopes } => {
+        KeysCommand::Create {
+            name,
+            scopes,
+            tenant,
+            all_tenants: _,
+            expires_in,
+            rate_limit,
+        } => {
+            // clap requires exactly one of --tenant and --all-tenants.
+            let access = tenant.map_or(Access::AllTenants, Access::Tenant);
+            let created_at = Utc::now();
+            let expires_at = expires_in
+                .map(|duration| {
+                    chrono::Duration::from_std(duration)
+                        .ok()
+                        .and_then(|duration| created_at.checked_add_signed(duration))
+                        .context("--expires-in is too long")
+                })
+                .transpose()?;
             let scopes = scopes
                 .iter()
                 .map(|scope| scope.trim().parse::<Scope>())
@@ -73,13 +110,22 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 name: name.clone(),
                 scopes: scopes.clone(),
                 key_hash: hash_secret(secret.expose_secret()),
-                created_at: Utc::now(),
+                created_at,
                 created_by: Some("cli".into()),
+                access: access.clone(),
+                expires_at,
+                rate_limit,
             });
             append(store, key_id, command).await?;
             let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            let expiry = expires_at.map_or_else(String::new, |at| {
+                format!(
+                    ", expiring {}",
+                    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                )
+            });
             println!(
-                "created API key {key_id} ({name}) with scopes {}",
+                "created API key {key_id} ({name}) for {access} with scopes {}{expiry}",
                 scopes.join(",")
             );
             println!("send it as 'Authorization: Bearer <key>'; it is shown only now:");
@@ -98,15 +144,16 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 .context("connecting to the database")?;
             let rows = client
                 .query(
-                    "SELECT key_id, name, array_to_string(scopes, ','), created_at, revoked_at
+                    "SELECT key_id, name, array_to_string(scopes, ','), created_at, revoked_at,
+                            COALESCE(tenant, '*'), expires_at
                      FROM api_keys ORDER BY created_at, key_id",
                     &[],
                 )
                 .await
                 .context("reading api_keys")?;
             println!(
-                "{:<36}  {:<20}  {:<40}  {:<20}  status",
-                "id", "name", "scopes", "created"
+                "{:<36}  {:<20}  {:<16}  {:<40}  {:<20}  status",
+                "id", "name", "tenant", "scopes", "created"
             );
             for row in rows {
                 let key_id: Uuid = row.get(0);
@@ -114,12 +161,18 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 let scopes: String = row.get(2);
                 let created: chrono::DateTime<Utc> = row.get(3);
                 let revoked: Option<chrono::DateTime<Utc>> = row.get(4);
-                let status = revoked.map_or_else(
-                    || "active".to_owned(),
-                    |at| format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
-                );
+                let tenant: String = row.get(5);
+                let expires: Option<chrono::DateTime<Utc>> = row.get(6);
+                let status = match (revoked, expires) {
+                    (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, Some(at)) if at <= Utc::now() => {
+                        format!("expired {}", at.format("%Y-%m-%d %H:%M"))
+                    }
+                    (None, Some(at)) => format!("active until {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, None) => "active".to_owned(),
+                };
                 println!(
-                    "{key_id:<36}  {name:<20}  {scopes:<40}  {:<20}  {status}",
+                    "{key_id:<36}  {name:<20}  {tenant:<16}  {scopes:<40}  {:<20}  {status}",
                     created.format("%Y-%m-%d %H:%M")
                 );
             }
@@ -137,6 +190,16 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
             println!("revoked API key {key_id}");
             Ok(())
         }
+    }
+}
+
+/// `--expires-in`: a positive duration such as `30d` or `2s`.
+fn parse_expires_in(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{text:?} is not a duration: use a number and a unit, such as 30d, 12h, 15m or 2s"
+        )),
     }
 }
 

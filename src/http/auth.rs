@@ -1,30 +1,38 @@
 //! API key authentication: `Authorization: Bearer <key>` → SHA-256 → an
-//! active row in `api_keys` → the key's scopes. Missing or unknown keys are
-//! 401, a key without the route's scope 403, both as problem+json.
+//! active row in `api_keys` → the key's scopes and tenant. Missing, unknown,
+//! revoked or expired keys are 401, a key without the route's scope 403,
+//! both as problem+json.
 //!
 //! Only hashes are compared (a lookup by the hash's unique index), so the
 //! secret is never held longer than the request and never compared byte by
 //! byte.
 
 use std::marker::PhantomData;
+use std::num::NonZeroU32;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use chrono::{DateTime, SecondsFormat, Utc};
 use taskledger_events::apikey::{hash_secret, Scope};
 use taskledger_events::postgres::PgEventStore;
+use taskledger_events::tenant::Access;
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
 use super::problem::Problem;
 
-/// The caller, authenticated by an active API key.
+/// The caller, authenticated by an active, unexpired API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The key's id (recorded as the actor of what the caller does).
     pub key_id: Uuid,
     /// The key's scopes.
     pub scopes: Vec<Scope>,
+    /// Whose work the key reaches: one tenant's, or all.
+    pub access: Access,
+    /// The key's own requests-per-second limit, if it has one.
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 impl Caller {
@@ -108,8 +116,8 @@ where
         // Prepared once per connection: one round trip per lookup.
         let statement = client
             .prepare_cached(
-                "SELECT key_id, array_to_string(scopes, ',') FROM api_keys
-                 WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT key_id, array_to_string(scopes, ','), tenant, expires_at, rate_limit
+                 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .await
             .map_err(lookup_failed)?;
@@ -118,14 +126,35 @@ where
             .await
             .map_err(lookup_failed)?
             .ok_or_else(|| Problem::unauthorized("this API key is unknown or revoked"))?;
+        let expires_at: Option<DateTime<Utc>> = row.get(3);
+        if let Some(expires_at) = expires_at.filter(|expires_at| *expires_at <= Utc::now()) {
+            return Err(Problem::unauthorized(format!(
+                "this API key expired at {}; ask an operator for a new one",
+                expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )));
+        }
         let scopes: String = row.get(1);
+        // Scopes, tenant names and limits were validated when the key was
+        // created.
+        let tenant: Option<String> = row.get(2);
+        let access = match tenant {
+            Some(tenant) => Access::Tenant(tenant.parse().map_err(|error| {
+                Problem::unavailable("the service cannot check API keys right now", 1)
+                    .because("reading an API key's tenant", error)
+            })?),
+            None => Access::AllTenants,
+        };
+        let rate_limit: Option<i32> = row.get(4);
         Ok(Self {
             key_id: row.get(0),
-            // Scopes were validated when the key was created.
             scopes: scopes
                 .split(',')
                 .filter_map(|scope| scope.parse().ok())
                 .collect(),
+            access,
+            rate_limit: rate_limit
+                .and_then(|limit| u32::try_from(limit).ok())
+                .and_then(NonZeroU32::new),
         })
     }
 }

@@ -350,7 +350,7 @@ async fn first_key_hint(store: &PgEventStore, settings: &Settings) {
         };
         tracing::warn!(
             "this installation has no API keys yet. Make the first admin key with:\n\n    \
-             taskledger keys create --name admin --scopes admin{database}\n\n\
+             taskledger keys create --name admin --scopes admin --all-tenants{database}\n\n\
              (it prints the key once, on its last line)"
         );
     }

@@ -17,6 +17,7 @@ use taskledger_events::apikey::{
 };
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{TaskCommand, TaskId, Tasks};
+use taskledger_events::tenant::Access;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
@@ -71,6 +72,9 @@ pub(crate) async fn create_key(
         key_hash: hash_secret(&secret),
         created_at: Utc::now(),
         created_by: None,
+        access: Access::AllTenants,
+        expires_at: None,
+        rate_limit: None,
     });
     execute::<ApiKeys>(
         store,

@@ -12,9 +12,20 @@ fn keys(database: &TestDatabase, args: &[&str]) -> Output {
     taskledger(&database.url, &[&["keys"], args].concat())
 }
 
-/// `taskledger keys create --name name --scopes scopes` against `database`.
+/// `taskledger keys create --name name --scopes scopes --all-tenants`
+/// against `database`.
 fn create(database: &TestDatabase, name: &str, scopes: &str) -> Output {
-    keys(database, &["create", "--name", name, "--scopes", scopes])
+    keys(
+        database,
+        &[
+            "create",
+            "--name",
+            name,
+            "--scopes",
+            scopes,
+            "--all-tenants",
+        ],
+    )
 }
 
 #[tokio::test]
@@ -75,6 +86,61 @@ async fn create_list_and_revoke_keys_storing_only_hashes() {
 }
 
 #[tokio::test]
+async fn a_key_names_its_tenant_and_expiry_in_the_list() {
+    let database = TestDatabase::create().await;
+    let created = keys(
+        &database,
+        &[
+            "create",
+            "--name",
+            "acme-web",
+            "--scopes",
+            "tasks:read",
+            "--tenant",
+            "acme",
+            "--expires-in",
+            "30d",
+            "--rate-limit",
+            "5",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(
+        stdout(&created).contains("for tenant acme") && stdout(&created).contains("expiring"),
+        "{}",
+        stdout(&created)
+    );
+    let platform = create(&database, "ops", "admin");
+    assert!(
+        stdout(&platform).contains("for all tenants"),
+        "{}",
+        stdout(&platform)
+    );
+    let list = stdout(&keys(&database, &["list"]));
+    let acme = list.lines().find(|line| line.contains("acme-web")).unwrap();
+    assert!(
+        acme.contains(" acme ") && acme.contains("active until"),
+        "{list}"
+    );
+    let ops = list.lines().find(|line| line.contains("ops")).unwrap();
+    assert!(ops.contains(" * "), "{list}");
+    let client = database.client().await;
+    let row = client
+        .query_one(
+            "SELECT tenant, rate_limit, expires_at > now() + interval '29 days'
+             FROM api_keys WHERE name = 'acme-web'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("acme"));
+    assert_eq!(row.get::<_, Option<i32>>(1), Some(5));
+    assert!(row.get::<_, bool>(2));
+    drop(client);
+    database.drop_database().await;
+}
+
+#[tokio::test]
 async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
     let database = TestDatabase::create().await;
     let bad_scope = create(&database, "x", "tasks:write,tasks:delete");
@@ -91,6 +157,33 @@ async fn bad_key_commands_fail_with_clear_messages_and_change_nothing() {
     );
     let empty_name = create(&database, "", "admin");
     assert!(!empty_name.status.success());
+    let base = ["create", "--name", "x", "--scopes", "tasks:read"];
+    for (extra, says) in [
+        (&[][..], "--tenant"),
+        (
+            &["--tenant", "acme", "--all-tenants"][..],
+            "cannot be used with",
+        ),
+        (&["--tenant", "Acme Corp"][..], "lowercase letters"),
+        (
+            &["--all-tenants", "--expires-in", "soon"][..],
+            "such as 30d",
+        ),
+        (&["--all-tenants", "--expires-in", "0s"][..], "such as 30d"),
+        (&["--all-tenants", "--rate-limit", "0"][..], "--rate-limit"),
+        (
+            &["--all-tenants", "--rate-limit", "fast"][..],
+            "--rate-limit",
+        ),
+    ] {
+        let refused = keys(&database, &[&base[..], extra].concat());
+        assert!(!refused.status.success(), "{extra:?}");
+        assert!(
+            stderr(&refused).contains(says),
+            "{extra:?}: {}",
+            stderr(&refused)
+        );
+    }
     let unknown = keys(&database, &["revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(!unknown.status.success());
     assert!(

@@ -47,7 +47,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .unwrap();
     assert_success(&first);
     assert!(String::from_utf8_lossy(&first.stdout)
-        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"));
+        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"));
     let second = Command::new(BINARY)
         .arg("migrate")
         .env("DATABASE_URL", &url)
@@ -145,7 +145,15 @@ async fn serve_refuses_a_bad_configuration_file_and_says_why() {
 async fn writing_commands_refuse_a_missing_database_and_say_which_they_use() {
     let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
     for args in [
-        &["keys", "create", "--name", "x", "--scopes", "admin"][..],
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--scopes",
+            "admin",
+            "--all-tenants",
+        ][..],
         &["keys", "list"][..],
         &["projections", "list"][..],
         &["cleanup", "--dry-run"][..],
@@ -188,6 +196,7 @@ async fn writing_commands_refuse_a_missing_database_and_say_which_they_use() {
             "first",
             "--scopes",
             "admin",
+            "--all-tenants",
             "--create-database",
         ])
         .env("DATABASE_URL", server_url(&name))
@@ -218,7 +227,16 @@ fn each_subcommand_lists_only_the_options_it_reads() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let keys = help(&["keys", "create"]);
-    for present in ["--name", "--scopes", "--database-url", "--create-database"] {
+    for present in [
+        "--name",
+        "--scopes",
+        "--tenant",
+        "--all-tenants",
+        "--expires-in",
+        "--rate-limit",
+        "--database-url",
+        "--create-database",
+    ] {
         assert!(
             keys.contains(present),
             "keys create --help lacks {present}:\n{keys}"

@@ -29,7 +29,8 @@ use crate::Refusal;
 ///   revoked;
 /// - `Invalid` when a field of [`CreateApiKey`] is malformed: the name is
 ///   empty, longer than [`MAX_NAME_BYTES`] or has control characters; there
-///   are no scopes; the hash is not 64 lowercase hexadecimal digits.
+///   are no scopes; the hash is not 64 lowercase hexadecimal digits; it
+///   expires no later than it is created.
 pub fn decide(state: &ApiKeyState, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, Refusal> {
     let event = match command {
         ApiKeyCommand::Create(create) => create_api_key(state, create)?,
@@ -75,6 +76,11 @@ fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEve
             "key_hash must be 64 lowercase hexadecimal digits (the SHA-256 of the secret)"
                 .to_owned(),
         )
+    } else if create
+        .expires_at
+        .is_some_and(|expires_at| expires_at <= create.created_at)
+    {
+        Some("expires_at must be after created_at".to_owned())
     } else {
         None
     };

@@ -5,9 +5,13 @@
 //! The stored names (`ApiKeyCreated`, `ApiKeyRevoked`) are fixed by the
 //! explicit serde renames and [`ApiKeyEvent::event_type`], never by Rust type
 //! names. A change to an event's shape gets a new schema version; the old
-//! shape is upcast on read (see [`crate::upcast`]), never rewritten.
+//! shape is upcast on read (see [`crate::upcast`]), never rewritten. A field
+//! added with a `#[serde(default)]` that gives old events their meaning
+//! (`access`, `expires_at`, `rate_limit`) is not a change of shape: the
+//! default is the upcast, and events written before it read as they did.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiKeyId, Scope};
 use crate::codec;
 pub use crate::codec::DecodeError;
+use crate::tenant::Access;
 
 /// Anything that can happen to an API key.
 ///
@@ -54,6 +59,18 @@ pub struct ApiKeyCreated {
     pub created_at: DateTime<Utc>,
     /// The API key id (or operator) that created it, if known.
     pub created_by: Option<String>,
+    /// Whose work the key reaches: one tenant's, or every tenant's. Fixed
+    /// for the key's life. Absent from keys created before tenants existed,
+    /// which read as the `default` tenant's ([`Access::default`]).
+    #[serde(default)]
+    pub access: Access,
+    /// When the key stops working, if it ever does; after `created_at`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The most requests per second the key may make, if not the service's
+    /// default (`[limits]` in the configuration file).
+    #[serde(default)]
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 /// An active API key was revoked; it is final.

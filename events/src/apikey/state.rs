@@ -2,10 +2,12 @@
 //! fold that builds it ([`apply`], [`fold`]).
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 
 use super::{ApiKeyEvent, ApiKeyId, Scope};
+use crate::tenant::Access;
 
 /// The state of one API key stream: `None` until the key is created.
 pub type ApiKeyState = Option<ApiKey>;
@@ -25,6 +27,12 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     /// Who created it.
     pub created_by: Option<String>,
+    /// Whose work it reaches.
+    pub access: Access,
+    /// When it stops working, if it ever does.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its own requests-per-second limit, if it has one.
+    pub rate_limit: Option<NonZeroU32>,
     /// When it was revoked; `None` while it is active.
     pub revoked_at: Option<DateTime<Utc>>,
     /// Why it was revoked, if it was and a reason was given.
@@ -38,6 +46,12 @@ impl ApiKey {
     /// accepted, within its scopes).
     pub fn is_active(&self) -> bool {
         self.revoked_at.is_none()
+    }
+
+    /// Whether requests with its secret are accepted at `now`: not revoked
+    /// and not expired (a key expires at the instant `expires_at` names).
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_active() && self.expires_at.is_none_or(|expires_at| now < expires_at)
     }
 }
 
@@ -59,6 +73,9 @@ pub fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
                 key_hash: created.key_hash.clone(),
                 created_at: created.created_at,
                 created_by: created.created_by.clone(),
+                access: created.access.clone(),
+                expires_at: created.expires_at,
+                rate_limit: created.rate_limit,
                 revoked_at: None,
                 revoked_reason: None,
                 revoked_by: None,

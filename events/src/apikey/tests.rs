@@ -7,6 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
+use crate::tenant::Access;
 use crate::testing::{self, at, Given, FIXED_ID, FIXED_ID_SHORT};
 use crate::{Metadata, RecordedEvent, RefusalKind};
 
@@ -52,6 +53,9 @@ fn create_api_key() -> CreateApiKey {
         key_hash: key_hash(),
         created_at: at(0),
         created_by: Some("admin-key".into()),
+        access: Access::AllTenants,
+        expires_at: None,
+        rate_limit: None,
     }
 }
 
@@ -104,12 +108,46 @@ fn create_makes_an_active_key() {
             key_hash: key_hash(),
             created_at: at(0),
             created_by: Some("admin-key".into()),
+            access: Access::AllTenants,
+            expires_at: None,
+            rate_limit: None,
             revoked_at: None,
             revoked_reason: None,
             revoked_by: None,
         }
     );
     assert!(key.is_active());
+}
+
+#[test]
+fn a_key_expires_at_the_instant_it_names_and_not_before_it_is_created() {
+    let mut expiring = create_api_key();
+    expiring.expires_at = Some(at(3600));
+    let key = key_after(
+        [],
+        ApiKeyCommand::Create(expiring.clone()),
+        ApiKeyEvent::Created(expiring),
+    );
+    assert!(key.is_usable_at(at(3599)));
+    assert!(!key.is_usable_at(at(3600)));
+
+    let mut backwards = create_api_key();
+    backwards.expires_at = Some(at(0));
+    given(Vec::<ApiKeyEvent>::new())
+        .when(ApiKeyCommand::Create(backwards))
+        .then_error(RefusalKind::Invalid, "expires_at must be after created_at");
+}
+
+#[test]
+fn a_key_created_before_tenants_existed_is_the_default_tenants() {
+    let mut stored = serde_json::to_value(create_api_key()).unwrap();
+    let object = stored.as_object_mut().unwrap();
+    for field in ["access", "expires_at", "rate_limit"] {
+        object.remove(field);
+    }
+    let old: ApiKeyCreated = serde_json::from_value(stored).unwrap();
+    assert_eq!(old.access.tenant().unwrap().as_str(), "default");
+    assert_eq!((old.expires_at, old.rate_limit), (None, None));
 }
 
 #[test]
@@ -289,6 +327,9 @@ fn the_stored_shape_is_stable() {
             "key_hash": key_hash(),
             "created_at": "2023-11-14T22:13:20Z",
             "created_by": "admin-key",
+            "access": "all_tenants",
+            "expires_at": null,
+            "rate_limit": null,
         })
     );
     let revoked = revoked().to_new_event(Uuid::nil(), Metadata::default());

@@ -11,6 +11,7 @@ use taskledger_events::apikey::{
     CreateApiKey, RevokeApiKey, Scope,
 };
 use taskledger_events::postgres::PgEventStore;
+use taskledger_events::tenant::Access;
 use taskledger_events::{EventStore, ExpectedVersion, Metadata};
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::runtime::RuntimeOptions;
@@ -41,6 +42,9 @@ fn create(key_id: ApiKeyId, name: &str, secret: &str, scopes: &[Scope]) -> ApiKe
         key_hash: hash_secret(secret),
         created_at: at(0),
         created_by: Some("operator".into()),
+        access: Access::AllTenants,
+        expires_at: None,
+        rate_limit: None,
     })
 }
 

@@ -1,22 +1,20 @@
 //! `/metrics` in the Prometheus text format 0.0.4: HTTP latency by route,
-//! method and status (recorded by [`track`], a middleware on every route), the
+//! method and status (recorded by [`super::traced::per_request`], the
+//! middleware on every route), the
 //! process-wide command, append and runner metrics of [`crate::metrics`],
 //! and, read from the database at scrape time, each projector's lag,
 //! failure and pause, the relay's lag, the log's head and the oldest open
 //! transaction.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Gauge, GaugeVec, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use taskledger_projections::runtime::ProjectorLag;
 
-use super::problem::{self, Problem};
+use super::problem::Problem;
 use super::AppState;
 use crate::metrics::latency_histogram;
 
@@ -51,29 +49,16 @@ impl Default for HttpMetrics {
     }
 }
 
-/// The one middleware every request passes: records its latency under its
-/// route's template (`/v1/tasks/{id}`, never the concrete path, so the label
-/// set stays small; requests that match no route count as `unmatched`), and
-/// logs a failure's cause once ([`problem::log_failure`]). One middleware,
-/// not two: each `from_fn` layer costs a clone of the inner service and a
-/// boxed future per request, measurable on the cheapest reads.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let began = Instant::now();
-    let response = next.run(request).await;
-    let seconds = began.elapsed().as_secs_f64();
-    problem::log_failure(&response);
-    state
-        .http_metrics
-        .requests
-        .with_label_values(&[
-            method.as_str(),
-            route.as_ref().map_or("unmatched", MatchedPath::as_str),
-            response.status().as_str(),
-        ])
-        .observe(seconds);
-    response
+impl HttpMetrics {
+    /// Records one answered request: its latency under its method, its
+    /// route's template (`/v1/tasks/{id}`, never the concrete path, so the
+    /// label set stays small; `unmatched` for requests that match no route)
+    /// and its status.
+    pub fn observe(&self, method: &str, route: &str, status: StatusCode, seconds: f64) {
+        self.requests
+            .with_label_values(&[method, route, status.as_str()])
+            .observe(seconds);
+    }
 }
 
 /// Prometheus metrics of this process and of the shared database.

@@ -23,13 +23,14 @@ mod paging;
 pub mod problem;
 pub mod responses;
 pub mod tasks;
+mod traced;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -39,9 +40,6 @@ use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
 use taskledger_projections::tasks::query::ReadError;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tower_http::LatencyUnit;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -217,15 +215,25 @@ pub fn probes_router(state: AppState) -> Router {
 }
 
 /// `router` in the layers every request passes, outermost first: its
-/// request id and span ([`with_request_spans`]), its latency in `/metrics`
-/// and the log of a failure's cause ([`metrics::track`]), and the deadline
-/// ([`with_timeout`]) — inside the others, so a timed-out request is
-/// counted and logged with its 503.
+/// request id, span, latency in `/metrics` and the log of a failure's cause
+/// ([`traced::per_request`]), and the deadline ([`with_timeout`]) — inside,
+/// so a timed-out request is counted and logged with its 503.
 fn served(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let router = with_timeout(router, REQUEST_TIMEOUT + state.read_wait).layer(
-        axum::middleware::from_fn_with_state(state.clone(), metrics::track),
-    );
-    with_request_spans(router)
+    traced(
+        with_timeout(router, REQUEST_TIMEOUT + state.read_wait),
+        &state.http_metrics,
+    )
+}
+
+/// `router` inside [`traced::per_request`], recording into `metrics`.
+fn traced<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    metrics: &Arc<metrics::HttpMetrics>,
+) -> Router<S> {
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(metrics),
+        traced::per_request,
+    ))
 }
 
 /// `router` with a deadline on every handler: one that has not begun its
@@ -255,45 +263,6 @@ fn with_timeout<S: Clone + Send + Sync + 'static>(
             ))
             .layer(tower::timeout::TimeoutLayer::new(timeout)),
     )
-}
-
-/// `router` with a request id on every request ([`REQUEST_ID`]: the
-/// client's, or a UUID) that the response echoes, and a span per request
-/// naming its method, route template and id, so whatever a handler logs
-/// names the request. When a request is answered, its status and latency
-/// are logged at DEBUG (target `tower_http`); the cause of a failure is
-/// logged once, by [`metrics::track`], not again here.
-fn with_request_spans<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    let request_id = header::HeaderName::from_static(REQUEST_ID);
-    router
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(tracing::Level::DEBUG)
-                        .latency_unit(LatencyUnit::Micros),
-                )
-                .on_failure(()),
-        )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-/// The span of one request. INFO, so that a handler's warnings and errors
-/// carry the request id under the default filter; it prints nothing itself.
-fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|id| id.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), route, request_id)
 }
 
 /// A pooled connection for a read; 503 when none can be had.
@@ -591,6 +560,8 @@ async fn database_checks(
 mod tests {
     use std::convert::Infallible;
 
+    use axum::extract::Request;
+
     use axum::body::Body;
     use axum::response::sse::{Event, Sse};
     use axum::routing::get;
@@ -620,7 +591,7 @@ mod tests {
                     Sse::new(ticks)
                 }),
             );
-        with_request_spans(with_timeout(router, TIMEOUT))
+        traced(with_timeout(router, TIMEOUT), &Arc::default())
     }
 
     fn get_request(path: &str) -> Request {

@@ -384,7 +384,7 @@ where
 /// without one is logged too (a bug that said nothing); a 503 without one is
 /// an answer that already explains itself (not configured, no answer in
 /// time). Called for every answer by the one per-request middleware,
-/// [`crate::http::metrics::track`].
+/// [`crate::http::traced::per_request`].
 pub fn log_failure(response: &Response) {
     let status = response.status();
     if status.is_server_error() {

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, ReadLog};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
-use super::responses::{Authenticated, Malformed};
+use super::responses::{Malformed, PlatformOnly};
 use super::tasks::{stream_page, EventPage};
 use super::{log_unreadable, store_unreadable, AppState};
 
@@ -52,7 +52,7 @@ pub struct StreamEventsQuery {
     ),
     responses(
         (status = 200, description = "A page of the stream's events; `next_cursor` is the last version (pass it as `after_version`) when more follow", body = EventPage),
-        Authenticated,
+        PlatformOnly,
         (status = 400, description = "A malformed stream name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream holds no event", body = Problem, content_type = "application/problem+json"),
     ),
@@ -60,10 +60,11 @@ pub struct StreamEventsQuery {
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    Authorized { caller, .. }: Authorized<ReadLog>,
     ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
+    super::tenancy::require_platform(&caller, "reading any stream of the log")?;
     let stream_id = parse_stream(&stream)?;
     let after = query.after_version.unwrap_or(0);
     if after == u64::MAX {
@@ -151,7 +152,7 @@ pub struct VerifyView {
     params(VerifyQuery),
     responses(
         (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
     ),
@@ -159,9 +160,10 @@ pub struct VerifyView {
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    Authorized { caller, .. }: Authorized<ReadLog>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<ApiJson<VerifyView>, Problem> {
+    super::tenancy::require_platform(&caller, "verifying the whole log")?;
     let unreadable = log_unreadable::<taskledger_events::StoreError>("verifying the log");
     let head = state.store.head_position().await.map_err(&unreadable)?;
     let to = query.to.unwrap_or(head);

@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 use super::auth::{Authorized, ReadLog};
 use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, Malformed};
+use super::responses::{Malformed, PlatformOnly};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
 use super::{log_unreadable, AppState};
 
@@ -44,16 +44,17 @@ pub struct FeedQuery {
     params(FeedQuery),
     responses(
         (status = 200, description = "Events after `after`, in order; `next_cursor` is the last sequence when more may follow at once", body = EventPage),
-        Authenticated,
+        PlatformOnly,
         Malformed,
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn list_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    Authorized { caller, .. }: Authorized<ReadLog>,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
+    super::tenancy::require_platform(&caller, "the global event feed")?;
     let limit = page_size(query.limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
     let events = state
         .store
@@ -83,17 +84,18 @@ pub async fn list_events(
     ),
     responses(
         (status = 200, description = "An endless event stream: each event's `id` is its sequence, `event` its type, `data` the event as in `GET /v1/events`", content_type = "text/event-stream"),
-        Authenticated,
+        PlatformOnly,
         (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    Authorized { caller, .. }: Authorized<ReadLog>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {
+    super::tenancy::require_platform(&caller, "the global event stream")?;
     let after = match headers.get("last-event-id") {
         Some(value) => value
             .to_str()

@@ -28,7 +28,7 @@ use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConf
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
+use super::responses::{Authenticated, PlatformOnly, JsonBody, Malformed, PositionWait};
 use super::tasks::{no_such_task, TaskPath};
 use super::AppState;
 use crate::commands::execute;
@@ -238,7 +238,7 @@ pub struct LedgerReadQuery {
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
         (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
-        Authenticated,
+        PlatformOnly,
         JsonBody,
         (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
@@ -252,6 +252,7 @@ pub async fn confirm(
     LedgerPath { ledger }: LedgerPath,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
+    super::tenancy::require_platform(&caller, "confirming ledger entries")?;
     let (kind, ranges) = match (
         request.from_sequence,
         request.to_sequence,
@@ -356,7 +357,7 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         PositionWait,
     ),
@@ -364,10 +365,11 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 )]
 pub async fn ledger_status(
     State(state): State<AppState>,
-    _: Authorized<ReadLedger>,
+    Authorized { caller, .. }: Authorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
+    super::tenancy::require_platform(&caller, "a ledger's status")?;
     wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
@@ -388,7 +390,7 @@ pub async fn ledger_status(
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         PositionWait,
     ),
@@ -396,10 +398,11 @@ pub async fn ledger_status(
 )]
 pub async fn ledger_holes(
     State(state): State<AppState>,
-    _: Authorized<ReadLedger>,
+    Authorized { caller, .. }: Authorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
+    super::tenancy::require_platform(&caller, "a ledger's holes")?;
     wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
@@ -428,9 +431,10 @@ pub async fn ledger_holes(
 )]
 pub async fn task_ledger(
     State(state): State<AppState>,
-    _: Authorized<ReadHistory>,
+    Authorized { caller, .. }: Authorized<ReadHistory>,
     TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
+    super::tenancy::check_task(&state, &caller, task_id).await?;
     let events = state
         .store
         .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100_000)

@@ -203,6 +203,7 @@ async fn the_service_runs_the_projectors() {
         task_id,
         kind: "batch".into(),
         params: serde_json::Map::new(),
+        tenant: taskledger_events::tenant::TenantName::default_tenant(),
         frontend_id: "frontend-1".into(),
         client_task_id: None,
         priority: 0,

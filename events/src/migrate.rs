@@ -163,7 +163,10 @@ async fn apply_pending(client: &mut Client, last: i64) -> Result<Vec<i64>, Store
     let applied: std::collections::HashMap<i64, String> =
         rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     let mut newly_applied = Vec::new();
-    for migration in MIGRATIONS.iter().take_while(|migration| migration.version <= last) {
+    for migration in MIGRATIONS
+        .iter()
+        .take_while(|migration| migration.version <= last)
+    {
         if let Some(checksum) = applied.get(&migration.version) {
             if *checksum != migration.checksum() {
                 return Err(StoreError::Migration {

@@ -16,11 +16,12 @@ use serde::Deserialize;
 use taskledger_events::EventStore;
 use utoipa::IntoParams;
 
-use super::auth::{Authorized, ReadLog};
+use super::auth::ReadLog;
 use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::responses::{Malformed, PlatformOnly};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
+use super::tenancy::PlatformAuthorized;
 use super::{log_unreadable, AppState};
 
 /// Where to start reading.
@@ -51,10 +52,9 @@ pub struct FeedQuery {
 )]
 pub async fn list_events(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
-    super::tenancy::require_platform(&caller, "the global event feed")?;
     let limit = page_size(query.limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
     let events = state
         .store
@@ -91,11 +91,10 @@ pub async fn list_events(
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {
-    super::tenancy::require_platform(&caller, "the global event stream")?;
     let after = match headers.get("last-event-id") {
         Some(value) => value
             .to_str()

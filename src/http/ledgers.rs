@@ -28,8 +28,9 @@ use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConf
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
-use super::responses::{Authenticated, PlatformOnly, JsonBody, Malformed, PositionWait};
+use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly, PositionWait};
 use super::tasks::{no_such_task, TaskPath};
+use super::tenancy::PlatformAuthorized;
 use super::AppState;
 use crate::commands::execute;
 
@@ -248,11 +249,10 @@ pub struct LedgerReadQuery {
 )]
 pub async fn confirm(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<WriteLedger>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<WriteLedger>,
     LedgerPath { ledger }: LedgerPath,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
-    super::tenancy::require_platform(&caller, "confirming ledger entries")?;
     let (kind, ranges) = match (
         request.from_sequence,
         request.to_sequence,
@@ -365,11 +365,10 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 )]
 pub async fn ledger_status(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<ReadLedger>,
+    _: PlatformAuthorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
-    super::tenancy::require_platform(&caller, "a ledger's status")?;
     wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
@@ -398,11 +397,10 @@ pub async fn ledger_status(
 )]
 pub async fn ledger_holes(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<ReadLedger>,
+    _: PlatformAuthorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
-    super::tenancy::require_platform(&caller, "a ledger's holes")?;
     wait_for_position(&state, "ledgers", query.min_position).await?;
     let (ledger_state, _) = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {

@@ -13,9 +13,10 @@ use taskledger_projections::rebuild::{self, RebuildError, RebuildOptions, Rebuil
 use taskledger_projections::runtime::{self, ProjectorLag};
 use utoipa::ToSchema;
 
-use super::auth::{Admin, Authorized};
+use super::auth::Admin;
 use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::PlatformOnly;
+use super::tenancy::PlatformAuthorized;
 use super::AppState;
 
 /// One projector, as its checkpoint records it.
@@ -95,9 +96,8 @@ pub struct ProjectionPage {
 )]
 pub async fn list_projections(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
 ) -> Result<ApiJson<ProjectionPage>, Problem> {
-    super::tenancy::require_platform(&caller, "projection operations")?;
     Ok(ApiJson(ProjectionPage {
         items: views(&state).await?,
         next_cursor: None,
@@ -119,10 +119,9 @@ pub async fn list_projections(
 )]
 pub async fn get_projection(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
-    super::tenancy::require_platform(&caller, "projection operations")?;
     Ok(ApiJson(one(&state, &name).await?))
 }
 
@@ -146,10 +145,9 @@ pub async fn get_projection(
 )]
 pub async fn rebuild_projection(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, Problem> {
-    super::tenancy::require_platform(&caller, "projection operations")?;
     let projector = taskledger_projections::by_name(&name).map_err(unknown)?;
     // Answer once the rebuild holds its lock (its first progress report),
     // or has already ended.

@@ -186,7 +186,7 @@ response_groups! {
     Authenticated => [UNAUTHORIZED, FORBIDDEN, UNAVAILABLE];
     /// Every route that spans all tenants (the global feeds, verification,
     /// projection operations, ledgers): [`Authenticated`], with a 403 that
-    /// also refuses tenant keys ([`super::tenancy::require_platform`]).
+    /// also refuses tenant keys ([`super::tenancy::PlatformAuthorized`]).
     PlatformOnly => [UNAUTHORIZED, PLATFORM_ONLY, UNAVAILABLE];
     /// Reads that wait for the read model (`min_version`, `min_position`;
     /// [`super::consistency`]): their 503 also means "it lags, retry". List it

@@ -11,12 +11,16 @@
 //! `TaskSubmitted`), not from the read model, so a check never depends on a
 //! projector's lag: a task its tenant just submitted is its tenant's at once.
 
+use std::marker::PhantomData;
+
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::request::Parts;
 use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::tenant::{Access, TenantName};
 use taskledger_events::{Direction, EventStore};
 
-use super::auth::Caller;
+use super::auth::{Authorized, Caller, KeyStore, RequiredScopes};
 use super::problem::Problem;
 use super::tasks::no_such_task;
 use super::{store_unreadable, AppState};
@@ -32,6 +36,37 @@ pub(crate) fn require_platform(caller: &Caller, what: &str) -> Result<(), Proble
         Access::Tenant(tenant) => Err(Problem::forbidden(format!(
             "{what} needs a platform key (all tenants); this key is tenant {tenant}'s"
         ))),
+    }
+}
+
+/// A caller holding one of `R`'s scopes with a platform key: for the routes
+/// that span every tenant. Like [`Authorized`], it runs before the body is
+/// read, so a tenant key gets its 403 whatever it sent.
+#[derive(Debug)]
+pub struct PlatformAuthorized<R> {
+    /// Who is calling.
+    pub caller: Caller,
+    scopes: PhantomData<R>,
+}
+
+impl<S, R> FromRequestParts<S> for PlatformAuthorized<R>
+where
+    S: KeyStore + Send + Sync,
+    R: RequiredScopes,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authorized { caller, .. } = Authorized::<R>::from_request_parts(parts, state).await?;
+        let route = parts.extensions.get::<MatchedPath>().map_or_else(
+            || parts.uri.path().to_owned(),
+            |path| path.as_str().to_owned(),
+        );
+        require_platform(&caller, &format!("{} {route}", parts.method))?;
+        Ok(Self {
+            caller,
+            scopes: PhantomData,
+        })
     }
 }
 
@@ -70,11 +105,12 @@ pub(crate) fn submission_tenant(
             "a platform key (all tenants) must name the task's tenant: add \"tenant\": \"<name>\" \
              to the body",
         )),
-        (Access::AllTenants, Some(name)) => name
-            .parse()
-            .map_err(|error: taskledger_events::tenant::InvalidTenantName| {
-                Problem::unprocessable(format!("tenant: {error}"))
-            }),
+        (Access::AllTenants, Some(name)) => {
+            name.parse()
+                .map_err(|error: taskledger_events::tenant::InvalidTenantName| {
+                    Problem::unprocessable(format!("tenant: {error}"))
+                })
+        }
     }
 }
 

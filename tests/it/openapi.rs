@@ -251,7 +251,10 @@ async fn spawn_with_runner(data_dir: &Path) -> TestApp {
 /// Submits a task of kind `ok` and waits until it succeeded; its id.
 async fn succeeded_task(app: &TestApp, key: &str) -> String {
     let (status, created) = app
-        .submit(key, json!({"kind": "ok", "frontend_id": "seed"}))
+        .submit(
+            key,
+            json!({"kind": "ok", "tenant": "default", "frontend_id": "seed"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().unwrap().to_owned();
@@ -526,7 +529,7 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
     let (_, created) = app
         .submit(
             &key,
-            json!({"kind": "echo", "params": {"message": "hi"}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {"message": "hi"}, "tenant": "default", "frontend_id": "web"}),
         )
         .await;
     let id = created["id"].as_str().unwrap();

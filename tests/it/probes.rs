@@ -334,7 +334,7 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
     let (_, submitted) = app
         .submit(
             &key,
-            serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "frontend_id": "metrics"}),
+            serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "tenant": "default", "frontend_id": "metrics"}),
         )
         .await;
     let cancel = format!("/v1/tasks/{}/cancel", submitted["id"].as_str().unwrap());
@@ -396,7 +396,7 @@ async fn metrics_show_runner_slots_while_an_attempt_runs() {
     let (_, submitted) = app
         .submit(
             &key,
-            serde_json::json!({"kind": "local-sh", "params": {"script": script}, "frontend_id": "metrics"}),
+            serde_json::json!({"kind": "local-sh", "params": {"script": script}, "tenant": "default", "frontend_id": "metrics"}),
         )
         .await;
     let id = submitted["id"].as_str().unwrap();

@@ -154,7 +154,9 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
     }
     let body = if method == "POST" && path == "/v1/tasks" {
         request = request.header("content-type", "application/json");
-        Body::from(r#"{"kind":"echo","params":{"message":"hi"},"frontend_id":"matrix"}"#)
+        Body::from(
+            r#"{"kind":"echo","params":{"message":"hi"},"tenant":"default","frontend_id":"matrix"}"#,
+        )
     } else if method == "POST" && path.ends_with("/messages") {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"text":"hi"}"#)

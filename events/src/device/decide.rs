@@ -3,9 +3,9 @@
 use uuid::Uuid;
 
 use super::{
-    DeviceAssigned, DeviceCommand, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued, DeviceMessageReceived,
-    DeviceMessageSendAttempted, DeviceMessageSent, DeviceState, Imei, Outbound, OutboundStatus,
-    SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
+    DeviceAssigned, DeviceCommand, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued,
+    DeviceMessageReceived, DeviceMessageSendAttempted, DeviceMessageSent, DeviceState, Imei,
+    Outbound, OutboundStatus, SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
 };
 use crate::Refusal;
 

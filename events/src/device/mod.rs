@@ -26,8 +26,8 @@ mod state;
 mod tests;
 
 pub use commands::{
-    AssignDevice, AttemptSend, DeviceCommand, QueueDeviceMessage, ReceiveDeviceMessage, RecordSendResult,
-    SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
+    AssignDevice, AttemptSend, DeviceCommand, QueueDeviceMessage, ReceiveDeviceMessage,
+    RecordSendResult, SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
 };
 pub use decide::decide;
 pub use events::{

@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 
 use super::{Artifact, TaskId};
 use crate::codec;
-use crate::tenant::TenantName;
 pub use crate::codec::DecodeError;
+use crate::tenant::TenantName;
 
 /// Anything that can happen to a task.
 ///

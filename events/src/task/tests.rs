@@ -4,9 +4,9 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
+use crate::tenant::TenantName;
 use crate::testing::{self, at, Given, FIXED_ID, FIXED_ID_SHORT};
 use crate::{Metadata, RecordedEvent, RefusalKind};
-use crate::tenant::TenantName;
 
 fn task_id() -> TaskId {
     TaskId(FIXED_ID)
@@ -301,7 +301,11 @@ fn a_submission_keeps_its_tenant_and_one_written_before_tenants_reads_as_default
         tenant: "acme".parse().unwrap(),
         ..submit_task()
     };
-    let task = task_after([], TaskCommand::Submit(acme.clone()), TaskEvent::Submitted(acme));
+    let task = task_after(
+        [],
+        TaskCommand::Submit(acme.clone()),
+        TaskEvent::Submitted(acme),
+    );
     assert_eq!(task.tenant.as_str(), "acme");
     // The stored form of a submission from before tenants: no `tenant`.
     let mut old = serde_json::to_value(submitted()).unwrap();

@@ -222,9 +222,10 @@ impl TaskRow {
                 _ => serde_json::Map::new(),
             },
             inputs: serde_json::from_value(row.inputs).unwrap_or_default(),
-            tenant: row.tenant.parse().map_err(|error| {
-                format!("task {} in the projection: {error}", row.task_id)
-            })?,
+            tenant: row
+                .tenant
+                .parse()
+                .map_err(|error| format!("task {} in the projection: {error}", row.task_id))?,
             frontend_id: row.frontend_id,
             client_task_id: row.client_task_id,
             priority: row.priority,

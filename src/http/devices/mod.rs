@@ -17,9 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use taskledger_events::device::{
-    AssignDevice, DeviceCommand, Devices, Imei, QueueDeviceMessage,
-};
+use taskledger_events::device::{AssignDevice, DeviceCommand, Devices, Imei, QueueDeviceMessage};
 use taskledger_projections::devices::query::{self as reads, MessageFilter};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -28,7 +26,7 @@ use super::auth::{Admin, Authorized, ReadDevices, WriteDevices};
 use super::paging::{cut_page, page_size, Keyset};
 use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly};
-use super::tenancy::{self, listing_tenants};
+use super::tenancy::{self, listing_tenants, PlatformAuthorized};
 use super::AppState;
 use crate::adapters::rockblock::MoVerifier;
 use crate::commands::execute;
@@ -226,11 +224,10 @@ pub async fn send_message(
 )]
 pub async fn assign_device(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     ImeiPath { imei }: ImeiPath,
     ApiJson(request): ApiJson<AssignDeviceRequest>,
 ) -> Result<ApiJson<DeviceAssignment>, Problem> {
-    tenancy::require_platform(&caller, "assigning a device to a tenant")?;
     let tenant: taskledger_events::tenant::TenantName = request
         .tenant
         .parse()
@@ -285,8 +282,8 @@ pub async fn list_devices(
         &after,
         i64::from(limit) + 1,
     )
-        .await
-        .map_err(super::database_error("reading devices"))?;
+    .await
+    .map_err(super::database_error("reading devices"))?;
     let items = rows.into_iter().map(DeviceView::from).collect();
     let (items, next_cursor) = cut_page(items, limit as usize, |device: &DeviceView| {
         device.imei.clone()

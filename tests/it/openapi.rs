@@ -455,7 +455,9 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
     let tools = pytools();
     let directory = scratch("client");
     let app = spawn_with_runner(&directory.join("data")).await;
-    let key = app.key(&[Scope::TasksWrite, Scope::TasksRead]).await;
+    let key = app
+        .tenant_key("python", &[Scope::TasksWrite, Scope::TasksRead])
+        .await;
     let document = send_text(app.http.get(app.url("/v1/openapi.json"))).await;
     std::fs::write(directory.join("openapi.json"), document).unwrap();
     // No post-generation hooks (formatters): the code is used as generated.

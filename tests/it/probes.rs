@@ -544,8 +544,9 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         .execute(
             "INSERT INTO tasks (task_id, kind, status, frontend_id, params, priority,
                  timeout_seconds, max_attempts, submitted_at, updated_at, stream_version,
-                 last_position)
-             VALUES ($1, 'echo', 'queued', 'repair', '{}', 0, 60, 1, now(), now(), 0, 0)",
+                 last_position, tenant)
+             VALUES ($1, 'echo', 'queued', 'repair', '{}', 0, 60, 1, now(), now(), 0, 0,
+                 'default')",
             &[&orphan.0],
         )
         .await

@@ -25,12 +25,12 @@ use super::problem::Problem;
 use super::tasks::no_such_task;
 use super::{store_unreadable, AppState};
 
-/// Checks the caller holds a platform key; `what` names the route's purpose
-/// ("the global event feed").
+/// Checks the caller holds a platform key; `what` names the route
+/// (`GET /v1/events`).
 ///
 /// # Errors
 /// 403 for a tenant key, naming its tenant.
-pub(crate) fn require_platform(caller: &Caller, what: &str) -> Result<(), Problem> {
+fn require_platform(caller: &Caller, what: &str) -> Result<(), Problem> {
     match &caller.access {
         Access::AllTenants => Ok(()),
         Access::Tenant(tenant) => Err(Problem::forbidden(format!(

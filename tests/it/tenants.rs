@@ -405,8 +405,34 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
         .map(|device| device["imei"].as_str().unwrap())
         .collect();
     assert_eq!(imeis, vec![ACME_IMEI]);
-    let (_, devices) = app.read(Some(&globex), "/v1/devices").await;
-    assert_eq!(devices["items"], json!([]));
+    let imeis = |key: &str, query: &str| {
+        let path = format!("/v1/devices{query}");
+        let app = &app;
+        let key = key.to_owned();
+        async move {
+            let (status, page) = app.read(Some(&key), &path).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            let imeis: Vec<String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|device| device["imei"].as_str().unwrap().to_owned())
+                .collect();
+            imeis
+        }
+    };
+    assert_eq!(imeis(&globex, "").await, Vec::<String>::new());
+    assert_eq!(imeis(&globex, "?tenant=acme").await, Vec::<String>::new());
+    assert_eq!(imeis(&platform, "?tenant=acme").await, vec![ACME_IMEI]);
+    assert_eq!(
+        imeis(&platform, "?tenant=nobody").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        imeis(&platform, "").await.len(),
+        2,
+        "assigned and unassigned"
+    );
     app.finish().await;
 }
 

@@ -59,14 +59,14 @@ impl DeviceRow {
     }
 }
 
-/// Up to `limit` devices with an IMEI after `after`, by IMEI; with
-/// `tenant`, only the devices assigned to it.
+/// Up to `limit` devices with an IMEI after `after`, by IMEI, assigned to
+/// each of `tenants` (none: every device; two different names: none).
 ///
 /// # Errors
 /// The database failed.
 pub async fn devices(
     client: &Client,
-    tenant: Option<&str>,
+    tenants: &[String],
     after: &str,
     limit: i64,
 ) -> Result<Vec<DeviceRow>, Error> {
@@ -74,10 +74,10 @@ pub async fn devices(
         .query(
             &format!(
                 "SELECT {DEVICE_COLUMNS} FROM devices
-                 WHERE imei > $1 AND ($3::text IS NULL OR tenant = $3)
+                 WHERE imei > $1 AND tenant = ALL($3::text[])
                  ORDER BY imei LIMIT $2"
             ),
-            &[&after, &limit, &tenant],
+            &[&after, &limit, &tenants],
         )
         .await?;
     Ok(rows.iter().map(DeviceRow::from_row).collect())

@@ -254,7 +254,7 @@ pub async fn assign_device(
 }
 
 /// Lists devices by IMEI: a tenant key's own tenant's only, every device
-/// for a platform key.
+/// for a platform key (`tenant` filters).
 #[utoipa::path(
     get,
     path = "/v1/devices",
@@ -274,16 +274,11 @@ pub async fn list_devices(
 ) -> Result<ApiJson<DevicePage>, Problem> {
     let limit = page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = query.cursor.unwrap_or_default();
-    let tenants = listing_tenants(&caller, None);
+    let tenants = listing_tenants(&caller, query.tenant.as_deref());
     let client = super::connection(&state).await?;
-    let rows = reads::devices(
-        &client,
-        tenants.first().map(String::as_str),
-        &after,
-        i64::from(limit) + 1,
-    )
-    .await
-    .map_err(super::database_error("reading devices"))?;
+    let rows = reads::devices(&client, &tenants, &after, i64::from(limit) + 1)
+        .await
+        .map_err(super::database_error("reading devices"))?;
     let items = rows.into_iter().map(DeviceView::from).collect();
     let (items, next_cursor) = cut_page(items, limit as usize, |device: &DeviceView| {
         device.imei.clone()

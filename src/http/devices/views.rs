@@ -148,6 +148,9 @@ pub struct DeviceListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only the devices assigned to this tenant (for a tenant key, only its
+    /// own gives any). A name no device has gives an empty list.
+    pub tenant: Option<String>,
 }
 
 /// Filters and paging of a device's messages.

@@ -1,4 +1,4 @@
-//! The `tasks` projector: one row per task in `tasks` (status, attempts,
+//! The `tasks` projector: one row per task in `tasks` (tenant, status, attempts,
 //! timestamps, error, stream version) and one row per succeeded task in
 //! `results` (result document, exit code, artifacts).
 //!

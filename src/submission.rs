@@ -3,11 +3,20 @@
 //! that a retried submission finds the first task instead of making a second.
 //!
 //! A task's id is, in order of preference:
-//! - derived from `(frontend_id, client_task_id)` when the frontend names the
-//!   task itself: the same client task id always means the same task;
-//! - derived from `(API key, Idempotency-Key)` when the request carries the
-//!   header: a retry with the same key means the same task;
+//! - derived from `(tenant, frontend_id, client_task_id)` when the frontend
+//!   names the task itself: the same client task id always means the same
+//!   task, within its tenant;
+//! - derived from `(tenant, API key, Idempotency-Key)` when the request
+//!   carries the header: a retry with the same key means the same task;
 //! - a fresh time-ordered UUID otherwise.
+//!
+//! The tenant is part of every derived id, so two tenants using one client
+//! id get two tasks, and no tenant can take (or find) another's id by
+//! submitting first. The `default` tenant's ids are derived exactly as
+//! before tenants existed, so a retry of a submission made before the
+//! upgrade still finds its task. Every derivation's input is a prefix-free
+//! encoding (each variable part after its length), so no two different
+//! `(tenant, frontend, client id)` triples give one input.
 //!
 //! Derived ids are name-based (v5) UUIDs, so no lookup table is needed: the
 //! task's stream *is* the idempotency record, and concurrent retries meet at
@@ -19,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use taskledger_events::command::{load, CommandError};
 use taskledger_events::task::{SubmitTask, Task, TaskCommand, TaskId, Tasks};
+use taskledger_events::tenant::{TenantName, DEFAULT_TENANT};
 use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
 
@@ -40,6 +50,8 @@ pub struct Submission {
     pub kind: String,
     /// The kind's parameters (scalars only).
     pub params: Map<String, Value>,
+    /// The tenant the task belongs to.
+    pub tenant: TenantName,
     /// The submitting frontend.
     pub frontend_id: String,
     /// The frontend's own id for the task.
@@ -55,8 +67,8 @@ pub struct Submission {
 }
 
 impl Submission {
-    /// A submission of `kind` with `params` from `frontend_id`, everything
-    /// else left to the kind.
+    /// A submission of `kind` with `params` from `frontend_id` of the
+    /// `default` tenant, everything else left to the kind.
     pub fn new(
         kind: impl Into<String>,
         params: Map<String, Value>,
@@ -65,6 +77,7 @@ impl Submission {
         Self {
             kind: kind.into(),
             params,
+            tenant: TenantName::default_tenant(),
             frontend_id: frontend_id.into(),
             client_task_id: None,
             priority: None,
@@ -110,7 +123,8 @@ pub enum SubmitError {
         /// The task the key made.
         task_id: TaskId,
     },
-    /// The client task id already names a task with different contents.
+    /// The client task id already names a task with different contents (of
+    /// the same tenant: ids are derived per tenant).
     #[error("client_task_id {client_task_id:?} of frontend {frontend_id:?} already names task {task_id}, submitted with a different request")]
     ClientTaskIdTaken {
         /// The frontend.
@@ -151,9 +165,17 @@ pub fn task_id_for(submission: &Submission, submitter: Submitter<'_>) -> TaskId 
             submission.frontend_id.len(),
             submission.frontend_id
         )),
+        // A key id is a UUID: of fixed length.
         (None, Some(key)) => Some(format!("idempotency:{}:{key}", submitter.key_id)),
         (None, None) => None,
     };
+    // Another tenant's name: its length and itself first. No name before
+    // tenants began with "tenant:", so these never meet the default
+    // tenant's, which keep their old form.
+    let name = name.map(|name| match submission.tenant.as_str() {
+        DEFAULT_TENANT => name,
+        tenant => format!("tenant:{}:{tenant}:{name}", tenant.len()),
+    });
     TaskId(name.map_or_else(Uuid::now_v7, |name| {
         Uuid::new_v5(&TASK_ID_NAMESPACE, name.as_bytes())
     }))
@@ -180,6 +202,7 @@ pub async fn submit(
         task_id,
         kind: submission.kind.clone(),
         params: submission.params.clone(),
+        tenant: submission.tenant.clone(),
         frontend_id: submission.frontend_id.clone(),
         client_task_id: submission.client_task_id.clone(),
         priority: submission.priority.unwrap_or(0),
@@ -241,6 +264,15 @@ async fn existing(
     let task = loaded
         .state
         .expect("the task exists: its submission was refused as a duplicate");
+    if task.tenant != command.tenant {
+        // Derived ids include the tenant, so this is a UUID collision; never
+        // say what the other tenant's task is. Trying again cannot help a
+        // derived id, but it says nothing either.
+        return Err(SubmitError::Command(CommandError::Conflict {
+            stream_id: command.task_id.stream_id().to_string(),
+            attempts: 1,
+        }));
+    }
     let same = task.kind == command.kind
         && task.params == command.params
         && task.inputs == command.inputs
@@ -284,6 +316,7 @@ mod tests {
         Submission {
             kind: "echo".into(),
             params: Map::new(),
+            tenant: TenantName::default_tenant(),
             frontend_id: "web".into(),
             client_task_id: client_task_id.map(str::to_owned),
             priority: None,
@@ -331,6 +364,69 @@ mod tests {
             task_id_for(&anonymous, plain),
             task_id_for(&anonymous, plain)
         );
+    }
+
+    #[test]
+    fn the_default_tenants_ids_are_derived_as_before_tenants_existed() {
+        let key = Uuid::from_u128(42);
+        let plain = Submitter {
+            key_id: key,
+            idempotency_key: None,
+        };
+        // What the derivation gave before tenants: these ids are in logs.
+        assert_eq!(
+            task_id_for(&submission(Some("order-7")), plain).0,
+            Uuid::new_v5(&TASK_ID_NAMESPACE, b"client:3:web:order-7")
+        );
+        let keyed = Submitter {
+            key_id: key,
+            idempotency_key: Some("retry-1"),
+        };
+        assert_eq!(
+            task_id_for(&submission(None), keyed).0,
+            Uuid::new_v5(
+                &TASK_ID_NAMESPACE,
+                format!("idempotency:{key}:retry-1").as_bytes()
+            )
+        );
+    }
+
+    #[test]
+    fn two_tenants_get_two_tasks_for_one_client_id_or_idempotency_key() {
+        let in_tenant = |tenant: &str, client_task_id: Option<&str>| Submission {
+            tenant: tenant.parse().unwrap(),
+            ..submission(client_task_id)
+        };
+        let plain = Submitter {
+            key_id: Uuid::from_u128(1),
+            idempotency_key: None,
+        };
+        let keyed = Submitter {
+            key_id: Uuid::from_u128(1),
+            idempotency_key: Some("retry-1"),
+        };
+        let ids = |submitter| {
+            ["default", "acme", "globex"]
+                .map(|tenant| task_id_for(&in_tenant(tenant, Some("order-7")), submitter))
+        };
+        let by_client = ids(plain);
+        assert!(by_client[0] != by_client[1] && by_client[1] != by_client[2]);
+        assert!(by_client[0] != by_client[2]);
+        let acme = task_id_for(&in_tenant("acme", None), keyed);
+        assert_ne!(acme, task_id_for(&in_tenant("globex", None), keyed));
+        assert_ne!(acme, task_id_for(&in_tenant("default", None), keyed));
+        assert_eq!(acme, task_id_for(&in_tenant("acme", None), keyed));
+        // No (tenant, frontend, client id) triple shares another's input:
+        // a frontend or client id shaped like a tenant's prefix stays apart.
+        let shaped = Submission {
+            frontend_id: "tenant:4:acme:client:3:web".into(),
+            ..submission(Some("order-7"))
+        };
+        assert_ne!(task_id_for(&shaped, plain), by_client[1]);
+        let mut split = in_tenant("acme", Some("order-7"));
+        split.frontend_id = "we".into();
+        split.client_task_id = Some("b:order-7".into());
+        assert_ne!(task_id_for(&split, plain), by_client[1]);
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl Target {
             .json(&json!({
                 "kind": "bench-echo",
                 "params": {"message": format!("bench {sequence}")},
+                "tenant": "bench",
                 "frontend_id": "bench",
             }))
             .send()

@@ -103,6 +103,7 @@ async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
                         task_id,
                         kind: "bench".into(),
                         params,
+                        tenant: taskledger_events::tenant::TenantName::default_tenant(),
                         frontend_id: "bench".into(),
                         client_task_id: None,
                         priority: 0,

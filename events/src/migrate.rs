@@ -80,6 +80,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_key_access",
         sql: include_str!("../../migrations/0012_api_key_access.sql"),
     },
+    Migration {
+        version: 13,
+        name: "tenants",
+        // One file per projector's tables, so each projector's schema
+        // names only its own.
+        sql: concat!(
+            include_str!("../../migrations/0013_task_tenants.sql"),
+            include_str!("../../migrations/0013_device_tenants.sql")
+        ),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.
@@ -110,11 +120,20 @@ pub fn fingerprint() -> String {
 /// edited afterwards (its checksum no longer matches); [`StoreError::Database`]
 /// when the database cannot be reached.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    migrate_up_to(client, i64::MAX).await
+}
+
+/// [`migrate`], but only the migrations up to and including version
+/// `last`: a database as an earlier release left it, for upgrade tests.
+///
+/// # Errors
+/// As [`migrate`].
+pub async fn migrate_up_to(client: &mut Client, last: i64) -> Result<Vec<i64>, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(StoreError::db("taking the migration lock"))?;
-    let result = apply_pending(client).await;
+    let result = apply_pending(client, last).await;
     // Released explicitly; the lock would also go with the session.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
@@ -125,7 +144,7 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i64>, StoreError> {
     Ok(applied)
 }
 
-async fn apply_pending(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+async fn apply_pending(client: &mut Client, last: i64) -> Result<Vec<i64>, StoreError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -144,7 +163,10 @@ async fn apply_pending(client: &mut Client) -> Result<Vec<i64>, StoreError> {
     let applied: std::collections::HashMap<i64, String> =
         rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     let mut newly_applied = Vec::new();
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS
+        .iter()
+        .take_while(|migration| migration.version <= last)
+    {
         if let Some(checksum) = applied.get(&migration.version) {
             if *checksum != migration.checksum() {
                 return Err(StoreError::Migration {

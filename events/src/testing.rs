@@ -92,6 +92,29 @@ impl TestDatabase {
         }
     }
 
+    /// Creates a new, empty database: no migration applied (for upgrade
+    /// tests, which migrate it as an earlier release did with
+    /// [`migrate::migrate_up_to`]).
+    ///
+    /// # Panics
+    /// As [`TestDatabase::create`].
+    pub async fn create_empty() -> Self {
+        let server = server_config();
+        let admin = connect(&server).await;
+        let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .await
+            .unwrap_or_else(|error| panic!("creating test database {name}: {error}"));
+        let mut config = server.clone();
+        config.dbname(&name);
+        Self {
+            url: config_to_url(&config),
+            name,
+            server,
+        }
+    }
+
     /// A client connected to this database.
     pub async fn client(&self) -> tokio_postgres::Client {
         let config: tokio_postgres::Config = self.url.parse().expect("test database URL");

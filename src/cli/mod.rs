@@ -1,6 +1,7 @@
-//! The command line: `serve`, `migrate`, `health`, `keys`, `projections`,
+//! The command line: `serve`, `migrate`, `health`, `keys`, `devices`, `projections`,
 //! `cleanup`, `replay`. (The benchmarks are `taskledger-bench`, in `bench/`.)
 
+pub mod devices;
 pub mod keys;
 pub mod projections;
 pub mod replay;
@@ -13,6 +14,7 @@ use crate::config::settings::{CreateDatabaseArgs, DatabaseArgs, FilesArgs, Serve
 use crate::service::database;
 use crate::service::shutdown;
 use crate::service::startup::Application;
+use devices::DevicesCommand;
 use keys::KeysCommand;
 use projections::{CleanupArgs, ProjectionsCommand};
 use replay::ReplayCommand;
@@ -51,6 +53,15 @@ pub enum Command {
         /// What to do with keys.
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Devices: assign one to a tenant.
+    Devices {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// What to do with devices.
+        #[command(subcommand)]
+        command: DevicesCommand,
     },
     /// The read side: projectors and their state.
     Projections {
@@ -156,6 +167,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let store = database::open_store(&settings)?;
             keys::run(&store, command).await
+        }
+        Command::Devices { database, command } => {
+            let settings = existing(&database, log).await?;
+            let store = database::open_store(&settings)?;
+            devices::run(&store, command).await
         }
     }
 }

@@ -22,6 +22,7 @@ use super::auth::{Authorized, ReadTasks};
 use super::problem::{ApiJson, ApiPath, Problem};
 use super::responses::{Authenticated, Malformed};
 use super::tasks::{ArtifactView, TaskPath};
+use super::tenancy;
 use super::{connection, read_error, AppState};
 
 /// A task's files.
@@ -57,9 +58,10 @@ struct FileContent(Vec<u8>);
 )]
 pub async fn list_artifacts(
     State(state): State<AppState>,
-    _: Authorized<ReadTasks>,
+    Authorized { caller, .. }: Authorized<ReadTasks>,
     TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<ArtifactPage>, Problem> {
+    tenancy::check_task(&state, &caller, task_id).await?;
     Ok(ApiJson(ArtifactPage {
         items: artifacts_of(&state, task_id).await?,
         next_cursor: None,
@@ -105,12 +107,13 @@ pub async fn list_artifacts(
 )]
 pub async fn get_artifact(
     State(state): State<AppState>,
-    _: Authorized<ReadTasks>,
+    Authorized { caller, .. }: Authorized<ReadTasks>,
     TaskPath { id: task_id }: TaskPath,
     ApiPath((_, name)): ApiPath<(String, String)>,
     if_none_match: Result<TypedHeader<IfNoneMatch>, TypedHeaderRejection>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    tenancy::check_task(&state, &caller, task_id).await?;
     let artifact = artifacts_of(&state, task_id)
         .await?
         .into_iter()

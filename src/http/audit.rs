@@ -12,10 +12,11 @@ use taskledger_events::task::TaskId;
 use taskledger_events::{Direction, EventStore, StreamId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Authorized, ReadLog};
+use super::auth::ReadLog;
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem};
-use super::responses::{Authenticated, Malformed};
+use super::responses::{Malformed, PlatformOnly};
 use super::tasks::{stream_page, EventPage};
+use super::tenancy::PlatformAuthorized;
 use super::{log_unreadable, store_unreadable, AppState};
 
 /// The widest range `GET /v1/audit/verify` checks in one request; wider
@@ -52,7 +53,7 @@ pub struct StreamEventsQuery {
     ),
     responses(
         (status = 200, description = "A page of the stream's events; `next_cursor` is the last version (pass it as `after_version`) when more follow", body = EventPage),
-        Authenticated,
+        PlatformOnly,
         (status = 400, description = "A malformed stream name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The stream holds no event", body = Problem, content_type = "application/problem+json"),
     ),
@@ -60,7 +61,7 @@ pub struct StreamEventsQuery {
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     ApiPath(stream): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
@@ -151,7 +152,7 @@ pub struct VerifyView {
     params(VerifyQuery),
     responses(
         (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
     ),
@@ -159,7 +160,7 @@ pub struct VerifyView {
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<ApiJson<VerifyView>, Problem> {
     let unreadable = log_unreadable::<taskledger_events::StoreError>("verifying the log");

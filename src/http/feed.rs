@@ -16,11 +16,12 @@ use serde::Deserialize;
 use taskledger_events::EventStore;
 use utoipa::IntoParams;
 
-use super::auth::{Authorized, ReadLog};
+use super::auth::ReadLog;
 use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, Malformed};
+use super::responses::{Malformed, PlatformOnly};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
+use super::tenancy::PlatformAuthorized;
 use super::{log_unreadable, AppState};
 
 /// Where to start reading.
@@ -44,14 +45,14 @@ pub struct FeedQuery {
     params(FeedQuery),
     responses(
         (status = 200, description = "Events after `after`, in order; `next_cursor` is the last sequence when more may follow at once", body = EventPage),
-        Authenticated,
+        PlatformOnly,
         Malformed,
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn list_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
     let limit = page_size(query.limit, DEFAULT_PAGE, MAX_EVENTS_PAGE)?;
@@ -83,14 +84,14 @@ pub async fn list_events(
     ),
     responses(
         (status = 200, description = "An endless event stream: each event's `id` is its sequence, `event` its type, `data` the event as in `GET /v1/events`", content_type = "text/event-stream"),
-        Authenticated,
+        PlatformOnly,
         (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    _: Authorized<ReadLog>,
+    _: PlatformAuthorized<ReadLog>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {

@@ -28,8 +28,9 @@ use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConf
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
 use super::problem::{path_segment, ApiJson, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PositionWait};
+use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly, PositionWait};
 use super::tasks::{no_such_task, TaskPath};
+use super::tenancy::PlatformAuthorized;
 use super::AppState;
 use crate::commands::execute;
 
@@ -238,7 +239,7 @@ pub struct LedgerReadQuery {
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
         (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
-        Authenticated,
+        PlatformOnly,
         JsonBody,
         (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
@@ -248,7 +249,7 @@ pub struct LedgerReadQuery {
 )]
 pub async fn confirm(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<WriteLedger>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<WriteLedger>,
     LedgerPath { ledger }: LedgerPath,
     ApiJson(request): ApiJson<ConfirmationRequest>,
 ) -> Result<Response, Problem> {
@@ -356,7 +357,7 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         PositionWait,
     ),
@@ -364,7 +365,7 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 )]
 pub async fn ledger_status(
     State(state): State<AppState>,
-    _: Authorized<ReadLedger>,
+    _: PlatformAuthorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
@@ -388,7 +389,7 @@ pub async fn ledger_status(
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
-        Authenticated,
+        PlatformOnly,
         Malformed,
         PositionWait,
     ),
@@ -396,7 +397,7 @@ pub async fn ledger_status(
 )]
 pub async fn ledger_holes(
     State(state): State<AppState>,
-    _: Authorized<ReadLedger>,
+    _: PlatformAuthorized<ReadLedger>,
     LedgerPath { ledger }: LedgerPath,
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
@@ -428,9 +429,10 @@ pub async fn ledger_holes(
 )]
 pub async fn task_ledger(
     State(state): State<AppState>,
-    _: Authorized<ReadHistory>,
+    Authorized { caller, .. }: Authorized<ReadHistory>,
     TaskPath { id: task_id }: TaskPath,
 ) -> Result<ApiJson<TaskLedgers>, Problem> {
+    super::tenancy::check_task(&state, &caller, task_id).await?;
     let events = state
         .store
         .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100_000)

@@ -23,6 +23,7 @@ mod paging;
 pub mod problem;
 pub mod responses;
 pub mod tasks;
+pub(crate) mod tenancy;
 mod traced;
 
 use std::collections::BTreeMap;
@@ -185,7 +186,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::send_message, devices::list_messages))
         .routes(routes!(devices::mo::rockblock_mo))
         .routes(routes!(devices::list_devices))
-        .routes(routes!(devices::get_device))
+        .routes(routes!(devices::get_device, devices::assign_device))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).

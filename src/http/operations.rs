@@ -13,9 +13,10 @@ use taskledger_projections::rebuild::{self, RebuildError, RebuildOptions, Rebuil
 use taskledger_projections::runtime::{self, ProjectorLag};
 use utoipa::ToSchema;
 
-use super::auth::{Admin, Authorized};
+use super::auth::Admin;
 use super::problem::{ApiJson, ApiPath, Problem};
-use super::responses::Authenticated;
+use super::responses::PlatformOnly;
+use super::tenancy::PlatformAuthorized;
 use super::AppState;
 
 /// One projector, as its checkpoint records it.
@@ -89,13 +90,13 @@ pub struct ProjectionPage {
     tag = "service",
     responses(
         (status = 200, description = "The projectors", body = ProjectionPage),
-        Authenticated,
+        PlatformOnly,
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn list_projections(
     State(state): State<AppState>,
-    _: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
 ) -> Result<ApiJson<ProjectionPage>, Problem> {
     Ok(ApiJson(ProjectionPage {
         items: views(&state).await?,
@@ -111,14 +112,14 @@ pub async fn list_projections(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
-        Authenticated,
+        PlatformOnly,
         (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn get_projection(
     State(state): State<AppState>,
-    _: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     Ok(ApiJson(one(&state, &name).await?))
@@ -136,7 +137,7 @@ pub async fn get_projection(
     responses(
         (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,
             headers(("Location" = String, description = "Where to follow it"))),
-        Authenticated,
+        PlatformOnly,
         (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A rebuild of it is already running", body = Problem, content_type = "application/problem+json"),
     ),
@@ -144,7 +145,7 @@ pub async fn get_projection(
 )]
 pub async fn rebuild_projection(
     State(state): State<AppState>,
-    _: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, Problem> {
     let projector = taskledger_projections::by_name(&name).map_err(unknown)?;

@@ -103,9 +103,19 @@ const UNPROCESSABLE: Shared = Shared {
     retry_after: false,
 };
 
-const ALL: [&Shared; 9] = [
+const PLATFORM_ONLY: Shared = Shared {
+    name: "PlatformOnly",
+    status: "403",
+    description: "The key holds none of the scopes this operation admits (its `security`), \
+                  or it is a tenant key: this operation spans every tenant and needs a \
+                  platform key (all tenants)",
+    retry_after: false,
+};
+
+const ALL: [&Shared; 10] = [
     &UNAUTHORIZED,
     &FORBIDDEN,
+    &PLATFORM_ONLY,
     &UNAVAILABLE,
     &READ_WAIT_EXPIRED,
     &BEYOND_THE_LOG,
@@ -174,6 +184,10 @@ response_groups! {
     /// Every route that takes an API key: 401, 403 and 503 (the key is looked
     /// up in the database, and every such route reads or writes it).
     Authenticated => [UNAUTHORIZED, FORBIDDEN, UNAVAILABLE];
+    /// Every route that spans all tenants (the global feeds, verification,
+    /// projection operations, ledgers): [`Authenticated`], with a 403 that
+    /// also refuses tenant keys ([`super::tenancy::PlatformAuthorized`]).
+    PlatformOnly => [UNAUTHORIZED, PLATFORM_ONLY, UNAVAILABLE];
     /// Reads that wait for the read model (`min_version`, `min_position`;
     /// [`super::consistency`]): their 503 also means "it lags, retry". List it
     /// after [`Authenticated`], whose 503 it replaces.

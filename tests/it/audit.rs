@@ -41,7 +41,7 @@ impl Audit {
             .app
             .submit(
                 &self.frontend,
-                json!({"kind": "echo", "params": {"message": message}, "frontend_id": "audit"}),
+                json!({"kind": "echo", "params": {"message": message}, "tenant": "default", "frontend_id": "audit"}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED);

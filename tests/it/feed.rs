@@ -13,7 +13,7 @@ use crate::support::http::{send, send_json};
 async fn submit(app: &TestApp, key: &str, message: &str) {
     let response = send(
         app.post(key, "/v1/tasks")
-            .json(&json!({"kind": "echo", "params": {"message": message}, "frontend_id": "feed"})),
+            .json(&json!({"kind": "echo", "params": {"message": message}, "tenant": "default", "frontend_id": "feed"})),
     )
     .await;
     assert_eq!(response.status(), 201);

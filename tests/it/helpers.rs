@@ -56,10 +56,31 @@ required_params = ["script"]
 timeout_seconds = 30
 "#;
 
-/// Creates an API key with `scopes` through the aggregate (the projection
-/// picks it up asynchronously); `random` makes the secret.
+/// Creates a platform API key (all tenants) with `scopes` through the
+/// aggregate (the projection picks it up asynchronously); `random` makes the
+/// secret.
 pub(crate) async fn create_key(
     store: &PgEventStore,
+    scopes: &[Scope],
+    random: [u8; 32],
+) -> (ApiKeyId, String) {
+    create_key_with_access(store, Access::AllTenants, scopes, random).await
+}
+
+/// [`create_key`], for a key of one tenant only.
+pub(crate) async fn create_tenant_key(
+    store: &PgEventStore,
+    tenant: &str,
+    scopes: &[Scope],
+    random: [u8; 32],
+) -> (ApiKeyId, String) {
+    let access = Access::Tenant(tenant.parse().expect("a tenant name"));
+    create_key_with_access(store, access, scopes, random).await
+}
+
+async fn create_key_with_access(
+    store: &PgEventStore,
+    access: Access,
     scopes: &[Scope],
     random: [u8; 32],
 ) -> (ApiKeyId, String) {
@@ -72,7 +93,7 @@ pub(crate) async fn create_key(
         key_hash: hash_secret(&secret),
         created_at: Utc::now(),
         created_by: None,
-        access: Access::AllTenants,
+        access,
         expires_at: None,
         rate_limit: None,
     });
@@ -106,7 +127,15 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
-        let database = TestDatabase::create().await;
+        Self::spawn_on(TestDatabase::create().await, adjust).await
+    }
+
+    /// A service on `database` as it is (it migrates it at start, as
+    /// `serve` does).
+    pub(crate) async fn spawn_on(
+        database: TestDatabase,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut settings = Settings::for_database(database.url.clone());
         adjust(&mut settings);
         let (stop, signal) = shutdown::channel();
@@ -171,9 +200,21 @@ impl TestApp {
         PgEventStore::connect(&self.database.url, StoreOptions::default()).unwrap()
     }
 
-    /// A new API key with `scopes`, once the service accepts it.
+    /// A new platform API key (all tenants) with `scopes`, once the service
+    /// accepts it.
     pub(crate) async fn key(&self, scopes: &[Scope]) -> String {
         let (_, secret) = create_key(&self.store(), scopes, random_bytes()).await;
+        self.accepted(secret).await
+    }
+
+    /// A new API key of `tenant` with `scopes`, once the service accepts it.
+    pub(crate) async fn tenant_key(&self, tenant: &str, scopes: &[Scope]) -> String {
+        let (_, secret) = create_tenant_key(&self.store(), tenant, scopes, random_bytes()).await;
+        self.accepted(secret).await
+    }
+
+    /// `secret`, once the `api_keys` projection shows its key.
+    async fn accepted(&self, secret: String) -> String {
         let client = self.database.client().await;
         let hash = hash_secret(&secret);
         eventually(

@@ -19,3 +19,4 @@ mod routes;
 mod running;
 mod support;
 mod tasks;
+mod tenants;

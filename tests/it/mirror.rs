@@ -134,7 +134,7 @@ async fn fill(app: &TestApp) {
         (r#""max""#, "18446744073709551615"),
     ] {
         let body = format!(
-            r#"{{"kind":"echo","params":{{"message":{message},"color":{color}}},"frontend_id":"mirror"}}"#
+            r#"{{"kind":"echo","params":{{"message":{message},"color":{color}}},"tenant":"default","frontend_id":"mirror"}}"#
         );
         let response = send(
             app.post(&writer, "/v1/tasks")

@@ -251,7 +251,10 @@ async fn spawn_with_runner(data_dir: &Path) -> TestApp {
 /// Submits a task of kind `ok` and waits until it succeeded; its id.
 async fn succeeded_task(app: &TestApp, key: &str) -> String {
     let (status, created) = app
-        .submit(key, json!({"kind": "ok", "frontend_id": "seed"}))
+        .submit(
+            key,
+            json!({"kind": "ok", "tenant": "default", "frontend_id": "seed"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().unwrap().to_owned();
@@ -452,7 +455,9 @@ async fn a_generated_python_client_submits_polls_and_reads_a_result() {
     let tools = pytools();
     let directory = scratch("client");
     let app = spawn_with_runner(&directory.join("data")).await;
-    let key = app.key(&[Scope::TasksWrite, Scope::TasksRead]).await;
+    let key = app
+        .tenant_key("python", &[Scope::TasksWrite, Scope::TasksRead])
+        .await;
     let document = send_text(app.http.get(app.url("/v1/openapi.json"))).await;
     std::fs::write(directory.join("openapi.json"), document).unwrap();
     // No post-generation hooks (formatters): the code is used as generated.
@@ -526,7 +531,7 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
     let (_, created) = app
         .submit(
             &key,
-            json!({"kind": "echo", "params": {"message": "hi"}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {"message": "hi"}, "tenant": "default", "frontend_id": "web"}),
         )
         .await;
     let id = created["id"].as_str().unwrap();

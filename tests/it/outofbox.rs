@@ -139,7 +139,7 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
         let (status, problem) = app
             .submit(
                 &key,
-                json!({"kind": "read-input", "frontend_id": "web", "inputs": inputs}),
+                json!({"kind": "read-input", "tenant": "default", "frontend_id": "web", "inputs": inputs}),
             )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
@@ -158,7 +158,7 @@ async fn inputs_are_uploaded_checked_and_mounted_read_only() {
     let (status, task) = app
         .submit(
             &key,
-            json!({"kind": "read-input", "frontend_id": "web", "inputs": {"data.txt": sha256}}),
+            json!({"kind": "read-input", "tenant": "default", "frontend_id": "web", "inputs": {"data.txt": sha256}}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{task}");
@@ -190,7 +190,10 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
 
     let (_, task) = app
-        .submit(&key, json!({"kind": "fails", "frontend_id": "web"}))
+        .submit(
+            &key,
+            json!({"kind": "fails", "tenant": "default", "frontend_id": "web"}),
+        )
         .await;
     let id = task["id"].as_str().unwrap().to_owned();
     let done = app.finished(&key, &id).await;
@@ -220,7 +223,7 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     let (_, task) = app
         .submit(
             &key,
-            json!({"kind": "silent-failure", "frontend_id": "web"}),
+            json!({"kind": "silent-failure", "tenant": "default", "frontend_id": "web"}),
         )
         .await;
     let silent = task["id"].as_str().unwrap().to_owned();
@@ -287,7 +290,10 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
     // ... and a task of it fails with that reason instead of running
     // without a network.
     let (_, task) = app
-        .submit(&key, json!({"kind": "online", "frontend_id": "web"}))
+        .submit(
+            &key,
+            json!({"kind": "online", "tenant": "default", "frontend_id": "web"}),
+        )
         .await;
     let reader = app.key(&[Scope::TasksRead]).await;
     let done = app.finished(&reader, task["id"].as_str().unwrap()).await;
@@ -383,7 +389,7 @@ memory_mb = 64
             let (status, task) = app
                 .submit(
                     &keys[index],
-                    json!({"kind": "quick", "frontend_id": "web", "params": {"n": n.to_string()}}),
+                    json!({"kind": "quick", "tenant": "default", "frontend_id": "web", "params": {"n": n.to_string()}}),
                 )
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{task}");
@@ -482,7 +488,7 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     let (status, task) = app
         .submit(
             &key,
-            json!({"kind": "page-analysis", "frontend_id": "analyst",
+            json!({"kind": "page-analysis", "tenant": "default", "frontend_id": "analyst",
                "inputs": {"page.html": blob["sha256"]}}),
         )
         .await;

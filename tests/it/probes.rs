@@ -203,6 +203,7 @@ async fn the_service_runs_the_projectors() {
         task_id,
         kind: "batch".into(),
         params: serde_json::Map::new(),
+        tenant: taskledger_events::tenant::TenantName::default_tenant(),
         frontend_id: "frontend-1".into(),
         client_task_id: None,
         priority: 0,
@@ -333,7 +334,7 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
     let (_, submitted) = app
         .submit(
             &key,
-            serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "frontend_id": "metrics"}),
+            serde_json::json!({"kind": "echo", "params": {"message": "count me"}, "tenant": "default", "frontend_id": "metrics"}),
         )
         .await;
     let cancel = format!("/v1/tasks/{}/cancel", submitted["id"].as_str().unwrap());
@@ -395,7 +396,7 @@ async fn metrics_show_runner_slots_while_an_attempt_runs() {
     let (_, submitted) = app
         .submit(
             &key,
-            serde_json::json!({"kind": "local-sh", "params": {"script": script}, "frontend_id": "metrics"}),
+            serde_json::json!({"kind": "local-sh", "params": {"script": script}, "tenant": "default", "frontend_id": "metrics"}),
         )
         .await;
     let id = submitted["id"].as_str().unwrap();
@@ -543,8 +544,9 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         .execute(
             "INSERT INTO tasks (task_id, kind, status, frontend_id, params, priority,
                  timeout_seconds, max_attempts, submitted_at, updated_at, stream_version,
-                 last_position)
-             VALUES ($1, 'echo', 'queued', 'repair', '{}', 0, 60, 1, now(), now(), 0, 0)",
+                 last_position, tenant)
+             VALUES ($1, 'echo', 'queued', 'repair', '{}', 0, 60, 1, now(), now(), 0, 0,
+                 'default')",
             &[&orphan.0],
         )
         .await

@@ -47,7 +47,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .unwrap();
     assert_success(&first);
     assert!(String::from_utf8_lossy(&first.stdout)
-        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"));
+        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"));
     let second = Command::new(BINARY)
         .arg("migrate")
         .env("DATABASE_URL", &url)

@@ -65,6 +65,7 @@ fn submit_echo(task_id: TaskId, frontend_id: &str) -> TaskCommand {
         task_id,
         kind: "echo".into(),
         params: serde_json::Map::new(),
+        tenant: taskledger_events::tenant::TenantName::default_tenant(),
         frontend_id: frontend_id.into(),
         client_task_id: None,
         priority: 0,

@@ -77,6 +77,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/rockblock/mo", Access::Webhook),
     ("GET", "/v1/devices", DEVICES_READ),
     ("GET", "/v1/devices/{imei}", DEVICES_READ),
+    ("PUT", "/v1/devices/{imei}", ADMIN),
     ("GET", "/v1/devices/{imei}/messages", DEVICES_READ),
 ];
 
@@ -154,10 +155,15 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
     }
     let body = if method == "POST" && path == "/v1/tasks" {
         request = request.header("content-type", "application/json");
-        Body::from(r#"{"kind":"echo","params":{"message":"hi"},"frontend_id":"matrix"}"#)
+        Body::from(
+            r#"{"kind":"echo","params":{"message":"hi"},"tenant":"default","frontend_id":"matrix"}"#,
+        )
     } else if method == "POST" && path.ends_with("/messages") {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"text":"hi"}"#)
+    } else if method == "PUT" && path == "/v1/devices/{imei}" {
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"tenant":"matrix"}"#)
     } else if method == "POST" && path.ends_with("/confirmations") {
         // Sequence 1 exists: the keys' creation events.
         request = request.header("content-type", "application/json");
@@ -221,7 +227,7 @@ async fn every_route_admits_exactly_its_scopes() {
                         let expected_ok = if path.contains("{id}")
                             || path.contains("{stream}")
                             || path.starts_with("/v1/projections/")
-                            || *path == "/v1/devices/{imei}"
+                            || (*method == "GET" && *path == "/v1/devices/{imei}")
                         {
                             status == StatusCode::NOT_FOUND
                         } else {

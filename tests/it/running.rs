@@ -802,7 +802,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     let (_, submitted) = app
         .submit(
             &key,
-            json!({"kind": "sh", "frontend_id": "web",
+            json!({"kind": "sh", "tenant": "default", "frontend_id": "web",
                    "params": {"script": "printf 0123456789 > /out/digits.txt"}}),
         )
         .await;

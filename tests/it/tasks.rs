@@ -171,7 +171,7 @@ async fn live_equals_a_projection_from_scratch(
 }
 
 fn echo(message: &str, frontend: &str) -> Value {
-    json!({"kind": "echo", "params": {"message": message}, "frontend_id": frontend})
+    json!({"kind": "echo", "params": {"message": message}, "tenant": "default", "frontend_id": frontend})
 }
 
 /// Expects a problem with `status` whose detail holds `needle`; the body.
@@ -339,45 +339,47 @@ async fn bad_submissions_are_refused_and_store_nothing() {
     // Every one of these is a well-formed request the service cannot accept.
     let unprocessable: Vec<(Value, &str)> = vec![
         (
-            json!({"kind": "nope", "params": {}, "frontend_id": "web"}),
+            json!({"kind": "nope", "params": {}, "tenant": "default", "frontend_id": "web"}),
             "unknown task kind \"nope\"",
         ),
         (
-            json!({"kind": "echo", "params": {}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {}, "tenant": "default", "frontend_id": "web"}),
             "needs the parameter \"message\"",
         ),
         (
-            json!({"kind": "echo", "params": {"message": "x", "colour": "red"}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {"message": "x", "colour": "red"}, "tenant": "default", "frontend_id": "web"}),
             "has no parameter \"colour\"",
         ),
         (
-            json!({"kind": "echo", "params": {"message": {"nested": 1}}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {"message": {"nested": 1}}, "tenant": "default", "frontend_id": "web"}),
             "must be a string, number or boolean",
         ),
         (
-            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "urgent": true}),
+            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "default", "frontend_id": "web", "urgent": true}),
             "unknown field `urgent`",
         ),
         (
+            // A platform key names the task's tenant (frontend_id is
+            // optional: the tenant's name).
             json!({"kind": "echo", "params": {"message": "x"}}),
-            "missing field `frontend_id`",
+            "must name the task's tenant",
         ),
         (
-            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "priority": 5000}),
+            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "default", "frontend_id": "web", "priority": 5000}),
             "priority must be from -1000 to 1000",
         ),
         (
-            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": ""}),
+            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "default", "frontend_id": ""}),
             "frontend_id",
         ),
         (
-            json!({"kind": "echo", "params": {"message": "x"}, "frontend_id": "web", "timeout_seconds": 0}),
+            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "default", "frontend_id": "web", "timeout_seconds": 0}),
             "timeout_seconds",
         ),
         // PostgreSQL's jsonb cannot hold \u0000: stored, it would stop the
         // tasks projector for good.
         (
-            json!({"kind": "echo", "params": {"message": "a\u{0}b"}, "frontend_id": "web"}),
+            json!({"kind": "echo", "params": {"message": "a\u{0}b"}, "tenant": "default", "frontend_id": "web"}),
             "NUL",
         ),
     ];
@@ -432,7 +434,7 @@ async fn bad_submissions_are_refused_and_store_nothing() {
 async fn retried_submissions_return_the_same_task() {
     let frontend = Frontend::spawn().await;
     let with_client_id = json!({
-        "kind": "echo", "params": {"message": "once"}, "frontend_id": "web",
+        "kind": "echo", "params": {"message": "once"}, "tenant": "default", "frontend_id": "web",
         "client_task_id": "order-17"
     });
     let first = frontend.created(&with_client_id).await;
@@ -492,7 +494,7 @@ async fn list_filters_pages_and_exports_csv() {
     for index in 0..23 {
         let body = if index % 3 == 0 {
             json!({"kind": "url-analysis", "params": {"url": format!("http://example.test/{index}")},
-                   "frontend_id": "mobile"})
+                   "tenant": "default", "frontend_id": "mobile"})
         } else {
             echo(&format!("message, \"quoted\" {index}"), "web")
         };
@@ -963,7 +965,7 @@ async fn a_rebuild_over_http_swaps_tables_while_the_api_keeps_answering() {
     assert!(rebuild["position"].as_u64().unwrap() >= 150, "{done}");
     assert!(rebuild["events_per_s"].as_f64().unwrap() > 0.0, "{done}");
     assert!(rebuild["finished_at"].is_string(), "{done}");
-    assert_eq!(done["version"], 3);
+    assert_eq!(done["version"], 4);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.store(false, Ordering::SeqCst);

@@ -1,8 +1,11 @@
 //! What a device can be asked to do: queue a message for it, record an
-//! attempt to send one and the provider's answer, record a message it sent.
+//! attempt to send one and the provider's answer, record a message it sent,
+//! give it to a tenant.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use crate::tenant::TenantName;
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
 pub const MAX_MT_BYTES: usize = 270;
@@ -22,6 +25,20 @@ pub enum DeviceCommand {
     RecordSendResult(RecordSendResult),
     /// See [`ReceiveDeviceMessage`].
     Receive(ReceiveDeviceMessage),
+    /// See [`AssignDevice`].
+    Assign(AssignDevice),
+}
+
+/// Give the device to a tenant (a platform admin's decision; the caller
+/// checks that). Assigning it to the tenant it already has changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssignDevice {
+    /// Its tenant from now on.
+    pub tenant: TenantName,
+    /// When.
+    pub assigned_at: DateTime<Utc>,
+    /// The platform key that assigns it.
+    pub assigned_by: Option<String>,
 }
 
 /// Queue a message for the device.

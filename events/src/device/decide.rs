@@ -3,9 +3,9 @@
 use uuid::Uuid;
 
 use super::{
-    DeviceCommand, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued, DeviceMessageReceived,
-    DeviceMessageSendAttempted, DeviceMessageSent, DeviceState, Imei, Outbound, OutboundStatus,
-    SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
+    DeviceAssigned, DeviceCommand, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued,
+    DeviceMessageReceived, DeviceMessageSendAttempted, DeviceMessageSent, DeviceState, Imei,
+    Outbound, OutboundStatus, SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
 };
 use crate::Refusal;
 
@@ -134,6 +134,17 @@ pub fn decide(
                 longitude: receive.longitude,
                 cep: receive.cep,
                 received_at: receive.received_at,
+            })])
+        }
+        DeviceCommand::Assign(assign) => {
+            if state.tenant.as_ref() == Some(&assign.tenant) {
+                return Ok(Vec::new());
+            }
+            Ok(vec![DeviceEvent::Assigned(DeviceAssigned {
+                imei: imei.clone(),
+                tenant: assign.tenant,
+                assigned_at: assign.assigned_at,
+                assigned_by: assign.assigned_by,
             })])
         }
     }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::Imei;
 use crate::codec;
+use crate::tenant::TenantName;
 
 /// What happened to a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub enum DeviceEvent {
     /// The device sent a message.
     #[serde(rename = "DeviceMessageReceived")]
     Received(DeviceMessageReceived),
+    /// A platform admin gave the device to a tenant.
+    #[serde(rename = "DeviceAssigned")]
+    Assigned(DeviceAssigned),
 }
 
 /// See [`DeviceEvent::Queued`].
@@ -116,10 +120,26 @@ pub struct DeviceMessageReceived {
     pub received_at: DateTime<Utc>,
 }
 
+/// See [`DeviceEvent::Assigned`]: from now on the device is `tenant`'s (its
+/// keys send to it and read it; other tenants' keys are told it does not
+/// exist). A device never assigned is seen by platform keys only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceAssigned {
+    /// The device.
+    pub imei: Imei,
+    /// Its tenant from now on.
+    pub tenant: TenantName,
+    /// When.
+    pub assigned_at: DateTime<Utc>,
+    /// The platform key that assigned it.
+    pub assigned_by: Option<String>,
+}
+
 codec::stored_events!(DeviceEvent: "a device", schema version 1, {
     Queued => "DeviceMessageQueued",
     SendAttempted => "DeviceMessageSendAttempted",
     Sent => "DeviceMessageSent",
     Failed => "DeviceMessageFailed",
     Received => "DeviceMessageReceived",
+    Assigned => "DeviceAssigned",
 });

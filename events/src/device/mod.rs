@@ -8,7 +8,8 @@
 //! answer never came is resolved as a failure of unknown outcome and tried
 //! again under a new record. Inbound (mobile-originated) messages are
 //! recorded once per `(momsn, transmit_time)`; a redelivered webhook changes
-//! nothing.
+//! nothing. A platform admin assigns the device to a tenant
+//! ([`AssignDevice`]); until then only platform keys see it.
 //!
 //! The device's commands are in `commands.rs`, its events in `events.rs`,
 //! the state they fold to in `state.rs` and the rules in `decide.rs`.
@@ -25,12 +26,12 @@ mod state;
 mod tests;
 
 pub use commands::{
-    AttemptSend, DeviceCommand, QueueDeviceMessage, ReceiveDeviceMessage, RecordSendResult,
-    SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
+    AssignDevice, AttemptSend, DeviceCommand, QueueDeviceMessage, ReceiveDeviceMessage,
+    RecordSendResult, SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
 };
 pub use decide::decide;
 pub use events::{
-    DeviceEvent, DeviceMessageFailed, DeviceMessageQueued, DeviceMessageReceived,
+    DeviceAssigned, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued, DeviceMessageReceived,
     DeviceMessageSendAttempted, DeviceMessageSent,
 };
 pub use state::{apply, DeviceState, Outbound, OutboundStatus};
@@ -90,6 +91,7 @@ impl Aggregate for Devices {
             DeviceCommand::AttemptSend(_) => "AttemptSend",
             DeviceCommand::RecordSendResult(_) => "RecordSendResult",
             DeviceCommand::Receive(_) => "Receive",
+            DeviceCommand::Assign(_) => "Assign",
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::DeviceEvent;
+use crate::tenant::TenantName;
 
 /// Where an outbound message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,9 @@ pub struct DeviceState {
     pub outbound: BTreeMap<Uuid, Outbound>,
     /// Inbound messages seen: `(momsn, transmit_time)`.
     pub received: BTreeSet<(u64, String)>,
+    /// The tenant it is assigned to; `None` until a platform admin assigns
+    /// it (then only platform keys see it).
+    pub tenant: Option<TenantName>,
 }
 
 /// The state after `event`.
@@ -73,6 +77,9 @@ pub fn apply(mut state: DeviceState, event: &DeviceEvent) -> DeviceState {
             state
                 .received
                 .insert((received.momsn, received.transmit_time.clone()));
+        }
+        DeviceEvent::Assigned(assigned) => {
+            state.tenant = Some(assigned.tenant.clone());
         }
     }
     state

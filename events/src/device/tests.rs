@@ -230,3 +230,43 @@ fn inbound_messages_are_recorded_once_and_payloads_are_bounded() {
     assert!(Imei::new("30023401075337").is_err());
     assert!(Imei::new("30023401075337x").is_err());
 }
+
+fn assign(tenant: &str) -> (Imei, DeviceCommand) {
+    (
+        imei(),
+        DeviceCommand::Assign(AssignDevice {
+            tenant: tenant.parse().unwrap(),
+            assigned_at: at(20),
+            assigned_by: Some("admin".into()),
+        }),
+    )
+}
+
+fn assigned(tenant: &str) -> DeviceEvent {
+    DeviceEvent::Assigned(DeviceAssigned {
+        imei: imei(),
+        tenant: tenant.parse().unwrap(),
+        assigned_at: at(20),
+        assigned_by: Some("admin".into()),
+    })
+}
+
+#[test]
+fn a_device_is_assigned_to_a_tenant_once_and_may_be_reassigned() {
+    // A device that only sent messages (never assigned) can be assigned.
+    given([received(1)])
+        .when(assign("acme"))
+        .then_expect(vec![assigned("acme")]);
+    // Assigning it to the tenant it has changes nothing.
+    given([assigned("acme")])
+        .when(assign("acme"))
+        .then_expect(vec![]);
+    given([assigned("acme")])
+        .when(assign("globex"))
+        .then_expect(vec![assigned("globex")]);
+    let state = [received(1), assigned("acme")]
+        .iter()
+        .fold(DeviceState::default(), apply);
+    assert_eq!(state.tenant.unwrap().as_str(), "acme");
+    assert_eq!(DeviceState::default().tenant, None);
+}

@@ -5,7 +5,10 @@
 //! The stored names (`TaskSubmitted`, ...) are fixed by the explicit serde
 //! renames and [`TaskEvent::event_type`], never by Rust type names. A change
 //! to an event's shape gets a new schema version; the old shape is upcast on
-//! read (see [`crate::upcast`]), never rewritten.
+//! read (see [`crate::upcast`]), never rewritten. A field added with a
+//! `#[serde(default)]` that gives old events their meaning (`inputs`,
+//! `tenant`) is not a change of shape: the default is the upcast, and events
+//! written before it read as they did.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,7 @@ use serde_json::{Map, Value};
 use super::{Artifact, TaskId};
 use crate::codec;
 pub use crate::codec::DecodeError;
+use crate::tenant::TenantName;
 
 /// Anything that can happen to a task.
 ///
@@ -71,6 +75,12 @@ pub struct TaskSubmitted {
     /// event written before inputs existed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
+    /// The tenant the task belongs to: the submitting key's, or the one a
+    /// platform key named. Only that tenant's keys (and platform keys) see
+    /// it. Absent from tasks submitted before tenants existed, which read
+    /// as the `default` tenant's.
+    #[serde(default = "TenantName::default_tenant")]
+    pub tenant: TenantName,
     /// The frontend that submitted the task and reads its result. 1 to
     /// [`MAX_FRONTEND_ID_BYTES`](super::MAX_FRONTEND_ID_BYTES) bytes, no
     /// control characters.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Artifact, TaskEvent, TaskId};
+use crate::tenant::TenantName;
 
 /// The state of one task stream: `None` until the task is submitted.
 pub type TaskState = Option<Task>;
@@ -87,6 +88,8 @@ pub struct Task {
     pub params: Map<String, Value>,
     /// Its input files: name → SHA-256 of the blob.
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// The tenant it belongs to.
+    pub tenant: TenantName,
     /// The frontend that submitted it.
     pub frontend_id: String,
     /// The frontend's own id for it.
@@ -177,6 +180,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             kind: submitted.kind.clone(),
             params: submitted.params.clone(),
             inputs: submitted.inputs.clone(),
+            tenant: submitted.tenant.clone(),
             frontend_id: submitted.frontend_id.clone(),
             client_task_id: submitted.client_task_id.clone(),
             priority: submitted.priority,

@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::*;
+use crate::tenant::TenantName;
 use crate::testing::{self, at, Given, FIXED_ID, FIXED_ID_SHORT};
 use crate::{Metadata, RecordedEvent, RefusalKind};
 
@@ -51,6 +52,7 @@ fn submit_task() -> SubmitTask {
         task_id: task_id(),
         kind: "url-analysis".into(),
         params: object(json!({"url": "https://example.com", "depth": 2})),
+        tenant: TenantName::default_tenant(),
         frontend_id: "web".into(),
         client_task_id: Some("client-7".into()),
         priority: 5,
@@ -281,6 +283,7 @@ fn submit_queues_a_new_task() {
     assert_eq!(task.attempts_started, 0);
     assert_eq!(task.kind, "url-analysis");
     assert_eq!(task.params["depth"], json!(2));
+    assert_eq!(task.tenant.as_str(), "default");
     assert_eq!(task.frontend_id, "web");
     assert_eq!(task.client_task_id.as_deref(), Some("client-7"));
     assert_eq!(task.priority, 5);
@@ -290,6 +293,29 @@ fn submit_queues_a_new_task() {
     assert_eq!(task.submitted_by.as_deref(), Some("key-1"));
     assert_eq!(task.worker_id, None);
     assert_eq!(task.finished_at, None);
+}
+
+#[test]
+fn a_submission_keeps_its_tenant_and_one_written_before_tenants_reads_as_default() {
+    let acme = SubmitTask {
+        tenant: "acme".parse().unwrap(),
+        ..submit_task()
+    };
+    let task = task_after(
+        [],
+        TaskCommand::Submit(acme.clone()),
+        TaskEvent::Submitted(acme),
+    );
+    assert_eq!(task.tenant.as_str(), "acme");
+    // The stored form of a submission from before tenants: no `tenant`.
+    let mut old = serde_json::to_value(submitted()).unwrap();
+    old.as_object_mut().unwrap().remove("tenant");
+    let read: TaskEvent = serde_json::from_value(old).unwrap();
+    assert_eq!(read, submitted());
+    let TaskEvent::Submitted(read) = read else {
+        unreachable!("a submission")
+    };
+    assert_eq!(read.tenant.as_str(), "default");
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn submit(task_id: TaskId) -> TaskCommand {
         task_id,
         kind: "batch".into(),
         params: json!({ "script": "true" }).as_object().unwrap().clone(),
+        tenant: taskledger_events::tenant::TenantName::default_tenant(),
         frontend_id: "frontend-1".into(),
         client_task_id: None,
         priority: 0,

@@ -1,6 +1,7 @@
 //! The `devices` projector: one row per modem in `devices` (last contact,
 //! last position, message counts) and one per message in `device_messages`
-//! (direction, status, ids, payload, times). The device gateway reads its
+//! (direction, status, ids, payload, times), and the tenant a device is
+//! assigned to (NULL until it is). The device gateway reads its
 //! work list from `device_messages` (`next_attempt_at`).
 //!
 //! The API's reads of these tables are in [`query`].
@@ -36,9 +37,13 @@ const DEVICE: &str =
 impl Projector for DevicesProjector {
     describe! {
         name: "devices",
-        version: 1,
+        /// 2: a device carries the tenant it is assigned to.
+        version: 2,
         tables: ["devices", "device_messages"],
-        schema: include_str!("../../../migrations/0007_device_read_models.sql"),
+        schema: concat!(
+            include_str!("../../../migrations/0007_device_read_models.sql"),
+            include_str!("../../../migrations/0013_device_tenants.sql")
+        ),
     }
 
     async fn apply(
@@ -201,6 +206,13 @@ async fn apply_one(
                     &version,
                     &position,
                 ],
+            )
+            .await?
+        }
+        DeviceEvent::Assigned(assigned) => {
+            tx.execute(
+                "UPDATE devices SET tenant = $2 WHERE imei = $1",
+                &[&imei.as_str(), &assigned.tenant.as_str()],
             )
             .await?
         }

@@ -32,10 +32,13 @@ pub struct DeviceRow {
     pub failed_count: i64,
     /// Its stream's version.
     pub stream_version: i64,
+    /// The tenant it is assigned to; `None` until a platform admin assigns
+    /// it.
+    pub tenant: Option<String>,
 }
 
 const DEVICE_COLUMNS: &str = "imei, first_seen_at, last_seen_at, last_latitude, last_longitude,
-    last_cep, received_count, queued_count, sent_count, failed_count, stream_version";
+    last_cep, received_count, queued_count, sent_count, failed_count, stream_version, tenant";
 
 impl DeviceRow {
     fn from_row(row: &Row) -> Self {
@@ -51,19 +54,30 @@ impl DeviceRow {
             sent_count: row.get(8),
             failed_count: row.get(9),
             stream_version: row.get(10),
+            tenant: row.get(11),
         }
     }
 }
 
-/// Up to `limit` devices with an IMEI after `after`, by IMEI.
+/// Up to `limit` devices with an IMEI after `after`, by IMEI, assigned to
+/// each of `tenants` (none: every device; two different names: none).
 ///
 /// # Errors
 /// The database failed.
-pub async fn devices(client: &Client, after: &str, limit: i64) -> Result<Vec<DeviceRow>, Error> {
+pub async fn devices(
+    client: &Client,
+    tenants: &[String],
+    after: &str,
+    limit: i64,
+) -> Result<Vec<DeviceRow>, Error> {
     let rows = client
         .query(
-            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE imei > $1 ORDER BY imei LIMIT $2"),
-            &[&after, &limit],
+            &format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices
+                 WHERE imei > $1 AND tenant = ALL($3::text[])
+                 ORDER BY imei LIMIT $2"
+            ),
+            &[&after, &limit, &tenants],
         )
         .await?;
     Ok(rows.iter().map(DeviceRow::from_row).collect())

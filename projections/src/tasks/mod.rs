@@ -1,4 +1,4 @@
-//! The `tasks` projector: one row per task in `tasks` (status, attempts,
+//! The `tasks` projector: one row per task in `tasks` (tenant, status, attempts,
 //! timestamps, error, stream version) and one row per succeeded task in
 //! `results` (result document, exit code, artifacts).
 //!
@@ -32,18 +32,18 @@ pub struct TasksProjector;
 const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
-    stream_version, last_position, inputs";
+    stream_version, last_position, inputs, tenant";
 
 /// Every row a batch touched, written back in one statement.
 const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
         params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
         progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
-        updated_at, stream_version, last_position, inputs)
+        updated_at, stream_version, last_position, inputs, tenant)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
         $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
         $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[],
-        $23::jsonb[])
+        $23::jsonb[], $24::text[])
      ON CONFLICT (task_id) DO UPDATE SET
         kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
         client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
@@ -55,7 +55,7 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         submitted_by = EXCLUDED.submitted_by, started_at = EXCLUDED.started_at,
         finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
         stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position,
-        inputs = EXCLUDED.inputs";
+        inputs = EXCLUDED.inputs, tenant = EXCLUDED.tenant";
 
 /// The results of the tasks that succeeded or failed in a batch (one per
 /// task: a second success or failure does not fit the task and is not
@@ -91,6 +91,7 @@ struct TaskRow {
     stream_version: i64,
     last_position: i64,
     inputs: Value,
+    tenant: String,
 }
 
 /// One row of `results`.
@@ -175,6 +176,7 @@ impl Projected {
             last_position: self.last_position,
             inputs: serde_json::to_value(&task.inputs)
                 .unwrap_or_else(|_| Value::Object(Default::default())),
+            tenant: task.tenant.as_str().to_owned(),
         })
     }
 }
@@ -220,6 +222,10 @@ impl TaskRow {
                 _ => serde_json::Map::new(),
             },
             inputs: serde_json::from_value(row.inputs).unwrap_or_default(),
+            tenant: row
+                .tenant
+                .parse()
+                .map_err(|error| format!("task {} in the projection: {error}", row.task_id))?,
             frontend_id: row.frontend_id,
             client_task_id: row.client_task_id,
             priority: row.priority,
@@ -271,6 +277,7 @@ impl TaskRow {
             stream_version: row.get(20),
             last_position: row.get(21),
             inputs: row.get(22),
+            tenant: row.get(23),
         }
     }
 }
@@ -281,12 +288,13 @@ impl Projector for TasksProjector {
         name: "tasks",
         /// 2: a retry clears the progress (as the aggregate does). 3: tasks
         /// carry their input files, and a failed task has a `results` row
-        /// with its logs.
-        version: 3,
+        /// with its logs. 4: tasks carry their tenant.
+        version: 4,
         tables: ["tasks", "results"],
         schema: concat!(
             include_str!("../../../migrations/0003_task_read_models.sql"),
-            include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql")
+            include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql"),
+            include_str!("../../../migrations/0013_task_tenants.sql")
         ),
     }
 
@@ -457,6 +465,7 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
             &column(rows, |r| r.stream_version),
             &column(rows, |r| r.last_position),
             &column(rows, |r| &r.inputs),
+            &column(rows, |r| r.tenant.as_str()),
         ],
     )
     .await?;

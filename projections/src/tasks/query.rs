@@ -73,6 +73,10 @@ pub async fn task(
 /// A listing's filters: every one given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
+    /// Only tasks whose tenant is each of these: the caller's own and the
+    /// one it asked for (two different names, or a name no task has, give
+    /// none).
+    pub tenants: Vec<String>,
     /// Only tasks with one of these statuses.
     pub statuses: Option<Vec<TaskStatus>>,
     /// Only this kind.
@@ -123,6 +127,10 @@ pub async fn tasks(
     if let Some(statuses) = &statuses {
         values.push(statuses);
         conditions.push(format!("status = ANY(${})", values.len()));
+    }
+    for tenant in &filter.tenants {
+        values.push(tenant);
+        conditions.push(format!("tenant = ${}", values.len()));
     }
     if let Some(kind) = &filter.kind {
         values.push(kind);

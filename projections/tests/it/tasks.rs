@@ -22,6 +22,7 @@ fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
         task_id,
         kind: "batch".into(),
         params: json!({ "script": "echo hi" }).as_object().unwrap().clone(),
+        tenant: taskledger_events::tenant::TenantName::default_tenant(),
         frontend_id: frontend.into(),
         client_task_id: Some("client-1".into()),
         priority: 5,

@@ -1,6 +1,12 @@
 //! Satellite devices: queueing messages to a modem
 //! (`POST /v1/devices/{imei}/messages`), reading devices and their messages,
+//! assigning one to a tenant (`PUT /v1/devices/{imei}`, platform admins),
 //! and the provider's webhook for messages from one ([`mo`]).
+//!
+//! A tenant key sends to and reads only the devices assigned to its tenant;
+//! any other device, assigned elsewhere or to nobody, is answered as one
+//! that does not exist ([`super::tenancy`]). Platform keys reach every
+//! device, also those never assigned (whose messages are still recorded).
 
 use std::sync::Arc;
 
@@ -11,15 +17,16 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
-use taskledger_events::device::{DeviceCommand, Devices, Imei, QueueDeviceMessage};
+use taskledger_events::device::{AssignDevice, DeviceCommand, Devices, Imei, QueueDeviceMessage};
 use taskledger_projections::devices::query::{self as reads, MessageFilter};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::{Authorized, ReadDevices, WriteDevices};
+use super::auth::{Admin, Authorized, ReadDevices, WriteDevices};
 use super::paging::{cut_page, page_size, Keyset};
 use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed};
+use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly};
+use super::tenancy::{self, listing_tenants, PlatformAuthorized};
 use super::AppState;
 use crate::adapters::rockblock::MoVerifier;
 use crate::commands::execute;
@@ -77,6 +84,37 @@ pub struct QueuedMessage {
     pub position: u64,
 }
 
+/// A device's assignment to a tenant.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignDeviceRequest {
+    /// The tenant the device belongs to from now on.
+    #[schema(example = "acme")]
+    pub tenant: String,
+}
+
+/// A device's assignment, as recorded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceAssignment {
+    /// The device.
+    pub imei: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The device stream's version after the assignment.
+    pub stream_version: u64,
+    /// The global position of the device's latest event.
+    pub position: u64,
+}
+
+/// 404: no message went to or came from device `imei` yet — or, for a
+/// tenant key, it is not its tenant's.
+fn no_such_device(imei: &Imei) -> Problem {
+    Problem::not_found(format!(
+        "no message to or from device {} yet",
+        imei.as_str()
+    ))
+}
+
 fn imei_of(text: &str) -> Result<Imei, Problem> {
     Imei::new(text).map_err(Problem::bad_request)
 }
@@ -113,6 +151,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ImeiPath {
         Authenticated,
         JsonBody,
         (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The device's messages kept changing; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
     ),
@@ -124,6 +163,7 @@ pub async fn send_message(
     ImeiPath { imei }: ImeiPath,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<Response, Problem> {
+    tenancy::check_device(&state, &caller, &imei, || no_such_device(&imei)).await?;
     let payload = match (request.text, request.base64) {
         (Some(text), None) => text.into_bytes(),
         (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
@@ -163,7 +203,58 @@ pub async fn send_message(
     Ok((StatusCode::ACCEPTED, ApiJson(body)).into_response())
 }
 
-/// Lists devices by IMEI.
+/// Assigns a device to a tenant (platform admins only): from now on that
+/// tenant's keys send to it and read it, and no other tenant's do.
+/// Assigning it to the tenant it has changes nothing.
+#[utoipa::path(
+    put,
+    path = "/v1/devices/{imei}",
+    tag = "devices",
+    params(ImeiPath),
+    request_body = AssignDeviceRequest,
+    responses(
+        (status = 200, description = "Assigned (or it already was)", body = DeviceAssignment),
+        PlatformOnly,
+        JsonBody,
+        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device's events kept changing; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, or a tenant that is not a tenant name", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub async fn assign_device(
+    State(state): State<AppState>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
+    ImeiPath { imei }: ImeiPath,
+    ApiJson(request): ApiJson<AssignDeviceRequest>,
+) -> Result<ApiJson<DeviceAssignment>, Problem> {
+    let tenant: taskledger_events::tenant::TenantName = request
+        .tenant
+        .parse()
+        .map_err(|error| Problem::unprocessable(format!("tenant: {error}")))?;
+    let command = DeviceCommand::Assign(AssignDevice {
+        tenant: tenant.clone(),
+        assigned_at: Utc::now().trunc_subsecs(6),
+        assigned_by: Some(caller.key_id.to_string()),
+    });
+    let executed = execute::<Devices>(
+        &state.store,
+        &imei.stream_id(),
+        (imei.clone(), command),
+        Uuid::new_v4(),
+        caller.metadata(),
+    )
+    .await?;
+    Ok(ApiJson(DeviceAssignment {
+        imei: imei.as_str().to_owned(),
+        tenant: tenant.as_str().to_owned(),
+        stream_version: executed.stream_version,
+        position: executed.position,
+    }))
+}
+
+/// Lists devices by IMEI: a tenant key's own tenant's only, every device
+/// for a platform key (`tenant` filters).
 #[utoipa::path(
     get,
     path = "/v1/devices",
@@ -178,13 +269,14 @@ pub async fn send_message(
 )]
 pub async fn list_devices(
     State(state): State<AppState>,
-    _: Authorized<ReadDevices>,
+    Authorized { caller, .. }: Authorized<ReadDevices>,
     ApiQuery(query): ApiQuery<DeviceListQuery>,
 ) -> Result<ApiJson<DevicePage>, Problem> {
     let limit = page_size(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let after = query.cursor.unwrap_or_default();
+    let tenants = listing_tenants(&caller, query.tenant.as_deref());
     let client = super::connection(&state).await?;
-    let rows = reads::devices(&client, &after, i64::from(limit) + 1)
+    let rows = reads::devices(&client, &tenants, &after, i64::from(limit) + 1)
         .await
         .map_err(super::database_error("reading devices"))?;
     let items = rows.into_iter().map(DeviceView::from).collect();
@@ -204,25 +296,21 @@ pub async fn list_devices(
         (status = 200, description = "The device", body = DeviceView),
         Authenticated,
         Malformed,
-        (status = 404, description = "No message to or from it yet", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No message to or from it yet (for a tenant key: or it is not assigned to its tenant)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
 )]
 pub async fn get_device(
     State(state): State<AppState>,
-    _: Authorized<ReadDevices>,
+    Authorized { caller, .. }: Authorized<ReadDevices>,
     ImeiPath { imei }: ImeiPath,
 ) -> Result<ApiJson<DeviceView>, Problem> {
+    tenancy::check_device(&state, &caller, &imei, || no_such_device(&imei)).await?;
     let client = super::connection(&state).await?;
     let row = reads::device(&client, &imei)
         .await
         .map_err(super::database_error("reading devices"))?
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "no message to or from device {} yet",
-                imei.as_str()
-            ))
-        })?;
+        .ok_or_else(|| no_such_device(&imei))?;
     Ok(ApiJson(DeviceView::from(row)))
 }
 
@@ -240,16 +328,18 @@ pub async fn get_device(
         )),
         Authenticated,
         (status = 400, description = "A malformed IMEI, filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
 )]
 pub async fn list_messages(
     State(state): State<AppState>,
-    _: Authorized<ReadDevices>,
+    Authorized { caller, .. }: Authorized<ReadDevices>,
     ImeiPath { imei }: ImeiPath,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<MessageListQuery>,
 ) -> Result<Response, Problem> {
+    tenancy::check_device(&state, &caller, &imei, || no_such_device(&imei)).await?;
     if let Some(direction) = &query.direction {
         if !matches!(direction.as_str(), "mt" | "mo") {
             return Err(Problem::bad_request("direction is mt or mo"));

@@ -38,6 +38,10 @@ pub struct DeviceView {
     pub failed_count: i64,
     /// Its stream's version.
     pub stream_version: i64,
+    /// The tenant it is assigned to (`null` until a platform admin assigns
+    /// it: then only platform keys see it).
+    #[schema(example = "acme")]
+    pub tenant: Option<String>,
 }
 
 impl From<DeviceRow> for DeviceView {
@@ -54,6 +58,7 @@ impl From<DeviceRow> for DeviceView {
             sent_count: row.sent_count,
             failed_count: row.failed_count,
             stream_version: row.stream_version,
+            tenant: row.tenant,
         }
     }
 }
@@ -143,6 +148,9 @@ pub struct DeviceListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only the devices assigned to this tenant (for a tenant key, only its
+    /// own gives any). A name no device has gives an empty list.
+    pub tenant: Option<String>,
 }
 
 /// Filters and paging of a device's messages.

@@ -7,7 +7,9 @@
 //! `at_version`), which are read from the log itself. A write answers with
 //! the task's stream version and the global position of its latest event; a
 //! read given `min_version` (one task) or `min_position` (a list) waits until
-//! the read model shows that much (see [`super::consistency`]).
+//! the read model shows that much (see [`super::consistency`]). Every route
+//! is scoped to the caller's tenant ([`super::tenancy`]): another tenant's
+//! task is answered as one that does not exist.
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
 use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
+use super::tenancy;
 use super::AppState;
 use super::{connection, read_error, store_unreadable};
 use crate::commands::execute;
@@ -65,9 +68,15 @@ pub struct SubmitTaskRequest {
     #[serde(default)]
     #[schema(value_type = Object, example = json!({"url": "http://example.test/"}))]
     pub params: Map<String, Value>,
-    /// The submitting frontend; list and poll by it.
+    /// The tenant the task belongs to. Required with a platform key (all
+    /// tenants); with a tenant key it may be left out (the key's tenant) or
+    /// be the key's own tenant, and nothing else (403).
+    #[schema(example = "acme")]
+    pub tenant: Option<String>,
+    /// The submitting frontend, the frontend's own label inside its tenant;
+    /// list and poll by it. The tenant's name when left out.
     #[schema(example = "web-frontend")]
-    pub frontend_id: String,
+    pub frontend_id: Option<String>,
     /// The frontend's own id for the task. Submitting the same one again
     /// returns the same task.
     pub client_task_id: Option<String>,
@@ -161,8 +170,9 @@ pub struct TaskEventsQuery {
         Authenticated,
         JsonBody,
         (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, or a reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, a reused Idempotency-Key, or a platform key naming no tenant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
 )]
@@ -172,6 +182,7 @@ pub async fn submit_task(
     headers: HeaderMap,
     ApiJson(request): ApiJson<SubmitTaskRequest>,
 ) -> Result<Response, Problem> {
+    let tenant = tenancy::submission_tenant(&caller, request.tenant.as_deref())?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -199,7 +210,10 @@ pub async fn submit_task(
         Submission {
             kind: request.kind,
             params: request.params,
-            frontend_id: request.frontend_id,
+            frontend_id: request
+                .frontend_id
+                .unwrap_or_else(|| tenant.as_str().to_owned()),
+            tenant,
             client_task_id: request.client_task_id,
             priority: request.priority,
             timeout_seconds: request.timeout_seconds,
@@ -230,7 +244,8 @@ pub async fn submit_task(
 }
 
 /// Lists tasks, newest first, as JSON pages or (with `Accept: text/csv`) as
-/// one CSV export of every matching task.
+/// one CSV export of every matching task: a tenant key's own tenant's only,
+/// every tenant's for a platform key (`tenant` filters).
 #[utoipa::path(
     get,
     path = "/v1/tasks",
@@ -249,11 +264,13 @@ pub async fn submit_task(
 )]
 pub async fn list_tasks(
     State(state): State<AppState>,
-    _: Authorized<ReadTasks>,
+    Authorized { caller, .. }: Authorized<ReadTasks>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListTasksQuery>,
 ) -> Result<Response, Problem> {
-    let filter = Arc::new(parse_filter(&query)?);
+    let mut filter = parse_filter(&query)?;
+    filter.tenants = tenancy::listing_tenants(&caller, query.tenant.as_deref());
+    let filter = Arc::new(filter);
     let cursor = query.cursor.as_deref().map(Cursor::parse).transpose()?;
     let csv = wants_csv(&headers);
     if csv && query.limit == Some(0) {
@@ -296,10 +313,11 @@ pub async fn list_tasks(
 )]
 pub async fn get_task(
     State(state): State<AppState>,
-    _: Authorized<ReadHistory>,
+    Authorized { caller, .. }: Authorized<ReadHistory>,
     TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiJson<TaskView>, Problem> {
+    tenancy::check_task(&state, &caller, task_id).await?;
     let until = match (&query.as_of, query.at_version, query.min_version) {
         (None, None, min_version) => {
             return read_task(&state, task_id, min_version).await.map(ApiJson)
@@ -360,10 +378,11 @@ pub async fn get_task(
 )]
 pub async fn get_result(
     State(state): State<AppState>,
-    _: Authorized<ReadTasks>,
+    Authorized { caller, .. }: Authorized<ReadTasks>,
     TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<ReadTaskQuery>,
 ) -> Result<ApiJson<ResultView>, Problem> {
+    tenancy::check_task(&state, &caller, task_id).await?;
     let task = read_task(&state, task_id, query.min_version).await?;
     let client = connection(&state).await?;
     let stored = taskledger_projections::tasks::query::succeeded_result(&client, task_id)
@@ -422,6 +441,7 @@ pub async fn cancel_task(
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<TaskView>, Problem> {
     let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
+    tenancy::check_task(&state, &caller, task_id).await?;
     let command = TaskCommand::Cancel(CancelTask {
         task_id,
         reason: request.reason,
@@ -459,10 +479,11 @@ pub async fn cancel_task(
 )]
 pub async fn task_events(
     State(state): State<AppState>,
-    _: Authorized<ReadHistory>,
+    Authorized { caller, .. }: Authorized<ReadHistory>,
     TaskPath { id: task_id }: TaskPath,
     ApiQuery(query): ApiQuery<TaskEventsQuery>,
 ) -> Result<ApiJson<EventPage>, Problem> {
+    tenancy::check_task(&state, &caller, task_id).await?;
     let bad_cursor = || Problem::bad_request("cursor must be the next_cursor of an earlier page");
     let after: u64 = match query.cursor.as_deref() {
         None => 0,

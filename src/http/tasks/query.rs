@@ -25,6 +25,9 @@ pub struct ListTasksQuery {
     pub kind: Option<String>,
     /// Only this frontend's tasks.
     pub frontend_id: Option<String>,
+    /// Only this tenant's tasks (platform keys; for a tenant key only its
+    /// own tenant gives any). A name no task has gives an empty list.
+    pub tenant: Option<String>,
     /// Only tasks submitted after this instant (RFC 3339; write `+` as
     /// `%2B`, or use `Z`).
     #[param(format = DateTime)]
@@ -90,7 +93,11 @@ pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem
         .as_deref()
         .map(|text| parse_instant("submitted_after", text))
         .transpose()?;
-    for (name, value) in [("kind", &query.kind), ("frontend_id", &query.frontend_id)] {
+    for (name, value) in [
+        ("kind", &query.kind),
+        ("frontend_id", &query.frontend_id),
+        ("tenant", &query.tenant),
+    ] {
         if value
             .as_deref()
             .is_some_and(|value| value.chars().any(char::is_control))
@@ -101,6 +108,7 @@ pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem
         }
     }
     Ok(TaskFilter {
+        tenants: Vec::new(),
         statuses,
         kind: query.kind.clone(),
         frontend_id: query.frontend_id.clone(),

@@ -81,6 +81,9 @@ pub struct TaskView {
     pub kind: String,
     /// Where it is in its life.
     pub status: Status,
+    /// The tenant it belongs to.
+    #[schema(example = "acme")]
+    pub tenant: String,
     /// The frontend that submitted it.
     pub frontend_id: String,
     /// The frontend's own id for it.
@@ -133,6 +136,7 @@ impl TaskView {
             id: task.id.0,
             kind: task.kind.clone(),
             status: task.status.into(),
+            tenant: task.tenant.as_str().to_owned(),
             frontend_id: task.frontend_id.clone(),
             client_task_id: task.client_task_id.clone(),
             params: task.params.clone(),

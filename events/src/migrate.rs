@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_key_access",
         sql: include_str!("../../migrations/0012_api_key_access.sql"),
     },
+    Migration {
+        version: 14,
+        name: "api_key_rotation",
+        sql: include_str!("../../migrations/0014_api_key_rotation.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

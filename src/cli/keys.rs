@@ -11,8 +11,7 @@ use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use secrecy::ExposeSecret;
 use taskledger_events::apikey::{
-    hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
-    RotateApiKey, Scope,
+    hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey, RotateApiKey, Scope,
 };
 use taskledger_events::command::CommandError;
 use taskledger_events::postgres::PgEventStore;

@@ -192,7 +192,9 @@ pub async fn key_is_usable(store: &PgEventStore, key_id: Uuid) -> Result<bool, P
 async fn key_from_log(store: &PgEventStore, key_id: ApiKeyId) -> Result<Option<ApiKey>, Problem> {
     match command::load::<ApiKeys>(store, &key_id.stream_id()).await {
         Ok(loaded) => Ok(loaded.state),
-        Err(CommandError::Store(error)) => Err(cannot_check().because("reading an API key's stream", error)),
+        Err(CommandError::Store(error)) => {
+            Err(cannot_check().because("reading an API key's stream", error))
+        }
         Err(error) => Err(Problem::from(error)),
     }
 }

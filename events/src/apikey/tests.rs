@@ -288,8 +288,14 @@ fn a_command_for_another_key_than_the_state_is_not_found() {
 #[test]
 fn revoke_refuses_a_reason_with_control_characters_or_too_long() {
     for (reason, message) in [
-        ("leaked\0".to_owned(), "reason must not contain control characters"),
-        ("a\nb".to_owned(), "reason must not contain control characters"),
+        (
+            "leaked\0".to_owned(),
+            "reason must not contain control characters",
+        ),
+        (
+            "a\nb".to_owned(),
+            "reason must not contain control characters",
+        ),
         (
             "r".repeat(MAX_REASON_BYTES + 1),
             "reason is 501 bytes long; the limit is 500",
@@ -438,7 +444,10 @@ fn rotate_refuses_a_bad_grace_or_hash() {
     for (hash, message) in [
         (key_hash(), "key_hash is the current secret's"),
         (new_hash().to_uppercase(), "key_hash must be 64 lowercase"),
-        (generate_secret(key_id(), [8; 32]), "key_hash must be 64 lowercase"),
+        (
+            generate_secret(key_id(), [8; 32]),
+            "key_hash must be 64 lowercase",
+        ),
     ] {
         given([created()])
             .when(ApiKeyCommand::Rotate(RotateApiKey {

@@ -100,7 +100,8 @@ impl Caller {
 
 /// Anything that can look a key up (the app state).
 pub trait KeyStore {
-    /// The store holding the `api_keys` read model.
+    /// The event store: the keys' streams, and the `api_keys` read model
+    /// that older secrets are looked up in.
     fn key_store(&self) -> &PgEventStore;
 }
 

@@ -52,8 +52,9 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .map(|migration| migration.version)
         .collect();
     assert_eq!(every[..12], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
-    assert!(String::from_utf8_lossy(&first.stdout)
-        .contains(&format!("applied migrations: {every:?}")));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains(&format!("applied migrations: {every:?}"))
+    );
     let second = Command::new(BINARY)
         .arg("migrate")
         .env("DATABASE_URL", &url)

@@ -172,8 +172,8 @@ async fn catch_up(store: &PgEventStore) -> anyhow::Result<Duration> {
 async fn bench_key(store: &PgEventStore) -> anyhow::Result<String> {
     let mut random = [0_u8; 32];
     rand::rng().fill(&mut random);
-    let secret = generate_secret(random);
     let key_id = ApiKeyId(Uuid::new_v4());
+    let secret = generate_secret(key_id, random);
     execute::<ApiKeys>(
         store,
         &key_id.stream_id(),

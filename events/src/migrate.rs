@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
             include_str!("../../migrations/0013_device_tenants.sql")
         ),
     },
+    Migration {
+        version: 14,
+        name: "api_key_rotation",
+        sql: include_str!("../../migrations/0014_api_key_rotation.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

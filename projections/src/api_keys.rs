@@ -1,7 +1,10 @@
 //! The `api_keys` projector: one row per API key in `api_keys` (name, scopes,
 //! the SHA-256 of its secret, its tenant — NULL for a platform key —, expiry,
-//! rate limit, creation and revocation), which the HTTP layer
-//! looks a presented secret's hash up in.
+//! rate limit, creation, the last rotation and revocation). A read model:
+//! `GET /v1/keys` and `keys list` show it; the HTTP layer decides whether a
+//! key works from the key's stream in the log, and only looks a secret of
+//! the format without a key id up here (by `key_hash` or
+//! `previous_key_hash`) to learn which stream that is.
 //!
 //! Deterministic: every value comes from the events, so a rebuild gives the
 //! same rows. Like the fold ([`taskledger_events::apikey::apply`]), the first
@@ -33,18 +36,28 @@ const REVOKED: &str = "UPDATE api_keys SET
         revoked_by = CASE WHEN revoked_at IS NULL THEN $4 ELSE revoked_by END,
         stream_version = $5, last_position = $6
      WHERE key_id = $1";
+// The replaced hash moves to previous_key_hash (right-hand sides see the row
+// as it was). A revoked key's rotation is ignored, as the fold ignores it.
+const ROTATED: &str = "UPDATE api_keys SET
+        previous_key_hash = CASE WHEN revoked_at IS NULL THEN key_hash ELSE previous_key_hash END,
+        key_hash = CASE WHEN revoked_at IS NULL THEN $2 ELSE key_hash END,
+        previous_valid_until = CASE WHEN revoked_at IS NULL THEN $3 ELSE previous_valid_until END,
+        rotated_at = CASE WHEN revoked_at IS NULL THEN $4 ELSE rotated_at END,
+        stream_version = $5, last_position = $6
+     WHERE key_id = $1";
 
 #[async_trait]
 impl Projector for ApiKeysProjector {
     describe! {
         name: "api_keys",
         /// 2: a key's tenant (NULL for a platform key), expiry and rate
-        /// limit.
-        version: 2,
+        /// limit. 3: rotation (the replaced hash and until when it works).
+        version: 3,
         tables: ["api_keys"],
         schema: concat!(
             include_str!("../../migrations/0004_api_keys.sql"),
-            include_str!("../../migrations/0012_api_key_access.sql")
+            include_str!("../../migrations/0012_api_key_access.sql"),
+            include_str!("../../migrations/0014_api_key_rotation.sql")
         ),
     }
 
@@ -105,8 +118,22 @@ async fn apply_one(
             )
             .await?
         }
+        ApiKeyEvent::Rotated(rotated) => {
+            tx.execute(
+                ROTATED,
+                &[
+                    &key_id,
+                    &rotated.key_hash,
+                    &rotated.previous_valid_until,
+                    &rotated.rotated_at,
+                    &version,
+                    &position,
+                ],
+            )
+            .await?
+        }
     };
-    // A revocation of a key the projection does not have.
+    // A revocation or rotation of a key the projection does not have.
     one_row_changed(changed, recorded, || {
         format!(
             "no api key row for {key_id} to apply {}",

@@ -1,6 +1,7 @@
-//! `taskledger keys create|list|revoke`: API keys from the command line.
-//! Creation and revocation are events (so access changes are audited); only
-//! a SHA-256 of each key is stored, and the key itself is shown once.
+//! `taskledger keys create|list|revoke|rotate`: API keys from the command
+//! line. Creation, revocation and rotation are events (so access changes are
+//! audited, and the service sees them on its next request); only a SHA-256
+//! of each secret is stored, and the secret itself is shown once.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -8,11 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
-use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
-    Scope,
+    hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey, RotateApiKey, Scope,
 };
 use taskledger_events::command::CommandError;
 use taskledger_events::postgres::PgEventStore;
@@ -24,6 +23,7 @@ use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
 use crate::commands::execute;
+use crate::http::keys::new_secret;
 
 /// How long `keys list` waits for a running service's projector.
 const CATCH_UP: Duration = Duration::from_secs(10);
@@ -68,6 +68,16 @@ pub enum KeysCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Give a key a new secret, printed once on the last line; the old
+    /// secret keeps working for --grace, then stops.
+    Rotate {
+        /// The key's id (from `keys create` or `keys list`).
+        key_id: Uuid,
+        /// How long the old secret keeps working: 0s (the default: at once,
+        /// as after a leak) up to 7d, such as 10m or 1h.
+        #[arg(long, value_parser = parse_grace, default_value = "0s")]
+        grace: Duration,
+    },
 }
 
 /// Runs a `keys` subcommand against `store`.
@@ -100,11 +110,8 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
                 .iter()
                 .map(|scope| scope.trim().parse::<Scope>())
                 .collect::<Result<BTreeSet<_>, _>>()?;
-            let mut random = [0_u8; 32];
-            rand::rng().fill(&mut random);
-            // Held where nothing can print it until the one line that must.
-            let secret = SecretString::from(generate_secret(random));
             let key_id = ApiKeyId(Uuid::new_v4());
+            let secret = new_secret(key_id);
             let command = ApiKeyCommand::Create(CreateApiKey {
                 key_id,
                 name: name.clone(),
@@ -190,7 +197,36 @@ pub async fn run(store: &PgEventStore, command: KeysCommand) -> anyhow::Result<(
             println!("revoked API key {key_id}");
             Ok(())
         }
+        KeysCommand::Rotate { key_id, grace } => {
+            let key_id = ApiKeyId(key_id);
+            let secret = new_secret(key_id);
+            let rotated_at = Utc::now();
+            let grace = chrono::Duration::from_std(grace).context("--grace is too long")?;
+            let command = ApiKeyCommand::Rotate(RotateApiKey {
+                key_id,
+                key_hash: hash_secret(secret.expose_secret()),
+                grace,
+                rotated_at,
+                rotated_by: Some("cli".into()),
+            });
+            append(store, key_id, command).await?;
+            let until = rotated_at + grace;
+            println!(
+                "rotated API key {key_id}; the old secret works until {}",
+                until.to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+            println!("send the new one as 'Authorization: Bearer <key>'; it is shown only now:");
+            println!("{}", secret.expose_secret());
+            Ok(())
+        }
     }
+}
+
+/// `--grace`: a duration such as `10m`, `1h` or `0s`.
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not a duration: use a number and a unit, such as 0s, 10m, 1h or 7d")
+    })
 }
 
 /// `--expires-in`: a positive duration such as `30d` or `2s`.

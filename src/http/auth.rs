@@ -1,11 +1,28 @@
-//! API key authentication: `Authorization: Bearer <key>` → SHA-256 → an
-//! active row in `api_keys` → the key's scopes and tenant. Missing, unknown,
-//! revoked or expired keys are 401, a key without the route's scope 403,
-//! both as problem+json.
+//! API key authentication: `Authorization: Bearer <key>` → the key's
+//! stream in the log → its scopes and tenant. Missing, unknown, revoked or
+//! expired keys (and a secret replaced by a rotation, once its grace ended)
+//! are 401, a key without the route's scope 403, both as problem+json.
 //!
-//! Only hashes are compared (a lookup by the hash's unique index), so the
-//! secret is never held longer than the request and never compared byte by
-//! byte.
+//! **The log decides, on every request.** A secret names its key
+//! (`tlk_<key id>_<random>`, [`key_id_of_secret`]); the key's stream
+//! `apikey-{id}` (a handful of events, read by the stream index in one
+//! prepared query) is folded and the presented secret's SHA-256 is compared
+//! with the hashes it holds ([`ApiKey::secret_at`]), then the key must be
+//! usable now ([`ApiKey::is_usable_at`]). An append returns only after it
+//! committed, and a later read in any process sees every committed event of
+//! the stream, so a key works on the first request after `keys create` (or
+//! `POST /v1/keys`) returned, and is refused on the first request after a
+//! revocation returned — in every process, whatever the `api_keys`
+//! projection's lag, pause, rebuild or reset. A secret of the older format
+//! (no key id) is first looked up by hash in the `api_keys` read model
+//! (current or rotated-away hash), only to learn the key's id; the same log
+//! check follows, so its revocation is as immediate. Such a secret is refused
+//! while the projection does not have its key yet (after a reset, until the
+//! projector caught up); rotating the key gives it a secret of the new format.
+//!
+//! Only hashes are compared, so the secret is never held longer than the
+//! request and never compared byte by byte. A connection that cannot be had
+//! within the pool's bounded wait answers 503.
 
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
@@ -14,7 +31,10 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::{DateTime, SecondsFormat, Utc};
-use taskledger_events::apikey::{hash_secret, Scope};
+use taskledger_events::apikey::{
+    hash_secret, key_id_of_secret, ApiKey, ApiKeyId, ApiKeys, Scope, SecretMatch,
+};
+use taskledger_events::command::{self, CommandError};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::Access;
 use taskledger_events::Metadata;
@@ -80,7 +100,8 @@ impl Caller {
 
 /// Anything that can look a key up (the app state).
 pub trait KeyStore {
-    /// The store holding the `api_keys` read model.
+    /// The event store: the keys' streams, and the `api_keys` read model
+    /// that older secrets are looked up in.
     fn key_store(&self) -> &PgEventStore;
 }
 
@@ -105,58 +126,108 @@ where
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
-        let client = state.key_store().pool().get().await.map_err(|error| {
-            Problem::unavailable("the service cannot check API keys right now", 1)
-                .because("getting a database connection to check an API key", error)
-        })?;
-        let lookup_failed = |error: tokio_postgres::Error| {
-            Problem::unavailable("the service cannot check API keys right now", 1)
-                .because("looking up an API key", error)
-        };
-        // Prepared once per connection: one round trip per lookup.
-        let statement = client
-            .prepare_cached(
-                "SELECT key_id, array_to_string(scopes, ','), tenant, expires_at, rate_limit
-                 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-            )
-            .await
-            .map_err(lookup_failed)?;
-        let row = client
-            .query_opt(&statement, &[&hash_secret(secret)])
-            .await
-            .map_err(lookup_failed)?
-            .ok_or_else(|| Problem::unauthorized("this API key is unknown or revoked"))?;
-        let expires_at: Option<DateTime<Utc>> = row.get(3);
-        if let Some(expires_at) = expires_at.filter(|expires_at| *expires_at <= Utc::now()) {
-            return Err(Problem::unauthorized(format!(
-                "this API key expired at {}; ask an operator for a new one",
-                expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-            )));
-        }
-        let scopes: String = row.get(1);
-        // Scopes, tenant names and limits were validated when the key was
-        // created.
-        let tenant: Option<String> = row.get(2);
-        let access = match tenant {
-            Some(tenant) => Access::Tenant(tenant.parse().map_err(|error| {
-                Problem::unavailable("the service cannot check API keys right now", 1)
-                    .because("reading an API key's tenant", error)
-            })?),
-            None => Access::AllTenants,
-        };
-        let rate_limit: Option<i32> = row.get(4);
-        Ok(Self {
-            key_id: row.get(0),
-            scopes: scopes
-                .split(',')
-                .filter_map(|scope| scope.parse().ok())
-                .collect(),
-            access,
-            rate_limit: rate_limit
-                .and_then(|limit| u32::try_from(limit).ok())
-                .and_then(NonZeroU32::new),
-        })
+        authenticate(state.key_store(), secret).await
     }
+}
+
+/// The caller whose secret is `secret`, checked against the key's events in
+/// the log (see the module's documentation).
+///
+/// # Errors
+/// 401 for an unknown, revoked, expired or replaced secret; 503 when the
+/// database cannot answer.
+async fn authenticate(store: &PgEventStore, secret: &str) -> Result<Caller, Problem> {
+    let unknown = || Problem::unauthorized("this API key is unknown or revoked");
+    let hash = hash_secret(secret);
+    let key_id = match key_id_of_secret(secret) {
+        Some(key_id) => key_id,
+        None => legacy_key_id(store, &hash).await?.ok_or_else(unknown)?,
+    };
+    let key = key_from_log(store, key_id).await?.ok_or_else(unknown)?;
+    let now = Utc::now();
+    let replaced = match key.secret_at(&hash, now) {
+        SecretMatch::Current | SecretMatch::InGrace(_) => None,
+        SecretMatch::Replaced(until) => Some(until),
+        SecretMatch::Unknown => return Err(unknown()),
+    };
+    if !key.is_active() {
+        return Err(unknown());
+    }
+    if let Some(expires_at) = key.expires_at.filter(|expires_at| *expires_at <= now) {
+        return Err(Problem::unauthorized(format!(
+            "this API key expired at {}; ask an operator for a new one",
+            rfc3339(expires_at)
+        )));
+    }
+    if let Some(until) = replaced {
+        return Err(Problem::unauthorized(format!(
+            "this secret was replaced when the API key was rotated and stopped working at {}; \
+             use the key's new secret",
+            rfc3339(until)
+        )));
+    }
+    Ok(Caller {
+        key_id: key.id.0,
+        scopes: key.scopes.into_iter().collect(),
+        access: key.access,
+        rate_limit: key.rate_limit,
+    })
+}
+
+/// Whether the key `key_id` is usable now (created, not revoked, not
+/// expired), read from its stream in the log, never a read model: what an
+/// open stream checks to end when its key is revoked or expires. Whether a
+/// particular secret of the key still works (a rotation's grace) is not
+/// part of it.
+///
+/// # Errors
+/// 503 when the log cannot be read; 500 when the key's stream is corrupt.
+pub async fn key_is_usable(store: &PgEventStore, key_id: Uuid) -> Result<bool, Problem> {
+    Ok(key_from_log(store, ApiKeyId(key_id))
+        .await?
+        .is_some_and(|key| key.is_usable_at(Utc::now())))
+}
+
+/// The key `key_id` as its stream in the log leaves it; `None` when it has
+/// no events. One prepared query by the stream index.
+async fn key_from_log(store: &PgEventStore, key_id: ApiKeyId) -> Result<Option<ApiKey>, Problem> {
+    match command::load::<ApiKeys>(store, &key_id.stream_id()).await {
+        Ok(loaded) => Ok(loaded.state),
+        Err(CommandError::Store(error)) => {
+            Err(cannot_check().because("reading an API key's stream", error))
+        }
+        Err(error) => Err(Problem::from(error)),
+    }
+}
+
+/// The id of the key whose current or rotated-away secret has the hash
+/// `hash`, from the `api_keys` read model: for secrets made before secrets
+/// named their key. One prepared query by the hash indexes.
+async fn legacy_key_id(store: &PgEventStore, hash: &str) -> Result<Option<ApiKeyId>, Problem> {
+    let client = store.pool().get().await.map_err(|error| {
+        cannot_check().because("getting a database connection to check an API key", error)
+    })?;
+    let lookup_failed =
+        |error: tokio_postgres::Error| cannot_check().because("looking up an API key", error);
+    let statement = client
+        .prepare_cached(
+            "SELECT key_id FROM api_keys WHERE key_hash = $1 OR previous_key_hash = $1 LIMIT 1",
+        )
+        .await
+        .map_err(lookup_failed)?;
+    let row = client
+        .query_opt(&statement, &[&hash])
+        .await
+        .map_err(lookup_failed)?;
+    Ok(row.map(|row| ApiKeyId(row.get(0))))
+}
+
+fn cannot_check() -> Problem {
+    Problem::unavailable("the service cannot check API keys right now", 1)
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The scopes a route needs: one of them suffices.

@@ -15,6 +15,7 @@ pub mod blobs;
 mod consistency;
 pub mod devices;
 pub mod feed;
+pub mod keys;
 pub mod kinds;
 pub mod ledgers;
 pub mod metrics;
@@ -139,6 +140,7 @@ impl auth::KeyStore for AppState {
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
         (name = "audit", description = "Auditors' reads of the log: any stream as stored, chain verification"),
         (name = "devices", description = "Satellite modems through the RockBLOCK web API"),
+        (name = "keys", description = "API keys: create, list, revoke and rotate (platform admin keys)"),
         (name = "service", description = "Probes and this document")
     )
 )]
@@ -166,6 +168,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::list_projections))
         .routes(routes!(operations::get_projection))
         .routes(routes!(operations::rebuild_projection))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(kinds::list_kinds))
         .routes(routes!(blobs::upload_blob))

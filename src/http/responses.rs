@@ -35,7 +35,8 @@ const UNAUTHORIZED: Shared = Shared {
     name: "Unauthorized",
     status: "401",
     description: "No valid API key: none sent, not `Authorization: Bearer <key>`, \
-                  or unknown or revoked",
+                  unknown, revoked or expired, or a secret a rotation replaced whose \
+                  grace period ended; `detail` says which",
     retry_after: false,
 };
 

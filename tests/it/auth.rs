@@ -14,7 +14,9 @@ use crate::helpers::create_key;
 use taskledger::http::auth::Caller;
 use taskledger::http::problem::Problem;
 use taskledger::http::AppState;
-use taskledger_events::apikey::{generate_secret, ApiKeyCommand, ApiKeys, RevokeApiKey, Scope};
+use taskledger_events::apikey::{
+    generate_secret, ApiKeyCommand, ApiKeyId, ApiKeys, RevokeApiKey, Scope,
+};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
@@ -99,7 +101,7 @@ async fn keys_are_checked_by_hash_revocation_and_scope() {
             "must be 'Bearer <key>'",
         ),
         (
-            Some(bearer(&generate_secret([9; 32]))),
+            Some(bearer(&generate_secret(ApiKeyId(Uuid::new_v4()), [9; 32]))),
             StatusCode::UNAUTHORIZED,
             "unknown or revoked",
         ),

@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use taskledger_events::apikey::hash_secret;
+use taskledger_events::apikey::{hash_secret, key_id_of_secret, SECRET_LENGTH};
 use taskledger_events::testing::TestDatabase;
 
 use crate::support::cli::{stderr, stdout, taskledger};
@@ -36,11 +36,16 @@ async fn create_list_and_revoke_keys_storing_only_hashes() {
     let out = stdout(&created);
     let secret = out.lines().last().unwrap().to_owned();
     assert!(
-        secret.starts_with("tlk_") && secret.len() == 47,
+        secret.starts_with("tlk_") && secret.len() == SECRET_LENGTH,
         "the key alone on the last line: {out:?}"
     );
     let key_id = out.split_whitespace().nth(3).unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&key_id).is_ok(), "{out}");
+    assert_eq!(
+        key_id_of_secret(&secret).map(|id| id.to_string()),
+        Some(key_id.clone()),
+        "the secret names its key"
+    );
 
     let listed = keys(&database, &["list"]);
     assert!(listed.status.success(), "{}", stderr(&listed));

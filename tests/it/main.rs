@@ -1,5 +1,6 @@
 //! Integration tests of the service over real HTTP against real PostgreSQL.
 
+mod access;
 mod audit;
 mod auth;
 mod deploy;

@@ -46,8 +46,15 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .output()
         .unwrap();
     assert_success(&first);
-    assert!(String::from_utf8_lossy(&first.stdout)
-        .contains("applied migrations: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"));
+    // Every migration the binary has, in order.
+    let every: Vec<i64> = taskledger_events::migrate::MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .collect();
+    assert_eq!(every, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains(&format!("applied migrations: {every:?}"))
+    );
     let second = Command::new(BINARY)
         .arg("migrate")
         .env("DATABASE_URL", &url)

@@ -55,6 +55,10 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/projections", ADMIN),
     ("GET", "/v1/projections/{name}", ADMIN),
     ("POST", "/v1/projections/{name}/rebuild", ADMIN),
+    ("POST", "/v1/keys", ADMIN),
+    ("GET", "/v1/keys", ADMIN),
+    ("POST", "/v1/keys/{id}/revoke", ADMIN),
+    ("POST", "/v1/keys/{id}/rotate", ADMIN),
     ("POST", "/v1/tasks", TASKS_WRITE),
     ("GET", "/v1/kinds", TASKS_ANY),
     ("POST", "/v1/blobs", TASKS_WRITE),
@@ -158,6 +162,9 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
         Body::from(
             r#"{"kind":"echo","params":{"message":"hi"},"tenant":"default","frontend_id":"matrix"}"#,
         )
+    } else if method == "POST" && path == "/v1/keys" {
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"name":"matrix","scopes":["tasks:read"],"all_tenants":true}"#)
     } else if method == "POST" && path.ends_with("/messages") {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"text":"hi"}"#)

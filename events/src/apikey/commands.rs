@@ -3,12 +3,20 @@
 //! [`ApiKeyCommand`] enum over them, and the limit
 //! [`decide`](super::decide) checks them against.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{ApiKeyCreated, ApiKeyId};
 
 /// The longest key name, in bytes.
 pub const MAX_NAME_BYTES: usize = 100;
+
+/// The longest revocation reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 500;
+
+/// The longest grace period a rotation may give the secret it replaces:
+/// seven days, long enough to roll a new secret out to every client of a
+/// key, short enough that a forgotten copy does not work for long.
+pub const MAX_ROTATION_GRACE: TimeDelta = TimeDelta::days(7);
 
 /// Any command to an API key.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +25,8 @@ pub enum ApiKeyCommand {
     Create(CreateApiKey),
     /// See [`RevokeApiKey`].
     Revoke(RevokeApiKey),
+    /// See [`RotateApiKey`].
+    Rotate(RotateApiKey),
 }
 
 impl ApiKeyCommand {
@@ -26,6 +36,7 @@ impl ApiKeyCommand {
         match self {
             Self::Create(command) => command.key_id,
             Self::Revoke(command) => command.key_id,
+            Self::Rotate(command) => command.key_id,
         }
     }
 }
@@ -49,10 +60,34 @@ pub type CreateApiKey = ApiKeyCreated;
 pub struct RevokeApiKey {
     /// The key.
     pub key_id: ApiKeyId,
-    /// Why, in words, if the caller gave a reason.
+    /// Why, in words, if the caller gave a reason: at most
+    /// [`MAX_REASON_BYTES`] bytes, no control characters.
     pub reason: Option<String>,
     /// When the revocation was accepted.
     pub revoked_at: DateTime<Utc>,
     /// The API key id (or operator) that revoked it, if known.
     pub revoked_by: Option<String>,
+}
+
+/// Give an active, unexpired key a new secret. The secret it replaces keeps
+/// working for `grace` (0 to [`MAX_ROTATION_GRACE`]) and then stops; a key
+/// has at most two working secrets, so a rotation ends the grace of the one
+/// before it.
+///
+/// As for creation, the secret is not part of the command: only the new
+/// secret's [`hash_secret`](super::hash_secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RotateApiKey {
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// The SHA-256 of the new secret: 64 lowercase hexadecimal digits, not
+    /// the current secret's.
+    pub key_hash: String,
+    /// How long the secret it replaces keeps working.
+    pub grace: TimeDelta,
+    /// When the rotation was accepted (also the instant the key's expiry is
+    /// checked at).
+    pub rotated_at: DateTime<Utc>,
+    /// The API key id (or operator) that rotated it, if known.
+    pub rotated_by: Option<String>,
 }

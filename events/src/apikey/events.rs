@@ -2,7 +2,7 @@
 //! enum over them, and their stored form in the envelope
 //! ([`ApiKeyEvent::to_new_event`], [`ApiKeyEvent::from_recorded`]).
 //!
-//! The stored names (`ApiKeyCreated`, `ApiKeyRevoked`) are fixed by the
+//! The stored names (`ApiKeyCreated`, `ApiKeyRevoked`, `ApiKeyRotated`) are fixed by the
 //! explicit serde renames and [`ApiKeyEvent::event_type`], never by Rust type
 //! names. A change to an event's shape gets a new schema version; the old
 //! shape is upcast on read (see [`crate::upcast`]), never rewritten. A field
@@ -34,6 +34,9 @@ pub enum ApiKeyEvent {
     /// See [`ApiKeyRevoked`].
     #[serde(rename = "ApiKeyRevoked")]
     Revoked(ApiKeyRevoked),
+    /// See [`ApiKeyRotated`].
+    #[serde(rename = "ApiKeyRotated")]
+    Rotated(ApiKeyRotated),
 }
 
 /// An API key was created and is active; also the command that asks for it
@@ -84,7 +87,24 @@ pub struct ApiKeyRevoked {
     pub revoked_by: Option<String>,
 }
 
+/// An active key got a new secret; the one it replaced keeps working until
+/// `previous_valid_until`, and then stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRotated {
+    /// The SHA-256 of the new secret (never the secret).
+    pub key_hash: String,
+    /// Until when (exclusive) the secret it replaced still works: the
+    /// rotation's instant plus its grace period (equal to `rotated_at` when
+    /// there was none).
+    pub previous_valid_until: DateTime<Utc>,
+    /// When.
+    pub rotated_at: DateTime<Utc>,
+    /// Who rotated it.
+    pub rotated_by: Option<String>,
+}
+
 codec::stored_events!(ApiKeyEvent: "an api key", schema version 1, {
     Created => "ApiKeyCreated",
     Revoked => "ApiKeyRevoked",
+    Rotated => "ApiKeyRotated",
 });

@@ -8,7 +8,13 @@
 //!
 //! ```text
 //! (none) ── CreateApiKey ──▶ active ── RevokeApiKey ──▶ revoked   (final)
+//!                            │    ▲
+//!                            └────┘ RotateApiKey (a new secret; the old one
+//!                                   works for its grace period)
 //! ```
+//!
+//! An active key is usable until its `expires_at`, if it has one; an expired
+//! key can still be revoked, not rotated.
 //!
 //! Only the SHA-256 of a key's secret ([`hash_secret`]) is ever stored; the
 //! secret itself is shown once, to whoever created the key, and never enters
@@ -37,12 +43,18 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{ApiKeyCommand, CreateApiKey, RevokeApiKey, MAX_NAME_BYTES};
+pub use commands::{
+    ApiKeyCommand, CreateApiKey, RevokeApiKey, RotateApiKey, MAX_NAME_BYTES, MAX_REASON_BYTES,
+    MAX_ROTATION_GRACE,
+};
 pub use decide::decide;
-pub use events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked, DecodeError};
+pub use events::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked, ApiKeyRotated, DecodeError};
 pub use scope::{Scope, UnknownScope};
-pub use secret::{generate_secret, hash_secret, SECRET_LENGTH, SECRET_PREFIX};
-pub use state::{apply, fold, ApiKey, ApiKeyState};
+pub use secret::{
+    generate_secret, hash_secret, key_id_of_secret, LEGACY_SECRET_LENGTH, SECRET_LENGTH,
+    SECRET_PREFIX,
+};
+pub use state::{apply, fold, ApiKey, ApiKeyState, SecretMatch};
 
 /// The API key aggregate, for [`crate::command::execute`] and the tests'
 /// given/when/then.
@@ -61,6 +73,7 @@ impl Aggregate for ApiKeys {
         match command {
             ApiKeyCommand::Create(_) => "Create",
             ApiKeyCommand::Revoke(_) => "Revoke",
+            ApiKeyCommand::Rotate(_) => "Rotate",
         }
     }
 

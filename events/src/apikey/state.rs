@@ -21,8 +21,13 @@ pub struct ApiKey {
     pub name: String,
     /// What it may do.
     pub scopes: BTreeSet<Scope>,
-    /// The SHA-256 of its secret.
+    /// The SHA-256 of its current secret.
     pub key_hash: String,
+    /// The SHA-256 of the secret the last rotation replaced, and until when
+    /// (exclusive) that secret still works; `None` until it is rotated.
+    pub previous_key_hash: Option<(String, DateTime<Utc>)>,
+    /// When it was last rotated.
+    pub rotated_at: Option<DateTime<Utc>>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// Who created it.
@@ -48,6 +53,21 @@ impl ApiKey {
         self.revoked_at.is_none()
     }
 
+    /// Which of the key's secrets the secret whose hash is `key_hash` is,
+    /// at `now`. Whether the key itself is usable is [`ApiKey::is_usable_at`].
+    pub fn secret_at(&self, key_hash: &str, now: DateTime<Utc>) -> SecretMatch {
+        if key_hash == self.key_hash {
+            return SecretMatch::Current;
+        }
+        match &self.previous_key_hash {
+            Some((previous, until)) if previous == key_hash && now < *until => {
+                SecretMatch::InGrace(*until)
+            }
+            Some((previous, until)) if previous == key_hash => SecretMatch::Replaced(*until),
+            _ => SecretMatch::Unknown,
+        }
+    }
+
     /// Whether requests with its secret are accepted at `now`: not revoked
     /// and not expired (a key expires at the instant `expires_at` names).
     pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
@@ -55,11 +75,26 @@ impl ApiKey {
     }
 }
 
+/// What a presented secret is to a key ([`ApiKey::secret_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    /// Its current secret.
+    Current,
+    /// The secret its last rotation replaced, still working until the
+    /// instant given.
+    InGrace(DateTime<Utc>),
+    /// The secret its last rotation replaced, which stopped working at the
+    /// instant given.
+    Replaced(DateTime<Utc>),
+    /// None of its secrets (or one replaced before its last rotation).
+    Unknown,
+}
+
 /// The state after `event`. Total: it never fails.
 ///
-/// An event that does not fit the state — `ApiKeyRevoked` before
-/// `ApiKeyCreated` or after an earlier `ApiKeyRevoked`, or a second
-/// `ApiKeyCreated` — leaves the state as it was. [`decide`](super::decide)
+/// An event that does not fit the state — `ApiKeyRevoked` or
+/// `ApiKeyRotated` before `ApiKeyCreated` or after an `ApiKeyRevoked`, or a
+/// second `ApiKeyCreated` — leaves the state as it was. [`decide`](super::decide)
 /// never produces such an event, and the store's expected versions keep
 /// decisions in order, so one can only come from a stream written by other
 /// code; the auditor's replay, not this fold, is the place to report it.
@@ -71,6 +106,8 @@ pub fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
                 name: created.name.clone(),
                 scopes: created.scopes.clone(),
                 key_hash: created.key_hash.clone(),
+                previous_key_hash: None,
+                rotated_at: None,
                 created_at: created.created_at,
                 created_by: created.created_by.clone(),
                 access: created.access.clone(),
@@ -80,7 +117,7 @@ pub fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
                 revoked_reason: None,
                 revoked_by: None,
             }),
-            ApiKeyEvent::Revoked(_) => None,
+            ApiKeyEvent::Revoked(_) | ApiKeyEvent::Rotated(_) => None,
         };
     };
     match event {
@@ -88,6 +125,11 @@ pub fn apply(state: ApiKeyState, event: &ApiKeyEvent) -> ApiKeyState {
             key.revoked_at = Some(revoked.revoked_at);
             key.revoked_reason = revoked.reason.clone();
             key.revoked_by = revoked.revoked_by.clone();
+        }
+        ApiKeyEvent::Rotated(rotated) if key.is_active() => {
+            let replaced = std::mem::replace(&mut key.key_hash, rotated.key_hash.clone());
+            key.previous_key_hash = Some((replaced, rotated.previous_valid_until));
+            key.rotated_at = Some(rotated.rotated_at);
         }
         // Does not fit: see the function's documentation.
         _ => {}

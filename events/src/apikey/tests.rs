@@ -20,7 +20,7 @@ fn scopes(names: &[Scope]) -> BTreeSet<Scope> {
 }
 
 fn key_hash() -> String {
-    hash_secret(&generate_secret([7; 32]))
+    hash_secret(&generate_secret(key_id(), [7; 32]))
 }
 
 // ---- the framework: crate::testing, for API keys ----------------------------
@@ -106,6 +106,8 @@ fn create_makes_an_active_key() {
             name: "ci deploys".into(),
             scopes: scopes(&[Scope::TasksWrite, Scope::TasksRead]),
             key_hash: key_hash(),
+            previous_key_hash: None,
+            rotated_at: None,
             created_at: at(0),
             created_by: Some("admin-key".into()),
             access: Access::AllTenants,
@@ -199,7 +201,7 @@ fn create_refuses_each_bad_field_with_its_own_message() {
         ),
         // The secret instead of its hash.
         (
-            |c| c.key_hash = generate_secret([7; 32]),
+            |c| c.key_hash = generate_secret(key_id(), [7; 32]),
             "key_hash must be 64 lowercase",
         ),
     ];
@@ -283,6 +285,182 @@ fn a_command_for_another_key_than_the_state_is_not_found() {
     assert!(error.message().contains(&other.short()), "{error}");
 }
 
+#[test]
+fn revoke_refuses_a_reason_with_control_characters_or_too_long() {
+    for (reason, message) in [
+        (
+            "leaked\0".to_owned(),
+            "reason must not contain control characters",
+        ),
+        (
+            "a\nb".to_owned(),
+            "reason must not contain control characters",
+        ),
+        (
+            "r".repeat(MAX_REASON_BYTES + 1),
+            "reason is 501 bytes long; the limit is 500",
+        ),
+    ] {
+        given([created()])
+            .when(ApiKeyCommand::Revoke(RevokeApiKey {
+                key_id: key_id(),
+                reason: Some(reason),
+                revoked_at: at(5),
+                revoked_by: None,
+            }))
+            .then_error(RefusalKind::Invalid, message);
+    }
+    let key = given([created()])
+        .when(ApiKeyCommand::Revoke(RevokeApiKey {
+            key_id: key_id(),
+            reason: Some("r".repeat(MAX_REASON_BYTES)),
+            revoked_at: at(5),
+            revoked_by: None,
+        }))
+        .then_expect_any()
+        .unwrap();
+    assert!(!key.is_active());
+}
+
+// ---- rotate ---------------------------------------------------------------------------
+
+fn new_hash() -> String {
+    hash_secret(&generate_secret(key_id(), [8; 32]))
+}
+
+/// Rotates the key at second 100 with `grace` seconds of grace.
+fn rotate_with_grace(grace: i64) -> ApiKeyCommand {
+    ApiKeyCommand::Rotate(RotateApiKey {
+        key_id: key_id(),
+        key_hash: new_hash(),
+        grace: chrono::TimeDelta::seconds(grace),
+        rotated_at: at(100),
+        rotated_by: Some("admin-key".into()),
+    })
+}
+
+fn rotated() -> ApiKeyEvent {
+    ApiKeyEvent::Rotated(ApiKeyRotated {
+        key_hash: new_hash(),
+        previous_valid_until: at(700),
+        rotated_at: at(100),
+        rotated_by: Some("admin-key".into()),
+    })
+}
+
+#[test]
+fn rotate_makes_a_new_secret_current_and_keeps_the_old_one_for_its_grace() {
+    let key = key_after([created()], rotate_with_grace(600), rotated());
+    assert_eq!(key.key_hash, new_hash());
+    assert_eq!(key.previous_key_hash, Some((key_hash(), at(700))));
+    assert_eq!(key.rotated_at, Some(at(100)));
+    assert!(key.is_usable_at(at(100)));
+    assert_eq!(key.secret_at(&new_hash(), at(100)), SecretMatch::Current);
+    assert_eq!(
+        key.secret_at(&key_hash(), at(699)),
+        SecretMatch::InGrace(at(700))
+    );
+    assert_eq!(
+        key.secret_at(&key_hash(), at(700)),
+        SecretMatch::Replaced(at(700))
+    );
+    let stranger = hash_secret(&generate_secret(key_id(), [9; 32]));
+    assert_eq!(key.secret_at(&stranger, at(100)), SecretMatch::Unknown);
+}
+
+#[test]
+fn rotate_without_grace_ends_the_old_secret_at_once() {
+    let key = given([created()])
+        .when(rotate_with_grace(0))
+        .then_expect(vec![ApiKeyEvent::Rotated(ApiKeyRotated {
+            key_hash: new_hash(),
+            previous_valid_until: at(100),
+            rotated_at: at(100),
+            rotated_by: Some("admin-key".into()),
+        })])
+        .unwrap();
+    assert_eq!(
+        key.secret_at(&key_hash(), at(100)),
+        SecretMatch::Replaced(at(100))
+    );
+}
+
+#[test]
+fn a_second_rotation_ends_the_grace_of_the_first() {
+    let third = hash_secret(&generate_secret(key_id(), [9; 32]));
+    let key = given([created(), rotated()])
+        .when(ApiKeyCommand::Rotate(RotateApiKey {
+            key_id: key_id(),
+            key_hash: third.clone(),
+            grace: chrono::TimeDelta::seconds(60),
+            rotated_at: at(200),
+            rotated_by: None,
+        }))
+        .then_expect_any()
+        .unwrap();
+    assert_eq!(key.secret_at(&third, at(200)), SecretMatch::Current);
+    assert_eq!(
+        key.secret_at(&new_hash(), at(200)),
+        SecretMatch::InGrace(at(260))
+    );
+    assert_eq!(key.secret_at(&key_hash(), at(200)), SecretMatch::Unknown);
+}
+
+#[test]
+fn rotate_refuses_a_revoked_or_expired_key() {
+    given([created(), revoked()])
+        .when(rotate_with_grace(60))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "api key 3f2a1b4c… is revoked; create a new key instead",
+        );
+    let mut expiring = create_api_key();
+    expiring.expires_at = Some(at(100));
+    given([ApiKeyEvent::Created(expiring)])
+        .when(rotate_with_grace(60))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "api key 3f2a1b4c… expired at 2023-11-14T22:15:00Z",
+        );
+    given([])
+        .when(rotate_with_grace(60))
+        .then_error(RefusalKind::NotFound, "api key 3f2a1b4c… does not exist");
+}
+
+#[test]
+fn rotate_refuses_a_bad_grace_or_hash() {
+    given([created()])
+        .when(rotate_with_grace(-1))
+        .then_error(RefusalKind::Invalid, "grace must not be negative");
+    given([created()])
+        .when(rotate_with_grace(MAX_ROTATION_GRACE.num_seconds() + 1))
+        .then_error(
+            RefusalKind::Invalid,
+            "grace is 604801 s; the limit is 604800 s (7 days)",
+        );
+    given([created()])
+        .when(rotate_with_grace(MAX_ROTATION_GRACE.num_seconds()))
+        .then_expect_any();
+    for (hash, message) in [
+        (key_hash(), "key_hash is the current secret's"),
+        (new_hash().to_uppercase(), "key_hash must be 64 lowercase"),
+        (
+            generate_secret(key_id(), [8; 32]),
+            "key_hash must be 64 lowercase",
+        ),
+    ] {
+        given([created()])
+            .when(ApiKeyCommand::Rotate(RotateApiKey {
+                key_id: key_id(),
+                key_hash: hash,
+                grace: chrono::TimeDelta::zero(),
+                rotated_at: at(100),
+                rotated_by: None,
+            }))
+            .then_error(RefusalKind::Invalid, message);
+    }
+}
+
 // ---- apply ---------------------------------------------------------------------------
 
 #[test]
@@ -290,7 +468,9 @@ fn apply_leaves_the_state_alone_for_events_that_do_not_fit() {
     assert_eq!(apply(None, &revoked()), None);
     let active = fold(&[created()]);
     assert_eq!(apply(active.clone(), &created()), active);
+    assert_eq!(apply(None, &rotated()), None);
     let done = fold(&[created(), revoked()]);
+    assert_eq!(apply(done.clone(), &rotated()), done);
     let later = ApiKeyEvent::Revoked(ApiKeyRevoked {
         reason: Some("again".into()),
         revoked_at: at(99),
@@ -307,10 +487,18 @@ fn recorded(new_event: crate::NewEvent) -> RecordedEvent {
 
 #[test]
 fn every_event_round_trips_through_serde_and_the_envelope() {
-    testing::assert_round_trips([created(), revoked()], &key_id().stream_id(), at(1));
+    testing::assert_round_trips(
+        [created(), revoked(), rotated()],
+        &key_id().stream_id(),
+        at(1),
+    );
     assert_eq!(
         ApiKeyEvent::EVENT_TYPES,
-        [created().event_type(), revoked().event_type()]
+        [
+            created().event_type(),
+            revoked().event_type(),
+            rotated().event_type()
+        ]
     );
 }
 
@@ -340,6 +528,17 @@ fn the_stored_shape_is_stable() {
             "reason": "leaked in a build log",
             "revoked_at": "2023-11-14T22:14:20Z",
             "revoked_by": "admin-key",
+        })
+    );
+    let rotated = rotated().to_new_event(Uuid::nil(), Metadata::default());
+    assert_eq!(rotated.event_type, "ApiKeyRotated");
+    assert_eq!(
+        rotated.data,
+        json!({
+            "key_hash": new_hash(),
+            "previous_valid_until": "2023-11-14T22:25:00Z",
+            "rotated_at": "2023-11-14T22:15:00Z",
+            "rotated_by": "admin-key",
         })
     );
 }
@@ -416,27 +615,50 @@ fn an_unknown_scope_is_refused_with_the_valid_ones() {
 // ---- secrets -------------------------------------------------------------------------
 
 #[test]
-fn secrets_are_the_prefix_and_base64url_of_the_random_bytes() {
+fn secrets_are_the_prefix_the_key_id_and_base64url_of_the_random_bytes() {
     let counting: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap());
+    let id = "3f2a1b4c5d6e4f708192a3b4c5d6e7f8";
     // Known vectors (Python: base64.urlsafe_b64encode(bytes).rstrip(b"=")).
     let vectors = [
-        (counting, "tlk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
-        ([0; 32], "tlk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-        (
-            [0xff; 32],
-            "tlk___________________________________________8",
-        ),
-        (
-            [0xfb; 32],
-            "tlk_-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s",
-        ),
+        (counting, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
+        ([0; 32], "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ([0xff; 32], "__________________________________________8"),
+        ([0xfb; 32], "-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s"),
     ];
-    for (random, secret) in vectors {
-        assert_eq!(generate_secret(random), secret);
+    for (random, encoded) in vectors {
+        let secret = generate_secret(key_id(), random);
+        assert_eq!(secret, format!("tlk_{id}_{encoded}"));
         assert_eq!(secret.len(), SECRET_LENGTH);
+        assert_eq!(key_id_of_secret(&secret), Some(key_id()));
     }
-    assert!(generate_secret(counting).starts_with(SECRET_PREFIX));
-    assert_ne!(generate_secret([1; 32]), generate_secret([2; 32]));
+    assert!(generate_secret(key_id(), counting).starts_with(SECRET_PREFIX));
+    assert_ne!(
+        generate_secret(key_id(), [1; 32]),
+        generate_secret(key_id(), [2; 32])
+    );
+}
+
+#[test]
+fn only_a_well_formed_secret_names_a_key_id() {
+    let good = generate_secret(key_id(), [0xfb; 32]);
+    let legacy = "tlk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    assert_eq!(legacy.len(), LEGACY_SECRET_LENGTH);
+    let uppercase_id = good.replacen("3f2a1b4c", "3F2A1B4C", 1);
+    let no_separator = good.replacen("e7f8_", "e7f8-", 1);
+    let bad_random = format!("{}!", &good[..good.len() - 1]);
+    let other_prefix = good.replacen("tlk_", "tlx_", 1);
+    for bad in [
+        legacy,
+        "",
+        &good[..good.len() - 1],
+        &format!("{good}A"),
+        &uppercase_id,
+        &no_separator,
+        &bad_random,
+        &other_prefix,
+    ] {
+        assert_eq!(key_id_of_secret(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
@@ -452,12 +674,12 @@ fn a_secret_is_kept_only_as_its_sha256() {
     );
     let counting: [u8; 32] = std::array::from_fn(|index| u8::try_from(index).unwrap());
     assert_eq!(
-        hash_secret(&generate_secret(counting)),
+        hash_secret("tlk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"),
         "dc56f2eeecd10f4322ac1c65dcdf7c9b0d07f68130e94f313ab42cc3d538356e"
     );
     // A generated secret's hash is what CreateApiKey accepts.
     let mut command = create_api_key();
-    command.key_hash = hash_secret(&generate_secret(counting));
+    command.key_hash = hash_secret(&generate_secret(key_id(), counting));
     given([])
         .when(ApiKeyCommand::Create(command))
         .then_expect_any();

@@ -1,6 +1,7 @@
 //! The `api_keys` projector: rows follow keys being created and revoked,
 //! only hashes reach the table, a rebuild from scratch gives the same rows,
-//! and a revocation of a key it has no row for stops it (never skipped).
+//! rotation moves the replaced hash aside, and a revocation of a key it has
+//! no row for stops it (never skipped).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyEvent, ApiKeyId, ApiKeyRevoked, ApiKeys,
-    CreateApiKey, RevokeApiKey, Scope,
+    CreateApiKey, RevokeApiKey, RotateApiKey, Scope,
 };
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::Access;
@@ -83,7 +84,7 @@ async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_ro
     let (store, database, client) = database().await;
 
     let kept = ApiKeyId(uuid::Uuid::new_v4());
-    let kept_secret = generate_secret([1; 32]);
+    let kept_secret = generate_secret(kept, [1; 32]);
     handle(
         &store,
         create(
@@ -95,7 +96,7 @@ async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_ro
     )
     .await;
     let gone = ApiKeyId(uuid::Uuid::new_v4());
-    let gone_secret = generate_secret([2; 32]);
+    let gone_secret = generate_secret(gone, [2; 32]);
     handle(
         &store,
         create(gone, "laptop", &gone_secret, &[Scope::Admin]),
@@ -164,7 +165,7 @@ async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_ro
             2
         ))
     );
-    assert_eq!(by_secret(generate_secret([3; 32])).await, None);
+    assert_eq!(by_secret(generate_secret(kept, [3; 32])).await, None);
     let live = rows(&client).await;
     assert_eq!(live.len(), 2);
     for row in &live {
@@ -224,6 +225,50 @@ async fn a_revocation_of_a_key_without_a_row_stops_the_projector() {
         "{failure}"
     );
     assert!(rows(&client).await.is_empty());
+    drop(client);
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_makes_the_new_hash_current_and_keeps_the_replaced_one_with_its_deadline() {
+    let (store, database, client) = database().await;
+    let key = ApiKeyId(uuid::Uuid::new_v4());
+    let old_secret = generate_secret(key, [4; 32]);
+    let new_secret = generate_secret(key, [5; 32]);
+    handle(
+        &store,
+        create(key, "rolled", &old_secret, &[Scope::TasksRead]),
+    )
+    .await;
+    handle(
+        &store,
+        ApiKeyCommand::Rotate(RotateApiKey {
+            key_id: key,
+            key_hash: hash_secret(&new_secret),
+            grace: chrono::TimeDelta::seconds(30),
+            rotated_at: at(10),
+            rotated_by: Some("operator".into()),
+        }),
+    )
+    .await;
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head).await;
+    let row = client
+        .query_one(
+            "SELECT key_hash, previous_key_hash, previous_valid_until, rotated_at, stream_version
+             FROM api_keys WHERE key_id = $1",
+            &[&key.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), hash_secret(&new_secret));
+    assert_eq!(
+        row.get::<_, Option<String>>(1),
+        Some(hash_secret(&old_secret))
+    );
+    assert_eq!(row.get::<_, Option<chrono::DateTime<Utc>>>(2), Some(at(40)));
+    assert_eq!(row.get::<_, Option<chrono::DateTime<Utc>>>(3), Some(at(10)));
+    assert_eq!(row.get::<_, i64>(4), 2);
     drop(client);
     database.drop_database().await;
 }

@@ -10,7 +10,8 @@ use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use taskledger::submission::{task_id_for, Submission, Submitter};
-use taskledger_events::apikey::{generate_secret, hash_secret, ApiKeyId, Scope};
+use base64::Engine as _;
+use taskledger_events::apikey::{hash_secret, ApiKeyId, Scope, SECRET_PREFIX};
 use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
@@ -623,7 +624,11 @@ async fn a_database_of_the_previous_release_upgrades_into_the_default_tenant() {
         taskledger_events::postgres::StoreOptions::default(),
     )
     .unwrap();
-    let secret = &generate_secret([7; 32]);
+    // A secret of the previous release's format: no key id in it.
+    let secret = &format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7_u8; 32])
+    );
     let key_id = Uuid::new_v4();
     append_raw(
         &store,

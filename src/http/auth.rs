@@ -20,6 +20,7 @@ use taskledger_events::tenant::Access;
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
+use super::limits::Limited;
 use super::problem::Problem;
 
 /// The caller, authenticated by an active, unexpired API key.
@@ -202,8 +203,9 @@ required_scopes! {
     Admin => [Admin];
 }
 
-/// A caller holding one of `R`'s scopes. As an extractor it runs before the
-/// body is read, so a caller without the scope gets 403 whatever they sent.
+/// A caller holding one of `R`'s scopes, within its key's request rate. As
+/// an extractor it runs before the body is read, so a caller without the
+/// scope gets 403, and one over its rate 429, whatever they sent.
 #[derive(Debug)]
 pub struct Authorized<R> {
     /// Who is calling.
@@ -213,7 +215,7 @@ pub struct Authorized<R> {
 
 impl<S, R> FromRequestParts<S> for Authorized<R>
 where
-    S: KeyStore + Send + Sync,
+    S: KeyStore + Limited + Send + Sync,
     R: RequiredScopes,
 {
     type Rejection = Problem;
@@ -221,9 +223,35 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_any(R::SCOPES)?;
+        state.limits().check_request(&caller)?;
         Ok(Self {
             caller,
             scopes: PhantomData,
         })
     }
+}
+
+/// Whether the key `key_id` may still be used: known, not revoked and not
+/// expired (what an open event stream checks while it runs).
+///
+/// # Errors
+/// 503 when the keys cannot be read.
+pub async fn key_is_usable(store: &PgEventStore, key_id: Uuid) -> Result<bool, Problem> {
+    let unavailable = || Problem::unavailable("the service cannot check API keys right now", 1);
+    let client = store.pool().get().await.map_err(|error| {
+        unavailable().because("getting a database connection to check an API key", error)
+    })?;
+    let failed = |error: tokio_postgres::Error| unavailable().because("checking an API key", error);
+    let statement = client
+        .prepare_cached(
+            "SELECT 1 FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > now())",
+        )
+        .await
+        .map_err(failed)?;
+    let row = client
+        .query_opt(&statement, &[&key_id])
+        .await
+        .map_err(failed)?;
+    Ok(row.is_some())
 }

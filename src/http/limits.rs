@@ -124,7 +124,7 @@ impl Limits {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             Problem::too_many_requests(
                 format!(
-                    "this API key may make {} requests per second (bursts of {}) here; slow down",
+                    "this API key is over its rate here, {} per second in bursts of up to {}; slow down",
                     rate.per_second, rate.burst
                 ),
                 whole_seconds(wait),

@@ -137,7 +137,7 @@ async fn a_key_over_its_rate_gets_429_and_other_keys_are_unaffected() {
     problem(
         refused,
         StatusCode::TOO_MANY_REQUESTS,
-        &["1 requests per second", "bursts of 3"],
+        &["over its rate", "1 per second in bursts of up to 3"],
     )
     .await;
 

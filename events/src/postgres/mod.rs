@@ -280,6 +280,18 @@ impl PgEventStore {
         read::read_all(&client, after_position, limit).await
     }
 
+    /// [`PgEventStore::read_all_as_stored`], and whether the batch stopped
+    /// before an unreadable event (for the feed, which must then read again
+    /// at once rather than wait as if it had caught up).
+    pub(super) async fn read_all_for_feed(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
+        let client = self.inner.own_pool.get().await?;
+        read::read_all_to_unreadable(&client, after_position, limit).await
+    }
+
     /// Checks the database answers a trivial query.
     ///
     /// # Errors

@@ -63,8 +63,8 @@ async fn run_feed(
         // wait still wakes the feed.
         let seen = *heard.borrow_and_update();
         let caught_up = loop {
-            match store.read_all_as_stored(after_position, batch).await {
-                Ok(events) => {
+            match store.read_all_for_feed(after_position, batch).await {
+                Ok((events, stopped_before_unreadable)) => {
                     if failures > 0 {
                         tracing::info!(after_position, "event feed reconnected");
                     }
@@ -82,7 +82,9 @@ async fn run_feed(
                         }
                         after_position = position;
                     }
-                    if count < batch {
+                    // A batch cut short by an unreadable event is not the
+                    // end: the next read, at once, reports that event.
+                    if count < batch && !stopped_before_unreadable {
                         break true;
                     }
                 }

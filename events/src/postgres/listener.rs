@@ -74,11 +74,13 @@ impl SharedListener {
     }
 
     /// Whether the task should end: no subscription is left. Marks it
-    /// stopped under the lock when so.
+    /// stopped (and not listening) under the lock when so, so a task started
+    /// after it never has its state overwritten by this one.
     fn stop_if_unused(&self) -> bool {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if self.heard.receiver_count() == 0 {
             *running = false;
+            self.heard.send_modify(|heard| heard.listening = false);
             true
         } else {
             false
@@ -103,11 +105,10 @@ async fn run(shared: Arc<SharedListener>) {
                     heard.attempted = true;
                     heard.generation += 1;
                 });
-                let ended = wait_for_end(&shared, connection).await;
-                shared.heard.send_modify(|heard| heard.listening = false);
-                if ended {
+                if wait_for_end(&shared, connection).await {
                     return;
                 }
+                shared.heard.send_modify(|heard| heard.listening = false);
             }
             Err(error) => {
                 shared

@@ -58,9 +58,10 @@ pub struct Submission {
     pub client_task_id: Option<String>,
     /// Higher runs first; 0 when unset.
     pub priority: Option<i32>,
-    /// The kind's `timeout_seconds` when unset.
+    /// The kind's `timeout_seconds` when unset; never above the kind's
+    /// limit ([`crate::config::kind::TaskKind::check_limits`]).
     pub timeout_seconds: Option<u64>,
-    /// The kind's `max_attempts` when unset.
+    /// The kind's `max_attempts` when unset; never above it.
     pub max_attempts: Option<u32>,
     /// Input files: name → SHA-256 of a blob uploaded with `POST /v1/blobs`.
     pub inputs: std::collections::BTreeMap<String, String>,
@@ -196,6 +197,11 @@ pub async fn submit(
     let kind = config.kind(&submission.kind)?;
     kind.check_params(&submission.kind, &submission.params)?;
     kind.check_inputs(&submission.kind, &submission.inputs)?;
+    kind.check_limits(
+        &submission.kind,
+        submission.timeout_seconds,
+        submission.max_attempts,
+    )?;
     let task_id = task_id_for(&submission, submitter);
     let command = SubmitTask {
         inputs: submission.inputs.clone(),

@@ -50,10 +50,17 @@ pub struct TaskKind {
     /// Input files a submission may name.
     #[serde(default)]
     pub optional_inputs: Vec<String>,
-    /// The wall-clock limit of one attempt.
+    /// The wall-clock limit of one attempt. A submission may ask for less,
+    /// never for more (up to `max_timeout_seconds` when the kind declares
+    /// it).
     #[serde(default = "default_timeout")]
     pub timeout_seconds: u64,
-    /// Attempts before a task fails for good.
+    /// The longest timeout a submission may ask for; unset: the kind's own
+    /// `timeout_seconds`.
+    #[serde(default)]
+    pub max_timeout_seconds: Option<u64>,
+    /// Attempts before a task fails for good. A submission may ask for
+    /// fewer, never for more.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
     /// Container network: `none` (default) or `bridge`.
@@ -199,6 +206,26 @@ pub enum KindError {
         /// The declared ones.
         known: String,
     },
+    /// A submission asked for a longer timeout than the kind allows.
+    #[error("task kind {kind:?} allows a timeout of at most {limit} seconds; timeout_seconds {asked} is more")]
+    TimeoutAboveLimit {
+        /// The kind.
+        kind: String,
+        /// What the submission asked for.
+        asked: u64,
+        /// The kind's limit.
+        limit: u64,
+    },
+    /// A submission asked for more attempts than the kind allows.
+    #[error("task kind {kind:?} allows at most {limit} attempts; max_attempts {asked} is more")]
+    AttemptsAboveLimit {
+        /// The kind.
+        kind: String,
+        /// What the submission asked for.
+        asked: u32,
+        /// The kind's limit.
+        limit: u32,
+    },
     /// An input names a blob that was never uploaded.
     #[error("input {input:?} names blob {sha256}, which was not uploaded (POST /v1/blobs first)")]
     MissingBlob {
@@ -222,6 +249,13 @@ impl TaskKind {
             self.timeout_seconds > 0,
             "timeout_seconds must be at least 1"
         );
+        if let Some(limit) = self.max_timeout_seconds {
+            anyhow::ensure!(
+                limit >= self.timeout_seconds,
+                "max_timeout_seconds ({limit}) must be at least timeout_seconds ({})",
+                self.timeout_seconds
+            );
+        }
         anyhow::ensure!(
             (1..=100).contains(&self.max_attempts),
             "max_attempts must be 1 to 100"
@@ -306,6 +340,42 @@ impl TaskKind {
                     param: param.clone(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// The longest timeout a submission may ask for: `max_timeout_seconds`,
+    /// or the kind's own `timeout_seconds`.
+    pub fn timeout_limit(&self) -> u64 {
+        self.max_timeout_seconds.unwrap_or(self.timeout_seconds)
+    }
+
+    /// Checks a submission's own timeout and attempts: each may lower the
+    /// kind's, never raise it past [`TaskKind::timeout_limit`] and
+    /// `max_attempts`.
+    ///
+    /// # Errors
+    /// The limit a value is above, named.
+    pub fn check_limits(
+        &self,
+        kind: &str,
+        timeout_seconds: Option<u64>,
+        max_attempts: Option<u32>,
+    ) -> Result<(), KindError> {
+        let limit = self.timeout_limit();
+        if let Some(asked) = timeout_seconds.filter(|asked| *asked > limit) {
+            return Err(KindError::TimeoutAboveLimit {
+                kind: kind.to_owned(),
+                asked,
+                limit,
+            });
+        }
+        if let Some(asked) = max_attempts.filter(|asked| *asked > self.max_attempts) {
+            return Err(KindError::AttemptsAboveLimit {
+                kind: kind.to_owned(),
+                asked,
+                limit: self.max_attempts,
+            });
         }
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! The structured configuration file (`TASKLEDGER_CONFIG`, TOML; with none,
 //! the shipped default built into the binary): reading and checking it, and
-//! its tables — task kinds (`[kinds.NAME]`, see [`kind`]) and `[rockblock]`.
+//! its tables — task kinds (`[kinds.NAME]`, see [`kind`]), `[limits]` (see
+//! [`limits`]) and `[rockblock]`.
 
 pub mod kind;
+pub mod limits;
 pub mod settings;
 #[cfg(test)]
 mod tests;
@@ -15,6 +17,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use kind::{KindError, TaskKind};
+use limits::LimitsConfig;
 
 /// The shipped default configuration's text.
 pub const BUILTIN: &str = include_str!("../../config/taskledger.toml");
@@ -29,6 +32,9 @@ pub struct FileConfig {
     /// The RockBLOCK web API, for satellite devices.
     #[serde(default)]
     pub rockblock: Option<RockblockConfig>,
+    /// Per-key request and stream limits of one process.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `[rockblock]`: where mobile-terminated messages go and how
@@ -98,6 +104,7 @@ impl FileConfig {
     /// As [`FileConfig::load`].
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text).context("not a valid taskledger configuration")?;
+        config.limits.check().context("[limits]")?;
         for (name, kind) in &config.kinds {
             kind.check()
                 .with_context(|| format!("task kind {name:?}"))?;

@@ -40,6 +40,9 @@ pub struct Settings {
     /// Connections in each of the two database pools (the event store's
     /// own, and the one for read models and everything else).
     pub db_pool_size: usize,
+    /// How long taking a connection from either pool may wait before the
+    /// request is answered 503 with `Retry-After`.
+    pub db_pool_wait_ms: u64,
     /// `/readyz` fails while one transaction has held the log lock longer.
     pub log_lock_stall_seconds: f64,
     /// How long a read given `min_version` or `min_position` waits.
@@ -84,6 +87,17 @@ pub struct DatabaseArgs {
         global = true
     )]
     pub db_pool_size: usize,
+
+    /// How long (milliseconds) taking a connection from either pool may
+    /// wait; then the request is answered 503 with Retry-After instead of
+    /// waiting without bound.
+    #[arg(
+        long,
+        env = "TASKLEDGER_DB_POOL_WAIT_MS",
+        default_value_t = 5_000,
+        global = true
+    )]
+    pub db_pool_wait_ms: u64,
 }
 
 /// For commands that write: whether a missing database may be created.
@@ -263,6 +277,7 @@ impl Settings {
             data_dir: PathBuf::from("./data"),
             log_filter: "info".into(),
             db_pool_size: 16,
+            db_pool_wait_ms: 5_000,
             log_lock_stall_seconds: 30.0,
             read_wait_ms: 2_000,
             // Tests of the API must not have their tasks run.
@@ -281,6 +296,7 @@ impl Settings {
         let mut settings = Self::for_database(database.database_url.expose_secret());
         settings.create_database = false;
         settings.db_pool_size = database.db_pool_size;
+        settings.db_pool_wait_ms = database.db_pool_wait_ms;
         log_filter.clone_into(&mut settings.log_filter);
         settings
     }

@@ -202,3 +202,59 @@ fn inconsistent_kinds_are_refused_at_load() {
     let no_image = "[kinds.k]\nimage = \"\"\ncommand = [\"run\"]\n";
     assert!(format!("{:#}", FileConfig::parse(no_image).unwrap_err()).contains("image is empty"));
 }
+
+#[test]
+fn the_shipped_limits_and_their_defaults() {
+    let shipped = FileConfig::builtin().limits;
+    assert_eq!(shipped.requests_per_second.map(u32::from), Some(100));
+    assert_eq!(shipped.burst.map(u32::from), Some(200));
+    assert_eq!((shipped.streams_per_key, shipped.streams_total), (16, 1024));
+    // Without [limits]: no default rate, the stream caps at their defaults.
+    let none = FileConfig::parse("").unwrap().limits;
+    assert_eq!(none, crate::config::limits::LimitsConfig::default());
+    assert!(none.requests_per_second.is_none());
+    let error = FileConfig::parse("[limits]\nburst = 5\n").unwrap_err();
+    assert!(
+        format!("{error:#}").contains("burst needs requests_per_second"),
+        "{error:#}"
+    );
+    let error = FileConfig::parse("[limits]\nstreams_total = 0\n").unwrap_err();
+    assert!(format!("{error:#}").contains("streams_total"), "{error:#}");
+    let error = FileConfig::parse("[limits]\nrequests_per_second = 0\n").unwrap_err();
+    assert!(
+        format!("{error:#}").contains("requests_per_second"),
+        "{error:#}"
+    );
+}
+
+#[test]
+fn a_submission_may_lower_a_kinds_limits_but_not_raise_them() {
+    let config = FileConfig::parse(
+        "[kinds.quick]\nimage = \"i\"\ncommand = [\"run\"]\ntimeout_seconds = 3\nmax_attempts = 2\n\
+         [kinds.stretchy]\nimage = \"i\"\ncommand = [\"run\"]\ntimeout_seconds = 30\nmax_timeout_seconds = 300\n",
+    )
+    .unwrap();
+    let quick = config.kind("quick").unwrap();
+    assert!(quick.check_limits("quick", Some(1), Some(1)).is_ok());
+    assert!(quick.check_limits("quick", Some(3), Some(2)).is_ok());
+    assert!(quick.check_limits("quick", None, None).is_ok());
+    let error = quick.check_limits("quick", Some(60), None).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task kind \"quick\" allows a timeout of at most 3 seconds; timeout_seconds 60 is more"
+    );
+    let error = quick.check_limits("quick", None, Some(3)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "task kind \"quick\" allows at most 2 attempts; max_attempts 3 is more"
+    );
+    let stretchy = config.kind("stretchy").unwrap();
+    assert!(stretchy.check_limits("stretchy", Some(300), None).is_ok());
+    assert!(stretchy.check_limits("stretchy", Some(301), None).is_err());
+    let below = "[kinds.k]\nimage = \"i\"\ncommand = [\"run\"]\ntimeout_seconds = 30\nmax_timeout_seconds = 10\n";
+    let error = FileConfig::parse(below).unwrap_err();
+    assert!(
+        format!("{error:#}").contains("max_timeout_seconds"),
+        "{error:#}"
+    );
+}

@@ -40,6 +40,7 @@ use taskledger_events::tenant::Access;
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
+use super::limits::Limited;
 use super::problem::Problem;
 
 /// The caller, authenticated by an active, unexpired API key.
@@ -273,8 +274,9 @@ required_scopes! {
     Admin => [Admin];
 }
 
-/// A caller holding one of `R`'s scopes. As an extractor it runs before the
-/// body is read, so a caller without the scope gets 403 whatever they sent.
+/// A caller holding one of `R`'s scopes, within its key's request rate. As
+/// an extractor it runs before the body is read, so a caller without the
+/// scope gets 403, and one over its rate 429, whatever they sent.
 #[derive(Debug)]
 pub struct Authorized<R> {
     /// Who is calling.
@@ -284,7 +286,7 @@ pub struct Authorized<R> {
 
 impl<S, R> FromRequestParts<S> for Authorized<R>
 where
-    S: KeyStore + Send + Sync,
+    S: KeyStore + Limited + Send + Sync,
     R: RequiredScopes,
 {
     type Rejection = Problem;
@@ -292,6 +294,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_any(R::SCOPES)?;
+        state.limits().check_request(&caller)?;
         Ok(Self {
             caller,
             scopes: PhantomData,

@@ -3,6 +3,11 @@
 //! follows it live as Server-Sent Events. Both give every event once, in
 //! order, with its sequence (global position) and hash, read from the log
 //! itself (never from a projection).
+//!
+//! A live stream takes one of its key's stream slots ([`super::limits`]),
+//! freed when it ends, and ends when its key is revoked or expires
+//! ([`super::key_watch`]) or the service stops. It holds no database
+//! connection while it waits: the store's one listener wakes it.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -72,7 +77,10 @@ pub async fn list_events(
 
 /// The global order, live, as Server-Sent Events: `id` = sequence, `event`
 /// = event type, `data` = the event as in `GET /v1/events`. A reconnecting
-/// client's `Last-Event-ID` header takes precedence over `after`.
+/// client's `Last-Event-ID` header takes precedence over `after`. A key may
+/// hold `[limits] streams_per_key` streams open (429 beyond), the server
+/// `streams_total` (503 beyond); a stream ends within about a second of its
+/// key being revoked or expiring.
 #[utoipa::path(
     get,
     path = "/v1/events/stream",
@@ -86,12 +94,14 @@ pub async fn list_events(
         (status = 200, description = "An endless event stream: each event's `id` is its sequence, `event` its type, `data` the event as in `GET /v1/events`", content_type = "text/event-stream"),
         PlatformOnly,
         (status = 400, description = "A malformed query or Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This server holds as many open event streams as it serves (`[limits] streams_total`), or the database cannot answer right now; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(("api_key" = ["audit:read"]))
 )]
 pub async fn stream_events(
     State(state): State<AppState>,
-    _: PlatformAuthorized<ReadLog>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<ReadLog>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {
@@ -103,6 +113,8 @@ pub async fn stream_events(
             .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a sequence number"))?,
         None => query.after.unwrap_or(0),
     };
+    let slot = state.limits.open_stream(caller.key_id)?;
+    let key = state.key_watches.watch(&state.store, caller.key_id);
     let feed = state.store.subscribe_all(after);
     // An unreadable event ends the stream (never skipped); the client
     // reconnects with Last-Event-ID and meets the same event again.
@@ -121,14 +133,26 @@ pub async fn stream_events(
             ))
         });
     // The stream ends when the service stops, so a graceful shutdown does
-    // not wait for consumers to hang up.
+    // not wait for consumers to hang up, and when its key can no longer be
+    // used. Its slot is freed when it is dropped (ended or hung up).
     let shutdown = state.shutdown.clone();
-    let events = events.take_until(async move {
-        match shutdown {
-            Some(mut shutdown) => shutdown.wait().await,
-            None => std::future::pending().await,
-        }
-    });
+    let events = events
+        .take_until(async move {
+            let stopped = async move {
+                match shutdown {
+                    Some(mut shutdown) => shutdown.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stopped => {}
+                () = key.unusable() => {}
+            }
+        })
+        .map(move |event| {
+            let _held = &slot;
+            event
+        });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -38,9 +38,12 @@ pub struct KindView {
     pub required_inputs: Vec<String>,
     /// Input files a submission may name.
     pub optional_inputs: Vec<String>,
-    /// One attempt's wall-clock limit (a submission may set its own).
+    /// One attempt's wall-clock limit (a submission may set a shorter one,
+    /// up to `max_timeout_seconds`).
     pub timeout_seconds: u64,
-    /// Attempts in all (a submission may set its own).
+    /// The longest timeout a submission may ask for.
+    pub max_timeout_seconds: u64,
+    /// Attempts in all (a submission may ask for fewer, never more).
     pub max_attempts: u32,
     /// The container's memory limit.
     pub memory_mb: u64,
@@ -89,6 +92,7 @@ impl KindView {
             required_inputs: kind.required_inputs.clone(),
             optional_inputs: kind.optional_inputs.clone(),
             timeout_seconds: kind.timeout_seconds,
+            max_timeout_seconds: kind.timeout_limit(),
             max_attempts: kind.max_attempts,
             memory_mb: kind.memory_mb,
             cpus: kind.cpus,

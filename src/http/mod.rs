@@ -15,9 +15,11 @@ pub mod blobs;
 mod consistency;
 pub mod devices;
 pub mod feed;
+pub mod key_watch;
 pub mod keys;
 pub mod kinds;
 pub mod ledgers;
+pub mod limits;
 pub mod metrics;
 pub mod operations;
 mod paging;
@@ -97,6 +99,11 @@ pub struct AppState {
     pub dependencies: Arc<crate::service::dependencies::Dependencies>,
     /// This installation's identity and broker prefix, for `/readyz`.
     pub installation: Option<(uuid::Uuid, String)>,
+    /// Per-key request rates and open streams (`[limits]`).
+    pub limits: Arc<limits::Limits>,
+    /// The keys of open event streams, watched so a stream ends when its
+    /// key is revoked or expires.
+    pub key_watches: Arc<key_watch::KeyWatches>,
 }
 
 impl AppState {
@@ -115,7 +122,17 @@ impl AppState {
             shutdown: None,
             dependencies: Arc::new(crate::service::dependencies::Dependencies::none()),
             installation: None,
+            limits: Arc::new(limits::Limits::new(
+                &crate::config::limits::LimitsConfig::default(),
+            )),
+            key_watches: Arc::default(),
         }
+    }
+}
+
+impl limits::Limited for AppState {
+    fn limits(&self) -> &limits::Limits {
+        &self.limits
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Every error the API returns is `application/problem+json` with `type`,
 //! `title`, `status` and `detail`. Domain refusals are 4xx, version
-//! conflicts 409, overload 503 with `Retry-After`; anything else is an opaque
+//! conflicts 409, a caller over its limit 429 and overload 503, both with
+//! `Retry-After`; anything else is an opaque
 //! 500. The cause of a 5xx travels with the problem ([`Problem::because`]),
 //! never to the client, and is logged once, by [`log_failure`], in the
 //! request's span. A failed command becomes one through the one
@@ -122,6 +123,19 @@ impl Problem {
             "Invalid request",
             detail,
         )
+    }
+
+    /// 429 with `Retry-After`: the caller sent more than its limit allows.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_seconds: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+                detail,
+            )
+        }
     }
 
     /// 503 with `Retry-After`: try again shortly.

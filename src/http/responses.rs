@@ -47,6 +47,15 @@ const FORBIDDEN: Shared = Shared {
     retry_after: false,
 };
 
+const TOO_MANY_REQUESTS: Shared = Shared {
+    name: "TooManyRequests",
+    status: "429",
+    description: "The API key made more requests per second than it may here (its own \
+                  `--rate-limit`, or `[limits] requests_per_second`), or holds as many \
+                  open event streams as it may; retry after `Retry-After` seconds",
+    retry_after: true,
+};
+
 const UNAVAILABLE: Shared = Shared {
     name: "Unavailable",
     status: "503",
@@ -113,10 +122,11 @@ const PLATFORM_ONLY: Shared = Shared {
     retry_after: false,
 };
 
-const ALL: [&Shared; 10] = [
+const ALL: [&Shared; 11] = [
     &UNAUTHORIZED,
     &FORBIDDEN,
     &PLATFORM_ONLY,
+    &TOO_MANY_REQUESTS,
     &UNAVAILABLE,
     &READ_WAIT_EXPIRED,
     &BEYOND_THE_LOG,
@@ -182,13 +192,14 @@ macro_rules! response_groups {
 }
 
 response_groups! {
-    /// Every route that takes an API key: 401, 403 and 503 (the key is looked
-    /// up in the database, and every such route reads or writes it).
-    Authenticated => [UNAUTHORIZED, FORBIDDEN, UNAVAILABLE];
+    /// Every route that takes an API key: 401, 403, 429 (the key's request
+    /// rate, [`super::limits`]) and 503 (the key is looked up in the
+    /// database, and every such route reads or writes it).
+    Authenticated => [UNAUTHORIZED, FORBIDDEN, TOO_MANY_REQUESTS, UNAVAILABLE];
     /// Every route that spans all tenants (the global feeds, verification,
     /// projection operations, ledgers): [`Authenticated`], with a 403 that
     /// also refuses tenant keys ([`super::tenancy::PlatformAuthorized`]).
-    PlatformOnly => [UNAUTHORIZED, PLATFORM_ONLY, UNAVAILABLE];
+    PlatformOnly => [UNAUTHORIZED, PLATFORM_ONLY, TOO_MANY_REQUESTS, UNAVAILABLE];
     /// Reads that wait for the read model (`min_version`, `min_position`;
     /// [`super::consistency`]): their 503 also means "it lags, retry". List it
     /// after [`Authenticated`], whose 503 it replaces.

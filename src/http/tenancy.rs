@@ -21,6 +21,7 @@ use taskledger_events::tenant::{Access, TenantName};
 use taskledger_events::{Direction, EventStore};
 
 use super::auth::{Authorized, Caller, KeyStore, RequiredScopes};
+use super::limits::Limited;
 use super::problem::Problem;
 use super::tasks::no_such_task;
 use super::{store_unreadable, AppState};
@@ -51,7 +52,7 @@ pub struct PlatformAuthorized<R> {
 
 impl<S, R> FromRequestParts<S> for PlatformAuthorized<R>
 where
-    S: KeyStore + Send + Sync,
+    S: KeyStore + Limited + Send + Sync,
     R: RequiredScopes,
 {
     type Rejection = Problem;

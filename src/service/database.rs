@@ -111,6 +111,7 @@ pub async fn installation_id(store: &PgEventStore) -> anyhow::Result<uuid::Uuid>
 pub fn open_store(settings: &Settings) -> anyhow::Result<PgEventStore> {
     let options = StoreOptions {
         pool_size: settings.db_pool_size,
+        pool_wait: std::time::Duration::from_millis(settings.db_pool_wait_ms.max(1)),
         ..StoreOptions::default()
     };
     PgEventStore::connect(settings.database_url.expose_secret(), options)

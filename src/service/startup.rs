@@ -249,6 +249,8 @@ impl Application {
         let state = AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,
+            limits: Arc::new(http::limits::Limits::new(&config.limits)),
+            key_watches: Arc::default(),
             config,
             read_wait: self.read_wait,
             tasks_projection,

@@ -8,6 +8,7 @@ mod devices;
 mod feed;
 mod helpers;
 mod keys;
+mod limits;
 mod mirror;
 mod openapi;
 mod outofbox;

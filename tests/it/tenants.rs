@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use taskledger::submission::{task_id_for, Submission, Submitter};
-use base64::Engine as _;
 use taskledger_events::apikey::{hash_secret, ApiKeyId, Scope, SECRET_PREFIX};
 use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
 use taskledger_events::testing::TestDatabase;

@@ -58,6 +58,7 @@
 
 mod append;
 mod appender;
+mod listener;
 mod read;
 mod subscribe;
 pub mod verify;
@@ -106,8 +107,10 @@ pub struct StoreOptions {
     pub queue_capacity: usize,
     /// Events a subscription reads per query while catching up.
     pub subscription_batch: usize,
-    /// How often a subscription looks for new events when no notification
-    /// came (the fallback for lost notifications and a lost listener).
+    /// How often a subscription looks for new events while the store's
+    /// listener is not listening (a lost connection); while it listens, a
+    /// subscription reads when notified, and at most ten times this apart
+    /// (for rows written without a notification).
     pub poll_interval: Duration,
     /// Whether concurrent appends share commits. Off, every append commits on
     /// its own (for comparison in benchmarks).
@@ -148,6 +151,8 @@ struct Inner {
     commit_counters: Arc<appender::CommitCounters>,
     upcasters: Upcasters,
     options: StoreOptions,
+    /// The one `LISTEN` connection every subscription of this store shares.
+    listener: Arc<listener::SharedListener>,
 }
 
 impl PgEventStore {
@@ -209,6 +214,7 @@ impl PgEventStore {
             inner: Arc::new(Inner {
                 own_pool,
                 shared_pool,
+                listener: Arc::new(listener::SharedListener::new(config.clone())),
                 config,
                 appender: sender,
                 appender_alive,
@@ -272,6 +278,18 @@ impl PgEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.inner.own_pool.get().await?;
         read::read_all(&client, after_position, limit).await
+    }
+
+    /// [`PgEventStore::read_all_as_stored`], and whether the batch stopped
+    /// before an unreadable event (for the feed, which must then read again
+    /// at once rather than wait as if it had caught up).
+    pub(super) async fn read_all_for_feed(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
+        let client = self.inner.own_pool.get().await?;
+        read::read_all_to_unreadable(&client, after_position, limit).await
     }
 
     /// Checks the database answers a trivial query.

@@ -16,6 +16,18 @@ pub(super) async fn read_all(
     after_position: u64,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    read_all_to_unreadable(client, after_position, limit)
+        .await
+        .map(|(events, _)| events)
+}
+
+/// [`read_all`], and whether it stopped before an unreadable event (so a
+/// short batch is not the end of the log: the next read reports it).
+pub(super) async fn read_all_to_unreadable(
+    client: &Client,
+    after_position: u64,
+    limit: usize,
+) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
     let statement = client
         .prepare_cached(&format!(
             // Positions have no holes, so the upper bound is exact; it keeps
@@ -40,10 +52,10 @@ pub(super) async fn read_all(
         match from_row(row) {
             Ok(event) => events.push(event),
             Err(error) if events.is_empty() => return Err(error),
-            Err(_) => break,
+            Err(_) => return Ok((events, true)),
         }
     }
-    Ok(events)
+    Ok((events, false))
 }
 
 pub(super) async fn read_stream(

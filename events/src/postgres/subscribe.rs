@@ -1,22 +1,20 @@
 //! Live subscriptions to the global order: catch up in batches, then follow
-//! new commits, woken by `LISTEN`/`NOTIFY` with polling as the fallback.
+//! new commits, woken by the store's one shared `LISTEN` connection
+//! ([`super::listener`]) with polling as the fallback.
 //!
-//! The feed runs in its own task. It survives a database restart: reads are
-//! retried with backoff, and a lost listener connection is reopened (polling
-//! covers the time in between). It never skips: it always asks for positions
-//! after the last one it delivered, and the append protocol makes positions
-//! visible in order.
+//! The feed runs in its own task and holds no connection while it waits: it
+//! takes one from the pool for each read. It survives a database restart:
+//! reads are retried with backoff, and the listener reopens its connection
+//! (polling covers the time in between). It never skips: it always asks for
+//! positions after the last one it delivered, and the append protocol makes
+//! positions visible in order.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio::sync::mpsc;
 
-use super::{PgEventStore, EVENTS_CHANNEL};
+use super::PgEventStore;
 use crate::error::StoreError;
 use crate::store::Subscription;
 
@@ -39,41 +37,8 @@ const READ_RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .with_max_delay(Duration::from_secs(5))
     .without_max_times();
 
-struct Listener {
-    // Kept so the connection stays open; dropping it closes the connection.
-    _client: tokio_postgres::Client,
-    connection: JoinHandle<()>,
-}
-
-/// Opens the connection that `LISTEN`s for commits; a notification wakes the
-/// feed.
-#[tracing::instrument(name = "event_listener_connect", skip_all, err(level = "debug"))]
-async fn listen(
-    store: &PgEventStore,
-    wake: Arc<Notify>,
-) -> Result<Listener, tokio_postgres::Error> {
-    let (client, mut connection) = store.inner.config.connect(NoTls).await?;
-    let connection = tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "event listener connection lost; polling until it is back");
-                    break;
-                }
-            }
-        }
-    });
-    client
-        .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
-        .await?;
-    Ok(Listener {
-        _client: client,
-        connection,
-    })
-}
+/// How long a new feed waits for the listener's first connect.
+const LISTEN_FIRST: Duration = Duration::from_secs(5);
 
 #[tracing::instrument(name = "event_feed", skip_all, fields(from_position = after_position))]
 async fn run_feed(
@@ -81,25 +46,25 @@ async fn run_feed(
     mut after_position: u64,
     sender: mpsc::Sender<Result<crate::envelope::RecordedEvent, StoreError>>,
 ) {
-    let wake = Arc::new(Notify::new());
-    let mut listener: Option<Listener> = None;
+    let mut heard = store.inner.listener.subscribe();
     let batch = store.inner.options.subscription_batch.max(1);
     let poll_interval = store.inner.options.poll_interval;
+    // While the listener listens, a notification wakes the feed; this slow
+    // poll only finds rows written without one.
+    let listening_poll = poll_interval.saturating_mul(10);
     let mut failures: u32 = 0;
     let mut retry_delays = READ_RETRY.build();
+    // Listen before the first read when the listener can (as a feed did when
+    // it had its own connection); bounded, polling covers a listener that
+    // cannot connect.
+    let _ = tokio::time::timeout(LISTEN_FIRST, heard.wait_for(|heard| heard.attempted)).await;
     loop {
-        if listener
-            .as_ref()
-            .is_none_or(|listener| listener.connection.is_finished())
-        {
-            // Listen before reading, so a commit between the read and the
-            // wait still wakes us.
-            // A failure is logged by `listen`'s span; polling covers it.
-            listener = listen(&store, wake.clone()).await.ok();
-        }
+        // Marked seen before the read, so a commit between the read and the
+        // wait still wakes the feed.
+        let seen = *heard.borrow_and_update();
         let caught_up = loop {
-            match store.read_all_as_stored(after_position, batch).await {
-                Ok(events) => {
+            match store.read_all_for_feed(after_position, batch).await {
+                Ok((events, stopped_before_unreadable)) => {
                     if failures > 0 {
                         tracing::info!(after_position, "event feed reconnected");
                     }
@@ -117,7 +82,9 @@ async fn run_feed(
                         }
                         after_position = position;
                     }
-                    if count < batch {
+                    // A batch cut short by an unreadable event is not the
+                    // end: the next read, at once, reports that event.
+                    if count < batch && !stopped_before_unreadable {
                         break true;
                     }
                 }
@@ -137,14 +104,37 @@ async fn run_feed(
                 }
             }
         };
-        let pause = if caught_up {
-            poll_interval
-        } else {
+        if !caught_up {
             // Never empty: the builder sets no limit of retries.
-            retry_delays.next().unwrap_or(Duration::from_secs(5))
+            let pause = retry_delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = sender.closed() => return,
+            }
+            continue;
+        }
+        let pause = if seen.listening {
+            listening_poll
+        } else {
+            poll_interval
+        };
+        let wait = async {
+            loop {
+                if heard.changed().await.is_err() {
+                    // The store is gone; polling is all that is left.
+                    std::future::pending::<()>().await;
+                }
+                let now = *heard.borrow_and_update();
+                if now.newest_position > after_position
+                    || now.generation != seen.generation
+                    || now.listening != seen.listening
+                {
+                    return;
+                }
+            }
         };
         tokio::select! {
-            () = wake.notified(), if caught_up && listener.is_some() => {}
+            () = wait => {}
             () = tokio::time::sleep(pause) => {}
             () = sender.closed() => return,
         }

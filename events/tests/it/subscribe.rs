@@ -107,3 +107,55 @@ async fn survives_the_database_dropping_every_connection() {
     drop(admin);
     database.drop_database().await;
 }
+
+/// Listening backends of the test database: the store's shared listener's.
+async fn listening_connections(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscription_of_a_store_shares_one_listening_connection() {
+    let options = StoreOptions {
+        // Long enough that following live must come from notifications.
+        poll_interval: Duration::from_secs(60),
+        ..StoreOptions::default()
+    };
+    let (store, database) = store_with(options).await;
+    let admin = database.client().await;
+    let mut feeds: Vec<Subscription> = (0..50).map(|_| store.subscribe_all(0)).collect();
+    append_numbers(&store, 0..2).await;
+    for feed in &mut feeds {
+        assert_eq!(next(feed).await.global_position, 1);
+        assert_eq!(next(feed).await.global_position, 2);
+    }
+    assert_eq!(listening_connections(&admin).await, 1);
+    // Live: a later commit reaches every feed through the one listener.
+    append_numbers(&store, 2..3).await;
+    for feed in &mut feeds {
+        assert_eq!(next(feed).await.global_position, 3);
+    }
+    // The last subscription gone, the listener closes its connection.
+    drop(feeds);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listening_connections(&admin).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener outlived its last subscription by 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And a new subscription starts it again.
+    let mut feed = store.subscribe_all(3);
+    append_numbers(&store, 3..4).await;
+    assert_eq!(next(&mut feed).await.global_position, 4);
+    drop(admin);
+    database.drop_database().await;
+}

@@ -83,10 +83,12 @@ pub struct SubmitTaskRequest {
     /// -1000 to 1000, higher first; 0 when left out.
     #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
-    /// 1 to 604800 (7 days); the kind's timeout when left out.
+    /// 1 to 604800 (7 days), and at most the kind's `max_timeout_seconds`
+    /// (422 above it); the kind's timeout when left out.
     #[schema(minimum = 1, maximum = 604_800)]
     pub timeout_seconds: Option<u64>,
-    /// 1 to 100; the kind's attempts when left out.
+    /// 1 to 100, and at most the kind's `max_attempts` (422 above it); the
+    /// kind's attempts when left out.
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// Input files by name (`{"page.html": "<sha256>"}`): each a blob

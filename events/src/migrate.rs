@@ -95,6 +95,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_key_rotation",
         sql: include_str!("../../migrations/0014_api_key_rotation.sql"),
     },
+    Migration {
+        version: 15,
+        name: "blob_owners",
+        sql: include_str!("../../migrations/0015_blob_owners.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

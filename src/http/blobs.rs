@@ -3,21 +3,36 @@
 //! bytes twice stores one copy and a name always means the same bytes; a
 //! submission names its inputs by these digests (`"inputs": {"page.html":
 //! "<sha256>"}`) and the runner mounts each read-only at `/in/{name}`.
+//!
+//! Each upload is recorded for its tenant (`blob_owners`): a submission may
+//! name only blobs its tenant uploaded, and the answer (201 new, 200 seen
+//! before) speaks of this tenant's uploads only, so the shared copy never
+//! tells one tenant what another uploaded.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, WriteTasks};
-use super::problem::{ApiJson, Problem};
+use super::problem::{ApiJson, ApiQuery as Query, Problem};
 use super::responses::Authenticated;
-use super::AppState;
+use super::tenancy::upload_tenant;
+use super::{connection, database_error, AppState};
 
 /// The largest input file, in bytes (16 MiB).
 pub const MAX_BLOB_BYTES: usize = 16 * 1024 * 1024;
+
+/// `POST /v1/blobs`'s query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// The tenant the file is for: required for a platform key, the key's
+    /// own (or absent) for a tenant key.
+    pub tenant: Option<String>,
+}
 
 /// A stored blob.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -33,10 +48,13 @@ pub struct BlobView {
     post,
     path = "/v1/blobs",
     tag = "tasks",
+    params(UploadQuery),
     request_body(content = Vec<u8>, description = "The file's bytes", content_type = "application/octet-stream"),
     responses(
-        (status = 201, description = "Stored", body = BlobView),
-        (status = 200, description = "These bytes were already stored", body = BlobView),
+        (status = 201, description = "Stored for this tenant", body = BlobView),
+        (status = 200, description = "This tenant had uploaded these bytes before", body = BlobView),
+        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A platform key named no tenant, or a malformed one", body = Problem, content_type = "application/problem+json"),
         Authenticated,
         (status = 413, description = "Larger than 16 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The API key cannot be checked, or the blob store cannot be read or written right now; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
@@ -46,9 +64,11 @@ pub struct BlobView {
 )]
 pub async fn upload_blob(
     State(state): State<AppState>,
-    _: Authorized<WriteTasks>,
+    Authorized { caller, .. }: Authorized<WriteTasks>,
+    Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, Problem> {
+    let tenant = upload_tenant(&caller, query.tenant.as_deref())?;
     // Read here, not by an extractor, so this route alone takes more than
     // the API's usual body limit.
     let bytes = axum::body::to_bytes(body, MAX_BLOB_BYTES)
@@ -61,11 +81,23 @@ pub async fn upload_blob(
                 format!("an input file may be at most {MAX_BLOB_BYTES} bytes"),
             )
         })?;
-    let (sha256, new) = state.blobs.store(&bytes).await.map_err(|error| {
+    let sha256 = state.blobs.put(&bytes).await.map_err(|error| {
         Problem::unavailable("the blob store cannot be written right now", 1)
             .because("storing an uploaded blob", error)
     })?;
-    let status = if new {
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    let recorded = connection(&state)
+        .await?
+        .execute(
+            "INSERT INTO blob_owners (tenant, sha256, size, uploaded_at, uploaded_by)
+             VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING",
+            &[&tenant.as_str(), &sha256, &size, &caller.key_id],
+        )
+        .await
+        .map_err(database_error("recording who uploaded a blob"))?;
+    // New or not for this tenant: whether another tenant uploaded the same
+    // bytes is never told.
+    let status = if recorded == 1 {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -95,17 +95,50 @@ pub(crate) fn submission_tenant(
     caller: &Caller,
     requested: Option<&str>,
 ) -> Result<TenantName, Problem> {
+    acting_tenant(
+        caller,
+        requested,
+        ("submits only its tasks", "the task's tenant"),
+        "add \"tenant\": \"<name>\" to the body",
+    )
+}
+
+/// The tenant an upload is for ([`super::blobs`]): as
+/// [`submission_tenant`], named by `?tenant=`.
+///
+/// # Errors
+/// As [`submission_tenant`].
+pub(crate) fn upload_tenant(
+    caller: &Caller,
+    requested: Option<&str>,
+) -> Result<TenantName, Problem> {
+    acting_tenant(
+        caller,
+        requested,
+        ("uploads only its files", "the file's tenant"),
+        "add ?tenant=<name> to the URL",
+    )
+}
+
+/// The tenant a tenant key acts for (its own; naming another is 403), or
+/// the one a platform key names (required, 422 without it); `what` says
+/// what a tenant key does and whose tenant a platform key must name, `how`
+/// how to name it.
+fn acting_tenant(
+    caller: &Caller,
+    requested: Option<&str>,
+    (does, whose): (&str, &str),
+    how: &str,
+) -> Result<TenantName, Problem> {
     match (&caller.access, requested) {
         (Access::Tenant(own), None) => Ok(own.clone()),
         (Access::Tenant(own), Some(name)) if name == own.as_str() => Ok(own.clone()),
         (Access::Tenant(own), Some(_)) => Err(Problem::forbidden(format!(
-            "this key is tenant {own}'s and submits only its tasks; leave out \"tenant\" \
-             (or give {own:?})"
+            "this key is tenant {own}'s and {does}; leave out the tenant (or give {own:?})"
         ))),
-        (Access::AllTenants, None) => Err(Problem::unprocessable(
-            "a platform key (all tenants) must name the task's tenant: add \"tenant\": \"<name>\" \
-             to the body",
-        )),
+        (Access::AllTenants, None) => Err(Problem::unprocessable(format!(
+            "a platform key (all tenants) must name {whose}: {how}"
+        ))),
         (Access::AllTenants, Some(name)) => {
             name.parse()
                 .map_err(|error: taskledger_events::tenant::InvalidTenantName| {

@@ -83,15 +83,104 @@ async fn finish_runner_app(app: TestApp, data_dir: &Path) {
     let _ = std::fs::remove_dir_all(data_dir);
 }
 
+/// Uploads `bytes` for the `default` tenant (a platform key must name one).
 async fn upload(app: &TestApp, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    upload_to(app, key, "/v1/blobs?tenant=default", bytes).await
+}
+
+async fn upload_to(app: &TestApp, key: &str, path: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
     let response = send(
-        app.post(key, "/v1/blobs")
+        app.post(key, path)
             .header("content-type", "application/octet-stream")
             .body(bytes),
     )
     .await;
     let status = response.status();
     (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_uses_and_learns_of_only_its_own_uploads() {
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let dir = data_dir.clone();
+    let app = TestApp::spawn_with_config(&kinds(), move |settings| {
+        settings.roles = vec![Role::Api];
+        settings.amqp_url = None;
+        settings.data_dir = dir;
+    })
+    .await;
+    let acme = app.tenant_key("acme", &[Scope::TasksWrite]).await;
+    let globex = app.tenant_key("globex", &[Scope::TasksWrite]).await;
+    let platform = app.key(&[Scope::TasksWrite]).await;
+    let content = format!("acme's secret {}\n", Uuid::new_v4()).into_bytes();
+
+    let (status, blob) = upload_to(&app, &acme, "/v1/blobs", content.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{blob}");
+    let sha256 = blob["sha256"].as_str().unwrap().to_owned();
+    let (status, _) = upload_to(&app, &acme, "/v1/blobs", content.clone()).await;
+    assert_eq!(status, StatusCode::OK, "acme uploaded these bytes before");
+
+    // globex names acme's digest: refused exactly as a digest nobody
+    // uploaded, and nothing is written.
+    let nobodys = "0".repeat(64);
+    let mut details = Vec::new();
+    for digest in [&sha256, &nobodys] {
+        let (status, problem) = app
+            .submit(
+                &globex,
+                json!({"kind": "read-input", "inputs": {"data.txt": digest}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+        details.push(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .replace(digest.as_str(), "<digest>"),
+        );
+    }
+    assert_eq!(details[0], details[1]);
+    assert!(details[0].contains("was not uploaded"), "{}", details[0]);
+    let client = app.database.client().await;
+    let tasks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'TaskSubmitted'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tasks, 0);
+
+    // globex uploading the same bytes is told they are new (to it).
+    let (status, _) = upload_to(&app, &globex, "/v1/blobs", content.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "not a word of acme's upload");
+
+    // Who may upload for whom.
+    let (status, problem) = upload_to(&app, &platform, "/v1/blobs", content.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("?tenant="),
+        "{problem}"
+    );
+    let (status, problem) =
+        upload_to(&app, &acme, "/v1/blobs?tenant=globex", content.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    let (status, _) = upload_to(&app, &platform, "/v1/blobs?tenant=initech", content).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let owners: Vec<String> = client
+        .query(
+            "SELECT tenant FROM blob_owners WHERE sha256 = $1 ORDER BY tenant",
+            &[&sha256],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(owners, ["acme", "globex", "initech"]);
+    drop(client);
+    finish_runner_app(app, &data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,6 +11,7 @@
 //! is scoped to the caller's tenant ([`super::tenancy`]): another tenant's
 //! task is answered as one that does not exist.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
@@ -21,6 +22,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::tenant::TenantName;
 use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use utoipa::{IntoParams, ToSchema};
@@ -33,7 +35,7 @@ use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
 use super::tenancy;
 use super::AppState;
-use super::{connection, read_error, store_unreadable};
+use super::{connection, database_error, read_error, store_unreadable};
 use crate::commands::execute;
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
@@ -154,6 +156,46 @@ pub struct TaskEventsQuery {
 /// Retrying is safe with the same `client_task_id`, or with the same
 /// `Idempotency-Key` header: the retry answers 200 with the task the first
 /// try made (never a second task), or refuses when the request differs.
+/// Checks every input names a blob `tenant` uploaded and that is still
+/// stored: another tenant's upload of the same bytes does not count, and is
+/// refused exactly as a digest nobody uploaded (a malformed digest is
+/// refused by the submission's own checks).
+async fn check_inputs_uploaded(
+    state: &AppState,
+    tenant: &TenantName,
+    inputs: &BTreeMap<String, String>,
+) -> Result<(), Problem> {
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let digests: Vec<&str> = inputs.values().map(String::as_str).collect();
+    let owned: HashSet<String> = connection(state)
+        .await?
+        .query(
+            "SELECT sha256 FROM blob_owners WHERE tenant = $1 AND sha256 = ANY($2)",
+            &[&tenant.as_str(), &digests],
+        )
+        .await
+        .map_err(database_error("reading which blobs a tenant uploaded"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (input, sha256) in inputs {
+        if state.blobs.path(sha256).is_none() {
+            continue;
+        }
+        if !owned.contains(sha256) || !state.blobs.contains(sha256).await {
+            return Err(submit_problem(submission::SubmitError::Kind(
+                crate::config::kind::KindError::MissingBlob {
+                    input: input.clone(),
+                    sha256: sha256.clone(),
+                },
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[utoipa::path(
     post,
     path = "/v1/tasks",
@@ -195,17 +237,7 @@ pub async fn submit_task(
             Some(key)
         }
     };
-    for (input, sha256) in &request.inputs {
-        // A malformed digest is refused by the submission's own checks.
-        if state.blobs.path(sha256).is_some() && !state.blobs.contains(sha256).await {
-            return Err(submit_problem(submission::SubmitError::Kind(
-                crate::config::kind::KindError::MissingBlob {
-                    input: input.clone(),
-                    sha256: sha256.clone(),
-                },
-            )));
-        }
-    }
+    check_inputs_uploaded(&state, &tenant, &request.inputs).await?;
     let submitted = submission::submit(
         &state.store,
         &state.config,

@@ -289,7 +289,7 @@ async fn a_thousand_open_streams_use_a_handful_of_database_connections() {
     let (status, _) = app
         .submit(
             &writer,
-            json!({"kind": "echo", "params": {"message": "to all"}, "frontend_id": "limits"}),
+            json!({"kind": "echo", "params": {"message": "to all"}, "tenant": "default", "frontend_id": "limits"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -355,7 +355,7 @@ async fn an_open_stream_ends_when_its_key_is_revoked_or_expires() {
     let (status, _) = app
         .submit(
             &writer,
-            json!({"kind": "echo", "params": {"message": "still here"}, "frontend_id": "limits"}),
+            json!({"kind": "echo", "params": {"message": "still here"}, "tenant": "default", "frontend_id": "limits"}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -380,7 +380,8 @@ async fn a_submission_may_not_raise_a_kinds_timeout_or_attempts() {
     let app = TestApp::spawn_with_config(config, |_| {}).await;
     let writer = app.key(&[Scope::TasksWrite, Scope::TasksRead]).await;
     let body = |extra: serde_json::Value| {
-        let mut body = json!({"kind": "quick", "params": {}, "frontend_id": "limits"});
+        let mut body =
+            json!({"kind": "quick", "params": {}, "tenant": "default", "frontend_id": "limits"});
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());

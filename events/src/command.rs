@@ -105,6 +105,7 @@ impl Observer for () {
 /// [`CommandError::Store`] when the store fails.
 #[tracing::instrument(
     name = "load",
+    level = "debug",
     skip_all,
     fields(stream = %stream_id, aggregate = A::NAME, version, position),
     err(level = "debug")
@@ -176,6 +177,7 @@ pub async fn execute<A: Aggregate>(
 /// See [`CommandError`].
 #[tracing::instrument(
     name = "command",
+    level = "debug",
     skip_all,
     fields(
         stream = %stream_id,

@@ -428,10 +428,13 @@ pub(crate) async fn path_segment<S>(
 where
     S: Send + Sync,
 {
-    let ApiPath(mut segments) =
-        ApiPath::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
-            .await?;
-    segments.remove(name).ok_or_else(|| {
+    // A list, not a map: no hashing for the one or two segments a route has.
+    let ApiPath(segments) =
+        ApiPath::<Vec<(String, String)>>::from_request_parts(parts, state).await?;
+    let found = segments
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value));
+    found.ok_or_else(|| {
         // A route whose template and extractor disagree: our bug.
         Problem::internal().because(
             "extracting a path",

@@ -173,7 +173,12 @@ pub(super) const GUARDED_INSERT_SQL: &str = "WITH head AS MATERIALIZED (
 /// [`StoreError::Misuse`] for another isolation level;
 /// [`StoreError::Database`] when a query fails; the transaction is then
 /// unusable and must be rolled back.
-#[tracing::instrument(skip_all, fields(appends = requests.len()), err(level = "debug"))]
+#[tracing::instrument(
+    level = "debug",
+    skip_all,
+    fields(appends = requests.len()),
+    err(level = "debug")
+)]
 pub async fn append_in_transaction(
     tx: &Transaction<'_>,
     requests: &[AppendRequest],

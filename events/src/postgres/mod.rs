@@ -318,6 +318,7 @@ impl EventStore for PgEventStore {
     /// Its span carries the stream, the expectation, the number of events
     /// and the position of the last one written (or found already stored).
     #[tracing::instrument(
+        level = "debug",
         skip_all,
         fields(stream = %stream_id, expected = ?expected, events = events.len(), position),
         err(level = "debug")

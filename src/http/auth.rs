@@ -6,7 +6,8 @@
 //! **The log decides, on every request.** A secret names its key
 //! (`tlk_<key id>_<random>`, [`key_id_of_secret`]); the key's stream
 //! `apikey-{id}` (a handful of events, read by the stream index in one
-//! prepared query) is folded and the presented secret's SHA-256 is compared
+//! prepared query; past the version this process already folded, kept in
+//! [`KeyCache`], so usually none) is folded and the presented secret's SHA-256 is compared
 //! with the hashes it holds ([`ApiKey::secret_at`]), then the key must be
 //! usable now ([`ApiKey::is_usable_at`]). An append returns only after it
 //! committed, and a later read in any process sees every committed event of
@@ -24,20 +25,23 @@
 //! request and never compared byte by byte. A connection that cannot be had
 //! within the pool's bounded wait answers 503.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
+use std::sync::{Mutex, PoisonError};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::{DateTime, SecondsFormat, Utc};
 use taskledger_events::apikey::{
-    hash_secret, key_id_of_secret, ApiKey, ApiKeyId, ApiKeys, Scope, SecretMatch,
+    apply, hash_secret, key_id_of_secret, ApiKey, ApiKeyEvent, ApiKeyId, ApiKeys, Scope,
+    SecretMatch,
 };
 use taskledger_events::command::{self, CommandError};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::Access;
-use taskledger_events::Metadata;
+use taskledger_events::{Direction, EventStore, Metadata};
 use uuid::Uuid;
 
 use super::limits::Limited;
@@ -104,6 +108,84 @@ pub trait KeyStore {
     /// The event store: the keys' streams, and the `api_keys` read model
     /// that older secrets are looked up in.
     fn key_store(&self) -> &PgEventStore;
+
+    /// This process's keys as folded so far ([`KeyCache`]).
+    fn key_cache(&self) -> &KeyCache;
+}
+
+/// The most keys a [`KeyCache`] holds; when full it starts again empty.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+/// Events read per round trip while catching a key up.
+const KEY_EVENTS_PER_READ: usize = 64;
+
+/// The keys this process has checked, each folded up to a stream version.
+///
+/// Not a cache that can be stale: every check still reads the key's
+/// stream, but only past the version already folded, which is almost
+/// always nothing. Streams are append-only with gapless versions, so
+/// folding the new events onto the kept state is the same fold as from the
+/// start; a revocation committed anywhere is the next read's one new event.
+/// It saves decoding a key's whole history on every request, not the round
+/// trip that makes access changes hold at once.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<ApiKeyId, (ApiKey, u64)>>,
+}
+
+impl KeyCache {
+    /// The key `key_id` as its stream in the log leaves it now; `None` when
+    /// it has no events. One prepared query by the stream index.
+    async fn current(
+        &self,
+        store: &PgEventStore,
+        key_id: ApiKeyId,
+    ) -> Result<Option<ApiKey>, Problem> {
+        let kept = self.lock().get(&key_id).cloned();
+        let (mut key, mut version) = match kept {
+            Some((key, version)) => (Some(key), version),
+            None => (None, 0),
+        };
+        let stream = key_id.stream_id();
+        loop {
+            let events = store
+                .read_stream(
+                    &stream,
+                    version + 1,
+                    Direction::Forward,
+                    KEY_EVENTS_PER_READ,
+                )
+                .await
+                .map_err(|error| cannot_check().because("reading an API key's stream", error))?;
+            for recorded in &events {
+                let event = ApiKeyEvent::from_recorded(recorded).map_err(|error| {
+                    Problem::internal().because("decoding an API key's event", error)
+                })?;
+                key = apply(key, &event);
+                version = recorded.version;
+            }
+            if events.len() < KEY_EVENTS_PER_READ {
+                break;
+            }
+        }
+        if let Some(key) = &key {
+            let mut keys = self.lock();
+            if keys.len() >= MAX_CACHED_KEYS && !keys.contains_key(&key_id) {
+                keys.clear();
+            }
+            // Another request may have folded further meanwhile: keep the
+            // furthest.
+            if keys.get(&key_id).is_none_or(|(_, kept)| *kept < version) {
+                keys.insert(key_id, (key.clone(), version));
+            }
+        }
+        Ok(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ApiKeyId, (ApiKey, u64)>> {
+        // A panic while holding the lock leaves a map that is still whole.
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -127,7 +209,7 @@ where
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
-        authenticate(state.key_store(), secret).await
+        authenticate(state.key_store(), state.key_cache(), secret).await
     }
 }
 
@@ -137,14 +219,18 @@ where
 /// # Errors
 /// 401 for an unknown, revoked, expired or replaced secret; 503 when the
 /// database cannot answer.
-async fn authenticate(store: &PgEventStore, secret: &str) -> Result<Caller, Problem> {
+async fn authenticate(
+    store: &PgEventStore,
+    cache: &KeyCache,
+    secret: &str,
+) -> Result<Caller, Problem> {
     let unknown = || Problem::unauthorized("this API key is unknown or revoked");
     let hash = hash_secret(secret);
     let key_id = match key_id_of_secret(secret) {
         Some(key_id) => key_id,
         None => legacy_key_id(store, &hash).await?.ok_or_else(unknown)?,
     };
-    let key = key_from_log(store, key_id).await?.ok_or_else(unknown)?;
+    let key = cache.current(store, key_id).await?.ok_or_else(unknown)?;
     let now = Utc::now();
     let replaced = match key.secret_at(&hash, now) {
         SecretMatch::Current | SecretMatch::InGrace(_) => None,

@@ -104,6 +104,8 @@ pub struct AppState {
     /// The keys of open event streams, watched so a stream ends when its
     /// key is revoked or expires.
     pub key_watches: Arc<key_watch::KeyWatches>,
+    /// The keys checked so far, each folded up to the version last read.
+    pub key_cache: Arc<auth::KeyCache>,
 }
 
 impl AppState {
@@ -126,6 +128,7 @@ impl AppState {
                 &crate::config::limits::LimitsConfig::default(),
             )),
             key_watches: Arc::default(),
+            key_cache: Arc::default(),
         }
     }
 }
@@ -139,6 +142,10 @@ impl limits::Limited for AppState {
 impl auth::KeyStore for AppState {
     fn key_store(&self) -> &PgEventStore {
         &self.store
+    }
+
+    fn key_cache(&self) -> &auth::KeyCache {
+        &self.key_cache
     }
 }
 

@@ -251,6 +251,7 @@ impl Application {
             log_lock_stall: self.log_lock_stall,
             limits: Arc::new(http::limits::Limits::new(&config.limits)),
             key_watches: Arc::default(),
+            key_cache: Arc::default(),
             config,
             read_wait: self.read_wait,
             tasks_projection,

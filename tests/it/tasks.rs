@@ -585,8 +585,10 @@ async fn list_filters_pages_and_exports_csv() {
     let json_echo = frontend.list_all("kind=echo", 1000).await;
     assert_eq!(rows.len(), json_echo.len());
     let params_column = header.iter().position(|name| name == "params").unwrap();
+    let tenant_column = header.iter().position(|name| name == "tenant").unwrap();
     for (row, task) in rows.iter().zip(&json_echo) {
         assert_eq!(&row[0], task["id"].as_str().unwrap());
+        assert_eq!(&row[tenant_column], task["tenant"].as_str().unwrap());
         let params: Value = serde_json::from_str(&row[params_column]).unwrap();
         assert_eq!(params, task["params"]);
     }

@@ -43,10 +43,11 @@ pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 /// The CSV columns, in order.
-const CSV_HEADER: [&str; 18] = [
+const CSV_HEADER: [&str; 19] = [
     "id",
     "kind",
     "status",
+    "tenant",
     "frontend_id",
     "client_task_id",
     "priority",
@@ -160,7 +161,7 @@ pub(crate) fn spreadsheet_safe(text: &str) -> String {
     }
 }
 
-fn csv_record(task: &TaskView) -> [String; 18] {
+fn csv_record(task: &TaskView) -> [String; 19] {
     let optional = |value: &Option<String>| spreadsheet_safe(value.as_deref().unwrap_or_default());
     let instant =
         |value: &Option<DateTime<Utc>>| value.map(|at| at.to_rfc3339()).unwrap_or_default();
@@ -168,6 +169,8 @@ fn csv_record(task: &TaskView) -> [String; 18] {
         task.id.to_string(),
         spreadsheet_safe(&task.kind),
         task.status.as_str().to_owned(),
+        // Tenant names are lowercase words: nothing a spreadsheet runs.
+        task.tenant.clone(),
         spreadsheet_safe(&task.frontend_id),
         optional(&task.client_task_id),
         task.priority.to_string(),

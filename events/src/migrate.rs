@@ -100,6 +100,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "blob_owners",
         sql: include_str!("../../migrations/0015_blob_owners.sql"),
     },
+    Migration {
+        version: 16,
+        name: "device_assignment_index",
+        sql: include_str!("../../migrations/0016_device_assignment_index.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

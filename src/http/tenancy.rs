@@ -189,31 +189,22 @@ pub(crate) async fn device_tenant(
     state: &AppState,
     imei: &Imei,
 ) -> Result<Option<TenantName>, Problem> {
-    // Newest first: the latest assignment is the one that holds.
-    let mut before = u64::MAX;
-    loop {
-        let events = state
-            .store
-            .read_stream(&imei.stream_id(), before, Direction::Backward, 1_000)
-            .await
-            .map_err(store_unreadable(format!(
-                "reading device {}'s stream",
-                imei.as_str()
-            )))?;
-        for recorded in &events {
-            if recorded.event_type == "DeviceAssigned" {
-                return match DeviceEvent::from_recorded(recorded) {
-                    Ok(DeviceEvent::Assigned(assigned)) => Ok(Some(assigned.tenant)),
-                    Ok(_) => Ok(None),
-                    Err(error) => {
-                        Err(Problem::internal().because("reading a device's assignment", error))
-                    }
-                };
-            }
-        }
-        match events.last() {
-            Some(oldest) if oldest.version > 1 => before = oldest.version - 1,
-            _ => return Ok(None),
+    // The latest assignment is the one that holds: one indexed read,
+    // however many messages the device has sent.
+    let assigned = state
+        .store
+        .latest_of_type(&imei.stream_id(), "DeviceAssigned")
+        .await
+        .map_err(store_unreadable(format!(
+            "reading device {}'s assignment",
+            imei.as_str()
+        )))?;
+    match assigned.as_ref().map(DeviceEvent::from_recorded) {
+        None => Ok(None),
+        Some(Ok(DeviceEvent::Assigned(assigned))) => Ok(Some(assigned.tenant)),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(error)) => {
+            Err(Problem::internal().because("reading a device's assignment", error))
         }
     }
 }

@@ -51,7 +51,10 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .iter()
         .map(|migration| migration.version)
         .collect();
-    assert_eq!(every, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+    assert_eq!(
+        every,
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    );
     assert!(
         String::from_utf8_lossy(&first.stdout).contains(&format!("applied migrations: {every:?}"))
     );

@@ -292,6 +292,27 @@ impl PgEventStore {
         read::read_all_to_unreadable(&client, after_position, limit).await
     }
 
+    /// The newest event of type `event_type` in one stream, if it has one:
+    /// one indexed read, however long the stream (the last assignment of a
+    /// device whose stream holds years of messages). Types read this way have
+    /// a partial index (`events_stream_version_assigned`, migration 16);
+    /// others scan the stream's index backward, still without decoding the
+    /// events they pass.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails or the event is unreadable.
+    pub async fn latest_of_type(
+        &self,
+        stream_id: &StreamId,
+        event_type: &str,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let client = self.inner.own_pool.get().await?;
+        let event = read::latest_of_type(&client, stream_id, event_type).await?;
+        event
+            .map(|event| self.inner.upcasters.upcast(event))
+            .transpose()
+    }
+
     /// Checks the database answers a trivial query.
     ///
     /// # Errors

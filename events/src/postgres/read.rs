@@ -93,6 +93,27 @@ pub(super) async fn read_stream(
     rows.iter().map(from_row).collect()
 }
 
+pub(super) async fn latest_of_type(
+    client: &Client,
+    stream_id: &StreamId,
+    event_type: &str,
+) -> Result<Option<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND event_type = $2 \
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .await
+        .map_err(StoreError::db(
+            "preparing a read of a stream's latest event of a type",
+        ))?;
+    let row = client
+        .query_opt(&statement, &[&stream_id.as_str(), &event_type])
+        .await
+        .map_err(StoreError::db("reading a stream's latest event of a type"))?;
+    row.as_ref().map(from_row).transpose()
+}
+
 pub(super) async fn head_position(client: &Client) -> Result<u64, StoreError> {
     let row = client
         .query_one("SELECT coalesce(max(global_position), 0) FROM events", &[])

@@ -507,3 +507,65 @@ async fn the_table_itself_refuses_data_that_is_not_an_object() {
     drop(client);
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn the_latest_event_of_a_type_is_one_indexed_read_however_long_the_stream() {
+    let (store, database) = store().await;
+    let device = stream("device-300434063000001");
+    let assigned = |tenant: &str| NewEvent::new("DeviceAssigned", json!({ "tenant": tenant }));
+    assert!(store
+        .latest_of_type(&device, "DeviceAssigned")
+        .await
+        .unwrap()
+        .is_none());
+    let mut batch: Vec<NewEvent> = (1..=500).map(event).collect();
+    batch.insert(10, assigned("acme"));
+    batch.insert(300, assigned("globex"));
+    store
+        .append(&device, ExpectedVersion::NoStream, batch)
+        .await
+        .unwrap();
+    store
+        .append(
+            &device,
+            ExpectedVersion::Any,
+            (501..=700).map(event).collect(),
+        )
+        .await
+        .unwrap();
+    let latest = store
+        .latest_of_type(&device, "DeviceAssigned")
+        .await
+        .unwrap()
+        .expect("two assignments");
+    assert_eq!(latest.version, 301);
+    assert_eq!(latest.data["tenant"], "globex");
+    let other = stream("device-300434063000002");
+    assert!(store
+        .latest_of_type(&other, "DeviceAssigned")
+        .await
+        .unwrap()
+        .is_none());
+
+    // The read is the partial index's: it never passes the stream's
+    // messages.
+    let client = database.client().await;
+    client.batch_execute("ANALYZE events").await.unwrap();
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT global_position FROM events WHERE stream_id = $1 \
+             AND event_type = 'DeviceAssigned' ORDER BY version DESC LIMIT 1",
+            &[&device.as_str()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        plan.join("\n").contains("events_stream_version_assigned"),
+        "{plan:#?}"
+    );
+    drop(client);
+    database.drop_database().await;
+}

@@ -1,5 +1,7 @@
-//! API key lifecycle over HTTP (scope `admin` on a platform key): create,
-//! list, revoke and rotate keys. Every change is a command on the key's
+//! API key lifecycle over HTTP (scope `admin` on a platform key, checked by
+//! [`PlatformAuthorized`] before the body is read: a tenant's admin manages
+//! its tenant's work, not who may reach the service): create, list, revoke
+//! and rotate keys. Every change is a command on the key's
 //! stream, so it is audited and holds on the next request in every process
 //! ([`super::auth`] checks keys against the log). A secret is in the answer
 //! to its creation or rotation once, and nowhere else; only its SHA-256 is
@@ -28,9 +30,10 @@ use taskledger_events::tenant::{Access, TenantName};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::{Admin, Authorized, Caller};
+use super::auth::{Admin, Caller};
 use super::problem::{path_segment, ApiBytes, ApiJson, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed};
+use super::responses::{JsonBody, Malformed, PlatformOnly};
+use super::tenancy::PlatformAuthorized;
 use super::AppState;
 use crate::commands::execute;
 
@@ -165,18 +168,16 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key and its secret, shown this once", body = KeyWithSecret),
-        Authenticated,
+        PlatformOnly,
         JsonBody,
-        (status = 403, description = "The key is not a platform key with the scope admin", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn create_key(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     ApiJson(request): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<KeyWithSecret>), Problem> {
-    require_platform(&caller)?;
     let access = match (request.tenant, request.all_tenants) {
         (Some(tenant), false) => Access::Tenant(tenant),
         (None, true) => Access::AllTenants,
@@ -239,16 +240,14 @@ pub async fn create_key(
     tag = "keys",
     responses(
         (status = 200, description = "Every key", body = KeyPage),
-        Authenticated,
-        (status = 403, description = "The key is not a platform key with the scope admin", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly,
     ),
     security(("api_key" = ["admin"]))
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    _: PlatformAuthorized<Admin>,
 ) -> Result<ApiJson<KeyPage>, Problem> {
-    require_platform(&caller)?;
     let unavailable = || Problem::unavailable("the key list cannot be read right now", 1);
     let client = state
         .store
@@ -305,9 +304,8 @@ pub async fn list_keys(
     request_body(content = Option<RevokeKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key, revoked", body = KeyView),
-        Authenticated,
+        PlatformOnly,
         JsonBody,
-        (status = 403, description = "The key is not a platform key with the scope admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is already revoked", body = Problem, content_type = "application/problem+json"),
     ),
@@ -315,12 +313,11 @@ pub async fn list_keys(
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<KeyView>, Problem> {
-    require_platform(&caller)?;
     let request: RevokeKeyRequest = super::problem::optional_json(&headers, &body)?;
     let revoked_at = now();
     let command = ApiKeyCommand::Revoke(RevokeApiKey {
@@ -345,10 +342,9 @@ pub async fn revoke_key(
     request_body(content = Option<RotateKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key and its new secret, shown this once", body = KeyWithSecret),
-        Authenticated,
+        PlatformOnly,
         JsonBody,
         Malformed,
-        (status = 403, description = "The key is not a platform key with the scope admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is revoked or expired", body = Problem, content_type = "application/problem+json"),
     ),
@@ -356,12 +352,11 @@ pub async fn revoke_key(
 )]
 pub async fn rotate_key(
     State(state): State<AppState>,
-    Authorized { caller, .. }: Authorized<Admin>,
+    PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<ApiJson<KeyWithSecret>, Problem> {
-    require_platform(&caller)?;
     let request: RotateKeyRequest = super::problem::optional_json(&headers, &body)?;
     let grace = match request.grace.as_deref() {
         Some(text) => duration("grace", text)?,
@@ -422,19 +417,6 @@ fn status(
         (Some(_), _) => "revoked",
         (None, Some(expires_at)) if expires_at <= now => "expired",
         (None, _) => "active",
-    }
-}
-
-/// 403 unless the caller is a platform key: a tenant's admin manages its
-/// tenant's work, not who may reach the service.
-fn require_platform(caller: &Caller) -> Result<(), Problem> {
-    if caller.access.is_platform() {
-        Ok(())
-    } else {
-        Err(Problem::forbidden(format!(
-            "managing keys needs a platform key; this key belongs to {}",
-            caller.access
-        )))
     }
 }
 

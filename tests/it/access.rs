@@ -515,19 +515,24 @@ async fn bad_key_requests_are_refused_and_change_nothing() {
         (revoke.clone(), None),
         (rotate.clone(), None),
     ];
-    for (path, body) in forbidden {
+    let refusal = |route: &str| {
+        format!("{route} needs a platform key (all tenants); this key is tenant acme's")
+    };
+    for ((path, body), route) in forbidden.into_iter().zip([
+        "POST /v1/keys",
+        "POST /v1/keys/{id}/revoke",
+        "POST /v1/keys/{id}/rotate",
+    ]) {
         let (got, problem) = post(&app, &tenant_admin, &path, body).await;
         assert_eq!(got, StatusCode::FORBIDDEN, "{path}: {problem}");
-        assert!(
-            problem["detail"]
-                .as_str()
-                .unwrap()
-                .contains("managing keys needs a platform key"),
-            "{problem}"
-        );
+        assert_eq!(problem["detail"], refusal(route), "{problem}");
     }
+    // Refused before the body is read: a malformed one changes nothing.
+    let (got, problem) = post(&app, &tenant_admin, "/v1/keys", Some(json!({"name": 7}))).await;
+    assert_eq!(got, StatusCode::FORBIDDEN, "{problem}");
     let (got, problem) = app.read(Some(&tenant_admin), "/v1/keys").await;
     assert_eq!(got, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["detail"], refusal("GET /v1/keys"), "{problem}");
     assert_eq!(key_events(&app).await, before, "nothing was written");
 
     // The CLI refuses a bad grace before it writes anything.

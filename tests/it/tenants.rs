@@ -177,7 +177,14 @@ fn matrix(task: TaskId) -> Vec<Row> {
         global(&post, "/v1/projections/tasks/rebuild", Skip),
         global(&get, "/v1/ledgers/bank/status", Status(200)),
         global(&get, "/v1/ledgers/bank/holes", Status(200)),
+        global(&get, "/v1/keys", Status(200)),
+        global(&post, &format!("/v1/keys/{id}/revoke"), Status(404)),
+        global(&post, &format!("/v1/keys/{id}/rotate"), Status(404)),
     ];
+    rows.push(Row {
+        body: Some(json!({"name": "matrix", "scopes": ["tasks:read"], "tenant": "acme"})),
+        ..global(&post, "/v1/keys", Status(201))
+    });
     rows.push(Row {
         body: Some(json!({"text": "hi"})),
         ..row(

@@ -78,18 +78,7 @@ impl TestDatabase {
         let admin = connect(&server).await;
         let template = format!("tl_template_{}", migrate::fingerprint());
         ensure_template(&server, &admin, &template).await;
-        let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-            .await
-            .unwrap_or_else(|error| panic!("creating test database {name}: {error}"));
-        let mut config = server.clone();
-        config.dbname(&name);
-        Self {
-            url: config_to_url(&config),
-            name,
-            server,
-        }
+        Self::copy_of(server, &admin, &template).await
     }
 
     /// Creates a new, empty database: no migration applied (for upgrade
@@ -101,9 +90,18 @@ impl TestDatabase {
     pub async fn create_empty() -> Self {
         let server = server_config();
         let admin = connect(&server).await;
+        Self::copy_of(server, &admin, "template0").await
+    }
+
+    /// A new database named `tl_test_<uuid>`, a copy of `template`.
+    async fn copy_of(
+        server: tokio_postgres::Config,
+        admin: &tokio_postgres::Client,
+        template: &str,
+    ) -> Self {
         let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
         admin
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .await
             .unwrap_or_else(|error| panic!("creating test database {name}: {error}"));
         let mut config = server.clone();

@@ -64,7 +64,7 @@ pub(crate) async fn create_key(
     scopes: &[Scope],
     random: [u8; 32],
 ) -> (ApiKeyId, String) {
-    create_key_with_access(store, Access::AllTenants, scopes, random).await
+    create_key_with(store, scopes, random, |_| {}).await
 }
 
 /// [`create_key`], for a key of one tenant only.
@@ -75,28 +75,32 @@ pub(crate) async fn create_tenant_key(
     random: [u8; 32],
 ) -> (ApiKeyId, String) {
     let access = Access::Tenant(tenant.parse().expect("a tenant name"));
-    create_key_with_access(store, access, scopes, random).await
+    create_key_with(store, scopes, random, |key| key.access = access).await
 }
 
-async fn create_key_with_access(
+/// [`create_key`], with the creation's other fields (tenant, expiry, rate
+/// limit) set by `adjust`.
+pub(crate) async fn create_key_with(
     store: &PgEventStore,
-    access: Access,
     scopes: &[Scope],
     random: [u8; 32],
+    adjust: impl FnOnce(&mut CreateApiKey),
 ) -> (ApiKeyId, String) {
     let key_id = ApiKeyId(Uuid::new_v4());
     let secret = generate_secret(key_id, random);
-    let command = ApiKeyCommand::Create(CreateApiKey {
+    let mut create = CreateApiKey {
         key_id,
         name: format!("key-{}", random[0]),
         scopes: scopes.iter().copied().collect(),
         key_hash: hash_secret(&secret),
         created_at: Utc::now(),
         created_by: None,
-        access,
+        access: Access::AllTenants,
         expires_at: None,
         rate_limit: None,
-    });
+    };
+    adjust(&mut create);
+    let command = ApiKeyCommand::Create(create);
     execute::<ApiKeys>(
         store,
         &key_id.stream_id(),
@@ -363,7 +367,7 @@ pub(crate) async fn wait_until_ready(child: &mut std::process::Child, port: u16,
 }
 
 /// 32 random bytes (for a key's secret).
-fn random_bytes() -> [u8; 32] {
+pub(crate) fn random_bytes() -> [u8; 32] {
     let mut bytes = [0; 32];
     bytes[..16].copy_from_slice(Uuid::new_v4().as_bytes());
     bytes[16..].copy_from_slice(Uuid::new_v4().as_bytes());

@@ -13,17 +13,13 @@ use serde_json::json;
 use taskledger::config::settings::Settings;
 use taskledger::service::shutdown;
 use taskledger::service::startup::Application;
-use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, RevokeApiKey,
-    Scope,
-};
+use taskledger_events::apikey::{ApiKeyCommand, ApiKeyId, ApiKeys, RevokeApiKey, Scope};
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::tenant::Access;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, KINDS};
+use crate::helpers::{create_key_with, random_bytes, TestApp, KINDS};
 use crate::support::http::{problem, send};
 use crate::support::poll::eventually;
 
@@ -35,33 +31,11 @@ async fn key_with(
     rate_limit: Option<u32>,
     expires_at: Option<DateTime<Utc>>,
 ) -> (ApiKeyId, String) {
-    let key_id = ApiKeyId(Uuid::new_v4());
-    let secret = generate_secret(key_id, rand_bytes());
-    let command = ApiKeyCommand::Create(CreateApiKey {
-        key_id,
-        name: "limits".into(),
-        scopes: scopes.iter().copied().collect(),
-        key_hash: hash_secret(&secret),
-        created_at: Utc::now(),
-        created_by: None,
-        access: Access::AllTenants,
-        expires_at,
-        rate_limit: rate_limit.and_then(NonZeroU32::new),
-    });
-    taskledger::commands::execute::<ApiKeys>(
-        &app.store(),
-        &key_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
+    create_key_with(&app.store(), scopes, random_bytes(), |key| {
+        key.expires_at = expires_at;
+        key.rate_limit = rate_limit.and_then(NonZeroU32::new);
+    })
     .await
-    .unwrap();
-    (key_id, secret)
-}
-
-fn rand_bytes() -> [u8; 32] {
-    *Uuid::new_v4().as_bytes().repeat(2).first_chunk().unwrap()
 }
 
 async fn revoke(app: &TestApp, key_id: ApiKeyId) {

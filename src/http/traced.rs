@@ -54,16 +54,21 @@ pub(super) async fn per_request(
         request_id = request_id.to_str().unwrap_or_default(),
     );
     let mut response = next.run(request).instrument(span.clone()).await;
-    let seconds = began.elapsed().as_secs_f64();
+    let elapsed = began.elapsed();
     span.in_scope(|| {
         problem::log_failure(&response);
         tracing::debug!(
             status = response.status().as_u16(),
-            latency_us = began.elapsed().as_micros(),
+            latency_us = elapsed.as_micros(),
             "answered"
         );
     });
-    metrics.observe(method.as_str(), route, response.status(), seconds);
+    metrics.observe(
+        method.as_str(),
+        route,
+        response.status(),
+        elapsed.as_secs_f64(),
+    );
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, WriteTasks};
 use super::problem::{ApiJson, ApiQuery as Query, Problem};
-use super::responses::Authenticated;
+use super::responses::{Authenticated, OtherTenant};
 use super::tenancy::upload_tenant;
 use super::{connection, database_error, AppState};
 
@@ -45,15 +45,13 @@ pub struct BlobView {
 
 /// Uploads an input file (the raw bytes as the body).
 #[utoipa::path(
-    post,
-    path = "/v1/blobs",
-    tag = "tasks",
+    post, path = "/v1/blobs", tag = "tasks",
     params(UploadQuery),
     request_body(content = Vec<u8>, description = "The file's bytes", content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored for this tenant", body = BlobView),
         (status = 200, description = "This tenant had uploaded these bytes before", body = BlobView),
-        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
+        OtherTenant,
         (status = 422, description = "A platform key named no tenant, or a malformed one", body = Problem, content_type = "application/problem+json"),
         Authenticated,
         (status = 413, description = "Larger than 16 MiB", body = Problem, content_type = "application/problem+json"),

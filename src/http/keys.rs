@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
 use super::problem::{path_segment, ApiBytes, ApiJson, Problem};
-use super::responses::{JsonBody, Malformed, PlatformOnly};
+use super::responses::{JsonBody, Malformed, NoSuchKey, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::AppState;
 use crate::commands::execute;
@@ -162,14 +162,11 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
 
 /// Creates a key; its secret is in this answer only.
 #[utoipa::path(
-    post,
-    path = "/v1/keys",
-    tag = "keys",
+    post, path = "/v1/keys", tag = "keys",
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key and its secret, shown this once", body = KeyWithSecret),
-        PlatformOnly,
-        JsonBody,
+        PlatformOnly, JsonBody,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -235,9 +232,7 @@ pub async fn create_key(
 /// Every key, oldest first, from the `api_keys` read model (which may lag
 /// the log by a moment); never a secret or a hash.
 #[utoipa::path(
-    get,
-    path = "/v1/keys",
-    tag = "keys",
+    get, path = "/v1/keys", tag = "keys",
     responses(
         (status = 200, description = "Every key", body = KeyPage),
         PlatformOnly,
@@ -297,16 +292,12 @@ pub async fn list_keys(
 /// Revokes a key: requests with any of its secrets are refused from the
 /// next one on, in every process.
 #[utoipa::path(
-    post,
-    path = "/v1/keys/{id}/revoke",
-    tag = "keys",
+    post, path = "/v1/keys/{id}/revoke", tag = "keys",
     params(KeyPath),
     request_body(content = Option<RevokeKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key, revoked", body = KeyView),
-        PlatformOnly,
-        JsonBody,
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, NoSuchKey,
         (status = 409, description = "The key is already revoked", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
@@ -335,17 +326,12 @@ pub async fn revoke_key(
 /// key has at most two working secrets: a rotation ends the grace of the
 /// one before.
 #[utoipa::path(
-    post,
-    path = "/v1/keys/{id}/rotate",
-    tag = "keys",
+    post, path = "/v1/keys/{id}/rotate", tag = "keys",
     params(KeyPath),
     request_body(content = Option<RotateKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key and its new secret, shown this once", body = KeyWithSecret),
-        PlatformOnly,
-        JsonBody,
-        Malformed,
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, Malformed, NoSuchKey,
         (status = 409, description = "The key is revoked or expired", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))

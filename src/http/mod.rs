@@ -356,9 +356,7 @@ async fn method_not_allowed() -> Problem {
 
 /// This document.
 #[utoipa::path(
-    get,
-    path = "/v1/openapi.json",
-    tag = "service",
+    get, path = "/v1/openapi.json", tag = "service",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
 async fn openapi_json() -> Response {
@@ -377,9 +375,7 @@ async fn openapi_json() -> Response {
 
 /// Liveness: the process answers.
 #[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "service",
+    get, path = "/healthz", tag = "service",
     responses((status = 200, description = "The process answers", body = String, content_type = "text/plain"))
 )]
 async fn healthz() -> &'static str {
@@ -466,9 +462,7 @@ impl Check {
 /// Readiness: the database answers, the log's ordering machinery runs, and
 /// nothing holds the log lock for too long. 200 when all hold, else 503.
 #[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "service",
+    get, path = "/readyz", tag = "service",
     responses(
         (status = 200, description = "Ready: every check passed", content_type = "application/json"),
         (status = 503, description = "Not ready: the body names the failed check", content_type = "application/json"),

@@ -25,7 +25,9 @@ use uuid::Uuid;
 use super::auth::{Admin, Authorized, ReadDevices, WriteDevices};
 use super::paging::{cut_page, page_size, Keyset};
 use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly};
+use super::responses::{
+    Authenticated, JsonBody, Malformed, MalformedImeiOrBody, PlatformOnly, UnassignedDevice,
+};
 use super::tenancy::{self, listing_tenants, PlatformAuthorized};
 use super::AppState;
 use crate::adapters::rockblock::MoVerifier;
@@ -141,17 +143,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ImeiPath {
 
 /// Queues a message for a device; the device gateway sends it.
 #[utoipa::path(
-    post,
-    path = "/v1/devices/{imei}/messages",
-    tag = "devices",
+    post, path = "/v1/devices/{imei}/messages", tag = "devices",
     params(ImeiPath),
     request_body = SendMessageRequest,
     responses(
         (status = 202, description = "Queued", body = QueuedMessage),
-        Authenticated,
-        JsonBody,
-        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
+        Authenticated, JsonBody, MalformedImeiOrBody, UnassignedDevice,
         (status = 409, description = "The device's messages kept changing; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
     ),
@@ -207,16 +204,12 @@ pub async fn send_message(
 /// tenant's keys send to it and read it, and no other tenant's do.
 /// Assigning it to the tenant it has changes nothing.
 #[utoipa::path(
-    put,
-    path = "/v1/devices/{imei}",
-    tag = "devices",
+    put, path = "/v1/devices/{imei}", tag = "devices",
     params(ImeiPath),
     request_body = AssignDeviceRequest,
     responses(
         (status = 200, description = "Assigned (or it already was)", body = DeviceAssignment),
-        PlatformOnly,
-        JsonBody,
-        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, MalformedImeiOrBody,
         (status = 409, description = "The device's events kept changing; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, or a tenant that is not a tenant name", body = Problem, content_type = "application/problem+json"),
     ),
@@ -256,14 +249,11 @@ pub async fn assign_device(
 /// Lists devices by IMEI: a tenant key's own tenant's only, every device
 /// for a platform key (`tenant` filters).
 #[utoipa::path(
-    get,
-    path = "/v1/devices",
-    tag = "devices",
+    get, path = "/v1/devices", tag = "devices",
     params(DeviceListQuery),
     responses(
         (status = 200, description = "A page of devices", body = DevicePage),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
     ),
     security(("api_key" = ["devices:read"]))
 )]
@@ -288,14 +278,11 @@ pub async fn list_devices(
 
 /// One device.
 #[utoipa::path(
-    get,
-    path = "/v1/devices/{imei}",
-    tag = "devices",
+    get, path = "/v1/devices/{imei}", tag = "devices",
     params(ImeiPath),
     responses(
         (status = 200, description = "The device", body = DeviceView),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
         (status = 404, description = "No message to or from it yet (for a tenant key: or it is not assigned to its tenant)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
@@ -317,9 +304,7 @@ pub async fn get_device(
 /// A device's messages, newest first, as JSON pages or (with
 /// `Accept: text/csv`) one CSV export.
 #[utoipa::path(
-    get,
-    path = "/v1/devices/{imei}/messages",
-    tag = "devices",
+    get, path = "/v1/devices/{imei}/messages", tag = "devices",
     params(ImeiPath, MessageListQuery),
     responses(
         (status = 200, description = "A page of messages, or the CSV export", content(
@@ -328,7 +313,7 @@ pub async fn get_device(
         )),
         Authenticated,
         (status = 400, description = "A malformed IMEI, filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
+        UnassignedDevice,
     ),
     security(("api_key" = ["devices:read"]))
 )]

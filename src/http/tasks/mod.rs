@@ -32,7 +32,9 @@ use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
 use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
+use super::responses::{
+    Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
+};
 use super::tenancy;
 use super::AppState;
 use super::{connection, database_error, read_error, store_unreadable};
@@ -197,9 +199,7 @@ async fn check_inputs_uploaded(
 }
 
 #[utoipa::path(
-    post,
-    path = "/v1/tasks",
-    tag = "tasks",
+    post, path = "/v1/tasks", tag = "tasks",
     request_body = SubmitTaskRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false,
@@ -211,10 +211,9 @@ async fn check_inputs_uploaded(
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
         (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
-        Authenticated,
-        JsonBody,
+        Authenticated, JsonBody,
         (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
+        OtherTenant,
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, a reused Idempotency-Key, or a platform key naming no tenant", body = Problem, content_type = "application/problem+json"),
     ),
@@ -281,9 +280,7 @@ pub async fn submit_task(
 /// one CSV export of every matching task: a tenant key's own tenant's only,
 /// every tenant's for a platform key (`tenant` filters).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks",
-    tag = "tasks",
+    get, path = "/v1/tasks", tag = "tasks",
     params(ListTasksQuery),
     responses(
         (status = 200, description = "A page of tasks, or the CSV export", content(
@@ -331,14 +328,11 @@ pub async fn list_tasks(
 /// `at_version`, as it was then (folded from its events in the log, for
 /// auditors).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}", tag = "tasks",
     params(TaskPath, GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
-        Authenticated,
-        ReadWait,
+        Authenticated, ReadWait,
         (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`at_version` or `min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
@@ -396,15 +390,11 @@ pub async fn get_task(
 
 /// Reads a succeeded task's result document and the list of its files.
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/result",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/result", tag = "tasks",
     params(TaskPath, ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
-        Authenticated,
-        ReadWait,
-        Malformed,
+        Authenticated, ReadWait, Malformed,
         (status = 404, description = "No such task, or it has not succeeded", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -453,16 +443,12 @@ pub async fn get_result(
 /// Cancels a queued or running task (a running task's container is stopped
 /// by its runner).
 #[utoipa::path(
-    post,
-    path = "/v1/tasks/{id}/cancel",
-    tag = "tasks",
+    post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
     params(TaskPath),
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
-        Authenticated,
-        JsonBody,
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        Authenticated, JsonBody, NoSuchTask,
         (status = 409, description = "The task already finished, or it kept changing", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
@@ -499,15 +485,11 @@ pub async fn cancel_task(
 
 /// A task's history, oldest first, read from the log (for auditors).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/events",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/events", tag = "tasks",
     params(TaskPath, TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
-        Authenticated,
-        Malformed,
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        Authenticated, Malformed, NoSuchTask,
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]

@@ -17,7 +17,7 @@ use std::num::NonZeroU32;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -31,7 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
-use super::problem::{path_segment, ApiBytes, ApiJson, Problem};
+use super::problem::{path_segment, ApiJson, OptionalJson, Problem};
 use super::responses::{JsonBody, Malformed, NoSuchKey, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::AppState;
@@ -306,10 +306,8 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<RevokeKeyRequest>,
 ) -> Result<ApiJson<KeyView>, Problem> {
-    let request: RevokeKeyRequest = super::problem::optional_json(&headers, &body)?;
     let revoked_at = now();
     let command = ApiKeyCommand::Revoke(RevokeApiKey {
         key_id,
@@ -340,10 +338,8 @@ pub async fn rotate_key(
     State(state): State<AppState>,
     PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<RotateKeyRequest>,
 ) -> Result<ApiJson<KeyWithSecret>, Problem> {
-    let request: RotateKeyRequest = super::problem::optional_json(&headers, &body)?;
     let grace = match request.grace.as_deref() {
         Some(text) => duration("grace", text)?,
         None => DEFAULT_GRACE,

@@ -14,7 +14,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -298,37 +297,47 @@ fn body_text(text: String) -> String {
 }
 
 /// An optional JSON body: empty means `T::default()`; anything else must be
-/// JSON (415 otherwise) of the right shape (400 or 422, as [`ApiJson`]).
-///
-/// # Errors
-/// The problem, as [`ApiJson`] would report it.
-pub fn optional_json<T>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem>
+/// JSON (415 otherwise) of the right shape (400 or 422, as [`ApiJson`]),
+/// and no larger than [`ApiBytes`] reads (413).
+#[derive(Debug, Clone, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
 where
     T: DeserializeOwned + Default,
+    S: Send + Sync,
 {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| {
-            let media = media.trim();
-            media.eq_ignore_ascii_case("application/json")
-                || (media.starts_with("application/") && media.ends_with("+json"))
-        });
-    if !is_json {
-        return Err(unsupported_media_type());
-    }
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let detail = error.to_string();
-        match error.inner().classify() {
-            serde_json::error::Category::Data => Problem::unprocessable(detail),
-            _ => Problem::bad_request(detail),
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                let media = media.trim();
+                media.eq_ignore_ascii_case("application/json")
+                    || (media.starts_with("application/") && media.ends_with("+json"))
+            });
+        let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
         }
-    })
+        if !is_json {
+            return Err(unsupported_media_type());
+        }
+        let deserializer = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|error| {
+                let detail = error.to_string();
+                match error.inner().classify() {
+                    serde_json::error::Category::Data => Problem::unprocessable(detail),
+                    _ => Problem::bad_request(detail),
+                }
+            })
+    }
 }
 
 fn unsupported_media_type() -> Problem {

@@ -170,7 +170,7 @@ response_groups! {
     /// [`Authenticated`], whose 503 it replaces.
     PositionWait => [READ_WAIT_EXPIRED, BEYOND_THE_LOG];
     /// Every route with a JSON body ([`super::problem::ApiJson`] or
-    /// [`super::problem::optional_json`]): 400, 413, 415 and 422, as its
+    /// [`super::problem::OptionalJson`]): 400, 413, 415 and 422, as its
     /// rejections answer.
     JsonBody => [BAD_REQUEST, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, UNPROCESSABLE];
     /// Every route with path segments, query parameters or headers that must

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
-use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
+use super::problem::{path_segment, ApiJson, ApiQuery, OptionalJson, Problem};
 use super::responses::{
     Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
 };
@@ -457,10 +457,8 @@ pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
     TaskPath { id: task_id }: TaskPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<CancelTaskRequest>,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
     tenancy::check_task(&state, &caller, task_id).await?;
     let command = TaskCommand::Cancel(CancelTask {
         task_id,

@@ -34,8 +34,7 @@ use super::auth::{Admin, Caller};
 use super::problem::{path_segment, ApiJson, OptionalJson, Problem};
 use super::responses::{JsonBody, Malformed, NoSuchKey, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
-use super::AppState;
-use crate::commands::execute;
+use super::{execute_as, AppState};
 
 /// The grace period of a rotation that names none: the old secret stops at
 /// once, the safe answer to a leak. Ask for one (`"grace": "1h"`) to roll a
@@ -409,14 +408,7 @@ async fn run(
     key_id: ApiKeyId,
     command: ApiKeyCommand,
 ) -> Result<ApiKey, Problem> {
-    let executed = execute::<ApiKeys>(
-        &state.store,
-        &key_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<ApiKeys>(state, caller, &key_id.stream_id(), command).await?;
     executed.state.ok_or_else(Problem::internal)
 }
 

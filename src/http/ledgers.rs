@@ -33,8 +33,7 @@ use super::responses::{
 };
 use super::tasks::{no_such_task, TaskPath};
 use super::tenancy::PlatformAuthorized;
-use super::AppState;
-use crate::commands::execute;
+use super::{execute_as, AppState};
 
 /// A confirmation: either a range of sequences or a list of event ids, and
 /// the ledger's transaction reference.
@@ -277,14 +276,7 @@ pub async fn confirm(
         confirmed_at: Utc::now().trunc_subsecs(6),
         confirmed_by: Some(caller.key_id.to_string()),
     };
-    let executed = execute::<Ledgers>(
-        &state.store,
-        &ledger.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<Ledgers>(&state, &caller, &ledger.stream_id(), command).await?;
     let newly_confirmed: Vec<SequenceRange> = executed
         .events
         .iter()

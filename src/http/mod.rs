@@ -39,7 +39,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
+use taskledger_events::command::Executed;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
+use taskledger_events::{Aggregate, StreamId};
 use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
 use taskledger_projections::tasks::query::ReadError;
 use tokio::sync::watch;
@@ -301,6 +303,28 @@ pub(crate) async fn connection(state: &AppState) -> Result<deadpool_postgres::Ob
         Problem::unavailable("the database is unavailable right now", 1)
             .because("getting a database connection for a read", error)
     })
+}
+
+/// Runs `command` on `stream_id` as `caller` (its key the actor), under a
+/// fresh command id: the write of every route that gives a command.
+///
+/// # Errors
+/// The command's refusal, conflict or failure, as its problem.
+pub(crate) async fn execute_as<A: Aggregate>(
+    state: &AppState,
+    caller: &auth::Caller,
+    stream_id: &StreamId,
+    command: A::Command,
+) -> Result<Executed<A>, Problem> {
+    let executed = crate::commands::execute::<A>(
+        &state.store,
+        stream_id,
+        command,
+        uuid::Uuid::new_v4(),
+        caller.metadata(),
+    )
+    .await?;
+    Ok(executed)
 }
 
 /// Maps a failed read to 503, its cause what was being read.

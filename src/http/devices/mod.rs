@@ -29,9 +29,8 @@ use super::responses::{
     Authenticated, JsonBody, Malformed, MalformedImeiOrBody, PlatformOnly, UnassignedDevice,
 };
 use super::tenancy::{self, listing_tenants, PlatformAuthorized};
-use super::AppState;
+use super::{execute_as, AppState};
 use crate::adapters::rockblock::MoVerifier;
-use crate::commands::execute;
 
 pub mod mo;
 pub mod views;
@@ -182,14 +181,8 @@ pub async fn send_message(
         queued_at: Utc::now().trunc_subsecs(6),
         queued_by: Some(caller.key_id.to_string()),
     });
-    let executed = execute::<Devices>(
-        &state.store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed =
+        execute_as::<Devices>(&state, &caller, &imei.stream_id(), (imei.clone(), command)).await?;
     let body = QueuedMessage {
         message_id,
         imei: imei.as_str().to_owned(),
@@ -230,14 +223,8 @@ pub async fn assign_device(
         assigned_at: Utc::now().trunc_subsecs(6),
         assigned_by: Some(caller.key_id.to_string()),
     });
-    let executed = execute::<Devices>(
-        &state.store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed =
+        execute_as::<Devices>(&state, &caller, &imei.stream_id(), (imei.clone(), command)).await?;
     Ok(ApiJson(DeviceAssignment {
         imei: imei.as_str().to_owned(),
         tenant: tenant.as_str().to_owned(),

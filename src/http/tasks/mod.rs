@@ -36,9 +36,8 @@ use super::responses::{
     Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
 };
 use super::tenancy;
-use super::AppState;
 use super::{connection, database_error, read_error, store_unreadable};
-use crate::commands::execute;
+use super::{execute_as, AppState};
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
 mod csv;
@@ -465,14 +464,7 @@ pub async fn cancel_task(
         reason: request.reason,
         canceled_at: now(),
     });
-    let executed = execute::<Tasks>(
-        &state.store,
-        &task_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<Tasks>(&state, &caller, &task_id.stream_id(), command).await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
     Ok(ApiJson(TaskView::from_task(
         task,

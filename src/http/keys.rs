@@ -15,8 +15,7 @@
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use rand::Rng;
@@ -31,7 +30,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
-use super::problem::{path_segment, ApiJson, OptionalJson, Problem};
+use super::problem::{path_extractor, uuid_segment, ApiJson, OptionalJson, Problem};
 use super::responses::{JsonBody, Malformed, NoSuchKey, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::{execute_as, AppState};
@@ -148,16 +147,9 @@ pub struct KeyPath {
     pub id: ApiKeyId,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let id = path_segment(parts, state, "id").await?;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| Problem::bad_request(format!("{id:?} is not an API key id (a UUID)")))?;
-        Ok(Self { id: ApiKeyId(id) })
-    }
-}
+path_extractor!(KeyPath, "id", |id| Ok(Self {
+    id: ApiKeyId(uuid_segment(id, "an API key id")?),
+}));
 
 /// Creates a key; its secret is in this answer only.
 #[utoipa::path(

@@ -10,8 +10,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -27,7 +26,7 @@ use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConf
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
-use super::problem::{path_segment, ApiJson, Problem};
+use super::problem::{path_extractor, ApiJson, Problem};
 use super::responses::{
     Authenticated, JsonBody, Malformed, NoSuchTask, PlatformOnly, PositionWait,
 };
@@ -156,16 +155,9 @@ pub struct LedgerPath {
     pub ledger: LedgerName,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let name = path_segment(parts, state, "ledger").await?;
-        Ok(Self {
-            ledger: LedgerName::new(&name).map_err(Problem::bad_request)?,
-        })
-    }
-}
+path_extractor!(LedgerPath, "ledger", |name| Ok(Self {
+    ledger: LedgerName::new(name).map_err(Problem::bad_request)?,
+}));
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
     super::log_unreadable("a ledger read")(error)

@@ -452,6 +452,35 @@ where
     })
 }
 
+/// `text`, a path segment naming `what` (such as "a task id"), as a UUID;
+/// 400 when it is not one.
+pub(crate) fn uuid_segment(text: &str, what: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|_| Problem::bad_request(format!("{text:?} is not {what} (a UUID)")))
+}
+
+/// Implements `FromRequestParts` for a typed path extractor (a task's id,
+/// a device's IMEI, a ledger's name): the route's segment `{name}`
+/// ([`path_segment`]), parsed by `parse`, a closure from its text to the
+/// extractor or a 400 problem. `path_extractor!(TaskPath, "id", parse)`.
+macro_rules! path_extractor {
+    ($path:ty, $segment:literal, $parse:expr) => {
+        impl<S: Send + Sync> axum::extract::FromRequestParts<S> for $path {
+            type Rejection = $crate::http::problem::Problem;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let text = $crate::http::problem::path_segment(parts, state, $segment).await?;
+                let parse: fn(&str) -> Result<Self, Self::Rejection> = $parse;
+                parse(&text)
+            }
+        }
+    };
+}
+pub(crate) use path_extractor;
+
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()

@@ -10,8 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -24,7 +23,7 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Authorized, ReadDevices, WriteDevices};
 use super::paging::{cut_page, page_size, Keyset};
-use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
+use super::problem::{path_extractor, ApiJson, ApiQuery, Problem};
 use super::responses::{
     Authenticated, JsonBody, Malformed, MalformedImeiOrBody, PlatformOnly, UnassignedDevice,
 };
@@ -129,16 +128,9 @@ pub struct ImeiPath {
     pub imei: Imei,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ImeiPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let imei = path_segment(parts, state, "imei").await?;
-        Ok(Self {
-            imei: imei_of(&imei)?,
-        })
-    }
-}
+path_extractor!(ImeiPath, "imei", |imei| Ok(Self {
+    imei: imei_of(imei)?,
+}));
 
 /// Queues a message for a device; the device gateway sends it.
 #[utoipa::path(

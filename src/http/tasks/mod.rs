@@ -14,8 +14,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,12 +25,11 @@ use taskledger_events::tenant::TenantName;
 use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
-use super::problem::{path_segment, ApiJson, ApiQuery, OptionalJson, Problem};
+use super::problem::{path_extractor, uuid_segment, ApiJson, ApiQuery, OptionalJson, Problem};
 use super::responses::{
     Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
 };
@@ -544,16 +542,9 @@ pub struct TaskPath {
     pub id: TaskId,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let id = path_segment(parts, state, "id").await?;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))?;
-        Ok(Self { id: TaskId(id) })
-    }
-}
+path_extractor!(TaskPath, "id", |id| Ok(Self {
+    id: TaskId(uuid_segment(id, "a task id")?),
+}));
 
 /// 404: the task `task_id` does not exist.
 pub(crate) fn no_such_task(task_id: TaskId) -> Problem {

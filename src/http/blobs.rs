@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Authorized, WriteTasks};
 use super::problem::{ApiJson, ApiQuery as Query, Problem};
 use super::responses::{Authenticated, OtherTenant};
-use super::tenancy::upload_tenant;
+use super::tenancy::{acting_tenant, ActingFor};
 use super::{connection, database_error, AppState};
 
 /// The largest input file, in bytes (16 MiB).
@@ -66,7 +66,7 @@ pub async fn upload_blob(
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let tenant = upload_tenant(&caller, query.tenant.as_deref())?;
+    let tenant = acting_tenant(&caller, query.tenant.as_deref(), ActingFor::Upload)?;
     // Read here, not by an extractor, so this route alone takes more than
     // the API's usual body limit.
     let bytes = axum::body::to_bytes(body, MAX_BLOB_BYTES)

@@ -222,7 +222,11 @@ pub async fn submit_task(
     headers: HeaderMap,
     ApiJson(request): ApiJson<SubmitTaskRequest>,
 ) -> Result<Response, Problem> {
-    let tenant = tenancy::submission_tenant(&caller, request.tenant.as_deref())?;
+    let tenant = tenancy::acting_tenant(
+        &caller,
+        request.tenant.as_deref(),
+        tenancy::ActingFor::Submission,
+    )?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {

@@ -11,7 +11,7 @@
 //! `From<CommandError>`.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -217,26 +217,47 @@ impl IntoResponse for Problem {
     }
 }
 
+/// Implements axum's extractor trait for `Name<T>`, a wrapper of axum's own
+/// extractor `Inner<T>` whose rejection (of type `Rejection`) `problem`, a
+/// closure, turns into a problem:
+/// `wraps_extractor!(Name(Inner): FromRequest, Rejection, problem)` for a
+/// body, `FromRequestParts` for the parts of a request.
+macro_rules! wraps_extractor {
+    ($name:ident($($inner:ident)::+): FromRequest, $rejection:ty, $problem:expr) => {
+        wraps_extractor!(@impl $name($($inner)::+), FromRequest::from_request(request: Request),
+            $rejection, $problem);
+    };
+    ($name:ident($($inner:ident)::+): FromRequestParts, $rejection:ty, $problem:expr) => {
+        wraps_extractor!(@impl $name($($inner)::+),
+            FromRequestParts::from_request_parts(parts: &mut Parts), $rejection, $problem);
+    };
+    (@impl $name:ident($($inner:ident)::+), $extractor:ident::$extract:ident($input:ident: $input_type:ty),
+        $rejection:ty, $problem:expr) => {
+        impl<S, T> $extractor<S> for $name<T>
+        where
+            $($inner)::+<T>: $extractor<S, Rejection = $rejection>,
+            S: Send + Sync,
+        {
+            type Rejection = Problem;
+
+            async fn $extract($input: $input_type, state: &S) -> Result<Self, Self::Rejection> {
+                let problem: fn($rejection) -> Problem = $problem;
+                match $($inner)::+::<T>::$extract($input, state).await {
+                    Ok($($inner)::+(value)) => Ok(Self(value)),
+                    Err(rejection) => Err(problem(rejection)),
+                }
+            }
+        }
+    };
+}
+
 /// `Json<T>` whose rejections are problems: a wrong content type is 415, a
 /// body over the limit 413, malformed JSON 400, and JSON of the wrong shape
 /// (a missing, unknown or mistyped field) 422 — with serde's explanation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(problem_for(&rejection)),
-        }
-    }
-}
+wraps_extractor!(ApiJson(axum::Json): FromRequest, JsonRejection, |rejection| problem_for(&rejection));
 
 fn problem_for(rejection: &JsonRejection) -> Problem {
     match rejection {
@@ -354,23 +375,12 @@ fn unsupported_media_type() -> Problem {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
-                Err(Problem::bad_request(body_text(error.body_text())))
-            }
-            Err(other) => Err(Problem::bad_request(other.body_text())),
-        }
+wraps_extractor!(ApiQuery(axum::extract::Query): FromRequestParts, QueryRejection, |rejection| match rejection {
+    QueryRejection::FailedToDeserializeQueryString(error) => {
+        Problem::bad_request(body_text(error.body_text()))
     }
-}
+    other => Problem::bad_request(other.body_text()),
+});
 
 /// `Path<T>` whose rejection is a problem: a segment that is not UTF-8
 /// once percent-decoded, or does not parse as `T`, is 400 (axum's own
@@ -378,29 +388,17 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiPath<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) if rejection.status().is_client_error() => {
-                Err(Problem::bad_request(rejection.body_text()))
-            }
-            Err(rejection) => {
-                // A route whose template and extractor disagree: our bug.
-                Err(Problem::internal().because(
-                    "extracting a path",
-                    anyhow::Error::msg(rejection.body_text()),
-                ))
-            }
-        }
+wraps_extractor!(ApiPath(axum::extract::Path): FromRequestParts, PathRejection, |rejection| {
+    if rejection.status().is_client_error() {
+        Problem::bad_request(rejection.body_text())
+    } else {
+        // A route whose template and extractor disagree: our bug.
+        Problem::internal().because(
+            "extracting a path",
+            anyhow::Error::msg(rejection.body_text()),
+        )
     }
-}
+});
 
 /// Logs the cause of `response` once if it is a 5xx, in the request's span
 /// (so with its request id): the problem's own cause when it has one. A 500

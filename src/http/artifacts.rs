@@ -44,14 +44,11 @@ struct FileContent(Vec<u8>);
 
 /// Lists a succeeded task's files.
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/artifacts",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/artifacts", tag = "tasks",
     params(TaskPath),
     responses(
         (status = 200, description = "The files", body = ArtifactPage),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
         (status = 404, description = "No such task, or it has no files (it has not succeeded or failed)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:read"]))
@@ -70,9 +67,7 @@ pub async fn list_artifacts(
 
 /// Downloads one file (`Range: bytes=…` and `If-None-Match` supported).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/artifacts/{name}",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/artifacts/{name}", tag = "tasks",
     params(
         TaskPath,
         ("name" = String, Path, description = "The file's name"),
@@ -97,8 +92,7 @@ pub async fn list_artifacts(
             )),
         (status = 304, description = "Unchanged: If-None-Match named its ETag",
             headers(("ETag" = String, description = "The SHA-256 of the content, quoted"))),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
         (status = 404, description = "No such task or file, or its content is missing from this server's blob store", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "The range is outside the file", body = Problem, content_type = "application/problem+json",
             headers(("Content-Range" = String, description = "`bytes */size`"))),

@@ -40,12 +40,10 @@ pub struct StreamEventsQuery {
 /// A stream's events, oldest first, as stored (envelope, data, metadata,
 /// hash), read from the log.
 #[utoipa::path(
-    get,
-    path = "/v1/streams/{stream}/events",
+    get, path = "/v1/streams/{stream}/events", tag = "audit",
     // Not the function's name: the live feed's handler is `stream_events`
     // too, and operation ids must be unique.
     operation_id = "list_stream_events",
-    tag = "audit",
     params(
         ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}` or `ledger-{name}`",
          pattern = "^((task|apikey)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|device-[0-9]{15}|ledger-[a-z0-9._-]{1,100})$"),
@@ -146,14 +144,11 @@ pub struct VerifyView {
 /// `from - 1`). A log that does not verify is still a 200 answer, with `ok`
 /// false and the first bad sequence.
 #[utoipa::path(
-    get,
-    path = "/v1/audit/verify",
-    tag = "audit",
+    get, path = "/v1/audit/verify", tag = "audit",
     params(VerifyQuery),
     responses(
         (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
-        PlatformOnly,
-        Malformed,
+        PlatformOnly, Malformed,
         (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))

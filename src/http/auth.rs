@@ -360,20 +360,43 @@ required_scopes! {
     Admin => [Admin];
 }
 
-/// A caller holding one of `R`'s scopes, within its key's request rate. As
-/// an extractor it runs before the body is read, so a caller without the
-/// scope gets 403, and one over its rate 429, whatever they sent.
-#[derive(Debug)]
-pub struct Authorized<R> {
-    /// Who is calling.
-    pub caller: Caller,
-    scopes: PhantomData<R>,
+/// Which keys a route admits, beyond their scopes: [`AnyTenant`], or
+/// platform keys only ([`super::tenancy::Platform`]).
+pub trait Reach {
+    /// Checks that `caller` may call the route of `parts`.
+    ///
+    /// # Errors
+    /// A 403 problem saying why not.
+    fn check(caller: &Caller, parts: &Parts) -> Result<(), Problem>;
 }
 
-impl<S, R> FromRequestParts<S> for Authorized<R>
+/// Every key, a tenant's or a platform's: what it reaches is checked per
+/// task or device ([`super::tenancy`]).
+#[derive(Debug)]
+pub enum AnyTenant {}
+
+impl Reach for AnyTenant {
+    fn check(_: &Caller, _: &Parts) -> Result<(), Problem> {
+        Ok(())
+    }
+}
+
+/// A caller holding one of `R`'s scopes, within its key's request rate,
+/// with a key `T` admits (any, by default). As an extractor it runs before
+/// the body is read, so a caller without the scope gets 403, one over its
+/// rate 429, and a key the route does not admit 403, whatever they sent.
+#[derive(Debug)]
+pub struct Authorized<R, T = AnyTenant> {
+    /// Who is calling.
+    pub caller: Caller,
+    scopes: PhantomData<(R, T)>,
+}
+
+impl<S, R, T> FromRequestParts<S> for Authorized<R, T>
 where
     S: KeyStore + Limited + Send + Sync,
     R: RequiredScopes,
+    T: Reach,
 {
     type Rejection = Problem;
 
@@ -381,6 +404,7 @@ where
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_any(R::SCOPES)?;
         state.limits().check_request(&caller)?;
+        T::check(&caller, parts)?;
         Ok(Self {
             caller,
             scopes: PhantomData,

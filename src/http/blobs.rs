@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Authorized, WriteTasks};
 use super::problem::{ApiJson, ApiQuery as Query, Problem};
-use super::responses::Authenticated;
-use super::tenancy::upload_tenant;
+use super::responses::{Authenticated, OtherTenant};
+use super::tenancy::{acting_tenant, ActingFor};
 use super::{connection, database_error, AppState};
 
 /// The largest input file, in bytes (16 MiB).
@@ -45,15 +45,13 @@ pub struct BlobView {
 
 /// Uploads an input file (the raw bytes as the body).
 #[utoipa::path(
-    post,
-    path = "/v1/blobs",
-    tag = "tasks",
+    post, path = "/v1/blobs", tag = "tasks",
     params(UploadQuery),
     request_body(content = Vec<u8>, description = "The file's bytes", content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored for this tenant", body = BlobView),
         (status = 200, description = "This tenant had uploaded these bytes before", body = BlobView),
-        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
+        OtherTenant,
         (status = 422, description = "A platform key named no tenant, or a malformed one", body = Problem, content_type = "application/problem+json"),
         Authenticated,
         (status = 413, description = "Larger than 16 MiB", body = Problem, content_type = "application/problem+json"),
@@ -68,7 +66,7 @@ pub async fn upload_blob(
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Result<Response, Problem> {
-    let tenant = upload_tenant(&caller, query.tenant.as_deref())?;
+    let tenant = acting_tenant(&caller, query.tenant.as_deref(), ActingFor::Upload)?;
     // Read here, not by an extractor, so this route alone takes more than
     // the API's usual body limit.
     let bytes = axum::body::to_bytes(body, MAX_BLOB_BYTES)

@@ -44,14 +44,11 @@ pub struct FeedQuery {
 
 /// A page of the global order, oldest first.
 #[utoipa::path(
-    get,
-    path = "/v1/events",
-    tag = "ledger",
+    get, path = "/v1/events", tag = "ledger",
     params(FeedQuery),
     responses(
         (status = 200, description = "Events after `after`, in order; `next_cursor` is the last sequence when more may follow at once", body = EventPage),
-        PlatformOnly,
-        Malformed,
+        PlatformOnly, Malformed,
     ),
     security(("api_key" = ["audit:read"]))
 )]
@@ -82,9 +79,7 @@ pub async fn list_events(
 /// `streams_total` (503 beyond); a stream ends within about a second of its
 /// key being revoked or expiring.
 #[utoipa::path(
-    get,
-    path = "/v1/events/stream",
-    tag = "ledger",
+    get, path = "/v1/events/stream", tag = "ledger",
     params(
         FeedQuery,
         ("Last-Event-ID" = Option<u64>, Header, nullable = false,

@@ -15,9 +15,8 @@
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -31,11 +30,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
-use super::problem::{path_segment, ApiBytes, ApiJson, Problem};
-use super::responses::{JsonBody, Malformed, PlatformOnly};
+use super::problem::{path_extractor, uuid_segment, ApiJson, OptionalJson, Problem};
+use super::responses::{JsonBody, Malformed, NoSuchKey, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
-use super::AppState;
-use crate::commands::execute;
+use super::{execute_as, AppState};
 
 /// The grace period of a rotation that names none: the old secret stops at
 /// once, the safe answer to a leak. Ask for one (`"grace": "1h"`) to roll a
@@ -149,27 +147,17 @@ pub struct KeyPath {
     pub id: ApiKeyId,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let id = path_segment(parts, state, "id").await?;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| Problem::bad_request(format!("{id:?} is not an API key id (a UUID)")))?;
-        Ok(Self { id: ApiKeyId(id) })
-    }
-}
+path_extractor!(KeyPath, "id", |id| Ok(Self {
+    id: ApiKeyId(uuid_segment(id, "an API key id")?),
+}));
 
 /// Creates a key; its secret is in this answer only.
 #[utoipa::path(
-    post,
-    path = "/v1/keys",
-    tag = "keys",
+    post, path = "/v1/keys", tag = "keys",
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The key and its secret, shown this once", body = KeyWithSecret),
-        PlatformOnly,
-        JsonBody,
+        PlatformOnly, JsonBody,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -235,9 +223,7 @@ pub async fn create_key(
 /// Every key, oldest first, from the `api_keys` read model (which may lag
 /// the log by a moment); never a secret or a hash.
 #[utoipa::path(
-    get,
-    path = "/v1/keys",
-    tag = "keys",
+    get, path = "/v1/keys", tag = "keys",
     responses(
         (status = 200, description = "Every key", body = KeyPage),
         PlatformOnly,
@@ -297,16 +283,12 @@ pub async fn list_keys(
 /// Revokes a key: requests with any of its secrets are refused from the
 /// next one on, in every process.
 #[utoipa::path(
-    post,
-    path = "/v1/keys/{id}/revoke",
-    tag = "keys",
+    post, path = "/v1/keys/{id}/revoke", tag = "keys",
     params(KeyPath),
     request_body(content = Option<RevokeKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key, revoked", body = KeyView),
-        PlatformOnly,
-        JsonBody,
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, NoSuchKey,
         (status = 409, description = "The key is already revoked", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
@@ -315,10 +297,8 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<RevokeKeyRequest>,
 ) -> Result<ApiJson<KeyView>, Problem> {
-    let request: RevokeKeyRequest = super::problem::optional_json(&headers, &body)?;
     let revoked_at = now();
     let command = ApiKeyCommand::Revoke(RevokeApiKey {
         key_id,
@@ -335,17 +315,12 @@ pub async fn revoke_key(
 /// key has at most two working secrets: a rotation ends the grace of the
 /// one before.
 #[utoipa::path(
-    post,
-    path = "/v1/keys/{id}/rotate",
-    tag = "keys",
+    post, path = "/v1/keys/{id}/rotate", tag = "keys",
     params(KeyPath),
     request_body(content = Option<RotateKeyRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The key and its new secret, shown this once", body = KeyWithSecret),
-        PlatformOnly,
-        JsonBody,
-        Malformed,
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, Malformed, NoSuchKey,
         (status = 409, description = "The key is revoked or expired", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["admin"]))
@@ -354,10 +329,8 @@ pub async fn rotate_key(
     State(state): State<AppState>,
     PlatformAuthorized { caller, .. }: PlatformAuthorized<Admin>,
     KeyPath { id: key_id }: KeyPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<RotateKeyRequest>,
 ) -> Result<ApiJson<KeyWithSecret>, Problem> {
-    let request: RotateKeyRequest = super::problem::optional_json(&headers, &body)?;
     let grace = match request.grace.as_deref() {
         Some(text) => duration("grace", text)?,
         None => DEFAULT_GRACE,
@@ -427,14 +400,7 @@ async fn run(
     key_id: ApiKeyId,
     command: ApiKeyCommand,
 ) -> Result<ApiKey, Problem> {
-    let executed = execute::<ApiKeys>(
-        &state.store,
-        &key_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<ApiKeys>(state, caller, &key_id.stream_id(), command).await?;
     executed.state.ok_or_else(Problem::internal)
 }
 

@@ -103,9 +103,7 @@ impl KindView {
 
 /// Lists the configured task kinds.
 #[utoipa::path(
-    get,
-    path = "/v1/kinds",
-    tag = "tasks",
+    get, path = "/v1/kinds", tag = "tasks",
     responses(
         (status = 200, description = "The kinds", body = KindPage),
         Authenticated,

@@ -10,8 +10,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
@@ -27,12 +26,13 @@ use taskledger_projections::ledgers::query::{self as ledger_reads, TaskEventConf
 
 use super::auth::{Authorized, ReadHistory, ReadLedger, WriteLedger};
 use super::consistency::wait_for_position;
-use super::problem::{path_segment, ApiJson, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly, PositionWait};
+use super::problem::{path_extractor, ApiJson, Problem};
+use super::responses::{
+    Authenticated, JsonBody, Malformed, NoSuchTask, PlatformOnly, PositionWait,
+};
 use super::tasks::{no_such_task, TaskPath};
 use super::tenancy::PlatformAuthorized;
-use super::AppState;
-use crate::commands::execute;
+use super::{execute_as, AppState};
 
 /// A confirmation: either a range of sequences or a list of event ids, and
 /// the ledger's transaction reference.
@@ -155,16 +155,9 @@ pub struct LedgerPath {
     pub ledger: LedgerName,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for LedgerPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let name = path_segment(parts, state, "ledger").await?;
-        Ok(Self {
-            ledger: LedgerName::new(&name).map_err(Problem::bad_request)?,
-        })
-    }
-}
+path_extractor!(LedgerPath, "ledger", |name| Ok(Self {
+    ledger: LedgerName::new(name).map_err(Problem::bad_request)?,
+}));
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
     super::log_unreadable("a ledger read")(error)
@@ -231,16 +224,13 @@ pub struct LedgerReadQuery {
 /// Confirms that the ledger recorded a range of sequences (which must
 /// continue its confirmed prefix) or single events by id.
 #[utoipa::path(
-    post,
-    path = "/v1/ledgers/{ledger}/confirmations",
-    tag = "ledger",
+    post, path = "/v1/ledgers/{ledger}/confirmations", tag = "ledger",
     params(LedgerPath),
     request_body = ConfirmationRequest,
     responses(
         (status = 201, description = "Recorded", body = ConfirmationResult),
         (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
-        PlatformOnly,
-        JsonBody,
+        PlatformOnly, JsonBody,
         (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
@@ -278,14 +268,7 @@ pub async fn confirm(
         confirmed_at: Utc::now().trunc_subsecs(6),
         confirmed_by: Some(caller.key_id.to_string()),
     };
-    let executed = execute::<Ledgers>(
-        &state.store,
-        &ledger.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<Ledgers>(&state, &caller, &ledger.stream_id(), command).await?;
     let newly_confirmed: Vec<SequenceRange> = executed
         .events
         .iter()
@@ -351,15 +334,11 @@ async fn positions_of(state: &AppState, ids: &[Uuid]) -> Result<Vec<PositionRang
 /// What a ledger has confirmed and what is pending (from the ledger status
 /// read model).
 #[utoipa::path(
-    get,
-    path = "/v1/ledgers/{ledger}/status",
-    tag = "ledger",
+    get, path = "/v1/ledgers/{ledger}/status", tag = "ledger",
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The ledger's status (all zero for a ledger that confirmed nothing yet)", body = LedgerStatus),
-        PlatformOnly,
-        Malformed,
-        PositionWait,
+        PlatformOnly, Malformed, PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -383,15 +362,11 @@ pub async fn ledger_status(
 /// Reconciliation: the unconfirmed ranges below the ledger's highest
 /// confirmed sequence.
 #[utoipa::path(
-    get,
-    path = "/v1/ledgers/{ledger}/holes",
-    tag = "ledger",
+    get, path = "/v1/ledgers/{ledger}/holes", tag = "ledger",
     params(LedgerPath, LedgerReadQuery),
     responses(
         (status = 200, description = "The holes, in order", body = HolePage),
-        PlatformOnly,
-        Malformed,
-        PositionWait,
+        PlatformOnly, Malformed, PositionWait,
     ),
     security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
 )]
@@ -415,15 +390,11 @@ pub async fn ledger_holes(
 
 /// Which of a task's events each ledger has confirmed.
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/ledger",
-    tag = "ledger",
+    get, path = "/v1/tasks/{id}/ledger", tag = "ledger",
     params(TaskPath),
     responses(
         (status = 200, description = "Per ledger: confirmed and pending events of the task", body = TaskLedgers),
-        Authenticated,
-        Malformed,
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        Authenticated, Malformed, NoSuchTask,
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]

@@ -63,9 +63,7 @@ impl HttpMetrics {
 
 /// Prometheus metrics of this process and of the shared database.
 #[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "service",
+    get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -39,7 +39,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
+use taskledger_events::command::Executed;
 use taskledger_events::postgres::{PgEventStore, LOG_LOCK_KEY};
+use taskledger_events::{Aggregate, StreamId};
 use taskledger_projections::runtime::{ProjectorLag, ProjectorStatus};
 use taskledger_projections::tasks::query::ReadError;
 use tokio::sync::watch;
@@ -303,6 +305,28 @@ pub(crate) async fn connection(state: &AppState) -> Result<deadpool_postgres::Ob
     })
 }
 
+/// Runs `command` on `stream_id` as `caller` (its key the actor), under a
+/// fresh command id: the write of every route that gives a command.
+///
+/// # Errors
+/// The command's refusal, conflict or failure, as its problem.
+pub(crate) async fn execute_as<A: Aggregate>(
+    state: &AppState,
+    caller: &auth::Caller,
+    stream_id: &StreamId,
+    command: A::Command,
+) -> Result<Executed<A>, Problem> {
+    let executed = crate::commands::execute::<A>(
+        &state.store,
+        stream_id,
+        command,
+        uuid::Uuid::new_v4(),
+        caller.metadata(),
+    )
+    .await?;
+    Ok(executed)
+}
+
 /// Maps a failed read to 503, its cause what was being read.
 pub(crate) fn database_error<E>(context: &'static str) -> impl Fn(E) -> Problem
 where
@@ -356,9 +380,7 @@ async fn method_not_allowed() -> Problem {
 
 /// This document.
 #[utoipa::path(
-    get,
-    path = "/v1/openapi.json",
-    tag = "service",
+    get, path = "/v1/openapi.json", tag = "service",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
 )]
 async fn openapi_json() -> Response {
@@ -377,9 +399,7 @@ async fn openapi_json() -> Response {
 
 /// Liveness: the process answers.
 #[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "service",
+    get, path = "/healthz", tag = "service",
     responses((status = 200, description = "The process answers", body = String, content_type = "text/plain"))
 )]
 async fn healthz() -> &'static str {
@@ -466,9 +486,7 @@ impl Check {
 /// Readiness: the database answers, the log's ordering machinery runs, and
 /// nothing holds the log lock for too long. 200 when all hold, else 503.
 #[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "service",
+    get, path = "/readyz", tag = "service",
     responses(
         (status = 200, description = "Ready: every check passed", content_type = "application/json"),
         (status = 503, description = "Not ready: the body names the failed check", content_type = "application/json"),

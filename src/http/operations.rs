@@ -85,9 +85,7 @@ pub struct ProjectionPage {
 
 /// Every projector's version, checkpoint, lag and state.
 #[utoipa::path(
-    get,
-    path = "/v1/projections",
-    tag = "service",
+    get, path = "/v1/projections", tag = "service",
     responses(
         (status = 200, description = "The projectors", body = ProjectionPage),
         PlatformOnly,
@@ -106,9 +104,7 @@ pub async fn list_projections(
 
 /// One projector: version, checkpoint, lag, state and its last rebuild.
 #[utoipa::path(
-    get,
-    path = "/v1/projections/{name}",
-    tag = "service",
+    get, path = "/v1/projections/{name}", tag = "service",
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
@@ -130,9 +126,7 @@ pub async fn get_projection(
 /// swapped in atomically; reads keep using the live tables until then.
 /// Follow it at `GET /v1/projections/{name}` (the `Location`).
 #[utoipa::path(
-    post,
-    path = "/v1/projections/{name}/rebuild",
-    tag = "service",
+    post, path = "/v1/projections/{name}/rebuild", tag = "service",
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,

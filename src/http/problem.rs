@@ -11,10 +11,9 @@
 //! `From<CommandError>`.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -218,26 +217,47 @@ impl IntoResponse for Problem {
     }
 }
 
+/// Implements axum's extractor trait for `Name<T>`, a wrapper of axum's own
+/// extractor `Inner<T>` whose rejection (of type `Rejection`) `problem`, a
+/// closure, turns into a problem:
+/// `wraps_extractor!(Name(Inner): FromRequest, Rejection, problem)` for a
+/// body, `FromRequestParts` for the parts of a request.
+macro_rules! wraps_extractor {
+    ($name:ident($($inner:ident)::+): FromRequest, $rejection:ty, $problem:expr) => {
+        wraps_extractor!(@impl $name($($inner)::+), FromRequest::from_request(request: Request),
+            $rejection, $problem);
+    };
+    ($name:ident($($inner:ident)::+): FromRequestParts, $rejection:ty, $problem:expr) => {
+        wraps_extractor!(@impl $name($($inner)::+),
+            FromRequestParts::from_request_parts(parts: &mut Parts), $rejection, $problem);
+    };
+    (@impl $name:ident($($inner:ident)::+), $extractor:ident::$extract:ident($input:ident: $input_type:ty),
+        $rejection:ty, $problem:expr) => {
+        impl<S, T> $extractor<S> for $name<T>
+        where
+            $($inner)::+<T>: $extractor<S, Rejection = $rejection>,
+            S: Send + Sync,
+        {
+            type Rejection = Problem;
+
+            async fn $extract($input: $input_type, state: &S) -> Result<Self, Self::Rejection> {
+                let problem: fn($rejection) -> Problem = $problem;
+                match $($inner)::+::<T>::$extract($input, state).await {
+                    Ok($($inner)::+(value)) => Ok(Self(value)),
+                    Err(rejection) => Err(problem(rejection)),
+                }
+            }
+        }
+    };
+}
+
 /// `Json<T>` whose rejections are problems: a wrong content type is 415, a
 /// body over the limit 413, malformed JSON 400, and JSON of the wrong shape
 /// (a missing, unknown or mistyped field) 422 — with serde's explanation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(problem_for(&rejection)),
-        }
-    }
-}
+wraps_extractor!(ApiJson(axum::Json): FromRequest, JsonRejection, |rejection| problem_for(&rejection));
 
 fn problem_for(rejection: &JsonRejection) -> Problem {
     match rejection {
@@ -298,37 +318,47 @@ fn body_text(text: String) -> String {
 }
 
 /// An optional JSON body: empty means `T::default()`; anything else must be
-/// JSON (415 otherwise) of the right shape (400 or 422, as [`ApiJson`]).
-///
-/// # Errors
-/// The problem, as [`ApiJson`] would report it.
-pub fn optional_json<T>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem>
+/// JSON (415 otherwise) of the right shape (400 or 422, as [`ApiJson`]),
+/// and no larger than [`ApiBytes`] reads (413).
+#[derive(Debug, Clone, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
 where
     T: DeserializeOwned + Default,
+    S: Send + Sync,
 {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media| {
-            let media = media.trim();
-            media.eq_ignore_ascii_case("application/json")
-                || (media.starts_with("application/") && media.ends_with("+json"))
-        });
-    if !is_json {
-        return Err(unsupported_media_type());
-    }
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let detail = error.to_string();
-        match error.inner().classify() {
-            serde_json::error::Category::Data => Problem::unprocessable(detail),
-            _ => Problem::bad_request(detail),
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                let media = media.trim();
+                media.eq_ignore_ascii_case("application/json")
+                    || (media.starts_with("application/") && media.ends_with("+json"))
+            });
+        let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
         }
-    })
+        if !is_json {
+            return Err(unsupported_media_type());
+        }
+        let deserializer = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|error| {
+                let detail = error.to_string();
+                match error.inner().classify() {
+                    serde_json::error::Category::Data => Problem::unprocessable(detail),
+                    _ => Problem::bad_request(detail),
+                }
+            })
+    }
 }
 
 fn unsupported_media_type() -> Problem {
@@ -345,23 +375,12 @@ fn unsupported_media_type() -> Problem {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
-                Err(Problem::bad_request(body_text(error.body_text())))
-            }
-            Err(other) => Err(Problem::bad_request(other.body_text())),
-        }
+wraps_extractor!(ApiQuery(axum::extract::Query): FromRequestParts, QueryRejection, |rejection| match rejection {
+    QueryRejection::FailedToDeserializeQueryString(error) => {
+        Problem::bad_request(body_text(error.body_text()))
     }
-}
+    other => Problem::bad_request(other.body_text()),
+});
 
 /// `Path<T>` whose rejection is a problem: a segment that is not UTF-8
 /// once percent-decoded, or does not parse as `T`, is 400 (axum's own
@@ -369,29 +388,17 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiPath<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for ApiPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) if rejection.status().is_client_error() => {
-                Err(Problem::bad_request(rejection.body_text()))
-            }
-            Err(rejection) => {
-                // A route whose template and extractor disagree: our bug.
-                Err(Problem::internal().because(
-                    "extracting a path",
-                    anyhow::Error::msg(rejection.body_text()),
-                ))
-            }
-        }
+wraps_extractor!(ApiPath(axum::extract::Path): FromRequestParts, PathRejection, |rejection| {
+    if rejection.status().is_client_error() {
+        Problem::bad_request(rejection.body_text())
+    } else {
+        // A route whose template and extractor disagree: our bug.
+        Problem::internal().because(
+            "extracting a path",
+            anyhow::Error::msg(rejection.body_text()),
+        )
     }
-}
+});
 
 /// Logs the cause of `response` once if it is a 5xx, in the request's span
 /// (so with its request id): the problem's own cause when it has one. A 500
@@ -442,6 +449,35 @@ where
         )
     })
 }
+
+/// `text`, a path segment naming `what` (such as "a task id"), as a UUID;
+/// 400 when it is not one.
+pub(crate) fn uuid_segment(text: &str, what: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|_| Problem::bad_request(format!("{text:?} is not {what} (a UUID)")))
+}
+
+/// Implements `FromRequestParts` for a typed path extractor (a task's id,
+/// a device's IMEI, a ledger's name): the route's segment `{name}`
+/// ([`path_segment`]), parsed by `parse`, a closure from its text to the
+/// extractor or a 400 problem. `path_extractor!(TaskPath, "id", parse)`.
+macro_rules! path_extractor {
+    ($path:ty, $segment:literal, $parse:expr) => {
+        impl<S: Send + Sync> axum::extract::FromRequestParts<S> for $path {
+            type Rejection = $crate::http::problem::Problem;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let text = $crate::http::problem::path_segment(parts, state, $segment).await?;
+                let parse: fn(&str) -> Result<Self, Self::Rejection> = $parse;
+                parse(&text)
+            }
+        }
+    };
+}
+pub(crate) use path_extractor;
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

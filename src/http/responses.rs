@@ -31,110 +31,71 @@ struct Shared {
     retry_after: bool,
 }
 
-const UNAUTHORIZED: Shared = Shared {
-    name: "Unauthorized",
-    status: "401",
-    description: "No valid API key: none sent, not `Authorization: Bearer <key>`, \
-                  unknown, revoked or expired, or a secret a rotation replaced whose \
-                  grace period ended; `detail` says which",
-    retry_after: false,
-};
+/// Declares the shared responses, one entry each:
+/// `CONSTANT: "status" Name, "description";` (`"status" Name retry_after`
+/// for one with a `Retry-After` header), and [`ALL`] of them.
+macro_rules! shared_responses {
+    ($($constant:ident: $status:literal $name:ident $($retry_after:ident)?, $description:expr;)+) => {
+        $(
+            const $constant: Shared = Shared {
+                name: stringify!($name),
+                status: $status,
+                description: $description,
+                retry_after: !stringify!($($retry_after)?).is_empty(),
+            };
+        )+
 
-const FORBIDDEN: Shared = Shared {
-    name: "Forbidden",
-    status: "403",
-    description: "The key holds none of the scopes this operation admits (its `security`)",
-    retry_after: false,
-};
+        /// Every shared response, each added once to the document's
+        /// components.
+        const ALL: &[&Shared] = &[$(&$constant),+];
+    };
+}
 
-const TOO_MANY_REQUESTS: Shared = Shared {
-    name: "TooManyRequests",
-    status: "429",
-    description: "The API key made more requests per second than it may here (its own \
-                  `--rate-limit`, or `[limits] requests_per_second`), or holds as many \
-                  open event streams as it may; retry after `Retry-After` seconds",
-    retry_after: true,
-};
-
-const UNAVAILABLE: Shared = Shared {
-    name: "Unavailable",
-    status: "503",
-    description: "The database or the event store cannot answer right now (the API key \
-                  cannot be checked, or the read or write failed); retry after \
-                  `Retry-After` seconds",
-    retry_after: true,
-};
-
-const READ_WAIT_EXPIRED: Shared = Shared {
-    name: "ReadWaitExpired",
-    status: "503",
-    description: "The read model has not caught up to the `min_version` or \
-                  `min_position` asked for within the read wait (it lags; the log \
-                  has that much), or the database cannot answer right now; retry \
-                  after `Retry-After` seconds",
-    retry_after: true,
-};
-
-const BEYOND_THE_LOG: Shared = Shared {
-    name: "BeyondTheLog",
-    status: "422",
-    description: "`min_position` is beyond the log's head (answered at once)",
-    retry_after: false,
-};
-
-const BAD_REQUEST: Shared = Shared {
-    name: "BadRequest",
-    status: "400",
-    description: "A malformed request: a path segment, query parameter or header that \
-                  does not parse or is out of range, or a body that is not JSON; \
-                  `detail` names it",
-    retry_after: false,
-};
-
-const PAYLOAD_TOO_LARGE: Shared = Shared {
-    name: "PayloadTooLarge",
-    status: "413",
-    description: "The body is larger than the 256 KiB any route accepts",
-    retry_after: false,
-};
-
-const UNSUPPORTED_MEDIA_TYPE: Shared = Shared {
-    name: "UnsupportedMediaType",
-    status: "415",
-    description: "The body is not sent as `Content-Type: application/json`",
-    retry_after: false,
-};
-
-const UNPROCESSABLE: Shared = Shared {
-    name: "Unprocessable",
-    status: "422",
-    description: "JSON of the wrong shape (a missing, unknown or mistyped field) or a \
-                  value out of range; `detail` says which",
-    retry_after: false,
-};
-
-const PLATFORM_ONLY: Shared = Shared {
-    name: "PlatformOnly",
-    status: "403",
-    description: "The key holds none of the scopes this operation admits (its `security`), \
-                  or it is a tenant key: this operation spans every tenant and needs a \
-                  platform key (all tenants)",
-    retry_after: false,
-};
-
-const ALL: [&Shared; 11] = [
-    &UNAUTHORIZED,
-    &FORBIDDEN,
-    &PLATFORM_ONLY,
-    &TOO_MANY_REQUESTS,
-    &UNAVAILABLE,
-    &READ_WAIT_EXPIRED,
-    &BEYOND_THE_LOG,
-    &BAD_REQUEST,
-    &PAYLOAD_TOO_LARGE,
-    &UNSUPPORTED_MEDIA_TYPE,
-    &UNPROCESSABLE,
-];
+shared_responses! {
+    UNAUTHORIZED: "401" Unauthorized,
+        "No valid API key: none sent, not `Authorization: Bearer <key>`, \
+         unknown, revoked or expired, or a secret a rotation replaced whose \
+         grace period ended; `detail` says which";
+    FORBIDDEN: "403" Forbidden,
+        "The key holds none of the scopes this operation admits (its `security`)";
+    PLATFORM_ONLY: "403" PlatformOnly,
+        "The key holds none of the scopes this operation admits (its `security`), \
+         or it is a tenant key: this operation spans every tenant and needs a \
+         platform key (all tenants)";
+    TOO_MANY_REQUESTS: "429" TooManyRequests retry_after,
+        "The API key made more requests per second than it may here (its own \
+         `--rate-limit`, or `[limits] requests_per_second`), or holds as many \
+         open event streams as it may; retry after `Retry-After` seconds";
+    UNAVAILABLE: "503" Unavailable retry_after,
+        "The database or the event store cannot answer right now (the API key \
+         cannot be checked, or the read or write failed); retry after \
+         `Retry-After` seconds";
+    READ_WAIT_EXPIRED: "503" ReadWaitExpired retry_after,
+        "The read model has not caught up to the `min_version` or \
+         `min_position` asked for within the read wait (it lags; the log \
+         has that much), or the database cannot answer right now; retry \
+         after `Retry-After` seconds";
+    BEYOND_THE_LOG: "422" BeyondTheLog,
+        "`min_position` is beyond the log's head (answered at once)";
+    BAD_REQUEST: "400" BadRequest,
+        "A malformed request: a path segment, query parameter or header that \
+         does not parse or is out of range, or a body that is not JSON; \
+         `detail` names it";
+    PAYLOAD_TOO_LARGE: "413" PayloadTooLarge,
+        "The body is larger than the 256 KiB any route accepts";
+    UNSUPPORTED_MEDIA_TYPE: "415" UnsupportedMediaType,
+        "The body is not sent as `Content-Type: application/json`";
+    UNPROCESSABLE: "422" Unprocessable,
+        "JSON of the wrong shape (a missing, unknown or mistyped field) or a \
+         value out of range; `detail` says which";
+    OTHER_TENANT: "403" OtherTenant, "A tenant key named another tenant";
+    NO_SUCH_TASK: "404" NoSuchTask, "No such task";
+    NO_SUCH_KEY: "404" NoSuchKey, "No such key";
+    UNASSIGNED_DEVICE: "404" UnassignedDevice,
+        "A tenant key: the device is not assigned to its tenant";
+    MALFORMED_IMEI_OR_BODY: "400" MalformedImeiOrBody,
+        "A malformed IMEI, or a body that is not JSON";
+}
 
 fn references(shared: &[&Shared]) -> BTreeMap<String, RefOr<Response>> {
     shared
@@ -209,12 +170,27 @@ response_groups! {
     /// [`Authenticated`], whose 503 it replaces.
     PositionWait => [READ_WAIT_EXPIRED, BEYOND_THE_LOG];
     /// Every route with a JSON body ([`super::problem::ApiJson`] or
-    /// [`super::problem::optional_json`]): 400, 413, 415 and 422, as its
+    /// [`super::problem::OptionalJson`]): 400, 413, 415 and 422, as its
     /// rejections answer.
     JsonBody => [BAD_REQUEST, PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE, UNPROCESSABLE];
     /// Every route with path segments, query parameters or headers that must
     /// parse ([`super::problem::ApiQuery`], ids, names): 400.
     Malformed => [BAD_REQUEST];
+    /// Routes that act for a tenant a platform key names (a submission, an
+    /// upload): a tenant key naming another tenant is 403. List it after
+    /// [`Authenticated`], whose 403 it replaces.
+    OtherTenant => [OTHER_TENANT];
+    /// Routes on one task (`{id}`) whose 404 means only that: no such task
+    /// (for a tenant key: none of its tenant's, [`super::tenancy`]).
+    NoSuchTask => [NO_SUCH_TASK];
+    /// Routes on one API key (`{id}`): 404 for an id no key has.
+    NoSuchKey => [NO_SUCH_KEY];
+    /// Routes on one device (`{imei}`) that a tenant key reaches only when
+    /// the device is assigned to its tenant: 404 otherwise.
+    UnassignedDevice => [UNASSIGNED_DEVICE];
+    /// Routes with an IMEI in the path and a JSON body: 400 for either
+    /// malformed. List it after [`JsonBody`], whose 400 it replaces.
+    MalformedImeiOrBody => [MALFORMED_IMEI_OR_BODY];
 }
 
 /// Adds the shared responses and the [`Problem`] schema they refer to to
@@ -252,6 +228,12 @@ mod tests {
             PositionWait::responses(),
             JsonBody::responses(),
             Malformed::responses(),
+            PlatformOnly::responses(),
+            OtherTenant::responses(),
+            NoSuchTask::responses(),
+            NoSuchKey::responses(),
+            UnassignedDevice::responses(),
+            MalformedImeiOrBody::responses(),
         ];
         for (status, response) in groups.iter().flatten() {
             let RefOr::Ref(reference) = response else {

@@ -11,17 +11,14 @@
 //! `TaskSubmitted`), not from the read model, so a check never depends on a
 //! projector's lag: a task its tenant just submitted is its tenant's at once.
 
-use std::marker::PhantomData;
-
-use axum::extract::{FromRequestParts, MatchedPath};
+use axum::extract::MatchedPath;
 use axum::http::request::Parts;
 use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::tenant::{Access, TenantName};
 use taskledger_events::{Direction, EventStore};
 
-use super::auth::{Authorized, Caller, KeyStore, RequiredScopes};
-use super::limits::Limited;
+use super::auth::{Authorized, Caller, Reach};
 use super::problem::Problem;
 use super::tasks::no_such_task;
 use super::{store_unreadable, AppState};
@@ -43,31 +40,20 @@ fn require_platform(caller: &Caller, what: &str) -> Result<(), Problem> {
 /// A caller holding one of `R`'s scopes with a platform key: for the routes
 /// that span every tenant. Like [`Authorized`], it runs before the body is
 /// read, so a tenant key gets its 403 whatever it sent.
+pub(crate) type PlatformAuthorized<R> = Authorized<R, Platform>;
+
+/// Platform keys only (all tenants), for [`PlatformAuthorized`]: a tenant
+/// key is refused with a 403 naming the route and its tenant.
 #[derive(Debug)]
-pub struct PlatformAuthorized<R> {
-    /// Who is calling.
-    pub caller: Caller,
-    scopes: PhantomData<R>,
-}
+pub enum Platform {}
 
-impl<S, R> FromRequestParts<S> for PlatformAuthorized<R>
-where
-    S: KeyStore + Limited + Send + Sync,
-    R: RequiredScopes,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Authorized { caller, .. } = Authorized::<R>::from_request_parts(parts, state).await?;
+impl Reach for Platform {
+    fn check(caller: &Caller, parts: &Parts) -> Result<(), Problem> {
         let route = parts.extensions.get::<MatchedPath>().map_or_else(
             || parts.uri.path().to_owned(),
             |path| path.as_str().to_owned(),
         );
-        require_platform(&caller, &format!("{} {route}", parts.method))?;
-        Ok(Self {
-            caller,
-            scopes: PhantomData,
-        })
+        require_platform(caller, &format!("{} {route}", parts.method))
     }
 }
 
@@ -85,51 +71,48 @@ pub(crate) fn listing_tenants(caller: &Caller, requested: Option<&str>) -> Vec<S
         .collect()
 }
 
-/// The tenant a submission's task belongs to: a tenant key's own (it may
-/// name it, but no other), or the one a platform key must name.
+/// What a caller names a tenant for: a tenant key acts for its own
+/// tenant only, a platform key must name one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActingFor {
+    /// A submission's task ([`super::tasks::submit_task`]), named by
+    /// `"tenant"` in the body.
+    Submission,
+    /// An upload ([`super::blobs`]), named by `?tenant=`.
+    Upload,
+}
+
+impl ActingFor {
+    /// What a tenant key does here, whose tenant a platform key must name,
+    /// and how to name it.
+    fn words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Submission => (
+                "submits only its tasks",
+                "the task's tenant",
+                "add \"tenant\": \"<name>\" to the body",
+            ),
+            Self::Upload => (
+                "uploads only its files",
+                "the file's tenant",
+                "add ?tenant=<name> to the URL",
+            ),
+        }
+    }
+}
+
+/// The tenant the caller acts for: a tenant key's own (it may name it, but
+/// no other), or the one a platform key must name.
 ///
 /// # Errors
 /// 403 when a tenant key names another tenant; 422 when a platform key names
 /// none, or a name that is not a tenant name.
-pub(crate) fn submission_tenant(
+pub(crate) fn acting_tenant(
     caller: &Caller,
     requested: Option<&str>,
+    acting_for: ActingFor,
 ) -> Result<TenantName, Problem> {
-    acting_tenant(
-        caller,
-        requested,
-        ("submits only its tasks", "the task's tenant"),
-        "add \"tenant\": \"<name>\" to the body",
-    )
-}
-
-/// The tenant an upload is for ([`super::blobs`]): as
-/// [`submission_tenant`], named by `?tenant=`.
-///
-/// # Errors
-/// As [`submission_tenant`].
-pub(crate) fn upload_tenant(
-    caller: &Caller,
-    requested: Option<&str>,
-) -> Result<TenantName, Problem> {
-    acting_tenant(
-        caller,
-        requested,
-        ("uploads only its files", "the file's tenant"),
-        "add ?tenant=<name> to the URL",
-    )
-}
-
-/// The tenant a tenant key acts for (its own; naming another is 403), or
-/// the one a platform key names (required, 422 without it); `what` says
-/// what a tenant key does and whose tenant a platform key must name, `how`
-/// how to name it.
-fn acting_tenant(
-    caller: &Caller,
-    requested: Option<&str>,
-    (does, whose): (&str, &str),
-    how: &str,
-) -> Result<TenantName, Problem> {
+    let (does, whose, how) = acting_for.words();
     match (&caller.access, requested) {
         (Access::Tenant(own), None) => Ok(own.clone()),
         (Access::Tenant(own), Some(name)) if name == own.as_str() => Ok(own.clone()),

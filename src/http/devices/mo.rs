@@ -60,9 +60,7 @@ struct MoWebhook {
 /// The provider's webhook for a message a device sent: its form-encoded
 /// body (or the JSON variant) with an RS256 JWT over the same fields.
 #[utoipa::path(
-    post,
-    path = "/v1/rockblock/mo",
-    tag = "devices",
+    post, path = "/v1/rockblock/mo", tag = "devices",
     request_body(description = "The webhook's fields, form-encoded as the provider sends them, or as a JSON object (numbers as JSON numbers or strings)",
         content((MoWebhook = "application/x-www-form-urlencoded"), (MoWebhook = "application/json"))),
     responses(

@@ -10,8 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -24,12 +23,13 @@ use uuid::Uuid;
 
 use super::auth::{Admin, Authorized, ReadDevices, WriteDevices};
 use super::paging::{cut_page, page_size, Keyset};
-use super::problem::{path_segment, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PlatformOnly};
+use super::problem::{path_extractor, ApiJson, ApiQuery, Problem};
+use super::responses::{
+    Authenticated, JsonBody, Malformed, MalformedImeiOrBody, PlatformOnly, UnassignedDevice,
+};
 use super::tenancy::{self, listing_tenants, PlatformAuthorized};
-use super::AppState;
+use super::{execute_as, AppState};
 use crate::adapters::rockblock::MoVerifier;
-use crate::commands::execute;
 
 pub mod mo;
 pub mod views;
@@ -128,30 +128,18 @@ pub struct ImeiPath {
     pub imei: Imei,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ImeiPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let imei = path_segment(parts, state, "imei").await?;
-        Ok(Self {
-            imei: imei_of(&imei)?,
-        })
-    }
-}
+path_extractor!(ImeiPath, "imei", |imei| Ok(Self {
+    imei: imei_of(imei)?,
+}));
 
 /// Queues a message for a device; the device gateway sends it.
 #[utoipa::path(
-    post,
-    path = "/v1/devices/{imei}/messages",
-    tag = "devices",
+    post, path = "/v1/devices/{imei}/messages", tag = "devices",
     params(ImeiPath),
     request_body = SendMessageRequest,
     responses(
         (status = 202, description = "Queued", body = QueuedMessage),
-        Authenticated,
-        JsonBody,
-        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
+        Authenticated, JsonBody, MalformedImeiOrBody, UnassignedDevice,
         (status = 409, description = "The device's messages kept changing; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, neither or both of text and base64, bad base64, or a payload of 0 or over 270 bytes", body = Problem, content_type = "application/problem+json"),
     ),
@@ -185,14 +173,8 @@ pub async fn send_message(
         queued_at: Utc::now().trunc_subsecs(6),
         queued_by: Some(caller.key_id.to_string()),
     });
-    let executed = execute::<Devices>(
-        &state.store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed =
+        execute_as::<Devices>(&state, &caller, &imei.stream_id(), (imei.clone(), command)).await?;
     let body = QueuedMessage {
         message_id,
         imei: imei.as_str().to_owned(),
@@ -207,16 +189,12 @@ pub async fn send_message(
 /// tenant's keys send to it and read it, and no other tenant's do.
 /// Assigning it to the tenant it has changes nothing.
 #[utoipa::path(
-    put,
-    path = "/v1/devices/{imei}",
-    tag = "devices",
+    put, path = "/v1/devices/{imei}", tag = "devices",
     params(ImeiPath),
     request_body = AssignDeviceRequest,
     responses(
         (status = 200, description = "Assigned (or it already was)", body = DeviceAssignment),
-        PlatformOnly,
-        JsonBody,
-        (status = 400, description = "A malformed IMEI, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, JsonBody, MalformedImeiOrBody,
         (status = 409, description = "The device's events kept changing; retry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A body of the wrong shape, or a tenant that is not a tenant name", body = Problem, content_type = "application/problem+json"),
     ),
@@ -237,14 +215,8 @@ pub async fn assign_device(
         assigned_at: Utc::now().trunc_subsecs(6),
         assigned_by: Some(caller.key_id.to_string()),
     });
-    let executed = execute::<Devices>(
-        &state.store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed =
+        execute_as::<Devices>(&state, &caller, &imei.stream_id(), (imei.clone(), command)).await?;
     Ok(ApiJson(DeviceAssignment {
         imei: imei.as_str().to_owned(),
         tenant: tenant.as_str().to_owned(),
@@ -256,14 +228,11 @@ pub async fn assign_device(
 /// Lists devices by IMEI: a tenant key's own tenant's only, every device
 /// for a platform key (`tenant` filters).
 #[utoipa::path(
-    get,
-    path = "/v1/devices",
-    tag = "devices",
+    get, path = "/v1/devices", tag = "devices",
     params(DeviceListQuery),
     responses(
         (status = 200, description = "A page of devices", body = DevicePage),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
     ),
     security(("api_key" = ["devices:read"]))
 )]
@@ -288,14 +257,11 @@ pub async fn list_devices(
 
 /// One device.
 #[utoipa::path(
-    get,
-    path = "/v1/devices/{imei}",
-    tag = "devices",
+    get, path = "/v1/devices/{imei}", tag = "devices",
     params(ImeiPath),
     responses(
         (status = 200, description = "The device", body = DeviceView),
-        Authenticated,
-        Malformed,
+        Authenticated, Malformed,
         (status = 404, description = "No message to or from it yet (for a tenant key: or it is not assigned to its tenant)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["devices:read"]))
@@ -317,9 +283,7 @@ pub async fn get_device(
 /// A device's messages, newest first, as JSON pages or (with
 /// `Accept: text/csv`) one CSV export.
 #[utoipa::path(
-    get,
-    path = "/v1/devices/{imei}/messages",
-    tag = "devices",
+    get, path = "/v1/devices/{imei}/messages", tag = "devices",
     params(ImeiPath, MessageListQuery),
     responses(
         (status = 200, description = "A page of messages, or the CSV export", content(
@@ -328,7 +292,7 @@ pub async fn get_device(
         )),
         Authenticated,
         (status = 400, description = "A malformed IMEI, filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A tenant key: the device is not assigned to its tenant", body = Problem, content_type = "application/problem+json"),
+        UnassignedDevice,
     ),
     security(("api_key" = ["devices:read"]))
 )]

@@ -14,8 +14,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,17 +25,17 @@ use taskledger_events::tenant::TenantName;
 use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
-use super::problem::{path_segment, ApiBytes, ApiJson, ApiQuery, Problem};
-use super::responses::{Authenticated, JsonBody, Malformed, PositionWait, ReadWait};
+use super::problem::{path_extractor, uuid_segment, ApiJson, ApiQuery, OptionalJson, Problem};
+use super::responses::{
+    Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
+};
 use super::tenancy;
-use super::AppState;
 use super::{connection, database_error, read_error, store_unreadable};
-use crate::commands::execute;
+use super::{execute_as, AppState};
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
 mod csv;
@@ -197,9 +196,7 @@ async fn check_inputs_uploaded(
 }
 
 #[utoipa::path(
-    post,
-    path = "/v1/tasks",
-    tag = "tasks",
+    post, path = "/v1/tasks", tag = "tasks",
     request_body = SubmitTaskRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, nullable = false,
@@ -211,10 +208,9 @@ async fn check_inputs_uploaded(
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
         (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
-        Authenticated,
-        JsonBody,
+        Authenticated, JsonBody,
         (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A tenant key named another tenant", body = Problem, content_type = "application/problem+json"),
+        OtherTenant,
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, a reused Idempotency-Key, or a platform key naming no tenant", body = Problem, content_type = "application/problem+json"),
     ),
@@ -226,7 +222,11 @@ pub async fn submit_task(
     headers: HeaderMap,
     ApiJson(request): ApiJson<SubmitTaskRequest>,
 ) -> Result<Response, Problem> {
-    let tenant = tenancy::submission_tenant(&caller, request.tenant.as_deref())?;
+    let tenant = tenancy::acting_tenant(
+        &caller,
+        request.tenant.as_deref(),
+        tenancy::ActingFor::Submission,
+    )?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
@@ -281,9 +281,7 @@ pub async fn submit_task(
 /// one CSV export of every matching task: a tenant key's own tenant's only,
 /// every tenant's for a platform key (`tenant` filters).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks",
-    tag = "tasks",
+    get, path = "/v1/tasks", tag = "tasks",
     params(ListTasksQuery),
     responses(
         (status = 200, description = "A page of tasks, or the CSV export", content(
@@ -331,14 +329,11 @@ pub async fn list_tasks(
 /// `at_version`, as it was then (folded from its events in the log, for
 /// auditors).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}", tag = "tasks",
     params(TaskPath, GetTaskQuery),
     responses(
         (status = 200, description = "The task (as it was, with `as_of` or `at_version`)", body = TaskView),
-        Authenticated,
-        ReadWait,
+        Authenticated, ReadWait,
         (status = 400, description = "A malformed id or query, or more than one of `as_of`, `at_version`, `min_version`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such task, or it did not exist yet at that point", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`at_version` or `min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
@@ -396,15 +391,11 @@ pub async fn get_task(
 
 /// Reads a succeeded task's result document and the list of its files.
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/result",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/result", tag = "tasks",
     params(TaskPath, ReadTaskQuery),
     responses(
         (status = 200, description = "The result", body = ResultView),
-        Authenticated,
-        ReadWait,
-        Malformed,
+        Authenticated, ReadWait, Malformed,
         (status = 404, description = "No such task, or it has not succeeded", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`min_version` beyond the task's stream (answered at once)", body = Problem, content_type = "application/problem+json"),
     ),
@@ -453,16 +444,12 @@ pub async fn get_result(
 /// Cancels a queued or running task (a running task's container is stopped
 /// by its runner).
 #[utoipa::path(
-    post,
-    path = "/v1/tasks/{id}/cancel",
-    tag = "tasks",
+    post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
     params(TaskPath),
     request_body(content = Option<CancelTaskRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The task, canceled", body = TaskView),
-        Authenticated,
-        JsonBody,
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        Authenticated, JsonBody, NoSuchTask,
         (status = 409, description = "The task already finished, or it kept changing", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["tasks:write"]))
@@ -471,24 +458,15 @@ pub async fn cancel_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
     TaskPath { id: task_id }: TaskPath,
-    headers: HeaderMap,
-    ApiBytes(body): ApiBytes,
+    OptionalJson(request): OptionalJson<CancelTaskRequest>,
 ) -> Result<ApiJson<TaskView>, Problem> {
-    let request: CancelTaskRequest = super::problem::optional_json(&headers, &body)?;
     tenancy::check_task(&state, &caller, task_id).await?;
     let command = TaskCommand::Cancel(CancelTask {
         task_id,
         reason: request.reason,
         canceled_at: now(),
     });
-    let executed = execute::<Tasks>(
-        &state.store,
-        &task_id.stream_id(),
-        command,
-        Uuid::new_v4(),
-        caller.metadata(),
-    )
-    .await?;
+    let executed = execute_as::<Tasks>(&state, &caller, &task_id.stream_id(), command).await?;
     let task = executed.state.as_ref().ok_or_else(Problem::internal)?;
     Ok(ApiJson(TaskView::from_task(
         task,
@@ -499,15 +477,11 @@ pub async fn cancel_task(
 
 /// A task's history, oldest first, read from the log (for auditors).
 #[utoipa::path(
-    get,
-    path = "/v1/tasks/{id}/events",
-    tag = "tasks",
+    get, path = "/v1/tasks/{id}/events", tag = "tasks",
     params(TaskPath, TaskEventsQuery),
     responses(
         (status = 200, description = "A page of the task's events", body = EventPage),
-        Authenticated,
-        Malformed,
-        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        Authenticated, Malformed, NoSuchTask,
     ),
     security(("api_key" = ["tasks:read"]), ("api_key" = ["audit:read"]))
 )]
@@ -572,16 +546,9 @@ pub struct TaskPath {
     pub id: TaskId,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let id = path_segment(parts, state, "id").await?;
-        let id = Uuid::parse_str(&id)
-            .map_err(|_| Problem::bad_request(format!("{id:?} is not a task id (a UUID)")))?;
-        Ok(Self { id: TaskId(id) })
-    }
-}
+path_extractor!(TaskPath, "id", |id| Ok(Self {
+    id: TaskId(uuid_segment(id, "a task id")?),
+}));
 
 /// 404: the task `task_id` does not exist.
 pub(crate) fn no_such_task(task_id: TaskId) -> Problem {

@@ -9,14 +9,13 @@
 //! Deterministic: every value comes from the events. A message id of an
 //! inbound message is its event's id.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::Transaction;
 
-use crate::declare::{describe, events_of, one_row_changed};
-use crate::runtime::{Projector, ProjectorError};
+use crate::declare::{each_event_projector, one_row_changed};
+use crate::runtime::ProjectorError;
 
 pub mod query;
 
@@ -33,30 +32,16 @@ const DEVICE: &str =
      VALUES ($1, $2, $2, $3, $4)
      ON CONFLICT (imei) DO UPDATE SET updated_at = $2, stream_version = $3, last_position = $4";
 
-#[async_trait]
-impl Projector for DevicesProjector {
-    describe! {
-        name: "devices",
-        /// 2: a device carries the tenant it is assigned to.
-        version: 2,
-        tables: ["devices", "device_messages"],
-        schema: concat!(
-            include_str!("../../../migrations/0007_device_read_models.sql"),
-            include_str!("../../../migrations/0013_device_tenants.sql")
-        ),
-    }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
-        for decoded in events_of(events, Imei::from_stream_id) {
-            let (imei, recorded, event): (_, _, DeviceEvent) = decoded?;
-            apply_one(tx, &imei, recorded, &event).await?;
-        }
-        Ok(())
-    }
+each_event_projector! {
+    DevicesProjector: (Imei::from_stream_id, apply_one),
+    name: "devices",
+    /// 2: a device carries the tenant it is assigned to.
+    version: 2,
+    tables: ["devices", "device_messages"],
+    schema: concat!(
+        include_str!("../../../migrations/0007_device_read_models.sql"),
+        include_str!("../../../migrations/0013_device_tenants.sql")
+    ),
 }
 
 fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, ProjectorError> {
@@ -68,7 +53,7 @@ fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, Proj
 
 async fn apply_one(
     tx: &Transaction<'_>,
-    imei: &Imei,
+    imei: Imei,
     recorded: &RecordedEvent,
     event: &DeviceEvent,
 ) -> Result<(), ProjectorError> {

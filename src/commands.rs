@@ -1,9 +1,11 @@
 //! Command handling with this process's metrics: [`execute`] runs
 //! `taskledger_events::command::execute_observed` (load, fold, decide,
 //! append at the version read, bounded retry on conflict), times every
-//! append and counts every command in [`crate::metrics`].
+//! append and counts every command in [`crate::metrics`];
+//! [`execute_device`] is the same for a device's command.
 
 use taskledger_events::command::{self, CommandError, Executed, Observer};
+use taskledger_events::device::{DeviceCommand, Devices, Imei};
 use taskledger_events::{Aggregate, EventStore, Metadata, StreamId};
 use uuid::Uuid;
 
@@ -41,6 +43,28 @@ pub async fn execute<A: Aggregate>(
     };
     metrics::record_command(A::NAME, command_name, outcome);
     executed
+}
+
+/// [`execute`] of a device's `command` on the device's stream, under a fresh
+/// command id: the device aggregate's command carries the IMEI its state
+/// does not know, so both come from `imei`.
+///
+/// # Errors
+/// See [`CommandError`].
+pub async fn execute_device(
+    store: &impl EventStore,
+    imei: &Imei,
+    command: DeviceCommand,
+    metadata: Metadata,
+) -> Result<Executed<Devices>, CommandError> {
+    execute::<Devices>(
+        store,
+        &imei.stream_id(),
+        (imei.clone(), command),
+        Uuid::new_v4(),
+        metadata,
+    )
+    .await
 }
 
 /// Records each append's latency in `taskledger_append_seconds`.

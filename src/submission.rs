@@ -218,10 +218,7 @@ pub async fn submit(
         submitted_by: Some(submitter.key_id.to_string()),
     };
     let stream_id = task_id.stream_id();
-    let metadata = Metadata {
-        actor: Some(submitter.key_id.to_string()),
-        ..Metadata::default()
-    };
+    let metadata = Metadata::of_actor(submitter.key_id.to_string());
     // The same command id for every try of the same task, so two tries that
     // race produce the same event ids and the store keeps one.
     let command_id = Uuid::new_v5(&task_id.0, b"submit");

@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::Utc;
-use rand::Rng;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use taskledger::commands::execute;
 use taskledger::config::settings::Settings;
+use taskledger::http::keys::new_secret;
 use taskledger::service::shutdown;
 use taskledger::service::startup::Application;
 use taskledger_events::apikey::{
-    generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
+    hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
 };
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::Access;
@@ -170,10 +171,8 @@ async fn catch_up(store: &PgEventStore) -> anyhow::Result<Duration> {
 
 /// Creates an admin key and waits until the service accepts it.
 async fn bench_key(store: &PgEventStore) -> anyhow::Result<String> {
-    let mut random = [0_u8; 32];
-    rand::rng().fill(&mut random);
     let key_id = ApiKeyId(Uuid::new_v4());
-    let secret = generate_secret(key_id, random);
+    let secret = new_secret(key_id).expose_secret().to_owned();
     execute::<ApiKeys>(
         store,
         &key_id.stream_id(),

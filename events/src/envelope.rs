@@ -47,6 +47,15 @@ impl Metadata {
         "command_id",
         "trace_id",
     ];
+
+    /// Metadata that names only who acted (an API key id, a worker id,
+    /// `cli`); everything else is unset.
+    pub fn of_actor(actor: impl Into<String>) -> Self {
+        Self {
+            actor: Some(actor.into()),
+            ..Self::default()
+        }
+    }
 }
 
 /// An event to append. The writer chooses `event_id`, so a retry of the same

@@ -11,6 +11,7 @@
 pub mod aggregate;
 pub mod apikey;
 pub mod chain;
+mod check;
 pub mod codec;
 pub mod command;
 pub mod device;

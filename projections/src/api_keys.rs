@@ -10,16 +10,14 @@
 //! same rows. Like the fold ([`taskledger_events::apikey::apply`]), the first
 //! revocation of a key is the one kept.
 
-use async_trait::async_trait;
 use taskledger_events::apikey::{ApiKeyEvent, ApiKeyId};
 use taskledger_events::tenant::TenantName;
 use taskledger_events::RecordedEvent;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
-use uuid::Uuid;
 
-use crate::declare::{describe, events_of, one_row_changed};
-use crate::runtime::{Projector, ProjectorError};
+use crate::declare::{each_event_projector, one_row_changed};
+use crate::runtime::ProjectorError;
 
 /// Projects API key events into `api_keys`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,37 +44,23 @@ const ROTATED: &str = "UPDATE api_keys SET
         stream_version = $5, last_position = $6
      WHERE key_id = $1";
 
-#[async_trait]
-impl Projector for ApiKeysProjector {
-    describe! {
-        name: "api_keys",
-        /// 2: a key's tenant (NULL for a platform key), expiry and rate
-        /// limit. 3: rotation (the replaced hash and until when it works).
-        version: 3,
-        tables: ["api_keys"],
-        schema: concat!(
-            include_str!("../../migrations/0004_api_keys.sql"),
-            include_str!("../../migrations/0012_api_key_access.sql"),
-            include_str!("../../migrations/0014_api_key_rotation.sql")
-        ),
-    }
-
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
-        for decoded in events_of(events, ApiKeyId::from_stream_id) {
-            let (key_id, recorded, event): (_, _, ApiKeyEvent) = decoded?;
-            apply_one(tx, key_id.0, recorded, &event).await?;
-        }
-        Ok(())
-    }
+each_event_projector! {
+    ApiKeysProjector: (ApiKeyId::from_stream_id, apply_one),
+    name: "api_keys",
+    /// 2: a key's tenant (NULL for a platform key), expiry and rate
+    /// limit. 3: rotation (the replaced hash and until when it works).
+    version: 3,
+    tables: ["api_keys"],
+    schema: concat!(
+        include_str!("../../migrations/0004_api_keys.sql"),
+        include_str!("../../migrations/0012_api_key_access.sql"),
+        include_str!("../../migrations/0014_api_key_rotation.sql")
+    ),
 }
 
 async fn apply_one(
     tx: &Transaction<'_>,
-    key_id: Uuid,
+    ApiKeyId(key_id): ApiKeyId,
     recorded: &RecordedEvent,
     event: &ApiKeyEvent,
 ) -> Result<(), ProjectorError> {

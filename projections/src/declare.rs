@@ -1,7 +1,9 @@
 //! What every projector's `impl Projector` shares: its description (name,
-//! version, tables, schema) declared in one line each by [`describe`], and
+//! version, tables, schema) declared in one line each by [`describe`],
 //! picking and decoding the events of its streams ([`events_of`],
-//! [`decode`]), which stops the projector at an event it cannot read.
+//! [`decode`]), which stops the projector at an event it cannot read, and
+//! the whole `impl` of a projector that applies one event at a time
+//! ([`each_event_projector`]).
 
 use taskledger_events::codec::{self, DomainEvent};
 use taskledger_events::RecordedEvent;
@@ -87,3 +89,31 @@ macro_rules! describe {
 }
 
 pub(crate) use describe;
+
+/// The whole `impl Projector` of a projector that applies its events one at
+/// a time: `Type: (stream_of, apply_one),` and then [`describe`]'s lines.
+/// Its `apply` calls `apply_one(tx, id, recorded, &event)` for each event of
+/// the streams `stream_of` recognizes ([`events_of`]), in order, decoded as
+/// the event type `apply_one` takes.
+macro_rules! each_event_projector {
+    ($projector:ty: ($stream_of:expr, $apply_one:path), $($description:tt)*) => {
+        #[::async_trait::async_trait]
+        impl $crate::runtime::Projector for $projector {
+            $crate::declare::describe! { $($description)* }
+
+            async fn apply(
+                &self,
+                tx: &::tokio_postgres::Transaction<'_>,
+                events: &[::taskledger_events::RecordedEvent],
+            ) -> Result<(), $crate::runtime::ProjectorError> {
+                for decoded in $crate::declare::events_of(events, $stream_of) {
+                    let (id, recorded, event) = decoded?;
+                    $apply_one(tx, id, recorded, &event).await?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use each_event_projector;

@@ -4,13 +4,12 @@
 use anyhow::Context as _;
 use chrono::{SubsecRound, Utc};
 use clap::Subcommand;
-use taskledger_events::device::{AssignDevice, DeviceCommand, Devices, Imei};
+use taskledger_events::device::{AssignDevice, DeviceCommand, Imei};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::TenantName;
 use taskledger_events::Metadata;
-use uuid::Uuid;
 
-use crate::commands::execute;
+use crate::commands::execute_device;
 
 /// What to do with devices.
 #[derive(Debug, Subcommand)]
@@ -38,25 +37,15 @@ fn parse_imei(text: &str) -> Result<Imei, String> {
 pub async fn run(store: &PgEventStore, command: DevicesCommand) -> anyhow::Result<()> {
     match command {
         DevicesCommand::Assign { imei, tenant } => {
-            let metadata = Metadata {
-                actor: Some("cli".into()),
-                ..Metadata::default()
-            };
             let command = DeviceCommand::Assign(AssignDevice {
                 tenant: tenant.clone(),
                 assigned_at: Utc::now().trunc_subsecs(6),
                 assigned_by: Some("cli".into()),
             });
-            let executed = execute::<Devices>(
-                store,
-                &imei.stream_id(),
-                (imei.clone(), command),
-                Uuid::new_v4(),
-                metadata,
-            )
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))
-            .with_context(|| format!("assigning device {}", imei.as_str()))?;
+            let executed = execute_device(store, &imei, command, Metadata::of_actor("cli"))
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))
+                .with_context(|| format!("assigning device {}", imei.as_str()))?;
             let changed = if executed.events.is_empty() {
                 " (it already was)"
             } else {

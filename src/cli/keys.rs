@@ -246,16 +246,12 @@ async fn append(
     key_id: ApiKeyId,
     command: ApiKeyCommand,
 ) -> anyhow::Result<()> {
-    let metadata = Metadata {
-        actor: Some("cli".into()),
-        ..Metadata::default()
-    };
     execute::<ApiKeys>(
         store,
         &key_id.stream_id(),
         command,
         Uuid::new_v4(),
-        metadata,
+        Metadata::of_actor("cli"),
     )
     .await
     .map(|_| ())

@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use taskledger_events::command::CommandError;
-use taskledger_events::device::{
-    AttemptSend, DeviceCommand, Devices, Imei, RecordSendResult, SendResult,
-};
+use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResult, SendResult};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
@@ -28,7 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::adapters::rockblock::{MtClient, MtOutcome};
-use crate::commands::execute;
+use crate::commands::execute_device;
 use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
@@ -283,19 +281,9 @@ async fn command(
     imei: &Imei,
     command: DeviceCommand,
 ) -> Result<(), CommandError> {
-    let metadata = Metadata {
-        actor: Some("device-gateway".into()),
-        ..Metadata::default()
-    };
-    execute::<Devices>(
-        store,
-        &imei.stream_id(),
-        (imei.clone(), command),
-        Uuid::new_v4(),
-        metadata,
-    )
-    .await
-    .map(|_| ())
+    execute_device(store, imei, command, Metadata::of_actor("device-gateway"))
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

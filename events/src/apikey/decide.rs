@@ -9,7 +9,7 @@ use super::commands::{
 };
 use super::events::{ApiKeyEvent, ApiKeyRevoked, ApiKeyRotated};
 use super::{ApiKey, ApiKeyId, ApiKeyState};
-use crate::Refusal;
+use crate::{check, Refusal};
 
 /// The events `command` produces in `state`, or why it is refused. Pure: the
 /// same state and command always give the same answer.
@@ -71,19 +71,10 @@ fn create_api_key(state: &ApiKeyState, create: CreateApiKey) -> Result<ApiKeyEve
             key_id.short()
         )));
     }
-    let name = create.name.as_str();
-    let problem = if name.is_empty() {
-        Some("name must not be empty".to_owned())
-    } else if name.len() > MAX_NAME_BYTES {
-        Some(format!(
-            "name is {} bytes long; the limit is {MAX_NAME_BYTES}",
-            name.len()
-        ))
-    } else if name.chars().any(char::is_control) {
-        Some("name must not contain control characters".to_owned())
-    } else if create.scopes.is_empty() {
+    check::text("name", &create.name, MAX_NAME_BYTES)?;
+    let problem = if create.scopes.is_empty() {
         Some("scopes must name at least one scope".to_owned())
-    } else if !is_lowercase_sha256(&create.key_hash) {
+    } else if !check::is_lowercase_sha256(&create.key_hash) {
         Some(
             "key_hash must be 64 lowercase hexadecimal digits (the SHA-256 of the secret)"
                 .to_owned(),
@@ -146,7 +137,7 @@ fn rotate_api_key(key: &ApiKey, rotate: RotateApiKey) -> Result<ApiKeyEvent, Ref
             expires_at.to_rfc3339_opts(SecondsFormat::Secs, true)
         )));
     }
-    if !is_lowercase_sha256(&rotate.key_hash) {
+    if !check::is_lowercase_sha256(&rotate.key_hash) {
         return Err(Refusal::invalid(
             "key_hash must be 64 lowercase hexadecimal digits (the SHA-256 of the new secret)",
         ));
@@ -176,11 +167,4 @@ fn rotate_api_key(key: &ApiKey, rotate: RotateApiKey) -> Result<ApiKeyEvent, Ref
         rotated_at: rotate.rotated_at,
         rotated_by: rotate.rotated_by,
     }))
-}
-
-fn is_lowercase_sha256(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::DeviceMessageSendAttempted;
 use crate::tenant::TenantName;
 
 /// The largest mobile-terminated payload RockBLOCK accepts, in bytes.
@@ -56,16 +57,13 @@ pub struct QueueDeviceMessage {
     pub queued_by: Option<String>,
 }
 
-/// The gateway is about to call the provider for `attempt`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttemptSend {
-    /// The message.
-    pub message_id: Uuid,
-    /// One more than the attempts made so far.
-    pub attempt: u32,
-    /// When.
-    pub attempted_at: DateTime<Utc>,
-}
+/// The gateway is about to call the provider for `attempt`, one more than
+/// the attempts made so far.
+///
+/// The command is the [`DeviceMessageSendAttempted`] event it asks for:
+/// [`decide`](super::decide) checks the message is queued and the attempt
+/// is the next one, and records it as given.
+pub type AttemptSend = DeviceMessageSendAttempted;
 
 /// What the provider answered (or that no answer came).
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,8 @@ use uuid::Uuid;
 
 use super::{
     DeviceAssigned, DeviceCommand, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued,
-    DeviceMessageReceived, DeviceMessageSendAttempted, DeviceMessageSent, DeviceState, Imei,
-    Outbound, OutboundStatus, SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
+    DeviceMessageReceived, DeviceMessageSent, DeviceState, Imei, Outbound, OutboundStatus,
+    SendResult, MAX_FAILURE_TEXT_BYTES, MAX_MO_BYTES, MAX_MT_BYTES,
 };
 use crate::Refusal;
 
@@ -53,13 +53,7 @@ pub fn decide(
                     attempt.message_id, attempt.attempt, message.status, message.attempts
                 )));
             }
-            Ok(vec![DeviceEvent::SendAttempted(
-                DeviceMessageSendAttempted {
-                    message_id: attempt.message_id,
-                    attempt: attempt.attempt,
-                    attempted_at: attempt.attempted_at,
-                },
-            )])
+            Ok(vec![DeviceEvent::SendAttempted(attempt)])
         }
         DeviceCommand::RecordSendResult(record) => {
             let message = outbound(state, record.message_id)?;

@@ -16,7 +16,7 @@ use super::events::{
     TaskSucceeded, TaskTimedOut,
 };
 use super::{Task, TaskId, TaskState, TaskStatus};
-use crate::Refusal;
+use crate::{check, Refusal};
 
 /// The events `command` produces in `state`, or why it is refused. Pure: the
 /// same state and command always give the same answer.
@@ -91,10 +91,10 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Refus
     if state.is_some() {
         return Err(already_exists(task_id));
     }
-    check_text("kind", &submit.kind, MAX_KIND_BYTES)?;
-    check_text("frontend_id", &submit.frontend_id, MAX_FRONTEND_ID_BYTES)?;
+    check::text("kind", &submit.kind, MAX_KIND_BYTES)?;
+    check::text("frontend_id", &submit.frontend_id, MAX_FRONTEND_ID_BYTES)?;
     if let Some(client_task_id) = &submit.client_task_id {
-        check_text("client_task_id", client_task_id, MAX_CLIENT_TASK_ID_BYTES)?;
+        check::text("client_task_id", client_task_id, MAX_CLIENT_TASK_ID_BYTES)?;
     }
     if !PRIORITIES.contains(&submit.priority) {
         return Err(Refusal::invalid(format!(
@@ -163,7 +163,7 @@ fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, Refusal> {
             attempts(task.max_attempts)
         )));
     }
-    check_text("worker_id", &start.worker_id, MAX_WORKER_ID_BYTES)?;
+    check::text("worker_id", &start.worker_id, MAX_WORKER_ID_BYTES)?;
     Ok(TaskEvent::Started(TaskStarted {
         worker_id: start.worker_id,
         attempt: start.attempt,
@@ -302,23 +302,6 @@ fn attempts(count: u32) -> String {
     }
 }
 
-/// A name-like field: 1 to `max_bytes` bytes without control characters.
-fn check_text(field: &str, value: &str, max_bytes: usize) -> Result<(), Refusal> {
-    let problem = if value.is_empty() {
-        format!("{field} must not be empty")
-    } else if value.len() > max_bytes {
-        format!(
-            "{field} is {} bytes long; the limit is {max_bytes}",
-            value.len()
-        )
-    } else if value.chars().any(char::is_control) {
-        format!("{field} must not contain control characters")
-    } else {
-        return Ok(());
-    };
-    Err(Refusal::invalid(problem))
-}
-
 /// Free text (a reason, an error, a progress message): at most
 /// [`MAX_MESSAGE_BYTES`], and no NUL character, which PostgreSQL's `text`
 /// cannot hold (the read models could never show such an event).
@@ -376,7 +359,7 @@ fn check_inputs(inputs: &std::collections::BTreeMap<String, String>) -> Result<(
                      '.', '_' or '-', starting with a letter or digit"
             )));
         }
-        if !is_lowercase_sha256(sha256) {
+        if !check::is_lowercase_sha256(sha256) {
             return Err(Refusal::invalid(format!("input {name:?}: the blob must be named by 64 lowercase hexadecimal digits (its SHA-256)"),
             ));
         }
@@ -405,7 +388,7 @@ fn check_artifacts(artifacts: &[Artifact]) -> Result<(), Refusal> {
             Some(format!("artifact name {name:?} is not a file name"))
         } else if !names.insert(name) {
             Some(format!("artifact name {name:?} appears more than once"))
-        } else if !is_lowercase_sha256(&artifact.sha256) {
+        } else if !check::is_lowercase_sha256(&artifact.sha256) {
             Some(format!(
                 "artifact {name:?}: sha256 must be 64 lowercase hexadecimal digits"
             ))
@@ -425,11 +408,4 @@ fn check_artifacts(artifacts: &[Artifact]) -> Result<(), Refusal> {
         }
     }
     Ok(())
-}
-
-fn is_lowercase_sha256(text: &str) -> bool {
-    text.len() == 64
-        && text
-            .bytes()
-            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -9,14 +9,14 @@
 //! Deterministic: every value comes from the events. A message id of an
 //! inbound message is its event's id.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
-use crate::declare::{describe, events_of, one_row_changed};
-use crate::runtime::{Projector, ProjectorError};
+use crate::declare::{each_event_projector, one_row_changed};
+use crate::runtime::ProjectorError;
 
 pub mod query;
 
@@ -32,31 +32,53 @@ const DEVICE: &str =
     "INSERT INTO devices (imei, first_seen_at, updated_at, stream_version, last_position)
      VALUES ($1, $2, $2, $3, $4)
      ON CONFLICT (imei) DO UPDATE SET updated_at = $2, stream_version = $3, last_position = $4";
+// The statements below that write a message row end with its stamp,
+// `updated_at`, `stream_version` and `last_position` (see `stamped`).
+const QUEUED: &str = "INSERT INTO device_messages (message_id, imei, direction, status, payload,
+        flush, next_attempt_at, created_at, updated_at, stream_version, last_position)
+     VALUES ($1, $2, 'mt', 'queued', $3, $4, $5, $5, $6, $7, $8)";
+const SEND_ATTEMPTED: &str = "UPDATE device_messages SET status = 'sending', attempts = $2,
+        next_attempt_at = $3, updated_at = $4, stream_version = $5, last_position = $6
+     WHERE message_id = $1";
+const SENT: &str = "UPDATE device_messages SET status = 'sent', mt_id = $2,
+        next_attempt_at = NULL, error_code = NULL, error_text = NULL,
+        updated_at = $3, stream_version = $4, last_position = $5
+     WHERE message_id = $1";
+const FAILED: &str = "UPDATE device_messages SET status = $2, error_code = $3, error_text = $4,
+        next_attempt_at = $5, updated_at = $6, stream_version = $7, last_position = $8
+     WHERE message_id = $1";
+// An inbound message's id is its event's.
+const RECEIVED: &str = "INSERT INTO device_messages (message_id, imei, direction, status, payload,
+        momsn, transmit_time, latitude, longitude, cep, created_at, updated_at,
+        stream_version, last_position)
+     VALUES ($1, $2, 'mo', 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-#[async_trait]
-impl Projector for DevicesProjector {
-    describe! {
-        name: "devices",
-        /// 2: a device carries the tenant it is assigned to.
-        version: 2,
-        tables: ["devices", "device_messages"],
-        schema: concat!(
-            include_str!("../../../migrations/0007_device_read_models.sql"),
-            include_str!("../../../migrations/0013_device_tenants.sql")
-        ),
-    }
+each_event_projector! {
+    DevicesProjector: (Imei::from_stream_id, apply_one),
+    name: "devices",
+    /// 2: a device carries the tenant it is assigned to.
+    version: 2,
+    tables: ["devices", "device_messages"],
+    schema: concat!(
+        include_str!("../../../migrations/0007_device_read_models.sql"),
+        include_str!("../../../migrations/0013_device_tenants.sql")
+    ),
+}
 
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
-        for decoded in events_of(events, Imei::from_stream_id) {
-            let (imei, recorded, event): (_, _, DeviceEvent) = decoded?;
-            apply_one(tx, &imei, recorded, &event).await?;
-        }
-        Ok(())
-    }
+/// Runs `sql` with `values` followed by the event's time, stream version
+/// and position: the last three parameters of every statement here that
+/// stamps a row (`updated_at`, `stream_version`, `last_position`).
+async fn stamped(
+    tx: &Transaction<'_>,
+    recorded: &RecordedEvent,
+    sql: &str,
+    values: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
+    let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
+    let stamp: [&(dyn ToSql + Sync); 3] = [&recorded.recorded_at, &version, &position];
+    let values: Vec<&(dyn ToSql + Sync)> = values.iter().copied().chain(stamp).collect();
+    tx.execute(sql, &values).await
 }
 
 fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, ProjectorError> {
@@ -68,15 +90,11 @@ fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, Proj
 
 async fn apply_one(
     tx: &Transaction<'_>,
-    imei: &Imei,
+    imei: Imei,
     recorded: &RecordedEvent,
     event: &DeviceEvent,
 ) -> Result<(), ProjectorError> {
-    let version = i64::try_from(recorded.version).unwrap_or(i64::MAX);
-    let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
-    let at = recorded.recorded_at;
-    tx.execute(DEVICE, &[&imei.as_str(), &at, &version, &position])
-        .await?;
+    stamped(tx, recorded, DEVICE, &[&imei.as_str()]).await?;
     let changed = match event {
         DeviceEvent::Queued(queued) => {
             let payload = hex_payload(recorded, &queued.payload_hex)?;
@@ -85,39 +103,20 @@ async fn apply_one(
                 &[&imei.as_str()],
             )
             .await?;
-            tx.execute(
-                "INSERT INTO device_messages (message_id, imei, direction, status, payload, flush,
-                     next_attempt_at, created_at, updated_at, stream_version, last_position)
-                 VALUES ($1, $2, 'mt', 'queued', $3, $4, $5, $5, $6, $7, $8)",
-                &[
-                    &queued.message_id,
-                    &imei.as_str(),
-                    &payload,
-                    &queued.flush,
-                    &queued.queued_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            let values: [&(dyn ToSql + Sync); 5] = [
+                &queued.message_id,
+                &imei.as_str(),
+                &payload,
+                &queued.flush,
+                &queued.queued_at,
+            ];
+            stamped(tx, recorded, QUEUED, &values).await?
         }
         DeviceEvent::SendAttempted(attempted) => {
             let resolve_at: DateTime<Utc> = attempted.attempted_at + ATTEMPT_RESOLUTION;
-            tx.execute(
-                "UPDATE device_messages SET status = 'sending', attempts = $2, next_attempt_at = $3,
-                     updated_at = $4, stream_version = $5, last_position = $6
-                 WHERE message_id = $1",
-                &[
-                    &attempted.message_id,
-                    &i32::try_from(attempted.attempt).unwrap_or(i32::MAX),
-                    &resolve_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            let attempt = i32::try_from(attempted.attempt).unwrap_or(i32::MAX);
+            let values: [&(dyn ToSql + Sync); 3] = [&attempted.message_id, &attempt, &resolve_at];
+            stamped(tx, recorded, SEND_ATTEMPTED, &values).await?
         }
         DeviceEvent::Sent(sent) => {
             tx.execute(
@@ -125,20 +124,8 @@ async fn apply_one(
                 &[&imei.as_str()],
             )
             .await?;
-            tx.execute(
-                "UPDATE device_messages SET status = 'sent', mt_id = $2, next_attempt_at = NULL,
-                     error_code = NULL, error_text = NULL,
-                     updated_at = $3, stream_version = $4, last_position = $5
-                 WHERE message_id = $1",
-                &[
-                    &sent.message_id,
-                    &i64::try_from(sent.mt_id).unwrap_or(i64::MAX),
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            let mt_id = i64::try_from(sent.mt_id).unwrap_or(i64::MAX);
+            stamped(tx, recorded, SENT, &[&sent.message_id, &mt_id]).await?
         }
         DeviceEvent::Failed(failed) => {
             if failed.final_failure {
@@ -153,22 +140,14 @@ async fn apply_one(
             } else {
                 "queued"
             };
-            tx.execute(
-                "UPDATE device_messages SET status = $2, error_code = $3, error_text = $4,
-                     next_attempt_at = $5, updated_at = $6, stream_version = $7, last_position = $8
-                 WHERE message_id = $1",
-                &[
-                    &failed.message_id,
-                    &status,
-                    &failed.code.map(i32::from),
-                    &failed.text,
-                    &failed.retry_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            let values: [&(dyn ToSql + Sync); 5] = [
+                &failed.message_id,
+                &status,
+                &failed.code.map(i32::from),
+                &failed.text,
+                &failed.retry_at,
+            ];
+            stamped(tx, recorded, FAILED, &values).await?
         }
         DeviceEvent::Received(received) => {
             let payload = hex_payload(recorded, &received.payload_hex)?;
@@ -187,27 +166,19 @@ async fn apply_one(
                 ],
             )
             .await?;
-            tx.execute(
-                "INSERT INTO device_messages (message_id, imei, direction, status, payload, momsn,
-                     transmit_time, latitude, longitude, cep, created_at, updated_at,
-                     stream_version, last_position)
-                 VALUES ($1, $2, 'mo', 'received', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &[
-                    &recorded.event_id,
-                    &imei.as_str(),
-                    &payload,
-                    &i64::try_from(received.momsn).unwrap_or(i64::MAX),
-                    &received.transmit_time,
-                    &received.latitude,
-                    &received.longitude,
-                    &received.cep,
-                    &received.received_at,
-                    &at,
-                    &version,
-                    &position,
-                ],
-            )
-            .await?
+            let momsn = i64::try_from(received.momsn).unwrap_or(i64::MAX);
+            let values: [&(dyn ToSql + Sync); 9] = [
+                &recorded.event_id,
+                &imei.as_str(),
+                &payload,
+                &momsn,
+                &received.transmit_time,
+                &received.latitude,
+                &received.longitude,
+                &received.cep,
+                &received.received_at,
+            ];
+            stamped(tx, recorded, RECEIVED, &values).await?
         }
         DeviceEvent::Assigned(assigned) => {
             tx.execute(

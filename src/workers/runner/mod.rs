@@ -445,10 +445,7 @@ async fn watch_for_cancel(
 }
 
 fn metadata(context: &Context) -> Metadata {
-    Metadata {
-        actor: Some(context.options.worker_id.clone()),
-        ..Metadata::default()
-    }
+    Metadata::of_actor(context.options.worker_id.clone())
 }
 
 /// The container (or local work directory) of a task's attempt.

@@ -15,7 +15,7 @@ use taskledger::service::shutdown;
 use taskledger::service::startup::Application;
 use taskledger_events::apikey::{ApiKeyCommand, ApiKeyId, ApiKeys, RevokeApiKey, Scope};
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::testing::TestDatabase;
+use taskledger_events::testing::{listening_connections, TestDatabase};
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
@@ -287,16 +287,11 @@ async fn a_thousand_open_streams_use_a_handful_of_database_connections() {
         open <= 20,
         "{open} connections to the database while {STREAMS} streams are open"
     );
-    let listening: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(listening, 1, "one LISTEN connection for the whole process");
+    assert_eq!(
+        listening_connections(&admin).await,
+        1,
+        "one LISTEN connection for the whole process"
+    );
     drop(admin);
     drop(streams);
     app.finish().await;

@@ -5,7 +5,9 @@ use taskledger_events::{
     AppendError, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent,
 };
 
-use crate::helpers::{append_in_order, appended, event, refused, store, stream, verify};
+use crate::helpers::{
+    append_in_order, appended, assert_matches, assert_verifies, event, refused, store, stream,
+};
 
 #[tokio::test]
 async fn every_expected_version_case() {
@@ -23,16 +25,13 @@ async fn every_expected_version_case() {
         (1, 1, 1)
     );
     let error = refused(&store, &s, ExpectedVersion::NoStream, vec![event(2)]).await;
-    assert!(
-        matches!(
-            error,
-            AppendError::WrongExpectedVersion {
-                actual: 1,
-                expected: ExpectedVersion::NoStream,
-                ..
-            }
-        ),
-        "{error:?}"
+    assert_matches!(
+        error,
+        AppendError::WrongExpectedVersion {
+            actual: 1,
+            expected: ExpectedVersion::NoStream,
+            ..
+        }
     );
 
     // StreamExists: refused on a new stream, accepted on an existing one.
@@ -44,10 +43,7 @@ async fn every_expected_version_case() {
         vec![event(1)],
     )
     .await;
-    assert!(
-        matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. }),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. });
     let result = appended(
         &store,
         &s,
@@ -148,23 +144,14 @@ async fn retrying_the_same_append_returns_the_original_result() {
         batch.clone(),
     )
     .await;
-    assert!(
-        matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 2, .. } if stored_stream_id == "task-retry"),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 2, .. } if stored_stream_id == "task-retry");
     // ... including at another expected version of the same stream,
     let error = refused(&store, &s, ExpectedVersion::Exact(3), batch.clone()).await;
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     // ... in another order,
     let reversed = vec![batch[1].clone(), batch[0].clone()];
     let error = refused(&store, &s, ExpectedVersion::Any, reversed).await;
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     // ... or mixed with a new event.
     let error = refused(
         &store,
@@ -173,10 +160,7 @@ async fn retrying_the_same_append_returns_the_original_result() {
         vec![batch[0].clone(), event(9)],
     )
     .await;
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     assert_eq!(store.head_position().await.unwrap(), 4);
     database.drop_database().await;
 }
@@ -212,10 +196,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
 
     let s = stream("task-bad");
     let error = refused(&store, &s, ExpectedVersion::Any, vec![]).await;
-    assert!(
-        matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch)),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch));
     for data in [json!([1]), json!("text"), json!(null), json!(3)] {
         let error = refused(
             &store,
@@ -234,20 +215,14 @@ async fn bad_input_is_refused_and_writes_nothing() {
     }
     let twice = event(1);
     let error = refused(&store, &s, ExpectedVersion::Any, vec![twice.clone(), twice]).await;
-    assert!(
-        matches!(
-            error,
-            AppendError::Invalid(InvalidInput::RepeatedEventId { .. })
-        ),
-        "{error:?}"
+    assert_matches!(
+        error,
+        AppendError::Invalid(InvalidInput::RepeatedEventId { .. })
     );
     let mut untyped = event(1);
     untyped.event_type = String::new();
     let error = refused(&store, &s, ExpectedVersion::Any, vec![untyped]).await;
-    assert!(
-        matches!(error, AppendError::Invalid(InvalidInput::EventType { .. })),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::Invalid(InvalidInput::EventType { .. }));
     assert_eq!(store.head_position().await.unwrap(), 0);
     database.drop_database().await;
 }
@@ -285,27 +260,13 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     assert_eq!(stored[0].stream_id, "task-envelope");
     assert!(stored[0].recorded_at <= chrono::Utc::now());
 
-    let backward = store
-        .read_stream(&s, u64::MAX, Direction::Backward, 3)
-        .await
-        .unwrap();
-    assert_eq!(
-        backward.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [5, 4, 3]
-    );
-    let middle = store
-        .read_stream(&s, 3, Direction::Backward, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        middle.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [3, 2, 1]
-    );
-    let tail = store
-        .read_stream(&s, 4, Direction::Forward, 10)
-        .await
-        .unwrap();
-    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
+    let versions = async |from: u64, direction: Direction, limit: usize| -> Vec<u64> {
+        let events = store.read_stream(&s, from, direction, limit).await.unwrap();
+        events.iter().map(|e| e.version).collect()
+    };
+    assert_eq!(versions(u64::MAX, Direction::Backward, 3).await, [5, 4, 3]);
+    assert_eq!(versions(3, Direction::Backward, 10).await, [3, 2, 1]);
+    assert_eq!(versions(4, Direction::Forward, 10).await, [4, 5]);
     assert!(store
         .read_stream(&stream("nobody"), 1, Direction::Forward, 10)
         .await
@@ -317,8 +278,7 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
         all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
         [3, 4, 5]
     );
-    let verification = verify(&store, 2).await;
-    assert_eq!((verification.checked, verification.defect), (5, None));
+    assert_verifies(&store, 2, 5).await;
     database.drop_database().await;
 }
 
@@ -336,7 +296,7 @@ async fn two_stores_on_one_log_interleave_correctly() {
     for round in 0..20_u64 {
         let store = if round % 2 == 0 { &first } else { &second };
         let result = appended(
-            &store,
+            store,
             &s,
             ExpectedVersion::Exact(version),
             vec![event(round)],
@@ -349,24 +309,20 @@ async fn two_stores_on_one_log_interleave_correctly() {
         version = result.stream_version;
         // A stale expectation is still refused with the actual version.
         let error = refused(
-            &store,
+            store,
             &s,
             ExpectedVersion::Exact(version - 1),
             vec![event(99)],
         )
         .await;
-        assert!(
-            matches!(error, AppendError::WrongExpectedVersion { actual, .. } if actual == version),
-            "{error:?}"
-        );
+        assert_matches!(error, AppendError::WrongExpectedVersion { actual, .. } if *actual == version);
     }
     let (fast, full) = first.commit_counts();
     assert!(
         full >= 10,
         "stale heads must fall back to the full path (fast {fast}, full {full})"
     );
-    let verification = verify(&first, 100).await;
-    assert_eq!((verification.checked, verification.defect), (20, None));
+    assert_verifies(&first, 100, 20).await;
     database.drop_database().await;
 }
 
@@ -397,10 +353,7 @@ async fn a_single_writer_commits_in_one_round_trip_and_duplicates_still_fail_cle
         vec![copy],
     )
     .await;
-    assert!(
-        matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 1, .. } if stored_stream_id == "task-fast"),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 1, .. } if stored_stream_id == "task-fast");
     // The appender goes on working.
     let next = appended(&store, &s, ExpectedVersion::Exact(10), vec![event(10)]).await;
     assert_eq!((next.stream_version, next.first_position), (11, 11));

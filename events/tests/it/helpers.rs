@@ -10,6 +10,18 @@ use taskledger_events::{
     AppendError, AppendResult, EventStore, ExpectedVersion, NewEvent, StreamId,
 };
 
+/// Asserts that `value` matches `pattern` (and its guard, if any); the
+/// failure shows the value.
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {
+        match &$value {
+            $pattern $(if $guard)? => {}
+            other => panic!("expected {}, got {other:?}", stringify!($pattern)),
+        }
+    };
+}
+pub(crate) use assert_matches;
+
 pub(crate) async fn store() -> (PgEventStore, TestDatabase) {
     store_with(StoreOptions::default()).await
 }
@@ -24,6 +36,14 @@ pub(crate) async fn store_with(options: StoreOptions) -> (PgEventStore, TestData
 pub(crate) async fn verify(store: &PgEventStore, batch: usize) -> Verification {
     let client = store.pool().get().await.unwrap();
     verify_range(&client, 1, None, batch, |_| {}).await.unwrap()
+}
+
+/// Asserts that [`verify`] (reading `batch` events a query) checks exactly
+/// `checked` events and finds no defect.
+pub(crate) async fn assert_verifies(store: &PgEventStore, batch: usize, checked: u64) {
+    let verification = verify(store, batch).await;
+    assert_eq!(verification.defect, None, "the log does not verify");
+    assert_eq!(verification.checked, checked, "events checked");
 }
 
 /// Appends `events` to `stream` expecting `expected`; panics, naming the

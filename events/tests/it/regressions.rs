@@ -11,7 +11,7 @@ use taskledger_events::{
     chain, AppendError, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent, StoreError,
 };
 
-use crate::helpers::{append_in_order, appended, event, refused, store, stream};
+use crate::helpers::{append_in_order, appended, assert_matches, event, refused, store, stream};
 
 async fn verifies(store: &PgEventStore) -> Option<taskledger_events::postgres::verify::Defect> {
     crate::helpers::verify(store, 1_000).await.defect
@@ -92,19 +92,11 @@ async fn schema_versions_beyond_the_column_are_refused() {
     let (store, database) = store().await;
     let mut too_big = event(1);
     too_big.schema_version = 3_000_000_000;
-    let error = refused(
-        &store,
-        &stream("task-s"),
-        ExpectedVersion::Any,
-        vec![too_big],
-    )
-    .await;
-    assert!(
-        matches!(
-            error,
-            AppendError::Invalid(InvalidInput::SchemaVersion { .. })
-        ),
-        "{error:?}"
+    let s = stream("task-s");
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![too_big]).await;
+    assert_matches!(
+        error,
+        AppendError::Invalid(InvalidInput::SchemaVersion { .. })
     );
     assert_eq!(store.head_position().await.unwrap(), 0);
     database.drop_database().await;
@@ -116,10 +108,7 @@ async fn an_absurd_expected_version_is_a_conflict_not_a_crash() {
     let s = stream("task-m");
     appended(&store, &s, ExpectedVersion::NoStream, vec![event(1)]).await;
     let error = refused(&store, &s, ExpectedVersion::Exact(u64::MAX), vec![event(2)]).await;
-    assert!(
-        matches!(error, AppendError::WrongExpectedVersion { actual: 1, .. }),
-        "{error:?}"
-    );
+    assert_matches!(error, AppendError::WrongExpectedVersion { actual: 1, .. });
     assert!(store.appender_alive());
     let next = appended(&store, &s, ExpectedVersion::Exact(1), vec![event(3)]).await;
     assert_eq!(next.stream_version, 2);
@@ -136,26 +125,12 @@ async fn metadata_that_would_be_unreadable_is_refused_and_a_corrupt_row_stops_th
         extra,
         ..Metadata::default()
     };
-    let error = refused(
-        &store,
-        &stream("task-p"),
-        ExpectedVersion::Any,
-        vec![poisoned],
-    )
-    .await;
-    assert!(
-        matches!(&error, AppendError::Invalid(InvalidInput::MetadataKey { key, .. }) if key == "actor"),
-        "{error:?}"
-    );
+    let s = stream("task-p");
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![poisoned]).await;
+    assert_matches!(error, AppendError::Invalid(InvalidInput::MetadataKey { key, .. }) if key == "actor");
 
     // A row written behind the store's back is reported, never skipped.
-    appended(
-        &store,
-        &stream("task-p"),
-        ExpectedVersion::Any,
-        vec![event(2)],
-    )
-    .await;
+    appended(&store, &s, ExpectedVersion::Any, vec![event(2)]).await;
     let admin = database.client().await;
     admin
         .execute(
@@ -175,15 +150,12 @@ async fn metadata_that_would_be_unreadable_is_refused_and_a_corrupt_row_stops_th
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        matches!(
-            second,
-            Err(StoreError::Corrupt {
-                global_position: 2,
-                ..
-            })
-        ),
-        "{second:?}"
+    assert_matches!(
+        second,
+        Err(StoreError::Corrupt {
+            global_position: 2,
+            ..
+        })
     );
     let end = tokio::time::timeout(Duration::from_secs(5), feed.next())
         .await
@@ -229,10 +201,7 @@ async fn a_server_default_of_repeatable_read_does_not_break_appends() {
     let request =
         AppendRequest::new(stream("task-rr"), ExpectedVersion::Any, vec![event(1)]).unwrap();
     let error = append_in_transaction(&tx, &[request]).await.unwrap_err();
-    assert!(
-        matches!(&error, StoreError::Misuse(message) if message.contains("READ COMMITTED")),
-        "{error:?}"
-    );
+    assert_matches!(error, StoreError::Misuse(message) if message.contains("READ COMMITTED"));
     drop(tx);
     drop(client);
     database.drop_database().await;

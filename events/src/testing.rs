@@ -18,7 +18,7 @@ mod given;
 mod stored;
 pub use fixed::{at, FIXED_ID, FIXED_ID_SHORT};
 pub use given::{assert_not_found_names, given, given_state, Given, Then};
-pub use stored::{assert_refuses_other_shapes, assert_round_trips, recorded};
+pub use stored::{assert_refuses_other_shapes, assert_round_trips, assert_stored_as, recorded};
 
 use crate::migrate;
 use crate::postgres::PgEventStore;

@@ -14,7 +14,7 @@ use taskledger_projections::runtime::{lock_key, RuntimeOptions};
 use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
 use tokio_postgres::Transaction;
 
-use crate::helpers::{database, scalar, wait_until, Running};
+use crate::helpers::{database, row, scalar, wait_until, Running};
 
 const RECORDED: &str =
     "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)";
@@ -117,13 +117,8 @@ async fn append(store: &PgEventStore, count: u64) {
 
 /// How many rows the recorder wrote, and the highest position among them.
 async fn recorded(client: &tokio_postgres::Client) -> (i64, i64) {
-    let row = client
-        .query_one(
-            "SELECT count(*), coalesce(max(global_position), 0) FROM recorded",
-            &[],
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT count(*), coalesce(max(global_position), 0) FROM recorded";
+    let row = row(client, sql).await;
     (row.get(0), row.get(1))
 }
 

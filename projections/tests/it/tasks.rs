@@ -14,7 +14,7 @@ use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 
-use crate::helpers::{at, database, scalar};
+use crate::helpers::{at, column, database, quick_retries, reset, row, scalar};
 
 fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
     TaskEvent::Submitted(TaskSubmitted {
@@ -95,18 +95,10 @@ async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
 }
 
 async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT row_to_json(t)::text FROM (SELECT * FROM tasks ORDER BY task_id) t
-             UNION ALL
-             SELECT row_to_json(r)::text FROM (SELECT * FROM results ORDER BY task_id) r",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
+    let sql = "SELECT row_to_json(t)::text FROM (SELECT * FROM tasks ORDER BY task_id) t
+               UNION ALL
+               SELECT row_to_json(r)::text FROM (SELECT * FROM results ORDER BY task_id) r";
+    column(client, sql).await
 }
 
 async fn run_until(
@@ -115,15 +107,11 @@ async fn run_until(
     head: u64,
     batch_size: usize,
 ) {
-    let runtime = ProjectorRuntime::new(
-        store.clone(),
-        TasksProjector,
-        RuntimeOptions {
-            batch_size,
-            standby_retry: Duration::from_millis(100),
-            failure_retry: Duration::from_millis(100),
-        },
-    );
+    let options = RuntimeOptions {
+        batch_size,
+        ..quick_retries()
+    };
+    let runtime = ProjectorRuntime::new(store.clone(), TasksProjector, options);
     crate::helpers::run_until(runtime, client, head).await;
 }
 
@@ -232,13 +220,11 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         1
     );
     // A failed task has a row too (its logs, no result document).
-    let failed = client
-        .query_one(
-            "SELECT count(*), bool_and(result = '{}'::jsonb) FROM results WHERE status = 'failed'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let failed = row(
+        &client,
+        "SELECT count(*), bool_and(result = '{}'::jsonb) FROM results WHERE status = 'failed'",
+    )
+    .await;
     assert_eq!(
         (failed.get::<_, i64>(0), failed.get::<_, Option<bool>>(1)),
         (1, Some(true))
@@ -246,10 +232,7 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
 
     // Rebuilt from scratch, the projection is the same, row for row.
     let live = rows(&client).await;
-    client
-        .batch_execute("TRUNCATE tasks, results; UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'")
-        .await
-        .unwrap();
+    reset(&client, "tasks", "tasks, results").await;
     run_until(&store, &client, head, 500).await;
     // One event per batch (above) and everything in one batch (here, where
     // each row is folded in memory from several events) give the same rows.

@@ -76,14 +76,21 @@ type TaskRow = (
     i64,
 );
 
-async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
-    let row = client
-        .query_one(
-            "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1",
-            &[&task_id.0],
-        )
+/// The one row `sql` answers for the task `task_id` (its `$1`).
+async fn row_of(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    task_id: TaskId,
+) -> tokio_postgres::Row {
+    client
+        .query_one(sql, &[&task_id.0])
         .await
-        .unwrap();
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
+    let sql = "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1";
+    let row = row_of(client, sql, task_id).await;
     (
         row.get(0),
         row.get(1),
@@ -196,13 +203,8 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         task_row(&client, queued).await,
         ("queued".into(), 0, None, None, None, 1)
     );
-    let result = client
-        .query_one(
-            "SELECT result, exit_code, artifacts FROM results WHERE task_id = $1",
-            &[&done.0],
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT result, exit_code, artifacts FROM results WHERE task_id = $1";
+    let result = row_of(&client, sql, done).await;
     assert_eq!(
         result.get::<_, serde_json::Value>(0),
         json!({ "verdict": "clean" })
@@ -257,14 +259,8 @@ async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("already in the projection"), "{error}");
-    let frontend: String = client
-        .query_one(
-            "SELECT frontend_id FROM tasks WHERE task_id = $1",
-            &[&task.0],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let sql = "SELECT frontend_id FROM tasks WHERE task_id = $1";
+    let frontend: String = row_of(&client, sql, task).await.get(0);
     assert_eq!(frontend, "frontend-a");
     drop(client);
     database.drop_database().await;
@@ -294,14 +290,8 @@ async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
     let folded = taskledger_events::task::fold(&history).unwrap();
     let (status, attempts, worker_id, error, exit_code, stream_version) =
         task_row(&client, task).await;
-    let results: i64 = client
-        .query_one(
-            "SELECT count(*) FROM results WHERE task_id = $1",
-            &[&task.0],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let sql = "SELECT count(*) FROM results WHERE task_id = $1";
+    let results: i64 = row_of(&client, sql, task).await.get(0);
     assert_eq!(
         (
             status,

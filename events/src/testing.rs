@@ -5,7 +5,8 @@
 //! [`assert_refuses_other_shapes`]),
 //! and a fresh, migrated PostgreSQL database per test ([`TestDatabase`]),
 //! copied from a template that is migrated once per set of migrations;
-//! [`own_pool`] shows a store's own connections.
+//! [`own_pool`] shows a store's own connections and
+//! [`listening_connections`] counts its listeners.
 //!
 //! The server is taken from `TEST_DATABASE_URL` (any database on the server;
 //! default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -17,7 +18,7 @@ mod given;
 mod stored;
 pub use fixed::{at, FIXED_ID, FIXED_ID_SHORT};
 pub use given::{assert_not_found_names, given, given_state, Given, Then};
-pub use stored::{assert_refuses_other_shapes, assert_round_trips, recorded};
+pub use stored::{assert_refuses_other_shapes, assert_round_trips, assert_stored_as, recorded};
 
 use crate::migrate;
 use crate::postgres::PgEventStore;
@@ -27,6 +28,20 @@ use crate::postgres::PgEventStore;
 /// connections are set up with.
 pub fn own_pool(store: &PgEventStore) -> &deadpool_postgres::Pool {
     store.own_pool()
+}
+
+/// How many backends of the database `client` is connected to are
+/// listening (`LISTEN`): a store has one, shared by all its subscriptions.
+pub async fn listening_connections(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            &[],
+        )
+        .await
+        .expect("counting the listening connections")
+        .get(0)
 }
 
 /// The server tests use when `TEST_DATABASE_URL` is not set.

@@ -10,14 +10,13 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use taskledger::config::settings::{Role, Settings};
-use taskledger::service::shutdown::{self, ShutdownTrigger};
-use taskledger::service::startup::Application;
-use taskledger_events::apikey::Scope;
+use taskledger::service::shutdown::ShutdownTrigger;
+use taskledger_events::apikey::{hash_secret, Scope};
 use tokio::task::JoinHandle;
 
-use crate::helpers::TestApp;
+use crate::helpers::{create_key_with, old_format_secret, random_bytes, start_server, TestApp};
 use crate::support::cli::{stderr, stdout, taskledger, taskledger_ok};
-use crate::support::http::send;
+use crate::support::http::{assert_contains, item_with, send};
 use crate::support::poll::eventually;
 
 /// How many times each change is tried; every try must hold.
@@ -31,23 +30,21 @@ struct OtherServer {
     stop: ShutdownTrigger,
     server: JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
+    /// The answers [`OtherServer::expect`] did not get.
+    misses: Vec<String>,
 }
 
 impl OtherServer {
     async fn beside(app: &TestApp) -> Self {
         let mut settings = Settings::for_database(app.database.url.clone());
         settings.roles = vec![Role::Api];
-        let (stop, signal) = shutdown::channel();
-        let application = Application::build(&settings, signal)
-            .await
-            .expect("building the second server");
-        let address = application.local_addr().unwrap();
-        let server = tokio::spawn(application.run_until_stopped());
+        let (address, stop, server) = start_server(&settings, "the second server").await;
         Self {
             address,
             stop,
             server,
             http: reqwest::Client::new(),
+            misses: Vec::new(),
         }
     }
 
@@ -57,6 +54,18 @@ impl OtherServer {
         try_key(&self.http, &format!("http://{}", self.address), secret).await
     }
 
+    /// Tries `secret` and notes a miss, named `case`, unless it gets
+    /// `status` with a detail holding `detail_holds`; [`OtherServer::finish`]
+    /// fails the test with every miss.
+    async fn expect(&mut self, case: String, secret: &str, status: StatusCode, detail_holds: &str) {
+        let (got, detail) = self.try_key(secret).await;
+        if got != status || !detail.contains(detail_holds) {
+            self.misses.push(format!("{case}: {got} {detail}"));
+        }
+    }
+
+    /// Stops the server; fails the test if [`OtherServer::expect`] missed
+    /// anything.
     async fn finish(self) {
         self.stop.trigger();
         tokio::time::timeout(Duration::from_secs(10), self.server)
@@ -64,6 +73,7 @@ impl OtherServer {
             .expect("the second server did not stop")
             .unwrap()
             .unwrap();
+        assert!(self.misses.is_empty(), "{:#?}", self.misses);
     }
 }
 
@@ -91,16 +101,21 @@ async fn keys_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
     .unwrap()
 }
 
-/// `keys create … --all-tenants` (plus `extra`) by the binary: the key's id
-/// and secret.
-async fn cli_key(app: &TestApp, name: &str, scopes: &str, extra: &[&str]) -> (String, String) {
+/// `keys create --name name --scopes scopes extra…` by the binary, which
+/// must succeed: what it printed.
+async fn cli_create(app: &TestApp, name: &str, scopes: &str, extra: &[&str]) -> String {
     let output = keys_cli(
         app,
         &[&["create", "--name", name, "--scopes", scopes][..], extra].concat(),
     )
     .await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let out = stdout(&output);
+    stdout(&output)
+}
+
+/// [`cli_create`]: the key's id and secret.
+async fn cli_key(app: &TestApp, name: &str, scopes: &str, extra: &[&str]) -> (String, String) {
+    let out = cli_create(app, name, scopes, extra).await;
     let key_id = out.split_whitespace().nth(3).unwrap().to_owned();
     let secret = out.lines().last().unwrap().to_owned();
     (key_id, secret)
@@ -118,44 +133,45 @@ async fn post(app: &TestApp, admin: &str, path: &str, body: Option<Value>) -> (S
 }
 
 async fn key_events(app: &TestApp) -> i64 {
-    app.database
-        .client()
+    app.row("SELECT count(*) FROM events WHERE stream_id LIKE 'apikey-%'")
         .await
-        .query_one(
-            "SELECT count(*) FROM events WHERE stream_id LIKE 'apikey-%'",
-            &[],
-        )
-        .await
-        .unwrap()
         .get(0)
+}
+
+/// Makes a key with `make` (given the try's index: the key's id and secret)
+/// and revokes it with `revoke`, [`TRIES`] times: a second server must
+/// accept each key on its very next request, and refuse it (with a detail
+/// holding `refusal_says`) on the next one after its revocation.
+async fn each_change_holds_on_the_next_request(
+    app: &TestApp,
+    make: impl AsyncFn(usize) -> (String, String),
+    revoke: impl AsyncFn(&str),
+    refusal_says: &str,
+) {
+    let mut other = OtherServer::beside(app).await;
+    for index in 0..TRIES {
+        let (key_id, secret) = make(index).await;
+        let created = format!("created {index}");
+        other.expect(created, &secret, StatusCode::OK, "").await;
+        revoke(&key_id).await;
+        let (revoked, refused) = (format!("revoked {index}"), StatusCode::UNAUTHORIZED);
+        other.expect(revoked, &secret, refused, refusal_says).await;
+    }
+    other.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_made_and_revoked_by_the_cli_hold_on_the_next_request() {
     let app = TestApp::spawn().await;
-    let other = OtherServer::beside(&app).await;
-    let mut misses = Vec::new();
-    for index in 0..TRIES {
-        let (key_id, secret) = cli_key(
-            &app,
-            &format!("cli-{index}"),
-            "tasks:read",
-            &["--all-tenants"],
-        )
-        .await;
-        let (status, detail) = other.try_key(&secret).await;
-        if status != StatusCode::OK {
-            misses.push(format!("created {index}: {status} {detail}"));
-        }
-        let revoked = keys_cli(&app, &["revoke", &key_id]).await;
+    let make = async |index: usize| {
+        let name = format!("cli-{index}");
+        cli_key(&app, &name, "tasks:read", &["--all-tenants"]).await
+    };
+    let revoke = async |key_id: &str| {
+        let revoked = keys_cli(&app, &["revoke", key_id]).await;
         assert!(revoked.status.success(), "{}", stderr(&revoked));
-        let (status, detail) = other.try_key(&secret).await;
-        if status != StatusCode::UNAUTHORIZED || !detail.contains("unknown or revoked") {
-            misses.push(format!("revoked {index}: {status} {detail}"));
-        }
-    }
-    assert!(misses.is_empty(), "{misses:#?}");
-    other.finish().await;
+    };
+    each_change_holds_on_the_next_request(&app, make, revoke, "unknown or revoked").await;
     app.finish().await;
 }
 
@@ -163,33 +179,21 @@ async fn keys_made_and_revoked_by_the_cli_hold_on_the_next_request() {
 async fn keys_made_and_revoked_over_http_hold_on_the_next_request_of_another_server() {
     let app = TestApp::spawn().await;
     let admin = app.key(&[Scope::Admin]).await;
-    let other = OtherServer::beside(&app).await;
-    let mut misses = Vec::new();
-    for index in 0..TRIES {
-        let (status, created) = post(
-            &app,
-            &admin,
-            "/v1/keys",
-            Some(json!({"name": format!("http-{index}"), "scopes": ["tasks:read"], "all_tenants": true})),
-        )
-        .await;
+    let make = async |index: usize| {
+        let key =
+            json!({"name": format!("http-{index}"), "scopes": ["tasks:read"], "all_tenants": true});
+        let (status, created) = post(&app, &admin, "/v1/keys", Some(key)).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
-        let secret = created["secret"].as_str().unwrap();
-        let (status, detail) = other.try_key(secret).await;
-        if status != StatusCode::OK {
-            misses.push(format!("created {index}: {status} {detail}"));
-        }
-        let path = format!("/v1/keys/{}/revoke", created["id"].as_str().unwrap());
+        let field = |name: &str| created[name].as_str().unwrap().to_owned();
+        (field("id"), field("secret"))
+    };
+    let revoke = async |key_id: &str| {
+        let path = format!("/v1/keys/{key_id}/revoke");
         let (status, revoked) = post(&app, &admin, &path, Some(json!({"reason": "done"}))).await;
         assert_eq!(status, StatusCode::OK, "{revoked}");
         assert_eq!(revoked["status"], "revoked", "{revoked}");
-        let (status, detail) = other.try_key(secret).await;
-        if status != StatusCode::UNAUTHORIZED {
-            misses.push(format!("revoked {index}: {status} {detail}"));
-        }
-    }
-    assert!(misses.is_empty(), "{misses:#?}");
-    other.finish().await;
+    };
+    each_change_holds_on_the_next_request(&app, make, revoke, "").await;
     app.finish().await;
 }
 
@@ -278,22 +282,8 @@ async fn revocation_holds_while_the_projector_is_paused_and_a_reset_refuses_no_v
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_key_is_refused_with_when_it_expired() {
     let app = TestApp::spawn().await;
-    let output = keys_cli(
-        &app,
-        &[
-            "create",
-            "--name",
-            "brief",
-            "--scopes",
-            "tasks:read",
-            "--all-tenants",
-            "--expires-in",
-            "2s",
-        ],
-    )
-    .await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let out = stdout(&output);
+    let expiry = ["--all-tenants", "--expires-in", "2s"];
+    let out = cli_create(&app, "brief", "tasks:read", &expiry).await;
     let secret = out.lines().last().unwrap().to_owned();
     let expiring = out
         .split("expiring ")
@@ -316,10 +306,7 @@ async fn an_expired_key_is_refused_with_when_it_expired() {
         },
     )
     .await;
-    assert!(
-        detail.contains(&format!("this API key expired at {expiring}")),
-        "{detail} (expiring {expiring})"
-    );
+    assert_contains(&detail, &format!("this API key expired at {expiring}"));
     app.finish().await;
 }
 
@@ -368,10 +355,7 @@ async fn a_rotated_key_takes_its_new_secret_at_once_and_drops_the_old_after_the_
         },
     )
     .await;
-    assert!(
-        detail.contains("replaced when the API key was rotated"),
-        "{detail}"
-    );
+    assert_contains(&detail, "replaced when the API key was rotated");
     assert_eq!(other.try_key(&new).await.0, StatusCode::OK);
 
     // By the binary: no grace by default, so the old secret stops at once.
@@ -538,18 +522,10 @@ async fn bad_key_requests_are_refused_and_change_nothing() {
     // The CLI refuses a bad grace before it writes anything.
     let output = keys_cli(&app, &["rotate", &victim, "--grace", "soon"]).await;
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("such as 0s"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(&stderr(&output), "such as 0s");
     let output = keys_cli(&app, &["revoke", &victim, "--reason", "a\tb"]).await;
     assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("control characters"),
-        "{}",
-        stderr(&output)
-    );
+    assert_contains(&stderr(&output), "control characters");
     assert_eq!(key_events(&app).await, before, "nothing was written");
 
     // The list: every key, no secret, no hash (a read model: wait for it).
@@ -570,12 +546,7 @@ async fn bad_key_requests_are_refused_and_change_nothing() {
     .await;
     let text = listed.to_string();
     assert!(!text.contains("tlk_") && !text.contains("hash"), "{text}");
-    let acme = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|key| key["name"] == "acme-admin")
-        .unwrap();
+    let acme = item_with(&listed["items"], "name", "acme-admin");
     assert_eq!(acme["tenant"], "acme");
     assert_eq!(acme["all_tenants"], false);
     assert_eq!(acme["status"], "active");
@@ -584,36 +555,13 @@ async fn bad_key_requests_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_without_a_key_id_still_works_and_its_revocation_holds_at_once() {
-    use base64::Engine as _;
-    use taskledger_events::apikey::{hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey};
-
     let app = TestApp::spawn().await;
-    // A secret of the format before secrets named their key.
-    let key_id = ApiKeyId(uuid::Uuid::new_v4());
-    let legacy = format!(
-        "tlk_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(uuid::Uuid::new_v4().as_bytes().repeat(2))
-    );
-    taskledger::commands::execute::<ApiKeys>(
-        &app.store(),
-        &key_id.stream_id(),
-        ApiKeyCommand::Create(CreateApiKey {
-            key_id,
-            name: "old-format".into(),
-            scopes: [Scope::TasksRead].into_iter().collect(),
-            key_hash: hash_secret(&legacy),
-            created_at: chrono::Utc::now(),
-            created_by: None,
-            access: taskledger_events::tenant::Access::AllTenants,
-            expires_at: None,
-            rate_limit: None,
-        }),
-        uuid::Uuid::new_v4(),
-        taskledger_events::Metadata::default(),
-    )
-    .await
-    .unwrap();
+    let legacy = old_format_secret(random_bytes());
+    let (key_id, _) = create_key_with(&app.store(), &[Scope::TasksRead], random_bytes(), |key| {
+        key.name = "old-format".into();
+        key.key_hash = hash_secret(&legacy);
+    })
+    .await;
     // Found by its hash in the read model, once the projector has it.
     eventually(
         Duration::from_secs(10),

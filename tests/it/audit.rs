@@ -11,7 +11,7 @@ use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
-use crate::support::http::{ok_json, problem, send};
+use crate::support::http::{assert_text_contains, ok_json, problem, send};
 
 /// A query string's pairs.
 type Query = Vec<(&'static str, String)>;
@@ -261,15 +261,8 @@ async fn any_stream_pages_as_stored() {
     // Streams of other aggregates: the auditor's own key.
     let key_stream: String = audit
         .app
-        .database
-        .client()
+        .row("SELECT stream_id FROM events WHERE stream_id LIKE 'apikey-%' ORDER BY global_position LIMIT 1")
         .await
-        .query_one(
-            "SELECT stream_id FROM events WHERE stream_id LIKE 'apikey-%' ORDER BY global_position LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
         .get(0);
     let keys = audit
         .get_json(&format!("/v1/streams/{key_stream}/events"), &[])
@@ -360,13 +353,8 @@ async fn verify_finds_the_exact_row_altered_in_the_database() {
     assert_eq!(tampered["ok"], false, "{tampered}");
     assert_eq!(tampered["first_bad_sequence"], altered);
     assert_eq!(tampered["checked"], altered - 1);
-    assert!(
-        tampered["problem"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("global position {altered} does not verify")),
-        "{tampered}"
-    );
+    let does_not_verify = format!("global position {altered} does not verify");
+    assert_text_contains(&tampered["problem"], &does_not_verify, &tampered);
     let around = verify(vec![
         ("from", "2".into()),
         ("to", (altered + 1).to_string()),

@@ -8,7 +8,9 @@ use taskledger_events::apikey::Scope;
 use taskledger_events::{Direction, EventStore, RecordedEvent};
 
 use crate::helpers::{TestApp, KINDS};
-use crate::rockblock::{mo_form_body, mo_json_body, sign_mo, sign_mo_with, MoFields, IMEI};
+use crate::rockblock::{
+    mo_form_body, mo_json_body, mo_webhook, sign_mo, sign_mo_with, MoFields, FORM, IMEI,
+};
 use crate::support::http::{send, send_text};
 use crate::support::poll::eventually;
 
@@ -20,16 +22,6 @@ fn config(verify: bool) -> String {
     format!(
         "{KINDS}\n[rockblock]\nmt_url = \"http://127.0.0.1:9/rockblock/MT\"\nusername = \"u\"\npassword = \"p\"\nmo_public_key_file = \"{key}\"\nverify_mo_jwt = {verify}\n"
     )
-}
-
-async fn webhook(app: &TestApp, content_type: &str, body: String) -> reqwest::Response {
-    send(
-        app.http
-            .post(app.url("/v1/rockblock/mo"))
-            .header("content-type", content_type)
-            .body(body),
-    )
-    .await
 }
 
 /// The events of the device [`IMEI`]'s stream, oldest first.
@@ -52,8 +44,6 @@ async fn queue_message(app: &TestApp, key: &str, imei: &str, body: Value) -> req
     .await
 }
 
-const FORM: &str = "application/x-www-form-urlencoded";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
     let app = TestApp::spawn_with_config(&config(true), |_| {}).await;
@@ -61,14 +51,14 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
     let jwt = sign_mo(&fields);
     // The form webhook, delivered twice: one event.
     for _ in 0..2 {
-        let response = webhook(&app, FORM, mo_form_body(&fields, Some(&jwt))).await;
+        let response = mo_webhook(&app, FORM, mo_form_body(&fields, Some(&jwt))).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await.unwrap(), "OK");
     }
     // The JSON variant of another message.
     let mut second = MoFields::sample(b"second");
     second.momsn = 43;
-    let response = webhook(
+    let response = mo_webhook(
         &app,
         "application/json",
         mo_json_body(&second, Some(&sign_mo(&second))),
@@ -126,12 +116,12 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
         ),
     ];
     for (body, status, what) in cases {
-        let response = webhook(&app, FORM, body).await;
+        let response = mo_webhook(&app, FORM, body).await;
         assert_eq!(response.status().as_u16(), status, "{what}");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["status"], status, "{what}: {problem}");
     }
-    let wrong_type = webhook(&app, "text/plain", "imei=1".into()).await;
+    let wrong_type = mo_webhook(&app, "text/plain", "imei=1".into()).await;
     assert_eq!(wrong_type.status(), 415);
     let after = device_events(&app).await;
     assert_eq!(after.len(), 2, "a refused webhook stored something");
@@ -142,7 +132,7 @@ async fn signed_webhooks_are_recorded_once_and_forged_ones_refused() {
 async fn without_verification_unsigned_webhooks_are_accepted() {
     let app = TestApp::spawn_with_config(&config(false), |_| {}).await;
     let fields = MoFields::sample(b"unsigned");
-    let response = webhook(&app, FORM, mo_form_body(&fields, None)).await;
+    let response = mo_webhook(&app, FORM, mo_form_body(&fields, None)).await;
     assert_eq!(response.status(), 200);
     app.finish().await;
 }
@@ -293,7 +283,7 @@ async fn devices_and_their_messages_are_listed_paged_and_exported() {
         let mut fields = MoFields::sample(format!("mo {momsn}").as_bytes());
         fields.momsn = momsn;
         assert_eq!(
-            webhook(&app, FORM, mo_form_body(&fields, None))
+            mo_webhook(&app, FORM, mo_form_body(&fields, None))
                 .await
                 .status(),
             200
@@ -376,8 +366,8 @@ async fn concurrent_webhooks_of_one_device_all_land_once() {
         fields.momsn = momsn;
         let body = mo_form_body(&fields, Some(&sign_mo(&fields)));
         // Each delivered twice, all at once.
-        deliveries.push(webhook(&app, FORM, body.clone()));
-        deliveries.push(webhook(&app, FORM, body));
+        deliveries.push(mo_webhook(&app, FORM, body.clone()));
+        deliveries.push(mo_webhook(&app, FORM, body));
     }
     for response in futures::future::join_all(deliveries).await {
         assert_eq!(response.status(), 200);

@@ -8,7 +8,7 @@ use taskledger_events::apikey::Scope;
 use taskledger_events::EventStore;
 
 use crate::helpers::TestApp;
-use crate::support::http::{send, send_json};
+use crate::support::http::{item_with, send, send_json};
 
 async fn submit(app: &TestApp, key: &str, message: &str) {
     let response = send(
@@ -235,12 +235,7 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
         .stream_id;
     let task_id = task_stream.trim_start_matches("task-");
     let view: Value = send_json(app.get(&writer, &format!("/v1/tasks/{task_id}/ledger"))).await;
-    let mine = view["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|item| item["ledger"] == "chain-a")
-        .unwrap();
+    let mine = item_with(&view["items"], "ledger", "chain-a");
     assert!(mine["confirmed"].as_u64().unwrap() >= 1, "{view}");
     assert!(
         mine["references"]

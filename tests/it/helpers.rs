@@ -14,16 +14,17 @@ use taskledger::service::shutdown::{self, ShutdownTrigger};
 use taskledger::service::startup::Application;
 use taskledger_events::apikey::{
     generate_secret, hash_secret, ApiKeyCommand, ApiKeyId, ApiKeys, CreateApiKey, Scope,
+    SECRET_PREFIX,
 };
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::task::{TaskCommand, TaskId, Tasks};
+use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId, Tasks};
 use taskledger_events::tenant::Access;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::Metadata;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::support::http::{send, send_text};
+use crate::support::http::{problem, send, send_text};
 use crate::support::poll::eventually;
 
 /// Task kinds for tests: `echo` (a required and an optional parameter) and
@@ -113,6 +114,44 @@ pub(crate) async fn create_key_with(
     (key_id, secret)
 }
 
+/// A server built from `settings` (`what` names it if that fails) and run
+/// in the background: where it listens, its shutdown trigger and its task.
+pub(crate) async fn start_server(
+    settings: &Settings,
+    what: &str,
+) -> (SocketAddr, ShutdownTrigger, JoinHandle<anyhow::Result<()>>) {
+    let (stop, signal) = shutdown::channel();
+    let application = Application::build(settings, signal)
+        .await
+        .unwrap_or_else(|error| panic!("building {what}: {error:#}"));
+    let address = application.local_addr().unwrap();
+    (address, stop, tokio::spawn(application.run_until_stopped()))
+}
+
+/// The command a runner `worker_id` sends as it starts attempt 1 of the
+/// task, now.
+pub(crate) fn start_first_attempt(task_id: TaskId, worker_id: &str) -> TaskCommand {
+    TaskCommand::Start(StartTask {
+        task_id,
+        worker_id: worker_id.into(),
+        attempt: 1,
+        started_at: Utc::now(),
+    })
+}
+
+/// The command a runner sends as attempt 1 of the task succeeds, now: exit
+/// code 0, an empty result, no artifacts.
+pub(crate) fn complete_first_attempt(task_id: TaskId) -> TaskCommand {
+    TaskCommand::Complete(CompleteTask {
+        task_id,
+        attempt: 1,
+        result: serde_json::Map::new(),
+        exit_code: 0,
+        artifacts: Vec::new(),
+        finished_at: Utc::now(),
+    })
+}
+
 /// The statuses a task never leaves.
 const FINAL_STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "canceled"];
 
@@ -142,12 +181,7 @@ impl TestApp {
     ) -> Self {
         let mut settings = Settings::for_database(database.url.clone());
         adjust(&mut settings);
-        let (stop, signal) = shutdown::channel();
-        let application = Application::build(&settings, signal)
-            .await
-            .expect("building the app");
-        let address = application.local_addr().unwrap();
-        let server = tokio::spawn(application.run_until_stopped());
+        let (address, stop, server) = start_server(&settings, "the app").await;
         Self {
             address,
             database,
@@ -191,6 +225,28 @@ impl TestApp {
             adjust(settings);
         })
         .await
+    }
+
+    /// The one row `sql` (a query without parameters) answers on the
+    /// service's database; panics, naming the query, if it does not.
+    pub(crate) async fn row(&self, sql: &str) -> tokio_postgres::Row {
+        let client = self.database.client().await;
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// Waits up to `within` until the service's `/readyz` answers 200.
+    pub(crate) async fn wait_until_ready(&self, within: Duration) {
+        eventually(within, Duration::from_millis(50), || async {
+            let ready = send(self.http.get(self.url("/readyz"))).await;
+            if ready.status() == StatusCode::OK {
+                return Ok(());
+            }
+            Err(format!("readyz did not answer 200 within {within:?}"))
+        })
+        .await;
     }
 
     /// The service's `/metrics` text.
@@ -264,6 +320,31 @@ impl TestApp {
         let response = send(self.post(key, "/v1/tasks").json(&body)).await;
         let status = response.status();
         (status, response.json().await.unwrap())
+    }
+
+    /// `POST /v1/tasks` with `body`, which must create a task (201, else
+    /// the test fails showing the answer); the task.
+    pub(crate) async fn submitted(&self, key: &str, body: Value) -> Value {
+        let (status, task) = self.submit(key, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        task
+    }
+
+    /// `POST /v1/tasks` with `body`, which must be refused with a problem of
+    /// `status` whose detail holds every one of `needles`; the problem.
+    pub(crate) async fn submit_refused(
+        &self,
+        key: &str,
+        body: Value,
+        status: StatusCode,
+        needles: &[&str],
+    ) -> Value {
+        problem(
+            send(self.post(key, "/v1/tasks").json(&body)).await,
+            status,
+            needles,
+        )
+        .await
     }
 
     /// The task `id` once it is final (within 60 s).
@@ -364,6 +445,14 @@ pub(crate) async fn wait_until_ready(child: &mut std::process::Child, port: u16,
         },
     )
     .await;
+}
+
+/// A secret of the format before secrets named their key (no key id in
+/// it): the prefix and `bytes`, base64url.
+pub(crate) fn old_format_secret(bytes: [u8; 32]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    format!("{SECRET_PREFIX}{encoded}")
 }
 
 /// 32 random bytes (for a key's secret).

@@ -15,7 +15,7 @@ use taskledger::service::shutdown;
 use taskledger::service::startup::Application;
 use taskledger_events::apikey::{ApiKeyCommand, ApiKeyId, ApiKeys, RevokeApiKey, Scope};
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::testing::TestDatabase;
+use taskledger_events::testing::{listening_connections, TestDatabase};
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
@@ -158,6 +158,14 @@ async fn open_stream(app: &TestApp, key: &str) -> Response {
     send(app.get(key, "/v1/events/stream?after=0")).await
 }
 
+/// Expects one more stream opened with `key` to be refused with `status`,
+/// a `Retry-After` and a detail holding `detail`.
+async fn expect_stream_refused(app: &TestApp, key: &str, status: StatusCode, detail: &str) {
+    let refused = open_stream(app, key).await;
+    assert!(retry_after(&refused) >= 1);
+    problem(refused, status, &[detail]).await;
+}
+
 /// Waits (bounded) for `stream` to end; panics if it goes on delivering
 /// for `within`.
 async fn ends_within(mut stream: Response, within: Duration) {
@@ -181,25 +189,13 @@ async fn open_streams_are_capped_per_key_and_in_total_and_closing_one_frees_its_
     let a = open_stream(&app, &first).await;
     let b = open_stream(&app, &first).await;
     assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
-    let refused = open_stream(&app, &first).await;
-    assert!(retry_after(&refused) >= 1);
-    problem(
-        refused,
-        StatusCode::TOO_MANY_REQUESTS,
-        &["2 open event streams"],
-    )
-    .await;
+    let per_key = StatusCode::TOO_MANY_REQUESTS;
+    expect_stream_refused(&app, &first, per_key, "2 open event streams").await;
 
     let c = open_stream(&app, &second).await;
     assert_eq!(c.status(), StatusCode::OK);
-    let refused = open_stream(&app, &second).await;
-    assert!(retry_after(&refused) >= 1);
-    problem(
-        refused,
-        StatusCode::SERVICE_UNAVAILABLE,
-        &["3 open event streams"],
-    )
-    .await;
+    let in_total = StatusCode::SERVICE_UNAVAILABLE;
+    expect_stream_refused(&app, &second, in_total, "3 open event streams").await;
 
     // A client hanging up frees its slot (the server notices the closed
     // connection when it next writes, at the latest its keep-alive).
@@ -287,16 +283,11 @@ async fn a_thousand_open_streams_use_a_handful_of_database_connections() {
         open <= 20,
         "{open} connections to the database while {STREAMS} streams are open"
     );
-    let listening: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(listening, 1, "one LISTEN connection for the whole process");
+    assert_eq!(
+        listening_connections(&admin).await,
+        1,
+        "one LISTEN connection for the whole process"
+    );
     drop(admin);
     drop(streams);
     app.finish().await;
@@ -326,13 +317,8 @@ async fn an_open_stream_ends_when_its_key_is_revoked_or_expires() {
     );
     // And only those: the other key's stream still delivers.
     let writer = app.key(&[Scope::TasksWrite]).await;
-    let (status, _) = app
-        .submit(
-            &writer,
-            json!({"kind": "echo", "params": {"message": "still here"}, "tenant": "default", "frontend_id": "limits"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
+    let still_here = json!({"kind": "echo", "params": {"message": "still here"}, "tenant": "default", "frontend_id": "limits"});
+    app.submitted(&writer, still_here).await;
     let mut lasting = lasting;
     let mut seen = String::new();
     while !seen.contains("still here") {
@@ -361,28 +347,15 @@ async fn a_submission_may_not_raise_a_kinds_timeout_or_attempts() {
             .extend(extra.as_object().unwrap().clone());
         body
     };
-    let response = send(
-        app.post(&writer, "/v1/tasks")
-            .json(&body(json!({"timeout_seconds": 60}))),
-    )
-    .await;
-    problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &["at most 3 seconds", "timeout_seconds 60"],
-    )
-    .await;
-    let response = send(
-        app.post(&writer, "/v1/tasks")
-            .json(&body(json!({"max_attempts": 5}))),
-    )
-    .await;
-    problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &["at most 2 attempts", "max_attempts 5"],
-    )
-    .await;
+    let refused = async |extra: serde_json::Value, needles: &[&str]| {
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        app.submit_refused(&writer, body(extra), status, needles)
+            .await
+    };
+    let longer = json!({"timeout_seconds": 60});
+    refused(longer, &["at most 3 seconds", "timeout_seconds 60"]).await;
+    let more = json!({"max_attempts": 5});
+    refused(more, &["at most 2 attempts", "max_attempts 5"]).await;
     // Nothing was stored by either refusal.
     let logged = taskledger_events::EventStore::read_all(&app.store(), 0, 1000)
         .await

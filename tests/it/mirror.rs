@@ -160,16 +160,11 @@ async fn fill(app: &TestApp) {
 /// The stored head: its position and hash (hex), read from the database.
 async fn stored_head(app: &TestApp) -> (u64, String) {
     let row = app
-        .database
-        .client()
-        .await
-        .query_one(
+        .row(
             "SELECT global_position, encode(hash, 'hex') FROM events
              ORDER BY global_position DESC LIMIT 1",
-            &[],
         )
-        .await
-        .unwrap();
+        .await;
     (u64::try_from(row.get::<_, i64>(0)).unwrap(), row.get(1))
 }
 

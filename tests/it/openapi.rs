@@ -528,12 +528,8 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
     })
     .await;
     let key = app.key(&[Scope::Admin]).await;
-    let (_, created) = app
-        .submit(
-            &key,
-            json!({"kind": "echo", "params": {"message": "hi"}, "tenant": "default", "frontend_id": "web"}),
-        )
-        .await;
+    let echo = json!({"kind": "echo", "params": {"message": "hi"}, "tenant": "default", "frontend_id": "web"});
+    let created = app.submitted(&key, echo).await;
     let id = created["id"].as_str().unwrap();
     let beyond = created["position"].as_u64().unwrap() + 1_000;
     let unknown = Uuid::new_v4();

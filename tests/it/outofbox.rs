@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::running::{amqp_url, delete_topology, BROKER};
-use crate::support::http::{item_fields, send, send_text};
+use crate::support::http::{assert_text_contains, item_fields, item_with, send, send_text};
 
 const IMAGE: &str = "taskledger-test-busybox:latest";
 
@@ -65,6 +65,12 @@ max_attempts = 1
 
 /// A service that runs tasks in-process on the Docker engine, on a fresh
 /// data directory; the service and the directory.
+/// A submission of `kind` (no parameters) by frontend `web` of the default
+/// tenant.
+fn web_task(kind: &str) -> Value {
+    json!({"kind": kind, "tenant": "default", "frontend_id": "web"})
+}
+
 async fn runner_app() -> (TestApp, PathBuf) {
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
     let dir = data_dir.clone();
@@ -278,12 +284,7 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     let (app, data_dir) = runner_app().await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
 
-    let (_, task) = app
-        .submit(
-            &key,
-            json!({"kind": "fails", "tenant": "default", "frontend_id": "web"}),
-        )
-        .await;
+    let (_, task) = app.submit(&key, web_task("fails")).await;
     let id = task["id"].as_str().unwrap().to_owned();
     let done = app.finished(&key, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
@@ -309,12 +310,7 @@ async fn a_failed_task_keeps_its_logs_as_artifacts() {
     );
 
     // A failure that printed nothing: the same answers, with no files.
-    let (_, task) = app
-        .submit(
-            &key,
-            json!({"kind": "silent-failure", "tenant": "default", "frontend_id": "web"}),
-        )
-        .await;
+    let (_, task) = app.submit(&key, web_task("silent-failure")).await;
     let silent = task["id"].as_str().unwrap().to_owned();
     assert_eq!(app.finished(&key, &silent).await["status"], "failed");
     let (status, list) = app
@@ -347,15 +343,7 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
     let key = app.key(&[Scope::TasksWrite]).await;
     let (status, page) = app.read(Some(&key), "/v1/kinds").await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    let kind = |name: &str| -> Value {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|kind| kind["name"] == name)
-            .unwrap_or_else(|| panic!("no kind {name} in {page}"))
-            .clone()
-    };
+    let kind = |name: &str| item_with(&page["items"], "name", name).clone();
     let reading = kind("read-input");
     assert_eq!(reading["executor"], "docker");
     assert_eq!(reading["image"], IMAGE);
@@ -364,36 +352,21 @@ async fn kinds_and_readiness_say_what_the_engine_can_give() {
     assert_eq!(reading["availability"]["available"], true, "{reading}");
     let ghost = kind("ghost");
     assert_eq!(ghost["availability"]["available"], false);
-    assert!(ghost["availability"]["problem"]
-        .as_str()
-        .unwrap()
-        .contains("is not on the Docker engine"));
+    let not_there = "is not on the Docker engine";
+    assert_text_contains(&ghost["availability"]["problem"], not_there, &ghost);
     // The project's engine runs with --bridge=none: a bridge kind would get
     // no network at all, and says so before any task fails.
     let online = kind("online");
     assert_eq!(online["availability"]["available"], false, "{online}");
-    assert!(online["availability"]["problem"]
-        .as_str()
-        .unwrap()
-        .contains("no bridge network"));
+    let no_network = "no bridge network";
+    assert_text_contains(&online["availability"]["problem"], no_network, &online);
     // ... and a task of it fails with that reason instead of running
     // without a network.
-    let (_, task) = app
-        .submit(
-            &key,
-            json!({"kind": "online", "tenant": "default", "frontend_id": "web"}),
-        )
-        .await;
+    let (_, task) = app.submit(&key, web_task("online")).await;
     let reader = app.key(&[Scope::TasksRead]).await;
     let done = app.finished(&reader, task["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "failed");
-    assert!(
-        done["error"]
-            .as_str()
-            .unwrap()
-            .contains("no bridge network"),
-        "{done}"
-    );
+    assert_text_contains(&done["error"], no_network, &done);
 
     let (_, ready) = app.read(None, "/readyz").await;
     assert_eq!(ready["status"], "ready", "{ready}");
@@ -558,13 +531,7 @@ async fn thug_analyses_an_uploaded_page_for_real() {
     .await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
     let (_, kinds) = app.read(Some(&key), "/v1/kinds").await;
-    let page_kind = kinds["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|kind| kind["name"] == "page-analysis")
-        .unwrap()
-        .clone();
+    let page_kind = item_with(&kinds["items"], "name", "page-analysis").clone();
     assert_eq!(
         page_kind["availability"]["available"], true,
         "build it with scripts/images.sh: {page_kind}"

@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use taskledger_events::apikey::Scope;
 use taskledger_events::postgres::{append_in_transaction, AppendRequest};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 
 use crate::helpers::{TestApp, LOCAL_SH};
 use crate::support::cli::taskledger_ok;
-use crate::support::http::{item_fields, metric, send, send_json};
+use crate::support::http::{assert_text_contains, item_fields, item_with, metric, send, send_json};
 use crate::support::poll::eventually;
 
 /// Appends `event` as the first of the task's stream, as a worker or the
@@ -121,18 +122,7 @@ async fn readyz_fails_when_the_database_goes_away() {
         ))
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let ready = send(app.http.get(app.url("/readyz"))).await;
-            if ready.status() == 200 {
-                return Ok(());
-            }
-            Err("readyz did not recover".to_owned())
-        },
-    )
-    .await;
+    app.wait_until_ready(Duration::from_secs(10)).await;
     app.finish().await;
 }
 
@@ -171,10 +161,8 @@ async fn readyz_fails_while_a_transaction_sits_on_the_log_lock() {
     )
     .await;
     assert_eq!(body["checks"]["log_lock"]["ok"], false, "{body}");
-    assert!(body["checks"]["log_lock"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("held the log lock"));
+    let held = &body["checks"]["log_lock"]["detail"];
+    assert_text_contains(held, "held the log lock", &body);
     assert!(
         body["checks"]["oldest_transaction_seconds"]
             .as_f64()
@@ -252,9 +240,7 @@ async fn the_service_runs_the_projectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_routes_by_template_and_projection_lag() {
     let app = TestApp::spawn().await;
-    let key = app
-        .key(&[taskledger_events::apikey::Scope::TasksRead])
-        .await;
+    let key = app.key(&[Scope::TasksRead]).await;
     for _ in 0..3 {
         app.http.get(app.url("/healthz")).send().await.unwrap();
     }
@@ -327,8 +313,6 @@ async fn metrics_escape_label_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_commands_by_outcome_and_time_appends() {
-    use taskledger_events::apikey::Scope;
-
     let app = TestApp::spawn_with_kinds(|_| {}).await;
     let key = app.key(&[Scope::TasksRead, Scope::TasksWrite]).await;
     let (_, submitted) = app
@@ -378,8 +362,6 @@ async fn metrics_count_commands_by_outcome_and_time_appends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_runner_slots_while_an_attempt_runs() {
-    use taskledger_events::apikey::Scope;
-
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let release = data_dir.join("release");
@@ -430,7 +412,7 @@ async fn metrics_show_runner_slots_while_an_attempt_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_every_projector_over_http_and_the_command_line() {
     let app = TestApp::spawn().await;
-    let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
+    let admin = app.key(&[Scope::Admin]).await;
     let page = eventually(
         Duration::from_secs(20),
         Duration::from_millis(50),
@@ -471,7 +453,7 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
     use taskledger_events::task::TaskStarted;
 
     let app = TestApp::spawn().await;
-    let admin = app.key(&[taskledger_events::apikey::Scope::Admin]).await;
+    let admin = app.key(&[Scope::Admin]).await;
     let store = app.store();
     // A start for a task that was never submitted: the tasks projector has
     // no row to apply it to.
@@ -514,21 +496,10 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
         "{metrics}"
     );
     let ready = send_json(app.http.get(app.url("/readyz"))).await;
-    let check = ready["checks"]["projections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|check| check["name"] == "tasks")
-        .unwrap()
-        .clone();
+    let check = item_with(&ready["checks"]["projections"], "name", "tasks");
     assert_eq!(check["ok"], false, "{ready}");
-    assert!(
-        check["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("stopped at the event at position {position}")),
-        "{ready}"
-    );
+    let stopped = format!("stopped at the event at position {position}");
+    assert_text_contains(&check["detail"], &stopped, &ready);
     let cli = |args: &[&str]| taskledger_ok(&app.database.url, args);
     let list = cli(&["projections", "list"]);
     assert!(

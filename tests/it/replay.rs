@@ -9,6 +9,7 @@ use taskledger_events::task::{TaskCommand, TaskId};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
+use crate::helpers::{complete_first_attempt, start_first_attempt};
 use crate::support::cli::{stdout, taskledger, taskledger_ok, BINARY};
 
 /// A database holding 12 events over two streams (alternating).
@@ -156,7 +157,7 @@ async fn export_writes_events_as_stored_one_per_line() {
 async fn state_shows_a_task_as_it_was() {
     use chrono::Utc;
     use taskledger::commands::execute;
-    use taskledger_events::task::{CompleteTask, StartTask, Tasks};
+    use taskledger_events::task::Tasks;
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -180,25 +181,11 @@ async fn state_shows_a_task_as_it_was() {
         }
     };
     run(submit_echo(task_id, "audit")).await;
-    run(TaskCommand::Start(StartTask {
-        task_id,
-        worker_id: "w".into(),
-        attempt: 1,
-        started_at: Utc::now(),
-    }))
-    .await;
+    run(start_first_attempt(task_id, "w")).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let while_running = Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    run(TaskCommand::Complete(CompleteTask {
-        task_id,
-        attempt: 1,
-        result: serde_json::Map::new(),
-        exit_code: 0,
-        artifacts: Vec::new(),
-        finished_at: Utc::now(),
-    }))
-    .await;
+    run(complete_first_attempt(task_id)).await;
     let state = |args: Vec<String>| {
         let mut all = vec!["replay", "state", "--stream", stream.as_ref()];
         all.extend(args.iter().map(String::as_str));
@@ -227,7 +214,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
     use taskledger::adapters::blobs::BlobStore;
     use taskledger::commands::execute;
-    use taskledger_events::task::{Artifact, CompleteTask, StartTask, Tasks};
+    use taskledger_events::task::{Artifact, CompleteTask, Tasks};
     use taskledger_events::Metadata;
     use uuid::Uuid;
 
@@ -243,12 +230,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     let task_id = TaskId(Uuid::new_v4());
     let commands = [
         submit_echo(task_id, "cleanup"),
-        TaskCommand::Start(StartTask {
-            task_id,
-            worker_id: "w".into(),
-            attempt: 1,
-            started_at: Utc::now(),
-        }),
+        start_first_attempt(task_id, "w"),
         TaskCommand::Complete(CompleteTask {
             task_id,
             attempt: 1,

@@ -20,7 +20,8 @@ use taskledger::adapters::rockblock::{
 };
 use tokio::task::JoinHandle;
 
-use crate::support::http::send_text;
+use crate::helpers::TestApp;
+use crate::support::http::{send, send_text};
 
 /// The private key the stand-in provider signs MO webhooks with.
 pub(crate) const MO_PRIVATE_KEY: &[u8] = include_bytes!("../fixtures/rockblock/mo-test-key.pem");
@@ -85,6 +86,25 @@ pub(crate) struct RockblockStandIn {
     pub(crate) url: String,
     state: Arc<Mutex<StandInState>>,
     server: JoinHandle<()>,
+}
+
+/// The content type of a form-encoded MO webhook.
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Posts `body` (of `content_type`) to the app's MO webhook, as RockBLOCK
+/// does.
+pub(crate) async fn mo_webhook(
+    app: &TestApp,
+    content_type: &str,
+    body: String,
+) -> reqwest::Response {
+    send(
+        app.http
+            .post(app.url("/v1/rockblock/mo"))
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await
 }
 
 /// The first MT id the stand-in hands out.

@@ -24,17 +24,28 @@ use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{Direction, EventStore, Metadata};
-use tokio::sync::{oneshot, watch, RwLock};
+use tokio::sync::{oneshot, watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, LOCAL_SH};
-use crate::support::http::{send, send_json};
+use crate::support::http::{item_with, send, send_json};
 use crate::support::poll::eventually;
 
 /// The broker is restarted by one test; the others hold this for reading
 /// so the restart happens while none of them runs.
 pub(crate) static BROKER: RwLock<()> = RwLock::const_new(());
+
+/// A [`Cluster`]'s hold on the [`BROKER`], for as long as it lives: shared
+/// with the other tests, or alone (to restart the broker).
+enum BrokerHold {
+    Shared {
+        _guard: RwLockReadGuard<'static, ()>,
+    },
+    Alone {
+        _guard: RwLockWriteGuard<'static, ()>,
+    },
+}
 
 /// Deletes the exchanges and queues a test declared under `prefix` for the
 /// kinds of `config`.
@@ -94,10 +105,28 @@ pub(crate) struct Cluster {
     )>,
     pub(crate) runners: Vec<(String, oneshot::Sender<()>, JoinHandle<()>)>,
     pub(crate) runners_started: usize,
+    _broker: BrokerHold,
 }
 
 impl Cluster {
+    /// A cluster sharing the broker with the other tests.
     pub(crate) async fn start() -> Self {
+        let broker = BrokerHold::Shared {
+            _guard: BROKER.read().await,
+        };
+        Self::start_holding(broker).await
+    }
+
+    /// A cluster that has the broker to itself (other tests wait), so that
+    /// it may restart it.
+    pub(crate) async fn start_alone() -> Self {
+        let broker = BrokerHold::Alone {
+            _guard: BROKER.write().await,
+        };
+        Self::start_holding(broker).await
+    }
+
+    async fn start_holding(broker: BrokerHold) -> Self {
         let database = TestDatabase::create().await;
         let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
         let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
@@ -110,6 +139,7 @@ impl Cluster {
             relay: None,
             runners: Vec::new(),
             runners_started: 0,
+            _broker: broker,
         };
         cluster.start_relay();
         cluster
@@ -337,7 +367,6 @@ async fn wait_no_containers(task_id: TaskId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(2);
     let script = r#"
@@ -391,7 +420,6 @@ async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_timeouts_missing_images_and_big_output() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(4);
     let failing = cluster.submit_script("echo boom >&2; exit 3").await;
@@ -450,7 +478,6 @@ async fn failures_timeouts_missing_images_and_big_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canceling_a_running_task_stops_its_container() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(1);
     let task_id = cluster.submit_script("sleep 60").await;
@@ -491,7 +518,6 @@ async fn canceling_a_running_task_stops_its_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_runners_on_one_queue_claim_each_task_once() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     cluster.start_runner(2);
     cluster.start_runner(2);
@@ -514,14 +540,20 @@ async fn two_runners_on_one_queue_claim_each_task_once() {
     cluster.finish().await;
 }
 
+/// `rabbitmqctl args…` (the broker's own CLI, on this host): how it ended
+/// and what it printed. Panics if it cannot be run.
+async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl runs")
+}
+
 /// Closes the broker connection whose name is `name`, if it is still open
 /// (as RabbitMQ does to a client whose host died).
 async fn close_connection(name: &str) {
-    let listed = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .await
-        .expect("rabbitmqctl runs");
+    let listed = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).await;
     let text = String::from_utf8_lossy(&listed.stdout);
     let Some(pid) = text
         .lines()
@@ -534,20 +566,12 @@ async fn close_connection(name: &str) {
     };
     // It may close by itself meanwhile (a dropped runner); either way it
     // must be gone afterwards.
-    let _ = tokio::process::Command::new("rabbitmqctl")
-        .args(["close_connection", &pid, "test: runner died"])
-        .output()
-        .await
-        .unwrap();
+    rabbitmqctl(&["close_connection", &pid, "test: runner died"]).await;
     eventually(
         Duration::from_secs(20),
         Duration::from_millis(100),
         || async {
-            let listed = tokio::process::Command::new("rabbitmqctl")
-                .args(["-q", "list_connections", "pid"])
-                .output()
-                .await
-                .unwrap();
+            let listed = rabbitmqctl(&["-q", "list_connections", "pid"]).await;
             if String::from_utf8_lossy(&listed.stdout).contains(&pid) {
                 return Err(format!("connection {name} did not close"));
             }
@@ -559,7 +583,6 @@ async fn close_connection(name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     let first = cluster.start_runner(1);
     let task_id = cluster
@@ -594,7 +617,6 @@ async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     let first = cluster.start_runner(1);
     let task_id = cluster
@@ -620,8 +642,7 @@ async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
-    let _broker = BROKER.write().await;
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start_alone().await;
     cluster.start_runner(2);
     let mut tasks = Vec::new();
     for index in 0..4 {
@@ -630,11 +651,7 @@ async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
     }
     cluster.wait_running(tasks[0]).await;
     for step in ["stop_app", "start_app"] {
-        let output = tokio::process::Command::new("rabbitmqctl")
-            .arg(step)
-            .output()
-            .await
-            .unwrap();
+        let output = rabbitmqctl(&[step]).await;
         assert!(output.status.success(), "{output:?}");
         if step == "stop_app" {
             assert!(
@@ -671,7 +688,6 @@ async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
     use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
     use lapin::types::{AMQPValue, FieldTable};
 
-    let _broker = BROKER.read().await;
     let mut cluster = Cluster::start().await;
     // A consumer of the events exchange, bound before anything is published.
     let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-consumer")
@@ -810,13 +826,7 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
     app.task_with_status(&key, &id, "succeeded", Duration::from_secs(60))
         .await;
     let list = send_json(app.get(&key, &format!("/v1/tasks/{id}/artifacts"))).await;
-    let digits = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|item| item["name"] == "digits.txt")
-        .unwrap()
-        .clone();
+    let digits = item_with(&list["items"], "name", "digits.txt");
     assert_eq!(digits["size"], 10);
     assert_eq!(list["next_cursor"], Value::Null);
     let path = format!("/v1/tasks/{id}/artifacts/digits.txt");

@@ -19,7 +19,7 @@ use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::helpers::{complete_first_attempt, start_first_attempt, TestApp};
 use crate::support;
 use crate::support::http::{item_fields, ok_json, send};
 use crate::support::poll::eventually;
@@ -187,15 +187,8 @@ async fn worker(app: &TestApp, id: &str, command: TaskCommand) -> u64 {
 /// How many task events and task streams the log holds.
 async fn task_events_and_streams(app: &TestApp) -> (i64, i64) {
     let row = app
-        .database
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*), count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'task-%'",
-            &[],
-        )
-        .await
-        .unwrap();
+        .row("SELECT count(*), count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'task-%'")
+        .await;
     (row.get(0), row.get(1))
 }
 
@@ -503,17 +496,8 @@ async fn list_filters_pages_and_exports_csv() {
     let cut = submitted[10]["submitted_at"].as_str().unwrap().to_owned();
     // Start two, cancel one.
     for task in &submitted[..2] {
-        worker(
-            &frontend.app,
-            task["id"].as_str().unwrap(),
-            TaskCommand::Start(StartTask {
-                task_id: task_id(task),
-                worker_id: "worker-1".into(),
-                attempt: 1,
-                started_at: Utc::now(),
-            }),
-        )
-        .await;
+        let start = start_first_attempt(task_id(task), "worker-1");
+        worker(&frontend.app, task["id"].as_str().unwrap(), start).await;
     }
     let canceled: Value = frontend
         .cancel(submitted[2]["id"].as_str().unwrap(), None)
@@ -724,17 +708,7 @@ async fn worker_commands_move_a_task_through_its_life() {
     let slow = frontend.created(&echo("slow", "web")).await;
     let slow_id = slow["id"].as_str().unwrap();
     let slow_task = task_id(&slow);
-    worker(
-        app,
-        slow_id,
-        TaskCommand::Start(StartTask {
-            task_id: slow_task,
-            worker_id: "worker-9".into(),
-            attempt: 1,
-            started_at: Utc::now(),
-        }),
-    )
-    .await;
+    worker(app, slow_id, start_first_attempt(slow_task, "worker-9")).await;
     let timed_out = frontend
         .after_worker(
             slow_id,
@@ -810,32 +784,12 @@ async fn a_rebuilt_projection_equals_the_live_one() {
         let id = task["id"].as_str().unwrap().to_owned();
         last_position = task["position"].as_u64().unwrap();
         if index % 2 == 0 {
-            worker(
-                &frontend.app,
-                &id,
-                TaskCommand::Start(StartTask {
-                    task_id: task_id(&task),
-                    worker_id: "w".into(),
-                    attempt: 1,
-                    started_at: Utc::now(),
-                }),
-            )
-            .await;
+            let start = start_first_attempt(task_id(&task), "w");
+            worker(&frontend.app, &id, start).await;
         }
         if index % 4 == 0 {
-            worker(
-                &frontend.app,
-                &id,
-                TaskCommand::Complete(CompleteTask {
-                    task_id: task_id(&task),
-                    attempt: 1,
-                    result: Map::new(),
-                    exit_code: 0,
-                    artifacts: Vec::new(),
-                    finished_at: Utc::now(),
-                }),
-            )
-            .await;
+            let complete = complete_first_attempt(task_id(&task));
+            worker(&frontend.app, &id, complete).await;
         }
         if index % 3 == 1 && index % 4 != 0 {
             let canceled: Value = frontend.cancel(&id, None).await.json().await.unwrap();

@@ -6,19 +6,19 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use chrono::Utc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use taskledger::submission::{task_id_for, Submission, Submitter};
-use taskledger_events::apikey::{hash_secret, ApiKeyId, Scope, SECRET_PREFIX};
-use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId};
+use taskledger_events::apikey::{hash_secret, ApiKeyId, Scope};
+use taskledger_events::task::TaskId;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, KINDS};
-use crate::rockblock::{mo_form_body, MoFields, IMEI as UNASSIGNED_IMEI};
+use crate::helpers::{
+    complete_first_attempt, old_format_secret, start_first_attempt, TestApp, KINDS,
+};
+use crate::rockblock::{mo_form_body, mo_webhook, MoFields, FORM, IMEI as UNASSIGNED_IMEI};
 use crate::support::cli::taskledger_ok;
 use crate::support::http::send;
 use crate::support::poll::eventually;
@@ -223,28 +223,9 @@ async fn keys(app: &TestApp) -> (String, String, String) {
 /// Starts and completes `task` as a worker would, and waits until the read
 /// model shows it succeeded.
 async fn succeed(app: &TestApp, platform: &str, task: TaskId) {
-    app.as_worker(
-        task,
-        TaskCommand::Start(StartTask {
-            task_id: task,
-            worker_id: "worker-1".into(),
-            attempt: 1,
-            started_at: Utc::now(),
-        }),
-    )
-    .await;
-    app.as_worker(
-        task,
-        TaskCommand::Complete(CompleteTask {
-            task_id: task,
-            attempt: 1,
-            result: Map::new(),
-            exit_code: 0,
-            artifacts: Vec::new(),
-            finished_at: Utc::now(),
-        }),
-    )
-    .await;
+    app.as_worker(task, start_first_attempt(task, "worker-1"))
+        .await;
+    app.as_worker(task, complete_first_attempt(task)).await;
     let path = format!("/v1/tasks/{}?min_version=3", task.0);
     let (status, body) = app.read(Some(platform), &path).await;
     assert_eq!(status, 200, "{body}");
@@ -300,12 +281,8 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
         .bearer_auth(&platform)
         .json(&json!({"tenant": "acme"}));
     assert_eq!(send(assign).await.status(), 200);
-    let mo = app
-        .http
-        .post(app.url("/v1/rockblock/mo"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(mo_form_body(&MoFields::sample(b"from nobody's"), None));
-    assert_eq!(send(mo).await.status(), 200);
+    let mo = mo_form_body(&MoFields::sample(b"from nobody's"), None);
+    assert_eq!(mo_webhook(&app, FORM, mo).await.status(), 200);
     for imei in [ACME_IMEI, UNASSIGNED_IMEI] {
         eventually(
             Duration::from_secs(10),
@@ -484,35 +461,25 @@ async fn tenants_cannot_squat_on_each_others_client_ids() {
         (Some("acme"), Some("globex"))
     );
     // Who may name which tenant.
-    let (status, refused) = app
-        .submit(
-            &platform,
-            json!({"kind": "echo", "params": {"message": "x"}}),
-        )
+    let unnamed = json!({"kind": "echo", "params": {"message": "x"}});
+    app.submit_refused(
+        &platform,
+        unnamed,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["must name the task's tenant"],
+    )
+    .await;
+    let badly_named = json!({"kind": "echo", "params": {"message": "x"}, "tenant": "Bad Name"});
+    app.submit_refused(
+        &platform,
+        badly_named,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[],
+    )
+    .await;
+    let in_globex = json!({"kind": "echo", "params": {"message": "x"}, "tenant": "globex"});
+    app.submit_refused(&acme, in_globex, StatusCode::FORBIDDEN, &["tenant acme's"])
         .await;
-    assert_eq!(status, 422, "{refused}");
-    assert!(refused["detail"]
-        .as_str()
-        .unwrap()
-        .contains("must name the task's tenant"));
-    let (status, refused) = app
-        .submit(
-            &platform,
-            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "Bad Name"}),
-        )
-        .await;
-    assert_eq!(status, 422, "{refused}");
-    let (status, refused) = app
-        .submit(
-            &acme,
-            json!({"kind": "echo", "params": {"message": "x"}, "tenant": "globex"}),
-        )
-        .await;
-    assert_eq!(status, 403, "{refused}");
-    assert!(refused["detail"]
-        .as_str()
-        .unwrap()
-        .contains("tenant acme's"));
     let (status, named) = app
         .submit(
             &acme,
@@ -531,12 +498,8 @@ async fn tenants_cannot_squat_on_each_others_client_ids() {
 async fn a_device_is_assigned_by_a_platform_admin_and_its_earlier_messages_follow_it() {
     let app = TestApp::spawn_with_config(&config(), |_| {}).await;
     let (acme, globex, platform) = keys(&app).await;
-    let mo = app
-        .http
-        .post(app.url("/v1/rockblock/mo"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(mo_form_body(&MoFields::sample(b"before anyone"), None));
-    assert_eq!(send(mo).await.status(), 200);
+    let mo = mo_form_body(&MoFields::sample(b"before anyone"), None);
+    assert_eq!(mo_webhook(&app, FORM, mo).await.status(), 200);
     let messages = format!("/v1/devices/{UNASSIGNED_IMEI}/messages");
     // Recorded, and visible to platform keys only.
     let received = eventually(
@@ -632,10 +595,7 @@ async fn a_database_of_the_previous_release_upgrades_into_the_default_tenant() {
     )
     .unwrap();
     // A secret of the previous release's format: no key id in it.
-    let secret = &format!(
-        "{SECRET_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7_u8; 32])
-    );
+    let secret = &old_format_secret([7; 32]);
     let key_id = Uuid::new_v4();
     append_raw(
         &store,

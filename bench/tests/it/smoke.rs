@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::helpers::{bench, bench_on_scratch, database_url, line, server_client};
 
+/// How long a tiny run of a benchmark against PostgreSQL alone may take.
+const TINY_RUN: Duration = Duration::from_secs(120);
+
 #[tokio::test]
 async fn append_creates_its_database_and_prints_a_line_per_run() {
     let name = format!("tl_test_{}", uuid::Uuid::new_v4().simple());
@@ -40,7 +43,7 @@ async fn append_creates_its_database_and_prints_a_line_per_run() {
 
 #[tokio::test]
 async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
-    let run = bench_on_scratch("rebuild --tasks 25 --batch 10", Duration::from_secs(120)).await;
+    let run = bench_on_scratch("rebuild --tasks 25 --batch 10", TINY_RUN).await;
     line(&run, "seeded ", &["events", "events_per_s"]);
     assert!(
         run.stdout
@@ -65,7 +68,7 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
 async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
     let run = bench_on_scratch(
         "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",
-        Duration::from_secs(120),
+        TINY_RUN,
     )
     .await;
     let fields = ["requests_per_s", "p50_ms", "p99_ms", "errors"];
@@ -87,11 +90,7 @@ async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
 
 #[tokio::test]
 async fn mo_signs_webhooks_the_service_verifies() {
-    let run = bench_on_scratch(
-        "mo --rate 20 --seconds 1 --devices 3",
-        Duration::from_secs(120),
-    )
-    .await;
+    let run = bench_on_scratch("mo --rate 20 --seconds 1 --devices 3", TINY_RUN).await;
     let printed = line(
         &run,
         "mo-webhook ",

@@ -504,10 +504,9 @@ fn every_event_round_trips_through_serde_and_the_envelope() {
 
 #[test]
 fn the_stored_shape_is_stable() {
-    let created = created().to_new_event(Uuid::nil(), Metadata::default());
-    assert_eq!(created.event_type, "ApiKeyCreated");
-    assert_eq!(
-        created.data,
+    testing::assert_stored_as(
+        &created(),
+        "ApiKeyCreated",
         json!({
             "key_id": "3f2a1b4c-5d6e-4f70-8192-a3b4c5d6e7f8",
             "name": "ci deploys",
@@ -518,28 +517,26 @@ fn the_stored_shape_is_stable() {
             "access": "all_tenants",
             "expires_at": null,
             "rate_limit": null,
-        })
+        }),
     );
-    let revoked = revoked().to_new_event(Uuid::nil(), Metadata::default());
-    assert_eq!(revoked.event_type, "ApiKeyRevoked");
-    assert_eq!(
-        revoked.data,
+    testing::assert_stored_as(
+        &revoked(),
+        "ApiKeyRevoked",
         json!({
             "reason": "leaked in a build log",
             "revoked_at": "2023-11-14T22:14:20Z",
             "revoked_by": "admin-key",
-        })
+        }),
     );
-    let rotated = rotated().to_new_event(Uuid::nil(), Metadata::default());
-    assert_eq!(rotated.event_type, "ApiKeyRotated");
-    assert_eq!(
-        rotated.data,
+    testing::assert_stored_as(
+        &rotated(),
+        "ApiKeyRotated",
         json!({
             "key_hash": new_hash(),
             "previous_valid_until": "2023-11-14T22:25:00Z",
             "rotated_at": "2023-11-14T22:15:00Z",
             "rotated_by": "admin-key",
-        })
+        }),
     );
 }
 

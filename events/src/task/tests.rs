@@ -965,17 +965,15 @@ fn every_event_round_trips_through_serde_and_the_envelope() {
 
 #[test]
 fn the_stored_shape_is_stable() {
-    let started = started(2).to_new_event(Uuid::nil(), Metadata::default());
-    assert_eq!(started.event_type, "TaskStarted");
-    assert_eq!(
-        started.data,
-        json!({"worker_id": "worker-2", "attempt": 2, "started_at": "2023-11-14T22:16:40Z"})
+    testing::assert_stored_as(
+        &started(2),
+        "TaskStarted",
+        json!({"worker_id": "worker-2", "attempt": 2, "started_at": "2023-11-14T22:16:40Z"}),
     );
-    let canceled = canceled(false).to_new_event(Uuid::nil(), Metadata::default());
-    assert_eq!(canceled.event_type, "TaskCanceled");
-    assert_eq!(
-        canceled.data,
-        json!({"reason": "no longer needed", "canceled_at": "2023-11-14T22:28:20Z", "was_running": false})
+    testing::assert_stored_as(
+        &canceled(false),
+        "TaskCanceled",
+        json!({"reason": "no longer needed", "canceled_at": "2023-11-14T22:28:20Z", "was_running": false}),
     );
     assert_eq!(
         TaskEvent::EVENT_TYPES,

@@ -33,6 +33,18 @@ pub fn recorded(
     }
 }
 
+/// Asserts that `event` is stored as `event_type` with exactly `data`: the
+/// stored shape, which every later version of the code must go on reading.
+///
+/// # Panics
+/// When it is stored otherwise.
+#[track_caller]
+pub fn assert_stored_as<E: DomainEvent>(event: &E, event_type: &str, data: Value) {
+    let stored = codec::encode(event, Uuid::nil(), Metadata::default());
+    assert_eq!(stored.event_type, event_type);
+    assert_eq!(stored.data, data, "the data of {event_type}");
+}
+
 /// Asserts that each of `events` serializes with its stored name as the
 /// `type` tag and back; that its envelope has the id and metadata given,
 /// that name, the current schema version and as data the serde form

@@ -5,7 +5,9 @@ use taskledger_events::{
     AppendError, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent,
 };
 
-use crate::helpers::{append_in_order, event, store, stream, verify};
+use crate::helpers::{
+    append_in_order, appended, assert_matches, assert_verifies, event, refused, store, stream,
+};
 
 #[tokio::test]
 async fn every_expected_version_case() {
@@ -13,10 +15,7 @@ async fn every_expected_version_case() {
     let s = stream("task-expected");
 
     // NoStream on a new stream, then not again.
-    let first = store
-        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
-        .await
-        .unwrap();
+    let first = appended(&store, &s, ExpectedVersion::NoStream, vec![event(1)]).await;
     assert_eq!(
         (
             first.first_version,
@@ -25,49 +24,40 @@ async fn every_expected_version_case() {
         ),
         (1, 1, 1)
     );
-    let error = store
-        .append(&s, ExpectedVersion::NoStream, vec![event(2)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            AppendError::WrongExpectedVersion {
-                actual: 1,
-                expected: ExpectedVersion::NoStream,
-                ..
-            }
-        ),
-        "{error:?}"
+    let error = refused(&store, &s, ExpectedVersion::NoStream, vec![event(2)]).await;
+    assert_matches!(
+        error,
+        AppendError::WrongExpectedVersion {
+            actual: 1,
+            expected: ExpectedVersion::NoStream,
+            ..
+        }
     );
 
     // StreamExists: refused on a new stream, accepted on an existing one.
     let other = stream("task-other");
-    let error = store
-        .append(&other, ExpectedVersion::StreamExists, vec![event(1)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. }),
-        "{error:?}"
-    );
-    let result = store
-        .append(&s, ExpectedVersion::StreamExists, vec![event(2), event(3)])
-        .await
-        .unwrap();
+    let error = refused(
+        &store,
+        &other,
+        ExpectedVersion::StreamExists,
+        vec![event(1)],
+    )
+    .await;
+    assert_matches!(error, AppendError::WrongExpectedVersion { actual: 0, .. });
+    let result = appended(
+        &store,
+        &s,
+        ExpectedVersion::StreamExists,
+        vec![event(2), event(3)],
+    )
+    .await;
     assert_eq!((result.first_version, result.stream_version), (2, 3));
     assert_eq!((result.first_position, result.last_position), (2, 3));
 
     // Exact: the right version works, a stale one reports the actual version.
-    let result = store
-        .append(&s, ExpectedVersion::Exact(3), vec![event(4)])
-        .await
-        .unwrap();
+    let result = appended(&store, &s, ExpectedVersion::Exact(3), vec![event(4)]).await;
     assert_eq!(result.stream_version, 4);
-    let error = store
-        .append(&s, ExpectedVersion::Exact(2), vec![event(5)])
-        .await
-        .unwrap_err();
+    let error = refused(&store, &s, ExpectedVersion::Exact(2), vec![event(5)]).await;
     match error {
         AppendError::WrongExpectedVersion {
             stream_id,
@@ -82,17 +72,11 @@ async fn every_expected_version_case() {
         other => panic!("expected a version conflict, got {other:?}"),
     }
     // Exact(0) is the same as NoStream.
-    let result = store
-        .append(&other, ExpectedVersion::Exact(0), vec![event(1)])
-        .await
-        .unwrap();
+    let result = appended(&store, &other, ExpectedVersion::Exact(0), vec![event(1)]).await;
     assert_eq!(result.stream_version, 1);
 
     // Any: always appends.
-    let result = store
-        .append(&s, ExpectedVersion::Any, vec![event(5)])
-        .await
-        .unwrap();
+    let result = appended(&store, &s, ExpectedVersion::Any, vec![event(5)]).await;
     assert_eq!(result.stream_version, 5);
 
     // Nothing was written by the refused appends.
@@ -121,26 +105,14 @@ async fn every_expected_version_case() {
 async fn retrying_the_same_append_returns_the_original_result() {
     let (store, database) = store().await;
     let s = stream("task-retry");
-    store
-        .append(&s, ExpectedVersion::NoStream, vec![event(0)])
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::NoStream, vec![event(0)]).await;
     let batch = vec![event(1), event(2)];
-    let original = store
-        .append(&s, ExpectedVersion::Exact(1), batch.clone())
-        .await
-        .unwrap();
+    let original = appended(&store, &s, ExpectedVersion::Exact(1), batch.clone()).await;
     assert!(!original.already_stored);
 
     // The stream moves on; the retry still answers as the original did.
-    store
-        .append(&s, ExpectedVersion::Any, vec![event(3)])
-        .await
-        .unwrap();
-    let retry = store
-        .append(&s, ExpectedVersion::Exact(1), batch.clone())
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::Any, vec![event(3)]).await;
+    let retry = appended(&store, &s, ExpectedVersion::Exact(1), batch.clone()).await;
     assert!(retry.already_stored);
     assert_eq!(
         (
@@ -156,10 +128,7 @@ async fn retrying_the_same_append_returns_the_original_result() {
             original.last_position
         )
     );
-    let retry_any = store
-        .append(&s, ExpectedVersion::Any, batch.clone())
-        .await
-        .unwrap();
+    let retry_any = appended(&store, &s, ExpectedVersion::Any, batch.clone()).await;
     assert!(retry_any.already_stored);
     assert_eq!(
         store.head_position().await.unwrap(),
@@ -168,46 +137,30 @@ async fn retrying_the_same_append_returns_the_original_result() {
     );
 
     // The same ids anywhere else are an error.
-    let error = store
-        .append(
-            &stream("task-elsewhere"),
-            ExpectedVersion::Any,
-            batch.clone(),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 2, .. } if stored_stream_id == "task-retry"),
-        "{error:?}"
-    );
+    let error = refused(
+        &store,
+        &stream("task-elsewhere"),
+        ExpectedVersion::Any,
+        batch.clone(),
+    )
+    .await;
+    assert_matches!(error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 2, .. } if stored_stream_id == "task-retry");
     // ... including at another expected version of the same stream,
-    let error = store
-        .append(&s, ExpectedVersion::Exact(3), batch.clone())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    let error = refused(&store, &s, ExpectedVersion::Exact(3), batch.clone()).await;
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     // ... in another order,
     let reversed = vec![batch[1].clone(), batch[0].clone()];
-    let error = store
-        .append(&s, ExpectedVersion::Any, reversed)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    let error = refused(&store, &s, ExpectedVersion::Any, reversed).await;
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     // ... or mixed with a new event.
-    let error = store
-        .append(&s, ExpectedVersion::Any, vec![batch[0].clone(), event(9)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::DuplicateEventId { .. }),
-        "{error:?}"
-    );
+    let error = refused(
+        &store,
+        &s,
+        ExpectedVersion::Any,
+        vec![batch[0].clone(), event(9)],
+    )
+    .await;
+    assert_matches!(error, AppendError::DuplicateEventId { .. });
     assert_eq!(store.head_position().await.unwrap(), 4);
     database.drop_database().await;
 }
@@ -242,23 +195,16 @@ async fn bad_input_is_refused_and_writes_nothing() {
     assert!(taskledger_events::StreamId::new("x".repeat(201)).is_err());
 
     let s = stream("task-bad");
-    let error = store
-        .append(&s, ExpectedVersion::Any, vec![])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch)),
-        "{error:?}"
-    );
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![]).await;
+    assert_matches!(error, AppendError::Invalid(InvalidInput::EmptyBatch));
     for data in [json!([1]), json!("text"), json!(null), json!(3)] {
-        let error = store
-            .append(
-                &s,
-                ExpectedVersion::Any,
-                vec![NewEvent::new("Bad", data.clone())],
-            )
-            .await
-            .unwrap_err();
+        let error = refused(
+            &store,
+            &s,
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Bad", data.clone())],
+        )
+        .await;
         assert!(
             matches!(
                 error,
@@ -268,27 +214,15 @@ async fn bad_input_is_refused_and_writes_nothing() {
         );
     }
     let twice = event(1);
-    let error = store
-        .append(&s, ExpectedVersion::Any, vec![twice.clone(), twice])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            AppendError::Invalid(InvalidInput::RepeatedEventId { .. })
-        ),
-        "{error:?}"
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![twice.clone(), twice]).await;
+    assert_matches!(
+        error,
+        AppendError::Invalid(InvalidInput::RepeatedEventId { .. })
     );
     let mut untyped = event(1);
     untyped.event_type = String::new();
-    let error = store
-        .append(&s, ExpectedVersion::Any, vec![untyped])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::Invalid(InvalidInput::EventType { .. })),
-        "{error:?}"
-    );
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![untyped]).await;
+    assert_matches!(error, AppendError::Invalid(InvalidInput::EventType { .. }));
     assert_eq!(store.head_position().await.unwrap(), 0);
     database.drop_database().await;
 }
@@ -310,10 +244,7 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     let events: Vec<NewEvent> = std::iter::once(first.clone())
         .chain((2..=5).map(event))
         .collect();
-    store
-        .append(&s, ExpectedVersion::NoStream, events)
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::NoStream, events).await;
 
     let stored = store
         .read_stream(&s, 1, Direction::Forward, 2)
@@ -329,27 +260,13 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
     assert_eq!(stored[0].stream_id, "task-envelope");
     assert!(stored[0].recorded_at <= chrono::Utc::now());
 
-    let backward = store
-        .read_stream(&s, u64::MAX, Direction::Backward, 3)
-        .await
-        .unwrap();
-    assert_eq!(
-        backward.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [5, 4, 3]
-    );
-    let middle = store
-        .read_stream(&s, 3, Direction::Backward, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        middle.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [3, 2, 1]
-    );
-    let tail = store
-        .read_stream(&s, 4, Direction::Forward, 10)
-        .await
-        .unwrap();
-    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), [4, 5]);
+    let versions = async |from: u64, direction: Direction, limit: usize| -> Vec<u64> {
+        let events = store.read_stream(&s, from, direction, limit).await.unwrap();
+        events.iter().map(|e| e.version).collect()
+    };
+    assert_eq!(versions(u64::MAX, Direction::Backward, 3).await, [5, 4, 3]);
+    assert_eq!(versions(3, Direction::Backward, 10).await, [3, 2, 1]);
+    assert_eq!(versions(4, Direction::Forward, 10).await, [4, 5]);
     assert!(store
         .read_stream(&stream("nobody"), 1, Direction::Forward, 10)
         .await
@@ -361,8 +278,7 @@ async fn the_envelope_round_trips_and_streams_read_both_ways() {
         all.iter().map(|e| e.global_position).collect::<Vec<_>>(),
         [3, 4, 5]
     );
-    let verification = verify(&store, 2).await;
-    assert_eq!((verification.checked, verification.defect), (5, None));
+    assert_verifies(&store, 2, 5).await;
     database.drop_database().await;
 }
 
@@ -379,32 +295,34 @@ async fn two_stores_on_one_log_interleave_correctly() {
     let mut version = 0;
     for round in 0..20_u64 {
         let store = if round % 2 == 0 { &first } else { &second };
-        let result = store
-            .append(&s, ExpectedVersion::Exact(version), vec![event(round)])
-            .await
-            .unwrap();
+        let result = appended(
+            store,
+            &s,
+            ExpectedVersion::Exact(version),
+            vec![event(round)],
+        )
+        .await;
         assert_eq!(
             (result.stream_version, result.first_position),
             (version + 1, round + 1)
         );
         version = result.stream_version;
         // A stale expectation is still refused with the actual version.
-        let error = store
-            .append(&s, ExpectedVersion::Exact(version - 1), vec![event(99)])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(error, AppendError::WrongExpectedVersion { actual, .. } if actual == version),
-            "{error:?}"
-        );
+        let error = refused(
+            store,
+            &s,
+            ExpectedVersion::Exact(version - 1),
+            vec![event(99)],
+        )
+        .await;
+        assert_matches!(error, AppendError::WrongExpectedVersion { actual, .. } if *actual == version);
     }
     let (fast, full) = first.commit_counts();
     assert!(
         full >= 10,
         "stale heads must fall back to the full path (fast {fast}, full {full})"
     );
-    let verification = verify(&first, 100).await;
-    assert_eq!((verification.checked, verification.defect), (20, None));
+    assert_verifies(&first, 100, 20).await;
     database.drop_database().await;
 }
 
@@ -428,19 +346,16 @@ async fn a_single_writer_commits_in_one_round_trip_and_duplicates_still_fail_cle
         .remove(0);
     let mut copy = event(1);
     copy.event_id = stored.event_id;
-    let error = store
-        .append(&stream("task-new"), ExpectedVersion::NoStream, vec![copy])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 1, .. } if stored_stream_id == "task-fast"),
-        "{error:?}"
-    );
+    let error = refused(
+        &store,
+        &stream("task-new"),
+        ExpectedVersion::NoStream,
+        vec![copy],
+    )
+    .await;
+    assert_matches!(error, AppendError::DuplicateEventId { stored_stream_id, stored_version: 1, .. } if stored_stream_id == "task-fast");
     // The appender goes on working.
-    let next = store
-        .append(&s, ExpectedVersion::Exact(10), vec![event(10)])
-        .await
-        .unwrap();
+    let next = appended(&store, &s, ExpectedVersion::Exact(10), vec![event(10)]).await;
     assert_eq!((next.stream_version, next.first_position), (11, 11));
     database.drop_database().await;
 }
@@ -454,10 +369,7 @@ async fn recorded_at_never_decreases_along_the_log() {
         } else {
             ExpectedVersion::Exact(n)
         };
-        store
-            .append(&stream("task-time"), expected, vec![event(n)])
-            .await
-            .unwrap();
+        appended(&store, &stream("task-time"), expected, vec![event(n)]).await;
     }
     let all = store.read_all(0, 100).await.unwrap();
     assert_eq!(all.len(), 30);
@@ -521,18 +433,14 @@ async fn the_latest_event_of_a_type_is_one_indexed_read_however_long_the_stream(
     let mut batch: Vec<NewEvent> = (1..=500).map(event).collect();
     batch.insert(10, assigned("acme"));
     batch.insert(300, assigned("globex"));
-    store
-        .append(&device, ExpectedVersion::NoStream, batch)
-        .await
-        .unwrap();
-    store
-        .append(
-            &device,
-            ExpectedVersion::Any,
-            (501..=700).map(event).collect(),
-        )
-        .await
-        .unwrap();
+    appended(&store, &device, ExpectedVersion::NoStream, batch).await;
+    appended(
+        &store,
+        &device,
+        ExpectedVersion::Any,
+        (501..=700).map(event).collect(),
+    )
+    .await;
     let latest = store
         .latest_of_type(&device, "DeviceAssigned")
         .await

@@ -9,7 +9,7 @@ use taskledger_events::postgres::{append_in_transaction, AppendRequest, PgEventS
 use taskledger_events::{chain, AppendError, EventStore, ExpectedVersion, RecordedEvent};
 use uuid::Uuid;
 
-use crate::helpers::{event, eventually, store, stream, verify};
+use crate::helpers::{appended, assert_verifies, event, eventually, store, stream};
 
 const WRITERS: usize = 32;
 const APPENDS_PER_WRITER: usize = 60;
@@ -196,9 +196,7 @@ async fn run(disruptors: usize) {
     assert_eq!(delivered_ids, log_ids);
     // The hash chain verifies, from the envelopes and from the stored text.
     chain::verify_run(0, chain::GENESIS_HASH, &log).expect("hash chain");
-    let verification = verify(&store, 500).await;
-    assert_eq!(verification.defect, None);
-    assert_eq!(verification.checked, total);
+    assert_verifies(&store, 500, total).await;
     database.drop_database().await;
 }
 
@@ -228,10 +226,7 @@ async fn slow_and_rolled_back_transactions_neither_get_skipped_nor_stall_readers
 async fn an_open_transaction_does_not_block_readers_and_a_rollback_leaves_no_hole() {
     let (store, database) = store().await;
     let s = stream("task-open");
-    store
-        .append(&s, ExpectedVersion::Any, vec![event(1)])
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::Any, vec![event(1)]).await;
 
     let mut client = store.pool().get().await.unwrap();
     let tx = client.transaction().await.unwrap();

@@ -6,7 +6,21 @@ use serde_json::json;
 use taskledger_events::postgres::verify::{verify_range, Verification};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use taskledger_events::{
+    AppendError, AppendResult, EventStore, ExpectedVersion, NewEvent, StreamId,
+};
+
+/// Asserts that `value` matches `pattern` (and its guard, if any); the
+/// failure shows the value.
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {
+        match &$value {
+            $pattern $(if $guard)? => {}
+            other => panic!("expected {}, got {other:?}", stringify!($pattern)),
+        }
+    };
+}
+pub(crate) use assert_matches;
 
 pub(crate) async fn store() -> (PgEventStore, TestDatabase) {
     store_with(StoreOptions::default()).await
@@ -24,6 +38,42 @@ pub(crate) async fn verify(store: &PgEventStore, batch: usize) -> Verification {
     verify_range(&client, 1, None, batch, |_| {}).await.unwrap()
 }
 
+/// Asserts that [`verify`] (reading `batch` events a query) checks exactly
+/// `checked` events and finds no defect.
+pub(crate) async fn assert_verifies(store: &PgEventStore, batch: usize, checked: u64) {
+    let verification = verify(store, batch).await;
+    assert_eq!(verification.defect, None, "the log does not verify");
+    assert_eq!(verification.checked, checked, "events checked");
+}
+
+/// Appends `events` to `stream` expecting `expected`; panics, naming the
+/// stream, if the store refuses.
+pub(crate) async fn appended(
+    store: &PgEventStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendResult {
+    store
+        .append(stream, expected, events)
+        .await
+        .unwrap_or_else(|error| panic!("appending to {stream} at {expected:?}: {error:?}"))
+}
+
+/// Why the store refuses to append `events` to `stream` expecting
+/// `expected`; panics, naming the stream, if it accepts them.
+pub(crate) async fn refused(
+    store: &PgEventStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendError {
+    match store.append(stream, expected, events).await {
+        Ok(result) => panic!("appending to {stream} at {expected:?} was accepted: {result:?}"),
+        Err(error) => error,
+    }
+}
+
 /// Appends `event(v)` at each version `v` of `versions` in turn, each
 /// expecting exactly the version before it.
 pub(crate) async fn append_in_order(
@@ -32,14 +82,13 @@ pub(crate) async fn append_in_order(
     versions: std::ops::Range<u64>,
 ) {
     for version in versions {
-        store
-            .append(
-                stream,
-                ExpectedVersion::Exact(version),
-                vec![event(version)],
-            )
-            .await
-            .unwrap();
+        appended(
+            store,
+            stream,
+            ExpectedVersion::Exact(version),
+            vec![event(version)],
+        )
+        .await;
     }
 }
 

@@ -11,7 +11,7 @@ use taskledger_events::{
     chain, AppendError, EventStore, ExpectedVersion, InvalidInput, Metadata, NewEvent, StoreError,
 };
 
-use crate::helpers::{append_in_order, event, store, stream};
+use crate::helpers::{append_in_order, appended, assert_matches, event, refused, store, stream};
 
 async fn verifies(store: &PgEventStore) -> Option<taskledger_events::postgres::verify::Defect> {
     crate::helpers::verify(store, 1_000).await.defect
@@ -21,15 +21,15 @@ async fn verifies(store: &PgEventStore) -> Option<taskledger_events::postgres::v
 async fn a_retry_batched_behind_a_newer_append_is_still_recognised() {
     let (store, database) = store().await;
     let s = stream("task-x");
-    store
-        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::NoStream, vec![event(1)]).await;
     let original = event(2);
-    store
-        .append(&s, ExpectedVersion::Exact(1), vec![original.clone()])
-        .await
-        .unwrap();
+    appended(
+        &store,
+        &s,
+        ExpectedVersion::Exact(1),
+        vec![original.clone()],
+    )
+    .await;
     for round in 0..20 {
         // Both land in one batch most of the time; either way each answer
         // must be right.
@@ -66,19 +66,21 @@ async fn a_head_refilled_after_lost_commits_is_not_chained_onto() {
         .await
         .unwrap();
     let second = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    second
-        .append(&stream("task-b"), ExpectedVersion::NoStream, vec![event(9)])
-        .await
-        .unwrap();
+    appended(
+        &second,
+        &stream("task-b"),
+        ExpectedVersion::NoStream,
+        vec![event(9)],
+    )
+    .await;
     // The first store's cached head has position 3 but the old hash.
-    let result = first
-        .append(
-            &stream("task-c"),
-            ExpectedVersion::NoStream,
-            vec![event(10)],
-        )
-        .await
-        .unwrap();
+    let result = appended(
+        &first,
+        &stream("task-c"),
+        ExpectedVersion::NoStream,
+        vec![event(10)],
+    )
+    .await;
     assert_eq!(result.first_position, 4);
     assert_eq!(verifies(&first).await, None, "the chain must stay intact");
     drop(admin);
@@ -90,16 +92,11 @@ async fn schema_versions_beyond_the_column_are_refused() {
     let (store, database) = store().await;
     let mut too_big = event(1);
     too_big.schema_version = 3_000_000_000;
-    let error = store
-        .append(&stream("task-s"), ExpectedVersion::Any, vec![too_big])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            AppendError::Invalid(InvalidInput::SchemaVersion { .. })
-        ),
-        "{error:?}"
+    let s = stream("task-s");
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![too_big]).await;
+    assert_matches!(
+        error,
+        AppendError::Invalid(InvalidInput::SchemaVersion { .. })
     );
     assert_eq!(store.head_position().await.unwrap(), 0);
     database.drop_database().await;
@@ -109,23 +106,11 @@ async fn schema_versions_beyond_the_column_are_refused() {
 async fn an_absurd_expected_version_is_a_conflict_not_a_crash() {
     let (store, database) = store().await;
     let s = stream("task-m");
-    store
-        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
-        .await
-        .unwrap();
-    let error = store
-        .append(&s, ExpectedVersion::Exact(u64::MAX), vec![event(2)])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, AppendError::WrongExpectedVersion { actual: 1, .. }),
-        "{error:?}"
-    );
+    appended(&store, &s, ExpectedVersion::NoStream, vec![event(1)]).await;
+    let error = refused(&store, &s, ExpectedVersion::Exact(u64::MAX), vec![event(2)]).await;
+    assert_matches!(error, AppendError::WrongExpectedVersion { actual: 1, .. });
     assert!(store.appender_alive());
-    let next = store
-        .append(&s, ExpectedVersion::Exact(1), vec![event(3)])
-        .await
-        .unwrap();
+    let next = appended(&store, &s, ExpectedVersion::Exact(1), vec![event(3)]).await;
     assert_eq!(next.stream_version, 2);
     database.drop_database().await;
 }
@@ -140,20 +125,12 @@ async fn metadata_that_would_be_unreadable_is_refused_and_a_corrupt_row_stops_th
         extra,
         ..Metadata::default()
     };
-    let error = store
-        .append(&stream("task-p"), ExpectedVersion::Any, vec![poisoned])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, AppendError::Invalid(InvalidInput::MetadataKey { key, .. }) if key == "actor"),
-        "{error:?}"
-    );
+    let s = stream("task-p");
+    let error = refused(&store, &s, ExpectedVersion::Any, vec![poisoned]).await;
+    assert_matches!(error, AppendError::Invalid(InvalidInput::MetadataKey { key, .. }) if key == "actor");
 
     // A row written behind the store's back is reported, never skipped.
-    store
-        .append(&stream("task-p"), ExpectedVersion::Any, vec![event(2)])
-        .await
-        .unwrap();
+    appended(&store, &s, ExpectedVersion::Any, vec![event(2)]).await;
     let admin = database.client().await;
     admin
         .execute(
@@ -173,15 +150,12 @@ async fn metadata_that_would_be_unreadable_is_refused_and_a_corrupt_row_stops_th
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        matches!(
-            second,
-            Err(StoreError::Corrupt {
-                global_position: 2,
-                ..
-            })
-        ),
-        "{second:?}"
+    assert_matches!(
+        second,
+        Err(StoreError::Corrupt {
+            global_position: 2,
+            ..
+        })
     );
     let end = tokio::time::timeout(Duration::from_secs(5), feed.next())
         .await
@@ -227,10 +201,7 @@ async fn a_server_default_of_repeatable_read_does_not_break_appends() {
     let request =
         AppendRequest::new(stream("task-rr"), ExpectedVersion::Any, vec![event(1)]).unwrap();
     let error = append_in_transaction(&tx, &[request]).await.unwrap_err();
-    assert!(
-        matches!(&error, StoreError::Misuse(message) if message.contains("READ COMMITTED")),
-        "{error:?}"
-    );
+    assert_matches!(error, StoreError::Misuse(message) if message.contains("READ COMMITTED"));
     drop(tx);
     drop(client);
     database.drop_database().await;
@@ -240,14 +211,13 @@ async fn a_server_default_of_repeatable_read_does_not_break_appends() {
 async fn computed_floats_read_back_exactly_and_verify() {
     let (store, database) = store().await;
     let total = 359.25_f64 * 1.07;
-    store
-        .append(
-            &stream("task-f"),
-            ExpectedVersion::Any,
-            vec![NewEvent::new("Priced", json!({ "total": total }))],
-        )
-        .await
-        .unwrap();
+    appended(
+        &store,
+        &stream("task-f"),
+        ExpectedVersion::Any,
+        vec![NewEvent::new("Priced", json!({ "total": total }))],
+    )
+    .await;
     let read = store.read_all(0, 10).await.unwrap();
     assert_eq!(read[0].data["total"].as_f64(), Some(total));
     let stored = store.read_all_as_stored(0, 10).await.unwrap();

@@ -1,11 +1,26 @@
 //! Subscriptions: catch up, follow live, and survive lost connections.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::testing::{listening_connections, TestDatabase};
 use taskledger_events::{EventStore, ExpectedVersion, RecordedEvent, Subscription};
 
-use crate::helpers::{event, store_with, stream};
+use crate::helpers::{appended, event, store_with, stream};
+
+/// A poll interval long enough that following live must come from
+/// notifications.
+const NOTIFIED_ONLY: Duration = Duration::from_secs(60);
+
+/// A store whose subscriptions also poll every `poll_interval`.
+async fn store_polling_every(poll_interval: Duration) -> (PgEventStore, TestDatabase) {
+    store_with(StoreOptions {
+        poll_interval,
+        ..StoreOptions::default()
+    })
+    .await
+}
 
 async fn next(feed: &mut Subscription) -> RecordedEvent {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
@@ -15,12 +30,26 @@ async fn next(feed: &mut Subscription) -> RecordedEvent {
         .expect("the feed failed")
 }
 
+/// Expects the feed's next events to be the ones at `positions`, in order.
+async fn expect_positions(feed: &mut Subscription, positions: RangeInclusive<u64>) {
+    for position in positions {
+        assert_eq!(
+            next(feed).await.global_position,
+            position,
+            "the feed's next event"
+        );
+    }
+}
+
 async fn append_numbers(store: &PgEventStore, numbers: std::ops::Range<u64>) {
     for n in numbers {
-        store
-            .append(&stream("task-feed"), ExpectedVersion::Any, vec![event(n)])
-            .await
-            .unwrap();
+        appended(
+            store,
+            &stream("task-feed"),
+            ExpectedVersion::Any,
+            vec![event(n)],
+        )
+        .await;
     }
 }
 
@@ -28,17 +57,14 @@ async fn append_numbers(store: &PgEventStore, numbers: std::ops::Range<u64>) {
 async fn catches_up_in_batches_then_follows_live_from_any_position() {
     let options = StoreOptions {
         subscription_batch: 7,
-        // Long enough that following live must come from notifications.
-        poll_interval: Duration::from_secs(60),
+        poll_interval: NOTIFIED_ONLY,
         ..StoreOptions::default()
     };
     let (store, database) = store_with(options).await;
     append_numbers(&store, 0..20).await;
 
     let mut feed = store.subscribe_all(5);
-    for position in 6..=20 {
-        assert_eq!(next(&mut feed).await.global_position, position);
-    }
+    expect_positions(&mut feed, 6..=20).await;
     append_numbers(&store, 20..25).await;
     for position in 21..=25 {
         let event = next(&mut feed).await;
@@ -52,16 +78,10 @@ async fn catches_up_in_batches_then_follows_live_from_any_position() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_the_database_dropping_every_connection() {
-    let options = StoreOptions {
-        poll_interval: Duration::from_millis(200),
-        ..StoreOptions::default()
-    };
-    let (store, database) = store_with(options).await;
+    let (store, database) = store_polling_every(Duration::from_millis(200)).await;
     append_numbers(&store, 0..3).await;
     let mut feed = store.subscribe_all(0);
-    for position in 1..=3 {
-        assert_eq!(next(&mut feed).await.global_position, position);
-    }
+    expect_positions(&mut feed, 1..=3).await;
 
     // What a server restart does to us: every connection to the database is
     // cut, the listener's included.
@@ -98,9 +118,7 @@ async fn survives_the_database_dropping_every_connection() {
         appended, 3,
         "appends did not recover after the connections were cut"
     );
-    for position in 4..=6 {
-        assert_eq!(next(&mut feed).await.global_position, position);
-    }
+    expect_positions(&mut feed, 4..=6).await;
     // And the feed is live again (notified or polled).
     append_numbers(&store, 100..101).await;
     assert_eq!(next(&mut feed).await.global_position, 7);
@@ -108,33 +126,14 @@ async fn survives_the_database_dropping_every_connection() {
     database.drop_database().await;
 }
 
-/// Listening backends of the test database: the store's shared listener's.
-async fn listening_connections(client: &tokio_postgres::Client) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscription_of_a_store_shares_one_listening_connection() {
-    let options = StoreOptions {
-        // Long enough that following live must come from notifications.
-        poll_interval: Duration::from_secs(60),
-        ..StoreOptions::default()
-    };
-    let (store, database) = store_with(options).await;
+    let (store, database) = store_polling_every(NOTIFIED_ONLY).await;
     let admin = database.client().await;
     let mut feeds: Vec<Subscription> = (0..50).map(|_| store.subscribe_all(0)).collect();
     append_numbers(&store, 0..2).await;
     for feed in &mut feeds {
-        assert_eq!(next(feed).await.global_position, 1);
-        assert_eq!(next(feed).await.global_position, 2);
+        expect_positions(feed, 1..=2).await;
     }
     assert_eq!(listening_connections(&admin).await, 1);
     // Live: a later commit reaches every feed through the one listener.

@@ -15,10 +15,11 @@ use taskledger_events::postgres::PgEventStore;
 use taskledger_events::tenant::Access;
 use taskledger_events::{EventStore, ExpectedVersion, Metadata};
 use taskledger_projections::api_keys::ApiKeysProjector;
-use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::ProjectorRuntime;
 
-use crate::helpers::{at, checkpoint, database, record, wait_until, Running};
+use crate::helpers::{
+    at, checkpoint, column, database, quick_retries, record, reset, wait_until, Running,
+};
 
 /// Decides `command` on the key's stream as it is stored and appends the
 /// result at the version read, as the service does.
@@ -35,43 +36,38 @@ async fn handle(store: &PgEventStore, command: ApiKeyCommand) {
     .unwrap();
 }
 
-fn create(key_id: ApiKeyId, name: &str, secret: &str, scopes: &[Scope]) -> ApiKeyCommand {
-    ApiKeyCommand::Create(CreateApiKey {
+/// Creates a key named `name` with `scopes` (its secret made from
+/// `random`) through [`handle`]: its id and secret.
+async fn create(
+    store: &PgEventStore,
+    name: &str,
+    random: [u8; 32],
+    scopes: &[Scope],
+) -> (ApiKeyId, String) {
+    let key_id = ApiKeyId(uuid::Uuid::new_v4());
+    let secret = generate_secret(key_id, random);
+    let create = CreateApiKey {
         key_id,
         name: name.into(),
         scopes: scopes.iter().copied().collect::<BTreeSet<_>>(),
-        key_hash: hash_secret(secret),
+        key_hash: hash_secret(&secret),
         created_at: at(0),
         created_by: Some("operator".into()),
         access: Access::AllTenants,
         expires_at: None,
         rate_limit: None,
-    })
+    };
+    handle(store, ApiKeyCommand::Create(create)).await;
+    (key_id, secret)
 }
 
 async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT row_to_json(k)::text FROM (SELECT * FROM api_keys ORDER BY key_id) k",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
+    let sql = "SELECT row_to_json(k)::text FROM (SELECT * FROM api_keys ORDER BY key_id) k";
+    column(client, sql).await
 }
 
 fn runtime(store: &PgEventStore) -> ProjectorRuntime<ApiKeysProjector> {
-    ProjectorRuntime::new(
-        store.clone(),
-        ApiKeysProjector,
-        RuntimeOptions {
-            standby_retry: Duration::from_millis(100),
-            failure_retry: Duration::from_millis(100),
-            ..RuntimeOptions::default()
-        },
-    )
+    ProjectorRuntime::new(store.clone(), ApiKeysProjector, quick_retries())
 }
 
 /// Runs the projector until its checkpoint is `head`, then stops it.
@@ -83,25 +79,9 @@ async fn run_until(store: &PgEventStore, client: &tokio_postgres::Client, head: 
 async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_rows() {
     let (store, database, client) = database().await;
 
-    let kept = ApiKeyId(uuid::Uuid::new_v4());
-    let kept_secret = generate_secret(kept, [1; 32]);
-    handle(
-        &store,
-        create(
-            kept,
-            "ci deploys",
-            &kept_secret,
-            &[Scope::TasksRead, Scope::TasksWrite],
-        ),
-    )
-    .await;
-    let gone = ApiKeyId(uuid::Uuid::new_v4());
-    let gone_secret = generate_secret(gone, [2; 32]);
-    handle(
-        &store,
-        create(gone, "laptop", &gone_secret, &[Scope::Admin]),
-    )
-    .await;
+    let ci_scopes = [Scope::TasksRead, Scope::TasksWrite];
+    let (kept, kept_secret) = create(&store, "ci deploys", [1; 32], &ci_scopes).await;
+    let (gone, gone_secret) = create(&store, "laptop", [2; 32], &[Scope::Admin]).await;
     handle(
         &store,
         ApiKeyCommand::Revoke(RevokeApiKey {
@@ -176,12 +156,7 @@ async fn key_rows_follow_creation_and_revocation_and_a_rebuild_gives_the_same_ro
     }
 
     // Rebuilt from scratch, the projection is the same, row for row.
-    client
-        .batch_execute(
-            "TRUNCATE api_keys; UPDATE projector_checkpoints SET position = 0 WHERE projector = 'api_keys'",
-        )
-        .await
-        .unwrap();
+    reset(&client, "api_keys", "api_keys").await;
     run_until(&store, &client, head).await;
     assert_eq!(rows(&client).await, live);
     drop(client);
@@ -232,14 +207,8 @@ async fn a_revocation_of_a_key_without_a_row_stops_the_projector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_makes_the_new_hash_current_and_keeps_the_replaced_one_with_its_deadline() {
     let (store, database, client) = database().await;
-    let key = ApiKeyId(uuid::Uuid::new_v4());
-    let old_secret = generate_secret(key, [4; 32]);
+    let (key, old_secret) = create(&store, "rolled", [4; 32], &[Scope::TasksRead]).await;
     let new_secret = generate_secret(key, [5; 32]);
-    handle(
-        &store,
-        create(key, "rolled", &old_secret, &[Scope::TasksRead]),
-    )
-    .await;
     handle(
         &store,
         ApiKeyCommand::Rotate(RotateApiKey {

@@ -10,6 +10,7 @@ use taskledger_events::codec::DomainEvent;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, Metadata, StreamId};
+use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::{Projector, ProjectorRuntime, ProjectorStatus};
 use tokio_postgres::types::FromSqlOwned;
 
@@ -44,9 +45,48 @@ pub(crate) async fn record<E: DomainEvent>(
     store.append(stream_id, expected, new_events).await.unwrap();
 }
 
+/// The one row a query without parameters answers; panics, naming the
+/// query, if it does not.
+pub(crate) async fn row(client: &tokio_postgres::Client, sql: &str) -> tokio_postgres::Row {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
 /// The one value a query without parameters answers.
 pub(crate) async fn scalar<T: FromSqlOwned>(client: &tokio_postgres::Client, sql: &str) -> T {
-    client.query_one(sql, &[]).await.unwrap().get(0)
+    row(client, sql).await.get(0)
+}
+
+/// The first column of every row a query without parameters answers.
+pub(crate) async fn column<T: FromSqlOwned>(client: &tokio_postgres::Client, sql: &str) -> Vec<T> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
+/// Empties `tables` and sets `projector`'s checkpoint back to 0: its next
+/// run rebuilds them from the whole log.
+pub(crate) async fn reset(client: &tokio_postgres::Client, projector: &str, tables: &str) {
+    client
+        .batch_execute(&format!(
+            "TRUNCATE {tables}; UPDATE projector_checkpoints SET position = 0 WHERE projector = '{projector}'"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Runtime options that retry a standby or a failure after 100 ms (a test
+/// should not wait the default seconds).
+pub(crate) fn quick_retries() -> RuntimeOptions {
+    RuntimeOptions {
+        standby_retry: Duration::from_millis(100),
+        failure_retry: Duration::from_millis(100),
+        ..RuntimeOptions::default()
+    }
 }
 
 /// `projector`'s checkpoint row: position, failed position, failure.

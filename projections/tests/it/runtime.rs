@@ -14,7 +14,7 @@ use taskledger_projections::runtime::{lock_key, RuntimeOptions};
 use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
 use tokio_postgres::Transaction;
 
-use crate::helpers::{database, scalar, wait_until, Running};
+use crate::helpers::{database, row, scalar, wait_until, Running};
 
 const RECORDED: &str =
     "CREATE TABLE recorded (global_position bigint PRIMARY KEY, stream_id text NOT NULL)";
@@ -82,9 +82,11 @@ fn fast() -> RuntimeOptions {
     }
 }
 
-async fn setup() -> (PgEventStore, TestDatabase, tokio_postgres::Client) {
+/// A database with the recorder's table and a log of `events` events.
+async fn setup(events: u64) -> (PgEventStore, TestDatabase, tokio_postgres::Client) {
     let (store, database, client) = database().await;
     client.batch_execute(RECORDED).await.unwrap();
+    append(&store, events).await;
     (store, database, client)
 }
 
@@ -94,8 +96,7 @@ async fn caught_up(
     count: i64,
     within: Duration,
 ) -> (PgEventStore, TestDatabase, tokio_postgres::Client, Running) {
-    let (store, database, client) = setup().await;
-    append(&store, u64::try_from(count).unwrap()).await;
+    let (store, database, client) = setup(u64::try_from(count).unwrap()).await;
     let running = start(&store, recorder());
     wait_for(&client, "catch-up", within, count).await;
     (store, database, client, running)
@@ -117,13 +118,8 @@ async fn append(store: &PgEventStore, count: u64) {
 
 /// How many rows the recorder wrote, and the highest position among them.
 async fn recorded(client: &tokio_postgres::Client) -> (i64, i64) {
-    let row = client
-        .query_one(
-            "SELECT count(*), coalesce(max(global_position), 0) FROM recorded",
-            &[],
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT count(*), coalesce(max(global_position), 0) FROM recorded";
+    let row = row(client, sql).await;
     (row.get(0), row.get(1))
 }
 
@@ -146,8 +142,7 @@ fn start(store: &PgEventStore, projector: Recorder) -> Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
-    let (store, database, client) = setup().await;
-    append(&store, 120).await;
+    let (store, database, client) = setup(120).await;
     let running = start(&store, recorder());
     let status = running.status.clone();
     wait_for(
@@ -194,8 +189,7 @@ async fn applies_every_event_once_and_resumes_from_its_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_instance_is_active_and_a_standby_takes_over_when_it_dies() {
-    let (store, database, client) = setup().await;
-    append(&store, 40).await;
+    let (store, database, client) = setup(40).await;
     let a = start(&store, recorder());
     wait_until(
         "the first instance to be active",
@@ -245,8 +239,7 @@ async fn one_instance_is_active_and_a_standby_takes_over_when_it_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_handler_stops_at_the_event_and_resumes_after_a_fix() {
-    let (store, database, client) = setup().await;
-    append(&store, 30).await;
+    let (store, database, client) = setup(30).await;
     let fixed = Arc::new(AtomicBool::new(false));
     let projector = Recorder {
         fail_on: Some(17),

@@ -14,7 +14,7 @@ use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
 
-use crate::helpers::{at, database, scalar};
+use crate::helpers::{at, column, database, quick_retries, reset, row, scalar};
 
 fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
     TaskEvent::Submitted(TaskSubmitted {
@@ -76,14 +76,21 @@ type TaskRow = (
     i64,
 );
 
-async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
-    let row = client
-        .query_one(
-            "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1",
-            &[&task_id.0],
-        )
+/// The one row `sql` answers for the task `task_id` (its `$1`).
+async fn row_of(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    task_id: TaskId,
+) -> tokio_postgres::Row {
+    client
+        .query_one(sql, &[&task_id.0])
         .await
-        .unwrap();
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
+    let sql = "SELECT status, attempts, worker_id, error, exit_code, stream_version FROM tasks WHERE task_id = $1";
+    let row = row_of(client, sql, task_id).await;
     (
         row.get(0),
         row.get(1),
@@ -95,18 +102,10 @@ async fn task_row(client: &tokio_postgres::Client, task_id: TaskId) -> TaskRow {
 }
 
 async fn rows(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT row_to_json(t)::text FROM (SELECT * FROM tasks ORDER BY task_id) t
-             UNION ALL
-             SELECT row_to_json(r)::text FROM (SELECT * FROM results ORDER BY task_id) r",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
+    let sql = "SELECT row_to_json(t)::text FROM (SELECT * FROM tasks ORDER BY task_id) t
+               UNION ALL
+               SELECT row_to_json(r)::text FROM (SELECT * FROM results ORDER BY task_id) r";
+    column(client, sql).await
 }
 
 async fn run_until(
@@ -115,15 +114,11 @@ async fn run_until(
     head: u64,
     batch_size: usize,
 ) {
-    let runtime = ProjectorRuntime::new(
-        store.clone(),
-        TasksProjector,
-        RuntimeOptions {
-            batch_size,
-            standby_retry: Duration::from_millis(100),
-            failure_retry: Duration::from_millis(100),
-        },
-    );
+    let options = RuntimeOptions {
+        batch_size,
+        ..quick_retries()
+    };
+    let runtime = ProjectorRuntime::new(store.clone(), TasksProjector, options);
     crate::helpers::run_until(runtime, client, head).await;
 }
 
@@ -208,13 +203,8 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         task_row(&client, queued).await,
         ("queued".into(), 0, None, None, None, 1)
     );
-    let result = client
-        .query_one(
-            "SELECT result, exit_code, artifacts FROM results WHERE task_id = $1",
-            &[&done.0],
-        )
-        .await
-        .unwrap();
+    let sql = "SELECT result, exit_code, artifacts FROM results WHERE task_id = $1";
+    let result = row_of(&client, sql, done).await;
     assert_eq!(
         result.get::<_, serde_json::Value>(0),
         json!({ "verdict": "clean" })
@@ -232,13 +222,11 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
         1
     );
     // A failed task has a row too (its logs, no result document).
-    let failed = client
-        .query_one(
-            "SELECT count(*), bool_and(result = '{}'::jsonb) FROM results WHERE status = 'failed'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let failed = row(
+        &client,
+        "SELECT count(*), bool_and(result = '{}'::jsonb) FROM results WHERE status = 'failed'",
+    )
+    .await;
     assert_eq!(
         (failed.get::<_, i64>(0), failed.get::<_, Option<bool>>(1)),
         (1, Some(true))
@@ -246,10 +234,7 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
 
     // Rebuilt from scratch, the projection is the same, row for row.
     let live = rows(&client).await;
-    client
-        .batch_execute("TRUNCATE tasks, results; UPDATE projector_checkpoints SET position = 0 WHERE projector = 'tasks'")
-        .await
-        .unwrap();
+    reset(&client, "tasks", "tasks, results").await;
     run_until(&store, &client, head, 500).await;
     // One event per batch (above) and everything in one batch (here, where
     // each row is folded in memory from several events) give the same rows.
@@ -274,14 +259,8 @@ async fn a_second_submission_of_a_task_in_a_later_batch_stops_the_projector() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("already in the projection"), "{error}");
-    let frontend: String = client
-        .query_one(
-            "SELECT frontend_id FROM tasks WHERE task_id = $1",
-            &[&task.0],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let sql = "SELECT frontend_id FROM tasks WHERE task_id = $1";
+    let frontend: String = row_of(&client, sql, task).await.get(0);
     assert_eq!(frontend, "frontend-a");
     drop(client);
     database.drop_database().await;
@@ -311,14 +290,8 @@ async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
     let folded = taskledger_events::task::fold(&history).unwrap();
     let (status, attempts, worker_id, error, exit_code, stream_version) =
         task_row(&client, task).await;
-    let results: i64 = client
-        .query_one(
-            "SELECT count(*) FROM results WHERE task_id = $1",
-            &[&task.0],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let sql = "SELECT count(*) FROM results WHERE task_id = $1";
+    let results: i64 = row_of(&client, sql, task).await.get(0);
     assert_eq!(
         (
             status,

@@ -125,6 +125,20 @@ async fn every_json_rejection_is_a_problem() {
     }
 }
 
+/// Sends `request` to `app`: the answer must have `status` and, unless that
+/// is 200, a problem+json body; `case` names the request in a failure.
+async fn expect_answer(app: &Router, request: Request<Body>, status: StatusCode, case: &str) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), status, "{case}");
+    if status != StatusCode::OK {
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{case}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_path_segment_that_is_not_utf8_is_a_problem() {
     async fn item(ApiPath(name): ApiPath<String>) -> String {
@@ -135,19 +149,8 @@ async fn a_path_segment_that_is_not_utf8_is_a_problem() {
         ("/items/ok", StatusCode::OK),
         ("/items/%FF", StatusCode::BAD_REQUEST),
     ] {
-        let response = app
-            .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), status, "{uri}");
-        if status != StatusCode::OK {
-            assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
-                "application/problem+json",
-                "{uri}"
-            );
-        }
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        expect_answer(&app, request, status, uri).await;
     }
 }
 
@@ -160,22 +163,10 @@ async fn a_raw_body_over_the_limit_is_a_problem() {
         .route("/", post(length))
         .layer(axum::extract::DefaultBodyLimit::max(64));
     for (size, status) in [(10, StatusCode::OK), (100, StatusCode::PAYLOAD_TOO_LARGE)] {
-        let response = app
-            .clone()
-            .oneshot(
-                Request::post("/")
-                    .body(Body::from(vec![b'a'; size]))
-                    .unwrap(),
-            )
-            .await
+        let request = Request::post("/")
+            .body(Body::from(vec![b'a'; size]))
             .unwrap();
-        assert_eq!(response.status(), status, "{size} bytes");
-        if status != StatusCode::OK {
-            assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
-                "application/problem+json"
-            );
-        }
+        expect_answer(&app, request, status, &format!("{size} bytes")).await;
     }
 }
 

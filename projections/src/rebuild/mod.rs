@@ -6,7 +6,9 @@
 //!    schema (`tl_next_{name}`, first on the connection's `search_path`) and
 //!    the whole global order is applied to it from sequence 0, in large
 //!    batches with the next batch read while the current one is written.
-//!    The live tables and the live projector carry on untouched.
+//!    The shadow's secondary indexes are dropped first and built again, one
+//!    sort each, when the copy is done (its primary keys and unique indexes
+//!    stay: upserts need them). The live tables and the live projector carry on untouched.
 //! 2. **Catch up.** When the shadow is within one batch of the log's head,
 //!    the swap transaction locks the checkpoint row (`FOR UPDATE`). The live
 //!    projector takes that lock at the start of every batch, so it is now
@@ -208,8 +210,14 @@ impl Build<'_> {
             ))
             .await?;
         client.batch_execute(projector.schema()).await?;
+        let deferred = defer_indexes(client, &shadow).await?;
         let span = self.phase_span("copy");
         self.copy(client).instrument(span).await?;
+        // One sort per index over the built tables is cheaper than keeping
+        // every index up to date through the whole copy.
+        if !deferred.is_empty() {
+            client.batch_execute(&deferred).await?;
+        }
 
         // 2 and 3. Catch up and swap in one transaction.
         client
@@ -377,4 +385,38 @@ type ReadAhead = tokio::task::JoinHandle<Result<Vec<RecordedEvent>, RebuildError
 fn read_ahead(store: &PgEventStore, after: u64, limit: usize) -> ReadAhead {
     let store = store.clone();
     tokio::spawn(async move { read(&store, after, limit).await })
+}
+
+/// Drops the shadow schema's secondary indexes (those that back no
+/// constraint: the primary keys and unique indexes an upsert's `ON CONFLICT`
+/// needs stay) and returns the statements that create them again, to run
+/// once the copy is done: a bulk load builds an index faster in one go than
+/// row by row.
+async fn defer_indexes(
+    client: &tokio_postgres::Client,
+    shadow: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid)
+               FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND NOT i.indisunique AND NOT i.indisprimary
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+            &[&shadow],
+        )
+        .await?;
+    let mut drop = String::new();
+    let mut create = String::new();
+    for row in &rows {
+        let (index, definition): (String, String) = (row.get(0), row.get(1));
+        drop.push_str(&format!("DROP INDEX {index};"));
+        create.push_str(&definition);
+        create.push(';');
+    }
+    if !drop.is_empty() {
+        client.batch_execute(&drop).await?;
+    }
+    Ok(create)
 }

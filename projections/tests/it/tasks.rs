@@ -316,3 +316,57 @@ async fn an_event_that_does_not_fit_its_task_changes_only_the_version() {
     drop(client);
     database.drop_database().await;
 }
+
+/// The indexes of `tasks` and `results`: name, definition and whether the
+/// planner may use them.
+async fn indexes(client: &tokio_postgres::Client) -> Vec<String> {
+    let sql =
+        "SELECT format('%s %s valid=%s', c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid)
+                 FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid
+                 JOIN pg_class t ON t.oid = i.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                WHERE n.nspname = 'public' AND t.relname IN ('tasks', 'results')
+                ORDER BY c.relname";
+    column(client, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_builds_the_indexes_it_deferred_and_the_same_rows() {
+    use taskledger_projections::rebuild::{rebuild, RebuildOptions};
+
+    let (store, database, client) = database().await;
+    for n in 0..30 {
+        let task_id = TaskId(uuid::Uuid::new_v4());
+        let mut events = vec![submitted(task_id, &format!("frontend-{}", n % 3))];
+        if n % 2 == 0 {
+            events.push(started("worker-1", 1, 1));
+            events.push(succeeded(1, Vec::new(), 2));
+        }
+        record(&store, task_id, &events).await;
+    }
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 7).await;
+    let (live_indexes, live_rows) = (indexes(&client).await, rows(&client).await);
+    assert!(
+        live_indexes
+            .iter()
+            .any(|index| index.starts_with("tasks_by_status ")),
+        "the live table has its secondary indexes: {live_indexes:?}"
+    );
+
+    let options = RebuildOptions {
+        batch_size: 7,
+        ..RebuildOptions::default()
+    };
+    rebuild(&store, &TasksProjector, &options, &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        indexes(&client).await,
+        live_indexes,
+        "the rebuilt tables have every index the live ones had, each valid"
+    );
+    assert_eq!(rows(&client).await, live_rows);
+    database.drop_database().await;
+}

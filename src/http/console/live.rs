@@ -73,18 +73,7 @@ pub(super) async fn tasks(State(state): State<ConsoleState>, signed_in: SignedIn
                 ))
             }
         })
-        .take_until(async move {
-            let stopped = async move {
-                match shutdown {
-                    Some(mut shutdown) => shutdown.wait().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = stopped => {}
-                () = key.unusable() => {}
-            }
-        })
+        .take_until(key.unusable_or_stopped(shutdown))
         .map(move |event| {
             let _held = &slot;
             event

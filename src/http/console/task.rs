@@ -111,12 +111,17 @@ pub(super) async fn show(
     } else {
         None
     };
-    // A task without a result row has no files: /v1 answers 404.
-    let artifacts = state
-        .api
-        .get::<ArtifactPage>(secret, &format!("/v1/tasks/{id}/artifacts"))
-        .await
-        .map_or_else(|_| Vec::new(), |page| page.items);
+    // A task without a result row has no files: /v1 answers 404. Files
+    // are the task's now: shown as of an event only once it had ended.
+    let artifacts = if query.at_version.is_none() || task.is_final() {
+        state
+            .api
+            .get::<ArtifactPage>(secret, &format!("/v1/tasks/{id}/artifacts"))
+            .await
+            .map_or_else(|_| Vec::new(), |page| page.items)
+    } else {
+        Vec::new()
+    };
     let can_cancel = query.at_version.is_none()
         && task.cancelable()
         && signed_in.caller.require_any(WriteTasks::SCOPES).is_ok();

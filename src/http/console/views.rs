@@ -71,6 +71,11 @@ impl Task {
         matches!(self.status.as_str(), "queued" | "running")
     }
 
+    /// Whether nothing more can happen to the task.
+    pub(super) fn is_final(&self) -> bool {
+        !self.cancelable()
+    }
+
     /// The parameters, as indented JSON.
     pub(super) fn params_json(&self) -> String {
         pretty(&Value::Object(self.params.clone()))

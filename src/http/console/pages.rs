@@ -111,3 +111,35 @@ pub(super) fn forged(chrome: Chrome) -> Response {
          Reload the page and try again.",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_page_shows_is_escaped() {
+        let page = MessagePage {
+            chrome: Some(Chrome {
+                csrf: "token\"><script>".to_owned(),
+                who: "key 1a2b3c4d · tenant acme".to_owned(),
+            }),
+            title: "<script>alert(1)</script>",
+            detail: "a \"quoted\" & <b>bold</b> detail",
+        }
+        .render()
+        .unwrap();
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(
+            page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+            "{page}"
+        );
+        assert!(!page.contains("token\"><script>"), "{page}");
+        assert!(!page.contains("<b>bold</b>"), "{page}");
+        // Nothing inline: the CSP allows only this origin's files.
+        assert!(
+            !page.contains("<script>") && !page.contains("style="),
+            "{page}"
+        );
+        assert!(page.contains(r#"<script src="/console/assets/console.js" defer></script>"#));
+    }
+}

@@ -92,6 +92,8 @@ struct TaskRows {
     counts: Vec<Count>,
     total: u64,
     all_link: String,
+    /// Whether no status is chosen (the "all" count is the one selected).
+    all_selected: bool,
     tasks: Vec<Task>,
 }
 
@@ -158,6 +160,7 @@ async fn load(
         counts,
         total,
         all_link: format!("/console/tasks?{}", everything.query_string(false)),
+        all_selected: query.status.is_empty(),
         tasks: page.items,
     };
     Ok((rows, page.next_cursor))

@@ -8,12 +8,15 @@
 #   3. pytools    scripts/pytools.sh: the pinned Python tools of the OpenAPI tests
 #                 (openapi-spec-validator, schemathesis, openapi-python-client) in a
 #                 cached venv, exported to the tests as TASKLEDGER_PYTOOLS
-#   4. cleanup    drop leftover tl_test_* databases from interrupted runs (those
+#   4. browser    scripts/browser.sh: Debian's chromium (apt-get install only if missing)
+#                 and the pinned playwright-core of tests/console/ in a cached directory,
+#                 exported to the console's browser test as TASKLEDGER_PLAYWRIGHT
+#   5. cleanup    drop leftover tl_test_* databases from interrupted runs (those
 #                 no session is connected to, so a suite running beside keeps its own)
 #                 (tl_template_* templates are kept)
-#   5. fmt        cargo fmt --all -- --check
-#   6. clippy     cargo clippy --workspace --all-targets -- -D warnings
-#   7. test       cargo test --workspace [ARGS...]
+#   6. fmt        cargo fmt --all -- --check
+#   7. clippy     cargo clippy --workspace --all-targets -- -D warnings
+#   8. test       cargo test --workspace [ARGS...]
 #
 # Stops at the first failing phase. Extra arguments go to cargo test, e.g.
 #   scripts/test.sh -- --nocapture
@@ -24,6 +27,7 @@
 #   TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f
 #   TASKLEDGER_TEST_IMAGE=taskledger-test-busybox:latest
 #   TASKLEDGER_PYTOOLS=<the venv's bin directory>   (set by the pytools phase)
+#   TASKLEDGER_PLAYWRIGHT=<playwright-core's directory>   (set by the browser phase)
 #   CARGO_TERM_COLOR=never when CI is set
 # Non-interactive: safe with CI=true and no stdin.
 set -euo pipefail
@@ -104,6 +108,13 @@ install_pytools() {
   say "TASKLEDGER_PYTOOLS=$TASKLEDGER_PYTOOLS"
 }
 
+install_browser() {
+  local dir
+  dir=$(bash "$ROOT/scripts/browser.sh") || return
+  export TASKLEDGER_PLAYWRIGHT=$dir
+  say "TASKLEDGER_PLAYWRIGHT=$TASKLEDGER_PLAYWRIGHT"
+}
+
 drop_stale_test_databases() {
   local -a psql=(psql -X -w -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p 5432 -U postgres -d postgres)
   # Only databases nobody is connected to: a suite running beside this one
@@ -130,6 +141,7 @@ say "TASKLEDGER_TEST_IMAGE=$TASKLEDGER_TEST_IMAGE${CI:+ (CI=$CI, CARGO_TERM_COLO
 phase services start_services
 phase toolchain ensure_toolchain
 phase pytools install_pytools
+phase browser install_browser
 phase cleanup drop_stale_test_databases
 FMT_COLOR=()
 if [[ -n ${CI:-} ]]; then FMT_COLOR=(--color never); fi # rustfmt ignores CARGO_TERM_COLOR

@@ -47,6 +47,8 @@ pub struct Settings {
     pub log_lock_stall_seconds: f64,
     /// How long a read given `min_version` or `min_position` waits.
     pub read_wait_ms: u64,
+    /// How long a console session may go without a request before it ends.
+    pub console_idle_seconds: u64,
     /// What this process does.
     pub roles: Vec<Role>,
     /// Prefix of every RabbitMQ exchange and queue name; `None`: one derived
@@ -173,6 +175,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKLEDGER_READ_WAIT_MS", default_value_t = 2_000)]
     pub read_wait_ms: u64,
 
+    /// A console session (`/console/`) ends after this many seconds without
+    /// a request; its key then has to be given again.
+    #[arg(long, env = "TASKLEDGER_CONSOLE_IDLE_SECONDS", default_value_t = 1_800)]
+    pub console_idle_seconds: u64,
+
     /// What this process does, comma-separated: `api` (the HTTP API; without
     /// it only /healthz and /readyz are served), `projector` (the read
     /// models), `relay` (log → RabbitMQ), `runner` (runs tasks), `gateway`
@@ -223,6 +230,7 @@ impl ServeArgs {
         settings.listen = self.listen;
         settings.log_lock_stall_seconds = self.log_lock_stall_seconds;
         settings.read_wait_ms = self.read_wait_ms;
+        settings.console_idle_seconds = self.console_idle_seconds;
         settings.roles.clone_from(&self.roles);
         settings.runner_slots = self.runner_slots;
         settings.worker_id.clone_from(&self.worker_id);
@@ -280,6 +288,7 @@ impl Settings {
             db_pool_wait_ms: 5_000,
             log_lock_stall_seconds: 30.0,
             read_wait_ms: 2_000,
+            console_idle_seconds: 1_800,
             // Tests of the API must not have their tasks run.
             roles: vec![Role::Api, Role::Projector],
             amqp_prefix: None,

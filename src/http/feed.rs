@@ -130,20 +130,8 @@ pub async fn stream_events(
     // The stream ends when the service stops, so a graceful shutdown does
     // not wait for consumers to hang up, and when its key can no longer be
     // used. Its slot is freed when it is dropped (ended or hung up).
-    let shutdown = state.shutdown.clone();
     let events = events
-        .take_until(async move {
-            let stopped = async move {
-                match shutdown {
-                    Some(mut shutdown) => shutdown.wait().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = stopped => {}
-                () = key.unusable() => {}
-            }
-        })
+        .take_until(key.unusable_or_stopped(state.shutdown.clone()))
         .map(move |event| {
             let _held = &slot;
             event

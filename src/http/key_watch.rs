@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
 
 use super::auth::key_is_usable;
+use crate::service::shutdown::Shutdown;
 
 /// How often a watched key is checked.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,6 +41,21 @@ impl WatchedKey {
         if self.0.wait_for(|usable| !*usable).await.is_err() {
             // The watcher is gone without a verdict: nothing will come.
             std::future::pending::<()>().await;
+        }
+    }
+
+    /// Resolves once the key is no longer usable or `shutdown` (the
+    /// service's, when it has one) fires: when an open stream must end.
+    pub async fn unusable_or_stopped(self, shutdown: Option<Shutdown>) {
+        let stopped = async move {
+            match shutdown {
+                Some(mut shutdown) => shutdown.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stopped => {}
+            () = self.unusable() => {}
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The HTTP surface: the `/v1` API ([`tasks`], [`audit`], …), liveness and
-//! readiness probes, the OpenAPI document, and the problem+json error type
-//! every route uses ([`problem`]).
+//! The HTTP surface: the `/v1` API ([`tasks`], [`audit`], …), the web
+//! [`console`], liveness and readiness probes, the OpenAPI document, and the
+//! problem+json error type every route uses ([`problem`]).
 //!
 //! Routes and their OpenAPI description come from one place: each handler's
 //! `#[utoipa::path]` is registered through [`api_router`], so a route cannot
@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod blobs;
 mod consistency;
+pub mod console;
 pub mod devices;
 pub mod feed;
 pub mod key_watch;
@@ -108,6 +109,8 @@ pub struct AppState {
     pub key_watches: Arc<key_watch::KeyWatches>,
     /// The keys checked so far, each folded up to the version last read.
     pub key_cache: Arc<auth::KeyCache>,
+    /// The console's signed-in sessions (in this process's memory).
+    pub console_sessions: Arc<console::Sessions>,
 }
 
 impl AppState {
@@ -131,6 +134,7 @@ impl AppState {
             )),
             key_watches: Arc::default(),
             key_cache: Arc::default(),
+            console_sessions: Arc::default(),
         }
     }
 }
@@ -229,6 +233,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     let router = router
+        .merge(console::router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

@@ -252,6 +252,9 @@ impl Application {
             limits: Arc::new(http::limits::Limits::new(&config.limits)),
             key_watches: Arc::default(),
             key_cache: Arc::default(),
+            console_sessions: Arc::new(http::console::Sessions::new(Duration::from_secs(
+                self.settings.console_idle_seconds,
+            ))),
             config,
             read_wait: self.read_wait,
             tasks_projection,

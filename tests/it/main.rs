@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod auth;
+mod console;
 mod deploy;
 mod devices;
 mod feed;

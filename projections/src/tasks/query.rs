@@ -1,6 +1,7 @@
 //! Reading the `tasks` and `results` read models, for the API: one task, a
 //! filtered page of tasks (newest first, keyset-paged by submission time
-//! and id), a succeeded task's result, and a task's files.
+//! and id), how many tasks have each status, a succeeded task's result,
+//! and a task's files.
 //!
 //! Each read is one prepared (and cached) statement on the caller's pooled
 //! connection; a task comes back as the projector's row shows it
@@ -118,13 +119,76 @@ pub async fn tasks(
     cursor: Option<&TaskCursor>,
     limit: i64,
 ) -> Result<Vec<StoredTask>, ReadError> {
-    let statuses: Option<Vec<&str>> = filter
+    let statuses = status_names(filter);
+    let (mut conditions, mut values) = filter_conditions(filter, statuses.as_ref());
+    if let Some(cursor) = cursor {
+        values.push(&cursor.submitted_at);
+        values.push(&cursor.task_id);
+        conditions.push(format!(
+            "(submitted_at, task_id) < (${}, ${})",
+            values.len() - 1,
+            values.len()
+        ));
+    }
+    values.push(&limit);
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks");
+    push_where(&mut sql, &conditions);
+    let _ = write!(
+        sql,
+        " ORDER BY submitted_at DESC, task_id DESC LIMIT ${}",
+        values.len()
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &values).await?;
+    rows.iter().map(StoredTask::from_row).collect()
+}
+
+/// How many tasks matching `filter` (its statuses aside) have each status;
+/// statuses no such task has are left out.
+///
+/// # Errors
+/// The database failed, or a row holds a status the projector never writes.
+pub async fn status_counts(
+    client: &ClientWrapper,
+    filter: &TaskFilter,
+) -> Result<Vec<(TaskStatus, u64)>, ReadError> {
+    let filter = TaskFilter {
+        statuses: None,
+        ..filter.clone()
+    };
+    let (conditions, values) = filter_conditions(&filter, None);
+    let mut sql = "SELECT status, count(*) FROM tasks".to_owned();
+    push_where(&mut sql, &conditions);
+    sql.push_str(" GROUP BY status");
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &values).await?;
+    rows.iter()
+        .map(|row| {
+            let name: String = row.get(0);
+            let status: TaskStatus = serde_json::from_value(Value::String(name.clone()))
+                .map_err(|_| ReadError::Corrupt(format!("a task with status {name:?}")))?;
+            Ok((status, u64::try_from(row.get::<_, i64>(1)).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// The names of `filter`'s statuses, if it has any, for [`filter_conditions`].
+fn status_names(filter: &TaskFilter) -> Option<Vec<&'static str>> {
+    filter
         .statuses
         .as_ref()
-        .map(|statuses| statuses.iter().map(|status| status.as_str()).collect());
+        .map(|statuses| statuses.iter().map(|status| status.as_str()).collect())
+}
+
+/// `filter`'s conditions on the `tasks` table (`statuses`: its statuses'
+/// names) and their values, numbered `$1`, `$2`, … in order.
+fn filter_conditions<'a>(
+    filter: &'a TaskFilter,
+    statuses: Option<&'a Vec<&'static str>>,
+) -> (Vec<String>, Vec<&'a (dyn ToSql + Sync)>) {
     let mut conditions = Vec::new();
     let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-    if let Some(statuses) = &statuses {
+    if let Some(statuses) = statuses {
         values.push(statuses);
         conditions.push(format!("status = ANY(${})", values.len()));
     }
@@ -144,29 +208,16 @@ pub async fn tasks(
         values.push(after);
         conditions.push(format!("submitted_at > ${}", values.len()));
     }
-    if let Some(cursor) = cursor {
-        values.push(&cursor.submitted_at);
-        values.push(&cursor.task_id);
-        conditions.push(format!(
-            "(submitted_at, task_id) < (${}, ${})",
-            values.len() - 1,
-            values.len()
-        ));
-    }
-    values.push(&limit);
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks");
+    (conditions, values)
+}
+
+/// Appends ` WHERE` and `conditions` joined by `AND` to `sql`, if there
+/// are any.
+fn push_where(sql: &mut String, conditions: &[String]) {
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    let _ = write!(
-        sql,
-        " ORDER BY submitted_at DESC, task_id DESC LIMIT ${}",
-        values.len()
-    );
-    let statement = client.prepare_cached(&sql).await?;
-    let rows = client.query(&statement, &values).await?;
-    rows.iter().map(StoredTask::from_row).collect()
 }
 
 /// A succeeded task's row of `results`.

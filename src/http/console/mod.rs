@@ -1,0 +1,127 @@
+//! `/console/`: the web console for operators, auditors and frontend
+//! developers, served by the `api` role from templates and assets built
+//! into the binary (nothing is fetched from elsewhere at run time).
+//!
+//! Pages are rendered on the server ([`askama`] templates in `templates/`)
+//! with a little plain JavaScript (`assets/console.js`) for live updates.
+//! A visitor signs in with an API key ([`signin`]); the key stays on the
+//! server behind a session cookie ([`session`]) and every page reads and
+//! writes through `/v1` with it ([`api`]), so the console shows exactly what
+//! the key's tenant and scopes allow. Every answer carries a strict
+//! `Content-Security-Policy` ([`secure_headers`]); every form that changes
+//! something carries the session's CSRF token.
+
+mod api;
+mod live;
+mod pages;
+pub mod session;
+mod signin;
+mod task;
+mod tasks;
+mod views;
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::AppState;
+use api::Api;
+pub use session::Sessions;
+
+/// What the console's handlers share.
+#[derive(Debug, Clone)]
+struct ConsoleState {
+    /// The service's state (keys, the store, limits).
+    app: AppState,
+    /// `/v1`, called in the process with the session's key.
+    api: Api,
+    /// The signed-in sessions.
+    sessions: Arc<Sessions>,
+}
+
+/// The policy every console answer carries: nothing but this service's
+/// own scripts, styles and images; no framing.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// The console's routes, under `/console`, for `state`'s service.
+pub(crate) fn router(state: &AppState) -> Router<AppState> {
+    let (api, _) = super::api_router().split_for_parts();
+    let api = api.fallback(super::not_found).with_state(state.clone());
+    let console = ConsoleState {
+        app: state.clone(),
+        api: Api::new(api),
+        sessions: Arc::clone(&state.console_sessions),
+    };
+    Router::new()
+        .route("/console", get(home))
+        .route("/console/", get(home))
+        .route("/console/sign-in", get(signin::form).post(signin::sign_in))
+        .route("/console/sign-out", post(signin::sign_out))
+        .route("/console/tasks", get(tasks::list))
+        .route("/console/tasks/rows", get(tasks::rows))
+        .route("/console/tasks/live", get(live::tasks))
+        .route("/console/tasks.csv", get(tasks::csv))
+        .route("/console/tasks/{id}", get(task::show))
+        .route("/console/tasks/{id}/cancel", post(task::cancel))
+        .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
+        .route("/console/assets/{file}", get(asset))
+        .route("/console/{*rest}", get(pages::no_such_page))
+        .layer(axum::middleware::map_response(secure_headers))
+        .with_state(console)
+}
+
+async fn home() -> Redirect {
+    Redirect::to("/console/tasks")
+}
+
+/// Adds the console's security headers to `response`: the CSP, no MIME
+/// sniffing, no referrer beyond this origin, and no caching of pages.
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The console's static files, built into the binary.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (content_type, body): (&str, &str) = match file.as_str() {
+        "console.css" => (
+            "text/css; charset=utf-8",
+            include_str!("assets/console.css"),
+        ),
+        "favicon.svg" => ("image/svg+xml", include_str!("assets/favicon.svg")),
+        "console.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("assets/console.js"),
+        ),
+        _ => return pages::no_such_page().await,
+    };
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,195 @@
+//! `/console/tasks/{id}`: one task — its status, parameters, result
+//! document, files, and its history as a timeline (`GET
+//! /v1/tasks/{id}/events`), optionally as it was at one of its events (`?
+//! at_version=`, the time-travel read); cancel for keys that may.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::api::Refusal;
+use super::pages::{self, render, Chrome};
+use super::session::SignedIn;
+use super::signin::form_fields;
+use super::views::{
+    path_segment, size, Artifact, ArtifactPage, Event, EventPage, Task, TaskResult,
+};
+use super::ConsoleState;
+use crate::http::auth::{RequiredScopes, WriteTasks};
+
+/// The most events of a history one page shows.
+const HISTORY_PAGE: u32 = 1_000;
+
+/// `?at_version=`: the task as it was at that event; `?min_version=`: once
+/// the read model shows at least that version (after a write).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct TaskQuery {
+    #[serde(default)]
+    at_version: Option<u64>,
+    #[serde(default)]
+    min_version: Option<u64>,
+}
+
+/// The task page.
+#[derive(Template)]
+#[template(path = "task.html")]
+struct TaskPage {
+    chrome: Option<Chrome>,
+    task: Task,
+    /// The event the task is shown as of, when it is not now.
+    at_version: Option<u64>,
+    result: Option<TaskResult>,
+    artifacts: Vec<Artifact>,
+    history: Option<EventPage>,
+    /// Why the history is not shown, when it is not.
+    history_refused: String,
+    can_cancel: bool,
+    /// The session's CSRF token, for the cancel form.
+    csrf: String,
+}
+
+impl TaskPage {
+    fn artifact_size(&self, artifact: &Artifact) -> String {
+        size(&artifact.size)
+    }
+
+    /// Whether the page shows the task as of `event`.
+    fn is_current(&self, event: &Event) -> bool {
+        self.at_version == Some(event.version)
+    }
+}
+
+/// The task id of a path, if it is one: anything else is a task that does
+/// not exist.
+fn task_id(id: &str) -> Option<Uuid> {
+    Uuid::parse_str(id).ok()
+}
+
+fn no_such_task(signed_in: &SignedIn) -> Response {
+    pages::not_found(Some(Chrome::of(signed_in)), "This task")
+}
+
+fn refused(signed_in: &SignedIn, refusal: &Refusal) -> Response {
+    pages::refused(Some(Chrome::of(signed_in)), refusal, "This task")
+}
+
+/// `GET /console/tasks/{id}`.
+pub(super) async fn show(
+    State(state): State<ConsoleState>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    Query(query): Query<TaskQuery>,
+) -> Response {
+    let Some(id) = task_id(&id) else {
+        return no_such_task(&signed_in);
+    };
+    let secret = &signed_in.secret;
+    let task_path = match (query.at_version, query.min_version) {
+        (Some(version), _) => format!("/v1/tasks/{id}?at_version={version}"),
+        (None, Some(version)) => format!("/v1/tasks/{id}?min_version={version}"),
+        (None, None) => format!("/v1/tasks/{id}"),
+    };
+    let task: Task = match state.api.get(secret, &task_path).await {
+        Ok(task) => task,
+        Err(refusal) => return refused(&signed_in, &refusal),
+    };
+    let events_path = format!("/v1/tasks/{id}/events?limit={HISTORY_PAGE}");
+    let (history, history_refused) = match state.api.get::<EventPage>(secret, &events_path).await {
+        Ok(history) => (Some(history), String::new()),
+        Err(refusal) => (None, refusal.detail),
+    };
+    let result = if task.status == "succeeded" {
+        state
+            .api
+            .get::<TaskResult>(secret, &format!("/v1/tasks/{id}/result"))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    // A task without a result row has no files: /v1 answers 404. Files
+    // are the task's now: shown as of an event only once it had ended.
+    let artifacts = if query.at_version.is_none() || task.is_final() {
+        state
+            .api
+            .get::<ArtifactPage>(secret, &format!("/v1/tasks/{id}/artifacts"))
+            .await
+            .map_or_else(|_| Vec::new(), |page| page.items)
+    } else {
+        Vec::new()
+    };
+    let can_cancel = query.at_version.is_none()
+        && task.cancelable()
+        && signed_in.caller.require_any(WriteTasks::SCOPES).is_ok();
+    render(&TaskPage {
+        chrome: Some(Chrome::of(&signed_in)),
+        task,
+        at_version: query.at_version,
+        result,
+        artifacts,
+        history,
+        history_refused,
+        can_cancel,
+        csrf: signed_in.csrf.clone(),
+    })
+}
+
+/// `POST /console/tasks/{id}/cancel`, with the session's CSRF token.
+pub(super) async fn cancel(
+    State(state): State<ConsoleState>,
+    signed_in: SignedIn,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let fields = form_fields(&body);
+    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
+        return pages::forged(Chrome::of(&signed_in));
+    }
+    let Some(id) = task_id(&id) else {
+        return no_such_task(&signed_in);
+    };
+    match state
+        .api
+        .post(&signed_in.secret, &format!("/v1/tasks/{id}/cancel"))
+        .await
+    {
+        // The task page waits until the read model shows the cancellation.
+        Ok(task) => match task["stream_version"].as_u64() {
+            Some(version) => Redirect::to(&format!("/console/tasks/{id}?min_version={version}")),
+            None => Redirect::to(&format!("/console/tasks/{id}")),
+        }
+        .into_response(),
+        Err(refusal) => refused(&signed_in, &refusal),
+    }
+}
+
+/// `GET /console/tasks/{id}/artifacts/{name}`: the file, streamed from
+/// `/v1`.
+pub(super) async fn artifact(
+    State(state): State<ConsoleState>,
+    signed_in: SignedIn,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let Some(id) = task_id(&id) else {
+        return no_such_task(&signed_in);
+    };
+    let name = path_segment(&name);
+    let response = state
+        .api
+        .send(
+            &signed_in.secret,
+            Method::GET,
+            &format!("/v1/tasks/{id}/artifacts/{name}"),
+            None,
+        )
+        .await;
+    if response.status().is_success() {
+        return response;
+    }
+    let refusal = super::api::refusal(response).await;
+    pages::refused(Some(Chrome::of(&signed_in)), &refusal, "This file")
+}

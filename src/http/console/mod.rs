@@ -13,6 +13,7 @@
 
 mod api;
 mod devices;
+mod ledgers;
 mod live;
 mod pages;
 pub mod session;
@@ -73,6 +74,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{imei}", get(devices::show))
+        .route("/console/ledgers", get(ledgers::list))
         .route("/console/assets/{file}", get(asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))

@@ -106,7 +106,7 @@ struct Message {
 }
 
 impl Message {
-    /// `to the device` (mt) or `from it` (mo).
+    /// `→ to` the device (mt) or `← from` it (mo).
     fn way(&self) -> &'static str {
         if self.direction == "mo" {
             "← from"
@@ -217,14 +217,31 @@ impl PageQuery {
     }
 }
 
-/// The link to the page after `cursor` of `path`, empty on the last page.
-fn next_link(path: &str, cursor: Option<String>) -> String {
-    cursor.map_or_else(String::new, |cursor| {
-        let query = form_urlencoded::Serializer::new(String::new())
-            .append_pair("cursor", &cursor)
-            .finish();
-        format!("{path}?{query}")
-    })
+/// The links of a listing's paging: to its first page (empty on it) and
+/// to the next (empty on the last).
+#[derive(Debug)]
+struct Paging {
+    first: String,
+    next: String,
+}
+
+impl Paging {
+    /// The links of `path`'s page `query`, whose next page starts at
+    /// `next_cursor`.
+    fn of(path: &str, query: &PageQuery, next_cursor: Option<String>) -> Self {
+        let first = if query.cursor.is_empty() {
+            String::new()
+        } else {
+            path.to_owned()
+        };
+        let next = next_cursor.map_or_else(String::new, |cursor| {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("cursor", &cursor)
+                .finish();
+            format!("{path}?{query}")
+        });
+        Self { first, next }
+    }
 }
 
 /// The device list.
@@ -234,8 +251,7 @@ struct DevicesPage {
     chrome: Option<Chrome>,
     devices: Vec<Device>,
     map: WorldMap,
-    first_link: String,
-    next_link: String,
+    paging: Paging,
 }
 
 /// `GET /console/devices`.
@@ -261,12 +277,7 @@ pub(super) async fn list(
     render(&DevicesPage {
         chrome: chrome(),
         map: WorldMap { dots, caption },
-        first_link: if query.cursor.is_empty() {
-            String::new()
-        } else {
-            "/console/devices".to_owned()
-        },
-        next_link: next_link("/console/devices", page.next_cursor),
+        paging: Paging::of("/console/devices", &query, page.next_cursor),
         devices: page.items,
     })
 }
@@ -279,8 +290,7 @@ struct DevicePageView {
     device: Device,
     messages: Vec<Message>,
     map: WorldMap,
-    next_link: String,
-    first_link: String,
+    paging: Paging,
 }
 
 /// `GET /console/devices/{imei}`.
@@ -336,12 +346,7 @@ pub(super) async fn show(
     render(&DevicePageView {
         chrome: chrome(),
         map: WorldMap { dots, caption },
-        first_link: if query.cursor.is_empty() {
-            String::new()
-        } else {
-            here.clone()
-        },
-        next_link: next_link(&here, page.next_cursor),
+        paging: Paging::of(&here, &query, page.next_cursor),
         device,
         messages: page.items,
     })
@@ -357,6 +362,25 @@ mod tests {
         assert_eq!((dot.x.as_str(), dot.y.as_str()), ("-0.294", "-52.387"));
         assert!(Dot::at(91.0, 0.0, "", String::new(), false).is_none());
         assert!(Dot::at(0.0, -180.5, "", String::new(), false).is_none());
+    }
+
+    #[test]
+    fn paging_links_to_the_first_page_only_from_a_later_one() {
+        let first = Paging::of(
+            "/console/devices",
+            &PageQuery::default(),
+            Some("a b".into()),
+        );
+        assert_eq!(first.first, "");
+        assert_eq!(first.next, "/console/devices?cursor=a+b");
+        let later = PageQuery {
+            cursor: "a b".to_owned(),
+        };
+        let last = Paging::of("/console/devices", &later, None);
+        assert_eq!(
+            (last.first.as_str(), last.next.as_str()),
+            ("/console/devices", "")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Ledger sync: consumers confirm what their ledger recorded
 //! (`POST /v1/ledgers/{ledger}/confirmations`), and anyone auditing asks what
-//! is confirmed and what is pending, per ledger and per task, and where the
-//! holes are.
+//! is confirmed and what is pending, for every ledger, per ledger and per
+//! task, and where the holes are.
 //!
 //! A confirmation is decided on the ledger's own stream (`ledger-{name}`)
 //! and answered from it; status, holes and a task's view are read from the
@@ -107,6 +107,15 @@ pub struct ConfirmationResult {
     /// The global position of the ledger's latest event: pass it as
     /// `min_position` to the status routes to read this write.
     pub position: u64,
+}
+
+/// Every ledger that confirmed anything, by name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerPage {
+    /// Each ledger's status.
+    pub items: Vec<LedgerStatus>,
+    /// Always `null`.
+    pub next_cursor: Option<String>,
 }
 
 /// The holes in a ledger's confirmed range.
@@ -357,6 +366,42 @@ pub async fn ledger_status(
         head,
         last_reference,
     )))
+}
+
+/// Every ledger that confirmed anything, with its status (as
+/// `/v1/ledgers/{ledger}/status` answers it), by name.
+#[utoipa::path(
+    get, path = "/v1/ledgers", tag = "ledger",
+    params(LedgerReadQuery),
+    responses(
+        (status = 200, description = "The ledgers (none before the first confirmation)", body = LedgerPage),
+        PlatformOnly, Malformed, PositionWait,
+    ),
+    security(("api_key" = ["audit:read"]), ("api_key" = ["ledger:write"]))
+)]
+pub async fn list_ledgers(
+    State(state): State<AppState>,
+    _: PlatformAuthorized<ReadLedger>,
+    super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
+) -> Result<ApiJson<LedgerPage>, Problem> {
+    wait_for_position(&state, "ledgers", query.min_position).await?;
+    let names = {
+        let client = state.store.pool().get().await.map_err(unavailable)?;
+        ledger_reads::ledger_names(&client)
+            .await
+            .map_err(unavailable)?
+    };
+    let head = owed_head(&state).await?;
+    let mut items = Vec::with_capacity(names.len());
+    // Every stored name was checked when it was confirmed.
+    for ledger in names.iter().filter_map(|name| LedgerName::new(name).ok()) {
+        let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
+        items.push(status(&ledger, &ledger_state, head, last_reference));
+    }
+    Ok(ApiJson(LedgerPage {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Reconciliation: the unconfirmed ranges below the ledger's highest

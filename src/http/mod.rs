@@ -215,6 +215,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::stream_events))
         .routes(routes!(audit::verify))
         .routes(routes!(ledgers::confirm))
+        .routes(routes!(ledgers::list_ledgers))
         .routes(routes!(ledgers::ledger_status))
         .routes(routes!(ledgers::ledger_holes))
         .routes(routes!(ledgers::task_ledger))

@@ -73,6 +73,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/events/stream", AUDITOR),
     ("GET", "/v1/streams/{stream}/events", AUDITOR),
     ("GET", "/v1/audit/verify", AUDITOR),
+    ("GET", "/v1/ledgers", AUDITOR_OR_LEDGER),
     ("POST", "/v1/ledgers/{ledger}/confirmations", LEDGER),
     ("GET", "/v1/ledgers/{ledger}/status", AUDITOR_OR_LEDGER),
     ("GET", "/v1/ledgers/{ledger}/holes", AUDITOR_OR_LEDGER),

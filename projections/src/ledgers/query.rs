@@ -1,9 +1,23 @@
-//! Reading the ledger status read model (`ledger_ranges`), for the API: a
-//! ledger's confirmed ranges, and which of a task's events each ledger
-//! confirmed.
+//! Reading the ledger status read model (`ledger_ranges`), for the API:
+//! the ledgers, a ledger's confirmed ranges, and which of a task's events
+//! each ledger confirmed.
 
 use taskledger_events::ledger::{LedgerName, PositionRange};
 use tokio_postgres::{Client, Error};
+
+/// The names of the ledgers that confirmed anything, in order.
+///
+/// # Errors
+/// The database failed.
+pub async fn ledger_names(client: &Client) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT ledger FROM ledger_ranges ORDER BY ledger",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
 
 /// A ledger's confirmed ranges, in the order they were confirmed, and the
 /// reference of the latest confirmation.

@@ -12,6 +12,8 @@
 //! something carries the session's CSRF token.
 
 mod api;
+mod devices;
+mod ledgers;
 mod live;
 mod pages;
 pub mod session;
@@ -70,6 +72,9 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}", get(task::show))
         .route("/console/tasks/{id}/cancel", post(task::cancel))
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{imei}", get(devices::show))
+        .route("/console/ledgers", get(ledgers::list))
         .route("/console/assets/{file}", get(asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))
@@ -110,6 +115,7 @@ async fn asset(Path(file): Path<String>) -> Response {
             include_str!("assets/console.css"),
         ),
         "favicon.svg" => ("image/svg+xml", include_str!("assets/favicon.svg")),
+        "world.svg" => ("image/svg+xml", include_str!("assets/world.svg")),
         "console.js" => (
             "text/javascript; charset=utf-8",
             include_str!("assets/console.js"),

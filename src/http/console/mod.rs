@@ -12,8 +12,10 @@
 //! something carries the session's CSRF token.
 
 mod api;
+mod audit;
 mod live;
 mod pages;
+mod projections;
 pub mod session;
 mod signin;
 mod task;
@@ -70,6 +72,16 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}", get(task::show))
         .route("/console/tasks/{id}/cancel", post(task::cancel))
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
+        .route("/console/projections", get(projections::show))
+        .route("/console/projections/status", get(projections::status))
+        .route(
+            "/console/projections/{name}/{operation}",
+            post(projections::operate),
+        )
+        .route("/console/audit", get(audit::show))
+        .route("/console/audit/verify", get(audit::verify))
+        .route("/console/audit/streams", get(audit::open_stream))
+        .route("/console/audit/streams/{stream}", get(audit::stream))
         .route("/console/assets/{file}", get(asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))
@@ -113,6 +125,10 @@ async fn asset(Path(file): Path<String>) -> Response {
         "console.js" => (
             "text/javascript; charset=utf-8",
             include_str!("assets/console.js"),
+        ),
+        "projections.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("assets/projections.js"),
         ),
         _ => return pages::no_such_page().await,
     };

@@ -25,7 +25,7 @@ const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
 /// (scripts/test.sh sets it), else what `scripts/browser.sh` installs (it
 /// installs chromium, node and playwright-core where missing). Panics when
 /// they cannot be had: the test fails, it is never skipped.
-fn playwright_dir() -> String {
+pub(crate) fn playwright_dir() -> String {
     if let Ok(dir) = std::env::var("TASKLEDGER_PLAYWRIGHT") {
         return dir;
     }

@@ -166,6 +166,11 @@ try {
   const projected = await v1("GET", "/v1/projections/tasks");
   assert.equal(Number(await page.textContent(cell("tasks", "version"))), projected.version);
 
+  begin("a projection's own link shows the page at its row");
+  await page.goto(url("/console/projections/tasks"));
+  assert.equal(new URL(page.url()).pathname, "/console/projections");
+  assert.equal(new URL(page.url()).hash, "#projection-tasks");
+
   begin("a CSRF-less POST is refused and pauses nothing");
   const refused = await page.evaluate(async () => {
     const post = (body) =>

@@ -275,4 +275,39 @@ mod tests {
         assert_eq!(form(" 1", "9 ").query(), "from=1&to=9");
         assert_eq!(form("1&to=2", "").query(), "from=1%26to%3D2");
     }
+
+    #[test]
+    fn a_bad_verdict_names_and_links_the_first_bad_sequence() {
+        let page = AuditPage {
+            chrome: None,
+            form: VerifyForm::default(),
+            verdict: Some(Verdict {
+                ok: false,
+                from: 1,
+                to: 20,
+                checked: 6,
+                first_bad_sequence: Some(7),
+                problem: Some("the hash at global position 7 does not verify".to_owned()),
+            }),
+            first_bad_link: Some("/console/audit/streams/task-1?mark=7#seq-7".to_owned()),
+            error: String::new(),
+        }
+        .render()
+        .unwrap();
+        assert!(page.contains("does not verify"), "{page}");
+        assert!(
+            page.contains(
+                r##"id="first-bad" href="/console/audit/streams/task-1?mark=7#seq-7">#7</a>"##
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("6 events verified before the first bad one"),
+            "{page}"
+        );
+        assert!(
+            !page.contains("<script>") && !page.contains("style="),
+            "{page}"
+        );
+    }
 }

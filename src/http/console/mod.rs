@@ -74,6 +74,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
         .route("/console/projections", get(projections::show))
         .route("/console/projections/status", get(projections::status))
+        .route("/console/projections/{name}", get(projections::one))
         .route(
             "/console/projections/{name}/{operation}",
             post(projections::operate),

@@ -182,6 +182,16 @@ pub(super) async fn status(State(state): State<ConsoleState>, signed_in: SignedI
         .await
 }
 
+/// `GET /console/projections/{name}`: the page, at the projection's row (a
+/// stable link to one projection; also where sign-in returns to after a
+/// form was sent with an expired session).
+pub(super) async fn one(_: SignedIn, Path(name): Path<String>) -> Redirect {
+    Redirect::to(&format!(
+        "/console/projections#projection-{}",
+        path_segment(&name)
+    ))
+}
+
 /// What a form on the page asks of a projection.
 #[derive(Debug, Clone, Copy)]
 enum Operation {
@@ -253,6 +263,38 @@ mod tests {
             "5000 of 5000 events · 812 events/s"
         );
         assert_eq!(seconds(185.0), "3 min 5 s");
+    }
+
+    #[test]
+    fn the_page_has_nothing_inline_and_escapes_what_it_shows() {
+        let page = ProjectionsPage {
+            chrome: None,
+            projections: vec![Projection {
+                name: "tasks".to_owned(),
+                version: 4,
+                position: 10,
+                head: 12,
+                lag_events: 2,
+                lag_seconds: 0.25,
+                state: "failed".to_owned(),
+                failed_position: Some(11),
+                failure: Some("<b>no task row</b>".to_owned()),
+                rebuild: None,
+            }],
+            csrf: "token\"><script>".to_owned(),
+        }
+        .render()
+        .unwrap();
+        assert!(page.contains("at #11: &#60;b&#62;no task row"), "{page}");
+        assert!(!page.contains("token\"><script>"), "{page}");
+        assert!(
+            !page.contains("<script>") && !page.contains("style="),
+            "{page}"
+        );
+        assert!(page.contains(r#"<script src="/console/assets/projections.js" defer></script>"#));
+        assert!(
+            page.contains(r#"<tr class="rebuild" id="rebuild-tasks" data-rebuild="tasks" hidden>"#)
+        );
     }
 
     #[test]

@@ -68,6 +68,17 @@ impl Projection {
         self.state == "paused"
     }
 
+    /// A rebuild that has not read the log's head yet (it just started)
+    /// measures against the head the projector saw, not 0.
+    fn rebuild_head_from_the_log(&mut self) {
+        let head = self.head;
+        if let Some(rebuild) = self.rebuild.as_mut() {
+            if rebuild.is_running() && rebuild.head == 0 {
+                rebuild.head = head;
+            }
+        }
+    }
+
     /// Whether a rebuild of it is going on (another would be refused).
     fn rebuilding(&self) -> bool {
         self.rebuild.as_ref().is_some_and(Rebuild::is_running)
@@ -165,9 +176,13 @@ pub(super) async fn show(State(state): State<ConsoleState>, signed_in: SignedIn)
         Ok(page) => page,
         Err(refusal) => return pages::refused(Some(Chrome::of(&signed_in)), &refusal, "This page"),
     };
+    let mut projections = page.items;
+    for projection in &mut projections {
+        projection.rebuild_head_from_the_log();
+    }
     render(&ProjectionsPage {
         chrome: Some(Chrome::of(&signed_in)),
-        projections: page.items,
+        projections,
         csrf: signed_in.csrf.clone(),
     })
 }

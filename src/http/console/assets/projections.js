@@ -92,6 +92,8 @@
     if (!line) return running;
     line.hidden = !rebuild;
     if (!rebuild) return running;
+    // Just started, it has not read the log's head yet: the projector's.
+    if (running && rebuild.head === 0) rebuild.head = projection.head;
     setText(line, "version", String(rebuild.version));
     setText(line, "state", rebuild.state);
     field(line, "state").className = `badge rebuild-${rebuild.state}`;

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::Admin;
 use super::problem::{ApiJson, ApiPath, Problem};
-use super::responses::PlatformOnly;
+use super::responses::{NoSuchProjection, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::AppState;
 
@@ -108,8 +108,7 @@ pub async fn list_projections(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
-        PlatformOnly,
-        (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, NoSuchProjection,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -203,8 +202,7 @@ pub async fn rebuild_projection(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "Paused (or already paused); the projection", body = ProjectionView),
-        PlatformOnly,
-        (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, NoSuchProjection,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -223,8 +221,7 @@ pub async fn pause_projection(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "Resumed (or it was not paused); the projection", body = ProjectionView),
-        PlatformOnly,
-        (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, NoSuchProjection,
     ),
     security(("api_key" = ["admin"]))
 )]

@@ -198,6 +198,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::list_projections))
         .routes(routes!(operations::get_projection))
         .routes(routes!(operations::rebuild_projection))
+        .routes(routes!(operations::pause_projection))
+        .routes(routes!(operations::resume_projection))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::rotate_key))

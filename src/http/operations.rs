@@ -1,6 +1,6 @@
-//! Operations (scope `admin`): the projectors' state, and blue/green
-//! rebuilds started over HTTP (run in this process; their progress is
-//! recorded in the database, so any process shows it).
+//! Operations (scope `admin`): the projectors' state, pausing and resuming
+//! them, and blue/green rebuilds started over HTTP (run in this process;
+//! their progress is recorded in the database, so any process shows it).
 
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::auth::Admin;
 use super::problem::{ApiJson, ApiPath, Problem};
-use super::responses::PlatformOnly;
+use super::responses::{NoSuchProjection, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::AppState;
 
@@ -108,8 +108,7 @@ pub async fn list_projections(
     params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
-        PlatformOnly,
-        (status = 404, description = "No such projection, or it never ran", body = Problem, content_type = "application/problem+json"),
+        PlatformOnly, NoSuchProjection,
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -194,13 +193,70 @@ pub async fn rebuild_projection(
         .into_response())
 }
 
+/// Pauses a projection: no further events are applied to its tables
+/// (reads go on, growing stale) until it is resumed. It takes effect
+/// between two batches: once this answers, nothing more is applied. As
+/// `taskledger projections pause`.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/pause", tag = "service",
+    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    responses(
+        (status = 200, description = "Paused (or already paused); the projection", body = ProjectionView),
+        PlatformOnly, NoSuchProjection,
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub async fn pause_projection(
+    State(state): State<AppState>,
+    _: PlatformAuthorized<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<ProjectionView>, Problem> {
+    set_paused(&state, &name, true).await
+}
+
+/// Lets a paused projection apply events again. As `taskledger projections
+/// resume`.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/resume", tag = "service",
+    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    responses(
+        (status = 200, description = "Resumed (or it was not paused); the projection", body = ProjectionView),
+        PlatformOnly, NoSuchProjection,
+    ),
+    security(("api_key" = ["admin"]))
+)]
+pub async fn resume_projection(
+    State(state): State<AppState>,
+    _: PlatformAuthorized<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<ApiJson<ProjectionView>, Problem> {
+    set_paused(&state, &name, false).await
+}
+
+/// Pauses (`true`) or resumes projection `name`; its view afterwards.
+async fn set_paused(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+) -> Result<ApiJson<ProjectionView>, Problem> {
+    taskledger_projections::by_name(name).map_err(unknown)?;
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    if !runtime::set_paused(&client, name, paused)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(never_ran(name));
+    }
+    Ok(ApiJson(one(state, name).await?))
+}
+
 fn unknown(error: taskledger_projections::UnknownProjection) -> Problem {
     Problem::not_found(error.to_string())
 }
 
 fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
     Problem::unavailable("the database is unavailable right now", 1)
-        .because("reading the projectors", error)
+        .because("reading or writing the projectors' checkpoints", error)
 }
 
 /// Every projector's view, with its last rebuild.
@@ -225,7 +281,11 @@ async fn one(state: &AppState, name: &str) -> Result<ProjectionView, Problem> {
         .await?
         .into_iter()
         .find(|view| view.name == name)
-        .ok_or_else(|| Problem::not_found(format!("{name} has never run in this deployment")))
+        .ok_or_else(|| never_ran(name))
+}
+
+fn never_ran(name: &str) -> Problem {
+    Problem::not_found(format!("{name} has never run in this deployment"))
 }
 
 fn rebuild_view(last: RebuildStatus) -> RebuildView {

@@ -91,6 +91,7 @@ shared_responses! {
     OTHER_TENANT: "403" OtherTenant, "A tenant key named another tenant";
     NO_SUCH_TASK: "404" NoSuchTask, "No such task";
     NO_SUCH_KEY: "404" NoSuchKey, "No such key";
+    NO_SUCH_PROJECTION: "404" NoSuchProjection, "No such projection, or it never ran";
     UNASSIGNED_DEVICE: "404" UnassignedDevice,
         "A tenant key: the device is not assigned to its tenant";
     MALFORMED_IMEI_OR_BODY: "400" MalformedImeiOrBody,
@@ -185,6 +186,9 @@ response_groups! {
     NoSuchTask => [NO_SUCH_TASK];
     /// Routes on one API key (`{id}`): 404 for an id no key has.
     NoSuchKey => [NO_SUCH_KEY];
+    /// Routes on one projection (`{name}`) as it runs: 404 for a name no
+    /// projector has, or one that has no checkpoint in this deployment.
+    NoSuchProjection => [NO_SUCH_PROJECTION];
     /// Routes on one device (`{imei}`) that a tenant key reaches only when
     /// the device is assigned to its tenant: 404 otherwise.
     UnassignedDevice => [UNASSIGNED_DEVICE];
@@ -232,6 +236,7 @@ mod tests {
             OtherTenant::responses(),
             NoSuchTask::responses(),
             NoSuchKey::responses(),
+            NoSuchProjection::responses(),
             UnassignedDevice::responses(),
             MalformedImeiOrBody::responses(),
         ];

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod console;
 mod console_devices;
+mod console_ops;
 mod deploy;
 mod devices;
 mod feed;

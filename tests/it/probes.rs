@@ -544,3 +544,60 @@ async fn a_failing_projector_is_reported_everywhere_and_resumes_after_a_repair()
     wait_for("running").await;
     app.finish().await;
 }
+
+/// `POST /v1/projections/{name}/pause` stops a projector (what is written
+/// meanwhile waits, as lag) until `…/resume`, which it then catches up on;
+/// a projection that does not exist is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_paused_over_http_applies_nothing_until_resumed() {
+    let app = TestApp::spawn_with_kinds(|_| {}).await;
+    let admin = app.key(&[Scope::Admin]).await;
+    let post = |path: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let response = send(app.post(admin, path)).await;
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, paused) = post("/v1/projections/tasks/pause").await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["state"], "paused", "{paused}");
+    let echo = serde_json::json!({"kind": "echo", "params": {"message": "hi"}, "tenant": "default", "frontend_id": "web"});
+    let submitted = app.submitted(&admin, echo).await;
+    let (status, view) = app.read(Some(&admin), "/v1/projections/tasks").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "paused", "{view}");
+    assert_eq!(view["position"], paused["position"], "it applied an event");
+    assert!(
+        view["head"].as_u64().unwrap() >= submitted["position"].as_u64().unwrap(),
+        "{view}"
+    );
+    assert!(view["lag_events"].as_u64().unwrap() >= 1, "{view}");
+
+    let (status, resumed) = post("/v1/projections/tasks/resume").await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_ne!(resumed["state"], "paused", "{resumed}");
+    let (app_ref, admin_ref) = (&app, &admin);
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async move {
+            let view = send_json(app_ref.get(admin_ref, "/v1/projections/tasks")).await;
+            (view["lag_events"] == 0)
+                .then_some(())
+                .ok_or_else(|| view.to_string())
+        },
+    )
+    .await;
+
+    for path in [
+        "/v1/projections/nothing/pause",
+        "/v1/projections/nothing/resume",
+    ] {
+        let (status, problem) = post(path).await;
+        assert_eq!(status, 404, "{path}: {problem}");
+        assert_text_contains(&problem["detail"], "no projection called", &problem);
+    }
+    app.finish().await;
+}

@@ -55,6 +55,8 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/projections", ADMIN),
     ("GET", "/v1/projections/{name}", ADMIN),
     ("POST", "/v1/projections/{name}/rebuild", ADMIN),
+    ("POST", "/v1/projections/{name}/pause", ADMIN),
+    ("POST", "/v1/projections/{name}/resume", ADMIN),
     ("POST", "/v1/keys", ADMIN),
     ("GET", "/v1/keys", ADMIN),
     ("POST", "/v1/keys/{id}/revoke", ADMIN),

@@ -176,6 +176,8 @@ fn matrix(task: TaskId) -> Vec<Row> {
         global(&get, "/v1/projections/tasks", Status(200)),
         global(&post, "/v1/projections/tasks/rebuild", Skip),
         global(&get, "/v1/ledgers", Status(200)),
+        global(&post, "/v1/projections/tasks/pause", Status(200)),
+        global(&post, "/v1/projections/tasks/resume", Status(200)),
         global(&get, "/v1/ledgers/bank/status", Status(200)),
         global(&get, "/v1/ledgers/bank/holes", Status(200)),
         global(&get, "/v1/keys", Status(200)),

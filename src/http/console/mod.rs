@@ -12,10 +12,12 @@
 //! something carries the session's CSRF token.
 
 mod api;
+mod audit;
 mod devices;
 mod ledgers;
 mod live;
 mod pages;
+mod projections;
 pub mod session;
 mod signin;
 mod task;
@@ -75,6 +77,17 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{imei}", get(devices::show))
         .route("/console/ledgers", get(ledgers::list))
+        .route("/console/projections", get(projections::show))
+        .route("/console/projections/status", get(projections::status))
+        .route("/console/projections/{name}", get(projections::one))
+        .route(
+            "/console/projections/{name}/{operation}",
+            post(projections::operate),
+        )
+        .route("/console/audit", get(audit::show))
+        .route("/console/audit/verify", get(audit::verify))
+        .route("/console/audit/streams", get(audit::open_stream))
+        .route("/console/audit/streams/{stream}", get(audit::stream))
         .route("/console/assets/{file}", get(asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))
@@ -119,6 +132,10 @@ async fn asset(Path(file): Path<String>) -> Response {
         "console.js" => (
             "text/javascript; charset=utf-8",
             include_str!("assets/console.js"),
+        ),
+        "projections.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("assets/projections.js"),
         ),
         _ => return pages::no_such_page().await,
     };

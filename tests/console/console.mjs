@@ -197,7 +197,14 @@ try {
 
   begin("a POST without the session's CSRF token is refused and changes nothing");
   const sleeper = await submit("sleep 60");
-  await page.goto(url(`/console/tasks/${sleeper}`));
+  // The page reads the read model, which shows a new task a moment after
+  // its submission was answered: until then the page is "not found".
+  for (let tries = 0; ; tries++) {
+    response = await page.goto(url(`/console/tasks/${sleeper}`));
+    if (response.status() === 200) break;
+    assert.ok(tries < 100, `task ${sleeper}'s page answered ${response.status()} for 10 s`);
+    await page.waitForTimeout(100);
+  }
   const forged = await page.evaluate(async (id) => {
     const post = (body) =>
       fetch(`/console/tasks/${id}/cancel`, {

@@ -48,9 +48,39 @@ pub(crate) fn playwright_dir() -> String {
         .to_owned()
 }
 
+/// Runs `tests/console/{script}` with node and `env`, and fails with its
+/// output unless it passed.
+pub(crate) async fn run_browser_script(script: &str, env: &[(&str, String)]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(root.join("tests/console").join(script))
+        .env(
+            "CONSOLE_SCREENSHOTS",
+            root.join("target/console-screenshots"),
+        )
+        .env("TASKLEDGER_PLAYWRIGHT", playwright_dir())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(240), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within 240 s"))
+        .expect("running node (scripts/browser.sh installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "tests/console/{script} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
-    let playwright = playwright_dir();
     let data_dir = std::env::temp_dir().join(format!("taskledger-console-{}", Uuid::new_v4()));
     let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
     let store = app.store();
@@ -75,31 +105,16 @@ async fn the_console_works_in_a_real_browser() {
         "succeeded"
     );
 
-    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("CONSOLE_URL", app.url(""))
-        .env("CONSOLE_ACME_KEY", &acme)
-        .env("CONSOLE_ACME_TASK", &acme_task)
-        .env("CONSOLE_GLOBEX_TASK", &globex_task)
-        .env("CONSOLE_SCREENSHOTS", &screenshots)
-        .env("TASKLEDGER_PLAYWRIGHT", &playwright)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the browser test did not finish within 240 s")
-        .expect("running node (scripts/browser.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "tests/console/console.mjs failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    run_browser_script(
+        "console.mjs",
+        &[
+            ("CONSOLE_URL", app.url("")),
+            ("CONSOLE_ACME_KEY", acme.clone()),
+            ("CONSOLE_ACME_TASK", acme_task.clone()),
+            ("CONSOLE_GLOBEX_TASK", globex_task.clone()),
+        ],
+    )
+    .await;
     app.finish().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -5,14 +5,13 @@
 //! its messages both ways, and not globex's device; a platform auditor sees
 //! the ledger.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use taskledger_events::apikey::Scope;
 use taskledger_events::EventStore;
 
-use crate::console::playwright_dir;
+use crate::console::run_browser_script;
 use crate::helpers::{TestApp, KINDS};
 use crate::rockblock::{mo_form_body, mo_webhook, sign_mo, MoFields, FORM, IMEI};
 use crate::support::http::send;
@@ -42,37 +41,6 @@ async fn device_of(app: &TestApp, admin: &str, tenant: &str, fields: &MoFields) 
     assert_eq!(send(assign).await.status(), 200);
     let body = mo_form_body(fields, Some(&sign_mo(fields)));
     assert_eq!(mo_webhook(app, FORM, body).await.status(), 200);
-}
-
-/// Runs `tests/console/{script}` with node and `env`, and fails with its
-/// output unless it passed.
-async fn run_browser_script(script: &str, env: &[(&str, String)]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(root.join("tests/console").join(script))
-        .env(
-            "CONSOLE_SCREENSHOTS",
-            root.join("target/console-screenshots"),
-        )
-        .env("TASKLEDGER_PLAYWRIGHT", playwright_dir())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = tokio::time::timeout(Duration::from_secs(240), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within 240 s"))
-        .expect("running node (scripts/browser.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "tests/console/{script} failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

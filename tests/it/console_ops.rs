@@ -4,16 +4,13 @@
 //! the first bad sequence of a tampered log, the stream browser), and
 //! both refused to a tenant key.
 
-use std::path::Path;
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 use taskledger_events::apikey::Scope;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use uuid::Uuid;
 
-use crate::console::playwright_dir;
+use crate::console::run_browser_script;
 use crate::helpers::{TestApp, LOCAL_SH};
 
 /// Events no projector reads, appended so that a rebuild of `tasks` has a
@@ -55,7 +52,6 @@ async fn tamper(app: &TestApp, sequence: u64, from: &str, to: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_pages_work_in_a_real_browser() {
-    let playwright = playwright_dir();
     let data_dir = std::env::temp_dir().join(format!("taskledger-console-ops-{}", Uuid::new_v4()));
     let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
     let admin = app.key(&[Scope::Admin]).await;
@@ -77,34 +73,19 @@ async fn the_operations_pages_work_in_a_real_browser() {
     fill_the_log(&app).await;
     tamper(&app, tampered, "echo as submitted", "echo tampered").await;
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let screenshots = root.join("target/console-screenshots");
-    let run = tokio::process::Command::new("node")
-        .arg(root.join("tests/console/ops.mjs"))
-        .env("CONSOLE_URL", app.url(""))
-        .env("CONSOLE_ADMIN_KEY", &admin)
-        .env("CONSOLE_AUDITOR_KEY", &auditor)
-        .env("CONSOLE_TENANT_KEY", &tenant)
-        .env("CONSOLE_TASK", &task)
-        .env("CONSOLE_TAMPERED_STREAM", format!("task-{tampered_task}"))
-        .env("CONSOLE_TAMPERED_SEQUENCE", tampered.to_string())
-        .env("CONSOLE_SCREENSHOTS", &screenshots)
-        .env("TASKLEDGER_PLAYWRIGHT", &playwright)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the browser test did not finish within 240 s")
-        .expect("running node (scripts/browser.sh installs it)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "tests/console/ops.mjs failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    run_browser_script(
+        "ops.mjs",
+        &[
+            ("CONSOLE_URL", app.url("")),
+            ("CONSOLE_ADMIN_KEY", admin.clone()),
+            ("CONSOLE_AUDITOR_KEY", auditor.clone()),
+            ("CONSOLE_TENANT_KEY", tenant.clone()),
+            ("CONSOLE_TASK", task.clone()),
+            ("CONSOLE_TAMPERED_STREAM", format!("task-{tampered_task}")),
+            ("CONSOLE_TAMPERED_SEQUENCE", tampered.to_string()),
+        ],
+    )
+    .await;
 
     // What the pages did is what /v1 says now.
     let (status, tasks) = app.read(Some(&admin), "/v1/projections/tasks").await;

@@ -12,12 +12,14 @@
 //! something carries the session's CSRF token.
 
 mod api;
+mod apiref;
 mod live;
 mod pages;
 pub mod session;
 mod signin;
 mod task;
 mod tasks;
+mod vendor_styles;
 mod views;
 
 use std::sync::Arc;
@@ -71,6 +73,8 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}/cancel", post(task::cancel))
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
         .route("/console/assets/{file}", get(asset))
+        .route("/console/api", get(apiref::page))
+        .route("/console/assets/api/{file}", get(apiref::asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)

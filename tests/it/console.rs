@@ -19,13 +19,13 @@ use uuid::Uuid;
 use crate::helpers::{create_tenant_key, random_bytes, TestApp, KINDS, LOCAL_SH};
 
 /// A key's scopes for the console's tests: read and write tasks.
-const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
+pub(crate) const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
 
 /// The directory holding `node_modules/playwright-core`: `TASKLEDGER_PLAYWRIGHT`
 /// (scripts/test.sh sets it), else what `scripts/browser.sh` installs (it
 /// installs chromium, node and playwright-core where missing). Panics when
 /// they cannot be had: the test fails, it is never skipped.
-fn playwright_dir() -> String {
+pub(crate) fn playwright_dir() -> String {
     if let Ok(dir) = std::env::var("TASKLEDGER_PLAYWRIGHT") {
         return dir;
     }
@@ -75,16 +75,35 @@ async fn the_console_works_in_a_real_browser() {
         "succeeded"
     );
 
+    run_browser_script(
+        &playwright,
+        "console.mjs",
+        &[
+            ("CONSOLE_URL", &app.url("")),
+            ("CONSOLE_ACME_KEY", &acme),
+            ("CONSOLE_ACME_TASK", &acme_task),
+            ("CONSOLE_GLOBEX_TASK", &globex_task),
+        ],
+    )
+    .await;
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Runs `tests/console/{script}` with node and `playwright` (from
+/// [`playwright_dir`]), `env` and `CONSOLE_SCREENSHOTS` (where it saves its
+/// screenshots: `target/console-screenshots/`) in its environment; fails
+/// the test, showing its output, unless it exits 0 within 240 s.
+pub(crate) async fn run_browser_script(playwright: &str, script: &str, env: &[(&str, &str)]) {
     let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/console")
+        .join(script);
     let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .env("CONSOLE_URL", app.url(""))
-        .env("CONSOLE_ACME_KEY", &acme)
-        .env("CONSOLE_ACME_TASK", &acme_task)
-        .env("CONSOLE_GLOBEX_TASK", &globex_task)
+        .arg(&path)
+        .envs(env.iter().copied())
         .env("CONSOLE_SCREENSHOTS", &screenshots)
-        .env("TASKLEDGER_PLAYWRIGHT", &playwright)
+        .env("TASKLEDGER_PLAYWRIGHT", playwright)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(240), run)
@@ -97,11 +116,9 @@ async fn the_console_works_in_a_real_browser() {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "tests/console/console.mjs failed ({}):\n{stdout}\n{stderr}",
+        "tests/console/{script} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    app.finish().await;
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// A browser without one: cookies by hand, redirects not followed.

@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod auth;
 mod console;
+mod console_apiref;
 mod deploy;
 mod devices;
 mod feed;

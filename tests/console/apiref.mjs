@@ -12,31 +12,18 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`apiref.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env, launch, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const sessionKey = env("CONSOLE_SESSION_KEY");
 const pastedKey = env("CONSOLE_PASTED_KEY");
 const pastedTask = env("CONSOLE_PASTED_TASK");
-const shots = env("CONSOLE_SCREENSHOTS");
-const require = createRequire(path.join(env("TASKLEDGER_PLAYWRIGHT"), "package.json"));
-const { chromium } = require("playwright-core");
+const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-mkdirSync(shots, { recursive: true });
 
 let step = "launching chromium";
 function begin(name) {
@@ -44,22 +31,7 @@ function begin(name) {
   console.log(`- ${name}`);
 }
 
-const userDataDir = mkdtempSync(path.join(tmpdir(), "taskledger-apiref-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 800 },
-});
+const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 
 // Every request of every page: none may leave the service; the pasted key may
 // travel only as the Authorization header of a request to /v1, the session's
@@ -235,6 +207,5 @@ try {
   if (problems.length) console.error(`problems seen: ${problems.join("\n")}`);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }

@@ -169,7 +169,8 @@ try {
 
   begin("a POST without the session's CSRF token is refused and changes nothing");
   const sleeper = await submit("sleep 60");
-  await page.goto(url(`/console/tasks/${sleeper}`));
+  // Just submitted: the page waits (min_version) until the read model shows it.
+  await page.goto(url(`/console/tasks/${sleeper}?min_version=1`));
   const forged = await page.evaluate(async (id) => {
     const post = (body) =>
       fetch(`/console/tasks/${id}/cancel`, {

@@ -12,31 +12,19 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`console.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env, launch, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
 const acmeTask = env("CONSOLE_ACME_TASK");
 const globexTask = env("CONSOLE_GLOBEX_TASK");
-const shots = env("CONSOLE_SCREENSHOTS");
-const require = createRequire(path.join(env("TASKLEDGER_PLAYWRIGHT"), "package.json"));
-const { chromium } = require("playwright-core");
+const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-mkdirSync(shots, { recursive: true });
 
 // A task submitted through /v1 (by this script, not the page).
 async function submit(script) {
@@ -64,23 +52,7 @@ function begin(name) {
 }
 
 const foreign = [];
-const userDataDir = mkdtempSync(path.join(tmpdir(), "taskledger-console-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 900 },
-  acceptDownloads: true,
-});
+const { context, close } = await launch({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
 // Every request of every page, to check none leaves the service.
 const requests = [];
 context.on("request", (request) => {
@@ -197,14 +169,8 @@ try {
 
   begin("a POST without the session's CSRF token is refused and changes nothing");
   const sleeper = await submit("sleep 60");
-  // The page reads the read model, which shows a new task a moment after
-  // its submission was answered: until then the page is "not found".
-  for (let tries = 0; ; tries++) {
-    response = await page.goto(url(`/console/tasks/${sleeper}`));
-    if (response.status() === 200) break;
-    assert.ok(tries < 100, `task ${sleeper}'s page answered ${response.status()} for 10 s`);
-    await page.waitForTimeout(100);
-  }
+  // Just submitted: the page waits (min_version) until the read model shows it.
+  await page.goto(url(`/console/tasks/${sleeper}?min_version=1`));
   const forged = await page.evaluate(async (id) => {
     const post = (body) =>
       fetch(`/console/tasks/${id}/cancel`, {
@@ -238,6 +204,5 @@ try {
   console.error(error);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }

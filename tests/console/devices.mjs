@@ -15,32 +15,19 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`devices.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env, launch, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
 const auditKey = env("CONSOLE_AUDIT_KEY");
 const acmeImei = env("CONSOLE_ACME_IMEI");
 const globexImei = env("CONSOLE_GLOBEX_IMEI");
-const shots = env("CONSOLE_SCREENSHOTS");
-const require = createRequire(path.join(env("TASKLEDGER_PLAYWRIGHT"), "package.json"));
-const { chromium } = require("playwright-core");
+const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-mkdirSync(shots, { recursive: true });
 
 let step = "launching chromium";
 function begin(name) {
@@ -49,22 +36,7 @@ function begin(name) {
 }
 
 const foreign = [];
-const userDataDir = mkdtempSync(path.join(tmpdir(), "taskledger-console-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 800 },
-});
+const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 // Every request of every page, to check none leaves the service; and what
 // the service answered each.
 const requests = [];
@@ -184,6 +156,5 @@ try {
   console.error(error);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }

@@ -15,19 +15,9 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`ops.mjs: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import { env, launch, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const adminKey = env("CONSOLE_ADMIN_KEY");
@@ -36,13 +26,10 @@ const tenantKey = env("CONSOLE_TENANT_KEY");
 const task = env("CONSOLE_TASK");
 const tamperedStream = env("CONSOLE_TAMPERED_STREAM");
 const tampered = Number(env("CONSOLE_TAMPERED_SEQUENCE"));
-const shots = env("CONSOLE_SCREENSHOTS");
-const require = createRequire(path.join(env("TASKLEDGER_PLAYWRIGHT"), "package.json"));
-const { chromium } = require("playwright-core");
+const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-mkdirSync(shots, { recursive: true });
 
 // /v1 as the admin key sees it (from this script, not the page).
 async function v1(method, route, body) {
@@ -64,22 +51,7 @@ function begin(name) {
 
 const foreign = [];
 const blocked = [];
-const userDataDir = mkdtempSync(path.join(tmpdir(), "taskledger-console-ops-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  viewport: { width: 1280, height: 800 },
-});
+const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 // Every request of every page, to check none leaves the service.
 const requests = [];
 context.on("request", (request) => {
@@ -313,6 +285,5 @@ try {
   console.error(error);
   process.exitCode = 1;
 } finally {
-  await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }

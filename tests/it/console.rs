@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::helpers::{create_tenant_key, random_bytes, TestApp, KINDS, LOCAL_SH};
 
 /// A key's scopes for the console's tests: read and write tasks.
-const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
+pub(crate) const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
 
 /// The directory holding `node_modules/playwright-core`: `TASKLEDGER_PLAYWRIGHT`
 /// (scripts/test.sh sets it), else what `scripts/browser.sh` installs (it

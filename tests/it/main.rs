@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod auth;
 mod console;
+mod console_apiref;
 mod console_devices;
 mod console_ops;
 mod deploy;

@@ -12,6 +12,7 @@
 //! something carries the session's CSRF token.
 
 mod api;
+mod apiref;
 mod audit;
 mod devices;
 mod ledgers;
@@ -22,6 +23,7 @@ pub mod session;
 mod signin;
 mod task;
 mod tasks;
+mod vendor_styles;
 mod views;
 
 use std::sync::Arc;
@@ -89,6 +91,8 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/audit/streams", get(audit::open_stream))
         .route("/console/audit/streams/{stream}", get(audit::stream))
         .route("/console/assets/{file}", get(asset))
+        .route("/console/api", get(apiref::page))
+        .route("/console/assets/api/{file}", get(apiref::asset))
         .route("/console/{*rest}", get(pages::no_such_page))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)

@@ -1,0 +1,54 @@
+// What the console's browser scripts share: reading their environment (set by
+// tests/it/console.rs's run_browser_script) and launching Debian's chromium the
+// same way for each — headless, through the pinned playwright-core, fetching
+// nothing in the background, in a profile of its own that close() removes.
+
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+// The environment variable `name`; exits 2, naming it, when it is not set.
+export function env(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`${path.basename(process.argv[1])}: ${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+}
+
+// Where the script saves its screenshots (CONSOLE_SCREENSHOTS, made if missing).
+export function screenshotDir() {
+  const shots = env("CONSOLE_SCREENSHOTS");
+  mkdirSync(shots, { recursive: true });
+  return shots;
+}
+
+// Chromium with a fresh profile and `options` (playwright's, e.g. the viewport);
+// `close()` ends it and removes the profile.
+export async function launch(options) {
+  const require = createRequire(path.join(env("TASKLEDGER_PLAYWRIGHT"), "package.json"));
+  const { chromium } = require("playwright-core");
+  const userDataDir = mkdtempSync(path.join(tmpdir(), "taskledger-console-"));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    ...options,
+  });
+  const close = async () => {
+    await context.close();
+    rmSync(userDataDir, { recursive: true, force: true });
+  };
+  return { context, close };
+}

@@ -6,10 +6,14 @@
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use taskledger_events::apikey::Scope;
 use taskledger_events::tenant::Access;
 
 use super::api::Refusal;
 use super::session::SignedIn;
+use crate::http::auth::{
+    Admin, Caller, ReadDevices, ReadLedger, ReadLog, ReadTasks, RequiredScopes,
+};
 use crate::http::problem::Problem;
 
 /// The frame of a signed-in page: the key it acts as, and the session's
@@ -20,6 +24,34 @@ pub(super) struct Chrome {
     pub(super) csrf: String,
     /// Who the key is, in words (`key 1a2b3c4d · tenant acme`).
     pub(super) who: String,
+    /// The pages in the navigation: (path, name), those whose `/v1` routes
+    /// the key may use. Only what is shown: each page still asks `/v1`,
+    /// which decides.
+    pub(super) nav: Vec<(&'static str, &'static str)>,
+}
+
+/// Every page of the navigation, with what a key needs for its link to be
+/// shown: one of the scopes of the `/v1` routes it reads, and for the
+/// platform pages a key for all tenants.
+const NAV: &[(&str, &str, &[Scope], bool)] = &[
+    ("/console/tasks", "Tasks", ReadTasks::SCOPES, false),
+    ("/console/devices", "Devices", ReadDevices::SCOPES, false),
+    ("/console/ledgers", "Ledgers", ReadLedger::SCOPES, true),
+    ("/console/projections", "Projections", Admin::SCOPES, true),
+    ("/console/audit", "Audit", ReadLog::SCOPES, true),
+    ("/console/api", "API", &[], false),
+];
+
+/// The navigation links `caller` is shown (see [`Chrome::nav`]).
+fn nav_for(caller: &Caller) -> Vec<(&'static str, &'static str)> {
+    let platform = matches!(caller.access, Access::AllTenants);
+    NAV.iter()
+        .filter(|(_, _, scopes, platform_only)| {
+            (platform || !platform_only)
+                && (scopes.is_empty() || caller.require_any(scopes).is_ok())
+        })
+        .map(|(path, name, _, _)| (*path, *name))
+        .collect()
 }
 
 impl Chrome {
@@ -32,6 +64,7 @@ impl Chrome {
         Self {
             csrf: signed_in.csrf.clone(),
             who: format!("key {} · {reach}", &key[..8]),
+            nav: nav_for(&signed_in.caller),
         }
     }
 }
@@ -116,12 +149,47 @@ pub(super) fn forged(chrome: Chrome) -> Response {
 mod tests {
     use super::*;
 
+    fn caller(scopes: &[Scope], access: Access) -> Caller {
+        Caller {
+            key_id: uuid::Uuid::new_v4(),
+            scopes: scopes.to_vec(),
+            access,
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn the_navigation_shows_the_pages_a_key_may_use() {
+        let paths = |caller: &Caller| -> Vec<&str> {
+            nav_for(caller).into_iter().map(|(path, _)| path).collect()
+        };
+        let acme = Access::Tenant("acme".parse().unwrap());
+        assert_eq!(
+            paths(&caller(&[Scope::TasksRead], acme.clone())),
+            ["/console/tasks", "/console/api"]
+        );
+        // A tenant's admin key: no platform page (their /v1 routes refuse it).
+        assert_eq!(
+            paths(&caller(&[Scope::Admin], acme)),
+            ["/console/tasks", "/console/devices", "/console/api"]
+        );
+        assert_eq!(
+            paths(&caller(&[Scope::AuditRead], Access::AllTenants)),
+            ["/console/ledgers", "/console/audit", "/console/api"]
+        );
+        assert_eq!(
+            paths(&caller(&[Scope::Admin], Access::AllTenants)).len(),
+            NAV.len()
+        );
+    }
+
     #[test]
     fn what_a_page_shows_is_escaped() {
         let page = MessagePage {
             chrome: Some(Chrome {
                 csrf: "token\"><script>".to_owned(),
                 who: "key 1a2b3c4d · tenant acme".to_owned(),
+                nav: vec![("/console/tasks", "Tasks")],
             }),
             title: "<script>alert(1)</script>",
             detail: "a \"quoted\" & <b>bold</b> detail",

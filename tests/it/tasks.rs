@@ -548,6 +548,24 @@ async fn list_filters_pages_and_exports_csv() {
         .list_all(&format!("submitted_after={}", cut.replace('+', "%2B")), 4)
         .await;
     assert_eq!(after.len(), 12, "tasks 11 to 22");
+    let before = frontend
+        .list_all(&format!("submitted_before={}", cut.replace('+', "%2B")), 4)
+        .await;
+    assert_eq!(before.len(), 10, "tasks 0 to 9");
+    let from = submitted[5]["submitted_at"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    let between = frontend
+        .list_all(
+            &format!(
+                "submitted_after={from}&submitted_before={}",
+                cut.replace('+', "%2B")
+            ),
+            4,
+        )
+        .await;
+    assert_eq!(between.len(), 4, "tasks 6 to 9");
 
     // CSV: every matching task, in the same order, with quoting intact.
     let response = frontend.csv("/v1/tasks?kind=echo").await;
@@ -591,6 +609,7 @@ async fn list_filters_pages_and_exports_csv() {
         ("limit=0", "limit"),
         ("limit=5000", "limit"),
         ("submitted_after=yesterday", "RFC 3339"),
+        ("submitted_before=tomorrow", "submitted_before"),
         ("stauts=queued", "stauts"),
         ("kind=%00", "control characters"),
     ] {

@@ -86,6 +86,8 @@ pub struct TaskFilter {
     pub frontend_id: Option<String>,
     /// Only tasks submitted after this instant.
     pub submitted_after: Option<DateTime<Utc>>,
+    /// Only tasks submitted before this instant.
+    pub submitted_before: Option<DateTime<Utc>>,
 }
 
 /// Where a page of tasks ends: the last task's submission time and id (the
@@ -207,6 +209,10 @@ fn filter_conditions<'a>(
     if let Some(after) = &filter.submitted_after {
         values.push(after);
         conditions.push(format!("submitted_at > ${}", values.len()));
+    }
+    if let Some(before) = &filter.submitted_before {
+        values.push(before);
+        conditions.push(format!("submitted_at < ${}", values.len()));
     }
     (conditions, values)
 }

@@ -43,6 +43,8 @@ pub(super) struct ListQuery {
     #[serde(default)]
     submitted_after: String,
     #[serde(default)]
+    submitted_before: String,
+    #[serde(default)]
     cursor: String,
 }
 
@@ -55,6 +57,7 @@ impl ListQuery {
             ("kind", &self.kind),
             ("frontend_id", &self.frontend_id),
             ("submitted_after", &self.submitted_after),
+            ("submitted_before", &self.submitted_before),
         ] {
             if !value.trim().is_empty() {
                 query.append_pair(name, value.trim());
@@ -190,6 +193,7 @@ async fn counts(
         kind: non_empty(&query.kind),
         frontend_id: non_empty(&query.frontend_id),
         submitted_after: None,
+        submitted_before: None,
     };
     let client = connection(&state.app).await?;
     let counts = status_counts(&client, &filter)

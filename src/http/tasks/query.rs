@@ -32,6 +32,10 @@ pub struct ListTasksQuery {
     /// `%2B`, or use `Z`).
     #[param(format = DateTime)]
     pub submitted_after: Option<String>,
+    /// Only tasks submitted before this instant (RFC 3339, as
+    /// `submitted_after`).
+    #[param(format = DateTime)]
+    pub submitted_before: Option<String>,
     /// Tasks per page, 1 to 1000 (default 100). For CSV: the most rows to
     /// export, 1 or more (default: all).
     #[param(minimum = 1)]
@@ -93,6 +97,11 @@ pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem
         .as_deref()
         .map(|text| parse_instant("submitted_after", text))
         .transpose()?;
+    let submitted_before = query
+        .submitted_before
+        .as_deref()
+        .map(|text| parse_instant("submitted_before", text))
+        .transpose()?;
     for (name, value) in [
         ("kind", &query.kind),
         ("frontend_id", &query.frontend_id),
@@ -113,6 +122,7 @@ pub(super) fn parse_filter(query: &ListTasksQuery) -> Result<TaskFilter, Problem
         kind: query.kind.clone(),
         frontend_id: query.frontend_id.clone(),
         submitted_after,
+        submitted_before,
     })
 }
 

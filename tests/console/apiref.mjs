@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 
-import { env, launch, screenshotDir } from "./browser.mjs";
+import { begin, env, launch, run, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const sessionKey = env("CONSOLE_SESSION_KEY");
@@ -24,12 +24,6 @@ const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-
-let step = "launching chromium";
-function begin(name) {
-  step = name;
-  console.log(`- ${name}`);
-}
 
 const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 
@@ -111,7 +105,7 @@ function sentWithout(pathname) {
   return requests.filter((request) => new URL(request.address).pathname === pathname);
 }
 
-try {
+await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
   watch(page);
 
@@ -201,11 +195,4 @@ try {
   assert.deepEqual(foreign, []);
   assert.deepEqual(keyLeaks, []);
   console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
-} catch (error) {
-  console.error(`FAILED at: ${step}`);
-  console.error(error);
-  if (problems.length) console.error(`problems seen: ${problems.join("\n")}`);
-  process.exitCode = 1;
-} finally {
-  await close();
-}
+}, close, () => (problems.length ? `problems seen: ${problems.join("\n")}` : ""));

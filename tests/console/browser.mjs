@@ -3,6 +3,7 @@
 // same way for each — headless, through the pinned playwright-core, fetching
 // nothing in the background, in a profile of its own that close() removes.
 
+import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -51,4 +52,37 @@ export async function launch(options) {
     rmSync(userDataDir, { recursive: true, force: true });
   };
   return { context, close };
+}
+
+let step = "launching chromium";
+
+// Names the step under way, and prints it, so that a failure says where it
+// happened.
+export function begin(name) {
+  step = name;
+  console.log(`- ${name}`);
+}
+
+// Runs `checks`, then `close` whatever happened; a failure prints the step
+// it happened in (and `explain()`'s words, if any) and makes the script exit 1.
+export async function run(checks, close, explain = () => "") {
+  try {
+    await checks();
+  } catch (error) {
+    console.error(`FAILED at: ${step}`);
+    console.error(error);
+    const more = explain();
+    if (more) console.error(more);
+    process.exitCode = 1;
+  } finally {
+    await close();
+  }
+}
+
+// Asserts that every one of `requests` (URLs) went to `origin` and that
+// `foreign` (those that did not) is empty, and says so.
+export function allToOrigin(requests, foreign, origin, shots) {
+  assert.deepEqual(foreign, []);
+  assert.ok(requests.every((request) => request.startsWith(origin)));
+  console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
 }

@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import { env, launch, screenshotDir } from "./browser.mjs";
+import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
@@ -45,12 +45,6 @@ async function v1Task(id) {
   return response.json();
 }
 
-let step = "launching chromium";
-function begin(name) {
-  step = name;
-  console.log(`- ${name}`);
-}
-
 const foreign = [];
 const { context, close } = await launch({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
 // Every request of every page, to check none leaves the service.
@@ -64,7 +58,7 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
 
-try {
+await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
 
   begin("an unsigned visit to a task goes to sign-in, asking to come back");
@@ -196,13 +190,5 @@ try {
   assert.equal(new URL(page.url()).pathname, "/console/sign-in");
 
   begin("every request went to the service itself");
-  assert.deepEqual(foreign, []);
-  assert.ok(requests.every((request) => request.startsWith(origin)));
-  console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
-} catch (error) {
-  console.error(`FAILED at: ${step}`);
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await close();
-}
+  allToOrigin(requests, foreign, origin, shots);
+}, close);

@@ -17,7 +17,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 
-import { env, launch, screenshotDir } from "./browser.mjs";
+import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
@@ -28,12 +28,6 @@ const shots = screenshotDir();
 
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
-
-let step = "launching chromium";
-function begin(name) {
-  step = name;
-  console.log(`- ${name}`);
-}
 
 const foreign = [];
 const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
@@ -62,7 +56,7 @@ async function signIn(page, key, next) {
   assert.equal(new URL(page.url()).pathname, next);
 }
 
-try {
+await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
 
   begin("acme signs in and comes to the devices page");
@@ -148,13 +142,5 @@ try {
   assert.equal(response.status(), 403);
 
   begin("every request went to the service itself");
-  assert.deepEqual(foreign, []);
-  assert.ok(requests.every((request) => request.startsWith(origin)));
-  console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
-} catch (error) {
-  console.error(`FAILED at: ${step}`);
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await close();
-}
+  allToOrigin(requests, foreign, origin, shots);
+}, close);

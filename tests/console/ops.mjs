@@ -17,7 +17,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 
-import { env, launch, screenshotDir } from "./browser.mjs";
+import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const adminKey = env("CONSOLE_ADMIN_KEY");
@@ -41,12 +41,6 @@ async function v1(method, route, body) {
   const text = await response.text();
   assert.ok(response.ok, `${method} ${route}: ${response.status} ${text}`);
   return JSON.parse(text);
-}
-
-let step = "launching chromium";
-function begin(name) {
-  step = name;
-  console.log(`- ${name}`);
 }
 
 const foreign = [];
@@ -82,7 +76,7 @@ async function submit(page, selector) {
 const row = (name) => `tr[data-projection="${name}"]`;
 const cell = (name, field) => `${row(name)} [data-field="${field}"]`;
 
-try {
+await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("console", (message) => {
     if (message.type() === "error") blocked.push(message.text());
@@ -277,13 +271,5 @@ try {
 
   begin("no page broke the CSP and every request went to the service itself");
   assert.deepEqual(blocked.filter((text) => /Content Security Policy/i.test(text)), []);
-  assert.deepEqual(foreign, []);
-  assert.ok(requests.every((request) => request.startsWith(origin)));
-  console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
-} catch (error) {
-  console.error(`FAILED at: ${step}`);
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await close();
-}
+  allToOrigin(requests, foreign, origin, shots);
+}, close);

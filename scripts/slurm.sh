@@ -115,6 +115,7 @@ _sl_ensure_munge() {
   if [[ ! -s /etc/munge/munge.key ]]; then
     lib_need_root "creating /etc/munge/munge.key"
     lib_say "munge: creating /etc/munge/munge.key"
+    install -d -o munge -g munge -m 0700 /etc/munge
     mungekey --create --keyfile=/etc/munge/munge.key
     chown munge:munge /etc/munge/munge.key
     chmod 0400 /etc/munge/munge.key

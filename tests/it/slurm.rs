@@ -180,6 +180,17 @@ async fn find_by_name_finds_a_submitted_job_and_nothing_for_an_unknown_name() {
     assert_eq!(slurm.find_by_name(&unknown).await.unwrap(), None);
     slurm.cancel(id).await.unwrap();
     finished(&slurm, id).await;
+    // Cancelling it again is no error; a job Slurm never had is one.
+    slurm.cancel(id).await.unwrap();
+    let never = JobId(u64::from(u32::MAX) - 7);
+    assert!(matches!(
+        slurm.cancel(never).await,
+        Err(SlurmError::UnknownJob(_))
+    ));
+    assert!(matches!(
+        slurm.state(never).await,
+        Err(SlurmError::UnknownJob(_))
+    ));
     // Still found once finished (the controller keeps it for MinJobAge).
     let found = slurm
         .find_by_name(&spec.name)

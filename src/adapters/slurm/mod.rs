@@ -249,16 +249,24 @@ impl Slurm {
 
     /// Asks Slurm to cancel job `id` (`scancel`); the job then ends
     /// `CANCELLED` unless it finished first. Cancelling a finished job is not
-    /// an error.
+    /// an error; [`SlurmError::UnknownJob`] if Slurm knows no such job.
     #[instrument(skip(self), fields(job_id = %id), err)]
     pub async fn cancel(&self, id: JobId) -> Result<(), SlurmError> {
         let mut command = self.command("scancel");
-        command.arg(id.to_string());
-        match self.run("scancel", command).await {
-            Err(SlurmError::Command { message, .. }) if message.contains("Invalid job id") => {
-                Err(SlurmError::UnknownJob(id))
-            }
-            other => other.map(drop),
+        // scancel exits 0 even when it could not cancel; only --verbose
+        // prints why, as "error:" lines on stderr.
+        command.arg("--verbose").arg(id.to_string());
+        let (_, stderr) = self.run_capturing("scancel", command).await?;
+        let error = stderr.lines().find(|line| line.contains("error:"));
+        match error {
+            None => Ok(()),
+            Some(line) if line.contains("already completing or completed") => Ok(()),
+            Some(line) if line.contains("Invalid job id") => Err(SlurmError::UnknownJob(id)),
+            Some(line) => Err(SlurmError::Command {
+                program: "scancel".into(),
+                status: "exit status: 0".into(),
+                message: line.trim().to_owned(),
+            }),
         }
     }
 
@@ -297,8 +305,20 @@ impl Slurm {
     async fn run(
         &self,
         program: &str,
-        mut command: tokio::process::Command,
+        command: tokio::process::Command,
     ) -> Result<String, SlurmError> {
+        self.run_capturing(program, command)
+            .await
+            .map(|(stdout, _)| stdout)
+    }
+
+    /// Runs `command`; its stdout and stderr on success, Slurm's stderr in
+    /// the error.
+    async fn run_capturing(
+        &self,
+        program: &str,
+        mut command: tokio::process::Command,
+    ) -> Result<(String, String), SlurmError> {
         let child = command.spawn().map_err(|source| SlurmError::Spawn {
             program: program.into(),
             source,
@@ -313,10 +333,11 @@ impl Slurm {
                 program: program.into(),
                 source,
             })?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
         let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            return Ok((stdout, stderr.into_owned()));
+        }
         let message = stderr.lines().map(str::trim).collect::<Vec<_>>().join("; ");
         Err(SlurmError::Command {
             program: program.into(),

@@ -112,19 +112,18 @@ _sl_ensure_packages() {
 }
 
 _sl_ensure_munge() {
+  if _sl_munge_ok; then
+    lib_say "munged already running"
+    return 0
+  fi
+  lib_need_root "starting munged"
   if [[ ! -s /etc/munge/munge.key ]]; then
-    lib_need_root "creating /etc/munge/munge.key"
     lib_say "munge: creating /etc/munge/munge.key"
     install -d -o munge -g munge -m 0700 /etc/munge
     mungekey --create --keyfile=/etc/munge/munge.key
     chown munge:munge /etc/munge/munge.key
     chmod 0400 /etc/munge/munge.key
   fi
-  if _sl_munge_ok; then
-    lib_say "munged already running"
-    return 0
-  fi
-  lib_need_root "starting munged"
   install -d -o munge -g munge -m 0755 /run/munge
   install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
   runuser -u munge -- /usr/sbin/munged ||
@@ -156,12 +155,11 @@ _sl_ensure_daemons() {
     _sl_stop slurmd
     _sl_stop slurmctld
   fi
-  install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/log/slurm
-  install -d /var/spool/slurmd
   if _sl_running slurmctld; then
     lib_say "slurmctld already running"
   else
     lib_need_root "starting slurmctld"
+    install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/log/slurm
     rm -f /var/run/slurmctld.pid
     slurmctld || lib_die "slurmctld failed to start." "Fix: see /var/log/slurm/slurmctld.log ('slurmctld -D -vvv' shows why)."
     lib_say "started slurmctld"
@@ -173,6 +171,7 @@ _sl_ensure_daemons() {
     lib_say "slurmd already running"
   else
     lib_need_root "starting slurmd"
+    install -d /var/spool/slurmd
     rm -f /var/run/slurmd.pid
     slurmd || lib_die "slurmd failed to start." "Fix: see /var/log/slurm/slurmd.log ('slurmd -D -vvv' shows why)."
     lib_say "started slurmd"

@@ -8,15 +8,18 @@
 #               + the images of the default task kinds, taskledger-busybox:latest and
 #               taskledger-thug:latest, built by scripts/images.sh (cached: seconds once
 #               built; the first Thug build takes a few minutes and needs the registries)
+#   Slurm       a one-node cluster (munged, slurmctld, slurmd; partition "debug") on
+#               127.0.0.1, by scripts/slurm.sh (install ~25s, start ~3s)
 #
 # Idempotent: anything already running is left alone; missing Debian packages are
 # installed with apt-get (root needed only when something must be installed/started).
 #
 # Usage:   scripts/services.sh [--skip-docker] [--skip-image] [--skip-kind-images]
-#                              [--skip-postgres] [--skip-rabbitmq]
+#                              [--skip-postgres] [--skip-rabbitmq] [--skip-slurm]
 #          source scripts/services.sh [same flags]
 #            (when sourced, runs in a subshell so the caller's shell options are untouched,
-#             then exports TASKLEDGER_DOCKER_BIN and TASKLEDGER_TEST_IMAGE on success)
+#             then exports TASKLEDGER_DOCKER_BIN, TASKLEDGER_TEST_IMAGE, TASKLEDGER_SLURM
+#             and TASKLEDGER_SLURM_PARTITION on success)
 #
 # Environment:
 #   TASKLEDGER_SKIP_DOCKER=1        same as --skip-docker  (no dockerd, no images)
@@ -26,6 +29,7 @@
 #   TASKLEDGER_IMAGE_CACHE=DIR      scripts/images.sh's cache (default /var/cache/taskledger/images)
 #   TASKLEDGER_SKIP_POSTGRES=1      same as --skip-postgres
 #   TASKLEDGER_SKIP_RABBITMQ=1      same as --skip-rabbitmq
+#   TASKLEDGER_SKIP_SLURM=1         same as --skip-slurm (the Slurm tests then fail)
 #   TASKLEDGER_SERVICES_TIMEOUT=60  seconds to wait for each service to answer
 #   TASKLEDGER_LOG_DIR=/var/log     where dockerd/apt/build logs go (falls back to /tmp;
 #                                   scripts/images.sh logs to taskledger-images.log there)
@@ -382,6 +386,16 @@ _tl_ensure_kind_images() {
   lib_say "kind images ready in $((SECONDS - t0))s"
 }
 
+# --------------------------------------------------------------------- Slurm --
+
+_tl_ensure_slurm() {
+  local slurm="$_TL_SCRIPT_DIR/slurm.sh"
+  [[ -f $slurm ]] || lib_die "missing $slurm." "Fix: restore it from git ('git checkout -- scripts/slurm.sh')."
+  TASKLEDGER_SERVICES_TIMEOUT=$_TL_TIMEOUT LIB_APT_LOG=$LIB_APT_LOG bash "$slurm" </dev/null ||
+    lib_die "scripts/slurm.sh failed (its messages above name the step)." \
+      "Fix: follow its 'Fix:' line and rerun; to go on without Slurm pass --skip-slurm (TASKLEDGER_SKIP_SLURM=1)."
+}
+
 # ---------------------------------------------------------------------- main --
 
 _tl_usage() {
@@ -395,6 +409,7 @@ _tl_main() {
   local skip_docker=${TASKLEDGER_SKIP_DOCKER:-0} skip_image=${TASKLEDGER_SKIP_TEST_IMAGE:-0}
   local skip_kind=${TASKLEDGER_SKIP_KIND_IMAGES:-0}
   local skip_pg=${TASKLEDGER_SKIP_POSTGRES:-0} skip_rmq=${TASKLEDGER_SKIP_RABBITMQ:-0}
+  local skip_slurm=${TASKLEDGER_SKIP_SLURM:-0}
   while (($#)); do
     case $1 in
       --skip-docker) skip_docker=1 ;;
@@ -402,6 +417,7 @@ _tl_main() {
       --skip-kind-images) skip_kind=1 ;;
       --skip-postgres) skip_pg=1 ;;
       --skip-rabbitmq) skip_rmq=1 ;;
+      --skip-slurm) skip_slurm=1 ;;
       -h | --help) _tl_usage; return 0 ;;
       *) lib_die "unknown argument '$1'." "Fix: see '$_TL_SELF --help'." ;;
     esac
@@ -434,12 +450,19 @@ _tl_main() {
       [[ ${TASKLEDGER_SKIP_THUG_IMAGE:-0} == 1 ]] || up+=(taskledger-thug:latest)
     fi
   fi
+  if [[ $skip_slurm == 1 ]]; then
+    lib_say "slurm skipped (TASKLEDGER_SKIP_SLURM=1 / --skip-slurm)"
+  else
+    _tl_ensure_slurm
+    up+=(slurm)
+  fi
   lib_say "all up: ${up[*]:-nothing requested}"
 
   if [[ -n ${_TL_ENV_OUT:-} ]]; then
     {
       [[ -n $_TL_DOCKER ]] && printf 'export TASKLEDGER_DOCKER_BIN=%q\n' "$_TL_DOCKER"
       [[ -n $_TL_DOCKER && $skip_image != 1 ]] && printf 'export TASKLEDGER_TEST_IMAGE=%q\n' "$_TL_IMAGE"
+      [[ $skip_slurm != 1 ]] && printf 'export TASKLEDGER_SLURM=1\nexport TASKLEDGER_SLURM_PARTITION=debug\n'
       true
     } >"$_TL_ENV_OUT"
   fi

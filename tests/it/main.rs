@@ -23,6 +23,7 @@ mod replay;
 mod rockblock;
 mod routes;
 mod running;
+mod slurm;
 mod support;
 mod tasks;
 mod tenants;

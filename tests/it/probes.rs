@@ -560,6 +560,20 @@ async fn a_projector_paused_over_http_applies_nothing_until_resumed() {
             (status, response.json::<Value>().await.unwrap())
         }
     };
+    // The projector records itself when it first runs, a moment after the
+    // service starts; until then its projection "has never run" (404).
+    let (app_ref, admin_ref) = (&app, &admin);
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async move {
+            let (status, view) = app_ref.read(Some(admin_ref), "/v1/projections/tasks").await;
+            (status == 200)
+                .then_some(())
+                .ok_or_else(|| view.to_string())
+        },
+    )
+    .await;
     let (status, paused) = post("/v1/projections/tasks/pause").await;
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["state"], "paused", "{paused}");
@@ -578,7 +592,6 @@ async fn a_projector_paused_over_http_applies_nothing_until_resumed() {
     let (status, resumed) = post("/v1/projections/tasks/resume").await;
     assert_eq!(status, 200, "{resumed}");
     assert_ne!(resumed["state"], "paused", "{resumed}");
-    let (app_ref, admin_ref) = (&app, &admin);
     eventually(
         Duration::from_secs(20),
         Duration::from_millis(50),

@@ -293,9 +293,10 @@ impl Projector for TasksProjector {
         name: "tasks",
         /// 2: a retry clears the progress (as the aggregate does). 3: tasks
         /// carry their input files, and a failed task has a `results` row
-        /// with its logs. 4: tasks carry their tenant. 5: a task waiting
-        /// for a retry's backoff carries its next attempt's due time.
-        version: 5,
+        /// with its logs. 4: tasks carry their tenant. (A waiting task's
+        /// `next_attempt_at`, migration 17, needs no rebuild: no event
+        /// before it has a due time, and NULL is what they show.)
+        version: 4,
         tables: ["tasks", "results"],
         schema: concat!(
             include_str!("../../../migrations/0003_task_read_models.sql"),

@@ -105,6 +105,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "device_assignment_index",
         sql: include_str!("../../migrations/0016_device_assignment_index.sql"),
     },
+    Migration {
+        version: 17,
+        name: "task_retry_due",
+        sql: include_str!("../../migrations/0017_task_retry_due.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

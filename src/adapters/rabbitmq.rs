@@ -13,6 +13,15 @@
 //! | `{prefix}.jobs` | direct exchange, durable | one job per `TaskSubmitted` / `TaskRetried`, routing key = task kind |
 //! | `{prefix}.jobs.{kind}` | classic queue, durable | the jobs of one kind; dead-letters to `{prefix}.dead` |
 //! | `{prefix}.dead` | fanout exchange + queue, durable | rejected jobs, and jobs of kinds no queue is bound for |
+//! | `{prefix}.wait` | headers exchange, durable | jobs whose retry is not due yet, by their `taskledger-wait-ms` header |
+//! | `{prefix}.wait.{n}ms` | classic queue, durable, `x-message-ttl` n | one per power of two from 128 ms to 2²⁶ ms (18.6 h); expired jobs dead-letter to `{prefix}.jobs` under their kind |
+//!
+//! A job that is early (its task's `next_attempt_at` is ahead) hops through
+//! the wait queues, each time into the longest that is not longer than what
+//! remains, and is back on its kind's queue when it is due. Every wait
+//! queue holds one delay, so its messages expire in the order they came:
+//! none waits behind a longer one. The due time itself is in the log; the
+//! runner checks it on every delivery.
 //!
 //! Messages are persistent; `message_id` is the event id, and the headers
 //! carry `position` (the event's place in the global order), `stream`,
@@ -25,6 +34,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use taskledger_events::task::TaskEvent;
 use taskledger_events::RecordedEvent;
 use uuid::Uuid;
@@ -96,8 +106,18 @@ impl Topology {
         format!("{}.dead", self.prefix)
     }
 
-    /// Declares the exchanges, the dead-letter queue and a work queue for
-    /// each of `kinds` (idempotent: safe on every start).
+    /// The headers exchange of jobs waiting for their retry to be due.
+    pub fn wait_exchange(&self) -> String {
+        format!("{}.wait", self.prefix)
+    }
+
+    /// The wait queue whose messages wait `millis` milliseconds.
+    fn wait_queue(&self, millis: u64) -> String {
+        format!("{}.wait.{millis}ms", self.prefix)
+    }
+
+    /// Declares the exchanges, the dead-letter queue, the wait queues and a
+    /// work queue for each of `kinds` (idempotent: safe on every start).
     ///
     /// # Errors
     /// When the broker refuses a declaration (e.g. an existing queue with
@@ -118,6 +138,35 @@ impl Topology {
             let to_dead = naming(&dead, "x-dead-letter-exchange");
             bound_queue(channel, &self.jobs_queue(kind), to_dead, &jobs, kind).await?;
         }
+        let wait = self.wait_exchange();
+        durable_exchange(channel, &wait, ExchangeKind::Headers, FieldTable::default()).await?;
+        for millis in wait_queue_delays() {
+            let queue = self.wait_queue(millis);
+            let mut arguments = naming(&jobs, "x-dead-letter-exchange");
+            arguments.insert("x-message-ttl".into(), wait_header_value(millis));
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    arguments,
+                )
+                .await?;
+            let mut matching = FieldTable::default();
+            matching.insert(
+                "x-match".into(),
+                AMQPValue::LongString(LongString::from("all")),
+            );
+            matching.insert(WAIT_HEADER.into(), wait_header_value(millis));
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    wait.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    matching,
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -130,6 +179,7 @@ impl Topology {
             .iter()
             .map(|kind| self.jobs_queue(kind))
             .chain([self.dead_letters()])
+            .chain(wait_queue_delays().map(|millis| self.wait_queue(millis)))
         {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -139,6 +189,7 @@ impl Topology {
             self.jobs_exchange(),
             self.events_exchange(),
             self.dead_letters(),
+            self.wait_exchange(),
         ] {
             channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
@@ -146,6 +197,31 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// The header that routes a job into the wait queue of that many
+/// milliseconds.
+pub const WAIT_HEADER: &str = "taskledger-wait-ms";
+
+/// The wait queues' delays, in milliseconds: the powers of two from 2⁷ to
+/// 2²⁶.
+fn wait_queue_delays() -> impl Iterator<Item = u64> {
+    (7..=26).map(|exponent| 1_u64 << exponent)
+}
+
+/// A wait queue's delay as a header and `x-message-ttl` value.
+pub fn wait_header_value(millis: u64) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+/// The delay of the wait queue a job with `remaining` to wait goes to
+/// next: the longest not longer than `remaining`. `None` when `remaining`
+/// is below the shortest (128 ms), which the runner waits itself.
+pub fn wait_step(remaining: Duration) -> Option<u64> {
+    let remaining = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+    wait_queue_delays()
+        .filter(|millis| *millis <= remaining)
+        .last()
 }
 
 /// The default prefix of `installation`: `taskledger-` and the first 12
@@ -291,4 +367,17 @@ pub fn properties(recorded: &RecordedEvent, content_type: &str) -> BasicProperti
         .with_type(ShortString::from(recorded.event_type.as_str()))
         .with_timestamp(u64::try_from(recorded.recorded_at.timestamp()).unwrap_or(0))
         .with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_goes_to_the_longest_queue_not_longer_than_it() {
+        assert_eq!(wait_step(Duration::from_millis(127)), None);
+        assert_eq!(wait_step(Duration::from_millis(128)), Some(128));
+        assert_eq!(wait_step(Duration::from_millis(3_000)), Some(2_048));
+        assert_eq!(wait_step(Duration::from_secs(86_400)), Some(1 << 26));
+    }
 }

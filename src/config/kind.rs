@@ -10,6 +10,7 @@
 //! defaults = { useragent = "winxpie60", referer = "about:blank" }
 //! timeout_seconds = 600
 //! max_attempts = 3
+//! retry = { initial_backoff_seconds = 2, max_backoff_seconds = 300, jitter = 0.2 }
 //! network = "none"
 //! memory_mb = 1024
 //! ```
@@ -23,6 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::retry::RetryPolicy;
 
 /// How tasks of one kind run.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +66,10 @@ pub struct TaskKind {
     /// fewer, never for more.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Which failed attempts are retried and how long the next one waits
+    /// (see [`RetryPolicy`]; a kind without one gets its defaults).
+    #[serde(default)]
+    pub retry: RetryPolicy,
     /// Container network: `none` (default) or `bridge`.
     #[serde(default)]
     pub network: Network,
@@ -87,6 +94,24 @@ pub struct TaskKind {
     /// engine; `image`, `network` and the limits do not apply).
     #[serde(default)]
     pub executor: Executor,
+}
+
+/// Reads `[kinds.*]` one kind at a time, so that a kind's bad field (an
+/// unknown one, a value of the wrong type) is reported with the kind's
+/// name, not only a line number.
+pub(super) fn by_name<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, TaskKind>, D::Error> {
+    let tables = BTreeMap::<String, toml::Value>::deserialize(deserializer)?;
+    tables
+        .into_iter()
+        .map(|(name, table)| {
+            let kind = TaskKind::deserialize(table).map_err(|error| {
+                serde::de::Error::custom(format!("task kind {name:?}: {}", error.message()))
+            })?;
+            Ok((name, kind))
+        })
+        .collect()
 }
 
 /// What runs a kind's command.
@@ -260,6 +285,7 @@ impl TaskKind {
             (1..=100).contains(&self.max_attempts),
             "max_attempts must be 1 to 100"
         );
+        self.retry.check()?;
         anyhow::ensure!(self.memory_mb >= 6, "memory_mb must be at least 6");
         anyhow::ensure!(
             self.cpus > 0.0 && self.cpus <= 1024.0,

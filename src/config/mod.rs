@@ -1,10 +1,12 @@
 //! The structured configuration file (`TASKLEDGER_CONFIG`, TOML; with none,
 //! the shipped default built into the binary): reading and checking it, and
-//! its tables — task kinds (`[kinds.NAME]`, see [`kind`]), `[limits]` (see
+//! its tables — task kinds (`[kinds.NAME]`, see [`kind`], and their retry
+//! policies, [`retry`]), `[limits]` (see
 //! [`limits`]) and `[rockblock]`.
 
 pub mod kind;
 pub mod limits;
+pub mod retry;
 pub mod settings;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,7 @@ pub const BUILTIN: &str = include_str!("../../config/taskledger.toml");
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Task kinds by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "kind::by_name")]
     pub kinds: BTreeMap<String, TaskKind>,
     /// The RockBLOCK web API, for satellite devices.
     #[serde(default)]

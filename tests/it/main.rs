@@ -20,6 +20,7 @@ mod probes;
 mod process;
 mod quickstart;
 mod replay;
+mod retrying;
 mod rockblock;
 mod routes;
 mod running;

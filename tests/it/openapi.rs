@@ -577,3 +577,23 @@ async fn beyond_the_log_is_a_prompt_422_on_every_route() {
     }
     app.finish().await;
 }
+
+#[test]
+fn the_task_view_documents_when_a_waiting_retry_is_due() {
+    let document = serde_json::to_value(http::openapi()).unwrap();
+    let view = &document["components"]["schemas"]["TaskView"];
+    let field = &view["properties"]["next_attempt_at"];
+    assert!(
+        field["description"]
+            .as_str()
+            .is_some_and(|text| text.contains("retry's backoff")),
+        "{field}"
+    );
+    assert!(
+        !view["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("next_attempt_at")),
+        "present only while a retry waits: {view}"
+    );
+}

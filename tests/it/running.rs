@@ -82,6 +82,15 @@ memory_mb = 64
 log_limit_bytes = 4096
 files_limit_bytes = 65536
 
+[kinds.flaky]
+image = "{IMAGE}"
+command = ["sh", "-c", "{{script}}"]
+required_params = ["script"]
+timeout_seconds = 60
+max_attempts = 3
+memory_mb = 64
+retry = {{ initial_backoff_seconds = 2, max_backoff_seconds = 3, jitter = 0.0, retry_exit_codes = [75] }}
+
 [kinds.ghost]
 image = "taskledger-no-such-image:latest"
 command = ["true"]

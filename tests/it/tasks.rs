@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use taskledger_events::apikey::Scope;
@@ -658,7 +658,9 @@ async fn worker_commands_move_a_task_through_its_life() {
         json!({"percent": 40.0, "message": "fetching"})
     );
 
-    // A retryable failure with an attempt left queues it again.
+    // A retryable failure with an attempt left queues it again, until the
+    // due time its worker chose.
+    let due = Utc::now().trunc_subsecs(6) + chrono::Duration::seconds(30);
     let queued = frontend
         .after_worker(
             id,
@@ -669,11 +671,19 @@ async fn worker_commands_move_a_task_through_its_life() {
                 error: "connection reset".into(),
                 exit_code: Some(2),
                 retryable: true,
+                next_attempt_at: Some(due),
                 failed_at: Utc::now(),
             }),
         )
         .await;
     assert_eq!(queued["status"], "queued");
+    assert_eq!(
+        queued["next_attempt_at"]
+            .as_str()
+            .and_then(|at| at.parse::<chrono::DateTime<Utc>>().ok()),
+        Some(due),
+        "{queued}"
+    );
     assert_eq!(queued["attempts"], 1);
     assert_eq!(queued["error"], "connection reset");
     assert_eq!(queued["progress"], Value::Null);
@@ -704,6 +714,7 @@ async fn worker_commands_move_a_task_through_its_life() {
         .get_json(&format!("/v1/tasks/{id}?min_version={version}"))
         .await;
     assert_eq!(done["status"], "succeeded");
+    assert!(done.get("next_attempt_at").is_none(), "{done}");
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["exit_code"], 0);
     assert!(done["finished_at"].is_string());

@@ -171,6 +171,10 @@ pub struct FailTask {
     /// Whether another attempt might succeed (e.g. a lost connection, not bad
     /// input).
     pub retryable: bool,
+    /// When the next attempt may start, if the failure is retried: the
+    /// kind's backoff, chosen by the worker (randomness stays out of
+    /// [`decide`](super::decide)). `None`: at once.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the attempt failed.
     pub failed_at: DateTime<Utc>,
 }
@@ -198,6 +202,8 @@ pub struct RetryTask {
     pub reason: String,
     /// When the retry was decided.
     pub retried_at: DateTime<Utc>,
+    /// When the next attempt may start (see [`FailTask::next_attempt_at`]).
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// A file an attempt produced, stored by its content hash.

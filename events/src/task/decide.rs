@@ -215,6 +215,7 @@ fn fail_task(task: &Task, fail: FailTask) -> Result<TaskEvent, Refusal> {
             reason: fail.error,
             exit_code: fail.exit_code,
             retried_at: fail.failed_at,
+            next_attempt_at: fail.next_attempt_at,
         }));
     }
     Ok(TaskEvent::Failed(TaskFailed {
@@ -246,6 +247,7 @@ fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, Refusal> {
             reason: retry.reason,
             exit_code: None,
             retried_at: retry.retried_at,
+            next_attempt_at: retry.next_attempt_at,
         }));
     }
     Ok(TaskEvent::Failed(TaskFailed {

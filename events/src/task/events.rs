@@ -192,6 +192,12 @@ pub struct TaskRetried {
     pub exit_code: Option<i32>,
     /// When.
     pub retried_at: DateTime<Utc>,
+    /// The next attempt does not start before this: the retry's backoff,
+    /// chosen (with its jitter) by the worker that reported the failure.
+    /// Absent from retries without a backoff, among them every one written
+    /// before backoffs existed (their next attempt was due at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 codec::stored_events!(TaskEvent: "a task", schema version 1, {

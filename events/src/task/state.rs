@@ -130,6 +130,9 @@ pub struct Task {
     pub artifacts: Vec<Artifact>,
     /// Why it was canceled, if it was and a reason was given.
     pub cancel_reason: Option<String>,
+    /// While it waits for a retry's backoff: when the next attempt may
+    /// start (`TaskRetried`'s `next_attempt_at`). `None` otherwise.
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// Whether `event` fits `state`: a submission starts a task that does not
@@ -199,8 +202,11 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             result: None,
             artifacts: Vec::new(),
             cancel_reason: None,
+            next_attempt_at: None,
         });
     };
+    // Only a retry's wait has a due time: any other event ends it.
+    task.next_attempt_at = None;
     match event {
         // Fits only a task that does not exist.
         TaskEvent::Submitted(_) => {}
@@ -241,6 +247,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             task.error = Some(retried.reason.clone());
             task.exit_code = retried.exit_code;
             task.progress = None;
+            task.next_attempt_at = retried.next_attempt_at;
         }
         TaskEvent::Canceled(canceled) => {
             task.status = TaskStatus::Canceled;

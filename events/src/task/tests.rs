@@ -126,6 +126,7 @@ fn fail(attempt: u32, retryable: bool) -> TaskCommand {
         error: "connection reset".into(),
         exit_code: Some(2),
         retryable,
+        next_attempt_at: None,
         failed_at: at(i64::from(attempt) * 100 + 50),
     })
 }
@@ -143,6 +144,7 @@ fn retry(second: i64) -> TaskCommand {
         task_id: task_id(),
         reason: "the runner stopped responding".into(),
         retried_at: at(second),
+        next_attempt_at: None,
     })
 }
 
@@ -202,6 +204,7 @@ fn retried_after_failure(attempt: u32) -> TaskEvent {
         reason: "connection reset".into(),
         exit_code: Some(2),
         retried_at: at(i64::from(attempt) * 100 + 50),
+        next_attempt_at: None,
     })
 }
 
@@ -211,6 +214,7 @@ fn retried_after_redelivery(attempt: u32, second: i64) -> TaskEvent {
         reason: "the runner stopped responding".into(),
         exit_code: None,
         retried_at: at(second),
+        next_attempt_at: None,
     })
 }
 
@@ -709,6 +713,50 @@ fn a_retryable_failure_queues_the_task_again_while_attempts_remain() {
 }
 
 #[test]
+fn a_retry_with_a_backoff_records_when_the_next_attempt_is_due_until_it_starts() {
+    let due = at(400);
+    let TaskCommand::Fail(failure) = fail(1, true) else {
+        unreachable!()
+    };
+    let TaskEvent::Retried(retried) = retried_after_failure(1) else {
+        unreachable!()
+    };
+    let task = task_after(
+        [submitted(), started(1)],
+        TaskCommand::Fail(FailTask {
+            next_attempt_at: Some(due),
+            ..failure
+        }),
+        TaskEvent::Retried(TaskRetried {
+            next_attempt_at: Some(due),
+            ..retried
+        }),
+    );
+    assert_eq!(task.status, TaskStatus::Queued);
+    assert_eq!(task.next_attempt_at, Some(due));
+    let started = super::apply(Some(task), &started(2)).expect("a task");
+    assert_eq!(started.next_attempt_at, None);
+}
+
+#[test]
+fn a_retry_stored_without_a_due_time_reads_as_due_at_once() {
+    let stored = json!({
+        "type": "TaskRetried",
+        "attempt": 1,
+        "reason": "connection reset",
+        "exit_code": 2,
+        "retried_at": at(150)
+    });
+    let event: TaskEvent = serde_json::from_value(stored).expect("an old TaskRetried decodes");
+    assert_eq!(event, retried_after_failure(1));
+    let written = serde_json::to_value(&event).expect("serializes");
+    assert!(
+        written.get("next_attempt_at").is_none(),
+        "a retry without a due time is stored as before: {written}"
+    );
+}
+
+#[test]
 fn a_retryable_failure_of_the_last_attempt_is_final() {
     let history = vec![
         submitted(),
@@ -1117,6 +1165,7 @@ fn text_the_read_models_cannot_hold_is_refused() {
                 error: "oops\u{0}".into(),
                 exit_code: None,
                 retryable: false,
+                next_attempt_at: None,
                 failed_at: at(2),
             }),
             "error must not contain a NUL",
@@ -1150,6 +1199,7 @@ fn text_the_read_models_cannot_hold_is_refused() {
                 task_id: task_id(),
                 reason: "\u{0}".into(),
                 retried_at: at(2),
+                next_attempt_at: None,
             }),
             "reason must not contain a NUL",
         ),

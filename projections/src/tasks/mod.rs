@@ -32,18 +32,18 @@ pub struct TasksProjector;
 const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
-    stream_version, last_position, inputs, tenant";
+    stream_version, last_position, inputs, tenant, next_attempt_at";
 
 /// Every row a batch touched, written back in one statement.
 const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
         params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
         progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
-        updated_at, stream_version, last_position, inputs, tenant)
+        updated_at, stream_version, last_position, inputs, tenant, next_attempt_at)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
         $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
         $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[],
-        $23::jsonb[], $24::text[])
+        $23::jsonb[], $24::text[], $25::timestamptz[])
      ON CONFLICT (task_id) DO UPDATE SET
         kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
         client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
@@ -55,7 +55,8 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         submitted_by = EXCLUDED.submitted_by, started_at = EXCLUDED.started_at,
         finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
         stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position,
-        inputs = EXCLUDED.inputs, tenant = EXCLUDED.tenant";
+        inputs = EXCLUDED.inputs, tenant = EXCLUDED.tenant,
+        next_attempt_at = EXCLUDED.next_attempt_at";
 
 /// The results of the tasks that succeeded or failed in a batch (one per
 /// task: a second success or failure does not fit the task and is not
@@ -92,6 +93,7 @@ struct TaskRow {
     last_position: i64,
     inputs: Value,
     tenant: String,
+    next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// One row of `results`.
@@ -177,6 +179,7 @@ impl Projected {
             inputs: serde_json::to_value(&task.inputs)
                 .unwrap_or_else(|_| Value::Object(Default::default())),
             tenant: task.tenant.as_str().to_owned(),
+            next_attempt_at: task.next_attempt_at,
         })
     }
 }
@@ -248,6 +251,7 @@ impl TaskRow {
             exit_code: row.exit_code,
             result: None,
             artifacts: Vec::new(),
+            next_attempt_at: row.next_attempt_at,
         };
         Ok(task)
     }
@@ -278,6 +282,7 @@ impl TaskRow {
             last_position: row.get(21),
             inputs: row.get(22),
             tenant: row.get(23),
+            next_attempt_at: row.get(24),
         }
     }
 }
@@ -288,13 +293,16 @@ impl Projector for TasksProjector {
         name: "tasks",
         /// 2: a retry clears the progress (as the aggregate does). 3: tasks
         /// carry their input files, and a failed task has a `results` row
-        /// with its logs. 4: tasks carry their tenant.
+        /// with its logs. 4: tasks carry their tenant. (A waiting task's
+        /// `next_attempt_at`, migration 17, needs no rebuild: no event
+        /// before it has a due time, and NULL is what they show.)
         version: 4,
         tables: ["tasks", "results"],
         schema: concat!(
             include_str!("../../../migrations/0003_task_read_models.sql"),
             include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql"),
-            include_str!("../../../migrations/0013_task_tenants.sql")
+            include_str!("../../../migrations/0013_task_tenants.sql"),
+            include_str!("../../../migrations/0017_task_retry_due.sql")
         ),
     }
 
@@ -466,6 +474,7 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
             &column(rows, |r| r.last_position),
             &column(rows, |r| &r.inputs),
             &column(rows, |r| r.tenant.as_str()),
+            &column(rows, |r| r.next_attempt_at),
         ],
     )
     .await?;

@@ -123,6 +123,39 @@ async fn run_until(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_its_retry_shows_when_it_is_due_until_it_starts() {
+    let (store, _database, client) = database().await;
+    let waiting = TaskId(uuid::Uuid::new_v4());
+    let retried = TaskEvent::Retried(TaskRetried {
+        attempt: 1,
+        reason: "exit 75".into(),
+        exit_code: Some(75),
+        retried_at: at(2),
+        next_attempt_at: Some(at(30)),
+    });
+    record(
+        &store,
+        waiting,
+        &[
+            submitted(waiting, "frontend-a"),
+            started("w1", 1, 1),
+            retried,
+        ],
+    )
+    .await;
+    let select = "SELECT next_attempt_at FROM tasks WHERE task_id = $1";
+    let due = |row: tokio_postgres::Row| row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0);
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 1).await;
+    assert_eq!(due(row_of(&client, select, waiting).await), Some(at(30)));
+
+    record(&store, waiting, &[started("w2", 2, 31)]).await;
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 1).await;
+    assert_eq!(due(row_of(&client, select, waiting).await), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
     let (store, database, client) = database().await;
 
@@ -144,6 +177,7 @@ async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
                 reason: "runner died".into(),
                 exit_code: None,
                 retried_at: at(2),
+                next_attempt_at: None,
             }),
             started("w2", 2, 3),
             succeeded(2, vec![artifact], 4),

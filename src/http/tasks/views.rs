@@ -118,6 +118,11 @@ pub struct TaskView {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a final status.
     pub finished_at: Option<DateTime<Utc>>,
+    /// While it waits for a retry's backoff (status `queued`): the instant
+    /// its next attempt may start, chosen by the kind's retry policy when
+    /// the last attempt failed. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Its stream's version: pass it as `min_version` to read your write.
     pub stream_version: u64,
     /// The global position of its latest event: pass it as `min_position`
@@ -156,6 +161,7 @@ impl TaskView {
             submitted_by: task.submitted_by.clone(),
             started_at: task.started_at,
             finished_at: task.finished_at,
+            next_attempt_at: task.next_attempt_at,
             stream_version,
             position,
         }

@@ -34,6 +34,8 @@ pub struct RunSpec {
     pub argv: Vec<String>,
     /// The attempt's wall-clock limit.
     pub timeout: Duration,
+    /// The attempt, from 1: the command sees it as `TASKLEDGER_ATTEMPT`.
+    pub attempt: u32,
     /// Labels for the container (task id, attempt, worker).
     pub labels: HashMap<String, String>,
     /// Input files: the name under `/in/` and the stored blob (an absolute
@@ -181,6 +183,7 @@ pub async fn run_docker(
     let body = ContainerCreateBody {
         image: Some(spec.kind.image.clone()),
         cmd: Some(spec.argv.clone()),
+        env: Some(vec![format!("TASKLEDGER_ATTEMPT={}", spec.attempt)]),
         labels: Some(spec.labels.clone()),
         volumes: Some(vec!["/out".to_owned()]),
         host_config: Some(HostConfig {
@@ -429,6 +432,7 @@ async fn run_local_in(
         .args(arguments)
         .env("TASKLEDGER_OUT", out)
         .env("TASKLEDGER_IN", &inputs)
+        .env("TASKLEDGER_ATTEMPT", spec.attempt.to_string())
         .current_dir(out)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -82,7 +82,14 @@ pub(super) async fn consume_amqp(
                     foreign_job(&context, &job);
                     put_back(&context, &republish, &job, &delivery).await
                 }
-                Ok(job) => handle(&context, job, delivery.redelivered).await,
+                Ok(job) => {
+                    match wait::handle_when_due(&context, &job, delivery.redelivered).await {
+                        Disposition::Wait(due) => {
+                            wait::park(&context, &republish, &job, &delivery, due).await
+                        }
+                        disposition => disposition,
+                    }
+                }
                 Err(error) => {
                     tracing::error!(%error, "an unreadable job message; dead-lettering it");
                     let _ = delivery
@@ -96,7 +103,8 @@ pub(super) async fn consume_amqp(
             };
             let acked = match disposition {
                 Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-                Disposition::Requeue => {
+                // Handled above: parked, then acknowledged or requeued.
+                Disposition::Requeue | Disposition::Wait(_) => {
                     tokio::time::sleep(REQUEUE_DELAY).await;
                     delivery
                         .nack(BasicNackOptions {
@@ -224,11 +232,17 @@ pub(super) async fn consume_local(
         let context = context.clone();
         let again = sender.clone();
         jobs.spawn(async move {
-            let disposition = handle(&context, job.clone(), redelivered).await;
+            let disposition = wait::handle_when_due(&context, &job, redelivered).await;
             drop(permit);
-            if disposition == Disposition::Requeue {
-                tokio::time::sleep(REQUEUE_DELAY).await;
-                let _ = again.send((job, true)).await;
+            match disposition {
+                Disposition::Requeue => {
+                    tokio::time::sleep(REQUEUE_DELAY).await;
+                    let _ = again.send((job, true)).await;
+                }
+                Disposition::Wait(due) => {
+                    wait::send_when_due(again, job, due);
+                }
+                Disposition::Ack | Disposition::DeadLetter => {}
             }
         });
     }

@@ -15,12 +15,16 @@
 //!   report, if it ever comes, a refused stale command — so a task ends
 //!   with exactly one terminal event;
 //! - a job for a task this process is already running (the broker
-//!   redelivered it after a reconnect) is acknowledged and left alone.
+//!   redelivered it after a reconnect) is acknowledged and left alone;
+//! - a job whose task waits for a retry's backoff (`next_attempt_at` in
+//!   the log is ahead) is not run: it waits, without a slot, until due
+//!   ([`wait`]).
 
 pub mod executor;
 mod intake;
 mod lease;
 mod outcome;
+mod wait;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -119,6 +123,9 @@ enum Disposition {
     /// is kept (a job of no stated installation whose task this log does
     /// not hold, or of this installation whose task is missing).
     DeadLetter,
+    /// Not due yet: the task's next attempt may start only at this instant
+    /// (a retry's backoff); wait for it without a slot.
+    Wait(chrono::DateTime<Utc>),
 }
 
 /// Runs the runner until `stop` resolves. Then it takes no new job, lets
@@ -254,7 +261,11 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         .map(|running| running.contains_key(&job.task_id))
         .unwrap_or(false);
     match task.status {
-        TaskStatus::Queued if task.attempts_started + 1 == job.attempt => {}
+        TaskStatus::Queued if task.attempts_started + 1 == job.attempt => {
+            if let Some(due) = task.next_attempt_at.filter(|due| *due > Utc::now()) {
+                return Disposition::Wait(due);
+            }
+        }
         TaskStatus::Running if redelivered && !ours && task.attempts_started == job.attempt => {
             // The broker took the job back from its runner. If that runner
             // still renews its lease it is alive (only its connection
@@ -270,10 +281,18 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 "the runner of attempt {} stopped responding before reporting",
                 job.attempt
             );
+            let retried_at = now();
             let command = TaskCommand::Retry(RetryTask {
                 task_id,
                 reason,
-                retried_at: now(),
+                retried_at,
+                next_attempt_at: wait::next_attempt_at(
+                    context,
+                    &task.kind,
+                    job.attempt,
+                    true,
+                    retried_at,
+                ),
             });
             report(context, task_id, command).await;
             release_lease(context, task_id).await;
@@ -319,16 +338,26 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     )));
     let outcome = attempt(context, &task, job.attempt, started.stream_version).await;
     let command = match outcome {
-        Ok(outcome) => outcome_command(context, task_id, job.attempt, outcome).await,
-        Err(error) => Some(TaskCommand::Fail(FailTask {
-            artifacts: Vec::new(),
-            task_id,
-            attempt: job.attempt,
-            error: error.to_string(),
-            exit_code: None,
-            retryable: error.retryable(),
-            failed_at: now(),
-        })),
+        Ok(outcome) => outcome_command(context, &task, job.attempt, outcome).await,
+        Err(error) => {
+            let failed_at = now();
+            Some(TaskCommand::Fail(FailTask {
+                artifacts: Vec::new(),
+                task_id,
+                attempt: job.attempt,
+                error: error.to_string(),
+                exit_code: None,
+                retryable: error.retryable(),
+                next_attempt_at: wait::next_attempt_at(
+                    context,
+                    &task.kind,
+                    job.attempt,
+                    error.retryable(),
+                    failed_at,
+                ),
+                failed_at,
+            }))
+        }
     };
     if let Some(command) = command {
         report(context, task_id, command).await;
@@ -382,6 +411,7 @@ async fn attempt(
         name: container_name(task.id, attempt),
         argv: kind.argv(&task.params),
         timeout: Duration::from_secs(task.timeout_seconds),
+        attempt,
         labels: [
             ("taskledger.task".to_owned(), task.id.to_string()),
             ("taskledger.attempt".to_owned(), attempt.to_string()),

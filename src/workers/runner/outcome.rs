@@ -8,11 +8,20 @@ use super::*;
 /// record (the task was canceled).
 pub(super) async fn outcome_command(
     context: &Context,
-    task_id: TaskId,
+    task: &taskledger_events::task::Task,
     attempt: u32,
     outcome: Outcome,
 ) -> Option<TaskCommand> {
+    let task_id = task.id;
+    let retry = context
+        .options
+        .config
+        .kinds
+        .get(&task.kind)
+        .map(|kind| kind.retry.clone())
+        .unwrap_or_default();
     let failed = |error: String, exit_code: Option<i32>, retryable: bool| {
+        let failed_at = now();
         Some(TaskCommand::Fail(FailTask {
             artifacts: Vec::new(),
             task_id,
@@ -20,7 +29,10 @@ pub(super) async fn outcome_command(
             error,
             exit_code,
             retryable,
-            failed_at: now(),
+            next_attempt_at: wait::next_attempt_at(
+                context, &task.kind, attempt, retryable, failed_at,
+            ),
+            failed_at,
         }))
     };
     match outcome.end {
@@ -33,6 +45,9 @@ pub(super) async fn outcome_command(
         End::Exited(code) => {
             let exit_code = i32::try_from(code).unwrap_or(i32::MAX);
             if code != 0 {
+                // The command's verdict, unless the kind lists its code as
+                // "try again".
+                let retryable = retry.retries_exit_code(exit_code);
                 let error = format!(
                     "the command exited with code {code}{}",
                     stderr_tail(&outcome.stderr.bytes)
@@ -50,14 +65,18 @@ pub(super) async fn outcome_command(
                         Vec::new()
                     }
                 };
+                let failed_at = now();
                 return Some(TaskCommand::Fail(FailTask {
                     task_id,
                     attempt,
                     error,
                     exit_code: Some(exit_code),
                     artifacts,
-                    retryable: false,
-                    failed_at: now(),
+                    retryable,
+                    next_attempt_at: wait::next_attempt_at(
+                        context, &task.kind, attempt, retryable, failed_at,
+                    ),
+                    failed_at,
                 }));
             }
             let result = match outcome.files.iter().find(|(name, _)| name == "result.json") {
@@ -213,6 +232,7 @@ pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskComm
                     error: format!("the attempt's outcome was refused: {}", error.message()),
                     exit_code: None,
                     retryable: false,
+                    next_attempt_at: None,
                     failed_at: now(),
                 });
                 command_id = Uuid::new_v4();

@@ -320,13 +320,28 @@ pub(super) async fn put_back(
     delivery: &lapin::message::Delivery,
 ) -> Disposition {
     tokio::time::sleep(REQUEUE_DELAY).await;
+    let exchange = context.options.topology.jobs_exchange();
+    let properties = delivery.properties.clone();
+    republished(republish, &exchange, job, delivery, properties).await
+}
+
+/// Publishes `delivery`'s job again to `exchange` (under its kind) with
+/// `properties`: [`Disposition::Ack`] once the broker confirmed the copy,
+/// [`Disposition::Requeue`] if it did not, so the job is never dropped.
+pub(super) async fn republished(
+    republish: &lapin::Channel,
+    exchange: &str,
+    job: &Job,
+    delivery: &lapin::message::Delivery,
+    properties: lapin::BasicProperties,
+) -> Disposition {
     let published = republish
         .basic_publish(
-            context.options.topology.jobs_exchange().as_str().into(),
+            exchange.into(),
             job.kind.as_str().into(),
             lapin::options::BasicPublishOptions::default(),
             &delivery.data,
-            delivery.properties.clone(),
+            properties,
         )
         .await;
     let confirmed = match published {

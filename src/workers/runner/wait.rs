@@ -98,26 +98,9 @@ pub(super) async fn park(
         AMQPValue::LongString(due.to_rfc3339().into()),
     );
     tracing::debug!(task = %job.task_id, attempt = job.attempt, %due, wait_ms = millis, "a retry is not due yet; parking its job");
-    let published = republish
-        .basic_publish(
-            context.options.topology.wait_exchange().as_str().into(),
-            job.kind.as_str().into(),
-            lapin::options::BasicPublishOptions::default(),
-            &delivery.data,
-            delivery.properties.clone().with_headers(headers),
-        )
-        .await;
-    let confirmed = match published {
-        Ok(confirm) => confirm
-            .await
-            .is_ok_and(|confirmation| confirmation.is_ack()),
-        Err(_) => false,
-    };
-    if confirmed {
-        Disposition::Ack
-    } else {
-        Disposition::Requeue
-    }
+    let exchange = context.options.topology.wait_exchange();
+    let properties = delivery.properties.clone().with_headers(headers);
+    super::intake::republished(republish, &exchange, job, delivery, properties).await
 }
 
 /// Sends `job` to the in-process intake again at `due` (no broker: one

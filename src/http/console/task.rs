@@ -193,3 +193,57 @@ pub(super) async fn artifact(
     let refusal = super::api::refusal(response).await;
     pages::refused(Some(Chrome::of(&signed_in)), &refusal, "This file")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task as `GET /v1/tasks/{id}` answers it, with `extra` fields.
+    fn task(extra: serde_json::Value) -> Task {
+        let mut view = serde_json::json!({
+            "id": "01a232ee-9661-7280-b55c-64e2493f54d5", "kind": "flaky",
+            "status": "queued", "tenant": "acme", "frontend_id": "acme",
+            "client_task_id": null, "params": {}, "priority": 0,
+            "max_attempts": 3, "attempts": 1, "worker_id": null,
+            "progress": null, "error": "exit 75", "exit_code": 75,
+            "submitted_at": "2026-12-01T18:00:00Z", "submitted_by": null,
+            "started_at": null, "finished_at": null, "stream_version": 4
+        });
+        view.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(view).unwrap()
+    }
+
+    fn page(task: Task) -> String {
+        TaskPage {
+            chrome: None,
+            task,
+            at_version: None,
+            result: None,
+            artifacts: Vec::new(),
+            history: None,
+            history_refused: String::new(),
+            can_cancel: false,
+            csrf: String::new(),
+        }
+        .render()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_waiting_retry_shows_when_its_attempt_may_start() {
+        let waiting = page(task(
+            serde_json::json!({ "next_attempt_at": "2026-12-01T18:00:04Z" }),
+        ));
+        assert!(waiting.contains("Next attempt"), "{waiting}");
+        assert!(
+            waiting.contains(&super::super::views::when(
+                &"2026-12-01T18:00:04Z".parse().unwrap()
+            )),
+            "{waiting}"
+        );
+        let not_waiting = page(task(serde_json::json!({})));
+        assert!(!not_waiting.contains("Next attempt"), "{not_waiting}");
+    }
+}

@@ -38,6 +38,9 @@ pub(super) struct Task {
     pub(super) submitted_by: Option<String>,
     pub(super) started_at: Option<DateTime<Utc>>,
     pub(super) finished_at: Option<DateTime<Utc>>,
+    /// While a retry waits: when its attempt may start.
+    #[serde(default)]
+    pub(super) next_attempt_at: Option<DateTime<Utc>>,
     pub(super) stream_version: u64,
 }
 
@@ -64,6 +67,11 @@ impl Task {
 
     pub(super) fn finished(&self) -> String {
         self.finished_at.as_ref().map_or_else(String::new, when)
+    }
+
+    /// When a waiting retry may start (empty when none waits).
+    pub(super) fn next_attempt(&self) -> String {
+        self.next_attempt_at.as_ref().map_or_else(String::new, when)
     }
 
     /// Whether the task may still be canceled (queued or running).

@@ -417,8 +417,12 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
         Duration::from_secs(20),
         Duration::from_millis(50),
         || async {
+            // Each projector lists itself when it first runs, and is
+            // `running` once it holds its lock: right after start, one may
+            // not have got there yet.
             let page = send_json(app.get(&admin, "/v1/projections")).await;
-            if page["items"].as_array().unwrap().len() == 4 {
+            let items = page["items"].as_array().unwrap();
+            if items.len() == 4 && items.iter().all(|item| item["state"] == "running") {
                 return Ok(page);
             }
             Err(page.to_string())

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use taskledger_events::task::{TaskEvent, TaskId, TaskStatus};
+use taskledger_events::task::{Task, TaskEvent, TaskId, TaskStatus};
 use taskledger_events::{Direction, EventStore};
 
 use crate::running::Cluster;
@@ -63,6 +63,19 @@ fn retry_gaps(events: &[TaskEvent]) -> Vec<(chrono::Duration, chrono::Duration)>
     gaps
 }
 
+/// Task `task_id` once its first attempt failed and its retry waits: queued
+/// again, one attempt started.
+async fn waiting_for_second_attempt(cluster: &Cluster, task_id: TaskId) -> Task {
+    cluster
+        .wait_for(
+            task_id,
+            "waiting for its second attempt",
+            Duration::from_secs(60),
+            |task| task.attempts_started == 1 && task.status == TaskStatus::Queued,
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flaky_task_is_retried_after_its_backoff_and_succeeds() {
     let mut cluster = Cluster::start().await;
@@ -72,14 +85,7 @@ async fn a_flaky_task_is_retried_after_its_backoff_and_succeeds() {
         .await;
 
     // While the first retry waits, the task says when it is due.
-    let waiting = cluster
-        .wait_for(
-            task_id,
-            "waiting for its second attempt",
-            Duration::from_secs(60),
-            |task| task.attempts_started == 1 && task.status == TaskStatus::Queued,
-        )
-        .await;
+    let waiting = waiting_for_second_attempt(&cluster, task_id).await;
     let due = waiting
         .next_attempt_at
         .expect("a waiting task shows its due time");
@@ -158,14 +164,7 @@ async fn a_waiting_retry_survives_a_restart_of_the_relay_and_the_runner() {
     let task_id = cluster
         .submit("flaky", json!({ "script": flaky_script(2) }), None)
         .await;
-    let waiting = cluster
-        .wait_for(
-            task_id,
-            "waiting for its second attempt",
-            Duration::from_secs(60),
-            |task| task.attempts_started == 1 && task.status == TaskStatus::Queued,
-        )
-        .await;
+    let waiting = waiting_for_second_attempt(&cluster, task_id).await;
     let due = waiting.next_attempt_at.expect("a due time");
 
     // Every process stops while the retry waits; new ones start.

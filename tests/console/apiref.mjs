@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 
-import { begin, env, launch, run, screenshotDir } from "./browser.mjs";
+import { begin, env, launch, run, screenshotDir, shot as saveShot } from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const sessionKey = env("CONSOLE_SESSION_KEY");
@@ -73,9 +73,7 @@ function watch(page) {
 }
 context.on("page", watch);
 
-async function shot(page, name, fullPage = true) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
-}
+const shot = (page, name, fullPage = true) => saveShot(page, shots, name, { fullPage });
 
 // Executes the opened operation and returns its answer's status and body.
 async function execute(operation) {

@@ -79,10 +79,30 @@ export async function run(checks, close, explain = () => "") {
   }
 }
 
-// Asserts that every one of `requests` (URLs) went to `origin` and that
-// `foreign` (those that did not) is empty, and says so.
-export function allToOrigin(requests, foreign, origin, shots) {
+// Records the address of every request `context`'s pages make: `requests`
+// all of them, `foreign` those not to `origin`.
+export function watchRequests(context, origin) {
+  const watched = { origin, requests: [], foreign: [] };
+  context.on("request", (request) => {
+    watched.requests.push(request.url());
+    if (new URL(request.url()).origin !== origin) watched.foreign.push(request.url());
+  });
+  return watched;
+}
+
+// Asserts that every request `watched` (from watchRequests) saw went to its
+// origin, and says so.
+export function allToOrigin(watched, shots) {
+  const { origin, requests, foreign } = watched;
   assert.deepEqual(foreign, []);
   assert.ok(requests.every((request) => request.startsWith(origin)));
   console.log(`ok: ${requests.length} requests, all to ${origin}; screenshots in ${shots}`);
+}
+
+// Saves `page` as `{name}.png` in `shots`: the whole page, or with
+// `fullPage: false` the viewport; with `view`, also the viewport as
+// `{name}-view.png`.
+export async function shot(page, shots, name, { fullPage = true, view = false } = {}) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage });
+  if (view) await page.screenshot({ path: path.join(shots, `${name}-view.png`) });
 }

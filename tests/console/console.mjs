@@ -13,9 +13,17 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import path from "node:path";
 
-import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
+import {
+  allToOrigin,
+  begin,
+  env,
+  launch,
+  run,
+  screenshotDir,
+  shot as saveShot,
+  watchRequests,
+} from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
@@ -45,18 +53,11 @@ async function v1Task(id) {
   return response.json();
 }
 
-const foreign = [];
 const { context, close } = await launch({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
 // Every request of every page, to check none leaves the service.
-const requests = [];
-context.on("request", (request) => {
-  requests.push(request.url());
-  if (new URL(request.url()).origin !== origin) foreign.push(request.url());
-});
+const watched = watchRequests(context, origin);
 
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-}
+const shot = (page, name) => saveShot(page, shots, name);
 
 await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
@@ -190,5 +191,5 @@ await run(async () => {
   assert.equal(new URL(page.url()).pathname, "/console/sign-in");
 
   begin("every request went to the service itself");
-  allToOrigin(requests, foreign, origin, shots);
+  allToOrigin(watched, shots);
 }, close);

@@ -15,9 +15,17 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import path from "node:path";
 
-import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
+import {
+  allToOrigin,
+  begin,
+  env,
+  launch,
+  run,
+  screenshotDir,
+  shot as saveShot,
+  watchRequests,
+} from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
@@ -29,24 +37,16 @@ const shots = screenshotDir();
 const origin = new URL(base).origin;
 const url = (page) => new URL(page, base).toString();
 
-const foreign = [];
 const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 // Every request of every page, to check none leaves the service; and what
 // the service answered each.
-const requests = [];
+const watched = watchRequests(context, origin);
 const answers = new Map();
-context.on("request", (request) => {
-  requests.push(request.url());
-  if (new URL(request.url()).origin !== origin) foreign.push(request.url());
-});
 context.on("response", (response) => answers.set(new URL(response.url()).pathname, response));
 
 // A full-page screenshot for looking at, and (with `view`) one of the
 // viewport, the size of the README's.
-async function shot(page, name, view = false) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-  if (view) await page.screenshot({ path: path.join(shots, `${name}-view.png`) });
-}
+const shot = (page, name, view = false) => saveShot(page, shots, name, { view });
 
 async function signIn(page, key, next) {
   await page.goto(url(next));
@@ -142,5 +142,5 @@ await run(async () => {
   assert.equal(response.status(), 403);
 
   begin("every request went to the service itself");
-  allToOrigin(requests, foreign, origin, shots);
+  allToOrigin(watched, shots);
 }, close);

@@ -15,9 +15,17 @@
 // Exits 0 when every check passed, 1 at the first that failed (saying which).
 
 import assert from "node:assert/strict";
-import path from "node:path";
 
-import { allToOrigin, begin, env, launch, run, screenshotDir } from "./browser.mjs";
+import {
+  allToOrigin,
+  begin,
+  env,
+  launch,
+  run,
+  screenshotDir,
+  shot as saveShot,
+  watchRequests,
+} from "./browser.mjs";
 
 const base = env("CONSOLE_URL");
 const adminKey = env("CONSOLE_ADMIN_KEY");
@@ -43,19 +51,12 @@ async function v1(method, route, body) {
   return JSON.parse(text);
 }
 
-const foreign = [];
 const blocked = [];
 const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 // Every request of every page, to check none leaves the service.
-const requests = [];
-context.on("request", (request) => {
-  requests.push(request.url());
-  if (new URL(request.url()).origin !== origin) foreign.push(request.url());
-});
+const watched = watchRequests(context, origin);
 
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-}
+const shot = (page, name) => saveShot(page, shots, name);
 
 // Signs in with `key` from the sign-in form `page` was sent to.
 async function signIn(page, key) {
@@ -271,5 +272,5 @@ await run(async () => {
 
   begin("no page broke the CSP and every request went to the service itself");
   assert.deepEqual(blocked.filter((text) => /Content Security Policy/i.test(text)), []);
-  allToOrigin(requests, foreign, origin, shots);
+  allToOrigin(watched, shots);
 }, close);

@@ -6,7 +6,8 @@
 #
 # 1. scripts/services.sh: PostgreSQL, RabbitMQ and the Docker engine (installed
 #    and started where missing), and the images of the shipped task kinds
-#    (scripts/images.sh: built locally, cached; no registry needed).
+#    (scripts/images.sh: built locally, cached; no registry needed). Not
+#    the test Slurm cluster: no task kind runs on Slurm yet (--skip-slurm).
 # 2. builds the release binary and links it as /usr/local/bin/taskledger
 #    (or ~/.local/bin when that is not writable), so `taskledger keys create …`
 #    works from any shell; the path is printed either way.
@@ -27,7 +28,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'run.sh: %s\n' "$*"; }
 
-bash scripts/services.sh --skip-image </dev/null
+bash scripts/services.sh --skip-image --skip-slurm </dev/null
 
 say "building the release binary (cargo build --release; the first build takes a few minutes) ..."
 cargo build --release --bin taskledger

@@ -567,3 +567,85 @@ max_running = 1
     app.finish().await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_a_dead_runner_left_hold_their_slots_until_they_expire() {
+    let kinds = r#"
+[kinds.licensed-leftover]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 60
+max_running = 2
+"#;
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = TestApp::spawn_in_process(kinds, &data_dir, |settings| {
+        settings.runner_slots = 3;
+        settings.lease_ttl_seconds = 2;
+    })
+    .await;
+    // A runner died holding both slots between taking its leases and
+    // claiming their tasks: no job of theirs comes back to clean up, so
+    // only the leases' age frees the slots.
+    let left_at: DateTime<Utc> = app
+        .row(
+            "WITH left_behind AS (
+                 INSERT INTO attempt_leases (task_id, attempt, worker_id, kind)
+                 VALUES (gen_random_uuid(), 1, 'runner-dead', 'licensed-leftover'),
+                        (gen_random_uuid(), 1, 'runner-dead', 'licensed-leftover')
+                 RETURNING renewed_at)
+             SELECT max(renewed_at) FROM left_behind",
+        )
+        .await
+        .get(0);
+    let store = app.store();
+    let config = FileConfig::parse(kinds).unwrap();
+    let Value::Object(params) = json!({ "script": "true" }) else {
+        unreachable!()
+    };
+    let task_id = submission::submit(
+        &store,
+        &config,
+        Submission::new("licensed-leftover", params, "tests"),
+        Submitter {
+            key_id: Uuid::nil(),
+            idempotency_key: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .task
+    .id;
+    let history = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let history = store
+                .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100)
+                .await
+                .unwrap();
+            if history
+                .iter()
+                .any(|recorded| FINAL.contains(&recorded.event_type.as_str()))
+            {
+                Ok(history)
+            } else {
+                Err(format!(
+                    "task {task_id} has not ended: the leases left behind were never freed"
+                ))
+            }
+        },
+    )
+    .await;
+    assert_one_success(task_id, &history);
+    let started = &attempts(task_id, &history)[0];
+    assert!(
+        started.started_at > left_at + chrono::Duration::seconds(2),
+        "the task started at {}, while the leases left at {left_at} were fresh",
+        started.started_at
+    );
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -298,3 +298,11 @@ fn a_max_running_refusal_names_the_file() {
     assert!(error.contains("task kind \"licensed\""), "{error}");
     assert!(error.contains("max_running"), "{error}");
 }
+
+#[test]
+fn the_example_configuration_shows_a_kind_with_max_running() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/taskledger.example.toml");
+    let config = FileConfig::load(&path).unwrap();
+    assert_eq!(config.kind("url-analysis").unwrap().max_running, Some(4));
+    assert_eq!(config.kind("batch").unwrap().max_running, None);
+}

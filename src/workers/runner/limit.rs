@@ -65,7 +65,7 @@ pub(super) async fn take_slot(
     let Ok(mut client) = context.store.pool().get().await else {
         return Slot::Unknown;
     };
-    match take_in_transaction(&mut client, context, task_id, attempt, kind, limit).await {
+    match take_within_limit(&mut client, context, task_id, attempt, kind, limit).await {
         Ok(slot) => {
             if let Slot::AtLimit { running } = slot {
                 tracing::debug!(task = %task_id, kind, running, "the kind is at its max_running; the job waits");
@@ -82,7 +82,7 @@ pub(super) async fn take_slot(
     }
 }
 
-async fn take_in_transaction(
+async fn take_within_limit(
     client: &mut deadpool_postgres::Object,
     context: &Context,
     task_id: TaskId,
@@ -92,53 +92,61 @@ async fn take_in_transaction(
 ) -> Result<Slot, tokio_postgres::Error> {
     let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
     let ttl = context.options.lease_ttl.as_secs_f64();
+    let lease: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &task_id.0,
+        &attempt,
+        &context.options.worker_id,
+        &kind,
+        &ttl,
+    ];
+    let Some(limit) = limit else {
+        // No count to keep: one statement, no transaction.
+        return Ok(taken_or_held(client.execute(TAKE_LEASE, &lease).await?));
+    };
     let tx = client.transaction().await?;
-    if let Some(limit) = limit {
-        // Serializes the check-and-take of this kind; every statement after
-        // it (READ COMMITTED) sees the leases committed before it was
-        // granted.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&LIMIT_LOCK_CLASS, &kind],
+    // Serializes the check-and-take of this kind; every statement after
+    // it (READ COMMITTED) sees the leases committed before it was
+    // granted.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LIMIT_LOCK_CLASS, &kind],
+    )
+    .await?;
+    let running: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM attempt_leases
+             WHERE kind = $1 AND task_id <> $2
+               AND renewed_at > clock_timestamp() - make_interval(secs => $3)",
+            &[&kind, &task_id.0, &ttl],
         )
-        .await?;
-        let running: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM attempt_leases
-                 WHERE kind = $1 AND task_id <> $2
-                   AND renewed_at > clock_timestamp() - make_interval(secs => $3)",
-                &[&kind, &task_id.0, &ttl],
-            )
-            .await?
-            .get(0);
-        if running >= i64::from(limit) {
-            tx.commit().await?;
-            return Ok(Slot::AtLimit { running });
-        }
+        .await?
+        .get(0);
+    if running >= i64::from(limit) {
+        tx.commit().await?;
+        return Ok(Slot::AtLimit { running });
     }
-    let taken = tx
-        .execute(
-            "INSERT INTO attempt_leases (task_id, attempt, worker_id, kind, renewed_at)
-             VALUES ($1, $2, $3, $4, clock_timestamp())
-             ON CONFLICT (task_id) DO UPDATE
-             SET attempt = $2, worker_id = $3, kind = $4, renewed_at = clock_timestamp()
-             WHERE attempt_leases.attempt < $2
-                OR attempt_leases.renewed_at <= clock_timestamp() - make_interval(secs => $5)",
-            &[
-                &task_id.0,
-                &attempt,
-                &context.options.worker_id,
-                &kind,
-                &ttl,
-            ],
-        )
-        .await?;
+    let taken = tx.execute(TAKE_LEASE, &lease).await?;
     tx.commit().await?;
-    Ok(if taken == 1 {
+    Ok(taken_or_held(taken))
+}
+
+/// Takes the lease of an attempt (`$1` task, `$2` attempt, `$3` worker,
+/// `$4` kind, `$5` the TTL in seconds) unless a fresh one of this attempt
+/// or a later one holds the task: one row if it was taken.
+const TAKE_LEASE: &str =
+    "INSERT INTO attempt_leases (task_id, attempt, worker_id, kind, renewed_at)
+     VALUES ($1, $2, $3, $4, clock_timestamp())
+     ON CONFLICT (task_id) DO UPDATE
+     SET attempt = $2, worker_id = $3, kind = $4, renewed_at = clock_timestamp()
+     WHERE attempt_leases.attempt < $2
+        OR attempt_leases.renewed_at <= clock_timestamp() - make_interval(secs => $5)";
+
+fn taken_or_held(rows: u64) -> Slot {
+    if rows == 1 {
         Slot::Taken
     } else {
         Slot::HeldElsewhere
-    })
+    }
 }
 
 /// When a job whose slot was not taken is tried again.

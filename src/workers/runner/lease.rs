@@ -66,9 +66,28 @@ pub(super) async fn lease_is_fresh(context: &Context, task_id: TaskId, attempt: 
         .map_or(true, |row| row.is_some())
 }
 
-/// Drops the lease of `attempt` of `task_id` (whoever holds it), freeing
-/// its kind's slot; a later attempt's lease is left alone.
+/// Drops this runner's lease of `attempt` of `task_id`, freeing its kind's
+/// slot (the attempt ended, or its claim was lost); another runner's lease
+/// of the task is left alone.
 pub(super) async fn release_lease(context: &Context, task_id: TaskId, attempt: u32) {
+    if let Ok(client) = context.store.pool().get().await {
+        let _ = client
+            .execute(
+                "DELETE FROM attempt_leases
+                 WHERE task_id = $1 AND attempt = $2 AND worker_id = $3",
+                &[
+                    &task_id.0,
+                    &i32::try_from(attempt).unwrap_or(i32::MAX),
+                    &context.options.worker_id,
+                ],
+            )
+            .await;
+    }
+}
+
+/// Drops the expired lease of `attempt` of `task_id` that a dead runner
+/// left (its retry is recorded); a later attempt's lease is left alone.
+pub(super) async fn drop_dead_lease(context: &Context, task_id: TaskId, attempt: u32) {
     if let Ok(client) = context.store.pool().get().await {
         let _ = client
             .execute(

@@ -64,7 +64,7 @@ use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::AbortOnDrop;
 use executor::{End, Outcome, RunError, RunSpec};
 use intake::{consume, sweep_containers};
-use lease::{hold_lease, lease_is_fresh, release_lease, release_own_lease};
+use lease::{drop_dead_lease, hold_lease, lease_is_fresh, release_lease, release_own_lease};
 use limit::{take_slot, Slot};
 use outcome::{outcome_command, report};
 
@@ -300,7 +300,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 ),
             });
             report(context, task_id, command).await;
-            release_lease(context, task_id, job.attempt).await;
+            drop_dead_lease(context, task_id, job.attempt).await;
             return Disposition::Ack;
         }
         // A duplicate, a stale job, or a task that is ours or finished.
@@ -328,7 +328,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     {
         Ok(executed) => executed,
         Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => {
-            // Another runner claimed it first.
+            // Another runner claimed it first (or it was canceled).
             release_lease(context, task_id, job.attempt).await;
             return Disposition::Ack;
         }

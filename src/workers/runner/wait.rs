@@ -65,8 +65,9 @@ pub(super) async fn handle_when_due(
     }
 }
 
-/// Sends an early job (or one whose kind is at its `max_running`) into the wait queue that brings it back nearest
-/// its due time without passing it: published again (its body and
+/// Sends an early job (or one whose kind is at its `max_running`) into the
+/// wait queue that brings it back nearest its due time without passing it:
+/// published again (its body and
 /// properties, a fresh dead-letter history) and acknowledged only once the
 /// broker confirmed the copy; otherwise it is requeued, never dropped.
 pub(super) async fn park(

@@ -1,6 +1,7 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
 //! ([`record_command`]), store append latency ([`timed_append`], [`observe_append`]), runner
-//! slots ([`runner_started`], [`attempt_running`]) — and the latency
+//! slots ([`runner_started`], [`attempt_running`], by kind too, and jobs
+//! put back at a kind's `max_running`, [`kind_at_limit`]) — and the latency
 //! buckets they share with the HTTP metrics ([`latency_histogram`]).
 //! `/metrics` ([`crate::http::metrics`]) encodes what [`gather`] returns.
 //!
@@ -61,6 +62,10 @@ struct ProcessMetrics {
     append: Histogram,
     runner_slots_total: IntGauge,
     runner_slots_busy: IntGauge,
+    /// By `kind`: attempts this process runs.
+    kind_running: IntGaugeVec,
+    /// By `kind`: jobs put back because the kind ran its `max_running`.
+    kind_at_limit: IntCounterVec,
     registry: Registry,
 }
 
@@ -91,11 +96,29 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
     // Both series exist from the start, at 0, as a dashboard expects.
     let runner_slots_busy = runner_slots.with_label_values(&["busy"]);
     let runner_slots_total = runner_slots.with_label_values(&["total"]);
+    let kind_running = IntGaugeVec::new(
+        Opts::new(
+            "taskledger_runner_kind_running",
+            "Attempts this process runs, by task kind.",
+        ),
+        &["kind"],
+    )
+    .expect("taskledger_runner_kind_running is well-formed");
+    let kind_at_limit = IntCounterVec::new(
+        Opts::new(
+            "taskledger_runner_kind_at_limit_total",
+            "Jobs put back to wait because their kind ran its max_running across the runners, by task kind.",
+        ),
+        &["kind"],
+    )
+    .expect("taskledger_runner_kind_at_limit_total is well-formed");
     let registry = Registry::new();
     for collector in [
         Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(append.clone()),
         Box::new(runner_slots),
+        Box::new(kind_running.clone()),
+        Box::new(kind_at_limit.clone()),
     ] {
         registry
             .register(collector)
@@ -106,6 +129,8 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         append,
         runner_slots_total,
         runner_slots_busy,
+        kind_running,
+        kind_at_limit,
         registry,
     }
 });
@@ -155,21 +180,31 @@ pub fn runner_started(slots: usize) -> RunnerSlots {
 }
 
 /// One running attempt, counted in `taskledger_runner_slots{state="busy"}`
-/// while this guard lives (dropped when the attempt ends, or is aborted).
+/// and `taskledger_runner_kind_running{kind}` while this guard lives
+/// (dropped when the attempt ends, or is aborted).
 #[derive(Debug)]
 #[must_use = "the attempt counts only while the guard lives"]
-pub struct BusySlot(());
+pub struct BusySlot(IntGauge);
 
 impl Drop for BusySlot {
     fn drop(&mut self) {
         METRICS.runner_slots_busy.dec();
+        self.0.dec();
     }
 }
 
-/// Counts one running attempt until the guard is dropped.
-pub fn attempt_running() -> BusySlot {
+/// Counts one running attempt of `kind` until the guard is dropped.
+pub fn attempt_running(kind: &str) -> BusySlot {
     METRICS.runner_slots_busy.inc();
-    BusySlot(())
+    let of_kind = METRICS.kind_running.with_label_values(&[kind]);
+    of_kind.inc();
+    BusySlot(of_kind)
+}
+
+/// Counts one job of `kind` put back because the kind ran its
+/// `max_running` across the runners.
+pub fn kind_at_limit(kind: &str) {
+    METRICS.kind_at_limit.with_label_values(&[kind]).inc();
 }
 
 /// Every metric of this module, with its current values, for the text

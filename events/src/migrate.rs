@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_retry_due",
         sql: include_str!("../../migrations/0017_task_retry_due.sql"),
     },
+    Migration {
+        version: 19,
+        name: "attempt_lease_kinds",
+        sql: include_str!("../../migrations/0019_attempt_lease_kinds.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

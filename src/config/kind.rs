@@ -13,6 +13,7 @@
 //! retry = { initial_backoff_seconds = 2, max_backoff_seconds = 300, jitter = 0.2 }
 //! network = "none"
 //! memory_mb = 1024
+//! max_running = 4
 //! ```
 //!
 //! A command template is an argv: each `{param}` is replaced inside its own
@@ -94,6 +95,12 @@ pub struct TaskKind {
     /// engine; `image`, `network` and the limits do not apply).
     #[serde(default)]
     pub executor: Executor,
+    /// The most attempts of this kind that run at once across every runner
+    /// of the installation (a rate-limited outside service, a licence
+    /// count); unset: no limit. Held by the runners' leases
+    /// (`workers::runner::limit`).
+    #[serde(default, deserialize_with = "positive_limit")]
+    pub max_running: Option<u32>,
 }
 
 /// Reads `[kinds.*]` one kind at a time, so that a kind's bad field (an
@@ -176,6 +183,24 @@ fn default_log_limit() -> u64 {
 }
 fn default_files_limit() -> u64 {
     64 * 1024 * 1024
+}
+
+/// `max_running`: a positive integer (to `u32::MAX`), refused otherwise
+/// with the field named (serde's own message would not name it).
+fn positive_limit<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    let value = toml::Value::deserialize(deserializer)?;
+    match &value {
+        toml::Value::Integer(limit) => u32::try_from(*limit).ok().filter(|limit| *limit >= 1),
+        _ => None,
+    }
+    .map(Some)
+    .ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "max_running must be a positive integer (the most attempts of the kind running at once); got {value}"
+        ))
+    })
 }
 
 /// Why a submission's kind or parameters are refused (an HTTP 422).

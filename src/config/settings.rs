@@ -59,6 +59,9 @@ pub struct Settings {
     pub runner_slots: usize,
     /// This runner's name in the log.
     pub worker_id: Option<String>,
+    /// A running attempt's lease lasts this long unrenewed (the same for
+    /// every runner of an installation).
+    pub lease_ttl_seconds: u64,
     /// The RockBLOCK account's user name.
     pub rockblock_username: Option<String>,
     /// The RockBLOCK account's password. Never printed (`Debug` redacts
@@ -201,6 +204,18 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKLEDGER_WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Seconds a running attempt's lease lasts unrenewed (it is renewed
+    /// every third of this): a dead runner's attempt is retried, and its
+    /// slot of a kind's `max_running` freed, this long after its last
+    /// renewal. Give every runner of an installation the same value.
+    #[arg(
+        long,
+        env = "TASKLEDGER_LEASE_TTL_SECONDS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub lease_ttl_seconds: u64,
+
     /// The RockBLOCK account's user name (overrides `[rockblock] username`).
     #[arg(long, env = "ROCKBLOCK_USERNAME")]
     pub rockblock_username: Option<String>,
@@ -234,6 +249,7 @@ impl ServeArgs {
         settings.roles.clone_from(&self.roles);
         settings.runner_slots = self.runner_slots;
         settings.worker_id.clone_from(&self.worker_id);
+        settings.lease_ttl_seconds = self.lease_ttl_seconds;
         settings
             .rockblock_username
             .clone_from(&self.rockblock_username);
@@ -294,6 +310,7 @@ impl Settings {
             amqp_prefix: None,
             runner_slots: 2,
             worker_id: None,
+            lease_ttl_seconds: 15,
             rockblock_username: None,
             rockblock_password: None,
         }

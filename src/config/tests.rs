@@ -258,3 +258,51 @@ fn a_submission_may_lower_a_kinds_limits_but_not_raise_them() {
         "{error:#}"
     );
 }
+
+fn kind_with_max_running(value: &str) -> String {
+    format!("[kinds.licensed]\nimage = \"i\"\ncommand = [\"run\"]\nmax_running = {value}\n")
+}
+
+#[test]
+fn max_running_is_a_positive_integer_and_unset_by_default() {
+    let config = FileConfig::parse(&kind_with_max_running("4")).unwrap();
+    assert_eq!(config.kind("licensed").unwrap().max_running, Some(4));
+    let config = FileConfig::parse(SAMPLE).unwrap();
+    assert_eq!(config.kind("batch").unwrap().max_running, None);
+}
+
+#[test]
+fn a_max_running_that_is_not_a_positive_integer_is_refused_naming_the_kind_and_field() {
+    for bad in ["0", "-2", "1.5", "\"two\"", "4294967296", "true"] {
+        let error = format!(
+            "{:#}",
+            FileConfig::parse(&kind_with_max_running(bad)).unwrap_err()
+        );
+        assert!(error.contains("task kind \"licensed\""), "{bad}: {error}");
+        assert!(
+            error.contains("max_running must be a positive integer"),
+            "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_max_running_refusal_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("taskledger-max-running-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kinds.toml");
+    std::fs::write(&path, kind_with_max_running("0")).unwrap();
+    let error = format!("{:#}", FileConfig::load(&path).unwrap_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(error.contains(&path.display().to_string()), "{error}");
+    assert!(error.contains("task kind \"licensed\""), "{error}");
+    assert!(error.contains("max_running"), "{error}");
+}
+
+#[test]
+fn the_example_configuration_shows_a_kind_with_max_running() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/taskledger.example.toml");
+    let config = FileConfig::load(&path).unwrap();
+    assert_eq!(config.kind("url-analysis").unwrap().max_running, Some(4));
+    assert_eq!(config.kind("batch").unwrap().max_running, None);
+}

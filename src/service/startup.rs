@@ -221,7 +221,7 @@ impl Application {
                 }),
                 blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
                 work_dir: self.settings.data_dir.join("work"),
-                lease_ttl: crate::workers::runner::DEFAULT_LEASE_TTL,
+                lease_ttl: Duration::from_secs(self.settings.lease_ttl_seconds),
             };
             let mut stop = self.shutdown.clone();
             workers.push((

@@ -13,6 +13,7 @@ mod feed;
 mod helpers;
 mod keys;
 mod limits;
+mod max_running;
 mod mirror;
 mod openapi;
 mod outofbox;

@@ -18,11 +18,15 @@
 //!   redelivered it after a reconnect) is acknowledged and left alone;
 //! - a job whose task waits for a retry's backoff (`next_attempt_at` in
 //!   the log is ahead) is not run: it waits, without a slot, until due
-//!   ([`wait`]).
+//!   ([`wait`]);
+//! - an attempt takes its lease before its claim, and a job whose kind
+//!   already runs its `max_running` across the runners waits likewise
+//!   ([`limit`]).
 
 pub mod executor;
 mod intake;
 mod lease;
+mod limit;
 mod outcome;
 mod wait;
 
@@ -60,7 +64,8 @@ use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::AbortOnDrop;
 use executor::{End, Outcome, RunError, RunSpec};
 use intake::{consume, sweep_containers};
-use lease::{hold_lease, lease_is_fresh, release_lease};
+use lease::{drop_dead_lease, hold_lease, lease_is_fresh, release_lease, release_own_lease};
+use limit::{take_slot, Slot};
 use outcome::{outcome_command, report};
 
 /// The default [`RunnerOptions::lease_ttl`].
@@ -123,8 +128,8 @@ enum Disposition {
     /// is kept (a job of no stated installation whose task this log does
     /// not hold, or of this installation whose task is missing).
     DeadLetter,
-    /// Not due yet: the task's next attempt may start only at this instant
-    /// (a retry's backoff); wait for it without a slot.
+    /// Not now: try again at this instant (a retry's backoff, or the kind
+    /// at its `max_running`); wait for it without a slot.
     Wait(chrono::DateTime<Utc>),
 }
 
@@ -223,7 +228,7 @@ async fn finish_jobs(context: &Context, jobs: &mut JoinSet<()>) {
         if let Some(docker) = &context.docker {
             executor::remove(docker, &name).await;
         }
-        release_lease(context, TaskId(task_id)).await;
+        release_own_lease(context, TaskId(task_id)).await;
     }
     while jobs.join_next().await.is_some() {}
 }
@@ -295,11 +300,16 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 ),
             });
             report(context, task_id, command).await;
-            release_lease(context, task_id).await;
+            drop_dead_lease(context, task_id, job.attempt).await;
             return Disposition::Ack;
         }
         // A duplicate, a stale job, or a task that is ours or finished.
         _ => return Disposition::Ack,
+    }
+    match take_slot(context, task_id, job.attempt, &task.kind).await {
+        Slot::Taken => {}
+        Slot::AtLimit { .. } | Slot::HeldElsewhere => return Disposition::Wait(limit::retry_at()),
+        Slot::Unknown => return Disposition::Requeue,
     }
     let claim = TaskCommand::Start(StartTask {
         task_id,
@@ -318,11 +328,13 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     {
         Ok(executed) => executed,
         Err(CommandError::Rejected(_) | CommandError::Conflict { .. }) => {
-            // Another runner claimed it first.
+            // Another runner claimed it first (or it was canceled).
+            release_lease(context, task_id, job.attempt).await;
             return Disposition::Ack;
         }
         Err(error) => {
             tracing::warn!(%error, task = %task_id, "claiming a task failed");
+            release_lease(context, task_id, job.attempt).await;
             return Disposition::Requeue;
         }
     };
@@ -330,11 +342,12 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         running.insert(job.task_id, container_name(task_id, job.attempt));
     }
     // A busy slot in `/metrics` until this attempt ends (or is aborted).
-    let _busy = metrics::attempt_running();
+    let _busy = metrics::attempt_running(&task.kind);
     let heartbeat = AbortOnDrop::new(tokio::spawn(hold_lease(
         context.clone(),
         task_id,
         job.attempt,
+        task.kind.clone(),
     )));
     let outcome = attempt(context, &task, job.attempt, started.stream_version).await;
     let command = match outcome {
@@ -363,7 +376,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         report(context, task_id, command).await;
     }
     drop(heartbeat);
-    release_lease(context, task_id).await;
+    release_lease(context, task_id, job.attempt).await;
     if let Ok(mut running) = context.running.lock() {
         running.remove(&job.task_id);
     }

@@ -65,8 +65,9 @@ pub(super) async fn handle_when_due(
     }
 }
 
-/// Sends an early job into the wait queue that brings it back nearest
-/// its due time without passing it: published again (its body and
+/// Sends an early job (or one whose kind is at its `max_running`) into the
+/// wait queue that brings it back nearest its due time without passing it:
+/// published again (its body and
 /// properties, a fresh dead-letter history) and acknowledged only once the
 /// broker confirmed the copy; otherwise it is requeued, never dropped.
 pub(super) async fn park(
@@ -97,7 +98,7 @@ pub(super) async fn park(
         "next-attempt-at".into(),
         AMQPValue::LongString(due.to_rfc3339().into()),
     );
-    tracing::debug!(task = %job.task_id, attempt = job.attempt, %due, wait_ms = millis, "a retry is not due yet; parking its job");
+    tracing::debug!(task = %job.task_id, attempt = job.attempt, %due, wait_ms = millis, "a job is not to run yet (a retry's backoff, or its kind at max_running); parking it");
     let exchange = context.options.topology.wait_exchange();
     let properties = delivery.properties.clone().with_headers(headers);
     super::intake::republished(republish, &exchange, job, delivery, properties).await

@@ -1,0 +1,651 @@
+//! A kind's `max_running` across runners, for real: two `taskledger`
+//! runner processes (the binary, `TASKLEDGER_ROLES=runner`) with three
+//! slots each share a kind limited to two; the relay runs here. How many
+//! attempts overlapped is read from the log (each attempt from its
+//! `TaskStarted` to the event that ended it), never timed. Also: a runner
+//! killed holding both slots (its slots come back when its leases expire),
+//! and the in-process intake (no broker) holding a limit too.
+//!
+//! Needs `scripts/services.sh` (PostgreSQL and RabbitMQ).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use taskledger::adapters::rabbitmq::Topology;
+use taskledger::config::FileConfig;
+use taskledger::submission::{self, Submission, Submitter};
+use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
+use taskledger_events::command::load;
+use taskledger_events::postgres::{PgEventStore, StoreOptions};
+use taskledger_events::task::{TaskEvent, TaskId, TaskStatus, Tasks};
+use taskledger_events::testing::TestDatabase;
+use taskledger_events::{Direction, EventStore, RecordedEvent};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+use crate::running::{amqp_url, delete_topology, BROKER};
+use crate::support::cli::{free_port, BINARY};
+use crate::support::poll::eventually;
+
+/// The lease TTL every runner here is given (seconds).
+const LEASE_TTL_SECONDS: i64 = 3;
+
+/// `licensed`: at most two at once across the runners; `free`: no limit.
+/// Both run `sh -c` as child processes of the runner (`local`).
+const KINDS: &str = r#"
+[kinds.licensed]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 120
+max_attempts = 3
+max_running = 2
+
+[kinds.free]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 60
+"#;
+
+/// A database, the relay (in this process) and runner processes.
+struct Installation {
+    database: TestDatabase,
+    store: PgEventStore,
+    config: Arc<FileConfig>,
+    prefix: String,
+    dir: PathBuf,
+    relay: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    runners: Vec<Runner>,
+    _broker: tokio::sync::RwLockReadGuard<'static, ()>,
+}
+
+/// A runner process: the binary with only the runner role, in its own
+/// process group (so a kill takes its attempts' child processes too, as a
+/// crash of its machine would).
+struct Runner {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Installation {
+    async fn start() -> Self {
+        let broker = BROKER.read().await;
+        let database = TestDatabase::create().await;
+        let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("tl-max-running-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kinds.toml"), KINDS).unwrap();
+        let config = Arc::new(FileConfig::parse(KINDS).unwrap());
+        let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (status, _) = watch::channel(RelayStatus::default());
+        let relay = tokio::spawn(relay::run(
+            store.clone(),
+            RelayOptions {
+                amqp_url: amqp_url(),
+                topology: Topology::new(prefix.clone()),
+                kinds: config.kinds.keys().cloned().collect(),
+            },
+            status,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            database,
+            store,
+            config,
+            prefix,
+            dir,
+            relay: Some((stop, relay)),
+            runners: Vec::new(),
+            _broker: broker,
+        }
+    }
+
+    /// Starts runner process `name` with `slots` slots and waits until it
+    /// is ready (connected to the database and the broker).
+    async fn start_runner(&mut self, name: &str, slots: usize) -> usize {
+        use std::os::unix::process::CommandExt as _;
+        let port = free_port();
+        let log = self.dir.join(format!("{name}.log"));
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .env("DATABASE_URL", &self.database.url)
+            .env("AMQP_URL", amqp_url())
+            .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
+            .env("TASKLEDGER_ROLES", "runner")
+            .env("TASKLEDGER_RUNNER_SLOTS", slots.to_string())
+            .env("TASKLEDGER_WORKER_ID", name)
+            .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
+            .env("TASKLEDGER_DATA_DIR", self.dir.join(name))
+            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "TASKLEDGER_LEASE_TTL_SECONDS",
+                LEASE_TTL_SECONDS.to_string(),
+            )
+            .env("TASKLEDGER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.runners.push(Runner { child, log });
+        let index = self.runners.len() - 1;
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let runner = &mut self.runners[index];
+        let runner = std::cell::RefCell::new(runner);
+        eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                let ready = http.get(&url).send().await;
+                if matches!(&ready, Ok(response) if response.status() == 200) {
+                    return Ok(());
+                }
+                let mut runner = runner.borrow_mut();
+                if let Some(status) = runner.child.try_wait().unwrap() {
+                    panic!(
+                        "runner {name} exited with {status} before it was ready:\n{}",
+                        std::fs::read_to_string(&runner.log).unwrap_or_default()
+                    );
+                }
+                Err(format!("runner {name} was not ready within 30 s"))
+            },
+        )
+        .await;
+        index
+    }
+
+    /// Kills runner `index` and its attempts' processes at once (SIGKILL
+    /// to its process group): nothing of it gets to clean up.
+    fn kill_runner(&mut self, index: usize) {
+        let runner = &mut self.runners[index];
+        let group = format!("-{}", runner.child.id());
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL -- {group}");
+        runner.child.wait().unwrap();
+    }
+
+    async fn submit(&self, kind: &str, script: &str) -> TaskId {
+        let Value::Object(params) = json!({ "script": script }) else {
+            unreachable!()
+        };
+        submission::submit(
+            &self.store,
+            &self.config,
+            Submission::new(kind, params, "tests"),
+            Submitter {
+                key_id: Uuid::nil(),
+                idempotency_key: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .task
+        .id
+    }
+
+    /// Waits until every task of `tasks` has a final status.
+    async fn wait_all_final(&self, tasks: &[TaskId], within: Duration) {
+        eventually(within, Duration::from_millis(100), || async {
+            for task_id in tasks {
+                let task = load::<Tasks>(&self.store, &task_id.stream_id())
+                    .await
+                    .unwrap()
+                    .state
+                    .unwrap();
+                if !task.status.is_final() {
+                    return Err(format!(
+                        "task {task_id} is still {:?} after {} attempts (runner logs in {})",
+                        task.status,
+                        task.attempts_started,
+                        self.dir.display()
+                    ));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    async fn history(&self, task_id: TaskId) -> Vec<RecordedEvent> {
+        self.store
+            .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
+            .await
+            .unwrap()
+    }
+
+    async fn finish(mut self) {
+        for runner in &mut self.runners {
+            if runner.child.try_wait().unwrap().is_none() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &runner.child.id().to_string()])
+                    .status();
+                let _ = runner.child.wait();
+            }
+        }
+        if let Some((stop, handle)) = self.relay.take() {
+            let _ = stop.send(());
+            handle.await.unwrap();
+        }
+        delete_topology(&self.prefix, &self.config).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.database.drop_database().await;
+    }
+}
+
+/// One attempt as the log tells it: who ran it, from its `TaskStarted` to
+/// the event that ended it (an outcome, or the retry recorded after its
+/// runner died), by the log's own clock and order.
+#[derive(Debug, Clone)]
+struct Attempt {
+    task_id: TaskId,
+    worker_id: String,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+}
+
+/// Every attempt of the task whose events are `history`.
+fn attempts(task_id: TaskId, history: &[RecordedEvent]) -> Vec<Attempt> {
+    let mut attempts = Vec::new();
+    let mut open: Option<(String, DateTime<Utc>)> = None;
+    for recorded in history {
+        match TaskEvent::from_recorded(recorded).unwrap() {
+            TaskEvent::Started(started) => {
+                assert!(
+                    open.is_none(),
+                    "{task_id}: an attempt started inside another"
+                );
+                open = Some((started.worker_id, recorded.recorded_at));
+            }
+            TaskEvent::ProgressRecorded(_) => {}
+            _ => {
+                if let Some((worker_id, started_at)) = open.take() {
+                    attempts.push(Attempt {
+                        task_id,
+                        worker_id,
+                        started_at,
+                        ended_at: recorded.recorded_at,
+                    });
+                }
+            }
+        }
+    }
+    assert!(open.is_none(), "{task_id}: an attempt never ended");
+    attempts
+}
+
+/// The most of `attempts` that were running at one instant (an attempt
+/// that ended at the instant another started does not overlap it).
+fn most_at_once(attempts: &[Attempt]) -> usize {
+    let mut edges: Vec<(DateTime<Utc>, i32)> = attempts
+        .iter()
+        .flat_map(|attempt| [(attempt.started_at, 1), (attempt.ended_at, -1)])
+        .collect();
+    // At one instant, ends before starts.
+    edges.sort();
+    let (mut now, mut most) = (0_i32, 0_i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+const FINAL: &[&str] = &[
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskTimedOut",
+    "TaskCanceled",
+];
+
+/// Asserts the task succeeded with exactly one terminal event.
+fn assert_one_success(task_id: TaskId, history: &[RecordedEvent]) {
+    let finals: Vec<&str> = history
+        .iter()
+        .map(|recorded| recorded.event_type.as_str())
+        .filter(|event_type| FINAL.contains(event_type))
+        .collect();
+    assert_eq!(finals, ["TaskSucceeded"], "{task_id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runner_processes_never_run_more_of_a_kind_than_its_max_running() {
+    let mut installation = Installation::start().await;
+    installation.start_runner("runner-a", 3).await;
+    installation.start_runner("runner-b", 3).await;
+    let mut licensed = Vec::new();
+    for index in 0..8 {
+        let script =
+            format!("sleep 1; printf '{{\"index\": {index}}}' > \"$TASKLEDGER_OUT/result.json\"");
+        licensed.push(installation.submit("licensed", &script).await);
+    }
+    // Submitted after them: other kinds must not wait behind a kind at its
+    // limit.
+    let mut free = Vec::new();
+    for _ in 0..4 {
+        free.push(installation.submit("free", "echo free").await);
+    }
+    let every: Vec<TaskId> = licensed.iter().chain(&free).copied().collect();
+    installation
+        .wait_all_final(&every, Duration::from_secs(120))
+        .await;
+
+    let mut licensed_attempts = Vec::new();
+    let mut last_licensed_start = 0;
+    for task_id in &licensed {
+        let history = installation.history(*task_id).await;
+        assert_one_success(*task_id, &history);
+        let task_attempts = attempts(*task_id, &history);
+        assert_eq!(task_attempts.len(), 1, "{task_id}: {task_attempts:?}");
+        licensed_attempts.extend(task_attempts);
+        let started = history
+            .iter()
+            .find(|recorded| recorded.event_type == "TaskStarted")
+            .unwrap();
+        last_licensed_start = last_licensed_start.max(started.global_position);
+    }
+    let by_runner =
+        licensed_attempts
+            .iter()
+            .fold(BTreeMap::<&str, usize>::new(), |mut by_runner, attempt| {
+                *by_runner.entry(attempt.worker_id.as_str()).or_default() += 1;
+                by_runner
+            });
+    println!("licensed attempts by runner: {by_runner:?}");
+    let most = most_at_once(&licensed_attempts);
+    assert!(
+        most <= 2,
+        "{most} attempts of a kind with max_running = 2 ran at once: {licensed_attempts:#?}"
+    );
+    assert_eq!(most, 2, "the limit is two, not one: {licensed_attempts:#?}");
+    for task_id in &free {
+        let history = installation.history(*task_id).await;
+        assert_one_success(*task_id, &history);
+        let ended = history.last().unwrap().global_position;
+        assert!(
+            ended < last_licensed_start,
+            "task {task_id} of an unlimited kind ended (position {ended}) only after the last \
+             limited one started ({last_licensed_start}): it waited behind the limit"
+        );
+    }
+    installation.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_runners_slots_come_back_when_its_leases_expire() {
+    let mut installation = Installation::start().await;
+    let first = installation.start_runner("runner-a", 3).await;
+    // Runner A takes both slots of the kind with attempts that would run
+    // for a minute (their retries finish at once).
+    let long = "if [ \"$TASKLEDGER_ATTEMPT\" = 1 ]; then sleep 60; fi; \
+                printf '{\"attempt\": %s}' \"$TASKLEDGER_ATTEMPT\" > \"$TASKLEDGER_OUT/result.json\"";
+    let held = [
+        installation.submit("licensed", long).await,
+        installation.submit("licensed", long).await,
+    ];
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            for task_id in &held {
+                let task = load::<Tasks>(&installation.store, &task_id.stream_id())
+                    .await
+                    .unwrap()
+                    .state
+                    .unwrap();
+                if task.status != TaskStatus::Running {
+                    return Err(format!("task {task_id} is {:?}", task.status));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    installation.start_runner("runner-b", 3).await;
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let script = "sleep 1; printf '{}' > \"$TASKLEDGER_OUT/result.json\"";
+        waiting.push(installation.submit("licensed", script).await);
+    }
+    // A dies holding both slots: no attempt of the kind may start until
+    // its leases expire; then B runs everything, two at a time.
+    installation.kill_runner(first);
+
+    let every: Vec<TaskId> = held.iter().chain(&waiting).copied().collect();
+    installation
+        .wait_all_final(&every, Duration::from_secs(120))
+        .await;
+    let mut by_a = Vec::new();
+    let mut by_b = Vec::new();
+    for task_id in &every {
+        let history = installation.history(*task_id).await;
+        assert_one_success(*task_id, &history);
+        for attempt in attempts(*task_id, &history) {
+            if attempt.worker_id == "runner-a" {
+                by_a.push(attempt);
+            } else {
+                by_b.push(attempt);
+            }
+        }
+    }
+    for task_id in &held {
+        let events: Vec<String> = installation
+            .history(*task_id)
+            .await
+            .into_iter()
+            .map(|recorded| recorded.event_type)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "TaskSubmitted",
+                "TaskStarted",
+                "TaskRetried",
+                "TaskStarted",
+                "TaskSucceeded"
+            ],
+            "{task_id}"
+        );
+    }
+    assert_eq!(
+        by_a.iter()
+            .map(|attempt| attempt.task_id)
+            .collect::<Vec<_>>(),
+        held,
+        "runner A ran exactly the two attempts it held when it died"
+    );
+    assert_eq!(by_b.len(), 6, "{by_b:#?}");
+    // A's slots stayed taken for a whole TTL after its last claim (its
+    // leases were renewed after it), so no attempt started before that.
+    let last_claim_by_a = by_a.iter().map(|attempt| attempt.started_at).max().unwrap();
+    let first_by_b = by_b.iter().map(|attempt| attempt.started_at).min().unwrap();
+    assert!(
+        first_by_b > last_claim_by_a + chrono::Duration::seconds(LEASE_TTL_SECONDS),
+        "runner B started an attempt at {first_by_b}, before runner A's leases (last claimed \
+         {last_claim_by_a}) could have expired"
+    );
+    let most = most_at_once(&by_b);
+    assert!(most <= 2, "{most} at once on runner B: {by_b:#?}");
+    installation.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_broker_the_in_process_intake_holds_the_limit_too() {
+    let kinds = r#"
+[kinds.licensed-in-process]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 60
+max_running = 1
+"#;
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = TestApp::spawn_in_process(kinds, &data_dir, |settings| {
+        settings.runner_slots = 3;
+    })
+    .await;
+    let store = app.store();
+    let config = FileConfig::parse(kinds).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let Value::Object(params) = json!({ "script": "sleep 0.5" }) else {
+            unreachable!()
+        };
+        tasks.push(
+            submission::submit(
+                &store,
+                &config,
+                Submission::new("licensed-in-process", params, "tests"),
+                Submitter {
+                    key_id: Uuid::nil(),
+                    idempotency_key: None,
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap()
+            .task
+            .id,
+        );
+    }
+    let mut every = Vec::new();
+    for task_id in &tasks {
+        let history = eventually(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                let history = store
+                    .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100)
+                    .await
+                    .unwrap();
+                if history
+                    .iter()
+                    .any(|recorded| FINAL.contains(&recorded.event_type.as_str()))
+                {
+                    Ok(history)
+                } else {
+                    Err(format!("task {task_id} has not ended"))
+                }
+            },
+        )
+        .await;
+        assert_one_success(*task_id, &history);
+        every.extend(attempts(*task_id, &history));
+    }
+    assert_eq!(most_at_once(&every), 1, "{every:#?}");
+    // The waits are counted where an operator looks.
+    let metrics = app.metrics().await;
+    let at_limit = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("taskledger_runner_kind_at_limit_total{kind=\"licensed-in-process\"}")
+        })
+        .unwrap_or_else(|| panic!("no at-limit count for the kind in:\n{metrics}"));
+    assert!(!at_limit.ends_with(" 0"), "{at_limit}");
+    assert!(
+        metrics.contains("taskledger_runner_kind_running{kind=\"licensed-in-process\"} 0"),
+        "{metrics}"
+    );
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_a_dead_runner_left_hold_their_slots_until_they_expire() {
+    let kinds = r#"
+[kinds.licensed-leftover]
+image = "unused"
+executor = "local"
+command = ["sh", "-c", "{script}"]
+required_params = ["script"]
+timeout_seconds = 60
+max_running = 2
+"#;
+    let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
+    let app = TestApp::spawn_in_process(kinds, &data_dir, |settings| {
+        settings.runner_slots = 3;
+        settings.lease_ttl_seconds = 2;
+    })
+    .await;
+    // A runner died holding both slots between taking its leases and
+    // claiming their tasks: no job of theirs comes back to clean up, so
+    // only the leases' age frees the slots.
+    let left_at: DateTime<Utc> = app
+        .row(
+            "WITH left_behind AS (
+                 INSERT INTO attempt_leases (task_id, attempt, worker_id, kind)
+                 VALUES (gen_random_uuid(), 1, 'runner-dead', 'licensed-leftover'),
+                        (gen_random_uuid(), 1, 'runner-dead', 'licensed-leftover')
+                 RETURNING renewed_at)
+             SELECT max(renewed_at) FROM left_behind",
+        )
+        .await
+        .get(0);
+    let store = app.store();
+    let config = FileConfig::parse(kinds).unwrap();
+    let Value::Object(params) = json!({ "script": "true" }) else {
+        unreachable!()
+    };
+    let task_id = submission::submit(
+        &store,
+        &config,
+        Submission::new("licensed-leftover", params, "tests"),
+        Submitter {
+            key_id: Uuid::nil(),
+            idempotency_key: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .task
+    .id;
+    let history = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let history = store
+                .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100)
+                .await
+                .unwrap();
+            if history
+                .iter()
+                .any(|recorded| FINAL.contains(&recorded.event_type.as_str()))
+            {
+                Ok(history)
+            } else {
+                Err(format!(
+                    "task {task_id} has not ended: the leases left behind were never freed"
+                ))
+            }
+        },
+    )
+    .await;
+    assert_one_success(task_id, &history);
+    let started = &attempts(task_id, &history)[0];
+    assert!(
+        started.started_at > left_at + chrono::Duration::seconds(2),
+        "the task started at {}, while the leases left at {left_at} were fresh",
+        started.started_at
+    );
+    app.finish().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_retry_due",
         sql: include_str!("../../migrations/0017_task_retry_due.sql"),
     },
+    Migration {
+        version: 18,
+        name: "task_executor_jobs",
+        sql: include_str!("../../migrations/0018_task_executor_jobs.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

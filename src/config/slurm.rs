@@ -86,7 +86,9 @@ pub fn check_partitions(
         .map(|(name, kind)| {
             (
                 name,
-                kind.slurm.as_ref().and_then(|slurm| slurm.partition.as_ref()),
+                kind.slurm
+                    .as_ref()
+                    .and_then(|slurm| slurm.partition.as_ref()),
             )
         })
         .collect();
@@ -163,7 +165,10 @@ mod tests {
             ("slurm = { partitoin = \"a\" }", "unknown field `partitoin`"),
         ] {
             let error = format!("{:#}", FileConfig::parse(&slurm_kind(table)).unwrap_err());
-            assert!(error.contains("\"hpc\"") && error.contains(expected), "{error}");
+            assert!(
+                error.contains("\"hpc\"") && error.contains(expected),
+                "{error}"
+            );
         }
         let docker = "[kinds.d]\nimage = \"i\"\ncommand = [\"run\"]\nslurm = { cpus = 1 }\n";
         let error = format!("{:#}", FileConfig::parse(docker).unwrap_err());

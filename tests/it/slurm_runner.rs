@@ -98,7 +98,12 @@ fn count(history: &[String], event_type: &str) -> usize {
     history.iter().filter(|event| *event == event_type).count()
 }
 
-const TERMINAL: [&str; 4] = ["TaskSucceeded", "TaskFailed", "TaskTimedOut", "TaskCanceled"];
+const TERMINAL: [&str; 4] = [
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskTimedOut",
+    "TaskCanceled",
+];
 
 fn terminal_events(history: &[String]) -> usize {
     TERMINAL.iter().map(|event| count(history, event)).sum()
@@ -112,20 +117,33 @@ async fn a_slurm_job_succeeds_with_its_out_files_as_artifacts_and_its_result() {
     let task_id = submit(&cluster, WRITES_RESULT, None).await;
     let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(task.result, Some(json!({"answer": 42}).as_object().unwrap().clone()));
+    assert_eq!(
+        task.result,
+        Some(json!({"answer": 42}).as_object().unwrap().clone())
+    );
     let names: Vec<&str> = task.artifacts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["report.txt", "result.json", "stdout.log"]);
-    let log = task.artifacts.iter().find(|a| a.name == "stdout.log").unwrap();
+    let log = task
+        .artifacts
+        .iter()
+        .find(|a| a.name == "stdout.log")
+        .unwrap();
     let blobs = taskledger::adapters::blobs::BlobStore::new(&cluster.blobs);
     let bytes = std::fs::read(blobs.path(&log.sha256).unwrap()).unwrap();
     assert_eq!(String::from_utf8_lossy(&bytes), "hello from slurm\n");
     // The job id is recorded, and it is the one job of that name.
     let (id, state) = the_job(task_id, 1);
     let job = task.executor_job.clone().unwrap();
-    assert_eq!((job.executor.as_str(), job.job_id.as_str()), ("slurm", id.as_str()));
+    assert_eq!(
+        (job.executor.as_str(), job.job_id.as_str()),
+        ("slurm", id.as_str())
+    );
     assert_eq!(state, "COMPLETED");
     let history = cluster.history(task_id).await;
-    assert_eq!(history[..3], ["TaskSubmitted", "TaskStarted", "TaskJobSubmitted"]);
+    assert_eq!(
+        history[..3],
+        ["TaskSubmitted", "TaskStarted", "TaskJobSubmitted"]
+    );
     assert_eq!(history.last().map(String::as_str), Some("TaskSucceeded"));
     assert_eq!(terminal_events(&history), 1);
     // The job's working directory is gone once the outcome is recorded.
@@ -150,24 +168,37 @@ async fn a_job_waiting_in_slurm_shows_queued_with_its_job_id_then_running() {
         .unwrap();
     assert!(blocker.status.success(), "{blocker:?}");
     let blocker = String::from_utf8_lossy(&blocker.stdout).trim().to_owned();
-    eventually(Duration::from_secs(60), Duration::from_millis(200), || async {
-        let state = std::process::Command::new("squeue")
-            .args(["--noheader", "--states=all", "--format=%T", "--jobs", &blocker])
-            .output()
-            .unwrap();
-        match String::from_utf8_lossy(&state.stdout).trim() {
-            "RUNNING" => Ok(()),
-            other => Err(format!("the blocking job is {other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let state = std::process::Command::new("squeue")
+                .args([
+                    "--noheader",
+                    "--states=all",
+                    "--format=%T",
+                    "--jobs",
+                    &blocker,
+                ])
+                .output()
+                .unwrap();
+            match String::from_utf8_lossy(&state.stdout).trim() {
+                "RUNNING" => Ok(()),
+                other => Err(format!("the blocking job is {other:?}")),
+            }
+        },
+    )
     .await;
     cluster.start_runner(1);
     // It runs for a few polls, so that the runner sees it running.
     let task_id = submit(&cluster, &format!("sleep 3; {WRITES_RESULT}"), None).await;
     let waiting = cluster
-        .wait_for(task_id, "a recorded Slurm job", Duration::from_secs(60), |task| {
-            task.executor_job.is_some()
-        })
+        .wait_for(
+            task_id,
+            "a recorded Slurm job",
+            Duration::from_secs(60),
+            |task| task.executor_job.is_some(),
+        )
         .await;
     let (id, state) = the_job(task_id, 1);
     assert_eq!(state, "PENDING");
@@ -176,7 +207,10 @@ async fn a_job_waiting_in_slurm_shows_queued_with_its_job_id_then_running() {
     let view = taskledger::http::tasks::TaskView::from_task(&waiting, 0, 0);
     let view = serde_json::to_value(&view).unwrap();
     assert_eq!(view["status"], "queued");
-    assert_eq!(view["executor_job"], json!({"executor": "slurm", "job_id": id}));
+    assert_eq!(
+        view["executor_job"],
+        json!({"executor": "slurm", "job_id": id})
+    );
     std::process::Command::new("scancel")
         .arg(&blocker)
         .status()
@@ -207,11 +241,20 @@ async fn a_slurm_job_that_exits_non_zero_fails_the_task_with_its_exit_code() {
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.exit_code, Some(3));
     assert!(
-        task.error.as_deref().unwrap().contains("exited with code 3"),
+        task.error
+            .as_deref()
+            .unwrap()
+            .contains("exited with code 3"),
         "{:?}",
         task.error
     );
-    assert_eq!(task.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["stdout.log"]);
+    assert_eq!(
+        task.artifacts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["stdout.log"]
+    );
     assert_eq!(the_job(task_id, 1).1, "FAILED");
     cluster.finish().await;
 }
@@ -225,12 +268,16 @@ async fn a_slurm_job_past_the_tasks_timeout_is_cancelled_and_the_task_timed_out(
     let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
     assert_eq!(task.status, TaskStatus::TimedOut, "{:?}", task.error);
     // The runner stopped the job: it does not run on.
-    eventually(Duration::from_secs(30), Duration::from_millis(200), || async {
-        match the_job(task_id, 1) {
-            (_, state) if state == "CANCELLED" => Ok(()),
-            other => Err(format!("the job is {other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match the_job(task_id, 1) {
+                (_, state) if state == "CANCELLED" => Ok(()),
+                other => Err(format!("the job is {other:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(terminal_events(&cluster.history(task_id).await), 1);
     cluster.finish().await;
@@ -256,12 +303,16 @@ async fn a_task_canceled_in_taskledger_has_its_slurm_job_cancelled() {
     )
     .await
     .unwrap();
-    eventually(Duration::from_secs(30), Duration::from_millis(200), || async {
-        match the_job(task_id, 1) {
-            (_, state) if state == "CANCELLED" => Ok(()),
-            other => Err(format!("the job is {other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match the_job(task_id, 1) {
+                (_, state) if state == "CANCELLED" => Ok(()),
+                other => Err(format!("the job is {other:?}")),
+            }
+        },
+    )
     .await;
     let task = cluster.task(task_id).await;
     assert_eq!(task.status, TaskStatus::Canceled);
@@ -288,8 +339,14 @@ async fn a_runner_killed_mid_job_is_replaced_by_one_that_adopts_the_job() {
     // max_attempts = 1: a retry would have failed the task.
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
     assert_eq!(task.attempts_started, 1);
-    assert_eq!(task.result, Some(json!({"answer": 42}).as_object().unwrap().clone()));
-    assert_eq!(task.executor_job.unwrap().job_id, running.executor_job.unwrap().job_id);
+    assert_eq!(
+        task.result,
+        Some(json!({"answer": 42}).as_object().unwrap().clone())
+    );
+    assert_eq!(
+        task.executor_job.unwrap().job_id,
+        running.executor_job.unwrap().job_id
+    );
     assert_eq!(the_job(task_id, 1).1, "COMPLETED");
     let history = cluster.history(task_id).await;
     assert_eq!(count(&history, "TaskStarted"), 1);
@@ -342,25 +399,43 @@ async fn a_submission_slurm_refuses_fails_the_task_with_slurms_message_and_no_re
 async fn restart_slurmctld() {
     let pid = std::fs::read_to_string("/var/run/slurmctld.pid").unwrap();
     let pid = pid.trim().to_owned();
-    assert!(std::process::Command::new("kill").arg(&pid).status().unwrap().success());
-    eventually(Duration::from_secs(30), Duration::from_millis(100), || async {
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            Err(format!("slurmctld {pid} still runs"))
-        } else {
-            Ok(())
-        }
-    })
+    assert!(std::process::Command::new("kill")
+        .arg(&pid)
+        .status()
+        .unwrap()
+        .success());
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                Err(format!("slurmctld {pid} still runs"))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     let _ = std::fs::remove_file("/var/run/slurmctld.pid");
-    assert!(std::process::Command::new("slurmctld").status().unwrap().success());
-    eventually(Duration::from_secs(60), Duration::from_millis(200), || async {
-        let ping = std::process::Command::new("scontrol").arg("ping").output().unwrap();
-        if String::from_utf8_lossy(&ping.stdout).contains("is UP") {
-            Ok(())
-        } else {
-            Err("slurmctld does not answer yet".to_owned())
-        }
-    })
+    assert!(std::process::Command::new("slurmctld")
+        .status()
+        .unwrap()
+        .success());
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let ping = std::process::Command::new("scontrol")
+                .arg("ping")
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&ping.stdout).contains("is UP") {
+                Ok(())
+            } else {
+                Err("slurmctld does not answer yet".to_owned())
+            }
+        },
+    )
     .await;
 }
 
@@ -374,7 +449,10 @@ async fn a_slurmctld_restart_mid_run_loses_nothing() {
     restart_slurmctld().await;
     let task = cluster.wait_final(task_id, Duration::from_secs(120)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(task.result, Some(json!({"answer": 42}).as_object().unwrap().clone()));
+    assert_eq!(
+        task.result,
+        Some(json!({"answer": 42}).as_object().unwrap().clone())
+    );
     assert_eq!(the_job(task_id, 1).1, "COMPLETED");
     let history = cluster.history(task_id).await;
     assert_eq!(count(&history, "TaskJobSubmitted"), 1);

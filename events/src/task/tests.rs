@@ -369,11 +369,19 @@ fn a_retry_or_the_next_attempt_forgets_the_last_attempts_job() {
     assert_eq!(task.shown_status(), TaskStatus::Queued);
     assert_eq!(task.executor_job, None);
     let task = task_after(
-        [submitted(), started(1), job_submitted(1), retried_after_failure(1)],
+        [
+            submitted(),
+            started(1),
+            job_submitted(1),
+            retried_after_failure(1),
+        ],
         start(2),
         started(2),
     );
-    assert_eq!((task.shown_status(), task.executor_job), (TaskStatus::Running, None));
+    assert_eq!(
+        (task.shown_status(), task.executor_job),
+        (TaskStatus::Running, None)
+    );
 }
 
 #[test]
@@ -398,7 +406,10 @@ fn a_job_is_recorded_once_per_attempt_and_only_for_the_current_one() {
         );
     given(running())
         .when(record_job_running(1, "4711"))
-        .then_error(RefusalKind::InvalidTransition, "attempt 1 has no job recorded");
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "attempt 1 has no job recorded",
+        );
     given(running_second_attempt())
         .when(record_job_submitted(1, "4711"))
         .then_error(

@@ -459,3 +459,62 @@ async fn a_slurmctld_restart_mid_run_loses_nothing() {
     assert_eq!(terminal_events(&history), 1);
     cluster.finish().await;
 }
+
+/// What start-up says of the configuration file `text` for a process with
+/// `roles`: `None` when it starts.
+async fn start_up_refusal(
+    text: &str,
+    roles: Vec<taskledger::config::settings::Role>,
+) -> Option<(String, std::path::PathBuf)> {
+    let path = std::env::temp_dir().join(format!("tl-slurm-config-{}.toml", Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    let database = taskledger_events::testing::TestDatabase::create().await;
+    let mut settings = taskledger::config::settings::Settings::for_database(database.url.clone());
+    settings.config = Some(path.clone());
+    settings.roles = roles;
+    let (_stop, signal) = taskledger::service::shutdown::channel();
+    let refusal = match taskledger::service::startup::Application::build(&settings, signal).await {
+        Ok(_) => None,
+        Err(error) => Some((format!("{error:#}"), path.clone())),
+    };
+    let _ = std::fs::remove_file(&path);
+    database.drop_database().await;
+    refusal
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_refuses_to_start_with_a_partition_slurm_does_not_have_or_an_unknown_executor() {
+    use taskledger::config::settings::Role;
+    let nowhere = "[kinds.hpc]\nexecutor = \"slurm\"\ncommand = [\"true\"]\n\
+                   slurm = { partition = \"tl-no-such-partition\" }\n";
+    let (error, path) = start_up_refusal(nowhere, vec![Role::Runner])
+        .await
+        .expect("refused");
+    assert!(
+        error.contains(&path.display().to_string())
+            && error.contains("task kind \"hpc\"")
+            && error.contains("slurm.partition \"tl-no-such-partition\""),
+        "{error}"
+    );
+    // A process that runs no tasks does not need the cluster.
+    assert!(start_up_refusal(nowhere, vec![Role::Projector])
+        .await
+        .is_none());
+    // The cluster's own partition starts.
+    let debug = format!(
+        "[kinds.hpc]\nexecutor = \"slurm\"\ncommand = [\"true\"]\nslurm = {{ partition = \"{}\" }}\n",
+        partition()
+    );
+    assert!(start_up_refusal(&debug, vec![Role::Runner]).await.is_none());
+    let unknown = "[kinds.k8s]\nexecutor = \"kubernetes\"\ncommand = [\"true\"]\n";
+    let (error, path) = start_up_refusal(unknown, vec![Role::Runner])
+        .await
+        .expect("refused");
+    assert!(
+        error.contains(&path.display().to_string())
+            && error.contains("task kind \"k8s\"")
+            && error.contains("executor must be")
+            && error.contains("kubernetes"),
+        "{error}"
+    );
+}

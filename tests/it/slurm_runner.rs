@@ -518,3 +518,88 @@ async fn a_runner_refuses_to_start_with_a_partition_slurm_does_not_have_or_an_un
         "{error}"
     );
 }
+
+/// Submits an `hpc-node` task (a job that takes the whole node) of
+/// `priority` that appends `label` to `order`.
+async fn submit_ranked(
+    cluster: &Cluster,
+    order: &std::path::Path,
+    label: &str,
+    priority: i32,
+) -> TaskId {
+    use taskledger::submission::{self, Submission, Submitter};
+    let script = format!("echo {label} >> {}", order.display());
+    let serde_json::Value::Object(params) = json!({ "script": script }) else {
+        unreachable!()
+    };
+    submission::submit(
+        &cluster.store,
+        &cluster.config,
+        Submission {
+            priority: Some(priority),
+            ..Submission::new("hpc-node", params, "tests")
+        },
+        Submitter {
+            key_id: Uuid::nil(),
+            idempotency_key: None,
+        },
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .task
+    .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_node_busy_a_higher_priority_task_submitted_later_starts_first() {
+    let _controller = CONTROLLER.read().await;
+    let cpus = std::process::Command::new("sinfo")
+        .args(["--noheader", "--format=%c"])
+        .arg(format!("--partition={}", partition()))
+        .output()
+        .unwrap();
+    let cpus = String::from_utf8_lossy(&cpus.stdout).trim().to_owned();
+    let kinds = format!(
+        "{}\n[kinds.hpc-node]\nexecutor = \"slurm\"\ncommand = [\"sh\", \"-c\", \"{{script}}\"]\n\
+         required_params = [\"script\"]\nmax_attempts = 1\n\
+         slurm = {{ partition = \"{}\", memory_mb = 64, cpus = {cpus} }}\n",
+        kinds(),
+        partition()
+    );
+    let mut cluster = Cluster::start_with_kinds(&kinds).await;
+    let order = cluster.blobs.join("order.txt");
+    std::fs::create_dir_all(&cluster.blobs).unwrap();
+    // The whole node is taken, so both jobs wait, and each needs the whole
+    // node, so they run one after the other.
+    let blocker = std::process::Command::new("sbatch")
+        .args(["--parsable", "--exclusive", "--job-name=tl-test-blocker"])
+        .arg(format!("--partition={}", partition()))
+        .args(["--output=/dev/null", "--wrap=sleep 300"])
+        .output()
+        .unwrap();
+    assert!(blocker.status.success(), "{blocker:?}");
+    let blocker = String::from_utf8_lossy(&blocker.stdout).trim().to_owned();
+    cluster.start_runner(2);
+    let low = submit_ranked(&cluster, &order, "low", -1000).await;
+    let recorded = |task: &Task| task.executor_job.is_some();
+    cluster
+        .wait_for(low, "a recorded job", Duration::from_secs(60), recorded)
+        .await;
+    let high = submit_ranked(&cluster, &order, "high", 1000).await;
+    cluster
+        .wait_for(high, "a recorded job", Duration::from_secs(60), recorded)
+        .await;
+    assert_eq!(the_job(low, 1).1, "PENDING");
+    assert_eq!(the_job(high, 1).1, "PENDING");
+    std::process::Command::new("scancel")
+        .arg(&blocker)
+        .status()
+        .unwrap();
+    for task_id in [low, high] {
+        let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
+        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    }
+    assert_eq!(std::fs::read_to_string(&order).unwrap(), "high\nlow\n");
+    cluster.finish().await;
+}

@@ -603,3 +603,48 @@ async fn with_the_node_busy_a_higher_priority_task_submitted_later_starts_first(
     assert_eq!(std::fs::read_to_string(&order).unwrap(), "high\nlow\n");
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_canceled_while_no_runner_watched_its_job_has_the_job_cancelled() {
+    let _controller = CONTROLLER.read().await;
+    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let first = cluster.start_runner(1);
+    let task_id = submit(&cluster, "sleep 120", None).await;
+    wait_job_running(&cluster, task_id).await;
+    let (_, _, handle) = cluster.runners.remove(0);
+    handle.abort();
+    let _ = handle.await;
+    execute::<Tasks>(
+        &cluster.store,
+        &task_id.stream_id(),
+        TaskCommand::Cancel(CancelTask {
+            task_id,
+            reason: None,
+            canceled_at: Utc::now(),
+        }),
+        Uuid::new_v4(),
+        Metadata::default(),
+    )
+    .await
+    .unwrap();
+    close_connection(&format!("taskledger-runner-{first}")).await;
+    assert_eq!(the_job(task_id, 1).1, "RUNNING");
+    // The next runner gets the job back, sees the task canceled and stops
+    // the job it left.
+    cluster.start_runner(1);
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            match the_job(task_id, 1) {
+                (_, state) if state == "CANCELLED" => Ok(()),
+                other => Err(format!("the job is {other:?}")),
+            }
+        },
+    )
+    .await;
+    let history = cluster.history(task_id).await;
+    assert_eq!(history.last().map(String::as_str), Some("TaskCanceled"));
+    assert_eq!(terminal_events(&history), 1);
+    cluster.finish().await;
+}

@@ -111,6 +111,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0017_task_retry_due.sql"),
     },
     Migration {
+        version: 18,
+        name: "task_executor_jobs",
+        sql: include_str!("../../migrations/0018_task_executor_jobs.sql"),
+    },
+    Migration {
         version: 19,
         name: "attempt_lease_kinds",
         sql: include_str!("../../migrations/0019_attempt_lease_kinds.sql"),

@@ -27,12 +27,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::retry::RetryPolicy;
+use super::slurm::SlurmSettings;
 
 /// How tasks of one kind run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskKind {
-    /// The container image.
+    /// The container image (not used, and not needed, by `executor =
+    /// "slurm"` kinds).
+    #[serde(default)]
     pub image: String,
     /// The argv template: strings, and groups of strings (e.g. `["-p",
     /// "{proxy}"]`) that are left out whole when a parameter they use is
@@ -90,9 +93,11 @@ pub struct TaskKind {
     /// Bytes of files under `/out` collected at most; more fails the task.
     #[serde(default = "default_files_limit")]
     pub files_limit_bytes: u64,
-    /// How the command runs: `docker` (default: a sandboxed container) or
+    /// How the command runs: `docker` (default: a sandboxed container),
     /// `local` (a plain child process, for development without a Docker
-    /// engine; `image`, `network` and the limits do not apply).
+    /// engine; `image`, `network` and the limits do not apply) or `slurm`
+    /// (a batch job on a Slurm cluster, see `slurm`; `image`, `network`,
+    /// `memory_mb`, `cpus` and `pids_limit` do not apply).
     #[serde(default)]
     pub executor: Executor,
     /// The most attempts of this kind that run at once across every runner
@@ -101,6 +106,9 @@ pub struct TaskKind {
     /// (`workers::runner::limit`).
     #[serde(default, deserialize_with = "positive_limit")]
     pub max_running: Option<u32>,
+    /// Where and with what an `executor = "slurm"` kind's jobs run.
+    #[serde(default)]
+    pub slurm: Option<SlurmSettings>,
 }
 
 /// Reads `[kinds.*]` one kind at a time, so that a kind's bad field (an
@@ -123,7 +131,7 @@ pub(super) fn by_name<'de, D: serde::Deserializer<'de>>(
 
 /// What runs a kind's command.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum Executor {
     /// A container through the Docker API (the default).
     #[default]
@@ -131,6 +139,24 @@ pub enum Executor {
     /// A child process of the runner, with `TASKLEDGER_OUT` naming a
     /// fresh directory that plays `/out`. Development only: no sandbox.
     Local,
+    /// A batch job on a Slurm cluster, through `sbatch`/`squeue`/`scancel`
+    /// (see the kind's `slurm` table).
+    Slurm,
+}
+
+impl TryFrom<String> for Executor {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match name.as_str() {
+            "docker" => Ok(Self::Docker),
+            "local" => Ok(Self::Local),
+            "slurm" => Ok(Self::Slurm),
+            other => Err(format!(
+                "executor must be \"docker\", \"local\" or \"slurm\"; got {other:?}"
+            )),
+        }
+    }
 }
 
 /// One element of a command template.
@@ -293,7 +319,13 @@ impl TaskKind {
     /// # Errors
     /// The first problem found.
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.image.trim().is_empty(), "image is empty");
+        match (self.executor, &self.slurm) {
+            (Executor::Slurm, slurm) => slurm.clone().unwrap_or_default().check()?,
+            (_, Some(_)) => {
+                anyhow::bail!("slurm applies only to kinds with executor = \"slurm\"")
+            }
+            (_, None) => anyhow::ensure!(!self.image.trim().is_empty(), "image is empty"),
+        }
         anyhow::ensure!(!self.command.is_empty(), "command is empty");
         anyhow::ensure!(
             self.timeout_seconds > 0,

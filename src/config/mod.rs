@@ -1,13 +1,14 @@
 //! The structured configuration file (`TASKLEDGER_CONFIG`, TOML; with none,
 //! the shipped default built into the binary): reading and checking it, and
 //! its tables — task kinds (`[kinds.NAME]`, see [`kind`], and their retry
-//! policies, [`retry`]), `[limits]` (see
+//! policies, [`retry`], and Slurm settings, [`slurm`]), `[limits]` (see
 //! [`limits`]) and `[rockblock]`.
 
 pub mod kind;
 pub mod limits;
 pub mod retry;
 pub mod settings;
+pub mod slurm;
 #[cfg(test)]
 mod tests;
 

@@ -78,7 +78,15 @@ fn the_example_configuration_loads() {
     let config = FileConfig::load(&path).unwrap();
     assert_eq!(
         config.kinds.keys().collect::<Vec<_>>(),
-        ["batch", "url-analysis"]
+        ["batch", "hpc-batch", "url-analysis"]
+    );
+    let hpc = config.kind("hpc-batch").unwrap();
+    assert_eq!(hpc.executor, super::kind::Executor::Slurm);
+    assert_eq!(
+        hpc.slurm
+            .as_ref()
+            .and_then(|slurm| slurm.partition.as_deref()),
+        Some("batch")
     );
     let argv = config
         .kind("url-analysis")

@@ -21,7 +21,8 @@ use crate::service::dependencies::KindCheck;
 pub struct KindView {
     /// Its name: a submission's `kind`.
     pub name: String,
-    /// `docker` (a sandboxed container) or `local` (a child process).
+    /// `docker` (a sandboxed container), `local` (a child process) or
+    /// `slurm` (a Slurm batch job).
     pub executor: String,
     /// The container image (for `docker`).
     pub image: String,
@@ -68,6 +69,7 @@ impl KindView {
             executor: match kind.executor {
                 Executor::Docker => "docker",
                 Executor::Local => "local",
+                Executor::Slurm => "slurm",
             }
             .to_owned(),
             image: kind.image.clone(),

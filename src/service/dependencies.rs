@@ -183,7 +183,9 @@ impl Dependencies {
         let mut bridge: Option<Result<(), String>> = None;
         for (name, kind) in &self.config.kinds {
             let problem = match (kind.executor, engine) {
-                (Executor::Local, _) => None,
+                // Its partition was checked at start-up; a controller that
+                // is down meanwhile is waited out by the runner.
+                (Executor::Local | Executor::Slurm, _) => None,
                 (Executor::Docker, None) => Some("no Docker engine answers this runner".to_owned()),
                 (Executor::Docker, Some(docker)) => {
                     let mut problem = image_problem(docker, &kind.image).await;

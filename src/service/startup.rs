@@ -70,6 +70,14 @@ impl Application {
             None => FileConfig::default(),
         };
         tracing::info!(kinds = ?config.kinds.keys().collect::<Vec<_>>(), "task kinds configured");
+        if settings.roles.contains(&Role::Runner) {
+            // A Slurm kind's partition must exist where its jobs are sent.
+            let file = settings.config.as_deref().map_or_else(
+                || "the shipped configuration".to_owned(),
+                |path| path.display().to_string(),
+            );
+            crate::config::slurm::check_partitions(&config, &file, "sinfo".as_ref())?;
+        }
         let mo = mo_policy(&config, settings.config.as_deref())?;
         let applied = database::prepare(settings).await?;
         if !applied.is_empty() {

@@ -26,6 +26,7 @@ mod rockblock;
 mod routes;
 mod running;
 mod slurm;
+mod slurm_runner;
 mod support;
 mod tasks;
 mod tenants;

@@ -597,3 +597,27 @@ fn the_task_view_documents_when_a_waiting_retry_is_due() {
         "present only while a retry waits: {view}"
     );
 }
+
+#[test]
+fn the_task_view_documents_a_slurm_jobs_id_and_queued_while_it_waits() {
+    let document = serde_json::to_value(http::openapi()).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let view = &schemas["TaskView"];
+    assert!(
+        view["properties"]["executor_job"]
+            .to_string()
+            .contains("ExecutorJobView"),
+        "{view}"
+    );
+    assert!(
+        view["properties"]["status"]["description"]
+            .as_str()
+            .is_some_and(|text| text.contains("queued") && text.contains("Slurm")),
+        "{view}"
+    );
+    let job = &schemas["ExecutorJobView"];
+    for field in ["executor", "job_id", "running_at"] {
+        assert!(job["properties"].get(field).is_some(), "{field}: {job}");
+    }
+    assert_eq!(job["required"], json!(["executor", "job_id"]), "{job}");
+}

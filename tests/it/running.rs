@@ -135,7 +135,19 @@ impl Cluster {
         Self::start_holding(broker).await
     }
 
+    /// A cluster sharing the broker, whose kinds are `kinds` (TOML).
+    pub(crate) async fn start_with_kinds(kinds: &str) -> Self {
+        let broker = BrokerHold::Shared {
+            _guard: BROKER.read().await,
+        };
+        Self::start_configured(broker, FileConfig::parse(kinds).unwrap()).await
+    }
+
     async fn start_holding(broker: BrokerHold) -> Self {
+        Self::start_configured(broker, FileConfig::parse(&kinds()).unwrap()).await
+    }
+
+    async fn start_configured(broker: BrokerHold, config: FileConfig) -> Self {
         let database = TestDatabase::create().await;
         let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
         let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
@@ -143,7 +155,7 @@ impl Cluster {
             database,
             store,
             topology: Topology::new(prefix),
-            config: Arc::new(FileConfig::parse(&kinds()).unwrap()),
+            config: Arc::new(config),
             blobs: std::env::temp_dir().join(format!("tl-blobs-{}", Uuid::new_v4())),
             relay: None,
             runners: Vec::new(),
@@ -561,7 +573,7 @@ async fn rabbitmqctl(args: &[&str]) -> std::process::Output {
 
 /// Closes the broker connection whose name is `name`, if it is still open
 /// (as RabbitMQ does to a client whose host died).
-async fn close_connection(name: &str) {
+pub(crate) async fn close_connection(name: &str) {
     let listed = rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]).await;
     let text = String::from_utf8_lossy(&listed.stdout);
     let Some(pid) = text

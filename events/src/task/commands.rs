@@ -64,6 +64,10 @@ pub enum TaskCommand {
     TimeOut(TimeOutTask),
     /// See [`RetryTask`].
     Retry(RetryTask),
+    /// See [`RecordJobSubmitted`].
+    RecordJobSubmitted(RecordJobSubmitted),
+    /// See [`RecordJobRunning`].
+    RecordJobRunning(RecordJobRunning),
 }
 
 impl TaskCommand {
@@ -79,6 +83,8 @@ impl TaskCommand {
             Self::Fail(command) => command.task_id,
             Self::TimeOut(command) => command.task_id,
             Self::Retry(command) => command.task_id,
+            Self::RecordJobSubmitted(command) => command.task_id,
+            Self::RecordJobRunning(command) => command.task_id,
         }
     }
 }
@@ -204,6 +210,40 @@ pub struct RetryTask {
     pub retried_at: DateTime<Utc>,
     /// When the next attempt may start (see [`FailTask::next_attempt_at`]).
     pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The longest executor name or executor job id, in bytes.
+pub const MAX_EXECUTOR_JOB_BYTES: usize = 200;
+
+/// A worker handed the current attempt to an outside executor, which
+/// accepted it as a job (`sbatch` printed its id). Once per attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordJobSubmitted {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt the job runs.
+    pub attempt: u32,
+    /// The executor (`slurm`). 1 to [`MAX_EXECUTOR_JOB_BYTES`] bytes, no
+    /// control characters.
+    pub executor: String,
+    /// The executor's id for the job; as `executor`.
+    pub job_id: String,
+    /// When the executor accepted it.
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// A worker saw the attempt's job (recorded by [`RecordJobSubmitted`])
+/// start running. Once per attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordJobRunning {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt.
+    pub attempt: u32,
+    /// The job: the one recorded for the attempt.
+    pub job_id: String,
+    /// When the worker first saw it running.
+    pub running_at: DateTime<Utc>,
 }
 
 /// A file an attempt produced, stored by its content hash.

@@ -6,14 +6,15 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::commands::{
-    Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask, StartTask,
-    SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
-    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
-    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning, RecordJobSubmitted,
+    RecordTaskProgress, RetryTask, StartTask, SubmitTask, TaskCommand, TimeOutTask,
+    MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_EXECUTOR_JOB_BYTES,
+    MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES,
+    MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 use super::events::{
-    TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried, TaskStarted,
-    TaskSucceeded, TaskTimedOut,
+    TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted, TaskProgressRecorded,
+    TaskRetried, TaskStarted, TaskSucceeded, TaskTimedOut,
 };
 use super::{Task, TaskId, TaskState, TaskStatus};
 use crate::{check, Refusal};
@@ -38,6 +39,10 @@ use crate::{check, Refusal};
 /// - [`TimeOutTask`] (running) → `TaskTimedOut`; never retried.
 /// - [`RetryTask`] (running) → `TaskRetried` when attempts remain; otherwise
 ///   `TaskFailed` with the error "gave up after N attempts: {reason}".
+/// - [`RecordJobSubmitted`] (running, no job recorded for the attempt yet) →
+///   `TaskJobSubmitted`.
+/// - [`RecordJobRunning`] (running, that job recorded and not yet running) →
+///   `TaskJobRunning`.
 ///
 /// # Errors
 /// A [`Refusal`] whose [`kind`](Refusal::kind) is
@@ -65,6 +70,12 @@ pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>,
             time_out_task(existing(state, time_out.task_id)?, time_out)?
         }
         TaskCommand::Retry(retry) => retry_task(existing(state, retry.task_id)?, retry)?,
+        TaskCommand::RecordJobSubmitted(submitted) => {
+            record_job_submitted(existing(state, submitted.task_id)?, submitted)?
+        }
+        TaskCommand::RecordJobRunning(running) => {
+            record_job_running(existing(state, running.task_id)?, running)?
+        }
     };
     Ok(vec![event])
 }
@@ -256,6 +267,54 @@ fn retry_task(task: &Task, retry: RetryTask) -> Result<TaskEvent, Refusal> {
         exit_code: None,
         artifacts: Vec::new(),
         failed_at: retry.retried_at,
+    }))
+}
+
+fn record_job_submitted(task: &Task, submitted: RecordJobSubmitted) -> Result<TaskEvent, Refusal> {
+    check_current_attempt(task, submitted.attempt, "record a job")?;
+    if let Some(job) = &task.executor_job {
+        return Err(Refusal::invalid_transition(format!(
+            "attempt {} already has {} job {}",
+            submitted.attempt, job.executor, job.job_id
+        )));
+    }
+    check::text("executor", &submitted.executor, MAX_EXECUTOR_JOB_BYTES)?;
+    check::text("job_id", &submitted.job_id, MAX_EXECUTOR_JOB_BYTES)?;
+    Ok(TaskEvent::JobSubmitted(TaskJobSubmitted {
+        attempt: submitted.attempt,
+        executor: submitted.executor,
+        job_id: submitted.job_id,
+        submitted_at: submitted.submitted_at,
+    }))
+}
+
+fn record_job_running(task: &Task, running: RecordJobRunning) -> Result<TaskEvent, Refusal> {
+    check_current_attempt(task, running.attempt, "record a running job")?;
+    match &task.executor_job {
+        Some(job) if job.job_id == running.job_id && job.running_at.is_none() => {}
+        Some(job) if job.job_id == running.job_id => {
+            return Err(Refusal::invalid_transition(format!(
+                "job {} of attempt {} is already recorded as running",
+                job.job_id, running.attempt
+            )))
+        }
+        Some(job) => {
+            return Err(Refusal::invalid_transition(format!(
+                "attempt {} runs job {}, not {}",
+                running.attempt, job.job_id, running.job_id
+            )))
+        }
+        None => {
+            return Err(Refusal::invalid_transition(format!(
+                "attempt {} has no job recorded",
+                running.attempt
+            )))
+        }
+    }
+    Ok(TaskEvent::JobRunning(TaskJobRunning {
+        attempt: running.attempt,
+        job_id: running.job_id,
+        running_at: running.running_at,
     }))
 }
 

@@ -52,6 +52,12 @@ pub enum TaskEvent {
     /// See [`TaskRetried`].
     #[serde(rename = "TaskRetried")]
     Retried(TaskRetried),
+    /// See [`TaskJobSubmitted`].
+    #[serde(rename = "TaskJobSubmitted")]
+    JobSubmitted(TaskJobSubmitted),
+    /// See [`TaskJobRunning`].
+    #[serde(rename = "TaskJobRunning")]
+    JobRunning(TaskJobRunning),
 }
 
 /// A task was created and queued for its first attempt; also the command
@@ -200,6 +206,34 @@ pub struct TaskRetried {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// The running attempt's command was handed to an outside executor (a
+/// Slurm job) that queues it: the task is shown `queued`, with the job's
+/// id, until [`TaskJobRunning`]. The attempt is claimed all the same (its
+/// runner watches the job); no other attempt starts meanwhile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskJobSubmitted {
+    /// The attempt.
+    pub attempt: u32,
+    /// The executor that holds the job (`slurm`).
+    pub executor: String,
+    /// The executor's own id for the job (Slurm's job id).
+    pub job_id: String,
+    /// When the runner saw the executor accept it.
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// The executor started the job of [`TaskJobSubmitted`]: the task is shown
+/// `running` again, and the attempt's timeout counts from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskJobRunning {
+    /// The attempt.
+    pub attempt: u32,
+    /// The job (as in its `TaskJobSubmitted`).
+    pub job_id: String,
+    /// When the runner first saw it running.
+    pub running_at: DateTime<Utc>,
+}
+
 codec::stored_events!(TaskEvent: "a task", schema version 1, {
     Submitted => "TaskSubmitted",
     Canceled => "TaskCanceled",
@@ -209,4 +243,6 @@ codec::stored_events!(TaskEvent: "a task", schema version 1, {
     Failed => "TaskFailed",
     TimedOut => "TaskTimedOut",
     Retried => "TaskRetried",
+    JobSubmitted => "TaskJobSubmitted",
+    JobRunning => "TaskJobRunning",
 });

@@ -14,6 +14,8 @@
 //! running ── FailTask (retryable) or RetryTask,
 //!            while attempts remain ─────────────────▶ queued
 //! queued, running ── CancelTask ────────────────────▶ canceled    (final)
+//! running ── RecordJobSubmitted, RecordJobRunning ──▶ running (an outside
+//!            executor's job: shown `queued` between the two)
 //! ```
 //!
 //! Attempts are numbered from 1. A worker names the attempt it is working on
@@ -42,17 +44,18 @@ mod state;
 mod tests;
 
 pub use commands::{
-    is_input_name, Artifact, CancelTask, CompleteTask, FailTask, RecordTaskProgress, RetryTask,
-    StartTask, SubmitTask, TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS,
-    MAX_CLIENT_TASK_ID_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
+    is_input_name, Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning,
+    RecordJobSubmitted, RecordTaskProgress, RetryTask, StartTask, SubmitTask, TaskCommand,
+    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES,
+    MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
     MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 pub use decide::decide;
 pub use events::{
-    DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskProgressRecorded, TaskRetried,
-    TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
+    DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted,
+    TaskProgressRecorded, TaskRetried, TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
 };
-pub use state::{apply, fits, fold, Progress, Task, TaskState, TaskStatus};
+pub use state::{apply, fits, fold, ExecutorJob, Progress, Task, TaskState, TaskStatus};
 
 /// The task aggregate, for [`crate::command::execute`] and the tests'
 /// given/when/then.
@@ -77,6 +80,8 @@ impl Aggregate for Tasks {
             TaskCommand::Fail(_) => "Fail",
             TaskCommand::TimeOut(_) => "TimeOut",
             TaskCommand::Retry(_) => "Retry",
+            TaskCommand::RecordJobSubmitted(_) => "RecordJobSubmitted",
+            TaskCommand::RecordJobRunning(_) => "RecordJobRunning",
         }
     }
 

@@ -1,7 +1,7 @@
 //! A task as its events leave it ([`Task`], [`TaskState`]), the fold that
 //! builds it ([`apply`], [`fold`], with [`fits`] its transitions), and the
-//! fields readers are shown of it ([`Task::shown_error`],
-//! [`Task::shown_worker_id`]).
+//! fields readers are shown of it ([`Task::shown_status`],
+//! [`Task::shown_error`], [`Task::shown_worker_id`]).
 
 use std::fmt;
 
@@ -77,6 +77,18 @@ pub struct Progress {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The job an outside executor (Slurm) holds for the current attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorJob {
+    /// The executor (`slurm`).
+    pub executor: String,
+    /// Its id for the job.
+    pub job_id: String,
+    /// When the job was first seen running; `None` while it waits in the
+    /// executor's queue.
+    pub running_at: Option<DateTime<Utc>>,
+}
+
 /// A submitted task, as its events leave it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -133,6 +145,10 @@ pub struct Task {
     /// While it waits for a retry's backoff: when the next attempt may
     /// start (`TaskRetried`'s `next_attempt_at`). `None` otherwise.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The latest attempt's job on an outside executor (`TaskJobSubmitted`,
+    /// `TaskJobRunning`): kept once the task ends, cleared when an attempt
+    /// starts or is retried.
+    pub executor_job: Option<ExecutorJob>,
 }
 
 /// Whether `event` fits `state`: a submission starts a task that does not
@@ -152,6 +168,8 @@ pub fn fits(state: &TaskState, event: &TaskEvent) -> bool {
                     | TaskEvent::Failed(_)
                     | TaskEvent::TimedOut(_)
                     | TaskEvent::Retried(_)
+                    | TaskEvent::JobSubmitted(_)
+                    | TaskEvent::JobRunning(_)
             )
             | (
                 Some(TaskStatus::Queued | TaskStatus::Running),
@@ -203,6 +221,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             artifacts: Vec::new(),
             cancel_reason: None,
             next_attempt_at: None,
+            executor_job: None,
         });
     };
     // Only a retry's wait has a due time: any other event ends it.
@@ -216,6 +235,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             task.worker_id = Some(started.worker_id.clone());
             task.started_at = Some(started.started_at);
             task.progress = None;
+            task.executor_job = None;
         }
         TaskEvent::ProgressRecorded(progress) => {
             task.progress = Some(Progress {
@@ -248,6 +268,19 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             task.exit_code = retried.exit_code;
             task.progress = None;
             task.next_attempt_at = retried.next_attempt_at;
+            task.executor_job = None;
+        }
+        TaskEvent::JobSubmitted(submitted) => {
+            task.executor_job = Some(ExecutorJob {
+                executor: submitted.executor.clone(),
+                job_id: submitted.job_id.clone(),
+                running_at: None,
+            });
+        }
+        TaskEvent::JobRunning(running) => {
+            if let Some(job) = &mut task.executor_job {
+                job.running_at = Some(running.running_at);
+            }
         }
         TaskEvent::Canceled(canceled) => {
             task.status = TaskStatus::Canceled;
@@ -259,6 +292,17 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
 }
 
 impl Task {
+    /// The status readers are shown (the `tasks` read model's `status`, a
+    /// task view's `status`): `queued` while the running attempt's job
+    /// waits in an outside executor's queue (Slurm's PENDING), else the
+    /// status. The one derivation, as for [`Task::shown_error`].
+    pub fn shown_status(&self) -> TaskStatus {
+        match (&self.status, &self.executor_job) {
+            (TaskStatus::Running, Some(job)) if job.running_at.is_none() => TaskStatus::Queued,
+            (status, _) => *status,
+        }
+    }
+
     /// The error readers are shown (the `tasks` read model's `error`, a
     /// task view's `error`): why it was canceled (`canceled` when no reason
     /// was given), that its attempt ran past the timeout, nothing once it

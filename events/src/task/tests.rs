@@ -277,6 +277,161 @@ fn commands_to_an_existing_task() -> Vec<(TaskCommand, &'static str)> {
     ]
 }
 
+fn record_job_submitted(attempt: u32, job_id: &str) -> TaskCommand {
+    TaskCommand::RecordJobSubmitted(RecordJobSubmitted {
+        task_id: task_id(),
+        attempt,
+        executor: "slurm".into(),
+        job_id: job_id.into(),
+        submitted_at: at(i64::from(attempt) * 100 + 10),
+    })
+}
+
+fn record_job_running(attempt: u32, job_id: &str) -> TaskCommand {
+    TaskCommand::RecordJobRunning(RecordJobRunning {
+        task_id: task_id(),
+        attempt,
+        job_id: job_id.into(),
+        running_at: at(i64::from(attempt) * 100 + 20),
+    })
+}
+
+fn job_submitted(attempt: u32) -> TaskEvent {
+    TaskEvent::JobSubmitted(TaskJobSubmitted {
+        attempt,
+        executor: "slurm".into(),
+        job_id: "4711".into(),
+        submitted_at: at(i64::from(attempt) * 100 + 10),
+    })
+}
+
+fn job_running(attempt: u32) -> TaskEvent {
+    TaskEvent::JobRunning(TaskJobRunning {
+        attempt,
+        job_id: "4711".into(),
+        running_at: at(i64::from(attempt) * 100 + 20),
+    })
+}
+
+// ---- an outside executor's job ---------------------------------------------------
+
+#[test]
+fn a_job_waiting_in_slurm_shows_the_task_queued_with_its_id_then_running() {
+    let task = task_after(running(), record_job_submitted(1, "4711"), job_submitted(1));
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(task.shown_status(), TaskStatus::Queued);
+    assert_eq!(
+        task.executor_job,
+        Some(ExecutorJob {
+            executor: "slurm".into(),
+            job_id: "4711".into(),
+            running_at: None
+        })
+    );
+    // Still the claimed attempt's: no other attempt may start meanwhile.
+    given([submitted(), started(1), job_submitted(1)])
+        .when(start(2))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            &format!("task {FIXED_ID_SHORT} is running attempt 1; it cannot be started again"),
+        );
+    let task = task_after(
+        [submitted(), started(1), job_submitted(1)],
+        record_job_running(1, "4711"),
+        job_running(1),
+    );
+    assert_eq!(task.shown_status(), TaskStatus::Running);
+    assert_eq!(task.executor_job.unwrap().running_at, Some(at(120)));
+    // It ends as any attempt does, keeping the job's id.
+    let task = task_after(
+        [submitted(), started(1), job_submitted(1), job_running(1)],
+        complete(1),
+        succeeded(1),
+    );
+    assert_eq!(task.shown_status(), TaskStatus::Succeeded);
+    assert_eq!(task.executor_job.unwrap().job_id, "4711");
+    // A job canceled while waiting shows canceled.
+    let task = task_after(
+        [submitted(), started(1), job_submitted(1)],
+        cancel(),
+        canceled(true),
+    );
+    assert_eq!(task.shown_status(), TaskStatus::Canceled);
+}
+
+#[test]
+fn a_retry_or_the_next_attempt_forgets_the_last_attempts_job() {
+    let task = task_after(
+        [submitted(), started(1), job_submitted(1)],
+        fail(1, true),
+        retried_after_failure(1),
+    );
+    assert_eq!(task.shown_status(), TaskStatus::Queued);
+    assert_eq!(task.executor_job, None);
+    let task = task_after(
+        [
+            submitted(),
+            started(1),
+            job_submitted(1),
+            retried_after_failure(1),
+        ],
+        start(2),
+        started(2),
+    );
+    assert_eq!(
+        (task.shown_status(), task.executor_job),
+        (TaskStatus::Running, None)
+    );
+}
+
+#[test]
+fn a_job_is_recorded_once_per_attempt_and_only_for_the_current_one() {
+    given([submitted(), started(1), job_submitted(1)])
+        .when(record_job_submitted(1, "4712"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "attempt 1 already has slurm job 4711",
+        );
+    given([submitted(), started(1), job_submitted(1), job_running(1)])
+        .when(record_job_running(1, "4711"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "job 4711 of attempt 1 is already recorded as running",
+        );
+    given([submitted(), started(1), job_submitted(1)])
+        .when(record_job_running(1, "9"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "attempt 1 runs job 4711, not 9",
+        );
+    given(running())
+        .when(record_job_running(1, "4711"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "attempt 1 has no job recorded",
+        );
+    given(running_second_attempt())
+        .when(record_job_submitted(1, "4711"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            "attempt 1 is no longer current; the task is on attempt 2",
+        );
+    given(queued())
+        .when(record_job_submitted(1, "4711"))
+        .then_error(
+            RefusalKind::InvalidTransition,
+            &format!("task {FIXED_ID_SHORT} is queued; it cannot record a job"),
+        );
+    given(running())
+        .when(record_job_submitted(1, ""))
+        .then_error(RefusalKind::Invalid, "job_id must not be empty");
+    for (history, _) in final_histories() {
+        given(history)
+            .when(record_job_submitted(1, "4711"))
+            .then_error(RefusalKind::InvalidTransition, "it cannot record a job");
+    }
+}
+
 // ---- submit ----------------------------------------------------------------------
 
 #[test]
@@ -999,6 +1154,8 @@ fn every_event() -> Vec<TaskEvent> {
         timed_out(1),
         retried_after_failure(1),
         retried_after_redelivery(1, 170),
+        job_submitted(1),
+        job_running(1),
     ]
 }
 
@@ -1034,7 +1191,19 @@ fn the_stored_shape_is_stable() {
             "TaskFailed",
             "TaskTimedOut",
             "TaskRetried",
+            "TaskJobSubmitted",
+            "TaskJobRunning",
         ]
+    );
+    testing::assert_stored_as(
+        &job_submitted(1),
+        "TaskJobSubmitted",
+        json!({"attempt": 1, "executor": "slurm", "job_id": "4711", "submitted_at": "2023-11-14T22:15:10Z"}),
+    );
+    testing::assert_stored_as(
+        &job_running(1),
+        "TaskJobRunning",
+        json!({"attempt": 1, "job_id": "4711", "running_at": "2023-11-14T22:15:20Z"}),
     );
 }
 

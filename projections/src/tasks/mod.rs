@@ -5,7 +5,8 @@
 //! Deterministic: every value comes from the events (`updated_at` is the
 //! event's `recorded_at`), so a rebuild gives the same rows. Each task is
 //! folded with the aggregate's own `task::apply`, and the fields a row
-//! derives are `Task::shown_error` and `Task::shown_worker_id`, the ones a
+//! derives are `Task::shown_status`, `Task::shown_error` and
+//! `Task::shown_worker_id`, the ones a
 //! task folded from the log is shown with: the row is what the fold says.
 //! The reads of these tables are in [`query`].
 
@@ -32,18 +33,21 @@ pub struct TasksProjector;
 const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, params, priority,
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
-    stream_version, last_position, inputs, tenant, next_attempt_at";
+    stream_version, last_position, inputs, tenant, next_attempt_at, executor, executor_job_id,
+    executor_running_at";
 
 /// Every row a batch touched, written back in one statement.
 const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
         params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
         progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
-        updated_at, stream_version, last_position, inputs, tenant, next_attempt_at)
+        updated_at, stream_version, last_position, inputs, tenant, next_attempt_at, executor,
+        executor_job_id, executor_running_at)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
         $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
         $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[],
-        $23::jsonb[], $24::text[], $25::timestamptz[])
+        $23::jsonb[], $24::text[], $25::timestamptz[], $26::text[], $27::text[],
+        $28::timestamptz[])
      ON CONFLICT (task_id) DO UPDATE SET
         kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
         client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
@@ -56,7 +60,9 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         finished_at = EXCLUDED.finished_at, updated_at = EXCLUDED.updated_at,
         stream_version = EXCLUDED.stream_version, last_position = EXCLUDED.last_position,
         inputs = EXCLUDED.inputs, tenant = EXCLUDED.tenant,
-        next_attempt_at = EXCLUDED.next_attempt_at";
+        next_attempt_at = EXCLUDED.next_attempt_at, executor = EXCLUDED.executor,
+        executor_job_id = EXCLUDED.executor_job_id,
+        executor_running_at = EXCLUDED.executor_running_at";
 
 /// The results of the tasks that succeeded or failed in a batch (one per
 /// task: a second success or failure does not fit the task and is not
@@ -94,6 +100,9 @@ struct TaskRow {
     inputs: Value,
     tenant: String,
     next_attempt_at: Option<DateTime<Utc>>,
+    executor: Option<String>,
+    executor_job_id: Option<String>,
+    executor_running_at: Option<DateTime<Utc>>,
 }
 
 /// One row of `results`.
@@ -153,7 +162,7 @@ impl Projected {
         Some(TaskRow {
             task_id: task.id.0,
             kind: task.kind.clone(),
-            status: task.status.as_str().to_owned(),
+            status: task.shown_status().as_str().to_owned(),
             frontend_id: task.frontend_id.clone(),
             client_task_id: task.client_task_id.clone(),
             params: Value::Object(task.params.clone()),
@@ -180,6 +189,9 @@ impl Projected {
                 .unwrap_or_else(|_| Value::Object(Default::default())),
             tenant: task.tenant.as_str().to_owned(),
             next_attempt_at: task.next_attempt_at,
+            executor: task.executor_job.as_ref().map(|job| job.executor.clone()),
+            executor_job_id: task.executor_job.as_ref().map(|job| job.job_id.clone()),
+            executor_running_at: task.executor_job.as_ref().and_then(|job| job.running_at),
         })
     }
 }
@@ -197,7 +209,18 @@ impl TaskRow {
     /// A status no event gives.
     fn into_task(self) -> Result<Task, String> {
         let row = self;
+        let executor_job = match (row.executor, row.executor_job_id) {
+            (Some(executor), Some(job_id)) => Some(task::ExecutorJob {
+                executor,
+                job_id,
+                running_at: row.executor_running_at,
+            }),
+            _ => None,
+        };
         let status = match row.status.as_str() {
+            // Shown queued while its attempt's job waits (Task::shown_status);
+            // a task queued for its next attempt has no job.
+            "queued" if executor_job.is_some() => TaskStatus::Running,
             "queued" => TaskStatus::Queued,
             "running" => TaskStatus::Running,
             "succeeded" => TaskStatus::Succeeded,
@@ -252,6 +275,7 @@ impl TaskRow {
             result: None,
             artifacts: Vec::new(),
             next_attempt_at: row.next_attempt_at,
+            executor_job,
         };
         Ok(task)
     }
@@ -283,6 +307,9 @@ impl TaskRow {
             inputs: row.get(22),
             tenant: row.get(23),
             next_attempt_at: row.get(24),
+            executor: row.get(25),
+            executor_job_id: row.get(26),
+            executor_running_at: row.get(27),
         }
     }
 }
@@ -295,14 +322,17 @@ impl Projector for TasksProjector {
         /// carry their input files, and a failed task has a `results` row
         /// with its logs. 4: tasks carry their tenant. (A waiting task's
         /// `next_attempt_at`, migration 17, needs no rebuild: no event
-        /// before it has a due time, and NULL is what they show.)
+        /// before it has a due time, and NULL is what they show. Nor do the
+        /// executor job's columns, migration 18: no event before them has
+        /// a job.)
         version: 4,
         tables: ["tasks", "results"],
         schema: concat!(
             include_str!("../../../migrations/0003_task_read_models.sql"),
             include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql"),
             include_str!("../../../migrations/0013_task_tenants.sql"),
-            include_str!("../../../migrations/0017_task_retry_due.sql")
+            include_str!("../../../migrations/0017_task_retry_due.sql"),
+            include_str!("../../../migrations/0018_task_executor_jobs.sql")
         ),
     }
 
@@ -475,6 +505,9 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
             &column(rows, |r| &r.inputs),
             &column(rows, |r| r.tenant.as_str()),
             &column(rows, |r| r.next_attempt_at),
+            &column(rows, |r| r.executor.as_deref()),
+            &column(rows, |r| r.executor_job_id.as_deref()),
+            &column(rows, |r| r.executor_running_at),
         ],
     )
     .await?;

@@ -156,6 +156,71 @@ async fn a_task_waiting_for_its_retry_shows_when_it_is_due_until_it_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_slurm_job_waits_shows_queued_with_the_job_then_running() {
+    use taskledger_events::task::{TaskJobRunning, TaskJobSubmitted};
+    let (store, _database, client) = database().await;
+    let task = TaskId(uuid::Uuid::new_v4());
+    record(
+        &store,
+        task,
+        &[
+            submitted(task, "frontend-a"),
+            started("w1", 1, 1),
+            TaskEvent::JobSubmitted(TaskJobSubmitted {
+                attempt: 1,
+                executor: "slurm".into(),
+                job_id: "4711".into(),
+                submitted_at: at(2),
+            }),
+        ],
+    )
+    .await;
+    let select = "SELECT status, executor, executor_job_id, executor_running_at
+                  FROM tasks WHERE task_id = $1";
+    let shown = |row: tokio_postgres::Row| {
+        (
+            row.get::<_, String>(0),
+            row.get::<_, Option<String>>(1),
+            row.get::<_, Option<String>>(2),
+            row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(3),
+        )
+    };
+    let slurm = Some("slurm".to_owned());
+    let job = Some("4711".to_owned());
+    // One event per batch: each later event is folded into the task the
+    // row reads back as.
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 1).await;
+    assert_eq!(
+        shown(row_of(&client, select, task).await),
+        ("queued".into(), slurm.clone(), job.clone(), None)
+    );
+    record(
+        &store,
+        task,
+        &[TaskEvent::JobRunning(TaskJobRunning {
+            attempt: 1,
+            job_id: "4711".into(),
+            running_at: at(3),
+        })],
+    )
+    .await;
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 1).await;
+    assert_eq!(
+        shown(row_of(&client, select, task).await),
+        ("running".into(), slurm.clone(), job.clone(), Some(at(3)))
+    );
+    record(&store, task, &[succeeded(1, Vec::new(), 4)]).await;
+    let head = store.head_position().await.unwrap();
+    run_until(&store, &client, head, 1).await;
+    assert_eq!(
+        shown(row_of(&client, select, task).await),
+        ("succeeded".into(), slurm, job, Some(at(3)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_rows_follow_the_lifecycle_and_a_rebuild_gives_the_same_rows() {
     let (store, database, client) = database().await;
 

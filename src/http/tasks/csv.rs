@@ -43,7 +43,7 @@ pub(crate) fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 /// The CSV columns, in order.
-const CSV_HEADER: [&str; 19] = [
+const CSV_HEADER: [&str; 21] = [
     "id",
     "kind",
     "status",
@@ -63,6 +63,8 @@ const CSV_HEADER: [&str; 19] = [
     "stream_version",
     "position",
     "params",
+    "executor",
+    "executor_job_id",
 ];
 
 /// Streams every task the filter matches (at most `limit`) as CSV, a chunk
@@ -161,7 +163,7 @@ pub(crate) fn spreadsheet_safe(text: &str) -> String {
     }
 }
 
-fn csv_record(task: &TaskView) -> [String; 19] {
+fn csv_record(task: &TaskView) -> [String; 21] {
     let optional = |value: &Option<String>| spreadsheet_safe(value.as_deref().unwrap_or_default());
     let instant =
         |value: &Option<DateTime<Utc>>| value.map(|at| at.to_rfc3339()).unwrap_or_default();
@@ -188,6 +190,9 @@ fn csv_record(task: &TaskView) -> [String; 19] {
         task.stream_version.to_string(),
         task.position.to_string(),
         Value::Object(task.params.clone()).to_string(),
+        // Names and ids an executor chose: defused like any text.
+        optional(&task.executor_job.as_ref().map(|job| job.executor.clone())),
+        optional(&task.executor_job.as_ref().map(|job| job.job_id.clone())),
     ]
 }
 

@@ -48,7 +48,8 @@ pub use self::query::ListTasksQuery;
 use self::query::{fetch_task, page, parse_filter, parse_instant, Cursor};
 pub(crate) use self::views::event_view;
 pub use self::views::{
-    ArtifactView, EventPage, EventView, ProgressView, ResultView, Status, TaskPage, TaskView,
+    ArtifactView, EventPage, EventView, ExecutorJobView, ProgressView, ResultView, Status,
+    TaskPage, TaskView,
 };
 
 /// The most tasks one JSON page holds.

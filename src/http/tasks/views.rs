@@ -72,6 +72,21 @@ pub struct ProgressView {
     pub message: Option<String>,
 }
 
+/// The job an outside executor runs a task's latest attempt as.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ExecutorJobView {
+    /// The executor: `slurm`.
+    #[schema(example = "slurm")]
+    pub executor: String,
+    /// The executor's id for the job (Slurm's job id, as `squeue` shows it).
+    #[schema(example = "4711")]
+    pub job_id: String,
+    /// When the job was first seen running; absent while it waits in the
+    /// executor's queue (the task is then shown `queued`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_at: Option<DateTime<Utc>>,
+}
+
 /// A task.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TaskView {
@@ -79,7 +94,9 @@ pub struct TaskView {
     pub id: Uuid,
     /// Its kind.
     pub kind: String,
-    /// Where it is in its life.
+    /// Where it is in its life. A task whose attempt was handed to an
+    /// outside executor (Slurm) is `queued` while the job waits in that
+    /// executor's queue (see `executor_job`), and `running` once it runs.
     pub status: Status,
     /// The tenant it belongs to.
     #[schema(example = "acme")]
@@ -123,6 +140,11 @@ pub struct TaskView {
     /// the last attempt failed. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The latest attempt's job on an outside executor (a kind with
+    /// `executor = "slurm"`), once the executor accepted it. Absent
+    /// otherwise, and while a retry waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_job: Option<ExecutorJobView>,
     /// Its stream's version: pass it as `min_version` to read your write.
     pub stream_version: u64,
     /// The global position of its latest event: pass it as `min_position`
@@ -133,14 +155,15 @@ pub struct TaskView {
 impl TaskView {
     /// The view of a task folded from its stream. Equal to what the `tasks`
     /// projection holds once it has reached `stream_version`: the fields the
-    /// projection derives (the error of a canceled or timed-out task, the
-    /// worker of a queued or canceled one) come from the same derivation
-    /// ([`Task::shown_error`], [`Task::shown_worker_id`]).
+    /// projection derives (the status of a task whose job waits, the error
+    /// of a canceled or timed-out task, the worker of a queued or canceled
+    /// one) come from the same derivation ([`Task::shown_status`],
+    /// [`Task::shown_error`], [`Task::shown_worker_id`]).
     pub fn from_task(task: &Task, stream_version: u64, position: u64) -> Self {
         Self {
             id: task.id.0,
             kind: task.kind.clone(),
-            status: task.status.into(),
+            status: task.shown_status().into(),
             tenant: task.tenant.as_str().to_owned(),
             frontend_id: task.frontend_id.clone(),
             client_task_id: task.client_task_id.clone(),
@@ -162,6 +185,11 @@ impl TaskView {
             started_at: task.started_at,
             finished_at: task.finished_at,
             next_attempt_at: task.next_attempt_at,
+            executor_job: task.executor_job.as_ref().map(|job| ExecutorJobView {
+                executor: job.executor.clone(),
+                job_id: job.job_id.clone(),
+                running_at: job.running_at,
+            }),
             stream_version,
             position,
         }

@@ -44,7 +44,7 @@ pub struct RunSpec {
 }
 
 /// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// It exited with this code.
     Exited(i64),
@@ -52,6 +52,16 @@ pub enum End {
     TimedOut,
     /// The task was canceled and the command killed.
     Canceled,
+    /// The executor ended it unsuccessfully for a reason of its own (Slurm's
+    /// `NODE_FAIL`, `OUT_OF_MEMORY`, a `scancel` taskledger did not ask for).
+    Failed {
+        /// The exit code, if the executor gives one.
+        exit_code: Option<i32>,
+        /// What happened, in the executor's words.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
 }
 
 /// A captured output stream.
@@ -64,7 +74,7 @@ pub struct Captured {
 }
 
 impl Captured {
-    fn push(&mut self, chunk: &[u8], limit: u64) {
+    pub(super) fn push(&mut self, chunk: &[u8], limit: u64) {
         self.total += chunk.len() as u64;
         let room = usize::try_from(limit)
             .unwrap_or(usize::MAX)
@@ -293,7 +303,7 @@ async fn run_created(
     };
     let files = match end {
         End::Exited(_) => copy_out(docker, id, spec.kind.files_limit_bytes).await?,
-        End::TimedOut | End::Canceled => Vec::new(),
+        End::TimedOut | End::Canceled | End::Failed { .. } => Vec::new(),
     };
     Ok(Outcome {
         end,
@@ -468,43 +478,53 @@ async fn run_local_in(
     };
     let stdout = drain(stdout).await;
     let stderr = drain(stderr).await;
-    let mut files = Vec::new();
-    if matches!(end, End::Exited(_)) {
-        let mut total = 0_u64;
-        let mut directory = tokio::fs::read_dir(out)
-            .await
-            .map_err(|error| RunError::Output(error.to_string()))?;
-        while let Some(entry) = directory
-            .next_entry()
-            .await
-            .map_err(|error| RunError::Output(error.to_string()))?
-        {
-            let is_file = entry.file_type().await.is_ok_and(|kind| kind.is_file());
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !is_file {
-                continue;
-            }
-            let bytes = tokio::fs::read(entry.path())
-                .await
-                .map_err(|error| RunError::Output(format!("{name}: {error}")))?;
-            total += bytes.len() as u64;
-            if total > spec.kind.files_limit_bytes {
-                return Err(RunError::Output(format!(
-                    "the files in the output directory exceed the kind's files_limit_bytes ({} bytes)",
-                    spec.kind.files_limit_bytes
-                )));
-            }
-            files.push((name, bytes));
-        }
-    }
+    let files = match end {
+        End::Exited(_) => collect_files(out, spec.kind.files_limit_bytes).await?,
+        _ => Vec::new(),
+    };
     Ok(Outcome {
         end,
         stdout,
         stderr,
         files,
     })
+}
+
+/// The top-level regular files of `dir` (an output directory), at most
+/// `limit` bytes in all.
+pub(super) async fn collect_files(
+    dir: &std::path::Path,
+    limit: u64,
+) -> Result<Vec<(String, Vec<u8>)>, RunError> {
+    let mut files = Vec::new();
+    let mut total = 0_u64;
+    let mut directory = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|error| RunError::Output(error.to_string()))?;
+    while let Some(entry) = directory
+        .next_entry()
+        .await
+        .map_err(|error| RunError::Output(error.to_string()))?
+    {
+        let is_file = entry.file_type().await.is_ok_and(|kind| kind.is_file());
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_file {
+            continue;
+        }
+        let bytes = tokio::fs::read(entry.path())
+            .await
+            .map_err(|error| RunError::Output(format!("{name}: {error}")))?;
+        total += bytes.len() as u64;
+        if total > limit {
+            return Err(RunError::Output(format!(
+                "the files in the output directory exceed the kind's files_limit_bytes ({limit} bytes)"
+            )));
+        }
+        files.push((name, bytes));
+    }
+    Ok(files)
 }
 
 async fn capture(stream: Option<impl AsyncRead + Unpin>, limit: u64) -> Captured {

@@ -82,6 +82,28 @@ pub(super) async fn take_slot(
     }
 }
 
+/// Takes over the expired lease of `attempt` from a runner that died while
+/// its attempt still runs elsewhere (a Slurm job being adopted): the slot
+/// is the one the dead runner held, so the kind's limit is not counted
+/// again. [`Slot::HeldElsewhere`] when another runner took it first.
+pub(super) async fn take_over(
+    context: &Context,
+    task_id: TaskId,
+    attempt: u32,
+    kind: &str,
+) -> Slot {
+    let Ok(mut client) = context.store.pool().get().await else {
+        return Slot::Unknown;
+    };
+    match take_within_limit(&mut client, context, task_id, attempt, kind, None).await {
+        Ok(slot) => slot,
+        Err(error) => {
+            tracing::warn!(%error, task = %task_id, "taking over an attempt's lease failed");
+            Slot::Unknown
+        }
+    }
+}
+
 async fn take_within_limit(
     client: &mut deadpool_postgres::Object,
     context: &Context,

@@ -9,7 +9,9 @@
 //! - a second delivery of a job (a relay republish, two runners) loses the
 //!   claim — the stream version moved — and is acknowledged;
 //! - a job *redelivered* by the broker while its task is running means the
-//!   runner that held it went away: the runner records `RetryTask`, which
+//!   runner that held it went away: a Slurm kind's job is adopted (it runs
+//!   on without its runner; [`slurm`]); otherwise the runner records
+//!   `RetryTask`, which
 //!   queues another attempt while attempts remain and fails the task
 //!   otherwise; the task's attempt numbers make the dead runner's late
 //!   report, if it ever comes, a refused stale command — so a task ends
@@ -28,6 +30,7 @@ mod intake;
 mod lease;
 mod limit;
 mod outcome;
+mod slurm;
 mod wait;
 
 use std::collections::HashMap;
@@ -279,6 +282,17 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             if lease_is_fresh(context, task_id, job.attempt).await {
                 return Disposition::Requeue;
             }
+            if slurm::runs_on_slurm(context, &task.kind) {
+                // Its Slurm job outlives the runner: adopt it, and the
+                // dead runner's lease with it (so the slot stays counted
+                // and no third runner adopts it too), not retry.
+                return match limit::take_over(context, task_id, job.attempt, &task.kind).await {
+                    Slot::Taken => run_claimed(context, &task, job.attempt, loaded.version).await,
+                    Slot::AtLimit { .. } | Slot::HeldElsewhere | Slot::Unknown => {
+                        Disposition::Requeue
+                    }
+                };
+            }
             if let Some(docker) = &context.docker {
                 executor::remove(docker, &container_name(task_id, job.attempt)).await;
             }
@@ -301,6 +315,13 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             });
             report(context, task_id, command).await;
             drop_dead_lease(context, task_id, job.attempt).await;
+            return Disposition::Ack;
+        }
+        TaskStatus::Canceled
+            if redelivered && !ours && slurm::runs_on_slurm(context, &task.kind) =>
+        {
+            // Canceled while no runner watched its job.
+            slurm::cancel_leftover(task_id, task.attempts_started).await;
             return Disposition::Ack;
         }
         // A duplicate, a stale job, or a task that is ours or finished.
@@ -338,33 +359,45 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             return Disposition::Requeue;
         }
     };
+    run_claimed(context, &task, job.attempt, started.stream_version).await
+}
+
+/// Runs an attempt this runner claimed (or adopted: a Slurm job whose
+/// runner died) while holding its lease, and records its outcome.
+async fn run_claimed(
+    context: &Context,
+    task: &taskledger_events::task::Task,
+    attempt_number: u32,
+    version: u64,
+) -> Disposition {
+    let task_id = task.id;
     if let Ok(mut running) = context.running.lock() {
-        running.insert(job.task_id, container_name(task_id, job.attempt));
+        running.insert(task_id.0, container_name(task_id, attempt_number));
     }
     // A busy slot in `/metrics` until this attempt ends (or is aborted).
     let _busy = metrics::attempt_running(&task.kind);
     let heartbeat = AbortOnDrop::new(tokio::spawn(hold_lease(
         context.clone(),
         task_id,
-        job.attempt,
+        attempt_number,
         task.kind.clone(),
     )));
-    let outcome = attempt(context, &task, job.attempt, started.stream_version).await;
+    let outcome = attempt(context, task, attempt_number, version).await;
     let command = match outcome {
-        Ok(outcome) => outcome_command(context, &task, job.attempt, outcome).await,
+        Ok(outcome) => outcome_command(context, task, attempt_number, outcome).await,
         Err(error) => {
             let failed_at = now();
             Some(TaskCommand::Fail(FailTask {
                 artifacts: Vec::new(),
                 task_id,
-                attempt: job.attempt,
+                attempt: attempt_number,
                 error: error.to_string(),
                 exit_code: None,
                 retryable: error.retryable(),
                 next_attempt_at: wait::next_attempt_at(
                     context,
                     &task.kind,
-                    job.attempt,
+                    attempt_number,
                     error.retryable(),
                     failed_at,
                 ),
@@ -376,9 +409,12 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         report(context, task_id, command).await;
     }
     drop(heartbeat);
-    release_lease(context, task_id, job.attempt).await;
+    if slurm::runs_on_slurm(context, &task.kind) {
+        slurm::clean_up(context, task_id, attempt_number).await;
+    }
+    release_lease(context, task_id, attempt_number).await;
     if let Ok(mut running) = context.running.lock() {
-        running.remove(&job.task_id);
+        running.remove(&task_id.0);
     }
     Disposition::Ack
 }
@@ -455,6 +491,7 @@ async fn attempt(
             )),
         },
         Executor::Local => executor::run_local(&spec, &context.options.work_dir, canceled).await,
+        Executor::Slurm => slurm::run(context, task, &spec, canceled).await,
     };
     watcher.abort();
     outcome

@@ -35,8 +35,39 @@ pub(super) async fn outcome_command(
             failed_at,
         }))
     };
-    match outcome.end {
+    match outcome.end.clone() {
         End::Canceled => None,
+        End::Failed {
+            exit_code,
+            error,
+            retryable,
+        } => {
+            // The logs are kept, as for a non-zero exit.
+            let logs = Outcome {
+                files: Vec::new(),
+                ..outcome
+            };
+            let artifacts = match store_artifacts(&context.options.blobs, logs).await {
+                Ok(artifacts) => artifacts,
+                Err(error) => {
+                    tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
+                    Vec::new()
+                }
+            };
+            let failed_at = now();
+            Some(TaskCommand::Fail(FailTask {
+                task_id,
+                attempt,
+                error,
+                exit_code,
+                artifacts,
+                retryable,
+                next_attempt_at: wait::next_attempt_at(
+                    context, &task.kind, attempt, retryable, failed_at,
+                ),
+                failed_at,
+            }))
+        }
         End::TimedOut => Some(TaskCommand::TimeOut(TimeOutTask {
             task_id,
             attempt,

@@ -16,6 +16,7 @@ mod limits;
 mod mirror;
 mod openapi;
 mod outofbox;
+mod priorities;
 mod probes;
 mod process;
 mod quickstart;

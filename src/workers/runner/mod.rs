@@ -24,6 +24,7 @@ pub mod executor;
 mod intake;
 mod lease;
 mod outcome;
+mod pending;
 mod wait;
 
 use std::collections::HashMap;

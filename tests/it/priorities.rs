@@ -11,18 +11,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, ExchangeKind};
 use serde_json::{json, Value};
 use taskledger::adapters::blobs::BlobStore;
 use taskledger::adapters::rabbitmq;
+use taskledger::adapters::rabbitmq::Job;
 use taskledger::commands::execute;
 use taskledger::submission::{self, Submission, Submitter};
 use taskledger::workers::runner::{self, RunnerOptions};
-use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::task::{
+    CancelTask, RetryTask, StartTask, TaskCommand, TaskId, TaskStatus, Tasks,
+};
 use taskledger_events::{Direction, EventStore, Metadata};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -341,6 +344,88 @@ async fn a_job_left_in_a_queue_without_priorities_runs_after_the_upgrade() {
     let after = submit(&cluster, "echo after", LOW_PRIORITY).await;
     let task = cluster.wait_final(after, Duration::from_secs(60)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let _ = connection.close(200, "done".into()).await;
+    cluster.finish().await;
+}
+
+/// Takes the next job message of `kind`'s queue (no runner consumes it):
+/// its body and `priority` property.
+async fn next_job(cluster: &Cluster, channel: &lapin::Channel, kind: &str) -> (Job, Option<u8>) {
+    let queue = cluster.topology.jobs_queue(kind);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let Some(message) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            else {
+                return Err(format!("no job in {queue}"));
+            };
+            let delivery = message.delivery;
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            let job: Job = serde_json::from_slice(&delivery.data).unwrap();
+            Ok((job, *delivery.properties.priority()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_s_job_carries_its_task_s_priority() {
+    let mut cluster = Cluster::start().await;
+    let connection = rabbitmq::connect(&amqp_url(), "taskledger-test-jobs")
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // Declared before the relay may have done it.
+    let kinds: Vec<String> = cluster.config.kinds.keys().cloned().collect();
+    cluster.topology.declare(&channel, &kinds).await.unwrap();
+    let task_id = submit(&cluster, "true", 200).await;
+    let (job, priority) = next_job(&cluster, &channel, "sh").await;
+    assert_eq!((job.task_id, job.attempt), (task_id.0, 1));
+    assert_eq!(job.priority, 200);
+    assert_eq!(priority, Some(rabbitmq::priority_level(200)));
+    // A relay that did not see the submission (restarted since) reads the
+    // priority from the log.
+    cluster.stop_relay().await;
+    for command in [
+        TaskCommand::Start(StartTask {
+            task_id,
+            worker_id: "test".into(),
+            attempt: 1,
+            started_at: Utc::now(),
+        }),
+        TaskCommand::Retry(RetryTask {
+            task_id,
+            reason: "the test retries it".into(),
+            retried_at: Utc::now(),
+            next_attempt_at: None,
+        }),
+    ] {
+        execute::<Tasks>(
+            &cluster.store,
+            &task_id.stream_id(),
+            command,
+            Uuid::new_v4(),
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    }
+    cluster.start_relay();
+    loop {
+        let (job, priority) = next_job(&cluster, &channel, "sh").await;
+        assert_eq!(job.priority, 200, "{job:?}");
+        assert_eq!(priority, Some(rabbitmq::priority_level(200)), "{job:?}");
+        if job.attempt == 2 {
+            break;
+        }
+        // The submission's job again: the relay stopped before its
+        // checkpoint moved (at-least-once).
+        assert_eq!(job.attempt, 1);
+    }
     let _ = connection.close(200, "done".into()).await;
     cluster.finish().await;
 }

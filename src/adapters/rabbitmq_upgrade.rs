@@ -10,7 +10,8 @@
 //! the priority queue is bound first, then the old one unbound, so a job
 //! published meanwhile reaches at least one of them (both, at worst: a
 //! duplicate, which runners drop by the task's stream version), never
-//! neither. Each old job is published to the priority queue and
+//! neither. (A installation that never had an old queue gets an empty one
+//! for a moment: declared, found empty, deleted.) Each old job is published to the priority queue and
 //! acknowledged from the old one only once the broker confirmed the copy:
 //! a crash in between leaves a duplicate, never a loss. An old queue that
 //! an older runner still consumes is left (emptied) until the next call.
@@ -20,7 +21,7 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ErrorKind};
 
 use crate::adapters::rabbitmq::{priority_level, Job, Topology};
@@ -42,20 +43,22 @@ pub async fn move_legacy_jobs(
 ) -> anyhow::Result<u64> {
     let mut moved = 0;
     for kind in kinds {
-        // Its own channel: asking for a queue that does not exist closes it.
+        // Its own channel: a refusal closes it.
         let channel = connection.create_channel().await?;
         let legacy = topology.legacy_jobs_queue(kind);
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        match channel
-            .queue_declare(legacy.as_str().into(), passive, FieldTable::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if is_soft(&error, &AMQPSoftError::NOTFOUND) => continue,
-            Err(error) => return Err(error.into()),
+        // Declared with the arguments those releases gave it: that finds
+        // the old queue or makes an empty one, deleted below. (Asking
+        // whether it exists would close the channel, and lapin log an
+        // error, on every start of every installation that has none.)
+        let found = channel
+            .queue_declare(
+                legacy.as_str().into(),
+                QueueDeclareOptions::durable(),
+                legacy_arguments(topology),
+            )
+            .await?;
+        if found.message_count() > 0 {
+            tracing::info!(queue = %legacy, jobs = found.message_count(), "moving jobs out of a queue without priorities");
         }
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -68,7 +71,18 @@ pub async fn move_legacy_jobs(
                 FieldTable::default(),
             )
             .await?;
-        let count = move_all(&channel, &legacy, &topology.jobs_queue(kind)).await?;
+        let count = match move_all(&channel, &legacy, &topology.jobs_queue(kind)).await {
+            Ok(count) => count,
+            // Another process deleted it meanwhile, having moved its jobs.
+            Err(error)
+                if error
+                    .downcast_ref::<lapin::Error>()
+                    .is_some_and(|error| is_soft(error, &AMQPSoftError::NOTFOUND)) =>
+            {
+                continue
+            }
+            Err(error) => return Err(error),
+        };
         moved += count;
         let deleted = channel
             .queue_delete(
@@ -95,6 +109,17 @@ pub async fn move_legacy_jobs(
         let _ = channel.close(200, "moved".into()).await;
     }
     Ok(moved)
+}
+
+/// The arguments releases before priority queues declared a kind's queue
+/// with: rejected jobs to the dead letters.
+fn legacy_arguments(topology: &Topology) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(topology.dead_letters())),
+    );
+    arguments
 }
 
 /// Moves the messages of `from` to the queue `to`, one at a time, each

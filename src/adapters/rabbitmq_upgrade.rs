@@ -10,9 +10,10 @@
 //! the priority queue is bound first, then the old one unbound, so a job
 //! published meanwhile reaches at least one of them (both, at worst: a
 //! duplicate, which runners drop by the task's stream version), never
-//! neither. (A installation that never had an old queue gets an empty one
-//! for a moment: declared, found empty, deleted.) Each old job is published to the priority queue and
-//! acknowledged from the old one only once the broker confirmed the copy:
+//! neither. (An installation that never had an old queue gets an empty
+//! one for a moment: declared, found empty, deleted.) Each old job is
+//! published to the priority queue and acknowledged from the old one only
+//! once the broker confirmed the copy:
 //! a crash in between leaves a duplicate, never a loss. An old queue that
 //! an older runner still consumes is left (emptied) until the next call.
 
@@ -95,9 +96,12 @@ pub async fn move_legacy_jobs(
             )
             .await;
         match deleted {
-            Ok(_) => {
-                tracing::info!(queue = %legacy, moved = count, "moved the jobs of a queue without priorities and deleted it")
-            }
+            Ok(_) if count > 0 => tracing::info!(
+                queue = %legacy,
+                moved = count,
+                "moved the jobs of a queue without priorities and deleted it"
+            ),
+            Ok(_) => {}
             Err(error) if is_soft(&error, &AMQPSoftError::PRECONDITIONFAILED) => tracing::warn!(
                 queue = %legacy,
                 moved = count,

@@ -245,6 +245,11 @@ pub(super) async fn consume_local(
                     Some((job, redelivered)) => pending.push(job, redelivered),
                     None => anyhow::bail!("the in-process job feed ended"),
                 },
+                // The feed moved on (or stopped: then start again from the
+                // log, which the intake's own sender would hide).
+                changed = fed.changed() => {
+                    changed.map_err(|_| anyhow::anyhow!("the in-process job feed stopped"))?;
+                }
             }
             continue;
         };

@@ -2,7 +2,8 @@
 //! submitted after many low-priority ones starts before all of them —
 //! through RabbitMQ's priority queues and through the in-process intake —
 //! and a job left in a kind's queue by a release before priority queues
-//! still runs after the upgrade.
+//! still runs after the upgrade. A retry keeps its priority through the
+//! relay (read from the log) and the wait queues.
 //!
 //! Needs `scripts/services.sh` (RabbitMQ, dockerd and the image
 //! `taskledger-test-busybox:latest`).
@@ -40,6 +41,12 @@ const HIGH_PRIORITY: i32 = 50;
 
 /// Submits a `sh` task running `script` with `priority`; its id.
 async fn submit(cluster: &Cluster, script: &str, priority: i32) -> TaskId {
+    submit_kind(cluster, "sh", script, priority).await
+}
+
+/// Submits a task of `kind` (`sh` or `flaky`) running `script` with
+/// `priority`; its id.
+async fn submit_kind(cluster: &Cluster, kind: &str, script: &str, priority: i32) -> TaskId {
     let Value::Object(params) = json!({ "script": script }) else {
         unreachable!()
     };
@@ -48,7 +55,7 @@ async fn submit(cluster: &Cluster, script: &str, priority: i32) -> TaskId {
         &cluster.config,
         Submission {
             priority: Some(priority),
-            ..Submission::new("sh", params, "tests")
+            ..Submission::new(kind, params, "tests")
         },
         Submitter {
             key_id: Uuid::nil(),
@@ -427,5 +434,77 @@ async fn a_retry_s_job_carries_its_task_s_priority() {
         assert_eq!(job.attempt, 1);
     }
     let _ = connection.close(200, "done".into()).await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_that_waited_in_the_wait_queues_keeps_its_priority() {
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(1);
+    // Attempt 1 fails retryably; attempt 2 waits its backoff (2 s) in the
+    // wait queues, which dead-letter it back to the kind's queue.
+    let retried = submit_kind(
+        &cluster,
+        "flaky",
+        r#"if [ "$TASKLEDGER_ATTEMPT" -lt 2 ]; then exit 75; fi; echo ok"#,
+        HIGH_PRIORITY,
+    )
+    .await;
+    let task = cluster
+        .wait_for(retried, "a retry", Duration::from_secs(60), |task| {
+            task.status == TaskStatus::Queued && task.attempts_started == 1
+        })
+        .await;
+    let due = task.next_attempt_at.expect("the retry waits its backoff");
+    let blocker = submit_kind(&cluster, "flaky", "sleep 120", LOW_PRIORITY).await;
+    cluster.wait_running(blocker).await;
+    let mut lows = Vec::with_capacity(LOW);
+    for index in 0..LOW {
+        lows.push(
+            submit_kind(
+                &cluster,
+                "flaky",
+                &format!("echo low {index}"),
+                LOW_PRIORITY,
+            )
+            .await,
+        );
+    }
+    // The retry is due and back in the queue, behind the low ones.
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            let ready = ready_jobs(&cluster, "flaky").await;
+            if Utc::now() > due && ready == u32::try_from(LOW + 1).unwrap() {
+                return Ok(());
+            }
+            Err(format!("{ready} jobs ready; the retry is due at {due}"))
+        },
+    )
+    .await;
+    cancel(&cluster, blocker).await;
+    let task = cluster.wait_final(retried, Duration::from_secs(60)).await;
+    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let second_start = cluster
+        .store
+        .read_stream(&retried.stream_id(), 1, Direction::Forward, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.event_type == "TaskStarted")
+        .nth(1)
+        .expect("a second attempt")
+        .global_position;
+    for (index, low) in lows.iter().enumerate() {
+        let task = cluster.wait_final(*low, Duration::from_secs(120)).await;
+        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        let low_started = started_at(&cluster, *low).await;
+        assert!(
+            second_start < low_started,
+            "low-priority task {index} started (position {low_started}) before the \
+             high-priority retry (position {second_start})"
+        );
+    }
     cluster.finish().await;
 }

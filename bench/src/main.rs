@@ -7,6 +7,7 @@ mod append;
 mod cli;
 mod measure;
 mod mo;
+mod queues;
 mod rebuild;
 mod tasks;
 

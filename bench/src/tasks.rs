@@ -1,7 +1,8 @@
 //! `taskledger-bench tasks`: tasks per second end to end (submit → relay →
 //! RabbitMQ → runner → container → succeeded) for a trivial container at
-//! several runner slot counts, and the relay's events per second to
-//! RabbitMQ with publisher confirms.
+//! several runner slot counts, the relay's events per second to
+//! RabbitMQ with publisher confirms, and what a priority queue costs the
+//! broker against a classic one ([`crate::queues`]).
 //!
 //! Needs the database in `DATABASE_URL` (a scratch one), RabbitMQ
 //! (`AMQP_URL`, default the local broker) and a Docker engine with the image
@@ -49,6 +50,10 @@ pub(crate) struct TasksBenchArgs {
     /// Events appended for the relay run.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) relay_events: usize,
+    /// Messages per round of the classic-against-priority queue run (0
+    /// skips it).
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) queue_messages: usize,
 }
 
 /// Runs the benchmark and prints a line per run.
@@ -164,6 +169,9 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
     let channel = connection.create_channel().await?;
     topology.delete(&channel, &kinds).await?;
     let _ = std::fs::remove_dir_all(&data_dir);
+    if args.queue_messages > 0 {
+        crate::queues::priority_queue_cost(&amqp_url, args.queue_messages).await?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `{prefix}.events` | topic exchange, durable | every event, routing key = event type |
 //! | `{prefix}.jobs` | direct exchange, durable | one job per `TaskSubmitted` / `TaskRetried`, routing key = task kind |
-//! | `{prefix}.jobs.{kind}` | classic queue, durable | the jobs of one kind; dead-letters to `{prefix}.dead` |
+//! | `{prefix}.priority-jobs.{kind}` | classic queue, durable, `x-max-priority` 9 | the jobs of one kind, higher [level](priority_level) first; dead-letters to `{prefix}.dead` |
 //! | `{prefix}.dead` | fanout exchange + queue, durable | rejected jobs, and jobs of kinds no queue is bound for |
 //! | `{prefix}.wait` | headers exchange, durable | jobs whose retry is not due yet, by their `taskledger-wait-ms` header |
 //! | `{prefix}.wait.{n}ms` | classic queue, durable, `x-message-ttl` n | one per power of two from 128 ms to 2²⁶ ms (18.6 h); expired jobs dead-letter to `{prefix}.jobs` under their kind |
@@ -25,7 +25,16 @@
 //!
 //! Messages are persistent; `message_id` is the event id, and the headers
 //! carry `position` (the event's place in the global order), `stream`,
-//! `version` and `hash`.
+//! `version` and `hash`. A job's `priority` property is its task's priority
+//! as a [level](priority_level) from 1 to [`MAX_PRIORITY`]; every hop (a
+//! wait queue's dead-lettering, a runner's republish) keeps it, because
+//! both copy the message's properties.
+//!
+//! Releases before priority queues kept a kind's jobs in
+//! `{prefix}.jobs.{kind}`, declared without `x-max-priority`: a queue's
+//! arguments cannot change, so the priority queues have new names and
+//! [`move_legacy_jobs`](crate::adapters::rabbitmq_upgrade::move_legacy_jobs)
+//! empties the old ones into them.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -96,8 +105,14 @@ impl Topology {
         format!("{}.jobs", self.prefix)
     }
 
-    /// The work queue of `kind`.
+    /// The work queue of `kind`: a priority queue.
     pub fn jobs_queue(&self, kind: &str) -> String {
+        format!("{}.priority-jobs.{kind}", self.prefix)
+    }
+
+    /// The work queue of `kind` in releases before priority queues (no
+    /// `x-max-priority`), emptied and deleted on upgrade.
+    pub fn legacy_jobs_queue(&self, kind: &str) -> String {
         format!("{}.jobs.{kind}", self.prefix)
     }
 
@@ -135,8 +150,12 @@ impl Topology {
         durable_exchange(channel, &jobs, ExchangeKind::Direct, to_dead).await?;
         for kind in kinds {
             // A rejected or expired job goes to the dead letters too.
-            let to_dead = naming(&dead, "x-dead-letter-exchange");
-            bound_queue(channel, &self.jobs_queue(kind), to_dead, &jobs, kind).await?;
+            let mut arguments = naming(&dead, "x-dead-letter-exchange");
+            arguments.insert(
+                "x-max-priority".into(),
+                AMQPValue::LongLongInt(i64::from(MAX_PRIORITY)),
+            );
+            bound_queue(channel, &self.jobs_queue(kind), arguments, &jobs, kind).await?;
         }
         let wait = self.wait_exchange();
         durable_exchange(channel, &wait, ExchangeKind::Headers, FieldTable::default()).await?;
@@ -199,6 +218,47 @@ impl Topology {
     }
 }
 
+/// The highest message priority of a kind's job queue (its
+/// `x-max-priority`). RabbitMQ keeps a sub-queue per level and advises few
+/// levels, so a task's priority (-1000 to 1000) is mapped onto nine.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// The message priority of a job whose task has `priority`: 5 for 0, and
+/// one level higher (lower) per decimal digit of a positive (negative)
+/// priority, so the mapping is monotonic and orders priorities that differ
+/// in sign or order of magnitude:
+///
+/// | task priority | level |
+/// |---|---|
+/// | 1000 | 9 |
+/// | 100 to 999 | 8 |
+/// | 10 to 99 | 7 |
+/// | 1 to 9 | 6 |
+/// | 0 | 5 |
+/// | -9 to -1 | 4 |
+/// | -99 to -10 | 3 |
+/// | -999 to -100 | 2 |
+/// | -1000 | 1 |
+///
+/// Jobs of one level are taken in the order they came. Level 0 is what
+/// RabbitMQ gives a message without the property (a job published before
+/// priorities were honoured): below every task's. Out-of-range priorities
+/// (never accepted by `SubmitTask`) count as the nearest bound.
+pub fn priority_level(priority: i32) -> u8 {
+    let digits = match priority.unsigned_abs().min(1000) {
+        0 => 0,
+        1..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => 4,
+    };
+    if priority < 0 {
+        5 - digits
+    } else {
+        5 + digits
+    }
+}
+
 /// The header that routes a job into the wait queue of that many
 /// milliseconds.
 pub const WAIT_HEADER: &str = "taskledger-wait-ms";
@@ -254,6 +314,10 @@ pub struct Job {
     /// The attempt this job is for (1 for a submission, n + 1 after attempt
     /// n was retried).
     pub attempt: u32,
+    /// The task's priority (-1000 to 1000, higher first); 0 in jobs of
+    /// releases before it was added.
+    #[serde(default)]
+    pub priority: i32,
     /// The event that made the job.
     pub event_id: Uuid,
     /// That event's global position.
@@ -265,12 +329,13 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job an event of a task of `kind` makes, if any: `TaskSubmitted`
-    /// and `TaskRetried` do.
+    /// The job an event of a task of `kind` and `priority` makes, if any:
+    /// `TaskSubmitted` and `TaskRetried` do.
     pub fn for_event(
         recorded: &RecordedEvent,
         event: &TaskEvent,
         kind: &str,
+        priority: i32,
         installation: Option<Uuid>,
     ) -> Option<Self> {
         let attempt = match event {
@@ -283,6 +348,7 @@ impl Job {
             task_id: task_id.0,
             kind: kind.to_owned(),
             attempt,
+            priority,
             event_id: recorded.event_id,
             position: recorded.global_position,
             installation,
@@ -369,9 +435,68 @@ pub fn properties(recorded: &RecordedEvent, content_type: &str) -> BasicProperti
         .with_headers(headers)
 }
 
+/// [`properties`] of the message of `job`, made by `recorded`: with the
+/// job's [priority level](priority_level).
+pub fn job_properties(recorded: &RecordedEvent, job: &Job) -> BasicProperties {
+    properties(recorded, "application/json").with_priority(priority_level(job.priority))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priority_levels_rise_with_the_priority_by_order_of_magnitude() {
+        let levels: Vec<(i32, u8)> = [
+            -1000, -999, -100, -99, -10, -9, -1, 0, 1, 9, 10, 99, 100, 999, 1000,
+        ]
+        .into_iter()
+        .map(|priority| (priority, priority_level(priority)))
+        .collect();
+        assert_eq!(
+            levels,
+            [
+                (-1000, 1),
+                (-999, 2),
+                (-100, 2),
+                (-99, 3),
+                (-10, 3),
+                (-9, 4),
+                (-1, 4),
+                (0, 5),
+                (1, 6),
+                (9, 6),
+                (10, 7),
+                (99, 7),
+                (100, 8),
+                (999, 8),
+                (1000, 9)
+            ]
+        );
+        assert_eq!(priority_level(i32::MAX), MAX_PRIORITY);
+        assert_eq!(priority_level(i32::MIN), 1);
+    }
+
+    #[test]
+    fn priority_levels_are_monotonic_and_within_the_queues_maximum() {
+        let mut previous = priority_level(-1000);
+        assert!(previous >= 1, "level 0 is left to jobs without a priority");
+        for priority in -999..=1000 {
+            let level = priority_level(priority);
+            assert!(level >= previous, "{priority} maps below {}", priority - 1);
+            assert!(level <= MAX_PRIORITY);
+            previous = level;
+        }
+    }
+
+    #[test]
+    fn a_job_message_without_a_priority_reads_as_priority_zero() {
+        let old = r#"{"task_id": "5f0c7b8e-4a51-4d8e-9a55-0d6c1c1f2a10", "kind": "echo",
+                      "attempt": 1, "event_id": "5f0c7b8e-4a51-4d8e-9a55-0d6c1c1f2a11",
+                      "position": 7}"#;
+        let job: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(job.priority, 0);
+    }
 
     #[test]
     fn a_wait_goes_to_the_longest_queue_not_longer_than_it() {

@@ -16,6 +16,13 @@
 //!   stand by.
 //! - **Reconnects** with exponential backoff (up to 10 s) after any broker or
 //!   database failure, declaring the topology again each time.
+//! - **Priorities**: a job's message carries its task's priority as its
+//!   `priority` property ([`rabbitmq::priority_level`]); a retry's job
+//!   too, its priority read from the task's `TaskSubmitted` (remembered
+//!   from the submission, or read once from the log).
+//! - **Upgrade**: after declaring, it moves the jobs left in queues of
+//!   releases before priority queues into the priority queues
+//!   ([`move_legacy_jobs`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +35,7 @@ use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::watch;
 
 use crate::adapters::rabbitmq::{self, Job, Topology};
+use crate::adapters::rabbitmq_upgrade::move_legacy_jobs;
 use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
@@ -124,6 +132,7 @@ async fn relay_once(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     options.topology.declare(&channel, &options.kinds).await?;
+    move_legacy_jobs(&amqp, &options.topology, &options.kinds).await?;
     status.send_modify(|status| {
         status.active = true;
         status.confirmed = position;
@@ -164,8 +173,16 @@ struct Batches<'a> {
     /// A channel in confirm mode.
     channel: &'a lapin::Channel,
     topology: &'a Topology,
-    /// Kinds of tasks that may be retried, so a retry's job needs no read.
-    kinds: HashMap<TaskId, String>,
+    /// Kinds and priorities of tasks that may be retried, so a retry's job
+    /// needs no read.
+    kinds: HashMap<TaskId, Routing>,
+}
+
+/// What a task's jobs need from its `TaskSubmitted`.
+#[derive(Debug, Clone)]
+struct Routing {
+    kind: String,
+    priority: i32,
 }
 
 impl Batches<'_> {
@@ -188,13 +205,15 @@ impl Batches<'_> {
         let jobs_exchange = self.topology.jobs_exchange();
         let mut confirms = Vec::with_capacity(batch.len() * 2);
         for recorded in batch {
+            let properties = rabbitmq::properties(recorded, "application/json");
             confirms.push(
-                self.publish(&events_exchange, &recorded.event_type, recorded, recorded)
+                self.publish(&events_exchange, &recorded.event_type, recorded, properties)
                     .await?,
             );
             if let Some(job) = self.job(recorded).await? {
+                let properties = rabbitmq::job_properties(recorded, &job);
                 confirms.push(
-                    self.publish(&jobs_exchange, &job.kind, &job, recorded)
+                    self.publish(&jobs_exchange, &job.kind, &job, properties)
                         .await?,
                 );
             }
@@ -225,14 +244,14 @@ impl Batches<'_> {
         Ok(last)
     }
 
-    /// Publishes `message` (as JSON) about `recorded`; its confirm is to be
-    /// awaited.
+    /// Publishes `message` (as JSON) with `properties`; its confirm is to
+    /// be awaited.
     async fn publish(
         &self,
         exchange: &str,
         routing_key: &str,
         message: &impl serde::Serialize,
-        recorded: &RecordedEvent,
+        properties: lapin::BasicProperties,
     ) -> anyhow::Result<lapin::PublisherConfirm> {
         let body = serde_json::to_vec(message)?;
         Ok(self
@@ -242,7 +261,7 @@ impl Batches<'_> {
                 routing_key.into(),
                 BasicPublishOptions::default(),
                 &body,
-                rabbitmq::properties(recorded, "application/json"),
+                properties,
             )
             .await?)
     }
@@ -280,10 +299,11 @@ impl Batches<'_> {
     }
 }
 
-/// The job `recorded` makes, looking up a retried task's kind in the log.
+/// The job `recorded` makes, looking up a retried task's kind and
+/// priority in the log (once: then they are remembered).
 async fn job_for(
     store: &PgEventStore,
-    kinds: &mut HashMap<TaskId, String>,
+    kinds: &mut HashMap<TaskId, Routing>,
     recorded: &RecordedEvent,
     installation: Option<uuid::Uuid>,
 ) -> anyhow::Result<Option<Job>> {
@@ -292,16 +312,22 @@ async fn job_for(
     };
     let event = TaskEvent::from_recorded(recorded)
         .with_context(|| format!("reading the task event at {}", recorded.global_position))?;
-    let kind = match &event {
-        TaskEvent::Submitted(submitted) => submitted.kind.clone(),
+    let routing = match &event {
+        TaskEvent::Submitted(submitted) => Routing {
+            kind: submitted.kind.clone(),
+            priority: submitted.priority,
+        },
         TaskEvent::Retried(_) => match kinds.get(&task_id) {
-            Some(kind) => kind.clone(),
+            Some(routing) => routing.clone(),
             None => {
                 let first = store
                     .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1)
                     .await?;
                 match first.first().map(TaskEvent::from_recorded) {
-                    Some(Ok(TaskEvent::Submitted(submitted))) => submitted.kind,
+                    Some(Ok(TaskEvent::Submitted(submitted))) => Routing {
+                        kind: submitted.kind,
+                        priority: submitted.priority,
+                    },
                     _ => anyhow::bail!("task {task_id} has no TaskSubmitted event"),
                 }
             }
@@ -312,6 +338,12 @@ async fn job_for(
     if kinds.len() > 100_000 {
         kinds.clear();
     }
-    kinds.insert(task_id, kind.clone());
-    Ok(Job::for_event(recorded, &event, &kind, installation))
+    kinds.insert(task_id, routing.clone());
+    Ok(Job::for_event(
+        recorded,
+        &event,
+        &routing.kind,
+        routing.priority,
+        installation,
+    ))
 }

@@ -17,6 +17,7 @@ mod max_running;
 mod mirror;
 mod openapi;
 mod outofbox;
+mod priorities;
 mod probes;
 mod process;
 mod quickstart;

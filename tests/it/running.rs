@@ -148,10 +148,25 @@ impl Cluster {
     }
 
     async fn start_configured(broker: BrokerHold, config: FileConfig) -> Self {
+        let mut cluster = Self::start_idle(broker, config).await;
+        cluster.start_relay();
+        cluster
+    }
+
+    /// A cluster sharing the broker, with no relay yet (its topology not
+    /// declared).
+    pub(crate) async fn start_without_relay() -> Self {
+        let broker = BrokerHold::Shared {
+            _guard: BROKER.read().await,
+        };
+        Self::start_idle(broker, FileConfig::parse(&kinds()).unwrap()).await
+    }
+
+    async fn start_idle(broker: BrokerHold, config: FileConfig) -> Self {
         let database = TestDatabase::create().await;
         let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
         let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
-        let mut cluster = Self {
+        Self {
             database,
             store,
             topology: Topology::new(prefix),
@@ -161,9 +176,7 @@ impl Cluster {
             runners: Vec::new(),
             runners_started: 0,
             _broker: broker,
-        };
-        cluster.start_relay();
-        cluster
+        }
     }
 
     pub(crate) fn start_relay(&mut self) {

@@ -82,7 +82,11 @@ pub struct SubmitTaskRequest {
     /// The frontend's own id for the task. Submitting the same one again
     /// returns the same task.
     pub client_task_id: Option<String>,
-    /// -1000 to 1000, higher first; 0 when left out.
+    /// -1000 to 1000, higher first; 0 when left out. A free runner slot
+    /// takes the waiting task of this kind with the highest priority (and of
+    /// equal ones the earliest); through RabbitMQ priorities count by sign
+    /// and order of magnitude (1–9, 10–99, 100–999, 1000 and the negatives
+    /// alike), so 3 and 7 go in the order they came.
     #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// 1 to 604800 (7 days), and at most the kind's `max_timeout_seconds`

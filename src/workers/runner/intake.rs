@@ -2,8 +2,16 @@
 //! count, another installation's jobs put back at the end of their queue) or,
 //! without a broker, the log itself; and the start-up sweep of containers no
 //! runner holds.
+//!
+//! Priorities: a kind's queue is a priority queue, and the prefetch equals
+//! the slots (a delivery holds its slot until it is acknowledged), so the
+//! broker hands out nothing while every slot is busy and, when one frees,
+//! the highest-priority job waiting. Without a broker the jobs wait in
+//! [`Pending`], compared when a slot frees.
 
+use super::pending::Pending;
 use super::*;
+use crate::adapters::rabbitmq_upgrade::move_legacy_jobs;
 
 /// Takes jobs until the source fails or the runner stops.
 pub(super) async fn consume(
@@ -41,11 +49,14 @@ pub(super) async fn consume_amqp(
         .await?;
     let prefetch = u16::try_from(context.options.slots.max(1)).unwrap_or(u16::MAX);
     // Global: the limit is shared by this channel's consumers (one per
-    // kind), so a runner holds at most `slots` jobs in all.
+    // kind), so a runner holds at most `slots` jobs in all. Not more: a job
+    // prefetched while every slot is busy would skip ahead of a
+    // higher-priority one published after it.
     channel
         .basic_qos(prefetch, BasicQosOptions { global: true })
         .await?;
     context.options.topology.declare(&channel, &kinds).await?;
+    move_legacy_jobs(&connection, &context.options.topology, &kinds).await?;
     let mut consumers = Vec::with_capacity(kinds.len());
     for kind in &kinds {
         consumers.push(
@@ -141,8 +152,10 @@ pub(super) async fn consume_amqp(
 
 /// Jobs without a broker: every queued task found at start (and every
 /// running one, left by a process that died), then every new
-/// `TaskSubmitted` / `TaskRetried` as it is appended. A job that must be
-/// put back is sent again after [`REQUEUE_DELAY`]. One process only.
+/// `TaskSubmitted` / `TaskRetried` as it is appended, each slot given to
+/// the highest-priority job the log holds when it frees ([`Pending`]). A
+/// job that must be put back is sent again after [`REQUEUE_DELAY`]. One
+/// process only.
 pub(super) async fn consume_local(
     context: &Context,
     jobs: &mut JoinSet<()>,
@@ -151,6 +164,8 @@ pub(super) async fn consume_local(
     let store = &context.store;
     let head = store.head_position().await?;
     let (sender, mut receiver) = mpsc::channel::<(Job, bool)>(1024);
+    // The feed's place: every job of the log up to it has been sent.
+    let (fed_to, mut fed) = watch::channel(head);
     let feed = {
         let store = store.clone();
         let sender = sender.clone();
@@ -158,30 +173,22 @@ pub(super) async fn consume_local(
             let mut events = store.subscribe_all(head);
             while let Some(event) = events.next().await {
                 let Ok(recorded) = event else { break };
-                let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
-                    continue;
-                };
-                let Ok(event) = TaskEvent::from_recorded(&recorded) else {
-                    continue;
-                };
-                if !matches!(event, TaskEvent::Submitted(_) | TaskEvent::Retried(_)) {
-                    continue;
-                }
                 // A failed load ends the feed, and with it this intake: the
                 // runner starts again and rescans, so no job is lost.
-                let Ok(loaded) = load::<Tasks>(&store, &task_id.stream_id()).await else {
+                let Ok(job) = local_job(&store, &recorded).await else {
                     break;
                 };
-                let Some(task) = loaded.state else { continue };
-                if let Some(job) = Job::for_event(&recorded, &event, &task.kind, None) {
+                if let Some(job) = job {
                     if sender.send((job, false)).await.is_err() {
                         break;
                     }
                 }
+                fed_to.send_replace(recorded.global_position);
             }
         })
     };
     let _feed = AbortOnDrop::new(feed);
+    let mut pending = Pending::default();
     // Tasks waiting from before: read from the log, not a read model that
     // may lag (streams are few enough in a one-process installation).
     let client = store.pool().get().await?;
@@ -209,26 +216,46 @@ pub(super) async fn consume_local(
             task_id: task_id.0,
             kind: task.kind.clone(),
             attempt,
+            priority: task.priority,
             event_id: Uuid::nil(),
             position: loaded.position,
             installation: None,
         };
-        sender.send((job, redelivered)).await?;
+        pending.push(job, redelivered);
     }
     tracing::info!(worker = %context.options.worker_id, "runner taking jobs in-process (no AMQP_URL)");
     loop {
         while jobs.try_join_next().is_some() {}
-        let next = tokio::select! {
+        let permit = tokio::select! {
             _ = stopping.wait_for(|stopping| *stopping) => break,
-            next = receiver.recv() => next,
+            permit = context.slots.clone().acquire_owned() => permit?,
         };
-        let Some((job, redelivered)) = next else {
-            anyhow::bail!("the in-process job feed ended");
+        // Every job appended before the slot freed is compared.
+        let head = store.head_position().await?;
+        tokio::select! {
+            _ = stopping.wait_for(|stopping| *stopping) => break,
+            caught_up = pending.caught_up(&mut receiver, &mut fed, head) => caught_up?,
+        }
+        let Some((job, redelivered)) = pending.pop() else {
+            // Nothing waits: the slot goes to the next job that comes.
+            drop(permit);
+            tokio::select! {
+                _ = stopping.wait_for(|stopping| *stopping) => break,
+                next = receiver.recv() => match next {
+                    Some((job, redelivered)) => pending.push(job, redelivered),
+                    None => anyhow::bail!("the in-process job feed ended"),
+                },
+                // The feed moved on (or stopped: then start again from the
+                // log, which the intake's own sender would hide).
+                changed = fed.changed() => {
+                    changed.map_err(|_| anyhow::anyhow!("the in-process job feed stopped"))?;
+                }
+            }
+            continue;
         };
         if !context.options.config.kinds.contains_key(&job.kind) {
             continue;
         }
-        let permit = context.slots.clone().acquire_owned().await?;
         let context = context.clone();
         let again = sender.clone();
         jobs.spawn(async move {
@@ -248,6 +275,37 @@ pub(super) async fn consume_local(
     }
     finish_jobs(context, jobs).await;
     Ok(())
+}
+
+/// The job `recorded` makes for the in-process intake, if any (its task
+/// loaded for its kind and priority).
+///
+/// # Errors
+/// When the task cannot be loaded.
+async fn local_job(
+    store: &PgEventStore,
+    recorded: &taskledger_events::RecordedEvent,
+) -> Result<Option<Job>, CommandError> {
+    let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
+        return Ok(None);
+    };
+    let Ok(event) = TaskEvent::from_recorded(recorded) else {
+        return Ok(None);
+    };
+    if !matches!(event, TaskEvent::Submitted(_) | TaskEvent::Retried(_)) {
+        return Ok(None);
+    }
+    let loaded = load::<Tasks>(store, &task_id.stream_id()).await?;
+    let Some(task) = loaded.state else {
+        return Ok(None);
+    };
+    Ok(Job::for_event(
+        recorded,
+        &event,
+        &task.kind,
+        task.priority,
+        None,
+    ))
 }
 
 /// Removes containers of attempts that no runner holds any more (left by a

@@ -30,6 +30,7 @@ mod intake;
 mod lease;
 mod limit;
 mod outcome;
+mod pending;
 mod slurm;
 mod wait;
 

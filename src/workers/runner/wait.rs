@@ -100,7 +100,12 @@ pub(super) async fn park(
     );
     tracing::debug!(task = %job.task_id, attempt = job.attempt, %due, wait_ms = millis, "a job is not to run yet (a retry's backoff, or its kind at max_running); parking it");
     let exchange = context.options.topology.wait_exchange();
-    let properties = delivery.properties.clone().with_headers(headers);
+    let mut properties = delivery.properties.clone().with_headers(headers);
+    if properties.priority().is_none() {
+        // Published before priorities were honoured: from now on, it has
+        // its task's (the job's) level.
+        properties = properties.with_priority(rabbitmq::priority_level(job.priority));
+    }
     super::intake::republished(republish, &exchange, job, delivery, properties).await
 }
 

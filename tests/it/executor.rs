@@ -106,7 +106,10 @@ async fn a_leftover_container_of_the_same_attempt_is_replaced_and_the_attempt_ru
 #[tokio::test]
 async fn an_image_the_engine_lacks_is_named_and_nothing_is_left() {
     let docker = Docker::connect_with_defaults().expect("the Docker engine answers");
-    let image = format!("taskledger-no-such-image-{}:latest", Uuid::new_v4().simple());
+    let image = format!(
+        "taskledger-no-such-image-{}:latest",
+        Uuid::new_v4().simple()
+    );
     let spec = spec(&image, &["true"]);
     let (_cancel, canceled) = watch::channel(false);
     let error = executor::run_docker(&docker, &spec, canceled)

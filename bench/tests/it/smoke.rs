@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use taskledger_events::testing::TestDatabase;
 
-use crate::helpers::{
-    bench, bench_ending, bench_on_scratch, database_url, line, server_client,
-};
+use crate::helpers::{bench, bench_ending, bench_on_scratch, database_url, line, server_client};
 
 /// How long a tiny run of a benchmark against PostgreSQL alone may take.
 const TINY_RUN: Duration = Duration::from_secs(120);

@@ -35,7 +35,7 @@ pub(crate) enum Bare {
     /// `docker run --rm` with these arguments (flags, image, argv).
     DockerRun(Vec<String>),
     /// Create, start, wait and remove through the engine API.
-    DockerApi(Docker, ContainerCreateBody),
+    DockerApi(Docker, Box<ContainerCreateBody>),
     /// `sbatch --wait` with these arguments (flags, script, argv).
     Sbatch(Vec<String>),
 }
@@ -99,7 +99,7 @@ impl Bare {
             }),
             ..ContainerCreateBody::default()
         };
-        Self::DockerApi(docker, body)
+        Self::DockerApi(docker, Box::new(body))
     }
 
     /// `sbatch --wait` of `argv` on `partition`, through the adapter's
@@ -195,7 +195,7 @@ impl Bare {
             Self::DockerRun(args) => command("docker", args).await,
             Self::Sbatch(args) => command("sbatch", args).await,
             Self::DockerApi(docker, body) => {
-                let created = docker.create_container(None, body.clone()).await?;
+                let created = docker.create_container(None, (**body).clone()).await?;
                 let outcome = async {
                     docker.start_container(&created.id, None).await?;
                     let options = WaitContainerOptionsBuilder::default()

@@ -155,8 +155,11 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         Err(_) => String::new(),
     };
     println!(
-        "# bench tasks executor={:?} tasks={} per run, rounds={}: taskledger end to end (submit → relay → RabbitMQ → runner → {} → succeeded) alternating with the bare engine at the same parallelism{}",
-        args.executor,
+        "# bench tasks executor={} tasks={} per run, rounds={}: taskledger end to end (submit → relay → RabbitMQ → runner → {} → succeeded) alternating with the bare engine at the same parallelism{}",
+        match args.executor {
+            BenchExecutor::Docker => "docker",
+            BenchExecutor::Slurm => "slurm",
+        },
         args.tasks,
         args.rounds,
         match args.executor {
@@ -219,7 +222,7 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         for (which, bare) in bares.iter().enumerate() {
             let theirs = theirs[index][which];
             println!(
-                "overhead {} slots={slots} ms_per_task={:.1} bare_ms_per_task={:.1} overhead_ms={:.1} ratio={:.3} tasks_per_s={:.2} bare_tasks_per_s={:.2} (slot time per task over {} rounds; goal: ratio >= 0.90)",
+                "overhead {} slots={slots} ms_per_task={:.1} bare_ms_per_task={:.1} overhead_ms={:.1} ratio={:.3} tasks_per_s={:.2} bare_tasks_per_s={:.2} (slot time per task over {} round{}; goal: ratio >= 0.90)",
                 bare.name(),
                 ours.slot_ms(slots),
                 theirs.slot_ms(slots),
@@ -228,6 +231,7 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
                 ours.per_second(),
                 theirs.per_second(),
                 args.rounds.max(1),
+                if args.rounds > 1 { "s" } else { "" },
             );
         }
     }

@@ -31,7 +31,7 @@ from collections import OrderedDict
 
 FIGURE = re.compile(r"([a-z0-9_]+)=([0-9]+(?:\.[0-9]+)?)")
 # Keys that name the case rather than measure it.
-CASE_KEYS = {"writers", "batch", "connections", "samples", "events", "projection", "slots"}
+CASE_KEYS = {"writers", "batch", "connections", "samples", "events", "projection", "slots", "parallel"}
 
 
 def parse(output):

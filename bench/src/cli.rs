@@ -38,9 +38,12 @@ enum BenchCommand {
     /// several connection counts, and the time from a 201 to the task being
     /// visible. Serves the API itself on a loopback port.
     Api(ApiBenchArgs),
-    /// Tasks/s end to end (submit → RabbitMQ → runner → container →
-    /// succeeded) at several runner slot counts, and the relay's events/s
-    /// with publisher confirms. Needs RabbitMQ and a Docker engine.
+    /// Tasks/s end to end (submit → RabbitMQ → runner → container or Slurm
+    /// job → succeeded) at several runner slot counts, alternating with the
+    /// bare engine (`docker run --rm`, the engine API, or `sbatch --wait`)
+    /// at the same parallelism, the overhead per task and the ratio; and the
+    /// relay's events/s with publisher confirms. Needs RabbitMQ and a Docker
+    /// engine (or Slurm, with `--executor slurm`).
     Tasks {
         /// The broker (default: the local one).
         #[command(flatten)]

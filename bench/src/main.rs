@@ -4,6 +4,7 @@
 
 mod api;
 mod append;
+mod bare;
 mod cli;
 mod measure;
 mod mo;

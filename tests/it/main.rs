@@ -9,6 +9,7 @@ mod console_devices;
 mod console_ops;
 mod deploy;
 mod devices;
+mod executor;
 mod feed;
 mod helpers;
 mod keys;

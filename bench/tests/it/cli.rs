@@ -48,6 +48,8 @@ fn help_lists_the_five_benchmarks_and_their_flags() {
                 "--slots",
                 "--tasks",
                 "--relay-events",
+                "--executor",
+                "--rounds",
                 "--amqp-url",
                 "--amqp-prefix",
             ][..],

@@ -18,6 +18,20 @@ pub(crate) struct Run {
 /// `DATABASE_URL` set to `database_url` and the broker the tests use; panics
 /// unless it succeeds within `deadline`.
 pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Duration) -> Run {
+    let (run, status) = bench_ending(database_url, command_line, deadline).await;
+    assert!(
+        status.success(),
+        "taskledger-bench {command_line:?} exited with {status}: {run:#?}"
+    );
+    run
+}
+
+/// [`bench`], but the run may fail: what it printed and how it exited.
+pub(crate) async fn bench_ending(
+    database_url: &str,
+    command_line: &str,
+    deadline: Duration,
+) -> (Run, std::process::ExitStatus) {
     let args: Vec<&str> = command_line.split_whitespace().collect();
     let mut command = tokio::process::Command::new(BINARY);
     command
@@ -37,12 +51,7 @@ pub(crate) async fn bench(database_url: &str, command_line: &str, deadline: Dura
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
-    assert!(
-        output.status.success(),
-        "taskledger-bench {args:?} exited with {}: {run:#?}",
-        output.status
-    );
-    run
+    (run, output.status)
 }
 
 /// [`bench`] against a fresh database of its own, dropped once the run has

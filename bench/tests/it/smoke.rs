@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{bench, bench_on_scratch, database_url, line, server_client};
+use taskledger_events::testing::TestDatabase;
+
+use crate::helpers::{bench, bench_ending, bench_on_scratch, database_url, line, server_client};
 
 /// How long a tiny run of a benchmark against PostgreSQL alone may take.
 const TINY_RUN: Duration = Duration::from_secs(120);
@@ -124,4 +126,112 @@ async fn tasks_runs_containers_through_rabbitmq_and_times_the_relay() {
         relay.ends_with(" (publisher confirms, persistent messages)"),
         "{relay}"
     );
+}
+
+/// The `key=` words of `line` that name what a run was (everything before
+/// the first measured figure).
+fn shape(line: &str) -> String {
+    line.split_whitespace()
+        .take_while(|word| !word.starts_with("tasks=") && !word.starts_with("ms_per_task="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn tasks_alternates_with_the_bare_docker_engine_and_prints_the_overhead() {
+    let run = bench_on_scratch(
+        "tasks --slots 2 --tasks 2 --rounds 2 --relay-events 0",
+        Duration::from_secs(240),
+    )
+    .await;
+    let runs: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("tasks ") || line.starts_with("bare "))
+        .map(shape)
+        .collect();
+    // Each round: taskledger, then each bare engine, at the same parallelism.
+    let round = [
+        "tasks slots=2",
+        "bare docker-run parallel=2",
+        "bare docker-api parallel=2",
+    ];
+    assert_eq!(runs, [round, round].concat(), "{run:#?}");
+    for line in run.stdout.lines().filter(|line| line.starts_with("bare ")) {
+        assert!(line.contains(" tasks=2 failed=0 "), "{line}");
+    }
+    let bare = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("bare docker-run "))
+        .unwrap_or_default();
+    // The same image, sandboxed like the runner's containers.
+    assert!(
+        bare.contains("docker run --rm --network none --cap-drop ALL")
+            && bare.contains("--read-only")
+            && bare.contains("taskledger-test-busybox:latest true)"),
+        "{bare}"
+    );
+    let fields = [
+        "ms_per_task",
+        "bare_ms_per_task",
+        "overhead_ms",
+        "ratio",
+        "tasks_per_s",
+        "bare_tasks_per_s",
+    ];
+    for baseline in ["docker-run", "docker-api"] {
+        let overhead = line(&run, &format!("overhead {baseline} slots=2 "), &fields);
+        assert!(overhead.contains("over 2 rounds"), "{overhead}");
+    }
+    assert!(
+        !run.stdout.lines().any(|line| line.starts_with("relay ")),
+        "--relay-events 0 skips the relay run: {run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_on_slurm_measures_bare_sbatch_and_names_a_refused_kind() {
+    let database = TestDatabase::create().await;
+    let (run, status) = bench_ending(
+        &database.url,
+        "tasks --executor slurm --slots 1 --tasks 1 --relay-events 0",
+        Duration::from_secs(240),
+    )
+    .await;
+    database.drop_database().await;
+    let bare = line(
+        &run,
+        "bare sbatch parallel=1 ",
+        &["tasks", "failed", "tasks_per_s", "seconds"],
+    );
+    assert!(bare.contains(" tasks=1 failed=0 "), "{bare}");
+    assert!(
+        bare.contains("sbatch --wait --quiet --partition=debug "),
+        "{bare}"
+    );
+    if status.success() {
+        // A build whose configuration knows `executor = "slurm"`.
+        line(
+            &run,
+            "tasks slots=1 ",
+            &["tasks", "succeeded", "failed", "tasks_per_s", "seconds"],
+        );
+        line(
+            &run,
+            "overhead sbatch slots=1 ",
+            &["ms_per_task", "bare_ms_per_task", "overhead_ms", "ratio"],
+        );
+    } else {
+        assert!(
+            run.stderr
+                .contains("this build's configuration refuses the benchmark's Slurm kind")
+                && run.stderr.contains("executor = \"slurm\""),
+            "{run:#?}"
+        );
+        assert!(
+            !run.stdout.lines().any(|line| line.starts_with("overhead ")),
+            "{run:#?}"
+        );
+    }
 }

@@ -159,6 +159,11 @@ impl From<DockerError> for RunError {
 /// volume that is copied out after the exit. The container is always
 /// removed (with its volume).
 ///
+/// Engine calls per attempt: create, start, logs (followed), wait, the
+/// archive of `/out` (after an exit), remove; a kill when it timed out or
+/// was canceled, and for a `bridge` kind a look at the bridge network
+/// first.
+///
 /// # Errors
 /// See [`RunError`].
 pub async fn run_docker(
@@ -166,17 +171,6 @@ pub async fn run_docker(
     spec: &RunSpec,
     mut canceled: watch::Receiver<bool>,
 ) -> Result<Outcome, RunError> {
-    match docker.inspect_image(&spec.kind.image).await {
-        Ok(_) => {}
-        Err(DockerError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {
-            return Err(RunError::MissingImage {
-                image: spec.kind.image.clone(),
-            })
-        }
-        Err(error) => return Err(error.into()),
-    }
     if spec.kind.network == Network::Bridge {
         // Under `dockerd --bridge=none` the container would silently run
         // with no network at all: refuse instead.
@@ -220,16 +214,61 @@ pub async fn run_docker(
         }),
         ..ContainerCreateBody::default()
     };
-    // A container of the same name is a leftover of a runner that died
-    // running this very attempt: remove it first.
-    remove(docker, &spec.name).await;
+    let id = create(docker, spec, body).await?;
+    let outcome = run_created(docker, &id, spec, &mut canceled).await;
+    remove(docker, &id).await;
+    outcome
+}
+
+/// Creates the attempt's container; its id. One engine call in the usual
+/// case: the image is not inspected first (the engine answers the create
+/// of a missing image with 404 and never pulls), and no container of the
+/// same name is removed first (the create answers 409 then: that one is a
+/// leftover of a runner that died running this very attempt, so it is
+/// removed, with its volume, and the create made once more).
+async fn create(
+    docker: &Docker,
+    spec: &RunSpec,
+    body: ContainerCreateBody,
+) -> Result<String, RunError> {
     let options = CreateContainerOptionsBuilder::default()
         .name(&spec.name)
         .build();
-    let created = docker.create_container(Some(options), body).await?;
-    let outcome = run_created(docker, &created.id, spec, &mut canceled).await;
-    remove(docker, &created.id).await;
-    outcome
+    let missing = |message: &str| {
+        // A 404 of a create names what is missing; only the image can be.
+        message.to_ascii_lowercase().contains("image")
+    };
+    match docker
+        .create_container(Some(options.clone()), body.clone())
+        .await
+    {
+        Ok(created) => return Ok(created.id),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            tracing::info!(container = %spec.name, "removing a leftover container of this attempt");
+            remove(docker, &spec.name).await;
+        }
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        }) if missing(&message) => {
+            return Err(RunError::MissingImage {
+                image: spec.kind.image.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    }
+    match docker.create_container(Some(options), body).await {
+        Ok(created) => Ok(created.id),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        }) if missing(&message) => Err(RunError::MissingImage {
+            image: spec.kind.image.clone(),
+        }),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn run_created(

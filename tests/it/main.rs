@@ -26,5 +26,6 @@ mod routes;
 mod running;
 mod slurm;
 mod support;
+mod task_stream;
 mod tasks;
 mod tenants;

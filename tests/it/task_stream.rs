@@ -203,7 +203,10 @@ async fn each_tenant_hears_only_of_its_own_tasks_in_the_logs_order() {
     for (id, data) in acme_seen.iter().chain(&globex_seen).chain(&platform_seen) {
         let event = &log[usize::try_from(*id).unwrap() - 1];
         assert_eq!(event.global_position, *id);
-        assert_eq!(event.stream_id, format!("task-{}", data["task_id"].as_str().unwrap()));
+        assert_eq!(
+            event.stream_id,
+            format!("task-{}", data["task_id"].as_str().unwrap())
+        );
         assert_eq!(event.event_type, data["event_type"]);
         assert_eq!(event.version, data["stream_version"]);
     }
@@ -212,12 +215,27 @@ async fn each_tenant_hears_only_of_its_own_tasks_in_the_logs_order() {
     }
     // A change carries the task's own fields and nothing of anyone else.
     let (_, first) = &acme_seen[0];
-    let fields: Vec<&str> = first.as_object().unwrap().keys().map(String::as_str).collect();
+    let fields: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(
         fields,
         [
-            "attempt", "client_task_id", "error", "event_type", "frontend_id", "kind",
-            "position", "recorded_at", "status", "stream_version", "task_id", "tenant"
+            "attempt",
+            "client_task_id",
+            "error",
+            "event_type",
+            "frontend_id",
+            "kind",
+            "position",
+            "recorded_at",
+            "status",
+            "stream_version",
+            "task_id",
+            "tenant"
         ]
     );
     assert_eq!(first["tenant"], "acme");
@@ -267,7 +285,10 @@ async fn a_resumed_stream_gives_exactly_the_rest() {
     let late = submit(&app, &acme, "late", json!({})).await;
     let events = read_through(&mut resumed, &late).await;
     let late_changes: Vec<Seen> = events.iter().map(|(_, data)| seen(data)).collect();
-    assert_eq!(late_changes, vec![change(&late, "queued", 0, "TaskSubmitted")]);
+    assert_eq!(
+        late_changes,
+        vec![change(&late, "queued", 0, "TaskSubmitted")]
+    );
     let (first, _) = &all[0];
     let mut by_after = open(&app, &acme, &format!("?after={first}")).await;
     let rest = read_through(&mut by_after, &expected.acme_marker).await;
@@ -298,7 +319,12 @@ async fn a_stream_filters_by_frontend_and_kind() {
         let body = json!({"kind": kind, "params": params, "frontend_id": frontend, "client_task_id": label});
         let app = &app;
         let key = key.clone();
-        async move { app.submitted(&key, body).await["id"].as_str().unwrap().to_owned() }
+        async move {
+            app.submitted(&key, body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
     };
     let mut ids = std::collections::HashMap::new();
     for (kind, frontend, label) in [

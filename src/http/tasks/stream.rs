@@ -13,8 +13,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::Response;
 use serde::Deserialize;
+use std::borrow::Cow;
 use taskledger_events::EventStore as _;
-use utoipa::IntoParams;
+
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::changes::{ChangeFilter, TaskChangeView, TaskChanges};
 use crate::http::auth::{Authorized, ReadTasks};
@@ -25,6 +29,59 @@ use crate::http::{log_unreadable, tenancy, AppState};
 
 /// The SSE event name of every change.
 pub const CHANGE_EVENT: &str = "task";
+
+/// One Server-Sent Event of `GET /v1/tasks/stream`, as the document
+/// describes it: `id`, `event` and `data` (a [`TaskChangeView`] as JSON).
+/// Only a description: the handler writes [`Event`]s.
+#[derive(Debug)]
+pub struct TaskChangeEvent;
+
+impl PartialSchema for TaskChangeEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .description(Some(
+                "One Server-Sent Event of the stream: a change of a task's status",
+            ))
+            .property(
+                "id",
+                string("The change's position in the log, in decimal: send the last one seen as `Last-Event-ID` to resume after it")
+                    .pattern(Some("^[0-9]+$")),
+            )
+            .property(
+                "event",
+                string("Always `task`").enum_values(Some([CHANGE_EVENT])),
+            )
+            .property(
+                "data",
+                string("The change, as JSON (`TaskChangeView`)")
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name(TaskChangeView::name()))),
+            )
+            .required("id")
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for TaskChangeEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("TaskChangeEvent")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            TaskChangeView::name().into_owned(),
+            TaskChangeView::schema(),
+        ));
+        <TaskChangeView as ToSchema>::schemas(schemas);
+    }
+}
 
 /// Where to start and which tasks to show.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -65,7 +122,7 @@ pub struct TaskStreamQuery {
          description = "Resume after this position (a reconnecting client sends the last `id` it saw)"),
     ),
     responses(
-        (status = 200, description = "An endless event stream: each event's `id` is its position in the log, `event` is `task`, `data` the change (this schema)", body = TaskChangeView, content_type = "text/event-stream"),
+        (status = 200, description = "An endless event stream: each event's `id` is its position in the log, `event` is `task`, `data` the change as JSON (`TaskChangeView`)", body = TaskChangeEvent, content_type = "text/event-stream"),
         Authenticated, Malformed,
     ),
     security(("api_key" = ["tasks:read"]))

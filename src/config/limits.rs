@@ -27,7 +27,8 @@ pub struct LimitsConfig {
     /// second's worth (`requests_per_second`).
     #[serde(default)]
     pub burst: Option<NonZeroU32>,
-    /// Event streams (`GET /v1/events/stream`) one key may hold open.
+    /// Event streams (`GET /v1/events/stream`, `GET /v1/tasks/stream`) one
+    /// key may hold open.
     #[serde(default = "default_streams_per_key")]
     pub streams_per_key: u32,
     /// Event streams this process holds open, for all keys together.

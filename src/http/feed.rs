@@ -4,18 +4,15 @@
 //! order, with its sequence (global position) and hash, read from the log
 //! itself (never from a projection).
 //!
-//! A live stream takes one of its key's stream slots ([`super::limits`]),
-//! freed when it ends, and ends when its key is revoked or expires
-//! ([`super::key_watch`]) or the service stops. It holds no database
-//! connection while it waits: the store's one listener wakes it.
-
-use std::convert::Infallible;
-use std::time::Duration;
+//! A live stream takes one of its key's stream slots, freed when it ends,
+//! and ends when its key is revoked or expires or the service stops
+//! ([`super::sse`]). It holds no database connection while it waits: the
+//! store's one listener wakes it.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use futures::StreamExt;
 use serde::Deserialize;
 use taskledger_events::EventStore;
@@ -25,6 +22,7 @@ use super::auth::ReadLog;
 use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::responses::{Malformed, PlatformOnly};
+use super::sse::{resume_after, Admitted};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
 use super::tenancy::PlatformAuthorized;
 use super::{log_unreadable, AppState};
@@ -100,43 +98,25 @@ pub async fn stream_events(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {
-    let after = match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a sequence number"))?,
-        None => query.after.unwrap_or(0),
-    };
-    let slot = state.limits.open_stream(caller.key_id)?;
-    let key = state.key_watches.watch(&state.store, caller.key_id);
-    let feed = state.store.subscribe_all(after);
+    let after = resume_after(&headers, query.after.unwrap_or(0))?;
+    let admitted = Admitted::admit(&state, caller.key_id)?;
     // An unreadable event ends the stream (never skipped); the client
     // reconnects with Last-Event-ID and meets the same event again.
-    let events = feed
+    let events = state
+        .store
+        .subscribe_all(after)
         .take_while(|event| std::future::ready(event.is_ok()))
         .filter_map(|event| async move {
             let recorded = event.ok()?;
             let position = recorded.global_position;
             let event_type = recorded.event_type.clone();
             let data = serde_json::to_string(&event_view(recorded)).ok()?;
-            Some(Ok::<_, Infallible>(
+            Some(
                 Event::default()
                     .id(position.to_string())
                     .event(event_type)
                     .data(data),
-            ))
+            )
         });
-    // The stream ends when the service stops, so a graceful shutdown does
-    // not wait for consumers to hang up, and when its key can no longer be
-    // used. Its slot is freed when it is dropped (ended or hung up).
-    let events = events
-        .take_until(key.unusable_or_stopped(state.shutdown.clone()))
-        .map(move |event| {
-            let _held = &slot;
-            event
-        });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    Ok(admitted.respond(events))
 }

@@ -27,6 +27,7 @@ mod paging;
 mod probes;
 pub mod problem;
 pub mod responses;
+mod sse;
 pub mod tasks;
 pub(crate) mod tenancy;
 mod traced;
@@ -203,6 +204,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(kinds::list_kinds))
         .routes(routes!(blobs::upload_blob))
+        .routes(routes!(tasks::stream::stream_tasks))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::get_result))
         .routes(routes!(tasks::cancel_task))

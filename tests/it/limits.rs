@@ -38,7 +38,8 @@ async fn key_with(
     .await
 }
 
-async fn revoke(app: &TestApp, key_id: ApiKeyId) {
+/// Revokes `key_id`, now.
+pub(crate) async fn revoke(app: &TestApp, key_id: ApiKeyId) {
     taskledger::commands::execute::<ApiKeys>(
         &app.store(),
         &key_id.stream_id(),
@@ -168,7 +169,7 @@ async fn expect_stream_refused(app: &TestApp, key: &str, status: StatusCode, det
 
 /// Waits (bounded) for `stream` to end; panics if it goes on delivering
 /// for `within`.
-async fn ends_within(mut stream: Response, within: Duration) {
+pub(crate) async fn ends_within(mut stream: Response, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, stream.chunk()).await {

@@ -30,5 +30,6 @@ mod running;
 mod slurm;
 mod slurm_runner;
 mod support;
+mod task_stream;
 mod tasks;
 mod tenants;

@@ -307,7 +307,7 @@ async fn schemathesis_finds_no_answer_the_document_does_not_describe() {
     assert_eq!(confirmed.status(), StatusCode::CREATED);
 
     // `path.X` values are offered with that probability; the rest are
-    // generated. The event stream never ends: each request reads at most
+    // generated. The event streams never end: each request reads at most
     // three events, or two seconds of silence.
     let config = format!(
         r#"
@@ -344,6 +344,11 @@ parameters = {{ "path.name" = {{ dictionary = "projections", probability = 0.5 }
 
 [[operations]]
 include-path = "/v1/events/stream"
+request-timeout = 2
+max-stream-events = 3
+
+[[operations]]
+include-path = "/v1/tasks/stream"
 request-timeout = 2
 max-stream-events = 3
 "#

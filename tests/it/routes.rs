@@ -65,6 +65,7 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/kinds", TASKS_ANY),
     ("POST", "/v1/blobs", TASKS_WRITE),
     ("GET", "/v1/tasks", TASKS_READ),
+    ("GET", "/v1/tasks/stream", TASKS_READ),
     ("GET", "/v1/tasks/{id}", TASKS_READ_OR_AUDITOR),
     ("GET", "/v1/tasks/{id}/result", TASKS_READ),
     ("POST", "/v1/tasks/{id}/cancel", TASKS_WRITE),

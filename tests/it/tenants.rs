@@ -51,7 +51,8 @@ async fn call(
     }
     let response = send(request).await;
     let status = response.status();
-    if path.ends_with("/events/stream") && status == StatusCode::OK {
+    let route = path.split('?').next().unwrap_or(path);
+    if route.ends_with("/stream") && status == StatusCode::OK {
         // Endless when admitted: the status is the answer.
         return (status, String::new());
     }
@@ -166,6 +167,15 @@ fn matrix(task: TaskId) -> Vec<Row> {
             format!("/v1/devices/{UNASSIGNED_IMEI}/messages"),
             Missing,
             Missing,
+            Status(200),
+        ),
+        // Every key has its own tenant's change stream (a platform key,
+        // every tenant's); what each hears is tests/it/task_stream.rs's.
+        row(
+            get.clone(),
+            "/v1/tasks/stream?after=0".to_owned(),
+            Status(200),
+            Status(200),
             Status(200),
         ),
         global(&get, "/v1/events", Status(200)),

@@ -6,7 +6,7 @@
 
 use axum::body::{to_bytes, Body};
 use axum::http::header::{ACCEPT, AUTHORIZATION};
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
 use secrecy::{ExposeSecret, SecretString};
@@ -56,12 +56,37 @@ impl Api {
         path: &str,
         accept: Option<&str>,
     ) -> Response {
+        let accept = accept.and_then(|accept| HeaderValue::from_str(accept).ok());
+        self.send_with(secret, method, path, accept.map(|accept| (ACCEPT, accept)))
+            .await
+    }
+
+    /// `GET path` (an event stream of `/v1`) with the key `secret`, passing
+    /// on the browser's `Last-Event-ID`, so a reconnect resumes where it
+    /// left off; `/v1`'s answer as it is, its body streaming.
+    pub(super) async fn stream(
+        &self,
+        secret: &SecretString,
+        path: &str,
+        last_event_id: Option<HeaderValue>,
+    ) -> Response {
+        let header = last_event_id.map(|value| (HeaderName::from_static("last-event-id"), value));
+        self.send_with(secret, Method::GET, path, header).await
+    }
+
+    async fn send_with(
+        &self,
+        secret: &SecretString,
+        method: Method,
+        path: &str,
+        header: Option<(HeaderName, HeaderValue)>,
+    ) -> Response {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(AUTHORIZATION, format!("Bearer {}", secret.expose_secret()));
-        if let Some(accept) = accept {
-            request = request.header(ACCEPT, accept);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
         }
         let Ok(request) = request.body(Body::empty()) else {
             return refusal_response(StatusCode::BAD_REQUEST);

@@ -1,84 +1,85 @@
-//! `/console/tasks/live`: Server-Sent Events naming each task that changes
-//! from now on, for the list page's script to reload its rows.
+//! `/console/tasks/live`: the task list's live changes, for its script to
+//! reload its rows — `/v1`'s own `GET /v1/tasks/stream` with the session's
+//! key, passed through as it streams.
 //!
-//! It follows the log as `GET /v1/events/stream` does, but says only which
-//! task changed (id and event type), and only of tasks the key may see: a
-//! tenant key hears only of its own tenant's tasks ([`tenancy::check_task`],
-//! the check of `GET /v1/tasks/{id}`). Like `/v1`'s stream it takes one of
-//! the key's stream slots and ends when the key is revoked or expires, or
-//! the service stops.
+//! So the console has no rule of its own here: `/v1` decides which tasks the
+//! key hears of (a tenant key only its tenant's), takes the key's stream
+//! slot, and ends the stream when the key is revoked or expires, or the
+//! service stops. The list's kind and frontend filters become the
+//! stream's, and the browser's `Last-Event-ID` is passed on, so an
+//! `EventSource` that reconnects resumes exactly after the last change it
+//! saw.
 
-use std::convert::Infallible;
-use std::time::Duration;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt as _;
-use taskledger_events::task::TaskId;
-use taskledger_events::EventStore as _;
-
+use super::api;
 use super::pages::{self, Chrome};
 use super::session::SignedIn;
 use super::ConsoleState;
-use crate::http::auth::{ReadTasks, RequiredScopes};
-use crate::http::tenancy;
+
+/// The list's filters the stream takes (an empty one is no filter).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(super) struct LiveQuery {
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    frontend_id: String,
+}
+
+impl LiveQuery {
+    /// The list's `kind` and `frontend_id`, as the stream's filters.
+    pub(super) fn new(kind: &str, frontend_id: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            frontend_id: frontend_id.to_owned(),
+        }
+    }
+
+    /// The filters given, as a query string.
+    fn query_string(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [("kind", &self.kind), ("frontend_id", &self.frontend_id)] {
+            if !value.trim().is_empty() {
+                query.append_pair(name, value.trim());
+            }
+        }
+        query.finish()
+    }
+
+    /// This page, for the list's script.
+    pub(super) fn link(&self) -> String {
+        format!("/console/tasks/live?{}", self.query_string())
+    }
+
+    /// `/v1`'s stream of the changes of the tasks these filters list.
+    fn api_path(&self) -> String {
+        format!("/v1/tasks/stream?{}", self.query_string())
+    }
+}
 
 /// `GET /console/tasks/live`.
-pub(super) async fn tasks(State(state): State<ConsoleState>, signed_in: SignedIn) -> Response {
-    let caller = signed_in.caller.clone();
-    if let Err(problem) = caller.require_any(ReadTasks::SCOPES) {
-        let chrome = Some(Chrome::of(&signed_in));
-        return pages::message(
-            StatusCode::FORBIDDEN,
-            chrome,
-            &problem.title,
-            &problem.detail,
-        );
+pub(super) async fn tasks(
+    State(state): State<ConsoleState>,
+    signed_in: SignedIn,
+    headers: HeaderMap,
+    Query(query): Query<LiveQuery>,
+) -> Response {
+    let last_event_id = headers.get("last-event-id").cloned();
+    let response = state
+        .api
+        .stream(&signed_in.secret, &query.api_path(), last_event_id)
+        .await;
+    if response.status().is_success() {
+        return response;
     }
-    let app = state.app;
-    let slot = match app.limits.open_stream(caller.key_id) {
-        Ok(slot) => slot,
-        Err(problem) => return problem.into_response(),
-    };
-    let head = match app.store.head_position().await {
-        Ok(head) => head,
-        Err(error) => {
-            return crate::http::log_unreadable("reading the log's head")(error).into_response()
-        }
-    };
-    let key = app.key_watches.watch(&app.store, caller.key_id);
-    let shutdown = app.shutdown.clone();
-    let changes = app
-        .store
-        .subscribe_all(head)
-        .take_while(|event| std::future::ready(event.is_ok()))
-        .filter_map(move |event| {
-            let app = app.clone();
-            let caller = caller.clone();
-            async move {
-                let recorded = event.ok()?;
-                let task_id = TaskId::from_stream_id(&recorded.stream_id)?;
-                tenancy::check_task(&app, &caller, task_id).await.ok()?;
-                let data = serde_json::json!({
-                    "task_id": task_id.0,
-                    "event_type": recorded.event_type,
-                });
-                Some(Ok::<_, Infallible>(
-                    Event::default()
-                        .id(recorded.global_position.to_string())
-                        .event("task")
-                        .data(data.to_string()),
-                ))
-            }
-        })
-        .take_until(key.unusable_or_stopped(shutdown))
-        .map(move |event| {
-            let _held = &slot;
-            event
-        });
-    Sse::new(changes)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    let refusal = api::refusal(response).await;
+    pages::message(
+        refusal.status,
+        Some(Chrome::of(&signed_in)),
+        &refusal.title,
+        &refusal.detail,
+    )
 }

@@ -1,6 +1,7 @@
 //! `/console/tasks`: counts by status, the filtered list with keyset paging
 //! (a page of `GET /v1/tasks`), its CSV export, and the fragment the page's
-//! script reloads when a task changes ([`super::live`]).
+//! script reloads when one of the listed kind's and frontend's tasks
+//! changes ([`super::live`]).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use taskledger_projections::tasks::query::{status_counts, TaskFilter};
 
 use super::api::Refusal;
+use super::live::LiveQuery;
 use super::pages::{self, render, Chrome};
 use super::session::SignedIn;
 use super::views::{Task, TaskPage};
@@ -112,6 +114,7 @@ struct TasksPage {
     first_link: String,
     csv_link: String,
     rows_link: String,
+    live_link: String,
 }
 
 /// The rows and counts of `query`'s page, and the next page's cursor.
@@ -235,6 +238,7 @@ pub(super) async fn list(
         },
         csv_link: format!("/console/tasks.csv?{filters}"),
         rows_link: format!("/console/tasks/rows?{}", query.query_string(true)),
+        live_link: LiveQuery::new(&query.kind, &query.frontend_id).link(),
         filters: query,
     };
     render(&page)

@@ -38,10 +38,13 @@ use super::{connection, database_error, read_error, store_unreadable};
 use super::{execute_as, AppState};
 use crate::submission::{self, Submission, SubmitError, Submitter};
 
+mod changes;
 mod csv;
 mod query;
+pub mod stream;
 mod views;
 
+pub use self::changes::TaskChangeView;
 use self::csv::csv_export;
 pub(crate) use self::csv::{spreadsheet_safe, wants_csv};
 pub use self::query::ListTasksQuery;

@@ -1,5 +1,11 @@
 // taskledger console: live rows on the task list. Plain JavaScript, no
 // libraries; the page works without it (reload to see changes).
+//
+// The changes come from /v1's `GET /v1/tasks/stream` (through
+// /console/tasks/live, with the session's key): one `task` event per status
+// change of a task the key may see, `data` = {task_id, status, ...}, `id` =
+// its position in the log. On a dropped connection EventSource reconnects
+// by itself and sends the last id as Last-Event-ID, so no change is missed.
 "use strict";
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -48,6 +54,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   source.addEventListener("error", () => {
     state.classList.remove("on");
-    state.textContent = "reconnecting…";
+    // Closed: refused (signed out, key revoked), so no reconnect follows.
+    state.textContent = source.readyState === EventSource.CLOSED ? "reload to update" : "reconnecting…";
   });
 });

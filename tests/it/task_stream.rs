@@ -10,7 +10,10 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use taskledger_events::apikey::{ApiKeyId, Scope};
-use taskledger_events::task::{RecordTaskProgress, RetryTask, StartTask, TaskCommand, TaskId};
+use taskledger_events::task::{
+    RecordJobRunning, RecordJobSubmitted, RecordTaskProgress, RetryTask, StartTask, TaskCommand,
+    TaskId,
+};
 use taskledger_events::tenant::Access;
 use taskledger_events::EventStore;
 
@@ -403,5 +406,54 @@ async fn a_stream_needs_tasks_read_and_ends_when_its_key_is_revoked() {
     let still_here = submit(&app, &writer, "still here", json!({})).await;
     let events = read_through(&mut lasting, &still_here).await;
     assert_eq!(events.len(), 1);
+    app.finish().await;
+}
+
+/// A task whose attempt waits in an outside executor's queue (a Slurm job
+/// recorded, not yet running) is shown `queued`, as `GET /v1/tasks/{id}`
+/// shows it; so the stream tells of the hand-over and of the job starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_in_an_outside_queue_is_heard_as_queued_then_running() {
+    let app = TestApp::spawn_with_kinds(|_| {}).await;
+    let key = app
+        .tenant_key("acme", &[Scope::TasksRead, Scope::TasksWrite])
+        .await;
+    let mut stream = open(&app, &key, "").await;
+    let id = submit(&app, &key, "hpc", json!({})).await;
+    let task = task_id(&id);
+    app.as_worker(task, start_first_attempt(task, "w")).await;
+    let submitted = TaskCommand::RecordJobSubmitted(RecordJobSubmitted {
+        task_id: task,
+        attempt: 1,
+        executor: "slurm".into(),
+        job_id: "42".into(),
+        submitted_at: Utc::now(),
+    });
+    app.as_worker(task, submitted).await;
+    let running = TaskCommand::RecordJobRunning(RecordJobRunning {
+        task_id: task,
+        attempt: 1,
+        job_id: "42".into(),
+        running_at: Utc::now(),
+    });
+    app.as_worker(task, running).await;
+    app.as_worker(task, complete_first_attempt(task)).await;
+    let mut heard = Vec::new();
+    while heard.last().map(|(_, _, _, event): &Seen| event.as_str()) != Some("TaskSucceeded") {
+        let (_, _, data) = stream.next_event().await;
+        heard.push(seen(&data));
+    }
+    assert_eq!(
+        heard,
+        vec![
+            change(&id, "queued", 0, "TaskSubmitted"),
+            change(&id, "running", 1, "TaskStarted"),
+            change(&id, "queued", 1, "TaskJobSubmitted"),
+            change(&id, "running", 1, "TaskJobRunning"),
+            change(&id, "succeeded", 1, "TaskSucceeded"),
+        ]
+    );
+    let view = send(app.get(&key, &format!("/v1/tasks/{id}"))).await;
+    assert_eq!(view.status(), StatusCode::OK);
     app.finish().await;
 }

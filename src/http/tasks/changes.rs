@@ -170,7 +170,9 @@ impl TaskChanges {
             },
         };
         let event = TaskEvent::from_recorded(recorded)?;
-        let before_status = before.as_ref().map(|task| task.status);
+        // The status readers are shown (a Slurm job waiting in its queue is
+        // `queued`), so its start is a change too.
+        let before_status = before.as_ref().map(Task::shown_status);
         let Some(mut task) = apply(before, &event) else {
             return Ok(None);
         };
@@ -178,11 +180,11 @@ impl TaskChanges {
             self.remember(task_id, Known::Hidden);
             return Ok(None);
         }
-        let change = (before_status != Some(task.status)).then(|| TaskChangeView {
+        let change = (before_status != Some(task.shown_status())).then(|| TaskChangeView {
             position: recorded.global_position,
             task_id: task_id.0,
             stream_version: recorded.version,
-            status: task.status.into(),
+            status: task.shown_status().into(),
             attempt: task.attempts_started,
             event_type: recorded.event_type.clone(),
             kind: task.kind.clone(),

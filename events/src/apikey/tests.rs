@@ -579,6 +579,8 @@ fn scopes_have_stable_names_both_ways() {
         "devices:read",
         "audit:read",
         "ledger:write",
+        "webhooks:write",
+        "webhooks:read",
         "admin",
     ];
     for (scope, name) in Scope::ALL.into_iter().zip(names) {

@@ -110,6 +110,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "task_retry_due",
         sql: include_str!("../../migrations/0017_task_retry_due.sql"),
     },
+    Migration {
+        version: 21,
+        name: "webhooks",
+        sql: include_str!("../../migrations/0021_webhooks.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

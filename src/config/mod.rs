@@ -2,7 +2,7 @@
 //! the shipped default built into the binary): reading and checking it, and
 //! its tables — task kinds (`[kinds.NAME]`, see [`kind`], and their retry
 //! policies, [`retry`]), `[limits]` (see
-//! [`limits`]) and `[rockblock]`.
+//! [`limits`]), `[webhooks]` (see [`webhooks`]) and `[rockblock]`.
 
 pub mod kind;
 pub mod limits;
@@ -10,6 +10,7 @@ pub mod retry;
 pub mod settings;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use kind::{KindError, TaskKind};
 use limits::LimitsConfig;
+use webhooks::WebhooksConfig;
 
 /// The shipped default configuration's text.
 pub const BUILTIN: &str = include_str!("../../config/taskledger.toml");
@@ -37,6 +39,9 @@ pub struct FileConfig {
     /// Per-key request and stream limits of one process.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Webhook targets and retries.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[rockblock]`: where mobile-terminated messages go and how
@@ -107,6 +112,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text).context("not a valid taskledger configuration")?;
         config.limits.check().context("[limits]")?;
+        config.webhooks.check().context("[webhooks]")?;
         for (name, kind) in &config.kinds {
             kind.check()
                 .with_context(|| format!("task kind {name:?}"))?;

@@ -28,3 +28,4 @@ mod slurm;
 mod support;
 mod tasks;
 mod tenants;
+mod webhooks;

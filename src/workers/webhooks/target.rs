@@ -31,12 +31,19 @@ pub struct Target {
 /// Resolves `url`'s host and checks every address.
 ///
 /// # Errors
-/// [`Refused`], naming the rule: not http(s), no host, does not resolve, or
+/// [`Refused`], naming the rule: not http(s), credentials, no host, does
+/// not resolve, or
 /// an address that is not allowed (unless `allow_private`).
 pub async fn resolve(url: &str, allow_private: bool) -> Result<Target, Refused> {
     let parsed = Url::parse(url).map_err(|error| Refused(format!("url {url:?}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Refused("url must start with http:// or https://".into()));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Refused(
+            "url must not contain credentials (user:password@); receivers check the signature instead"
+                .into(),
+        ));
     }
     let host = parsed
         .host_str()

@@ -133,14 +133,18 @@ fn the_verifier_here_accepts_the_specifications_vector() {
     assert!(!verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &tampered));
 }
 
+/// The configuration of [`app_with`].
+fn config_with(extra: &str) -> String {
+    format!(
+        "{KINDS}\n[webhooks]\nallow_private_targets = true\nfirst_retry_ms = 20\n\
+         max_retry_seconds = 1\n{extra}"
+    )
+}
+
 /// A service with the webhook deliverer, loopback targets allowed, and
 /// `[webhooks]` lines `extra`.
 async fn app_with(extra: &str) -> TestApp {
-    let config = format!(
-        "{KINDS}\n[webhooks]\nallow_private_targets = true\nfirst_retry_ms = 20\n\
-         max_retry_seconds = 1\n{extra}"
-    );
-    TestApp::spawn_with_config(&config, |settings| {
+    TestApp::spawn_with_config(&config_with(extra), |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Webhooks];
     })
     .await
@@ -515,5 +519,51 @@ async fn bad_targets_and_kinds_are_refused_and_tenants_see_only_their_own() {
         .read(Some(&acme_key), &format!("/v1/webhooks/{id}"))
         .await;
     assert_eq!(status, 404);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_deliverer_delivers_again_under_the_same_webhook_id() {
+    let app = app_with("").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, address) = Receiver::start(&[]).await;
+    receiver.answer_always(500);
+    let (_, webhook) = create(
+        &app,
+        &key,
+        &format!("http://{address}/hook"),
+        &["task.succeeded"],
+    )
+    .await;
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+    let task = succeeded_task(&app, &key).await;
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            if receiver.got().is_empty() {
+                Err("no attempt yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // The process stops while the delivery is still failing: its
+    // checkpoint has not passed the event.
+    let database = app.stop().await;
+    let before = receiver.got()[0].id.clone();
+    receiver.answer_ok_from_now();
+    let path = std::env::temp_dir().join(format!("taskledger-kinds-{}.toml", Uuid::new_v4()));
+    std::fs::write(&path, config_with("")).unwrap();
+    let app = TestApp::spawn_on(database, |settings| {
+        settings.config = Some(path);
+        settings.roles = vec![Role::Api, Role::Projector, Role::Webhooks];
+    })
+    .await;
+    let about = delivered(&receiver, task).await;
+    let success = about.iter().find(|got| got.answered == 200).unwrap();
+    assert_eq!(success.id, before, "the same webhook-id after a restart");
+    assert!(verify(&secret, success));
     app.finish().await;
 }

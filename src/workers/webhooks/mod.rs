@@ -251,7 +251,7 @@ impl Follower<'_> {
             self.remember_tenant(recorded);
             return Ok(());
         };
-        let Some(tenant) = self.tenant_of(recorded).await? else {
+        let Some(tenant) = self.tenant_of(recorded, true).await? else {
             return Ok(());
         };
         let wanting: Vec<WebhookId> = self
@@ -363,7 +363,8 @@ impl Follower<'_> {
                 let Some(kind) = kind_of(&recorded.event_type) else {
                     continue;
                 };
-                if !wants(&kinds, kind) || self.tenant_of(recorded).await?.as_ref() != Some(&tenant)
+                if !wants(&kinds, kind)
+                    || self.tenant_of(recorded, false).await?.as_ref() != Some(&tenant)
                 {
                     continue;
                 }
@@ -371,6 +372,30 @@ impl Follower<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The tenant of the last `DeviceAssigned` before `recorded` in its
+    /// device's stream, if any.
+    async fn device_tenant_before(
+        &self,
+        recorded: &RecordedEvent,
+    ) -> anyhow::Result<Option<TenantName>> {
+        let stream = StreamId::new(recorded.stream_id.clone())?;
+        let mut from_version = recorded.version;
+        while from_version > 0 {
+            let batch = self
+                .store
+                .read_stream(&stream, from_version, Direction::Backward, 500)
+                .await?;
+            let Some(last) = batch.last() else { break };
+            from_version = last.version.saturating_sub(1);
+            for event in &batch {
+                if let Ok(DeviceEvent::Assigned(assigned)) = DeviceEvent::from_recorded(event) {
+                    return Ok(Some(assigned.tenant));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Keeps the tenant a `TaskSubmitted` or `DeviceAssigned` names.
@@ -384,8 +409,20 @@ impl Follower<'_> {
     }
 
     /// The tenant of a task or device event: from a `TaskSubmitted` (this
-    /// one, or the stream's first), or the device's assignment.
-    async fn tenant_of(&mut self, recorded: &RecordedEvent) -> anyhow::Result<Option<TenantName>> {
+    /// one, or the stream's first), or the device's assignment when the
+    /// event happened. `live`: `recorded` is the event just read, so the
+    /// assignments remembered are the ones in force; a replay reads an older
+    /// event, whose device may have been reassigned since, so it looks the
+    /// assignment before it up in the log.
+    async fn tenant_of(
+        &mut self,
+        recorded: &RecordedEvent,
+        live: bool,
+    ) -> anyhow::Result<Option<TenantName>> {
+        let is_device = Imei::from_stream_id(&recorded.stream_id).is_some();
+        if is_device && !live {
+            return self.device_tenant_before(recorded).await;
+        }
         if let Some(tenant) = self.tenants.get(&recorded.stream_id) {
             return Ok(Some(tenant.clone()));
         }
@@ -405,7 +442,7 @@ impl Follower<'_> {
                 Some(Ok(TaskEvent::Submitted(submitted))) => Some(submitted.tenant),
                 _ => None,
             }
-        } else if Imei::from_stream_id(&recorded.stream_id).is_some() {
+        } else if is_device {
             match self.store.latest_of_type(&stream, "DeviceAssigned").await? {
                 Some(assigned) => match DeviceEvent::from_recorded(&assigned) {
                     Ok(DeviceEvent::Assigned(assigned)) => Some(assigned.tenant),

@@ -28,6 +28,7 @@ pub mod tenant;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;
+pub mod webhook;
 
 pub use aggregate::Aggregate;
 pub use envelope::{AppendResult, Direction, ExpectedVersion, Metadata, NewEvent, RecordedEvent};

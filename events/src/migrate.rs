@@ -120,6 +120,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "attempt_lease_kinds",
         sql: include_str!("../../migrations/0019_attempt_lease_kinds.sql"),
     },
+    Migration {
+        version: 21,
+        name: "webhooks",
+        sql: include_str!("../../migrations/0021_webhooks.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

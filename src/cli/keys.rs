@@ -39,7 +39,7 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Comma-separated: tasks:write, tasks:read, devices:write,
-        /// devices:read, audit:read, ledger:write, admin.
+        /// devices:read, audit:read, ledger:write, webhooks:write, webhooks:read, admin.
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         /// The one tenant whose tasks and devices the key reaches.

@@ -2,7 +2,7 @@
 //! the shipped default built into the binary): reading and checking it, and
 //! its tables — task kinds (`[kinds.NAME]`, see [`kind`], and their retry
 //! policies, [`retry`], and Slurm settings, [`slurm`]), `[limits]` (see
-//! [`limits`]) and `[rockblock]`.
+//! [`limits`]), `[webhooks]` (see [`webhooks`]) and `[rockblock]`.
 
 pub mod kind;
 pub mod limits;
@@ -11,6 +11,7 @@ pub mod settings;
 pub mod slurm;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +22,7 @@ use serde::Deserialize;
 
 use kind::{KindError, TaskKind};
 use limits::LimitsConfig;
+use webhooks::WebhooksConfig;
 
 /// The shipped default configuration's text.
 pub const BUILTIN: &str = include_str!("../../config/taskledger.toml");
@@ -38,6 +40,9 @@ pub struct FileConfig {
     /// Per-key request and stream limits of one process.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Webhook targets and retries.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[rockblock]`: where mobile-terminated messages go and how
@@ -108,6 +113,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text).context("not a valid taskledger configuration")?;
         config.limits.check().context("[limits]")?;
+        config.webhooks.check().context("[webhooks]")?;
         for (name, kind) in &config.kinds {
             kind.check()
                 .with_context(|| format!("task kind {name:?}"))?;

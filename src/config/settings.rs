@@ -186,13 +186,13 @@ pub struct ServeArgs {
     /// What this process does, comma-separated: `api` (the HTTP API; without
     /// it only /healthz and /readyz are served), `projector` (the read
     /// models), `relay` (log → RabbitMQ), `runner` (runs tasks), `gateway`
-    /// (RockBLOCK). Several processes with different roles share the work
+    /// (RockBLOCK), `webhooks` (delivers webhooks). Several processes with different roles share the work
     /// safely.
     #[arg(
         long,
         env = "TASKLEDGER_ROLES",
         value_delimiter = ',',
-        default_value = "api,projector,relay,runner,gateway"
+        default_value = "api,projector,relay,runner,gateway,webhooks"
     )]
     pub roles: Vec<Role>,
 
@@ -284,6 +284,8 @@ pub enum Role {
     Runner,
     /// The device gateway (RockBLOCK mobile-terminated messages).
     Gateway,
+    /// The webhook deliverer.
+    Webhooks,
 }
 
 impl Settings {

@@ -356,6 +356,10 @@ required_scopes! {
     ReadDevices => [DevicesRead];
     /// Routes that read a ledger's status: auditors and the ledger's consumer.
     ReadLedger => [AuditRead, LedgerWrite];
+    /// Routes that create, enable, replay or delete webhooks.
+    WriteWebhooks => [WebhooksWrite];
+    /// Routes that read webhooks and their delivery logs.
+    ReadWebhooks => [WebhooksRead];
     /// Operations routes.
     Admin => [Admin];
 }

@@ -47,7 +47,7 @@ pub struct CreateKeyRequest {
     /// What the key is for (1 to 100 bytes, no control characters).
     pub name: String,
     /// What it may do: `tasks:write`, `tasks:read`, `devices:write`,
-    /// `devices:read`, `audit:read`, `ledger:write`, `admin`.
+    /// `devices:read`, `audit:read`, `ledger:write`, `webhooks:write`, `webhooks:read`, `admin`.
     pub scopes: Vec<String>,
     /// The one tenant whose work it reaches. Exactly one of `tenant` and
     /// `all_tenants: true`.

@@ -31,6 +31,7 @@ mod sse;
 pub mod tasks;
 pub(crate) mod tenancy;
 mod traced;
+pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -168,6 +169,7 @@ impl auth::KeyStore for AppState {
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
         (name = "audit", description = "Auditors' reads of the log: any stream as stored, chain verification"),
         (name = "devices", description = "Satellite modems through the RockBLOCK web API"),
+        (name = "webhooks", description = "Webhooks: signed deliveries of a tenant's events, their log, replays"),
         (name = "keys", description = "API keys: create, list, revoke and rotate (platform admin keys)"),
         (name = "service", description = "Probes and this document")
     )
@@ -224,6 +226,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::mo::rockblock_mo))
         .routes(routes!(devices::list_devices))
         .routes(routes!(devices::get_device, devices::assign_device))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::enable_webhook))
+        .routes(routes!(webhooks::replay_webhook))
+        .routes(routes!(webhooks::list_deliveries))
 }
 
 /// The OpenAPI document of every route (served at `/v1/openapi.json`).

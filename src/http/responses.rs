@@ -91,6 +91,8 @@ shared_responses! {
     OTHER_TENANT: "403" OtherTenant, "A tenant key named another tenant";
     NO_SUCH_TASK: "404" NoSuchTask, "No such task";
     NO_SUCH_KEY: "404" NoSuchKey, "No such key";
+    NO_SUCH_WEBHOOK: "404" NoSuchWebhook,
+        "No such webhook (for a tenant key: none of its tenant's), or it was deleted";
     NO_SUCH_PROJECTION: "404" NoSuchProjection, "No such projection, or it never ran";
     UNASSIGNED_DEVICE: "404" UnassignedDevice,
         "A tenant key: the device is not assigned to its tenant";
@@ -186,6 +188,9 @@ response_groups! {
     NoSuchTask => [NO_SUCH_TASK];
     /// Routes on one API key (`{id}`): 404 for an id no key has.
     NoSuchKey => [NO_SUCH_KEY];
+    /// Routes on one webhook (`{id}`): 404 for none, a deleted one, or
+    /// another tenant's ([`super::webhooks`]).
+    NoSuchWebhook => [NO_SUCH_WEBHOOK];
     /// Routes on one projection (`{name}`) as it runs: 404 for a name no
     /// projector has, or one that has no checkpoint in this deployment.
     NoSuchProjection => [NO_SUCH_PROJECTION];

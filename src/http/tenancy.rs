@@ -80,6 +80,8 @@ pub(crate) enum ActingFor {
     Submission,
     /// An upload ([`super::blobs`]), named by `?tenant=`.
     Upload,
+    /// A webhook ([`super::webhooks`]), named by `"tenant"` in the body.
+    Webhook,
 }
 
 impl ActingFor {
@@ -96,6 +98,11 @@ impl ActingFor {
                 "uploads only its files",
                 "the file's tenant",
                 "add ?tenant=<name> to the URL",
+            ),
+            Self::Webhook => (
+                "creates only its webhooks",
+                "the webhook's tenant",
+                "add \"tenant\": \"<name>\" to the body",
             ),
         }
     }

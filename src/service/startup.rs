@@ -254,6 +254,17 @@ impl Application {
                 ),
             }
         }
+        if roles.contains(&Role::Webhooks) {
+            let mut stop = self.shutdown.clone();
+            workers.push((
+                "webhook deliverer",
+                tokio::spawn(crate::workers::webhooks::run(
+                    self.store.clone(),
+                    config.webhooks.clone(),
+                    async move { stop.wait().await },
+                )),
+            ));
+        }
         let state = AppState {
             store: self.store,
             log_lock_stall: self.log_lock_stall,

@@ -1,6 +1,6 @@
 //! What runs beside the API in a `serve` process: the relay (log →
 //! RabbitMQ, [`relay`]), the runner ([`runner`]), the device gateway
-//! ([`gateway`]), the leader lock that keeps one relay and one gateway
+//! ([`gateway`]), the webhook deliverer ([`webhooks`]), the leader lock that keeps one relay and one gateway
 //! active across processes, and the one backoff their retries share.
 
 pub(crate) mod backoff;
@@ -8,3 +8,4 @@ pub mod gateway;
 pub(crate) mod leader;
 pub mod relay;
 pub mod runner;
+pub mod webhooks;

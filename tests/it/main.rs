@@ -33,3 +33,4 @@ mod support;
 mod task_stream;
 mod tasks;
 mod tenants;
+mod webhooks;

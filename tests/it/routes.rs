@@ -44,6 +44,8 @@ const TASKS_ANY: Access = Access::AnyOf(&[Scope::TasksRead, Scope::TasksWrite]);
 const TASKS_READ: Access = Access::AnyOf(&[Scope::TasksRead]);
 const TASKS_READ_OR_AUDITOR: Access = Access::AnyOf(&[Scope::TasksRead, Scope::AuditRead]);
 const TASKS_WRITE: Access = Access::AnyOf(&[Scope::TasksWrite]);
+const WEBHOOKS_READ: Access = Access::AnyOf(&[Scope::WebhooksRead]);
+const WEBHOOKS_WRITE: Access = Access::AnyOf(&[Scope::WebhooksWrite]);
 
 /// Every route the service serves, with its access. Adding a route means
 /// adding it here, which the tests below hold to the OpenAPI document.
@@ -87,6 +89,13 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/devices/{imei}", DEVICES_READ),
     ("PUT", "/v1/devices/{imei}", ADMIN),
     ("GET", "/v1/devices/{imei}/messages", DEVICES_READ),
+    ("POST", "/v1/webhooks", WEBHOOKS_WRITE),
+    ("GET", "/v1/webhooks", WEBHOOKS_READ),
+    ("GET", "/v1/webhooks/{id}", WEBHOOKS_READ),
+    ("DELETE", "/v1/webhooks/{id}", WEBHOOKS_WRITE),
+    ("POST", "/v1/webhooks/{id}/enable", WEBHOOKS_WRITE),
+    ("POST", "/v1/webhooks/{id}/replay", WEBHOOKS_WRITE),
+    ("GET", "/v1/webhooks/{id}/deliveries", WEBHOOKS_READ),
 ];
 
 fn documented_operations() -> BTreeSet<(String, String)> {
@@ -178,6 +187,13 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
     } else if method == "POST" && path.ends_with("/messages") {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"text":"hi"}"#)
+    } else if method == "POST" && path == "/v1/webhooks" {
+        // A loopback target: this test's configuration allows it.
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"url":"http://127.0.0.1:9/hook","events":["task.*"],"tenant":"default"}"#)
+    } else if method == "POST" && path.ends_with("/replay") {
+        request = request.header("content-type", "application/json");
+        Body::from(r#"{"from_position":1}"#)
     } else if method == "PUT" && path == "/v1/devices/{imei}" {
         request = request.header("content-type", "application/json");
         Body::from(r#"{"tenant":"matrix"}"#)
@@ -209,8 +225,9 @@ async fn every_route_admits_exactly_its_scopes() {
         .catch_up(Duration::from_secs(10))
         .await
         .unwrap();
+    let config = format!("{KINDS}\n[webhooks]\nallow_private_targets = true\n");
     let app = http::router(AppState {
-        config: Arc::new(FileConfig::parse(KINDS).unwrap()),
+        config: Arc::new(FileConfig::parse(&config).unwrap()),
         ..AppState::new(store)
     });
 

@@ -30,7 +30,7 @@ const ACME_IMEI: &str = "300434065190001";
 fn config() -> String {
     format!(
         "{KINDS}\n[rockblock]\nmt_url = \"http://127.0.0.1:9/rockblock/MT\"\nusername = \"u\"\n\
-         password = \"p\"\nverify_mo_jwt = false\n"
+         password = \"p\"\nverify_mo_jwt = false\n[webhooks]\nallow_private_targets = true\n"
     )
 }
 
@@ -109,7 +109,7 @@ fn row(method: Method, path: String, acme: Expect, globex: Expect, platform: Exp
     }
 }
 
-fn matrix(task: TaskId) -> Vec<Row> {
+fn matrix(task: TaskId, webhook: &str) -> Vec<Row> {
     use Expect::{Missing, Platform, Skip, Status};
     let id = task.0;
     let get = Method::GET;
@@ -220,6 +220,48 @@ fn matrix(task: TaskId) -> Vec<Row> {
             Status(200),
         )
     });
+    // Acme's webhook (created before the matrix runs): another tenant is
+    // answered as for a missing one; deleting it comes last.
+    // Each tenant's own list (what is in it: tests/it/webhooks.rs).
+    rows.push(row(
+        get.clone(),
+        "/v1/webhooks".to_owned(),
+        Status(200),
+        Status(200),
+        Status(200),
+    ));
+    rows.push(Row {
+        body: Some(
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["task.*"], "tenant": "acme"}),
+        ),
+        ..row(
+            post.clone(),
+            "/v1/webhooks".to_owned(),
+            Status(201),
+            Status(403),
+            Status(201),
+        )
+    });
+    rows.push(own(&get, format!("/v1/webhooks/{webhook}")));
+    rows.push(own(&get, format!("/v1/webhooks/{webhook}/deliveries")));
+    rows.push(own(&post, format!("/v1/webhooks/{webhook}/enable")));
+    rows.push(Row {
+        body: Some(json!({"from_position": 1})),
+        ..row(
+            post.clone(),
+            format!("/v1/webhooks/{webhook}/replay"),
+            Status(202),
+            Missing,
+            Status(202),
+        )
+    });
+    rows.push(row(
+        Method::DELETE,
+        format!("/v1/webhooks/{webhook}"),
+        Status(204),
+        Missing,
+        Status(404),
+    ));
     rows
 }
 
@@ -250,7 +292,11 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
     let app = TestApp::spawn_with_config(&config(), |_| {}).await;
     let (acme, globex, platform) = keys(&app).await;
     let task = derived_id("acme", "acme", "order-1");
-    let rows = matrix(task);
+    let created = app
+        .post(&acme, "/v1/webhooks")
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["task.succeeded"]}));
+    let webhook: Value = send(created).await.json().await.unwrap();
+    let rows = matrix(task, webhook["id"].as_str().expect("acme's webhook"));
 
     // Before anything exists: what a missing task or device answers.
     let mut before = Vec::new();

@@ -34,6 +34,12 @@ pub enum Scope {
     /// Confirm what a ledger recorded (ledger sync consumers).
     #[serde(rename = "ledger:write")]
     LedgerWrite,
+    /// Create, enable, replay and delete webhooks.
+    #[serde(rename = "webhooks:write")]
+    WebhooksWrite,
+    /// Read webhooks and their delivery logs.
+    #[serde(rename = "webhooks:read")]
+    WebhooksRead,
     /// Manage API keys and the service.
     #[serde(rename = "admin")]
     Admin,
@@ -41,13 +47,15 @@ pub enum Scope {
 
 impl Scope {
     /// Every scope, in order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Self::TasksWrite,
         Self::TasksRead,
         Self::DevicesWrite,
         Self::DevicesRead,
         Self::AuditRead,
         Self::LedgerWrite,
+        Self::WebhooksWrite,
+        Self::WebhooksRead,
         Self::Admin,
     ];
 
@@ -60,6 +68,8 @@ impl Scope {
             Self::DevicesRead => "devices:read",
             Self::AuditRead => "audit:read",
             Self::LedgerWrite => "ledger:write",
+            Self::WebhooksWrite => "webhooks:write",
+            Self::WebhooksRead => "webhooks:read",
             Self::Admin => "admin",
         }
     }
@@ -95,7 +105,7 @@ impl FromStr for Scope {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown scope {name:?}; valid scopes are tasks:write, tasks:read, devices:write, \
-     devices:read, audit:read, ledger:write, admin"
+     devices:read, audit:read, ledger:write, webhooks:write, webhooks:read, admin"
 )]
 pub struct UnknownScope {
     /// The name that was given.

@@ -579,6 +579,8 @@ fn scopes_have_stable_names_both_ways() {
         "devices:read",
         "audit:read",
         "ledger:write",
+        "webhooks:write",
+        "webhooks:read",
         "admin",
     ];
     for (scope, name) in Scope::ALL.into_iter().zip(names) {
@@ -604,7 +606,8 @@ fn an_unknown_scope_is_refused_with_the_valid_ones() {
     assert_eq!(
         "everything".parse::<Scope>().unwrap_err().to_string(),
         "unknown scope \"everything\"; valid scopes are tasks:write, tasks:read, \
-         devices:write, devices:read, audit:read, ledger:write, admin"
+         devices:write, devices:read, audit:read, ledger:write, webhooks:write, \
+         webhooks:read, admin"
     );
     assert!(serde_json::from_value::<Scope>(json!("everything")).is_err());
 }

@@ -137,7 +137,7 @@ pub async fn load<A: Aggregate>(
             loaded.position = recorded.global_position;
         }
         if !full {
-            let span = tracing::Span::current();
+            let span = own_span("load");
             span.record("version", loaded.version);
             span.record("position", loaded.position);
             return Ok(loaded);
@@ -205,10 +205,10 @@ pub async fn execute_observed<A: Aggregate>(
             version,
             position,
         } = load::<A>(store, stream_id).await?;
-        tracing::Span::current().record("expected_version", version);
+        own_span("command").record("expected_version", version);
         let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;
         if events.is_empty() {
-            tracing::Span::current().record("position", position);
+            own_span("command").record("position", position);
             return Ok(Executed {
                 events,
                 state,
@@ -235,7 +235,7 @@ pub async fn execute_observed<A: Aggregate>(
         observer.append_finished(began.elapsed());
         match appended {
             Ok(appended) => {
-                tracing::Span::current().record("position", appended.last_position);
+                own_span("command").record("position", appended.last_position);
                 let state = events.iter().fold(state, A::apply);
                 return Ok(Executed {
                     events,
@@ -271,6 +271,21 @@ pub fn event_id(command_id: Uuid, index: usize) -> Uuid {
     Uuid::new_v5(&command_id, format!("event-{index}").as_bytes())
 }
 
+/// The current span if it is the one named `name` (the instrumented
+/// function's own), else a disabled one. An instrumented function whose
+/// span is off at the subscriber's level finds its caller's span as the
+/// current one; recording into that would write this function's fields
+/// into the caller's (a runner's job span showing `position` once per
+/// command it ran).
+pub(crate) fn own_span(name: &str) -> tracing::Span {
+    let current = tracing::Span::current();
+    if current.metadata().map(|metadata| metadata.name()) == Some(name) {
+        current
+    } else {
+        tracing::Span::none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +296,56 @@ mod tests {
         assert_eq!(event_id(command, 0), event_id(command, 0));
         assert_ne!(event_id(command, 0), event_id(command, 1));
         assert_ne!(event_id(command, 0), event_id(Uuid::new_v4(), 0));
+    }
+}
+
+#[cfg(test)]
+mod own_span_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::own_span;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tracing::instrument(name = "load", level = "debug", fields(position))]
+    fn inner() {
+        own_span("load").record("position", 7_u64);
+        tracing::info!("inside");
+    }
+
+    /// A disabled span's field never lands in the enabled caller's span,
+    /// though both declare it; an enabled one's does.
+    #[test]
+    fn a_disabled_spans_record_does_not_reach_its_callers_span() {
+        for (level, shows) in [(tracing::Level::INFO, false), (tracing::Level::DEBUG, true)] {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let outer = tracing::info_span!("runner_job", position = 1_u64);
+                outer.in_scope(inner);
+            });
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            let line = text.lines().find(|line| line.contains("inside")).unwrap();
+            assert!(line.contains("runner_job{position=1}"), "{line}");
+            assert_eq!(line.contains("position=7"), shows, "at {level}: {line}");
+            assert!(!line.contains("position=1 position=7"), "{line}");
+        }
     }
 }

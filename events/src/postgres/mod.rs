@@ -358,7 +358,7 @@ impl EventStore for PgEventStore {
             .await
             .map_err(|_| StoreError::AppenderStopped)?;
         let appended = answer.await.map_err(|_| StoreError::AppenderStopped)??;
-        tracing::Span::current().record("position", appended.last_position);
+        crate::command::own_span("append").record("position", appended.last_position);
         Ok(appended)
     }
 

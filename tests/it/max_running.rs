@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use taskledger::adapters::rabbitmq::Topology;
 use taskledger::config::FileConfig;
-use taskledger::submission::{self, Submission, Submitter};
+use taskledger::submission::Submission;
 use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
 use taskledger_events::command::load;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
@@ -185,20 +185,8 @@ impl Installation {
         let Value::Object(params) = json!({ "script": script }) else {
             unreachable!()
         };
-        submission::submit(
-            &self.store,
-            &self.config,
-            Submission::new(kind, params, "tests"),
-            Submitter {
-                key_id: Uuid::nil(),
-                idempotency_key: None,
-            },
-            Utc::now(),
-        )
-        .await
-        .unwrap()
-        .task
-        .id
+        let submission = Submission::new(kind, params, "tests");
+        crate::running::submit_as_tests(&self.store, &self.config, submission).await
     }
 
     /// Waits until every task of `tasks` has a final status.
@@ -509,22 +497,8 @@ max_running = 1
         let Value::Object(params) = json!({ "script": "sleep 0.5" }) else {
             unreachable!()
         };
-        tasks.push(
-            submission::submit(
-                &store,
-                &config,
-                Submission::new("licensed-in-process", params, "tests"),
-                Submitter {
-                    key_id: Uuid::nil(),
-                    idempotency_key: None,
-                },
-                Utc::now(),
-            )
-            .await
-            .unwrap()
-            .task
-            .id,
-        );
+        let submission = Submission::new("licensed-in-process", params, "tests");
+        tasks.push(crate::running::submit_as_tests(&store, &config, submission).await);
     }
     let mut every = Vec::new();
     for task_id in &tasks {
@@ -604,20 +578,8 @@ max_running = 2
     let Value::Object(params) = json!({ "script": "true" }) else {
         unreachable!()
     };
-    let task_id = submission::submit(
-        &store,
-        &config,
-        Submission::new("licensed-leftover", params, "tests"),
-        Submitter {
-            key_id: Uuid::nil(),
-            idempotency_key: None,
-        },
-        Utc::now(),
-    )
-    .await
-    .unwrap()
-    .task
-    .id;
+    let submission = Submission::new("licensed-leftover", params, "tests");
+    let task_id = crate::running::submit_as_tests(&store, &config, submission).await;
     let history = eventually(
         Duration::from_secs(60),
         Duration::from_millis(100),

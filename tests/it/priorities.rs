@@ -22,11 +22,9 @@ use taskledger::adapters::blobs::BlobStore;
 use taskledger::adapters::rabbitmq;
 use taskledger::adapters::rabbitmq::Job;
 use taskledger::commands::execute;
-use taskledger::submission::{self, Submission, Submitter};
+use taskledger::submission::Submission;
 use taskledger::workers::runner::{self, RunnerOptions};
-use taskledger_events::task::{
-    CancelTask, RetryTask, StartTask, TaskCommand, TaskId, TaskStatus, Tasks,
-};
+use taskledger_events::task::{RetryTask, StartTask, TaskCommand, TaskId, TaskStatus, Tasks};
 use taskledger_events::{Direction, EventStore, Metadata};
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -50,39 +48,17 @@ async fn submit_kind(cluster: &Cluster, kind: &str, script: &str, priority: i32)
     let Value::Object(params) = json!({ "script": script }) else {
         unreachable!()
     };
-    submission::submit(
-        &cluster.store,
-        &cluster.config,
-        Submission {
-            priority: Some(priority),
-            ..Submission::new(kind, params, "tests")
-        },
-        Submitter {
-            key_id: Uuid::nil(),
-            idempotency_key: None,
-        },
-        Utc::now(),
-    )
-    .await
-    .unwrap()
-    .task
-    .id
+    let submission = Submission {
+        priority: Some(priority),
+        ..Submission::new(kind, params, "tests")
+    };
+    crate::running::submit_as_tests(&cluster.store, &cluster.config, submission).await
 }
 
 async fn cancel(cluster: &Cluster, task_id: TaskId) {
-    execute::<Tasks>(
-        &cluster.store,
-        &task_id.stream_id(),
-        TaskCommand::Cancel(CancelTask {
-            task_id,
-            reason: Some("the test is done with it".into()),
-            canceled_at: Utc::now(),
-        }),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    cluster
+        .cancel(task_id, Some("the test is done with it"))
+        .await;
 }
 
 /// The global position of the task's first `TaskStarted`.

@@ -240,6 +240,23 @@ impl Cluster {
         self.submit("sh", json!({ "script": script }), None).await
     }
 
+    /// Cancels the task in the log, as `POST /v1/tasks/{id}/cancel` would.
+    pub(crate) async fn cancel(&self, task_id: TaskId, reason: Option<&str>) {
+        execute::<Tasks>(
+            &self.store,
+            &task_id.stream_id(),
+            TaskCommand::Cancel(CancelTask {
+                task_id,
+                reason: reason.map(str::to_owned),
+                canceled_at: Utc::now(),
+            }),
+            Uuid::new_v4(),
+            Metadata::default(),
+        )
+        .await
+        .unwrap();
+    }
+
     pub(crate) async fn task(&self, task_id: TaskId) -> Task {
         load_task(&self.store, task_id).await
     }
@@ -322,13 +339,24 @@ async fn submit_directly(
     let Value::Object(params) = params else {
         panic!("params must be an object")
     };
+    let submission = Submission {
+        timeout_seconds,
+        ..Submission::new(kind, params, "tests")
+    };
+    submit_as_tests(store, config, submission).await
+}
+
+/// Submits `submission` straight to the log (as the API would), under a
+/// nil key, from frontend `tests`; its id.
+pub(crate) async fn submit_as_tests(
+    store: &PgEventStore,
+    config: &FileConfig,
+    submission: Submission,
+) -> TaskId {
     submission::submit(
         store,
         config,
-        Submission {
-            timeout_seconds,
-            ..Submission::new(kind, params, "tests")
-        },
+        submission,
         Submitter {
             key_id: Uuid::nil(),
             idempotency_key: None,

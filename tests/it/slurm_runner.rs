@@ -6,11 +6,8 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::json;
-use taskledger::commands::execute;
-use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
-use taskledger_events::Metadata;
+use taskledger_events::task::{Task, TaskId, TaskStatus};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
@@ -104,6 +101,17 @@ const TERMINAL: [&str; 4] = [
     "TaskTimedOut",
     "TaskCanceled",
 ];
+
+/// Waits until Slurm shows attempt 1's job of `task_id` CANCELLED.
+async fn wait_job_cancelled(task_id: TaskId, within: Duration) {
+    eventually(within, Duration::from_millis(200), || async {
+        match the_job(task_id, 1) {
+            (_, state) if state == "CANCELLED" => Ok(()),
+            other => Err(format!("the job is {other:?}")),
+        }
+    })
+    .await;
+}
 
 fn terminal_events(history: &[String]) -> usize {
     TERMINAL.iter().map(|event| count(history, event)).sum()
@@ -268,17 +276,7 @@ async fn a_slurm_job_past_the_tasks_timeout_is_cancelled_and_the_task_timed_out(
     let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
     assert_eq!(task.status, TaskStatus::TimedOut, "{:?}", task.error);
     // The runner stopped the job: it does not run on.
-    eventually(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || async {
-            match the_job(task_id, 1) {
-                (_, state) if state == "CANCELLED" => Ok(()),
-                other => Err(format!("the job is {other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_job_cancelled(task_id, Duration::from_secs(30)).await;
     assert_eq!(terminal_events(&cluster.history(task_id).await), 1);
     cluster.finish().await;
 }
@@ -290,30 +288,8 @@ async fn a_task_canceled_in_taskledger_has_its_slurm_job_cancelled() {
     cluster.start_runner(1);
     let task_id = submit(&cluster, "sleep 120", None).await;
     wait_job_running(&cluster, task_id).await;
-    execute::<Tasks>(
-        &cluster.store,
-        &task_id.stream_id(),
-        TaskCommand::Cancel(CancelTask {
-            task_id,
-            reason: Some("not needed".into()),
-            canceled_at: Utc::now(),
-        }),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || async {
-            match the_job(task_id, 1) {
-                (_, state) if state == "CANCELLED" => Ok(()),
-                other => Err(format!("the job is {other:?}")),
-            }
-        },
-    )
-    .await;
+    cluster.cancel(task_id, Some("not needed")).await;
+    wait_job_cancelled(task_id, Duration::from_secs(30)).await;
     let task = cluster.task(task_id).await;
     assert_eq!(task.status, TaskStatus::Canceled);
     let history = cluster.history(task_id).await;
@@ -527,28 +503,16 @@ async fn submit_ranked(
     label: &str,
     priority: i32,
 ) -> TaskId {
-    use taskledger::submission::{self, Submission, Submitter};
+    use taskledger::submission::Submission;
     let script = format!("echo {label} >> {}", order.display());
     let serde_json::Value::Object(params) = json!({ "script": script }) else {
         unreachable!()
     };
-    submission::submit(
-        &cluster.store,
-        &cluster.config,
-        Submission {
-            priority: Some(priority),
-            ..Submission::new("hpc-node", params, "tests")
-        },
-        Submitter {
-            key_id: Uuid::nil(),
-            idempotency_key: None,
-        },
-        Utc::now(),
-    )
-    .await
-    .unwrap()
-    .task
-    .id
+    let submission = Submission {
+        priority: Some(priority),
+        ..Submission::new("hpc-node", params, "tests")
+    };
+    crate::running::submit_as_tests(&cluster.store, &cluster.config, submission).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -614,35 +578,13 @@ async fn a_task_canceled_while_no_runner_watched_its_job_has_the_job_cancelled()
     let (_, _, handle) = cluster.runners.remove(0);
     handle.abort();
     let _ = handle.await;
-    execute::<Tasks>(
-        &cluster.store,
-        &task_id.stream_id(),
-        TaskCommand::Cancel(CancelTask {
-            task_id,
-            reason: None,
-            canceled_at: Utc::now(),
-        }),
-        Uuid::new_v4(),
-        Metadata::default(),
-    )
-    .await
-    .unwrap();
+    cluster.cancel(task_id, None).await;
     close_connection(&format!("taskledger-runner-{first}")).await;
     assert_eq!(the_job(task_id, 1).1, "RUNNING");
     // The next runner gets the job back, sees the task canceled and stops
     // the job it left.
     cluster.start_runner(1);
-    eventually(
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async {
-            match the_job(task_id, 1) {
-                (_, state) if state == "CANCELLED" => Ok(()),
-                other => Err(format!("the job is {other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_job_cancelled(task_id, Duration::from_secs(60)).await;
     let history = cluster.history(task_id).await;
     assert_eq!(history.last().map(String::as_str), Some("TaskCanceled"));
     assert_eq!(terminal_events(&history), 1);

@@ -374,19 +374,26 @@ async fn a_receiver_that_never_answers_does_not_delay_another_tenant() {
     app.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_that_keeps_failing_is_disabled_then_enabled_and_replayed() {
-    let app = app_with("retry_for_seconds = 1\n").await;
-    let key = app.tenant_key("acme", SCOPES).await;
+/// A receiver that answers every delivery with `status`, and acme's
+/// webhook of `task.succeeded` on it (as created: with its secret).
+async fn failing_hook(app: &TestApp, key: &str, status: u16) -> (Receiver, Value) {
     let (receiver, address) = Receiver::start(&[]).await;
-    receiver.answer_always(503);
+    receiver.answer_always(status);
     let (_, webhook) = create(
-        &app,
-        &key,
+        app,
+        key,
         &format!("http://{address}/hook"),
         &["task.succeeded"],
     )
     .await;
+    (receiver, webhook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_keeps_failing_is_disabled_then_enabled_and_replayed() {
+    let app = app_with("retry_for_seconds = 1\n").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, webhook) = failing_hook(&app, &key, 503).await;
     let id = webhook["id"].as_str().unwrap().to_owned();
     let secret = webhook["secret"].as_str().unwrap().to_owned();
     let task = succeeded_task(&app, &key).await;
@@ -526,15 +533,7 @@ async fn bad_targets_and_kinds_are_refused_and_tenants_see_only_their_own() {
 async fn a_restarted_deliverer_delivers_again_under_the_same_webhook_id() {
     let app = app_with("").await;
     let key = app.tenant_key("acme", SCOPES).await;
-    let (receiver, address) = Receiver::start(&[]).await;
-    receiver.answer_always(500);
-    let (_, webhook) = create(
-        &app,
-        &key,
-        &format!("http://{address}/hook"),
-        &["task.succeeded"],
-    )
-    .await;
+    let (receiver, webhook) = failing_hook(&app, &key, 500).await;
     let secret = webhook["secret"].as_str().unwrap().to_owned();
     let task = succeeded_task(&app, &key).await;
     eventually(

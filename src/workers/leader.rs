@@ -17,6 +17,37 @@ pub(crate) struct Leadership {
     _connection: AbortOnDrop<Result<(), tokio_postgres::Error>>,
 }
 
+impl Leadership {
+    /// The position in `table`'s row named `name` (its key column `key`),
+    /// made at 0 when there is none: where a leader's work resumes (the
+    /// relay's, the webhook deliverer's). Read on the lock's connection.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub(crate) async fn checkpoint(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        name: &str,
+    ) -> Result<u64, tokio_postgres::Error> {
+        self.client
+            .execute(
+                &format!("INSERT INTO {table} ({key}) VALUES ($1) ON CONFLICT ({key}) DO NOTHING"),
+                &[&name],
+            )
+            .await?;
+        let position: i64 = self
+            .client
+            .query_one(
+                &format!("SELECT position FROM {table} WHERE {key} = $1"),
+                &[&name],
+            )
+            .await?
+            .get(0);
+        Ok(u64::try_from(position).unwrap_or(0))
+    }
+}
+
 /// Takes the lock of `role` on a new connection, or `None` when another
 /// instance holds it.
 ///

@@ -108,21 +108,9 @@ async fn relay_once(
     let Some(leadership) = leader::try_lead(store, NAME).await? else {
         return Ok(Standby);
     };
-    let client = &leadership.client;
-    client
-        .execute(
-            "INSERT INTO relay_checkpoints (relay) VALUES ($1) ON CONFLICT (relay) DO NOTHING",
-            &[&NAME],
-        )
+    let mut position = leadership
+        .checkpoint("relay_checkpoints", "relay", NAME)
         .await?;
-    let position: i64 = client
-        .query_one(
-            "SELECT position FROM relay_checkpoints WHERE relay = $1",
-            &[&NAME],
-        )
-        .await?
-        .get(0);
-    let mut position = u64::try_from(position).unwrap_or(0);
 
     let amqp = rabbitmq::connect(&options.amqp_url, "taskledger-relay")
         .await
@@ -141,7 +129,7 @@ async fn relay_once(
 
     let mut relay = Batches {
         store,
-        client,
+        client: &leadership.client,
         channel: &channel,
         topology: &options.topology,
         kinds: HashMap::new(),

@@ -95,20 +95,9 @@ async fn deliver_once(store: &PgEventStore, config: &WebhooksConfig) -> anyhow::
         return Ok(());
     };
     let client = &leadership.client;
-    client
-        .execute(
-            "INSERT INTO webhook_checkpoints (deliverer) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&NAME],
-        )
+    let mut checkpoint = leadership
+        .checkpoint("webhook_checkpoints", "deliverer", NAME)
         .await?;
-    let position: i64 = client
-        .query_one(
-            "SELECT position FROM webhook_checkpoints WHERE deliverer = $1",
-            &[&NAME],
-        )
-        .await?
-        .get(0);
-    let mut checkpoint = u64::try_from(position).unwrap_or(0);
     tracing::info!(position = checkpoint, "webhook deliverer active");
 
     let (done_sender, mut done) = mpsc::unbounded_channel();

@@ -148,6 +148,14 @@ pub(crate) async fn api(settings: &Settings, args: &ApiBenchArgs) -> anyhow::Res
 /// Waits until the tasks projection's checkpoint reaches the log's head;
 /// how long that took.
 async fn catch_up(store: &PgEventStore) -> anyhow::Result<Duration> {
+    catch_up_within(store, Duration::from_secs(120)).await
+}
+
+/// [`catch_up`] with a deadline of `within`.
+pub(crate) async fn catch_up_within(
+    store: &PgEventStore,
+    within: Duration,
+) -> anyhow::Result<Duration> {
     let began = Instant::now();
     let head = store.head_position().await?;
     let client = store.pool().get().await?;
@@ -162,15 +170,18 @@ async fn catch_up(store: &PgEventStore) -> anyhow::Result<Duration> {
         if u64::try_from(position).unwrap_or(0) >= head {
             return Ok(began.elapsed());
         }
-        if began.elapsed() > Duration::from_secs(120) {
-            bail!("the tasks projection did not reach position {head} within 120 s");
+        if began.elapsed() > within {
+            bail!(
+                "the tasks projection did not reach position {head} within {} s",
+                within.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 /// Creates an admin key and waits until the service accepts it.
-async fn bench_key(store: &PgEventStore) -> anyhow::Result<String> {
+pub(crate) async fn bench_key(store: &PgEventStore) -> anyhow::Result<String> {
     let key_id = ApiKeyId(Uuid::new_v4());
     let secret = new_secret(key_id).expose_secret().to_owned();
     execute::<ApiKeys>(

@@ -6,10 +6,12 @@ mod api;
 mod append;
 mod bare;
 mod cli;
+mod growth;
 mod measure;
 mod mo;
 mod queues;
 mod rebuild;
+mod seed;
 mod tasks;
 
 use clap::Parser;

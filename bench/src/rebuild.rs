@@ -8,20 +8,14 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde_json::{json, Map};
 use taskledger::config::settings::Settings;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::task::{
-    TaskEvent, TaskId, TaskProgressRecorded, TaskStarted, TaskSubmitted, TaskSucceeded,
-};
-use taskledger_events::{EventStore, ExpectedVersion, Metadata};
+use taskledger_events::EventStore;
 use taskledger_projections::rebuild::{self, RebuildOptions};
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::ProjectorRuntime;
-use uuid::Uuid;
 
 /// Options of `taskledger-bench rebuild`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,11 +38,47 @@ pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> any
         settings.database_url.expose_secret(),
         StoreOptions::default(),
     )?;
+    let measured = seed_and_rebuild(&store, args.tasks, args.batch).await?;
+    println!(
+        "rebuild projection=tasks events={} batch={} events_per_s={:.0} seconds={:.2}",
+        measured.events, args.batch, measured.events_per_s, measured.seconds
+    );
+    Ok(())
+}
+
+/// What one rebuild measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rebuilt {
+    /// Events in the log the rebuild applied.
+    pub(crate) events: u64,
+    pub(crate) events_per_s: f64,
+    pub(crate) seconds: f64,
+}
+
+/// Seeds the log up to `tasks` four-event lifecycles (only what is missing),
+/// brings the live `tasks` projection up to date, then rebuilds it
+/// blue/green with `batch` events per transaction; prints the seeding and
+/// catching up as it goes.
+///
+/// # Errors
+/// When the database fails or the rebuild fails.
+pub(crate) async fn seed_and_rebuild(
+    store: &PgEventStore,
+    tasks: u64,
+    batch: usize,
+) -> anyhow::Result<Rebuilt> {
     let head = store.head_position().await?;
-    let wanted = args.tasks * 4;
+    let wanted = tasks * 4;
     if head < wanted {
         let began = Instant::now();
-        seed(&store, (wanted - head) / 4).await?;
+        crate::seed::tasks(
+            store,
+            0,
+            (wanted - head) / 4,
+            8,
+            crate::seed::Shape::uniform,
+        )
+        .await?;
         let seeded = store.head_position().await? - head;
         println!(
             "seeded events={seeded} events_per_s={:.0}",
@@ -60,7 +90,7 @@ pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> any
     let began = Instant::now();
     let runtime = ProjectorRuntime::new(store.clone(), TasksProjector, RuntimeOptions::default());
     let before = runtime
-        .catch_up(std::time::Duration::from_secs(600))
+        .catch_up(std::time::Duration::from_secs(1800))
         .await
         .context("bringing the live tasks projection up to date")?;
     println!(
@@ -69,81 +99,15 @@ pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> any
     );
 
     let options = RebuildOptions {
-        batch_size: args.batch,
+        batch_size: batch,
         ..RebuildOptions::default()
     };
-    let report = rebuild::rebuild(&store, &TasksProjector, &options, &|at| eprintln!("{at}"))
+    let report = rebuild::rebuild(store, &TasksProjector, &options, &|at| eprintln!("{at}"))
         .await
         .context("rebuilding the tasks projection")?;
-    println!(
-        "rebuild projection=tasks events={head} batch={} events_per_s={:.0} seconds={:.2}",
-        args.batch,
-        report.events_per_s(),
-        report.elapsed.as_secs_f64()
-    );
-    Ok(())
-}
-
-/// Appends `tasks` four-event task lifecycles from 8 concurrent writers.
-async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
-    let writers = 8;
-    let mut handles = Vec::new();
-    for writer in 0..writers {
-        let store = store.clone();
-        let count = tasks / writers + u64::from(writer < tasks % writers);
-        handles.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let task_id = TaskId(Uuid::new_v4());
-                let now = Utc::now();
-                let mut params = Map::new();
-                params.insert("url".into(), json!("http://example.invalid/page"));
-                let events = [
-                    TaskEvent::Submitted(TaskSubmitted {
-                        inputs: Default::default(),
-                        task_id,
-                        kind: "bench".into(),
-                        params,
-                        tenant: taskledger_events::tenant::TenantName::default_tenant(),
-                        frontend_id: "bench".into(),
-                        client_task_id: None,
-                        priority: 0,
-                        timeout_seconds: 60,
-                        max_attempts: 1,
-                        submitted_at: now,
-                        submitted_by: None,
-                    }),
-                    TaskEvent::Started(TaskStarted {
-                        worker_id: "bench".into(),
-                        attempt: 1,
-                        started_at: now,
-                    }),
-                    TaskEvent::ProgressRecorded(TaskProgressRecorded {
-                        attempt: 1,
-                        percent: Some(50.0),
-                        message: Some("half way".into()),
-                        recorded_at: now,
-                    }),
-                    TaskEvent::Succeeded(TaskSucceeded {
-                        attempt: 1,
-                        result: Map::new(),
-                        exit_code: 0,
-                        artifacts: Vec::new(),
-                        finished_at: now,
-                    }),
-                ];
-                let events = events
-                    .iter()
-                    .map(|event| event.to_new_event(Uuid::new_v4(), Metadata::default()))
-                    .collect();
-                store
-                    .append(&task_id.stream_id(), ExpectedVersion::NoStream, events)
-                    .await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for handle in handles {
-        handle.await??;
-    }
-    Ok(())
+    Ok(Rebuilt {
+        events: head,
+        events_per_s: report.events_per_s(),
+        seconds: report.elapsed.as_secs_f64(),
+    })
 }

@@ -1,4 +1,4 @@
-//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, each against
+//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `verify`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -11,6 +11,7 @@ use crate::append::AppendBenchArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
+use crate::verify::VerifyBenchArgs;
 
 /// Measure taskledger's performance against the database in DATABASE_URL
 /// (use a scratch database: the benchmarks write to it).
@@ -57,6 +58,9 @@ enum BenchCommand {
     Mo(MoBenchArgs),
     /// Blue/green rebuild of the tasks projection: events per second.
     Rebuild(RebuildBenchArgs),
+    /// Chain verification: events/s from sequence 1 at several log sizes,
+    /// and the time to verify only the newest events from an anchor.
+    Verify(VerifyBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -76,6 +80,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => {
             prepare(&settings).await?;
             crate::rebuild::rebuild(&settings, &args).await
+        }
+        BenchCommand::Verify(args) => {
+            prepare(&settings).await?;
+            crate::verify::verify(&settings, &args).await
         }
         BenchCommand::Tasks { broker, args } => {
             settings.amqp_url = broker.amqp_url;

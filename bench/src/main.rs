@@ -11,6 +11,7 @@ mod mo;
 mod queues;
 mod rebuild;
 mod tasks;
+mod verify;
 
 use clap::Parser;
 

@@ -85,7 +85,7 @@ pub(crate) async fn rebuild(settings: &Settings, args: &RebuildBenchArgs) -> any
 }
 
 /// Appends `tasks` four-event task lifecycles from 8 concurrent writers.
-async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
+pub(crate) async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
     let writers = 8;
     let mut handles = Vec::new();
     for writer in 0..writers {

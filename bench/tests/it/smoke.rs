@@ -67,6 +67,30 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
 }
 
 #[tokio::test]
+async fn verify_seeds_verifies_in_full_and_from_an_anchor() {
+    let run = bench_on_scratch("verify --events 40,100 --tail 20 --runs 2", TINY_RUN).await;
+    let full = line(&run, "verify full ", &["events", "seconds", "events_per_s"]);
+    assert!(full.starts_with("verify full events=100 "), "{full}");
+    let incremental = line(
+        &run,
+        "verify incremental ",
+        &[
+            "events",
+            "of",
+            "runs",
+            "median_ms",
+            "max_ms",
+            "events_per_s",
+            "full_over_incremental",
+        ],
+    );
+    assert!(
+        incremental.starts_with("verify incremental events=20 of=100 runs=2 "),
+        "{incremental}"
+    );
+}
+
+#[tokio::test]
 async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
     let run = bench_on_scratch(
         "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",

@@ -331,7 +331,9 @@ async fn record(
     .await
     .map_err(|error| anyhow::anyhow!("recording the verification: {error}"))?;
     if executed.events.is_empty() {
-        println!("not recorded: a verification through sequence {through} or later is already recorded");
+        println!(
+            "not recorded: a verification through sequence {through} or later is already recorded"
+        );
     } else {
         println!(
             "recorded: verified through sequence {through} (chain hash {}), as sequence {} in stream {}",

@@ -299,7 +299,10 @@ pub async fn confirm(
             // refuses the anchor, whatever is looked up.
             let position = ranges.last().map_or(0, |range| range.to);
             let stored_hash = stored_hash(&state, position, head).await?;
-            if stored_hash.as_deref().is_some_and(|stored| stored != chain_hash) {
+            if stored_hash
+                .as_deref()
+                .is_some_and(|stored| stored != chain_hash)
+            {
                 // Refused below, and nothing is recorded; an operator should
                 // still hear of it: either the ledger or this log is wrong.
                 tracing::warn!(

@@ -135,7 +135,10 @@ async fn an_incremental_verify_checks_only_what_followed_the_record() {
         "{second}"
     );
     // Recording again no further than the last record adds nothing.
-    let again = verify_ok(&database, &["--from-last-verified", "--to", "18", "--record"]);
+    let again = verify_ok(
+        &database,
+        &["--from-last-verified", "--to", "18", "--record"],
+    );
     assert!(
         again.starts_with("OK: 1 events verified, sequences 18..=18"),
         "{again}"
@@ -299,7 +302,11 @@ async fn a_ledger_anchors_the_chain_only_with_the_stored_hash() {
     );
     assert_eq!(app.store().head_position().await.unwrap(), log_head);
     let unchanged = status().await;
-    assert_eq!(unchanged["items"][0]["confirmed_through"], head - 1, "{unchanged}");
+    assert_eq!(
+        unchanged["items"][0]["confirmed_through"],
+        head - 1,
+        "{unchanged}"
+    );
     assert_eq!(unchanged["items"][0]["anchored_through"], 0, "{unchanged}");
     // Not hex, and a hash with an event-id confirmation: refused too.
     for body in [
@@ -357,10 +364,16 @@ async fn a_ledger_anchors_the_chain_only_with_the_stored_hash() {
         resumed.starts_with(&format!("OK: ")) && resumed.contains(&format!("sequences {head}..=")),
         "{resumed}"
     );
-    assert!(resumed.contains("anchored there by ledger chain-a"), "{resumed}");
+    assert!(
+        resumed.contains("anchored there by ledger chain-a"),
+        "{resumed}"
+    );
     tamper(
         database,
-        &format!("UPDATE events SET data = '{{\"tampered\":1}}' WHERE global_position = {}", head - 1),
+        &format!(
+            "UPDATE events SET data = '{{\"tampered\":1}}' WHERE global_position = {}",
+            head - 1
+        ),
     )
     .await;
     verify_ok(database, &["--from-anchor", "chain-a"]);

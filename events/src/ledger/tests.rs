@@ -66,9 +66,10 @@ fn anchored(from: u64, to: u64, claimed: &str, stored: &str) -> ConfirmLedgerEnt
 fn an_anchor_is_recorded_only_when_it_is_the_stored_hash() {
     let right = "ab".repeat(32);
     let wrong = "cd".repeat(32);
-    given([])
-        .when(anchored(1, 5, &wrong, &right))
-        .then_error(RefusalKind::Invalid, "not the hash this log stores at sequence 5");
+    given([]).when(anchored(1, 5, &wrong, &right)).then_error(
+        RefusalKind::Invalid,
+        "not the hash this log stores at sequence 5",
+    );
     given([])
         .when(anchored(1, 5, "AB", "AB"))
         .then_error(RefusalKind::Invalid, "64 lowercase hex digits");

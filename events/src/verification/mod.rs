@@ -106,7 +106,10 @@ impl Aggregate for Verifications {
 /// Whether `text` is a chain hash as records and anchors write it: 64
 /// lowercase hex digits.
 pub fn is_chain_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What recording a verification makes happen (the rules are in the

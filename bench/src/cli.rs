@@ -1,4 +1,5 @@
-//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `growth`, each against
+//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `growth`,
+//! `verify`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use crate::growth::GrowthArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
+use crate::verify::VerifyBenchArgs;
 
 /// Measure taskledger's performance against the database in DATABASE_URL
 /// (use a scratch database: the benchmarks write to it).
@@ -61,6 +63,9 @@ enum BenchCommand {
     /// What a long history costs: list latency and rebuild speed at
     /// growing sizes, each against the smallest, in one run.
     Growth(GrowthArgs),
+    /// Chain verification: events/s from sequence 1 at several log sizes,
+    /// and the time to verify only the newest events from an anchor.
+    Verify(VerifyBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -82,6 +87,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::rebuild::rebuild(&settings, &args).await
         }
         BenchCommand::Growth(args) => crate::growth::growth(&settings, &args).await,
+        BenchCommand::Verify(args) => {
+            prepare(&settings).await?;
+            crate::verify::verify(&settings, &args).await
+        }
         BenchCommand::Tasks { broker, args } => {
             settings.amqp_url = broker.amqp_url;
             settings.amqp_prefix = broker.amqp_prefix;

@@ -13,6 +13,7 @@ mod queues;
 mod rebuild;
 mod seed;
 mod tasks;
+mod verify;
 
 use clap::Parser;
 

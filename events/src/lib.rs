@@ -28,6 +28,7 @@ pub mod tenant;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;
+pub mod verification;
 pub mod webhook;
 
 pub use aggregate::Aggregate;

@@ -125,6 +125,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../../migrations/0021_webhooks.sql"),
     },
+    Migration {
+        version: 24,
+        name: "ledger_anchors",
+        sql: include_str!("../../migrations/0024_ledger_anchors.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

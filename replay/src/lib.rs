@@ -1,6 +1,6 @@
 //! Reading history for auditors: chain verification over ranges with
-//! progress ([`verify`]), and a task as it was at an instant or a stream
-//! version ([`task_at`]).
+//! progress ([`verify`]) or resumed from an anchor ([`resume`]), and a task
+//! as it was at an instant or a stream version ([`task_at`]).
 //!
 //! The verifier of the stored rows lives beside the storage format in
 //! `taskledger_events::postgres::verify`; this crate drives it over a range
@@ -9,6 +9,8 @@
 //! `GET /v1/tasks/{id}?as_of=…|at_version=…`, so both fold the same way.
 
 use std::time::{Duration, Instant};
+
+pub mod resume;
 
 use chrono::{DateTime, Utc};
 use taskledger_events::postgres::verify::{verify_range, Verification};

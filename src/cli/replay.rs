@@ -15,16 +15,11 @@ use crate::service::database;
 pub enum ReplayCommand {
     /// Check the log: no missing position, every stream's versions
     /// consecutive, and the SHA-256 chain recomputed from the stored text.
-    /// Prints progress on standard error and the verdict on standard output;
-    /// exits non-zero naming the first bad sequence.
-    Verify {
-        /// The first sequence to check (default 1).
-        #[arg(long, default_value_t = 1)]
-        from: u64,
-        /// The last sequence to check (default: the head when it starts).
-        #[arg(long)]
-        to: Option<u64>,
-    },
+    /// From sequence 1 unless told to resume from an anchor (the last
+    /// recorded verification, or a ledger's confirmed chain hash). Prints
+    /// progress on standard error and the verdict on standard output; exits
+    /// non-zero naming the first bad sequence.
+    Verify(VerifyArgs),
     /// Write events as stored (envelope, data, metadata, hash), one JSON
     /// object per line, streaming: one stream, or a range of the global
     /// order.
@@ -57,6 +52,36 @@ pub enum ReplayCommand {
     },
 }
 
+/// What `taskledger replay verify` checks, and whether it records it.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The first sequence to check (default 1).
+    #[arg(long, default_value_t = 1, conflicts_with_all = ["from_last_verified", "from_anchor"])]
+    pub from: u64,
+    /// The last sequence to check (default: the head when it starts).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Resume at the last recorded verification (`--record`): its hash must
+    /// be the one stored at its position, which is checked again with
+    /// everything after it. Sequences before it are not re-checked (a
+    /// change there is found only without this flag). With no recorded
+    /// verification yet, checks from sequence 1.
+    #[arg(long, conflicts_with = "from_anchor")]
+    pub from_last_verified: bool,
+    /// Resume at the last sequence whose chain hash this ledger confirmed
+    /// holding, as `--from-last-verified` does at a record.
+    #[arg(long, value_name = "LEDGER")]
+    pub from_anchor: Option<String>,
+    /// After a verification that passed, record it (a `ChainVerified` event
+    /// in stream `verification-chain`) so the next `--from-last-verified`
+    /// resumes there. Only for a run from sequence 1 or from an anchor.
+    #[arg(long, conflicts_with = "from")]
+    pub record: bool,
+    /// Who verified, for the record (default `cli`).
+    #[arg(long, default_value = "cli", requires = "record")]
+    pub verified_by: String,
+}
+
 /// Runs a `replay` subcommand.
 ///
 /// # Errors
@@ -64,7 +89,7 @@ pub enum ReplayCommand {
 /// failure.
 pub async fn run(settings: &Settings, command: ReplayCommand) -> anyhow::Result<()> {
     match command {
-        ReplayCommand::Verify { from, to } => verify(settings, from, to).await,
+        ReplayCommand::Verify(args) => verify(settings, &args).await,
         ReplayCommand::Export {
             stream, from, to, ..
         } => export(settings, stream, from, to).await,
@@ -166,11 +191,57 @@ async fn state(
     Ok(())
 }
 
-async fn verify(settings: &Settings, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+/// Where a verification starts: position 1, or an anchor.
+enum Start {
+    /// From `from`, trusting nothing before it (1: the whole log).
+    At(u64),
+    /// From an anchor, whose hash must be the stored one.
+    Anchored(taskledger_replay::resume::Anchor),
+}
+
+async fn verify(settings: &Settings, args: &VerifyArgs) -> anyhow::Result<()> {
+    use taskledger_replay::resume::{self, Anchor};
+
     let store = database::open_store(settings)?;
+    let start = if args.from_last_verified {
+        match resume::last_recorded(&store)
+            .await
+            .context("reading the recorded verifications")?
+        {
+            Some(record) => Start::Anchored(Anchor::of_record(&record)),
+            None => {
+                eprintln!("no verification is recorded yet: checking from sequence 1");
+                Start::At(1)
+            }
+        }
+    } else if let Some(ledger) = &args.from_anchor {
+        let ledger = taskledger_events::ledger::LedgerName::new(ledger)
+            .map_err(anyhow::Error::msg)
+            .context("--from-anchor")?;
+        match resume::ledger_anchor(&store, &ledger)
+            .await
+            .context("reading the ledger's confirmations")?
+        {
+            Some(anchor) => Start::Anchored(anchor),
+            None => anyhow::bail!(
+                "ledger {} has confirmed no chain hash: there is no anchor to resume from",
+                ledger.as_str()
+            ),
+        }
+    } else {
+        Start::At(args.from.max(1))
+    };
+    if let (Start::Anchored(anchor), Some(to)) = (&start, args.to) {
+        if to < anchor.position {
+            anyhow::bail!(
+                "--to {to} is before the anchor at sequence {}, where this verification starts",
+                anchor.position
+            );
+        }
+    }
     let began = Instant::now();
     let mut last_report = Instant::now() - Duration::from_secs(10);
-    let verification = taskledger_replay::verify(&store, from, to, |progress| {
+    let progress = |progress: taskledger_replay::Progress| {
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             eprint!(
@@ -183,27 +254,93 @@ async fn verify(settings: &Settings, from: u64, to: Option<u64>) -> anyhow::Resu
             );
             let _ = std::io::stderr().flush();
         }
-    })
-    .await
-    .context("reading the log")?;
+    };
+    let (from, verification) = match &start {
+        Start::At(from) => (
+            *from,
+            taskledger_replay::verify(&store, *from, args.to, progress).await,
+        ),
+        Start::Anchored(anchor) => (
+            anchor.position,
+            resume::verify_from(&store, anchor, args.to, progress).await,
+        ),
+    };
+    let verification = verification.context("reading the log")?;
     eprintln!();
     let seconds = began.elapsed().as_secs_f64();
-    match verification.defect {
-        None => {
-            println!(
-                "OK: {} events verified, sequences {}..={} (positions, stream versions, hash chain) in {seconds:.1} s",
-                verification.checked,
-                from.max(1),
-                verification.last_position
-            );
-            Ok(())
-        }
-        Some(defect) => {
-            println!("FAILED at sequence {}: {defect}", defect.global_position());
-            anyhow::bail!(
-                "the log does not verify; the first bad sequence is {}",
-                defect.global_position()
-            )
-        }
+    if let Some(defect) = verification.defect {
+        println!("FAILED at sequence {}: {defect}", defect.global_position());
+        anyhow::bail!(
+            "the log does not verify; the first bad sequence is {}",
+            defect.global_position()
+        )
     }
+    println!(
+        "OK: {} events verified, sequences {from}..={} (positions, stream versions, hash chain) in {seconds:.1} s",
+        verification.checked, verification.last_position
+    );
+    if let Start::Anchored(anchor) = &start {
+        println!(
+            "resumed at sequence {from}, anchored there by {} (its hash matches the stored one); \
+             sequences 1..={} were not re-checked by this run: a change there is found only by \
+             a verification from sequence 1 (run without --from-last-verified or --from-anchor)",
+            anchor.anchored_by,
+            from - 1
+        );
+    }
+    if args.record {
+        record(&store, from, verification.last_position, &args.verified_by).await?;
+    }
+    Ok(())
+}
+
+/// Records that positions up to `through` verified (from `from`, with what
+/// is before it anchored), as a `ChainVerified` event.
+async fn record(
+    store: &taskledger_events::postgres::PgEventStore,
+    from: u64,
+    through: u64,
+    verified_by: &str,
+) -> anyhow::Result<()> {
+    use taskledger_events::verification::{self, RecordVerification, Verifications};
+
+    if through == 0 {
+        println!("not recorded: the log is empty");
+        return Ok(());
+    }
+    let hash = {
+        let client = store.pool().get().await?;
+        taskledger_events::postgres::verify::stored_hash(&client, through)
+            .await?
+            .context("the verified position vanished")?
+    };
+    let command = RecordVerification {
+        from_position: from,
+        through_position: through,
+        chain_hash: hex::encode(hash),
+        verified_by: verified_by.to_owned(),
+        verified_at: chrono::Utc::now(),
+    };
+    let executed = crate::commands::execute::<Verifications>(
+        store,
+        &verification::stream_id(),
+        command,
+        uuid::Uuid::new_v4(),
+        taskledger_events::Metadata::of_actor("cli"),
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("recording the verification: {error}"))?;
+    if executed.events.is_empty() {
+        println!(
+            "not recorded: a verification through sequence {through} or later is already recorded"
+        );
+    } else {
+        println!(
+            "recorded: verified through sequence {through} (chain hash {}), as sequence {} in stream {}",
+            hex::encode(hash),
+            executed.position,
+            verification::VERIFICATION_STREAM
+        );
+    }
+    Ok(())
 }

@@ -45,8 +45,8 @@ pub struct StreamEventsQuery {
     // too, and operation ids must be unique.
     operation_id = "list_stream_events",
     params(
-        ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}` or `ledger-{name}`",
-         pattern = "^((task|apikey)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|device-[0-9]{15}|ledger-[a-z0-9._-]{1,100})$"),
+        ("stream" = String, Path, description = "The stream: `task-{uuid}`, `apikey-{uuid}`, `device-{imei}`, `ledger-{name}` or `verification-chain` (the recorded verifications)",
+         pattern = "^((task|apikey)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|device-[0-9]{15}|ledger-[a-z0-9._-]{1,100}|verification-chain)$"),
         StreamEventsQuery
     ),
     responses(
@@ -93,11 +93,12 @@ fn parse_stream(text: &str) -> Result<StreamId, Problem> {
         || Imei::from_stream_id(text).is_some()
         || text
             .strip_prefix("ledger-")
-            .is_some_and(|name| LedgerName::new(name).is_ok());
+            .is_some_and(|name| LedgerName::new(name).is_ok())
+        || text == taskledger_events::verification::VERIFICATION_STREAM;
     let malformed = || {
         Problem::bad_request(format!(
             "{:?} is not a stream name; streams are task-{{uuid}}, apikey-{{uuid}}, \
-             device-{{imei}} (15 digits) and ledger-{{name}} (a-z, 0-9, '.', '_', '-')",
+             device-{{imei}} (15 digits), ledger-{{name}} (a-z, 0-9, '.', '_', '-') and verification-chain",
             text
         ))
     };

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use taskledger_events::ledger::{
-    ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState, Ledgers, PositionRange,
+    AnchorCheck, ChainAnchor, ConfirmLedgerEntries, ConfirmationKind, LedgerName, LedgerState,
+    Ledgers, PositionRange,
 };
 use taskledger_events::{Direction, EventStore};
 use utoipa::{IntoParams, ToSchema};
@@ -50,6 +51,13 @@ pub struct ConfirmationRequest {
     pub event_ids: Option<Vec<Uuid>>,
     /// The ledger's own reference for what it recorded (a transaction id).
     pub reference: String,
+    /// Optional, with a range: the chain hash (64 lowercase hex digits) the
+    /// ledger received for `to_sequence`. It must be the hash the log stores
+    /// there, or the confirmation is refused (422) and nothing is recorded;
+    /// once accepted, the ledger anchors the chain up to that sequence
+    /// (`anchored_through`).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub chain_hash: Option<String>,
 }
 
 /// An inclusive range of sequences.
@@ -92,6 +100,9 @@ pub struct LedgerStatus {
     pub holes: u64,
     /// The reference of the latest confirmation.
     pub last_reference: Option<String>,
+    /// The last sequence whose chain hash this ledger holds (sent as
+    /// `chain_hash` and matched against the log); 0 when it sent none.
+    pub anchored_through: u64,
 }
 
 /// The answer to a confirmation.
@@ -172,17 +183,28 @@ fn unavailable<E: Into<anyhow::Error>>(error: E) -> Problem {
     super::log_unreadable("a ledger read")(error)
 }
 
-/// The ledger's confirmed ranges and latest reference, from the
-/// `ledger_ranges` read model.
-async fn ranges_of(
-    state: &AppState,
-    ledger: &LedgerName,
-) -> Result<(LedgerState, Option<String>), Problem> {
+/// The ledger's confirmed ranges, anchor and latest reference, from the
+/// `ledger_ranges` and `ledger_anchors` read model.
+async fn ranges_of(state: &AppState, ledger: &LedgerName) -> Result<Shown, Problem> {
     let client = state.store.pool().get().await.map_err(unavailable)?;
     let (ranges, last_reference) = ledger_reads::confirmed_ranges(&client, ledger)
         .await
         .map_err(unavailable)?;
-    Ok((LedgerState::from_ranges(ranges), last_reference))
+    let anchored_through = ledger_reads::anchored_through(&client, ledger)
+        .await
+        .map_err(unavailable)?;
+    Ok(Shown {
+        ledger_state: LedgerState::from_ranges(ranges),
+        last_reference,
+        anchored_through,
+    })
+}
+
+/// What the status routes show of a ledger's read model.
+struct Shown {
+    ledger_state: LedgerState,
+    last_reference: Option<String>,
+    anchored_through: u64,
 }
 
 fn status(
@@ -190,6 +212,7 @@ fn status(
     ledger_state: &LedgerState,
     head: u64,
     last_reference: Option<String>,
+    anchored_through: u64,
 ) -> LedgerStatus {
     LedgerStatus {
         ledger: ledger.as_str().to_owned(),
@@ -201,6 +224,7 @@ fn status(
         in_sync: ledger_state.confirmed_through() >= head,
         holes: ledger_state.holes().len() as u64,
         last_reference,
+        anchored_through,
     }
 }
 
@@ -237,12 +261,12 @@ pub struct LedgerReadQuery {
     params(LedgerPath),
     request_body = ConfirmationRequest,
     responses(
-        (status = 201, description = "Recorded", body = ConfirmationResult),
-        (status = 200, description = "Everything named was already confirmed; nothing changed", body = ConfirmationResult),
+        (status = 201, description = "Recorded (new sequences, or an anchor past the ledger's last one)", body = ConfirmationResult),
+        (status = 200, description = "Everything named was already confirmed (and anchored); nothing changed", body = ConfirmationResult),
         PlatformOnly, JsonBody,
         (status = 400, description = "A malformed ledger name, or a body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Other confirmations kept arriving; retry", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A body of the wrong shape, sequences or events that do not exist, a range that skips a hole, a bad reference", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body of the wrong shape, sequences or events that do not exist, a range that skips a hole, a bad reference, or a `chain_hash` that is not the hash stored at `to_sequence` (nothing is recorded)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["ledger:write"]))
 )]
@@ -268,6 +292,34 @@ pub async fn confirm(
         }
     };
     let head = state.store.head_position().await.map_err(unavailable)?;
+    let anchor = match (request.chain_hash, &ranges[..]) {
+        (None, _) => None,
+        (Some(chain_hash), ranges) => {
+            // The hash at the range's end; for anything else the aggregate
+            // refuses the anchor, whatever is looked up.
+            let position = ranges.last().map_or(0, |range| range.to);
+            let stored_hash = stored_hash(&state, position, head).await?;
+            if stored_hash
+                .as_deref()
+                .is_some_and(|stored| stored != chain_hash)
+            {
+                // Refused below, and nothing is recorded; an operator should
+                // still hear of it: either the ledger or this log is wrong.
+                tracing::warn!(
+                    ledger = ledger.as_str(),
+                    position,
+                    "a ledger's chain hash disagrees with the stored one; refusing its confirmation"
+                );
+            }
+            Some(AnchorCheck {
+                claimed: ChainAnchor {
+                    position,
+                    chain_hash,
+                },
+                stored_hash,
+            })
+        }
+    };
     let command = ConfirmLedgerEntries {
         ledger: ledger.clone(),
         kind,
@@ -276,6 +328,7 @@ pub async fn confirm(
         head,
         confirmed_at: Utc::now().trunc_subsecs(6),
         confirmed_by: Some(caller.key_id.to_string()),
+        anchor,
     };
     let executed = execute_as::<Ledgers>(&state, &caller, &ledger.stream_id(), command).await?;
     let newly_confirmed: Vec<SequenceRange> = executed
@@ -286,7 +339,7 @@ pub async fn confirm(
             confirmed.ranges.iter().copied().map(SequenceRange::from)
         })
         .collect();
-    let code = if newly_confirmed.is_empty() {
+    let code = if executed.events.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
@@ -298,11 +351,33 @@ pub async fn confirm(
     let owed = owed_head(&state).await?;
     let body = ConfirmationResult {
         newly_confirmed,
-        status: status(&ledger, &executed.state, owed, last_reference),
+        status: status(
+            &ledger,
+            &executed.state,
+            owed,
+            last_reference,
+            executed.state.anchored_through(),
+        ),
         stream_version: executed.stream_version,
         position: executed.position,
     };
     Ok((code, ApiJson(body)).into_response())
+}
+
+/// The hash stored at `position` in hex, or `None` past the head.
+async fn stored_hash(
+    state: &AppState,
+    position: u64,
+    head: u64,
+) -> Result<Option<String>, Problem> {
+    if position == 0 || position > head {
+        return Ok(None);
+    }
+    let client = state.store.pool().get().await.map_err(unavailable)?;
+    let hash = taskledger_events::postgres::verify::stored_hash(&client, position)
+        .await
+        .map_err(unavailable)?;
+    Ok(hash.map(hex::encode))
 }
 
 /// The positions of `ids`, as single-position ranges; 422 naming the ids
@@ -358,13 +433,14 @@ pub async fn ledger_status(
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<LedgerStatus>, Problem> {
     wait_for_position(&state, "ledgers", query.min_position).await?;
-    let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
+    let shown = ranges_of(&state, &ledger).await?;
     let head = owed_head(&state).await?;
     Ok(ApiJson(status(
         &ledger,
-        &ledger_state,
+        &shown.ledger_state,
         head,
-        last_reference,
+        shown.last_reference,
+        shown.anchored_through,
     )))
 }
 
@@ -395,8 +471,14 @@ pub async fn list_ledgers(
     let mut items = Vec::with_capacity(names.len());
     // Every stored name was checked when it was confirmed.
     for ledger in names.iter().filter_map(|name| LedgerName::new(name).ok()) {
-        let (ledger_state, last_reference) = ranges_of(&state, &ledger).await?;
-        items.push(status(&ledger, &ledger_state, head, last_reference));
+        let shown = ranges_of(&state, &ledger).await?;
+        items.push(status(
+            &ledger,
+            &shown.ledger_state,
+            head,
+            shown.last_reference,
+            shown.anchored_through,
+        ));
     }
     Ok(ApiJson(LedgerPage {
         items,
@@ -422,9 +504,10 @@ pub async fn ledger_holes(
     super::problem::ApiQuery(query): super::problem::ApiQuery<LedgerReadQuery>,
 ) -> Result<ApiJson<HolePage>, Problem> {
     wait_for_position(&state, "ledgers", query.min_position).await?;
-    let (ledger_state, _) = ranges_of(&state, &ledger).await?;
+    let shown = ranges_of(&state, &ledger).await?;
     Ok(ApiJson(HolePage {
-        items: ledger_state
+        items: shown
+            .ledger_state
             .holes()
             .into_iter()
             .map(SequenceRange::from)

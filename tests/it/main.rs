@@ -33,4 +33,5 @@ mod support;
 mod task_stream;
 mod tasks;
 mod tenants;
+mod verification;
 mod webhooks;

@@ -13,7 +13,7 @@ use crate::helpers::{complete_first_attempt, start_first_attempt};
 use crate::support::cli::{stdout, taskledger, taskledger_ok, BINARY};
 
 /// A database holding 12 events over two streams (alternating).
-async fn log() -> TestDatabase {
+pub(crate) async fn log() -> TestDatabase {
     let database = TestDatabase::create().await;
     let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
     for index in 0..12_u64 {
@@ -39,7 +39,7 @@ async fn log() -> TestDatabase {
 
 /// Runs SQL as the superuser with the append-only trigger off, as an
 /// attacker with database access could.
-async fn tamper(database: &TestDatabase, sql: &str) {
+pub(crate) async fn tamper(database: &TestDatabase, sql: &str) {
     database
         .client()
         .await
@@ -53,7 +53,7 @@ async fn tamper(database: &TestDatabase, sql: &str) {
 }
 
 /// `taskledger replay verify args…` against `database`.
-fn verify(database: &TestDatabase, args: &[&str]) -> Output {
+pub(crate) fn verify(database: &TestDatabase, args: &[&str]) -> Output {
     taskledger(&database.url, &[&["replay", "verify"], args].concat())
 }
 

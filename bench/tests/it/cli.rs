@@ -56,6 +56,7 @@ fn help_lists_the_five_benchmarks_and_their_flags() {
         ),
         ("mo", &["--rate", "--seconds", "--devices"][..]),
         ("rebuild", &["--tasks", "--batch"][..]),
+        ("verify", &["--events", "--tail", "--runs"][..]),
     ] {
         assert!(
             top.lines()

@@ -67,6 +67,35 @@ async fn rebuild_seeds_rebuilds_and_prints_the_rate() {
 }
 
 #[tokio::test]
+async fn verify_seeds_verifies_in_full_and_from_an_anchor() {
+    let run = bench_on_scratch("verify --events 40,100 --tail 20 --runs 2", TINY_RUN).await;
+    // One line per size.
+    line(&run, "verify full events=40 ", &["seconds", "events_per_s"]);
+    line(
+        &run,
+        "verify full events=100 ",
+        &["seconds", "events_per_s"],
+    );
+    let incremental = line(
+        &run,
+        "verify incremental ",
+        &[
+            "events",
+            "of",
+            "runs",
+            "median_ms",
+            "max_ms",
+            "events_per_s",
+            "full_over_incremental",
+        ],
+    );
+    assert!(
+        incremental.starts_with("verify incremental events=20 of=100 runs=2 "),
+        "{incremental}"
+    );
+}
+
+#[tokio::test]
 async fn api_serves_itself_and_prints_posts_gets_and_visibility() {
     let run = bench_on_scratch(
         "api --connections 2 --seconds 0.3 --visible-samples 6 --visible-clients 2",

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{LedgerName, PositionRange};
+use super::{ChainAnchor, LedgerName, PositionRange};
 
 /// The longest transaction reference, in bytes.
 pub const MAX_REFERENCE_BYTES: usize = 500;
@@ -39,4 +39,19 @@ pub struct ConfirmLedgerEntries {
     pub confirmed_at: DateTime<Utc>,
     /// The API key that sent it.
     pub confirmed_by: Option<String>,
+    /// The chain hash the ledger saw at the end of its range, if it sent
+    /// one, with the hash stored there (looked up by the caller).
+    pub anchor: Option<AnchorCheck>,
+}
+
+/// A ledger's claim about the chain hash at a position, and what the log
+/// holds there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorCheck {
+    /// What the ledger says: the position (the end of its range) and the
+    /// hash it saw there.
+    pub claimed: ChainAnchor,
+    /// The hash stored at `claimed.position` (64 lowercase hex digits;
+    /// `None` when the position is not in the log).
+    pub stored_hash: Option<String>,
 }

@@ -2,9 +2,10 @@
 
 use super::state::merge;
 use super::{
-    ConfirmLedgerEntries, ConfirmationKind, LedgerEntriesConfirmed, LedgerEvent, LedgerState,
-    PositionRange, MAX_RANGES, MAX_REFERENCE_BYTES,
+    AnchorCheck, ChainAnchor, ConfirmLedgerEntries, ConfirmationKind, LedgerEntriesConfirmed,
+    LedgerEvent, LedgerState, PositionRange, MAX_RANGES, MAX_REFERENCE_BYTES,
 };
+use crate::verification::is_chain_hash;
 use crate::Refusal;
 
 /// Positions of `ranges` not yet in `state`, as ranges.
@@ -42,7 +43,8 @@ fn new_positions(state: &LedgerState, ranges: &[PositionRange]) -> Vec<PositionR
 ///
 /// # Errors
 /// [`RefusalKind::Invalid`](crate::RefusalKind::Invalid) for positions that do not exist, a range
-/// that would skip a hole, or a bad reference.
+/// that would skip a hole, a bad reference, or a chain hash that is not the
+/// one stored at the range's end.
 pub fn decide(
     state: &LedgerState,
     command: ConfirmLedgerEntries,
@@ -91,8 +93,13 @@ pub fn decide(
             )));
         }
     }
+    let anchor = match command.anchor {
+        Some(check) => Some(checked_anchor(&command.kind, &command.ranges, check)?),
+        None => None,
+    };
     let fresh = new_positions(state, &command.ranges);
-    if fresh.is_empty() {
+    let new_anchor = anchor.filter(|anchor| anchor.position > state.anchored_through());
+    if fresh.is_empty() && new_anchor.is_none() {
         return Ok(Vec::new());
     }
     Ok(vec![LedgerEvent::Confirmed(LedgerEntriesConfirmed {
@@ -101,5 +108,43 @@ pub fn decide(
         reference: command.reference,
         confirmed_at: command.confirmed_at,
         confirmed_by: command.confirmed_by,
+        anchor: new_anchor,
     })])
+}
+
+/// The ledger's anchor, once it is at the end of a range confirmation and
+/// equal to the hash the log stores there.
+fn checked_anchor(
+    kind: &ConfirmationKind,
+    ranges: &[PositionRange],
+    check: AnchorCheck,
+) -> Result<ChainAnchor, Refusal> {
+    let claimed = check.claimed;
+    let end = match (kind, ranges) {
+        (ConfirmationKind::Range, [range]) => range.to,
+        _ => {
+            return Err(Refusal::invalid(
+                "chain_hash goes with a range confirmation: the hash at to_sequence",
+            ))
+        }
+    };
+    if claimed.position != end {
+        return Err(Refusal::invalid(format!(
+            "the chain hash is for sequence {}, but the range ends at {end}",
+            claimed.position
+        )));
+    }
+    if !is_chain_hash(&claimed.chain_hash) {
+        return Err(Refusal::invalid(
+            "chain_hash must be 64 lowercase hex digits (the SHA-256 chain hash)",
+        ));
+    }
+    if check.stored_hash.as_deref() != Some(claimed.chain_hash.as_str()) {
+        return Err(Refusal::invalid(format!(
+            "chain_hash is not the hash this log stores at sequence {}: the ledger and the log \
+             disagree about the chain up to sequence {}; nothing was recorded",
+            claimed.position, claimed.position
+        )));
+    }
+    Ok(claimed)
 }

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{LedgerName, PositionRange};
+use super::{ChainAnchor, LedgerName, PositionRange};
 use crate::codec;
 
 /// What happened to a ledger.
@@ -31,6 +31,11 @@ pub struct LedgerEntriesConfirmed {
     pub confirmed_at: DateTime<Utc>,
     /// The API key that sent it.
     pub confirmed_by: Option<String>,
+    /// The chain hash the ledger holds for a position, checked against the
+    /// log when it was accepted (absent in confirmations without one, and
+    /// in every one written before anchors existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<ChainAnchor>,
 }
 
 codec::stored_events!(LedgerEvent: "a ledger", schema version 1, {

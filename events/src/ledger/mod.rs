@@ -12,7 +12,13 @@
 //! - confirmations of single **events** (by id) may land anywhere; the holes
 //!   they leave are what reconciliation ([`LedgerState::holes`]) lists;
 //! - confirming only what is already confirmed changes nothing (no event),
-//!   so a consumer may safely send a confirmation again.
+//!   so a consumer may safely send a confirmation again;
+//! - a range confirmation may carry the chain hash the ledger saw at its
+//!   last position (an **anchor**): it is refused unless it equals the hash
+//!   stored there (which the caller looks up and passes in), and an anchor
+//!   past the ledger's last one is recorded even when the range itself was
+//!   already confirmed. The newest anchor is `anchored_through`: the last
+//!   position whose hash an outside ledger holds (`docs/verification.md`).
 //!
 //! The command is in `commands.rs`, the event in `events.rs`, the state it
 //! folds to in `state.rs` and the rules in `decide.rs`.
@@ -28,7 +34,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{ConfirmLedgerEntries, ConfirmationKind, MAX_RANGES, MAX_REFERENCE_BYTES};
+pub use commands::{
+    AnchorCheck, ConfirmLedgerEntries, ConfirmationKind, MAX_RANGES, MAX_REFERENCE_BYTES,
+};
 pub use decide::decide;
 pub use events::{LedgerEntriesConfirmed, LedgerEvent};
 pub use state::{apply, LedgerState};
@@ -100,4 +108,13 @@ pub struct PositionRange {
     pub from: u64,
     /// The last position (at least `from`).
     pub to: u64,
+}
+
+/// A chain hash an outside ledger holds for a position of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainAnchor {
+    /// The position.
+    pub position: u64,
+    /// The hash at it, 64 lowercase hex digits.
+    pub chain_hash: String,
 }

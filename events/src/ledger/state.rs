@@ -1,13 +1,16 @@
 //! A ledger as its events leave it (confirmed ranges, holes), and
 //! [`apply`], the fold.
 
-use super::{LedgerEvent, PositionRange};
+use super::{ChainAnchor, LedgerEvent, PositionRange};
 
 /// A ledger as its events leave it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerState {
     /// Confirmed positions: sorted, disjoint, non-adjacent ranges.
     pub confirmed: Vec<PositionRange>,
+    /// The anchor at the highest position (`None`: the ledger never sent a
+    /// chain hash).
+    pub anchor: Option<ChainAnchor>,
 }
 
 impl LedgerState {
@@ -16,6 +19,7 @@ impl LedgerState {
     pub fn from_ranges(ranges: Vec<PositionRange>) -> Self {
         Self {
             confirmed: merge(ranges),
+            anchor: None,
         }
     }
 
@@ -25,6 +29,11 @@ impl LedgerState {
             Some(range) if range.from == 1 => range.to,
             _ => 0,
         }
+    }
+
+    /// The last position whose chain hash the ledger holds (0: none).
+    pub fn anchored_through(&self) -> u64 {
+        self.anchor.as_ref().map_or(0, |anchor| anchor.position)
     }
 
     /// The highest confirmed position (0 when none).
@@ -92,6 +101,11 @@ pub fn apply(mut state: LedgerState, event: &LedgerEvent) -> LedgerState {
             .copied()
             .collect(),
     );
+    if let Some(anchor) = &confirmed.anchor {
+        if anchor.position > state.anchored_through() {
+            state.anchor = Some(anchor.clone());
+        }
+    }
     state
 }
 

@@ -32,6 +32,7 @@ fn confirm(kind: ConfirmationKind, ranges: Vec<PositionRange>, head: u64) -> Con
         head,
         confirmed_at: confirmed_at(),
         confirmed_by: None,
+        anchor: None,
     }
 }
 
@@ -43,7 +44,67 @@ fn confirmed(ranges: Vec<PositionRange>) -> LedgerEvent {
         reference: "tx-1".into(),
         confirmed_at: confirmed_at(),
         confirmed_by: None,
+        anchor: None,
     })
+}
+
+/// A range confirmation of `from..=to` claiming `claimed` as the hash at
+/// `to`, where the log stores `stored`.
+fn anchored(from: u64, to: u64, claimed: &str, stored: &str) -> ConfirmLedgerEntries {
+    let mut command = confirm(ConfirmationKind::Range, vec![range(from, to)], 100);
+    command.anchor = Some(AnchorCheck {
+        claimed: ChainAnchor {
+            position: to,
+            chain_hash: claimed.into(),
+        },
+        stored_hash: Some(stored.into()),
+    });
+    command
+}
+
+#[test]
+fn an_anchor_is_recorded_only_when_it_is_the_stored_hash() {
+    let right = "ab".repeat(32);
+    let wrong = "cd".repeat(32);
+    given([]).when(anchored(1, 5, &wrong, &right)).then_error(
+        RefusalKind::Invalid,
+        "not the hash this log stores at sequence 5",
+    );
+    given([])
+        .when(anchored(1, 5, "AB", "AB"))
+        .then_error(RefusalKind::Invalid, "64 lowercase hex digits");
+    let mut off_end = anchored(1, 5, &right, &right);
+    off_end.anchor.as_mut().unwrap().claimed.position = 4;
+    given([])
+        .when(off_end)
+        .then_error(RefusalKind::Invalid, "the range ends at 5");
+    let mut by_events = anchored(1, 5, &right, &right);
+    by_events.kind = ConfirmationKind::Events;
+    given([])
+        .when(by_events)
+        .then_error(RefusalKind::Invalid, "goes with a range confirmation");
+
+    let mut first = confirmed(vec![range(1, 5)]);
+    let LedgerEvent::Confirmed(inner) = &mut first;
+    inner.anchor = Some(ChainAnchor {
+        position: 5,
+        chain_hash: right.clone(),
+    });
+    let state = given([])
+        .when(anchored(1, 5, &right, &right))
+        .then_expect(vec![first.clone()]);
+    assert_eq!(state.anchored_through(), 5);
+    // The same anchor again changes nothing; an anchor further on over
+    // ranges already confirmed is still recorded.
+    given([first.clone()])
+        .when(anchored(1, 5, &right, &right))
+        .then_expect(vec![]);
+    let history = [first, confirmed(vec![range(6, 9)])];
+    let state = given(history)
+        .when(anchored(1, 9, &right, &right))
+        .then_expect_any();
+    assert_eq!(state.anchored_through(), 9);
+    assert_eq!(state.confirmed, vec![range(1, 9)]);
 }
 
 #[test]

@@ -41,6 +41,16 @@ pub enum Defect {
         /// The version stored.
         found: u64,
     },
+    /// The hash stored at `global_position` is not the one an earlier
+    /// verification recorded, or an outside ledger confirmed, for it: the
+    /// log was rewritten at or before that position since (or the record is
+    /// wrong). A resumed verification stops here rather than trust it.
+    AnchorMismatch {
+        /// The anchored position.
+        global_position: u64,
+        /// Who holds the other hash (`the verification recorded at …`, `ledger …`).
+        anchored_by: String,
+    },
 }
 
 impl Defect {
@@ -49,6 +59,9 @@ impl Defect {
         match self {
             Self::MissingPosition { expected, .. } => *expected,
             Self::HashMismatch { global_position }
+            | Self::AnchorMismatch {
+                global_position, ..
+            }
             | Self::StreamVersionGap {
                 global_position, ..
             } => *global_position,
@@ -74,6 +87,11 @@ impl std::fmt::Display for Defect {
             Self::StreamVersionGap { global_position, stream_id, expected, found } => write!(
                 f,
                 "at global position {global_position}, stream {stream_id} has version {found} where {expected} was due"
+            ),
+            Self::AnchorMismatch { global_position, anchored_by } => write!(
+                f,
+                "the hash stored at global position {global_position} is not the one {anchored_by} holds for it: \
+                 the log was altered at or before this position (run a full verify to find the first change)"
             ),
         }
     }
@@ -170,6 +188,21 @@ pub async fn verify_range(
                 }),
             });
         }
+        if from > 1 {
+            // Streams met for the first time in this batch: their versions
+            // before the range, in one query (all their earlier events are
+            // before `from`, or they would have been met already).
+            let unseen: Vec<String> = rows
+                .iter()
+                .map(|row| row.get::<_, String>(2))
+                .filter(|stream_id| !stream_versions.contains_key(stream_id))
+                .collect::<std::collections::HashSet<_>>()
+                .into_iter()
+                .collect();
+            if !unseen.is_empty() {
+                stream_versions.extend(versions_before(client, &unseen, from).await?);
+            }
+        }
         for row in &rows {
             let position = to_u64(row.get(0));
             let defect_at = |defect| Verification {
@@ -185,11 +218,7 @@ pub async fn verify_range(
             }
             let stream_id: String = row.get(2);
             let version = to_u64(row.get(3));
-            let due = match stream_versions.get(&stream_id) {
-                Some(last) => last + 1,
-                None if from == 1 => 1,
-                None => previous_version(client, &stream_id, position).await? + 1,
-            };
+            let due = stream_versions.get(&stream_id).map_or(1, |last| last + 1);
             if version != due {
                 return Ok(defect_at(Defect::StreamVersionGap {
                     global_position: position,
@@ -238,17 +267,42 @@ pub async fn verify_range(
     })
 }
 
-async fn previous_version(
-    client: &Client,
-    stream_id: &str,
-    before: u64,
-) -> Result<u64, StoreError> {
+/// The hash stored at `position`, or `None` when there is no such row.
+///
+/// # Errors
+/// [`StoreError`] when the database fails.
+pub async fn stored_hash(client: &Client, position: u64) -> Result<Option<[u8; 32]>, StoreError> {
     let row = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1 AND global_position < $2",
-            &[&stream_id, &to_i64(before)],
+        .query_opt(
+            "SELECT hash FROM events WHERE global_position = $1",
+            &[&to_i64(position)],
         )
         .await
-        .map_err(StoreError::db("reading a stream's version before the range"))?;
-    Ok(to_u64(row.get(0)))
+        .map_err(StoreError::db("reading a stored hash"))?;
+    Ok(row.map(|row| {
+        let hash: Vec<u8> = row.get(0);
+        <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0xff; 32])
+    }))
+}
+
+/// Each of `stream_ids`' newest version before position `before` (0 for
+/// a stream with no event there).
+async fn versions_before(
+    client: &Client,
+    stream_ids: &[String],
+    before: u64,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT s.stream_id, coalesce((SELECT max(e.version) FROM events e
+                 WHERE e.stream_id = s.stream_id AND e.global_position < $2), 0)
+             FROM unnest($1::text[]) AS s(stream_id)",
+            &[&stream_ids, &to_i64(before)],
+        )
+        .await
+        .map_err(StoreError::db("reading streams' versions before the range"))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), to_u64(row.get(1))))
+        .collect())
 }

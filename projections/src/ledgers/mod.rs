@@ -1,5 +1,6 @@
 //! The `ledgers` projector (the ledger status read model): one row per
-//! newly confirmed range in `ledger_ranges`, with the ledger's reference.
+//! newly confirmed range in `ledger_ranges`, with the ledger's reference,
+//! and each ledger's newest chain anchor in `ledger_anchors`.
 //! Per-ledger and per-task status is computed from these rows; the API
 //! reads them through [`query`].
 
@@ -21,9 +22,14 @@ pub struct LedgersProjector;
 impl Projector for LedgersProjector {
     describe! {
         name: "ledgers",
+        /// (`ledger_anchors`, migration 24, needs no rebuild: no event before
+        /// it carries an anchor, and no row is what they show.)
         version: 1,
-        tables: ["ledger_ranges"],
-        schema: include_str!("../../../migrations/0008_ledger_status.sql"),
+        tables: ["ledger_ranges", "ledger_anchors"],
+        schema: concat!(
+            include_str!("../../../migrations/0008_ledger_status.sql"),
+            include_str!("../../../migrations/0024_ledger_anchors.sql")
+        ),
     }
 
     async fn apply(
@@ -46,6 +52,24 @@ impl Projector for LedgersProjector {
                         &i64::try_from(range.to).unwrap_or(i64::MAX),
                         &confirmed.reference,
                         &confirmed.confirmed_at,
+                        &position,
+                    ],
+                )
+                .await?;
+            }
+            if let Some(anchor) = &confirmed.anchor {
+                tx.execute(
+                    "INSERT INTO ledger_anchors (ledger, position, chain_hash, reference, event_position)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (ledger) DO UPDATE SET position = EXCLUDED.position,
+                         chain_hash = EXCLUDED.chain_hash, reference = EXCLUDED.reference,
+                         event_position = EXCLUDED.event_position
+                     WHERE ledger_anchors.position < EXCLUDED.position",
+                    &[
+                        &confirmed.ledger.as_str(),
+                        &i64::try_from(anchor.position).unwrap_or(i64::MAX),
+                        &anchor.chain_hash,
+                        &confirmed.reference,
                         &position,
                     ],
                 )

@@ -1,6 +1,6 @@
-//! Reading the ledger status read model (`ledger_ranges`), for the API:
-//! the ledgers, a ledger's confirmed ranges, and which of a task's events
-//! each ledger confirmed.
+//! Reading the ledger status read model (`ledger_ranges`, `ledger_anchors`),
+//! for the API: the ledgers, a ledger's confirmed ranges and anchor, and
+//! which of a task's events each ledger confirmed.
 
 use taskledger_events::ledger::{LedgerName, PositionRange};
 use tokio_postgres::{Client, Error};
@@ -44,6 +44,20 @@ pub async fn confirmed_ranges(
         })
         .collect();
     Ok((ranges, last_reference))
+}
+
+/// The last position whose chain hash `ledger` holds (0: it sent none).
+///
+/// # Errors
+/// The database failed.
+pub async fn anchored_through(client: &Client, ledger: &LedgerName) -> Result<u64, Error> {
+    let row = client
+        .query_opt(
+            "SELECT position FROM ledger_anchors WHERE ledger = $1",
+            &[&ledger.as_str()],
+        )
+        .await?;
+    Ok(row.map_or(0, |row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
 }
 
 /// One event of a task as one ledger sees it.

@@ -36,6 +36,7 @@ struct LedgerStatus {
     in_sync: bool,
     holes: u64,
     last_reference: Option<String>,
+    anchored_through: u64,
 }
 
 /// `GET /v1/ledgers/{ledger}/holes`.
@@ -174,6 +175,7 @@ mod tests {
                 in_sync: false,
                 holes: holes.len() as u64,
                 last_reference: None,
+                anchored_through: 0,
             },
             holes,
             holes_refused: String::new(),

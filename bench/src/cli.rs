@@ -1,4 +1,4 @@
-//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, each against
+//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `growth`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -8,6 +8,7 @@ use taskledger::service::database;
 
 use crate::api::ApiBenchArgs;
 use crate::append::AppendBenchArgs;
+use crate::growth::GrowthBenchArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
@@ -57,6 +58,9 @@ enum BenchCommand {
     Mo(MoBenchArgs),
     /// Blue/green rebuild of the tasks projection: events per second.
     Rebuild(RebuildBenchArgs),
+    /// What costs do as history grows: `--commands`, device and ledger
+    /// command latency at several stream lengths, snapshots on and off.
+    Growth(GrowthBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -76,6 +80,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => {
             prepare(&settings).await?;
             crate::rebuild::rebuild(&settings, &args).await
+        }
+        BenchCommand::Growth(args) => {
+            prepare(&settings).await?;
+            crate::growth::growth(&settings, &args).await
         }
         BenchCommand::Tasks { broker, args } => {
             settings.amqp_url = broker.amqp_url;

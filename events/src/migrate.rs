@@ -125,6 +125,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../../migrations/0021_webhooks.sql"),
     },
+    Migration {
+        version: 23,
+        name: "aggregate_snapshots",
+        sql: include_str!("../../migrations/0023_aggregate_snapshots.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

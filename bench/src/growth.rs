@@ -214,8 +214,7 @@ async fn fill(
     length: u64,
 ) -> anyhow::Result<Stream> {
     let imei = Imei::new(&format!("30{run:06}{index:07}")).map_err(anyhow::Error::msg)?;
-    let ledger =
-        LedgerName::new(&format!("bench-{run}-{index}")).map_err(anyhow::Error::msg)?;
+    let ledger = LedgerName::new(&format!("bench-{run}-{index}")).map_err(anyhow::Error::msg)?;
     let id = match kind {
         Kind::Device => imei.stream_id(),
         Kind::Ledger => StreamId::new(format!("ledger-{}", ledger.as_str()))?,
@@ -238,7 +237,13 @@ async fn fill(
                 .take(count)
                 .map(|event| {
                     let taskledger_events::ledger::LedgerEvent::Confirmed(confirmed) = &event;
-                    next = confirmed.ranges.iter().map(|r| r.to).max().unwrap_or(next).max(next);
+                    next = confirmed
+                        .ranges
+                        .iter()
+                        .map(|r| r.to)
+                        .max()
+                        .unwrap_or(next)
+                        .max(next);
                     codec::encode(&event, Uuid::new_v4(), Metadata::default())
                 })
                 .collect(),

@@ -51,9 +51,7 @@ impl SnapshotAggregate {
 /// # Errors
 /// A database failure, or an event that cannot be read, with context.
 pub async fn run(store: &PgEventStore, command: SnapshotsCommand) -> anyhow::Result<()> {
-    let snapshots = store
-        .snapshots()
-        .context("this store keeps no snapshots")?;
+    let snapshots = store.snapshots().context("this store keeps no snapshots")?;
     match command {
         SnapshotsCommand::Drop { aggregate } => {
             let dropped = snapshots

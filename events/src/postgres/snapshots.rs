@@ -73,7 +73,11 @@ impl Snapshots {
         let row = client
             .query_opt(
                 &statement,
-                &[&stream_id.as_str(), &aggregate, &schema_param(state_version)],
+                &[
+                    &stream_id.as_str(),
+                    &aggregate,
+                    &schema_param(state_version),
+                ],
             )
             .await
             .map_err(StoreError::db("reading a snapshot"))?;
@@ -136,7 +140,10 @@ impl Snapshots {
     /// [`Snapshots::settled`] waits for the writes.
     pub fn spawn_write(&self, snapshot: StoredSnapshot) {
         {
-            let mut writing = self.writing.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut writing = self
+                .writing
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             if !writing.insert(snapshot.stream_id.clone()) {
                 return;
             }
@@ -175,12 +182,14 @@ impl Snapshots {
     pub async fn drop_all(&self, aggregate: Option<&str>) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         let deleted = match aggregate {
-            Some(aggregate) => client
-                .execute(
-                    "DELETE FROM aggregate_snapshots WHERE aggregate = $1",
-                    &[&aggregate],
-                )
-                .await,
+            Some(aggregate) => {
+                client
+                    .execute(
+                        "DELETE FROM aggregate_snapshots WHERE aggregate = $1",
+                        &[&aggregate],
+                    )
+                    .await
+            }
             None => client.execute("DELETE FROM aggregate_snapshots", &[]).await,
         };
         deleted.map_err(StoreError::db("dropping snapshots"))

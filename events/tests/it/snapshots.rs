@@ -62,7 +62,11 @@ where
         "version and position at {}",
         full.version
     );
-    assert_eq!(loaded.state, full.state, "state at version {}", full.version);
+    assert_eq!(
+        loaded.state, full.state,
+        "state at version {}",
+        full.version
+    );
     assert_eq!(&loaded.state, expected, "state at version {}", full.version);
     loaded
 }
@@ -95,7 +99,10 @@ async fn snapshot_and_tail_equal_the_full_fold_at_many_versions() {
         // snapshot; every later one starts from one (batches are at most
         // 66 events).
         if version >= EVERY + 66 {
-            assert!(loaded.snapshot_version.is_some(), "no snapshot at {version}");
+            assert!(
+                loaded.snapshot_version.is_some(),
+                "no snapshot at {version}"
+            );
             from_snapshot += 1;
         }
         batch = batch % 60 + 7;
@@ -139,7 +146,10 @@ async fn a_ledgers_snapshot_and_tail_equal_the_full_fold() {
         let expected = Ledgers::fold(&history[..version as usize]);
         let loaded = load_and_compare::<Ledgers>(&store, &stream, &expected).await;
         if version >= EVERY + 37 {
-            assert!(loaded.snapshot_version.is_some(), "no snapshot at {version}");
+            assert!(
+                loaded.snapshot_version.is_some(),
+                "no snapshot at {version}"
+            );
         }
     }
     database.drop_database().await;
@@ -361,7 +371,11 @@ async fn concurrent_commands_from_a_snapshot_keep_the_version_check() {
     let mut versions: Vec<u64> = succeeded.iter().map(|(_, version)| *version).collect();
     versions.sort_unstable();
     versions.dedup();
-    assert_eq!(versions.len(), succeeded.len(), "two commands at one version");
+    assert_eq!(
+        versions.len(),
+        succeeded.len(),
+        "two commands at one version"
+    );
     store.snapshots().unwrap().settled().await;
     let full = load_from_start::<Devices>(&store, &stream).await.unwrap();
     assert_eq!(full.version, 1_000 + succeeded.len() as u64, "none lost");

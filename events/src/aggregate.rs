@@ -7,6 +7,7 @@
 //! [`crate::task::Tasks`]) that names it in `execute::<Tasks>(…)`.
 
 use crate::codec::DomainEvent;
+use crate::snapshot::SnapshotPolicy;
 use crate::Refusal;
 
 /// An aggregate: its state, commands and events, and the two pure functions
@@ -24,6 +25,11 @@ pub trait Aggregate {
     /// The prefix of its streams' ids (`task-`, `apikey-`, `device-`,
     /// `ledger-`); one stream per aggregate instance.
     const STREAM_PREFIX: &'static str;
+
+    /// Whether and how often its state is snapshotted, under which state
+    /// schema ([`crate::snapshot`]). `None` (the default): every load folds
+    /// the whole stream, right for streams that stay short.
+    const SNAPSHOTS: Option<SnapshotPolicy<Self::State>> = None;
 
     /// The folded state; `Default` is "no events yet".
     type State: Default + Send;

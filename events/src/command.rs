@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec;
+use crate::snapshot::{SnapshotPolicy, Snapshots, StoredSnapshot};
 use crate::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
     Refusal, StoreError, StreamId,
@@ -83,6 +84,25 @@ pub struct Loaded<A: Aggregate> {
     /// The global position of the stream's last event (0 for an empty
     /// stream); a projection whose checkpoint reached it shows the state.
     pub position: u64,
+    /// The version of the snapshot the fold started from (`None`: from the
+    /// start of the stream); the events after it were read and folded.
+    pub snapshot_version: Option<u64>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    fn empty() -> Self {
+        Self {
+            state: A::State::default(),
+            version: 0,
+            position: 0,
+            snapshot_version: None,
+        }
+    }
+
+    /// How many events this load read from the log and folded.
+    pub fn folded(&self) -> u64 {
+        self.version - self.snapshot_version.unwrap_or(0)
+    }
 }
 
 /// What [`execute_observed`] reports as it goes, for metrics its caller
@@ -98,7 +118,14 @@ impl Observer for () {
     fn append_finished(&self, _: Duration) {}
 }
 
-/// Loads `stream_id` and folds it.
+/// Loads `stream_id` and folds it: from the stream's snapshot, when the
+/// aggregate keeps them ([`Aggregate::SNAPSHOTS`]) and the store has one
+/// of the current state schema, then the events after it. A snapshot that
+/// cannot be read is ignored with a warning (the stream is folded from its
+/// start). When the load folded at least the policy's `every` events, a
+/// snapshot of the state it reached is written in a spawned task
+/// ([`crate::snapshot::Snapshots::spawn_write`]), so the command never
+/// waits for it nor fails with it.
 ///
 /// # Errors
 /// [`CommandError::Corrupt`] for an event that is not the aggregate's;
@@ -107,18 +134,102 @@ impl Observer for () {
     name = "load",
     level = "debug",
     skip_all,
-    fields(stream = %stream_id, aggregate = A::NAME, version, position),
+    fields(stream = %stream_id, aggregate = A::NAME, version, position, snapshot),
     err(level = "debug")
 )]
 pub async fn load<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
 ) -> Result<Loaded<A>, CommandError> {
-    let mut loaded = Loaded::<A> {
-        state: A::State::default(),
-        version: 0,
-        position: 0,
+    let snapshotting = A::SNAPSHOTS.zip(store.snapshots());
+    let start = match &snapshotting {
+        Some((policy, snapshots)) => from_snapshot::<A>(policy, snapshots, stream_id).await,
+        None => Loaded::empty(),
     };
+    let loaded = fold_from(store, stream_id, start).await?;
+    let span = own_span("load");
+    span.record("version", loaded.version);
+    span.record("position", loaded.position);
+    if let Some(snapshot_version) = loaded.snapshot_version {
+        span.record("snapshot", snapshot_version);
+    }
+    if let Some((policy, snapshots)) = snapshotting {
+        if loaded.version > 0 && loaded.folded() >= policy.every {
+            match policy.encode(&loaded.state) {
+                Ok(state) => snapshots.spawn_write(StoredSnapshot {
+                    stream_id: stream_id.to_string(),
+                    aggregate: A::NAME,
+                    state_version: policy.state_version,
+                    stream_version: loaded.version,
+                    global_position: loaded.position,
+                    state,
+                }),
+                Err(reason) => {
+                    tracing::warn!(stream = %stream_id, %reason, "cannot snapshot the state")
+                }
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+/// Loads `stream_id` folding every event from its start, whatever
+/// snapshot it has (what [`crate::snapshot::rebuild`] snapshots, and what
+/// a test compares a snapshot's load with).
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_from_start<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+) -> Result<Loaded<A>, CommandError> {
+    fold_from(store, stream_id, Loaded::empty()).await
+}
+
+/// The stream's snapshot under `policy`'s schema as a starting point, or
+/// the empty state when it has none or it cannot be read (a warning: the
+/// snapshot is a cache, and the log is still there).
+async fn from_snapshot<A: Aggregate>(
+    policy: &SnapshotPolicy<A::State>,
+    snapshots: &Snapshots,
+    stream_id: &StreamId,
+) -> Loaded<A> {
+    let stored = match snapshots
+        .read(stream_id, A::NAME, policy.state_version)
+        .await
+    {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Loaded::empty(),
+        Err(error) => {
+            tracing::warn!(stream = %stream_id, error = %error, "cannot read the snapshot; folding the whole stream");
+            return Loaded::empty();
+        }
+    };
+    match policy.decode(&stored.state) {
+        Ok(state) => Loaded {
+            state,
+            version: stored.stream_version,
+            position: stored.global_position,
+            snapshot_version: Some(stored.stream_version),
+        },
+        Err(reason) => {
+            tracing::warn!(
+                stream = %stream_id,
+                version = stored.stream_version,
+                %reason,
+                "the snapshot cannot be read; folding the whole stream"
+            );
+            Loaded::empty()
+        }
+    }
+}
+
+/// `loaded` with every event of the stream after its version folded in.
+async fn fold_from<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    mut loaded: Loaded<A>,
+) -> Result<Loaded<A>, CommandError> {
     loop {
         let page = store
             .read_stream(stream_id, loaded.version + 1, Direction::Forward, LOAD_PAGE)
@@ -137,9 +248,6 @@ pub async fn load<A: Aggregate>(
             loaded.position = recorded.global_position;
         }
         if !full {
-            let span = own_span("load");
-            span.record("version", loaded.version);
-            span.record("position", loaded.position);
             return Ok(loaded);
         }
     }
@@ -204,6 +312,7 @@ pub async fn execute_observed<A: Aggregate>(
             state,
             version,
             position,
+            ..
         } = load::<A>(store, stream_id).await?;
         own_span("command").record("expected_version", version);
         let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod migrate;
 pub mod postgres;
 pub mod refusal;
+pub mod snapshot;
 pub mod store;
 pub mod stream_id;
 pub mod task;

@@ -126,6 +126,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0021_webhooks.sql"),
     },
     Migration {
+        version: 23,
+        name: "aggregate_snapshots",
+        sql: include_str!("../../migrations/0023_aggregate_snapshots.sql"),
+    },
+    Migration {
         version: 24,
         name: "ledger_anchors",
         sql: include_str!("../../migrations/0024_ledger_anchors.sql"),

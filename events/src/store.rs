@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::envelope::{AppendResult, Direction, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::error::{AppendError, StoreError};
+use crate::postgres::snapshots::Snapshots;
 use crate::stream_id::StreamId;
 
 /// An append-only log of streams with one gapless global order.
@@ -72,6 +73,13 @@ pub trait EventStore: Send + Sync {
     /// # Errors
     /// [`StoreError`] when the database fails.
     async fn head_position(&self) -> Result<u64, StoreError>;
+
+    /// The store's snapshot table, beside the log (a cache of it, see
+    /// [`crate::snapshot`]); `None` when this store keeps no snapshots,
+    /// so every load folds its stream from the start.
+    fn snapshots(&self) -> Option<&Snapshots> {
+        None
+    }
 }
 
 /// A live feed of the global order. Yields events in order, each once.

@@ -15,9 +15,11 @@ use tokio_postgres::NoTls;
 
 mod fixed;
 mod given;
+mod histories;
 mod stored;
 pub use fixed::{at, FIXED_ID, FIXED_ID_SHORT};
 pub use given::{assert_not_found_names, given, given_state, Given, Then};
+pub use histories::{DeviceHistory, LedgerHistory};
 pub use stored::{assert_refuses_other_shapes, assert_round_trips, assert_stored_as, recorded};
 
 use crate::migrate;

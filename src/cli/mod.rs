@@ -1,10 +1,11 @@
 //! The command line: `serve`, `migrate`, `health`, `keys`, `devices`, `projections`,
-//! `cleanup`, `replay`. (The benchmarks are `taskledger-bench`, in `bench/`.)
+//! `cleanup`, `replay`, `snapshots`. (The benchmarks are `taskledger-bench`, in `bench/`.)
 
 pub mod devices;
 pub mod keys;
 pub mod projections;
 pub mod replay;
+pub mod snapshots;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -18,6 +19,7 @@ use devices::DevicesCommand;
 use keys::KeysCommand;
 use projections::{CleanupArgs, ProjectionsCommand};
 use replay::ReplayCommand;
+use snapshots::SnapshotsCommand;
 
 /// taskledger: an event-sourced task backend on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -93,6 +95,15 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ReplayCommand,
+    },
+    /// The aggregates' snapshots (a cache of the log): drop or rebuild.
+    Snapshots {
+        /// The database.
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: SnapshotsCommand,
     },
 }
 
@@ -172,6 +183,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = existing(&database, log).await?;
             let store = database::open_store(&settings)?;
             devices::run(&store, command).await
+        }
+        Command::Snapshots { database, command } => {
+            let settings = existing(&database, log).await?;
+            let store = database::open_store(&settings)?;
+            snapshots::run(&store, command).await
         }
     }
 }

@@ -4,12 +4,16 @@
 //! to reuse what was seeded) and prints, per size, its figures and the
 //! ratio against the smallest size of the same run:
 //!
+//! - `commands`: device and ledger command latency at each of
+//!   `--command-lengths` events already in the stream, snapshots on and off
+//!   ([`commands`]);
 //! - `lists`: `GET /v1/tasks` — the first page, and filtered by status,
 //!   kind, frontend and tenant — p50/p99 with the read model holding each
 //!   of `--list-sizes` tasks;
 //! - `rebuild`: blue/green rebuild of the `tasks` projection, events/s, at
 //!   each of `--rebuild-events` events in the log.
 
+mod commands;
 mod lists;
 
 use anyhow::Context;
@@ -22,6 +26,8 @@ use taskledger_projections::rebuild::RebuildOptions;
 /// Which parts of `growth` run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Section {
+    /// Device and ledger command latency at each of `--command-lengths`.
+    Commands,
     /// `GET /v1/tasks` list and filter latency at each of `--list-sizes`.
     Lists,
     /// Rebuild events/s at each of `--rebuild-events`.
@@ -31,6 +37,7 @@ pub(crate) enum Section {
 impl Section {
     fn suffix(self) -> &'static str {
         match self {
+            Self::Commands => "growth_commands",
             Self::Lists => "growth_lists",
             Self::Rebuild => "growth_rebuild",
         }
@@ -45,9 +52,21 @@ pub(crate) struct GrowthArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "lists,rebuild"
+        default_value = "commands,lists,rebuild"
     )]
     pub(crate) sections: Vec<Section>,
+    /// Events already in the device and ledger streams at each command
+    /// measurement, ascending; ratios are to the first.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub(crate) command_lengths: Vec<u64>,
+    /// Commands timed per stream with snapshots on.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) command_samples: usize,
+    /// Commands timed per stream with snapshots off, at most; fewer on long
+    /// streams (`samples × first length / length`, at least 10), whose
+    /// commands fold the whole stream.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) command_samples_off: usize,
     /// Tasks in the read model at each list measurement, ascending.
     #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
     pub(crate) list_sizes: Vec<u64>,
@@ -69,11 +88,13 @@ pub(crate) struct GrowthArgs {
 /// When a size is out of order, a database cannot be prepared, or a
 /// section fails.
 pub(crate) async fn growth(settings: &Settings, args: &GrowthArgs) -> anyhow::Result<()> {
+    ascending("--command-lengths", &args.command_lengths)?;
     ascending("--list-sizes", &args.list_sizes)?;
     ascending("--rebuild-events", &args.rebuild_events)?;
     for &section in &args.sections {
         let settings = section_database(settings, section.suffix()).await?;
         match section {
+            Section::Commands => commands::commands(&settings, args).await?,
             Section::Lists => lists::lists(&settings, args).await?,
             Section::Rebuild => rebuild(&settings, &args.rebuild_events).await?,
         }

@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::SnapshotPolicy;
 use crate::{Aggregate, Refusal, StreamId};
 
 mod commands;
@@ -80,6 +81,9 @@ pub struct Devices;
 impl Aggregate for Devices {
     const NAME: &'static str = "devices";
     const STREAM_PREFIX: &'static str = "device-";
+    /// A modem's stream grows with every message, for as long as it
+    /// reports.
+    const SNAPSHOTS: Option<SnapshotPolicy<DeviceState>> = Some(SnapshotPolicy::json(100, 1));
 
     type State = DeviceState;
     type Command = (Imei, DeviceCommand);

@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::DeviceEvent;
 use crate::tenant::TenantName;
 
 /// Where an outbound message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OutboundStatus {
     /// Waiting for its next attempt.
     Queued,
@@ -21,7 +22,7 @@ pub enum OutboundStatus {
 }
 
 /// An outbound message as its events leave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
     /// Where it is.
     pub status: OutboundStatus,
@@ -29,8 +30,9 @@ pub struct Outbound {
     pub attempts: u32,
 }
 
-/// A device as its events leave it.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A device as its events leave it. Serde only for its snapshots
+/// ([`super::Devices`]'s state schema: raise it when this changes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceState {
     /// Outbound messages by id.
     pub outbound: BTreeMap<Uuid, Outbound>,

@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::SnapshotPolicy;
 use crate::{Aggregate, StreamId};
 
 mod commands;
@@ -88,6 +89,8 @@ pub struct Ledgers;
 impl Aggregate for Ledgers {
     const NAME: &'static str = "ledgers";
     const STREAM_PREFIX: &'static str = "ledger-";
+    /// Every confirmation is an event, for as long as the ledger syncs.
+    const SNAPSHOTS: Option<SnapshotPolicy<LedgerState>> = Some(SnapshotPolicy::json(100, 1));
 
     type State = LedgerState;
     type Command = ConfirmLedgerEntries;

@@ -1,10 +1,13 @@
 //! A ledger as its events leave it (confirmed ranges, holes), and
 //! [`apply`], the fold.
 
+use serde::{Deserialize, Serialize};
+
 use super::{ChainAnchor, LedgerEvent, PositionRange};
 
-/// A ledger as its events leave it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A ledger as its events leave it. Serde only for its snapshots
+/// ([`super::Ledgers`]' state schema: raise it when this changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerState {
     /// Confirmed positions: sorted, disjoint, non-adjacent ranges.
     pub confirmed: Vec<PositionRange>,

@@ -60,6 +60,7 @@ mod append;
 mod appender;
 mod listener;
 mod read;
+pub mod snapshots;
 mod subscribe;
 pub mod verify;
 
@@ -115,6 +116,10 @@ pub struct StoreOptions {
     /// Whether concurrent appends share commits. Off, every append commits on
     /// its own (for comparison in benchmarks).
     pub group_commit: bool,
+    /// Whether loads of aggregates that opt in read and write snapshots
+    /// ([`crate::snapshot`]). Off, every load folds its whole stream (for
+    /// comparison in benchmarks).
+    pub snapshots: bool,
 }
 
 impl Default for StoreOptions {
@@ -128,6 +133,7 @@ impl Default for StoreOptions {
             subscription_batch: 1_000,
             poll_interval: Duration::from_millis(500),
             group_commit: true,
+            snapshots: true,
         }
     }
 }
@@ -153,6 +159,8 @@ struct Inner {
     options: StoreOptions,
     /// The one `LISTEN` connection every subscription of this store shares.
     listener: Arc<listener::SharedListener>,
+    /// The snapshot table, unless [`StoreOptions::snapshots`] is off.
+    snapshots: Option<snapshots::Snapshots>,
 }
 
 impl PgEventStore {
@@ -210,8 +218,12 @@ impl PgEventStore {
             appender_alive.clone(),
             commit_counters.clone(),
         ));
+        let snapshots = options
+            .snapshots
+            .then(|| snapshots::Snapshots::new(own_pool.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
+                snapshots,
                 own_pool,
                 shared_pool,
                 listener: Arc::new(listener::SharedListener::new(config.clone())),
@@ -390,6 +402,10 @@ impl EventStore for PgEventStore {
     async fn head_position(&self) -> Result<u64, StoreError> {
         let client = self.inner.own_pool.get().await?;
         read::head_position(&client).await
+    }
+
+    fn snapshots(&self) -> Option<&snapshots::Snapshots> {
+        self.inner.snapshots.as_ref()
     }
 }
 

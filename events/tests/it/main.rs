@@ -6,5 +6,6 @@ mod command;
 mod concurrency;
 mod helpers;
 mod regressions;
+mod snapshots;
 mod subscribe;
 mod upcast;

@@ -1,4 +1,4 @@
-//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, each against
+//! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `gateway`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -8,6 +8,7 @@ use taskledger::service::database;
 
 use crate::api::ApiBenchArgs;
 use crate::append::AppendBenchArgs;
+use crate::gateway::GatewayBenchArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
@@ -57,6 +58,9 @@ enum BenchCommand {
     Mo(MoBenchArgs),
     /// Blue/green rebuild of the tasks projection: events per second.
     Rebuild(RebuildBenchArgs),
+    /// Device gateway messages/s with 1 and with 16 messages in flight
+    /// against a RockBLOCK stand-in answering after a delay, and the ratio.
+    Gateway(GatewayBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -73,6 +77,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         BenchCommand::Api(args) => crate::api::api(&settings, &args).await,
         BenchCommand::Mo(args) => crate::mo::mo(&settings, &args).await,
+        BenchCommand::Gateway(args) => crate::gateway::gateway(&settings, &args).await,
         BenchCommand::Rebuild(args) => {
             prepare(&settings).await?;
             crate::rebuild::rebuild(&settings, &args).await
@@ -86,7 +91,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Creates the database if missing and migrates it. (`api` and `mo` start
+/// Creates the database if missing and migrates it. (`api`, `mo` and `gateway` start
 /// the service, which does both itself.)
 async fn prepare(settings: &Settings) -> anyhow::Result<()> {
     database::prepare(settings)

@@ -6,6 +6,7 @@ mod api;
 mod append;
 mod bare;
 mod cli;
+mod gateway;
 mod measure;
 mod mo;
 mod queues;

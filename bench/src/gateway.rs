@@ -100,7 +100,7 @@ pub(crate) async fn gateway(settings: &Settings, args: &GatewayBenchArgs) -> any
                 run.as_u128() % 100_000_000,
                 index % devices
             ))
-            .context("a bench IMEI")?;
+            .map_err(|reason| anyhow::anyhow!("a bench IMEI: {reason}"))?;
             let message_id = Uuid::new_v4();
             execute_device(
                 &store,

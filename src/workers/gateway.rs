@@ -49,6 +49,10 @@ const POLL: Duration = Duration::from_millis(250);
 /// the device's row says `sending` until the projector has caught up with
 /// the recorded outcome, which takes milliseconds.
 const CATCH_UP_POLL: Duration = Duration::from_millis(20);
+/// How long the gateway remembers the outcomes it recorded, for a read
+/// model that has not caught up (it takes milliseconds; the log refuses a
+/// second attempt on a stale row anyway).
+const RECORDED_MEMORY: Duration = Duration::from_secs(60);
 /// How often a standby gateway tries to become the active one.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The longest backoff between attempts of one message.
@@ -128,8 +132,12 @@ async fn active(
 /// The sends this gateway has in hand, one per device.
 #[derive(Default)]
 struct InFlight {
-    tasks: JoinSet<(Imei, Result<Attempt, CommandError>)>,
+    tasks: JoinSet<(Due, Result<Attempt, CommandError>)>,
     devices: HashSet<Imei>,
+    /// Attempts whose outcome this gateway recorded lately, by message:
+    /// the read model may not show them yet, and the device's next message
+    /// need not wait for it (the log already has the outcome).
+    recorded: HashMap<Uuid, (u32, Instant)>,
     /// Devices whose work was skipped (the read model had not caught up),
     /// left alone until then instead of being offered again at once.
     resting: HashMap<Imei, Instant>,
@@ -139,14 +147,20 @@ impl InFlight {
     /// Takes the result of a finished send, freeing its device.
     fn finished(
         &mut self,
-        joined: Result<(Imei, Result<Attempt, CommandError>), tokio::task::JoinError>,
+        joined: Result<(Due, Result<Attempt, CommandError>), tokio::task::JoinError>,
     ) -> anyhow::Result<Attempt> {
-        let (imei, result) = joined.context("a device gateway send panicked")?;
-        self.devices.remove(&imei);
-        let attempt =
-            result.with_context(|| format!("recording an attempt for device {}", imei.as_str()))?;
-        if matches!(attempt, Attempt::Skipped) {
-            self.resting.insert(imei, Instant::now() + POLL);
+        let (due, result) = joined.context("a device gateway send panicked")?;
+        self.devices.remove(&due.imei);
+        let attempt = result
+            .with_context(|| format!("recording an attempt for device {}", due.imei.as_str()))?;
+        match attempt {
+            Attempt::Made => {
+                self.recorded
+                    .insert(due.message_id, (due.work.attempt(), Instant::now()));
+            }
+            Attempt::Skipped => {
+                self.resting.insert(due.imei, Instant::now() + POLL);
+            }
         }
         Ok(attempt)
     }
@@ -156,6 +170,8 @@ impl InFlight {
     fn unavailable(&mut self) -> HashSet<Imei> {
         let now = Instant::now();
         self.resting.retain(|_, until| *until > now);
+        self.recorded
+            .retain(|_, (_, at)| now.duration_since(*at) < RECORDED_MEMORY);
         self.devices
             .iter()
             .chain(self.resting.keys())
@@ -195,16 +211,27 @@ async fn dispatch(
         let mut started = 0;
         if free > 0 {
             let unavailable = sends.unavailable();
-            let due = worklist::due(lock_client, &unavailable, last_served.as_ref(), free)
-                .await
-                .context("reading the device gateway's work list")?;
+            let recorded: Vec<(Uuid, u32)> = sends
+                .recorded
+                .iter()
+                .map(|(message_id, (attempt, _))| (*message_id, *attempt))
+                .collect();
+            let due = worklist::due(
+                lock_client,
+                &unavailable,
+                &recorded,
+                last_served.as_ref(),
+                free,
+            )
+            .await
+            .context("reading the device gateway's work list")?;
             for due in due {
                 last_served = Some(due.imei.clone());
                 sends.devices.insert(due.imei.clone());
                 let (store, options) = (store.clone(), options.clone());
                 sends.tasks.spawn(async move {
                     let result = work(&store, &options, &due).await;
-                    (due.imei, result)
+                    (due, result)
                 });
                 started += 1;
             }
@@ -236,7 +263,18 @@ async fn work(
             attempt,
             payload,
             flush,
-        } => send(store, options, &due.imei, due.message_id, *attempt, payload, *flush).await,
+        } => {
+            send(
+                store,
+                options,
+                &due.imei,
+                due.message_id,
+                *attempt,
+                payload,
+                *flush,
+            )
+            .await
+        }
         Work::Resolve { attempt } => {
             let result = SendResult::Failed {
                 code: None,

@@ -163,13 +163,17 @@ async fn a_device_with_one_message_is_not_starved_by_one_with_a_backlog() {
 
     // One at a time: the order of the sends is the gateway's choice alone.
     let (stop, gateway) = start_gateway(&app, &provider, 1);
-    eventually(Duration::from_secs(30), Duration::from_millis(50), || async {
-        let requests = provider.requests();
-        if requests.len() >= 4 {
-            return Ok(requests);
-        }
-        Err(format!("only {} sends so far", requests.len()))
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let requests = provider.requests();
+            if requests.len() >= 4 {
+                return Ok(requests);
+            }
+            Err(format!("only {} sends so far", requests.len()))
+        },
+    )
     .await;
     stop.send(()).unwrap();
     gateway.await.unwrap();
@@ -178,7 +182,12 @@ async fn a_device_with_one_message_is_not_starved_by_one_with_a_backlog() {
     let position = requests
         .iter()
         .position(|request| request.imei == single)
-        .unwrap_or_else(|| panic!("the single message was not among the first {} sends", requests.len()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the single message was not among the first {} sends",
+                requests.len()
+            )
+        });
     assert!(
         position < 2,
         "the single message was send number {} after the backlog's {:?}",
@@ -287,13 +296,17 @@ async fn a_gateway_killed_mid_flight_loses_nothing_and_sends_nothing_twice_per_a
     let mut first = GatewayProcess::start(&app, &dir, "first").await;
     // A standby, then the active one killed with its sends in flight.
     let second = GatewayProcess::start(&app, &dir, "second").await;
-    eventually(Duration::from_secs(30), Duration::from_millis(10), || async {
-        let open = provider.open();
-        if open >= 3 {
-            return Ok(());
-        }
-        Err(format!("the provider has {open} requests in hand, not 3"))
-    })
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || async {
+            let open = provider.open();
+            if open >= 3 {
+                return Ok(());
+            }
+            Err(format!("the provider has {open} requests in hand, not 3"))
+        },
+    )
     .await;
     first.kill();
     let sent_by_first = provider.requests().len();

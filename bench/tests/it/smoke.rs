@@ -238,11 +238,7 @@ async fn tasks_on_slurm_measures_bare_sbatch_and_names_a_refused_kind() {
 
 #[tokio::test]
 async fn gateway_sends_through_a_stand_in_and_prints_the_ratio() {
-    let run = bench_on_scratch(
-        "gateway --in-flight 1,4 --delay-ms 50 --rounds 2",
-        TINY_RUN,
-    )
-    .await;
+    let run = bench_on_scratch("gateway --in-flight 1,4 --delay-ms 50 --rounds 2", TINY_RUN).await;
     let fields = [
         "messages_per_s",
         "ratio_vs_1",

@@ -30,6 +30,15 @@ pub(super) struct Due {
     pub(super) work: Work,
 }
 
+impl Work {
+    /// The attempt this work is about.
+    pub(super) fn attempt(&self) -> u32 {
+        match self {
+            Self::Send { attempt, .. } | Self::Resolve { attempt } => *attempt,
+        }
+    }
+}
+
 /// What the gateway does with a [`Due`] message.
 #[derive(Debug, Clone)]
 pub(super) enum Work {
@@ -46,37 +55,55 @@ pub(super) enum Work {
 
 /// The head of each device's queue that is due now, in round-robin order:
 /// devices after `after` (by IMEI) first, then from the lowest; devices in
-/// `unavailable` left out; at most `limit`.
+/// `unavailable` left out; at most `limit`. `recorded` are the attempts
+/// (message, attempt) whose outcome this gateway recorded lately.
 ///
 /// # Errors
 /// When the database cannot be reached (the lock is then lost too).
 pub(super) async fn due(
     client: &tokio_postgres::Client,
     unavailable: &HashSet<Imei>,
+    recorded: &[(Uuid, u32)],
     after: Option<&Imei>,
     limit: usize,
 ) -> Result<Vec<Due>, tokio_postgres::Error> {
     let unavailable: Vec<&str> = unavailable.iter().map(Imei::as_str).collect();
     let after = after.map_or("", Imei::as_str);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (recorded_ids, recorded_attempts): (Vec<Uuid>, Vec<i32>) = recorded
+        .iter()
+        .map(|(message_id, attempt)| (*message_id, i32::try_from(*attempt).unwrap_or(i32::MAX)))
+        .unzip();
     // The inner query picks each device's head: its `sending` message if
     // it has one (nothing else of the device may go before that attempt is
     // resolved), else its first due, first queued message. The outer one
     // keeps the heads that are due and orders the devices for the round.
+    // A row older than an outcome this gateway recorded (`recorded`: the
+    // projector has not caught up) neither blocks its device nor is sent.
     let rows = client
         .query(
             "SELECT message_id, imei, status, attempts, payload, flush FROM (
                  SELECT DISTINCT ON (imei) message_id, imei, status, attempts, payload, flush,
                         next_attempt_at <= now() AS due
                  FROM device_messages
+                 LEFT JOIN unnest($4::uuid[], $5::int[]) AS recorded (message_id, attempt)
+                     USING (message_id)
                  WHERE direction = 'mt' AND status IN ('queued', 'sending')
                    AND NOT (imei = ANY($1))
+                   AND NOT coalesce(attempts < recorded.attempt
+                       OR (attempts = recorded.attempt AND status = 'sending'), false)
                  ORDER BY imei, status = 'sending' DESC, next_attempt_at, created_at, message_id
              ) AS heads
              WHERE due
              ORDER BY imei <= $2, imei
              LIMIT $3",
-            &[&unavailable, &after, &limit],
+            &[
+                &unavailable,
+                &after,
+                &limit,
+                &recorded_ids,
+                &recorded_attempts,
+            ],
         )
         .await?;
     Ok(rows

@@ -1,5 +1,5 @@
 //! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `growth`,
-//! `verify`, each against
+//! `verify`, `gateway`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -10,6 +10,7 @@ use taskledger::service::database;
 use crate::api::ApiBenchArgs;
 use crate::append::AppendBenchArgs;
 use crate::growth::GrowthArgs;
+use crate::gateway::GatewayBenchArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
@@ -66,6 +67,9 @@ enum BenchCommand {
     /// Chain verification: events/s from sequence 1 at several log sizes,
     /// and the time to verify only the newest events from an anchor.
     Verify(VerifyBenchArgs),
+    /// Device gateway messages/s with 1 and with 16 messages in flight
+    /// against a RockBLOCK stand-in answering after a delay, and the ratio.
+    Gateway(GatewayBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -82,6 +86,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         BenchCommand::Api(args) => crate::api::api(&settings, &args).await,
         BenchCommand::Mo(args) => crate::mo::mo(&settings, &args).await,
+        BenchCommand::Gateway(args) => crate::gateway::gateway(&settings, &args).await,
         BenchCommand::Rebuild(args) => {
             prepare(&settings).await?;
             crate::rebuild::rebuild(&settings, &args).await
@@ -100,7 +105,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Creates the database if missing and migrates it. (`api` and `mo` start
+/// Creates the database if missing and migrates it. (`api`, `mo` and `gateway` start
 /// the service, which does both itself.)
 async fn prepare(settings: &Settings) -> anyhow::Result<()> {
     database::prepare(settings)

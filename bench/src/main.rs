@@ -6,6 +6,7 @@ mod api;
 mod append;
 mod bare;
 mod cli;
+mod gateway;
 mod growth;
 mod measure;
 mod mo;

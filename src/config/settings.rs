@@ -62,6 +62,9 @@ pub struct Settings {
     /// A running attempt's lease lasts this long unrenewed (the same for
     /// every runner of an installation).
     pub lease_ttl_seconds: u64,
+    /// Messages the device gateway has with the provider at once (one
+    /// per device at a time).
+    pub gateway_in_flight: usize,
     /// The RockBLOCK account's user name.
     pub rockblock_username: Option<String>,
     /// The RockBLOCK account's password. Never printed (`Debug` redacts
@@ -216,6 +219,16 @@ pub struct ServeArgs {
     )]
     pub lease_ttl_seconds: u64,
 
+    /// Messages the device gateway has with RockBLOCK at once: different
+    /// devices overlap, one device's messages go one at a time, in order.
+    #[arg(
+        long,
+        env = "TASKLEDGER_GATEWAY_IN_FLIGHT",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=256)
+    )]
+    pub gateway_in_flight: u64,
+
     /// The RockBLOCK account's user name (overrides `[rockblock] username`).
     #[arg(long, env = "ROCKBLOCK_USERNAME")]
     pub rockblock_username: Option<String>,
@@ -250,6 +263,7 @@ impl ServeArgs {
         settings.runner_slots = self.runner_slots;
         settings.worker_id.clone_from(&self.worker_id);
         settings.lease_ttl_seconds = self.lease_ttl_seconds;
+        settings.gateway_in_flight = usize::try_from(self.gateway_in_flight).unwrap_or(1);
         settings
             .rockblock_username
             .clone_from(&self.rockblock_username);
@@ -313,6 +327,7 @@ impl Settings {
             runner_slots: 2,
             worker_id: None,
             lease_ttl_seconds: 15,
+            gateway_in_flight: 8,
             rockblock_username: None,
             rockblock_password: None,
         }

@@ -401,6 +401,7 @@ fn gateway_options(config: &FileConfig, settings: &Settings) -> Option<GatewayOp
         client: MtClient::new(reqwest::Client::new(), mt_url, credentials),
         max_attempts: rockblock.max_attempts.max(1),
         retry_backoff: Duration::from_secs(rockblock.retry_backoff_seconds),
+        in_flight: settings.gateway_in_flight.max(1),
     })
 }
 

@@ -11,11 +11,22 @@
 //! [`ATTEMPT_RESOLUTION`] and is resolved as a failure of unknown outcome,
 //! then retried under a new record: no message is forgotten.
 //!
+//! Up to [`GatewayOptions::in_flight`] messages are with the provider at
+//! once, never two of one device: a device's next message starts only once
+//! the previous one's outcome is recorded, and devices take turns (the
+//! rules are in [`worklist`]).
+//!
 //! One gateway is active across processes (a session advisory lock); the
-//! others stand by.
+//! others stand by. Every new send follows a successful read of the work
+//! list on the lock's own connection, so a gateway that lost its lock
+//! starts nothing more; it finishes (records) what it has in flight.
 
-use std::time::Duration;
+mod worklist;
 
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 use chrono::{SubsecRound, Utc};
 use taskledger_events::command::CommandError;
 use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResult, SendResult};
@@ -23,15 +34,25 @@ use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::adapters::rockblock::{MtClient, MtOutcome};
 use crate::commands::execute_device;
 use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
+use worklist::{Due, Work};
 
 /// How often the work list is read when there was nothing to do.
 const POLL: Duration = Duration::from_millis(250);
+/// How soon it is read again when nothing was due just after a send ended:
+/// the device's row says `sending` until the projector has caught up with
+/// the recorded outcome, which takes milliseconds.
+const CATCH_UP_POLL: Duration = Duration::from_millis(20);
+/// How long the gateway remembers the outcomes it recorded, for a read
+/// model that has not caught up (it takes milliseconds; the log refuses a
+/// second attempt on a stale row anyway).
+const RECORDED_MEMORY: Duration = Duration::from_secs(60);
 /// How often a standby gateway tries to become the active one.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The longest backoff between attempts of one message.
@@ -46,11 +67,13 @@ pub struct GatewayOptions {
     pub max_attempts: u32,
     /// The first retry's delay; each further one doubles it.
     pub retry_backoff: Duration,
+    /// Messages with the provider at once (at least one; one per device).
+    pub in_flight: usize,
 }
 
-/// Runs the gateway until `stop` resolves. A message being sent when the
-/// signal comes is finished (its answer recorded) before the gateway stops,
-/// so stopping never causes a resend.
+/// Runs the gateway until `stop` resolves. Messages being sent when the
+/// signal comes are finished (their answers recorded) before the gateway
+/// stops, so stopping never causes a resend.
 pub async fn run(
     store: PgEventStore,
     options: GatewayOptions,
@@ -75,7 +98,7 @@ pub async fn run(
     tokio::select! {
         () = stop => {
             let _ = stopping_sender.send(true);
-            // Finish the message in hand, but do not hang on a database
+            // Finish the messages in hand, but do not hang on a database
             // that never comes back.
             if tokio::time::timeout(Duration::from_secs(60), work).await.is_err() {
                 tracing::warn!("device gateway stopped with a send result unrecorded");
@@ -88,6 +111,7 @@ pub async fn run(
 
 /// One life of the gateway: lock, then work until something fails or the
 /// gateway stops. Returns `Ok` at once when another gateway holds the lock.
+/// Whatever ends it, the sends in flight are finished first.
 async fn active(
     store: &PgEventStore,
     options: &GatewayOptions,
@@ -96,67 +120,172 @@ async fn active(
     let Some(leadership) = leader::try_lead(store, "device-gateway").await? else {
         return Ok(());
     };
-    let client = &leadership.client;
-    tracing::info!("device gateway active");
-    while !*stopping.borrow() {
-        let due = client
-            .query(
-                "SELECT message_id, imei, status, attempts, payload, flush FROM device_messages
-                 WHERE direction = 'mt' AND status IN ('queued', 'sending')
-                   AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at LIMIT 20",
-                &[],
-            )
-            .await?;
-        let mut progressed = false;
-        for row in due {
-            if *stopping.borrow() {
-                break;
+    tracing::info!(in_flight = options.in_flight, "device gateway active");
+    let mut sends = InFlight::default();
+    let outcome = dispatch(store, options, stopping, &leadership.client, &mut sends).await;
+    // Finish what is with the provider, whatever stopped the dispatching:
+    // an abandoned send would leave a known answer unrecorded.
+    let drained = sends.drain().await;
+    outcome.and(drained)
+}
+
+/// The sends this gateway has in hand, one per device.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<(Due, Result<Attempt, CommandError>)>,
+    devices: HashSet<Imei>,
+    /// Attempts whose outcome this gateway recorded lately, by message:
+    /// the read model may not show them yet, and the device's next message
+    /// need not wait for it (the log already has the outcome).
+    recorded: HashMap<Uuid, (u32, Instant)>,
+    /// Devices whose work was skipped (the read model had not caught up),
+    /// left alone until then instead of being offered again at once.
+    resting: HashMap<Imei, Instant>,
+}
+
+impl InFlight {
+    /// Takes the result of a finished send, freeing its device.
+    fn finished(
+        &mut self,
+        joined: Result<(Due, Result<Attempt, CommandError>), tokio::task::JoinError>,
+    ) -> anyhow::Result<Attempt> {
+        let (due, result) = joined.context("a device gateway send panicked")?;
+        self.devices.remove(&due.imei);
+        let attempt = result
+            .with_context(|| format!("recording an attempt for device {}", due.imei.as_str()))?;
+        match attempt {
+            Attempt::Made => {
+                self.recorded
+                    .insert(due.message_id, (due.work.attempt(), Instant::now()));
             }
-            let message_id: Uuid = row.get(0);
-            let imei: String = row.get(1);
-            let status: String = row.get(2);
-            let attempts = u32::try_from(row.get::<_, i32>(3)).unwrap_or(0);
-            let payload: Vec<u8> = row.get(4);
-            let flush: bool = row.get(5);
-            let Ok(imei) = Imei::new(&imei) else { continue };
-            if status == "sending" {
-                // An attempt whose answer was never recorded.
-                let result = SendResult::Failed {
-                    code: None,
-                    text:
-                        "the gateway stopped before the provider answered; the outcome is unknown"
-                            .into(),
-                    permanent: false,
-                };
-                record(store, options, &imei, message_id, attempts, result).await;
-                progressed = true;
-                continue;
-            }
-            match send(
-                store,
-                options,
-                &imei,
-                message_id,
-                attempts + 1,
-                &payload,
-                flush,
-            )
-            .await
-            {
-                Ok(Attempt::Made) => progressed = true,
-                Ok(Attempt::Skipped) => {}
-                Err(error) => return Err(error.into()),
+            Attempt::Skipped => {
+                self.resting.insert(due.imei, Instant::now() + POLL);
             }
         }
-        if !progressed {
-            // Nothing due, or the read model has not caught up with what
-            // was done: wait instead of asking again at once.
-            let mut stopping = stopping.clone();
-            stopped_during(POLL, stopping.wait_for(|stopping| *stopping)).await;
+        Ok(attempt)
+    }
+
+    /// The devices the work list must leave out: those with a send in hand
+    /// and those resting.
+    fn unavailable(&mut self) -> HashSet<Imei> {
+        let now = Instant::now();
+        self.resting.retain(|_, until| *until > now);
+        self.recorded
+            .retain(|_, (_, at)| now.duration_since(*at) < RECORDED_MEMORY);
+        self.devices
+            .iter()
+            .chain(self.resting.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for every send in hand; the first failure, if any.
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = self.finished(joined) {
+                outcome = outcome.and(Err(error));
+            }
+        }
+        outcome
+    }
+}
+
+/// Reads the work list whenever a slot is free and starts a send for each
+/// due device, until the gateway stops or something fails.
+async fn dispatch(
+    store: &PgEventStore,
+    options: &GatewayOptions,
+    stopping: &watch::Receiver<bool>,
+    lock_client: &tokio_postgres::Client,
+    sends: &mut InFlight,
+) -> anyhow::Result<()> {
+    let slots = options.in_flight.max(1);
+    // The device served last: the next round starts after it.
+    let mut last_served: Option<Imei> = None;
+    // Whether an attempt ended since the work list was last read.
+    let mut just_ended = false;
+    let mut stopping = stopping.clone();
+    while !*stopping.borrow() {
+        let free = slots - sends.tasks.len();
+        let mut started = 0;
+        if free > 0 {
+            let unavailable = sends.unavailable();
+            let recorded: Vec<(Uuid, u32)> = sends
+                .recorded
+                .iter()
+                .map(|(message_id, (attempt, _))| (*message_id, *attempt))
+                .collect();
+            let due = worklist::due(
+                lock_client,
+                &unavailable,
+                &recorded,
+                last_served.as_ref(),
+                free,
+            )
+            .await
+            .context("reading the device gateway's work list")?;
+            for due in due {
+                last_served = Some(due.imei.clone());
+                sends.devices.insert(due.imei.clone());
+                let (store, options) = (store.clone(), options.clone());
+                sends.tasks.spawn(async move {
+                    let result = work(&store, &options, &due).await;
+                    (due, result)
+                });
+                started += 1;
+            }
+        }
+        let idle = sends.tasks.is_empty() || free > started;
+        let pause = if just_ended { CATCH_UP_POLL } else { POLL };
+        just_ended = false;
+        tokio::select! {
+            Some(joined) = sends.tasks.join_next() => {
+                just_ended = matches!(sends.finished(joined)?, Attempt::Made);
+            }
+            // Nothing (more) due: look again later, or when a send ends.
+            () = tokio::time::sleep(pause), if idle => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
         }
     }
     Ok(())
+}
+
+/// Does one [`Due`] message's work: sends it, or resolves its attempt whose
+/// answer never came.
+async fn work(
+    store: &PgEventStore,
+    options: &GatewayOptions,
+    due: &Due,
+) -> Result<Attempt, CommandError> {
+    match &due.work {
+        Work::Send {
+            attempt,
+            payload,
+            flush,
+        } => {
+            send(
+                store,
+                options,
+                &due.imei,
+                due.message_id,
+                *attempt,
+                payload,
+                *flush,
+            )
+            .await
+        }
+        Work::Resolve { attempt } => {
+            let result = SendResult::Failed {
+                code: None,
+                text: "the gateway stopped before the provider answered; the outcome is unknown"
+                    .into(),
+                permanent: false,
+            };
+            record(store, options, &due.imei, due.message_id, *attempt, result).await;
+            Ok(Attempt::Made)
+        }
+    }
 }
 
 /// Whether [`send`] made an attempt.

@@ -1,7 +1,7 @@
 //! The RockBLOCK client against a stand-in for the provider's MT endpoint
 //! over real HTTP, and MO webhooks signed as the provider signs them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,12 +73,22 @@ struct StandInState {
     next_mt_id: u64,
     requests: Vec<MtRequest>,
     script: VecDeque<Script>,
+    /// How long an unscripted answer takes (the real endpoint's round trip).
+    answer_delay: Duration,
+    /// Requests being answered now, per IMEI and in all.
+    open_per_device: HashMap<String, usize>,
+    open: usize,
+    /// The most requests ever answered at once, per IMEI and in all.
+    most_open_per_device: usize,
+    most_open: usize,
 }
 
 /// A stand-in for the provider's MT endpoint on 127.0.0.1: it checks the
 /// form as documented (credentials → 10, IMEI → 11, hex → 14, length → 15,
 /// emptiness → 16) and otherwise answers `OK,<id>` with increasing ids,
-/// recording every request. [`Self::script`] overrides the next answers.
+/// recording every request and how many it answers at once (like the
+/// provider, it takes requests concurrently). [`Self::script`] overrides
+/// the next answers; [`Self::answer_after`] slows every other one down.
 /// The server stops when the stand-in is dropped.
 #[derive(Debug)]
 pub(crate) struct RockblockStandIn {
@@ -120,6 +130,11 @@ impl RockblockStandIn {
             next_mt_id: FIRST_MT_ID,
             requests: Vec::new(),
             script: VecDeque::new(),
+            answer_delay: Duration::ZERO,
+            open_per_device: HashMap::new(),
+            open: 0,
+            most_open_per_device: 0,
+            most_open: 0,
         }));
         let app = Router::new()
             .route("/rockblock/MT", post(mt_endpoint))
@@ -146,6 +161,24 @@ impl RockblockStandIn {
     pub(crate) fn script(&self, times: usize, action: Script) {
         let mut state = self.state.lock().unwrap();
         state.script.extend(std::iter::repeat_n(action, times));
+    }
+
+    /// Answers every unscripted request `delay` after it arrived, as the
+    /// real endpoint does after its round trip to the provider.
+    pub(crate) fn answer_after(&self, delay: Duration) {
+        self.state.lock().unwrap().answer_delay = delay;
+    }
+
+    /// Requests being answered at this moment.
+    pub(crate) fn open(&self) -> usize {
+        self.state.lock().unwrap().open
+    }
+
+    /// The most requests answered at once so far: in all, and for any one
+    /// IMEI.
+    pub(crate) fn most_open(&self) -> (usize, usize) {
+        let state = self.state.lock().unwrap();
+        (state.most_open, state.most_open_per_device)
     }
 
     /// Every request received so far, in order.
@@ -192,11 +225,12 @@ async fn mt_endpoint(
         hex,
         flush: field("flush") == "yes",
     };
-    let scripted = {
+    let (scripted, answer_delay) = {
         let mut state = state.lock().unwrap();
         state.requests.push(request.clone());
-        state.script.pop_front()
+        (state.script.pop_front(), state.answer_delay)
     };
+    let _open = OpenRequest::new(&state, &request.imei);
     match scripted {
         Some(Script::Respond(body)) => return body.into_response(),
         Some(Script::Status(status)) => {
@@ -210,7 +244,7 @@ async fn mt_endpoint(
             return Body::from_stream(broken).into_response();
         }
         Some(Script::Delay(delay)) => tokio::time::sleep(delay).await,
-        None => {}
+        None => tokio::time::sleep(answer_delay).await,
     }
     let mut state = state.lock().unwrap();
     let answer = if request.username != state.username || field("password") != state.password {
@@ -229,6 +263,40 @@ async fn mt_endpoint(
         format!("OK,{mt_id}")
     };
     answer.into_response()
+}
+
+/// One request being answered, counted in the stand-in's concurrency
+/// until it is answered or its client went away (dropped either way).
+struct OpenRequest {
+    state: Arc<Mutex<StandInState>>,
+    imei: String,
+}
+
+impl OpenRequest {
+    fn new(state: &Arc<Mutex<StandInState>>, imei: &str) -> Self {
+        let mut locked = state.lock().unwrap();
+        locked.open += 1;
+        locked.most_open = locked.most_open.max(locked.open);
+        let of_device = locked.open_per_device.entry(imei.to_owned()).or_default();
+        *of_device += 1;
+        let of_device = *of_device;
+        locked.most_open_per_device = locked.most_open_per_device.max(of_device);
+        drop(locked);
+        Self {
+            state: Arc::clone(state),
+            imei: imei.to_owned(),
+        }
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap();
+        state.open -= 1;
+        if let Some(of_device) = state.open_per_device.get_mut(&self.imei) {
+            *of_device -= 1;
+        }
+    }
 }
 
 /// `application/x-www-form-urlencoded` of `pairs`, as a browser writes it.

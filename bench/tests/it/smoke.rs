@@ -264,3 +264,29 @@ async fn tasks_on_slurm_measures_bare_sbatch_and_names_a_refused_kind() {
         );
     }
 }
+
+#[tokio::test]
+async fn gateway_sends_through_a_stand_in_and_prints_the_ratio() {
+    let run = bench_on_scratch("gateway --in-flight 1,4 --delay-ms 50 --rounds 2", TINY_RUN).await;
+    let fields = [
+        "messages_per_s",
+        "ratio_vs_1",
+        "messages",
+        "devices",
+        "delay_ms",
+        "seconds",
+        "provider_calls",
+        "provider_most_open",
+    ];
+    let one = line(&run, "gateway in_flight=1 ", &fields);
+    assert!(
+        one.contains(" ratio_vs_1=1.00 messages=2 devices=2 delay_ms=50 ")
+            && one.ends_with(" provider_calls=2 provider_most_open=1"),
+        "{run:#?}"
+    );
+    let four = line(&run, "gateway in_flight=4 ", &fields);
+    // Every message sent once; the stand-in saw several at once.
+    assert!(four.contains(" messages=8 devices=8 "), "{four}");
+    assert!(four.contains(" provider_calls=8 "), "{four}");
+    assert!(!four.ends_with(" provider_most_open=1"), "{four}");
+}

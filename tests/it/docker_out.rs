@@ -27,22 +27,30 @@ fn out_dir(cluster: &Cluster, task_id: TaskId, attempt: u32) -> PathBuf {
 }
 
 async fn wait_gone(dir: &std::path::Path) {
-    eventually(Duration::from_secs(20), Duration::from_millis(50), || async {
-        if dir.exists() {
-            return Err(format!("{} is still there", dir.display()));
-        }
-        Ok(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            if dir.exists() {
+                return Err(format!("{} is still there", dir.display()));
+            }
+            Ok(())
+        },
+    )
     .await;
 }
 
 async fn wait_there(dir: &std::path::Path) {
-    eventually(Duration::from_secs(60), Duration::from_millis(50), || async {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        Err(format!("{} did not appear", dir.display()))
-    })
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            if dir.is_dir() {
+                return Ok(());
+            }
+            Err(format!("{} did not appear", dir.display()))
+        },
+    )
     .await;
 }
 
@@ -50,7 +58,10 @@ const WRITES: &str =
     "printf a > /out/a.txt; printf '{\"n\": 1}' > /out/result.json; mkdir /out/sub; : > /out/sub/x; echo out";
 
 /// The artifacts' names, and the bytes of `a.txt`.
-fn artifacts(cluster: &Cluster, task: &taskledger_events::task::Task) -> (BTreeSet<String>, Vec<u8>) {
+fn artifacts(
+    cluster: &Cluster,
+    task: &taskledger_events::task::Task,
+) -> (BTreeSet<String>, Vec<u8>) {
     let names = task.artifacts.iter().map(|a| a.name.clone()).collect();
     let a = task
         .artifacts
@@ -65,17 +76,19 @@ fn artifacts(cluster: &Cluster, task: &taskledger_events::task::Task) -> (BTreeS
 async fn an_attempts_out_is_a_host_directory_until_its_outcome_is_recorded() {
     let mut cluster = Cluster::start().await;
     cluster.start_runner(1);
-    let task_id = cluster
-        .submit_script(&format!("{WRITES}; sleep 2"))
-        .await;
+    let task_id = cluster.submit_script(&format!("{WRITES}; sleep 2")).await;
     let dir = out_dir(&cluster, task_id, 1);
     // While the container runs, what it writes is in the host directory.
-    eventually(Duration::from_secs(60), Duration::from_millis(50), || async {
-        if dir.join("result.json").is_file() {
-            return Ok(());
-        }
-        Err(format!("{} holds no result.json", dir.display()))
-    })
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            if dir.join("result.json").is_file() {
+                return Ok(());
+            }
+            Err(format!("{} holds no result.json", dir.display()))
+        },
+    )
     .await;
     let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
@@ -138,9 +151,18 @@ async fn the_start_up_sweep_removes_out_directories_no_runner_holds() {
     let task = cluster.wait_final(after, Duration::from_secs(60)).await;
     assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
     assert_eq!(task.worker_id.as_deref(), Some("runner-2"));
-    assert!(!finished_dir.exists(), "the finished attempt's directory was swept");
-    assert!(running_dir.is_dir(), "the running attempt's directory was left alone");
-    assert!(foreign_dir.is_dir(), "another log's directory was left alone");
+    assert!(
+        !finished_dir.exists(),
+        "the finished attempt's directory was swept"
+    );
+    assert!(
+        running_dir.is_dir(),
+        "the running attempt's directory was left alone"
+    );
+    assert!(
+        foreign_dir.is_dir(),
+        "another log's directory was left alone"
+    );
     assert_eq!(cluster.task(running).await.status, TaskStatus::Running);
 
     cluster.cancel(running, None).await;
@@ -154,7 +176,9 @@ async fn a_dead_runners_out_directory_goes_with_its_retry() {
     let mut cluster = Cluster::start().await;
     let first = cluster.start_runner(1);
     let task_id = cluster
-        .submit_script("printf x > /out/x.txt; sleep 4; printf '{\"done\": true}' > /out/result.json")
+        .submit_script(
+            "printf x > /out/x.txt; sleep 4; printf '{\"done\": true}' > /out/result.json",
+        )
         .await;
     cluster.wait_running(task_id).await;
     let first_dir = out_dir(&cluster, task_id, 1);

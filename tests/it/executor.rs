@@ -158,9 +158,13 @@ async fn a_bound_out_gives_the_same_files_as_the_archive() {
     let docker = Docker::connect_with_defaults().expect("the Docker engine answers");
     let (_cancel, canceled) = watch::channel(false);
     let script = SEVERAL_FILES;
-    let archived = executor::run_docker(&docker, &spec(IMAGE, &["sh", "-c", script]), canceled.clone())
-        .await
-        .expect("the archive attempt runs");
+    let archived = executor::run_docker(
+        &docker,
+        &spec(IMAGE, &["sh", "-c", script]),
+        canceled.clone(),
+    )
+    .await
+    .expect("the archive attempt runs");
     let (work, out) = bound_out();
     let bound_spec = RunSpec {
         out: out.clone(),
@@ -175,13 +179,19 @@ async fn a_bound_out_gives_the_same_files_as_the_archive() {
     assert_eq!(names, ["empty", "noise.bin", "report.txt", "result.json"]);
     let mut archived_files = archived.files.clone();
     archived_files.sort();
-    assert_eq!(bound.files, archived_files, "the same names and bytes either way");
+    assert_eq!(
+        bound.files, archived_files,
+        "the same names and bytes either way"
+    );
     // The directory stays for the caller to remove once the outcome is
     // recorded; its parent is the runner's alone.
     let dir = bound_dir(&out);
     assert!(dir.join("result.json").is_file());
     use std::os::unix::fs::PermissionsExt as _;
-    let root_mode = std::fs::metadata(dir.parent().unwrap()).unwrap().permissions().mode();
+    let root_mode = std::fs::metadata(dir.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(root_mode & 0o777, 0o700, "docker-out is the runner's alone");
     assert!(containers_named(&bound_spec.name).await.is_empty());
     std::fs::remove_dir_all(&work).unwrap();
@@ -215,7 +225,11 @@ async fn a_bound_out_reads_no_link_and_waits_on_no_fifo() {
     .expect("a FIFO in /out does not hang the collector")
     .expect("the attempt runs");
     assert_eq!(outcome.end, End::Exited(0));
-    assert!(outcome.stdout.bytes.is_empty(), "{:?}", String::from_utf8_lossy(&outcome.stdout.bytes));
+    assert!(
+        outcome.stdout.bytes.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&outcome.stdout.bytes)
+    );
     assert_eq!(outcome.files, vec![("ok.txt".to_owned(), b"ok".to_vec())]);
     let host_passwd = std::fs::read("/etc/passwd").unwrap();
     for (name, bytes) in &outcome.files {
@@ -226,7 +240,10 @@ async fn a_bound_out_reads_no_link_and_waits_on_no_fifo() {
     }
     // The links and the FIFO are there, as the container left them.
     let dir = bound_dir(&out);
-    assert!(std::fs::symlink_metadata(dir.join("secret.txt")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(dir.join("secret.txt"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     std::fs::remove_dir_all(&work).unwrap();
     assert!(secret.is_file(), "removing /out did not follow the link");
     std::fs::remove_file(&secret).unwrap();
@@ -263,7 +280,12 @@ async fn a_container_of_another_user_writes_to_a_bound_out() {
     let outcome = executor::run_docker(&docker, &spec, canceled)
         .await
         .expect("the attempt runs");
-    assert_eq!(outcome.end, End::Exited(0), "{:?}", String::from_utf8_lossy(&outcome.stderr.bytes));
+    assert_eq!(
+        outcome.end,
+        End::Exited(0),
+        "{:?}",
+        String::from_utf8_lossy(&outcome.stderr.bytes)
+    );
     assert_eq!(
         outcome.files,
         vec![

@@ -59,8 +59,8 @@ fn collect_blocking(
     let listing = std::fs::read_dir(dir)
         .map_err(|error| RunError::Output(format!("{shown} could not be read: {error}")))?;
     for entry in listing {
-        let entry =
-            entry.map_err(|error| RunError::Output(format!("{shown} could not be read: {error}")))?;
+        let entry = entry
+            .map_err(|error| RunError::Output(format!("{shown} could not be read: {error}")))?;
         // The entry's own type: a symbolic link is not followed here.
         let regular = entry.file_type().is_ok_and(|kind| kind.is_file());
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {

@@ -280,6 +280,7 @@ const BENCH_KIND: &str = "bench-true";
 
 /// One run of taskledger end to end: a relay and a runner with `slots`,
 /// `tasks` submissions, until each has a terminal event.
+#[allow(clippy::too_many_arguments)] // one run's every setting, each used once
 async fn run_taskledger(
     store: &PgEventStore,
     config: &Arc<FileConfig>,

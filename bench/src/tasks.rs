@@ -69,6 +69,15 @@ pub(crate) enum BenchExecutor {
     Slurm,
 }
 
+/// How the runner's containers hand back `/out` (`[docker] out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchOut {
+    /// Bind-mounted from the runner's work directory.
+    Bind,
+    /// An anonymous volume copied out through the engine.
+    Archive,
+}
+
 /// Options of `taskledger-bench tasks`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct TasksBenchArgs {
@@ -83,6 +92,9 @@ pub(crate) struct TasksBenchArgs {
     /// engine API) or `slurm` (against `sbatch --wait`).
     #[arg(long, value_enum, default_value_t = BenchExecutor::Docker)]
     pub(crate) executor: BenchExecutor,
+    /// How the runner's containers hand back `/out` (`[docker] out`).
+    #[arg(long, value_enum, default_value_t = BenchOut::Bind)]
+    pub(crate) docker_out: BenchOut,
     /// Rounds: each runs, for each slot count, taskledger and then each bare
     /// engine, one after the other; the overhead lines sum all rounds.
     #[arg(long, default_value_t = 1)]
@@ -160,11 +172,12 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         Err(_) => String::new(),
     };
     println!(
-        "# bench tasks executor={} tasks={} per run, rounds={}: taskledger end to end (submit → relay → RabbitMQ → runner → {} → succeeded) alternating with the bare engine at the same parallelism{}",
+        "# bench tasks executor={} docker_out={:?} tasks={} per run, rounds={}: taskledger end to end (submit → relay → RabbitMQ → runner → {} → succeeded) alternating with the bare engine at the same parallelism{}",
         match args.executor {
             BenchExecutor::Docker => "docker",
             BenchExecutor::Slurm => "slurm",
         },
+        args.docker_out,
         args.tasks,
         args.rounds,
         match args.executor {
@@ -181,7 +194,14 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         for (index, &slots) in args.slots.iter().enumerate() {
             if let Ok(config) = &config {
                 let run = run_taskledger(
-                    &store, config, &amqp_url, &topology, &data_dir, slots, args.tasks,
+                    &store,
+                    config,
+                    &amqp_url,
+                    &topology,
+                    &data_dir,
+                    slots,
+                    args.tasks,
+                    args.docker_out == BenchOut::Bind,
                 )
                 .await?;
                 println!(
@@ -260,6 +280,7 @@ const BENCH_KIND: &str = "bench-true";
 
 /// One run of taskledger end to end: a relay and a runner with `slots`,
 /// `tasks` submissions, until each has a terminal event.
+#[allow(clippy::too_many_arguments)] // one run's every setting, each used once
 async fn run_taskledger(
     store: &PgEventStore,
     config: &Arc<FileConfig>,
@@ -268,6 +289,7 @@ async fn run_taskledger(
     data_dir: &std::path::Path,
     slots: usize,
     tasks: usize,
+    bind_out: bool,
 ) -> anyhow::Result<Figures> {
     let kinds = vec![BENCH_KIND.to_owned()];
     let relay = start_relay(store, amqp_url, topology, &kinds);
@@ -282,6 +304,7 @@ async fn run_taskledger(
             worker_id: format!("bench-runner-{slots}"),
             blobs: BlobStore::new(data_dir.join("blobs")),
             work_dir: data_dir.join("work"),
+            bind_out,
             lease_ttl: runner::DEFAULT_LEASE_TTL,
         },
         async move {

@@ -2,7 +2,8 @@
 //! the shipped default built into the binary): reading and checking it, and
 //! its tables — task kinds (`[kinds.NAME]`, see [`kind`], and their retry
 //! policies, [`retry`], and Slurm settings, [`slurm`]), `[limits]` (see
-//! [`limits`]), `[webhooks]` (see [`webhooks`]) and `[rockblock]`.
+//! [`limits`]), `[webhooks]` (see [`webhooks`]), `[docker]` (see
+//! [`DockerConfig`]) and `[rockblock]`.
 
 pub mod kind;
 pub mod limits;
@@ -43,6 +44,58 @@ pub struct FileConfig {
     /// Webhook targets and retries.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// How runners use the Docker engine.
+    #[serde(default)]
+    pub docker: DockerConfig,
+}
+
+/// `[docker]`: how a runner's containers hand back their files.
+///
+/// ```toml
+/// [docker]
+/// out = "auto"   # or "bind", "archive"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// How `/out` leaves a container.
+    #[serde(default)]
+    pub out: DockerOut,
+}
+
+/// How `/out` leaves a container (`[docker] out`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerOut {
+    /// `bind` where it works safely — the engine is reached through a local
+    /// unix socket and the runner runs as root (so it can read and delete
+    /// whatever a container's user writes) — `archive` otherwise.
+    #[default]
+    Auto,
+    /// `/out` is bind-mounted from a fresh directory of the runner's work
+    /// directory and read there: the engine must be on the runner's host
+    /// (it resolves the path in its own file system).
+    Bind,
+    /// `/out` is an anonymous volume, copied out through the engine API as
+    /// a tar after the exit and removed with the container: works with any
+    /// engine, remote ones too.
+    Archive,
+}
+
+impl DockerOut {
+    /// Whether `/out` is bind-mounted. `Auto` binds when the engine is the
+    /// local one — `docker_host` (the `DOCKER_HOST` the Docker client reads)
+    /// is unset or a `unix://` socket — and `runner_is_root`.
+    pub fn binds(self, docker_host: Option<&str>, runner_is_root: bool) -> bool {
+        match self {
+            Self::Bind => true,
+            Self::Archive => false,
+            Self::Auto => {
+                runner_is_root
+                    && docker_host.is_none_or(|host| host.is_empty() || host.starts_with("unix://"))
+            }
+        }
+    }
 }
 
 /// `[rockblock]`: where mobile-terminated messages go and how

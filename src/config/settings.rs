@@ -35,6 +35,13 @@ pub struct Settings {
     pub default_config: bool,
     /// Where artifacts (task output files) and uploaded inputs are stored.
     pub data_dir: PathBuf,
+    /// Where runners make attempts' working directories (`None`: `work/`
+    /// in `data_dir`).
+    pub work_dir: Option<PathBuf>,
+    /// The Docker engine the Docker client reaches (its own `DOCKER_HOST`;
+    /// `None`: the local socket). Read only to choose how `/out` leaves a
+    /// container (`[docker] out = "auto"`).
+    pub docker_host: Option<String>,
     /// Log filter, in `tracing` syntax.
     pub log_filter: String,
     /// Connections in each of the two database pools (the event store's
@@ -207,6 +214,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKLEDGER_WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Where a runner makes its attempts' working directories (Docker's
+    /// bind-mounted `/out`, Slurm jobs, local commands). Default: `work/`
+    /// in the data directory.
+    #[arg(long, env = "TASKLEDGER_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+
     /// Seconds a running attempt's lease lasts unrenewed (it is renewed
     /// every third of this): a dead runner's attempt is retried, and its
     /// slot of a kind's `max_running` freed, this long after its last
@@ -262,6 +275,10 @@ impl ServeArgs {
         settings.roles.clone_from(&self.roles);
         settings.runner_slots = self.runner_slots;
         settings.worker_id.clone_from(&self.worker_id);
+        settings.work_dir.clone_from(&self.work_dir);
+        // The Docker client's own variable, read here so nothing else
+        // reads the environment.
+        settings.docker_host = std::env::var("DOCKER_HOST").ok();
         settings.lease_ttl_seconds = self.lease_ttl_seconds;
         settings.gateway_in_flight = usize::try_from(self.gateway_in_flight).unwrap_or(1);
         settings
@@ -315,6 +332,8 @@ impl Settings {
             config: None,
             default_config: false,
             data_dir: PathBuf::from("./data"),
+            work_dir: None,
+            docker_host: None,
             log_filter: "info".into(),
             db_pool_size: 16,
             db_pool_wait_ms: 5_000,

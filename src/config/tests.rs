@@ -314,3 +314,31 @@ fn the_example_configuration_shows_a_kind_with_max_running() {
     assert_eq!(config.kind("url-analysis").unwrap().max_running, Some(4));
     assert_eq!(config.kind("batch").unwrap().max_running, None);
 }
+
+#[test]
+fn docker_out_binds_only_a_local_engine_by_default() {
+    let auto = FileConfig::parse("").unwrap().docker.out;
+    assert_eq!(auto, DockerOut::Auto);
+    assert!(auto.binds(None, true));
+    assert!(auto.binds(Some("unix:///var/run/docker.sock"), true));
+    assert!(!auto.binds(Some("tcp://dind:2375"), true));
+    assert!(
+        !auto.binds(None, false),
+        "a non-root runner may not read what root wrote"
+    );
+    let archive = FileConfig::parse("[docker]\nout = \"archive\"\n")
+        .unwrap()
+        .docker
+        .out;
+    assert!(!archive.binds(None, true));
+    let bind = FileConfig::parse("[docker]\nout = \"bind\"\n")
+        .unwrap()
+        .docker
+        .out;
+    assert!(bind.binds(Some("tcp://remote:2375"), false));
+    let error = format!(
+        "{:#}",
+        FileConfig::parse("[docker]\nout = \"tar\"\n").unwrap_err()
+    );
+    assert!(error.contains("unknown variant"), "{error}");
+}

@@ -228,7 +228,15 @@ impl Application {
                     format!("runner-{}", &Uuid::new_v4().simple().to_string()[..12])
                 }),
                 blobs: BlobStore::new(self.settings.data_dir.join("blobs")),
-                work_dir: self.settings.data_dir.join("work"),
+                work_dir: self
+                    .settings
+                    .work_dir
+                    .clone()
+                    .unwrap_or_else(|| self.settings.data_dir.join("work")),
+                bind_out: config
+                    .docker
+                    .out
+                    .binds(self.settings.docker_host.as_deref(), runner::runs_as_root()),
                 lease_ttl: Duration::from_secs(self.settings.lease_ttl_seconds),
             };
             let mut stop = self.shutdown.clone();

@@ -9,6 +9,7 @@ mod console_devices;
 mod console_ops;
 mod deploy;
 mod devices;
+mod docker_out;
 mod executor;
 mod feed;
 mod gateway;

@@ -495,6 +495,7 @@ memory_mb = 64
         worker_id: "second-installation".into(),
         blobs: BlobStore::new(data_dir.join("blobs")),
         work_dir: data_dir.join("work"),
+        bind_out: true,
         lease_ttl: Duration::from_secs(15),
     };
     let runner = tokio::spawn(runner::run(apps[1].store(), options, async move {

@@ -162,6 +162,7 @@ async fn with_every_slot_busy_the_in_process_intake_takes_the_high_priority_job_
         worker_id: "in-process".into(),
         blobs: BlobStore::new(&cluster.blobs),
         work_dir: cluster.blobs.join("work"),
+        bind_out: true,
         lease_ttl: Duration::from_secs(3),
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -114,6 +114,9 @@ pub(crate) struct Cluster {
     )>,
     pub(crate) runners: Vec<(String, oneshot::Sender<()>, JoinHandle<()>)>,
     pub(crate) runners_started: usize,
+    /// Whether runners started from now on bind-mount `/out` (the
+    /// default) or copy it out through the engine.
+    pub(crate) bind_out: bool,
     _broker: BrokerHold,
 }
 
@@ -175,6 +178,7 @@ impl Cluster {
             relay: None,
             runners: Vec::new(),
             runners_started: 0,
+            bind_out: true,
             _broker: broker,
         }
     }
@@ -216,6 +220,7 @@ impl Cluster {
             worker_id: worker_id.clone(),
             blobs: BlobStore::new(&self.blobs),
             work_dir: self.blobs.join("work"),
+            bind_out: self.bind_out,
             lease_ttl: std::time::Duration::from_secs(3),
         };
         let (stop, stopped) = oneshot::channel::<()>();

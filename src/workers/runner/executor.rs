@@ -2,7 +2,7 @@
 //! ([`run_docker`]) or, for development, as a child process ([`run_local`]).
 //! Both stream stdout and stderr into size-capped buffers, stop the command
 //! at the timeout or on cancellation, and collect the files written to
-//! `/out` (top-level regular files).
+//! `/out` (top-level regular files, [`super::collect`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountType,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
     KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -21,6 +24,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use super::collect::collect_files;
 use crate::config::kind::{Network, TaskKind};
 
 /// What to run.
@@ -41,6 +45,20 @@ pub struct RunSpec {
     /// Input files: the name under `/in/` and the stored blob (an absolute
     /// path on the runner's machine, which the engine must share).
     pub inputs: Vec<(String, PathBuf)>,
+    /// How a Docker container's `/out` comes back.
+    pub out: OutMount,
+}
+
+/// How a Docker container's `/out` comes back (`[docker] out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutMount {
+    /// Bind-mounted from this directory of the runner's host (the engine
+    /// must be on it), made fresh before the container and read after its
+    /// exit. Removing it is the caller's: after the outcome is recorded.
+    Bind(PathBuf),
+    /// An anonymous volume, copied out through the engine as a tar and
+    /// removed with the container.
+    Archive,
 }
 
 /// How the command ended.
@@ -155,14 +173,16 @@ impl From<DockerError> for RunError {
 
 /// Runs `spec` in a container: no network unless the kind allows it, every
 /// capability dropped, no new privileges, read-only root with a `/tmp`
-/// tmpfs, memory, CPU and process limits, and `/out` as an anonymous
-/// volume that is copied out after the exit. The container is always
-/// removed (with its volume).
+/// tmpfs, memory, CPU and process limits, the inputs read-only, and `/out`
+/// the one writable place: bind-mounted from the host directory of
+/// [`OutMount::Bind`] (read there after the exit, and left for the caller
+/// to remove), or an anonymous volume copied out after the exit. The
+/// container is always removed (with its volume).
 ///
-/// Engine calls per attempt: create, start, logs (followed), wait, the
-/// archive of `/out` (after an exit), remove; a kill when it timed out or
-/// was canceled, and for a `bridge` kind a look at the bridge network
-/// first.
+/// Engine calls per attempt: create, start, logs (followed), wait, remove,
+/// and with [`OutMount::Archive`] the archive of `/out` (after an exit);
+/// a kill when it timed out or was canceled, and for a `bridge` kind a
+/// look at the bridge network first.
 ///
 /// # Errors
 /// See [`RunError`].
@@ -184,12 +204,32 @@ pub async fn run_docker(
         .iter()
         .map(|(name, path)| format!("{}:/in/{name}:ro", path.display()))
         .collect();
+    let (volumes, mounts) = match &spec.out {
+        OutMount::Bind(dir) => {
+            super::out_dir::prepare(dir).await?;
+            let out = Mount {
+                target: Some("/out".to_owned()),
+                source: Some(dir.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                // Unlike a `binds` entry, a missing source is an error, not
+                // an empty directory the engine makes on its own host.
+                bind_options: Some(MountBindOptions {
+                    propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                    ..MountBindOptions::default()
+                }),
+                ..Mount::default()
+            };
+            (None, Some(vec![out]))
+        }
+        OutMount::Archive => (Some(vec!["/out".to_owned()]), None),
+    };
     let body = ContainerCreateBody {
         image: Some(spec.kind.image.clone()),
         cmd: Some(spec.argv.clone()),
         env: Some(vec![format!("TASKLEDGER_ATTEMPT={}", spec.attempt)]),
         labels: Some(spec.labels.clone()),
-        volumes: Some(vec!["/out".to_owned()]),
+        volumes,
         host_config: Some(HostConfig {
             network_mode: Some(
                 match spec.kind.network {
@@ -206,6 +246,7 @@ pub async fn run_docker(
             pids_limit: Some(spec.kind.pids_limit),
             readonly_rootfs: Some(true),
             binds: (!binds.is_empty()).then_some(binds),
+            mounts,
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_owned(),
                 "rw,noexec,nosuid,size=64m".to_owned(),
@@ -340,9 +381,11 @@ async fn run_created(
             (Captured::default(), Captured::default())
         }
     };
-    let files = match end {
-        End::Exited(_) => copy_out(docker, id, spec.kind.files_limit_bytes).await?,
-        End::TimedOut | End::Canceled | End::Failed { .. } => Vec::new(),
+    let limit = spec.kind.files_limit_bytes;
+    let files = match (&end, &spec.out) {
+        (End::Exited(_), OutMount::Bind(dir)) => collect_files(dir, limit, "/out").await?,
+        (End::Exited(_), OutMount::Archive) => copy_out(docker, id, limit).await?,
+        (End::TimedOut | End::Canceled | End::Failed { .. }, _) => Vec::new(),
     };
     Ok(Outcome {
         end,
@@ -518,7 +561,9 @@ async fn run_local_in(
     let stdout = drain(stdout).await;
     let stderr = drain(stderr).await;
     let files = match end {
-        End::Exited(_) => collect_files(out, spec.kind.files_limit_bytes).await?,
+        End::Exited(_) => {
+            collect_files(out, spec.kind.files_limit_bytes, "the output directory").await?
+        }
         _ => Vec::new(),
     };
     Ok(Outcome {
@@ -527,43 +572,6 @@ async fn run_local_in(
         stderr,
         files,
     })
-}
-
-/// The top-level regular files of `dir` (an output directory), at most
-/// `limit` bytes in all.
-pub(super) async fn collect_files(
-    dir: &std::path::Path,
-    limit: u64,
-) -> Result<Vec<(String, Vec<u8>)>, RunError> {
-    let mut files = Vec::new();
-    let mut total = 0_u64;
-    let mut directory = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|error| RunError::Output(error.to_string()))?;
-    while let Some(entry) = directory
-        .next_entry()
-        .await
-        .map_err(|error| RunError::Output(error.to_string()))?
-    {
-        let is_file = entry.file_type().await.is_ok_and(|kind| kind.is_file());
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !is_file {
-            continue;
-        }
-        let bytes = tokio::fs::read(entry.path())
-            .await
-            .map_err(|error| RunError::Output(format!("{name}: {error}")))?;
-        total += bytes.len() as u64;
-        if total > limit {
-            return Err(RunError::Output(format!(
-                "the files in the output directory exceed the kind's files_limit_bytes ({limit} bytes)"
-            )));
-        }
-        files.push((name, bytes));
-    }
-    Ok(files)
 }
 
 async fn capture(stream: Option<impl AsyncRead + Unpin>, limit: u64) -> Captured {

@@ -344,25 +344,33 @@ pub(super) async fn sweep_containers(context: &Context) {
         ) else {
             continue;
         };
-        let held = match load::<Tasks>(&context.store, &TaskId(task).stream_id()).await {
-            Ok(loaded) => match loaded.state {
-                Some(state)
-                    if state.status == TaskStatus::Running && state.attempts_started == attempt =>
-                {
-                    lease_is_fresh(context, TaskId(task), attempt).await
-                }
-                Some(_) => false,
-                // Not a task of this database: not ours to judge.
-                None => true,
-            },
-            Err(_) => true,
-        };
+        let held = attempt_is_held(context, task, attempt).await;
         if !held {
             if let Some(id) = container.id {
                 tracing::info!(task = %task, attempt, "removing a container no runner holds");
                 executor::remove(docker, &id).await;
             }
         }
+    }
+}
+
+/// Whether a runner may still hold `attempt` of `task`: the log shows it
+/// running and its lease was renewed within the TTL, or it cannot tell (a
+/// task this log does not hold is not ours to judge; a failed read is
+/// taken as held). What the start-up sweeps of containers and of `/out`
+/// directories leave alone.
+pub(super) async fn attempt_is_held(context: &Context, task: Uuid, attempt: u32) -> bool {
+    match load::<Tasks>(&context.store, &TaskId(task).stream_id()).await {
+        Ok(loaded) => match loaded.state {
+            Some(state)
+                if state.status == TaskStatus::Running && state.attempts_started == attempt =>
+            {
+                lease_is_fresh(context, TaskId(task), attempt).await
+            }
+            Some(_) => false,
+            None => true,
+        },
+        Err(_) => true,
     }
 }
 

@@ -25,10 +25,12 @@
 //!   already runs its `max_running` across the runners waits likewise
 //!   ([`limit`]).
 
+mod collect;
 pub mod executor;
 mod intake;
 mod lease;
 mod limit;
+mod out_dir;
 mod outcome;
 mod pending;
 mod slurm;
@@ -66,7 +68,7 @@ use crate::config::FileConfig;
 use crate::metrics;
 use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::AbortOnDrop;
-use executor::{End, Outcome, RunError, RunSpec};
+use executor::{End, OutMount, Outcome, RunError, RunSpec};
 use intake::{consume, sweep_containers};
 use lease::{drop_dead_lease, hold_lease, lease_is_fresh, release_lease, release_own_lease};
 use limit::{take_slot, Slot};
@@ -100,8 +102,14 @@ pub struct RunnerOptions {
     pub worker_id: String,
     /// Where artifacts are stored.
     pub blobs: BlobStore,
-    /// Where local-executor attempts get their output directories.
+    /// Where attempts get their working directories: Docker's
+    /// bind-mounted `/out` (`docker-out/`), Slurm jobs' (`slurm/`), local
+    /// commands'.
     pub work_dir: PathBuf,
+    /// Whether a Docker attempt's `/out` is bind-mounted from `work_dir`
+    /// (the engine must be on this host) rather than copied out through
+    /// the engine (`[docker] out`, resolved by [`crate::config::DockerOut::binds`]).
+    pub bind_out: bool,
     /// A running attempt's lease is renewed every third of this; a job the
     /// broker redelivers is retried only once its lease is this old.
     pub lease_ttl: Duration,
@@ -167,6 +175,7 @@ pub async fn run(
         running: Arc::new(Mutex::new(HashMap::new())),
     };
     sweep_containers(&context).await;
+    out_dir::sweep(&context).await;
     let (stopping_sender, stopping) = watch::channel(false);
     let mut jobs = JoinSet::new();
     let work = async {
@@ -231,6 +240,9 @@ async fn finish_jobs(context: &Context, jobs: &mut JoinSet<()>) {
     for (task_id, name) in abandoned {
         if let Some(docker) = &context.docker {
             executor::remove(docker, &name).await;
+        }
+        if context.options.bind_out {
+            out_dir::remove(&out_dir::path(&context.options.work_dir, &name)).await;
         }
         release_own_lease(context, TaskId(task_id)).await;
     }
@@ -297,6 +309,8 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             if let Some(docker) = &context.docker {
                 executor::remove(docker, &container_name(task_id, job.attempt)).await;
             }
+            // Its `/out`, if that runner shared this host's work directory.
+            out_dir::remove_attempt(context, task_id, job.attempt).await;
             let reason = format!(
                 "the runner of attempt {} stopped responding before reporting",
                 job.attempt
@@ -409,6 +423,8 @@ async fn run_claimed(
     if let Some(command) = command {
         report(context, task_id, command).await;
     }
+    // Only now that the outcome is in the log (see [`out_dir`]).
+    out_dir::remove_attempt(context, task_id, attempt_number).await;
     drop(heartbeat);
     if slurm::runs_on_slurm(context, &task.kind) {
         slurm::clean_up(context, task_id, attempt_number).await;
@@ -456,9 +472,16 @@ async fn attempt(
             .map_err(|error| RunError::Start(format!("input {name:?}: {error}")))?;
         inputs.push((name.clone(), path));
     }
+    let name = container_name(task.id, attempt);
+    let out = if context.options.bind_out && kind.executor == Executor::Docker {
+        OutMount::Bind(out_dir::path(&context.options.work_dir, &name))
+    } else {
+        OutMount::Archive
+    };
     let spec = RunSpec {
         inputs,
-        name: container_name(task.id, attempt),
+        out,
+        name,
         argv: kind.argv(&task.params),
         timeout: Duration::from_secs(task.timeout_seconds),
         attempt,
@@ -532,6 +555,12 @@ fn metadata(context: &Context) -> Metadata {
 /// The container (or local work directory) of a task's attempt.
 fn container_name(task_id: TaskId, attempt: u32) -> String {
     format!("taskledger-{task_id}-{attempt}")
+}
+
+/// Whether this process runs as root, so that it can read and delete
+/// whatever a container's user writes to a bind-mounted `/out`.
+pub fn runs_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// Now, at the database's precision.

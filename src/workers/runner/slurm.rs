@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use crate::adapters::slurm::{FailureKind, JobId, JobSpec, JobState, Slurm, SlurmError};
 use taskledger_events::task::{RecordJobRunning, RecordJobSubmitted, Task};
 
-use super::executor::{collect_files, Captured};
+use super::collect::collect_files;
+use super::executor::Captured;
 use super::*;
 
 /// How often a job's state is asked for while Slurm answers.
@@ -328,7 +329,7 @@ async fn outcome(spec: &RunSpec, dir: &Path, id: JobId, end: End) -> Result<Outc
                     out.display()
                 )));
             }
-            collect_files(&out, spec.kind.files_limit_bytes).await?
+            collect_files(&out, spec.kind.files_limit_bytes, "the output directory").await?
         }
         _ => Vec::new(),
     };

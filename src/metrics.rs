@@ -1,7 +1,8 @@
 //! Process-wide metrics recorded outside HTTP handlers — commands executed
 //! ([`record_command`]), store append latency ([`timed_append`], [`observe_append`]), runner
 //! slots ([`runner_started`], [`attempt_running`], by kind too, and jobs
-//! put back at a kind's `max_running`, [`kind_at_limit`]) — and the latency
+//! put back at a kind's `max_running`, [`kind_at_limit`]), webhooks whose
+//! queue was full ([`webhook_fell_behind`]) — and the latency
 //! buckets they share with the HTTP metrics ([`latency_histogram`]).
 //! `/metrics` ([`crate::http::metrics`]) encodes what [`gather`] returns.
 //!
@@ -66,6 +67,8 @@ struct ProcessMetrics {
     kind_running: IntGaugeVec,
     /// By `kind`: jobs put back because the kind ran its `max_running`.
     kind_at_limit: IntCounterVec,
+    /// Times a webhook's queue was full and it read the log itself.
+    webhook_fell_behind: prometheus::IntCounter,
     registry: Registry,
 }
 
@@ -112,6 +115,11 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         &["kind"],
     )
     .expect("taskledger_runner_kind_at_limit_total is well-formed");
+    let webhook_fell_behind = prometheus::IntCounter::new(
+        "taskledger_webhook_fell_behind_total",
+        "Times a webhook's delivery queue was full, so it went on reading the log itself.",
+    )
+    .expect("taskledger_webhook_fell_behind_total is well-formed");
     let registry = Registry::new();
     for collector in [
         Box::new(commands.clone()) as Box<dyn prometheus::core::Collector>,
@@ -119,6 +127,7 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         Box::new(runner_slots),
         Box::new(kind_running.clone()),
         Box::new(kind_at_limit.clone()),
+        Box::new(webhook_fell_behind.clone()),
     ] {
         registry
             .register(collector)
@@ -131,6 +140,7 @@ static METRICS: LazyLock<ProcessMetrics> = LazyLock::new(|| {
         runner_slots_busy,
         kind_running,
         kind_at_limit,
+        webhook_fell_behind,
         registry,
     }
 });
@@ -205,6 +215,12 @@ pub fn attempt_running(kind: &str) -> BusySlot {
 /// `max_running` across the runners.
 pub fn kind_at_limit(kind: &str) {
     METRICS.kind_at_limit.with_label_values(&[kind]).inc();
+}
+
+/// Counts one webhook whose queue was full: it reads the log itself until
+/// it has caught up.
+pub fn webhook_fell_behind() {
+    METRICS.webhook_fell_behind.inc();
 }
 
 /// Every metric of this module, with its current values, for the text

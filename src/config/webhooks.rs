@@ -1,5 +1,5 @@
-//! `[webhooks]`: where webhooks may point and how long deliveries are
-//! retried.
+//! `[webhooks]`: where webhooks may point, which certificates an https
+//! target may show, and how long deliveries are retried.
 //!
 //! ```toml
 //! [webhooks]
@@ -8,8 +8,11 @@
 //! retry_for_seconds = 86400       # then the webhook is disabled
 //! first_retry_ms = 1000           # doubles per attempt, with jitter
 //! max_retry_seconds = 3600        # the longest pause between attempts
+//! ca_file = "/path/ca.pem"        # extra trusted roots for https targets
+//! queue_length = 1000             # events held per webhook; past that it reads the log
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +41,15 @@ pub struct WebhooksConfig {
     /// The longest pause between two attempts.
     #[serde(default = "default_max_retry")]
     pub max_retry_seconds: u64,
+    /// A PEM bundle of certificates trusted as roots for https targets, on
+    /// top of the system's; a relative path is read from the configuration
+    /// file's directory. Read once at start-up.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Events held in memory for one webhook; a webhook further behind
+    /// reads them from the log itself, so memory stays bounded.
+    #[serde(default = "default_queue_length")]
+    pub queue_length: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -48,6 +60,8 @@ impl Default for WebhooksConfig {
             retry_for_seconds: default_retry_for(),
             first_retry_ms: default_first_retry(),
             max_retry_seconds: default_max_retry(),
+            ca_file: None,
+            queue_length: default_queue_length(),
         }
     }
 }
@@ -64,19 +78,23 @@ fn default_first_retry() -> u64 {
 fn default_max_retry() -> u64 {
     3_600
 }
+fn default_queue_length() -> usize {
+    1_000
+}
 
 impl WebhooksConfig {
     /// Checks the values are usable.
     ///
     /// # Errors
-    /// A timeout or first retry of 0, or a longest pause shorter than the
-    /// first.
+    /// A timeout, first retry or queue length of 0, or a longest pause
+    /// shorter than the first.
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.timeout_seconds > 0,
             "timeout_seconds must be at least 1"
         );
         anyhow::ensure!(self.first_retry_ms > 0, "first_retry_ms must be at least 1");
+        anyhow::ensure!(self.queue_length > 0, "queue_length must be at least 1");
         anyhow::ensure!(
             self.max_retry_seconds.saturating_mul(1000) >= self.first_retry_ms,
             "max_retry_seconds must be at least first_retry_ms"

@@ -36,6 +36,7 @@ use crate::service::shutdown::Shutdown;
 use crate::workers::gateway::{self, GatewayOptions};
 use crate::workers::relay::{self, RelayOptions, RelayStatus};
 use crate::workers::runner::{self, RunnerOptions};
+use crate::workers::webhooks::tls::TrustedRoots;
 
 /// A built, not yet running, service.
 #[derive(Debug)]
@@ -48,6 +49,7 @@ pub struct Application {
     read_wait: Duration,
     settings: Settings,
     mo: MoPolicy,
+    webhook_roots: TrustedRoots,
     topology: Topology,
 }
 
@@ -79,6 +81,10 @@ impl Application {
             crate::config::slurm::check_partitions(&config, &file, "sinfo".as_ref())?;
         }
         let mo = mo_policy(&config, settings.config.as_deref())?;
+        let webhook_roots = TrustedRoots::load(
+            config.webhooks.ca_file.as_deref(),
+            settings.config.as_deref().and_then(Path::parent),
+        )?;
         let applied = database::prepare(settings).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "database migrated");
@@ -105,6 +111,7 @@ impl Application {
             read_wait: Duration::from_millis(settings.read_wait_ms),
             settings: settings.clone(),
             mo,
+            webhook_roots,
             topology,
         })
     }
@@ -269,6 +276,7 @@ impl Application {
                 tokio::spawn(crate::workers::webhooks::run(
                     self.store.clone(),
                     config.webhooks.clone(),
+                    self.webhook_roots.clone(),
                     async move { stop.wait().await },
                 )),
             ));

@@ -21,7 +21,10 @@ use sha2::Sha256;
 use taskledger::config::settings::Role;
 use taskledger_events::apikey::Scope;
 use taskledger_events::task::TaskId;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use uuid::Uuid;
 
 use crate::helpers::{complete_first_attempt, start_first_attempt, TestApp, KINDS};
@@ -45,24 +48,75 @@ struct Received {
     answered: u16,
 }
 
-/// A receiver: answers the statuses in `script` in turn, then 200.
+/// A receiver: answers the statuses in `script` in turn, then 200; a
+/// gated one answers each request only once it takes a permit of `gate`.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<u16>>>,
+    gate: Option<Arc<Semaphore>>,
 }
 
 impl Receiver {
     async fn start(script: &[u16]) -> (Self, SocketAddr) {
-        let receiver = Self::default();
-        receiver.script.lock().unwrap().extend(script);
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(receiver.clone());
+        Self::serve(Self::default(), script).await
+    }
+
+    /// A receiver that answers `permits` requests, then waits for more
+    /// permits of its gate.
+    async fn start_gated(permits: usize) -> (Self, Arc<Semaphore>, SocketAddr) {
+        let gate = Arc::new(Semaphore::new(permits));
+        let receiver = Self {
+            gate: Some(gate.clone()),
+            ..Self::default()
+        };
+        let (receiver, address) = Self::serve(receiver, &[]).await;
+        (receiver, gate, address)
+    }
+
+    async fn serve(receiver: Self, script: &[u16]) -> (Self, SocketAddr) {
+        let (receiver, app) = Self::app(receiver, script);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (receiver, address)
+    }
+
+    /// The same receiver over https, showing `authority`'s certificate for
+    /// `localhost`, on the address `localhost` resolves to first (the one
+    /// the deliverer connects to).
+    async fn start_tls(script: &[u16], authority: &Authority) -> (Self, SocketAddr) {
+        let (receiver, app) = Self::app(Self::default(), script);
+        let localhost = tokio::net::lookup_host(("localhost", 0))
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+            .ip();
+        assert!(localhost.is_loopback(), "localhost is {localhost}");
+        let tcp = TcpListener::bind((localhost, 0)).await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![authority.localhost_der.clone()],
+                PrivatePkcs8KeyDer::from(authority.localhost_key.clone()).into(),
+            )
+            .unwrap();
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, address)
+    }
+
+    fn app(receiver: Self, script: &[u16]) -> (Self, Router) {
+        receiver.script.lock().unwrap().extend(script);
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(receiver.clone());
+        (receiver, app)
     }
 
     fn got(&self) -> Vec<Received> {
@@ -87,6 +141,9 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
             .map(|value| value.to_str().unwrap().to_owned())
             .unwrap_or_default()
     };
+    if let Some(gate) = &receiver.gate {
+        gate.acquire().await.unwrap().forget();
+    }
     let answered = receiver.script.lock().unwrap().pop_front().unwrap_or(200);
     receiver.got.lock().unwrap().push(Received {
         id: header("webhook-id"),
@@ -564,5 +621,397 @@ async fn a_restarted_deliverer_delivers_again_under_the_same_webhook_id() {
     let success = about.iter().find(|got| got.answered == 200).unwrap();
     assert_eq!(success.id, before, "the same webhook-id after a restart");
     assert!(verify(&secret, success));
+    app.finish().await;
+}
+
+/// A certificate authority made for one test, and a certificate it issued
+/// for `localhost`.
+struct Authority {
+    ca_pem: String,
+    localhost_der: CertificateDer<'static>,
+    localhost_key: Vec<u8>,
+}
+
+impl Authority {
+    fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "taskledger test CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let localhost = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            localhost_der: localhost.der().clone(),
+            localhost_key: key.serialize_der(),
+        }
+    }
+
+    /// The CA's certificate in a PEM file: `[webhooks]`'s `ca_file` line.
+    fn ca_file_line(&self) -> String {
+        let path = std::env::temp_dir().join(format!("taskledger-ca-{}.pem", Uuid::new_v4()));
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        format!("ca_file = \"{}\"\n", path.display())
+    }
+}
+
+/// TLS in front of the receiver's axum app; a handshake the client gives
+/// up (a certificate it does not trust) is dropped.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, peer)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// The first recorded attempt of `webhook`, once there is one.
+async fn first_attempt(app: &TestApp, key: &str, webhook: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            deliveries(app, key, webhook)
+                .await
+                .first()
+                .cloned()
+                .ok_or_else(|| "no attempt recorded yet".to_owned())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_gets_signed_deliveries_when_ca_file_trusts_its_certificate() {
+    let authority = Authority::new();
+    let app = app_with(&authority.ca_file_line()).await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, address) = Receiver::start_tls(&[], &authority).await;
+    // `localhost` resolves to a loopback address the deliverer checks and
+    // pins; TLS must still check the certificate against `localhost`.
+    let (status, webhook) = create(
+        &app,
+        &key,
+        &format!("https://localhost:{}/hook", address.port()),
+        &["task.succeeded"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+    // The same receiver by its address: its certificate is not for that
+    // name, so nothing may be delivered there.
+    let (status, by_address) = create(
+        &app,
+        &key,
+        &format!("https://{address}/hook"),
+        &["task.succeeded"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{by_address}");
+
+    let task = succeeded_task(&app, &key).await;
+    let about = delivered(&receiver, task).await;
+    assert!(verify(&secret, &about[0]), "signature of {:?}", about[0]);
+    let body: Value = serde_json::from_slice(&about[0].body).unwrap();
+    assert_eq!(body["type"], "task.succeeded");
+    assert_eq!(body["data"]["stream_id"], format!("task-{}", task.0));
+    let log = first_attempt(&app, &key, webhook["id"].as_str().unwrap()).await;
+    assert_eq!(log["outcome"], "delivered", "{log}");
+
+    let mismatch = first_attempt(&app, &key, by_address["id"].as_str().unwrap()).await;
+    assert_eq!(mismatch["outcome"], "retrying", "{mismatch}");
+    let error = mismatch["error"].as_str().unwrap();
+    assert!(
+        error.contains("certificate") && error.contains("not valid for name"),
+        "the recorded error names the name mismatch: {error}"
+    );
+    assert_eq!(
+        receiver.got().len(),
+        1,
+        "only the localhost delivery arrived"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_whose_certificate_is_not_trusted_is_not_delivered_to_and_says_why() {
+    let authority = Authority::new();
+    let app = app_with("").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, address) = Receiver::start_tls(&[], &authority).await;
+    let (status, webhook) = create(
+        &app,
+        &key,
+        &format!("https://localhost:{}/hook", address.port()),
+        &["task.succeeded"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{webhook}");
+    succeeded_task(&app, &key).await;
+    let attempt = first_attempt(&app, &key, webhook["id"].as_str().unwrap()).await;
+    assert_eq!(attempt["outcome"], "retrying", "{attempt}");
+    assert_eq!(attempt["status_code"], Value::Null, "{attempt}");
+    let error = attempt["error"].as_str().unwrap();
+    assert!(
+        error.contains("invalid peer certificate") && error.contains("UnknownIssuer"),
+        "the recorded error names the untrusted certificate: {error}"
+    );
+    assert!(receiver.got().is_empty(), "{:?}", receiver.got());
+    app.finish().await;
+}
+
+/// The log position each delivery `receiver` answered 200 was about, in
+/// the order they arrived.
+fn delivered_positions(receiver: &Receiver) -> Vec<u64> {
+    receiver
+        .got()
+        .iter()
+        .filter(|received| received.answered == 200)
+        .map(|received| {
+            serde_json::from_slice::<Value>(&received.body).unwrap()["data"]["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Waits until `receiver` has answered 200 `count` times (each is also an
+/// attempt recorded in the log: slow on a busy machine).
+async fn answered(receiver: &Receiver, count: usize) -> Vec<u64> {
+    eventually(
+        Duration::from_secs(300),
+        Duration::from_millis(20),
+        || async {
+            let positions = delivered_positions(receiver);
+            if positions.len() >= count {
+                Ok(positions)
+            } else {
+                Err(format!("{} of {count} delivered", positions.len()))
+            }
+        },
+    )
+    .await
+}
+
+/// The value of the unlabelled counter `name` in `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let metrics = app.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_healthy_webhook_gets_nothing_twice_while_a_dead_one_catches_up() {
+    let app = app_with("").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (dead, dead_hook) = failing_hook(&app, &key, 500).await;
+    let (healthy, address) = Receiver::start(&[]).await;
+    let (status, healthy_hook) = create(
+        &app,
+        &key,
+        &format!("http://{address}/hook"),
+        &["task.succeeded"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let healthy_id = healthy_hook["id"].as_str().unwrap().to_owned();
+    let first = succeeded_task(&app, &key).await;
+    delivered(&healthy, first).await;
+    let second = succeeded_task(&app, &key).await;
+    delivered(&healthy, second).await;
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            if dead.got().is_empty() {
+                Err("the dead receiver got no attempt yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let dead_ids: Vec<String> = dead.got().iter().map(|got| got.id.clone()).collect();
+    // Both healthy deliveries are recorded (a stop between an answer and
+    // its record would rightly deliver it again).
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            let log = deliveries(&app, &key, &healthy_id).await;
+            if log.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("{} healthy attempts recorded", log.len()))
+            }
+        },
+    )
+    .await;
+
+    // The deliverer restarts while the dead receiver still fails its
+    // first event: that holds back its own webhook, not the healthy one.
+    let database = app.stop().await;
+    dead.answer_ok_from_now();
+    let path = std::env::temp_dir().join(format!("taskledger-kinds-{}.toml", Uuid::new_v4()));
+    std::fs::write(&path, config_with("")).unwrap();
+    let app = TestApp::spawn_on(database, |settings| {
+        settings.config = Some(path);
+        settings.roles = vec![Role::Api, Role::Projector, Role::Webhooks];
+    })
+    .await;
+    let third = succeeded_task(&app, &key).await;
+    delivered(&healthy, third).await;
+    // The dead one, now answering, gets every event it had not, in order,
+    // the first under the id it was first sent with.
+    delivered(&dead, third).await;
+    let dead_delivered: Vec<String> = dead
+        .got()
+        .iter()
+        .filter(|got| got.answered == 200)
+        .map(|got| got.id.clone())
+        .collect();
+    assert_eq!(dead_delivered.len(), 3, "{dead_delivered:?}");
+    assert_eq!(dead_delivered[0], dead_ids[0], "{dead_delivered:?}");
+    let dead_positions = delivered_positions(&dead);
+    assert!(
+        dead_positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{dead_positions:?}"
+    );
+    assert!(dead_hook["id"].is_string());
+
+    let ids: Vec<String> = healthy.got().iter().map(|got| got.id.clone()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(ids.len(), 3, "one delivery per task, none again: {ids:?}");
+    assert_eq!(unique.len(), 3, "{ids:?}");
+    let positions = delivered_positions(&healthy);
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{positions:?}"
+    );
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_whose_queue_is_full_reads_the_log_and_gets_everything_in_order() {
+    let app = app_with("queue_length = 2\n").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, gate, address) = Receiver::start_gated(0).await;
+    let (status, _) = create(&app, &key, &format!("http://{address}/hook"), &["task.*"]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let fell_behind = counter(&app, "taskledger_webhook_fell_behind_total").await;
+    // Three wanted events per task, far more than the queue holds, while
+    // the receiver answers nothing.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(succeeded_task(&app, &key).await);
+    }
+    assert!(
+        counter(&app, "taskledger_webhook_fell_behind_total").await > fell_behind,
+        "the queue of 2 was full and the webhook fell behind"
+    );
+    gate.add_permits(1_000);
+    let positions = answered(&receiver, 24).await;
+    assert_eq!(positions.len(), 24, "each event once: {positions:?}");
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "in log order: {positions:?}"
+    );
+    for task in tasks {
+        let about = delivered(&receiver, task).await;
+        let kinds: Vec<Value> = about
+            .iter()
+            .map(|got| serde_json::from_slice::<Value>(&got.body).unwrap()["type"].clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                json!("task.submitted"),
+                json!("task.started"),
+                json!("task.succeeded")
+            ]
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_replay_to_a_slow_receiver_does_not_delay_another_tenants_deliveries() {
+    const TASKS: usize = 200;
+    // A held request must outlast the test's waiting, not time out.
+    let app = app_with("timeout_seconds = 120\n").await;
+    let acme = app.tenant_key("acme", SCOPES).await;
+    let globex = app.tenant_key("globex", SCOPES).await;
+    // Acme's receiver answers the live deliveries, then holds the replay's.
+    let (slow, gate, address) = Receiver::start_gated(TASKS).await;
+    let (status, acme_hook) = create(
+        &app,
+        &acme,
+        &format!("http://{address}/hook"),
+        &["task.submitted"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{acme_hook}");
+    let acme_id = acme_hook["id"].as_str().unwrap().to_owned();
+    let (other, address) = Receiver::start(&[]).await;
+    let (status, _) = create(
+        &app,
+        &globex,
+        &format!("http://{address}/hook"),
+        &["task.succeeded"],
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    for _ in 0..TASKS {
+        app.submitted(&acme, json!({"kind": "echo", "params": {"message": "hi"}}))
+            .await;
+    }
+    let live = answered(&slow, TASKS).await;
+    let live_ids: Vec<String> = slow.got().iter().map(|got| got.id.clone()).collect();
+
+    let replay = send(
+        app.post(&acme, &format!("/v1/webhooks/{acme_id}/replay"))
+            .json(&json!({"from_position": 1})),
+    )
+    .await;
+    assert_eq!(replay.status(), 202);
+    let task = succeeded_task(&app, &globex).await;
+    delivered(&other, task).await;
+    let replayed = slow.got().len() - TASKS;
+    assert!(
+        replayed < TASKS / 2,
+        "globex's delivery arrived while acme's replay is far from done ({replayed} of {TASKS})"
+    );
+
+    gate.add_permits(10 * TASKS);
+    let all = answered(&slow, 2 * TASKS).await;
+    assert_eq!(&all[TASKS..], &live[..], "the replay, in log order");
+    let ids: Vec<String> = slow.got().iter().map(|got| got.id.clone()).collect();
+    assert_eq!(&ids[TASKS..], &live_ids[..], "under the same webhook-ids");
     app.finish().await;
 }

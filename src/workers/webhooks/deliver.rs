@@ -1,10 +1,9 @@
-//! One webhook's deliveries: a task per webhook takes its queue in order
-//! and, for each event, POSTs the signed body until the receiver answers
-//! 2xx or the retry time runs out, recording every attempt in the
-//! webhook's stream before it reports the delivery done. A slow receiver
-//! holds back only its own queue.
+//! One event's delivery to one webhook: POSTs the signed body until the
+//! receiver answers 2xx or the retry time runs out, recording every attempt
+//! in the webhook's stream before it reports the delivery done. Its lane
+//! ([`super::lane`]) calls it for each event in order.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,18 +16,19 @@ use taskledger_events::webhook::{
     MAX_ERROR_BYTES,
 };
 use taskledger_events::Metadata;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::lane::Shared;
+use super::tls::{causes, TrustedRoots};
 use super::{sign, target};
 use crate::config::webhooks::WebhooksConfig;
 use crate::workers::backoff::Pauses;
 
 /// A webhook's status as the deliverer knows it.
 pub(super) const ENABLED: u8 = 0;
-/// Disabled: queued events are dropped (reported done) until enabled.
+/// Disabled: the lane waits, then catches up from where it stopped.
 pub(super) const DISABLED: u8 = 1;
-/// Deleted: the queue ends.
+/// Deleted: the lane ends.
 pub(super) const DELETED: u8 = 2;
 
 /// One event to deliver to one webhook.
@@ -41,8 +41,6 @@ pub(super) struct Job {
     pub(super) kind: &'static str,
     /// The body, the same bytes on every attempt.
     pub(super) body: Arc<Vec<u8>>,
-    /// The position whose checkpoint waits for this delivery.
-    pub(super) holds: u64,
 }
 
 /// What one webhook's task needs.
@@ -52,51 +50,23 @@ pub(super) struct Delivery {
     pub(super) webhook_id: WebhookId,
     pub(super) url: String,
     pub(super) key: Vec<u8>,
-    pub(super) status: Arc<AtomicU8>,
+    pub(super) shared: Arc<Shared>,
     pub(super) config: WebhooksConfig,
-    /// Where finished deliveries are reported (the position they held).
-    pub(super) done: mpsc::UnboundedSender<u64>,
+    /// The roots an https target's certificate is checked against.
+    pub(super) roots: TrustedRoots,
+    /// The connection's client, kept while the target resolves to the
+    /// same address.
+    pub(super) client: Option<(std::net::SocketAddr, reqwest::Client)>,
 }
 
 impl Delivery {
-    /// Delivers `queue` in order until it closes or the webhook is deleted.
-    pub(super) async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
-        let mut client = None;
-        while let Some(job) = queue.recv().await {
-            let holds = job.holds;
-            match self.status.load(Ordering::Acquire) {
-                ENABLED => {
-                    if let Err(error) = self.deliver(&mut client, &job).await {
-                        // Recording failed (the database): the checkpoint
-                        // must not pass it, so stop; the deliverer restarts
-                        // from its checkpoint.
-                        tracing::warn!(
-                            webhook = %self.webhook_id,
-                            error = format!("{error:#}"),
-                            "recording a webhook delivery failed"
-                        );
-                        return;
-                    }
-                }
-                DELETED => {
-                    let _ = self.done.send(holds);
-                    return;
-                }
-                _ => {}
-            }
-            let _ = self.done.send(holds);
-        }
-    }
-
-    /// Attempts `job` until delivered or given up, each attempt recorded.
+    /// Attempts `job` until delivered or given up, each attempt recorded:
+    /// whether it was delivered (not: it gave up, which disabled the
+    /// webhook, or the webhook was disabled or deleted meanwhile).
     ///
     /// # Errors
     /// When an attempt cannot be recorded.
-    async fn deliver(
-        &self,
-        client: &mut Option<(std::net::SocketAddr, reqwest::Client)>,
-        job: &Job,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn deliver(&mut self, job: &Job) -> anyhow::Result<bool> {
         let started = Instant::now();
         let retry_for = Duration::from_secs(self.config.retry_for_seconds);
         let mut pauses = Pauses::doubling(
@@ -106,7 +76,7 @@ impl Delivery {
         for attempt in 1u32.. {
             let attempted_at = Utc::now().trunc_subsecs(6);
             let begun = Instant::now();
-            let answer = self.post(client, job).await;
+            let answer = self.post(job).await;
             let duration_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (status_code, error) = match &answer {
                 Ok(status) if (200..300).contains(status) => (Some(*status), None),
@@ -163,51 +133,52 @@ impl Delivery {
                 Ok(_) => {}
                 Err(CommandError::Rejected(_)) => {
                     // Deleted meanwhile: nothing more to deliver to it.
-                    self.status.store(DELETED, Ordering::Release);
-                    return Ok(());
+                    self.shared.status.store(DELETED, Ordering::Release);
+                    return Ok(false);
                 }
                 Err(error) => return Err(error.into()),
             }
             match outcome {
-                DeliveryOutcome::Delivered => return Ok(()),
+                DeliveryOutcome::Delivered => return Ok(true),
                 DeliveryOutcome::GaveUp => {
-                    self.status.store(DISABLED, Ordering::Release);
-                    return Ok(());
+                    self.shared.status.store(DISABLED, Ordering::Release);
+                    return Ok(false);
                 }
                 DeliveryOutcome::Retrying => tokio::time::sleep(pause).await,
             }
-            if self.status.load(Ordering::Acquire) != ENABLED {
-                return Ok(());
+            if self.shared.status.load(Ordering::Acquire) != ENABLED {
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// One POST: the receiver's status code, or why there was none. The
     /// target is resolved and checked again first, and the connection goes
     /// only to the address checked.
-    async fn post(
-        &self,
-        client: &mut Option<(std::net::SocketAddr, reqwest::Client)>,
-        job: &Job,
-    ) -> Result<u16, String> {
+    async fn post(&mut self, job: &Job) -> Result<u16, String> {
         let target = target::resolve(&self.url, self.config.allow_private_targets)
             .await
             .map_err(|refused| refused.to_string())?;
         let address = target.addresses[0];
-        let reuse = client
+        let reuse = self
+            .client
             .as_ref()
             .is_some_and(|(pinned, _)| *pinned == address);
         if !reuse {
-            let built = reqwest::Client::builder()
+            // Pinned by name: the connection goes to `address`, and TLS
+            // (SNI, the certificate's name) still uses the URL's host.
+            let built = self
+                .roots
+                .client_builder()
                 .resolve(&target.host, address)
                 .timeout(self.config.timeout())
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .map_err(|error| format!("building the HTTP client: {error}"))?;
-            *client = Some((address, built));
+                .map_err(|error| format!("building the HTTP client: {}", causes(&error)))?;
+            self.client = Some((address, built));
         }
-        let (_, http) = client.as_ref().expect("set above");
+        let (_, http) = self.client.as_ref().expect("set above");
         let timestamp = Utc::now().timestamp();
         let signature = sign::signature(&self.key, &job.message_id, timestamp, &job.body);
         let response = http
@@ -228,7 +199,7 @@ impl Delivery {
                 } else {
                     "failed"
                 };
-                format!("the request {kind}: {error}")
+                format!("the request {kind}: {}", causes(&error))
             })?;
         Ok(response.status().as_u16())
     }

@@ -1,70 +1,91 @@
-//! The webhook deliverer: follows the global order from its checkpoint and
-//! delivers every event a webhook of the event's tenant wants, signed the
-//! Standard Webhooks way ([`sign`]), to targets checked before every attempt
-//! ([`target`]), one queue and task per webhook ([`deliver`]).
+//! The webhook deliverer: follows the global order and delivers every event
+//! a webhook of the event's tenant wants, signed the Standard Webhooks way
+//! ([`sign`]), to targets checked before every attempt ([`target`]), over
+//! TLS checked against [`tls::TrustedRoots`] for https, each webhook in its
+//! own lane ([`lane`]: a task, a bounded queue, its own position) and each
+//! delivery attempted and recorded by [`deliver`].
 //!
-//! - **At-least-once**: the checkpoint (`webhook_checkpoints`) moves past a
-//!   position only once every delivery of its event has ended (delivered,
-//!   or given up) and that outcome is recorded in the webhook's stream. A
-//!   crash delivers again from the checkpoint, under the same `webhook-id`
+//! - **At-least-once**: a webhook's position (`webhook_checkpoints` row
+//!   `webhook-{id}`) passes an event only once its delivery ended and that
+//!   is recorded in the webhook's stream. A restart delivers again from
+//!   each webhook's own position, under the same `webhook-id`
 //!   ([`taskledger_events::webhook::message_id`]: derived from the webhook
-//!   and the event's id), so receivers can drop what they have.
+//!   and the event's id), so receivers can drop what they have; a dead
+//!   receiver holds back only its own webhook's position.
 //! - **The registry is folded from the same log**: at start, every webhook
-//!   as of the checkpoint; then each webhook event in order as it is read,
-//!   so an event goes exactly to the webhooks that were enabled when it
-//!   happened.
-//! - **Isolation**: each webhook's queue is its own task; a receiver that
-//!   never answers holds back only its own queue (and the checkpoint, not
-//!   the reading of the log or other webhooks' deliveries).
-//! - **Replay**: a `WebhookReplayRequested` at position `p` queues, for that
-//!   webhook, every wanted event from its `from_position` up to `p`; the
-//!   checkpoint waits at `p` until they are delivered.
+//!   as of the follower's checkpoint (row `webhooks`, where it has read
+//!   to); then each webhook event in order as it is read. A webhook
+//!   created at position `c` gets the events after `c`.
+//! - **Isolation and order**: each lane delivers its webhook's events one
+//!   at a time in log order; a slow receiver, a full queue or a replay
+//!   holds back only its own lane, never the follower or another lane.
 //! - **One active deliverer** across processes (a session advisory lock, as
-//!   for the relay); the others stand by.
+//!   for the relay); the others stand by. When it stops, every lane writes
+//!   its position.
 
 pub mod deliver;
+pub mod lane;
 pub mod sign;
 pub mod target;
+mod tenants;
+pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::tenant::TenantName;
 use taskledger_events::webhook::{
     self, kind_of, message_id, wants, Webhook, WebhookEvent, WebhookId, WebhookStatus,
 };
-use taskledger_events::{Direction, EventStore, RecordedEvent, StreamId};
+use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::webhooks::WebhooksConfig;
 use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::{self, AbortOnDrop};
 use deliver::{Delivery, Job, DELETED, DISABLED, ENABLED};
+use lane::{Followed, Lane, Shared};
+use tenants::Tenants;
+use tls::TrustedRoots;
 
 /// The deliverer's name in `webhook_checkpoints` and its lock.
 const NAME: &str = "webhooks";
 /// How often a standby deliverer tries to become the active one.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
+/// How long the lanes have to write their positions when it stops.
+const STOPPING: Duration = Duration::from_secs(5);
+/// Events the follower reads before it writes its checkpoint.
+const SAVE_AFTER: u64 = 1_000;
 
-/// Runs the deliverer until `stop` resolves.
+/// Runs the deliverer until `stop` resolves; then every lane writes its
+/// position.
 pub async fn run(
     store: PgEventStore,
     config: WebhooksConfig,
+    roots: TrustedRoots,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
     tokio::pin!(stop);
     let mut pauses = Pauses::reconnect();
     loop {
+        let stopping = CancellationToken::new();
+        let once = deliver_once(&store, &config, &roots, &stopping);
+        tokio::pin!(once);
         let attempt = tokio::select! {
-            () = &mut stop => break,
-            outcome = deliver_once(&store, &config) => outcome,
+            () = &mut stop => {
+                stopping.cancel();
+                if let Ok(Err(error)) = tokio::time::timeout(STOPPING, once).await {
+                    tracing::warn!(error = format!("{error:#}"), "the webhook deliverer stopped with an error");
+                }
+                break;
+            }
+            outcome = &mut once => outcome,
         };
         let pause = match attempt {
             Ok(()) => {
@@ -80,17 +101,23 @@ pub async fn run(
     tracing::info!("webhook deliverer stopped");
 }
 
-/// One webhook as the deliverer holds it.
+/// One webhook as the follower holds it.
 struct Entry {
     webhook: Webhook,
-    status: Arc<AtomicU8>,
-    queue: Option<mpsc::UnboundedSender<Job>>,
-    _task: Option<AbortOnDrop<()>>,
+    shared: Arc<Shared>,
+    queue: Option<mpsc::Sender<Job>>,
+    lane: Option<AbortOnDrop<()>>,
 }
 
-/// One life of the deliverer: lock, load, follow until something fails.
-/// `Ok` when another process's deliverer is active.
-async fn deliver_once(store: &PgEventStore, config: &WebhooksConfig) -> anyhow::Result<()> {
+/// One life of the deliverer: lock, load, follow until something fails or
+/// `stopping`. `Ok` when another process's deliverer is active, or once
+/// stopped.
+async fn deliver_once(
+    store: &PgEventStore,
+    config: &WebhooksConfig,
+    roots: &TrustedRoots,
+    stopping: &CancellationToken,
+) -> anyhow::Result<()> {
     let Some(leadership) = leader::try_lead(store, NAME).await? else {
         return Ok(());
     };
@@ -100,58 +127,76 @@ async fn deliver_once(store: &PgEventStore, config: &WebhooksConfig) -> anyhow::
         .await?;
     tracing::info!(position = checkpoint, "webhook deliverer active");
 
-    let (done_sender, mut done) = mpsc::unbounded_channel();
     let mut follower = Follower {
         store,
         config,
+        roots,
         webhooks: HashMap::new(),
-        tenants: HashMap::new(),
-        pending: BTreeMap::new(),
-        done: done_sender,
+        tenants: Tenants::default(),
+        followed: Arc::new(RwLock::new(checkpoint)),
+        stopping: stopping.clone(),
     };
     follower.load(checkpoint).await?;
     let mut feed = store.subscribe_all(checkpoint);
     let mut read = checkpoint;
-    loop {
-        tokio::select! {
+    let mut saved_at = Instant::now();
+    let outcome = loop {
+        let flush = tokio::select! {
+            () = stopping.cancelled() => break Ok(()),
             event = feed.next() => {
-                let recorded = event.context("the event feed ended")?.context("reading the log")?;
+                let recorded = match event.context("the event feed ended")? {
+                    Ok(recorded) => recorded,
+                    Err(error) => break Err(anyhow::Error::from(error).context("reading the log")),
+                };
                 read = recorded.global_position;
-                follower.follow(&recorded).await?;
+                if let Err(error) = follower.follow(&recorded).await {
+                    break Err(error);
+                }
+                read - checkpoint >= SAVE_AFTER || saved_at.elapsed() >= lane::SAVE_EVERY
             }
-            Some(position) = done.recv() => follower.finished(position),
+            () = tokio::time::sleep(lane::SAVE_EVERY) => true,
+        };
+        if flush && read > checkpoint {
+            save(client, read).await?;
+            checkpoint = read;
+            saved_at = Instant::now();
         }
-        while let Ok(position) = done.try_recv() {
-            follower.finished(position);
-        }
-        let safe = follower
-            .pending
-            .keys()
-            .next()
-            .map_or(read, |first| first.saturating_sub(1));
-        if safe > checkpoint {
-            client
-                .execute(
-                    "UPDATE webhook_checkpoints SET position = $2, updated_at = now()
-                     WHERE deliverer = $1",
-                    &[&NAME, &i64::try_from(safe).unwrap_or(i64::MAX)],
-                )
-                .await?;
-            checkpoint = safe;
+    };
+    // The lanes stop with the follower (their token is a child of
+    // `stopping`) and write their positions.
+    follower.stopping.cancel();
+    for entry in follower.webhooks.into_values() {
+        if let Some(lane) = entry.lane {
+            let _ = lane.await;
         }
     }
+    if outcome.is_ok() && read > checkpoint {
+        save(client, read).await?;
+    }
+    outcome
 }
 
-/// The registry of webhooks and what is still being delivered.
+async fn save(client: &tokio_postgres::Client, position: u64) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE webhook_checkpoints SET position = $2, updated_at = now()
+             WHERE deliverer = $1",
+            &[&NAME, &i64::try_from(position).unwrap_or(i64::MAX)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The registry of webhooks, each with its lane.
 struct Follower<'a> {
     store: &'a PgEventStore,
     config: &'a WebhooksConfig,
+    roots: &'a TrustedRoots,
     webhooks: HashMap<WebhookId, Entry>,
-    /// Tenants of task and device streams seen (or looked up).
-    tenants: HashMap<String, TenantName>,
-    /// Deliveries not yet ended, by the position that waits for them.
-    pending: BTreeMap<u64, usize>,
-    done: mpsc::UnboundedSender<u64>,
+    tenants: Tenants,
+    followed: Followed,
+    /// The lanes' stop.
+    stopping: CancellationToken,
 }
 
 impl Follower<'_> {
@@ -185,16 +230,18 @@ impl Follower<'_> {
                 state = webhook::apply(state, &WebhookEvent::from_recorded(recorded)?);
             }
             if let Some(webhook) = state {
-                self.add(webhook).await?;
+                self.add(webhook, checkpoint).await?;
             }
         }
         Ok(())
     }
 
-    /// Starts a webhook's queue (none for a deleted one).
-    async fn add(&mut self, webhook: Webhook) -> anyhow::Result<()> {
-        let status = Arc::new(AtomicU8::new(code(webhook.status)));
-        let (queue, task) = if webhook.status == WebhookStatus::Deleted {
+    /// Starts a webhook's lane (none for a deleted one), from its own
+    /// position, made `from` if it has none yet (a new webhook: where it was
+    /// created; one that predates lanes: where the follower is).
+    async fn add(&mut self, webhook: Webhook, from: u64) -> anyhow::Result<()> {
+        let shared = Arc::new(Shared::new(code(webhook.status)));
+        let (queue, lane) = if webhook.status == WebhookStatus::Deleted {
             (None, None)
         } else {
             let client = self.store.pool().get().await?;
@@ -206,95 +253,99 @@ impl Follower<'_> {
                 .await?
                 .with_context(|| format!("webhook {} has no secret", webhook.id))?
                 .get(0);
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let delivery = Delivery {
+            // Written before the follower's checkpoint can pass `from`.
+            let position: i64 = client
+                .query_one(
+                    "INSERT INTO webhook_checkpoints (deliverer, position) VALUES ($1, $2)
+                     ON CONFLICT (deliverer) DO UPDATE SET deliverer = EXCLUDED.deliverer
+                     RETURNING position",
+                    &[
+                        &lane::checkpoint_name(&webhook),
+                        &i64::try_from(from).unwrap_or(i64::MAX),
+                    ],
+                )
+                .await?
+                .get(0);
+            drop(client);
+            let (sender, receiver) = mpsc::channel(self.config.queue_length);
+            let lane = Lane {
                 store: self.store.clone(),
-                webhook_id: webhook.id,
-                url: webhook.url.clone(),
-                key: sign::key_bytes(&secret)?,
-                status: status.clone(),
-                config: self.config.clone(),
-                done: self.done.clone(),
+                webhook: webhook.clone(),
+                delivery: Delivery {
+                    store: self.store.clone(),
+                    webhook_id: webhook.id,
+                    url: webhook.url.clone(),
+                    key: sign::key_bytes(&secret)?,
+                    shared: shared.clone(),
+                    config: self.config.clone(),
+                    roots: self.roots.clone(),
+                    client: None,
+                },
+                shared: shared.clone(),
+                followed: self.followed.clone(),
+                queue: receiver,
+                position: u64::try_from(position).unwrap_or(0),
+                tenants: Tenants::default(),
+                stopping: self.stopping.child_token(),
             };
-            let task = AbortOnDrop::new(tokio::spawn(delivery.run(receiver)));
-            (Some(sender), Some(task))
+            (
+                Some(sender),
+                Some(AbortOnDrop::new(tokio::spawn(lane.run()))),
+            )
         };
         self.webhooks.insert(
             webhook.id,
             Entry {
                 webhook,
-                status,
+                shared,
                 queue,
-                _task: task,
+                lane,
             },
         );
         Ok(())
     }
 
-    /// One event of the log, in order.
+    /// One event of the log, in order: handed to the live lanes that want
+    /// it; then the follower is past it.
     async fn follow(&mut self, recorded: &RecordedEvent) -> anyhow::Result<()> {
+        let position = recorded.global_position;
         if let Some(id) = WebhookId::from_stream_id(&recorded.stream_id) {
-            return self.webhook_event(id, recorded).await;
-        }
-        let Some(kind) = kind_of(&recorded.event_type) else {
-            self.remember_tenant(recorded);
-            return Ok(());
-        };
-        let Some(tenant) = self.tenant_of(recorded, true).await? else {
-            return Ok(());
-        };
-        let wanting: Vec<WebhookId> = self
-            .webhooks
-            .values()
-            .filter(|entry| {
-                entry.webhook.tenant == tenant
-                    && entry.webhook.status == WebhookStatus::Enabled
-                    && wants(&entry.webhook.event_kinds, kind)
-            })
-            .map(|entry| entry.webhook.id)
-            .collect();
-        for id in wanting {
-            self.enqueue(id, recorded, kind, &tenant, recorded.global_position);
-        }
-        Ok(())
-    }
-
-    /// Queues `recorded` for webhook `id`; the checkpoint waits at `holds`.
-    fn enqueue(
-        &mut self,
-        id: WebhookId,
-        recorded: &RecordedEvent,
-        kind: &'static str,
-        tenant: &TenantName,
-        holds: u64,
-    ) {
-        let Some(queue) = self
-            .webhooks
-            .get(&id)
-            .and_then(|entry| entry.queue.as_ref())
-        else {
-            return;
-        };
-        let job = Job {
-            message_id: message_id(id, recorded.event_id),
-            position: recorded.global_position,
-            kind,
-            body: Arc::new(body(recorded, kind, tenant)),
-            holds,
-        };
-        if queue.send(job).is_ok() {
-            *self.pending.entry(holds).or_default() += 1;
-        }
-    }
-
-    /// A delivery that held `position` ended.
-    fn finished(&mut self, position: u64) {
-        if let Some(count) = self.pending.get_mut(&position) {
-            *count -= 1;
-            if *count == 0 {
-                self.pending.remove(&position);
+            self.webhook_event(id, recorded).await?;
+        } else if let Some(kind) = kind_of(&recorded.event_type) {
+            if let Some(tenant) = self.tenants.of(self.store, recorded, true).await? {
+                let mut followed = self
+                    .followed
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut body = None;
+                for entry in self.webhooks.values().filter(|entry| {
+                    entry.webhook.tenant == tenant
+                        && entry.webhook.status == WebhookStatus::Enabled
+                        && wants(&entry.webhook.event_kinds, kind)
+                }) {
+                    let Some(queue) = &entry.queue else { continue };
+                    let body = body
+                        .get_or_insert_with(|| Arc::new(self::body(recorded, kind, &tenant)))
+                        .clone();
+                    let job = Job {
+                        message_id: message_id(entry.webhook.id, recorded.event_id),
+                        position,
+                        kind,
+                        body,
+                    };
+                    entry.shared.hand_over(queue, job);
+                }
+                *followed = position;
+                return Ok(());
             }
+        } else {
+            self.tenants.remember(recorded);
         }
+        *self
+            .followed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = position;
+        Ok(())
     }
 
     async fn webhook_event(
@@ -305,7 +356,9 @@ impl Follower<'_> {
         let event = WebhookEvent::from_recorded(recorded)?;
         if let WebhookEvent::Created(_) = &event {
             if let Some(webhook) = webhook::apply(None, &event) {
-                self.add(webhook).await?;
+                if !self.webhooks.contains_key(&id) {
+                    self.add(webhook, recorded.global_position).await?;
+                }
             }
             return Ok(());
         }
@@ -317,136 +370,25 @@ impl Follower<'_> {
             return Ok(());
         };
         entry.webhook = webhook;
+        let shared = &entry.shared;
         match &event {
-            WebhookEvent::Disabled(_) => entry.status.store(DISABLED, Ordering::Release),
-            WebhookEvent::Enabled(_) => entry.status.store(ENABLED, Ordering::Release),
+            WebhookEvent::Disabled(_) => {
+                shared.status.store(DISABLED, Ordering::Release);
+                shared.fall_behind();
+            }
+            WebhookEvent::Enabled(_) => {
+                shared.status.store(ENABLED, Ordering::Release);
+                shared.wake.notify_one();
+            }
             WebhookEvent::Deleted(_) => {
-                entry.status.store(DELETED, Ordering::Release);
+                shared.status.store(DELETED, Ordering::Release);
                 entry.queue = None;
+                shared.wake.notify_one();
             }
-            WebhookEvent::ReplayRequested(replay) => {
-                self.replay(id, replay.from_position, recorded.global_position)
-                    .await?;
-            }
+            WebhookEvent::ReplayRequested(replay) => shared.rewind(replay.from_position),
             _ => {}
         }
         Ok(())
-    }
-
-    /// Queues every event webhook `id` wants from `from` up to (not
-    /// including) `until`, all holding `until`.
-    async fn replay(&mut self, id: WebhookId, from: u64, until: u64) -> anyhow::Result<()> {
-        let Some(entry) = self.webhooks.get(&id) else {
-            return Ok(());
-        };
-        let (tenant, kinds) = (
-            entry.webhook.tenant.clone(),
-            entry.webhook.event_kinds.clone(),
-        );
-        let mut after = from.saturating_sub(1);
-        while after + 1 < until {
-            let batch = self.store.read_all(after, 500).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.global_position;
-            for recorded in batch.iter().filter(|event| event.global_position < until) {
-                let Some(kind) = kind_of(&recorded.event_type) else {
-                    continue;
-                };
-                if !wants(&kinds, kind)
-                    || self.tenant_of(recorded, false).await?.as_ref() != Some(&tenant)
-                {
-                    continue;
-                }
-                self.enqueue(id, recorded, kind, &tenant, until);
-            }
-        }
-        Ok(())
-    }
-
-    /// The tenant of the last `DeviceAssigned` before `recorded` in its
-    /// device's stream, if any.
-    async fn device_tenant_before(
-        &self,
-        recorded: &RecordedEvent,
-    ) -> anyhow::Result<Option<TenantName>> {
-        let stream = StreamId::new(recorded.stream_id.clone())?;
-        let mut from_version = recorded.version;
-        while from_version > 0 {
-            let batch = self
-                .store
-                .read_stream(&stream, from_version, Direction::Backward, 500)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            from_version = last.version.saturating_sub(1);
-            for event in &batch {
-                if let Ok(DeviceEvent::Assigned(assigned)) = DeviceEvent::from_recorded(event) {
-                    return Ok(Some(assigned.tenant));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Keeps the tenant a `TaskSubmitted` or `DeviceAssigned` names.
-    fn remember_tenant(&mut self, recorded: &RecordedEvent) {
-        if recorded.event_type == "DeviceAssigned" {
-            if let Ok(DeviceEvent::Assigned(assigned)) = DeviceEvent::from_recorded(recorded) {
-                self.tenants
-                    .insert(recorded.stream_id.clone(), assigned.tenant);
-            }
-        }
-    }
-
-    /// The tenant of a task or device event: from a `TaskSubmitted` (this
-    /// one, or the stream's first), or the device's assignment when the
-    /// event happened. `live`: `recorded` is the event just read, so the
-    /// assignments remembered are the ones in force; a replay reads an older
-    /// event, whose device may have been reassigned since, so it looks the
-    /// assignment before it up in the log.
-    async fn tenant_of(
-        &mut self,
-        recorded: &RecordedEvent,
-        live: bool,
-    ) -> anyhow::Result<Option<TenantName>> {
-        let is_device = Imei::from_stream_id(&recorded.stream_id).is_some();
-        if is_device && !live {
-            return self.device_tenant_before(recorded).await;
-        }
-        if let Some(tenant) = self.tenants.get(&recorded.stream_id) {
-            return Ok(Some(tenant.clone()));
-        }
-        if self.tenants.len() > 100_000 {
-            self.tenants.clear();
-        }
-        let stream = StreamId::new(recorded.stream_id.clone())?;
-        let tenant = if TaskId::from_stream_id(&recorded.stream_id).is_some() {
-            let first = if recorded.version == 1 {
-                vec![recorded.clone()]
-            } else {
-                self.store
-                    .read_stream(&stream, 1, Direction::Forward, 1)
-                    .await?
-            };
-            match first.first().map(TaskEvent::from_recorded) {
-                Some(Ok(TaskEvent::Submitted(submitted))) => Some(submitted.tenant),
-                _ => None,
-            }
-        } else if is_device {
-            match self.store.latest_of_type(&stream, "DeviceAssigned").await? {
-                Some(assigned) => match DeviceEvent::from_recorded(&assigned) {
-                    Ok(DeviceEvent::Assigned(assigned)) => Some(assigned.tenant),
-                    _ => None,
-                },
-                None => None,
-            }
-        } else {
-            None
-        };
-        if let Some(tenant) = &tenant {
-            self.tenants
-                .insert(recorded.stream_id.clone(), tenant.clone());
-        }
-        Ok(tenant)
     }
 }
 

@@ -111,6 +111,8 @@ async fn seed(store: &PgEventStore, tasks: u64) -> anyhow::Result<()> {
                         max_attempts: 1,
                         submitted_at: now,
                         submitted_by: None,
+                        depends_on: Vec::new(),
+                        on_parent_failure: Default::default(),
                     }),
                     TaskEvent::Started(TaskStarted {
                         worker_id: "bench".into(),

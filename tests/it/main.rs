@@ -11,6 +11,7 @@ mod deploy;
 mod devices;
 mod executor;
 mod feed;
+mod graphs;
 mod helpers;
 mod keys;
 mod limits;

@@ -30,6 +30,7 @@ mod intake;
 mod lease;
 mod limit;
 mod outcome;
+mod parents;
 mod pending;
 mod slurm;
 mod wait;
@@ -456,6 +457,7 @@ async fn attempt(
             .map_err(|error| RunError::Start(format!("input {name:?}: {error}")))?;
         inputs.push((name.clone(), path));
     }
+    inputs.extend(parents::parent_inputs(context, task).await?);
     let spec = RunSpec {
         inputs,
         name: container_name(task.id, attempt),

@@ -292,7 +292,10 @@ pub async fn submit(
 /// tenant, read from the log: one that does not exist and another
 /// tenant's are refused alike ([`SubmitError::UnknownParent`]). The
 /// aggregate checks the count and duplicates.
-async fn check_parents(store: &impl EventStore, submission: &Submission) -> Result<(), SubmitError> {
+async fn check_parents(
+    store: &impl EventStore,
+    submission: &Submission,
+) -> Result<(), SubmitError> {
     if submission.depends_on.len() > taskledger_events::task::MAX_DEPENDS_ON {
         // The aggregate's refusal says so; no need to read 100s of streams.
         return Ok(());

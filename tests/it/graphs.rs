@@ -138,9 +138,7 @@ async fn a_diamond_runs_in_order_and_each_child_reads_its_parents_artifacts() {
     .await;
     let d = submit_child(
         &cluster,
-        &format!(
-            "test \"$(cat /in/{b}/b.txt /in/{c}/c.txt)\" = \"$(printf 'from-a\\nfrom-a')\""
-        ),
+        &format!("test \"$(cat /in/{b}/b.txt /in/{c}/c.txt)\" = \"$(printf 'from-a\\nfrom-a')\""),
         &[b, c],
         OnParentFailure::Cancel,
     )
@@ -205,7 +203,10 @@ async fn a_failing_parent_cancels_its_dependents_transitively_unless_they_run_an
     assert_eq!(b_done.shown_error().unwrap(), format!("parent {a} failed"));
     let c_done = cluster.wait_final(c, Duration::from_secs(30)).await;
     assert_eq!(c_done.status, TaskStatus::Canceled);
-    assert_eq!(c_done.shown_error().unwrap(), format!("parent {b} canceled"));
+    assert_eq!(
+        c_done.shown_error().unwrap(),
+        format!("parent {b} canceled")
+    );
     for never in [b, c] {
         let events = events(&cluster.store, never).await;
         assert!(
@@ -217,7 +218,10 @@ async fn a_failing_parent_cancels_its_dependents_transitively_unless_they_run_an
     }
     let ran = cluster.wait_final(anyway, Duration::from_secs(60)).await;
     assert_eq!(ran.status, TaskStatus::Succeeded, "{:?}", ran.error);
-    assert!(ran.artifacts.iter().any(|artifact| artifact.name == "ran.txt"));
+    assert!(ran
+        .artifacts
+        .iter()
+        .any(|artifact| artifact.name == "ran.txt"));
     follower.stop().await;
     cluster.finish().await;
 }
@@ -421,10 +425,7 @@ async fn the_api_shows_waiting_tasks_and_refuses_other_tenants_parents_as_missin
     assert!(!other_tenants.contains(&parent_id));
 
     let (status, duplicate) = app
-        .submit(
-            &acme,
-            echo(json!({"depends_on": [parent_id, parent_id]})),
-        )
+        .submit(&acme, echo(json!({"depends_on": [parent_id, parent_id]})))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{duplicate}");
     assert!(duplicate["detail"]
@@ -432,9 +433,7 @@ async fn the_api_shows_waiting_tasks_and_refuses_other_tenants_parents_as_missin
         .unwrap()
         .contains("more than once"));
     let many: Vec<String> = (0..101).map(|_| Uuid::new_v4().to_string()).collect();
-    let (status, too_many) = app
-        .submit(&acme, echo(json!({"depends_on": many})))
-        .await;
+    let (status, too_many) = app.submit(&acme, echo(json!({"depends_on": many}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{too_many}");
     assert!(too_many["detail"].as_str().unwrap().contains("at most 100"));
     let (status, unknown) = app
@@ -451,15 +450,23 @@ async fn the_api_shows_waiting_tasks_and_refuses_other_tenants_parents_as_missin
     assert_eq!(canceled.status(), StatusCode::OK);
     let canceled: Value = canceled.json().await.unwrap();
     assert_eq!(canceled["status"], "canceled");
-    eventually(Duration::from_secs(10), Duration::from_millis(50), || async {
-        let (_, task) = app.read(Some(&acme), &format!("/v1/tasks/{child_id}")).await;
-        if task["status"] == "canceled" {
-            return Ok(());
-        }
-        Err(format!("the projection still shows {task}"))
-    })
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let (_, task) = app
+                .read(Some(&acme), &format!("/v1/tasks/{child_id}"))
+                .await;
+            if task["status"] == "canceled" {
+                return Ok(());
+            }
+            Err(format!("the projection still shows {task}"))
+        },
+    )
     .await;
-    let (_, parent_now) = app.read(Some(&acme), &format!("/v1/tasks/{parent_id}")).await;
+    let (_, parent_now) = app
+        .read(Some(&acme), &format!("/v1/tasks/{parent_id}"))
+        .await;
     assert_eq!(parent_now["status"], "queued");
     app.stop.trigger();
     app.server.await.unwrap().unwrap();

@@ -8,9 +8,9 @@ use serde_json::{Map, Value};
 use super::commands::{
     Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning, RecordJobSubmitted,
     RecordTaskProgress, ResolveDependencies, RetryTask, StartTask, SubmitTask, TaskCommand,
-    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_DEPENDS_ON, MAX_EXECUTOR_JOB_BYTES,
-    MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES,
-    MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_DEPENDS_ON,
+    MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
+    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 use super::events::{
     OnParentFailure, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted,

@@ -108,17 +108,26 @@ fn depends_on_refuses_duplicates_itself_and_more_than_the_limit() {
         .then_error(RefusalKind::Invalid, "the task itself");
     let many: Vec<TaskId> = (0..=MAX_DEPENDS_ON as u128).map(parent).collect();
     given([])
-        .when(TaskCommand::Submit(submit_with(many, OnParentFailure::Cancel)))
+        .when(TaskCommand::Submit(submit_with(
+            many,
+            OnParentFailure::Cancel,
+        )))
         .then_error(RefusalKind::Invalid, "at most 100");
     let most: Vec<TaskId> = (0..MAX_DEPENDS_ON as u128).map(parent).collect();
     given([])
-        .when(TaskCommand::Submit(submit_with(most, OnParentFailure::Cancel)))
+        .when(TaskCommand::Submit(submit_with(
+            most,
+            OnParentFailure::Cancel,
+        )))
         .then_expect_any();
 }
 
 #[test]
 fn every_parent_succeeded_releases_the_task_queued() {
-    let history = [submitted(vec![parent(1), parent(2)], OnParentFailure::Cancel)];
+    let history = [submitted(
+        vec![parent(1), parent(2)],
+        OnParentFailure::Cancel,
+    )];
     let task = given(history)
         .when(resolve(&[
             (parent(1), TaskStatus::Succeeded),
@@ -143,7 +152,10 @@ fn every_parent_succeeded_releases_the_task_queued() {
 
 #[test]
 fn a_parent_not_final_leaves_the_task_waiting_and_a_retried_one_too() {
-    let history = [submitted(vec![parent(1), parent(2)], OnParentFailure::Cancel)];
+    let history = [submitted(
+        vec![parent(1), parent(2)],
+        OnParentFailure::Cancel,
+    )];
     for pending in [TaskStatus::Queued, TaskStatus::Running, TaskStatus::Waiting] {
         let task = given(history.clone())
             .when(resolve(&[
@@ -170,7 +182,10 @@ fn a_waiting_task_cannot_start() {
 
 #[test]
 fn a_parent_that_failed_timed_out_or_was_canceled_cancels_the_task_naming_it() {
-    let history = [submitted(vec![parent(1), parent(2)], OnParentFailure::Cancel)];
+    let history = [submitted(
+        vec![parent(1), parent(2)],
+        OnParentFailure::Cancel,
+    )];
     for (status, words) in [
         (TaskStatus::Failed, "failed"),
         (TaskStatus::TimedOut, "timed out"),
@@ -236,9 +251,12 @@ fn resolving_twice_is_refused_so_a_repeated_resolution_appends_nothing() {
 
 #[test]
 fn a_resolution_must_give_every_parent() {
-    given([submitted(vec![parent(1), parent(2)], OnParentFailure::Cancel)])
-        .when(resolve(&[(parent(1), TaskStatus::Succeeded)]))
-        .then_error(RefusalKind::Invalid, "was not given");
+    given([submitted(
+        vec![parent(1), parent(2)],
+        OnParentFailure::Cancel,
+    )])
+    .when(resolve(&[(parent(1), TaskStatus::Succeeded)]))
+    .then_error(RefusalKind::Invalid, "was not given");
 }
 
 #[test]
@@ -269,6 +287,9 @@ fn old_submissions_read_without_parents_and_new_ones_store_them_only_when_given(
     assert!(old.depends_on.is_empty());
     assert_eq!(old.on_parent_failure, OnParentFailure::Cancel);
     let graph = serde_json::to_value(submit_with(vec![parent(1)], OnParentFailure::Run)).unwrap();
-    assert_eq!(graph["depends_on"], serde_json::json!([parent(1).to_string()]));
+    assert_eq!(
+        graph["depends_on"],
+        serde_json::json!([parent(1).to_string()])
+    );
     assert_eq!(graph["on_parent_failure"], "run");
 }

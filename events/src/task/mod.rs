@@ -54,15 +54,17 @@ mod tests;
 
 pub use commands::{
     is_input_name, Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning,
-    RecordJobSubmitted, RecordTaskProgress, ResolveDependencies, RetryTask, StartTask, SubmitTask, TaskCommand,
-    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_DEPENDS_ON,
-    MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
-    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    RecordJobSubmitted, RecordTaskProgress, ResolveDependencies, RetryTask, StartTask, SubmitTask,
+    TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES,
+    MAX_DEPENDS_ON, MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS,
+    MAX_INPUT_NAME_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS,
+    MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 pub use decide::decide;
 pub use events::{
     DecodeError, OnParentFailure, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning,
-    TaskJobSubmitted, TaskProgressRecorded, TaskReleased, TaskRetried, TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
+    TaskJobSubmitted, TaskProgressRecorded, TaskReleased, TaskRetried, TaskStarted, TaskSubmitted,
+    TaskSucceeded, TaskTimedOut,
 };
 pub use state::{apply, fits, fold, ExecutorJob, Progress, Task, TaskState, TaskStatus};
 

@@ -53,7 +53,10 @@ pub(super) async fn parent_inputs(
                     ))
                 })?;
             let path = std::fs::canonicalize(&path).map_err(|error| {
-                RunError::Start(format!("artifact {:?} of parent {parent}: {error}", artifact.name))
+                RunError::Start(format!(
+                    "artifact {:?} of parent {parent}: {error}",
+                    artifact.name
+                ))
             })?;
             inputs.push((format!("{parent}/{}", artifact.name), path));
         }

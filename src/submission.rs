@@ -27,7 +27,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use taskledger_events::command::{load, CommandError};
-use taskledger_events::task::{SubmitTask, Task, TaskCommand, TaskId, Tasks};
+use taskledger_events::task::{
+    OnParentFailure, SubmitTask, Task, TaskCommand, TaskId, TaskStatus, Tasks,
+};
 use taskledger_events::tenant::{TenantName, DEFAULT_TENANT};
 use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
@@ -35,6 +37,7 @@ use uuid::Uuid;
 use crate::commands::execute;
 use crate::config::kind::KindError;
 use crate::config::FileConfig;
+use crate::workers::graphs;
 
 /// The namespace of derived task ids (a fixed random UUID; changing it would
 /// make retries of old submissions create new tasks).
@@ -65,6 +68,10 @@ pub struct Submission {
     pub max_attempts: Option<u32>,
     /// Input files: name → SHA-256 of a blob uploaded with `POST /v1/blobs`.
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// The tasks it depends on, of the same tenant (see [`submit`]).
+    pub depends_on: Vec<TaskId>,
+    /// What a parent that does not succeed does to it.
+    pub on_parent_failure: OnParentFailure,
 }
 
 impl Submission {
@@ -85,6 +92,8 @@ impl Submission {
             timeout_seconds: None,
             max_attempts: None,
             inputs: std::collections::BTreeMap::new(),
+            depends_on: Vec::new(),
+            on_parent_failure: OnParentFailure::Cancel,
         }
     }
 }
@@ -134,6 +143,16 @@ pub enum SubmitError {
         client_task_id: String,
         /// The task it names.
         task_id: TaskId,
+    },
+    /// `depends_on` names a task that does not exist or is another
+    /// tenant's: the two are one error, so a tenant learns nothing of
+    /// another's tasks.
+    /// The message names the entry by its place, not its id, so the
+    /// answers for the two cases are byte for byte the same.
+    #[error("depends_on[{index}] names no task of this tenant")]
+    UnknownParent {
+        /// Its place in `depends_on`, from 0.
+        index: usize,
     },
     /// The command failed (a refused field, a conflict, the store).
     #[error(transparent)]
@@ -202,6 +221,7 @@ pub async fn submit(
         submission.timeout_seconds,
         submission.max_attempts,
     )?;
+    check_parents(store, &submission).await?;
     let task_id = task_id_for(&submission, submitter);
     let command = SubmitTask {
         inputs: submission.inputs.clone(),
@@ -216,6 +236,8 @@ pub async fn submit(
         max_attempts: submission.max_attempts.unwrap_or(kind.max_attempts),
         submitted_at: now,
         submitted_by: Some(submitter.key_id.to_string()),
+        depends_on: submission.depends_on.clone(),
+        on_parent_failure: submission.on_parent_failure,
     };
     let stream_id = task_id.stream_id();
     let metadata = Metadata::of_actor(submitter.key_id.to_string());
@@ -237,10 +259,22 @@ pub async fn submit(
                 .as_ref()
                 .is_some_and(|a| !a.already_stored) =>
         {
+            let mut task = executed.state.expect("a submitted task exists");
+            let (mut stream_version, mut position) = (executed.stream_version, executed.position);
+            // Parents that had all ended release (or cancel) the task at
+            // once; otherwise the graph follower does when they end.
+            if !task.depends_on.is_empty() {
+                let resolved = graphs::resolve(store, task_id, now).await?;
+                if resolved.is_some_and(|resolved| resolved.status != TaskStatus::Waiting) {
+                    let loaded = load::<Tasks>(store, &stream_id).await?;
+                    task = loaded.state.expect("a submitted task exists");
+                    (stream_version, position) = (loaded.version, loaded.position);
+                }
+            }
             Ok(Submitted {
-                task: executed.state.expect("a submitted task exists"),
-                stream_version: executed.stream_version,
-                position: executed.position,
+                task,
+                stream_version,
+                position,
                 created: true,
             })
         }
@@ -252,6 +286,28 @@ pub async fn submit(
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// Checks that every parent in `depends_on` is a task of the submission's
+/// tenant, read from the log: one that does not exist and another
+/// tenant's are refused alike ([`SubmitError::UnknownParent`]). The
+/// aggregate checks the count and duplicates.
+async fn check_parents(
+    store: &impl EventStore,
+    submission: &Submission,
+) -> Result<(), SubmitError> {
+    if submission.depends_on.len() > taskledger_events::task::MAX_DEPENDS_ON {
+        // The aggregate's refusal says so; no need to read 100s of streams.
+        return Ok(());
+    }
+    for (index, parent) in submission.depends_on.iter().enumerate() {
+        let loaded = load::<Tasks>(store, &parent.stream_id()).await?;
+        match loaded.state {
+            Some(task) if task.tenant == submission.tenant => {}
+            _ => return Err(SubmitError::UnknownParent { index }),
+        }
+    }
+    Ok(())
 }
 
 /// The stored task `command` would have created, if it is the same request.
@@ -282,6 +338,8 @@ async fn existing(
         && task.frontend_id == command.frontend_id
         && task.client_task_id == command.client_task_id
         && task.priority == command.priority
+        && task.depends_on == command.depends_on
+        && task.on_parent_failure == command.on_parent_failure
         && (submission.timeout_seconds.is_none()
             || task.timeout_seconds == command.timeout_seconds)
         && (submission.max_attempts.is_none() || task.max_attempts == command.max_attempts);
@@ -326,6 +384,8 @@ mod tests {
             timeout_seconds: None,
             max_attempts: None,
             inputs: std::collections::BTreeMap::new(),
+            depends_on: Vec::new(),
+            on_parent_failure: OnParentFailure::Cancel,
         }
     }
 

@@ -83,6 +83,8 @@ async fn append_one(store: &PgEventStore, shape: Shape) -> anyhow::Result<()> {
         max_attempts: 1,
         submitted_at: now,
         submitted_by: None,
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     })];
     if shape.finished {
         events.extend([

@@ -126,6 +126,16 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0021_webhooks.sql"),
     },
     Migration {
+        version: 22,
+        name: "task_graphs",
+        // The `tasks` projector's columns apart, so its schema names only
+        // its own tables.
+        sql: concat!(
+            include_str!("../../migrations/0022_task_graphs.sql"),
+            include_str!("../../migrations/0022_graph_follower.sql")
+        ),
+    },
+    Migration {
         version: 23,
         name: "aggregate_snapshots",
         sql: include_str!("../../migrations/0023_aggregate_snapshots.sql"),

@@ -339,7 +339,9 @@ impl Job {
         installation: Option<Uuid>,
     ) -> Option<Self> {
         let attempt = match event {
-            TaskEvent::Submitted(_) => 1,
+            // A task with parents waits for its release instead.
+            TaskEvent::Submitted(submitted) if submitted.depends_on.is_empty() => 1,
+            TaskEvent::Released(_) => 1,
             TaskEvent::Retried(retried) => retried.attempt.saturating_add(1),
             _ => return None,
         };

@@ -196,13 +196,14 @@ pub struct ServeArgs {
     /// What this process does, comma-separated: `api` (the HTTP API; without
     /// it only /healthz and /readyz are served), `projector` (the read
     /// models), `relay` (log → RabbitMQ), `runner` (runs tasks), `gateway`
-    /// (RockBLOCK), `webhooks` (delivers webhooks). Several processes with different roles share the work
+    /// (RockBLOCK), `webhooks` (delivers webhooks), `graphs` (releases
+    /// tasks whose parents succeeded). Several processes with different roles share the work
     /// safely.
     #[arg(
         long,
         env = "TASKLEDGER_ROLES",
         value_delimiter = ',',
-        default_value = "api,projector,relay,runner,gateway,webhooks"
+        default_value = "api,projector,relay,runner,gateway,webhooks,graphs"
     )]
     pub roles: Vec<Role>,
 
@@ -317,6 +318,9 @@ pub enum Role {
     Gateway,
     /// The webhook deliverer.
     Webhooks,
+    /// The graph follower: releases (or cancels) tasks waiting for their
+    /// parents.
+    Graphs,
 }
 
 impl Settings {

@@ -269,6 +269,16 @@ impl Application {
                 ),
             }
         }
+        if roles.contains(&Role::Graphs) {
+            let mut stop = self.shutdown.clone();
+            workers.push((
+                "graph follower",
+                tokio::spawn(crate::workers::graphs::run(
+                    self.store.clone(),
+                    async move { stop.wait().await },
+                )),
+            ));
+        }
         if roles.contains(&Role::Webhooks) {
             let mut stop = self.shutdown.clone();
             workers.push((

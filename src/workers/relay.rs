@@ -1,6 +1,7 @@
 //! The relay: follows the global order from its own checkpoint and
 //! publishes, with publisher confirms, every event to the events exchange
-//! and a job per `TaskSubmitted` / `TaskRetried` to the jobs exchange.
+//! and a job per `TaskSubmitted` (of a task without parents) /
+//! `TaskReleased` / `TaskRetried` to the jobs exchange.
 //!
 //! - **Checkpoint after confirm**: a batch is published, every confirm is
 //!   awaited, and only then does the checkpoint (`relay_checkpoints`) move.
@@ -17,8 +18,8 @@
 //! - **Reconnects** with exponential backoff (up to 10 s) after any broker or
 //!   database failure, declaring the topology again each time.
 //! - **Priorities**: a job's message carries its task's priority as its
-//!   `priority` property ([`rabbitmq::priority_level`]); a retry's job
-//!   too, its priority read from the task's `TaskSubmitted` (remembered
+//!   `priority` property ([`rabbitmq::priority_level`]); a retry's or a
+//!   release's job too, its priority read from the task's `TaskSubmitted` (remembered
 //!   from the submission, or read once from the log).
 //! - **Upgrade**: after declaring, it moves the jobs left in queues of
 //!   releases before priority queues into the priority queues
@@ -305,7 +306,7 @@ async fn job_for(
             kind: submitted.kind.clone(),
             priority: submitted.priority,
         },
-        TaskEvent::Retried(_) => match kinds.get(&task_id) {
+        TaskEvent::Retried(_) | TaskEvent::Released(_) => match kinds.get(&task_id) {
             Some(routing) => routing.clone(),
             None => {
                 let first = store

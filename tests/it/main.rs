@@ -13,6 +13,7 @@ mod docker_out;
 mod executor;
 mod feed;
 mod gateway;
+mod graphs;
 mod helpers;
 mod keys;
 mod limits;

@@ -199,6 +199,8 @@ async fn the_service_runs_the_projectors() {
         max_attempts: 1,
         submitted_at: chrono::Utc::now(),
         submitted_by: None,
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     });
     first_event(&store, task_id, submitted).await;
     let client = app.database.client().await;

@@ -74,6 +74,8 @@ fn submit_echo(task_id: TaskId, frontend_id: &str) -> TaskCommand {
         max_attempts: 1,
         submitted_at: chrono::Utc::now(),
         submitted_by: None,
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     })
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{TaskId, TaskSubmitted};
+use super::{TaskId, TaskStatus, TaskSubmitted};
 
 /// The longest task kind, in bytes.
 pub const MAX_KIND_BYTES: usize = 100;
@@ -33,6 +33,8 @@ pub const MAX_ATTEMPTS: u32 = 100;
 pub const MAX_INPUTS: usize = 16;
 /// The longest input file name, in bytes.
 pub const MAX_INPUT_NAME_BYTES: usize = 100;
+/// The most parents a task may depend on.
+pub const MAX_DEPENDS_ON: usize = 100;
 
 /// Whether `name` may name an input file (it becomes `/in/{name}`): 1 to
 /// [`MAX_INPUT_NAME_BYTES`] bytes, a letter or digit first, then letters,
@@ -68,6 +70,8 @@ pub enum TaskCommand {
     RecordJobSubmitted(RecordJobSubmitted),
     /// See [`RecordJobRunning`].
     RecordJobRunning(RecordJobRunning),
+    /// See [`ResolveDependencies`].
+    ResolveDependencies(ResolveDependencies),
 }
 
 impl TaskCommand {
@@ -85,6 +89,7 @@ impl TaskCommand {
             Self::Retry(command) => command.task_id,
             Self::RecordJobSubmitted(command) => command.task_id,
             Self::RecordJobRunning(command) => command.task_id,
+            Self::ResolveDependencies(command) => command.task_id,
         }
     }
 }
@@ -244,6 +249,25 @@ pub struct RecordJobRunning {
     pub job_id: String,
     /// When the worker first saw it running.
     pub running_at: DateTime<Utc>,
+}
+
+/// Decide what a waiting task's parents, as they are now, mean for it:
+/// released when every parent succeeded (with
+/// [`OnParentFailure::Run`](super::OnParentFailure::Run): when every parent
+/// is final), canceled naming the first parent (in `depends_on` order) that
+/// failed, timed out or was canceled, nothing while a parent may still
+/// succeed. Issued by whoever follows the parents' outcomes (the graph
+/// worker, and the submission itself for parents already final), looked up
+/// in the log before deciding; a parent's final status never changes, so
+/// any two lookups lead to the same release or the same cancellation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolveDependencies {
+    /// The waiting task.
+    pub task_id: TaskId,
+    /// Each parent's status now, for every id in the task's `depends_on`.
+    pub parents: Vec<(TaskId, TaskStatus)>,
+    /// When it was decided.
+    pub resolved_at: DateTime<Utc>,
 }
 
 /// A file an attempt produced, stored by its content hash.

@@ -7,14 +7,14 @@ use serde_json::{Map, Value};
 
 use super::commands::{
     Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning, RecordJobSubmitted,
-    RecordTaskProgress, RetryTask, StartTask, SubmitTask, TaskCommand, TimeOutTask,
-    MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_EXECUTOR_JOB_BYTES,
-    MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES,
-    MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    RecordTaskProgress, ResolveDependencies, RetryTask, StartTask, SubmitTask, TaskCommand,
+    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES, MAX_DEPENDS_ON,
+    MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
+    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 use super::events::{
-    TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted, TaskProgressRecorded,
-    TaskRetried, TaskStarted, TaskSucceeded, TaskTimedOut,
+    OnParentFailure, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted,
+    TaskProgressRecorded, TaskReleased, TaskRetried, TaskStarted, TaskSucceeded, TaskTimedOut,
 };
 use super::{Task, TaskId, TaskState, TaskStatus};
 use crate::{check, Refusal};
@@ -28,8 +28,15 @@ use crate::{check, Refusal};
 /// [`StartTask`]); the command's own fields are valid.
 ///
 /// Outcomes:
-/// - [`SubmitTask`] → `TaskSubmitted`; the task is queued.
-/// - [`CancelTask`] (queued or running) → `TaskCanceled`, with `was_running`.
+/// - [`SubmitTask`] → `TaskSubmitted`; the task is queued, or waiting when
+///   it has parents (`depends_on`: at most [`MAX_DEPENDS_ON`], none twice,
+///   not itself).
+/// - [`ResolveDependencies`] (waiting) → `TaskReleased` when every parent
+///   succeeded (with `on_parent_failure = run`: ended); `TaskCanceled`
+///   ("parent {id} failed") for the first parent, in `depends_on` order,
+///   that failed, timed out or was canceled; no event while a parent may
+///   still succeed.
+/// - [`CancelTask`] (waiting, queued or running) → `TaskCanceled`, with `was_running`.
 /// - [`StartTask`] (queued) → `TaskStarted`.
 /// - [`RecordTaskProgress`] (running) → `TaskProgressRecorded`.
 /// - [`CompleteTask`] (running) → `TaskSucceeded`.
@@ -75,6 +82,9 @@ pub fn decide(state: &TaskState, command: TaskCommand) -> Result<Vec<TaskEvent>,
         }
         TaskCommand::RecordJobRunning(running) => {
             record_job_running(existing(state, running.task_id)?, running)?
+        }
+        TaskCommand::ResolveDependencies(resolve) => {
+            return resolve_dependencies(existing(state, resolve.task_id)?, resolve)
         }
     };
     Ok(vec![event])
@@ -129,6 +139,7 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Refus
     }
     check_document("params", &submit.params)?;
     check_inputs(&submit.inputs)?;
+    check_depends_on(task_id, &submit.depends_on)?;
     if let Some(submitted_by) = &submit.submitted_by {
         check_message("submitted_by", submitted_by)?;
     }
@@ -137,7 +148,7 @@ fn submit_task(state: &TaskState, submit: SubmitTask) -> Result<TaskEvent, Refus
 
 fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, Refusal> {
     let was_running = match task.status {
-        TaskStatus::Queued => false,
+        TaskStatus::Waiting | TaskStatus::Queued => false,
         TaskStatus::Running => true,
         _ => return Err(cannot(task, "be canceled")),
     };
@@ -149,6 +160,68 @@ fn cancel_task(task: &Task, cancel: CancelTask) -> Result<TaskEvent, Refusal> {
         canceled_at: cancel.canceled_at,
         was_running,
     }))
+}
+
+fn check_depends_on(task_id: TaskId, depends_on: &[TaskId]) -> Result<(), Refusal> {
+    if depends_on.len() > MAX_DEPENDS_ON {
+        return Err(Refusal::invalid(format!(
+            "depends_on names at most {MAX_DEPENDS_ON} tasks; got {}",
+            depends_on.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(depends_on.len());
+    for parent in depends_on {
+        if *parent == task_id {
+            return Err(Refusal::invalid(format!(
+                "depends_on names the task itself ({parent})"
+            )));
+        }
+        if !seen.insert(parent) {
+            return Err(Refusal::invalid(format!(
+                "depends_on names task {parent} more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn resolve_dependencies(
+    task: &Task,
+    resolve: ResolveDependencies,
+) -> Result<Vec<TaskEvent>, Refusal> {
+    if task.status != TaskStatus::Waiting {
+        return Err(cannot(task, "be released"));
+    }
+    let mut all_succeeded = true;
+    let mut all_final = true;
+    for parent in &task.depends_on {
+        let Some(&(_, status)) = resolve.parents.iter().find(|(id, _)| id == parent) else {
+            return Err(Refusal::invalid(format!(
+                "the status of parent {parent} was not given"
+            )));
+        };
+        all_succeeded &= status == TaskStatus::Succeeded;
+        all_final &= status.is_final();
+        let failed = status.is_final() && status != TaskStatus::Succeeded;
+        if failed && task.on_parent_failure == OnParentFailure::Cancel {
+            return Ok(vec![TaskEvent::Canceled(TaskCanceled {
+                reason: Some(format!("parent {parent} {status}")),
+                canceled_at: resolve.resolved_at,
+                was_running: false,
+            })]);
+        }
+    }
+    let release = match task.on_parent_failure {
+        OnParentFailure::Cancel => all_succeeded,
+        OnParentFailure::Run => all_final,
+    };
+    Ok(if release {
+        vec![TaskEvent::Released(TaskReleased {
+            released_at: resolve.resolved_at,
+        })]
+    } else {
+        Vec::new()
+    })
 }
 
 fn start_task(task: &Task, start: StartTask) -> Result<TaskEvent, Refusal> {
@@ -344,6 +417,7 @@ fn check_current_attempt(task: &Task, attempt: u32, action: &str) -> Result<(), 
 /// "task 3f2a1b4c… is already succeeded; it cannot be canceled".
 fn cannot(task: &Task, action: &str) -> Refusal {
     let status = match task.status {
+        TaskStatus::Waiting => "waiting for its parents".to_owned(),
         TaskStatus::Queued => "queued".to_owned(),
         TaskStatus::Running => format!("running attempt {}", task.attempts_started),
         done => format!("already {done}"),

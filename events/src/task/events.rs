@@ -58,6 +58,9 @@ pub enum TaskEvent {
     /// See [`TaskJobRunning`].
     #[serde(rename = "TaskJobRunning")]
     JobRunning(TaskJobRunning),
+    /// See [`TaskReleased`].
+    #[serde(rename = "TaskReleased")]
+    Released(TaskReleased),
 }
 
 /// A task was created and queued for its first attempt; also the command
@@ -107,6 +110,53 @@ pub struct TaskSubmitted {
     pub submitted_at: DateTime<Utc>,
     /// The API key id that submitted it, if known.
     pub submitted_by: Option<String>,
+    /// The tasks it depends on (its parents, of the same tenant; at most
+    /// [`MAX_DEPENDS_ON`](super::MAX_DEPENDS_ON), each once). A task with
+    /// parents is `waiting` until [`TaskReleased`] (every parent succeeded)
+    /// or canceled (a parent did not). Absent from the stored form of tasks
+    /// without parents (and of every event written before task graphs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
+    /// What a parent that fails, times out or is canceled does to this
+    /// task. Absent when it is the default, `cancel`.
+    #[serde(default, skip_serializing_if = "OnParentFailure::is_cancel")]
+    pub on_parent_failure: OnParentFailure,
+}
+
+/// What a parent that ends other than succeeded does to its dependents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnParentFailure {
+    /// The dependent is canceled, with a reason naming the parent.
+    #[default]
+    Cancel,
+    /// The dependent is released once every parent is final, whatever
+    /// their outcome.
+    Run,
+}
+
+impl OnParentFailure {
+    /// Whether this is the default, [`OnParentFailure::Cancel`].
+    pub fn is_cancel(&self) -> bool {
+        *self == Self::Cancel
+    }
+
+    /// The stable snake_case name, as serialized (`cancel`, `run`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Run => "run",
+        }
+    }
+}
+
+/// A waiting task's parents all succeeded (or, with
+/// [`OnParentFailure::Run`], all ended): it is queued for its first
+/// attempt, as a task without parents is at submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReleased {
+    /// When the release was decided.
+    pub released_at: DateTime<Utc>,
 }
 
 /// A queued or running task was canceled; it is final.
@@ -245,4 +295,5 @@ codec::stored_events!(TaskEvent: "a task", schema version 1, {
     Retried => "TaskRetried",
     JobSubmitted => "TaskJobSubmitted",
     JobRunning => "TaskJobRunning",
+    Released => "TaskReleased",
 });

@@ -5,7 +5,14 @@
 //! A task lives in the stream `task-{uuid}` ([`TaskId::stream_id`]). Its
 //! statuses move like this:
 //!
+//! A task submitted with parents (`depends_on`) starts `waiting`; one
+//! without starts `queued`.
+//!
 //! ```text
+//! waiting ── ResolveDependencies: every parent
+//!            succeeded (or, `run`, ended) ──────────▶ queued
+//! waiting ── ResolveDependencies: a parent failed,
+//!            timed out or was canceled (`cancel`) ──▶ canceled    (final)
 //! queued  ── StartTask ─────────────────────────────▶ running
 //! running ── CompleteTask ──────────────────────────▶ succeeded   (final)
 //! running ── FailTask, or RetryTask with no
@@ -13,7 +20,7 @@
 //! running ── TimeOutTask ───────────────────────────▶ timed_out   (final)
 //! running ── FailTask (retryable) or RetryTask,
 //!            while attempts remain ─────────────────▶ queued
-//! queued, running ── CancelTask ────────────────────▶ canceled    (final)
+//! waiting, queued, running ── CancelTask ───────────▶ canceled    (final)
 //! running ── RecordJobSubmitted, RecordJobRunning ──▶ running (an outside
 //!            executor's job: shown `queued` between the two)
 //! ```
@@ -39,21 +46,25 @@ use crate::Aggregate;
 mod commands;
 mod decide;
 mod events;
+#[cfg(test)]
+mod graph_tests;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use commands::{
     is_input_name, Artifact, CancelTask, CompleteTask, FailTask, RecordJobRunning,
-    RecordJobSubmitted, RecordTaskProgress, RetryTask, StartTask, SubmitTask, TaskCommand,
-    TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES,
-    MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS, MAX_INPUT_NAME_BYTES,
-    MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS, MAX_WORKER_ID_BYTES, PRIORITIES,
+    RecordJobSubmitted, RecordTaskProgress, ResolveDependencies, RetryTask, StartTask, SubmitTask,
+    TaskCommand, TimeOutTask, MAX_ARTIFACT_NAME_BYTES, MAX_ATTEMPTS, MAX_CLIENT_TASK_ID_BYTES,
+    MAX_DEPENDS_ON, MAX_EXECUTOR_JOB_BYTES, MAX_FRONTEND_ID_BYTES, MAX_INPUTS,
+    MAX_INPUT_NAME_BYTES, MAX_KIND_BYTES, MAX_MESSAGE_BYTES, MAX_TIMEOUT_SECONDS,
+    MAX_WORKER_ID_BYTES, PRIORITIES,
 };
 pub use decide::decide;
 pub use events::{
-    DecodeError, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning, TaskJobSubmitted,
-    TaskProgressRecorded, TaskRetried, TaskStarted, TaskSubmitted, TaskSucceeded, TaskTimedOut,
+    DecodeError, OnParentFailure, TaskCanceled, TaskEvent, TaskFailed, TaskJobRunning,
+    TaskJobSubmitted, TaskProgressRecorded, TaskReleased, TaskRetried, TaskStarted, TaskSubmitted,
+    TaskSucceeded, TaskTimedOut,
 };
 pub use state::{apply, fits, fold, ExecutorJob, Progress, Task, TaskState, TaskStatus};
 
@@ -82,6 +93,7 @@ impl Aggregate for Tasks {
             TaskCommand::Retry(_) => "Retry",
             TaskCommand::RecordJobSubmitted(_) => "RecordJobSubmitted",
             TaskCommand::RecordJobRunning(_) => "RecordJobRunning",
+            TaskCommand::ResolveDependencies(_) => "ResolveDependencies",
         }
     }
 

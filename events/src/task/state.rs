@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Artifact, TaskEvent, TaskId};
+use super::{Artifact, OnParentFailure, TaskEvent, TaskId};
 use crate::tenant::TenantName;
 
 /// The state of one task stream: `None` until the task is submitted.
@@ -19,6 +19,8 @@ pub type TaskState = Option<Task>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Waiting for its parents (`depends_on`) to succeed; no job is queued.
+    Waiting,
     /// Waiting for a worker to start its next attempt.
     Queued,
     /// A worker is running an attempt.
@@ -37,6 +39,7 @@ impl TaskStatus {
     /// The stable snake_case name, as serialized (`timed_out`).
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Waiting => "waiting",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
@@ -116,6 +119,10 @@ pub struct Task {
     pub submitted_at: DateTime<Utc>,
     /// The API key id that submitted it.
     pub submitted_by: Option<String>,
+    /// The tasks it depends on, each once, in the submission's order.
+    pub depends_on: Vec<TaskId>,
+    /// What a parent that does not succeed does to it.
+    pub on_parent_failure: OnParentFailure,
     /// Where it is in its life.
     pub status: TaskStatus,
     /// How many attempts have started; while running, the number of the
@@ -152,7 +159,7 @@ pub struct Task {
 }
 
 /// Whether `event` fits `state`: a submission starts a task that does not
-/// exist yet; a queued task can be started; a running one can record
+/// exist yet; a waiting task can be released; a queued task can be started; a running one can record
 /// progress, succeed, fail, time out or be retried; a queued or running one
 /// can be canceled. Nothing else fits (a final task takes no event).
 pub fn fits(state: &TaskState, event: &TaskEvent) -> bool {
@@ -160,6 +167,7 @@ pub fn fits(state: &TaskState, event: &TaskEvent) -> bool {
     matches!(
         (status, event),
         (None, TaskEvent::Submitted(_))
+            | (Some(TaskStatus::Waiting), TaskEvent::Released(_))
             | (Some(TaskStatus::Queued), TaskEvent::Started(_))
             | (
                 Some(TaskStatus::Running),
@@ -172,7 +180,7 @@ pub fn fits(state: &TaskState, event: &TaskEvent) -> bool {
                     | TaskEvent::JobRunning(_)
             )
             | (
-                Some(TaskStatus::Queued | TaskStatus::Running),
+                Some(TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Running),
                 TaskEvent::Canceled(_)
             )
     )
@@ -209,7 +217,13 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
             max_attempts: submitted.max_attempts,
             submitted_at: submitted.submitted_at,
             submitted_by: submitted.submitted_by.clone(),
-            status: TaskStatus::Queued,
+            depends_on: submitted.depends_on.clone(),
+            on_parent_failure: submitted.on_parent_failure,
+            status: if submitted.depends_on.is_empty() {
+                TaskStatus::Queued
+            } else {
+                TaskStatus::Waiting
+            },
             attempts_started: 0,
             worker_id: None,
             started_at: None,
@@ -229,6 +243,7 @@ pub fn apply(state: TaskState, event: &TaskEvent) -> TaskState {
     match event {
         // Fits only a task that does not exist.
         TaskEvent::Submitted(_) => {}
+        TaskEvent::Released(_) => task.status = TaskStatus::Queued,
         TaskEvent::Started(started) => {
             task.status = TaskStatus::Running;
             task.attempts_started = started.attempt;
@@ -332,7 +347,7 @@ impl Task {
     /// [`Task::shown_error`].
     pub fn shown_worker_id(&self) -> Option<&str> {
         match self.status {
-            TaskStatus::Queued | TaskStatus::Canceled => None,
+            TaskStatus::Waiting | TaskStatus::Queued | TaskStatus::Canceled => None,
             _ => self.worker_id.as_deref(),
         }
     }

@@ -60,6 +60,8 @@ fn submit_task() -> SubmitTask {
         max_attempts: 3,
         submitted_at: at(0),
         submitted_by: Some("key-1".into()),
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     }
 }
 
@@ -1156,6 +1158,9 @@ fn every_event() -> Vec<TaskEvent> {
         retried_after_redelivery(1, 170),
         job_submitted(1),
         job_running(1),
+        TaskEvent::Released(TaskReleased {
+            released_at: at(50),
+        }),
     ]
 }
 
@@ -1193,6 +1198,7 @@ fn the_stored_shape_is_stable() {
             "TaskRetried",
             "TaskJobSubmitted",
             "TaskJobRunning",
+            "TaskReleased",
         ]
     );
     testing::assert_stored_as(

@@ -41,6 +41,8 @@ fn submit(task_id: TaskId) -> TaskCommand {
         max_attempts: 2,
         submitted_at: Utc::now(),
         submitted_by: Some("key-1".into()),
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     })
 }
 

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use taskledger_events::task::{self, Progress, Task, TaskEvent, TaskId, TaskState, TaskStatus};
+use taskledger_events::task::{
+    self, OnParentFailure, Progress, Task, TaskEvent, TaskId, TaskState, TaskStatus,
+};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::{Row as PgRow, Transaction};
 use uuid::Uuid;
@@ -34,20 +36,20 @@ const COLUMNS: &str = "task_id, kind, status, frontend_id, client_task_id, param
     timeout_seconds, max_attempts, attempts, worker_id, progress_percent, progress_message,
     error, exit_code, submitted_at, submitted_by, started_at, finished_at, updated_at,
     stream_version, last_position, inputs, tenant, next_attempt_at, executor, executor_job_id,
-    executor_running_at";
+    executor_running_at, depends_on, on_parent_failure";
 
 /// Every row a batch touched, written back in one statement.
 const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, client_task_id,
         params, priority, timeout_seconds, max_attempts, attempts, worker_id, progress_percent,
         progress_message, error, exit_code, submitted_at, submitted_by, started_at, finished_at,
         updated_at, stream_version, last_position, inputs, tenant, next_attempt_at, executor,
-        executor_job_id, executor_running_at)
+        executor_job_id, executor_running_at, depends_on, on_parent_failure)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
         $6::jsonb[], $7::int4[], $8::int8[], $9::int4[], $10::int4[], $11::text[],
         $12::float8[], $13::text[], $14::text[], $15::int4[], $16::timestamptz[], $17::text[],
         $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int8[], $22::int8[],
         $23::jsonb[], $24::text[], $25::timestamptz[], $26::text[], $27::text[],
-        $28::timestamptz[])
+        $28::timestamptz[], $29::jsonb[], $30::text[])
      ON CONFLICT (task_id) DO UPDATE SET
         kind = EXCLUDED.kind, status = EXCLUDED.status, frontend_id = EXCLUDED.frontend_id,
         client_task_id = EXCLUDED.client_task_id, params = EXCLUDED.params,
@@ -62,7 +64,8 @@ const UPSERT: &str = "INSERT INTO tasks (task_id, kind, status, frontend_id, cli
         inputs = EXCLUDED.inputs, tenant = EXCLUDED.tenant,
         next_attempt_at = EXCLUDED.next_attempt_at, executor = EXCLUDED.executor,
         executor_job_id = EXCLUDED.executor_job_id,
-        executor_running_at = EXCLUDED.executor_running_at";
+        executor_running_at = EXCLUDED.executor_running_at,
+        depends_on = EXCLUDED.depends_on, on_parent_failure = EXCLUDED.on_parent_failure";
 
 /// The results of the tasks that succeeded or failed in a batch (one per
 /// task: a second success or failure does not fit the task and is not
@@ -103,6 +106,8 @@ struct TaskRow {
     executor: Option<String>,
     executor_job_id: Option<String>,
     executor_running_at: Option<DateTime<Utc>>,
+    depends_on: Value,
+    on_parent_failure: String,
 }
 
 /// One row of `results`.
@@ -192,6 +197,9 @@ impl Projected {
             executor: task.executor_job.as_ref().map(|job| job.executor.clone()),
             executor_job_id: task.executor_job.as_ref().map(|job| job.job_id.clone()),
             executor_running_at: task.executor_job.as_ref().and_then(|job| job.running_at),
+            depends_on: serde_json::to_value(&task.depends_on)
+                .unwrap_or_else(|_| Value::Array(Vec::new())),
+            on_parent_failure: task.on_parent_failure.as_str().to_owned(),
         })
     }
 }
@@ -222,6 +230,7 @@ impl TaskRow {
             // a task queued for its next attempt has no job.
             "queued" if executor_job.is_some() => TaskStatus::Running,
             "queued" => TaskStatus::Queued,
+            "waiting" => TaskStatus::Waiting,
             "running" => TaskStatus::Running,
             "succeeded" => TaskStatus::Succeeded,
             "failed" => TaskStatus::Failed,
@@ -259,6 +268,11 @@ impl TaskRow {
             max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
             submitted_at: row.submitted_at,
             submitted_by: row.submitted_by,
+            depends_on: serde_json::from_value(row.depends_on).unwrap_or_default(),
+            on_parent_failure: match row.on_parent_failure.as_str() {
+                "run" => OnParentFailure::Run,
+                _ => OnParentFailure::Cancel,
+            },
             status,
             attempts_started: u32::try_from(row.attempts).unwrap_or(0),
             worker_id: row.worker_id,
@@ -310,6 +324,8 @@ impl TaskRow {
             executor: row.get(25),
             executor_job_id: row.get(26),
             executor_running_at: row.get(27),
+            depends_on: row.get(28),
+            on_parent_failure: row.get(29),
         }
     }
 }
@@ -324,7 +340,8 @@ impl Projector for TasksProjector {
         /// `next_attempt_at`, migration 17, needs no rebuild: no event
         /// before it has a due time, and NULL is what they show. Nor do the
         /// executor job's columns, migration 18: no event before them has
-        /// a job.)
+        /// a job. Nor do a task's parents, migration 22: no event before
+        /// them has parents.)
         version: 4,
         tables: ["tasks", "results"],
         schema: concat!(
@@ -332,7 +349,8 @@ impl Projector for TasksProjector {
             include_str!("../../../migrations/0011_task_inputs_and_failed_logs.sql"),
             include_str!("../../../migrations/0013_task_tenants.sql"),
             include_str!("../../../migrations/0017_task_retry_due.sql"),
-            include_str!("../../../migrations/0018_task_executor_jobs.sql")
+            include_str!("../../../migrations/0018_task_executor_jobs.sql"),
+            include_str!("../../../migrations/0022_task_graphs.sql")
         ),
     }
 
@@ -508,6 +526,8 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
             &column(rows, |r| r.executor.as_deref()),
             &column(rows, |r| r.executor_job_id.as_deref()),
             &column(rows, |r| r.executor_running_at),
+            &column(rows, |r| &r.depends_on),
+            &column(rows, |r| r.on_parent_failure.as_str()),
         ],
     )
     .await?;

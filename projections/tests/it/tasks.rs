@@ -30,6 +30,8 @@ fn submitted(task_id: TaskId, frontend: &str) -> TaskEvent {
         max_attempts: 2,
         submitted_at: at(0),
         submitted_by: Some("key-1".into()),
+        depends_on: Vec::new(),
+        on_parent_failure: Default::default(),
     })
 }
 

@@ -23,7 +23,8 @@ use crate::http::{connection, read_error, tenancy};
 const PAGE: u32 = 50;
 
 /// The statuses, in a task's order of life.
-const STATUSES: [&str; 6] = [
+const STATUSES: [&str; 7] = [
+    "waiting",
     "queued",
     "running",
     "succeeded",
@@ -108,7 +109,7 @@ struct TaskRows {
 struct TasksPage {
     chrome: Option<Chrome>,
     filters: ListQuery,
-    statuses: [&'static str; 6],
+    statuses: [&'static str; 7],
     rows: TaskRows,
     next_link: String,
     first_link: String,

@@ -74,9 +74,9 @@ impl Task {
         self.next_attempt_at.as_ref().map_or_else(String::new, when)
     }
 
-    /// Whether the task may still be canceled (queued or running).
+    /// Whether the task may still be canceled (waiting, queued or running).
     pub(super) fn cancelable(&self) -> bool {
-        matches!(self.status.as_str(), "queued" | "running")
+        matches!(self.status.as_str(), "waiting" | "queued" | "running")
     }
 
     /// Whether nothing more can happen to the task.

@@ -20,7 +20,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use taskledger_events::task::{CancelTask, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::task::{
+    CancelTask, OnParentFailure, TaskCommand, TaskId, TaskStatus, Tasks,
+};
 use taskledger_events::tenant::TenantName;
 use taskledger_events::{Direction, EventStore, StreamId};
 use taskledger_replay::{TaskAtError, Until};
@@ -104,6 +106,19 @@ pub struct SubmitTaskRequest {
     /// uploaded with `POST /v1/blobs`, mounted read-only at `/in/{name}`.
     #[serde(default)]
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// Tasks of the same tenant this one depends on (at most 100, each
+    /// once): it is `waiting` until every one has succeeded, and each
+    /// one's artifacts are mounted read-only under `/in/{parent_id}/`. A
+    /// task that does not exist or is another tenant's is refused (422),
+    /// alike.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub depends_on: Vec<uuid::Uuid>,
+    /// What a parent that fails, times out or is canceled does to this
+    /// task: `cancel` (the default: it is canceled, the reason naming the
+    /// parent) or `run` (it runs once every parent has ended).
+    #[schema(value_type = Option<String>, example = "cancel")]
+    pub on_parent_failure: Option<OnParentFailure>,
 }
 
 /// A cancellation (the body may be empty).
@@ -261,6 +276,8 @@ pub async fn submit_task(
             timeout_seconds: request.timeout_seconds,
             max_attempts: request.max_attempts,
             inputs: request.inputs,
+            depends_on: request.depends_on.into_iter().map(TaskId).collect(),
+            on_parent_failure: request.on_parent_failure.unwrap_or_default(),
         },
         Submitter {
             key_id: caller.key_id,
@@ -613,6 +630,7 @@ fn submit_problem(error: SubmitError) -> Problem {
             error.to_string(),
         ),
         error @ SubmitError::ClientTaskIdTaken { .. } => Problem::conflict(error.to_string()),
+        error @ SubmitError::UnknownParent { .. } => Problem::unprocessable(error.to_string()),
         SubmitError::Command(error) => error.into(),
     }
 }

@@ -21,7 +21,8 @@ use uuid::Uuid;
 pub struct Status(pub TaskStatus);
 
 impl Status {
-    pub(super) const ALL: [Self; 6] = [
+    pub(super) const ALL: [Self; 7] = [
+        Self(TaskStatus::Waiting),
         Self(TaskStatus::Queued),
         Self(TaskStatus::Running),
         Self(TaskStatus::Succeeded),
@@ -94,7 +95,8 @@ pub struct TaskView {
     pub id: Uuid,
     /// Its kind.
     pub kind: String,
-    /// Where it is in its life. A task whose attempt was handed to an
+    /// Where it is in its life: `waiting` while a parent (`depends_on`)
+    /// has not succeeded yet, then as a task without parents. A task whose attempt was handed to an
     /// outside executor (Slurm) is `queued` while the job waits in that
     /// executor's queue (see `executor_job`), and `running` once it runs.
     pub status: Status,
@@ -145,6 +147,16 @@ pub struct TaskView {
     /// otherwise, and while a retry waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executor_job: Option<ExecutorJobView>,
+    /// The tasks it depends on (its parents): it waits until each has
+    /// succeeded. Absent when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Uuid>,
+    /// What a parent that fails, times out or is canceled does to it:
+    /// `cancel` (it is canceled, naming the parent) or `run` (it runs once
+    /// every parent ended). Absent when it has no parents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "cancel")]
+    pub on_parent_failure: Option<&'static str>,
     /// Its stream's version: pass it as `min_version` to read your write.
     pub stream_version: u64,
     /// The global position of its latest event: pass it as `min_position`
@@ -190,6 +202,9 @@ impl TaskView {
                 job_id: job.job_id.clone(),
                 running_at: job.running_at,
             }),
+            depends_on: task.depends_on.iter().map(|parent| parent.0).collect(),
+            on_parent_failure: (!task.depends_on.is_empty())
+                .then(|| task.on_parent_failure.as_str()),
             stream_version,
             position,
         }

@@ -515,6 +515,12 @@ async fn run_local_in(
             .await
             .map_err(|error| RunError::Start(format!("creating {}: {error}", inputs.display())))?;
         for (name, path) in &spec.inputs {
+            // A parent's artifact is `{parent_id}/{name}`.
+            if let Some(parent) = inputs.join(name).parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                    RunError::Start(format!("creating {}: {error}", parent.display()))
+                })?;
+            }
             tokio::fs::copy(path, inputs.join(name))
                 .await
                 .map_err(|error| RunError::Start(format!("copying input {name}: {error}")))?;

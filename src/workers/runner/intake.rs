@@ -292,7 +292,10 @@ async fn local_job(
     let Ok(event) = TaskEvent::from_recorded(recorded) else {
         return Ok(None);
     };
-    if !matches!(event, TaskEvent::Submitted(_) | TaskEvent::Retried(_)) {
+    if !matches!(
+        event,
+        TaskEvent::Submitted(_) | TaskEvent::Released(_) | TaskEvent::Retried(_)
+    ) {
         return Ok(None);
     }
     let loaded = load::<Tasks>(store, &task_id.stream_id()).await?;

@@ -32,6 +32,7 @@ mod lease;
 mod limit;
 mod out_dir;
 mod outcome;
+mod parents;
 mod pending;
 mod slurm;
 mod wait;
@@ -472,6 +473,7 @@ async fn attempt(
             .map_err(|error| RunError::Start(format!("input {name:?}: {error}")))?;
         inputs.push((name.clone(), path));
     }
+    inputs.extend(parents::parent_inputs(context, task).await?);
     let name = container_name(task.id, attempt);
     let out = if context.options.bind_out && kind.executor == Executor::Docker {
         OutMount::Bind(out_dir::path(&context.options.work_dir, &name))

@@ -193,6 +193,12 @@ async fn job_spec(
             .await
             .map_err(|error| RunError::Start(format!("creating {}: {error}", inputs.display())))?;
         for (input, path) in &spec.inputs {
+            // A parent's artifact is `{parent_id}/{name}`.
+            if let Some(parent) = inputs.join(input).parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(|error| {
+                    RunError::Start(format!("creating {}: {error}", parent.display()))
+                })?;
+            }
             tokio::fs::copy(path, inputs.join(input))
                 .await
                 .map_err(|error| RunError::Start(format!("copying input {input}: {error}")))?;

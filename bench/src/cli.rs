@@ -9,8 +9,8 @@ use taskledger::service::database;
 
 use crate::api::ApiBenchArgs;
 use crate::append::AppendBenchArgs;
-use crate::growth::GrowthArgs;
 use crate::gateway::GatewayBenchArgs;
+use crate::growth::GrowthArgs;
 use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
@@ -61,8 +61,10 @@ enum BenchCommand {
     Mo(MoBenchArgs),
     /// Blue/green rebuild of the tasks projection: events per second.
     Rebuild(RebuildBenchArgs),
-    /// What a long history costs: list latency and rebuild speed at
-    /// growing sizes, each against the smallest, in one run.
+    /// What a long history costs, each size against the smallest, in one
+    /// run: command latency by stream length (snapshots on and off), list
+    /// latency by read-model size, rebuild and verification speed by log
+    /// size, and the gateway's rate by messages in flight.
     Growth(GrowthArgs),
     /// Chain verification: events/s from sequence 1 at several log sizes,
     /// and the time to verify only the newest events from an anchor.

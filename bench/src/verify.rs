@@ -48,7 +48,14 @@ pub(crate) async fn verify(settings: &Settings, args: &VerifyBenchArgs) -> anyho
         let head = store.head_position().await?;
         if head < size {
             let began = Instant::now();
-            crate::seed::tasks(&store, 0, (size - head).div_ceil(4), 32, crate::seed::Shape::uniform).await?;
+            crate::seed::tasks(
+                &store,
+                0,
+                (size - head).div_ceil(4),
+                32,
+                crate::seed::Shape::uniform,
+            )
+            .await?;
             let seeded = store.head_position().await? - head;
             println!(
                 "seeded events={seeded} events_per_s={:.0}",

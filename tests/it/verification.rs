@@ -361,7 +361,7 @@ async fn a_ledger_anchors_the_chain_only_with_the_stored_hash() {
     let database = &app.database;
     let resumed = verify_ok(database, &["--from-anchor", "chain-a"]);
     assert!(
-        resumed.starts_with(&format!("OK: ")) && resumed.contains(&format!("sequences {head}..=")),
+        resumed.starts_with("OK: ") && resumed.contains(&format!("sequences {head}..=")),
         "{resumed}"
     );
     assert!(

@@ -22,6 +22,9 @@ use uuid::Uuid;
 use super::GrowthArgs;
 use crate::measure::{millis, percentile};
 
+/// Events per append while filling a stream.
+const FILL_BATCH: usize = 1_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Device,
@@ -90,6 +93,7 @@ impl Stream {
                     head: u64::MAX,
                     confirmed_at: Utc::now(),
                     confirmed_by: Some("bench".into()),
+                    anchor: None,
                 },
                 Uuid::new_v4(),
                 Metadata::default(),
@@ -114,7 +118,10 @@ pub(super) async fn commands(settings: &Settings, args: &GrowthArgs) -> anyhow::
     )?;
     let snapshots = on.snapshots().context("the store keeps snapshots")?;
     let run = Uuid::new_v4().as_u64_pair().0 % 1_000_000;
-    let first = *args.command_lengths.first().context("--command-lengths names none")?;
+    let first = *args
+        .command_lengths
+        .first()
+        .context("--command-lengths names none")?;
     let mut baseline: std::collections::HashMap<(&str, bool), (f64, f64)> = Default::default();
     for kind in [Kind::Device, Kind::Ledger] {
         for (index, &length) in args.command_lengths.iter().enumerate() {

@@ -11,7 +11,10 @@
 //!   kind, frontend and tenant — p50/p99 with the read model holding each
 //!   of `--list-sizes` tasks;
 //! - `rebuild`: blue/green rebuild of the `tasks` projection, events/s, at
-//!   each of `--rebuild-events` events in the log.
+//!   each of `--rebuild-events` events in the log;
+//! - `verify` and `gateway`: what `taskledger-bench verify` and
+//!   `taskledger-bench gateway` print, with their flags (full and
+//!   incremental verification at `--events`; messages/s at `--in-flight`).
 
 mod commands;
 mod lists;
@@ -32,6 +35,10 @@ pub(crate) enum Section {
     Lists,
     /// Rebuild events/s at each of `--rebuild-events`.
     Rebuild,
+    /// Full and incremental chain verification (`verify`'s own flags).
+    Verify,
+    /// Device gateway messages/s at each `--in-flight` (`gateway`'s flags).
+    Gateway,
 }
 
 impl Section {
@@ -40,6 +47,8 @@ impl Section {
             Self::Commands => "growth_commands",
             Self::Lists => "growth_lists",
             Self::Rebuild => "growth_rebuild",
+            Self::Verify => "growth_verify",
+            Self::Gateway => "growth_gateway",
         }
     }
 }
@@ -52,7 +61,7 @@ pub(crate) struct GrowthArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "commands,lists,rebuild"
+        default_value = "commands,lists,rebuild,verify,gateway"
     )]
     pub(crate) sections: Vec<Section>,
     /// Events already in the device and ledger streams at each command
@@ -80,6 +89,12 @@ pub(crate) struct GrowthArgs {
     /// down to four-event task lifecycles).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub(crate) rebuild_events: Vec<u64>,
+    /// The `verify` section: `taskledger-bench verify`'s options.
+    #[command(flatten)]
+    pub(crate) verify: crate::verify::VerifyBenchArgs,
+    /// The `gateway` section: `taskledger-bench gateway`'s options.
+    #[command(flatten)]
+    pub(crate) gateway: crate::gateway::GatewayBenchArgs,
 }
 
 /// Runs the chosen sections.
@@ -97,6 +112,8 @@ pub(crate) async fn growth(settings: &Settings, args: &GrowthArgs) -> anyhow::Re
             Section::Commands => commands::commands(&settings, args).await?,
             Section::Lists => lists::lists(&settings, args).await?,
             Section::Rebuild => rebuild(&settings, &args.rebuild_events).await?,
+            Section::Verify => crate::verify::verify(&settings, &args.verify).await?,
+            Section::Gateway => crate::gateway::gateway(&settings, &args.gateway).await?,
         }
     }
     Ok(())

@@ -221,6 +221,7 @@ impl Iterator for LedgerHistory {
             reference: format!("tx-{}", self.mix.next()),
             confirmed_at: self.at,
             confirmed_by: Some("key-ledger".into()),
+            anchor: None,
         }))
     }
 }

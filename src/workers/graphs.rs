@@ -164,7 +164,7 @@ pub async fn children_of(store: &PgEventStore, parent: TaskId) -> anyhow::Result
         .query(
             "SELECT DISTINCT stream_id FROM events
              WHERE event_type = 'TaskSubmitted'
-               AND (data::jsonb -> 'depends_on') @> jsonb_build_array($1::text)",
+               AND tl_task_depends_on(data) @> jsonb_build_array($1::text)",
             &[&parent.0.to_string()],
         )
         .await

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::codec;
-use crate::snapshot::{SnapshotPolicy, Snapshots, StoredSnapshot};
+use crate::snapshot::{SnapshotPolicy, Snapshots};
 use crate::{
     AppendError, AppendResult, Direction, EventStore, ExpectedVersion, InvalidInput, Metadata,
     Refusal, StoreError, StreamId,
@@ -155,18 +155,8 @@ pub async fn load<A: Aggregate>(
     }
     if let Some((policy, snapshots)) = snapshotting {
         if loaded.version > 0 && loaded.folded() >= policy.every {
-            match policy.encode(&loaded.state) {
-                Ok(state) => snapshots.spawn_write(StoredSnapshot {
-                    stream_id: stream_id.to_string(),
-                    aggregate: A::NAME,
-                    state_version: policy.state_version,
-                    stream_version: loaded.version,
-                    global_position: loaded.position,
-                    state,
-                }),
-                Err(reason) => {
-                    tracing::warn!(stream = %stream_id, %reason, "cannot snapshot the state")
-                }
+            if let Some(snapshot) = crate::snapshot::of(&policy, stream_id, &loaded) {
+                snapshots.spawn_write(snapshot);
             }
         }
     }

@@ -79,6 +79,31 @@ fn decode_json<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, String> {
     serde_json::from_slice(bytes).map_err(|error| error.to_string())
 }
 
+/// The snapshot of `loaded` (the stream `stream_id` folded to its version)
+/// under `policy`, or `None`, with a warning, when the state does not
+/// encode (a programming error: no snapshot is written, loads fold the
+/// stream instead).
+pub(crate) fn of<A: Aggregate>(
+    policy: &SnapshotPolicy<A::State>,
+    stream_id: &StreamId,
+    loaded: &command::Loaded<A>,
+) -> Option<StoredSnapshot> {
+    match policy.encode(&loaded.state) {
+        Ok(state) => Some(StoredSnapshot {
+            stream_id: stream_id.to_string(),
+            aggregate: A::NAME,
+            state_version: policy.state_version,
+            stream_version: loaded.version,
+            global_position: loaded.position,
+            state,
+        }),
+        Err(reason) => {
+            tracing::warn!(stream = %stream_id, %reason, "cannot snapshot the state");
+            None
+        }
+    }
+}
+
 /// Writes a fresh snapshot of every stream of `A` long enough to have one
 /// (at least [`SnapshotPolicy::every`] events), each folded from the log
 /// from its start (whatever snapshot it has), and waits for the writes.
@@ -104,22 +129,11 @@ pub async fn rebuild<A: Aggregate>(store: &PgEventStore) -> Result<u64, CommandE
             continue;
         };
         let loaded = command::load_from_start::<A>(store, &stream_id).await?;
-        let state = match policy.encode(&loaded.state) {
-            Ok(state) => state,
-            Err(reason) => {
-                tracing::warn!(stream = %stream_id, %reason, "cannot snapshot the state");
-                continue;
-            }
+        let Some(snapshot) = of(&policy, &stream_id, &loaded) else {
+            continue;
         };
         snapshots
-            .write(&StoredSnapshot {
-                stream_id: stream_id.to_string(),
-                aggregate: A::NAME,
-                state_version: policy.state_version,
-                stream_version: loaded.version,
-                global_position: loaded.position,
-                state,
-            })
+            .write(&snapshot)
             .await
             .map_err(CommandError::Store)?;
         written += 1;

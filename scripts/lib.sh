@@ -47,6 +47,22 @@ lib_need_root() {
 # update' once per run), its output in $LIB_APT_LOG; on failure shows the log's tail
 # and exits.
 _LIB_APT_UPDATED=0
+# _lib_apt LOG ARGS...: apt-get ARGS, waiting for another apt (a second setup script
+# run beside this one) to let go of its locks: dpkg's lock through apt's own timeout,
+# the package lists' lock (which that timeout does not cover) by retrying for 10 min.
+_lib_apt() {
+  local log=$1 try
+  shift
+  for try in $(seq 1 120); do
+    if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >>"$log" 2>&1; then
+      return 0
+    fi
+    tail -n 3 "$log" | grep -qi 'lock' || return 1
+    ((try == 1)) && lib_say "apt is busy elsewhere (a lock is held); waiting for it ..."
+    sleep 5
+  done
+  return 1
+}
 lib_apt_install() {
   lib_need_root "installing $*"
   lib_have apt-get || lib_die "cannot install $*: apt-get not found (this script targets Debian)." \
@@ -54,13 +70,13 @@ lib_apt_install() {
   local log=${LIB_APT_LOG:-$(lib_log_dir)/taskledger-apt.log} t0=$SECONDS
   lib_say "installing $* with apt-get (log: $log) ..."
   if ((_LIB_APT_UPDATED == 0)); then
-    if ! apt-get update >>"$log" 2>&1; then
+    if ! _lib_apt "$log" update; then
       tail -n 15 "$log" >&2 || true
       lib_die "apt-get update failed (see $log)." "Fix: check the apt sources / package mirror reachability, then rerun."
     fi
     _LIB_APT_UPDATED=1
   fi
-  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1; then
+  if ! _lib_apt "$log" install -y -q --no-install-recommends "$@"; then
     tail -n 15 "$log" >&2 || true
     lib_die "apt-get install $* failed (see $log)." "Fix: resolve the apt error above, or install $* manually, then rerun."
   fi

@@ -87,15 +87,13 @@ ensure_toolchain() {
   # tests/it/mirror.rs runs scripts/verify-chain.py (standard library only).
   if ! command -v python3 >/dev/null 2>&1; then
     say "installing python3 with apt-get (tests/it/mirror.rs runs scripts/verify-chain.py)"
-    apt-get update -q >/dev/null || return 1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 >/dev/null || return 1
+    lib_apt_install python3
   fi
   # tests/it/deploy.rs validates docker-compose.yml with a real Compose CLI:
   # the plugin if present, else Debian's docker-compose (1.29).
   if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
     say "installing Debian's docker-compose with apt-get (tests/it/deploy.rs validates docker-compose.yml)"
-    apt-get update -q >/dev/null || return 1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose >/dev/null || return 1
+    lib_apt_install docker-compose
   fi
   say "$(rustc --version); $(cargo fmt --version); $(cargo clippy --version); $(python3 --version)"
 }

@@ -67,24 +67,7 @@ pub(crate) async fn seed_and_rebuild(
     tasks: u64,
     batch: usize,
 ) -> anyhow::Result<Rebuilt> {
-    let head = store.head_position().await?;
-    let wanted = tasks * 4;
-    if head < wanted {
-        let began = Instant::now();
-        crate::seed::tasks(
-            store,
-            0,
-            (wanted - head) / 4,
-            8,
-            crate::seed::Shape::uniform,
-        )
-        .await?;
-        let seeded = store.head_position().await? - head;
-        println!(
-            "seeded events={seeded} events_per_s={:.0}",
-            seeded as f64 / began.elapsed().as_secs_f64()
-        );
-    }
+    crate::seed::log_up_to(store, tasks * 4, 8).await?;
     let head = store.head_position().await?;
 
     let began = Instant::now();

@@ -1,5 +1,5 @@
 //! Task lifecycles appended straight to the log, for the benchmarks that
-//! need a long history (`rebuild`, `growth`): a submission, and for the
+//! need a long history (`rebuild`, `verify`, `growth`): a submission, and for the
 //! finished ones a start, a progress report and a success.
 
 use chrono::Utc;
@@ -62,6 +62,39 @@ pub(crate) async fn tasks(
     for handle in handles {
         handle.await??;
     }
+    Ok(())
+}
+
+/// Appends uniform task lifecycles from `writers` concurrent writers until
+/// the log holds at least `events` events (nothing when it already does),
+/// and prints how many were added and how fast: the head of the benchmarks
+/// that need a log of a given size (`rebuild`, `verify`).
+///
+/// # Errors
+/// When an append or the head's read fails.
+pub(crate) async fn log_up_to(
+    store: &PgEventStore,
+    events: u64,
+    writers: u64,
+) -> anyhow::Result<()> {
+    let head = store.head_position().await?;
+    if head >= events {
+        return Ok(());
+    }
+    let began = std::time::Instant::now();
+    tasks(
+        store,
+        0,
+        (events - head).div_ceil(4),
+        writers,
+        Shape::uniform,
+    )
+    .await?;
+    let seeded = store.head_position().await? - head;
+    println!(
+        "seeded events={seeded} events_per_s={:.0}",
+        seeded as f64 / began.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

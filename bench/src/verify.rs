@@ -14,7 +14,6 @@ use secrecy::ExposeSecret;
 use taskledger::config::settings::Settings;
 use taskledger_events::postgres::verify::stored_hash;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::EventStore;
 use taskledger_replay::resume::{self, Anchor};
 
 use crate::measure::{millis, percentile};
@@ -45,23 +44,7 @@ pub(crate) async fn verify(settings: &Settings, args: &VerifyBenchArgs) -> anyho
     )?;
     let mut full_at_largest = None;
     for &size in &args.events {
-        let head = store.head_position().await?;
-        if head < size {
-            let began = Instant::now();
-            crate::seed::tasks(
-                &store,
-                0,
-                (size - head).div_ceil(4),
-                32,
-                crate::seed::Shape::uniform,
-            )
-            .await?;
-            let seeded = store.head_position().await? - head;
-            println!(
-                "seeded events={seeded} events_per_s={:.0}",
-                seeded as f64 / began.elapsed().as_secs_f64()
-            );
-        }
+        crate::seed::log_up_to(&store, size, 32).await?;
         let began = Instant::now();
         let verification = taskledger_replay::verify(&store, 1, Some(size), |_| {})
             .await

@@ -33,13 +33,13 @@ use taskledger_events::device::{AttemptSend, DeviceCommand, Imei, RecordSendResu
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::Metadata;
 use taskledger_projections::devices::ATTEMPT_RESOLUTION;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::adapters::rockblock::{MtClient, MtOutcome};
 use crate::commands::execute_device;
-use crate::workers::backoff::{stopped_during, Pauses};
+use crate::workers::backoff::Pauses;
 use crate::workers::leader;
 use worklist::{Due, Work};
 
@@ -53,8 +53,6 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(20);
 /// model that has not caught up (it takes milliseconds; the log refuses a
 /// second attempt on a stale row anyway).
 const RECORDED_MEMORY: Duration = Duration::from_secs(60);
-/// How often a standby gateway tries to become the active one.
-const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The longest backoff between attempts of one message.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -79,34 +77,18 @@ pub async fn run(
     options: GatewayOptions,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    let (stopping_sender, stopping) = watch::channel(false);
-    let work = async {
-        while !*stopping.borrow() {
-            if let Err(error) = active(&store, &options, &stopping).await {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "device gateway interrupted; retrying"
-                );
-            }
-            let mut stopping = stopping.clone();
-            if stopped_during(STANDBY_RETRY, stopping.wait_for(|stopping| *stopping)).await {
-                break;
-            }
-        }
-    };
-    tokio::pin!(work);
-    tokio::select! {
-        () = stop => {
-            let _ = stopping_sender.send(true);
-            // Finish the messages in hand, but do not hang on a database
-            // that never comes back.
-            if tokio::time::timeout(Duration::from_secs(60), work).await.is_err() {
-                tracing::warn!("device gateway stopped with a send result unrecorded");
-            }
-        }
-        () = &mut work => {}
-    }
-    tracing::info!("device gateway stopped");
+    leader::run(
+        "device gateway",
+        // Finish the messages in hand, but do not hang on a database that
+        // never comes back.
+        leader::OnStop::Finish(Duration::from_secs(60)),
+        stop,
+        |stopping| {
+            let (store, options) = (&store, &options);
+            async move { active(store, options, &stopping).await }
+        },
+    )
+    .await;
 }
 
 /// One life of the gateway: lock, then work until something fails or the
@@ -115,7 +97,7 @@ pub async fn run(
 async fn active(
     store: &PgEventStore,
     options: &GatewayOptions,
-    stopping: &watch::Receiver<bool>,
+    stopping: &CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(leadership) = leader::try_lead(store, "device-gateway").await? else {
         return Ok(());
@@ -196,7 +178,7 @@ impl InFlight {
 async fn dispatch(
     store: &PgEventStore,
     options: &GatewayOptions,
-    stopping: &watch::Receiver<bool>,
+    stopping: &CancellationToken,
     lock_client: &tokio_postgres::Client,
     sends: &mut InFlight,
 ) -> anyhow::Result<()> {
@@ -205,8 +187,7 @@ async fn dispatch(
     let mut last_served: Option<Imei> = None;
     // Whether an attempt ended since the work list was last read.
     let mut just_ended = false;
-    let mut stopping = stopping.clone();
-    while !*stopping.borrow() {
+    while !stopping.is_cancelled() {
         let free = slots - sends.tasks.len();
         let mut started = 0;
         if free > 0 {
@@ -245,7 +226,7 @@ async fn dispatch(
             }
             // Nothing (more) due: look again later, or when a send ends.
             () = tokio::time::sleep(pause), if idle => {}
-            _ = stopping.wait_for(|stopping| *stopping) => {}
+            () = stopping.cancelled() => {}
         }
     }
     Ok(())

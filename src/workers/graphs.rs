@@ -28,7 +28,6 @@
 //!   the connection that writes the checkpoint); the others stand by.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -41,47 +40,26 @@ use taskledger_events::{EventStore, Metadata, RecordedEvent};
 use uuid::Uuid;
 
 use crate::commands::execute;
-use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
 /// Events read per batch, at most.
 const BATCH: usize = 500;
-/// How often a standby follower tries to become the active one.
-const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The follower's name in `graph_checkpoints`, its lock, and its actor.
 const NAME: &str = "graphs";
 
 /// Runs the graph follower until `stop` resolves.
 pub async fn run(store: PgEventStore, stop: impl std::future::Future<Output = ()> + Send) {
-    tokio::pin!(stop);
-    let mut pauses = Pauses::reconnect();
-    loop {
-        let attempt = tokio::select! {
-            () = &mut stop => break,
-            outcome = follow_once(&store) => outcome,
-        };
-        let pause = match attempt {
-            Ok(Standby) => {
-                pauses.reset();
-                STANDBY_RETRY
-            }
-            Err(error) => pauses.interrupted("graph follower", &error),
-        };
-        if stopped_during(pause, &mut stop).await {
-            break;
-        }
-    }
-    tracing::info!("graph follower stopped");
+    leader::run("graph follower", leader::OnStop::Drop, stop, |_| {
+        follow_once(&store)
+    })
+    .await;
 }
 
-/// Another process's follower is active.
-struct Standby;
-
 /// One life of the follower: lock, read from the checkpoint, resolve until
-/// something fails.
-async fn follow_once(store: &PgEventStore) -> anyhow::Result<Standby> {
+/// something fails. `Ok` when another process's follower is active.
+async fn follow_once(store: &PgEventStore) -> anyhow::Result<()> {
     let Some(leadership) = leader::try_lead(store, NAME).await? else {
-        return Ok(Standby);
+        return Ok(());
     };
     let mut position = leadership
         .checkpoint("graph_checkpoints", "follower", NAME)

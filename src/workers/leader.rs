@@ -1,12 +1,86 @@
 //! Being the one active instance of a role across processes (the relay, the
-//! device gateway): a session advisory lock held on a dedicated connection.
-//! When the process dies, its session ends and the lock is free for a
-//! standby; the work done under the lock runs on that same connection, so
-//! an instance that lost the connection has lost the lock too.
+//! device gateway, the graph follower, the webhook deliverer): a session
+//! advisory lock held on a dedicated connection. When the process dies, its
+//! session ends and the lock is free for a standby; the work done under the
+//! lock runs on that same connection, so an instance that lost the
+//! connection has lost the lock too. [`run`] is the loop every such role
+//! runs: one life after another, a standby's retry, a failure's backoff.
+
+use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use taskledger_events::postgres::PgEventStore;
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::workers::backoff::{stopped_during, Pauses};
+
+/// How often a standby tries to become the active instance.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
+
+/// What becomes of a life in progress when the process stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OnStop {
+    /// Dropped where it stands: its work is safe to cut anywhere (what it
+    /// did not record is done again by the next leader).
+    Drop,
+    /// Told to stop through its token and waited for this long, to finish
+    /// what it has in hand (sends in flight, positions to write).
+    Finish(Duration),
+}
+
+/// Runs `role`'s lives until `stop` resolves. `life` is given a token that
+/// is cancelled when the process stops; it returns `Ok` when another
+/// instance is active (retried after [`STANDBY_RETRY`]) or once told to
+/// stop, and an error when its work broke off (logged, retried after a
+/// doubling pause).
+pub(crate) async fn run<L>(
+    role: &str,
+    on_stop: OnStop,
+    stop: impl Future<Output = ()> + Send,
+    mut life: impl FnMut(CancellationToken) -> L,
+) where
+    L: Future<Output = anyhow::Result<()>>,
+{
+    tokio::pin!(stop);
+    let mut pauses = Pauses::reconnect();
+    loop {
+        let stopping = CancellationToken::new();
+        let once = life(stopping.clone());
+        tokio::pin!(once);
+        let attempt = tokio::select! {
+            () = &mut stop => {
+                if let OnStop::Finish(grace) = on_stop {
+                    stopping.cancel();
+                    match tokio::time::timeout(grace, once).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            "the {role} stopped with an error"
+                        ),
+                        Err(_) => tracing::warn!(
+                            "the {role} did not finish its work within {grace:?} of being told to stop"
+                        ),
+                    }
+                }
+                break;
+            }
+            outcome = &mut once => outcome,
+        };
+        let pause = match attempt {
+            Ok(()) => {
+                pauses.reset();
+                STANDBY_RETRY
+            }
+            Err(error) => pauses.interrupted(role, &error),
+        };
+        if stopped_during(pause, &mut stop).await {
+            break;
+        }
+    }
+    tracing::info!("{role} stopped");
+}
 
 /// The lock of one role, held while this lives.
 #[derive(Debug)]

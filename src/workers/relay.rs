@@ -26,7 +26,6 @@
 //!   ([`move_legacy_jobs`]).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -37,13 +36,10 @@ use tokio::sync::watch;
 
 use crate::adapters::rabbitmq::{self, Job, Topology};
 use crate::adapters::rabbitmq_upgrade::move_legacy_jobs;
-use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader;
 
 /// Events published per confirmed batch, at most.
 const BATCH: usize = 500;
-/// How often a standby relay tries to become the active one.
-const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// The relay's name in `relay_checkpoints` and its lock.
 const NAME: &str = "relay";
 
@@ -74,40 +70,24 @@ pub async fn run(
     status: watch::Sender<RelayStatus>,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    tokio::pin!(stop);
-    let mut pauses = Pauses::reconnect();
-    loop {
-        let attempt = tokio::select! {
-            () = &mut stop => break,
-            outcome = relay_once(&store, &options, &status) => outcome,
-        };
+    leader::run("relay", leader::OnStop::Drop, stop, |_| async {
+        let life = relay_once(&store, &options, &status).await;
         status.send_modify(|status| status.active = false);
-        let pause = match attempt {
-            Ok(Standby) => {
-                pauses.reset();
-                STANDBY_RETRY
-            }
-            Err(error) => pauses.interrupted("relay", &error),
-        };
-        if stopped_during(pause, &mut stop).await {
-            break;
-        }
-    }
-    tracing::info!("relay stopped");
+        life
+    })
+    .await;
 }
 
-/// Another process's relay is active.
-struct Standby;
-
 /// One life of the relay: lock, connect, publish until something fails.
+/// `Ok` when another process's relay is active.
 async fn relay_once(
     store: &PgEventStore,
     options: &RelayOptions,
     status: &watch::Sender<RelayStatus>,
-) -> anyhow::Result<Standby> {
+) -> anyhow::Result<()> {
     // The checkpoint is written on the connection that holds the lock.
     let Some(leadership) = leader::try_lead(store, NAME).await? else {
-        return Ok(Standby);
+        return Ok(());
     };
     let mut position = leadership
         .checkpoint("relay_checkpoints", "relay", NAME)

@@ -47,7 +47,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::webhooks::WebhooksConfig;
-use crate::workers::backoff::{stopped_during, Pauses};
 use crate::workers::leader::{self, AbortOnDrop};
 use deliver::{Delivery, Job, DELETED, DISABLED, ENABLED};
 use lane::{Followed, Lane, Shared};
@@ -56,8 +55,6 @@ use tls::TrustedRoots;
 
 /// The deliverer's name in `webhook_checkpoints` and its lock.
 const NAME: &str = "webhooks";
-/// How often a standby deliverer tries to become the active one.
-const STANDBY_RETRY: Duration = Duration::from_secs(2);
 /// How long the lanes have to write their positions when it stops.
 const STOPPING: Duration = Duration::from_secs(5);
 /// Events the follower reads before it writes its checkpoint.
@@ -71,34 +68,16 @@ pub async fn run(
     roots: TrustedRoots,
     stop: impl std::future::Future<Output = ()> + Send,
 ) {
-    tokio::pin!(stop);
-    let mut pauses = Pauses::reconnect();
-    loop {
-        let stopping = CancellationToken::new();
-        let once = deliver_once(&store, &config, &roots, &stopping);
-        tokio::pin!(once);
-        let attempt = tokio::select! {
-            () = &mut stop => {
-                stopping.cancel();
-                if let Ok(Err(error)) = tokio::time::timeout(STOPPING, once).await {
-                    tracing::warn!(error = format!("{error:#}"), "the webhook deliverer stopped with an error");
-                }
-                break;
-            }
-            outcome = &mut once => outcome,
-        };
-        let pause = match attempt {
-            Ok(()) => {
-                pauses.reset();
-                STANDBY_RETRY
-            }
-            Err(error) => pauses.interrupted("webhook deliverer", &error),
-        };
-        if stopped_during(pause, &mut stop).await {
-            break;
-        }
-    }
-    tracing::info!("webhook deliverer stopped");
+    leader::run(
+        "webhook deliverer",
+        leader::OnStop::Finish(STOPPING),
+        stop,
+        |stopping| {
+            let (store, config, roots) = (&store, &config, &roots);
+            async move { deliver_once(store, config, roots, &stopping).await }
+        },
+    )
+    .await;
 }
 
 /// One webhook as the follower holds it.

@@ -373,6 +373,28 @@ async fn a_failing_root_cancels_the_plan_and_a_canceled_plan_keeps_what_finished
         .unwrap();
     assert_eq!(again["canceled"], json!([]));
     assert_eq!(again["finished"].as_array().unwrap().len(), 3);
+
+    // The read model is the log's: rebuilt from position 0, it shows the
+    // same plans, tasks and counts.
+    let (_, before) = app.read(Some(&acme), "/v1/plans").await;
+    assert_eq!(before["items"].as_array().unwrap().len(), 2, "{before}");
+    let admin = app.key(&[Scope::Admin]).await;
+    let started = send(app.post(&admin, "/v1/projections/plans/rebuild")).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (_, view) = app.read(Some(&admin), "/v1/projections/plans").await;
+            if view["rebuild"]["state"] == "done" {
+                return Ok(());
+            }
+            Err(view.to_string())
+        },
+    )
+    .await;
+    let (_, rebuilt) = app.read(Some(&acme), "/v1/plans").await;
+    assert_eq!(rebuilt, before);
     finish(app, &prefix, &data_dir).await;
 }
 
@@ -443,6 +465,36 @@ async fn bad_plans_are_refused_naming_the_problem_and_store_nothing() {
     let (status, listed) = app.read(Some(&acme), "/v1/plans").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["items"], json!([]));
+
+    // Two tries of one plan at once, under one Idempotency-Key: one plan.
+    let body = json!({"tasks": [echo("x", &[]), echo("y", &["x"])]});
+    let try_once = || {
+        send(
+            app.post(&acme, "/v1/plans")
+                .header("idempotency-key", "concurrent-1")
+                .json(&body),
+        )
+    };
+    let (first, second) = tokio::join!(try_once(), try_once());
+    let mut statuses = [first.status(), second.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED]);
+    let (first, second): (Value, Value) =
+        (first.json().await.unwrap(), second.json().await.unwrap());
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(first["tasks"], second["tasks"]);
+    let plan_streams = app
+        .database
+        .client()
+        .await
+        .query_one(
+            "SELECT count(DISTINCT stream_id) FROM events WHERE stream_id LIKE 'plan-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(plan_streams, 1);
 
     // An existing task of the same tenant may be a parent by its id.
     let parent = app

@@ -22,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod plans;
 pub mod service;
 pub mod submission;
 pub mod workers;

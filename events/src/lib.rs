@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod error;
 pub mod ledger;
 pub mod migrate;
+pub mod plan;
 pub mod postgres;
 pub mod refusal;
 pub mod snapshot;

@@ -145,6 +145,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_anchors",
         sql: include_str!("../../migrations/0024_ledger_anchors.sql"),
     },
+    Migration {
+        version: 25,
+        name: "plans",
+        sql: include_str!("../../migrations/0025_plans.sql"),
+    },
 ];
 
 /// Held while migrating, so concurrent start-ups apply each migration once.

@@ -11,6 +11,7 @@ pub mod api_keys;
 mod declare;
 pub mod devices;
 pub mod ledgers;
+pub mod plans;
 pub mod rebuild;
 pub mod runtime;
 pub mod tasks;
@@ -24,6 +25,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(api_keys::ApiKeysProjector),
         std::sync::Arc::new(devices::DevicesProjector),
         std::sync::Arc::new(ledgers::LedgersProjector),
+        std::sync::Arc::new(plans::PlansProjector),
     ]
 }
 

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod operations;
 mod paging;
+pub mod plans;
 mod probes;
 pub mod problem;
 pub mod responses;
@@ -166,6 +167,7 @@ impl auth::KeyStore for AppState {
     modifiers(&BearerKeys, &SharedResponses),
     tags(
         (name = "tasks", description = "Submit, list, read and cancel tasks"),
+        (name = "plans", description = "Task graphs submitted in one request: their tasks, counts by status, cancellation"),
         (name = "ledger", description = "The global order for ledger sync consumers and auditors"),
         (name = "audit", description = "Auditors' reads of the log: any stream as stored, chain verification"),
         (name = "devices", description = "Satellite modems through the RockBLOCK web API"),
@@ -211,6 +213,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get_result))
         .routes(routes!(tasks::cancel_task))
         .routes(routes!(tasks::task_events))
+        .routes(routes!(plans::submit_plan, plans::list_plans))
+        .routes(routes!(plans::get_plan))
+        .routes(routes!(plans::cancel_plan))
         .routes(routes!(artifacts::list_artifacts))
         .routes(routes!(artifacts::get_artifact))
         .routes(routes!(feed::list_events))

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use taskledger_projections::api_keys::ApiKeysProjector;
 use taskledger_projections::devices::DevicesProjector;
 use taskledger_projections::ledgers::LedgersProjector;
+use taskledger_projections::plans::PlansProjector;
 use taskledger_projections::runtime::RuntimeOptions;
 use taskledger_projections::tasks::TasksProjector;
 use taskledger_projections::{Projector, ProjectorRuntime};
@@ -191,11 +192,13 @@ impl Application {
             let (api_keys, _) = spawn_projector(&self.store, ApiKeysProjector, &self.shutdown);
             let (devices, _) = spawn_projector(&self.store, DevicesProjector, &self.shutdown);
             let (ledgers, _) = spawn_projector(&self.store, LedgersProjector, &self.shutdown);
+            let (plans, _) = spawn_projector(&self.store, PlansProjector, &self.shutdown);
             workers.extend([
                 ("tasks projector", tasks),
                 ("api_keys projector", api_keys),
                 ("devices projector", devices),
                 ("ledgers projector", ledgers),
+                ("plans projector", plans),
             ]);
             tasks_projection = Some(tasks_status);
         }

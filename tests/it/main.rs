@@ -21,6 +21,7 @@ mod max_running;
 mod mirror;
 mod openapi;
 mod outofbox;
+mod plans;
 mod priorities;
 mod probes;
 mod process;

@@ -229,7 +229,7 @@ async fn the_service_runs_the_projectors() {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        if checkpoints == ["api_keys", "devices", "ledgers", "tasks"] {
+        if checkpoints == ["api_keys", "devices", "ledgers", "plans", "tasks"] {
             return Ok(());
         }
         Err(format!("projectors registered: {checkpoints:?}"))
@@ -424,7 +424,7 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
             // not have got there yet.
             let page = send_json(app.get(&admin, "/v1/projections")).await;
             let items = page["items"].as_array().unwrap();
-            if items.len() == 4 && items.iter().all(|item| item["state"] == "running") {
+            if items.len() == 5 && items.iter().all(|item| item["state"] == "running") {
                 return Ok(page);
             }
             Err(page.to_string())
@@ -433,7 +433,7 @@ async fn operators_see_every_projector_over_http_and_the_command_line() {
     .await;
     assert_eq!(
         item_fields(&page, "name"),
-        ["api_keys", "devices", "ledgers", "tasks"]
+        ["api_keys", "devices", "ledgers", "plans", "tasks"]
     );
     let items = page["items"].as_array().unwrap();
     assert!(items.iter().all(|item| item["state"] == "running"));

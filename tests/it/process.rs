@@ -53,7 +53,7 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .collect();
     assert_eq!(
         every,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24, 25]
     );
     assert!(
         String::from_utf8_lossy(&first.stdout).contains(&format!("applied migrations: {every:?}"))

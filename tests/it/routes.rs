@@ -64,6 +64,10 @@ const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/keys/{id}/revoke", ADMIN),
     ("POST", "/v1/keys/{id}/rotate", ADMIN),
     ("POST", "/v1/tasks", TASKS_WRITE),
+    ("POST", "/v1/plans", TASKS_WRITE),
+    ("GET", "/v1/plans", TASKS_READ),
+    ("GET", "/v1/plans/{id}", TASKS_READ),
+    ("POST", "/v1/plans/{id}/cancel", TASKS_WRITE),
     ("GET", "/v1/kinds", TASKS_ANY),
     ("POST", "/v1/blobs", TASKS_WRITE),
     ("GET", "/v1/tasks", TASKS_READ),
@@ -180,6 +184,11 @@ async fn call(app: &Router, method: &str, path: &str, key: Option<&str>) -> Stat
         request = request.header("content-type", "application/json");
         Body::from(
             r#"{"kind":"echo","params":{"message":"hi"},"tenant":"default","frontend_id":"matrix"}"#,
+        )
+    } else if method == "POST" && path == "/v1/plans" {
+        request = request.header("content-type", "application/json");
+        Body::from(
+            r#"{"tenant":"default","tasks":[{"name":"a","kind":"echo","params":{"message":"hi"}}]}"#,
         )
     } else if method == "POST" && path == "/v1/keys" {
         request = request.header("content-type", "application/json");

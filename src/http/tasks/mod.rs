@@ -182,7 +182,7 @@ pub struct TaskEventsQuery {
 /// stored: another tenant's upload of the same bytes does not count, and is
 /// refused exactly as a digest nobody uploaded (a malformed digest is
 /// refused by the submission's own checks).
-async fn check_inputs_uploaded(
+pub(crate) async fn check_inputs_uploaded(
     state: &AppState,
     tenant: &TenantName,
     inputs: &BTreeMap<String, String>,
@@ -558,7 +558,7 @@ pub(crate) async fn stream_page(
 
 /// The current instant at the database's precision (microseconds), so what
 /// a command answers equals what the read model later shows.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -620,7 +620,7 @@ async fn read_task(
     .await
 }
 
-fn submit_problem(error: SubmitError) -> Problem {
+pub(crate) fn submit_problem(error: SubmitError) -> Problem {
     match error {
         SubmitError::Kind(error) => Problem::unprocessable(error.to_string()),
         error @ SubmitError::IdempotencyKeyReused { .. } => Problem::new(

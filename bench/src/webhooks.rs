@@ -157,9 +157,14 @@ pub(crate) async fn webhooks(settings: &Settings, args: &WebhooksBenchArgs) -> a
     // Warm-up: one completion per tenant.
     let expected = hooks_of.iter().sum::<u64>();
     let started = receiver.arrived.load(Ordering::Relaxed);
+    let began = Instant::now();
     append_many(&store, &tenants, 0, args.tenants).await?;
-    arrive(&receiver, started + expected, Duration::from_secs(120)).await?;
+    arrive(&receiver, started + expected, Duration::from_secs(600)).await?;
     receiver.take_latencies();
+    println!(
+        "webhooks warm_up deliveries={expected} seconds={:.2} (each webhook's first: its lane connects)",
+        began.elapsed().as_secs_f64()
+    );
 
     // Baseline: the same POSTs straight to the receiver.
     let deliveries: u64 = (0..args.burst)
@@ -291,16 +296,28 @@ async fn create_webhooks(
                     return anyhow::Ok(());
                 }
                 let tenant = &tenants[(index % tenants.len() as u64) as usize];
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({
-                        "url": format!("{receiver_base}/hook/{index}"),
-                        "events": ["task.succeeded"],
-                        "tenant": tenant.as_str(),
-                    }))
-                    .send()
-                    .await?;
+                let request = json!({
+                    "url": format!("{receiver_base}/hook/{index}"),
+                    "events": ["task.succeeded"],
+                    "tenant": tenant.as_str(),
+                });
+                // A 503 (the database pools busy) is retried, as a client
+                // told `Retry-After` would; anything else ends the run.
+                let mut tries = 0;
+                let response = loop {
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .json(&request)
+                        .send()
+                        .await?;
+                    tries += 1;
+                    if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE || tries == 10
+                    {
+                        break response;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                };
                 let status = response.status();
                 anyhow::ensure!(
                     status == reqwest::StatusCode::CREATED,

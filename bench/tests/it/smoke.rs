@@ -299,6 +299,8 @@ async fn webhooks_delivers_to_its_receiver_and_prints_rate_latency_and_the_goal(
         TINY_RUN,
     )
     .await;
+    let warm_up = line(&run, "webhooks warm_up ", &["deliveries", "seconds"]);
+    assert!(warm_up.contains(" deliveries=10 "), "{warm_up}");
     let bare = line(
         &run,
         "webhooks bare_posts ",

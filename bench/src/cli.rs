@@ -1,5 +1,5 @@
 //! The command line: `append`, `api`, `tasks`, `mo`, `rebuild`, `growth`,
-//! `verify`, `gateway`, each against
+//! `verify`, `gateway`, `webhooks`, each against
 //! the database in `DATABASE_URL` (created if missing).
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ use crate::mo::MoBenchArgs;
 use crate::rebuild::RebuildBenchArgs;
 use crate::tasks::TasksBenchArgs;
 use crate::verify::VerifyBenchArgs;
+use crate::webhooks::WebhooksBenchArgs;
 
 /// Measure taskledger's performance against the database in DATABASE_URL
 /// (use a scratch database: the benchmarks write to it).
@@ -72,6 +73,11 @@ enum BenchCommand {
     /// Device gateway messages/s with 1 and with 16 messages in flight
     /// against a RockBLOCK stand-in answering after a delay, and the ratio.
     Gateway(GatewayBenchArgs),
+    /// Webhook deliveries per second to a receiver in this process with
+    /// 1,000 webhooks subscribed (against bare POSTs to it), and the time
+    /// from a task's terminal event to its delivery's arrival (p50/p99) at a
+    /// paced rate of completions, with the goal line (p99 < 100 ms at 200/s).
+    Webhooks(WebhooksBenchArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -89,6 +95,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Api(args) => crate::api::api(&settings, &args).await,
         BenchCommand::Mo(args) => crate::mo::mo(&settings, &args).await,
         BenchCommand::Gateway(args) => crate::gateway::gateway(&settings, &args).await,
+        BenchCommand::Webhooks(args) => crate::webhooks::webhooks(&settings, &args).await,
         BenchCommand::Rebuild(args) => {
             prepare(&settings).await?;
             crate::rebuild::rebuild(&settings, &args).await
@@ -107,7 +114,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Creates the database if missing and migrates it. (`api`, `mo` and `gateway` start
+/// Creates the database if missing and migrates it. (`api`, `mo`, `gateway` and `webhooks` start
 /// the service, which does both itself.)
 async fn prepare(settings: &Settings) -> anyhow::Result<()> {
     database::prepare(settings)

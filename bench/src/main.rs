@@ -15,6 +15,7 @@ mod rebuild;
 mod seed;
 mod tasks;
 mod verify;
+mod webhooks;
 
 use clap::Parser;
 

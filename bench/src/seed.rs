@@ -1,6 +1,7 @@
 //! Task lifecycles appended straight to the log, for the benchmarks that
 //! need a long history (`rebuild`, `verify`, `growth`): a submission, and for the
-//! finished ones a start, a progress report and a success.
+//! finished ones a start, a progress report and a success; and one at a
+//! time, for `webhooks`' task completions.
 
 use chrono::Utc;
 use serde_json::{json, Map};
@@ -98,7 +99,11 @@ pub(crate) async fn log_up_to(
     Ok(())
 }
 
-async fn append_one(store: &PgEventStore, shape: Shape) -> anyhow::Result<()> {
+/// Appends one task lifecycle shaped `shape` (one append, its own stream).
+///
+/// # Errors
+/// When the append fails.
+pub(crate) async fn append_one(store: &PgEventStore, shape: Shape) -> anyhow::Result<()> {
     let task_id = TaskId(Uuid::new_v4());
     let now = Utc::now();
     let mut params = Map::new();

@@ -129,6 +129,8 @@ pub struct DeliveryView {
     pub error: Option<String>,
     /// `delivered`, `retrying` or `gave_up`.
     pub outcome: String,
+    /// When the next attempt is due, after one that ended `retrying`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
     /// Its position in the log.
     pub recorded_at_position: u64,
 }
@@ -422,6 +424,7 @@ pub async fn list_deliveries(
                         .ok()
                         .and_then(|value| value.as_str().map(str::to_owned))
                         .unwrap_or_default(),
+                    next_attempt_at: attempt.next_attempt_at,
                     recorded_at_position: recorded.global_position,
                 });
                 if items.len() == limit as usize {

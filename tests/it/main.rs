@@ -7,6 +7,7 @@ mod console;
 mod console_apiref;
 mod console_devices;
 mod console_ops;
+mod console_webhooks;
 mod deploy;
 mod devices;
 mod docker_out;

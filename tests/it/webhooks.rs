@@ -31,7 +31,7 @@ use crate::helpers::{complete_first_attempt, start_first_attempt, TestApp, KINDS
 use crate::support::http::send;
 use crate::support::poll::eventually;
 
-const SCOPES: &[Scope] = &[
+pub(crate) const SCOPES: &[Scope] = &[
     Scope::TasksRead,
     Scope::TasksWrite,
     Scope::WebhooksRead,
@@ -40,25 +40,25 @@ const SCOPES: &[Scope] = &[
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    id: String,
+pub(crate) struct Received {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
-    body: Vec<u8>,
-    answered: u16,
+    pub(crate) body: Vec<u8>,
+    pub(crate) answered: u16,
 }
 
 /// A receiver: answers the statuses in `script` in turn, then 200; a
 /// gated one answers each request only once it takes a permit of `gate`.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<u16>>>,
     gate: Option<Arc<Semaphore>>,
 }
 
 impl Receiver {
-    async fn start(script: &[u16]) -> (Self, SocketAddr) {
+    pub(crate) async fn start(script: &[u16]) -> (Self, SocketAddr) {
         Self::serve(Self::default(), script).await
     }
 
@@ -119,17 +119,17 @@ impl Receiver {
         (receiver, app)
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
-    fn answer_always(&self, status: u16) {
+    pub(crate) fn answer_always(&self, status: u16) {
         let mut script = self.script.lock().unwrap();
         script.clear();
         script.extend(std::iter::repeat_n(status, 10_000));
     }
 
-    fn answer_ok_from_now(&self) {
+    pub(crate) fn answer_ok_from_now(&self) {
         self.script.lock().unwrap().clear();
     }
 }
@@ -200,7 +200,7 @@ fn config_with(extra: &str) -> String {
 
 /// A service with the webhook deliverer, loopback targets allowed, and
 /// `[webhooks]` lines `extra`.
-async fn app_with(extra: &str) -> TestApp {
+pub(crate) async fn app_with(extra: &str) -> TestApp {
     TestApp::spawn_with_config(&config_with(extra), |settings| {
         settings.roles = vec![Role::Api, Role::Projector, Role::Webhooks];
     })
@@ -208,7 +208,12 @@ async fn app_with(extra: &str) -> TestApp {
 }
 
 /// Creates a webhook to `url` for `events` with `key`: the answer.
-async fn create(app: &TestApp, key: &str, url: &str, events: &[&str]) -> (StatusCode, Value) {
+pub(crate) async fn create(
+    app: &TestApp,
+    key: &str,
+    url: &str,
+    events: &[&str],
+) -> (StatusCode, Value) {
     let response = send(
         app.post(key, "/v1/webhooks")
             .json(&json!({"url": url, "events": events})),
@@ -219,7 +224,7 @@ async fn create(app: &TestApp, key: &str, url: &str, events: &[&str]) -> (Status
 }
 
 /// Submits a task with `key` and makes it succeed as a worker would.
-async fn succeeded_task(app: &TestApp, key: &str) -> TaskId {
+pub(crate) async fn succeeded_task(app: &TestApp, key: &str) -> TaskId {
     let task = app
         .submitted(key, json!({"kind": "echo", "params": {"message": "hi"}}))
         .await;
@@ -232,7 +237,7 @@ async fn succeeded_task(app: &TestApp, key: &str) -> TaskId {
 }
 
 /// Waits until `receiver` has answered 200 for a delivery about `task`.
-async fn delivered(receiver: &Receiver, task: TaskId) -> Vec<Received> {
+pub(crate) async fn delivered(receiver: &Receiver, task: TaskId) -> Vec<Received> {
     let stream = format!("task-{}", task.0);
     eventually(
         Duration::from_secs(30),
@@ -258,7 +263,7 @@ async fn delivered(receiver: &Receiver, task: TaskId) -> Vec<Received> {
     .await
 }
 
-async fn deliveries(app: &TestApp, key: &str, webhook: &str) -> Vec<Value> {
+pub(crate) async fn deliveries(app: &TestApp, key: &str, webhook: &str) -> Vec<Value> {
     let (status, page) = app
         .read(Some(key), &format!("/v1/webhooks/{webhook}/deliveries"))
         .await;

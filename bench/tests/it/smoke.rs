@@ -290,3 +290,67 @@ async fn gateway_sends_through_a_stand_in_and_prints_the_ratio() {
     assert!(four.contains(" provider_calls=8 "), "{four}");
     assert!(!four.ends_with(" provider_most_open=1"), "{four}");
 }
+
+#[tokio::test]
+async fn webhooks_delivers_to_its_receiver_and_prints_rate_latency_and_the_goal() {
+    // Two webhooks per tenant: every completion is two deliveries.
+    let run = bench_on_scratch(
+        "webhooks --webhooks 10 --tenants 5 --burst 20 --rate 20 --seconds 1",
+        TINY_RUN,
+    )
+    .await;
+    let warm_up = line(&run, "webhooks warm_up ", &["deliveries", "seconds"]);
+    assert!(warm_up.contains(" deliveries=10 "), "{warm_up}");
+    let bare = line(
+        &run,
+        "webhooks bare_posts ",
+        &["senders", "posts", "posts_per_s", "seconds"],
+    );
+    assert!(
+        bare.starts_with("webhooks bare_posts senders=10 posts=40 "),
+        "{bare}"
+    );
+    let burst = line(
+        &run,
+        "webhooks burst ",
+        &[
+            "webhooks",
+            "tenants",
+            "completions",
+            "deliveries",
+            "deliveries_per_s",
+            "ratio_vs_bare",
+            "append_seconds",
+            "seconds",
+        ],
+    );
+    assert!(
+        burst.contains(" webhooks=10 tenants=5 completions=20 deliveries=40 "),
+        "{burst}"
+    );
+    let paced = line(
+        &run,
+        "webhooks paced ",
+        &[
+            "completions_per_s",
+            "achieved_per_s",
+            "deliveries",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "ratio_p99_vs_goal",
+        ],
+    );
+    assert!(paced.contains(" deliveries=40 "), "{paced}");
+    // The goal is stated for 1,000 webhooks at 200/s: not this run's.
+    let goal: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("webhooks goal p99_ms<100 at 200 completions/s"))
+        .collect();
+    assert_eq!(goal.len(), 1, "{run:#?}");
+    assert!(
+        goal[0].contains("not checked (this run: 20 completions/s, 10 webhooks)"),
+        "{goal:?}"
+    );
+}

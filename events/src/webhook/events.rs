@@ -133,6 +133,11 @@ pub struct WebhookDeliveryAttempted {
     pub error: Option<String>,
     /// How it ended.
     pub outcome: DeliveryOutcome,
+    /// When the next attempt is due, for an attempt that ended
+    /// `Retrying` (absent on the others, and on attempts recorded before
+    /// this field existed: reading them needs no upcast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 codec::stored_events!(WebhookEvent: "a webhook", schema version 1, {

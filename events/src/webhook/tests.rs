@@ -53,6 +53,7 @@ fn attempt(outcome: DeliveryOutcome, number: u32) -> WebhookDeliveryAttempted {
         status_code: Some(500),
         error: None,
         outcome,
+        next_attempt_at: (outcome == DeliveryOutcome::Retrying).then(|| at(21)),
     }
 }
 
@@ -297,4 +298,13 @@ fn every_event_round_trips_and_has_a_stable_shape() {
             "outcome": "gave_up",
         }),
     );
+    // A retrying attempt says when the next one is due; one recorded
+    // before that field existed reads back without it.
+    let retrying = attempt(DeliveryOutcome::Retrying, 1);
+    let stored = serde_json::to_value(&retrying).unwrap();
+    assert_eq!(stored["next_attempt_at"], "2023-11-14T22:13:41Z");
+    let mut old = stored;
+    old.as_object_mut().unwrap().remove("next_attempt_at");
+    let read: WebhookDeliveryAttempted = serde_json::from_value(old).unwrap();
+    assert_eq!(read.next_attempt_at, None);
 }

@@ -5,7 +5,7 @@
 //! listings' paging are exactly `/v1`'s, and a refusal is `/v1`'s problem.
 
 use axum::body::{to_bytes, Body};
-use axum::http::header::{ACCEPT, AUTHORIZATION};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
@@ -57,8 +57,14 @@ impl Api {
         accept: Option<&str>,
     ) -> Response {
         let accept = accept.and_then(|accept| HeaderValue::from_str(accept).ok());
-        self.send_with(secret, method, path, accept.map(|accept| (ACCEPT, accept)))
-            .await
+        self.send_with(
+            secret,
+            method,
+            path,
+            accept.map(|accept| (ACCEPT, accept)),
+            Body::empty(),
+        )
+        .await
     }
 
     /// `GET path` (an event stream of `/v1`) with the key `secret`, passing
@@ -71,7 +77,8 @@ impl Api {
         last_event_id: Option<HeaderValue>,
     ) -> Response {
         let header = last_event_id.map(|value| (HeaderName::from_static("last-event-id"), value));
-        self.send_with(secret, Method::GET, path, header).await
+        self.send_with(secret, Method::GET, path, header, Body::empty())
+            .await
     }
 
     async fn send_with(
@@ -80,6 +87,7 @@ impl Api {
         method: Method,
         path: &str,
         header: Option<(HeaderName, HeaderValue)>,
+        body: Body,
     ) -> Response {
         let mut request = Request::builder()
             .method(method)
@@ -88,7 +96,7 @@ impl Api {
         if let Some((name, value)) = header {
             request = request.header(name, value);
         }
-        let Ok(request) = request.body(Body::empty()) else {
+        let Ok(request) = request.body(body) else {
             return refusal_response(StatusCode::BAD_REQUEST);
         };
         let mut router = self.router.clone();
@@ -128,6 +136,26 @@ impl Api {
         path: &str,
     ) -> Result<serde_json::Value, Refusal> {
         let response = self.send(secret, Method::POST, path, None).await;
+        let body = answer(response).await?;
+        Ok(serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// `POST path` with `body` as JSON; the answer's JSON (`null` if it is
+    /// not JSON).
+    ///
+    /// # Errors
+    /// `/v1`'s problem when it did not answer 2xx.
+    pub(super) async fn post_json(
+        &self,
+        secret: &SecretString,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, Refusal> {
+        let content_type = (CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = Body::from(body.to_string());
+        let response = self
+            .send_with(secret, Method::POST, path, Some(content_type), body)
+            .await;
         let body = answer(response).await?;
         Ok(serde_json::from_slice(&body).unwrap_or_default())
     }

@@ -25,6 +25,7 @@ mod task;
 mod tasks;
 mod vendor_styles;
 mod views;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -78,6 +79,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route("/console/tasks/{id}/artifacts/{name}", get(task::artifact))
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{imei}", get(devices::show))
+        .route("/console/webhooks", get(webhooks::list))
+        .route("/console/webhooks/{id}", get(webhooks::show))
+        .route("/console/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/console/webhooks/{id}/replay", post(webhooks::replay))
         .route("/console/ledgers", get(ledgers::list))
         .route("/console/projections", get(projections::show))
         .route("/console/projections/status", get(projections::status))

@@ -12,7 +12,7 @@ use taskledger_events::tenant::Access;
 use super::api::Refusal;
 use super::session::SignedIn;
 use crate::http::auth::{
-    Admin, Caller, ReadDevices, ReadLedger, ReadLog, ReadTasks, RequiredScopes,
+    Admin, Caller, ReadDevices, ReadLedger, ReadLog, ReadTasks, ReadWebhooks, RequiredScopes,
 };
 use crate::http::problem::Problem;
 
@@ -36,6 +36,7 @@ pub(super) struct Chrome {
 const NAV: &[(&str, &str, &[Scope], bool)] = &[
     ("/console/tasks", "Tasks", ReadTasks::SCOPES, false),
     ("/console/devices", "Devices", ReadDevices::SCOPES, false),
+    ("/console/webhooks", "Webhooks", ReadWebhooks::SCOPES, false),
     ("/console/ledgers", "Ledgers", ReadLedger::SCOPES, true),
     ("/console/projections", "Projections", Admin::SCOPES, true),
     ("/console/audit", "Audit", ReadLog::SCOPES, true),
@@ -170,8 +171,17 @@ mod tests {
         );
         // A tenant's admin key: no platform page (their /v1 routes refuse it).
         assert_eq!(
-            paths(&caller(&[Scope::Admin], acme)),
-            ["/console/tasks", "/console/devices", "/console/api"]
+            paths(&caller(&[Scope::Admin], acme.clone())),
+            [
+                "/console/tasks",
+                "/console/devices",
+                "/console/webhooks",
+                "/console/api"
+            ]
+        );
+        assert_eq!(
+            paths(&caller(&[Scope::WebhooksRead], acme)),
+            ["/console/webhooks", "/console/api"]
         );
         assert_eq!(
             paths(&caller(&[Scope::AuditRead], Access::AllTenants)),

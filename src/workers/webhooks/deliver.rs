@@ -97,6 +97,10 @@ impl Delivery {
             } else {
                 DeliveryOutcome::Retrying
             };
+            let next_attempt_at = (outcome == DeliveryOutcome::Retrying).then(|| {
+                Utc::now().trunc_subsecs(6)
+                    + chrono::Duration::from_std(pause).unwrap_or(chrono::Duration::zero())
+            });
             let give_up_reason = (outcome == DeliveryOutcome::GaveUp).then(|| {
                 format!(
                     "deliveries failed for {} s (last: {}); enable the webhook to deliver again",
@@ -119,6 +123,7 @@ impl Delivery {
                         status_code,
                         error,
                         outcome,
+                        next_attempt_at,
                     },
                     give_up_reason: give_up_reason.map(|reason| cut_to(&reason, 500)),
                 }),

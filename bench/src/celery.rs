@@ -172,8 +172,12 @@ impl Celery {
             ("TLBENCH_QUEUE", queue.to_owned()),
             ("PYTHONPATH", dir.display().to_string()),
         ];
-        let worker = Command::new(dir.join("bin/celery"))
+        // `python -m celery`, not the `celery` script: the script's first
+        // line names the environment's path when it was made.
+        let worker = Command::new(&python)
             .args([
+                "-m",
+                "celery",
                 "-A",
                 "tlbench_worker",
                 "worker",

@@ -153,6 +153,8 @@ struct Ours {
     stop: shutdown::ShutdownTrigger,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     data_dir: std::path::PathBuf,
+    amqp_url: String,
+    prefix: String,
 }
 
 impl Ours {
@@ -166,7 +168,8 @@ impl Ours {
         settings.listen = ([127, 0, 0, 1], 0).into();
         settings.roles = vec![Role::Api, Role::Projector, Role::Relay, Role::Runner];
         settings.amqp_url = Some(amqp_url.to_owned());
-        settings.amqp_prefix = Some(format!("tl-bench-{}", Uuid::new_v4().simple()));
+        let prefix = format!("tl-bench-{}", Uuid::new_v4().simple());
+        settings.amqp_prefix = Some(prefix.clone());
         settings.runner_slots = 4;
         settings.data_dir = data_dir.clone();
         let (stop, signal) = shutdown::channel();
@@ -183,6 +186,8 @@ impl Ours {
             stop,
             server,
             data_dir,
+            amqp_url: amqp_url.to_owned(),
+            prefix,
         })
     }
 
@@ -274,6 +279,13 @@ impl Ours {
         self.stop.trigger();
         self.server.await.context("the server task failed")??;
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        let connection =
+            taskledger::adapters::rabbitmq::connect(&self.amqp_url, "taskledger-bench-cleanup")
+                .await?;
+        let channel = connection.create_channel().await?;
+        taskledger::adapters::rabbitmq::Topology::new(self.prefix)
+            .delete(&channel, &["bench-noop".to_owned()])
+            .await?;
         Ok(())
     }
 }

@@ -5,11 +5,13 @@
 mod api;
 mod append;
 mod bare;
+mod celery;
 mod cli;
 mod gateway;
 mod growth;
 mod measure;
 mod mo;
+mod noop;
 mod queues;
 mod rebuild;
 mod seed;

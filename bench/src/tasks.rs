@@ -106,6 +106,18 @@ pub(crate) struct TasksBenchArgs {
     /// skips it).
     #[arg(long, default_value_t = 20_000)]
     pub(crate) queue_messages: usize,
+    /// Instead of the container runs: a no-op task (`true` as a local
+    /// process) through taskledger and through Celery, alternating
+    /// ([`crate::noop`]); installs Celery in a virtual environment under
+    /// the cache directory where missing.
+    #[arg(long)]
+    pub(crate) celery: bool,
+    /// With `--celery`: the submitter counts measured, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub(crate) submitters: Vec<usize>,
+    /// With `--celery`: the paced run's tasks per second (0: none).
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) paced_rate: f64,
 }
 
 /// One run's count and time.
@@ -142,6 +154,16 @@ pub(crate) async fn tasks(settings: &Settings, args: &TasksBenchArgs) -> anyhow:
         .amqp_url
         .clone()
         .unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
+    if args.celery {
+        let compare = crate::noop::Compare {
+            tasks: args.tasks,
+            rounds: args.rounds,
+            submitters: args.submitters.clone(),
+            paced_rate: args.paced_rate,
+            amqp_url,
+        };
+        return crate::noop::compare(settings, &compare).await;
+    }
     let store = PgEventStore::connect(
         settings.database_url.expose_secret(),
         StoreOptions::default(),

@@ -112,6 +112,10 @@ macro_rules! each_event_projector {
                 }
                 Ok(())
             }
+
+            fn projects(&self, event: &::taskledger_events::RecordedEvent) -> bool {
+                ($stream_of)(&event.stream_id).is_some()
+            }
         }
     };
 }

@@ -3,6 +3,7 @@
 mod access;
 mod audit;
 mod auth;
+mod budget;
 mod console;
 mod console_apiref;
 mod console_devices;

@@ -32,12 +32,15 @@ impl Projector for LedgersProjector {
         ),
     }
 
+    fn projects(&self, event: &RecordedEvent) -> bool {
+        ledger_stream(&event.stream_id).is_some()
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError> {
-        let ledger_stream = |stream_id: &str| stream_id.starts_with("ledger-").then_some(());
         for decoded in events_of(events, ledger_stream) {
             let ((), recorded, LedgerEvent::Confirmed(confirmed)) = decoded?;
             let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);
@@ -78,4 +81,9 @@ impl Projector for LedgersProjector {
         }
         Ok(())
     }
+}
+
+/// The streams the ledgers projector reads.
+fn ledger_stream(stream_id: &str) -> Option<()> {
+    stream_id.starts_with("ledger-").then_some(())
 }

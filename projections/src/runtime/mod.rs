@@ -12,6 +12,11 @@
 //!   happen in one transaction *on the connection that holds the lock*. An
 //!   instance that lost its connection has lost its lock and cannot write;
 //!   the checkpoint update is also guarded by the position it started from.
+//!   A batch with no event the projector projects ([`Projector::projects`]
+//!   `false` for all) takes no transaction: the checkpoint row stays behind,
+//!   and is moved past such events with the next batch it applies, or
+//!   within [`CHECKPOINT_LAG`] (a crash meanwhile re-reads events that
+//!   change nothing).
 //! - **Batches and wake-ups**: it reads the global order from its checkpoint
 //!   through a store subscription (catch-up in batches, then `NOTIFY`), and
 //!   applies whatever is ready, up to [`RuntimeOptions::batch_size`] events, in
@@ -75,7 +80,21 @@ pub trait Projector: Send + Sync + 'static {
         tx: &Transaction<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectorError>;
+    /// Whether [`Projector::apply`] may change a table for `event`. `false`
+    /// promises that it changes nothing and cannot fail for it, so the
+    /// runtime may move past a batch of such events without a transaction
+    /// (the checkpoint follows within [`CHECKPOINT_LAG`]). The default
+    /// answers `true` for every event.
+    fn projects(&self, event: &RecordedEvent) -> bool {
+        let _ = event;
+        true
+    }
 }
+
+/// How long a projector's checkpoint may stay behind events it does not
+/// project before it is written anyway (a crash meanwhile re-reads them,
+/// which changes nothing).
+pub const CHECKPOINT_LAG: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a projector could not apply a batch.
 #[derive(Debug, thiserror::Error)]

@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use backon::{BackoffBuilder, ExponentialBuilder};
 use taskledger_events::{EventStore, RecordedEvent};
 
 use super::batch::Applied;
 use super::{
     connect, ensure_checkpoint, lock_key, to_i64, try_lock, Checkpoint, Projector,
-    ProjectorRuntime, ProjectorState,
+    ProjectorRuntime, ProjectorState, CHECKPOINT_LAG,
 };
 use crate::rebuild::{rebuild, RebuildError, RebuildOptions};
 
@@ -70,6 +72,11 @@ impl<P: Projector> ProjectorRuntime<P> {
             status.position = position;
             status.state = ProjectorState::Running;
         });
+        // Where the checkpoint row is: behind `position` while the events
+        // read since are ones this projector does not project (`skipped`,
+        // the last of them, since when), written within CHECKPOINT_LAG.
+        let mut stored = position;
+        let mut skipped: Option<(RecordedEvent, Instant)> = None;
 
         let mut feed = self.store.subscribe_all(position);
         loop {
@@ -77,14 +84,34 @@ impl<P: Projector> ProjectorRuntime<P> {
             // reset, pause or newer version must be noticed without waiting
             // for the next event. (`next` is cancel-safe.)
             let Ok(next) = tokio::time::timeout(CONTROL_POLL, feed.next()).await else {
-                if let Some(blocked) = self.idle_check(&client, position).await? {
-                    let Some(to) = self.settle(&client, blocked, position).await? else {
+                let blocked = match skipped.take() {
+                    // Write the checkpoint past what was skipped (applying
+                    // its last event changes nothing, by `projects`).
+                    Some((last, _)) => match self
+                        .apply_batch(&mut client, stored, std::slice::from_ref(&last))
+                        .await?
+                    {
+                        Ok(Applied::Done) => {
+                            stored = last.global_position;
+                            None
+                        }
+                        Ok(other) => Some(other),
+                        Err(error) => {
+                            self.stop_at(&client, last.global_position, &error).await?;
+                            Some(Applied::Done)
+                        }
+                    },
+                    None => self.idle_check(&client, stored).await?,
+                };
+                if let Some(blocked) = blocked {
+                    let Some(to) = self.settle(&client, blocked, stored).await? else {
                         return Ok(());
                     };
                     if to != position {
-                        position = to;
-                        feed = self.store.subscribe_all(position);
+                        self.status.send_modify(|status| status.position = to);
+                        feed = self.store.subscribe_all(to);
                     }
+                    (position, stored) = (to, to);
                 }
                 continue;
             };
@@ -92,6 +119,7 @@ impl<P: Projector> ProjectorRuntime<P> {
                 // The feed only ends on an unreadable event; wait and start over.
                 tracing::error!(projector = name, position, "the event feed ended");
                 tokio::time::sleep(self.options.failure_retry).await;
+                (position, skipped) = (stored, None);
                 feed = self.store.subscribe_all(position);
                 continue;
             };
@@ -106,13 +134,39 @@ impl<P: Projector> ProjectorRuntime<P> {
                 Ok(events) => events,
                 Err(error) => {
                     self.stop_at(&client, position + 1, &error).await?;
+                    (position, skipped) = (stored, None);
                     feed = self.store.subscribe_all(position);
                     continue;
                 }
             };
-            let outcome = match self.apply_batch(&mut client, position, &events).await? {
+            // A batch of events this projector does not project needs no
+            // transaction: the checkpoint follows within CHECKPOINT_LAG.
+            let since = skipped
+                .as_ref()
+                .map_or_else(Instant::now, |(_, since)| *since);
+            if since.elapsed() < CHECKPOINT_LAG
+                && !events.iter().any(|event| self.projector.projects(event))
+            {
+                self.advance(&mut position, &events);
+                skipped = events.last().cloned().map(|last| (last, since));
+                continue;
+            }
+            let pending = skipped.take();
+            let applied = self.apply_batch(&mut client, stored, &events).await?;
+            if let (Err(_), Some((last, _))) = (&applied, pending) {
+                // Before stopping at a failing event, move the checkpoint
+                // past the skipped ones, so it shows right before it.
+                let flushed = self
+                    .apply_batch(&mut client, stored, std::slice::from_ref(&last))
+                    .await?;
+                if let Ok(Applied::Done) = flushed {
+                    stored = last.global_position;
+                }
+            }
+            let outcome = match applied {
                 Ok(Applied::Done) => {
                     self.advance(&mut position, &events);
+                    stored = position;
                     continue;
                 }
                 Ok(outcome) => outcome,
@@ -121,8 +175,11 @@ impl<P: Projector> ProjectorRuntime<P> {
                     // so everything before it lands.
                     let mut outcome = Applied::Done;
                     for event in events.chunks(1) {
-                        match self.apply_batch(&mut client, position, event).await? {
-                            Ok(Applied::Done) => self.advance(&mut position, event),
+                        match self.apply_batch(&mut client, stored, event).await? {
+                            Ok(Applied::Done) => {
+                                self.advance(&mut position, event);
+                                stored = position;
+                            }
                             Ok(other) => {
                                 outcome = other;
                                 break;
@@ -142,10 +199,10 @@ impl<P: Projector> ProjectorRuntime<P> {
                     Applied::Done
                 }
             };
-            let Some(to) = self.settle(&client, outcome, position).await? else {
+            let Some(to) = self.settle(&client, outcome, stored).await? else {
                 return Ok(());
             };
-            position = to;
+            (position, stored) = (to, to);
             // Read on from what the checkpoint holds.
             feed = self.store.subscribe_all(position);
         }

@@ -354,6 +354,10 @@ impl Projector for TasksProjector {
         ),
     }
 
+    fn projects(&self, event: &RecordedEvent) -> bool {
+        TaskId::from_stream_id(&event.stream_id).is_some()
+    }
+
     /// Folds the batch's events into the rows they touch (read once from
     /// the table when the task came before this batch), then writes every
     /// touched row in one statement and every new result in another: three

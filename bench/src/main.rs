@@ -10,6 +10,7 @@ mod gateway;
 mod growth;
 mod measure;
 mod mo;
+mod plain;
 mod queues;
 mod rebuild;
 mod seed;

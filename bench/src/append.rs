@@ -60,6 +60,11 @@ pub(crate) struct AppendBenchArgs {
     /// the baseline alternate which goes first), then the median ratio.
     #[arg(long, default_value_t = 3)]
     pub(crate) rounds: usize,
+    /// With `--baseline`, the most connections its writers use (more
+    /// writers share them); the server's connection limit is shared with
+    /// ours and anything else running.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) baseline_connections: usize,
 }
 
 /// What one run measured.
@@ -143,8 +148,9 @@ async fn compared(
     let table = PlainTable::create(config, &uuid::Uuid::new_v4().simple().to_string()).await?;
     println!(
         "# baseline: plain INSERT of `batch` rows per transaction into a copy of the events table \
-         (LIKE events INCLUDING ALL), one connection per writer; ratio = ours / baseline events/s, \
-         p99_ratio = ours / baseline p99 (below 1 is better)"
+         (LIKE events INCLUDING ALL), at most {} connections; ratio = ours / baseline events/s, \
+         p99_ratio = ours / baseline p99 (below 1 is better)",
+        args.baseline_connections
     );
     let outcome = async {
         for &batch in &args.batches {
@@ -167,7 +173,15 @@ async fn compare_rounds(
     batch: usize,
 ) -> anyhow::Result<()> {
     let rounds = args.rounds.max(1);
-    let plain = || table.run(writers, batch, args.seconds, args.streams_per_writer);
+    let plain = || {
+        table.run(
+            writers,
+            batch,
+            args.seconds,
+            args.streams_per_writer,
+            args.baseline_connections,
+        )
+    };
     let mut ratios = Vec::new();
     let mut p99_ratios = Vec::new();
     let mut ceiling_ratios = Vec::new();
@@ -200,7 +214,13 @@ async fn compare_rounds(
         );
         if args.ceiling {
             let ceiling: PlainRun = table
-                .run(writers, 100, args.seconds, args.streams_per_writer)
+                .run(
+                    writers,
+                    100,
+                    args.seconds,
+                    args.streams_per_writer,
+                    args.baseline_connections,
+                )
                 .await?;
             let of_ceiling = ours.events_per_s / ceiling.events_per_s;
             ceiling_ratios.push(of_ceiling);

@@ -2,12 +2,15 @@
 //! application gets from PostgreSQL without the log. Plain INSERTs into a
 //! scratch copy of the events table (`LIKE events INCLUDING ALL`: the same
 //! columns, checks and indexes, whatever the migrations added), the same
-//! payload and stream shape as the log's writers, one connection per writer
-//! and one transaction per INSERT; positions from a sequence, no lock, no
+//! payload and stream shape as the log's writers, one transaction per
+//! INSERT, over at most `connections` connections (writers beyond that
+//! share them, as an application's pool would; the server has a connection
+//! limit); positions from a sequence, no lock, no
 //! hash chain, no head check, no NOTIFY. With `rows_per_transaction` 100 it
 //! is the ceiling group commit approaches: the same rows, a hundred to a
 //! transaction.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -87,9 +90,9 @@ impl PlainTable {
             .context("dropping the baseline's scratch table")
     }
 
-    /// `writers` connections insert `rows_per_transaction` rows per
-    /// transaction for `seconds`, each spreading its rows over
-    /// `streams_per_writer` streams with consecutive versions.
+    /// `writers` insert `rows_per_transaction` rows per transaction for
+    /// `seconds` over at most `connections` connections, each spreading its
+    /// rows over `streams_per_writer` streams with consecutive versions.
     ///
     /// # Errors
     /// When the database fails.
@@ -99,18 +102,19 @@ impl PlainTable {
         rows_per_transaction: usize,
         seconds: f64,
         streams_per_writer: usize,
+        connections: usize,
     ) -> anyhow::Result<PlainRun> {
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let mut clients = Vec::with_capacity(writers);
-        for _ in 0..writers {
-            clients.push(connect(&self.config).await?);
+        let connections = connections.clamp(1, writers.max(1));
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            clients.push(Arc::new(connect(&self.config).await?));
         }
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(seconds);
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .enumerate()
-            .map(|(writer, client)| {
+        let tasks: Vec<_> = (0..writers)
+            .map(|writer| {
+                let client = clients[writer % connections].clone();
                 let shape = Shape {
                     table: self.name.clone(),
                     run: run.clone(),

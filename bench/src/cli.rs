@@ -37,7 +37,8 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Appends per second, append latency and live-subscriber lag for several
-    /// writer counts and batch sizes.
+    /// writer counts and batch sizes; with `--baseline`, interleaved with
+    /// plain INSERTs of the same rows and printed as ratios.
     Append(AppendBenchArgs),
     /// Requests/s and latency of POST /v1/tasks and GET /v1/tasks/{id} at
     /// several connection counts, and the time from a 201 to the task being

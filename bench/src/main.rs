@@ -12,6 +12,7 @@ mod growth;
 mod measure;
 mod mo;
 mod noop;
+mod plain;
 mod queues;
 mod rebuild;
 mod seed;

@@ -14,7 +14,9 @@ use crate::Refusal;
 ///
 /// # Errors
 /// `Invalid` for a payload out of bounds; `NotFound` for an unknown
-/// message; `AlreadyExists` for a reused message id; `InvalidTransition`
+/// message (or one finished before the state's window,
+/// [`super::state::FINISHED_WINDOW`]); `AlreadyExists` for a reused message
+/// id; `InvalidTransition`
 /// for an attempt that is not the next one or a result for an attempt not
 /// under way.
 pub fn decide(
@@ -30,7 +32,7 @@ pub fn decide(
                     queue.payload.len()
                 )));
             }
-            if state.outbound.contains_key(&queue.message_id) {
+            if state.message(queue.message_id).is_some() {
                 return Err(Refusal::already_exists(format!(
                     "message {} already exists",
                     queue.message_id
@@ -112,10 +114,7 @@ pub fn decide(
                     "transmit_time must be 1 to 64 characters without control characters",
                 ));
             }
-            if state
-                .received
-                .contains(&(receive.momsn, receive.transmit_time.clone()))
-            {
+            if state.has_received(receive.momsn, &receive.transmit_time) {
                 return Ok(Vec::new());
             }
             Ok(vec![DeviceEvent::Received(DeviceMessageReceived {
@@ -146,8 +145,6 @@ pub fn decide(
 
 fn outbound(state: &DeviceState, message_id: Uuid) -> Result<Outbound, Refusal> {
     state
-        .outbound
-        .get(&message_id)
-        .copied()
+        .message(message_id)
         .ok_or_else(|| Refusal::not_found(format!("message {message_id} does not exist")))
 }

@@ -8,7 +8,9 @@
 //! answer never came is resolved as a failure of unknown outcome and tried
 //! again under a new record. Inbound (mobile-originated) messages are
 //! recorded once per `(momsn, transmit_time)`; a redelivered webhook changes
-//! nothing. A platform admin assigns the device to a tenant
+//! nothing (the state remembers a window of the newest pairs and of the
+//! newest finished outbound messages, so its size does not grow with the
+//! device's history: see `state.rs`). A platform admin assigns the device to a tenant
 //! ([`AssignDevice`]); until then only platform keys see it.
 //!
 //! The device's commands are in `commands.rs`, its events in `events.rs`,
@@ -35,7 +37,7 @@ pub use events::{
     DeviceAssigned, DeviceEvent, DeviceMessageFailed, DeviceMessageQueued, DeviceMessageReceived,
     DeviceMessageSendAttempted, DeviceMessageSent,
 };
-pub use state::{apply, DeviceState, Outbound, OutboundStatus};
+pub use state::{apply, DeviceState, Outbound, OutboundStatus, FINISHED_WINDOW, RECEIVED_WINDOW};
 
 /// A modem's IMEI: exactly 15 ASCII digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,8 +84,9 @@ impl Aggregate for Devices {
     const NAME: &'static str = "devices";
     const STREAM_PREFIX: &'static str = "device-";
     /// A modem's stream grows with every message, for as long as it
-    /// reports.
-    const SNAPSHOTS: Option<SnapshotPolicy<DeviceState>> = Some(SnapshotPolicy::json(100, 1));
+    /// reports. State schema 2: finished messages and the received pairs
+    /// are bounded windows (schema 1 kept every one in a set).
+    const SNAPSHOTS: Option<SnapshotPolicy<DeviceState>> = Some(SnapshotPolicy::json(100, 2));
 
     type State = DeviceState;
     type Command = (Imei, DeviceCommand);

@@ -61,37 +61,216 @@ pub(super) async fn run_appender(
         1
     };
     let mut previous_batch = 1;
-    while let Some(first) = receiver.recv().await {
-        let mut events = first.request.len();
-        let mut batch = vec![first];
-        // The writers the last commit answered are probably about to append
-        // again; give them a moment (up to `GATHER_WAIT`) to make the batch as
-        // large as the last one. Past that, stop once a few scheduler turns
-        // bring nothing new.
-        let gathering_since = Instant::now();
-        let mut quiet_rounds = 0;
-        while batch.len() < max_appends && events < options.max_batch_events {
-            match receiver.try_recv() {
-                Ok(pending) => {
-                    events += pending.request.len();
-                    batch.push(pending);
-                    quiet_rounds = 0;
-                }
-                Err(_) if max_appends == 1 => break,
-                Err(_)
-                    if batch.len() < previous_batch && gathering_since.elapsed() < GATHER_WAIT =>
-                {
-                    tokio::task::yield_now().await;
-                }
-                Err(_) if quiet_rounds < YIELD_ROUNDS => {
-                    quiet_rounds += 1;
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => break,
+    // The batch sent ahead: its transaction waits at the server for the log
+    // lock while the batch before it commits, so the lock passes from one
+    // commit to the next without a round trip to this process in between.
+    let mut ahead: Option<Ahead> = None;
+    loop {
+        let next = match ahead.as_mut() {
+            None => receiver.recv().await.map_or(Next::Closed, Next::Append),
+            Some(flight) => tokio::select! {
+                biased;
+                joined = &mut flight.task => Next::Committed(joined),
+                pending = receiver.recv() => pending.map_or(Next::Closed, Next::Append),
+            },
+        };
+        let first = match next {
+            Next::Append(first) => first,
+            Next::Committed(joined) => {
+                let flight = ahead.take().expect("a batch was in flight");
+                finish(&pool, flight, joined, &mut head, &counters).await;
+                continue;
+            }
+            Next::Closed => break,
+        };
+        let batch = gather(first, &mut receiver, max_appends, &options, previous_batch).await;
+        previous_batch = batch.len();
+        // Behind a batch in flight, this one assumes the head that one
+        // leaves; its guard holds only if that batch committed.
+        let assumed = ahead.as_ref().map(|flight| flight.new_head).or(head);
+        let sent = match assumed {
+            Some(assumed) if options.group_commit && options.commit_ahead => {
+                send_ahead(&pool, batch, assumed)
+            }
+            _ => Err(batch),
+        };
+        if let Some(mut flight) = ahead.take() {
+            let joined = (&mut flight.task).await;
+            finish(&pool, flight, joined, &mut head, &counters).await;
+        }
+        match sent {
+            Ok(flight) => ahead = Some(flight),
+            Err(batch) => commit_batch(&pool, batch, &mut head, &counters).await,
+        }
+    }
+    if let Some(mut flight) = ahead.take() {
+        let joined = (&mut flight.task).await;
+        finish(&pool, flight, joined, &mut head, &counters).await;
+    }
+}
+
+/// What the appender waits for next.
+enum Next {
+    Append(PendingAppend),
+    Committed(Result<Result<usize, StoreError>, tokio::task::JoinError>),
+    Closed,
+}
+
+/// Takes every append waiting on the channel after `first`, up to the batch
+/// limits. The writers the last commit answered are probably about to
+/// append again; give them a moment (up to `GATHER_WAIT`) to make the batch
+/// as large as the last one. Past that, stop once a few scheduler turns
+/// bring nothing new.
+async fn gather(
+    first: PendingAppend,
+    receiver: &mut mpsc::Receiver<PendingAppend>,
+    max_appends: usize,
+    options: &StoreOptions,
+    previous_batch: usize,
+) -> Vec<PendingAppend> {
+    let mut events = first.request.len();
+    let mut batch = vec![first];
+    let gathering_since = Instant::now();
+    let mut quiet_rounds = 0;
+    while batch.len() < max_appends && events < options.max_batch_events {
+        match receiver.try_recv() {
+            Ok(pending) => {
+                events += pending.request.len();
+                batch.push(pending);
+                quiet_rounds = 0;
+            }
+            Err(_) if max_appends == 1 => break,
+            Err(_) if batch.len() < previous_batch && gathering_since.elapsed() < GATHER_WAIT => {
+                tokio::task::yield_now().await;
+            }
+            Err(_) if quiet_rounds < YIELD_ROUNDS => {
+                quiet_rounds += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A batch whose one-round-trip transaction was sent, assuming a log head,
+/// before the batch ahead of it had committed.
+struct Ahead {
+    requests: Vec<AppendRequest>,
+    replies: Vec<oneshot::Sender<Result<AppendResult, AppendError>>>,
+    outcomes: Vec<Result<AppendResult, AppendError>>,
+    rows: usize,
+    new_head: LogHead,
+    /// The transaction: how many rows it inserted (all, or none when its
+    /// guard failed).
+    task: tokio::task::JoinHandle<Result<usize, StoreError>>,
+}
+
+/// Sends `batch` on a connection of its own as a fast-path transaction
+/// after `assumed`, or hands it back when the fast path does not apply.
+fn send_ahead(
+    pool: &Pool,
+    batch: Vec<PendingAppend>,
+    assumed: LogHead,
+) -> Result<Ahead, Vec<PendingAppend>> {
+    let (requests, replies): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.request, pending.reply))
+        .unzip();
+    let Some(prepared) = prepare_fast(&requests, assumed) else {
+        return Err(requests
+            .into_iter()
+            .zip(replies)
+            .map(|(request, reply)| PendingAppend { request, reply })
+            .collect());
+    };
+    let PreparedFast {
+        rows,
+        guard,
+        outcomes,
+        new_head,
+    } = prepared;
+    let count = rows.positions.len();
+    let pool = pool.clone();
+    let span = tracing::debug_span!("append_batch_ahead", appends = requests.len());
+    let task = tokio::spawn(
+        async move {
+            let client = pool.get().await?;
+            futures::try_join!(
+                client.prepare_cached(READ_SQL),
+                client.prepare_cached(GUARDED_INSERT_SQL)
+            )
+            .map_err(StoreError::db("preparing the append statements"))?;
+            let inserted = insert_rows(
+                &client,
+                Some(BEGIN_AND_LOCK.as_str()),
+                &rows,
+                &guard,
+                Commit::Pipelined,
+            )
+            .await;
+            if inserted.is_err() {
+                discard(client);
+            }
+            inserted
+        }
+        .instrument(span),
+    );
+    Ok(Ahead {
+        requests,
+        replies,
+        outcomes,
+        rows: count,
+        new_head,
+        task,
+    })
+}
+
+/// Answers a batch sent ahead: with its outcomes when it committed, through
+/// the full path (which reads what is stored) when its guard failed or the
+/// database refused it, with the error when the connection failed.
+async fn finish(
+    pool: &Pool,
+    flight: Ahead,
+    joined: Result<Result<usize, StoreError>, tokio::task::JoinError>,
+    head: &mut Option<LogHead>,
+    counters: &CommitCounters,
+) {
+    let error = match joined {
+        Ok(Ok(inserted)) if inserted == flight.rows => {
+            *head = Some(flight.new_head);
+            counters.fast.fetch_add(1, Ordering::Relaxed);
+            for (reply, outcome) in flight.replies.into_iter().zip(flight.outcomes) {
+                // A caller that stopped waiting is fine: its append stands.
+                let _ = reply.send(outcome);
+            }
+            return;
+        }
+        // The guard failed (the batch ahead did not commit, or another
+        // process appended): nothing written.
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) if error_is_statement_level(&error) => None,
+        Ok(Err(error)) => Some(error),
+        Err(_) => Some(StoreError::AppenderStopped),
+    };
+    *head = None;
+    match error {
+        None => {
+            let batch = flight
+                .requests
+                .into_iter()
+                .zip(flight.replies)
+                .map(|(request, reply)| PendingAppend { request, reply })
+                .collect();
+            commit_batch(pool, batch, head, counters).await;
+        }
+        Some(error) => {
+            tracing::warn!(error = %error, appends = flight.requests.len(), "append batch failed");
+            let shared = Arc::new(error);
+            for reply in flight.replies {
+                let _ = reply.send(Err(AppendError::Store(StoreError::Shared(shared.clone()))));
             }
         }
-        previous_batch = batch.len();
-        commit_batch(&pool, batch, &mut head, &counters).await;
     }
 }
 
@@ -280,16 +459,43 @@ async fn commit_fast(
     requests: &[AppendRequest],
     head: LogHead,
 ) -> Result<Option<(Vec<Result<AppendResult, AppendError>>, LogHead)>, StoreError> {
+    let Some(prepared) = prepare_fast(requests, head) else {
+        return Ok(None);
+    };
+    let inserted = insert_rows(
+        client,
+        Some(BEGIN_AND_LOCK.as_str()),
+        &prepared.rows,
+        &prepared.guard,
+        Commit::Pipelined,
+    )
+    .await?;
+    Ok((inserted == prepared.rows.positions.len())
+        .then_some((prepared.outcomes, prepared.new_head)))
+}
+
+/// A fast-path transaction computed from an assumed log head, not sent yet.
+struct PreparedFast {
+    rows: Rows,
+    guard: Guard,
+    outcomes: Vec<Result<AppendResult, AppendError>>,
+    new_head: LogHead,
+}
+
+/// The rows, guard and outcomes of `requests` appended after `head`, or
+/// `None` when the fast path does not apply (an expectation that names no
+/// version, or a refusal only the full path may give).
+fn prepare_fast(requests: &[AppendRequest], head: LogHead) -> Option<PreparedFast> {
     // What each stream is assumed to be at: the first request's expectation.
     let mut stream_versions: HashMap<String, u64> = HashMap::new();
     for request in requests {
         let assumed = match request.expected {
             // A version past what the table can hold is wrong anyway; the
             // full path says so with the actual version.
-            ExpectedVersion::Exact(version) if i64::try_from(version).is_err() => return Ok(None),
+            ExpectedVersion::Exact(version) if i64::try_from(version).is_err() => return None,
             ExpectedVersion::Exact(version) => version,
             ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => return None,
         };
         stream_versions
             .entry(request.stream_id.as_str().to_owned())
@@ -314,24 +520,18 @@ async fn commit_fast(
         // A refusal decided against assumed versions could be wrong (an
         // idempotent retry, an id stored elsewhere): only the full path,
         // which reads what is stored, may refuse.
-        return Ok(None);
+        return None;
     }
-    let Some(new_head) = LogHead::after(&rows) else {
-        return Ok(None);
-    };
-    let new_head = LogHead {
-        clock_offset: head.clock_offset,
-        ..new_head
-    };
-    let inserted = insert_rows(
-        client,
-        Some(BEGIN_AND_LOCK.as_str()),
-        &rows,
-        &guard,
-        Commit::Pipelined,
-    )
-    .await?;
-    Ok((inserted == rows.positions.len()).then_some((outcomes, new_head)))
+    let new_head = LogHead::after(&rows)?;
+    Some(PreparedFast {
+        rows,
+        guard,
+        outcomes,
+        new_head: LogHead {
+            clock_offset: head.clock_offset,
+            ..new_head
+        },
+    })
 }
 
 /// True for errors the database raised about a statement (as opposed to a

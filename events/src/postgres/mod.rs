@@ -116,6 +116,11 @@ pub struct StoreOptions {
     /// Whether concurrent appends share commits. Off, every append commits on
     /// its own (for comparison in benchmarks).
     pub group_commit: bool,
+    /// Whether, with group commit, the next batch is sent while the one
+    /// before it commits (it waits for the log lock at the server and is
+    /// guarded on the head that batch leaves). Off, one commit at a time
+    /// (for comparison in benchmarks).
+    pub commit_ahead: bool,
     /// Whether loads of aggregates that opt in read and write snapshots
     /// ([`crate::snapshot`]). Off, every load folds its whole stream (for
     /// comparison in benchmarks).
@@ -133,6 +138,7 @@ impl Default for StoreOptions {
             subscription_batch: 1_000,
             poll_interval: Duration::from_millis(500),
             group_commit: true,
+            commit_ahead: true,
             snapshots: true,
         }
     }

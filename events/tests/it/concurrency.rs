@@ -108,14 +108,24 @@ async fn collect(
     }
 }
 
-async fn run(disruptors: usize) {
+/// `disruptors` hold the log lock in transactions of their own; with
+/// `second_process`, half the writers append through another store (its own
+/// appender), so each appender's assumed head, and every batch it sent
+/// ahead on it, goes stale again and again.
+async fn run(disruptors: usize, second_process: bool) {
     let (store, database) = store().await;
     let (sink, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let follower = tokio::spawn(collect(store.subscribe_all(0), sink));
+    let other = second_process
+        .then(|| PgEventStore::connect(&database.url, Default::default()).expect("a second store"));
 
     let mut tasks = Vec::new();
     for seed in 0..WRITERS {
-        tasks.push(tokio::spawn(writer(store.clone(), seed)));
+        let through = match &other {
+            Some(other) if seed % 2 == 1 => other.clone(),
+            _ => store.clone(),
+        };
+        tasks.push(tokio::spawn(writer(through, seed)));
     }
     for seed in 0..disruptors {
         tasks.push(tokio::spawn(disruptor(store.clone(), seed, 12)));
@@ -214,12 +224,17 @@ async fn read_everything(store: &PgEventStore) -> Vec<RecordedEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_writers_and_a_live_subscriber_keep_one_gapless_order() {
-    run(0).await;
+    run(0, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_appending_at_once_keep_one_gapless_chained_order() {
+    run(2, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_rolled_back_transactions_neither_get_skipped_nor_stall_readers() {
-    run(4).await;
+    run(4, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

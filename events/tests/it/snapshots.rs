@@ -381,9 +381,7 @@ async fn concurrent_commands_from_a_snapshot_keep_the_version_check() {
     assert_eq!(full.version, 1_000 + succeeded.len() as u64, "none lost");
     for (n, _) in &succeeded {
         assert!(
-            full.state
-                .received
-                .contains(&(base + n, "26-12-02 00:00:00".to_owned())),
+            full.state.has_received(base + n, "26-12-02 00:00:00"),
             "message {n} recorded"
         );
     }

@@ -39,10 +39,10 @@ pub(crate) struct AppendBenchArgs {
     /// concurrent appends (to see what group commit buys).
     #[arg(long)]
     pub(crate) no_group_commit: bool,
-    /// With group commit, commit one batch at a time instead of sending the
-    /// next while the one before commits (to see what that buys).
+    /// With group commit, send the next batch while the one before commits
+    /// (the store's `commit_ahead`, off by default: see what it buys).
     #[arg(long)]
-    pub(crate) no_commit_ahead: bool,
+    pub(crate) commit_ahead: bool,
     /// Streams each writer spreads its appends over.
     #[arg(long, default_value_t = 8)]
     pub(crate) streams_per_writer: usize,
@@ -116,10 +116,10 @@ pub(crate) async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyho
         "# bench append against {}: {} s per run, {}; appends use ExpectedVersion::Exact on {} streams per writer",
         taskledger::service::database::describe(&config),
         args.seconds,
-        match (args.no_group_commit, args.no_commit_ahead) {
+        match (args.no_group_commit, args.commit_ahead) {
             (true, _) => "one commit per append",
-            (false, true) => "group commit, one commit at a time",
-            (false, false) => "group commit, next batch sent while one commits",
+            (false, false) => "group commit, one commit at a time",
+            (false, true) => "group commit, next batch sent while one commits",
         },
         args.streams_per_writer
     );
@@ -270,7 +270,7 @@ pub(crate) async fn append_run(
     let options = StoreOptions {
         pool_size: settings.db_pool_size,
         group_commit: !args.no_group_commit,
-        commit_ahead: !args.no_commit_ahead,
+        commit_ahead: args.commit_ahead,
         ..StoreOptions::default()
     };
     let store = PgEventStore::connect(settings.database_url.expose_secret(), options)?;

@@ -118,8 +118,10 @@ pub struct StoreOptions {
     pub group_commit: bool,
     /// Whether, with group commit, the next batch is sent while the one
     /// before it commits (it waits for the log lock at the server and is
-    /// guarded on the head that batch leaves). Off, one commit at a time
-    /// (for comparison in benchmarks).
+    /// guarded on the head that batch leaves). Off by default: it saves a
+    /// round trip per commit but may make batches smaller, and no quiet
+    /// measurement has yet shown it faster (`taskledger-bench append
+    /// --baseline --commit-ahead`).
     pub commit_ahead: bool,
     /// Whether loads of aggregates that opt in read and write snapshots
     /// ([`crate::snapshot`]). Off, every load folds its whole stream (for
@@ -138,7 +140,7 @@ impl Default for StoreOptions {
             subscription_batch: 1_000,
             poll_interval: Duration::from_millis(500),
             group_commit: true,
-            commit_ahead: true,
+            commit_ahead: false,
             snapshots: true,
         }
     }

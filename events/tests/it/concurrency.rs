@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rand::Rng;
-use taskledger_events::postgres::{append_in_transaction, AppendRequest, PgEventStore};
+use taskledger_events::postgres::{
+    append_in_transaction, AppendRequest, PgEventStore, StoreOptions,
+};
 use taskledger_events::{chain, AppendError, EventStore, ExpectedVersion, RecordedEvent};
 use uuid::Uuid;
 
@@ -112,12 +114,24 @@ async fn collect(
 /// `second_process`, half the writers append through another store (its own
 /// appender), so each appender's assumed head, and every batch it sent
 /// ahead on it, goes stale again and again.
-async fn run(disruptors: usize, second_process: bool) {
+///
+/// With `commit_ahead`, every store sends its next batch while the one
+/// before commits (the store's option, off by default).
+async fn run(disruptors: usize, second_process: bool, commit_ahead: bool) {
     let (store, database) = store().await;
+    let options = StoreOptions {
+        commit_ahead,
+        ..StoreOptions::default()
+    };
+    let store = if commit_ahead {
+        PgEventStore::connect(&database.url, options.clone()).expect("a store that commits ahead")
+    } else {
+        store
+    };
     let (sink, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let follower = tokio::spawn(collect(store.subscribe_all(0), sink));
     let other = second_process
-        .then(|| PgEventStore::connect(&database.url, Default::default()).expect("a second store"));
+        .then(|| PgEventStore::connect(&database.url, options.clone()).expect("a second store"));
 
     let mut tasks = Vec::new();
     for seed in 0..WRITERS {
@@ -224,17 +238,22 @@ async fn read_everything(store: &PgEventStore) -> Vec<RecordedEvent> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_writers_and_a_live_subscriber_keep_one_gapless_order() {
-    run(0, false).await;
+    run(0, false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_appending_at_once_keep_one_gapless_chained_order() {
-    run(2, true).await;
+    run(2, true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_committing_ahead_keep_one_gapless_chained_order() {
+    run(2, true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_and_rolled_back_transactions_neither_get_skipped_nor_stall_readers() {
-    run(4, false).await;
+    run(4, false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ use super::responses::{Authenticated, JsonBody, Malformed, OtherTenant, Position
 use super::tasks::{check_inputs_uploaded, now, submit_problem};
 use super::{connection, database_error, tenancy, AppState};
 use crate::plans::{self, PlanEntry, PlanError, PlanRequest};
-use crate::submission::{self, Submission, Submitter};
+use crate::submission::{Submission, Submitter};
 
 /// Plans per page when `limit` is not given, and at most.
 const DEFAULT_PAGE: u32 = 20;
@@ -253,16 +253,7 @@ pub async fn submit_plan(
         request.tenant.as_deref(),
         tenancy::ActingFor::Submission,
     )?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-            submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
-            Some(key)
-        }
-    };
+    let idempotency_key = super::tasks::idempotency_key(&headers)?;
     if request.tasks.len() > MAX_PLAN_TASKS {
         return Err(Problem::unprocessable(format!(
             "a plan holds at most {MAX_PLAN_TASKS} tasks; this one has {}",

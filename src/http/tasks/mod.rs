@@ -218,6 +218,20 @@ pub(crate) async fn check_inputs_uploaded(
     Ok(())
 }
 
+/// The `Idempotency-Key` header of a submission (`POST /v1/tasks`,
+/// `POST /v1/plans`), if sent: a 400 unless it is 1 to 255 visible ASCII
+/// characters.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
+    submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
+    Ok(Some(key))
+}
+
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body = SubmitTaskRequest,
@@ -250,16 +264,7 @@ pub async fn submit_task(
         request.tenant.as_deref(),
         tenancy::ActingFor::Submission,
     )?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-            submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
-            Some(key)
-        }
-    };
+    let idempotency_key = idempotency_key(&headers)?;
     check_inputs_uploaded(&state, &tenant, &request.inputs).await?;
     let submitted = submission::submit(
         &state.store,

@@ -81,6 +81,18 @@ struct Process {
     log: PathBuf,
 }
 
+/// A test that panics leaves no process behind: SIGKILL to its group.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Installation {
     /// API, projectors and relay here, and the graph follower too when
     /// `follower_here`.

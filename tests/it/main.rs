@@ -23,6 +23,7 @@ mod max_running;
 mod mirror;
 mod openapi;
 mod outofbox;
+mod plan_crash;
 mod plans;
 mod priorities;
 mod probes;

@@ -4,7 +4,7 @@
 //! append and counts every command in [`crate::metrics`];
 //! [`execute_device`] is the same for a device's command.
 
-use taskledger_events::command::{self, CommandError, Executed, Observer};
+use taskledger_events::command::{self, CommandError, Executed, Loaded, Observer};
 use taskledger_events::device::{DeviceCommand, Devices, Imei};
 use taskledger_events::{Aggregate, EventStore, Metadata, StreamId};
 use uuid::Uuid;
@@ -25,10 +25,29 @@ pub async fn execute<A: Aggregate>(
     command_id: Uuid,
     metadata: Metadata,
 ) -> Result<Executed<A>, CommandError> {
+    execute_known::<A>(store, stream_id, None, command, command_id, metadata).await
+}
+
+/// [`execute`] decided on `known`, the stream as the caller's last command
+/// left it, as `taskledger_events::command::execute_known` does: one
+/// append when nobody else wrote to the stream since, else a load and a
+/// decision again.
+///
+/// # Errors
+/// See [`CommandError`].
+pub async fn execute_known<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    known: Option<Loaded<A>>,
+    command: A::Command,
+    command_id: Uuid,
+    metadata: Metadata,
+) -> Result<Executed<A>, CommandError> {
     let command_name = A::command_name(&command);
-    let executed = command::execute_observed::<A>(
+    let executed = command::execute_known::<A>(
         store,
         stream_id,
+        known,
         command,
         command_id,
         metadata,

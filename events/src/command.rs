@@ -103,6 +103,16 @@ impl<A: Aggregate> Loaded<A> {
     pub fn folded(&self) -> u64 {
         self.version - self.snapshot_version.unwrap_or(0)
     }
+
+    /// The stream as `executed` left it, for [`execute_known`].
+    pub fn after(executed: Executed<A>) -> Self {
+        Self {
+            state: executed.state,
+            version: executed.stream_version,
+            position: executed.position,
+            snapshot_version: None,
+        }
+    }
 }
 
 /// What [`execute_observed`] reports as it goes, for metrics its caller
@@ -273,6 +283,32 @@ pub async fn execute<A: Aggregate>(
 ///
 /// # Errors
 /// See [`CommandError`].
+pub async fn execute_observed<A: Aggregate>(
+    store: &impl EventStore,
+    stream_id: &StreamId,
+    command: A::Command,
+    command_id: Uuid,
+    metadata: Metadata,
+    observer: &impl Observer,
+) -> Result<Executed<A>, CommandError> {
+    execute_known::<A>(
+        store, stream_id, None, command, command_id, metadata, observer,
+    )
+    .await
+}
+
+/// [`execute_observed`] starting from `known`, the stream as its caller
+/// last left it (an [`Executed`]'s state and version, see
+/// [`Loaded::after`]), instead of loading it: the command is decided on
+/// `known` and appended at its version, so a stream that changed since
+/// only makes the append conflict, and then it is loaded and decided again
+/// as [`execute_observed`] does. For a writer that keeps appending to one
+/// stream (the webhook deliverer records every attempt): one append per
+/// command instead of a load and an append. A refusal is never decided
+/// on `known` alone: the stream is loaded and the command decided again.
+///
+/// # Errors
+/// See [`CommandError`].
 #[tracing::instrument(
     name = "command",
     level = "debug",
@@ -287,9 +323,10 @@ pub async fn execute<A: Aggregate>(
     ),
     err(level = "debug")
 )]
-pub async fn execute_observed<A: Aggregate>(
+pub async fn execute_known<A: Aggregate>(
     store: &impl EventStore,
     stream_id: &StreamId,
+    mut known: Option<Loaded<A>>,
     command: A::Command,
     command_id: Uuid,
     metadata: Metadata,
@@ -303,7 +340,18 @@ pub async fn execute_observed<A: Aggregate>(
             version,
             position,
             ..
-        } = load::<A>(store, stream_id).await?;
+        } = match known.take() {
+            Some(known) => {
+                // A refusal is only an answer on the stream as it is: one
+                // decided on `known` is decided again on a fresh load.
+                if A::decide(&known.state, command.clone()).is_err() {
+                    attempts -= 1;
+                    continue;
+                }
+                known
+            }
+            None => load::<A>(store, stream_id).await?,
+        };
         own_span("command").record("expected_version", version);
         let events = A::decide(&state, command.clone()).map_err(CommandError::Rejected)?;
         if events.is_empty() {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::json;
-use taskledger_events::command::{execute, load, CommandError, Executed};
+use taskledger_events::command::{execute, execute_known, load, CommandError, Executed, Loaded};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{
     CompleteTask, StartTask, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus, Tasks,
@@ -274,5 +274,71 @@ async fn a_retried_command_is_not_applied_twice() {
         .await
         .unwrap();
     assert_eq!(stored[0].metadata.command_id, Some(command_id));
+    database.drop_database().await;
+}
+
+/// `execute_known` decides on the stream its caller last left, and when
+/// another writer changed it since, decides again on the stream as it is:
+/// an acceptance on the stale state appends nothing, and a refusal on it is
+/// not the answer.
+#[tokio::test]
+async fn a_command_on_a_known_stream_is_decided_again_when_the_stream_changed() {
+    let (store, database) = store().await;
+    let known_run = |known: Executed<Tasks>, command: TaskCommand| {
+        let store = store.clone();
+        async move {
+            let stream = known
+                .state
+                .as_ref()
+                .map(|task| task.id.stream_id())
+                .unwrap();
+            execute_known::<Tasks>(
+                &store,
+                &stream,
+                Some(Loaded::after(known)),
+                command,
+                Uuid::new_v4(),
+                Metadata::default(),
+                &(),
+            )
+            .await
+        }
+    };
+    // Nobody else wrote: appended at the next version.
+    let task_id = TaskId(Uuid::new_v4());
+    let submitted = run(&store, &task_id.stream_id(), submit(task_id))
+        .await
+        .unwrap();
+    let started = known_run(submitted, start(task_id, "w1")).await.unwrap();
+    assert_eq!(started.stream_version, 2);
+
+    // Started by another writer: w2's start, accepted on the stale state,
+    // is refused on the stream as it is and appends nothing.
+    let task_id = TaskId(Uuid::new_v4());
+    let stream = task_id.stream_id();
+    let submitted = run(&store, &stream, submit(task_id)).await.unwrap();
+    run(&store, &stream, start(task_id, "w1")).await.unwrap();
+    let late = known_run(submitted, start(task_id, "w2")).await;
+    assert!(matches!(late, Err(CommandError::Rejected(_))), "{late:?}");
+    let loaded = load::<Tasks>(&store, &stream).await.unwrap();
+    assert_eq!(loaded.version, 2, "the stale start appended nothing");
+
+    // Refused on the stale state (a queued task cannot complete), accepted
+    // on the stream as it is (started meanwhile).
+    let task_id = TaskId(Uuid::new_v4());
+    let stream = task_id.stream_id();
+    let submitted = run(&store, &stream, submit(task_id)).await.unwrap();
+    run(&store, &stream, start(task_id, "w1")).await.unwrap();
+    let complete = TaskCommand::Complete(CompleteTask {
+        task_id,
+        attempt: 1,
+        result: json!({ "ok": true }).as_object().unwrap().clone(),
+        exit_code: 0,
+        artifacts: vec![],
+        finished_at: Utc::now(),
+    });
+    let done = known_run(submitted, complete).await.unwrap();
+    assert_eq!(done.stream_version, 3);
+    assert_eq!(done.state.unwrap().status, TaskStatus::Succeeded);
     database.drop_database().await;
 }

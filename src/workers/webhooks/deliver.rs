@@ -1,6 +1,7 @@
 //! One event's delivery to one webhook: POSTs the signed body until the
 //! receiver answers 2xx or the retry time runs out, recording every attempt
-//! in the webhook's stream before it reports the delivery done. Its lane
+//! in the webhook's stream before it reports the delivery done: one append
+//! per attempt, decided on the stream as the previous record left it. Its lane
 //! ([`super::lane`]) calls it for each event in order.
 
 use std::sync::atomic::Ordering;
@@ -9,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use rand::Rng;
-use taskledger_events::command::CommandError;
+use taskledger_events::command::{CommandError, Loaded};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::webhook::{
     DeliveryOutcome, RecordDelivery, WebhookCommand, WebhookDeliveryAttempted, WebhookId, Webhooks,
     MAX_ERROR_BYTES,
 };
 use taskledger_events::Metadata;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::lane::Shared;
@@ -57,6 +59,14 @@ pub(super) struct Delivery {
     /// The connection's client, kept while the target resolves to the
     /// same address.
     pub(super) client: Option<(std::net::SocketAddr, reqwest::Client)>,
+    /// The webhook's stream as this lane's last record left it (`None`:
+    /// load it first). Another writer (disable, enable, replay, delete)
+    /// makes the next record's append conflict, and it is loaded again.
+    pub(super) known: Option<Loaded<Webhooks>>,
+    /// What every lane takes to use a database connection (not to append:
+    /// appends share the store's appender), so that the lanes together
+    /// never hold more than a few of the store's pool.
+    pub(super) database: Arc<Semaphore>,
 }
 
 impl Delivery {
@@ -108,9 +118,18 @@ impl Delivery {
                     error.as_deref().unwrap_or("unknown")
                 )
             });
-            let recorded = crate::commands::execute::<Webhooks>(
+            // Recorded on the stream as the last record left it: one
+            // append. Without it (the first, or after a failure) the stream
+            // is loaded, under a database permit.
+            let known = self.known.take();
+            let permit = match known {
+                Some(_) => None,
+                None => Some(self.database.acquire().await?),
+            };
+            let recorded = crate::commands::execute_known::<Webhooks>(
                 &self.store,
                 &self.webhook_id.stream_id(),
+                known,
                 WebhookCommand::RecordDelivery(RecordDelivery {
                     webhook_id: self.webhook_id,
                     attempt: WebhookDeliveryAttempted {
@@ -134,8 +153,9 @@ impl Delivery {
                 },
             )
             .await;
+            drop(permit);
             match recorded {
-                Ok(_) => {}
+                Ok(executed) => self.known = Some(Loaded::after(executed)),
                 Err(CommandError::Rejected(_)) => {
                     // Deleted meanwhile: nothing more to deliver to it.
                     self.shared.status.store(DELETED, Ordering::Release);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::webhook::{kind_of, message_id, wants, Webhook};
-use taskledger_events::EventStore;
+use taskledger_events::{EventStore, RecordedEvent};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -246,7 +246,9 @@ impl Lane {
             }
             return Ok(());
         }
+        let permit = self.delivery.database.acquire().await?;
         let batch = self.store.read_all(self.position, BATCH).await?;
+        drop(permit);
         for recorded in batch
             .iter()
             .take_while(|recorded| recorded.global_position <= followed)
@@ -257,14 +259,7 @@ impl Lane {
                 return Ok(());
             }
             if let Some(kind) = kind_of(&recorded.event_type) {
-                if wants(&self.webhook.event_kinds, kind)
-                    && self
-                        .tenants
-                        .of(&self.store, recorded, false)
-                        .await?
-                        .as_ref()
-                        == Some(&self.webhook.tenant)
-                {
+                if wants(&self.webhook.event_kinds, kind) && self.is_ours(recorded).await? {
                     let job = Job {
                         message_id: message_id(self.webhook.id, recorded.event_id),
                         position: recorded.global_position,
@@ -283,6 +278,14 @@ impl Lane {
         Ok(())
     }
 
+    /// Whether `recorded` is an event of the webhook's tenant (looked up
+    /// under a database permit).
+    async fn is_ours(&mut self, recorded: &RecordedEvent) -> anyhow::Result<bool> {
+        let _permit = self.delivery.database.acquire().await?;
+        let tenant = self.tenants.of(&self.store, recorded, false).await?;
+        Ok(tenant.as_ref() == Some(&self.webhook.tenant))
+    }
+
     fn fall_behind(&mut self) {
         self.shared.control().live = false;
         while self.queue.try_recv().is_ok() {}
@@ -297,6 +300,7 @@ impl Lane {
 
     async fn save(&self, saved: &mut Saved) -> anyhow::Result<()> {
         if saved.position != self.position {
+            let _permit = self.delivery.database.acquire().await?;
             let client = self.store.pool().get().await?;
             client
                 .execute(

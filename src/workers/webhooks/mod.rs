@@ -19,6 +19,9 @@
 //! - **Isolation and order**: each lane delivers its webhook's events one
 //!   at a time in log order; a slow receiver, a full queue or a replay
 //!   holds back only its own lane, never the follower or another lane.
+//! - **Bounded use of the database**: the lanes take a connection only
+//!   under one of [`DATABASE_PERMITS`]; an attempt's record is one append
+//!   on the stream as the lane last left it ([`deliver`]).
 //! - **One active deliverer** across processes (a session advisory lock, as
 //!   for the relay); the others stand by. When it stops, every lane writes
 //!   its position.
@@ -43,7 +46,7 @@ use taskledger_events::webhook::{
     self, kind_of, message_id, wants, Webhook, WebhookEvent, WebhookId, WebhookStatus,
 };
 use taskledger_events::{Direction, EventStore, RecordedEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::webhooks::WebhooksConfig;
@@ -59,6 +62,12 @@ const NAME: &str = "webhooks";
 const STOPPING: Duration = Duration::from_secs(5);
 /// Events the follower reads before it writes its checkpoint.
 const SAVE_AFTER: u64 = 1_000;
+/// Lanes that may use a database connection at once (a load, a read of
+/// the log while catching up, a tenant look-up, a position written): a
+/// quarter of the store's default pool of 16, so 1,000 lanes never starve
+/// the API and the follower sharing it. Appends take none: they go through
+/// the store's one appender, in shared commits.
+const DATABASE_PERMITS: usize = 4;
 
 /// Runs the deliverer until `stop` resolves; then every lane writes its
 /// position.
@@ -114,6 +123,7 @@ async fn deliver_once(
         tenants: Tenants::default(),
         followed: Arc::new(RwLock::new(checkpoint)),
         stopping: stopping.clone(),
+        database: Arc::new(Semaphore::new(DATABASE_PERMITS)),
     };
     follower.load(checkpoint).await?;
     let mut feed = store.subscribe_all(checkpoint);
@@ -176,6 +186,8 @@ struct Follower<'a> {
     followed: Followed,
     /// The lanes' stop.
     stopping: CancellationToken,
+    /// The lanes' database permits.
+    database: Arc<Semaphore>,
 }
 
 impl Follower<'_> {
@@ -259,6 +271,8 @@ impl Follower<'_> {
                     config: self.config.clone(),
                     roots: self.roots.clone(),
                     client: None,
+                    known: None,
+                    database: self.database.clone(),
                 },
                 shared: shared.clone(),
                 followed: self.followed.clone(),

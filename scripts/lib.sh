@@ -51,13 +51,14 @@ _LIB_APT_UPDATED=0
 # run beside this one) to let go of its locks: dpkg's lock through apt's own timeout,
 # the package lists' lock (which that timeout does not cover) by retrying for 10 min.
 _lib_apt() {
-  local log=$1 try
+  local log=$1 try last
   shift
   for try in $(seq 1 120); do
     if DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@" >>"$log" 2>&1; then
       return 0
     fi
-    tail -n 3 "$log" | grep -qi 'lock' || return 1
+    last=$(tail -n 3 "$log")
+    [[ ${last,,} == *lock* ]] || return 1
     ((try == 1)) && lib_say "apt is busy elsewhere (a lock is held); waiting for it ..."
     sleep 5
   done

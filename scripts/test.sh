@@ -77,6 +77,9 @@ start_services() {
 }
 
 ensure_toolchain() {
+  # lib_apt_install's messages name this script (services.sh, sourced in
+  # the phase before, set its own name).
+  local LIB_NAME=test.sh LIB_SELF=$ROOT/scripts/test.sh
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
   cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)

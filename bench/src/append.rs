@@ -118,7 +118,7 @@ pub(crate) async fn append(settings: &Settings, args: &AppendBenchArgs) -> anyho
         args.seconds,
         match (args.no_group_commit, args.commit_ahead) {
             (true, _) => "one commit per append",
-            (false, false) => "group commit, one commit at a time",
+            (false, false) => "group commit",
             (false, true) => "group commit, next batch sent while one commits",
         },
         args.streams_per_writer

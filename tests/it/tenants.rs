@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use taskledger::plans::{plan_id_for, task_id_in};
 use taskledger::submission::{task_id_for, Submission, Submitter};
 use taskledger_events::apikey::{hash_secret, ApiKeyId, Scope};
+use taskledger_events::plan::PlanId;
 use taskledger_events::task::TaskId;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use uuid::Uuid;
 
 use crate::helpers::{
-    complete_first_attempt, old_format_secret, start_first_attempt, TestApp, KINDS,
+    complete_first_attempt, create_tenant_key, old_format_secret, random_bytes,
+    start_first_attempt, TestApp, KINDS,
 };
 use crate::rockblock::{mo_form_body, mo_webhook, MoFields, FORM, IMEI as UNASSIGNED_IMEI};
 use crate::support::cli::taskledger_ok;
@@ -109,7 +112,7 @@ fn row(method: Method, path: String, acme: Expect, globex: Expect, platform: Exp
     }
 }
 
-fn matrix(task: TaskId, webhook: &str) -> Vec<Row> {
+fn matrix(task: TaskId, webhook: &str, plan: Uuid) -> Vec<Row> {
     use Expect::{Missing, Platform, Skip, Status};
     let id = task.0;
     let get = Method::GET;
@@ -255,6 +258,17 @@ fn matrix(task: TaskId, webhook: &str) -> Vec<Row> {
             Status(202),
         )
     });
+    // Acme's plan (made after the "before" answers were taken, under an
+    // Idempotency-Key, so its id is known in advance).
+    rows.push(own(&get, format!("/v1/plans/{plan}")));
+    rows.push(row(
+        get.clone(),
+        "/v1/plans".to_owned(),
+        Status(200),
+        Status(200),
+        Status(200),
+    ));
+    rows.push(own(&post, format!("/v1/plans/{plan}/cancel")));
     rows.push(row(
         Method::DELETE,
         format!("/v1/webhooks/{webhook}"),
@@ -296,7 +310,17 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
         .post(&acme, "/v1/webhooks")
         .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["task.succeeded"]}));
     let webhook: Value = send(created).await.json().await.unwrap();
-    let rows = matrix(task, webhook["id"].as_str().expect("acme's webhook"));
+    let (plan_key_id, plan_key) =
+        create_tenant_key(&app.store(), "acme", &[Scope::Admin], random_bytes()).await;
+    let plan = plan_id_for(
+        &"acme".parse().unwrap(),
+        Submitter {
+            key_id: plan_key_id.0,
+            idempotency_key: Some("matrix-plan"),
+        },
+    )
+    .0;
+    let rows = matrix(task, webhook["id"].as_str().expect("acme's webhook"), plan);
 
     // Before anything exists: what a missing task or device answers.
     let mut before = Vec::new();
@@ -334,6 +358,17 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
         "frontend_id defaults to the tenant"
     );
     succeed(&app, &platform, task).await;
+    let submitted_plan = app
+        .post(&plan_key, "/v1/plans")
+        .header("idempotency-key", "matrix-plan")
+        .json(&json!({"tasks": [
+            {"name": "a", "kind": "echo", "params": {"message": "a"}},
+            {"name": "b", "kind": "echo", "params": {"message": "b"}, "depends_on": ["a"]}
+        ]}));
+    let answer = send(submitted_plan).await;
+    assert_eq!(answer.status(), 201);
+    let made: Value = answer.json().await.unwrap();
+    assert_eq!(made["id"], plan.to_string());
     let assign = app
         .http
         .put(app.url(&format!("/v1/devices/{ACME_IMEI}")))
@@ -415,15 +450,17 @@ async fn every_route_shows_a_tenant_only_its_own_and_platform_routes_need_a_plat
     };
     let acme_id = task.0.to_string();
     let globex_id = globex_task["id"].as_str().unwrap().to_owned();
-    let mut both = vec![acme_id.clone(), globex_id.clone()];
+    // Acme's: its task and its plan's two.
+    let mut acme_ids = vec![acme_id.clone()];
+    acme_ids.extend(["a", "b"].map(|name| task_id_in(PlanId(plan), name).0.to_string()));
+    acme_ids.sort();
+    let mut both = acme_ids.clone();
+    both.push(globex_id.clone());
     both.sort();
-    assert_eq!(listed(&acme, "").await, vec![acme_id.clone()]);
+    assert_eq!(listed(&acme, "").await, acme_ids);
     assert_eq!(listed(&globex, "").await, vec![globex_id.clone()]);
     assert_eq!(listed(&platform, "").await, both);
-    assert_eq!(
-        listed(&platform, "&tenant=acme").await,
-        vec![acme_id.clone()]
-    );
+    assert_eq!(listed(&platform, "&tenant=acme").await, acme_ids);
     assert_eq!(listed(&globex, "&tenant=acme").await, Vec::<String>::new());
     assert_eq!(
         listed(&platform, "&tenant=nobody").await,

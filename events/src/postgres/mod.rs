@@ -62,9 +62,10 @@ mod listener;
 mod read;
 pub mod snapshots;
 mod subscribe;
+mod tail;
 pub mod verify;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,6 +168,10 @@ struct Inner {
     options: StoreOptions,
     /// The one `LISTEN` connection every subscription of this store shares.
     listener: Arc<listener::SharedListener>,
+    /// The newest events read, shared by the live subscriptions.
+    tail: tail::Tail,
+    /// Reads of the global order made for subscriptions.
+    feed_reads: AtomicU64,
     /// The snapshot table, unless [`StoreOptions::snapshots`] is off.
     snapshots: Option<snapshots::Snapshots>,
 }
@@ -235,6 +240,8 @@ impl PgEventStore {
                 own_pool,
                 shared_pool,
                 listener: Arc::new(listener::SharedListener::new(config.clone())),
+                tail: tail::Tail::default(),
+                feed_reads: AtomicU64::new(0),
                 config,
                 appender: sender,
                 appender_alive,
@@ -308,8 +315,18 @@ impl PgEventStore {
         after_position: u64,
         limit: usize,
     ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
+        self.inner.feed_reads.fetch_add(1, Ordering::Relaxed);
         let client = self.inner.own_pool.get().await?;
         read::read_all_to_unreadable(&client, after_position, limit).await
+    }
+
+    /// How many reads of the global order this store's subscriptions have
+    /// made (one query each), however many subscriptions took their events:
+    /// feeds that have caught up share one read per commit they are woken
+    /// for (`postgres/tail.rs`).
+    #[must_use]
+    pub fn feed_reads(&self) -> u64 {
+        self.inner.feed_reads.load(Ordering::Relaxed)
     }
 
     /// The newest event of type `event_type` in one stream, if it has one:

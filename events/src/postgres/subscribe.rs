@@ -14,6 +14,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::mpsc;
 
+use super::tail::Batch;
 use super::PgEventStore;
 use crate::error::StoreError;
 use crate::store::Subscription;
@@ -54,6 +55,14 @@ async fn run_feed(
     let listening_poll = poll_interval.saturating_mul(10);
     let mut failures: u32 = 0;
     let mut retry_delays = READ_RETRY.build();
+    // Whether the feed has caught up once: from then on it reads through
+    // the store's shared tail ([`super::tail`]); until then (a new feed, a
+    // rebuild from 0) it reads the log itself.
+    let mut live = false;
+    // Whether a notification woke the feed (not a poll, a reconnect or a
+    // failed read): then the tail may count as caught up once it reaches
+    // the newest position heard.
+    let mut woken_by_notification = false;
     // Listen before the first read when the listener can (as a feed did when
     // it had its own connection); bounded, polling covers a listener that
     // cannot connect.
@@ -62,15 +71,30 @@ async fn run_feed(
         // Marked seen before the read, so a commit between the read and the
         // wait still wakes the feed.
         let seen = *heard.borrow_and_update();
+        // Every commit after `seen` wakes the feed again.
+        let notified = std::mem::take(&mut woken_by_notification).then_some(seen.newest_position);
         let caught_up = loop {
-            match store.read_all_for_feed(after_position, batch).await {
-                Ok((events, stopped_before_unreadable)) => {
+            let read = if live {
+                store
+                    .inner
+                    .tail
+                    .read(&store, after_position, batch, notified)
+                    .await
+            } else {
+                store.read_all_for_feed(after_position, batch).await.map(
+                    |(events, stopped_before_unreadable)| Batch {
+                        more: stopped_before_unreadable || events.len() >= batch,
+                        events,
+                    },
+                )
+            };
+            match read {
+                Ok(Batch { events, more }) => {
                     if failures > 0 {
                         tracing::info!(after_position, "event feed reconnected");
                     }
                     failures = 0;
                     retry_delays = READ_RETRY.build();
-                    let count = events.len();
                     for event in events {
                         let position = event.global_position;
                         let event = store.inner.upcasters.upcast(event);
@@ -84,7 +108,8 @@ async fn run_feed(
                     }
                     // A batch cut short by an unreadable event is not the
                     // end: the next read, at once, reports that event.
-                    if count < batch && !stopped_before_unreadable {
+                    if !more {
+                        live = true;
                         break true;
                     }
                 }
@@ -125,16 +150,16 @@ async fn run_feed(
                     std::future::pending::<()>().await;
                 }
                 let now = *heard.borrow_and_update();
-                if now.newest_position > after_position
-                    || now.generation != seen.generation
-                    || now.listening != seen.listening
-                {
-                    return;
+                if now.generation != seen.generation || now.listening != seen.listening {
+                    return false;
+                }
+                if now.newest_position > after_position {
+                    return true;
                 }
             }
         };
         tokio::select! {
-            () = wait => {}
+            notified = wait => woken_by_notification = notified,
             () = tokio::time::sleep(pause) => {}
             () = sender.closed() => return,
         }

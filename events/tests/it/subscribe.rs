@@ -158,3 +158,101 @@ async fn every_subscription_of_a_store_shares_one_listening_connection() {
     drop(admin);
     database.drop_database().await;
 }
+
+/// Feeds that have caught up share one read per commit: the first to wake
+/// reads, the others take what it kept. Each still gets every event, in
+/// order, and a feed that starts behind reads its own way to the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feeds_woken_by_one_commit_share_one_read() {
+    const FEEDS: usize = 8;
+    const COMMITS: u64 = 20;
+    let (store, database) = store_polling_every(NOTIFIED_ONLY).await;
+    append_numbers(&store, 0..3).await;
+    let mut feeds: Vec<Subscription> = (0..FEEDS).map(|_| store.subscribe_all(0)).collect();
+    for feed in &mut feeds {
+        expect_positions(feed, 1..=3).await;
+    }
+    let before = store.feed_reads();
+    for n in 3..3 + COMMITS {
+        append_numbers(&store, n..n + 1).await;
+        for feed in &mut feeds {
+            let event = next(feed).await;
+            assert_eq!(
+                (event.global_position, event.data["n"].as_u64()),
+                (n + 1, Some(n))
+            );
+        }
+    }
+    let reads = store.feed_reads() - before;
+    // One read per commit; a feed that woke for a commit it had already
+    // taken with the one before may read once more, never eight times.
+    assert!(
+        reads <= COMMITS + COMMITS / 4,
+        "{FEEDS} live feeds made {reads} reads for {COMMITS} commits"
+    );
+    assert!(
+        reads >= COMMITS,
+        "{reads} reads for {COMMITS} commits: the count is broken"
+    );
+
+    // A feed that starts at 0 reads the log itself and then joins.
+    let mut late = store.subscribe_all(0);
+    expect_positions(&mut late, 1..=3 + COMMITS).await;
+    append_numbers(&store, 100..101).await;
+    assert_eq!(next(&mut late).await.global_position, 4 + COMMITS);
+    for feed in &mut feeds {
+        assert_eq!(next(feed).await.global_position, 4 + COMMITS);
+    }
+    database.drop_database().await;
+}
+
+/// Under concurrent writers, with one feed that stops taking for a while
+/// (falling behind what the others keep), every live feed still gets the
+/// whole log once, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_feeds_get_every_event_once_in_order_under_concurrent_writers() {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 150;
+    let options = StoreOptions {
+        subscription_batch: 16,
+        poll_interval: NOTIFIED_ONLY,
+        ..StoreOptions::default()
+    };
+    let (store, database) = store_with(options).await;
+    append_numbers(&store, 0..1).await;
+    let mut feeds: Vec<Subscription> = (0..5).map(|_| store.subscribe_all(0)).collect();
+    for feed in &mut feeds {
+        expect_positions(feed, 1..=1).await;
+    }
+    let mut slow = feeds.pop().unwrap();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    appended(
+                        &store,
+                        &stream(&format!("task-writer-{writer}")),
+                        ExpectedVersion::Any,
+                        vec![event(writer * EACH + n)],
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let last = 1 + WRITERS * EACH;
+    let readers: Vec<_> = feeds
+        .into_iter()
+        .map(|mut feed| tokio::spawn(async move { expect_positions(&mut feed, 2..=last).await }))
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // The slow feed took nothing meanwhile: it is far behind what is kept.
+    expect_positions(&mut slow, 2..=last).await;
+    database.drop_database().await;
+}

@@ -59,10 +59,12 @@ async fn run_feed(
     // the store's shared tail ([`super::tail`]); until then (a new feed, a
     // rebuild from 0) it reads the log itself.
     let mut live = false;
-    // Whether a notification woke the feed (not a poll, a reconnect or a
-    // failed read): then the tail may count as caught up once it reaches
-    // the newest position heard.
-    let mut woken_by_notification = false;
+    // The listener's generation when a notification woke the feed (none
+    // after a poll, a reconnect or a failed read): while that connection
+    // still listens, the tail may count as caught up once it reaches the
+    // newest position heard; after a reconnect in between (a notification
+    // may have been lost), only a fresh read does.
+    let mut woken_by_notification: Option<u64> = None;
     // Listen before the first read when the listener can (as a feed did when
     // it had its own connection); bounded, polling covers a listener that
     // cannot connect.
@@ -72,7 +74,10 @@ async fn run_feed(
         // wait still wakes the feed.
         let seen = *heard.borrow_and_update();
         // Every commit after `seen` wakes the feed again.
-        let notified = std::mem::take(&mut woken_by_notification).then_some(seen.newest_position);
+        let notified = woken_by_notification
+            .take()
+            .filter(|generation| *generation == seen.generation && seen.listening)
+            .map(|_| seen.newest_position);
         let caught_up = loop {
             let read = if live {
                 store
@@ -151,10 +156,10 @@ async fn run_feed(
                 }
                 let now = *heard.borrow_and_update();
                 if now.generation != seen.generation || now.listening != seen.listening {
-                    return false;
+                    return None;
                 }
                 if now.newest_position > after_position {
-                    return true;
+                    return Some(now.generation);
                 }
             }
         };

@@ -6,10 +6,12 @@
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use taskledger_events::apikey::ApiKeyId;
+use taskledger_events::command::CommandError;
 use taskledger_events::device::Imei;
 use taskledger_events::ledger::LedgerName;
 use taskledger_events::task::TaskId;
 use taskledger_events::{Direction, EventStore, StreamId};
+use taskledger_replay::resume::{self, Anchor};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::ReadLog;
@@ -108,18 +110,45 @@ fn parse_stream(text: &str) -> Result<StreamId, Problem> {
     StreamId::new(text).map_err(|_| malformed())
 }
 
-/// The range to verify.
-#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+/// The range to verify, or where a resumed verification starts.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// The first sequence (global position) to check, 1 or more; default:
-    /// 100,000 below `to` (or 1).
+    /// 100,000 below `to` (or 1). Not with `from_last_verified` or
+    /// `from_anchor`, which say where the check starts.
     #[param(minimum = 1)]
     pub from: Option<u64>,
     /// The last sequence to check, 1 or more; default: the log's head.
     #[param(minimum = 1)]
     pub to: Option<u64>,
+    /// `true`: resume from the newest recorded verification (a
+    /// `ChainVerified` event of stream `verification-chain`, recorded by
+    /// `taskledger replay verify --record`): its hash must still be the
+    /// stored one, and only what follows it is checked. Nothing is recorded
+    /// by this request.
+    pub from_last_verified: Option<bool>,
+    /// A ledger's name: resume from the newest position whose chain hash
+    /// that ledger confirmed (`anchored_through` in `GET /v1/ledgers`).
+    pub from_anchor: Option<String>,
+}
+
+/// Where a resumed verification started, and what it did not re-check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ResumedFrom {
+    /// The anchor's sequence, the first one checked (its event is
+    /// recomputed from the hash stored before it).
+    pub position: u64,
+    /// The chain hash the anchor holds for that sequence (64 hex digits),
+    /// found equal to the stored one (else the verdict names `position`).
+    pub chain_hash: String,
+    /// Who holds the anchor, in words: `the verification recorded at … by
+    /// …` or `ledger {name}`.
+    pub anchored_by: String,
+    /// Sequences `1..=not_rechecked_through` were not re-checked by this
+    /// verification: a change there is found only by one from sequence 1.
+    pub not_rechecked_through: u64,
 }
 
 /// The verdict on a range of the log.
@@ -137,20 +166,80 @@ pub struct VerifyView {
     pub first_bad_sequence: Option<u64>,
     /// What is wrong there, in words (`null` when `ok`).
     pub problem: Option<String>,
+    /// Present only when the request resumed from an anchor
+    /// (`from_last_verified` or `from_anchor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<ResumedFrom>,
+}
+
+/// The anchor the query asks to resume from, if it asks: the newest
+/// recorded verification or a ledger's newest confirmed hash, both folded
+/// from the log.
+async fn resume_anchor(state: &AppState, query: &VerifyQuery) -> Result<Option<Anchor>, Problem> {
+    let last_verified = query.from_last_verified.unwrap_or(false);
+    if last_verified && query.from_anchor.is_some() {
+        return Err(Problem::unprocessable(
+            "from_last_verified and from_anchor are two places to resume from; give one",
+        ));
+    }
+    if (last_verified || query.from_anchor.is_some()) && query.from.is_some() {
+        return Err(Problem::unprocessable(
+            "from is not taken with from_last_verified or from_anchor: a resumed \
+             verification starts at its anchor",
+        ));
+    }
+    let unreadable = |error: CommandError| match error {
+        CommandError::Store(error) => log_unreadable("reading the anchor to resume from")(error),
+        error => Problem::internal().because("reading the anchor to resume from", error),
+    };
+    if last_verified {
+        let record = resume::last_recorded(&state.store)
+            .await
+            .map_err(unreadable)?
+            .ok_or_else(|| {
+                Problem::unprocessable(
+                    "no verification is recorded yet, so there is nothing to resume from: \
+                     verify without from_last_verified, and record one with \
+                     taskledger replay verify --record",
+                )
+            })?;
+        return Ok(Some(Anchor::of_record(&record)));
+    }
+    let Some(name) = &query.from_anchor else {
+        return Ok(None);
+    };
+    let ledger = LedgerName::new(name).map_err(|error| {
+        Problem::bad_request(format!(
+            "from_anchor {name:?} is not a ledger name: {error}"
+        ))
+    })?;
+    let anchor = resume::ledger_anchor(&state.store, &ledger)
+        .await
+        .map_err(unreadable)?
+        .ok_or_else(|| {
+            Problem::unprocessable(format!(
+                "ledger {} has confirmed no chain hash: there is no anchor to resume from",
+                ledger.as_str()
+            ))
+        })?;
+    Ok(Some(anchor))
 }
 
 /// Verifies a range of the log as stored: no missing sequence, every
 /// stream's versions consecutive, and the SHA-256 chain recomputed from the
 /// stored text (a range starting after 1 continues from the hash stored at
-/// `from - 1`). A log that does not verify is still a 200 answer, with `ok`
-/// false and the first bad sequence.
+/// `from - 1`). With `from_last_verified` or `from_anchor` the range starts
+/// at the anchor, whose hash must first equal the stored one, and the answer
+/// names what was not re-checked (`resumed_from`). A log that does not
+/// verify is still a 200 answer, with `ok` false and the first bad sequence.
+/// Nothing is recorded: `taskledger replay verify --record` does that.
 #[utoipa::path(
     get, path = "/v1/audit/verify", tag = "audit",
     params(VerifyQuery),
     responses(
-        (status = 200, description = "The verdict (`ok` false names the first bad sequence)", body = VerifyView),
+        (status = 200, description = "The verdict (`ok` false names the first bad sequence; `resumed_from` when resumed)", body = VerifyView),
         PlatformOnly, Malformed,
-        (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A range wider than 100,000 events (use `taskledger replay verify`), backwards, from 0 or past the head; `from` with a resume; or nothing to resume from", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = ["audit:read"]))
 )]
@@ -160,15 +249,27 @@ pub async fn verify(
     ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<ApiJson<VerifyView>, Problem> {
     let unreadable = log_unreadable::<taskledger_events::StoreError>("verifying the log");
+    let anchor = resume_anchor(&state, &query).await?;
     let head = state.store.head_position().await.map_err(&unreadable)?;
     let to = query.to.unwrap_or(head);
-    let from = query
-        .from
-        .unwrap_or_else(|| to.saturating_sub(MAX_VERIFY_RANGE - 1).max(1));
+    let from = match (&anchor, query.from) {
+        (Some(anchor), _) => anchor.position.max(1),
+        (None, Some(from)) => from,
+        (None, None) => to.saturating_sub(MAX_VERIFY_RANGE - 1).max(1),
+    };
     if from == 0 {
         return Err(Problem::unprocessable(
             "from must be at least 1 (sequences start at 1)",
         ));
+    }
+    if let (Some(anchor), Some(to)) = (&anchor, query.to) {
+        if to < from {
+            return Err(Problem::unprocessable(format!(
+                "to {to} is before the anchor at sequence {from} ({}), where this \
+                 verification starts",
+                anchor.anchored_by
+            )));
+        }
     }
     // An empty log with the default range checks nothing (from 1 to 0).
     if from > to && (query.from.is_some() || query.to.is_some()) {
@@ -178,10 +279,15 @@ pub async fn verify(
     }
     let width = if from > to { 0 } else { to - from + 1 };
     if width > MAX_VERIFY_RANGE {
+        let start = match (&query.from_anchor, anchor.is_some()) {
+            (Some(ledger), _) => format!("--from-anchor {ledger}"),
+            (None, true) => "--from-last-verified".to_owned(),
+            (None, false) => format!("--from {from}"),
+        };
         return Err(Problem::unprocessable(format!(
             "the range {from}..={to} holds {width} events, more than the {MAX_VERIFY_RANGE} \
              one request checks; verify it with the command line: \
-             taskledger replay verify --from {from} --to {to}"
+             taskledger replay verify {start} --to {to}"
         )));
     }
     if to > head {
@@ -189,9 +295,11 @@ pub async fn verify(
             "to {to} is beyond the log, which ends at sequence {head}"
         )));
     }
-    let verification = taskledger_replay::verify(&state.store, from, Some(to), |_| {})
-        .await
-        .map_err(unreadable)?;
+    let verification = match &anchor {
+        Some(anchor) => resume::verify_from(&state.store, anchor, Some(to), |_| {}).await,
+        None => taskledger_replay::verify(&state.store, from, Some(to), |_| {}).await,
+    }
+    .map_err(unreadable)?;
     Ok(ApiJson(VerifyView {
         ok: verification.defect.is_none(),
         from,
@@ -202,5 +310,11 @@ pub async fn verify(
             .as_ref()
             .map(taskledger_events::postgres::verify::Defect::global_position),
         problem: verification.defect.map(|defect| defect.to_string()),
+        resumed_from: anchor.map(|anchor| ResumedFrom {
+            position: from,
+            chain_hash: anchor.chain_hash,
+            anchored_by: anchor.anchored_by,
+            not_rechecked_through: from - 1,
+        }),
     }))
 }

@@ -247,6 +247,18 @@ await run(async () => {
   assert.match(marked, /echo tampered/);
   await shot(page, "audit-stream-tampered");
 
+  begin("a verify resumed from the last recorded verification says where it resumed and still names the tampered event");
+  await page.goto(url("/console/audit"));
+  await page.check("#verify-from-last");
+  await submit(page, "form.verify button[type=submit]");
+  assert.equal((await page.textContent("#verdict .badge")).trim(), "does not verify");
+  assert.equal((await page.textContent("#first-bad")).trim(), `#${tampered}`);
+  const resumed = await page.textContent("#resumed");
+  assert.match(resumed, new RegExp(`Resumed at #${tampered - 1}, anchored there by the verification recorded at`));
+  assert.match(resumed, new RegExp(`#1 to #${tampered - 2} were not re-checked`));
+  assert.ok(await page.isChecked("#verify-from-last"), "the tick box kept its state");
+  await shot(page, "audit-resumed");
+
   begin("a verify of a range /v1 refuses says why beside the form");
   response = await page.goto(url("/console/audit/verify?from=5&to=2"));
   assert.equal(response.status(), 422);

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::console::run_browser_script;
 use crate::helpers::{TestApp, LOCAL_SH};
+use crate::support::cli::taskledger_ok;
 
 /// Events no projector reads, appended so that a rebuild of `tasks` has a
 /// log long enough to show its progress on the way.
@@ -72,6 +73,19 @@ async fn the_operations_pages_work_in_a_real_browser() {
     let (tampered_task, tampered) = submit("echo as submitted").await;
     fill_the_log(&app).await;
     tamper(&app, tampered, "echo as submitted", "echo tampered").await;
+    // A verification recorded through the event before the tampered one,
+    // as an auditor's daily run leaves it: the page can resume from there.
+    let recorded_through = tampered - 1;
+    taskledger_ok(
+        &app.database.url,
+        &[
+            "replay",
+            "verify",
+            "--to",
+            &recorded_through.to_string(),
+            "--record",
+        ],
+    );
 
     run_browser_script(
         "ops.mjs",

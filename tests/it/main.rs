@@ -2,6 +2,7 @@
 
 mod access;
 mod audit;
+mod audit_resume;
 mod auth;
 mod budget;
 mod console;

@@ -25,26 +25,41 @@ const STREAM_PAGE: u32 = 100;
 /// Events shown before the one a link points at, for context.
 const CONTEXT_EVENTS: u64 = 5;
 
-/// `?from=&to=` as the verify form sends them (blank: `/v1`'s default).
+/// `?from=&to=&from_last_verified=&from_anchor=` as the verify form sends
+/// them (blank: `/v1`'s default; the tick box sends `true` when ticked).
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct VerifyForm {
     #[serde(default)]
     from: String,
     #[serde(default)]
     to: String,
+    #[serde(default)]
+    from_last_verified: String,
+    #[serde(default)]
+    from_anchor: String,
 }
 
 impl VerifyForm {
     /// The `/v1/audit/verify` query of the fields filled in.
     fn query(&self) -> String {
         let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [("from", &self.from), ("to", &self.to)] {
+        for (name, value) in [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("from_last_verified", &self.from_last_verified),
+            ("from_anchor", &self.from_anchor),
+        ] {
             let value = value.trim();
             if !value.is_empty() {
                 query.append_pair(name, value);
             }
         }
         query.finish()
+    }
+
+    /// Whether the tick box "from the last recorded verification" is ticked.
+    fn resumes_from_last(&self) -> bool {
+        self.from_last_verified.trim() == "true"
     }
 }
 
@@ -57,6 +72,16 @@ struct Verdict {
     checked: u64,
     first_bad_sequence: Option<u64>,
     problem: Option<String>,
+    #[serde(default)]
+    resumed_from: Option<ResumedFrom>,
+}
+
+/// `VerifyView.resumed_from`: where a resumed verification started.
+#[derive(Debug, Deserialize)]
+struct ResumedFrom {
+    position: u64,
+    anchored_by: String,
+    not_rechecked_through: u64,
 }
 
 /// One event of the global order, as far as a link to its stream needs.
@@ -269,11 +294,66 @@ mod tests {
         let form = |from: &str, to: &str| VerifyForm {
             from: from.to_owned(),
             to: to.to_owned(),
+            ..VerifyForm::default()
         };
         assert_eq!(form("", " ").query(), "");
         assert_eq!(form("5", "").query(), "from=5");
         assert_eq!(form(" 1", "9 ").query(), "from=1&to=9");
         assert_eq!(form("1&to=2", "").query(), "from=1%26to%3D2");
+        let resumed = VerifyForm {
+            to: "9".to_owned(),
+            from_last_verified: "true".to_owned(),
+            from_anchor: " ".to_owned(),
+            ..VerifyForm::default()
+        };
+        assert_eq!(resumed.query(), "to=9&from_last_verified=true");
+        assert!(resumed.resumes_from_last());
+        let anchored = VerifyForm {
+            from_anchor: "chain-a".to_owned(),
+            ..VerifyForm::default()
+        };
+        assert_eq!(anchored.query(), "from_anchor=chain-a");
+        assert!(!anchored.resumes_from_last());
+    }
+
+    #[test]
+    fn a_resumed_verdict_says_where_it_resumed_and_what_it_did_not_recheck() {
+        let page = AuditPage {
+            chrome: None,
+            form: VerifyForm {
+                from_last_verified: "true".to_owned(),
+                ..VerifyForm::default()
+            },
+            verdict: Some(Verdict {
+                ok: true,
+                from: 12,
+                to: 20,
+                checked: 9,
+                first_bad_sequence: None,
+                problem: None,
+                resumed_from: Some(ResumedFrom {
+                    position: 12,
+                    anchored_by: "ledger chain-a".to_owned(),
+                    not_rechecked_through: 11,
+                }),
+            }),
+            first_bad_link: None,
+            error: String::new(),
+        }
+        .render()
+        .unwrap();
+        assert!(
+            page.contains("Resumed at #12, anchored there by ledger chain-a."),
+            "{page}"
+        );
+        assert!(
+            page.contains("Sequences #1 to #11 were not re-checked"),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"id="verify-from-last" value="true" checked>"#),
+            "{page}"
+        );
     }
 
     #[test]
@@ -288,6 +368,7 @@ mod tests {
                 checked: 6,
                 first_bad_sequence: Some(7),
                 problem: Some("the hash at global position 7 does not verify".to_owned()),
+                resumed_from: None,
             }),
             first_bad_link: Some("/console/audit/streams/task-1?mark=7#seq-7".to_owned()),
             error: String::new(),

@@ -26,6 +26,12 @@
 //! Otherwise it reads, and its read serves the feeds that wait behind it.
 //! A feed that is catching up (or far behind what is kept) reads on its own
 //! as before: a rebuild from position 0 always reads the log as stored.
+//!
+//! What is kept is dropped when the listener reconnects (a new generation:
+//! the database may have restarted or failed over, and what it holds now is
+//! what counts) and when a read fails; and a read from behind the kept run
+//! that does not touch it never replaces it (the newest events stay kept
+//! for the feeds at the head).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +64,9 @@ pub(super) struct Tail {
 /// A run of consecutive events: positions `after + 1 ..= after + len`.
 #[derive(Debug, Default)]
 struct Kept {
+    /// The listener's generation the run was read under (the newest any
+    /// reading feed had seen).
+    generation: u64,
     after: u64,
     events: VecDeque<RecordedEvent>,
     /// The number of the newest read that reached the head of the log, and
@@ -70,11 +79,23 @@ impl Kept {
         self.after + self.events.len() as u64
     }
 
+    /// Keeps nothing (the generation stays).
+    fn forget(&mut self) {
+        self.after = 0;
+        self.events.clear();
+        self.reached_head = None;
+    }
+
     /// Adds what a read after `after` returned, merged with what is kept
-    /// when the two runs touch, and keeps only the newest `capacity`.
+    /// when the two runs touch, and keeps only the newest `capacity`. A run
+    /// wholly before what is kept, not touching it, is not kept: what is
+    /// kept is newer, and it is what the feeds at the head will ask for.
     fn add(&mut self, after: u64, events: &[RecordedEvent], capacity: usize) {
         let end = after + events.len() as u64;
-        if after > self.last() || end < self.after || self.events.is_empty() {
+        if end < self.after && !self.events.is_empty() {
+            return;
+        }
+        if after > self.last() || self.events.is_empty() {
             self.after = after;
             self.events = events.iter().cloned().collect();
             self.reached_head = None;
@@ -107,14 +128,17 @@ impl Tail {
     /// the module's comment), otherwise from one read, made by the first of
     /// the feeds asking and kept for the others. `notified` is the newest
     /// position the feed had heard of when it was woken by a notification
-    /// (none when a poll or a reconnect woke it).
+    /// (none when a poll or a reconnect woke it); `generation` the
+    /// listener's generation the feed last saw.
     pub(super) async fn read(
         &self,
         store: &PgEventStore,
         after: u64,
         limit: usize,
         notified: Option<u64>,
+        generation: u64,
     ) -> Result<Batch, StoreError> {
+        self.forget_before(generation);
         let asked = self.reads.load(Ordering::Acquire);
         if let Some(batch) = self.take(after, limit, asked, notified) {
             return Ok(batch);
@@ -124,15 +148,35 @@ impl Tail {
             return Ok(batch);
         }
         let number = self.reads.fetch_add(1, Ordering::AcqRel) + 1;
-        let (events, stopped_before_unreadable) = store.read_all_for_feed(after, limit).await?;
-        let more = stopped_before_unreadable || events.len() >= limit;
+        let read = store.read_all_for_feed(after, limit).await;
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let (events, stopped_before_unreadable) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                // The database failed: what it holds when it is back is what
+                // counts, so nothing read before is served again.
+                kept.forget();
+                return Err(error);
+            }
+        };
+        let more = stopped_before_unreadable || events.len() >= limit;
         kept.add(after, &events, limit);
         let reached = after + events.len() as u64;
         if !more && kept.last() == reached {
             kept.reached_head = Some((number, reached));
         }
         Ok(Batch { events, more })
+    }
+
+    /// Drops what is kept when it was read under an older listener
+    /// generation than `generation` (a reconnect since: a restart or a
+    /// failover may have changed what the log holds past a feed's position).
+    fn forget_before(&self, generation: u64) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if generation > kept.generation {
+            kept.forget();
+            kept.generation = generation;
+        }
     }
 
     /// The kept events after `after`, if what is kept holds the next one or
@@ -194,7 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_that_touch_are_merged_and_others_replace() {
+    fn runs_that_touch_are_merged_newer_ones_replace_and_older_ones_are_dropped() {
         let mut kept = Kept::default();
         kept.add(4, &events(5..=7), 10);
         assert_eq!((kept.after, positions(&kept)), (4, vec![5, 6, 7]));
@@ -207,6 +251,25 @@ mod tests {
         );
         kept.add(20, &events(21..=21), 10);
         assert_eq!((kept.after, positions(&kept)), (20, vec![21]));
+        // A feed far behind reads 3..=6: the head's run stays kept.
+        kept.add(2, &events(3..=6), 10);
+        assert_eq!((kept.after, positions(&kept)), (20, vec![21]));
+        // Touching from behind (ending at 20): merged in front.
+        kept.add(18, &events(19..=20), 10);
+        assert_eq!((kept.after, positions(&kept)), (18, vec![19, 20, 21]));
+    }
+
+    #[test]
+    fn a_new_listener_generation_forgets_what_is_kept() {
+        let tail = tail_with(0, 1..=3);
+        tail.forget_before(0);
+        assert!(tail.take(1, 100, 0, Some(3)).is_some(), "same generation");
+        tail.forget_before(2);
+        assert!(tail.take(1, 100, 0, Some(3)).is_none(), "forgotten");
+        tail.kept.lock().unwrap().add(0, &events(1..=3), 100);
+        // A feed that has not yet seen generation 2 does not forget again.
+        tail.forget_before(1);
+        assert!(tail.take(1, 100, 0, Some(3)).is_some());
     }
 
     #[test]

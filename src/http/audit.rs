@@ -262,6 +262,33 @@ pub async fn verify(
             "from must be at least 1 (sequences start at 1)",
         ));
     }
+    if let Some(anchor) = anchor.as_ref().filter(|anchor| anchor.position > head) {
+        // Only a log cut short (or restored from an older copy) ends before
+        // an anchor taken from it: the verdict names the anchor's sequence.
+        if query.to.is_some_and(|to| to > head) {
+            return Err(Problem::unprocessable(format!(
+                "to {to} is beyond the log, which ends at sequence {head}"
+            )));
+        }
+        return Ok(ApiJson(VerifyView {
+            ok: false,
+            from,
+            to,
+            checked: 0,
+            first_bad_sequence: Some(from),
+            problem: Some(format!(
+                "the log ends at sequence {head}, before sequence {from} where {} holds \
+                 its hash: events were removed",
+                anchor.anchored_by
+            )),
+            resumed_from: Some(ResumedFrom {
+                position: from,
+                chain_hash: anchor.chain_hash.clone(),
+                anchored_by: anchor.anchored_by.clone(),
+                not_rechecked_through: head,
+            }),
+        }));
+    }
     if let (Some(anchor), Some(to)) = (&anchor, query.to) {
         if to < from {
             return Err(Problem::unprocessable(format!(

@@ -73,6 +73,11 @@ impl SharedListener {
         receiver
     }
 
+    /// The generation now: bumped by each reconnect of the listener.
+    pub(super) fn generation(&self) -> u64 {
+        self.heard.borrow().generation
+    }
+
     /// Whether the task should end: no subscription is left. Marks it
     /// stopped (and not listening) under the lock when so, so a task started
     /// after it never has its state overwritten by this one.

@@ -83,7 +83,7 @@ async fn run_feed(
                 store
                     .inner
                     .tail
-                    .read(&store, after_position, batch, notified, seen.generation)
+                    .read(&store, after_position, batch, notified)
                     .await
             } else {
                 store.read_all_for_feed(after_position, batch).await.map(

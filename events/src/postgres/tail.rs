@@ -79,6 +79,28 @@ impl Kept {
         self.after + self.events.len() as u64
     }
 
+    /// Adds what a read begun under listener generation `began` returned,
+    /// the listener being at generation `now` when it ended: only when no
+    /// reconnect came in between (else what the read saw may be what the
+    /// database held before a failover), and after forgetting a run kept
+    /// under an older generation.
+    fn add_read(
+        &mut self,
+        began: u64,
+        now: u64,
+        after: u64,
+        events: &[RecordedEvent],
+        capacity: usize,
+    ) {
+        if now > self.generation {
+            self.forget();
+            self.generation = now;
+        }
+        if began == now && now == self.generation {
+            self.add(after, events, capacity);
+        }
+    }
+
     /// Keeps nothing (the generation stays).
     fn forget(&mut self) {
         self.after = 0;
@@ -128,22 +150,23 @@ impl Tail {
     /// the module's comment), otherwise from one read, made by the first of
     /// the feeds asking and kept for the others. `notified` is the newest
     /// position the feed had heard of when it was woken by a notification
-    /// (none when a poll or a reconnect woke it); `generation` the
-    /// listener's generation the feed last saw.
+    /// (none when a poll or a reconnect woke it).
     pub(super) async fn read(
         &self,
         store: &PgEventStore,
         after: u64,
         limit: usize,
         notified: Option<u64>,
-        generation: u64,
     ) -> Result<Batch, StoreError> {
-        self.forget_before(generation);
+        let listener = &store.inner.listener;
+        self.forget_before(listener.generation());
         let asked = self.reads.load(Ordering::Acquire);
         if let Some(batch) = self.take(after, limit, asked, notified) {
             return Ok(batch);
         }
         let _reading = self.reading.lock().await;
+        let generation = listener.generation();
+        self.forget_before(generation);
         if let Some(batch) = self.take(after, limit, asked, notified) {
             return Ok(batch);
         }
@@ -160,9 +183,9 @@ impl Tail {
             }
         };
         let more = stopped_before_unreadable || events.len() >= limit;
-        kept.add(after, &events, limit);
+        kept.add_read(generation, listener.generation(), after, &events, limit);
         let reached = after + events.len() as u64;
-        if !more && kept.last() == reached {
+        if kept.generation == generation && !more && kept.last() == reached {
             kept.reached_head = Some((number, reached));
         }
         Ok(Batch { events, more })
@@ -270,6 +293,21 @@ mod tests {
         // A feed that has not yet seen generation 2 does not forget again.
         tail.forget_before(1);
         assert!(tail.take(1, 100, 0, Some(3)).is_some());
+    }
+
+    #[test]
+    fn a_read_across_a_reconnect_is_not_kept() {
+        let mut kept = Kept::default();
+        kept.add_read(1, 1, 0, &events(1..=3), 100);
+        assert_eq!((kept.generation, positions(&kept)), (1, vec![1, 2, 3]));
+        // Begun under 1, ended under 2: not kept, and the old run forgotten.
+        kept.add_read(1, 2, 3, &events(4..=5), 100);
+        assert_eq!((kept.generation, positions(&kept)), (2, vec![]));
+        // A read begun and ended under 1 while 2 is kept: not kept either.
+        kept.add_read(1, 1, 0, &events(1..=3), 100);
+        assert_eq!(positions(&kept), Vec::<u64>::new());
+        kept.add_read(2, 2, 0, &events(1..=2), 100);
+        assert_eq!((kept.generation, positions(&kept)), (2, vec![1, 2]));
     }
 
     #[test]

@@ -151,6 +151,20 @@ pub struct ResumedFrom {
     pub not_rechecked_through: u64,
 }
 
+impl ResumedFrom {
+    /// Resumed from `anchor`, the check starting at `from` on a log whose
+    /// head is `head`: what lies before `from` (or the whole log, when the
+    /// anchor is past its end) is taken on the anchor's word.
+    fn at(anchor: &Anchor, from: u64, head: u64) -> Self {
+        Self {
+            position: from,
+            chain_hash: anchor.chain_hash.clone(),
+            anchored_by: anchor.anchored_by.clone(),
+            not_rechecked_through: (from - 1).min(head),
+        }
+    }
+}
+
 /// The verdict on a range of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct VerifyView {
@@ -281,12 +295,7 @@ pub async fn verify(
                  its hash: events were removed",
                 anchor.anchored_by
             )),
-            resumed_from: Some(ResumedFrom {
-                position: from,
-                chain_hash: anchor.chain_hash.clone(),
-                anchored_by: anchor.anchored_by.clone(),
-                not_rechecked_through: head,
-            }),
+            resumed_from: Some(ResumedFrom::at(anchor, from, head)),
         }));
     }
     if let (Some(anchor), Some(to)) = (&anchor, query.to) {
@@ -337,11 +346,8 @@ pub async fn verify(
             .as_ref()
             .map(taskledger_events::postgres::verify::Defect::global_position),
         problem: verification.defect.map(|defect| defect.to_string()),
-        resumed_from: anchor.map(|anchor| ResumedFrom {
-            position: from,
-            chain_hash: anchor.chain_hash,
-            anchored_by: anchor.anchored_by,
-            not_rechecked_through: from - 1,
-        }),
+        resumed_from: anchor
+            .as_ref()
+            .map(|anchor| ResumedFrom::at(anchor, from, head)),
     }))
 }

@@ -14,16 +14,13 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 
-import { begin, env, launch, run, screenshotDir, shot as saveShot } from "./browser.mjs";
+import { begin, consoleUnderTest, env, launch, run, shot as saveShot } from "./browser.mjs";
 
-const base = env("CONSOLE_URL");
 const sessionKey = env("CONSOLE_SESSION_KEY");
 const pastedKey = env("CONSOLE_PASTED_KEY");
 const pastedTask = env("CONSOLE_PASTED_TASK");
-const shots = screenshotDir();
 
-const origin = new URL(base).origin;
-const url = (page) => new URL(page, base).toString();
+const { origin, url, shots } = consoleUnderTest();
 
 const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
 

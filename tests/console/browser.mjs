@@ -26,6 +26,33 @@ export function screenshotDir() {
   return shots;
 }
 
+// The console under test: its address (CONSOLE_URL) and origin, `url(page)`
+// for one of its pages, and where screenshots go.
+export function consoleUnderTest() {
+  const base = env("CONSOLE_URL");
+  return {
+    origin: new URL(base).origin,
+    url: (page) => new URL(page, base).toString(),
+    shots: screenshotDir(),
+  };
+}
+
+// Chromium (launch's `options`) for the console `target` (consoleUnderTest()),
+// watching every request its pages make: `shot(page, name, options)` saves
+// into the target's screenshots, `allToOrigin()` asserts every request went
+// to the console.
+export async function openConsole(target, options) {
+  const { context, close } = await launch(options);
+  const watched = watchRequests(context, target.origin);
+  return {
+    context,
+    close,
+    watched,
+    shot: (page, name, options) => shot(page, target.shots, name, options),
+    allToOrigin: () => allToOrigin(watched, target.shots),
+  };
+}
+
 // Chromium with a fresh profile and `options` (playwright's, e.g. the viewport);
 // `close()` ends it and removes the profile.
 export async function launch(options) {

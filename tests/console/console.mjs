@@ -14,25 +14,14 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import {
-  allToOrigin,
-  begin,
-  env,
-  launch,
-  run,
-  screenshotDir,
-  shot as saveShot,
-  watchRequests,
-} from "./browser.mjs";
+import { begin, consoleUnderTest, env, openConsole, run } from "./browser.mjs";
 
-const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
 const acmeTask = env("CONSOLE_ACME_TASK");
 const globexTask = env("CONSOLE_GLOBEX_TASK");
-const shots = screenshotDir();
 
-const origin = new URL(base).origin;
-const url = (page) => new URL(page, base).toString();
+const target = consoleUnderTest();
+const { url } = target;
 
 // A task submitted through /v1 (by this script, not the page).
 async function submit(script) {
@@ -53,11 +42,10 @@ async function v1Task(id) {
   return response.json();
 }
 
-const { context, close } = await launch({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-// Every request of every page, to check none leaves the service.
-const watched = watchRequests(context, origin);
-
-const shot = (page, name) => saveShot(page, shots, name);
+const { context, close, shot, allToOrigin } = await openConsole(target, {
+  viewport: { width: 1280, height: 900 },
+  acceptDownloads: true,
+});
 
 await run(async () => {
   const page = context.pages()[0] ?? (await context.newPage());
@@ -191,5 +179,5 @@ await run(async () => {
   assert.equal(new URL(page.url()).pathname, "/console/sign-in");
 
   begin("every request went to the service itself");
-  allToOrigin(watched, shots);
+  allToOrigin();
 }, close);

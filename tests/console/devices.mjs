@@ -16,37 +16,26 @@
 
 import assert from "node:assert/strict";
 
-import {
-  allToOrigin,
-  begin,
-  env,
-  launch,
-  run,
-  screenshotDir,
-  shot as saveShot,
-  watchRequests,
-} from "./browser.mjs";
+import { begin, consoleUnderTest, env, openConsole, run } from "./browser.mjs";
 
-const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
 const auditKey = env("CONSOLE_AUDIT_KEY");
 const acmeImei = env("CONSOLE_ACME_IMEI");
 const globexImei = env("CONSOLE_GLOBEX_IMEI");
-const shots = screenshotDir();
 
-const origin = new URL(base).origin;
-const url = (page) => new URL(page, base).toString();
+const target = consoleUnderTest();
+const { url } = target;
 
-const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
-// Every request of every page, to check none leaves the service; and what
-// the service answered each.
-const watched = watchRequests(context, origin);
+const { context, close, shot: saveShot, allToOrigin } = await openConsole(target, {
+  viewport: { width: 1280, height: 800 },
+});
+// What the service answered each request.
 const answers = new Map();
 context.on("response", (response) => answers.set(new URL(response.url()).pathname, response));
 
 // A full-page screenshot for looking at, and (with `view`) one of the
 // viewport, the size of the README's.
-const shot = (page, name, view = false) => saveShot(page, shots, name, { view });
+const shot = (page, name, view = false) => saveShot(page, name, { view });
 
 async function signIn(page, key, next) {
   await page.goto(url(next));
@@ -142,5 +131,5 @@ await run(async () => {
   assert.equal(response.status(), 403);
 
   begin("every request went to the service itself");
-  allToOrigin(watched, shots);
+  allToOrigin();
 }, close);

@@ -16,28 +16,17 @@
 
 import assert from "node:assert/strict";
 
-import {
-  allToOrigin,
-  begin,
-  env,
-  launch,
-  run,
-  screenshotDir,
-  shot as saveShot,
-  watchRequests,
-} from "./browser.mjs";
+import { begin, consoleUnderTest, env, openConsole, run } from "./browser.mjs";
 
-const base = env("CONSOLE_URL");
 const adminKey = env("CONSOLE_ADMIN_KEY");
 const auditorKey = env("CONSOLE_AUDITOR_KEY");
 const tenantKey = env("CONSOLE_TENANT_KEY");
 const task = env("CONSOLE_TASK");
 const tamperedStream = env("CONSOLE_TAMPERED_STREAM");
 const tampered = Number(env("CONSOLE_TAMPERED_SEQUENCE"));
-const shots = screenshotDir();
 
-const origin = new URL(base).origin;
-const url = (page) => new URL(page, base).toString();
+const target = consoleUnderTest();
+const { url } = target;
 
 // /v1 as the admin key sees it (from this script, not the page).
 async function v1(method, route, body) {
@@ -52,11 +41,8 @@ async function v1(method, route, body) {
 }
 
 const blocked = [];
-const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
-// Every request of every page, to check none leaves the service.
-const watched = watchRequests(context, origin);
+const { context, close, shot, allToOrigin } = await openConsole(target, { viewport: { width: 1280, height: 800 } });
 
-const shot = (page, name) => saveShot(page, shots, name);
 
 // Signs in with `key` from the sign-in form `page` was sent to.
 async function signIn(page, key) {
@@ -284,5 +270,5 @@ await run(async () => {
 
   begin("no page broke the CSP and every request went to the service itself");
   assert.deepEqual(blocked.filter((text) => /Content Security Policy/i.test(text)), []);
-  allToOrigin(watched, shots);
+  allToOrigin();
 }, close);

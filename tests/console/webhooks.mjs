@@ -16,31 +16,18 @@
 
 import assert from "node:assert/strict";
 
-import {
-  allToOrigin,
-  begin,
-  env,
-  launch,
-  run,
-  screenshotDir,
-  shot as saveShot,
-  watchRequests,
-} from "./browser.mjs";
+import { begin, consoleUnderTest, env, openConsole, run } from "./browser.mjs";
 
-const base = env("CONSOLE_URL");
 const acmeKey = env("CONSOLE_ACME_KEY");
 const flaky = env("CONSOLE_FLAKY_HOOK");
 const dead = env("CONSOLE_DEAD_HOOK");
 const globex = env("CONSOLE_GLOBEX_HOOK");
 const position = env("CONSOLE_POSITION");
-const shots = screenshotDir();
 
-const origin = new URL(base).origin;
-const url = (page) => new URL(page, base).toString();
+const target = consoleUnderTest();
+const { url } = target;
 
-const { context, close } = await launch({ viewport: { width: 1280, height: 800 } });
-const watched = watchRequests(context, origin);
-const shot = (page, name) => saveShot(page, shots, name);
+const { context, close, shot, allToOrigin } = await openConsole(target, { viewport: { width: 1280, height: 800 } });
 const time = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$/;
 
 await run(async () => {
@@ -122,5 +109,5 @@ await run(async () => {
   }
 
   begin("every request stayed on the service");
-  allToOrigin(watched, shots);
+  allToOrigin();
 }, close);

@@ -8,11 +8,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use taskledger_events::apikey::Scope;
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use taskledger_events::EventStore;
 
 use crate::helpers::TestApp;
 use crate::support::cli::taskledger_ok;
 use crate::support::http::{assert_text_contains, ok_json, problem, send};
+use crate::support::log::append_unrelated;
 
 /// A query string's pairs.
 type Query<'a> = &'a [(&'a str, String)];
@@ -32,18 +33,7 @@ impl Auditing {
 
     /// Appends `count` events, each on a stream of its own; the new head.
     async fn append(&self, count: u64) -> u64 {
-        let store = self.app.store();
-        for _ in 0..count {
-            let stream = StreamId::new(format!("more-{}", uuid::Uuid::new_v4())).unwrap();
-            store
-                .append(
-                    &stream,
-                    ExpectedVersion::NoStream,
-                    vec![NewEvent::new("Added", json!({ "more": true }))],
-                )
-                .await
-                .unwrap();
-        }
+        append_unrelated(&self.app.store(), count).await;
         self.head().await
     }
 

@@ -8,27 +8,18 @@ use taskledger_events::apikey::Scope;
 use taskledger_events::chain::{event_hash, HashInput};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use taskledger_events::EventStore;
 
 use crate::helpers::TestApp;
 use crate::replay::{log, tamper, verify};
 use crate::support::cli::{stdout, taskledger_ok};
 use crate::support::http::send;
+use crate::support::log::append_unrelated;
 
 /// Appends `count` events, each on a stream of its own.
 async fn append(database: &TestDatabase, count: u64) {
     let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-    for _ in 0..count {
-        let stream = StreamId::new(format!("more-{}", uuid::Uuid::new_v4())).unwrap();
-        store
-            .append(
-                &stream,
-                ExpectedVersion::NoStream,
-                vec![NewEvent::new("Added", json!({ "more": true }))],
-            )
-            .await
-            .unwrap();
-    }
+    append_unrelated(&store, count).await;
 }
 
 /// `replay verify args…`, which must pass; what it printed.

@@ -92,12 +92,19 @@ impl Kept {
         events: &[RecordedEvent],
         capacity: usize,
     ) {
-        if now > self.generation {
-            self.forget();
-            self.generation = now;
-        }
+        self.advance_to(now);
         if began == now && now == self.generation {
             self.add(after, events, capacity);
+        }
+    }
+
+    /// Moves to listener generation `generation`, forgetting the run when
+    /// it is newer than the one the run was read under (a restart or
+    /// failover may have changed what the log holds).
+    fn advance_to(&mut self, generation: u64) {
+        if generation > self.generation {
+            self.forget();
+            self.generation = generation;
         }
     }
 
@@ -195,11 +202,10 @@ impl Tail {
     /// generation than `generation` (a reconnect since: a restart or a
     /// failover may have changed what the log holds past a feed's position).
     fn forget_before(&self, generation: u64) {
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if generation > kept.generation {
-            kept.forget();
-            kept.generation = generation;
-        }
+        self.kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .advance_to(generation);
     }
 
     /// The kept events after `after`, if what is kept holds the next one or

@@ -14,6 +14,7 @@ pub mod ledgers;
 pub mod plans;
 pub mod rebuild;
 pub mod runtime;
+pub mod statistics;
 pub mod tasks;
 
 pub use runtime::{Projector, ProjectorError, ProjectorRuntime, ProjectorState, ProjectorStatus};
@@ -27,6 +28,14 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projector>> {
         std::sync::Arc::new(ledgers::LedgersProjector),
         std::sync::Arc::new(plans::PlansProjector),
     ]
+}
+
+/// The tables every projector of [`all`] writes (the live ones).
+pub fn tables() -> Vec<&'static str> {
+    all()
+        .iter()
+        .flat_map(|projector| projector.tables().iter().copied())
+        .collect()
 }
 
 /// The projector called `name`.

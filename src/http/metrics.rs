@@ -147,7 +147,7 @@ async fn database_metrics(state: &AppState) -> anyhow::Result<Registry> {
     if let Some(relay) = row.get::<_, Option<i64>>(1) {
         gauge(
             "taskledger_relay_lag_events",
-            "Events the relay has not had confirmed by the broker.",
+            "Events the relay has not recorded as confirmed by the broker (its checkpoint trails the broker's confirms by up to 1 s).",
             (head - relay).max(0),
         )?;
     }

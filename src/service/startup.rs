@@ -200,6 +200,15 @@ impl Application {
                 ("ledgers projector", ledgers),
                 ("plans projector", plans),
             ]);
+            let mut stop = self.shutdown.clone();
+            workers.push((
+                "read-model statistics",
+                tokio::spawn(taskledger_projections::statistics::keep(
+                    self.store.clone(),
+                    taskledger_projections::tables(),
+                    async move { stop.wait().await },
+                )),
+            ));
             tasks_projection = Some(tasks_status);
         }
         let topology = self.topology.clone();

@@ -3,4 +3,5 @@
 mod api_keys;
 mod helpers;
 mod runtime;
+mod statistics;
 mod tasks;

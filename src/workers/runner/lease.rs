@@ -6,13 +6,16 @@
 use super::*;
 
 /// Renews the lease of `attempt` (taken by [`super::limit::take_slot`])
-/// every third of [`RunnerOptions::lease_ttl`] until aborted. A lease that
+/// every third of [`RunnerOptions::lease_ttl`] until aborted, the first
+/// time a third of the TTL after it was taken (taking it stamped it, so an
+/// attempt shorter than that renews nothing). A lease that
 /// is gone (dropped by a runner that took this one for dead) is taken
 /// again if no other attempt's holds the task, so the kind's count keeps
 /// an attempt that still runs; another's is never overwritten.
 pub(super) async fn hold_lease(context: Context, task_id: TaskId, attempt: u32, kind: String) {
     let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
     loop {
+        tokio::time::sleep(context.options.lease_ttl / 3).await;
         let renewed = async {
             let client = context.store.pool().get().await.ok()?;
             let renewed = client
@@ -40,7 +43,6 @@ pub(super) async fn hold_lease(context: Context, task_id: TaskId, attempt: u32, 
         if renewed.is_none() {
             tracing::warn!(task = %task_id, "renewing an attempt's lease failed");
         }
-        tokio::time::sleep(context.options.lease_ttl / 3).await;
     }
 }
 

@@ -50,7 +50,7 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::{Map, Value};
-use taskledger_events::command::{load, CommandError};
+use taskledger_events::command::{load, CommandError, Loaded};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
     Artifact, CompleteTask, FailTask, RetryTask, StartTask, TaskCommand, TaskEvent, TaskId,
@@ -63,7 +63,7 @@ use uuid::Uuid;
 
 use crate::adapters::blobs::BlobStore;
 use crate::adapters::rabbitmq::{self, Job, Topology};
-use crate::commands::execute;
+use crate::commands::execute_known;
 use crate::config::kind::Executor;
 use crate::config::FileConfig;
 use crate::metrics;
@@ -73,7 +73,7 @@ use executor::{End, OutMount, Outcome, RunError, RunSpec};
 use intake::{consume, sweep_containers};
 use lease::{drop_dead_lease, hold_lease, lease_is_fresh, release_lease, release_own_lease};
 use limit::{take_slot, Slot};
-use outcome::{outcome_command, report};
+use outcome::{outcome_command, report, report_known};
 
 /// The default [`RunnerOptions::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -301,7 +301,13 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 // dead runner's lease with it (so the slot stays counted
                 // and no third runner adopts it too), not retry.
                 return match limit::take_over(context, task_id, job.attempt, &task.kind).await {
-                    Slot::Taken => run_claimed(context, &task, job.attempt, loaded.version).await,
+                    Slot::Taken => {
+                        let known = Loaded {
+                            state: Some(task.clone()),
+                            ..loaded
+                        };
+                        run_claimed(context, &task, job.attempt, known).await
+                    }
                     Slot::AtLimit { .. } | Slot::HeldElsewhere | Slot::Unknown => {
                         Disposition::Requeue
                     }
@@ -354,9 +360,16 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
         attempt: job.attempt,
         started_at: now(),
     });
-    let started = match execute::<Tasks>(
+    // Decided on the stream as this job's handling just read it: one
+    // append, unless another writer came between (then it is read again).
+    let known = Loaded {
+        state: Some(task.clone()),
+        ..loaded
+    };
+    let started = match execute_known::<Tasks>(
         &context.store,
         &stream,
+        Some(known),
         claim,
         Uuid::new_v4(),
         metadata(context),
@@ -375,7 +388,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             return Disposition::Requeue;
         }
     };
-    run_claimed(context, &task, job.attempt, started.stream_version).await
+    run_claimed(context, &task, job.attempt, Loaded::after(started)).await
 }
 
 /// Runs an attempt this runner claimed (or adopted: a Slurm job whose
@@ -384,9 +397,10 @@ async fn run_claimed(
     context: &Context,
     task: &taskledger_events::task::Task,
     attempt_number: u32,
-    version: u64,
+    claimed: Loaded<Tasks>,
 ) -> Disposition {
     let task_id = task.id;
+    let version = claimed.version;
     if let Ok(mut running) = context.running.lock() {
         running.insert(task_id.0, container_name(task_id, attempt_number));
     }
@@ -422,7 +436,9 @@ async fn run_claimed(
         }
     };
     if let Some(command) = command {
-        report(context, task_id, command).await;
+        // Decided on the stream as the claim left it: one append, unless a
+        // cancel or another writer came between.
+        report_known(context, task_id, command, Some(claimed)).await;
     }
     // Only now that the outcome is in the log (see [`out_dir`]).
     out_dir::remove_attempt(context, task_id, attempt_number).await;

@@ -222,6 +222,18 @@ pub(super) fn stderr_tail(stderr: &[u8]) -> String {
 /// recorded as the attempt's failure instead, so the task never stays
 /// running.
 pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskCommand) {
+    report_known(context, task_id, command, None).await;
+}
+
+/// [`report`], its first try decided on `known` (the stream as this
+/// runner's claim left it) instead of a fresh load; a stream that changed
+/// since makes that try's append conflict, and it is read again.
+pub(super) async fn report_known(
+    context: &Context,
+    task_id: TaskId,
+    command: TaskCommand,
+    mut known: Option<Loaded<Tasks>>,
+) {
     let stream = task_id.stream_id();
     let mut command = command;
     let mut command_id = Uuid::new_v4();
@@ -229,9 +241,10 @@ pub(super) async fn report(context: &Context, task_id: TaskId, command: TaskComm
     // one try in 10 s.
     let mut pauses = Pauses::doubling(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        match execute::<Tasks>(
+        match execute_known::<Tasks>(
             &context.store,
             &stream,
+            known.take(),
             command.clone(),
             command_id,
             metadata(context),

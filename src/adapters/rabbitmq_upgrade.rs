@@ -42,6 +42,13 @@ pub async fn move_legacy_jobs(
     topology: &Topology,
     kinds: &[String],
 ) -> anyhow::Result<u64> {
+    // One mover at a time in this process: the relay and the runner start
+    // together, and one's delete of the empty old queue under the other's
+    // `basic.get` closed that channel with NOT_FOUND (handled below, but
+    // logged by lapin as an error on every start). Other processes' movers
+    // still race; that arm stays for them.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut moved = 0;
     for kind in kinds {
         // Its own channel: a refusal closes it.

@@ -127,33 +127,30 @@ async fn relay_once(
     // Where the checkpoint row stands, and since when.
     let mut recorded = (position, Instant::now());
     loop {
+        // While the row trails, wait for the next event only until it is
+        // due to move (`None`: the log stayed quiet that long).
         let next = if position > recorded.0 {
-            let due = recorded.1 + CHECKPOINT_LAG;
-            match tokio::time::timeout_at(due, feed.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    // Quiet for a while: the row catches up.
-                    relay.record(recorded.0, position).await?;
-                    recorded = (position, Instant::now());
-                    continue;
+            tokio::time::timeout_at(recorded.1 + CHECKPOINT_LAG, feed.next())
+                .await
+                .ok()
+        } else {
+            Some(feed.next().await)
+        };
+        if let Some(next) = next {
+            let first = next
+                .context("the event feed ended")?
+                .context("reading the log")?;
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match feed.try_next() {
+                    Some(event) => batch.push(event.context("reading the log")?),
+                    None => break,
                 }
             }
-        } else {
-            feed.next().await
-        };
-        let first = next
-            .context("the event feed ended")?
-            .context("reading the log")?;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match feed.try_next() {
-                Some(event) => batch.push(event.context("reading the log")?),
-                None => break,
-            }
+            position = relay.confirm(position, &batch).await?;
+            status.send_modify(|status| status.confirmed = position);
         }
-        position = relay.confirm(position, &batch).await?;
-        status.send_modify(|status| status.confirmed = position);
-        if recorded.1.elapsed() >= CHECKPOINT_LAG {
+        if position > recorded.0 && recorded.1.elapsed() >= CHECKPOINT_LAG {
             relay.record(recorded.0, position).await?;
             recorded = (position, Instant::now());
         }

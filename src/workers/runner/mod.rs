@@ -266,7 +266,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
             return Disposition::Requeue;
         }
     };
-    let Some(task) = loaded.state else {
+    let Some(task) = loaded.state.clone() else {
         // Never acknowledged away: it may be another installation's job (an
         // older relay's, which names none) on a shared queue.
         tracing::warn!(
@@ -301,13 +301,7 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
                 // dead runner's lease with it (so the slot stays counted
                 // and no third runner adopts it too), not retry.
                 return match limit::take_over(context, task_id, job.attempt, &task.kind).await {
-                    Slot::Taken => {
-                        let known = Loaded {
-                            state: Some(task.clone()),
-                            ..loaded
-                        };
-                        run_claimed(context, &task, job.attempt, known).await
-                    }
+                    Slot::Taken => run_claimed(context, &task, job.attempt, loaded).await,
                     Slot::AtLimit { .. } | Slot::HeldElsewhere | Slot::Unknown => {
                         Disposition::Requeue
                     }
@@ -362,14 +356,10 @@ async fn handle(context: &Context, job: Job, redelivered: bool) -> Disposition {
     });
     // Decided on the stream as this job's handling just read it: one
     // append, unless another writer came between (then it is read again).
-    let known = Loaded {
-        state: Some(task.clone()),
-        ..loaded
-    };
     let started = match execute_known::<Tasks>(
         &context.store,
         &stream,
-        Some(known),
+        Some(loaded),
         claim,
         Uuid::new_v4(),
         metadata(context),

@@ -134,6 +134,19 @@ async fn one_task_costs_at_most_its_transaction_budget() {
             );
         }
     }
+    // The relay moves its checkpoint at most once a second while events
+    // flow, and once more when they stop; not after every batch (about two
+    // moves per task, a hundred here).
+    let relay_moves = busy
+        .writes
+        .get("relay_checkpoints")
+        .map_or(0, |rows| rows[1]);
+    let allowed = i64::try_from(busy.busy.as_secs()).unwrap_or(i64::MAX) + 2;
+    assert!(
+        relay_moves <= allowed,
+        "the relay moved its checkpoint {relay_moves} times in {:?}, more than once a second",
+        busy.busy
+    );
     // Below 4 the counting is broken, not the task path: a task appends at
     // least its submission, claim and outcome, each its own commit.
     assert!(

@@ -750,6 +750,45 @@ async fn a_broker_restart_mid_run_loses_nothing_and_runs_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_checkpoint_reaches_the_head_soon_after_the_log_goes_quiet() {
+    let mut cluster = Cluster::start().await;
+    cluster.start_runner(2);
+    let mut tasks = Vec::new();
+    for index in 0..3 {
+        tasks.push(cluster.submit_script(&format!("echo {index}")).await);
+    }
+    for task_id in tasks {
+        let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
+        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    }
+    // Nothing more is appended: the row moves to the head about a second
+    // after the last confirmed batch, without another event to carry it.
+    let head = cluster.store.head_position().await.unwrap();
+    let client = cluster.store.pool().get().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let position: i64 = client
+            .query_one(
+                "SELECT position FROM relay_checkpoints WHERE relay = 'relay'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if u64::try_from(position).unwrap() >= head {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay checkpoint stayed at {position}, the head is {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_publishes_every_event_in_order_with_its_envelope() {
     use futures::StreamExt;
     use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};

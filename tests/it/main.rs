@@ -42,4 +42,5 @@ mod task_stream;
 mod tasks;
 mod tenants;
 mod verification;
+mod webhook_crash;
 mod webhooks;

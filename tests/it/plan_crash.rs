@@ -11,7 +11,6 @@
 //! Needs `scripts/services.sh` (PostgreSQL and RabbitMQ).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -27,9 +26,10 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::running::{amqp_url, delete_topology, BROKER};
-use crate::support::cli::{free_port, BINARY};
+use crate::support::cli::free_port;
 use crate::support::http::send;
 use crate::support::poll::eventually;
+use crate::support::serve::ServeProcess;
 
 /// The lease TTL of every runner process here (seconds): how long after a
 /// runner's death its attempts are taken back.
@@ -70,27 +70,8 @@ struct Installation {
     key: String,
     prefix: String,
     dir: PathBuf,
-    processes: Vec<Process>,
+    processes: Vec<ServeProcess>,
     _broker: tokio::sync::RwLockReadGuard<'static, ()>,
-}
-
-/// A `taskledger serve` process with some roles, in its own process group.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-/// A test that panics leaves no process behind: SIGKILL to its group.
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Installation {
@@ -132,76 +113,37 @@ impl Installation {
     /// Starts process `name` with `roles` (the runner's worker id is
     /// `name`) and waits until it is ready; its index.
     async fn start_process(&mut self, name: &str, roles: &str) -> usize {
-        use std::os::unix::process::CommandExt as _;
         let port = free_port();
-        let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(BINARY)
-            .arg("serve")
-            .env("DATABASE_URL", &self.app.database.url)
-            .env("AMQP_URL", amqp_url())
-            .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
-            .env("TASKLEDGER_ROLES", roles)
-            .env("TASKLEDGER_RUNNER_SLOTS", "2")
-            .env("TASKLEDGER_WORKER_ID", name)
-            .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
-            .env("TASKLEDGER_DATA_DIR", self.dir.join("data"))
-            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "TASKLEDGER_LEASE_TTL_SECONDS",
-                LEASE_TTL_SECONDS.to_string(),
-            )
-            .env("TASKLEDGER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        self.processes.push(Process {
-            name: name.to_owned(),
-            child,
-            log,
-        });
-        let index = self.processes.len() - 1;
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        let process = std::cell::RefCell::new(&mut self.processes[index]);
-        eventually(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || async {
-                let ready = http.get(&url).send().await;
-                if matches!(&ready, Ok(response) if response.status() == 200) {
-                    return Ok(());
-                }
-                let mut process = process.borrow_mut();
-                if let Some(status) = process.child.try_wait().unwrap() {
-                    panic!(
-                        "{name} exited with {status} before it was ready:\n{}",
-                        std::fs::read_to_string(&process.log).unwrap_or_default()
-                    );
-                }
-                Err(format!("{name} was not ready within 30 s"))
+        let process = ServeProcess::start(
+            name,
+            port,
+            self.dir.join(format!("{name}.log")),
+            |command| {
+                command
+                    .env("DATABASE_URL", &self.app.database.url)
+                    .env("AMQP_URL", amqp_url())
+                    .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
+                    .env("TASKLEDGER_ROLES", roles)
+                    .env("TASKLEDGER_RUNNER_SLOTS", "2")
+                    .env("TASKLEDGER_WORKER_ID", name)
+                    .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
+                    .env("TASKLEDGER_DATA_DIR", self.dir.join("data"))
+                    .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+                    .env(
+                        "TASKLEDGER_LEASE_TTL_SECONDS",
+                        LEASE_TTL_SECONDS.to_string(),
+                    )
+                    .env("TASKLEDGER_LOG", "info");
             },
         )
         .await;
-        index
+        self.processes.push(process);
+        self.processes.len() - 1
     }
 
     /// SIGKILL to process `index`'s group: nothing of it cleans up.
     fn kill(&mut self, index: usize) {
-        let process = &mut self.processes[index];
-        assert!(
-            process.child.try_wait().unwrap().is_none(),
-            "{} had already exited",
-            process.name
-        );
-        let group = format!("-{}", process.child.id());
-        let status = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -KILL -- {group}");
-        process.child.wait().unwrap();
+        self.processes[index].kill();
     }
 
     /// Submits `tasks` as a plan of `acme`; its id and view.
@@ -281,12 +223,7 @@ impl Installation {
 
     async fn finish(mut self) {
         for process in &mut self.processes {
-            if process.child.try_wait().unwrap().is_none() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &process.child.id().to_string()])
-                    .status();
-                let _ = process.child.wait();
-            }
+            process.stop();
         }
         self.app.finish().await;
         delete_topology(&self.prefix, &FileConfig::parse(KINDS).unwrap()).await;

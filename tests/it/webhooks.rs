@@ -191,7 +191,7 @@ fn the_verifier_here_accepts_the_specifications_vector() {
 }
 
 /// The configuration of [`app_with`].
-fn config_with(extra: &str) -> String {
+pub(crate) fn config_with(extra: &str) -> String {
     format!(
         "{KINDS}\n[webhooks]\nallow_private_targets = true\nfirst_retry_ms = 20\n\
          max_retry_seconds = 1\n{extra}"

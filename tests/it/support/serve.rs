@@ -1,0 +1,114 @@
+//! `taskledger serve` as a child process in its own process group, for
+//! tests that crash a part of the service for real: SIGKILL reaches the
+//! whole group (a runner's attempts die with it), and a test that panics
+//! leaves no process behind.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::cli::BINARY;
+use crate::support::poll::eventually;
+
+/// A running `taskledger serve`, killed with its group when dropped.
+pub(crate) struct ServeProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `taskledger serve` with the environment `adjust` sets (it
+    /// must set `TASKLEDGER_LISTEN` to `127.0.0.1:{port}`), standard error
+    /// to `log`, and waits up to 30 s until its `/readyz` answers 200.
+    ///
+    /// # Panics
+    /// When it exits or is not ready within 30 s (with its log).
+    pub(crate) async fn start(
+        name: &str,
+        port: u16,
+        log: PathBuf,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Command::new(BINARY);
+        command.arg("serve");
+        adjust(&mut command);
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let process = std::cell::RefCell::new(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        });
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                let ready = http.get(&url).send().await;
+                if matches!(&ready, Ok(response) if response.status() == 200) {
+                    return Ok(());
+                }
+                let mut process = process.borrow_mut();
+                if let Some(status) = process.child.try_wait().unwrap() {
+                    panic!(
+                        "{name} exited with {status} before it was ready:\n{}",
+                        std::fs::read_to_string(&process.log).unwrap_or_default()
+                    );
+                }
+                Err(format!("{name} was not ready within 30 s"))
+            },
+        )
+        .await;
+        process.into_inner()
+    }
+
+    /// SIGKILL to its group: nothing of it cleans up.
+    ///
+    /// # Panics
+    /// When it had already exited.
+    pub(crate) fn kill(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "{} had already exited:\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        let group = format!("-{}", self.child.id());
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -KILL -- {group}");
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM to the process (it stops as on a deploy), unless it has
+    /// exited already; waits for it.
+    pub(crate) fn stop(&mut self) {
+        if self.child.try_wait().unwrap().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A test that panics leaves no process behind: SIGKILL to its group.
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}

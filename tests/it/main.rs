@@ -43,4 +43,5 @@ mod tasks;
 mod tenants;
 mod verification;
 mod webhook_crash;
+mod webhook_devices;
 mod webhooks;

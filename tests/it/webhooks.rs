@@ -159,7 +159,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
 /// `whsec_`; the signed content is `{id}.{timestamp}.{body}`; the header
 /// lists space-separated `v1,<base64 HMAC-SHA256>` signatures, one of
 /// which must match.
-fn verify(secret: &str, received: &Received) -> bool {
+pub(crate) fn verify(secret: &str, received: &Received) -> bool {
     let key = STANDARD
         .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
         .unwrap();

@@ -318,13 +318,15 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Enables a disabled webhook: events from now on are delivered (earlier
-/// ones only by a replay). Enabling an enabled one changes nothing.
+/// Enables a disabled webhook: it catches up from where it stopped, in log
+/// order — the event it gave up on first (under the same `webhook-id`),
+/// then every wanted event appended while it was disabled, then new ones;
+/// no replay is needed for those. Enabling an enabled one changes nothing.
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/enable", tag = "webhooks",
     params(WebhookPath),
     responses(
-        (status = 200, description = "The webhook, enabled", body = WebhookView),
+        (status = 200, description = "The webhook, enabled: it catches up from the event it gave up on", body = WebhookView),
         Authenticated, Malformed, NoSuchWebhook,
     ),
     security(("api_key" = ["webhooks:write"]))

@@ -451,6 +451,23 @@ async fn failing_hook(app: &TestApp, key: &str, status: u16) -> (Receiver, Value
     (receiver, webhook)
 }
 
+/// Waits until webhook `id` is disabled; it then.
+async fn until_disabled(app: &TestApp, key: &str, id: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let (_, webhook) = app.read(Some(key), &format!("/v1/webhooks/{id}")).await;
+            if webhook["status"] == "disabled" {
+                Ok(webhook)
+            } else {
+                Err(format!("not disabled yet: {webhook}"))
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_keeps_failing_is_disabled_then_enabled_and_replayed() {
     let app = app_with("retry_for_seconds = 1\n").await;
@@ -460,19 +477,7 @@ async fn a_webhook_that_keeps_failing_is_disabled_then_enabled_and_replayed() {
     let secret = webhook["secret"].as_str().unwrap().to_owned();
     let task = succeeded_task(&app, &key).await;
 
-    let disabled = eventually(
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            let (_, webhook) = app.read(Some(&key), &format!("/v1/webhooks/{id}")).await;
-            if webhook["status"] == "disabled" {
-                Ok(webhook)
-            } else {
-                Err(format!("not disabled yet: {webhook}"))
-            }
-        },
-    )
-    .await;
+    let disabled = until_disabled(&app, &key, &id).await;
     let reason = disabled["disabled_reason"].as_str().unwrap();
     assert!(reason.contains("503"), "{reason}");
     let log = deliveries(&app, &key, &id).await;
@@ -503,6 +508,57 @@ async fn a_webhook_that_keeps_failing_is_disabled_then_enabled_and_replayed() {
         "the same webhook-id on a replay"
     );
     assert!(verify(&secret, redelivered));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enabled_webhook_catches_up_from_the_event_it_gave_up_on_without_a_replay() {
+    let app = app_with("retry_for_seconds = 1\n").await;
+    let key = app.tenant_key("acme", SCOPES).await;
+    let (receiver, webhook) = failing_hook(&app, &key, 503).await;
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+    let given_up = succeeded_task(&app, &key).await;
+    until_disabled(&app, &key, &id).await;
+    let failed = receiver.got();
+    assert!(!failed.is_empty());
+
+    // Wanted while it is disabled; then enabled, with no replay.
+    let while_disabled = [
+        succeeded_task(&app, &key).await,
+        succeeded_task(&app, &key).await,
+    ];
+    receiver.answer_ok_from_now();
+    let enabled = send(app.post(&key, &format!("/v1/webhooks/{id}/enable"))).await;
+    assert_eq!(enabled.status(), 200);
+    let after = succeeded_task(&app, &key).await;
+    delivered(&receiver, after).await;
+
+    // The event it gave up on first, under its webhook-id, then the ones
+    // appended while it was disabled, then the new one: each once, in
+    // log order.
+    let delivered: Vec<Received> = receiver
+        .got()
+        .into_iter()
+        .filter(|got| got.answered == 200)
+        .collect();
+    let streams: Vec<String> = delivered
+        .iter()
+        .map(|got| {
+            let body: Value = serde_json::from_slice(&got.body).unwrap();
+            body["data"]["stream_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = [given_up, while_disabled[0], while_disabled[1], after]
+        .iter()
+        .map(|task| format!("task-{}", task.0))
+        .collect();
+    assert_eq!(streams, expected);
+    assert_eq!(
+        delivered[0].id, failed[0].id,
+        "the given-up event's webhook-id"
+    );
+    assert!(delivered.iter().all(|got| verify(&secret, got)));
     app.finish().await;
 }
 

@@ -261,3 +261,49 @@ fn cut_to(text: &str, limit: usize) -> String {
     }
     clean[..end].to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::jittered;
+
+    #[test]
+    fn a_pause_moves_by_at_most_a_quarter_either_way_and_varies_across_that_range() {
+        for pause in [
+            Duration::from_millis(20),
+            Duration::from_millis(1_001),
+            Duration::from_secs(3_600),
+        ] {
+            let (lowest, highest) = (pause * 3 / 4, pause * 5 / 4);
+            let draws: Vec<Duration> = (0..10_000).map(|_| jittered(pause)).collect();
+            for draw in &draws {
+                assert!(
+                    (lowest..=highest).contains(draw),
+                    "{draw:?} is outside {lowest:?}..={highest:?} for {pause:?}"
+                );
+            }
+            let distinct: BTreeSet<&Duration> = draws.iter().collect();
+            assert!(distinct.len() > 5, "{pause:?} hardly varies: {distinct:?}");
+            // Both ends are reached: the spread is the whole quarter, not
+            // a sliver of it.
+            let spread = pause / 4;
+            let (min, max) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+            assert!(
+                *min < pause - spread * 4 / 5,
+                "{pause:?}: lowest draw {min:?}"
+            );
+            assert!(
+                *max > pause + spread * 4 / 5,
+                "{pause:?}: highest draw {max:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pause_too_short_to_move_by_a_millisecond_stays_as_it_is() {
+        let pause = Duration::from_millis(3);
+        assert!((0..100).all(|_| jittered(pause) == pause));
+    }
+}

@@ -22,7 +22,7 @@ use taskledger_events::command::{self, CommandError};
 use taskledger_events::tenant::{Access, TenantName};
 use taskledger_events::webhook::{
     CreateWebhook, DeleteWebhook, EnableWebhook, ReplayWebhook, Webhook, WebhookCommand,
-    WebhookEvent, WebhookId, WebhookStatus, Webhooks,
+    WebhookDeliveryAttempted, WebhookEvent, WebhookId, WebhookStatus, Webhooks,
 };
 use taskledger_events::{Direction, EventStore};
 use utoipa::{IntoParams, ToSchema};
@@ -138,16 +138,46 @@ pub struct DeliveryView {
 /// The delivery log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeliveryPage {
-    /// The most recent attempts (at most `limit`), oldest first.
+    /// The most recent attempts (at most `limit`; with `message_id` or
+    /// `position`, the most recent of those that match, however old),
+    /// oldest first.
     pub items: Vec<DeliveryView>,
 }
 
-/// `?limit=` of the delivery log.
+/// `?limit=`, `?message_id=` and `?position=` of the delivery log.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// At most this many of the latest attempts (default 100, at most 1000).
     pub limit: Option<u32>,
+    /// Only the attempts of this message, however old: the `webhook-id` a
+    /// receiver got (`msg_` and 32 hex digits), or the UUID in it. Anything
+    /// else is a 400.
+    #[param(example = "msg_5f3c2d1e0b9a48c7a6e5d4c3b2a19080")]
+    pub message_id: Option<String>,
+    /// Only the attempts of the event at this global position of the log
+    /// (a delivery body's `data.position`), however old; 1 or more.
+    pub position: Option<u64>,
+}
+
+impl DeliveriesQuery {
+    /// The message id as the deliverer writes it (`msg_` + the UUID's 32
+    /// hex digits), if one was asked for.
+    ///
+    /// # Errors
+    /// 400 when it is not a webhook-id or a UUID.
+    fn message_id(&self) -> Result<Option<String>, Problem> {
+        let Some(text) = &self.message_id else {
+            return Ok(None);
+        };
+        let uuid = text.strip_prefix("msg_").unwrap_or(text);
+        match Uuid::try_parse(uuid) {
+            Ok(uuid) => Ok(Some(format!("msg_{}", uuid.simple()))),
+            Err(_) => Err(Problem::bad_request(format!(
+                "message_id {text:?} is not a webhook-id (msg_ and 32 hex digits, as in the webhook-id header)"
+            ))),
+        }
+    }
 }
 
 /// `?tenant=` of the list.
@@ -377,12 +407,14 @@ pub async fn replay_webhook(
 }
 
 /// The delivery log: the latest attempts, each with its outcome (status
-/// code or error, duration), from the webhook's stream.
+/// code or error, duration), from the webhook's stream; with `message_id`
+/// or `position`, only that message's or that event's, however old (to
+/// answer a receiver that says it never got one).
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(WebhookPath, DeliveriesQuery),
     responses(
-        (status = 200, description = "The latest attempts, oldest first", body = DeliveryPage),
+        (status = 200, description = "The latest attempts (that match), oldest first", body = DeliveryPage),
         Authenticated, Malformed, NoSuchWebhook,
     ),
     security(("api_key" = ["webhooks:read"]))
@@ -397,6 +429,14 @@ pub async fn list_deliveries(
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be 1 to 1000"));
+    }
+    let message_id = query.message_id()?;
+    if query.position == Some(0) {
+        return Err(Problem::bad_request("position must be 1 or more"));
+    }
+    if message_id.is_some() || query.position.is_some() {
+        let items = matching_attempts(&state, id, message_id, query.position, limit).await?;
+        return Ok(ApiJson(DeliveryPage { items }));
     }
     // Newest first from the end of the stream, then turned around.
     let mut items = Vec::new();
@@ -413,22 +453,7 @@ pub async fn list_deliveries(
             if let Ok(WebhookEvent::DeliveryAttempted(attempt)) =
                 WebhookEvent::from_recorded(recorded)
             {
-                items.push(DeliveryView {
-                    message_id: attempt.message_id,
-                    position: attempt.position,
-                    kind: attempt.kind,
-                    attempt: attempt.attempt,
-                    attempted_at: attempt.attempted_at,
-                    duration_ms: attempt.duration_ms,
-                    status_code: attempt.status_code,
-                    error: attempt.error,
-                    outcome: serde_json::to_value(attempt.outcome)
-                        .ok()
-                        .and_then(|value| value.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    next_attempt_at: attempt.next_attempt_at,
-                    recorded_at_position: recorded.global_position,
-                });
+                items.push(delivery_view(attempt, recorded.global_position));
                 if items.len() == limit as usize {
                     break;
                 }
@@ -437,6 +462,78 @@ pub async fn list_deliveries(
     }
     items.reverse();
     Ok(ApiJson(DeliveryPage { items }))
+}
+
+/// The latest `limit` attempts in webhook `id`'s stream of `message_id`
+/// and of the event at `position` (each when given), oldest first: one
+/// query over the stream's rows, however long it is, that returns only
+/// the matches.
+async fn matching_attempts(
+    state: &AppState,
+    id: WebhookId,
+    message_id: Option<String>,
+    position: Option<u64>,
+    limit: u32,
+) -> Result<Vec<DeliveryView>, Problem> {
+    let client = state.store.pool().get().await.map_err(database_error(
+        "getting a connection to read a webhook's deliveries",
+    ))?;
+    let position = position.map(|position| i64::try_from(position).unwrap_or(i64::MAX));
+    let rows = client
+        .query(
+            "SELECT global_position, data FROM events
+             WHERE stream_id = $1 AND event_type = 'WebhookDeliveryAttempted'
+               AND ($2::text IS NULL OR data->>'message_id' = $2)
+               AND ($3::bigint IS NULL OR (data->>'position')::bigint = $3)
+             ORDER BY version DESC LIMIT $4",
+            &[
+                &id.stream_id().as_str(),
+                &message_id,
+                &position,
+                &i64::from(limit),
+            ],
+        )
+        .await
+        .map_err(database_error("reading a webhook's deliveries"))?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows.iter().rev() {
+        let global_position: i64 = row.get(0);
+        // The stored payload is the attempt itself (schema version 1 of
+        // the webhook's events; no upcast exists for it).
+        let attempt: WebhookDeliveryAttempted =
+            serde_json::from_value(row.get(1)).map_err(|error| {
+                store_unreadable(format!("reading webhook {id}'s stream"))(
+                    taskledger_events::StoreError::Corrupt {
+                        global_position: u64::try_from(global_position).unwrap_or(0),
+                        reason: format!("a delivery attempt: {error}"),
+                    },
+                )
+            })?;
+        items.push(delivery_view(
+            attempt,
+            u64::try_from(global_position).unwrap_or(0),
+        ));
+    }
+    Ok(items)
+}
+
+fn delivery_view(attempt: WebhookDeliveryAttempted, recorded_at_position: u64) -> DeliveryView {
+    DeliveryView {
+        message_id: attempt.message_id,
+        position: attempt.position,
+        kind: attempt.kind,
+        attempt: attempt.attempt,
+        attempted_at: attempt.attempted_at,
+        duration_ms: attempt.duration_ms,
+        status_code: attempt.status_code,
+        error: attempt.error,
+        outcome: serde_json::to_value(attempt.outcome)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        next_attempt_at: attempt.next_attempt_at,
+        recorded_at_position,
+    }
 }
 
 /// The webhook, when it exists, is not deleted and the caller reaches it.

@@ -43,5 +43,6 @@ mod tasks;
 mod tenants;
 mod verification;
 mod webhook_crash;
+mod webhook_deliveries;
 mod webhook_devices;
 mod webhooks;

@@ -26,7 +26,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use taskledger_events::command::{load, CommandError};
+use taskledger_events::command::{load, CommandError, Loaded};
 use taskledger_events::task::{
     OnParentFailure, SubmitTask, Task, TaskCommand, TaskId, TaskStatus, Tasks,
 };
@@ -34,7 +34,7 @@ use taskledger_events::tenant::{TenantName, DEFAULT_TENANT};
 use taskledger_events::{EventStore, Metadata, RefusalKind};
 use uuid::Uuid;
 
-use crate::commands::execute;
+use crate::commands::execute_known;
 use crate::config::kind::KindError;
 use crate::config::FileConfig;
 use crate::workers::graphs;
@@ -244,9 +244,14 @@ pub async fn submit(
     // The same command id for every try of the same task, so two tries that
     // race produce the same event ids and the store keeps one.
     let command_id = Uuid::new_v5(&task_id.0, b"submit");
-    match execute::<Tasks>(
+    // Decided on an empty stream, without a read: almost every submission
+    // is a new task. An earlier try's stream makes the append find its
+    // events already stored, or conflict and read the stream and decide
+    // again (`AlreadyExists`); both answer with what is stored.
+    match execute_known::<Tasks>(
         store,
         &stream_id,
+        Some(Loaded::empty()),
         TaskCommand::Submit(command.clone()),
         command_id,
         metadata,

@@ -90,7 +90,12 @@ pub struct Loaded<A: Aggregate> {
 }
 
 impl<A: Aggregate> Loaded<A> {
-    fn empty() -> Self {
+    /// A stream with no events: what [`execute_known`] may be given for a
+    /// stream the caller believes new (a fresh id), so the command needs
+    /// no read. If it is not new after all, the append at version 0
+    /// conflicts (or finds the same events already stored), and the stream
+    /// is then loaded and the command decided again.
+    pub fn empty() -> Self {
         Self {
             state: A::State::default(),
             version: 0,

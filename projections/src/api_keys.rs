@@ -14,10 +14,9 @@ use taskledger_events::apikey::{ApiKeyEvent, ApiKeyId};
 use taskledger_events::tenant::TenantName;
 use taskledger_events::RecordedEvent;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 
 use crate::declare::{each_event_projector, one_row_changed};
-use crate::runtime::ProjectorError;
+use crate::runtime::{Batch, ProjectorError};
 
 /// Projects API key events into `api_keys`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,7 +58,7 @@ each_event_projector! {
 }
 
 async fn apply_one(
-    tx: &Transaction<'_>,
+    tx: &Batch<'_>,
     ApiKeyId(key_id): ApiKeyId,
     recorded: &RecordedEvent,
     event: &ApiKeyEvent,

@@ -103,7 +103,7 @@ macro_rules! each_event_projector {
 
             async fn apply(
                 &self,
-                tx: &::tokio_postgres::Transaction<'_>,
+                tx: &$crate::runtime::Batch<'_>,
                 events: &[::taskledger_events::RecordedEvent],
             ) -> Result<(), $crate::runtime::ProjectorError> {
                 for decoded in $crate::declare::events_of(events, $stream_of) {

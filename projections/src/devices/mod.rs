@@ -13,10 +13,9 @@ use chrono::{DateTime, Duration, Utc};
 use taskledger_events::device::{DeviceEvent, Imei};
 use taskledger_events::RecordedEvent;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Transaction;
 
 use crate::declare::{each_event_projector, one_row_changed};
-use crate::runtime::ProjectorError;
+use crate::runtime::{Batch, ProjectorError};
 
 pub mod query;
 
@@ -69,7 +68,7 @@ each_event_projector! {
 /// and position: the last three parameters of every statement here that
 /// stamps a row (`updated_at`, `stream_version`, `last_position`).
 async fn stamped(
-    tx: &Transaction<'_>,
+    tx: &Batch<'_>,
     recorded: &RecordedEvent,
     sql: &str,
     values: &[&(dyn ToSql + Sync)],
@@ -89,7 +88,7 @@ fn hex_payload(recorded: &RecordedEvent, hex_text: &str) -> Result<Vec<u8>, Proj
 }
 
 async fn apply_one(
-    tx: &Transaction<'_>,
+    tx: &Batch<'_>,
     imei: Imei,
     recorded: &RecordedEvent,
     event: &DeviceEvent,

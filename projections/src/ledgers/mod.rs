@@ -7,10 +7,9 @@
 use async_trait::async_trait;
 use taskledger_events::ledger::LedgerEvent;
 use taskledger_events::RecordedEvent;
-use tokio_postgres::Transaction;
 
 use crate::declare::{describe, events_of};
-use crate::runtime::{Projector, ProjectorError};
+use crate::runtime::{Batch, Projector, ProjectorError};
 
 pub mod query;
 
@@ -36,11 +35,7 @@ impl Projector for LedgersProjector {
         ledger_stream(&event.stream_id).is_some()
     }
 
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
+    async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError> {
         for decoded in events_of(events, ledger_stream) {
             let ((), recorded, LedgerEvent::Confirmed(confirmed)) = decoded?;
             let position = i64::try_from(recorded.global_position).unwrap_or(i64::MAX);

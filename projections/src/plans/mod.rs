@@ -12,10 +12,9 @@ use async_trait::async_trait;
 use taskledger_events::plan::{PlanEvent, PlanId};
 use taskledger_events::task::{TaskEvent, TaskId, TaskStatus};
 use taskledger_events::RecordedEvent;
-use tokio_postgres::Transaction;
 
 use crate::declare::{describe, events_of};
-use crate::runtime::{Projector, ProjectorError};
+use crate::runtime::{Batch, Projector, ProjectorError};
 
 pub mod query;
 
@@ -38,11 +37,7 @@ impl Projector for PlansProjector {
         schema: include_str!("../../../migrations/0025_plans.sql"),
     }
 
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
+    async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError> {
         for recorded in events {
             let stream = if PlanId::from_stream_id(&recorded.stream_id).is_some() {
                 Stream::Plan
@@ -78,7 +73,7 @@ impl Projector for PlansProjector {
 }
 
 async fn submitted(
-    tx: &Transaction<'_>,
+    tx: &Batch<'_>,
     recorded: &RecordedEvent,
     plan: &taskledger_events::plan::PlanSubmitted,
 ) -> Result<(), ProjectorError> {

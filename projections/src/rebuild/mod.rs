@@ -41,7 +41,8 @@ use taskledger_events::{EventStore, RecordedEvent};
 use tracing::Instrument;
 
 use crate::runtime::{
-    connect, ensure_checkpoint, lock_key, try_lock, Checkpoint, Projector, ProjectorError,
+    connect, ensure_checkpoint, lock_key, try_lock, Batch, Checkpoint, Projector, ProjectorError,
+    Statements,
 };
 
 mod progress;
@@ -271,6 +272,7 @@ impl Build<'_> {
         (self.on_progress)(&self.progress("building"));
         let mut last_report = Instant::now();
         let mut next = read_ahead(store, self.position, batch);
+        let statements = Statements::default();
         loop {
             if self.position + batch as u64 >= self.head {
                 self.head = head(store).await?;
@@ -286,7 +288,9 @@ impl Build<'_> {
             };
             next = read_ahead(store, last, batch);
             let tx = client.transaction().await?;
-            projector.apply(&tx, &events).await?;
+            projector
+                .apply(&Batch::new(&tx, &statements), &events)
+                .await?;
             tx.commit().await?;
             self.position = last;
             if last_report.elapsed() >= options.progress_every {

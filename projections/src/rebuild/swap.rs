@@ -6,7 +6,7 @@ use tokio_postgres::error::SqlState;
 use tracing::Instrument;
 
 use super::{read, Build, RebuildError};
-use crate::runtime::to_i64;
+use crate::runtime::{to_i64, Batch, Statements};
 
 impl Build<'_> {
     /// Steps 2 and 3: swaps the shadow tables in, trying again while
@@ -50,6 +50,7 @@ impl Build<'_> {
     /// Applies what the log has beyond the shadow's position, in committed
     /// batches.
     async fn catch_up(&mut self, client: &mut tokio_postgres::Client) -> Result<(), RebuildError> {
+        let statements = Statements::default();
         loop {
             let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
@@ -57,7 +58,9 @@ impl Build<'_> {
                 return Ok(());
             };
             let tx = client.transaction().await?;
-            self.projector.apply(&tx, &events).await?;
+            self.projector
+                .apply(&Batch::new(&tx, &statements), &events)
+                .await?;
             tx.commit().await?;
             self.position = last;
             self.head = self.head.max(last);
@@ -75,12 +78,15 @@ impl Build<'_> {
         ))
         .await?;
         self.refuse_newer(&tx, true).await?;
+        let statements = Statements::default();
         loop {
             let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 break;
             };
-            self.projector.apply(&tx, &events).await?;
+            self.projector
+                .apply(&Batch::new(&tx, &statements), &events)
+                .await?;
             self.position = last;
         }
         tracing::Span::current().record("to", self.position);

@@ -3,7 +3,7 @@
 
 use taskledger_events::RecordedEvent;
 
-use super::{to_i64, Checkpoint, Projector, ProjectorError, ProjectorRuntime};
+use super::{to_i64, Batch, Checkpoint, Projector, ProjectorError, ProjectorRuntime, Statements};
 
 /// What happened to a batch the runtime tried to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +24,8 @@ impl<P: Projector> ProjectorRuntime<P> {
     /// first locks the checkpoint row: a rebuild's swap, a pause or a reset
     /// takes the same lock, so each sees the projection between batches.
     /// The outer error is the connection's (give up this life); the inner
-    /// one is the handler's (retry the batch later).
+    /// one is the handler's (retry the batch later). Statements are
+    /// prepared through `statements`, those of `client`'s connection.
     #[tracing::instrument(
         name = "projector_batch",
         level = "debug",
@@ -39,30 +40,35 @@ impl<P: Projector> ProjectorRuntime<P> {
     pub(super) async fn apply_batch(
         &self,
         client: &mut tokio_postgres::Client,
+        statements: &Statements,
         position: u64,
         events: &[RecordedEvent],
     ) -> Result<Result<Applied, ProjectorError>, tokio_postgres::Error> {
         let name = self.projector.name();
         let last = events.last().map_or(position, |e| e.global_position);
         let tx = client.transaction().await?;
-        let outcome = Checkpoint::read(&tx, name, true)
+        let batch = Batch::new(&tx, statements);
+        let outcome = Checkpoint::read_locked(&batch, name)
             .await?
             .blocks(self.projector.version(), position);
         if let Some(outcome) = outcome {
             tx.rollback().await?;
             return Ok(Ok(outcome));
         }
-        if let Err(error) = self.projector.apply(&tx, events).await {
+        if let Err(error) = self.projector.apply(&batch, events).await {
+            // In case a kept statement was the cause.
+            statements.clear();
             tx.rollback().await?;
             return Ok(Err(error));
         }
-        tx.execute(
-            "UPDATE projector_checkpoints
+        batch
+            .execute(
+                "UPDATE projector_checkpoints
              SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
              WHERE projector = $1",
-            &[&name, &to_i64(last)],
-        )
-        .await?;
+                &[&name, &to_i64(last)],
+            )
+            .await?;
         tx.commit().await?;
         Ok(Ok(Applied::Done))
     }

@@ -8,7 +8,7 @@ use taskledger_events::EventStore;
 use super::batch::Applied;
 use super::{
     connect, ensure_checkpoint, lock_key, try_lock, Checkpoint, Projector, ProjectorError,
-    ProjectorRuntime,
+    ProjectorRuntime, Statements,
 };
 
 /// Why [`ProjectorRuntime::catch_up`] could not bring a projection up to
@@ -64,6 +64,8 @@ impl<P: Projector> ProjectorRuntime<P> {
             .await
             .map_err(|error| CatchUpError::Store(error.to_string()))?;
         let (mut client, _connection) = connect(&self.store).await?;
+        // Prepared on this connection, so made and dropped with it.
+        let statements = Statements::default();
         ensure_checkpoint(&client, name, self.projector.version()).await?;
         if !try_lock(&client, lock_key(name)).await? {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -88,7 +90,10 @@ impl<P: Projector> ProjectorRuntime<P> {
             if events.is_empty() {
                 break;
             }
-            match self.apply_batch(&mut client, position, &events).await?? {
+            match self
+                .apply_batch(&mut client, &statements, position, &events)
+                .await??
+            {
                 Applied::Done => position = events.last().map_or(position, |e| e.global_position),
                 Applied::Moved(to) => position = to,
                 Applied::Paused => return Err(CatchUpError::Paused),

@@ -40,13 +40,13 @@ use chrono::{DateTime, Utc};
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::RecordedEvent;
 use tokio::sync::watch;
-use tokio_postgres::Transaction;
 
 mod batch;
 mod catch_up;
 mod checkpoint;
 mod lag;
 mod locks;
+mod statements;
 mod worker;
 
 pub use catch_up::CatchUpError;
@@ -55,6 +55,7 @@ pub use checkpoint::{reset, set_paused};
 pub use lag::{lags, ProjectorLag};
 pub use locks::lock_key;
 pub(crate) use locks::{connect, held_locks, try_lock};
+pub use statements::{Batch, Statements};
 
 /// A read model kept up to date from the global order.
 #[async_trait]
@@ -70,16 +71,13 @@ pub trait Projector: Send + Sync + 'static {
     /// this version, naming them unqualified: a blue/green rebuild runs it
     /// with a shadow schema first on the `search_path`.
     fn schema(&self) -> &'static str;
-    /// Applies `events` (consecutive, in global order) inside `tx`. Must be
-    /// deterministic: no clock, no randomness, no network.
+    /// Applies `events` (consecutive, in global order) inside `tx`, whose
+    /// `execute` and `query` prepare each statement once per connection.
+    /// Must be deterministic: no clock, no randomness, no network.
     ///
     /// # Errors
     /// Anything that should stop the projector at this batch; it is retried.
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError>;
+    async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError>;
     /// Whether [`Projector::apply`] may change a table for `event`. `false`
     /// promises that it changes nothing and cannot fail for it, so the
     /// runtime may move past a batch of such events without a transaction

@@ -12,7 +12,7 @@ use taskledger_events::{EventStore, RecordedEvent};
 use super::batch::Applied;
 use super::{
     connect, ensure_checkpoint, lock_key, to_i64, try_lock, Checkpoint, Projector,
-    ProjectorRuntime, ProjectorState, CHECKPOINT_LAG,
+    ProjectorRuntime, ProjectorState, Statements, CHECKPOINT_LAG,
 };
 use crate::rebuild::{rebuild, RebuildError, RebuildOptions};
 
@@ -56,6 +56,8 @@ impl<P: Projector> ProjectorRuntime<P> {
     async fn run_once(&self) -> Result<(), tokio_postgres::Error> {
         let name = self.projector.name();
         let (mut client, _connection) = connect(&self.store).await?;
+        // Prepared on this connection, so made and dropped with it.
+        let statements = Statements::default();
         ensure_checkpoint(&client, name, self.projector.version()).await?;
         self.rebuild_until_current(&client).await?;
 
@@ -88,7 +90,12 @@ impl<P: Projector> ProjectorRuntime<P> {
                     // Write the checkpoint past what was skipped (applying
                     // its last event changes nothing, by `projects`).
                     Some((last, _)) => match self
-                        .apply_batch(&mut client, stored, std::slice::from_ref(&last))
+                        .apply_batch(
+                            &mut client,
+                            &statements,
+                            stored,
+                            std::slice::from_ref(&last),
+                        )
                         .await?
                     {
                         Ok(Applied::Done) => {
@@ -152,12 +159,19 @@ impl<P: Projector> ProjectorRuntime<P> {
                 continue;
             }
             let pending = skipped.take();
-            let applied = self.apply_batch(&mut client, stored, &events).await?;
+            let applied = self
+                .apply_batch(&mut client, &statements, stored, &events)
+                .await?;
             if let (Err(_), Some((last, _))) = (&applied, pending) {
                 // Before stopping at a failing event, move the checkpoint
                 // past the skipped ones, so it shows right before it.
                 let flushed = self
-                    .apply_batch(&mut client, stored, std::slice::from_ref(&last))
+                    .apply_batch(
+                        &mut client,
+                        &statements,
+                        stored,
+                        std::slice::from_ref(&last),
+                    )
                     .await?;
                 if let Ok(Applied::Done) = flushed {
                     stored = last.global_position;
@@ -175,7 +189,10 @@ impl<P: Projector> ProjectorRuntime<P> {
                     // so everything before it lands.
                     let mut outcome = Applied::Done;
                     for event in events.chunks(1) {
-                        match self.apply_batch(&mut client, stored, event).await? {
+                        match self
+                            .apply_batch(&mut client, &statements, stored, event)
+                            .await?
+                        {
                             Ok(Applied::Done) => {
                                 self.advance(&mut position, event);
                                 stored = position;

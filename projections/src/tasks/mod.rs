@@ -19,11 +19,11 @@ use taskledger_events::task::{
     self, OnParentFailure, Progress, Task, TaskEvent, TaskId, TaskState, TaskStatus,
 };
 use taskledger_events::RecordedEvent;
-use tokio_postgres::{Row as PgRow, Transaction};
+use tokio_postgres::Row as PgRow;
 use uuid::Uuid;
 
 use crate::declare::{describe, events_of};
-use crate::runtime::{Projector, ProjectorError};
+use crate::runtime::{Batch, Projector, ProjectorError};
 
 pub mod query;
 
@@ -363,11 +363,7 @@ impl Projector for TasksProjector {
     /// touched row in one statement and every new result in another: three
     /// round trips per batch however many events it holds. The rows are the
     /// same as applying each event in turn would give.
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
+    async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError> {
         let decoded: Vec<(Uuid, &RecordedEvent, TaskEvent)> =
             events_of(events, TaskId::from_stream_id)
                 .map(|decoded| {
@@ -378,14 +374,19 @@ impl Projector for TasksProjector {
             return Ok(());
         }
 
-        // The rows of every task the batch touches (a task submitted in
-        // this batch has none, unless the log submits it twice, which the
-        // fold refuses).
+        // The rows of every task the batch touches, but those whose
+        // stream it starts: a `TaskSubmitted` at version 1 is the first
+        // event of its stream (the log keeps one event per stream and
+        // version), so its task has no row yet. Any other `TaskSubmitted`
+        // is looked up, and refused by the fold below if its row exists.
+        let mut first_seen = std::collections::HashSet::with_capacity(decoded.len());
         let earlier: Vec<Uuid> = decoded
             .iter()
+            .filter(|(task_id, recorded, event)| {
+                first_seen.insert(*task_id)
+                    && !(recorded.version == 1 && matches!(event, TaskEvent::Submitted(_)))
+            })
             .map(|(task_id, _, _)| *task_id)
-            .collect::<std::collections::HashSet<_>>()
-            .into_iter()
             .collect();
         let mut tasks: HashMap<Uuid, Projected> = HashMap::with_capacity(decoded.len());
         if !earlier.is_empty() {
@@ -495,7 +496,7 @@ fn result_row(
 }
 
 /// Writes the rows (as column arrays, one statement).
-async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio_postgres::Error> {
+async fn write_rows(tx: &Batch<'_>, rows: &[&TaskRow]) -> Result<(), tokio_postgres::Error> {
     fn column<'a, T>(rows: &[&'a TaskRow], get: impl Fn(&'a TaskRow) -> T) -> Vec<T> {
         rows.iter().map(|row| get(row)).collect()
     }
@@ -539,10 +540,7 @@ async fn write_rows(tx: &Transaction<'_>, rows: &[&TaskRow]) -> Result<(), tokio
 }
 
 /// Inserts the results (as column arrays, one statement).
-async fn write_results(
-    tx: &Transaction<'_>,
-    results: &[ResultRow],
-) -> Result<(), tokio_postgres::Error> {
+async fn write_results(tx: &Batch<'_>, results: &[ResultRow]) -> Result<(), tokio_postgres::Error> {
     let task_ids: Vec<Uuid> = results.iter().map(|r| r.task_id).collect();
     let attempts: Vec<i32> = results.iter().map(|r| r.attempt).collect();
     let documents: Vec<&Value> = results.iter().map(|r| &r.result).collect();

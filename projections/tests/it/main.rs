@@ -3,5 +3,6 @@
 mod api_keys;
 mod helpers;
 mod runtime;
+mod statements;
 mod statistics;
 mod tasks;

@@ -10,9 +10,9 @@ use serde_json::json;
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::testing::TestDatabase;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use taskledger_projections::runtime::Batch;
 use taskledger_projections::runtime::{lock_key, RuntimeOptions};
 use taskledger_projections::{Projector, ProjectorError, ProjectorRuntime, ProjectorState};
-use tokio_postgres::Transaction;
 
 use crate::helpers::{database, row, scalar, wait_until, Running};
 
@@ -41,11 +41,7 @@ impl Projector for Recorder {
     fn schema(&self) -> &'static str {
         RECORDED
     }
-    async fn apply(
-        &self,
-        tx: &Transaction<'_>,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectorError> {
+    async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError> {
         for event in events {
             if Some(event.global_position) == self.fail_on && !self.fixed.load(Ordering::SeqCst) {
                 return Err(ProjectorError::Event {

@@ -72,19 +72,29 @@ pub(super) async fn lease_is_fresh(context: &Context, task_id: TaskId, attempt: 
 /// slot (the attempt ended, or its claim was lost); another runner's lease
 /// of the task is left alone.
 pub(super) async fn release_lease(context: &Context, task_id: TaskId, attempt: u32) {
-    if let Ok(client) = context.store.pool().get().await {
-        let _ = client
-            .execute(
-                "DELETE FROM attempt_leases
-                 WHERE task_id = $1 AND attempt = $2 AND worker_id = $3",
-                &[
-                    &task_id.0,
-                    &i32::try_from(attempt).unwrap_or(i32::MAX),
-                    &context.options.worker_id,
-                ],
-            )
-            .await;
-    }
+    let Ok(client) = context.store.pool().get().await else {
+        return;
+    };
+    // Once per attempt: prepared once per pooled connection.
+    let Ok(release) = client
+        .prepare_cached(
+            "DELETE FROM attempt_leases
+             WHERE task_id = $1 AND attempt = $2 AND worker_id = $3",
+        )
+        .await
+    else {
+        return;
+    };
+    let _ = client
+        .execute(
+            &release,
+            &[
+                &task_id.0,
+                &i32::try_from(attempt).unwrap_or(i32::MAX),
+                &context.options.worker_id,
+            ],
+        )
+        .await;
 }
 
 /// Drops the expired lease of `attempt` of `task_id` that a dead runner

@@ -122,8 +122,10 @@ async fn take_within_limit(
         &ttl,
     ];
     let Some(limit) = limit else {
-        // No count to keep: one statement, no transaction.
-        return Ok(taken_or_held(client.execute(TAKE_LEASE, &lease).await?));
+        // No count to keep: one statement, no transaction (prepared once
+        // per pooled connection: a prepare is a round trip of its own).
+        let take = client.prepare_cached(TAKE_LEASE).await?;
+        return Ok(taken_or_held(client.execute(&take, &lease).await?));
     };
     let tx = client.transaction().await?;
     // Serializes the check-and-take of this kind; every statement after

@@ -1,0 +1,133 @@
+//! A batch's transaction with the statements its connection has prepared:
+//! a projector applying one event at a time would otherwise prepare every
+//! statement again in every batch, and a prepare is a round trip and a
+//! parse on the server (several per task on the busy path).
+//!
+//! Kept here, not taken from `deadpool-postgres`' statement cache: that
+//! one prepares through a pooled client, and a projector's connection is
+//! its own (it holds the projector's lock) and is borrowed by the open
+//! transaction while a batch runs.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Mutex, PoisonError};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, Row, Statement, Transaction};
+
+/// The most statements kept per connection; a projector whose SQL text
+/// varies (built per batch) starts again empty rather than grow.
+const MAX_STATEMENTS: usize = 64;
+
+/// Statements prepared on one connection, by their text. Made with the
+/// connection and dropped with it: a statement belongs to the session
+/// that prepared it. The server re-plans a kept statement itself when a
+/// table it names changes (a rebuild's swap) or the `search_path` does.
+#[derive(Debug, Default)]
+pub struct Statements {
+    prepared: Mutex<HashMap<String, Statement>>,
+}
+
+impl Statements {
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        self.prepared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets every statement (after a failed batch: the next one
+    /// prepares afresh, in case a kept statement was the cause).
+    pub fn clear(&self) {
+        self.kept().clear();
+    }
+}
+
+/// One batch's transaction: [`Deref`]s to it, and its `execute` and
+/// `query` methods prepare each SQL text once per connection.
+pub struct Batch<'a> {
+    tx: &'a Transaction<'a>,
+    statements: &'a Statements,
+}
+
+impl<'a> Batch<'a> {
+    /// `tx`, preparing through `statements` (those of `tx`'s connection).
+    pub fn new(tx: &'a Transaction<'a>, statements: &'a Statements) -> Self {
+        Self { tx, statements }
+    }
+
+    /// `sql` prepared on this connection: kept from an earlier batch, or
+    /// prepared now and kept.
+    ///
+    /// # Errors
+    /// When the server refuses to prepare it.
+    pub async fn prepare(&self, sql: &str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.kept().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.tx.prepare(sql).await?;
+        let mut kept = self.statements.kept();
+        if kept.len() >= MAX_STATEMENTS {
+            kept.clear();
+        }
+        kept.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    /// [`Transaction::execute`] of `sql`, prepared once per connection.
+    ///
+    /// # Errors
+    /// As [`Transaction::execute`].
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
+        let statement = self.prepare(sql).await?;
+        self.tx.execute(&statement, params).await
+    }
+
+    /// [`Transaction::query`] of `sql`, prepared once per connection.
+    ///
+    /// # Errors
+    /// As [`Transaction::query`].
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let statement = self.prepare(sql).await?;
+        self.tx.query(&statement, params).await
+    }
+
+    /// [`Transaction::query_one`] of `sql`, prepared once per connection.
+    ///
+    /// # Errors
+    /// As [`Transaction::query_one`].
+    pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
+        let statement = self.prepare(sql).await?;
+        self.tx.query_one(&statement, params).await
+    }
+
+    /// [`Transaction::query_opt`] of `sql`, prepared once per connection.
+    ///
+    /// # Errors
+    /// As [`Transaction::query_opt`].
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        let statement = self.prepare(sql).await?;
+        self.tx.query_opt(&statement, params).await
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("statements", self.statements)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Deref for Batch<'a> {
+    type Target = Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        self.tx
+    }
+}

@@ -241,7 +241,7 @@ pub fn plan_id_for(tenant: &TenantName, submitter: Submitter<'_>) -> PlanId {
 
 /// The id of the task called `name` in plan `plan_id`.
 pub fn task_id_in(plan_id: PlanId, name: &str) -> TaskId {
-    TaskId(Uuid::new_v5(&plan_id.0, format!("task:{name}").as_bytes()))
+    plan_id.task_id(name)
 }
 
 /// Submits a plan (see the module documentation), or finds the one an

@@ -33,6 +33,26 @@ crate::stream_id::uuid_identity!(
     "plan"
 );
 
+impl PlanId {
+    /// The id of the task called `name` in this plan: name-based (a v5
+    /// UUID in the plan's namespace), so a retried submission names the
+    /// same tasks, and a fresh (v7) task id is never a plan's. A plan's
+    /// tasks have no other ids ([`decide`] refuses them), which is what
+    /// lets the plans projector pass over the events of any other task.
+    pub fn task_id(self, name: &str) -> TaskId {
+        TaskId(uuid::Uuid::new_v5(
+            &self.0,
+            format!("task:{name}").as_bytes(),
+        ))
+    }
+}
+
+/// Whether the task `task_id` may be a task of some plan: only name-based
+/// (v5) ids can be ([`PlanId::task_id`]).
+pub fn may_be_in_a_plan(task_id: TaskId) -> bool {
+    task_id.0.get_version_num() == 5
+}
+
 /// One task of a plan: its name in the plan and its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanTask {
@@ -98,6 +118,16 @@ pub fn decide(state: &PlanState, command: PlanCommand) -> Result<Vec<PlanEvent>,
         )));
     }
     check_tasks(&submitted.tasks)?;
+    if let Some(task) = submitted
+        .tasks
+        .iter()
+        .find(|task| task.task_id != submitted.plan_id.task_id(&task.name))
+    {
+        return Err(Refusal::invalid(format!(
+            "task {:?} of plan {} has id {}, not the one derived from the plan and its name",
+            task.name, submitted.plan_id.0, task.task_id.0
+        )));
+    }
     Ok(vec![PlanEvent::Submitted(submitted)])
 }
 
@@ -178,15 +208,15 @@ mod tests {
     use super::*;
 
     fn plan(names: &[&str]) -> PlanSubmitted {
+        let plan_id = PlanId(uuid::Uuid::from_u128(1));
         PlanSubmitted {
-            plan_id: PlanId(uuid::Uuid::from_u128(1)),
+            plan_id,
             tenant: TenantName::default_tenant(),
             tasks: names
                 .iter()
-                .enumerate()
-                .map(|(index, name)| PlanTask {
+                .map(|name| PlanTask {
                     name: (*name).to_owned(),
-                    task_id: TaskId(uuid::Uuid::from_u128(index as u128 + 10)),
+                    task_id: plan_id.task_id(name),
                 })
                 .collect(),
             request_sha256: "00".into(),
@@ -213,6 +243,21 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let refused = decide(&None, PlanCommand::Submit(plan(&many))).unwrap_err();
         assert!(refused.message().contains("at most 100"), "{refused}");
+    }
+
+    #[test]
+    fn a_plans_task_ids_are_derived_from_it_and_never_fresh_ones() {
+        let mut submitted = plan(&["a", "b"]);
+        assert!(submitted
+            .tasks
+            .iter()
+            .all(|task| may_be_in_a_plan(task.task_id)));
+        assert!(!may_be_in_a_plan(TaskId(uuid::Uuid::now_v7())));
+        assert_ne!(submitted.tasks[0].task_id, submitted.tasks[1].task_id);
+        submitted.tasks[1].task_id = TaskId(uuid::Uuid::now_v7());
+        let refused = decide(&None, PlanCommand::Submit(submitted)).unwrap_err();
+        assert_eq!(refused.kind(), crate::RefusalKind::Invalid);
+        assert!(refused.message().contains("\"b\""), "{refused}");
     }
 
     #[test]

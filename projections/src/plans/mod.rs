@@ -5,11 +5,12 @@
 //! Reads the plans' streams and the tasks' streams: a `PlanSubmitted` adds
 //! its rows (before its tasks' events, which follow it in the same
 //! transaction of the log); a task event that changes a status updates the
-//! row of that task, if it is in a plan. Every value comes from the events,
-//! so a rebuild gives the same rows.
+//! row of that task, if it is in a plan (only a task with a name-based id
+//! can be: the events of any other are passed over without a transaction).
+//! Every value comes from the events, so a rebuild gives the same rows.
 
 use async_trait::async_trait;
-use taskledger_events::plan::{PlanEvent, PlanId};
+use taskledger_events::plan::{may_be_in_a_plan, PlanEvent, PlanId};
 use taskledger_events::task::{TaskEvent, TaskId, TaskStatus};
 use taskledger_events::RecordedEvent;
 
@@ -35,6 +36,15 @@ impl Projector for PlansProjector {
         version: 1,
         tables: ["plans", "plan_tasks"],
         schema: include_str!("../../../migrations/0025_plans.sql"),
+    }
+
+    /// A plan's event, or an event of a task that may be a plan's: a
+    /// plan's tasks have name-based ids derived from it
+    /// ([`taskledger_events::plan::PlanId::task_id`]), so the events of a
+    /// task with a fresh (v7) id change nothing here and are passed over.
+    fn projects(&self, event: &RecordedEvent) -> bool {
+        PlanId::from_stream_id(&event.stream_id).is_some()
+            || TaskId::from_stream_id(&event.stream_id).is_some_and(may_be_in_a_plan)
     }
 
     async fn apply(&self, tx: &Batch<'_>, events: &[RecordedEvent]) -> Result<(), ProjectorError> {

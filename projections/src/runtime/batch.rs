@@ -5,6 +5,15 @@ use taskledger_events::RecordedEvent;
 
 use super::{to_i64, Batch, Checkpoint, Projector, ProjectorError, ProjectorRuntime, Statements};
 
+/// Locks the projector's checkpoint row for the batch's transaction.
+const LOCK_CHECKPOINT: &str = "SELECT position, version, paused FROM public.projector_checkpoints
+     WHERE projector = $1 FOR UPDATE";
+
+/// Moves the checkpoint past the batch.
+const MOVE_CHECKPOINT: &str = "UPDATE projector_checkpoints
+     SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
+     WHERE projector = $1";
+
 /// What happened to a batch the runtime tried to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Applied {
@@ -46,30 +55,39 @@ impl<P: Projector> ProjectorRuntime<P> {
     ) -> Result<Result<Applied, ProjectorError>, tokio_postgres::Error> {
         let name = self.projector.name();
         let last = events.last().map_or(position, |e| e.global_position);
-        let tx = client.transaction().await?;
-        let batch = Batch::new(&tx, statements);
-        let outcome = Checkpoint::read_locked(&batch, name)
-            .await?
-            .blocks(self.projector.version(), position);
+        let client: &tokio_postgres::Client = client;
+        let lock = statements.prepare(client, LOCK_CHECKPOINT).await?;
+        let done = statements.prepare(client, MOVE_CHECKPOINT).await?;
+        // `BEGIN` goes with the checkpoint's lock, and `COMMIT` with its
+        // move: one round trip each instead of two. Should this future be
+        // dropped halfway, its connection goes with it (the worker owns
+        // both), and the server rolls the transaction back.
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+        let (_, row) = futures::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock, &lock_params)
+        )?;
+        let outcome = Checkpoint::from_row(&row).blocks(self.projector.version(), position);
         if let Some(outcome) = outcome {
-            tx.rollback().await?;
+            client.batch_execute("ROLLBACK").await?;
             return Ok(Ok(outcome));
         }
+        let batch = Batch::in_open_transaction(client, statements);
         if let Err(error) = self.projector.apply(&batch, events).await {
             // In case a kept statement was the cause.
             statements.clear();
-            tx.rollback().await?;
+            client.batch_execute("ROLLBACK").await?;
             return Ok(Err(error));
         }
-        batch
-            .execute(
-                "UPDATE projector_checkpoints
-             SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
-             WHERE projector = $1",
-                &[&name, &to_i64(last)],
-            )
-            .await?;
-        tx.commit().await?;
+        // A failed move aborts the transaction, and the server answers the
+        // `COMMIT` that follows it with a rollback; the move's error is
+        // the one returned.
+        let last = to_i64(last);
+        let done_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&name, &last];
+        futures::try_join!(
+            client.execute(&done, &done_params),
+            client.batch_execute("COMMIT")
+        )?;
         Ok(Ok(Applied::Done))
     }
 }

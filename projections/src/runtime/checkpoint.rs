@@ -3,7 +3,7 @@
 //! between two of the live projector's batches.
 
 use super::batch::Applied;
-use super::{Batch, Projector};
+use super::Projector;
 
 /// Makes sure the projector has a checkpoint row (at 0 for a new one).
 pub(crate) async fn ensure_checkpoint(
@@ -110,23 +110,7 @@ impl Checkpoint {
         Ok(Self::from_row(&client.query_one(sql, &[&name]).await?))
     }
 
-    /// [`Checkpoint::read`] with `lock`, as a batch does: its statement
-    /// prepared once per connection.
-    pub(super) async fn read_locked(
-        batch: &Batch<'_>,
-        name: &str,
-    ) -> Result<Self, tokio_postgres::Error> {
-        let row = batch
-            .query_one(
-                "SELECT position, version, paused FROM public.projector_checkpoints
-                 WHERE projector = $1 FOR UPDATE",
-                &[&name],
-            )
-            .await?;
-        Ok(Self::from_row(&row))
-    }
-
-    fn from_row(row: &tokio_postgres::Row) -> Self {
+    pub(super) fn from_row(row: &tokio_postgres::Row) -> Self {
         Self {
             position: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
             version: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),

@@ -9,11 +9,10 @@
 //! transaction while a batch runs.
 
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::sync::{Mutex, PoisonError};
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Error, Row, Statement, Transaction};
+use tokio_postgres::{Client, Error, GenericClient, Row, Statement, Transaction};
 
 /// The most statements kept per connection; a projector whose SQL text
 /// varies (built per batch) starts again empty rather than grow.
@@ -38,49 +37,89 @@ impl Statements {
     pub fn clear(&self) {
         self.kept().clear();
     }
-}
 
-/// One batch's transaction: [`Deref`]s to it, and its `execute` and
-/// `query` methods prepare each SQL text once per connection.
-pub struct Batch<'a> {
-    tx: &'a Transaction<'a>,
-    statements: &'a Statements,
-}
-
-impl<'a> Batch<'a> {
-    /// `tx`, preparing through `statements` (those of `tx`'s connection).
-    pub fn new(tx: &'a Transaction<'a>, statements: &'a Statements) -> Self {
-        Self { tx, statements }
-    }
-
-    /// `sql` prepared on this connection: kept from an earlier batch, or
-    /// prepared now and kept.
+    /// `sql` prepared on `client`'s connection (the one these statements
+    /// are of): kept from an earlier batch, or prepared now and kept.
     ///
     /// # Errors
     /// When the server refuses to prepare it.
-    pub async fn prepare(&self, sql: &str) -> Result<Statement, Error> {
-        if let Some(statement) = self.statements.kept().get(sql) {
+    pub async fn prepare(
+        &self,
+        client: &impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, Error> {
+        if let Some(statement) = self.kept().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.tx.prepare(sql).await?;
-        let mut kept = self.statements.kept();
+        let statement = client.prepare(sql).await?;
+        let mut kept = self.kept();
         if kept.len() >= MAX_STATEMENTS {
             kept.clear();
         }
         kept.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
+}
 
-    /// [`Transaction::execute`] of `sql`, prepared once per connection.
+/// Where a batch's statements run: a [`Transaction`], or a client whose
+/// connection the runtime opened a transaction on itself (so that `BEGIN`
+/// and `COMMIT` travel with the batch's first and last statement instead of
+/// each taking a round trip of its own).
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Transaction(&'a Transaction<'a>),
+    Open(&'a Client),
+}
+
+/// One batch's transaction: its `execute` and `query` methods prepare each
+/// SQL text once per connection.
+pub struct Batch<'a> {
+    on: On<'a>,
+    statements: &'a Statements,
+}
+
+impl<'a> Batch<'a> {
+    /// `tx`, preparing through `statements` (those of `tx`'s connection).
+    pub fn new(tx: &'a Transaction<'a>, statements: &'a Statements) -> Self {
+        Self {
+            on: On::Transaction(tx),
+            statements,
+        }
+    }
+
+    /// `client`, on whose connection the caller has begun a transaction
+    /// (and will end it), preparing through `statements`.
+    pub(super) fn in_open_transaction(client: &'a Client, statements: &'a Statements) -> Self {
+        Self {
+            on: On::Open(client),
+            statements,
+        }
+    }
+
+    /// `sql` prepared on this connection, once.
+    ///
+    /// # Errors
+    /// When the server refuses to prepare it.
+    pub async fn prepare(&self, sql: &str) -> Result<Statement, Error> {
+        match self.on {
+            On::Transaction(tx) => self.statements.prepare(tx, sql).await,
+            On::Open(client) => self.statements.prepare(client, sql).await,
+        }
+    }
+
+    /// Executes `sql` (prepared once per connection); the rows it changed.
     ///
     /// # Errors
     /// As [`Transaction::execute`].
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error> {
         let statement = self.prepare(sql).await?;
-        self.tx.execute(&statement, params).await
+        match self.on {
+            On::Transaction(tx) => tx.execute(&statement, params).await,
+            On::Open(client) => client.execute(&statement, params).await,
+        }
     }
 
-    /// [`Transaction::query`] of `sql`, prepared once per connection.
+    /// The rows of `sql` (prepared once per connection).
     ///
     /// # Errors
     /// As [`Transaction::query`].
@@ -90,29 +129,22 @@ impl<'a> Batch<'a> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
         let statement = self.prepare(sql).await?;
-        self.tx.query(&statement, params).await
+        match self.on {
+            On::Transaction(tx) => tx.query(&statement, params).await,
+            On::Open(client) => client.query(&statement, params).await,
+        }
     }
 
-    /// [`Transaction::query_one`] of `sql`, prepared once per connection.
+    /// The one row of `sql` (prepared once per connection).
     ///
     /// # Errors
     /// As [`Transaction::query_one`].
     pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error> {
         let statement = self.prepare(sql).await?;
-        self.tx.query_one(&statement, params).await
-    }
-
-    /// [`Transaction::query_opt`] of `sql`, prepared once per connection.
-    ///
-    /// # Errors
-    /// As [`Transaction::query_opt`].
-    pub async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error> {
-        let statement = self.prepare(sql).await?;
-        self.tx.query_opt(&statement, params).await
+        match self.on {
+            On::Transaction(tx) => tx.query_one(&statement, params).await,
+            On::Open(client) => client.query_one(&statement, params).await,
+        }
     }
 }
 
@@ -121,13 +153,5 @@ impl std::fmt::Debug for Batch<'_> {
         f.debug_struct("Batch")
             .field("statements", self.statements)
             .finish_non_exhaustive()
-    }
-}
-
-impl<'a> Deref for Batch<'a> {
-    type Target = Transaction<'a>;
-
-    fn deref(&self) -> &Self::Target {
-        self.tx
     }
 }

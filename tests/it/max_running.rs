@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +30,9 @@ use uuid::Uuid;
 
 use crate::helpers::TestApp;
 use crate::running::{amqp_url, delete_topology, BROKER};
-use crate::support::cli::{free_port, BINARY};
+use crate::support::cli::free_port;
 use crate::support::poll::eventually;
+use crate::support::serve::ServeProcess;
 
 /// The lease TTL every runner here is given (seconds).
 const LEASE_TTL_SECONDS: i64 = 3;
@@ -65,16 +65,11 @@ struct Installation {
     prefix: String,
     dir: PathBuf,
     relay: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-    runners: Vec<Runner>,
+    /// Runner processes: the binary with only the runner role, each in its
+    /// own process group (so a kill takes its attempts' child processes
+    /// too, as a crash of its machine would).
+    runners: Vec<ServeProcess>,
     _broker: tokio::sync::RwLockReadGuard<'static, ()>,
-}
-
-/// A runner process: the binary with only the runner role, in its own
-/// process group (so a kill takes its attempts' child processes too, as a
-/// crash of its machine would).
-struct Runner {
-    child: Child,
-    log: PathBuf,
 }
 
 impl Installation {
@@ -116,69 +111,34 @@ impl Installation {
     /// Starts runner process `name` with `slots` slots and waits until it
     /// is ready (connected to the database and the broker).
     async fn start_runner(&mut self, name: &str, slots: usize) -> usize {
-        use std::os::unix::process::CommandExt as _;
         let port = free_port();
         let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(BINARY)
-            .arg("serve")
-            .env("DATABASE_URL", &self.database.url)
-            .env("AMQP_URL", amqp_url())
-            .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
-            .env("TASKLEDGER_ROLES", "runner")
-            .env("TASKLEDGER_RUNNER_SLOTS", slots.to_string())
-            .env("TASKLEDGER_WORKER_ID", name)
-            .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
-            .env("TASKLEDGER_DATA_DIR", self.dir.join(name))
-            .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "TASKLEDGER_LEASE_TTL_SECONDS",
-                LEASE_TTL_SECONDS.to_string(),
-            )
-            .env("TASKLEDGER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        self.runners.push(Runner { child, log });
-        let index = self.runners.len() - 1;
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        let runner = &mut self.runners[index];
-        let runner = std::cell::RefCell::new(runner);
-        eventually(
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || async {
-                let ready = http.get(&url).send().await;
-                if matches!(&ready, Ok(response) if response.status() == 200) {
-                    return Ok(());
-                }
-                let mut runner = runner.borrow_mut();
-                if let Some(status) = runner.child.try_wait().unwrap() {
-                    panic!(
-                        "runner {name} exited with {status} before it was ready:\n{}",
-                        std::fs::read_to_string(&runner.log).unwrap_or_default()
-                    );
-                }
-                Err(format!("runner {name} was not ready within 30 s"))
-            },
-        )
+        let process = ServeProcess::start(&format!("runner {name}"), port, log, |command| {
+            command
+                .env("DATABASE_URL", &self.database.url)
+                .env("AMQP_URL", amqp_url())
+                .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
+                .env("TASKLEDGER_ROLES", "runner")
+                .env("TASKLEDGER_RUNNER_SLOTS", slots.to_string())
+                .env("TASKLEDGER_WORKER_ID", name)
+                .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
+                .env("TASKLEDGER_DATA_DIR", self.dir.join(name))
+                .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "TASKLEDGER_LEASE_TTL_SECONDS",
+                    LEASE_TTL_SECONDS.to_string(),
+                )
+                .env("TASKLEDGER_LOG", "info");
+        })
         .await;
-        index
+        self.runners.push(process);
+        self.runners.len() - 1
     }
 
     /// Kills runner `index` and its attempts' processes at once (SIGKILL
     /// to its process group): nothing of it gets to clean up.
     fn kill_runner(&mut self, index: usize) {
-        let runner = &mut self.runners[index];
-        let group = format!("-{}", runner.child.id());
-        let status = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -KILL -- {group}");
-        runner.child.wait().unwrap();
+        self.runners[index].kill();
     }
 
     async fn submit(&self, kind: &str, script: &str) -> TaskId {
@@ -221,12 +181,7 @@ impl Installation {
 
     async fn finish(mut self) {
         for runner in &mut self.runners {
-            if runner.child.try_wait().unwrap().is_none() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &runner.child.id().to_string()])
-                    .status();
-                let _ = runner.child.wait();
-            }
+            runner.stop();
         }
         if let Some((stop, handle)) = self.relay.take() {
             let _ = stop.send(());

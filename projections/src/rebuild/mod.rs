@@ -272,7 +272,6 @@ impl Build<'_> {
         (self.on_progress)(&self.progress("building"));
         let mut last_report = Instant::now();
         let mut next = read_ahead(store, self.position, batch);
-        let statements = Statements::default();
         loop {
             if self.position + batch as u64 >= self.head {
                 self.head = head(store).await?;
@@ -289,7 +288,7 @@ impl Build<'_> {
             next = read_ahead(store, last, batch);
             let tx = client.transaction().await?;
             projector
-                .apply(&Batch::new(&tx, &statements), &events)
+                .apply(&Batch::new(&tx, &Statements::per_batch()), &events)
                 .await?;
             tx.commit().await?;
             self.position = last;

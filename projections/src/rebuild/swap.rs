@@ -50,7 +50,6 @@ impl Build<'_> {
     /// Applies what the log has beyond the shadow's position, in committed
     /// batches.
     async fn catch_up(&mut self, client: &mut tokio_postgres::Client) -> Result<(), RebuildError> {
-        let statements = Statements::default();
         loop {
             let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
@@ -59,7 +58,7 @@ impl Build<'_> {
             };
             let tx = client.transaction().await?;
             self.projector
-                .apply(&Batch::new(&tx, &statements), &events)
+                .apply(&Batch::new(&tx, &Statements::per_batch()), &events)
                 .await?;
             tx.commit().await?;
             self.position = last;
@@ -78,14 +77,13 @@ impl Build<'_> {
         ))
         .await?;
         self.refuse_newer(&tx, true).await?;
-        let statements = Statements::default();
         loop {
             let events = read(self.store, self.position, self.options.batch_size).await?;
             let Some(last) = events.last().map(|e| e.global_position) else {
                 break;
             };
             self.projector
-                .apply(&Batch::new(&tx, &statements), &events)
+                .apply(&Batch::new(&tx, &Statements::per_batch()), &events)
                 .await?;
             self.position = last;
         }

@@ -34,7 +34,10 @@ impl<P: Projector> ProjectorRuntime<P> {
     /// takes the same lock, so each sees the projection between batches.
     /// The outer error is the connection's (give up this life); the inner
     /// one is the handler's (retry the batch later). Statements are
-    /// prepared through `statements`, those of `client`'s connection.
+    /// prepared through `statements`, those of `client`'s connection. The
+    /// transaction is opened and ended on `client` itself (not a
+    /// `Transaction`, whose drop would roll it back): after an outer error
+    /// the caller drops the connection, as the worker and catch-up do.
     #[tracing::instrument(
         name = "projector_batch",
         level = "debug",
@@ -63,10 +66,19 @@ impl<P: Projector> ProjectorRuntime<P> {
         // dropped halfway, its connection goes with it (the worker owns
         // both), and the server rolls the transaction back.
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
-        let (_, row) = futures::try_join!(
+        let begun = futures::try_join!(
             client.batch_execute("BEGIN"),
             client.query_one(&lock, &lock_params)
-        )?;
+        );
+        let row = match begun {
+            Ok((_, row)) => row,
+            Err(error) => {
+                // The caller drops this connection on an outer error; should
+                // one ever keep it, it is not left inside this transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(error);
+            }
+        };
         let outcome = Checkpoint::from_row(&row).blocks(self.projector.version(), position);
         if let Some(outcome) = outcome {
             client.batch_execute("ROLLBACK").await?;

@@ -32,6 +32,14 @@ impl Statements {
         self.prepared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Statements for one batch only: what a rebuild uses. Its batches are
+    /// large (a prepare each is nothing beside them), and its shadow tables
+    /// grow from empty with no statistics until the end, so every batch is
+    /// planned afresh for what it finds, as before the cache.
+    pub fn per_batch() -> Self {
+        Self::default()
+    }
+
     /// Forgets every statement (after a failed batch: the next one
     /// prepares afresh, in case a kept statement was the cause).
     pub fn clear(&self) {

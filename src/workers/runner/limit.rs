@@ -131,25 +131,27 @@ async fn take_within_limit(
     // Serializes the check-and-take of this kind; every statement after
     // it (READ COMMITTED) sees the leases committed before it was
     // granted.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LIMIT_LOCK_CLASS, &kind],
-    )
-    .await?;
-    let running: i64 = tx
-        .query_one(
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .await?;
+    tx.execute(&lock, &[&LIMIT_LOCK_CLASS, &kind]).await?;
+    let count = tx
+        .prepare_cached(
             "SELECT count(*) FROM attempt_leases
              WHERE kind = $1 AND task_id <> $2
                AND renewed_at > clock_timestamp() - make_interval(secs => $3)",
-            &[&kind, &task_id.0, &ttl],
         )
+        .await?;
+    let running: i64 = tx
+        .query_one(&count, &[&kind, &task_id.0, &ttl])
         .await?
         .get(0);
     if running >= i64::from(limit) {
         tx.commit().await?;
         return Ok(Slot::AtLimit { running });
     }
-    let taken = tx.execute(TAKE_LEASE, &lease).await?;
+    let take = tx.prepare_cached(TAKE_LEASE).await?;
+    let taken = tx.execute(&take, &lease).await?;
     tx.commit().await?;
     Ok(taken_or_held(taken))
 }

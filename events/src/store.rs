@@ -109,6 +109,27 @@ impl Subscription {
     pub fn try_next(&mut self) -> Option<Result<RecordedEvent, StoreError>> {
         self.receiver.try_recv().ok()
     }
+
+    /// One batch: `first` (what [`Subscription::next`] gave) and the events
+    /// ready after it, up to `max` in all, without waiting; the error that
+    /// ended the feed instead, if `first` is it or one of those is.
+    ///
+    /// # Errors
+    /// The feed's error (an event that cannot be read or upcast).
+    pub fn batch_from(
+        &mut self,
+        first: Result<RecordedEvent, StoreError>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut batch = vec![first?];
+        while batch.len() < max {
+            match self.try_next() {
+                Some(event) => batch.push(event?),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
 }
 
 impl Stream for Subscription {

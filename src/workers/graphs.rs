@@ -67,18 +67,8 @@ async fn follow_once(store: &PgEventStore) -> anyhow::Result<()> {
     tracing::info!(position, "graph follower active");
     let mut feed = store.subscribe_all(position);
     loop {
-        let first = feed
-            .next()
-            .await
-            .context("the event feed ended")?
-            .context("reading the log")?;
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match feed.try_next() {
-                Some(event) => batch.push(event.context("reading the log")?),
-                None => break,
-            }
-        }
+        let first = feed.next().await.context("the event feed ended")?;
+        let batch = feed.batch_from(first, BATCH).context("reading the log")?;
         let mut children = BTreeSet::new();
         for recorded in &batch {
             children.extend(children_to_resolve(store, recorded).await?);

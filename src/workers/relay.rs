@@ -137,16 +137,8 @@ async fn relay_once(
             Some(feed.next().await)
         };
         if let Some(next) = next {
-            let first = next
-                .context("the event feed ended")?
-                .context("reading the log")?;
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match feed.try_next() {
-                    Some(event) => batch.push(event.context("reading the log")?),
-                    None => break,
-                }
-            }
+            let first = next.context("the event feed ended")?;
+            let batch = feed.batch_from(first, BATCH).context("reading the log")?;
             position = relay.confirm(position, &batch).await?;
             status.send_modify(|status| status.confirmed = position);
         }

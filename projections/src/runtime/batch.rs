@@ -5,10 +5,6 @@ use taskledger_events::RecordedEvent;
 
 use super::{to_i64, Batch, Checkpoint, Projector, ProjectorError, ProjectorRuntime, Statements};
 
-/// Locks the projector's checkpoint row for the batch's transaction.
-const LOCK_CHECKPOINT: &str = "SELECT position, version, paused FROM public.projector_checkpoints
-     WHERE projector = $1 FOR UPDATE";
-
 /// Moves the checkpoint past the batch.
 const MOVE_CHECKPOINT: &str = "UPDATE projector_checkpoints
      SET position = $2, updated_at = now(), failed_position = NULL, failure = NULL
@@ -59,7 +55,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         let name = self.projector.name();
         let last = events.last().map_or(position, |e| e.global_position);
         let client: &tokio_postgres::Client = client;
-        let lock = statements.prepare(client, LOCK_CHECKPOINT).await?;
+        let lock = statements.prepare(client, Checkpoint::READ_LOCKED).await?;
         let done = statements.prepare(client, MOVE_CHECKPOINT).await?;
         // `BEGIN` goes with the checkpoint's lock, and `COMMIT` with its
         // move: one round trip each instead of two. Should this future be

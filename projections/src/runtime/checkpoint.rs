@@ -92,6 +92,13 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Reads `$1`'s checkpoint and holds its row for the rest of the
+    /// transaction (what [`Checkpoint::read`] with `lock` runs; a batch
+    /// sends it with its `BEGIN`).
+    pub(super) const READ_LOCKED: &'static str =
+        "SELECT position, version, paused FROM public.projector_checkpoints
+         WHERE projector = $1 FOR UPDATE";
+
     /// Reads `name`'s checkpoint; with `lock`, holds its row for the rest of
     /// the transaction (the live projector, a swap, a pause and a reset all
     /// take that lock, so each sees the others between batches).
@@ -101,8 +108,7 @@ impl Checkpoint {
         lock: bool,
     ) -> Result<Self, tokio_postgres::Error> {
         let sql = if lock {
-            "SELECT position, version, paused FROM public.projector_checkpoints
-             WHERE projector = $1 FOR UPDATE"
+            Self::READ_LOCKED
         } else {
             "SELECT position, version, paused FROM public.projector_checkpoints
              WHERE projector = $1"

@@ -130,14 +130,7 @@ impl<P: Projector> ProjectorRuntime<P> {
                 feed = self.store.subscribe_all(position);
                 continue;
             };
-            let mut batch = vec![first];
-            while batch.len() < self.options.batch_size.max(1) {
-                match feed.try_next() {
-                    Some(item) => batch.push(item),
-                    None => break,
-                }
-            }
-            let events: Vec<RecordedEvent> = match batch.into_iter().collect() {
+            let events = match feed.batch_from(first, self.options.batch_size.max(1)) {
                 Ok(events) => events,
                 Err(error) => {
                     self.stop_at(&client, position + 1, &error).await?;

@@ -16,7 +16,7 @@ use taskledger_events::apikey::{ApiKeyCommand, ApiKeys, RevokeApiKey, Scope};
 use taskledger_events::Metadata;
 use uuid::Uuid;
 
-use crate::helpers::{create_tenant_key, random_bytes, TestApp, KINDS, LOCAL_SH};
+use crate::helpers::{create_tenant_key, local_sh, random_bytes, TestApp, KINDS};
 
 /// A key's scopes for the console's tests: read and write tasks.
 pub(crate) const TASKS: &[Scope] = &[Scope::TasksRead, Scope::TasksWrite];
@@ -82,7 +82,7 @@ pub(crate) async fn run_browser_script(script: &str, env: &[(&str, String)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let data_dir = std::env::temp_dir().join(format!("taskledger-console-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
+    let app = TestApp::spawn_in_process(&local_sh(), &data_dir, |_| {}).await;
     let store = app.store();
     let (_, acme) = create_tenant_key(&store, "acme", TASKS, random_bytes()).await;
     let (_, globex) = create_tenant_key(&store, "globex", TASKS, random_bytes()).await;

@@ -11,12 +11,12 @@ use taskledger_events::apikey::Scope;
 use uuid::Uuid;
 
 use crate::console::{run_browser_script, TASKS};
-use crate::helpers::{create_tenant_key, random_bytes, TestApp, LOCAL_SH};
+use crate::helpers::{create_tenant_key, local_sh, random_bytes, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reference_tries_requests_with_the_pasted_key() {
     let data_dir = std::env::temp_dir().join(format!("taskledger-apiref-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
+    let app = TestApp::spawn_in_process(&local_sh(), &data_dir, |_| {}).await;
     let store = app.store();
     // The session's key may read no task: the page needs no scope, and
     // "Try it out" must not use it.

@@ -11,7 +11,7 @@ use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use uuid::Uuid;
 
 use crate::console::run_browser_script;
-use crate::helpers::{TestApp, LOCAL_SH};
+use crate::helpers::{local_sh, TestApp};
 use crate::support::cli::taskledger_ok;
 
 /// Events no projector reads, appended so that a rebuild of `tasks` has a
@@ -54,7 +54,7 @@ async fn tamper(app: &TestApp, sequence: u64, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_pages_work_in_a_real_browser() {
     let data_dir = std::env::temp_dir().join(format!("taskledger-console-ops-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
+    let app = TestApp::spawn_in_process(&local_sh(), &data_dir, |_| {}).await;
     let admin = app.key(&[Scope::Admin]).await;
     let auditor = app.key(&[Scope::AuditRead]).await;
     let tenant = app.tenant_key("acme", &[Scope::Admin]).await;

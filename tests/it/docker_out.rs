@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use taskledger::adapters::blobs::BlobStore;
-use taskledger_events::task::{TaskId, TaskStatus};
+use taskledger_events::task::{Task, TaskId, TaskStatus};
 use uuid::Uuid;
 
-use crate::running::{close_connection, Cluster};
+use crate::running::Cluster;
 use crate::support::poll::eventually;
 
 /// Where a runner of `cluster` binds attempt `attempt` of `task_id`'s `/out`.
@@ -57,19 +57,22 @@ async fn wait_there(dir: &std::path::Path) {
 const WRITES: &str =
     "printf a > /out/a.txt; printf '{\"n\": 1}' > /out/result.json; mkdir /out/sub; : > /out/sub/x; echo out";
 
-/// The artifacts' names, and the bytes of `a.txt`.
-fn artifacts(
-    cluster: &Cluster,
-    task: &taskledger_events::task::Task,
-) -> (BTreeSet<String>, Vec<u8>) {
-    let names = task.artifacts.iter().map(|a| a.name.clone()).collect();
+/// Asserts that `task` has what [`WRITES`] wrote: its result, and
+/// `a.txt` (holding `a`), `result.json` and `stdout.log` as artifacts.
+fn assert_written(cluster: &Cluster, task: &Task) {
+    assert_eq!(task.result.as_ref().unwrap()["n"], 1);
+    let names: BTreeSet<String> = task.artifacts.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["a.txt", "result.json", "stdout.log"].map(str::to_owned))
+    );
     let a = task
         .artifacts
         .iter()
         .find(|a| a.name == "a.txt")
         .expect("a.txt is an artifact");
     let bytes = std::fs::read(BlobStore::new(&cluster.blobs).path(&a.sha256).unwrap()).unwrap();
-    (names, bytes)
+    assert_eq!(bytes, b"a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -90,15 +93,10 @@ async fn an_attempts_out_is_a_host_directory_until_its_outcome_is_recorded() {
         },
     )
     .await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(task.result.as_ref().unwrap()["n"], 1);
-    let (names, a) = artifacts(&cluster, &task);
-    assert_eq!(
-        names,
-        BTreeSet::from(["a.txt", "result.json", "stdout.log"].map(str::to_owned))
-    );
-    assert_eq!(a, b"a");
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
+    assert_written(&cluster, &task);
     wait_gone(&dir).await;
     cluster.finish().await;
 }
@@ -109,15 +107,10 @@ async fn with_out_archived_the_same_artifacts_come_back_and_no_directory_is_made
     cluster.bind_out = false;
     cluster.start_runner(1);
     let task_id = cluster.submit_script(WRITES).await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(task.result.as_ref().unwrap()["n"], 1);
-    let (names, a) = artifacts(&cluster, &task);
-    assert_eq!(
-        names,
-        BTreeSet::from(["a.txt", "result.json", "stdout.log"].map(str::to_owned))
-    );
-    assert_eq!(a, b"a");
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
+    assert_written(&cluster, &task);
     assert!(!cluster.blobs.join("work").join("docker-out").exists());
     cluster.finish().await;
 }
@@ -129,8 +122,9 @@ async fn the_start_up_sweep_removes_out_directories_no_runner_holds() {
     // A finished attempt whose directory a crashed runner left (it died
     // after recording the outcome, before removing it).
     let finished = cluster.submit_script("true").await;
-    let task = cluster.wait_final(finished, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    cluster
+        .wait_succeeded(finished, Duration::from_secs(60))
+        .await;
     let finished_dir = out_dir(&cluster, finished, 1);
     wait_gone(&finished_dir).await;
     std::fs::create_dir_all(&finished_dir).unwrap();
@@ -148,8 +142,7 @@ async fn the_start_up_sweep_removes_out_directories_no_runner_holds() {
     // before it takes jobs; the task it then runs shows the sweep is over.
     cluster.start_runner(1);
     let after = cluster.submit_script("true").await;
-    let task = cluster.wait_final(after, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster.wait_succeeded(after, Duration::from_secs(60)).await;
     assert_eq!(task.worker_id.as_deref(), Some("runner-2"));
     assert!(
         !finished_dir.exists(),
@@ -183,13 +176,11 @@ async fn a_dead_runners_out_directory_goes_with_its_retry() {
     cluster.wait_running(task_id).await;
     let first_dir = out_dir(&cluster, task_id, 1);
     wait_there(&first_dir).await;
-    let (_, _, handle) = cluster.runners.remove(0);
-    handle.abort();
-    let _ = handle.await;
-    close_connection(&format!("taskledger-runner-{first}")).await;
+    cluster.kill_first_runner(&first).await;
     cluster.start_runner(1);
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
     assert_eq!(task.attempts_started, 2);
     assert!(!first_dir.exists(), "the dead runner's /out was removed");
     wait_gone(&out_dir(&cluster, task_id, 2)).await;

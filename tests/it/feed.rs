@@ -98,26 +98,8 @@ async fn confirmations_move_ledger_status_and_bad_ones_change_nothing() {
     let store = app.store();
     let stored = store.read_all(0, 1000).await.unwrap();
     let head = stored.len() as u64;
-    let post = |body: Value| {
-        let request = app
-            .http
-            .post(app.url("/v1/ledgers/chain-a/confirmations"))
-            .bearer_auth(&ledger)
-            .json(&body);
-        async move { request.send().await.unwrap() }
-    };
-    let status = || async {
-        let head = app.store().head_position().await.unwrap();
-        app.http
-            .get(app.url(&format!("/v1/ledgers/chain-a/status?min_position={head}")))
-            .bearer_auth(&ledger)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let post = |body: Value| app.confirm(&ledger, &body);
+    let status = || app.read_at_head(&ledger, "/v1/ledgers/chain-a/status");
     let before = status().await;
     assert_eq!(before["confirmed"], 0);
     assert_eq!(before["pending"], head);

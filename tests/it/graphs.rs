@@ -12,17 +12,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use taskledger::commands::execute;
 use taskledger::config::settings::Role;
 use taskledger::submission::Submission;
 use taskledger::workers::graphs;
 use taskledger_events::apikey::Scope;
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{
-    OnParentFailure, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus, Tasks,
+    OnParentFailure, SubmitTask, TaskCommand, TaskEvent, TaskId, TaskStatus,
 };
 use taskledger_events::tenant::TenantName;
-use taskledger_events::{Direction, EventStore, Metadata, RecordedEvent};
+use taskledger_events::{Direction, EventStore, RecordedEvent};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -30,6 +29,7 @@ use uuid::Uuid;
 use crate::helpers::TestApp;
 use crate::running::{submit_as_tests, Cluster};
 use crate::support::http::{send, send_text};
+use crate::support::log::execute_on_task;
 use crate::support::poll::eventually;
 
 /// The graph follower, in this process, until it is stopped.
@@ -146,8 +146,7 @@ async fn a_diamond_runs_in_order_and_each_child_reads_its_parents_artifacts() {
     assert_eq!(cluster.task(d).await.status, TaskStatus::Waiting);
     assert_eq!(cluster.task(d).await.depends_on, vec![b, c]);
 
-    let done = cluster.wait_final(d, Duration::from_secs(90)).await;
-    assert_eq!(done.status, TaskStatus::Succeeded, "{:?}", done.error);
+    cluster.wait_succeeded(d, Duration::from_secs(90)).await;
     for task in [a, b, c] {
         assert_eq!(cluster.task(task).await.status, TaskStatus::Succeeded);
     }
@@ -216,8 +215,9 @@ async fn a_failing_parent_cancels_its_dependents_transitively_unless_they_run_an
             "{events:?}"
         );
     }
-    let ran = cluster.wait_final(anyway, Duration::from_secs(60)).await;
-    assert_eq!(ran.status, TaskStatus::Succeeded, "{:?}", ran.error);
+    let ran = cluster
+        .wait_succeeded(anyway, Duration::from_secs(60))
+        .await;
     assert!(ran
         .artifacts
         .iter()
@@ -282,9 +282,9 @@ async fn a_parent_that_ended_before_its_child_was_submitted_is_not_waited_for() 
     let Value::Object(params) = json!({ "script": "true" }) else {
         unreachable!()
     };
-    execute::<Tasks>(
+    execute_on_task(
         &cluster.store,
-        &orphan.stream_id(),
+        orphan,
         TaskCommand::Submit(SubmitTask {
             task_id: orphan,
             kind: "sh".into(),
@@ -301,11 +301,8 @@ async fn a_parent_that_ended_before_its_child_was_submitted_is_not_waited_for() 
             depends_on: vec![done],
             on_parent_failure: OnParentFailure::Cancel,
         }),
-        Uuid::new_v4(),
-        Metadata::default(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(cluster.task(orphan).await.status, TaskStatus::Waiting);
     let follower = Follower::start(&cluster.store);
     assert_eq!(
@@ -442,13 +439,9 @@ async fn the_api_shows_waiting_tasks_and_refuses_other_tenants_parents_as_missin
     assert!(status.is_client_error(), "{unknown}");
 
     // A waiting task can be canceled; its parent is unaffected.
-    let canceled = send(
-        app.post(&acme, &format!("/v1/tasks/{child_id}/cancel"))
-            .json(&json!({"reason": "not needed"})),
-    )
-    .await;
-    assert_eq!(canceled.status(), StatusCode::OK);
-    let canceled: Value = canceled.json().await.unwrap();
+    let canceled = app
+        .cancel(&acme, &format!("/v1/tasks/{child_id}/cancel"), "not needed")
+        .await;
     assert_eq!(canceled["status"], "canceled");
     eventually(
         Duration::from_secs(10),

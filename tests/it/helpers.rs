@@ -1,13 +1,14 @@
 //! Starting the service on a fresh database for a test, and the requests
 //! and waits a test makes of it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use reqwest::{RequestBuilder, StatusCode};
-use serde_json::Value;
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
 use taskledger::commands::execute;
 use taskledger::config::settings::{Role, Settings};
 use taskledger::service::shutdown::{self, ShutdownTrigger};
@@ -20,11 +21,12 @@ use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::task::{CompleteTask, StartTask, TaskCommand, TaskId, Tasks};
 use taskledger_events::tenant::Access;
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::Metadata;
+use taskledger_events::{EventStore, Metadata};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::support::http::{problem, send, send_text};
+use crate::support::http::{ok_json, problem, send, send_json, send_text};
+use crate::support::kinds::local_sh_kind;
 use crate::support::poll::eventually;
 
 /// Task kinds for tests: `echo` (a required and an optional parameter) and
@@ -48,14 +50,9 @@ max_attempts = 3
 "#;
 
 /// A kind run by the local executor (no Docker): `sh -c {script}`.
-pub(crate) const LOCAL_SH: &str = r#"
-[kinds.local-sh]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 30
-"#;
+pub(crate) fn local_sh() -> String {
+    local_sh_kind("local-sh", "timeout_seconds = 30\n")
+}
 
 /// Creates a platform API key (all tenants) with `scopes` through the
 /// aggregate (it works at once: keys are checked against the log; the
@@ -303,6 +300,22 @@ impl TestApp {
         self.http.post(self.url(path)).bearer_auth(key)
     }
 
+    /// `POST /v1/ledgers/chain-a/confirmations` with `key` and `body`, sent
+    /// when awaited.
+    pub(crate) fn confirm(&self, key: &str, body: &Value) -> impl Future<Output = Response> {
+        send(
+            self.post(key, "/v1/ledgers/chain-a/confirmations")
+                .json(body),
+        )
+    }
+
+    /// A GET of `path` with `key` (its JSON answer) once the service has
+    /// read the log up to its head now (`?min_position=`).
+    pub(crate) async fn read_at_head(&self, key: &str, path: &str) -> Value {
+        let head = self.store().head_position().await.unwrap();
+        send_json(self.get(key, &format!("{path}?min_position={head}"))).await
+    }
+
     /// A GET of `path` (with `key`, if given): the status and the JSON body
     /// (`null` when the body is not JSON).
     pub(crate) async fn read(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
@@ -313,6 +326,13 @@ impl TestApp {
         let response = send(request).await;
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST {path}` (a task's or a plan's `/cancel`) with `key` and
+    /// `reason`, which must answer 200; the JSON answer.
+    pub(crate) async fn cancel(&self, key: &str, path: &str, reason: &str) -> Value {
+        let request = self.post(key, path).json(&json!({ "reason": reason }));
+        ok_json(send(request).await, path).await
     }
 
     /// `POST /v1/tasks` with `body`: the status and the JSON answer.

@@ -9,7 +9,6 @@
 //! Needs `scripts/services.sh` (PostgreSQL and RabbitMQ).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,56 +18,45 @@ use taskledger::adapters::rabbitmq::Topology;
 use taskledger::config::FileConfig;
 use taskledger::submission::Submission;
 use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
-use taskledger_events::command::load;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::task::{TaskEvent, TaskId, TaskStatus, Tasks};
+use taskledger_events::task::{TaskEvent, TaskId, TaskStatus};
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::{Direction, EventStore, RecordedEvent};
+use taskledger_events::RecordedEvent;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
-use crate::running::{amqp_url, delete_topology, BROKER};
-use crate::support::cli::free_port;
+use crate::running::{amqp_url, BROKER};
+use crate::support::kinds::local_sh_kind;
+use crate::support::log::{task_history, wait_for_tasks, FINAL_EVENT_TYPES};
 use crate::support::poll::eventually;
-use crate::support::serve::ServeProcess;
+use crate::support::serve::ServeProcesses;
 
 /// The lease TTL every runner here is given (seconds).
 const LEASE_TTL_SECONDS: i64 = 3;
 
 /// `licensed`: at most two at once across the runners; `free`: no limit.
 /// Both run `sh -c` as child processes of the runner (`local`).
-const KINDS: &str = r#"
-[kinds.licensed]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 120
-max_attempts = 3
-max_running = 2
-
-[kinds.free]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 60
-"#;
+fn kinds() -> String {
+    let licensed = local_sh_kind(
+        "licensed",
+        "timeout_seconds = 120\nmax_attempts = 3\nmax_running = 2\n",
+    );
+    let free = local_sh_kind("free", "timeout_seconds = 60\n");
+    format!("{licensed}{free}")
+}
 
 /// A database, the relay (in this process) and runner processes.
 struct Installation {
     database: TestDatabase,
     store: PgEventStore,
     config: Arc<FileConfig>,
-    prefix: String,
-    dir: PathBuf,
     relay: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// Runner processes: the binary with only the runner role, each in its
     /// own process group (so a kill takes its attempts' child processes
     /// too, as a crash of its machine would).
-    runners: Vec<ServeProcess>,
+    runners: ServeProcesses,
     _broker: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
@@ -77,18 +65,15 @@ impl Installation {
         let broker = BROKER.read().await;
         let database = TestDatabase::create().await;
         let store = PgEventStore::connect(&database.url, StoreOptions::default()).unwrap();
-        let dir = std::env::temp_dir().join(format!("tl-max-running-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("kinds.toml"), KINDS).unwrap();
-        let config = Arc::new(FileConfig::parse(KINDS).unwrap());
-        let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
+        let runners = ServeProcesses::prepare("tl-max-running", &kinds(), LEASE_TTL_SECONDS);
+        let config = Arc::new(FileConfig::parse(&kinds()).unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let (status, _) = watch::channel(RelayStatus::default());
         let relay = tokio::spawn(relay::run(
             store.clone(),
             RelayOptions {
                 amqp_url: amqp_url(),
-                topology: Topology::new(prefix.clone()),
+                topology: Topology::new(runners.prefix.clone()),
                 kinds: config.kinds.keys().cloned().collect(),
             },
             status,
@@ -100,10 +85,8 @@ impl Installation {
             database,
             store,
             config,
-            prefix,
-            dir,
             relay: Some((stop, relay)),
-            runners: Vec::new(),
+            runners,
             _broker: broker,
         }
     }
@@ -111,86 +94,97 @@ impl Installation {
     /// Starts runner process `name` with `slots` slots and waits until it
     /// is ready (connected to the database and the broker).
     async fn start_runner(&mut self, name: &str, slots: usize) -> usize {
-        let port = free_port();
-        let log = self.dir.join(format!("{name}.log"));
-        let process = ServeProcess::start(&format!("runner {name}"), port, log, |command| {
-            command
-                .env("DATABASE_URL", &self.database.url)
-                .env("AMQP_URL", amqp_url())
-                .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
-                .env("TASKLEDGER_ROLES", "runner")
-                .env("TASKLEDGER_RUNNER_SLOTS", slots.to_string())
-                .env("TASKLEDGER_WORKER_ID", name)
-                .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
-                .env("TASKLEDGER_DATA_DIR", self.dir.join(name))
-                .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-                .env(
-                    "TASKLEDGER_LEASE_TTL_SECONDS",
-                    LEASE_TTL_SECONDS.to_string(),
-                )
-                .env("TASKLEDGER_LOG", "info");
-        })
-        .await;
-        self.runners.push(process);
-        self.runners.len() - 1
+        let data_dir = self.runners.dir.join(name);
+        self.runners
+            .start(
+                &self.database.url,
+                &format!("runner {name}"),
+                name,
+                "runner",
+                slots,
+                data_dir,
+            )
+            .await
     }
 
     /// Kills runner `index` and its attempts' processes at once (SIGKILL
     /// to its process group): nothing of it gets to clean up.
     fn kill_runner(&mut self, index: usize) {
-        self.runners[index].kill();
+        self.runners.kill(index);
     }
 
     async fn submit(&self, kind: &str, script: &str) -> TaskId {
-        let Value::Object(params) = json!({ "script": script }) else {
-            unreachable!()
-        };
-        let submission = Submission::new(kind, params, "tests");
-        crate::running::submit_as_tests(&self.store, &self.config, submission).await
+        submit_script(&self.store, &self.config, kind, script).await
     }
 
     /// Waits until every task of `tasks` has a final status.
     async fn wait_all_final(&self, tasks: &[TaskId], within: Duration) {
-        eventually(within, Duration::from_millis(100), || async {
-            for task_id in tasks {
-                let task = load::<Tasks>(&self.store, &task_id.stream_id())
-                    .await
-                    .unwrap()
-                    .state
-                    .unwrap();
-                if !task.status.is_final() {
-                    return Err(format!(
-                        "task {task_id} is still {:?} after {} attempts (runner logs in {})",
-                        task.status,
-                        task.attempts_started,
-                        self.dir.display()
-                    ));
-                }
-            }
-            Ok(())
-        })
+        wait_for_tasks(
+            &self.store,
+            tasks,
+            within,
+            Duration::from_millis(100),
+            |task| task.status.is_final(),
+            |task_id, task| {
+                format!(
+                    "task {task_id} is still {:?} after {} attempts (runner logs in {})",
+                    task.status,
+                    task.attempts_started,
+                    self.runners.dir.display()
+                )
+            },
+        )
         .await;
     }
 
     async fn history(&self, task_id: TaskId) -> Vec<RecordedEvent> {
-        self.store
-            .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
-            .await
-            .unwrap()
+        task_history(&self.store, task_id).await
     }
 
     async fn finish(mut self) {
-        for runner in &mut self.runners {
-            runner.stop();
-        }
+        self.runners.stop_all();
         if let Some((stop, handle)) = self.relay.take() {
             let _ = stop.send(());
             handle.await.unwrap();
         }
-        delete_topology(&self.prefix, &self.config).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.runners.clean_up(&self.config).await;
         self.database.drop_database().await;
     }
+}
+
+/// Submits a task of `kind` running `script` straight to the log; its id.
+async fn submit_script(
+    store: &PgEventStore,
+    config: &FileConfig,
+    kind: &str,
+    script: &str,
+) -> TaskId {
+    let Value::Object(params) = json!({ "script": script }) else {
+        unreachable!()
+    };
+    let submission = Submission::new(kind, params, "tests");
+    crate::running::submit_as_tests(store, config, submission).await
+}
+
+/// Task `task_id`'s events once one of them ends it (the log is read
+/// every 100 ms for up to 60 s); `unended` is the message if none does.
+async fn ended_history(store: &PgEventStore, task_id: TaskId, unended: &str) -> Vec<RecordedEvent> {
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let history = task_history(store, task_id).await;
+            if history
+                .iter()
+                .any(|recorded| FINAL_EVENT_TYPES.contains(&recorded.event_type.as_str()))
+            {
+                Ok(history)
+            } else {
+                Err(unended.to_owned())
+            }
+        },
+    )
+    .await
 }
 
 /// One attempt as the log tells it: who ran it, from its `TaskStarted` to
@@ -251,19 +245,12 @@ fn most_at_once(attempts: &[Attempt]) -> usize {
     usize::try_from(most).unwrap()
 }
 
-const FINAL: &[&str] = &[
-    "TaskSucceeded",
-    "TaskFailed",
-    "TaskTimedOut",
-    "TaskCanceled",
-];
-
 /// Asserts the task succeeded with exactly one terminal event.
 fn assert_one_success(task_id: TaskId, history: &[RecordedEvent]) {
     let finals: Vec<&str> = history
         .iter()
         .map(|recorded| recorded.event_type.as_str())
-        .filter(|event_type| FINAL.contains(event_type))
+        .filter(|event_type| FINAL_EVENT_TYPES.contains(event_type))
         .collect();
     assert_eq!(finals, ["TaskSucceeded"], "{task_id}");
 }
@@ -343,22 +330,13 @@ async fn a_killed_runners_slots_come_back_when_its_leases_expire() {
         installation.submit("licensed", long).await,
         installation.submit("licensed", long).await,
     ];
-    eventually(
+    wait_for_tasks(
+        &installation.store,
+        &held,
         Duration::from_secs(60),
         Duration::from_millis(50),
-        || async {
-            for task_id in &held {
-                let task = load::<Tasks>(&installation.store, &task_id.stream_id())
-                    .await
-                    .unwrap()
-                    .state
-                    .unwrap();
-                if task.status != TaskStatus::Running {
-                    return Err(format!("task {task_id} is {:?}", task.status));
-                }
-            }
-            Ok(())
-        },
+        |task| task.status == TaskStatus::Running,
+        |task_id, task| format!("task {task_id} is {:?}", task.status),
     )
     .await;
     installation.start_runner("runner-b", 3).await;
@@ -431,51 +409,25 @@ async fn a_killed_runners_slots_come_back_when_its_leases_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_broker_the_in_process_intake_holds_the_limit_too() {
-    let kinds = r#"
-[kinds.licensed-in-process]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_running = 1
-"#;
+    let kinds = local_sh_kind(
+        "licensed-in-process",
+        "timeout_seconds = 60\nmax_running = 1\n",
+    );
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(kinds, &data_dir, |settings| {
+    let app = TestApp::spawn_in_process(&kinds, &data_dir, |settings| {
         settings.runner_slots = 3;
     })
     .await;
     let store = app.store();
-    let config = FileConfig::parse(kinds).unwrap();
+    let config = FileConfig::parse(&kinds).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let Value::Object(params) = json!({ "script": "sleep 0.5" }) else {
-            unreachable!()
-        };
-        let submission = Submission::new("licensed-in-process", params, "tests");
-        tasks.push(crate::running::submit_as_tests(&store, &config, submission).await);
+        tasks.push(submit_script(&store, &config, "licensed-in-process", "sleep 0.5").await);
     }
     let mut every = Vec::new();
     for task_id in &tasks {
-        let history = eventually(
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || async {
-                let history = store
-                    .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100)
-                    .await
-                    .unwrap();
-                if history
-                    .iter()
-                    .any(|recorded| FINAL.contains(&recorded.event_type.as_str()))
-                {
-                    Ok(history)
-                } else {
-                    Err(format!("task {task_id} has not ended"))
-                }
-            },
-        )
-        .await;
+        let history =
+            ended_history(&store, *task_id, &format!("task {task_id} has not ended")).await;
         assert_one_success(*task_id, &history);
         every.extend(attempts(*task_id, &history));
     }
@@ -510,17 +462,12 @@ max_running = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leases_a_dead_runner_left_hold_their_slots_until_they_expire() {
-    let kinds = r#"
-[kinds.licensed-leftover]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_running = 2
-"#;
+    let kinds = local_sh_kind(
+        "licensed-leftover",
+        "timeout_seconds = 60\nmax_running = 2\n",
+    );
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(kinds, &data_dir, |settings| {
+    let app = TestApp::spawn_in_process(&kinds, &data_dir, |settings| {
         settings.runner_slots = 3;
         settings.lease_ttl_seconds = 2;
     })
@@ -540,33 +487,10 @@ max_running = 2
         .await
         .get(0);
     let store = app.store();
-    let config = FileConfig::parse(kinds).unwrap();
-    let Value::Object(params) = json!({ "script": "true" }) else {
-        unreachable!()
-    };
-    let submission = Submission::new("licensed-leftover", params, "tests");
-    let task_id = crate::running::submit_as_tests(&store, &config, submission).await;
-    let history = eventually(
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            let history = store
-                .read_stream(&task_id.stream_id(), 1, Direction::Forward, 100)
-                .await
-                .unwrap();
-            if history
-                .iter()
-                .any(|recorded| FINAL.contains(&recorded.event_type.as_str()))
-            {
-                Ok(history)
-            } else {
-                Err(format!(
-                    "task {task_id} has not ended: the leases left behind were never freed"
-                ))
-            }
-        },
-    )
-    .await;
+    let config = FileConfig::parse(&kinds).unwrap();
+    let task_id = submit_script(&store, &config, "licensed-leftover", "true").await;
+    let unended = format!("task {task_id} has not ended: the leases left behind were never freed");
+    let history = ended_history(&store, task_id, &unended).await;
     assert_one_success(task_id, &history);
     let started = &attempts(task_id, &history)[0];
     assert!(

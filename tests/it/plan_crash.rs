@@ -10,7 +10,6 @@
 //!
 //! Needs `scripts/services.sh` (PostgreSQL and RabbitMQ).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -18,18 +17,18 @@ use serde_json::{json, Value};
 use taskledger::config::settings::Role;
 use taskledger::config::FileConfig;
 use taskledger_events::apikey::Scope;
-use taskledger_events::command::load;
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::task::{TaskEvent, TaskId, TaskStatus, Tasks};
-use taskledger_events::{Direction, EventStore, RecordedEvent};
-use uuid::Uuid;
+use taskledger_events::task::{TaskEvent, TaskId, TaskStatus};
+use taskledger_events::{EventStore, RecordedEvent};
 
 use crate::helpers::TestApp;
-use crate::running::{amqp_url, delete_topology, BROKER};
-use crate::support::cli::free_port;
+use crate::plans::id_of;
+use crate::running::{amqp_url, BROKER};
 use crate::support::http::send;
+use crate::support::kinds::local_sh_kind;
+use crate::support::log::{task_history, wait_for_tasks, FINAL_EVENT_TYPES};
 use crate::support::poll::eventually;
-use crate::support::serve::ServeProcess;
+use crate::support::serve::ServeProcesses;
 
 /// The lease TTL of every runner process here (seconds): how long after a
 /// runner's death its attempts are taken back.
@@ -37,40 +36,22 @@ const LEASE_TTL_SECONDS: i64 = 3;
 
 /// `step` runs `sh -c` on the runner's host (`local`), with attempts left
 /// for a dead runner's retry; `flaky` retries exit code 75 after 1 s.
-const KINDS: &str = r#"
-[kinds.step]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 120
-max_attempts = 3
-
-[kinds.flaky]
-image = "unused"
-executor = "local"
-command = ["sh", "-c", "{script}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_attempts = 3
-retry = { initial_backoff_seconds = 1, max_backoff_seconds = 1, jitter = 0.0, retry_exit_codes = [75] }
-"#;
-
-const FINAL: &[&str] = &[
-    "TaskSucceeded",
-    "TaskFailed",
-    "TaskTimedOut",
-    "TaskCanceled",
-];
+fn kinds() -> String {
+    let step = local_sh_kind("step", "timeout_seconds = 120\nmax_attempts = 3\n");
+    let flaky = local_sh_kind(
+        "flaky",
+        "timeout_seconds = 60\nmax_attempts = 3\nretry = { initial_backoff_seconds = 1, \
+         max_backoff_seconds = 1, jitter = 0.0, retry_exit_codes = [75] }\n",
+    );
+    format!("{step}{flaky}")
+}
 
 /// The service here, its processes, and a key of tenant `acme`.
 struct Installation {
     app: TestApp,
     store: PgEventStore,
     key: String,
-    prefix: String,
-    dir: PathBuf,
-    processes: Vec<ServeProcess>,
+    processes: ServeProcesses,
     _broker: tokio::sync::RwLockReadGuard<'static, ()>,
 }
 
@@ -79,13 +60,10 @@ impl Installation {
     /// `follower_here`.
     async fn start(follower_here: bool) -> Self {
         let broker = BROKER.read().await;
-        let prefix = format!("tl-test-{}", Uuid::new_v4().simple());
-        let dir = std::env::temp_dir().join(format!("tl-plan-crash-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("kinds.toml"), KINDS).unwrap();
+        let processes = ServeProcesses::prepare("tl-plan-crash", &kinds(), LEASE_TTL_SECONDS);
         // One blob store for all (a child's inputs are its parents' blobs).
-        let (p, d) = (prefix.clone(), dir.join("data"));
-        let app = TestApp::spawn_with_config(KINDS, move |settings| {
+        let (p, d) = (processes.prefix.clone(), processes.dir.join("data"));
+        let app = TestApp::spawn_with_config(&kinds(), move |settings| {
             settings.roles = vec![Role::Api, Role::Projector, Role::Relay];
             if follower_here {
                 settings.roles.push(Role::Graphs);
@@ -103,9 +81,7 @@ impl Installation {
             app,
             store,
             key,
-            prefix,
-            dir,
-            processes: Vec::new(),
+            processes,
             _broker: broker,
         }
     }
@@ -113,37 +89,15 @@ impl Installation {
     /// Starts process `name` with `roles` (the runner's worker id is
     /// `name`) and waits until it is ready; its index.
     async fn start_process(&mut self, name: &str, roles: &str) -> usize {
-        let port = free_port();
-        let process = ServeProcess::start(
-            name,
-            port,
-            self.dir.join(format!("{name}.log")),
-            |command| {
-                command
-                    .env("DATABASE_URL", &self.app.database.url)
-                    .env("AMQP_URL", amqp_url())
-                    .env("TASKLEDGER_AMQP_PREFIX", &self.prefix)
-                    .env("TASKLEDGER_ROLES", roles)
-                    .env("TASKLEDGER_RUNNER_SLOTS", "2")
-                    .env("TASKLEDGER_WORKER_ID", name)
-                    .env("TASKLEDGER_CONFIG", self.dir.join("kinds.toml"))
-                    .env("TASKLEDGER_DATA_DIR", self.dir.join("data"))
-                    .env("TASKLEDGER_LISTEN", format!("127.0.0.1:{port}"))
-                    .env(
-                        "TASKLEDGER_LEASE_TTL_SECONDS",
-                        LEASE_TTL_SECONDS.to_string(),
-                    )
-                    .env("TASKLEDGER_LOG", "info");
-            },
-        )
-        .await;
-        self.processes.push(process);
-        self.processes.len() - 1
+        let data_dir = self.processes.dir.join("data");
+        self.processes
+            .start(&self.app.database.url, name, name, roles, 2, data_dir)
+            .await
     }
 
     /// SIGKILL to process `index`'s group: nothing of it cleans up.
     fn kill(&mut self, index: usize) {
-        self.processes[index].kill();
+        self.processes.kill(index);
     }
 
     /// Submits `tasks` as a plan of `acme`; its id and view.
@@ -175,7 +129,7 @@ impl Installation {
                 }
                 Err(format!(
                     "wanted counts {counts}, got {status}: {plan} (process logs in {})",
-                    self.dir.display()
+                    self.processes.dir.display()
                 ))
             },
         )
@@ -189,61 +143,39 @@ impl Installation {
         what: &str,
         ready: impl Fn(TaskStatus, u32) -> bool,
     ) {
-        eventually(
+        wait_for_tasks(
+            &self.store,
+            tasks,
             Duration::from_secs(60),
             Duration::from_millis(50),
-            || async {
-                for task_id in tasks {
-                    let task = load::<Tasks>(&self.store, &task_id.stream_id())
-                        .await
-                        .unwrap()
-                        .state
-                        .unwrap();
-                    if !ready(task.status, task.attempts_started) {
-                        return Err(format!(
-                            "task {task_id} is not {what}: {:?} after {} attempts (logs in {})",
-                            task.status,
-                            task.attempts_started,
-                            self.dir.display()
-                        ));
-                    }
-                }
-                Ok(())
+            |task| ready(task.status, task.attempts_started),
+            |task_id, task| {
+                format!(
+                    "task {task_id} is not {what}: {:?} after {} attempts (logs in {})",
+                    task.status,
+                    task.attempts_started,
+                    self.processes.dir.display()
+                )
             },
         )
         .await;
     }
 
     async fn history(&self, task_id: TaskId) -> Vec<RecordedEvent> {
-        self.store
-            .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
-            .await
-            .unwrap()
+        task_history(&self.store, task_id).await
     }
 
     async fn finish(mut self) {
-        for process in &mut self.processes {
-            process.stop();
-        }
+        self.processes.stop_all();
         self.app.finish().await;
-        delete_topology(&self.prefix, &FileConfig::parse(KINDS).unwrap()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.processes
+            .clean_up(&FileConfig::parse(&kinds()).unwrap())
+            .await;
     }
 }
 
 fn task(name: &str, kind: &str, depends_on: &[&str], script: &str) -> Value {
     json!({"name": name, "kind": kind, "depends_on": depends_on, "params": {"script": script}})
-}
-
-/// The task id of `name` in a plan view.
-fn id_of(plan: &Value, name: &str) -> TaskId {
-    let task = plan["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|task| task["name"] == name)
-        .unwrap_or_else(|| panic!("no task {name} in {plan}"));
-    TaskId(task["task_id"].as_str().unwrap().parse().unwrap())
 }
 
 fn types(history: &[RecordedEvent]) -> Vec<&str> {
@@ -277,7 +209,7 @@ fn position_of(task_id: TaskId, history: &[RecordedEvent], event_type: &str) -> 
 fn assert_ran_once_per_attempt(task_id: TaskId, history: &[RecordedEvent]) -> Vec<String> {
     let finals: Vec<&str> = types(history)
         .into_iter()
-        .filter(|event_type| FINAL.contains(event_type))
+        .filter(|event_type| FINAL_EVENT_TYPES.contains(event_type))
         .collect();
     assert_eq!(finals, ["TaskSucceeded"], "{task_id}: {:?}", types(history));
     assert_eq!(
@@ -447,7 +379,7 @@ async fn a_graph_follower_killed_mid_plan_resumes_from_its_checkpoint() {
     installation.start_process("runner-1", "runner").await;
     let follower = installation.start_process("graphs-1", "graphs").await;
     // B and C run until the test opens the gate.
-    let gate = installation.dir.join("gate");
+    let gate = installation.processes.dir.join("gate");
     let middle = format!(
         "while [ ! -e '{}' ]; do sleep 0.05; done; echo {{name}} > \"$TASKLEDGER_OUT/{{name}}.txt\"",
         gate.display()

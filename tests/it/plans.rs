@@ -15,27 +15,20 @@ use taskledger::config::FileConfig;
 use taskledger_events::apikey::Scope;
 use taskledger_events::postgres::PgEventStore;
 use taskledger_events::task::{TaskEvent, TaskId};
-use taskledger_events::{Direction, EventStore};
+use taskledger_events::EventStore;
 use uuid::Uuid;
 
 use crate::helpers::TestApp;
-use crate::running::{amqp_url, delete_topology, BROKER};
+use crate::running::{amqp_url, delete_topology, BROKER, IMAGE};
 use crate::support::http::send;
+use crate::support::kinds::sh_kind;
+use crate::support::log::task_events;
 use crate::support::poll::eventually;
 
-const IMAGE: &str = "taskledger-test-busybox:latest";
-
 fn kinds() -> String {
-    format!(
-        r#"
-[kinds.sh]
-image = "{IMAGE}"
-command = ["sh", "-c", "{{script}}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_attempts = 1
-memory_mb = 64
-"#
+    sh_kind(
+        "sh",
+        &format!("image = \"{IMAGE}\"\ntimeout_seconds = 60\nmax_attempts = 1\nmemory_mb = 64\n"),
     )
 }
 
@@ -79,7 +72,7 @@ async fn post_plan(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value
 }
 
 /// The task id of `name` in a plan view.
-fn id_of(plan: &Value, name: &str) -> TaskId {
+pub(crate) fn id_of(plan: &Value, name: &str) -> TaskId {
     let task = plan["tasks"]
         .as_array()
         .unwrap()
@@ -105,19 +98,9 @@ async fn plan_with_counts(app: &TestApp, key: &str, id: &str, counts: Value) -> 
     .await
 }
 
-async fn events(store: &PgEventStore, task_id: TaskId) -> Vec<TaskEvent> {
-    store
-        .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|recorded| TaskEvent::from_recorded(recorded).unwrap())
-        .collect()
-}
-
 /// When the task's attempt started and when it succeeded, by the log.
 async fn span(store: &PgEventStore, task_id: TaskId) -> (DateTime<Utc>, DateTime<Utc>) {
-    let events = events(store, task_id).await;
+    let events = task_events(store, task_id).await;
     let started = events.iter().find_map(|event| match event {
         TaskEvent::Started(started) => Some(started.started_at),
         _ => None,
@@ -133,7 +116,7 @@ async fn span(store: &PgEventStore, task_id: TaskId) -> (DateTime<Utc>, DateTime
 }
 
 async fn cancel_reason(store: &PgEventStore, task_id: TaskId) -> String {
-    let events = events(store, task_id).await;
+    let events = task_events(store, task_id).await;
     events
         .iter()
         .find_map(|event| match event {
@@ -334,13 +317,9 @@ async fn a_failing_root_cancels_the_plan_and_a_canceled_plan_keeps_what_finished
         json!({"running": 1, "succeeded": 1, "waiting": 1}),
     )
     .await;
-    let response = send(
-        app.post(&acme, &format!("/v1/plans/{id}/cancel"))
-            .json(&json!({"reason": "not needed"})),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let canceled: Value = response.json().await.unwrap();
+    let canceled = app
+        .cancel(&acme, &format!("/v1/plans/{id}/cancel"), "not needed")
+        .await;
     let names = |list: &Value| -> Vec<String> {
         list.as_array()
             .unwrap()

@@ -21,15 +21,14 @@ use serde_json::{json, Value};
 use taskledger::adapters::blobs::BlobStore;
 use taskledger::adapters::rabbitmq;
 use taskledger::adapters::rabbitmq::Job;
-use taskledger::commands::execute;
 use taskledger::submission::Submission;
 use taskledger::workers::runner::{self, RunnerOptions};
-use taskledger_events::task::{RetryTask, StartTask, TaskCommand, TaskId, TaskStatus, Tasks};
-use taskledger_events::{Direction, EventStore, Metadata};
+use taskledger_events::task::{RetryTask, StartTask, TaskCommand, TaskId, TaskStatus};
+use taskledger_events::{Direction, EventStore};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use crate::running::{amqp_url, Cluster};
+use crate::support::log::execute_on_task;
 use crate::support::poll::eventually;
 
 /// How many low-priority tasks wait behind the busy slot.
@@ -91,12 +90,10 @@ async fn the_high_priority_task_goes_first(
     let high = submit(cluster, "echo high", HIGH_PRIORITY).await;
     before_release.await;
     cancel(cluster, blocker).await;
-    let task = cluster.wait_final(high, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    cluster.wait_succeeded(high, Duration::from_secs(60)).await;
     let high_started = started_at(cluster, high).await;
     for (index, low) in lows.iter().enumerate() {
-        let task = cluster.wait_final(*low, Duration::from_secs(120)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        cluster.wait_succeeded(*low, Duration::from_secs(120)).await;
         let low_started = started_at(cluster, *low).await;
         assert!(
             high_started < low_started,
@@ -293,8 +290,9 @@ async fn a_job_left_in_a_queue_without_priorities_runs_after_the_upgrade() {
     // The new release starts: its relay and runner declare priority queues.
     cluster.start_relay();
     cluster.start_runner(1);
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
     assert_eq!(task.result.unwrap()["moved"], true);
     cluster
         .assert_history(task_id, &["TaskSubmitted", "TaskStarted", "TaskSucceeded"])
@@ -326,8 +324,7 @@ async fn a_job_left_in_a_queue_without_priorities_runs_after_the_upgrade() {
     )
     .await;
     let after = submit(&cluster, "echo after", LOW_PRIORITY).await;
-    let task = cluster.wait_final(after, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    cluster.wait_succeeded(after, Duration::from_secs(60)).await;
     let _ = connection.close(200, "done".into()).await;
     cluster.finish().await;
 }
@@ -388,15 +385,7 @@ async fn a_retry_s_job_carries_its_task_s_priority() {
             next_attempt_at: None,
         }),
     ] {
-        execute::<Tasks>(
-            &cluster.store,
-            &task_id.stream_id(),
-            command,
-            Uuid::new_v4(),
-            Metadata::default(),
-        )
-        .await
-        .unwrap();
+        execute_on_task(&cluster.store, task_id, command).await;
     }
     cluster.start_relay();
     loop {
@@ -461,8 +450,9 @@ async fn a_retry_that_waited_in_the_wait_queues_keeps_its_priority() {
     )
     .await;
     cancel(&cluster, blocker).await;
-    let task = cluster.wait_final(retried, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    cluster
+        .wait_succeeded(retried, Duration::from_secs(60))
+        .await;
     let second_start = cluster
         .store
         .read_stream(&retried.stream_id(), 1, Direction::Forward, 100)
@@ -474,8 +464,7 @@ async fn a_retry_that_waited_in_the_wait_queues_keeps_its_priority() {
         .expect("a second attempt")
         .global_position;
     for (index, low) in lows.iter().enumerate() {
-        let task = cluster.wait_final(*low, Duration::from_secs(120)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        cluster.wait_succeeded(*low, Duration::from_secs(120)).await;
         let low_started = started_at(&cluster, *low).await;
         assert!(
             second_start < low_started,

@@ -8,7 +8,7 @@ use taskledger_events::postgres::{append_in_transaction, AppendRequest};
 use taskledger_events::task::{TaskEvent, TaskId};
 use taskledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 
-use crate::helpers::{TestApp, LOCAL_SH};
+use crate::helpers::{local_sh, TestApp};
 use crate::support::cli::taskledger_ok;
 use crate::support::http::{assert_text_contains, item_fields, item_with, metric, send, send_json};
 use crate::support::poll::eventually;
@@ -367,7 +367,7 @@ async fn metrics_show_runner_slots_while_an_attempt_runs() {
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let release = data_dir.join("release");
-    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |settings| {
+    let app = TestApp::spawn_in_process(&local_sh(), &data_dir, |settings| {
         settings.runner_slots = 3;
     })
     .await;

@@ -11,6 +11,7 @@ use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 
 use crate::helpers::{complete_first_attempt, start_first_attempt};
 use crate::support::cli::{stdout, taskledger, taskledger_ok, BINARY};
+use crate::support::log::execute_on_task;
 
 /// A database holding 12 events over two streams (alternating).
 pub(crate) async fn log() -> TestDatabase {
@@ -215,9 +216,9 @@ async fn state_shows_a_task_as_it_was() {
 async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
     use chrono::Utc;
     use taskledger::adapters::blobs::BlobStore;
-    use taskledger::commands::execute;
-    use taskledger_events::task::{Artifact, CompleteTask, Tasks};
-    use taskledger_events::Metadata;
+
+    use taskledger_events::task::{Artifact, CompleteTask};
+
     use uuid::Uuid;
 
     let database = TestDatabase::create().await;
@@ -248,15 +249,7 @@ async fn cleanup_removes_only_unreferenced_blobs_and_never_an_event() {
         }),
     ];
     for command in commands {
-        execute::<Tasks>(
-            &store,
-            &task_id.stream_id(),
-            command,
-            Uuid::new_v4(),
-            Metadata::default(),
-        )
-        .await
-        .unwrap();
+        execute_on_task(&store, task_id, command).await;
     }
     let head = store.head_position().await.unwrap();
     let cleanup = |args: &[&str]| {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskledger_events::task::{Task, TaskEvent, TaskId, TaskStatus};
-use taskledger_events::{Direction, EventStore};
 
 use crate::running::Cluster;
+use crate::support::log::task_events;
 
 /// Exits 75 ("try again") on attempts before `succeeds_on`, then succeeds.
 fn flaky_script(succeeds_on: u32) -> String {
@@ -21,18 +21,6 @@ fn flaky_script(succeeds_on: u32) -> String {
          fi; \
          printf '{{\"attempt\": %s}}' \"$TASKLEDGER_ATTEMPT\" > /out/result.json"
     )
-}
-
-/// The task's events, decoded, in order.
-async fn events(cluster: &Cluster, task_id: TaskId) -> Vec<TaskEvent> {
-    cluster
-        .store
-        .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|recorded| TaskEvent::from_recorded(recorded).unwrap())
-        .collect()
 }
 
 /// For each retry: the backoff it chose (due time − failure) and the gap
@@ -95,8 +83,9 @@ async fn a_flaky_task_is_retried_after_its_backoff_and_succeeds() {
         waiting.error
     );
 
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
     assert_eq!(task.attempts_started, 3);
     assert_eq!(
         task.result,
@@ -118,7 +107,7 @@ async fn a_flaky_task_is_retried_after_its_backoff_and_succeeds() {
             ],
         )
         .await;
-    let gaps = retry_gaps(&events(&cluster, task_id).await);
+    let gaps = retry_gaps(&task_events(&cluster.store, task_id).await);
     let seconds = |duration: chrono::Duration| duration.num_microseconds().unwrap() as f64 / 1e6;
     assert_eq!(gaps.len(), 2);
     // 2 s, then min(3 s, 2 s × 2) = 3 s; no jitter.
@@ -180,12 +169,13 @@ async fn a_waiting_retry_survives_a_restart_of_the_relay_and_the_runner() {
     cluster.start_relay();
     let second = cluster.start_runner(1);
 
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.worker_id.as_deref(), Some(second.as_str()));
     assert!(task.started_at.unwrap() >= due);
-    let gaps = retry_gaps(&events(&cluster, task_id).await);
+    let gaps = retry_gaps(&task_events(&cluster.store, task_id).await);
     assert_eq!(gaps.len(), 1);
     cluster.finish().await;
 }

@@ -14,22 +14,22 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use taskledger::adapters::blobs::BlobStore;
 use taskledger::adapters::rabbitmq::{self, Topology};
-use taskledger::commands::execute;
 use taskledger::config::FileConfig;
 use taskledger::submission::{self, Submission, Submitter};
 use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
 use taskledger::workers::runner::{self, RunnerOptions};
-use taskledger_events::command::load;
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus, Tasks};
+use taskledger_events::task::{CancelTask, Task, TaskCommand, TaskId, TaskStatus};
 use taskledger_events::testing::TestDatabase;
-use taskledger_events::{Direction, EventStore, Metadata};
+use taskledger_events::EventStore;
 use tokio::sync::{oneshot, watch, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, LOCAL_SH};
+use crate::helpers::{local_sh, TestApp};
 use crate::support::http::{item_with, send, send_json};
+use crate::support::kinds::sh_kind;
+use crate::support::log::{execute_on_task, task_history, task_state, terminal_events};
 use crate::support::poll::eventually;
 
 /// The broker is restarted by one test; the others hold this for reading
@@ -67,30 +67,27 @@ pub(crate) fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
-const IMAGE: &str = "taskledger-test-busybox:latest";
+/// The image the Docker kinds run.
+pub(crate) const IMAGE: &str = "taskledger-test-busybox:latest";
 
 fn kinds() -> String {
+    let sh = sh_kind(
+        "sh",
+        &format!(
+            "image = \"{IMAGE}\"\ntimeout_seconds = 60\nmax_attempts = 2\nmemory_mb = 64\n\
+             log_limit_bytes = 4096\nfiles_limit_bytes = 65536\n"
+        ),
+    );
+    let flaky = sh_kind(
+        "flaky",
+        &format!(
+            "image = \"{IMAGE}\"\ntimeout_seconds = 60\nmax_attempts = 3\nmemory_mb = 64\n\
+             retry = {{ initial_backoff_seconds = 2, max_backoff_seconds = 3, jitter = 0.0, \
+             retry_exit_codes = [75] }}\n"
+        ),
+    );
     format!(
-        r#"
-[kinds.sh]
-image = "{IMAGE}"
-command = ["sh", "-c", "{{script}}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_attempts = 2
-memory_mb = 64
-log_limit_bytes = 4096
-files_limit_bytes = 65536
-
-[kinds.flaky]
-image = "{IMAGE}"
-command = ["sh", "-c", "{{script}}"]
-required_params = ["script"]
-timeout_seconds = 60
-max_attempts = 3
-memory_mb = 64
-retry = {{ initial_backoff_seconds = 2, max_backoff_seconds = 3, jitter = 0.0, retry_exit_codes = [75] }}
-
+        r#"{sh}{flaky}
 [kinds.ghost]
 image = "taskledger-no-such-image:latest"
 command = ["true"]
@@ -231,6 +228,21 @@ impl Cluster {
         worker_id
     }
 
+    /// Stops the first runner still running at once, as a crash would:
+    /// its work stops, but the broker has not noticed yet.
+    pub(crate) async fn abort_first_runner(&mut self) {
+        let (_, _, handle) = self.runners.remove(0);
+        handle.abort();
+        let _ = handle.await;
+    }
+
+    /// [`Cluster::abort_first_runner`], which is `worker_id`, and the
+    /// broker drops its connection.
+    pub(crate) async fn kill_first_runner(&mut self, worker_id: &str) {
+        self.abort_first_runner().await;
+        close_connection(&format!("taskledger-runner-{worker_id}")).await;
+    }
+
     pub(crate) async fn submit(
         &self,
         kind: &str,
@@ -247,23 +259,20 @@ impl Cluster {
 
     /// Cancels the task in the log, as `POST /v1/tasks/{id}/cancel` would.
     pub(crate) async fn cancel(&self, task_id: TaskId, reason: Option<&str>) {
-        execute::<Tasks>(
+        execute_on_task(
             &self.store,
-            &task_id.stream_id(),
+            task_id,
             TaskCommand::Cancel(CancelTask {
                 task_id,
                 reason: reason.map(str::to_owned),
                 canceled_at: Utc::now(),
             }),
-            Uuid::new_v4(),
-            Metadata::default(),
         )
-        .await
-        .unwrap();
+        .await;
     }
 
     pub(crate) async fn task(&self, task_id: TaskId) -> Task {
-        load_task(&self.store, task_id).await
+        task_state(&self.store, task_id).await
     }
 
     /// Polls the log until `check` holds for the task.
@@ -304,12 +313,18 @@ impl Cluster {
         .await
     }
 
+    /// Waits up to `within` for the task to be final, which must be a
+    /// success (else the test fails showing its error).
+    pub(crate) async fn wait_succeeded(&self, task_id: TaskId, within: Duration) -> Task {
+        let task = self.wait_final(task_id, within).await;
+        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        task
+    }
+
     /// The task's event types, in order.
     pub(crate) async fn history(&self, task_id: TaskId) -> Vec<String> {
-        self.store
-            .read_stream(&task_id.stream_id(), 1, Direction::Forward, 1000)
+        task_history(&self.store, task_id)
             .await
-            .unwrap()
             .into_iter()
             .map(|event| event.event_type)
             .collect()
@@ -374,29 +389,6 @@ pub(crate) async fn submit_as_tests(
     .id
 }
 
-/// The task `task_id` folded from the log; panics if it does not exist.
-async fn load_task(store: &PgEventStore, task_id: TaskId) -> Task {
-    load::<Tasks>(store, &task_id.stream_id())
-        .await
-        .unwrap()
-        .state
-        .unwrap()
-}
-
-const FINAL: &[&str] = &[
-    "TaskSucceeded",
-    "TaskFailed",
-    "TaskTimedOut",
-    "TaskCanceled",
-];
-
-fn terminal_events(history: &[String]) -> usize {
-    history
-        .iter()
-        .filter(|event| FINAL.contains(&event.as_str()))
-        .count()
-}
-
 /// Names of containers (running or not) labelled with `task_id`.
 async fn containers_of(task_id: TaskId) -> Vec<String> {
     let output = tokio::process::Command::new("docker")
@@ -445,8 +437,9 @@ async fn a_task_runs_sandboxed_and_its_files_become_artifacts() {
         printf '{"answer": 42, "caps": "%s", "root": "%s", "nets": "%s"}' "$caps" "$root" "$nets" > /out/result.json
     "#;
     let task_id = cluster.submit_script(script).await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
     let result = task.result.clone().unwrap();
     assert_eq!(result["answer"], 42);
     assert_eq!(
@@ -522,8 +515,7 @@ async fn failures_timeouts_missing_images_and_big_output() {
         "{error}"
     );
 
-    let task = cluster.wait_final(loud, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster.wait_succeeded(loud, Duration::from_secs(60)).await;
     let stdout = task
         .artifacts
         .iter()
@@ -561,19 +553,16 @@ async fn canceling_a_running_task_stops_its_container() {
         },
     )
     .await;
-    execute::<Tasks>(
+    execute_on_task(
         &cluster.store,
-        &task_id.stream_id(),
+        task_id,
         TaskCommand::Cancel(CancelTask {
             task_id,
             reason: Some("changed my mind".into()),
             canceled_at: Utc::now(),
         }),
-        Uuid::new_v4(),
-        Metadata::default(),
     )
-    .await
-    .unwrap();
+    .await;
     wait_no_containers(task_id).await;
     // The runner has nothing to add: canceled is final.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -596,8 +585,9 @@ async fn two_runners_on_one_queue_claim_each_task_once() {
     }
     let mut workers = BTreeSet::new();
     for (index, task_id) in tasks.iter().enumerate() {
-        let task = cluster.wait_final(*task_id, Duration::from_secs(120)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        let task = cluster
+            .wait_succeeded(*task_id, Duration::from_secs(120))
+            .await;
         assert_eq!(task.result.unwrap()["index"], index);
         workers.insert(task.worker_id.unwrap());
         let history = cluster.history(*task_id).await;
@@ -657,13 +647,11 @@ async fn a_runner_that_dies_mid_task_leaves_a_retry_and_one_ending() {
         .await;
     cluster.wait_running(task_id).await;
     // The first runner dies: its work stops and the broker drops it.
-    let (_, _, handle) = cluster.runners.remove(0);
-    handle.abort();
-    let _ = handle.await;
-    close_connection(&format!("taskledger-runner-{first}")).await;
+    cluster.kill_first_runner(&first).await;
     cluster.start_runner(1);
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
     assert_eq!(task.attempts_started, 2);
     assert_eq!(task.worker_id.as_deref(), Some("runner-2"));
     let history = cluster.history(task_id).await;
@@ -694,8 +682,9 @@ async fn a_runner_that_only_lost_its_broker_connection_is_not_run_over() {
     // The broker drops the first runner (a network blip); its attempt goes
     // on, and its lease tells the other runner it is alive.
     close_connection(&format!("taskledger-runner-{first}")).await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(60))
+        .await;
     assert_eq!(task.attempts_started, 1);
     assert_eq!(task.worker_id.as_deref(), Some(first.as_str()));
     // The redelivered job is acknowledged once the task has ended; nothing
@@ -758,8 +747,9 @@ async fn the_relay_checkpoint_reaches_the_head_soon_after_the_log_goes_quiet() {
         tasks.push(cluster.submit_script(&format!("echo {index}")).await);
     }
     for task_id in tasks {
-        let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        cluster
+            .wait_succeeded(task_id, Duration::from_secs(60))
+            .await;
     }
     // Nothing more is appended: the row moves to the head about a second
     // after the last confirmed batch, without another event to carry it.
@@ -966,9 +956,9 @@ async fn artifacts_are_served_with_type_length_etag_and_ranges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_broker_jobs_pass_in_process_to_a_local_executor() {
     let data_dir = std::env::temp_dir().join(format!("tl-data-{}", Uuid::new_v4()));
-    let app = TestApp::spawn_in_process(LOCAL_SH, &data_dir, |_| {}).await;
+    let app = TestApp::spawn_in_process(&local_sh(), &data_dir, |_| {}).await;
     let store = app.store();
-    let config = FileConfig::parse(LOCAL_SH).unwrap();
+    let config = FileConfig::parse(&local_sh()).unwrap();
     let submit = |script: &'static str| {
         submit_directly(
             &store,
@@ -985,7 +975,7 @@ async fn without_a_broker_jobs_pass_in_process_to_a_local_executor() {
             Duration::from_secs(30),
             Duration::from_millis(50),
             || async {
-                let task = load_task(&store, task_id).await;
+                let task = task_state(&store, task_id).await;
                 if task.status.is_final() {
                     Ok(task)
                 } else {

@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use taskledger_events::task::{Task, TaskId, TaskStatus};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, RwLockReadGuard};
 use uuid::Uuid;
 
 use crate::running::{close_connection, Cluster};
+use crate::support::kinds::sh_kind;
+use crate::support::log::terminal_events;
 use crate::support::poll::eventually;
 
 /// One test restarts `slurmctld`; the others hold this for reading so the
@@ -24,17 +26,15 @@ fn partition() -> String {
 
 fn kinds() -> String {
     let partition = partition();
+    let hpc = sh_kind(
+        "hpc",
+        &format!(
+            "executor = \"slurm\"\ntimeout_seconds = 120\nmax_attempts = 1\nlog_limit_bytes = 4096\n\
+             slurm = {{ partition = \"{partition}\", memory_mb = 64, cpus = 1 }}\n"
+        ),
+    );
     format!(
-        r#"
-[kinds.hpc]
-executor = "slurm"
-command = ["sh", "-c", "{{script}}"]
-required_params = ["script"]
-timeout_seconds = 120
-max_attempts = 1
-log_limit_bytes = 4096
-slurm = {{ partition = "{partition}", memory_mb = 64, cpus = 1 }}
-
+        r#"{hpc}
 [kinds.nowhere]
 executor = "slurm"
 command = ["true"]
@@ -95,12 +95,18 @@ fn count(history: &[String], event_type: &str) -> usize {
     history.iter().filter(|event| *event == event_type).count()
 }
 
-const TERMINAL: [&str; 4] = [
-    "TaskSucceeded",
-    "TaskFailed",
-    "TaskTimedOut",
-    "TaskCanceled",
-];
+/// Submits a job that takes the whole node for 300 s (sbatch must take
+/// it); its id.
+fn submit_blocker() -> String {
+    let blocker = std::process::Command::new("sbatch")
+        .args(["--parsable", "--exclusive", "--job-name=tl-test-blocker"])
+        .arg(format!("--partition={}", partition()))
+        .args(["--output=/dev/null", "--wrap=sleep 300"])
+        .output()
+        .unwrap();
+    assert!(blocker.status.success(), "{blocker:?}");
+    String::from_utf8_lossy(&blocker.stdout).trim().to_owned()
+}
 
 /// Waits until Slurm shows attempt 1's job of `task_id` CANCELLED.
 async fn wait_job_cancelled(task_id: TaskId, within: Duration) {
@@ -113,22 +119,37 @@ async fn wait_job_cancelled(task_id: TaskId, within: Duration) {
     .await;
 }
 
-fn terminal_events(history: &[String]) -> usize {
-    TERMINAL.iter().map(|event| count(history, event)).sum()
+/// Asserts that Slurm completed attempt 1's job of `task_id`, the one job
+/// submitted for it, and that the task ended once; its event types.
+async fn assert_one_completed_job(cluster: &Cluster, task_id: TaskId) -> Vec<String> {
+    assert_eq!(the_job(task_id, 1).1, "COMPLETED");
+    let history = cluster.history(task_id).await;
+    assert_eq!(count(&history, "TaskJobSubmitted"), 1);
+    assert_eq!(terminal_events(&history), 1);
+    history
+}
+
+/// The result [`WRITES_RESULT`] writes.
+fn written_result() -> Option<Map<String, Value>> {
+    Some(json!({"answer": 42}).as_object().unwrap().clone())
+}
+
+/// A cluster of this file's kinds, and a hold on [`CONTROLLER`] that lets
+/// no test restart `slurmctld` while it lives.
+async fn start_cluster() -> (RwLockReadGuard<'static, ()>, Cluster) {
+    let controller = CONTROLLER.read().await;
+    (controller, Cluster::start_with_kinds(&kinds()).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slurm_job_succeeds_with_its_out_files_as_artifacts_and_its_result() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(2);
     let task_id = submit(&cluster, WRITES_RESULT, None).await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(
-        task.result,
-        Some(json!({"answer": 42}).as_object().unwrap().clone())
-    );
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
+    assert_eq!(task.result, written_result());
     let names: Vec<&str> = task.artifacts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["report.txt", "result.json", "stdout.log"]);
     let log = task
@@ -165,17 +186,9 @@ async fn a_slurm_job_succeeds_with_its_out_files_as_artifacts_and_its_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_waiting_in_slurm_shows_queued_with_its_job_id_then_running() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     // A job that takes the whole node keeps the task's job PENDING.
-    let blocker = std::process::Command::new("sbatch")
-        .args(["--parsable", "--exclusive", "--job-name=tl-test-blocker"])
-        .arg(format!("--partition={}", partition()))
-        .args(["--output=/dev/null", "--wrap=sleep 300"])
-        .output()
-        .unwrap();
-    assert!(blocker.status.success(), "{blocker:?}");
-    let blocker = String::from_utf8_lossy(&blocker.stdout).trim().to_owned();
+    let blocker = submit_blocker();
     eventually(
         Duration::from_secs(60),
         Duration::from_millis(200),
@@ -223,8 +236,9 @@ async fn a_job_waiting_in_slurm_shows_queued_with_its_job_id_then_running() {
         .arg(&blocker)
         .status()
         .unwrap();
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
     let history = cluster.history(task_id).await;
     assert_eq!(
         history,
@@ -241,8 +255,7 @@ async fn a_job_waiting_in_slurm_shows_queued_with_its_job_id_then_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slurm_job_that_exits_non_zero_fails_the_task_with_its_exit_code() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(1);
     let task_id = submit(&cluster, "echo oops; exit 3", None).await;
     let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
@@ -269,8 +282,7 @@ async fn a_slurm_job_that_exits_non_zero_fails_the_task_with_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slurm_job_past_the_tasks_timeout_is_cancelled_and_the_task_timed_out() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(1);
     let task_id = submit(&cluster, "sleep 120", Some(2)).await;
     let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
@@ -283,8 +295,7 @@ async fn a_slurm_job_past_the_tasks_timeout_is_cancelled_and_the_task_timed_out(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_canceled_in_taskledger_has_its_slurm_job_cancelled() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(1);
     let task_id = submit(&cluster, "sleep 120", None).await;
     wait_job_running(&cluster, task_id).await;
@@ -300,41 +311,31 @@ async fn a_task_canceled_in_taskledger_has_its_slurm_job_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_runner_killed_mid_job_is_replaced_by_one_that_adopts_the_job() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     let first = cluster.start_runner(1);
     let task_id = submit(&cluster, &format!("sleep 6; {WRITES_RESULT}"), None).await;
     let running = wait_job_running(&cluster, task_id).await;
     // The first runner dies: its work stops and the broker drops it.
-    let (_, _, handle) = cluster.runners.remove(0);
-    handle.abort();
-    let _ = handle.await;
-    close_connection(&format!("taskledger-runner-{first}")).await;
+    cluster.kill_first_runner(&first).await;
     cluster.start_runner(1);
-    let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
     // max_attempts = 1: a retry would have failed the task.
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(90))
+        .await;
     assert_eq!(task.attempts_started, 1);
-    assert_eq!(
-        task.result,
-        Some(json!({"answer": 42}).as_object().unwrap().clone())
-    );
+    assert_eq!(task.result, written_result());
     assert_eq!(
         task.executor_job.unwrap().job_id,
         running.executor_job.unwrap().job_id
     );
-    assert_eq!(the_job(task_id, 1).1, "COMPLETED");
-    let history = cluster.history(task_id).await;
+    let history = assert_one_completed_job(&cluster, task_id).await;
     assert_eq!(count(&history, "TaskStarted"), 1);
-    assert_eq!(count(&history, "TaskJobSubmitted"), 1);
-    assert_eq!(terminal_events(&history), 1);
     cluster.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_runners_submit_each_task_exactly_once() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(2);
     cluster.start_runner(2);
     let mut tasks = Vec::new();
@@ -342,20 +343,17 @@ async fn two_runners_submit_each_task_exactly_once() {
         tasks.push(submit(&cluster, WRITES_RESULT, None).await);
     }
     for task_id in &tasks {
-        let task = cluster.wait_final(*task_id, Duration::from_secs(120)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-        assert_eq!(the_job(*task_id, 1).1, "COMPLETED");
-        let history = cluster.history(*task_id).await;
-        assert_eq!(count(&history, "TaskJobSubmitted"), 1);
-        assert_eq!(terminal_events(&history), 1);
+        cluster
+            .wait_succeeded(*task_id, Duration::from_secs(120))
+            .await;
+        assert_one_completed_job(&cluster, *task_id).await;
     }
     cluster.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submission_slurm_refuses_fails_the_task_with_slurms_message_and_no_retry() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     cluster.start_runner(1);
     let task_id = cluster.submit("nowhere", json!({}), None).await;
     let task = cluster.wait_final(task_id, Duration::from_secs(60)).await;
@@ -423,16 +421,11 @@ async fn a_slurmctld_restart_mid_run_loses_nothing() {
     let task_id = submit(&cluster, &format!("sleep 8; {WRITES_RESULT}"), None).await;
     wait_job_running(&cluster, task_id).await;
     restart_slurmctld().await;
-    let task = cluster.wait_final(task_id, Duration::from_secs(120)).await;
-    assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
-    assert_eq!(
-        task.result,
-        Some(json!({"answer": 42}).as_object().unwrap().clone())
-    );
-    assert_eq!(the_job(task_id, 1).1, "COMPLETED");
-    let history = cluster.history(task_id).await;
-    assert_eq!(count(&history, "TaskJobSubmitted"), 1);
-    assert_eq!(terminal_events(&history), 1);
+    let task = cluster
+        .wait_succeeded(task_id, Duration::from_secs(120))
+        .await;
+    assert_eq!(task.result, written_result());
+    assert_one_completed_job(&cluster, task_id).await;
     cluster.finish().await;
 }
 
@@ -524,26 +517,21 @@ async fn with_the_node_busy_a_higher_priority_task_submitted_later_starts_first(
         .output()
         .unwrap();
     let cpus = String::from_utf8_lossy(&cpus.stdout).trim().to_owned();
-    let kinds = format!(
-        "{}\n[kinds.hpc-node]\nexecutor = \"slurm\"\ncommand = [\"sh\", \"-c\", \"{{script}}\"]\n\
-         required_params = [\"script\"]\nmax_attempts = 1\n\
-         slurm = {{ partition = \"{}\", memory_mb = 64, cpus = {cpus} }}\n",
-        kinds(),
-        partition()
+    let hpc_node = sh_kind(
+        "hpc-node",
+        &format!(
+            "executor = \"slurm\"\nmax_attempts = 1\n\
+             slurm = {{ partition = \"{}\", memory_mb = 64, cpus = {cpus} }}\n",
+            partition()
+        ),
     );
+    let kinds = format!("{}\n{hpc_node}", kinds());
     let mut cluster = Cluster::start_with_kinds(&kinds).await;
     let order = cluster.blobs.join("order.txt");
     std::fs::create_dir_all(&cluster.blobs).unwrap();
     // The whole node is taken, so both jobs wait, and each needs the whole
     // node, so they run one after the other.
-    let blocker = std::process::Command::new("sbatch")
-        .args(["--parsable", "--exclusive", "--job-name=tl-test-blocker"])
-        .arg(format!("--partition={}", partition()))
-        .args(["--output=/dev/null", "--wrap=sleep 300"])
-        .output()
-        .unwrap();
-    assert!(blocker.status.success(), "{blocker:?}");
-    let blocker = String::from_utf8_lossy(&blocker.stdout).trim().to_owned();
+    let blocker = submit_blocker();
     cluster.start_runner(2);
     let low = submit_ranked(&cluster, &order, "low", -1000).await;
     let recorded = |task: &Task| task.executor_job.is_some();
@@ -561,8 +549,9 @@ async fn with_the_node_busy_a_higher_priority_task_submitted_later_starts_first(
         .status()
         .unwrap();
     for task_id in [low, high] {
-        let task = cluster.wait_final(task_id, Duration::from_secs(90)).await;
-        assert_eq!(task.status, TaskStatus::Succeeded, "{:?}", task.error);
+        cluster
+            .wait_succeeded(task_id, Duration::from_secs(90))
+            .await;
     }
     assert_eq!(std::fs::read_to_string(&order).unwrap(), "high\nlow\n");
     cluster.finish().await;
@@ -570,14 +559,11 @@ async fn with_the_node_busy_a_higher_priority_task_submitted_later_starts_first(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_canceled_while_no_runner_watched_its_job_has_the_job_cancelled() {
-    let _controller = CONTROLLER.read().await;
-    let mut cluster = Cluster::start_with_kinds(&kinds()).await;
+    let (_controller, mut cluster) = start_cluster().await;
     let first = cluster.start_runner(1);
     let task_id = submit(&cluster, "sleep 120", None).await;
     wait_job_running(&cluster, task_id).await;
-    let (_, _, handle) = cluster.runners.remove(0);
-    handle.abort();
-    let _ = handle.await;
+    cluster.abort_first_runner().await;
     cluster.cancel(task_id, None).await;
     close_connection(&format!("taskledger-runner-{first}")).await;
     assert_eq!(the_job(task_id, 1).1, "RUNNING");

@@ -242,26 +242,8 @@ async fn a_ledger_anchors_the_chain_only_with_the_stored_hash() {
     let store = app.store();
     let head = store.head_position().await.unwrap();
     assert!(head >= 2, "the keys' events");
-    let post = |key: &str, body: Value| {
-        let request = app
-            .http
-            .post(app.url("/v1/ledgers/chain-a/confirmations"))
-            .bearer_auth(key)
-            .json(&body);
-        async move { request.send().await.unwrap() }
-    };
-    let status = || async {
-        let head = app.store().head_position().await.unwrap();
-        app.http
-            .get(app.url(&format!("/v1/ledgers?min_position={head}")))
-            .bearer_auth(&ledger)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let post = |key: &str, body: Value| app.confirm(key, &body);
+    let status = || app.read_at_head(&ledger, "/v1/ledgers");
     let right = hash_at(&store, head).await;
     let wrong = hash_at(&store, head - 1).await;
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod cli;
 pub(crate) mod http;
+pub(crate) mod kinds;
 pub(crate) mod log;
 pub(crate) mod poll;
 pub(crate) mod serve;

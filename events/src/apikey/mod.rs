@@ -32,8 +32,6 @@
 //! object *without* the `type` tag (see [`ApiKeyEvent::to_new_event`]), as for
 //! tasks.
 
-use crate::Aggregate;
-
 mod commands;
 mod decide;
 mod events;
@@ -56,28 +54,13 @@ pub use secret::{
 };
 pub use state::{apply, fold, ApiKey, ApiKeyState, SecretMatch};
 
-/// The API key aggregate, for [`crate::command::execute`] and the tests'
-/// given/when/then.
-#[derive(Debug, Clone, Copy)]
-pub struct ApiKeys;
-
-impl Aggregate for ApiKeys {
-    const NAME: &'static str = "api_keys";
-    const STREAM_PREFIX: &'static str = ApiKeyId::STREAM_PREFIX;
-
-    type State = ApiKeyState;
-    type Command = ApiKeyCommand;
-    type Event = ApiKeyEvent;
-
-    fn command_name(command: &ApiKeyCommand) -> &'static str {
-        match command {
-            ApiKeyCommand::Create(_) => "Create",
-            ApiKeyCommand::Revoke(_) => "Revoke",
-            ApiKeyCommand::Rotate(_) => "Rotate",
-        }
-    }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
+crate::aggregate::aggregate_of_module_functions! {
+    /// The API key aggregate, for [`crate::command::execute`] and the tests'
+    /// given/when/then.
+    pub struct ApiKeys;
+    NAME = "api_keys", STREAM_PREFIX = ApiKeyId::STREAM_PREFIX;
+    State = ApiKeyState, Event = ApiKeyEvent;
+    Command = ApiKeyCommand { Create, Revoke, Rotate }
 }
 
 crate::stream_id::uuid_identity!(

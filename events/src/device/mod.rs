@@ -93,13 +93,16 @@ impl Aggregate for Devices {
     type Event = DeviceEvent;
 
     fn command_name((_, command): &Self::Command) -> &'static str {
-        match command {
-            DeviceCommand::Queue(_) => "Queue",
-            DeviceCommand::AttemptSend(_) => "AttemptSend",
-            DeviceCommand::RecordSendResult(_) => "RecordSendResult",
-            DeviceCommand::Receive(_) => "Receive",
-            DeviceCommand::Assign(_) => "Assign",
-        }
+        crate::aggregate::variant_name!(
+            command,
+            DeviceCommand {
+                Queue,
+                AttemptSend,
+                RecordSendResult,
+                Receive,
+                Assign
+            }
+        )
     }
 
     fn decide(

@@ -117,6 +117,21 @@ fn failed(n: u32, final_failure: bool) -> DeviceEvent {
     })
 }
 
+/// The message `message_id` given up at its first attempt: the provider's
+/// code said retrying cannot help.
+fn failed_permanently(message_id: Uuid) -> DeviceEvent {
+    DeviceEvent::Failed(DeviceMessageFailed {
+        message_id,
+        attempt: 1,
+        code: Some(10),
+        text: "Invalid login credentials".into(),
+        permanent: true,
+        final_failure: true,
+        failed_at: at(2),
+        retry_at: None,
+    })
+}
+
 fn sent(n: u32, mt_id: u64) -> DeviceEvent {
     DeviceEvent::Sent(DeviceMessageSent {
         message_id: ID,
@@ -179,16 +194,7 @@ fn permanent_failures_and_success_are_final() {
     };
     let failed = given(sending.clone())
         .when(result(1, permanent))
-        .then_expect(vec![DeviceEvent::Failed(DeviceMessageFailed {
-            message_id: ID,
-            attempt: 1,
-            code: Some(10),
-            text: "Invalid login credentials".into(),
-            permanent: true,
-            final_failure: true,
-            failed_at: at(2),
-            retry_at: None,
-        })]);
+        .then_expect(vec![failed_permanently(ID)]);
     assert_eq!(failed.message(ID).unwrap().status, OutboundStatus::Failed);
     let state = given(sending.clone())
         .when(result(1, SendResult::Sent { mt_id: 42 }))
@@ -359,16 +365,7 @@ fn finished_message(n: u128) -> [DeviceEvent; 3] {
     };
     queued.message_id = message_id;
     let end = if n % 3 == 0 {
-        DeviceEvent::Failed(DeviceMessageFailed {
-            message_id,
-            attempt: 1,
-            code: Some(10),
-            text: "Invalid login credentials".into(),
-            permanent: true,
-            final_failure: true,
-            failed_at: at(2),
-            retry_at: None,
-        })
+        failed_permanently(message_id)
     } else {
         DeviceEvent::Sent(DeviceMessageSent {
             message_id,

@@ -81,27 +81,16 @@ impl LedgerName {
     }
 }
 
-/// The ledger aggregate, for [`crate::command::execute`] and the tests'
-/// given/when/then.
-#[derive(Debug, Clone, Copy)]
-pub struct Ledgers;
-
-impl Aggregate for Ledgers {
-    const NAME: &'static str = "ledgers";
-    const STREAM_PREFIX: &'static str = "ledger-";
+crate::aggregate::aggregate_of_module_functions! {
+    /// The ledger aggregate, for [`crate::command::execute`] and the tests'
+    /// given/when/then.
+    pub struct Ledgers;
+    NAME = "ledgers", STREAM_PREFIX = "ledger-";
     /// Every confirmation is an event, for as long as the ledger syncs.
-    const SNAPSHOTS: Option<SnapshotPolicy<LedgerState>> = Some(SnapshotPolicy::json(100, 1));
-
-    type State = LedgerState;
-    type Command = ConfirmLedgerEntries;
-    type Event = LedgerEvent;
-
-    /// The ledger has one command (a struct, not an enum): `Confirm`.
-    fn command_name(_: &ConfirmLedgerEntries) -> &'static str {
-        "Confirm"
-    }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
+    SNAPSHOTS = Some(SnapshotPolicy::json(100, 1));
+    State = LedgerState, Event = LedgerEvent;
+    // The ledger has one command (a struct, not an enum): `Confirm`.
+    Command = ConfirmLedgerEntries as "Confirm"
 }
 
 /// An inclusive range of global positions.

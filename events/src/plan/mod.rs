@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::task::TaskId;
 use crate::tenant::TenantName;
-use crate::{Aggregate, Refusal};
+use crate::Refusal;
 
 /// The most tasks one plan holds.
 pub const MAX_PLAN_TASKS: usize = 100;
@@ -181,26 +181,13 @@ pub fn apply(_state: PlanState, event: &PlanEvent) -> PlanState {
     Some(submitted.clone())
 }
 
-/// The plan aggregate, for [`crate::command::execute`] and
-/// [`crate::command::load`].
-#[derive(Debug, Clone, Copy)]
-pub struct Plans;
-
-impl Aggregate for Plans {
-    const NAME: &'static str = "plans";
-    const STREAM_PREFIX: &'static str = PlanId::STREAM_PREFIX;
-
-    type State = PlanState;
-    type Command = PlanCommand;
-    type Event = PlanEvent;
-
-    fn command_name(command: &PlanCommand) -> &'static str {
-        match command {
-            PlanCommand::Submit(_) => "Submit",
-        }
-    }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
+crate::aggregate::aggregate_of_module_functions! {
+    /// The plan aggregate, for [`crate::command::execute`] and
+    /// [`crate::command::load`].
+    pub struct Plans;
+    NAME = "plans", STREAM_PREFIX = PlanId::STREAM_PREFIX;
+    State = PlanState, Event = PlanEvent;
+    Command = PlanCommand { Submit }
 }
 
 #[cfg(test)]

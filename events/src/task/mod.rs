@@ -41,8 +41,6 @@
 //! [`TaskEvent::to_new_event`]). The serde form of [`TaskEvent`] (for messages
 //! and logs) is the same object with the tag added.
 
-use crate::Aggregate;
-
 mod commands;
 mod decide;
 mod events;
@@ -68,36 +66,16 @@ pub use events::{
 };
 pub use state::{apply, fits, fold, ExecutorJob, Progress, Task, TaskState, TaskStatus};
 
-/// The task aggregate, for [`crate::command::execute`] and the tests'
-/// given/when/then.
-#[derive(Debug, Clone, Copy)]
-pub struct Tasks;
-
-impl Aggregate for Tasks {
-    const NAME: &'static str = "tasks";
-    const STREAM_PREFIX: &'static str = TaskId::STREAM_PREFIX;
-
-    type State = TaskState;
-    type Command = TaskCommand;
-    type Event = TaskEvent;
-
-    fn command_name(command: &TaskCommand) -> &'static str {
-        match command {
-            TaskCommand::Submit(_) => "Submit",
-            TaskCommand::Cancel(_) => "Cancel",
-            TaskCommand::Start(_) => "Start",
-            TaskCommand::RecordProgress(_) => "RecordProgress",
-            TaskCommand::Complete(_) => "Complete",
-            TaskCommand::Fail(_) => "Fail",
-            TaskCommand::TimeOut(_) => "TimeOut",
-            TaskCommand::Retry(_) => "Retry",
-            TaskCommand::RecordJobSubmitted(_) => "RecordJobSubmitted",
-            TaskCommand::RecordJobRunning(_) => "RecordJobRunning",
-            TaskCommand::ResolveDependencies(_) => "ResolveDependencies",
-        }
+crate::aggregate::aggregate_of_module_functions! {
+    /// The task aggregate, for [`crate::command::execute`] and the tests'
+    /// given/when/then.
+    pub struct Tasks;
+    NAME = "tasks", STREAM_PREFIX = TaskId::STREAM_PREFIX;
+    State = TaskState, Event = TaskEvent;
+    Command = TaskCommand {
+        Submit, Cancel, Start, RecordProgress, Complete, Fail, TimeOut, Retry,
+        RecordJobSubmitted, RecordJobRunning, ResolveDependencies,
     }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
 }
 
 crate::stream_id::uuid_identity!(

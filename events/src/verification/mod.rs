@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{codec, Aggregate, Refusal, StreamId};
+use crate::{codec, Refusal, StreamId};
 
 #[cfg(test)]
 mod tests;
@@ -84,23 +84,12 @@ pub struct VerificationState {
     pub last: Option<ChainVerified>,
 }
 
-/// The verification aggregate, for [`crate::command::execute`].
-#[derive(Debug, Clone, Copy)]
-pub struct Verifications;
-
-impl Aggregate for Verifications {
-    const NAME: &'static str = "verifications";
-    const STREAM_PREFIX: &'static str = "verification-";
-
-    type State = VerificationState;
-    type Command = RecordVerification;
-    type Event = VerificationEvent;
-
-    fn command_name(_: &RecordVerification) -> &'static str {
-        "Record"
-    }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
+crate::aggregate::aggregate_of_module_functions! {
+    /// The verification aggregate, for [`crate::command::execute`].
+    pub struct Verifications;
+    NAME = "verifications", STREAM_PREFIX = "verification-";
+    State = VerificationState, Event = VerificationEvent;
+    Command = RecordVerification as "Record"
 }
 
 /// Whether `text` is a chain hash as records and anchors write it: 64

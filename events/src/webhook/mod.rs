@@ -25,8 +25,6 @@
 //! `events.rs`, the state in `state.rs`, the rules in `decide.rs`, and the
 //! kinds a webhook can ask for in `kinds.rs`.
 
-use crate::Aggregate;
-
 mod commands;
 mod decide;
 mod events;
@@ -47,31 +45,13 @@ pub use events::{
 pub use kinds::{kind_of, message_id, wants, UnknownKinds, KNOWN_KINDS};
 pub use state::{apply, Webhook, WebhookState, WebhookStatus};
 
-/// The webhook aggregate, for [`crate::command::execute`] and the tests'
-/// given/when/then.
-#[derive(Debug, Clone, Copy)]
-pub struct Webhooks;
-
-impl Aggregate for Webhooks {
-    const NAME: &'static str = "webhooks";
-    const STREAM_PREFIX: &'static str = WebhookId::STREAM_PREFIX;
-
-    type State = WebhookState;
-    type Command = WebhookCommand;
-    type Event = WebhookEvent;
-
-    fn command_name(command: &WebhookCommand) -> &'static str {
-        match command {
-            WebhookCommand::Create(_) => "Create",
-            WebhookCommand::Disable(_) => "Disable",
-            WebhookCommand::Enable(_) => "Enable",
-            WebhookCommand::Delete(_) => "Delete",
-            WebhookCommand::Replay(_) => "Replay",
-            WebhookCommand::RecordDelivery(_) => "RecordDelivery",
-        }
-    }
-
-    crate::aggregate::decide_and_apply_by_module_functions!();
+crate::aggregate::aggregate_of_module_functions! {
+    /// The webhook aggregate, for [`crate::command::execute`] and the tests'
+    /// given/when/then.
+    pub struct Webhooks;
+    NAME = "webhooks", STREAM_PREFIX = WebhookId::STREAM_PREFIX;
+    State = WebhookState, Event = WebhookEvent;
+    Command = WebhookCommand { Create, Disable, Enable, Delete, Replay, RecordDelivery }
 }
 
 crate::stream_id::uuid_identity!(

@@ -55,6 +55,18 @@ fn start(task_id: TaskId, worker: &str) -> TaskCommand {
     })
 }
 
+/// The first attempt of `task_id` succeeded.
+fn complete(task_id: TaskId) -> TaskCommand {
+    TaskCommand::Complete(CompleteTask {
+        task_id,
+        attempt: 1,
+        result: json!({ "ok": true }).as_object().unwrap().clone(),
+        exit_code: 0,
+        artifacts: vec![],
+        finished_at: Utc::now(),
+    })
+}
+
 async fn store() -> (PgEventStore, TestDatabase) {
     let database = TestDatabase::create().await;
     (
@@ -80,15 +92,7 @@ async fn a_task_moves_through_its_life_and_illegal_moves_are_refused() {
     )
     .await
     .unwrap();
-    let complete = TaskCommand::Complete(CompleteTask {
-        task_id,
-        attempt: 1,
-        result: json!({ "ok": true }).as_object().unwrap().clone(),
-        exit_code: 0,
-        artifacts: vec![],
-        finished_at: Utc::now(),
-    });
-    let done = run(&store, &stream, complete).await.unwrap();
+    let done = run(&store, &stream, complete(task_id)).await.unwrap();
     assert_eq!(done.stream_version, 3);
     assert_eq!(done.state.as_ref().unwrap().status, TaskStatus::Succeeded);
 
@@ -329,15 +333,7 @@ async fn a_command_on_a_known_stream_is_decided_again_when_the_stream_changed() 
     let stream = task_id.stream_id();
     let submitted = run(&store, &stream, submit(task_id)).await.unwrap();
     run(&store, &stream, start(task_id, "w1")).await.unwrap();
-    let complete = TaskCommand::Complete(CompleteTask {
-        task_id,
-        attempt: 1,
-        result: json!({ "ok": true }).as_object().unwrap().clone(),
-        exit_code: 0,
-        artifacts: vec![],
-        finished_at: Utc::now(),
-    });
-    let done = known_run(submitted, complete).await.unwrap();
+    let done = known_run(submitted, complete(task_id)).await.unwrap();
     assert_eq!(done.stream_version, 3);
     assert_eq!(done.state.unwrap().status, TaskStatus::Succeeded);
     database.drop_database().await;

@@ -6,7 +6,9 @@
 use chrono::Utc;
 use taskledger_events::codec;
 use taskledger_events::command::{execute, load, load_from_start, CommandError, Loaded};
-use taskledger_events::device::{DeviceCommand, DeviceEvent, Devices, Imei, ReceiveDeviceMessage};
+use taskledger_events::device::{
+    DeviceCommand, DeviceEvent, DeviceState, Devices, Imei, ReceiveDeviceMessage,
+};
 use taskledger_events::ledger::{LedgerName, Ledgers};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
 use taskledger_events::snapshot::{self, StoredSnapshot};
@@ -39,6 +41,39 @@ async fn append_events<E: codec::DomainEvent>(
         ExpectedVersion::Exact(version)
     };
     store.append(stream, expected, new_events).await.unwrap();
+}
+
+/// The device's stream with the first `len` events of its
+/// [`DeviceHistory`] shaped by `seed`, appended in one append; and those
+/// events.
+async fn device_stream(
+    store: &PgEventStore,
+    seed: u64,
+    len: usize,
+) -> (StreamId, Vec<DeviceEvent>) {
+    let stream = imei().stream_id();
+    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), seed).take(len).collect();
+    append_events(store, &stream, 0, &history).await;
+    (stream, history)
+}
+
+/// The snapshot row of the device's `stream` holding `state` at `version`
+/// (also its global position: the stream is the only one in the log),
+/// under state schema `state_version`.
+fn device_snapshot(
+    stream: &StreamId,
+    state_version: u32,
+    version: u64,
+    state: &DeviceState,
+) -> StoredSnapshot {
+    StoredSnapshot {
+        stream_id: stream.to_string(),
+        aggregate: Devices::NAME,
+        state_version,
+        stream_version: version,
+        global_position: version,
+        state: Devices::SNAPSHOTS.unwrap().encode(state).unwrap(),
+    }
 }
 
 /// Loads the stream (from its snapshot), waits for any snapshot the load
@@ -116,14 +151,12 @@ async fn snapshot_and_tail_equal_the_full_fold_at_many_versions() {
         snapshots.drop_all(None).await.unwrap();
         let state = Devices::fold(&history[..at]);
         snapshots
-            .write(&StoredSnapshot {
-                stream_id: stream.to_string(),
-                aggregate: Devices::NAME,
-                state_version: policy.state_version,
-                stream_version: at as u64,
-                global_position: at as u64,
-                state: policy.encode(&state).unwrap(),
-            })
+            .write(&device_snapshot(
+                &stream,
+                policy.state_version,
+                at as u64,
+                &state,
+            ))
             .await
             .unwrap();
         let loaded = load_and_compare::<Devices>(&store, &stream, &full).await;
@@ -161,23 +194,14 @@ async fn a_ledgers_snapshot_and_tail_equal_the_full_fold() {
 #[tokio::test]
 async fn a_snapshot_of_another_state_schema_is_never_read() {
     let (store, database) = store().await;
-    let stream = imei().stream_id();
-    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), 11).take(500).collect();
-    append_events(&store, &stream, 0, &history).await;
+    let (stream, history) = device_stream(&store, 11, 500).await;
     let policy = Devices::SNAPSHOTS.unwrap();
     let snapshots = store.snapshots().unwrap();
     // What schema k wrote at version 400: a state that, read as today's,
     // would be wrong (the state after 10 events) — it must not be used.
     let stale = Devices::fold(&history[..10]);
     for other in [policy.state_version + 1, policy.state_version - 1] {
-        let row = StoredSnapshot {
-            stream_id: stream.to_string(),
-            aggregate: Devices::NAME,
-            state_version: other,
-            stream_version: 400,
-            global_position: 400,
-            state: policy.encode(&stale).unwrap(),
-        };
+        let row = device_snapshot(&stream, other, 400, &stale);
         assert!(snapshots.write(&row).await.unwrap());
         assert_eq!(
             snapshots
@@ -208,9 +232,7 @@ async fn a_snapshot_of_another_state_schema_is_never_read() {
 #[tokio::test]
 async fn dropped_and_rebuilt_snapshots_give_the_same_results() {
     let (store, database) = store().await;
-    let device = imei().stream_id();
-    let devices: Vec<DeviceEvent> = DeviceHistory::new(imei(), 5).take(700).collect();
-    append_events(&store, &device, 0, &devices).await;
+    let (device, devices) = device_stream(&store, 5, 700).await;
     let name = LedgerName::new("mirror").unwrap();
     let ledger = StreamId::new(format!("ledger-{}", name.as_str())).unwrap();
     let ledgers: Vec<_> = LedgerHistory::new(name, 5).take(300).collect();
@@ -241,9 +263,7 @@ async fn dropped_and_rebuilt_snapshots_give_the_same_results() {
 #[tokio::test]
 async fn a_corrupted_snapshot_is_ignored_and_replaced() {
     let (store, database) = store().await;
-    let stream = imei().stream_id();
-    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), 13).take(400).collect();
-    append_events(&store, &stream, 0, &history).await;
+    let (stream, history) = device_stream(&store, 13, 400).await;
     let policy = Devices::SNAPSHOTS.unwrap();
     let client = store.pool().get().await.unwrap();
     let garbage: [&[u8]; 3] = [b"\xff\x00not json", br#"{"outbound": 7}"#, b""];
@@ -286,18 +306,12 @@ async fn a_corrupted_snapshot_is_ignored_and_replaced() {
 #[tokio::test]
 async fn an_older_snapshot_never_replaces_a_newer_one() {
     let (store, database) = store().await;
-    let stream = imei().stream_id();
-    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), 17).take(300).collect();
-    append_events(&store, &stream, 0, &history).await;
+    let (stream, history) = device_stream(&store, 17, 300).await;
     let policy = Devices::SNAPSHOTS.unwrap();
     let snapshots = store.snapshots().unwrap();
-    let at = |version: usize| StoredSnapshot {
-        stream_id: stream.to_string(),
-        aggregate: Devices::NAME,
-        state_version: policy.state_version,
-        stream_version: version as u64,
-        global_position: version as u64,
-        state: policy.encode(&Devices::fold(&history[..version])).unwrap(),
+    let at = |version: usize| {
+        let state = Devices::fold(&history[..version]);
+        device_snapshot(&stream, policy.state_version, version as u64, &state)
     };
     assert!(snapshots.write(&at(250)).await.unwrap());
     assert!(!snapshots.write(&at(200)).await.unwrap(), "older: kept out");
@@ -322,9 +336,7 @@ async fn an_older_snapshot_never_replaces_a_newer_one() {
 #[tokio::test]
 async fn concurrent_commands_from_a_snapshot_keep_the_version_check() {
     let (store, database) = store_with(StoreOptions::default()).await;
-    let stream = imei().stream_id();
-    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), 19).take(1_000).collect();
-    append_events(&store, &stream, 0, &history).await;
+    let (stream, _) = device_stream(&store, 19, 1_000).await;
     load::<Devices>(&store, &stream).await.unwrap();
     store.snapshots().unwrap().settled().await;
 
@@ -399,9 +411,7 @@ async fn a_store_without_snapshots_folds_everything() {
         ..StoreOptions::default()
     })
     .await;
-    let stream = imei().stream_id();
-    let history: Vec<DeviceEvent> = DeviceHistory::new(imei(), 23).take(300).collect();
-    append_events(&store, &stream, 0, &history).await;
+    let (stream, history) = device_stream(&store, 23, 300).await;
     let loaded = load::<Devices>(&store, &stream).await.unwrap();
     assert_eq!(loaded.snapshot_version, None);
     assert_eq!(loaded.state, Devices::fold(&history));

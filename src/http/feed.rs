@@ -10,7 +10,6 @@
 //! store's one listener wakes it.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::Response;
 use futures::StreamExt;
@@ -22,7 +21,7 @@ use super::auth::ReadLog;
 use super::paging::page_size;
 use super::problem::{ApiJson, ApiQuery, Problem};
 use super::responses::{Malformed, PlatformOnly};
-use super::sse::{resume_after, Admitted};
+use super::sse::{Admitted, LastEventId};
 use super::tasks::{event_view, EventPage, DEFAULT_PAGE, MAX_EVENTS_PAGE};
 use super::tenancy::PlatformAuthorized;
 use super::{log_unreadable, AppState};
@@ -80,8 +79,7 @@ pub async fn list_events(
     get, path = "/v1/events/stream", tag = "ledger",
     params(
         FeedQuery,
-        ("Last-Event-ID" = Option<u64>, Header, nullable = false,
-         description = "Resume after this sequence (a reconnecting client sends the last `id` it saw)"),
+        LastEventId,
     ),
     responses(
         (status = 200, description = "An endless event stream: each event's `id` is its sequence, `event` its type, `data` the event as in `GET /v1/events`", content_type = "text/event-stream"),
@@ -95,10 +93,10 @@ pub async fn list_events(
 pub async fn stream_events(
     State(state): State<AppState>,
     PlatformAuthorized { caller, .. }: PlatformAuthorized<ReadLog>,
-    headers: HeaderMap,
+    last_seen: LastEventId,
     ApiQuery(query): ApiQuery<FeedQuery>,
 ) -> Result<Response, Problem> {
-    let after = resume_after(&headers, query.after.unwrap_or(0))?;
+    let after = last_seen.after.or(query.after).unwrap_or(0);
     let admitted = Admitted::admit(&state, caller.key_id)?;
     // An unreadable event ends the stream (never skipped); the client
     // reconnects with Last-Event-ID and meets the same event again.

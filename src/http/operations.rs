@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use taskledger_projections::rebuild::{self, RebuildError, RebuildOptions, RebuildStatus};
 use taskledger_projections::runtime::{self, ProjectorLag};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Admin;
-use super::problem::{ApiJson, ApiPath, Problem};
+use super::problem::{path_extractor, ApiJson, Problem};
 use super::responses::{NoSuchProjection, PlatformOnly};
 use super::tenancy::PlatformAuthorized;
 use super::AppState;
@@ -49,6 +49,18 @@ pub struct ProjectionView {
 }
 
 /// A blue/green rebuild, as last recorded.
+/// A projection's name in the path (`{name}`).
+#[derive(Debug, Clone, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ProjectionPath {
+    /// The projection, e.g. `tasks`
+    pub name: String,
+}
+
+path_extractor!(ProjectionPath, "name", |name| Ok(Self {
+    name: name.to_owned()
+}));
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RebuildView {
     /// The version being (or that was) built.
@@ -105,7 +117,7 @@ pub async fn list_projections(
 /// One projector: version, checkpoint, lag, state and its last rebuild.
 #[utoipa::path(
     get, path = "/v1/projections/{name}", tag = "service",
-    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    params(ProjectionPath),
     responses(
         (status = 200, description = "The projector", body = ProjectionView),
         PlatformOnly, NoSuchProjection,
@@ -115,7 +127,7 @@ pub async fn list_projections(
 pub async fn get_projection(
     State(state): State<AppState>,
     _: PlatformAuthorized<Admin>,
-    ApiPath(name): ApiPath<String>,
+    ProjectionPath { name }: ProjectionPath,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     Ok(ApiJson(one(&state, &name).await?))
 }
@@ -126,7 +138,7 @@ pub async fn get_projection(
 /// Follow it at `GET /v1/projections/{name}` (the `Location`).
 #[utoipa::path(
     post, path = "/v1/projections/{name}/rebuild", tag = "service",
-    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    params(ProjectionPath),
     responses(
         (status = 202, description = "The rebuild started; the projection with its progress", body = ProjectionView,
             headers(("Location" = String, description = "Where to follow it"))),
@@ -139,7 +151,7 @@ pub async fn get_projection(
 pub async fn rebuild_projection(
     State(state): State<AppState>,
     _: PlatformAuthorized<Admin>,
-    ApiPath(name): ApiPath<String>,
+    ProjectionPath { name }: ProjectionPath,
 ) -> Result<Response, Problem> {
     let projector = taskledger_projections::by_name(&name).map_err(unknown)?;
     // Answer once the rebuild holds its lock (its first progress report),
@@ -199,7 +211,7 @@ pub async fn rebuild_projection(
 /// `taskledger projections pause`.
 #[utoipa::path(
     post, path = "/v1/projections/{name}/pause", tag = "service",
-    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    params(ProjectionPath),
     responses(
         (status = 200, description = "Paused (or already paused); the projection", body = ProjectionView),
         PlatformOnly, NoSuchProjection,
@@ -209,7 +221,7 @@ pub async fn rebuild_projection(
 pub async fn pause_projection(
     State(state): State<AppState>,
     _: PlatformAuthorized<Admin>,
-    ApiPath(name): ApiPath<String>,
+    ProjectionPath { name }: ProjectionPath,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     set_paused(&state, &name, true).await
 }
@@ -218,7 +230,7 @@ pub async fn pause_projection(
 /// resume`.
 #[utoipa::path(
     post, path = "/v1/projections/{name}/resume", tag = "service",
-    params(("name" = String, Path, description = "The projection, e.g. `tasks`")),
+    params(ProjectionPath),
     responses(
         (status = 200, description = "Resumed (or it was not paused); the projection", body = ProjectionView),
         PlatformOnly, NoSuchProjection,
@@ -228,7 +240,7 @@ pub async fn pause_projection(
 pub async fn resume_projection(
     State(state): State<AppState>,
     _: PlatformAuthorized<Admin>,
-    ApiPath(name): ApiPath<String>,
+    ProjectionPath { name }: ProjectionPath,
 ) -> Result<ApiJson<ProjectionView>, Problem> {
     set_paused(&state, &name, false).await
 }

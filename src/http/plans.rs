@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,7 +28,9 @@ use super::consistency::wait_for_position;
 use super::paging::{cut_page, page_size};
 use super::problem::{path_extractor, uuid_segment, ApiJson, ApiQuery, OptionalJson, Problem};
 use super::responses::{Authenticated, JsonBody, Malformed, OtherTenant, PositionWait};
-use super::tasks::{check_inputs_uploaded, now, submit_problem};
+use super::tasks::{
+    check_inputs_uploaded, created_or_retried, now, submit_problem, IdempotencyKey,
+};
 use super::{connection, database_error, tenancy, AppState};
 use crate::plans::{self, PlanEntry, PlanError, PlanRequest};
 use crate::submission::{Submission, Submitter};
@@ -225,18 +227,13 @@ fn no_such_plan(id: PlanId) -> Problem {
 #[utoipa::path(
     post, path = "/v1/plans", tag = "plans",
     request_body = SubmitPlanRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false,
-         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
-         description = "Makes a retry of this plan return the same plan (1 to 255 visible ASCII characters, no spaces)")
-    ),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "The plan and its tasks were created", body = PlanView,
             headers(("Location" = String, description = "The plan: `/v1/plans/{id}`"))),
         (status = 200, description = "An earlier try of this plan created it", body = PlanView,
             headers(("Location" = String, description = "The plan: `/v1/plans/{id}`"))),
         Authenticated, JsonBody,
-        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
         OtherTenant,
         (status = 422, description = "An empty plan, more than 100 tasks, a repeated or bad name, a cycle (named in order), a `depends_on` naming no task of the plan (named) or of the tenant, a task refused as `POST /v1/tasks` would refuse it, or a reused Idempotency-Key; nothing was stored", body = Problem, content_type = "application/problem+json"),
     ),
@@ -245,7 +242,7 @@ fn no_such_plan(id: PlanId) -> Problem {
 pub async fn submit_plan(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    headers: HeaderMap,
+    idempotency: IdempotencyKey,
     ApiJson(request): ApiJson<SubmitPlanRequest>,
 ) -> Result<Response, Problem> {
     let tenant = tenancy::acting_tenant(
@@ -253,7 +250,6 @@ pub async fn submit_plan(
         request.tenant.as_deref(),
         tenancy::ActingFor::Submission,
     )?;
-    let idempotency_key = super::tasks::idempotency_key(&headers)?;
     if request.tasks.len() > MAX_PLAN_TASKS {
         return Err(Problem::unprocessable(format!(
             "a plan holds at most {MAX_PLAN_TASKS} tasks; this one has {}",
@@ -303,7 +299,7 @@ pub async fn submit_plan(
         },
         Submitter {
             key_id: caller.key_id,
-            idempotency_key,
+            idempotency_key: idempotency.key.as_deref(),
         },
         now(),
     )
@@ -335,14 +331,7 @@ pub async fn submit_plan(
         submitted.plan.submitted_at,
         submitted.position,
     );
-    let status = if submitted.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let location =
-        HeaderValue::try_from(format!("/v1/plans/{}", view.id)).map_err(|_| Problem::internal())?;
-    Ok((status, [(header::LOCATION, location)], ApiJson(view)).into_response())
+    created_or_retried(submitted.created, format!("/v1/plans/{}", view.id), view)
 }
 
 /// Lists plans, newest first: a tenant key's own tenant's only, every

@@ -8,10 +8,12 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::key_watch::WatchedKey;
@@ -24,19 +26,32 @@ use crate::service::shutdown::Shutdown;
 /// live connection (and a hung-up client is noticed, freeing its slot).
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The position a stream resumes after: the `Last-Event-ID` a reconnecting
-/// client sends (each event's `id` is its position), else `otherwise`.
-///
-/// # Errors
-/// 400 when `Last-Event-ID` is not a position.
-pub(crate) fn resume_after(headers: &HeaderMap, otherwise: u64) -> Result<u64, Problem> {
-    match headers.get("last-event-id") {
-        Some(value) => value
+/// The `Last-Event-ID` header a reconnecting client sends: the position
+/// (each event's `id`) it saw last, which its stream resumes after and
+/// which takes precedence over the query's `after`.
+#[derive(Debug, Clone, Copy, Default, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventId {
+    /// Resume after this position (a reconnecting client sends the last
+    /// `id` it saw)
+    #[param(rename = "Last-Event-ID", value_type = u64, required = false)]
+    pub after: Option<u64>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
+    type Rejection = Problem;
+
+    /// 400 when `Last-Event-ID` is not a position.
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let Some(value) = parts.headers.get("last-event-id") else {
+            return Ok(Self::default());
+        };
+        let after = value
             .to_str()
             .ok()
             .and_then(|text| text.trim().parse::<u64>().ok())
-            .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a sequence number")),
-        None => Ok(otherwise),
+            .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a position in the log"))?;
+        Ok(Self { after: Some(after) })
     }
 }
 

@@ -42,19 +42,13 @@ pub(super) struct VerifyForm {
 impl VerifyForm {
     /// The `/v1/audit/verify` query of the fields filled in.
     fn query(&self) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [
-            ("from", &self.from),
+        pages::filled_in([
+            ("from", self.from.as_str()),
             ("to", &self.to),
             ("from_last_verified", &self.from_last_verified),
             ("from_anchor", &self.from_anchor),
-        ] {
-            let value = value.trim();
-            if !value.is_empty() {
-                query.append_pair(name, value);
-            }
-        }
-        query.finish()
+        ])
+        .finish()
     }
 
     /// Whether the tick box "from the last recorded verification" is ticked.

@@ -40,13 +40,11 @@ impl LiveQuery {
 
     /// The filters given, as a query string.
     fn query_string(&self) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [("kind", &self.kind), ("frontend_id", &self.frontend_id)] {
-            if !value.trim().is_empty() {
-                query.append_pair(name, value.trim());
-            }
-        }
-        query.finish()
+        pages::filled_in([
+            ("kind", self.kind.as_str()),
+            ("frontend_id", &self.frontend_id),
+        ])
+        .finish()
     }
 
     /// This page, for the list's script.

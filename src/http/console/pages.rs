@@ -79,6 +79,21 @@ struct MessagePage<'a> {
     detail: &'a str,
 }
 
+/// A query of the form fields filled in, each trimmed; blank ones are left
+/// out. More pairs may be appended before it is finished.
+pub(super) fn filled_in<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> form_urlencoded::Serializer<'static, String> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in fields {
+        let value = value.trim();
+        if !value.is_empty() {
+            query.append_pair(name, value);
+        }
+    }
+    query
+}
+
 /// `template` rendered, as a 200 page.
 pub(super) fn render(template: &impl Template) -> Response {
     match template.render() {

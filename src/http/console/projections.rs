@@ -10,7 +10,6 @@
 //! with `admin` only: any other key gets `/v1`'s 403 as the refusal page.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,8 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::pages::{self, render, Chrome};
-use super::session::SignedIn;
-use super::signin::form_fields;
+use super::session::{SignedForm, SignedIn};
 use super::views::{path_segment, when};
 use super::ConsoleState;
 
@@ -240,14 +238,9 @@ impl Operation {
 /// the projection's row).
 pub(super) async fn operate(
     State(state): State<ConsoleState>,
-    signed_in: SignedIn,
     Path((name, operation)): Path<(String, String)>,
-    body: Bytes,
+    SignedForm { signed_in, .. }: SignedForm,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
-        return pages::forged(Chrome::of(&signed_in));
-    }
     let Some(operation) = Operation::of(&operation) else {
         return pages::not_found(Some(Chrome::of(&signed_in)), "This page");
     };

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Request};
@@ -22,6 +23,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use super::pages::{self, Chrome};
+use super::signin::form_fields;
 use super::ConsoleState;
 use crate::http::auth::Caller;
 
@@ -216,6 +219,33 @@ impl SignedIn {
     /// Whether the form's `csrf` field is this session's token.
     pub(super) fn csrf_ok(&self, given: Option<&str>) -> bool {
         given.is_some_and(|given| tokens_match(given, &self.csrf))
+    }
+}
+
+/// A form a signed-in visitor posted, its `csrf` field checked against the
+/// session's token: a forged one is answered with the "forged" page.
+#[derive(Debug)]
+pub(super) struct SignedForm {
+    /// Who posted it.
+    pub(super) signed_in: SignedIn,
+    /// Its fields, by name (the last of a repeated one).
+    pub(super) fields: HashMap<String, String>,
+}
+
+impl FromRequest<ConsoleState> for SignedForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request<Body>, state: &ConsoleState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields = form_fields(&body);
+        if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
+            return Err(pages::forged(Chrome::of(&signed_in)));
+        }
+        Ok(Self { signed_in, fields })
     }
 }
 

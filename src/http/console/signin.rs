@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::pages::{self, render, Chrome};
 use super::session::{
-    cookie, local_next, random_token, set_cookie, sign_in_url, tokens_match, SignedIn,
+    cookie, local_next, random_token, set_cookie, sign_in_url, tokens_match, SignedForm,
     SESSION_COOKIE, SIGN_IN_COOKIE,
 };
 use super::ConsoleState;
@@ -158,14 +158,9 @@ pub(super) async fn sign_in(
 /// `POST /console/sign-out`, with the session's CSRF token.
 pub(super) async fn sign_out(
     State(state): State<ConsoleState>,
-    signed_in: SignedIn,
     headers: HeaderMap,
-    body: Bytes,
+    SignedForm { signed_in, .. }: SignedForm,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
-        return pages::forged(Chrome::of(&signed_in));
-    }
     state.sessions.close(&signed_in.session_id);
     (
         AppendHeaders([(SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, ""))]),

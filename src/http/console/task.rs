@@ -4,7 +4,6 @@
 //! at_version=`, the time-travel read); cancel for keys that may.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,8 +12,7 @@ use uuid::Uuid;
 
 use super::api::Refusal;
 use super::pages::{self, render, Chrome};
-use super::session::SignedIn;
-use super::signin::form_fields;
+use super::session::{SignedForm, SignedIn};
 use super::views::{
     path_segment, size, Artifact, ArtifactPage, Event, EventPage, Task, TaskResult,
 };
@@ -141,14 +139,9 @@ pub(super) async fn show(
 /// `POST /console/tasks/{id}/cancel`, with the session's CSRF token.
 pub(super) async fn cancel(
     State(state): State<ConsoleState>,
-    signed_in: SignedIn,
     Path(id): Path<String>,
-    body: Bytes,
+    SignedForm { signed_in, .. }: SignedForm,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
-        return pages::forged(Chrome::of(&signed_in));
-    }
     let Some(id) = task_id(&id) else {
         return no_such_task(&signed_in);
     };

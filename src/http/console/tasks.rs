@@ -54,18 +54,13 @@ pub(super) struct ListQuery {
 impl ListQuery {
     /// The filters (and, with `cursor`, the page) as a query string.
     fn query_string(&self, cursor: bool) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in [
-            ("status", &self.status),
+        let mut query = pages::filled_in([
+            ("status", self.status.as_str()),
             ("kind", &self.kind),
             ("frontend_id", &self.frontend_id),
             ("submitted_after", &self.submitted_after),
             ("submitted_before", &self.submitted_before),
-        ] {
-            if !value.trim().is_empty() {
-                query.append_pair(name, value.trim());
-            }
-        }
+        ]);
         if cursor && !self.cursor.is_empty() {
             query.append_pair("cursor", &self.cursor);
         }

@@ -6,7 +6,6 @@
 //! session's CSRF token.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
@@ -14,8 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::pages::{self, render, Chrome};
-use super::session::SignedIn;
-use super::signin::form_fields;
+use super::session::{SignedForm, SignedIn};
 use super::views::when;
 use super::ConsoleState;
 use crate::http::auth::{RequiredScopes, WriteWebhooks};
@@ -178,14 +176,9 @@ pub(super) async fn show(
 /// `POST /console/webhooks/{id}/enable`, with the session's CSRF token.
 pub(super) async fn enable(
     State(state): State<ConsoleState>,
-    signed_in: SignedIn,
     Path(id): Path<String>,
-    body: Bytes,
+    SignedForm { signed_in, .. }: SignedForm,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
-        return pages::forged(Chrome::of(&signed_in));
-    }
     let Some(id) = webhook_id(&id) else {
         return pages::not_found(Some(Chrome::of(&signed_in)), "This webhook");
     };
@@ -201,14 +194,9 @@ pub(super) async fn enable(
 /// 0, which refuses it with its own words (422).
 pub(super) async fn replay(
     State(state): State<ConsoleState>,
-    signed_in: SignedIn,
     Path(id): Path<String>,
-    body: Bytes,
+    SignedForm { signed_in, fields }: SignedForm,
 ) -> Response {
-    let fields = form_fields(&body);
-    if !signed_in.csrf_ok(fields.get("csrf").map(String::as_str)) {
-        return pages::forged(Chrome::of(&signed_in));
-    }
     let Some(id) = webhook_id(&id) else {
         return pages::not_found(Some(Chrome::of(&signed_in)), "This webhook");
     };

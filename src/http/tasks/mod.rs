@@ -14,11 +14,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SubsecRound, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskledger_events::task::{
     CancelTask, OnParentFailure, TaskCommand, TaskId, TaskStatus, Tasks,
@@ -221,32 +222,49 @@ pub(crate) async fn check_inputs_uploaded(
 /// The `Idempotency-Key` header of a submission (`POST /v1/tasks`,
 /// `POST /v1/plans`), if sent: a 400 unless it is 1 to 255 visible ASCII
 /// characters.
-pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-    submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
-    Ok(Some(key))
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes a retry of this request answer what its first try made (1 to
+    /// 255 visible ASCII characters, no spaces)
+    #[param(
+        rename = "Idempotency-Key",
+        value_type = String,
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    pub key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self::default());
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
+        submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
+        Ok(Self {
+            key: Some(key.to_owned()),
+        })
+    }
 }
 
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body = SubmitTaskRequest,
-    params(
-        ("Idempotency-Key" = Option<String>, Header, nullable = false,
-         min_length = 1, max_length = 255, pattern = "^[!-~]+$",
-         description = "Makes a retry of this submission return the same task (1 to 255 visible ASCII characters, no spaces)")
-    ),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "The task was created", body = TaskView,
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
         (status = 200, description = "An earlier try of this submission created the task", body = TaskView,
             headers(("Location" = String, description = "The task: `/v1/tasks/{id}`"))),
         Authenticated, JsonBody,
-        (status = 400, description = "Malformed JSON, or an Idempotency-Key that is not 1 to 255 visible ASCII characters", body = Problem, content_type = "application/problem+json"),
         OtherTenant,
         (status = 409, description = "The client task id names a different task", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown kind, missing or unknown parameter, a field missing, mistyped or out of range, a reused Idempotency-Key, or a platform key naming no tenant", body = Problem, content_type = "application/problem+json"),
@@ -256,7 +274,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Probl
 pub async fn submit_task(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<WriteTasks>,
-    headers: HeaderMap,
+    idempotency: IdempotencyKey,
     ApiJson(request): ApiJson<SubmitTaskRequest>,
 ) -> Result<Response, Problem> {
     let tenant = tenancy::acting_tenant(
@@ -264,7 +282,6 @@ pub async fn submit_task(
         request.tenant.as_deref(),
         tenancy::ActingFor::Submission,
     )?;
-    let idempotency_key = idempotency_key(&headers)?;
     check_inputs_uploaded(&state, &tenant, &request.inputs).await?;
     let submitted = submission::submit(
         &state.store,
@@ -286,7 +303,7 @@ pub async fn submit_task(
         },
         Submitter {
             key_id: caller.key_id,
-            idempotency_key,
+            idempotency_key: idempotency.key.as_deref(),
         },
         now(),
     )
@@ -297,13 +314,23 @@ pub async fn submit_task(
         submitted.stream_version,
         submitted.position,
     );
-    let status = if submitted.created {
+    created_or_retried(submitted.created, format!("/v1/tasks/{}", view.id), view)
+}
+
+/// The answer to a submission: 201 when it `created` what `location` names,
+/// 200 when a retry found what an earlier try made; `view` and the
+/// `Location` either way.
+pub(crate) fn created_or_retried(
+    created: bool,
+    location: String,
+    view: impl Serialize,
+) -> Result<Response, Problem> {
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let location =
-        HeaderValue::try_from(format!("/v1/tasks/{}", view.id)).map_err(|_| Problem::internal())?;
+    let location = HeaderValue::try_from(location).map_err(|_| Problem::internal())?;
     Ok((status, [(header::LOCATION, location)], ApiJson(view)).into_response())
 }
 

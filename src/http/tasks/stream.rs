@@ -9,7 +9,6 @@
 //! tenant's, a platform key every tenant's.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::Event;
 use axum::response::Response;
 use serde::Deserialize;
@@ -24,7 +23,7 @@ use super::changes::{ChangeFilter, TaskChangeView, TaskChanges};
 use crate::http::auth::{Authorized, ReadTasks};
 use crate::http::problem::{ApiQuery, Problem};
 use crate::http::responses::{Authenticated, Malformed};
-use crate::http::sse::{resume_after, Admitted};
+use crate::http::sse::{Admitted, LastEventId};
 use crate::http::{log_unreadable, tenancy, AppState};
 
 /// The SSE event name of every change.
@@ -118,8 +117,7 @@ pub struct TaskStreamQuery {
     get, path = "/v1/tasks/stream", tag = "tasks",
     params(
         TaskStreamQuery,
-        ("Last-Event-ID" = Option<u64>, Header, nullable = false,
-         description = "Resume after this position (a reconnecting client sends the last `id` it saw)"),
+        LastEventId,
     ),
     responses(
         (status = 200, description = "An endless event stream: each event's `id` is its position in the log, `event` is `task`, `data` the change as JSON (`TaskChangeView`)", body = TaskChangeEvent, content_type = "text/event-stream"),
@@ -130,7 +128,7 @@ pub struct TaskStreamQuery {
 pub async fn stream_tasks(
     State(state): State<AppState>,
     Authorized { caller, .. }: Authorized<ReadTasks>,
-    headers: HeaderMap,
+    last_seen: LastEventId,
     ApiQuery(query): ApiQuery<TaskStreamQuery>,
 ) -> Result<Response, Problem> {
     for (name, value) in [
@@ -147,14 +145,13 @@ pub async fn stream_tasks(
             )));
         }
     }
-    let after = match (headers.contains_key("last-event-id"), query.after) {
-        (false, Some(after)) => after,
-        (false, None) => state
+    let after = match last_seen.after.or(query.after) {
+        Some(after) => after,
+        None => state
             .store
             .head_position()
             .await
             .map_err(log_unreadable("reading the log's head"))?,
-        (true, _) => resume_after(&headers, 0)?,
     };
     let filter = ChangeFilter {
         tenants: tenancy::listing_tenants(&caller, query.tenant.as_deref()),

@@ -380,17 +380,8 @@ mod tests {
 
     fn submission(client_task_id: Option<&str>) -> Submission {
         Submission {
-            kind: "echo".into(),
-            params: Map::new(),
-            tenant: TenantName::default_tenant(),
-            frontend_id: "web".into(),
             client_task_id: client_task_id.map(str::to_owned),
-            priority: None,
-            timeout_seconds: None,
-            max_attempts: None,
-            inputs: std::collections::BTreeMap::new(),
-            depends_on: Vec::new(),
-            on_parent_failure: OnParentFailure::Cancel,
+            ..Submission::new("echo", Map::new(), "web")
         }
     }
 

@@ -1,7 +1,37 @@
 //! Summaries of what a run measured: latencies as milliseconds and their
-//! percentiles.
+//! percentiles; when each task ended, as the log says.
 
 use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use taskledger_events::store::Subscription;
+use taskledger_events::task::{TaskEvent, TaskId};
+
+/// The next event of `feed` if it ends a task: the task, when its end was
+/// recorded, and whether it succeeded; `None` for any other event.
+///
+/// # Errors
+/// When no event comes for 120 s, the feed ends or fails, or a task's
+/// event does not decode.
+pub(crate) async fn next_task_end(
+    feed: &mut Subscription,
+) -> anyhow::Result<Option<(TaskId, DateTime<Utc>, bool)>> {
+    let recorded = tokio::time::timeout(Duration::from_secs(120), feed.next())
+        .await
+        .context("no task finished for 120 s")?
+        .context("the feed ended")??;
+    let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
+        return Ok(None);
+    };
+    Ok(match TaskEvent::from_recorded(&recorded)? {
+        TaskEvent::Succeeded(_) => Some((task_id, recorded.recorded_at, true)),
+        TaskEvent::Failed(_) | TaskEvent::TimedOut(_) | TaskEvent::Canceled(_) => {
+            Some((task_id, recorded.recorded_at, false))
+        }
+        _ => None,
+    })
+}
 
 /// `duration` in milliseconds, fractional.
 pub(crate) fn millis(duration: Duration) -> f64 {

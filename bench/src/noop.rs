@@ -20,13 +20,13 @@ use taskledger::config::settings::{Role, Settings};
 use taskledger::service::shutdown;
 use taskledger::service::startup::Application;
 use taskledger_events::postgres::PgEventStore;
-use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::task::TaskId;
 use taskledger_events::EventStore;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::celery::Celery;
-use crate::measure::{millis, percentile};
+use crate::measure::{millis, next_task_end, percentile};
 
 const NOOP_KIND: &str = r#"
 [kinds.bench-noop]
@@ -239,19 +239,9 @@ impl Ours {
         }
         let mut done = HashMap::<TaskId, (DateTime<Utc>, bool)>::new();
         while done.len() < tasks {
-            let recorded = tokio::time::timeout(Duration::from_secs(120), feed.next())
-                .await
-                .context("no task finished for 120 s")?
-                .context("the feed ended")??;
-            let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
-                continue;
-            };
-            let succeeded = match TaskEvent::from_recorded(&recorded)? {
-                TaskEvent::Succeeded(_) => true,
-                TaskEvent::Failed(_) | TaskEvent::TimedOut(_) | TaskEvent::Canceled(_) => false,
-                _ => continue,
-            };
-            done.insert(task_id, (recorded.recorded_at, succeeded));
+            if let Some((task_id, at, succeeded)) = next_task_end(&mut feed).await? {
+                done.insert(task_id, (at, succeeded));
+            }
         }
         for client in clients {
             client.await??;
@@ -302,20 +292,13 @@ async fn scratch_database(settings: &Settings) -> anyhow::Result<(String, String
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
     config.dbname(&name);
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => bail!("Celery's result backend needs a TCP host in DATABASE_URL"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let password = config
-        .get_password()
-        .map(|password| format!(":{}", String::from_utf8_lossy(password)))
-        .unwrap_or_default();
-    Ok((
-        name.clone(),
-        format!("postgres://{user}{password}@{host}:{port}/{name}"),
-    ))
+    if !matches!(
+        config.get_hosts().first(),
+        Some(tokio_postgres::config::Host::Tcp(_))
+    ) {
+        bail!("Celery's result backend needs a TCP host in DATABASE_URL");
+    }
+    Ok((name, taskledger_events::testing::config_to_url(&config)))
 }
 
 async fn drop_database(settings: &Settings, name: &str) -> anyhow::Result<()> {

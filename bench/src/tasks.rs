@@ -28,13 +28,13 @@ use taskledger::submission::{self, Submission, Submitter};
 use taskledger::workers::relay::{self, RelayOptions, RelayStatus};
 use taskledger::workers::runner::{self, RunnerOptions};
 use taskledger_events::postgres::{PgEventStore, StoreOptions};
-use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::task::TaskId;
 use taskledger_events::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::bare::Bare;
-use crate::measure::millis;
+use crate::measure::{millis, next_task_end};
 
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -459,19 +459,9 @@ async fn wait_all(
     let mut feed = store.subscribe_all(after);
     let (mut succeeded, mut failed) = (0, 0);
     while succeeded + failed < ids.len() {
-        let recorded = tokio::time::timeout(Duration::from_secs(120), feed.next())
-            .await
-            .context("no task finished for 120 s")?
-            .context("the feed ended")??;
-        let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
-            continue;
-        };
-        if !ids.contains(&task_id) {
-            continue;
-        }
-        match TaskEvent::from_recorded(&recorded)? {
-            TaskEvent::Succeeded(_) => succeeded += 1,
-            TaskEvent::Failed(_) | TaskEvent::TimedOut(_) | TaskEvent::Canceled(_) => failed += 1,
+        match next_task_end(&mut feed).await? {
+            Some((task_id, _, true)) if ids.contains(&task_id) => succeeded += 1,
+            Some((task_id, _, false)) if ids.contains(&task_id) => failed += 1,
             _ => {}
         }
     }

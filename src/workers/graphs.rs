@@ -77,20 +77,15 @@ async fn follow_once(store: &PgEventStore) -> anyhow::Result<()> {
             resolve(store, child, now()).await?;
         }
         let last = batch.last().map_or(position, |event| event.global_position);
-        let updated = leadership
-            .client
-            .execute(
-                "UPDATE graph_checkpoints SET position = $2, updated_at = now()
-                 WHERE follower = $1 AND position = $3",
-                &[
-                    &NAME,
-                    &i64::try_from(last).unwrap_or(i64::MAX),
-                    &i64::try_from(position).unwrap_or(i64::MAX),
-                ],
-            )
-            .await?;
+        let moved = leader::move_checkpoint(
+            &leadership.client,
+            ("graph_checkpoints", "follower", NAME),
+            position,
+            last,
+        )
+        .await?;
         anyhow::ensure!(
-            updated == 1,
+            moved,
             "the graph checkpoint moved under this follower; another one is active"
         );
         position = last;

@@ -122,6 +122,34 @@ impl Leadership {
     }
 }
 
+/// Moves `table`'s row named `name` (its key column `key`) from `from` to
+/// `to`, on the lock's connection `client`: whether it was at `from`. When
+/// it was not, another instance moved it, and this one must stop.
+///
+/// # Errors
+/// When the database cannot be reached.
+pub(crate) async fn move_checkpoint(
+    client: &tokio_postgres::Client,
+    (table, key, name): (&'static str, &'static str, &str),
+    from: u64,
+    to: u64,
+) -> Result<bool, tokio_postgres::Error> {
+    let moved = client
+        .execute(
+            &format!(
+                "UPDATE {table} SET position = $2, updated_at = now()
+                 WHERE {key} = $1 AND position = $3"
+            ),
+            &[
+                &name,
+                &i64::try_from(to).unwrap_or(i64::MAX),
+                &i64::try_from(from).unwrap_or(i64::MAX),
+            ],
+        )
+        .await?;
+    Ok(moved == 1)
+}
+
 /// Takes the lock of `role` on a new connection, or `None` when another
 /// instance holds it.
 ///

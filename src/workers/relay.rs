@@ -218,20 +218,11 @@ impl Batches<'_> {
     /// The database failed, or the row is not at `from`: another relay
     /// moved it, so this one stops.
     async fn record(&self, from: u64, to: u64) -> anyhow::Result<()> {
-        let updated = self
-            .client
-            .execute(
-                "UPDATE relay_checkpoints SET position = $2, updated_at = now()
-                 WHERE relay = $1 AND position = $3",
-                &[
-                    &NAME,
-                    &i64::try_from(to).unwrap_or(i64::MAX),
-                    &i64::try_from(from).unwrap_or(i64::MAX),
-                ],
-            )
-            .await?;
+        let moved =
+            leader::move_checkpoint(self.client, ("relay_checkpoints", "relay", NAME), from, to)
+                .await?;
         anyhow::ensure!(
-            updated == 1,
+            moved,
             "the relay checkpoint moved under this relay; another relay is active"
         );
         Ok(())

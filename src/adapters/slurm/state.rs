@@ -148,28 +148,29 @@ pub(super) const SACCT_FORMAT: &str = "JobID,State,Reason,ExitCode,JobName";
 
 /// Reads a line printed with [`SQUEUE_FORMAT`]; `None` if it is not one.
 pub(super) fn parse_squeue_line(line: &str) -> Option<JobInfo> {
-    let mut fields = line.trim_end_matches(['\r', '\n']).splitn(5, '|');
-    let id = fields.next()?.trim().parse().ok().map(JobId)?;
-    let state = fields.next()?.trim();
-    let reason = fields.next()?.trim();
-    let exit = ExitStatus::from_wait_status(fields.next()?);
-    let name = fields.next()?.trim_end().to_owned();
-    Some(JobInfo {
-        id,
-        name,
-        state: JobState::from_slurm(state, reason, exit),
-    })
+    // The name without trailing blanks.
+    parse_job_line(line, ExitStatus::from_wait_status, str::trim_end)
 }
 
 /// Reads a line printed with [`SACCT_FORMAT`]; `None` if it is not one
 /// (or is a job step such as `12.batch`).
 pub(super) fn parse_sacct_line(line: &str) -> Option<JobInfo> {
+    parse_job_line(line, ExitStatus::from_code_signal, |name| name)
+}
+
+/// Reads `id|state|reason|exit|name` (the name last, so that it may hold
+/// `|`), the exit status as `exit` reads it and the name as `name` leaves it.
+fn parse_job_line(
+    line: &str,
+    exit: fn(&str) -> ExitStatus,
+    name: fn(&str) -> &str,
+) -> Option<JobInfo> {
     let mut fields = line.trim_end_matches(['\r', '\n']).splitn(5, '|');
     let id = fields.next()?.trim().parse().ok().map(JobId)?;
     let state = fields.next()?.trim();
     let reason = fields.next()?.trim();
-    let exit = ExitStatus::from_code_signal(fields.next()?);
-    let name = fields.next()?.to_owned();
+    let exit = exit(fields.next()?);
+    let name = name(fields.next()?).to_owned();
     Some(JobInfo {
         id,
         name,

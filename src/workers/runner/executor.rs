@@ -498,6 +498,33 @@ pub async fn run_local(
     outcome
 }
 
+/// Copies each input to its name under `dir` (made, with the folders a
+/// parent's artifact, `{parent_id}/{name}`, needs): for executors that
+/// cannot mount them read-only.
+pub(super) async fn copy_inputs(
+    inputs: &[(String, PathBuf)],
+    dir: &std::path::Path,
+) -> Result<(), RunError> {
+    let creating = |at: &std::path::Path, error: std::io::Error| {
+        RunError::Start(format!("creating {}: {error}", at.display()))
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|error| creating(dir, error))?;
+    for (name, path) in inputs {
+        let copy = dir.join(name);
+        if let Some(parent) = copy.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|error| creating(parent, error))?;
+        }
+        tokio::fs::copy(path, &copy)
+            .await
+            .map_err(|error| RunError::Start(format!("copying input {name}: {error}")))?;
+    }
+    Ok(())
+}
+
 async fn run_local_in(
     spec: &RunSpec,
     out: &std::path::Path,
@@ -511,20 +538,7 @@ async fn run_local_in(
     // TASKLEDGER_IN (the local executor has no read-only mounts).
     let inputs = out.with_extension("in");
     if !spec.inputs.is_empty() {
-        tokio::fs::create_dir_all(&inputs)
-            .await
-            .map_err(|error| RunError::Start(format!("creating {}: {error}", inputs.display())))?;
-        for (name, path) in &spec.inputs {
-            // A parent's artifact is `{parent_id}/{name}`.
-            if let Some(parent) = inputs.join(name).parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|error| {
-                    RunError::Start(format!("creating {}: {error}", parent.display()))
-                })?;
-            }
-            tokio::fs::copy(path, inputs.join(name))
-                .await
-                .map_err(|error| RunError::Start(format!("copying input {name}: {error}")))?;
-        }
+        copy_inputs(&spec.inputs, &inputs).await?;
     }
     let mut child = tokio::process::Command::new(program)
         .args(arguments)

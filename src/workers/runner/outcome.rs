@@ -20,21 +20,22 @@ pub(super) async fn outcome_command(
         .get(&task.kind)
         .map(|kind| kind.retry.clone())
         .unwrap_or_default();
-    let failed = |error: String, exit_code: Option<i32>, retryable: bool| {
-        let failed_at = now();
-        Some(TaskCommand::Fail(FailTask {
-            artifacts: Vec::new(),
-            task_id,
-            attempt,
-            error,
-            exit_code,
-            retryable,
-            next_attempt_at: wait::next_attempt_at(
-                context, &task.kind, attempt, retryable, failed_at,
-            ),
-            failed_at,
-        }))
-    };
+    let failed =
+        |error: String, exit_code: Option<i32>, retryable: bool, artifacts: Vec<Artifact>| {
+            let failed_at = now();
+            Some(TaskCommand::Fail(FailTask {
+                artifacts,
+                task_id,
+                attempt,
+                error,
+                exit_code,
+                retryable,
+                next_attempt_at: wait::next_attempt_at(
+                    context, &task.kind, attempt, retryable, failed_at,
+                ),
+                failed_at,
+            }))
+        };
     match outcome.end.clone() {
         End::Canceled => None,
         End::Failed {
@@ -43,30 +44,8 @@ pub(super) async fn outcome_command(
             retryable,
         } => {
             // The logs are kept, as for a non-zero exit.
-            let logs = Outcome {
-                files: Vec::new(),
-                ..outcome
-            };
-            let artifacts = match store_artifacts(&context.options.blobs, logs).await {
-                Ok(artifacts) => artifacts,
-                Err(error) => {
-                    tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
-                    Vec::new()
-                }
-            };
-            let failed_at = now();
-            Some(TaskCommand::Fail(FailTask {
-                task_id,
-                attempt,
-                error,
-                exit_code,
-                artifacts,
-                retryable,
-                next_attempt_at: wait::next_attempt_at(
-                    context, &task.kind, attempt, retryable, failed_at,
-                ),
-                failed_at,
-            }))
+            let logs = failure_logs(context, task_id, outcome).await;
+            failed(error, exit_code, retryable, logs)
         }
         End::TimedOut => Some(TaskCommand::TimeOut(TimeOutTask {
             task_id,
@@ -85,30 +64,8 @@ pub(super) async fn outcome_command(
                 );
                 // The logs are kept as for a success: they are what a
                 // failure is understood from.
-                let logs = Outcome {
-                    files: Vec::new(),
-                    ..outcome
-                };
-                let artifacts = match store_artifacts(&context.options.blobs, logs).await {
-                    Ok(artifacts) => artifacts,
-                    Err(error) => {
-                        tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
-                        Vec::new()
-                    }
-                };
-                let failed_at = now();
-                return Some(TaskCommand::Fail(FailTask {
-                    task_id,
-                    attempt,
-                    error,
-                    exit_code: Some(exit_code),
-                    artifacts,
-                    retryable,
-                    next_attempt_at: wait::next_attempt_at(
-                        context, &task.kind, attempt, retryable, failed_at,
-                    ),
-                    failed_at,
-                }));
+                let logs = failure_logs(context, task_id, outcome).await;
+                return failed(error, Some(exit_code), retryable, logs);
             }
             let result = match outcome.files.iter().find(|(name, _)| name == "result.json") {
                 None => Map::new(),
@@ -119,6 +76,7 @@ pub(super) async fn outcome_command(
                             "/out/result.json is not a JSON object".into(),
                             Some(exit_code),
                             false,
+                            Vec::new(),
                         )
                     }
                     Err(error) => {
@@ -126,6 +84,7 @@ pub(super) async fn outcome_command(
                             format!("/out/result.json is not valid JSON: {error}"),
                             Some(exit_code),
                             false,
+                            Vec::new(),
                         )
                     }
                 },
@@ -143,8 +102,26 @@ pub(super) async fn outcome_command(
                     format!("storing the attempt's files failed: {error}"),
                     Some(exit_code),
                     true,
+                    Vec::new(),
                 ),
             }
+        }
+    }
+}
+
+/// The logs of a failed attempt, stored (its `/out` files are not kept);
+/// none when storing them fails, which is logged: the failure is recorded
+/// without them.
+async fn failure_logs(context: &Context, task_id: TaskId, outcome: Outcome) -> Vec<Artifact> {
+    let logs = Outcome {
+        files: Vec::new(),
+        ..outcome
+    };
+    match store_artifacts(&context.options.blobs, logs).await {
+        Ok(artifacts) => artifacts,
+        Err(error) => {
+            tracing::warn!(%error, task = %task_id, "storing a failed attempt's logs failed; recording the failure without them");
+            Vec::new()
         }
     }
 }

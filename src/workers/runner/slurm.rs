@@ -29,7 +29,7 @@ use crate::adapters::slurm::{FailureKind, JobId, JobSpec, JobState, Slurm, Slurm
 use taskledger_events::task::{RecordJobRunning, RecordJobSubmitted, Task};
 
 use super::collect::collect_files;
-use super::executor::Captured;
+use super::executor::{copy_inputs, Captured};
 use super::*;
 
 /// How often a job's state is asked for while Slurm answers.
@@ -189,20 +189,7 @@ async fn job_spec(
     let mut env = vec![("TASKLEDGER_ATTEMPT".to_owned(), spec.attempt.to_string())];
     if !spec.inputs.is_empty() {
         let inputs = dir.join("in");
-        tokio::fs::create_dir_all(&inputs)
-            .await
-            .map_err(|error| RunError::Start(format!("creating {}: {error}", inputs.display())))?;
-        for (input, path) in &spec.inputs {
-            // A parent's artifact is `{parent_id}/{name}`.
-            if let Some(parent) = inputs.join(input).parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(|error| {
-                    RunError::Start(format!("creating {}: {error}", parent.display()))
-                })?;
-            }
-            tokio::fs::copy(path, inputs.join(input))
-                .await
-                .map_err(|error| RunError::Start(format!("copying input {input}: {error}")))?;
-        }
+        copy_inputs(&spec.inputs, &inputs).await?;
         env.push(("TASKLEDGER_IN".to_owned(), inputs.display().to_string()));
     }
     Ok(JobSpec {

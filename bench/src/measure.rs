@@ -7,9 +7,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use taskledger_events::store::Subscription;
 use taskledger_events::task::{TaskEvent, TaskId};
+use taskledger_events::RecordedEvent;
 
-/// The next event of `feed` if it ends a task: the task, when its end was
-/// recorded, and whether it succeeded; `None` for any other event.
+/// The next event of `feed` if it ends a task ([`task_end`]); `None` for
+/// any other event.
 ///
 /// # Errors
 /// When no event comes for 120 s, the feed ends or fails, or a task's
@@ -21,10 +22,21 @@ pub(crate) async fn next_task_end(
         .await
         .context("no task finished for 120 s")?
         .context("the feed ended")??;
+    task_end(&recorded)
+}
+
+/// The task `recorded` ends, when its end was recorded, and whether it
+/// succeeded; `None` when it is not a task's terminal event.
+///
+/// # Errors
+/// When a task's event does not decode.
+pub(crate) fn task_end(
+    recorded: &RecordedEvent,
+) -> anyhow::Result<Option<(TaskId, DateTime<Utc>, bool)>> {
     let Some(task_id) = TaskId::from_stream_id(&recorded.stream_id) else {
         return Ok(None);
     };
-    Ok(match TaskEvent::from_recorded(&recorded)? {
+    Ok(match TaskEvent::from_recorded(recorded)? {
         TaskEvent::Succeeded(_) => Some((task_id, recorded.recorded_at, true)),
         TaskEvent::Failed(_) | TaskEvent::TimedOut(_) | TaskEvent::Canceled(_) => {
             Some((task_id, recorded.recorded_at, false))

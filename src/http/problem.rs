@@ -400,6 +400,29 @@ wraps_extractor!(ApiPath(axum::extract::Path): FromRequestParts, PathRejection, 
     }
 });
 
+/// The header `name` as `parse` reads it, if sent: a 400 saying `not_text`
+/// when it is not visible ASCII, or `parse`'s own problem.
+///
+/// # Errors
+/// As said; nothing else fails.
+pub(crate) fn optional_header<'a, T>(
+    parts: &'a Parts,
+    name: &str,
+    not_text: &str,
+    parse: impl FnOnce(&'a str) -> Result<T, Problem>,
+) -> Result<Option<T>, Problem> {
+    parts
+        .headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Problem::bad_request(not_text))
+                .and_then(parse)
+        })
+        .transpose()
+}
+
 /// Logs the cause of `response` once if it is a 5xx, in the request's span
 /// (so with its request id): the problem's own cause when it has one. A 500
 /// without one is logged too (a bug that said nothing); a 503 without one is

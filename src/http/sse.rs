@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::key_watch::WatchedKey;
 use super::limits::StreamSlot;
-use super::problem::Problem;
+use super::problem::{optional_header, Problem};
 use super::AppState;
 use crate::service::shutdown::Shutdown;
 
@@ -43,15 +43,13 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
 
     /// 400 when `Last-Event-ID` is not a position.
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get("last-event-id") else {
-            return Ok(Self::default());
-        };
-        let after = value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .ok_or_else(|| Problem::bad_request("Last-Event-ID must be a position in the log"))?;
-        Ok(Self { after: Some(after) })
+        let not_position = "Last-Event-ID must be a position in the log";
+        let after = optional_header(parts, "last-event-id", not_position, |text| {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| Problem::bad_request(not_position))
+        })?;
+        Ok(Self { after })
     }
 }
 

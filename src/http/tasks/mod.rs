@@ -32,7 +32,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Authorized, ReadHistory, ReadTasks, WriteTasks};
 use super::consistency::{wait_for, wait_for_position};
 use super::paging::{cut_page, page_size};
-use super::problem::{path_extractor, uuid_segment, ApiJson, ApiQuery, OptionalJson, Problem};
+use super::problem::{
+    optional_header, path_extractor, uuid_segment, ApiJson, ApiQuery, OptionalJson, Problem,
+};
 use super::responses::{
     Authenticated, JsonBody, Malformed, NoSuchTask, OtherTenant, PositionWait, ReadWait,
 };
@@ -242,16 +244,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
-        let Some(value) = parts.headers.get("idempotency-key") else {
-            return Ok(Self::default());
-        };
-        let key = value
-            .to_str()
-            .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-        submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
-        Ok(Self {
-            key: Some(key.to_owned()),
-        })
+        let not_text = "Idempotency-Key must be visible ASCII";
+        let key = optional_header(parts, "idempotency-key", not_text, |key| {
+            submission::check_idempotency_key(key).map_err(Problem::bad_request)?;
+            Ok(key.to_owned())
+        })?;
+        Ok(Self { key })
     }
 }
 

@@ -265,11 +265,22 @@ impl Ours {
         }
         let submitted = submitted.lock().await;
         let mut latencies = Vec::with_capacity(tasks);
+        let mut before_submit = 0;
         for (id, at) in submitted.iter() {
             let (finished, _) = done
                 .get(id)
                 .with_context(|| format!("task {} finished, but not one of this run's", id.0))?;
-            latencies.push((*finished - *at).to_std().unwrap_or_default());
+            let latency = (*finished - *at).to_std();
+            before_submit += usize::from(latency.is_err());
+            latencies.push(latency.unwrap_or_default());
+        }
+        if before_submit > 0 {
+            // The database's clock and this process's disagree: the
+            // figures below are not to be trusted.
+            println!(
+                "# warning: {before_submit} of {tasks} tasks finished (the log's recorded_at) before \
+                 they were submitted (this process's clock): the clock moved during the run"
+            );
         }
         latencies.sort();
         let first = submitted.values().min().copied().unwrap_or(began);

@@ -354,3 +354,45 @@ async fn webhooks_delivers_to_its_receiver_and_prints_rate_latency_and_the_goal(
         "{goal:?}"
     );
 }
+
+#[tokio::test]
+async fn tasks_against_celery_alternates_both_and_prints_each_ratio() {
+    // Installs Celery into the benchmark's own virtual environment on the
+    // first run (from the package index), so it is given longer.
+    let run = bench_on_scratch(
+        "tasks --celery --tasks 10 --submitters 1,2 --paced-rate 50",
+        Duration::from_secs(900),
+    )
+    .await;
+    let measured = ["tasks", "failed", "tasks_per_s", "p50_ms", "p99_ms"];
+    for what in ["submitters=1", "submitters=2", "paced=50/s"] {
+        for system in ["taskledger", "celery"] {
+            let printed = line(&run, &format!("{system} {what} "), &measured);
+            assert!(printed.contains(" tasks=10 failed=0 "), "{run:#?}");
+        }
+        let ratio = line(
+            &run,
+            &format!("ratio {what} "),
+            &["tasks_per_s", "p50", "p99"],
+        );
+        assert!(ratio.contains("(taskledger over Celery; "), "{ratio}");
+    }
+    // Both systems' runs alternate: taskledger first, then Celery, per plan.
+    let order: Vec<String> = run
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("taskledger ") || line.starts_with("celery "))
+        .map(|line| {
+            line.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let expected: Vec<String> = ["submitters=1", "submitters=2", "paced=50/s"]
+        .into_iter()
+        .flat_map(|what| [format!("taskledger {what}"), format!("celery {what}")])
+        .collect();
+    assert_eq!(order, expected, "{run:#?}");
+    assert!(!run.stdout.contains("# warning:"), "{run:#?}");
+}

@@ -24,7 +24,6 @@ use taskledger_events::webhook::{
     CreateWebhook, DeleteWebhook, EnableWebhook, ReplayWebhook, Webhook, WebhookCommand,
     WebhookDeliveryAttempted, WebhookEvent, WebhookId, WebhookStatus, Webhooks,
 };
-use taskledger_events::{Direction, EventStore};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -425,7 +424,7 @@ pub async fn list_deliveries(
     WebhookPath { id }: WebhookPath,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> Result<ApiJson<DeliveryPage>, Problem> {
-    let webhook = reachable(&state, &caller, id).await?;
+    reachable(&state, &caller, id).await?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(Problem::bad_request("limit must be 1 to 1000"));
@@ -434,87 +433,39 @@ pub async fn list_deliveries(
     if query.position == Some(0) {
         return Err(Problem::bad_request("position must be 1 or more"));
     }
-    if message_id.is_some() || query.position.is_some() {
-        let items = matching_attempts(&state, id, message_id, query.position, limit).await?;
-        return Ok(ApiJson(DeliveryPage { items }));
-    }
-    // Newest first from the end of the stream, then turned around.
-    let mut items = Vec::new();
-    let mut from_version = webhook.version;
-    while items.len() < limit as usize && from_version > 0 {
-        let batch = state
-            .store
-            .read_stream(&id.stream_id(), from_version, Direction::Backward, 500)
-            .await
-            .map_err(store_unreadable(format!("reading webhook {id}'s stream")))?;
-        let Some(last) = batch.last() else { break };
-        from_version = last.version.saturating_sub(1);
-        for recorded in &batch {
-            if let Ok(WebhookEvent::DeliveryAttempted(attempt)) =
-                WebhookEvent::from_recorded(recorded)
-            {
-                items.push(delivery_view(attempt, recorded.global_position));
-                if items.len() == limit as usize {
-                    break;
-                }
-            }
-        }
-    }
-    items.reverse();
-    Ok(ApiJson(DeliveryPage { items }))
-}
-
-/// The latest `limit` attempts in webhook `id`'s stream of `message_id`
-/// and of the event at `position` (each when given), oldest first: one
-/// query over the stream's rows, however long it is, that returns only
-/// the matches.
-async fn matching_attempts(
-    state: &AppState,
-    id: WebhookId,
-    message_id: Option<String>,
-    position: Option<u64>,
-    limit: u32,
-) -> Result<Vec<DeliveryView>, Problem> {
-    let client = state.store.pool().get().await.map_err(database_error(
-        "getting a connection to read a webhook's deliveries",
-    ))?;
-    let position = position.map(|position| i64::try_from(position).unwrap_or(i64::MAX));
-    let rows = client
-        .query(
-            "SELECT global_position, data FROM events
-             WHERE stream_id = $1 AND event_type = 'WebhookDeliveryAttempted'
-               AND ($2::text IS NULL OR data->>'message_id' = $2)
-               AND ($3::bigint IS NULL OR (data->>'position')::bigint = $3)
-             ORDER BY version DESC LIMIT $4",
-            &[
-                &id.stream_id().as_str(),
-                &message_id,
-                &position,
-                &i64::from(limit),
-            ],
+    // Only the matches are read, however long the stream is (one query on
+    // its index), and decoded as every read of the log is.
+    let position = query.position.map(|position| position.to_string());
+    let matching: Vec<(&str, &str)> = [
+        ("message_id", message_id.as_deref()),
+        ("position", position.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| Some((field, value?)))
+    .collect();
+    let attempts = state
+        .store
+        .newest_of_type_matching(
+            &id.stream_id(),
+            "WebhookDeliveryAttempted",
+            &matching,
+            limit as usize,
         )
         .await
-        .map_err(database_error("reading a webhook's deliveries"))?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows.iter().rev() {
-        let global_position: i64 = row.get(0);
-        // The stored payload is the attempt itself (schema version 1 of
-        // the webhook's events; no upcast exists for it).
-        let attempt: WebhookDeliveryAttempted =
-            serde_json::from_value(row.get(1)).map_err(|error| {
-                store_unreadable(format!("reading webhook {id}'s stream"))(
-                    taskledger_events::StoreError::Corrupt {
-                        global_position: u64::try_from(global_position).unwrap_or(0),
-                        reason: format!("a delivery attempt: {error}"),
-                    },
-                )
-            })?;
-        items.push(delivery_view(
-            attempt,
-            u64::try_from(global_position).unwrap_or(0),
-        ));
-    }
-    Ok(items)
+        .map_err(store_unreadable(format!("reading webhook {id}'s stream")))?;
+    let items = attempts
+        .iter()
+        .map(|recorded| match WebhookEvent::from_recorded(recorded) {
+            Ok(WebhookEvent::DeliveryAttempted(attempt)) => {
+                Ok(delivery_view(attempt, recorded.global_position))
+            }
+            Ok(_) => Err(Problem::internal()),
+            Err(error) => {
+                Err(Problem::internal().because("decoding a webhook's delivery attempt", error))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ApiJson(DeliveryPage { items }))
 }
 
 fn delivery_view(attempt: WebhookDeliveryAttempted, recorded_at_position: u64) -> DeliveryView {

@@ -350,6 +350,29 @@ impl PgEventStore {
             .transpose()
     }
 
+    /// The newest `limit` events of type `event_type` in one stream whose
+    /// JSON data holds each `(field, value)` of `matching` (top-level
+    /// fields, compared as text: a number as its decimal digits), oldest
+    /// first, upcast as every read is. The filter runs in the database, on
+    /// the stream's index; `matching` may be empty.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database fails or an event is unreadable.
+    pub async fn newest_of_type_matching(
+        &self,
+        stream_id: &StreamId,
+        event_type: &str,
+        matching: &[(&str, &str)],
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.inner.own_pool.get().await?;
+        read::newest_of_type_matching(&client, stream_id, event_type, matching, limit)
+            .await?
+            .into_iter()
+            .map(|event| self.inner.upcasters.upcast(event))
+            .collect()
+    }
+
     /// Checks the database answers a trivial query.
     ///
     /// # Errors

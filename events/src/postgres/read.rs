@@ -114,6 +114,38 @@ pub(super) async fn latest_of_type(
     row.as_ref().map(from_row).transpose()
 }
 
+pub(super) async fn newest_of_type_matching(
+    client: &Client,
+    stream_id: &StreamId,
+    event_type: &str,
+    matching: &[(&str, &str)],
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    // One condition per field, its name and value both parameters.
+    let conditions: String = (0..matching.len())
+        .map(|index| format!(" AND data->>${} = ${}", 4 + 2 * index, 5 + 2 * index))
+        .collect();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND event_type = $2{conditions} \
+             ORDER BY version DESC LIMIT $3"
+        ))
+        .await
+        .map_err(StoreError::db("preparing a filtered read of a stream"))?;
+    let (stream, limit) = (stream_id.as_str(), limit_param(limit));
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&stream, &event_type, &limit];
+    for (field, value) in matching {
+        params.push(field);
+        params.push(value);
+    }
+    let rows = client
+        .query(&statement, &params)
+        .await
+        .map_err(StoreError::db("reading a stream, filtered"))?;
+    rows.iter().rev().map(from_row).collect()
+}
+
 pub(super) async fn head_position(client: &Client) -> Result<u64, StoreError> {
     let row = client
         .query_one("SELECT coalesce(max(global_position), 0) FROM events", &[])

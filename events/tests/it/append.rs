@@ -477,3 +477,74 @@ async fn the_latest_event_of_a_type_is_one_indexed_read_however_long_the_stream(
     drop(client);
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn the_newest_events_of_a_type_are_read_filtered_by_their_fields() {
+    let (store, database) = store().await;
+    let hook = stream("webhook-filtered");
+    let attempt = |message: &str, position: u64, n: u64| {
+        NewEvent::new(
+            "WebhookDeliveryAttempted",
+            json!({ "message_id": message, "position": position, "attempt": n }),
+        )
+    };
+    let mut batch = vec![
+        attempt("msg_a", 7, 1),
+        attempt("msg_b", 8, 1),
+        attempt("msg_a", 7, 2),
+    ];
+    batch.insert(1, event(1));
+    batch.push(attempt("msg_a", 7, 3));
+    appended(&store, &hook, ExpectedVersion::NoStream, batch).await;
+    let read = |matching: Vec<(&'static str, &'static str)>, limit: usize| {
+        let (store, hook) = (&store, &hook);
+        async move {
+            store
+                .newest_of_type_matching(hook, "WebhookDeliveryAttempted", &matching, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|event| {
+                    (
+                        event.data["message_id"].clone(),
+                        event.data["attempt"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Every event of the type, oldest first; not the other type's.
+    assert_eq!(
+        read(vec![], 10).await,
+        [
+            (json!("msg_a"), json!(1)),
+            (json!("msg_b"), json!(1)),
+            (json!("msg_a"), json!(2)),
+            (json!("msg_a"), json!(3)),
+        ]
+    );
+    // The newest `limit` of those that match every field, a number by its
+    // digits.
+    assert_eq!(
+        read(vec![("message_id", "msg_a"), ("position", "7")], 2).await,
+        [(json!("msg_a"), json!(2)), (json!("msg_a"), json!(3))]
+    );
+    assert_eq!(
+        read(vec![("position", "8")], 10).await,
+        [(json!("msg_b"), json!(1))]
+    );
+    assert!(read(vec![("message_id", "msg_a"), ("position", "8")], 10)
+        .await
+        .is_empty());
+    assert!(store
+        .newest_of_type_matching(
+            &stream("webhook-other"),
+            "WebhookDeliveryAttempted",
+            &[],
+            10
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    database.drop_database().await;
+}

@@ -48,7 +48,6 @@ pub struct ProjectionView {
     pub rebuild: Option<RebuildView>,
 }
 
-/// A blue/green rebuild, as last recorded.
 /// A projection's name in the path (`{name}`).
 #[derive(Debug, Clone, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -61,6 +60,7 @@ path_extractor!(ProjectionPath, "name", |name| Ok(Self {
     name: name.to_owned()
 }));
 
+/// A blue/green rebuild, as last recorded.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RebuildView {
     /// The version being (or that was) built.

@@ -459,7 +459,10 @@ pub async fn list_deliveries(
             Ok(WebhookEvent::DeliveryAttempted(attempt)) => {
                 Ok(delivery_view(attempt, recorded.global_position))
             }
-            Ok(_) => Err(Problem::internal()),
+            Ok(other) => Err(Problem::internal().because(
+                "reading a webhook's delivery attempts",
+                anyhow::anyhow!("read a {} among them", other.event_type()),
+            )),
             Err(error) => {
                 Err(Problem::internal().because("decoding a webhook's delivery attempt", error))
             }
